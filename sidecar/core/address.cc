@@ -1,0 +1,146 @@
+#include "sidecar/core/address.h"
+
+#include <charconv>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "sidecar/common/error_reason.h"
+
+namespace veil::core {
+namespace {
+
+absl::Status Invalid(absl::string_view what) {
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument, what, reason::kInvalidAddress);
+}
+
+bool IsNameChar(char c) { return absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-'; }
+
+bool IsIpv4(absl::string_view host) {
+  int parts = 0;
+  size_t i = 0;
+  while (i <= host.size()) {
+    size_t j = host.find('.', i);
+    if (j == absl::string_view::npos) j = host.size();
+    absl::string_view part = host.substr(i, j - i);
+    if (part.empty() || part.size() > 3) return false;
+    int value = 0;
+    for (char c : part) {
+      if (!absl::ascii_isdigit(c)) return false;
+      value = value * 10 + (c - '0');
+    }
+    if (value > 255) return false;
+    ++parts;
+    i = j + 1;
+  }
+  return parts == 4;
+}
+
+bool IsDnsName(absl::string_view host) {
+  if (host.empty() || host.size() > kMaxHostLength) return false;
+  bool all_digits_and_dots = true;
+  size_t label = 0;
+  for (char c : host) {
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    if (!absl::ascii_isalnum(c) && c != '-') return false;
+    if (!absl::ascii_isdigit(c)) all_digits_and_dots = false;
+    if (++label > 63) return false;
+  }
+  // Something like "1.2.3" or "999.1.1.1" is a malformed IPv4 address, not a name.
+  return label != 0 && !all_digits_and_dots;
+}
+
+bool IsIpv6(absl::string_view host) {
+  if (host.size() < 2 || host.size() > 45) return false;
+  int colons = 0;
+  for (char c : host) {
+    if (c == ':') {
+      ++colons;
+    } else if (!absl::ascii_isxdigit(c) && c != '.') {
+      return false;
+    }
+  }
+  return colons >= 2;
+}
+
+}  // namespace
+
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, bool allow_port_zero) {
+  size_t colon = text.rfind(':');
+  if (colon == absl::string_view::npos) {
+    return Invalid(absl::StrCat("\"", text, "\" is not host:port (no port)"));
+  }
+  absl::string_view host = text.substr(0, colon);
+  absl::string_view port_text = text.substr(colon + 1);
+  HostPort out;
+  if (!host.empty() && host.front() == '[') {
+    if (host.size() < 2 || host.back() != ']' || !IsIpv6(host.substr(1, host.size() - 2))) {
+      return Invalid(absl::StrCat("\"", host, "\" is not a bracketed IPv6 address"));
+    }
+    out.host = std::string(host.substr(1, host.size() - 2));
+  } else if (IsIpv4(host) || IsDnsName(host)) {
+    out.host = std::string(host);
+  } else {
+    return Invalid(absl::StrCat("\"", host,
+                                "\" is not a host (IPv4 address, [IPv6] address or DNS name)"));
+  }
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
+      port > 65535 || (port == 0 && !allow_port_zero) || port_text.size() > 5) {
+    return Invalid(absl::StrCat("\"", port_text, "\" is not a port (",
+                                allow_port_zero ? "0" : "1", "..65535)"));
+  }
+  out.port = static_cast<uint16_t>(port);
+  return out;
+}
+
+std::string FormatHostPort(absl::string_view host, uint16_t port) {
+  if (host.find(':') != absl::string_view::npos) return absl::StrCat("[", host, "]:", port);
+  return absl::StrCat(host, ":", port);
+}
+
+absl::Status ValidateLocalName(absl::string_view name) {
+  if (name.empty()) return Invalid("a worker name is empty");
+  if (name.size() > kMaxLocalNameLength) {
+    return Invalid(absl::StrCat("a worker name is longer than ", kMaxLocalNameLength, " characters"));
+  }
+  for (char c : name) {
+    if (!IsNameChar(c)) {
+      return Invalid(absl::StrCat("worker name \"", name,
+                                  "\" has a character outside [A-Za-z0-9._-]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Address> Address::Make(uint32_t type, std::string value) {
+  switch (static_cast<AddressType>(type)) {
+    case AddressType::kLocal: {
+      absl::Status s = ValidateLocalName(value);
+      if (!s.ok()) return s;
+      return Local(std::move(value));
+    }
+    case AddressType::kTcp: {
+      auto hp = ParseHostPort(value);
+      if (!hp.ok()) return hp.status();
+      return Tcp(std::move(value));
+    }
+  }
+  return Invalid(absl::StrCat("unknown address type ", type));
+}
+
+std::string Address::ToString() const {
+  switch (type_) {
+    case AddressType::kLocal:
+      return absl::StrCat("/service/", value_);
+    case AddressType::kTcp:
+      return absl::StrCat("/tcp/", value_);
+  }
+  return absl::StrCat("/", static_cast<uint32_t>(type_), "/", value_);
+}
+
+}  // namespace veil::core

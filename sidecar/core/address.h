@@ -1,0 +1,80 @@
+// Address: one hop of a route — a local worker name or a TCP "host:port".
+//
+// Text form: "/service/<name>" for a local worker, "/tcp/<host>:<port>" for a TCP hop. See
+// docs/routes.md. Values are validated on construction from untrusted input (Parse*).
+//
+// Thread-safety: immutable value type; safe to share between threads.
+#ifndef VEIL_SIDECAR_CORE_ADDRESS_H_
+#define VEIL_SIDECAR_CORE_ADDRESS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/status/statusor.h"
+
+namespace veil::core {
+
+// Kinds of address. The numeric values are the wire encoding (veil.wire.v1.Address.type).
+enum class AddressType : uint32_t {
+  kLocal = 0,  // a worker on the node that reads the address; text "/service/NAME"
+  kTcp = 1,    // a TCP endpoint "host:port"; text "/tcp/HOST:PORT"
+};
+
+inline constexpr size_t kMaxLocalNameLength = 128;
+inline constexpr size_t kMaxHostLength = 253;
+
+// A host and port, parsed from "host:port" or "[v6]:port".
+struct HostPort {
+  std::string host;  // without brackets
+  uint16_t port = 0;
+};
+
+// Parses "host:port", "[ipv6]:port". Host: an IPv4 address, a bracketed IPv6 address or a DNS
+// name of letters, digits, '-' and '.'. Port: 1..65535, or 0 too when `allow_port_zero`.
+// Returns INVALID_ARGUMENT naming what is wrong.
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, bool allow_port_zero = false);
+
+// Formats a host and port the way ParseHostPort reads them (IPv6 hosts in brackets).
+std::string FormatHostPort(absl::string_view host, uint16_t port);
+
+// Checks a local worker name: 1..128 of [A-Za-z0-9._-]. INVALID_ARGUMENT otherwise.
+absl::Status ValidateLocalName(absl::string_view name);
+
+class Address {
+ public:
+  // A local worker address. `name` must be valid (see ValidateLocalName); checked in debug.
+  static Address Local(std::string name) { return Address(AddressType::kLocal, std::move(name)); }
+  // A TCP address; `host_port` must be valid (see ParseHostPort).
+  static Address Tcp(std::string host_port) {
+    return Address(AddressType::kTcp, std::move(host_port));
+  }
+  // Validates `value` for `type` (as read from the wire or text); INVALID_ARGUMENT otherwise.
+  static absl::StatusOr<Address> Make(uint32_t type, std::string value);
+
+  AddressType type() const { return type_; }
+  const std::string& value() const { return value_; }
+  bool is_local() const { return type_ == AddressType::kLocal; }
+
+  // The text form, e.g. "/service/echoer".
+  std::string ToString() const;
+
+  friend bool operator==(const Address& a, const Address& b) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const Address& a) {
+    return H::combine(std::move(h), a.type_, a.value_);
+  }
+
+ private:
+  Address(AddressType type, std::string value) : type_(type), value_(std::move(value)) {}
+
+  AddressType type_;
+  std::string value_;
+};
+
+}  // namespace veil::core
+
+#endif  // VEIL_SIDECAR_CORE_ADDRESS_H_

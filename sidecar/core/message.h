@@ -1,0 +1,71 @@
+// Message: what workers exchange — onward and return routes, a payload, what this node knows of
+// the sender, and a Receipt that tells the original sender whether the message was handed on.
+//
+// A Receipt must be settled exactly once. Whoever hands the message on for good (an app's
+// mailbox that queued it, a connection that wrote it to its socket) settles it OK; whoever
+// cannot hand it on settles it with the error. A Receipt destroyed unsettled reports ABORTED
+// (reason MESSAGE_DROPPED), so no path can lose a message silently.
+//
+// Thread-safety: Message is a move-only value; a Receipt may be settled from any thread.
+#ifndef VEIL_SIDECAR_CORE_MESSAGE_H_
+#define VEIL_SIDECAR_CORE_MESSAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "sidecar/core/route.h"
+
+namespace veil::core {
+
+// Told the outcome of each message it tracks. Implementations must be thread-safe.
+class SendTracker {
+ public:
+  virtual ~SendTracker() = default;
+  // Called exactly once per tracked message (by `index`), from any thread: OK when the message
+  // was handed on, otherwise why not.
+  virtual void Complete(uint32_t index, absl::Status status) = 0;
+};
+
+// The obligation to report one message's outcome to its tracker (if any).
+class Receipt {
+ public:
+  Receipt() = default;
+  Receipt(std::shared_ptr<SendTracker> tracker, uint32_t index)
+      : tracker_(std::move(tracker)), index_(index) {}
+  Receipt(Receipt&& other) noexcept = default;
+  Receipt& operator=(Receipt&& other) noexcept;
+  Receipt(const Receipt&) = delete;
+  Receipt& operator=(const Receipt&) = delete;
+  ~Receipt();
+
+  // Reports `status` to the tracker, once; later calls do nothing.
+  void Settle(absl::Status status);
+  // True when there is a tracker still waiting for the outcome.
+  bool pending() const { return tracker_ != nullptr; }
+
+ private:
+  std::shared_ptr<SendTracker> tracker_;
+  uint32_t index_ = 0;
+};
+
+// What the receiving node knows of who sent a message. Never crosses the wire.
+struct SenderInfo {
+  enum class Origin { kLocal, kTransport, kSecureChannel };
+  Origin origin = Origin::kLocal;
+  std::string identifier;  // authenticated remote identifier, for kSecureChannel
+  std::string channel;     // local address of the secure channel, for kSecureChannel
+};
+
+struct Message {
+  Route onward;         // remaining hops; the next hop first
+  Route return_route;   // the way back to the sender
+  std::string payload;  // opaque bytes
+  SenderInfo sender;
+  Receipt receipt;
+};
+
+}  // namespace veil::core
+
+#endif  // VEIL_SIDECAR_CORE_MESSAGE_H_

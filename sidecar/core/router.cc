@@ -1,0 +1,128 @@
+#include "sidecar/core/router.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "asio/post.hpp"
+#include "sidecar/common/error_reason.h"
+
+namespace veil::core {
+
+absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worker) {
+  absl::Status valid = ValidateLocalName(name);
+  if (!valid.ok()) return valid;
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition, "the node is shutting down",
+                           reason::kNodeShuttingDown);
+  }
+  auto [it, inserted] = workers_.try_emplace(name, nullptr);
+  if (!inserted) {
+    return ErrorWithReason(absl::StatusCode::kAlreadyExists,
+                           absl::StrCat("address \"", name, "\" is already in use"),
+                           reason::kAddressInUse);
+  }
+  worker->address_ = std::move(name);
+  worker->router_ = this;
+  it->second = std::move(worker);
+  return absl::OkStatus();
+}
+
+std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker) {
+  for (;;) {
+    std::string name = absl::StrCat(prefix, next_id_.fetch_add(1, std::memory_order_relaxed));
+    if (StartWorker(name, worker).ok()) return name;
+    // Taken (vanishingly rare: an app chose the same name) or shutting down: the caller sees
+    // an unstarted worker in the latter case only if it ignores shutdown, so retry on a
+    // fresh id unless we are shutting down.
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return "";
+  }
+}
+
+bool Router::StopWorker(absl::string_view name, const Worker* expected) {
+  std::shared_ptr<Worker> worker;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = workers_.find(name);
+    if (it == workers_.end() || (expected != nullptr && it->second.get() != expected)) {
+      return false;
+    }
+    worker = std::move(it->second);
+    workers_.erase(it);
+  }
+  asio::post(worker->strand(), [worker] { worker->OnStop(); });
+  return true;
+}
+
+void Router::StopAll() {
+  std::vector<std::shared_ptr<Worker>> stopped;
+  {
+    absl::MutexLock lock(&mu_);
+    shut_down_ = true;
+    for (auto& [name, worker] : workers_) stopped.push_back(std::move(worker));
+    workers_.clear();
+  }
+  for (auto& worker : stopped) asio::post(worker->strand(), [worker] { worker->OnStop(); });
+}
+
+void Router::Send(Message msg) {
+  if (msg.onward.empty()) {
+    msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                                       "message has an empty onward route", reason::kInvalidRoute));
+    return;
+  }
+  const Address& next = msg.onward.front();
+  if (next.type() != AddressType::kLocal) {
+    Transport* transport = tcp_transport_.load(std::memory_order_acquire);
+    if (next.type() != AddressType::kTcp || transport == nullptr) {
+      msg.receipt.Settle(ErrorWithReason(
+          absl::StatusCode::kUnavailable,
+          absl::StrCat("no transport on this node for ", next.ToString()), reason::kRouteNotFound));
+      return;
+    }
+    transport->Send(std::move(msg));
+    return;
+  }
+  std::shared_ptr<Worker> worker = Find(next.value());
+  if (worker == nullptr) {
+    msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
+                                       absl::StrCat("no worker at ", next.ToString()),
+                                       reason::kRouteNotFound));
+    return;
+  }
+  msg.onward.PopFront();
+  Worker* w = worker.get();
+  asio::post(w->strand(), [worker = std::move(worker), msg = std::move(msg)]() mutable {
+    worker->HandleMessage(std::move(msg));
+  });
+}
+
+void Router::SetTransport(AddressType type, Transport* transport) {
+  if (type == AddressType::kTcp) tcp_transport_.store(transport, std::memory_order_release);
+}
+
+std::shared_ptr<Worker> Router::Find(absl::string_view name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = workers_.find(name);
+  return it == workers_.end() ? nullptr : it->second;
+}
+
+bool Router::LeavesHost(const Route& route) const {
+  if (route.empty()) return false;
+  if (!route.front().is_local()) return true;
+  std::shared_ptr<Worker> worker = Find(route.front().value());
+  return worker != nullptr && worker->LeavesHost();
+}
+
+std::vector<std::string> Router::WorkerNames() const {
+  std::vector<std::string> names;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [name, worker] : workers_) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace veil::core

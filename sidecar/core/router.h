@@ -1,0 +1,90 @@
+// Router: the actor runtime's switchboard. It owns the table of local workers and routes each
+// message by its first onward hop: to a local worker's strand, or to the transport registered
+// for the hop's address type (e.g. TCP). It never blocks and never drops a message silently:
+// every failure settles the message's receipt with a status and a reason.
+//
+// Thread-safety: all methods may be called from any thread.
+#ifndef VEIL_SIDECAR_CORE_ROUTER_H_
+#define VEIL_SIDECAR_CORE_ROUTER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "asio/io_context.hpp"
+#include "sidecar/core/message.h"
+#include "sidecar/core/worker.h"
+
+namespace veil::core {
+
+// Carries messages whose first hop is of one non-local address type.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Takes `msg`, whose onward route starts with an address of this transport's type. Settles
+  // the receipt on failure. May be called from any thread.
+  virtual void Send(Message msg) = 0;
+};
+
+class Router {
+ public:
+  explicit Router(asio::io_context& io) : io_(io) {}
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  asio::io_context& io() { return io_; }
+  // A new strand on the router's io_context, for a new worker.
+  Strand NewStrand() { return asio::make_strand(io_); }
+
+  // Starts `worker` at local address `name`. INVALID_ARGUMENT for a bad name; ALREADY_EXISTS
+  // (reason ADDRESS_IN_USE) when the address is taken; FAILED_PRECONDITION once shut down.
+  absl::Status StartWorker(std::string name, std::shared_ptr<Worker> worker);
+
+  // Starts `worker` at a fresh address "<prefix><n>" and returns it.
+  std::string StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker);
+
+  // Removes the worker at `name` if it is `expected` (any worker when null); its OnStop then
+  // runs on its strand. Messages already queued to it are still handled. Returns whether a
+  // worker was removed.
+  bool StopWorker(absl::string_view name, const Worker* expected = nullptr);
+
+  // Removes every worker (as StopWorker) and refuses new ones. For shutdown.
+  void StopAll();
+
+  // Routes `msg` by its first onward hop. A local hop is removed from the onward route before
+  // the worker sees the message. Failures (empty route, unknown local address -> NOT_FOUND
+  // ROUTE_NOT_FOUND, no transport for the type) settle the receipt.
+  void Send(Message msg);
+
+  // Registers the transport for `type` (not kLocal). `transport` must outlive the router.
+  void SetTransport(AddressType type, Transport* transport);
+
+  // The worker at `name`, or null.
+  std::shared_ptr<Worker> Find(absl::string_view name) const;
+
+  // True when a message on `route` would leave this host at its first hop: a non-local hop,
+  // or a local worker that LeavesHost().
+  bool LeavesHost(const Route& route) const;
+
+  // Local addresses in use, sorted.
+  std::vector<std::string> WorkerNames() const;
+
+ private:
+  asio::io_context& io_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<Transport*> tcp_transport_{nullptr};
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace veil::core
+
+#endif  // VEIL_SIDECAR_CORE_ROUTER_H_

@@ -1,0 +1,179 @@
+#include "sidecar/core/router.h"
+
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "sidecar/common/error_reason.h"
+
+namespace veil::core {
+namespace {
+
+// Records what it receives; checks that calls never overlap (strand serialisation).
+class RecordingWorker final : public Worker {
+ public:
+  using Worker::Worker;
+  void HandleMessage(Message msg) override {
+    EXPECT_FALSE(busy_.exchange(true));
+    msg.receipt.Settle(absl::OkStatus());
+    {
+      absl::MutexLock lock(&mu_);
+      payloads_.push_back(msg.payload);
+      onward_.push_back(msg.onward.ToString());
+    }
+    busy_.store(false);
+  }
+  void OnStop() override { stopped_.Notify(); }
+
+  bool WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return payloads_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+  std::vector<std::string> payloads() {
+    absl::MutexLock lock(&mu_);
+    return payloads_;
+  }
+  std::vector<std::string> onward() {
+    absl::MutexLock lock(&mu_);
+    return onward_;
+  }
+  absl::Notification stopped_;
+
+ private:
+  std::atomic<bool> busy_{false};
+  absl::Mutex mu_;
+  std::vector<std::string> payloads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> onward_ ABSL_GUARDED_BY(mu_);
+};
+
+// Collects outcomes.
+class Outcomes final : public SendTracker {
+ public:
+  void Complete(uint32_t index, absl::Status status) override {
+    absl::MutexLock lock(&mu_);
+    results_.emplace_back(index, std::move(status));
+  }
+  std::vector<std::pair<uint32_t, absl::Status>> Wait(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return results_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+    return results_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<uint32_t, absl::Status>> results_ ABSL_GUARDED_BY(mu_);
+};
+
+class RouterTest : public testing::Test {
+ protected:
+  RouterTest() : work_(asio::make_work_guard(io_)) {
+    for (int i = 0; i < 4; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+  ~RouterTest() override {
+    work_.reset();
+    io_.stop();
+    for (auto& t : threads_) t.join();
+  }
+  Message Make(absl::string_view route, std::string payload,
+               std::shared_ptr<SendTracker> tracker = nullptr, uint32_t index = 0) {
+    Message m;
+    m.onward = *Route::Parse(route);
+    m.payload = std::move(payload);
+    if (tracker) m.receipt = Receipt(std::move(tracker), index);
+    return m;
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+  Router router_{io_};
+};
+
+TEST_F(RouterTest, DeliversLocallyInOrderWithOwnHopRemoved) {
+  auto worker = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("echoer", worker).ok());
+  auto outcomes = std::make_shared<Outcomes>();
+  for (int i = 0; i < 1000; ++i) {
+    router_.Send(Make("/service/echoer/service/next", std::to_string(i), outcomes, i));
+  }
+  ASSERT_TRUE(worker->WaitFor(1000));
+  auto payloads = worker->payloads();
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(payloads[i], std::to_string(i));
+  EXPECT_EQ(worker->onward()[0], "/service/next");
+  auto results = outcomes->Wait(1000);
+  for (auto& [index, status] : results) EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST_F(RouterTest, UnknownAddressFailsWithRouteNotFound) {
+  auto outcomes = std::make_shared<Outcomes>();
+  router_.Send(Make("/service/nobody", "x", outcomes));
+  auto results = outcomes->Wait(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].second.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReasonOf(results[0].second), "ROUTE_NOT_FOUND");
+  EXPECT_NE(results[0].second.message().find("/service/nobody"), std::string::npos);
+}
+
+TEST_F(RouterTest, RemoteHopWithoutTransportFails) {
+  auto outcomes = std::make_shared<Outcomes>();
+  router_.Send(Make("/tcp/127.0.0.1:9/service/x", "x", outcomes));
+  auto results = outcomes->Wait(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].second.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(RouterTest, DroppedMessageReportsDropped) {
+  auto outcomes = std::make_shared<Outcomes>();
+  { Message m = Make("/service/x", "x", outcomes, 7); }
+  auto results = outcomes->Wait(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].first, 7u);
+  EXPECT_EQ(ReasonOf(results[0].second), "MESSAGE_DROPPED");
+}
+
+TEST_F(RouterTest, AddressConflictAndStop) {
+  auto a = std::make_shared<RecordingWorker>(router_.NewStrand());
+  auto b = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("svc", a).ok());
+  absl::Status taken = router_.StartWorker("svc", b);
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReasonOf(taken), "ADDRESS_IN_USE");
+  EXPECT_FALSE(router_.StopWorker("svc", b.get()));  // not the owner
+  EXPECT_TRUE(router_.StopWorker("svc", a.get()));
+  EXPECT_TRUE(a->stopped_.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(router_.StartWorker("svc", b).ok());
+  EXPECT_EQ(router_.StartWorker("bad name", b).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RouterTest, ConcurrentSendersKeepPerSenderOrder) {
+  auto worker = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("sink", worker).ok());
+  std::vector<std::thread> senders;
+  for (int s = 0; s < 4; ++s) {
+    senders.emplace_back([this, s] {
+      for (int i = 0; i < 500; ++i) router_.Send(Make("/service/sink", absl::StrCat(s, ":", i)));
+    });
+  }
+  for (auto& t : senders) t.join();
+  ASSERT_TRUE(worker->WaitFor(2000));
+  std::vector<int> last(4, -1);
+  for (const std::string& p : worker->payloads()) {
+    int s = p[0] - '0';
+    int i = std::stoi(p.substr(2));
+    EXPECT_EQ(i, last[s] + 1);
+    last[s] = i;
+  }
+}
+
+TEST_F(RouterTest, StopAllRefusesNewWorkers) {
+  router_.StopAll();
+  auto w = std::make_shared<RecordingWorker>(router_.NewStrand());
+  EXPECT_EQ(router_.StartWorker("late", w).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace veil::core

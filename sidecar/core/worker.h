@@ -1,0 +1,55 @@
+// Worker: an actor at a local address. Each worker runs on its own strand: its HandleMessage
+// calls never overlap and arrive in the order they were routed to it.
+//
+// Thread-safety: HandleMessage and OnStop run only on strand(). address() and router() may be
+// read from any thread once the worker has been started.
+#ifndef VEIL_SIDECAR_CORE_WORKER_H_
+#define VEIL_SIDECAR_CORE_WORKER_H_
+
+#include <string>
+
+#include "asio/io_context.hpp"
+#include "asio/strand.hpp"
+#include "sidecar/core/message.h"
+
+namespace veil::core {
+
+class Router;
+using Strand = asio::strand<asio::io_context::executor_type>;
+
+class Worker {
+ public:
+  // `strand` is where this worker runs; get one from Router::NewStrand().
+  explicit Worker(Strand strand) : strand_(std::move(strand)) {}
+  virtual ~Worker() = default;
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Handles one message. `msg.onward` no longer holds this worker's own address. The worker
+  // owns `msg.receipt`: it settles it once the message is handed on, or with the error (a
+  // receipt dropped unsettled reports MESSAGE_DROPPED).
+  virtual void HandleMessage(Message msg) = 0;
+
+  // Runs once on the strand after the worker was removed from its router.
+  virtual void OnStop() {}
+
+  // True for workers that carry messages off this host (transport connections). The plaintext
+  // egress guard refuses app payloads whose first hop is such a worker.
+  virtual bool LeavesHost() const { return false; }
+
+  // The local address it was started at ("" before).
+  const std::string& address() const { return address_; }
+  // The router it was started on. Only valid once started.
+  Router& router() const { return *router_; }
+  const Strand& strand() const { return strand_; }
+
+ private:
+  friend class Router;
+  Strand strand_;
+  std::string address_;
+  Router* router_ = nullptr;
+};
+
+}  // namespace veil::core
+
+#endif  // VEIL_SIDECAR_CORE_WORKER_H_

@@ -1,0 +1,77 @@
+// The TCP wire framing of docs/protocol.md, as a pure codec (no sockets):
+//
+//   connection = version-byte frame*
+//   frame      = length:u32 big-endian, body:length bytes (a serialized
+//                veil.wire.v1.TransportMessage)
+//
+// A frame body is never empty (a message always has an onward hop) and never longer than the
+// connection's maximum frame size. Every decoding error is terminal for the connection: the
+// stream cannot be resynchronised.
+//
+// Thread-safety: FrameDecoder is not synchronised; the functions are pure.
+#ifndef VEIL_SIDECAR_TRANSPORT_FRAME_CODEC_H_
+#define VEIL_SIDECAR_TRANSPORT_FRAME_CODEC_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "sidecar/core/message.h"
+
+namespace veil::transport {
+
+inline constexpr uint8_t kWireVersion = 1;
+inline constexpr size_t kFrameHeaderBytes = 4;
+inline constexpr size_t kDefaultMaxFrameBytes = 16 * 1024 * 1024;
+
+// Reason for a frame that cannot be decoded.
+inline constexpr absl::string_view kMalformedFrame = "MALFORMED_FRAME";
+
+// Appends one frame carrying `onward`, `return_route` and `payload` to `out`. When the body
+// would exceed `max_frame_bytes`, appends nothing and returns INVALID_ARGUMENT (reason
+// MESSAGE_TOO_LARGE); the message is never truncated.
+absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
+                         absl::string_view payload, size_t max_frame_bytes, std::string& out);
+
+// Decodes a frame body into a message (routes and payload; no sender info, no receipt).
+// INVALID_ARGUMENT (reason MALFORMED_FRAME) when the body is not a TransportMessage, the
+// onward route is empty, a route is too long or an address is invalid or of unknown type.
+absl::StatusOr<core::Message> DecodeFrameBody(absl::string_view body);
+
+// Splits a byte stream into frame bodies.
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(size_t max_frame_bytes) : max_frame_bytes_(max_frame_bytes) {}
+  FrameDecoder(const FrameDecoder&) = delete;
+  FrameDecoder& operator=(const FrameDecoder&) = delete;
+
+  // Space for at least `min_bytes` more input; fill a prefix of it and Commit() that many.
+  std::span<char> WritableSpace(size_t min_bytes);
+  void Commit(size_t n) { end_ += n; }
+  // Copies `bytes` in (for tests and callers without their own buffer).
+  void Append(absl::string_view bytes);
+
+  // The next complete frame body, or nullopt when more input is needed. The view stays valid
+  // until the next call to WritableSpace/Append. Errors (terminal, INVALID_ARGUMENT with
+  // reason MALFORMED_FRAME): wrong version byte, zero-length frame, frame longer than the
+  // maximum.
+  absl::StatusOr<std::optional<absl::string_view>> Next();
+
+  // Bytes received but not yet returned as frames.
+  size_t buffered() const { return end_ - begin_; }
+
+ private:
+  size_t max_frame_bytes_;
+  std::string buffer_;
+  size_t begin_ = 0;  // first unconsumed byte
+  size_t end_ = 0;    // one past the last received byte
+  bool version_checked_ = false;
+  absl::Status error_;
+};
+
+}  // namespace veil::transport
+
+#endif  // VEIL_SIDECAR_TRANSPORT_FRAME_CODEC_H_

@@ -1,0 +1,172 @@
+#include "sidecar/transport/frame_codec.h"
+
+#include "gtest/gtest.h"
+#include "sidecar/common/error_reason.h"
+#include "veil/wire/v1/transport.pb.h"
+
+namespace veil::transport {
+namespace {
+
+core::Route R(absl::string_view text) { return *core::Route::Parse(text); }
+
+std::string Stream(std::initializer_list<std::string> frames) {
+  std::string out(1, static_cast<char>(kWireVersion));
+  for (const auto& f : frames) out += f;
+  return out;
+}
+
+std::string Frame(absl::string_view onward, absl::string_view back, absl::string_view payload) {
+  std::string out;
+  EXPECT_TRUE(AppendFrame(R(onward), back.empty() ? core::Route() : R(back), payload,
+                          kDefaultMaxFrameBytes, out)
+                  .ok());
+  return out;
+}
+
+std::string Header(uint32_t n) {
+  return {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+          static_cast<char>(n)};
+}
+
+TEST(FrameCodecTest, RoundTrip) {
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  decoder.Append(Stream({Frame("/service/echoer", "/service/_tcp_1/service/app", "hello"),
+                         Frame("/service/b", "", "")}));
+  auto first = decoder.Next();
+  ASSERT_TRUE(first.ok() && first->has_value());
+  auto msg = DecodeFrameBody(**first);
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(msg->onward.ToString(), "/service/echoer");
+  EXPECT_EQ(msg->return_route.ToString(), "/service/_tcp_1/service/app");
+  EXPECT_EQ(msg->payload, "hello");
+  auto second = decoder.Next();
+  ASSERT_TRUE(second.ok() && second->has_value());
+  auto empty = DecodeFrameBody(**second);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->payload, "");
+  EXPECT_TRUE(empty->return_route.empty());
+  auto none = decoder.Next();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST(FrameCodecTest, MatchesGeneratedProtobufEncoding) {
+  std::string payload(100000, 'x');
+  std::string frame = Frame("/tcp/1.2.3.4:5/service/e", "/service/a", payload);
+  wire::v1::TransportMessage parsed;
+  ASSERT_TRUE(parsed.ParseFromString(frame.substr(kFrameHeaderBytes)));
+  EXPECT_EQ(parsed.payload(), payload);
+  EXPECT_EQ(parsed.onward_route(0).type(), 1u);
+  EXPECT_EQ(parsed.onward_route(0).value(), "1.2.3.4:5");
+}
+
+TEST(FrameCodecTest, TruncatedInputWaitsForMore) {
+  std::string stream = Stream({Frame("/service/e", "", "payload")});
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  for (size_t i = 0; i + 1 < stream.size(); ++i) {
+    decoder.Append(stream.substr(i, 1));
+    auto next = decoder.Next();
+    ASSERT_TRUE(next.ok());
+    EXPECT_FALSE(next->has_value()) << "frame complete after " << i + 1 << " bytes";
+  }
+  decoder.Append(stream.substr(stream.size() - 1));
+  auto next = decoder.Next();
+  ASSERT_TRUE(next.ok() && next->has_value());
+}
+
+void ExpectMalformed(FrameDecoder& decoder, absl::string_view fragment) {
+  auto next = decoder.Next();
+  ASSERT_FALSE(next.ok());
+  EXPECT_EQ(next.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReasonOf(next.status()), "MALFORMED_FRAME");
+  EXPECT_NE(next.status().message().find(fragment), std::string::npos) << next.status();
+  // Errors are terminal.
+  decoder.Append(Frame("/service/e", "", "x"));
+  EXPECT_FALSE(decoder.Next().ok());
+}
+
+TEST(FrameCodecTest, BadVersionIsTerminal) {
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  decoder.Append(std::string(1, 2) + Frame("/service/e", "", "x"));
+  ExpectMalformed(decoder, "unsupported wire version 2 (expected 1)");
+}
+
+TEST(FrameCodecTest, ZeroLengthFrameIsTerminal) {
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  decoder.Append(Stream({Header(0)}));
+  ExpectMalformed(decoder, "zero-length frame");
+}
+
+TEST(FrameCodecTest, OversizedFrameIsRefusedBeforeItsBody) {
+  FrameDecoder decoder(1024);
+  decoder.Append(Stream({Header(1025)}));  // only the header: refused without buffering 1 KiB
+  ExpectMalformed(decoder, "frame of 1025 bytes exceeds the maximum of 1024");
+}
+
+TEST(FrameCodecTest, EncoderRefusesOversizedMessage) {
+  std::string out = "prefix";
+  absl::Status s = AppendFrame(R("/service/e"), core::Route(), std::string(2000, 'x'), 1024, out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReasonOf(s), "MESSAGE_TOO_LARGE");
+  EXPECT_EQ(out, "prefix");  // nothing appended, nothing truncated
+}
+
+TEST(FrameCodecTest, GarbageBodyIsMalformed) {
+  for (std::string garbage : {std::string("\xff\xff\xff\xff", 4), std::string("\x0a\x05zz", 4),
+                              std::string("\x12", 1)}) {
+    auto msg = DecodeFrameBody(garbage);
+    ASSERT_FALSE(msg.ok());
+    EXPECT_EQ(ReasonOf(msg.status()), "MALFORMED_FRAME");
+  }
+}
+
+TEST(FrameCodecTest, EmptyOnwardRouteIsMalformed) {
+  wire::v1::TransportMessage m;
+  m.set_payload("x");
+  auto msg = DecodeFrameBody(m.SerializeAsString());
+  ASSERT_FALSE(msg.ok());
+  EXPECT_NE(msg.status().message().find("onward route is empty"), std::string::npos);
+}
+
+TEST(FrameCodecTest, BadAddressesAreMalformed) {
+  auto check = [](uint32_t type, const std::string& value, absl::string_view fragment) {
+    wire::v1::TransportMessage m;
+    auto* a = m.add_onward_route();
+    a->set_type(type);
+    a->set_value(value);
+    auto msg = DecodeFrameBody(m.SerializeAsString());
+    ASSERT_FALSE(msg.ok());
+    EXPECT_NE(msg.status().message().find(fragment), std::string::npos) << msg.status();
+  };
+  check(9, "x", "unknown address type 9");
+  check(0, "", "empty");
+  check(0, "a/b", "outside");
+  check(1, "host", "no port");
+}
+
+TEST(FrameCodecTest, TooManyHopsIsMalformed) {
+  wire::v1::TransportMessage m;
+  for (size_t i = 0; i <= core::kMaxRouteHops; ++i) {
+    auto* a = m.add_onward_route();
+    a->set_value("a");
+  }
+  auto msg = DecodeFrameBody(m.SerializeAsString());
+  ASSERT_FALSE(msg.ok());
+  EXPECT_NE(msg.status().message().find("more than 32 hops"), std::string::npos);
+}
+
+TEST(FrameCodecTest, ManyFramesInOneRead) {
+  std::string stream(1, static_cast<char>(kWireVersion));
+  for (int i = 0; i < 1000; ++i) stream += Frame("/service/e", "", std::to_string(i));
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  decoder.Append(stream);
+  for (int i = 0; i < 1000; ++i) {
+    auto next = decoder.Next();
+    ASSERT_TRUE(next.ok() && next->has_value());
+    EXPECT_EQ(DecodeFrameBody(**next)->payload, std::to_string(i));
+  }
+  EXPECT_EQ(decoder.buffered(), 0u);
+}
+
+}  // namespace
+}  // namespace veil::transport

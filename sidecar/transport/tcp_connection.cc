@@ -1,0 +1,250 @@
+#include "sidecar/transport/tcp_connection.h"
+
+#include "absl/strings/str_cat.h"
+#include "asio/bind_executor.hpp"
+#include "asio/connect.hpp"
+#include "asio/post.hpp"
+#include "asio/write.hpp"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/common/fmt_absl.h"
+#include "sidecar/core/address.h"
+#include "sidecar/core/router.h"
+#include "sidecar/transport/tcp_transport.h"
+#include "spdlog/spdlog.h"
+
+namespace veil::transport {
+namespace {
+
+constexpr size_t kReadChunk = 256 * 1024;
+
+absl::Status Lost(absl::string_view peer, absl::string_view why) {
+  return ErrorWithReason(absl::StatusCode::kUnavailable,
+                         absl::StrCat("connection to ", peer, " lost: ", why),
+                         reason::kConnectionLost);
+}
+
+void TuneSocket(asio::ip::tcp::socket& socket) {
+  asio::error_code ignored;
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  socket.set_option(asio::socket_base::keep_alive(true), ignored);
+}
+
+}  // namespace
+
+TcpConnection::TcpConnection(core::Strand strand, TcpTransport& transport,
+                             const TcpOptions& options, std::string peer)
+    : core::Worker(strand),
+      transport_(transport),
+      options_(options),
+      peer_(std::move(peer)),
+      outgoing_(true),
+      socket_(strand),
+      resolver_(strand),
+      connect_timer_(strand),
+      decoder_(options.max_frame_bytes) {
+  pending_.push_back(static_cast<char>(kWireVersion));
+}
+
+TcpConnection::TcpConnection(core::Strand strand, TcpTransport& transport,
+                             const TcpOptions& options, asio::ip::tcp::socket socket)
+    : core::Worker(strand),
+      transport_(transport),
+      options_(options),
+      peer_([&] {
+        asio::error_code ec;
+        auto ep = socket.remote_endpoint(ec);
+        return ec ? std::string("unknown")
+                  : core::FormatHostPort(ep.address().to_string(), ep.port());
+      }()),
+      outgoing_(false),
+      socket_(std::move(socket)),
+      resolver_(strand),
+      connect_timer_(strand),
+      decoder_(options.max_frame_bytes) {
+  pending_.push_back(static_cast<char>(kWireVersion));
+}
+
+void TcpConnection::Start() {
+  asio::post(strand(), [self = shared_from_this()] {
+    if (self->outgoing_) {
+      self->Connect();
+    } else {
+      self->OnConnected();
+    }
+  });
+}
+
+void TcpConnection::Connect() {
+  auto host_port = core::ParseHostPort(peer_);
+  if (!host_port.ok()) {  // the route parser validated it; defensive only
+    CloseNow(host_port.status());
+    return;
+  }
+  connect_timer_.expires_after(options_.connect_timeout);
+  connect_timer_.async_wait(
+      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec) {
+        if (ec || self->state_ != State::kConnecting) return;
+        self->CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable,
+                                       absl::StrCat("connecting to ", self->peer_, " timed out"),
+                                       reason::kConnectionFailed));
+      }));
+  resolver_.async_resolve(
+      host_port->host, std::to_string(host_port->port),
+      asio::bind_executor(strand(), [self = shared_from_this()](
+                                        asio::error_code ec,
+                                        asio::ip::tcp::resolver::results_type results) {
+        if (self->state_ != State::kConnecting) return;
+        if (ec) {
+          self->CloseNow(ErrorWithReason(
+              absl::StatusCode::kUnavailable,
+              absl::StrCat("cannot resolve ", self->peer_, ": ", ec.message()),
+              reason::kConnectionFailed));
+          return;
+        }
+        asio::async_connect(
+            self->socket_, results,
+            asio::bind_executor(self->strand(), [self](asio::error_code ec, const auto&) {
+              if (self->state_ != State::kConnecting) return;
+              if (ec) {
+                self->CloseNow(ErrorWithReason(
+                    absl::StatusCode::kUnavailable,
+                    absl::StrCat("cannot connect to ", self->peer_, ": ", ec.message()),
+                    reason::kConnectionFailed));
+                return;
+              }
+              self->OnConnected();
+            }));
+      }));
+}
+
+void TcpConnection::OnConnected() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kOpen;
+  connect_timer_.cancel();
+  TuneSocket(socket_);
+  spdlog::debug("tcp connection {} {} {}", address(), outgoing_ ? "to" : "from", peer_);
+  ReadMore();
+  Flush();
+}
+
+void TcpConnection::HandleMessage(core::Message msg) {
+  if (state_ == State::kClosed) {
+    msg.receipt.Settle(close_status_);
+    return;
+  }
+  if (pending_.size() > options_.max_write_queue_bytes) {
+    msg.receipt.Settle(ErrorWithReason(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("write queue to ", peer_, " is full (", options_.max_write_queue_bytes,
+                     " bytes)"),
+        reason::kQueueFull));
+    return;
+  }
+  absl::Status framed =
+      AppendFrame(msg.onward, msg.return_route, msg.payload, options_.max_frame_bytes, pending_);
+  if (!framed.ok()) {
+    msg.receipt.Settle(std::move(framed));
+    return;
+  }
+  if (msg.receipt.pending()) pending_receipts_.push_back(std::move(msg.receipt));
+  if (state_ == State::kOpen && !write_in_flight_) Flush();
+}
+
+void TcpConnection::Flush() {
+  if (write_in_flight_ || pending_.empty() || state_ != State::kOpen) return;
+  std::swap(pending_, writing_);
+  std::swap(pending_receipts_, writing_receipts_);
+  write_in_flight_ = true;
+  asio::async_write(
+      socket_, asio::buffer(writing_),
+      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t) {
+        self->write_in_flight_ = false;
+        if (ec) {
+          self->CloseNow(Lost(self->peer_, ec.message()));
+          return;
+        }
+        for (core::Receipt& r : self->writing_receipts_) r.Settle(absl::OkStatus());
+        self->writing_receipts_.clear();
+        self->writing_.clear();
+        self->Flush();
+      }));
+}
+
+void TcpConnection::ReadMore() {
+  std::span<char> space = decoder_.WritableSpace(kReadChunk);
+  socket_.async_read_some(
+      asio::buffer(space.data(), space.size()),
+      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t n) {
+        if (self->state_ == State::kClosed) return;
+        if (ec) {
+          self->CloseNow(Lost(self->peer_, ec == asio::error::eof ? "closed by the peer"
+                                                                   : ec.message()));
+          return;
+        }
+        self->OnRead(n);
+      }));
+}
+
+void TcpConnection::OnRead(size_t n) {
+  decoder_.Commit(n);
+  for (;;) {
+    auto frame = decoder_.Next();
+    if (!frame.ok()) {
+      spdlog::warn("tcp connection {} from {}: {}; closing", address(), peer_,
+                   frame.status().message());
+      CloseNow(Lost(peer_, frame.status().message()));
+      return;
+    }
+    if (!frame->has_value()) break;
+    auto msg = DecodeFrameBody(**frame);
+    if (!msg.ok()) {
+      spdlog::warn("tcp connection {} from {}: {}; closing", address(), peer_,
+                   msg.status().message());
+      CloseNow(Lost(peer_, msg.status().message()));
+      return;
+    }
+    msg->return_route.PushFront(core::Address::Local(address()));
+    msg->sender.origin = core::SenderInfo::Origin::kTransport;
+    router().Send(*std::move(msg));
+  }
+  ReadMore();
+}
+
+void TcpConnection::Close(absl::Status why) {
+  asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+    self->CloseNow(std::move(why));
+  });
+}
+
+void TcpConnection::OnStop() {
+  CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable, "the connection was stopped",
+                           reason::kConnectionLost));
+}
+
+void TcpConnection::CloseNow(absl::Status why) {
+  if (state_ == State::kClosed) return;
+  bool was_open = state_ == State::kOpen;
+  state_ = State::kClosed;
+  close_status_ = why;
+  if (was_open) {
+    spdlog::info("tcp connection {} {} {} closed: {}", address(), outgoing_ ? "to" : "from",
+                 peer_, why.message());
+  } else {
+    spdlog::warn("tcp connection {} to {} failed: {}", address(), peer_, why.message());
+  }
+  asio::error_code ignored;
+  connect_timer_.cancel();
+  resolver_.cancel();
+  socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+  socket_.close(ignored);
+  for (core::Receipt& r : writing_receipts_) r.Settle(why);
+  for (core::Receipt& r : pending_receipts_) r.Settle(why);
+  writing_receipts_.clear();
+  pending_receipts_.clear();
+  pending_.clear();
+  pending_.shrink_to_fit();
+  router().StopWorker(address(), this);
+  transport_.Forget(this);
+}
+
+}  // namespace veil::transport
