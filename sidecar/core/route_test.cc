@@ -40,6 +40,9 @@ TEST(RouteTest, EmptyRoutePrintsEmpty) { EXPECT_EQ(Route().ToString(), ""); }
 struct BadRoute {
   const char* text;
   const char* expected_fragment;
+  friend std::ostream& operator<<(std::ostream& os, const BadRoute& b) {
+    return os << '"' << b.text << '"';
+  }
 };
 
 class RouteParseErrorTest : public testing::TestWithParam<BadRoute> {};

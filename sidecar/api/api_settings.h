@@ -1,0 +1,33 @@
+// Settings the API services share, fixed at start-up.
+#ifndef VEIL_SIDECAR_API_API_SETTINGS_H_
+#define VEIL_SIDECAR_API_API_SETTINGS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace veil::api {
+
+struct ApiSettings {
+  // Where the API listens ("unix:/path" or "host:port"), as reported by GetNode.
+  std::string endpoint;
+  // Allow app payloads to leave the host outside a secure channel (--insecure-plaintext).
+  bool insecure_plaintext = false;
+  // The transports' maximum frame size, reported by GetNode.
+  size_t max_frame_bytes = 0;
+  // Deliveries outstanding on a Serve stream when the app asks for no particular window.
+  uint32_t default_window = 1024;
+  uint32_t max_window = 65536;
+  // Deliveries queued for a Serve stream beyond its window before new ones are refused
+  // (RESOURCE_EXHAUSTED, reason QUEUE_FULL), in messages and in payload bytes.
+  size_t max_queued_deliveries = 65536;
+  size_t max_queued_bytes = 64 * 1024 * 1024;
+  // The most messages in one Send or SendBatch.
+  size_t max_batch_messages = 65536;
+  // The largest API request accepted, in bytes.
+  size_t max_request_bytes = 64 * 1024 * 1024;
+};
+
+}  // namespace veil::api
+
+#endif  // VEIL_SIDECAR_API_API_SETTINGS_H_

@@ -1,0 +1,282 @@
+#include "sidecar/api/messaging_service.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "asio/steady_timer.hpp"
+#include "sidecar/api/grpc_status.h"
+#include "sidecar/api/outgoing.h"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/common/random_name.h"
+
+namespace veil::api {
+namespace {
+
+constexpr auto kMaxRequestWait = std::chrono::minutes(5);
+
+grpc::Status ShuttingDown() {
+  return GrpcError(absl::StatusCode::kUnavailable, "the node is shutting down",
+                   reason::kNodeShuttingDown);
+}
+
+// Finishes a unary Send once every message in it has an outcome.
+class SendTracker final : public core::SendTracker {
+ public:
+  SendTracker(grpc::ServerUnaryReactor* reactor, v1::SendResponse* response, uint32_t count)
+      : reactor_(reactor), response_(response), remaining_(count) {}
+  void Complete(uint32_t index, absl::Status status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (status.ok()) {
+        ++accepted_;
+      } else {
+        ++failed_;
+        if (index < first_failure_index_) {
+          first_failure_index_ = index;
+          first_failure_ = std::move(status);
+        }
+      }
+      if (--remaining_ > 0) return;
+    }
+    // Last outcome: no other thread touches the tracker now.
+    if (failed_ == 0) {
+      response_->set_accepted(accepted_);
+      reactor_->Finish(grpc::Status::OK);
+    } else {
+      reactor_->Finish(ToGrpcStatus(first_failure_, {{"index", std::to_string(first_failure_index_)},
+                                                     {"failed", std::to_string(failed_)}}));
+    }
+  }
+
+ private:
+  grpc::ServerUnaryReactor* const reactor_;
+  v1::SendResponse* const response_;
+  absl::Mutex mu_;
+  uint32_t remaining_ ABSL_GUARDED_BY(mu_);
+  uint32_t accepted_ = 0;
+  uint32_t failed_ = 0;
+  uint32_t first_failure_index_ = UINT32_MAX;
+  absl::Status first_failure_;
+};
+
+// One Request call: a private reply address, the outgoing message's outcome, a deadline.
+// Finishes exactly once: on the first reply, a send failure, the deadline or cancellation.
+class RequestCall final : public grpc::ServerUnaryReactor,
+                          public std::enable_shared_from_this<RequestCall> {
+ public:
+  static void Start(core::Router& router, const ApiSettings& settings,
+                    grpc::CallbackServerContext* context, const v1::RequestRequest& request,
+                    v1::RequestResponse* response, grpc::ServerUnaryReactor** out);
+
+  void OnCancel() override {
+    Conclude(GrpcError(absl::StatusCode::kCancelled, "the request was cancelled",
+                       "CANCELLED"));
+  }
+  void OnDone() override { self_.reset(); }
+
+  void OnReply(core::Message msg) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_) {
+        msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
+                                           "the request already has its reply",
+                                           reason::kRouteNotFound));
+        return;
+      }
+    }
+    msg.receipt.Settle(absl::OkStatus());
+    v1::Delivery* reply = response_->mutable_reply();
+    ToDelivery(msg, *reply);
+    reply->set_sequence(1);
+    Conclude(grpc::Status::OK);
+  }
+
+  void OnSendOutcome(absl::Status status) {
+    if (!status.ok()) Conclude(ToGrpcStatus(status));
+  }
+
+ private:
+  class ReplyWorker final : public core::Worker {
+   public:
+    ReplyWorker(core::Strand strand, std::shared_ptr<RequestCall> call)
+        : Worker(std::move(strand)), call_(std::move(call)) {}
+    void HandleMessage(core::Message msg) override { call_->OnReply(std::move(msg)); }
+    void OnStop() override { call_.reset(); }
+
+   private:
+    std::shared_ptr<RequestCall> call_;
+  };
+
+  class Outcome final : public core::SendTracker {
+   public:
+    explicit Outcome(std::weak_ptr<RequestCall> call) : call_(std::move(call)) {}
+    void Complete(uint32_t, absl::Status status) override {
+      if (auto call = call_.lock()) call->OnSendOutcome(std::move(status));
+    }
+
+   private:
+    std::weak_ptr<RequestCall> call_;
+  };
+
+  RequestCall(core::Router& router, v1::RequestResponse* response)
+      : router_(router), response_(response), timer_(router.NewStrand()) {}
+
+  void Conclude(grpc::Status status) {
+    std::shared_ptr<core::Worker> worker;
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_) return;
+      done_ = true;
+      worker = std::move(worker_);
+    }
+    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+    if (worker != nullptr) router_.StopWorker(worker->address(), worker.get());
+    Finish(std::move(status));
+  }
+
+  core::Router& router_;
+  v1::RequestResponse* const response_;
+  asio::steady_timer timer_;
+  std::shared_ptr<RequestCall> self_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<core::Worker> worker_ ABSL_GUARDED_BY(mu_);
+};
+
+void RequestCall::Start(core::Router& router, const ApiSettings& settings,
+                        grpc::CallbackServerContext* context, const v1::RequestRequest& request,
+                        v1::RequestResponse* response, grpc::ServerUnaryReactor** out) {
+  std::shared_ptr<RequestCall> call(new RequestCall(router, response));
+  call->self_ = call;
+  *out = call.get();
+  auto worker = std::make_shared<ReplyWorker>(router.NewStrand(), call);
+  std::string reply_address;
+  for (int attempt = 0; attempt < 4 && reply_address.empty(); ++attempt) {
+    std::string candidate = RandomName("_req_");
+    if (router.StartWorker(candidate, worker).ok()) reply_address = candidate;
+  }
+  if (reply_address.empty()) {
+    worker->OnStop();
+    call->Conclude(ShuttingDown());
+    return;
+  }
+  {
+    absl::MutexLock lock(&call->mu_);
+    call->worker_ = worker;
+  }
+  v1::OutgoingMessage outgoing = request.message();
+  core::Route return_route;
+  return_route.Append(core::Address::Local(reply_address));
+  auto msg = PrepareOutgoing(outgoing, std::move(return_route), router, settings);
+  if (!msg.ok()) {
+    call->Conclude(ToGrpcStatus(msg.status()));
+    return;
+  }
+  auto now = std::chrono::system_clock::now();
+  auto wait = std::min<std::chrono::system_clock::duration>(context->deadline() - now,
+                                                             kMaxRequestWait);
+  call->timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::max<std::chrono::system_clock::duration>(wait, {})));
+  call->timer_.async_wait([weak = std::weak_ptr<RequestCall>(call)](asio::error_code ec) {
+    if (ec) return;
+    if (auto call = weak.lock()) {
+      call->Conclude(GrpcError(absl::StatusCode::kDeadlineExceeded,
+                               "no reply arrived before the deadline", reason::kNoReply));
+    }
+  });
+  msg->receipt = core::Receipt(std::make_shared<Outcome>(call), 0);
+  router.Send(*std::move(msg));
+}
+
+}  // namespace
+
+bool MessagingService::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* MessagingService::Serve(
+    grpc::CallbackServerContext* context) {
+  ServeStream* stream = ServeStream::Create(router_, settings_);
+  absl::MutexLock lock(&mu_);
+  if (draining_) {
+    stream->End(ShuttingDown());
+    return stream;
+  }
+  std::erase_if(streams_, [](const auto& w) { return w.expired(); });
+  streams_.push_back(stream->weak_from_this());
+  return stream;
+}
+
+grpc::ServerUnaryReactor* MessagingService::Send(grpc::CallbackServerContext* context,
+                                                 const v1::SendRequest* request,
+                                                 v1::SendResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const int n = request->messages_size();
+  if (draining()) {
+    reactor->Finish(ShuttingDown());
+    return reactor;
+  }
+  if (n == 0 || static_cast<size_t>(n) > settings_.max_batch_messages) {
+    reactor->Finish(GrpcError(absl::StatusCode::kInvalidArgument,
+                              absl::StrCat("a SendRequest holds 1 to ",
+                                           settings_.max_batch_messages, " messages, not ", n),
+                              reason::kInvalidRequest));
+    return reactor;
+  }
+  core::Route return_route;
+  if (!request->return_address().empty()) {
+    absl::Status valid = core::ValidateLocalName(request->return_address());
+    if (!valid.ok()) {
+      reactor->Finish(ToGrpcStatus(valid, {{"field", "return_address"}}));
+      return reactor;
+    }
+    return_route.Append(core::Address::Local(request->return_address()));
+  }
+  // Validate every message before sending any, so a bad request sends nothing.
+  std::vector<core::Message> messages;
+  messages.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    // The request is ours until Finish; moving payloads out of it saves a copy per message.
+    v1::OutgoingMessage& out = const_cast<v1::OutgoingMessage&>(request->messages(i));
+    auto msg = PrepareOutgoing(out, return_route, router_, settings_);
+    if (!msg.ok()) {
+      reactor->Finish(ToGrpcStatus(msg.status(), {{"index", std::to_string(i)}}));
+      return reactor;
+    }
+    messages.push_back(*std::move(msg));
+  }
+  auto tracker = std::make_shared<SendTracker>(reactor, response, n);
+  for (int i = 0; i < n; ++i) {
+    messages[i].receipt = core::Receipt(tracker, i);
+    router_.Send(std::move(messages[i]));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MessagingService::Request(grpc::CallbackServerContext* context,
+                                                    const v1::RequestRequest* request,
+                                                    v1::RequestResponse* response) {
+  if (draining()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ShuttingDown());
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* reactor = nullptr;
+  RequestCall::Start(router_, settings_, context, *request, response, &reactor);
+  return reactor;
+}
+
+void MessagingService::Drain() {
+  std::vector<std::weak_ptr<ServeStream>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    streams.swap(streams_);
+  }
+  for (auto& weak : streams) {
+    if (auto stream = weak.lock()) stream->End(ShuttingDown());
+  }
+}
+
+}  // namespace veil::api

@@ -1,0 +1,28 @@
+#include "sidecar/api/node_service.h"
+
+#include "sidecar/common/version.h"
+
+namespace veil::api {
+
+grpc::ServerUnaryReactor* NodeService::GetNode(grpc::CallbackServerContext* context,
+                                               const v1::GetNodeRequest* request,
+                                               v1::Node* response) {
+  response->set_version(kVeilVersion);
+  response->set_api_endpoint(settings_.endpoint);
+  response->set_insecure_plaintext(settings_.insecure_plaintext);
+  response->set_max_frame_bytes(settings_.max_frame_bytes);
+  for (const std::string& address : tcp_.ListenAddresses()) {
+    response->add_tcp_listeners()->set_address(address);
+  }
+  for (const auto& info : tcp_.Connections()) {
+    v1::TcpConnection* c = response->add_tcp_connections();
+    c->set_worker(info.worker);
+    c->set_peer(info.peer);
+    c->set_outgoing(info.outgoing);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace veil::api

@@ -1,0 +1,320 @@
+#include "sidecar/api/serve_stream.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "sidecar/api/grpc_status.h"
+#include "sidecar/api/outgoing.h"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/common/fmt_absl.h"
+#include "spdlog/spdlog.h"
+
+namespace veil::api {
+namespace {
+
+constexpr size_t kMaxDeliveriesPerWrite = 1024;
+constexpr size_t kMaxBytesPerWrite = 4 * 1024 * 1024;
+
+// The worker at the served address: hands each message to the stream.
+class Mailbox final : public core::Worker {
+ public:
+  Mailbox(core::Strand strand, std::shared_ptr<ServeStream> stream)
+      : Worker(std::move(strand)), stream_(std::move(stream)) {}
+  void HandleMessage(core::Message msg) override { stream_->Deliver(std::move(msg)); }
+
+ private:
+  const std::shared_ptr<ServeStream> stream_;
+};
+
+// Collects the outcomes of one SendBatch and posts the SendResult when all are in.
+class BatchTracker final : public core::SendTracker {
+ public:
+  BatchTracker(std::weak_ptr<ServeStream> stream, uint64_t batch_id, uint32_t count)
+      : stream_(std::move(stream)), remaining_(count) {
+    result_.mutable_send_result()->set_batch_id(batch_id);
+  }
+  void Complete(uint32_t index, absl::Status status) override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      auto* r = result_.mutable_send_result();
+      if (status.ok()) {
+        r->set_accepted(r->accepted() + 1);
+      } else {
+        v1::SendFailure* f = r->add_failures();
+        f->set_index(index);
+        *f->mutable_status() = ToRpcStatus(status);
+      }
+      last = --remaining_ == 0;
+    }
+    if (!last) return;
+    auto* failures = result_.mutable_send_result()->mutable_failures();
+    std::sort(failures->begin(), failures->end(),
+              [](const auto& a, const auto& b) { return a.index() < b.index(); });
+    if (auto stream = stream_.lock()) stream->PostSendResult(std::move(result_));
+  }
+
+ private:
+  const std::weak_ptr<ServeStream> stream_;
+  absl::Mutex mu_;
+  uint32_t remaining_ ABSL_GUARDED_BY(mu_);
+  v1::ServeResponse result_;
+};
+
+}  // namespace
+
+ServeStream* ServeStream::Create(core::Router& router, const ApiSettings& settings) {
+  std::shared_ptr<ServeStream> stream(new ServeStream(router, settings));
+  stream->self_ = stream;
+  stream->StartRead(&stream->request_);
+  return stream.get();
+}
+
+ServeStream::ServeStream(core::Router& router, const ApiSettings& settings)
+    : router_(router), settings_(settings) {}
+
+void ServeStream::OnReadDone(bool ok) {
+  if (!ok) {  // the app half-closed or the call ended: finish once writes drain
+    End(grpc::Status::OK);
+    return;
+  }
+  bool opened;
+  {
+    absl::MutexLock lock(&mu_);
+    opened = !address_.empty();
+    if (end_status_.has_value()) return;  // ending: read no more
+  }
+  switch (request_.kind_case()) {
+    case v1::ServeRequest::kOpen:
+      if (opened) {
+        End(GrpcError(absl::StatusCode::kInvalidArgument, "the stream is already open",
+                      reason::kInvalidRequest));
+        return;
+      }
+      HandleOpen(request_.open());
+      break;
+    case v1::ServeRequest::kAck:
+    case v1::ServeRequest::kSend:
+      if (!opened) {
+        End(GrpcError(absl::StatusCode::kInvalidArgument,
+                      "the first message on a Serve stream must be `open`",
+                      reason::kInvalidRequest));
+        return;
+      }
+      if (request_.has_ack()) {
+        HandleAck(request_.ack().sequence());
+      } else {
+        HandleSend(*request_.mutable_send());
+      }
+      break;
+    case v1::ServeRequest::KIND_NOT_SET:
+      End(GrpcError(absl::StatusCode::kInvalidArgument,
+                    "a ServeRequest must set one of open, ack or send", reason::kInvalidRequest));
+      return;
+  }
+  absl::MutexLock lock(&mu_);
+  if (!end_status_.has_value()) StartRead(&request_);
+}
+
+void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
+  const std::string& address = open.address();
+  absl::Status valid = core::ValidateLocalName(address);
+  if (valid.ok() && absl::StartsWith(address, "_")) {
+    valid = ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                            "addresses starting with '_' are reserved for the sidecar",
+                            reason::kInvalidAddress);
+  }
+  if (!valid.ok()) {
+    End(ToGrpcStatus(valid, {{"address", address}}));
+    return;
+  }
+  auto mailbox = std::make_shared<Mailbox>(router_.NewStrand(), shared_from_this());
+  absl::Status started = router_.StartWorker(address, mailbox);
+  if (!started.ok()) {
+    End(ToGrpcStatus(started, {{"address", address}}));
+    return;
+  }
+  uint32_t window = open.window() == 0 ? settings_.default_window
+                                       : std::min(open.window(), settings_.max_window);
+  {
+    absl::MutexLock lock(&mu_);
+    address_ = address;
+    mailbox_ = std::move(mailbox);
+    window_ = window;
+    v1::ServeResponse opened;
+    opened.mutable_opened()->set_address(address);
+    opened.mutable_opened()->set_route(core::Address::Local(address).ToString());
+    opened.mutable_opened()->set_window(window);
+    control_.push_back(std::move(opened));
+  }
+  spdlog::info("app serves address {}", address);
+  Pump();
+}
+
+void ServeStream::HandleAck(uint64_t sequence) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (sequence >= next_sequence_) sequence = next_sequence_ - 1;  // cannot ack the future
+    if (sequence > acked_) acked_ = sequence;
+  }
+  Pump();
+}
+
+void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
+  const int n = batch.messages_size();
+  if (n == 0) {
+    v1::ServeResponse empty;
+    empty.mutable_send_result()->set_batch_id(batch.batch_id());
+    PostSendResult(std::move(empty));
+    return;
+  }
+  if (static_cast<size_t>(n) > settings_.max_batch_messages) {
+    End(GrpcError(absl::StatusCode::kInvalidArgument,
+                  absl::StrCat("a SendBatch holds at most ", settings_.max_batch_messages,
+                               " messages"),
+                  reason::kInvalidRequest));
+    return;
+  }
+  core::Route return_route;
+  {
+    absl::MutexLock lock(&mu_);
+    return_route.Append(core::Address::Local(address_));
+  }
+  auto tracker = std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n);
+  for (int i = 0; i < n; ++i) {
+    auto msg = PrepareOutgoing(*batch.mutable_messages(i), return_route, router_, settings_);
+    if (!msg.ok()) {
+      tracker->Complete(i, msg.status());
+      continue;
+    }
+    msg->receipt = core::Receipt(tracker, i);
+    router_.Send(*std::move(msg));
+  }
+}
+
+void ServeStream::Deliver(core::Message msg) {
+  v1::Delivery delivery;
+  size_t bytes = msg.payload.size();
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (end_status_.has_value()) {
+      refused = ErrorWithReason(absl::StatusCode::kUnavailable,
+                                absl::StrCat("the app serving ", address_, " is going away"),
+                                reason::kRouteNotFound);
+    } else if (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
+               queued_bytes_ + bytes > settings_.max_queued_bytes) {
+      refused = ErrorWithReason(
+          absl::StatusCode::kResourceExhausted,
+          absl::StrCat("the app serving ", address_, " is not keeping up: its queue is full"),
+          reason::kQueueFull);
+    }
+  }
+  if (!refused.ok()) {
+    msg.receipt.Settle(std::move(refused));
+    return;
+  }
+  ToDelivery(msg, delivery);
+  msg.receipt.Settle(absl::OkStatus());
+  {
+    absl::MutexLock lock(&mu_);
+    queued_bytes_ += bytes;
+    deliveries_.push_back(std::move(delivery));
+  }
+  Pump();
+}
+
+void ServeStream::PostSendResult(v1::ServeResponse result) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (end_status_.has_value()) return;
+    control_.push_back(std::move(result));
+  }
+  Pump();
+}
+
+void ServeStream::End(grpc::Status status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (end_status_.has_value()) return;
+    end_status_ = std::move(status);
+  }
+  Pump();
+}
+
+void ServeStream::Pump() {
+  grpc::Status finish_with;
+  bool finish = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (writing_ || finished_) return;
+    response_.Clear();
+    if (!control_.empty() && !end_status_.has_value()) {
+      response_ = std::move(control_.front());
+      control_.pop_front();
+    } else if (!deliveries_.empty() && !end_status_.has_value() &&
+               next_sequence_ - 1 - acked_ < window_) {
+      uint64_t credit = window_ - (next_sequence_ - 1 - acked_);
+      auto* batch = response_.mutable_deliveries()->mutable_deliveries();
+      size_t bytes = 0;
+      while (!deliveries_.empty() && credit > 0 &&
+             static_cast<size_t>(batch->size()) < kMaxDeliveriesPerWrite &&
+             bytes < kMaxBytesPerWrite) {
+        v1::Delivery& d = deliveries_.front();
+        d.set_sequence(next_sequence_++);
+        bytes += d.payload().size();
+        queued_bytes_ -= d.payload().size();
+        *batch->Add() = std::move(d);
+        deliveries_.pop_front();
+        --credit;
+      }
+    } else if (end_status_.has_value()) {
+      finished_ = true;
+      finish = true;
+      finish_with = *end_status_;
+    } else {
+      return;
+    }
+    writing_ = !finish;
+  }
+  if (finish) {
+    Finish(finish_with);
+    return;
+  }
+  StartWrite(&response_);
+}
+
+void ServeStream::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok && !end_status_.has_value()) end_status_ = grpc::Status::CANCELLED;
+  }
+  Pump();
+}
+
+void ServeStream::OnCancel() { End(grpc::Status::CANCELLED); }
+
+void ServeStream::OnDone() {
+  std::shared_ptr<core::Worker> mailbox;
+  size_t undelivered;
+  std::string address;
+  {
+    absl::MutexLock lock(&mu_);
+    mailbox = std::move(mailbox_);
+    address = address_;
+    undelivered = deliveries_.size() + (next_sequence_ - 1 - acked_);
+    deliveries_.clear();
+  }
+  if (mailbox != nullptr) {
+    router_.StopWorker(address, mailbox.get());
+    if (undelivered > 0) {
+      spdlog::warn("app stopped serving {} with {} deliveries unacknowledged", address,
+                   undelivered);
+    } else {
+      spdlog::info("app stopped serving {}", address);
+    }
+  }
+  self_.reset();  // may free this
+}
+
+}  // namespace veil::api

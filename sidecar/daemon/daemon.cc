@@ -1,0 +1,94 @@
+#include "sidecar/daemon/daemon.h"
+
+#include <malloc.h>
+#include <signal.h>
+
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "asio/signal_set.hpp"
+#include "sidecar/api/api_server.h"
+#include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/version.h"
+#include "sidecar/core/router.h"
+#include "sidecar/daemon/state_dir.h"
+#include "sidecar/transport/tcp_transport.h"
+#include "spdlog/spdlog.h"
+
+namespace veil::daemon {
+namespace {
+
+// Runs `io` on `n` threads until stopped; joins them on destruction.
+class IoThreads {
+ public:
+  IoThreads(asio::io_context& io, int n) : io_(io), work_(asio::make_work_guard(io)) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+  ~IoThreads() {
+    work_.reset();
+    io_.stop();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  asio::io_context& io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+absl::Status RunDaemon(const Options& options) {
+  // glibc's default heap trimming returns freed memory so eagerly that every large receive
+  // page-faults fresh memory: keep up to 256 MiB instead (see docs/performance.md).
+  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::umask(077);  // every file and socket we create is ours alone
+
+  auto state_dir = StateDir::Open(options.state_dir);
+  if (!state_dir.ok()) return state_dir.status();
+  auto endpoint = api::ParseApiEndpoint(options.api, options.api_allow_public);
+  if (!endpoint.ok()) return endpoint.status();
+
+  int threads = options.threads > 0 ? options.threads
+                                    : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  asio::io_context io(threads);
+  core::Router router(io);
+  transport::TcpOptions tcp_options;
+  tcp_options.max_frame_bytes = options.max_frame_bytes;
+  transport::TcpTransport tcp(router, tcp_options);
+  absl::Notification stop;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&stop](asio::error_code ec, int signal) {
+    if (ec) return;
+    spdlog::info("received {}; draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    stop.Notify();
+  });
+  IoThreads io_threads(io, threads);
+
+  for (const std::string& listen : options.tcp_listen) {
+    auto bound = tcp.Listen(listen);
+    if (!bound.ok()) return bound.status();
+  }
+  api::ApiSettings settings;
+  settings.insecure_plaintext = options.insecure_plaintext;
+  settings.max_frame_bytes = options.max_frame_bytes;
+  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp);
+  if (!api.ok()) return api.status();
+  if (options.insecure_plaintext) {
+    spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
+  }
+  spdlog::info("veild {} ready: api={} tcp=[{}] state-dir={}", kVeilVersion, (*api)->endpoint(),
+               absl::StrJoin(tcp.ListenAddresses(), ","), (*state_dir)->path());
+
+  stop.WaitForNotification();
+  (*api)->Drain(options.shutdown_grace);
+  tcp.Shutdown();
+  router.StopAll();
+  spdlog::info("veild stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace veil::daemon

@@ -1,0 +1,79 @@
+#include "sidecar/daemon/options.h"
+
+#include <cstdlib>
+#include <sstream>
+
+#include "CLI/CLI.hpp"
+#include "sidecar/common/version.h"
+#include "sidecar/transport/frame_codec.h"
+
+namespace veil::daemon {
+
+std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv) {
+  Options o;
+  o.max_frame_bytes = transport::kDefaultMaxFrameBytes;
+  double grace_seconds = 10;
+  CLI::App app{
+      "veild — the veil daemon: a vault of keys, identities, routing, transports and secure\n"
+      "channels, serving the veil.v1 gRPC API to local apps. See README.md and docs/.",
+      "veild"};
+  app.set_version_flag("--version", std::string("veild ") + kVeilVersion);
+  app.add_option("--state-dir", o.state_dir,
+                 "Directory for the node's state (created mode 0700). Default: $VEIL_STATE_DIR, "
+                 "else $HOME/.veil");
+  app.add_option("--api", o.api,
+                 "Where the API listens: unix:PATH (default unix:<state-dir>/api.sock, mode "
+                 "0600) or HOST:PORT on loopback (port 0 picks a free port)");
+  app.add_flag("--api-allow-public", o.api_allow_public,
+               "Allow --api on a non-loopback address. Anyone who reaches it can use this "
+               "node: do not, unless something else guards it");
+  app.add_option("--tcp-listen", o.tcp_listen,
+                 "Accept connections from other nodes on HOST:PORT (repeatable; port 0 picks a "
+                 "free port, see GetNode)");
+  app.add_flag("--insecure-plaintext", o.insecure_plaintext,
+               "INSECURE, for testing: let app payloads leave this host outside a secure "
+               "channel. Without it, such sends fail with FAILED_PRECONDITION");
+  app.add_option("--max-frame-bytes", o.max_frame_bytes,
+                 "Largest frame sent or accepted on a transport connection, in bytes; bigger "
+                 "messages are refused to their sender")
+      ->check(CLI::Range(size_t{1024}, size_t{256} * 1024 * 1024))
+      ->capture_default_str();
+  app.add_option("--log-format", o.log_format, "Log format: text (for people) or json (lines)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--log-level", o.log_level, "Least severe level logged")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "Worker threads for routing and transports (0: one per core)")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", grace_seconds,
+                 "Seconds in-flight API calls get to finish after SIGTERM/SIGINT")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    std::ostringstream out, err;
+    app.exit(e, out, err);
+    return EarlyExit{0, out.str() + err.str()};
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream out, err;
+    app.exit(e, out, err);
+    return EarlyExit{2, err.str() + out.str()};
+  }
+  if (o.state_dir.empty()) {
+    if (const char* env = std::getenv("VEIL_STATE_DIR"); env != nullptr && *env != '\0') {
+      o.state_dir = env;
+    } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+      o.state_dir = std::string(home) + "/.veil";
+    } else {
+      return EarlyExit{2, "veild: no --state-dir given and neither VEIL_STATE_DIR nor HOME is set\n"};
+    }
+  }
+  if (o.api.empty()) o.api = "unix:" + o.state_dir + "/api.sock";
+  o.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000));
+  return o;
+}
+
+}  // namespace veil::daemon

@@ -1,0 +1,40 @@
+// veild's command-line options. `veild --help` documents each; docs/operations.md too.
+#ifndef VEIL_SIDECAR_DAEMON_OPTIONS_H_
+#define VEIL_SIDECAR_DAEMON_OPTIONS_H_
+
+#include <chrono>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace veil::daemon {
+
+struct Options {
+  std::string state_dir;   // where state lives; created 0700
+  std::string api;         // "unix:PATH" or "HOST:PORT"
+  bool api_allow_public = false;
+  std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
+  bool insecure_plaintext = false;
+  size_t max_frame_bytes = 0;
+  std::string log_format = "text";  // "text" or "json"
+  std::string log_level = "info";
+  int threads = 0;  // io threads; 0 = number of cores
+  std::chrono::milliseconds shutdown_grace{10000};
+};
+
+// What ParseOptions asks main to do instead of running: print `text` and exit with `code`.
+struct EarlyExit {
+  int code = 0;
+  std::string text;
+};
+
+// Parses argv. Defaults: state dir $VEIL_STATE_DIR, else $HOME/.veil; API
+// unix:<state-dir>/api.sock. Returns EarlyExit for --help/--version (code 0) and for bad
+// flags (code 2, with the error and a hint).
+std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv);
+
+}  // namespace veil::daemon
+
+#endif  // VEIL_SIDECAR_DAEMON_OPTIONS_H_

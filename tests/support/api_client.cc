@@ -1,0 +1,146 @@
+#include "tests/support/api_client.h"
+
+#include <chrono>
+
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "gtest/gtest.h"
+
+namespace veil::testing {
+namespace {
+
+std::optional<google::rpc::ErrorInfo> InfoOf(const grpc::Status& status) {
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) return std::nullopt;
+  for (const auto& any : details.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) return info;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+std::string ReasonOf(const grpc::Status& status) {
+  auto info = InfoOf(status);
+  return info ? info->reason() : "";
+}
+
+std::string MetadataOf(const grpc::Status& status, const std::string& key) {
+  auto info = InfoOf(status);
+  if (!info) return "";
+  auto it = info->metadata().find(key);
+  return it == info->metadata().end() ? "" : it->second;
+}
+
+v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::NodeService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::Node node;
+  grpc::Status status = stub->GetNode(&context, v1::GetNodeRequest(), &node);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return node;
+}
+
+ServeClient::ServeClient(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
+                         uint32_t window)
+    : stub_(v1::MessagingService::NewStub(channel)) {
+  stream_ = stub_->Serve(&context_);
+  v1::ServeRequest open;
+  open.mutable_open()->set_address(address);
+  open.mutable_open()->set_window(window);
+  stream_->Write(open);
+}
+
+ServeClient::~ServeClient() {
+  if (!finished_) {
+    context_.TryCancel();
+    stream_->Finish();
+  }
+}
+
+std::optional<v1::ServeResponse> ServeClient::Read() {
+  v1::ServeResponse response;
+  if (!stream_->Read(&response)) return std::nullopt;
+  return response;
+}
+
+bool ServeClient::Write(const v1::ServeRequest& request) { return stream_->Write(request); }
+
+bool ServeClient::Ack(uint64_t sequence) {
+  v1::ServeRequest ack;
+  ack.mutable_ack()->set_sequence(sequence);
+  return stream_->Write(ack);
+}
+
+bool ServeClient::Send(uint64_t batch_id,
+                       const std::vector<std::pair<std::string, std::string>>& messages) {
+  v1::ServeRequest request;
+  request.mutable_send()->set_batch_id(batch_id);
+  for (const auto& [route, payload] : messages) {
+    auto* m = request.mutable_send()->add_messages();
+    m->set_route(route);
+    m->set_payload(payload);
+  }
+  return stream_->Write(request);
+}
+
+grpc::Status ServeClient::Finish() {
+  stream_->WritesDone();
+  v1::ServeResponse ignored;
+  while (stream_->Read(&ignored)) {
+  }
+  finished_ = true;
+  return stream_->Finish();
+}
+
+EchoApp::EchoApp(const std::shared_ptr<grpc::Channel>& channel, const std::string& address)
+    : client_(channel, address), thread_([this] { Run(); }) {}
+
+EchoApp::~EchoApp() {
+  client_.Cancel();
+  thread_.join();
+}
+
+bool EchoApp::WaitOpened() {
+  for (int i = 0; i < 2000 && opened_.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return opened_.load() == 1;
+}
+
+v1::Sender EchoApp::last_sender() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_sender_;
+}
+
+void EchoApp::Run() {
+  uint64_t batch = 0;
+  while (auto response = client_.Read()) {
+    if (response->has_opened()) opened_.store(1);
+    if (!response->has_deliveries()) continue;
+    v1::ServeRequest reply;
+    reply.mutable_send()->set_batch_id(++batch);
+    uint64_t last = 0;
+    for (auto& d : *response->mutable_deliveries()->mutable_deliveries()) {
+      auto* m = reply.mutable_send()->add_messages();
+      m->set_route(d.return_route());
+      m->set_payload(std::move(*d.mutable_payload()));
+      last = d.sequence();
+      std::lock_guard<std::mutex> lock(mu_);
+      last_sender_ = d.sender();
+    }
+    if (!client_.Write(reply) || !client_.Ack(last)) break;
+    echoed_ += reply.send().messages_size();
+  }
+  if (opened_.load() == 0) opened_.store(-1);
+}
+
+}  // namespace veil::testing

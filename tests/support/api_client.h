@@ -1,0 +1,76 @@
+// Test support: small real gRPC clients of the veil.v1 API, as an app would write them.
+//
+// Thread-safety: ServeClient's Read and Write may run on two threads at once (one each), as
+// gRPC sync streams allow; EchoApp runs its own thread.
+#ifndef VEIL_TESTS_SUPPORT_API_CLIENT_H_
+#define VEIL_TESTS_SUPPORT_API_CLIENT_H_
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "grpcpp/grpcpp.h"
+#include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/node.grpc.pb.h"
+
+namespace veil::testing {
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& target);
+
+// The ErrorInfo reason in a failed status's details, or "" when absent.
+std::string ReasonOf(const grpc::Status& status);
+// An ErrorInfo metadata value, or "".
+std::string MetadataOf(const grpc::Status& status, const std::string& key);
+
+// GetNode, failing the test on error.
+v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel);
+
+// One Serve stream.
+class ServeClient {
+ public:
+  ServeClient(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
+              uint32_t window = 0);
+  ~ServeClient();
+  // The first response: `opened` when the open succeeded. nullopt when the stream ended.
+  std::optional<v1::ServeResponse> Read();
+  bool Write(const v1::ServeRequest& request);
+  bool Ack(uint64_t sequence);
+  bool Send(uint64_t batch_id, const std::vector<std::pair<std::string, std::string>>& messages);
+  void Cancel() { context_.TryCancel(); }
+  // Half-closes and returns the final status.
+  grpc::Status Finish();
+  grpc::ClientContext& context() { return context_; }
+
+ private:
+  std::unique_ptr<v1::MessagingService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>> stream_;
+  bool finished_ = false;
+};
+
+// An app serving `address` that echoes every delivery back to its return route.
+class EchoApp {
+ public:
+  EchoApp(const std::shared_ptr<grpc::Channel>& channel, const std::string& address);
+  ~EchoApp();
+  // True once `opened` arrived.
+  bool WaitOpened();
+  uint64_t echoed() const { return echoed_.load(); }
+  // The sender of the last delivery.
+  v1::Sender last_sender();
+
+ private:
+  void Run();
+  ServeClient client_;
+  std::atomic<uint64_t> echoed_{0};
+  std::atomic<int> opened_{0};  // 0 pending, 1 opened, -1 failed
+  std::mutex mu_;
+  v1::Sender last_sender_;
+  std::thread thread_;
+};
+
+}  // namespace veil::testing
+
+#endif  // VEIL_TESTS_SUPPORT_API_CLIENT_H_

@@ -1,0 +1,71 @@
+// Test support: a real veild process in a temp state dir, with its API on a temp Unix socket.
+// Start() waits (with a deadline, never a fixed sleep) until the API socket accepts
+// connections; the destructor stops the process (SIGKILL if SIGTERM is ignored).
+//
+// Thread-safety: not synchronised; use from one test thread.
+#ifndef VEIL_TESTS_SUPPORT_VEILD_PROCESS_H_
+#define VEIL_TESTS_SUPPORT_VEILD_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace veil::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class VeildProcess {
+ public:
+  // `extra_args` are appended to --state-dir and --api; the binary is $VEILD.
+  explicit VeildProcess(std::vector<std::string> extra_args = {});
+  // Reuses `state_dir` (to test restarts); the caller keeps it.
+  VeildProcess(std::string state_dir, std::vector<std::string> extra_args);
+  ~VeildProcess();
+  VeildProcess(const VeildProcess&) = delete;
+  VeildProcess& operator=(const VeildProcess&) = delete;
+
+  // Starts veild and waits up to `timeout` for its API. Returns false (and the log says why)
+  // when it exits or does not come up.
+  bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Sends `signal`.
+  void Signal(int signal);
+  // Waits up to `timeout` for exit; returns the exit code, or -signal when killed by one, or
+  // nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // SIGKILL and reap.
+  void Kill();
+
+  bool running() const { return pid_ > 0; }
+  // "unix:/tmp/.../api.sock", for grpc::CreateChannel.
+  std::string api_target() const { return "unix:" + socket_path_; }
+  const std::string& socket_path() const { return socket_path_; }
+  const std::string& state_dir() const { return state_dir_; }
+  // Everything veild wrote to stderr so far.
+  std::string log() const;
+
+ private:
+  std::optional<TempDir> own_dir_;
+  std::string state_dir_;
+  std::string socket_path_;
+  std::string log_path_;
+  std::vector<std::string> args_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace veil::testing
+
+#endif  // VEIL_TESTS_SUPPORT_VEILD_PROCESS_H_
