@@ -17,6 +17,8 @@ DEB_PACKAGES := build-essential cmake pkg-config \
 DEPS_STAMP := $(BUILD_DIR)/.deps-installed
 CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
+MAKEFLAGS += --no-print-directory
+
 .PHONY: all deps build test demo clean
 
 all: build
