@@ -7,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
+#include "tests/support/recording_tracker.h"
 
 namespace veil::core {
 namespace {
@@ -49,26 +50,9 @@ class RecordingWorker final : public Worker {
   std::vector<std::string> onward_ ABSL_GUARDED_BY(mu_);
 };
 
-// Collects outcomes.
-class Outcomes final : public SendTracker {
- public:
-  void Complete(uint32_t index, absl::Status status) override {
-    absl::MutexLock lock(&mu_);
-    results_.emplace_back(index, std::move(status));
-  }
-  std::vector<std::pair<uint32_t, absl::Status>> Wait(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return results_.size() >= n; };
-    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
-    return results_;
-  }
+using Outcomes = veil::testing::RecordingTracker;
 
- private:
-  absl::Mutex mu_;
-  std::vector<std::pair<uint32_t, absl::Status>> results_ ABSL_GUARDED_BY(mu_);
-};
-
-class RouterTest : public testing::Test {
+class RouterTest : public ::testing::Test {
  protected:
   RouterTest() : work_(asio::make_work_guard(io_)) {
     for (int i = 0; i < 4; ++i) threads_.emplace_back([this] { io_.run(); });

@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
+#include "tests/support/recording_tracker.h"
 
 namespace veil::transport {
 namespace {
@@ -43,23 +44,7 @@ class Sink final : public core::Worker {
   std::vector<Message> got_ ABSL_GUARDED_BY(mu_);
 };
 
-class Outcomes final : public core::SendTracker {
- public:
-  void Complete(uint32_t index, absl::Status status) override {
-    absl::MutexLock lock(&mu_);
-    results_.push_back(std::move(status));
-  }
-  std::vector<absl::Status> Wait(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return results_.size() >= n; };
-    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
-    return results_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<absl::Status> results_ ABSL_GUARDED_BY(mu_);
-};
+using Outcomes = veil::testing::RecordingTracker;
 
 struct Node {
   explicit Node(TcpOptions options = {}) : transport(router, options) {
@@ -108,7 +93,7 @@ TEST(TcpTransportTest, DeliversAppliesHopRulesAndRepliesRetrace) {
   EXPECT_EQ(got[0].return_route.hops()[0].value().rfind("_tcp_", 0), 0u);
   EXPECT_EQ(got[0].return_route.hops()[1], core::Address::Local("app"));
   EXPECT_EQ(got[0].sender.origin, core::SenderInfo::Origin::kTransport);
-  EXPECT_TRUE(outcomes->Wait(1)[0].ok());
+  EXPECT_TRUE(outcomes->Wait(1)[0].second.ok());
 
   auto replies = sink_a->Wait(1);
   ASSERT_EQ(replies.size(), 1u);
@@ -148,8 +133,8 @@ TEST(TcpTransportTest, ConnectFailureIsReported) {
   a.router.Send(Make("/tcp/127.0.0.1:" + closed_port + "/service/x", "p", "", outcomes));
   auto results = outcomes->Wait(1);
   ASSERT_EQ(results.size(), 1u);
-  EXPECT_EQ(results[0].code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(ReasonOf(results[0]), "CONNECTION_FAILED");
+  EXPECT_EQ(results[0].second.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(results[0].second), "CONNECTION_FAILED");
 }
 
 TEST(TcpTransportTest, OversizedMessageIsRefusedToItsSender) {
@@ -162,8 +147,8 @@ TEST(TcpTransportTest, OversizedMessageIsRefusedToItsSender) {
   a.router.Send(Make("/tcp/" + *address + "/service/x", std::string(5000, 'x'), "", outcomes));
   auto results = outcomes->Wait(1);
   ASSERT_EQ(results.size(), 1u);
-  EXPECT_EQ(results[0].code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReasonOf(results[0]), "MESSAGE_TOO_LARGE");
+  EXPECT_EQ(results[0].second.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReasonOf(results[0].second), "MESSAGE_TOO_LARGE");
 }
 
 TEST(TcpTransportTest, PeerGoneIsReportedAndConnectionForgotten) {
@@ -188,7 +173,7 @@ TEST(TcpTransportTest, PeerGoneIsReportedAndConnectionForgotten) {
   a.router.Send(Make("/tcp/" + address + "/service/sink", "2", "", outcomes));
   auto results = outcomes->Wait(1);
   ASSERT_EQ(results.size(), 1u);
-  EXPECT_EQ(results[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(results[0].second.code(), absl::StatusCode::kUnavailable);
 }
 
 TEST(TcpTransportTest, GarbageFromPeerClosesConnectionWithoutCrash) {

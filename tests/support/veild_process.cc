@@ -3,11 +3,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -18,19 +17,6 @@
 extern char** environ;
 
 namespace veil::testing {
-namespace {
-
-bool CanConnect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
-
-}  // namespace
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
@@ -68,8 +54,11 @@ VeildProcess::~VeildProcess() {
 bool VeildProcess::Start(std::chrono::milliseconds timeout) {
   const char* binary = std::getenv("VEILD");
   if (binary == nullptr || *binary == '\0') binary = VEIL_DEFAULT_VEILD;
-  std::vector<std::string> argv = {binary, "--state-dir", state_dir_, "--api",
-                                   "unix:" + socket_path_};
+  std::vector<std::string> argv = {binary, "--state-dir", state_dir_};
+  if (std::find(args_.begin(), args_.end(), "--api") == args_.end()) {
+    argv.push_back("--api");
+    argv.push_back("unix:" + socket_path_);
+  }
   argv.insert(argv.end(), args_.begin(), args_.end());
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
@@ -87,10 +76,17 @@ bool VeildProcess::Start(std::chrono::milliseconds timeout) {
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (CanConnect(socket_path_)) return true;
+    std::string text = log();
+    size_t ready = text.find(" ready: api=");
+    if (ready != std::string::npos && text.find('\n', ready) != std::string::npos) {
+      size_t begin = ready + std::strlen(" ready: api=");
+      api_target_ = text.substr(begin, text.find(' ', begin) - begin);
+      return true;
+    }
     int status;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
+      if (WIFEXITED(status)) exit_code_ = WEXITSTATUS(status);
       return false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling a condition

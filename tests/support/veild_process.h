@@ -30,7 +30,8 @@ class TempDir {
 
 class VeildProcess {
  public:
-  // `extra_args` are appended to --state-dir and --api; the binary is $VEILD.
+  // `extra_args` are appended to --state-dir and --api unix:<temp>/api.sock (the latter left out
+  // when `extra_args` has its own --api); the binary is $VEILD.
   explicit VeildProcess(std::vector<std::string> extra_args = {});
   // Reuses `state_dir` (to test restarts); the caller keeps it.
   VeildProcess(std::string state_dir, std::vector<std::string> extra_args);
@@ -38,8 +39,8 @@ class VeildProcess {
   VeildProcess(const VeildProcess&) = delete;
   VeildProcess& operator=(const VeildProcess&) = delete;
 
-  // Starts veild and waits up to `timeout` for its API. Returns false (and the log says why)
-  // when it exits or does not come up.
+  // Starts veild and waits up to `timeout` for its "ready" log line. Returns false (and the log
+  // says why) when it exits or does not come up.
   bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   // Sends `signal`.
   void Signal(int signal);
@@ -50,8 +51,11 @@ class VeildProcess {
   void Kill();
 
   bool running() const { return pid_ > 0; }
-  // "unix:/tmp/.../api.sock", for grpc::CreateChannel.
-  std::string api_target() const { return "unix:" + socket_path_; }
+  // The exit code when Start() failed because veild exited.
+  std::optional<int> exit_code() const { return exit_code_; }
+  // The API endpoint from veild's "ready" log line (e.g. "unix:/tmp/.../api.sock" or
+  // "127.0.0.1:40123"), for grpc::CreateChannel.
+  const std::string& api_target() const { return api_target_; }
   const std::string& socket_path() const { return socket_path_; }
   const std::string& state_dir() const { return state_dir_; }
   // Everything veild wrote to stderr so far.
@@ -62,6 +66,8 @@ class VeildProcess {
   std::string state_dir_;
   std::string socket_path_;
   std::string log_path_;
+  std::string api_target_;
+  std::optional<int> exit_code_;
   std::vector<std::string> args_;
   pid_t pid_ = -1;
 };
