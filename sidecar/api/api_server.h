@@ -14,6 +14,7 @@
 #include "grpcpp/grpcpp.h"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/api/health_service.h"
+#include "sidecar/api/identity_service.h"
 #include "sidecar/api/messaging_service.h"
 #include "sidecar/api/node_service.h"
 #include "sidecar/core/router.h"
@@ -40,7 +41,8 @@ class ApiServer {
   static absl::StatusOr<std::unique_ptr<ApiServer>> Start(const ApiEndpoint& endpoint,
                                                           ApiSettings settings,
                                                           core::Router& router,
-                                                          transport::TcpTransport& tcp);
+                                                          transport::TcpTransport& tcp,
+                                                          identity::IdentityStore& identities);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".
@@ -57,6 +59,7 @@ class ApiServer {
   std::string unix_path_;
   std::unique_ptr<MessagingService> messaging_;
   std::unique_ptr<NodeService> node_;
+  std::unique_ptr<IdentityService> identity_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
 };

@@ -14,6 +14,8 @@
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
 #include "sidecar/daemon/state_dir.h"
+#include "sidecar/daemon/vault_key.h"
+#include "sidecar/identity/identity_store.h"
 #include "sidecar/transport/tcp_transport.h"
 #include "spdlog/spdlog.h"
 
@@ -51,6 +53,19 @@ absl::Status RunDaemon(const Options& options) {
   if (!state_dir.ok()) return state_dir.status();
   auto endpoint = api::ParseApiEndpoint(options.api, options.api_allow_public);
   if (!endpoint.ok()) return endpoint.status();
+  auto key = ReadVaultKey(options.vault_key_file);
+  if (!key.ok()) return key.status();
+  auto vault = vault::Vault::Open(options.state_dir, *std::move(key));
+  if (!vault.ok()) return vault.status();
+  auto identities = identity::IdentityStore::Open(options.state_dir, **vault);
+  if (!identities.ok()) return identities.status();
+  std::vector<std::string> wanted = {"default"};
+  wanted.insert(wanted.end(), options.identities.begin(), options.identities.end());
+  for (const std::string& name : wanted) {
+    auto id = (*identities)->Ensure(name);
+    if (!id.ok()) return id.status();
+    spdlog::info("identity {}: {}", name, (*id)->identifier());
+  }
 
   int threads = options.threads > 0 ? options.threads
                                     : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
@@ -75,7 +90,7 @@ absl::Status RunDaemon(const Options& options) {
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.max_frame_bytes = options.max_frame_bytes;
-  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp);
+  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities);
   if (!api.ok()) return api.status();
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");

@@ -51,6 +51,14 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "Seconds in-flight API calls get to finish after SIGTERM/SIGINT")
       ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
+  app.add_option("--vault-key-file", o.vault_key_file,
+                 "Encrypt secrets at rest with the key in this file: 32 raw bytes or 64 hex "
+                 "digits (a raw XChaCha20-Poly1305 key), anything else a passphrase (Argon2id). "
+                 "The environment variable VEIL_VAULT_KEY may hold it instead. A vault created "
+                 "with a key needs the same key on every start");
+  app.add_option("--identity", o.identities,
+                 "Create this identity at start-up if missing (repeatable); \"default\" always "
+                 "exists");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version

@@ -22,6 +22,8 @@ struct Options {
   std::string log_level = "info";
   int threads = 0;  // io threads; 0 = number of cores
   std::chrono::milliseconds shutdown_grace{10000};
+  std::string vault_key_file;           // at-rest key or passphrase, e.g. a mounted Secret
+  std::vector<std::string> identities;  // ensured at start-up, besides "default"
 };
 
 // What ParseOptions asks main to do instead of running: print `text` and exit with `code`.

@@ -68,7 +68,12 @@ bool VeildProcess::Start(std::chrono::milliseconds timeout) {
   posix_spawn_file_actions_addopen(&actions, 2, log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND,
                                    0600);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  int rc = posix_spawn(&pid_, binary, &actions, nullptr, cargv.data(), environ);
+  std::vector<std::string> env = env_;
+  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);  // env_ first wins
+  std::vector<char*> cenv;
+  for (auto& e : env) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  int rc = posix_spawn(&pid_, binary, &actions, nullptr, cargv.data(), cenv.data());
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     pid_ = -1;

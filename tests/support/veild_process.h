@@ -39,6 +39,10 @@ class VeildProcess {
   VeildProcess(const VeildProcess&) = delete;
   VeildProcess& operator=(const VeildProcess&) = delete;
 
+  // Sets an environment variable for the process (before Start).
+  void SetEnv(const std::string& name, const std::string& value) {
+    env_.push_back(name + "=" + value);
+  }
   // Starts veild and waits up to `timeout` for its "ready" log line. Returns false (and the log
   // says why) when it exits or does not come up.
   bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
@@ -69,6 +73,7 @@ class VeildProcess {
   std::string api_target_;
   std::optional<int> exit_code_;
   std::vector<std::string> args_;
+  std::vector<std::string> env_;
   pid_t pid_ = -1;
 };
 

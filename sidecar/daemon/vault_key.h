@@ -1,0 +1,24 @@
+// Where the vault key comes from: --vault-key-file, or the environment variable VEIL_VAULT_KEY
+// (as a Kubernetes Secret would provide either). The variable is removed from the environment
+// once read.
+#ifndef VEIL_SIDECAR_DAEMON_VAULT_KEY_H_
+#define VEIL_SIDECAR_DAEMON_VAULT_KEY_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "sidecar/vault/vault.h"
+
+namespace veil::daemon {
+
+inline constexpr char kVaultKeyEnv[] = "VEIL_VAULT_KEY";
+
+// The key from `file` (when not empty) or $VEIL_VAULT_KEY; nullopt when neither is given.
+// INVALID_ARGUMENT when both are given, FAILED_PRECONDITION when the file cannot be read or is
+// empty or larger than 4 KiB.
+absl::StatusOr<std::optional<vault::VaultKey>> ReadVaultKey(const std::string& file);
+
+}  // namespace veil::daemon
+
+#endif  // VEIL_SIDECAR_DAEMON_VAULT_KEY_H_
