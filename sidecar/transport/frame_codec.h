@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "sidecar/core/message.h"
+#include "sidecar/core/message_codec.h"
 
 namespace veil::transport {
 
@@ -28,7 +29,7 @@ inline constexpr size_t kFrameHeaderBytes = 4;
 inline constexpr size_t kDefaultMaxFrameBytes = 16 * 1024 * 1024;
 
 // Reason for a frame that cannot be decoded.
-inline constexpr absl::string_view kMalformedFrame = "MALFORMED_FRAME";
+inline constexpr absl::string_view kMalformedFrame = core::kMalformedMessage;
 
 // Appends one frame carrying `onward`, `return_route` and `payload` to `out`. When the body
 // would exceed `max_frame_bytes`, appends nothing and returns INVALID_ARGUMENT (reason
@@ -36,9 +37,7 @@ inline constexpr absl::string_view kMalformedFrame = "MALFORMED_FRAME";
 absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
                          absl::string_view payload, size_t max_frame_bytes, std::string& out);
 
-// Decodes a frame body into a message (routes and payload; no sender info, no receipt).
-// INVALID_ARGUMENT (reason MALFORMED_FRAME) when the body is not a TransportMessage, the
-// onward route is empty, a route is too long or an address is invalid or of unknown type.
+// Decodes a frame body into a message: core::DecodeMessage.
 absl::StatusOr<core::Message> DecodeFrameBody(absl::string_view body);
 
 // Splits a byte stream into frame bodies.

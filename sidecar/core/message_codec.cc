@@ -1,0 +1,98 @@
+#include "sidecar/core/message_codec.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "sidecar/common/error_reason.h"
+#include "veil/wire/v1/transport.pb.h"
+
+namespace veil::core {
+namespace {
+
+using google::protobuf::io::CodedOutputStream;
+
+constexpr uint32_t kPayloadTag = (3 << 3) | 2;  // field 3, length-delimited
+
+absl::Status Malformed(absl::string_view why) {
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                         absl::StrCat("malformed message: ", why), kMalformedMessage);
+}
+
+void ToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1::Address>* out) {
+  out->Reserve(static_cast<int>(route.size()));
+  for (const Address& hop : route.hops()) {
+    wire::v1::Address* a = out->Add();
+    a->set_type(static_cast<uint32_t>(hop.type()));
+    a->set_value(hop.value());
+  }
+}
+
+absl::StatusOr<Route> FromWire(const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops,
+                               absl::string_view which) {
+  if (static_cast<size_t>(hops.size()) > kMaxRouteHops) {
+    return Malformed(absl::StrCat(which, " route has more than ", kMaxRouteHops, " hops"));
+  }
+  std::vector<Address> out;
+  out.reserve(hops.size());
+  for (const wire::v1::Address& hop : hops) {
+    auto address = Address::Make(hop.type(), hop.value());
+    if (!address.ok()) return Malformed(absl::StrCat(which, " route: ", address.status().message()));
+    out.push_back(*std::move(address));
+  }
+  return Route(std::move(out));
+}
+
+wire::v1::TransportMessage RoutesOnly(const Route& onward, const Route& return_route) {
+  wire::v1::TransportMessage routes;
+  ToWire(onward, routes.mutable_onward_route());
+  ToWire(return_route, routes.mutable_return_route());
+  return routes;
+}
+
+size_t PayloadFieldSize(size_t payload_size) {
+  if (payload_size == 0) return 0;  // proto3 omits an empty bytes field
+  return CodedOutputStream::VarintSize32(kPayloadTag) + CodedOutputStream::VarintSize64(payload_size) +
+         payload_size;
+}
+
+}  // namespace
+
+size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size) {
+  return RoutesOnly(onward, return_route).ByteSizeLong() + PayloadFieldSize(payload_size);
+}
+
+void AppendEncodedMessage(const Route& onward, const Route& return_route,
+                          absl::string_view payload, std::string& out) {
+  // Routes go through the generated message; the payload is appended as field 3 directly.
+  wire::v1::TransportMessage routes = RoutesOnly(onward, return_route);
+  size_t routes_size = routes.ByteSizeLong();
+  size_t start = out.size();
+  out.resize(start + routes_size + PayloadFieldSize(payload.size()));
+  auto* p = reinterpret_cast<uint8_t*>(out.data() + start);
+  p = routes.SerializeWithCachedSizesToArray(p);
+  if (!payload.empty()) {
+    p = CodedOutputStream::WriteVarint32ToArray(kPayloadTag, p);
+    p = CodedOutputStream::WriteVarint64ToArray(payload.size(), p);
+    std::memcpy(p, payload.data(), payload.size());
+  }
+}
+
+absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
+  wire::v1::TransportMessage wire;
+  if (!wire.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Malformed("not a TransportMessage");
+  }
+  if (wire.onward_route_size() == 0) return Malformed("onward route is empty");
+  Message msg;
+  auto onward = FromWire(wire.onward_route(), "onward");
+  if (!onward.ok()) return onward.status();
+  auto back = FromWire(wire.return_route(), "return");
+  if (!back.ok()) return back.status();
+  msg.onward = *std::move(onward);
+  msg.return_route = *std::move(back);
+  msg.payload = std::move(*wire.mutable_payload());
+  return msg;
+}
+
+}  // namespace veil::core

@@ -1,0 +1,32 @@
+// The byte form of a routed message: a serialized veil.wire.v1.TransportMessage (onward route,
+// return route, payload). Used for frames on transport connections and for the plaintext
+// inside secure channel messages. Pure; no I/O.
+#ifndef VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
+#define VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "sidecar/core/message.h"
+
+namespace veil::core {
+
+// Reason for bytes that are not a valid message.
+inline constexpr absl::string_view kMalformedMessage = "MALFORMED_FRAME";
+
+// The encoded size of a message with these routes and payload.
+size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size);
+
+// Appends the encoding to `out`. The payload is copied once, straight into `out`.
+void AppendEncodedMessage(const Route& onward, const Route& return_route,
+                          absl::string_view payload, std::string& out);
+
+// Decodes a message (routes and payload; no sender info, no receipt). INVALID_ARGUMENT
+// (reason MALFORMED_FRAME) when `bytes` is not a TransportMessage, the onward route is empty,
+// a route has more than kMaxRouteHops hops, or an address is invalid or of unknown type.
+absl::StatusOr<Message> DecodeMessage(absl::string_view bytes);
+
+}  // namespace veil::core
+
+#endif  // VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
