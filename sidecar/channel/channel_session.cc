@@ -1,0 +1,354 @@
+#include "sidecar/channel/channel_session.h"
+
+#include "absl/strings/str_cat.h"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/core/message_codec.h"
+#include "sidecar/identity/identifier.h"
+#include "veil/wire/v1/channel.pb.h"
+
+namespace veil::channel {
+namespace {
+
+constexpr size_t kCounterBytes = 8;
+constexpr size_t kMaxErrorReason = 200;
+constexpr uint64_t kMaxEpochJump = 16;
+
+absl::Status Dropped(absl::StatusCode code, absl::string_view why, absl::string_view reason) {
+  return ErrorWithReason(code, why, reason);
+}
+
+void PutCounter(uint64_t n, std::string& out) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(n >> shift));
+}
+
+uint64_t GetCounter(absl::string_view b) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n = (n << 8) | static_cast<uint8_t>(b[i]);
+  return n;
+}
+
+}  // namespace
+
+// The local identity's static key, as the handshake needs it.
+class ChannelSession::IdentityKey final : public StaticKey {
+ public:
+  explicit IdentityKey(const identity::Identity& id) : id_(id) {}
+  const std::string& public_key() const override { return id_.static_public_key(); }
+  absl::StatusOr<vault::SecretBytes> Dh(absl::string_view peer) const override {
+    return id_.StaticDh(peer);
+  }
+
+ private:
+  const identity::Identity& id_;
+};
+
+ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identity> local,
+                               const TrustPolicy& policy, SessionOptions options,
+                               std::optional<vault::X25519KeyPair> fixed_ephemeral)
+    : role_(role),
+      local_(std::move(local)),
+      policy_(policy),
+      options_{options.rekey_interval == 0 ? 1 : options.rekey_interval},
+      static_key_(std::make_unique<IdentityKey>(*local_)),
+      handshake_(std::make_unique<HandshakeState>(
+          role == Role::kInitiator ? HandshakeState::Role::kInitiator
+                                   : HandshakeState::Role::kResponder,
+          kPrologue, *static_key_, std::move(fixed_ephemeral))),
+      expected_(role == Role::kInitiator ? ChannelMessageType::kHandshake2
+                                         : ChannelMessageType::kHandshake1) {
+}
+
+ChannelSession::~ChannelSession() = default;
+
+std::string ChannelSession::Proof() const {
+  wire::v1::IdentityProof proof;
+  proof.set_identity_public_key(local_->public_key());
+  proof.set_static_key_signature(local_->static_key_signature());
+  return proof.SerializeAsString();
+}
+
+absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
+  wire::v1::IdentityProof proof;
+  auto bad = [](absl::string_view why) {
+    return ErrorWithReason(absl::StatusCode::kUnauthenticated,
+                           absl::StrCat("the peer's identity proof is invalid: ", why),
+                           kBadIdentityProof);
+  };
+  if (!proof.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return bad("not an IdentityProof");
+  }
+  if (proof.identity_public_key().size() != vault::kEd25519PublicBytes) {
+    return bad("the identity key is not 32 bytes");
+  }
+  // The signature must cover the static key this very handshake authenticated.
+  if (!vault::Ed25519Verify(proof.identity_public_key(),
+                            identity::StaticKeyBindingMessage(handshake_->remote_static()),
+                            proof.static_key_signature())
+           .ok()) {
+    return bad("the signature over its static key does not verify");
+  }
+  remote_public_key_ = proof.identity_public_key();
+  remote_identifier_ = identity::IdentifierOf(remote_public_key_);
+  return policy_.Check(remote_identifier_);
+}
+
+absl::StatusOr<std::string> ChannelSession::Start() {
+  if (role_ != Role::kInitiator || handshake_ == nullptr ||
+      handshake_->next() != HandshakeState::Next::kWrite) {
+    return absl::FailedPreconditionError("Start() is for a fresh initiator");
+  }
+  auto m1 = handshake_->WriteMessage("");
+  if (!m1.ok()) return m1.status();
+  return std::string(1, static_cast<char>(ChannelMessageType::kHandshake1)) + *m1;
+}
+
+ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes) {
+  Step step;
+  if (state_ == State::kClosed || state_ == State::kFailed) {
+    step.error = Dropped(absl::StatusCode::kFailedPrecondition, "the channel is closed",
+                         "CHANNEL_CLOSED");
+    return step;
+  }
+  if (bytes.empty()) {
+    if (state_ == State::kHandshaking) {
+      return Failed(ErrorWithReason(absl::StatusCode::kInvalidArgument, "empty channel message",
+                                    kHandshakeFailed),
+                    true);
+    }
+    ++decrypt_failures_;
+    step.error = Dropped(absl::StatusCode::kInvalidArgument, "empty channel message", kDecryptFailed);
+    return step;
+  }
+  auto type = static_cast<ChannelMessageType>(bytes[0]);
+  absl::string_view body = bytes.substr(1);
+  switch (type) {
+    case ChannelMessageType::kHandshake1:
+    case ChannelMessageType::kHandshake2:
+    case ChannelMessageType::kHandshake3:
+    case ChannelMessageType::kHandshakeError:
+      return OnHandshake(type, body);
+    case ChannelMessageType::kData:
+    case ChannelMessageType::kConfirm:
+    case ChannelMessageType::kClose:
+      return OnProtected(type, body);
+  }
+  if (state_ == State::kHandshaking) {
+    return Failed(ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                                  absl::StrCat("unknown channel message type ",
+                                               static_cast<int>(type)),
+                                  kHandshakeFailed),
+                  true);
+  }
+  ++decrypt_failures_;
+  step.error = Dropped(absl::StatusCode::kInvalidArgument, "unknown channel message type",
+                       kDecryptFailed);
+  return step;
+}
+
+ChannelSession::Step ChannelSession::Failed(absl::Status why, bool tell_peer) {
+  state_ = State::kFailed;
+  handshake_.reset();
+  Step step;
+  if (tell_peer) step.reply = HandshakeError(why.message());
+  step.error = std::move(why);
+  return step;
+}
+
+std::string ChannelSession::HandshakeError(absl::string_view reason) {
+  std::string out(1, static_cast<char>(ChannelMessageType::kHandshakeError));
+  absl::string_view clipped = reason.substr(0, kMaxErrorReason);
+  out.append(clipped.data(), clipped.size());
+  return out;
+}
+
+void ChannelSession::Established() {
+  auto [initiator_to_responder, responder_to_initiator] = handshake_->Split();
+  if (role_ == Role::kInitiator) {
+    send_ = std::move(initiator_to_responder);
+    recv_ = std::move(responder_to_initiator);
+  } else {
+    send_ = std::move(responder_to_initiator);
+    recv_ = std::move(initiator_to_responder);
+  }
+  handshake_.reset();
+}
+
+ChannelSession::Step ChannelSession::OnHandshake(ChannelMessageType type, absl::string_view body) {
+  Step step;
+  if (type == ChannelMessageType::kHandshakeError) {
+    if (state_ != State::kHandshaking) {  // unauthenticated: cannot end a channel
+      step.error = Dropped(absl::StatusCode::kInvalidArgument,
+                           "handshake error on an established channel", kDecryptFailed);
+      return step;
+    }
+    std::string reason(body.substr(0, kMaxErrorReason));
+    return Failed(ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                                  absl::StrCat("the peer refused the handshake: ", reason),
+                                  kPeerRefused),
+                  false);
+  }
+  if (state_ != State::kHandshaking || handshake_ == nullptr) {
+    step.error = Dropped(absl::StatusCode::kFailedPrecondition,
+                         "handshake message on an established channel", kHandshakeFailed);
+    return step;
+  }
+  if (type != expected_ || handshake_->next() != HandshakeState::Next::kRead) {
+    return Failed(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                                  absl::StrCat("handshake message ", static_cast<int>(type),
+                                               " received in the wrong state"),
+                                  kHandshakeFailed),
+                  true);
+  }
+  auto payload = handshake_->ReadMessage(body);
+  if (!payload.ok()) return Failed(payload.status(), true);
+  switch (type) {
+    case ChannelMessageType::kHandshake1: {  // responder: answer with HS2 and our proof
+      auto m2 = handshake_->WriteMessage(Proof());
+      if (!m2.ok()) return Failed(m2.status(), true);
+      step.reply = std::string(1, static_cast<char>(ChannelMessageType::kHandshake2)) + *m2;
+      expected_ = ChannelMessageType::kHandshake3;
+      return step;
+    }
+    case ChannelMessageType::kHandshake2: {  // initiator: check the responder, send HS3
+      absl::Status trusted = VerifyProof(*payload);
+      if (!trusted.ok()) return Failed(trusted, true);
+      auto m3 = handshake_->WriteMessage(Proof());
+      if (!m3.ok()) return Failed(m3.status(), true);
+      step.reply = std::string(1, static_cast<char>(ChannelMessageType::kHandshake3)) + *m3;
+      Established();  // keys are ready; established for the app once CONFIRM arrives
+      return step;
+    }
+    case ChannelMessageType::kHandshake3: {  // responder: check the initiator, confirm
+      absl::Status trusted = VerifyProof(*payload);
+      if (!trusted.ok()) return Failed(trusted, true);
+      Established();
+      state_ = State::kEstablished;
+      Seal(ChannelMessageType::kConfirm, "", step.reply);
+      step.established = true;
+      return step;
+    }
+    default:
+      return Failed(absl::InternalError("unreachable"), true);
+  }
+}
+
+void ChannelSession::Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out) {
+  uint64_t n = send_n_++;
+  if (n > 0 && n % options_.rekey_interval == 0) send_.Rekey();
+  char ad = static_cast<char>(type);
+  out.push_back(ad);
+  PutCounter(n, out);
+  send_.Encrypt(n, absl::string_view(&ad, 1), plaintext, out);
+}
+
+absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view body,
+                                  std::string& plaintext) {
+  auto fail = [this](absl::string_view why) {
+    ++decrypt_failures_;
+    return Dropped(absl::StatusCode::kDataLoss, why, kDecryptFailed);
+  };
+  if (!recv_.has_key()) return fail("no keys yet");
+  if (body.size() < kCounterBytes + vault::kAeadTagBytes) return fail("message too short");
+  uint64_t n = GetCounter(body);
+  if (!window_.MayAccept(n)) {
+    ++replays_;
+    return Dropped(absl::StatusCode::kDataLoss,
+                   absl::StrCat("message ", n, " replayed or too old"), kReplayed);
+  }
+  char ad = static_cast<char>(type);
+  absl::string_view ciphertext = body.substr(kCounterBytes);
+  uint64_t epoch = n / options_.rekey_interval;
+  if (epoch == recv_epoch_ || (epoch + 1 == recv_epoch_ && recv_previous_.has_key())) {
+    const CipherState& key = epoch == recv_epoch_ ? recv_ : recv_previous_;
+    if (!key.Decrypt(n, absl::string_view(&ad, 1), ciphertext, plaintext).ok()) {
+      return fail("decryption failed: tampered, forged or misdirected message");
+    }
+  } else if (epoch > recv_epoch_ && epoch - recv_epoch_ <= kMaxEpochJump) {
+    CipherState next = recv_.Clone();
+    for (uint64_t e = recv_epoch_; e < epoch; ++e) next.Rekey();
+    if (!next.Decrypt(n, absl::string_view(&ad, 1), ciphertext, plaintext).ok()) {
+      return fail("decryption failed: tampered, forged or misdirected message");
+    }
+    recv_previous_ = epoch - recv_epoch_ == 1 ? std::move(recv_) : CipherState();
+    recv_ = std::move(next);
+    recv_epoch_ = epoch;
+  } else {
+    return fail("message from an expired or impossible key epoch");
+  }
+  window_.Accept(n);
+  return absl::OkStatus();
+}
+
+ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::string_view body) {
+  Step step;
+  bool confirm_pending = state_ == State::kHandshaking && role_ == Role::kInitiator &&
+                         recv_.has_key();
+  if (state_ != State::kEstablished && !confirm_pending) {
+    if (state_ == State::kHandshaking) {
+      return Failed(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                                    "protected message before the handshake finished",
+                                    kHandshakeFailed),
+                    true);
+    }
+    step.error = Dropped(absl::StatusCode::kFailedPrecondition, "channel not established",
+                         kDecryptFailed);
+    return step;
+  }
+  std::string plaintext;
+  absl::Status opened = Open(type, body, plaintext);
+  if (!opened.ok()) {
+    step.error = std::move(opened);
+    return step;
+  }
+  switch (type) {
+    case ChannelMessageType::kConfirm:
+      if (state_ == State::kHandshaking) {
+        state_ = State::kEstablished;
+        step.established = true;
+      }
+      return step;
+    case ChannelMessageType::kClose:
+      state_ = State::kClosed;
+      step.closed = true;
+      return step;
+    default:
+      break;
+  }
+  if (state_ != State::kEstablished) {  // DATA before CONFIRM: the responder cannot send it
+    step.error = Dropped(absl::StatusCode::kFailedPrecondition, "data before confirmation",
+                         kDecryptFailed);
+    return step;
+  }
+  auto inner = core::DecodeMessage(plaintext);
+  if (!inner.ok()) {
+    ++decrypt_failures_;
+    step.error = inner.status();
+    return step;
+  }
+  ++received_;
+  step.delivery = *std::move(inner);
+  return step;
+}
+
+absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Route& return_route,
+                                     absl::string_view payload, std::string& out) {
+  if (state_ != State::kEstablished) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                           "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
+  }
+  // The plaintext is the encoded inner message; it is encrypted straight into `out`.
+  std::string plaintext;
+  plaintext.reserve(core::EncodedMessageSize(onward, return_route, payload.size()));
+  core::AppendEncodedMessage(onward, return_route, payload, plaintext);
+  Seal(ChannelMessageType::kData, plaintext, out);
+  return absl::OkStatus();
+}
+
+std::string ChannelSession::Close() {
+  std::string out;
+  if (state_ == State::kEstablished) Seal(ChannelMessageType::kClose, "", out);
+  state_ = State::kClosed;
+  return out;
+}
+
+}  // namespace veil::channel

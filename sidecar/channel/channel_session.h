@@ -1,0 +1,143 @@
+// ChannelSession: one end of a secure channel as a pure protocol — bytes in, bytes out, no
+// I/O, no clock. It runs the Noise XX handshake with identity binding, then protects messages.
+// docs/protocol.md ("Secure channels") specifies the messages:
+//
+//   HS1 0x01 | noise message 1          initiator -> responder
+//   HS2 0x02 | noise message 2          carries the responder's IdentityProof
+//   HS3 0x03 | noise message 3          carries the initiator's IdentityProof
+//   ERR 0x04 | reason (UTF-8)           a refused handshake; unauthenticated, so it only ever
+//                                       ends a handshake in progress, never a channel
+//   DATA 0x10 | counter:u64 BE | AEAD   an app message (an encoded TransportMessage)
+//   CONFIRM 0x11 | counter | AEAD("")   responder -> initiator: identity accepted
+//   CLOSE 0x12 | counter | AEAD("")     either way: the channel is closed
+//
+// AEAD is ChaCha20-Poly1305 under the direction's key with nonce = counter and the type byte as
+// associated data. Counters start at 0 per direction and never repeat; the receiver keeps a
+// sliding ReplayWindow. Every `rekey_interval` messages both sides apply Noise REKEY, deriving
+// the key of epoch counter / rekey_interval; the receiver also keeps the previous epoch's key
+// so reordered messages across a boundary still open.
+//
+// Thread-safety: not synchronised; the owning worker drives it from its strand.
+#ifndef VEIL_SIDECAR_CHANNEL_CHANNEL_SESSION_H_
+#define VEIL_SIDECAR_CHANNEL_CHANNEL_SESSION_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "sidecar/channel/noise.h"
+#include "sidecar/channel/replay_window.h"
+#include "sidecar/channel/trust_policy.h"
+#include "sidecar/core/message.h"
+#include "sidecar/identity/identity.h"
+
+namespace veil::channel {
+
+// The project-specific Noise prologue.
+inline constexpr char kPrologue[] = "veil/v1 secure channel";
+
+enum class ChannelMessageType : uint8_t {
+  kHandshake1 = 0x01,
+  kHandshake2 = 0x02,
+  kHandshake3 = 0x03,
+  kHandshakeError = 0x04,
+  kData = 0x10,
+  kConfirm = 0x11,
+  kClose = 0x12,
+};
+
+// Bytes a DATA message adds to the encoded inner message.
+inline constexpr size_t kDataOverhead = 1 + 8 + vault::kAeadTagBytes;
+
+struct SessionOptions {
+  uint64_t rekey_interval = uint64_t{1} << 16;
+};
+
+// Reasons.
+inline constexpr absl::string_view kDecryptFailed = "DECRYPT_FAILED";
+inline constexpr absl::string_view kReplayed = "REPLAYED";
+inline constexpr absl::string_view kPeerRefused = "PEER_REFUSED_HANDSHAKE";
+inline constexpr absl::string_view kBadIdentityProof = "BAD_IDENTITY_PROOF";
+
+class ChannelSession {
+ public:
+  enum class Role { kInitiator, kResponder };
+  enum class State { kHandshaking, kEstablished, kClosed, kFailed };
+
+  // What the caller does after OnMessage.
+  struct Step {
+    std::string reply;                      // send these bytes to the peer, if not empty
+    std::optional<core::Message> delivery;  // a decrypted app message to route on
+    bool established = false;               // the channel became established now
+    bool closed = false;                    // the peer closed the channel now
+    // Not OK: the message was refused. If state() is kFailed the handshake failed (terminal);
+    // otherwise the message was dropped (counted) and the channel stays up.
+    absl::Status error;
+  };
+
+  // `policy` must outlive the session.
+  ChannelSession(Role role, std::shared_ptr<const identity::Identity> local,
+                 const TrustPolicy& policy, SessionOptions options = {},
+                 std::optional<vault::X25519KeyPair> fixed_ephemeral = std::nullopt);
+
+  ~ChannelSession();
+  ChannelSession(const ChannelSession&) = delete;
+  ChannelSession& operator=(const ChannelSession&) = delete;
+
+  // Initiator only, once: the HS1 message.
+  absl::StatusOr<std::string> Start();
+  Step OnMessage(absl::string_view bytes);
+
+  // Appends a DATA message carrying the app message (routes for the far side, payload).
+  // FAILED_PRECONDITION unless established.
+  absl::Status Encrypt(const core::Route& onward, const core::Route& return_route,
+                       absl::string_view payload, std::string& out);
+  // A CLOSE message; the session is closed afterwards. Empty unless established.
+  std::string Close();
+  // An ERR message carrying `reason` (truncated to 200 bytes).
+  static std::string HandshakeError(absl::string_view reason);
+
+  State state() const { return state_; }
+  Role role() const { return role_; }
+  // The authenticated remote identity, once its proof verified.
+  const std::string& remote_identifier() const { return remote_identifier_; }
+  const std::string& remote_public_key() const { return remote_public_key_; }
+  uint64_t decrypt_failures() const { return decrypt_failures_; }
+  uint64_t replays() const { return replays_; }
+  uint64_t messages_sent() const { return send_n_; }
+  uint64_t messages_received() const { return received_; }
+
+ private:
+  std::string Proof() const;
+  absl::Status VerifyProof(absl::string_view payload);
+  Step OnHandshake(ChannelMessageType type, absl::string_view body);
+  Step OnProtected(ChannelMessageType type, absl::string_view body);
+  Step Failed(absl::Status why, bool tell_peer);
+  void Established();
+  void Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out);
+  absl::Status Open(ChannelMessageType type, absl::string_view body, std::string& plaintext);
+
+  const Role role_;
+  const std::shared_ptr<const identity::Identity> local_;
+  const TrustPolicy& policy_;
+  const SessionOptions options_;
+  class IdentityKey;
+  std::unique_ptr<IdentityKey> static_key_;
+  std::unique_ptr<HandshakeState> handshake_;
+  State state_ = State::kHandshaking;
+  // The handshake message expected next.
+  ChannelMessageType expected_;
+  std::string remote_identifier_, remote_public_key_;
+
+  CipherState send_;
+  uint64_t send_n_ = 0;
+  CipherState recv_, recv_previous_;
+  uint64_t recv_epoch_ = 0;
+  ReplayWindow window_;
+  uint64_t decrypt_failures_ = 0, replays_ = 0, received_ = 0;
+};
+
+}  // namespace veil::channel
+
+#endif  // VEIL_SIDECAR_CHANNEL_CHANNEL_SESSION_H_

@@ -1,0 +1,287 @@
+// The secure channel protocol end to end between two sessions in memory: identity binding,
+// trust, every handshake failure on both sides, tampering, replay, rekey, close.
+#include "sidecar/channel/channel_session.h"
+
+#include "gtest/gtest.h"
+#include "sidecar/common/error_reason.h"
+#include "veil/wire/v1/channel.pb.h"
+
+namespace veil::channel {
+namespace {
+
+using State = ChannelSession::State;
+using Role = ChannelSession::Role;
+
+core::Route R(absl::string_view text) { return *core::Route::Parse(text); }
+
+class ChannelSessionTest : public ::testing::Test {
+ protected:
+  std::shared_ptr<const identity::Identity> alice_ = identity::Identity::Generate("alice", 0);
+  std::shared_ptr<const identity::Identity> bob_ = identity::Identity::Generate("bob", 0);
+  std::unique_ptr<TrustPolicy> everyone_ = TrustEveryone();
+
+  // Runs the handshake; returns the bytes of each message, in order (HS1, HS2, HS3, CONFIRM).
+  std::vector<std::string> Handshake(ChannelSession& i, ChannelSession& r) {
+    std::vector<std::string> wire;
+    wire.push_back(*i.Start());
+    auto s2 = r.OnMessage(wire.back());
+    EXPECT_TRUE(s2.error.ok()) << s2.error;
+    wire.push_back(s2.reply);
+    auto s3 = i.OnMessage(wire.back());
+    EXPECT_TRUE(s3.error.ok()) << s3.error;
+    wire.push_back(s3.reply);
+    auto s4 = r.OnMessage(wire.back());
+    EXPECT_TRUE(s4.error.ok()) << s4.error;
+    EXPECT_TRUE(s4.established);
+    wire.push_back(s4.reply);
+    auto s5 = i.OnMessage(wire.back());
+    EXPECT_TRUE(s5.error.ok()) << s5.error;
+    EXPECT_TRUE(s5.established);
+    return wire;
+  }
+
+  std::string Data(ChannelSession& from, absl::string_view payload) {
+    std::string out;
+    EXPECT_TRUE(from.Encrypt(R("/service/echoer"), R("/service/app"), payload, out).ok());
+    return out;
+  }
+};
+
+TEST_F(ChannelSessionTest, HandshakeAuthenticatesBothIdentities) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  EXPECT_EQ(i.state(), State::kEstablished);
+  EXPECT_EQ(r.state(), State::kEstablished);
+  EXPECT_EQ(i.remote_identifier(), bob_->identifier());
+  EXPECT_EQ(r.remote_identifier(), alice_->identifier());
+}
+
+TEST_F(ChannelSessionTest, DataBothWaysWithRoutes) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  auto step = r.OnMessage(Data(i, "hello bob"));
+  ASSERT_TRUE(step.error.ok());
+  ASSERT_TRUE(step.delivery.has_value());
+  EXPECT_EQ(step.delivery->payload, "hello bob");
+  EXPECT_EQ(step.delivery->onward.ToString(), "/service/echoer");
+  EXPECT_EQ(step.delivery->return_route.ToString(), "/service/app");
+  auto back = i.OnMessage(Data(r, "hello alice"));
+  ASSERT_TRUE(back.delivery.has_value());
+  EXPECT_EQ(back.delivery->payload, "hello alice");
+}
+
+TEST_F(ChannelSessionTest, UntrustedResponderFailsBothSides) {
+  auto only_carol = *TrustIdentifiers({identity::Identity::Generate("carol", 0)->identifier()});
+  ChannelSession i(Role::kInitiator, alice_, *only_carol);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  auto s2 = r.OnMessage(*i.Start());
+  auto s3 = i.OnMessage(s2.reply);
+  EXPECT_EQ(s3.error.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ReasonOf(s3.error), "UNTRUSTED_IDENTITY");
+  EXPECT_EQ(i.state(), State::kFailed);
+  auto s4 = r.OnMessage(s3.reply);  // the ERR message tells the responder
+  EXPECT_EQ(ReasonOf(s4.error), "PEER_REFUSED_HANDSHAKE");
+  EXPECT_NE(s4.error.message().find("is not trusted"), std::string::npos) << s4.error;
+  EXPECT_EQ(r.state(), State::kFailed);
+}
+
+TEST_F(ChannelSessionTest, UntrustedInitiatorFailsBothSides) {
+  auto only_carol = *TrustIdentifiers({identity::Identity::Generate("carol", 0)->identifier()});
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *only_carol);
+  auto s2 = r.OnMessage(*i.Start());
+  auto s3 = i.OnMessage(s2.reply);
+  auto s4 = r.OnMessage(s3.reply);
+  EXPECT_EQ(ReasonOf(s4.error), "UNTRUSTED_IDENTITY");
+  EXPECT_EQ(r.state(), State::kFailed);
+  auto s5 = i.OnMessage(s4.reply);
+  EXPECT_EQ(ReasonOf(s5.error), "PEER_REFUSED_HANDSHAKE");
+  EXPECT_EQ(i.state(), State::kFailed);
+}
+
+TEST_F(ChannelSessionTest, StolenIdentityProofIsRejected) {
+  // Mallory has her own static key but presents Bob's identity and signature.
+  RawStaticKey mallory_static(vault::GenerateX25519());
+  HandshakeState mallory(HandshakeState::Role::kResponder, kPrologue, mallory_static);
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  std::string m1 = *i.Start();
+  ASSERT_TRUE(mallory.ReadMessage(absl::string_view(m1).substr(1)).ok());
+  wire::v1::IdentityProof proof;
+  proof.set_identity_public_key(bob_->public_key());
+  proof.set_static_key_signature(bob_->static_key_signature());
+  std::string m2 = std::string(1, 0x02) + *mallory.WriteMessage(proof.SerializeAsString());
+  auto step = i.OnMessage(m2);
+  EXPECT_EQ(step.error.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ReasonOf(step.error), "BAD_IDENTITY_PROOF");
+  EXPECT_EQ(i.state(), State::kFailed);
+  EXPECT_FALSE(step.reply.empty());  // tells the peer
+}
+
+TEST_F(ChannelSessionTest, GarbledHandshakeAtEachPositionFailsWithAClearError) {
+  for (int position = 0; position < 3; ++position) {
+    for (size_t byte : {size_t{0}, size_t{1}, size_t{40}, size_t{90}}) {
+      ChannelSession i(Role::kInitiator, alice_, *everyone_);
+      ChannelSession r(Role::kResponder, bob_, *everyone_);
+      std::string m = *i.Start();
+      ChannelSession::Step step;
+      ChannelSession* reader = &r;
+      if (position >= 1) {
+        m = r.OnMessage(m).reply;
+        reader = &i;
+      }
+      if (position == 2) {
+        m = i.OnMessage(m).reply;
+        reader = &r;
+      }
+      if (byte >= m.size()) continue;
+      m[byte] ^= 0x40;
+      step = reader->OnMessage(m);
+      if (position == 0 && byte > 0) {
+        // Message 1's ephemeral key is not authenticated until message 2.
+        ASSERT_TRUE(step.error.ok());
+        step = i.OnMessage(step.reply);
+        reader = &i;
+      }
+      EXPECT_FALSE(step.error.ok()) << position << "/" << byte;
+      EXPECT_EQ(reader->state(), State::kFailed) << position << "/" << byte;
+      EXPECT_FALSE(step.reply.empty()) << "the peer is told";
+    }
+  }
+}
+
+TEST_F(ChannelSessionTest, TruncatedHandshakeMessagesFail) {
+  for (int position = 0; position < 3; ++position) {
+    ChannelSession i(Role::kInitiator, alice_, *everyone_);
+    ChannelSession r(Role::kResponder, bob_, *everyone_);
+    std::string m = *i.Start();
+    ChannelSession* reader = &r;
+    if (position >= 1) {
+      m = r.OnMessage(m).reply;
+      reader = &i;
+    }
+    if (position == 2) {
+      m = i.OnMessage(m).reply;
+      reader = &r;
+    }
+    auto step = reader->OnMessage(m.substr(0, 20));
+    EXPECT_FALSE(step.error.ok()) << position;
+    EXPECT_EQ(reader->state(), State::kFailed);
+  }
+}
+
+TEST_F(ChannelSessionTest, MessagesInTheWrongStateFail) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  std::string m1 = *i.Start();
+  // HS1 to an initiator, HS3 first to a responder, DATA before the handshake.
+  EXPECT_EQ(ReasonOf(i.OnMessage(m1).error), "HANDSHAKE_FAILED");
+  ChannelSession r2(Role::kResponder, bob_, *everyone_);
+  std::string fake3 = m1;
+  fake3[0] = 0x03;
+  EXPECT_FALSE(r2.OnMessage(fake3).error.ok());
+  ChannelSession r3(Role::kResponder, bob_, *everyone_);
+  EXPECT_FALSE(r3.OnMessage(std::string(1, 0x10) + std::string(40, 'x')).error.ok());
+  EXPECT_EQ(r3.state(), State::kFailed);
+  ChannelSession r4(Role::kResponder, bob_, *everyone_);
+  EXPECT_FALSE(r4.OnMessage("").error.ok());
+  ChannelSession r5(Role::kResponder, bob_, *everyone_);
+  EXPECT_FALSE(r5.OnMessage(std::string(1, 0x7f)).error.ok());
+  EXPECT_FALSE(i.Encrypt(R("/service/x"), core::Route(), "x", m1).ok());  // not established
+}
+
+TEST_F(ChannelSessionTest, EveryTamperedByteOfADataMessageIsRejectedAndTheChannelStaysUp) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  std::string good = Data(i, "a message worth protecting");
+  for (size_t b = 0; b < good.size(); ++b) {
+    std::string bad = good;
+    bad[b] ^= 0x01;
+    auto step = r.OnMessage(bad);
+    EXPECT_FALSE(step.error.ok()) << b;
+    EXPECT_FALSE(step.delivery.has_value()) << b;
+    EXPECT_EQ(r.state(), State::kEstablished) << b;
+  }
+  EXPECT_GE(r.decrypt_failures(), good.size() - 1);
+  auto step = r.OnMessage(good);  // the genuine one still opens
+  ASSERT_TRUE(step.error.ok()) << step.error;
+  EXPECT_EQ(step.delivery->payload, "a message worth protecting");
+}
+
+TEST_F(ChannelSessionTest, ReplayIsRejected) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  std::string m = Data(i, "once");
+  ASSERT_TRUE(r.OnMessage(m).delivery.has_value());
+  auto again = r.OnMessage(m);
+  EXPECT_FALSE(again.delivery.has_value());
+  EXPECT_EQ(ReasonOf(again.error), "REPLAYED");
+  EXPECT_EQ(r.replays(), 1u);
+  EXPECT_EQ(r.state(), State::kEstablished);
+}
+
+TEST_F(ChannelSessionTest, RekeyAcrossManyIntervalsWithReordering) {
+  SessionOptions small;
+  small.rekey_interval = 10;
+  ChannelSession i(Role::kInitiator, alice_, *everyone_, small);
+  ChannelSession r(Role::kResponder, bob_, *everyone_, small);
+  Handshake(i, r);  // the responder's CONFIRM used its counter 0
+  std::vector<std::string> sent;
+  for (int n = 0; n < 95; ++n) sent.push_back(Data(i, std::to_string(n)));
+  // Deliver in order, except swap pairs across each rekey boundary.
+  for (size_t k = 9; k + 1 < sent.size(); k += 10) std::swap(sent[k], sent[k + 1]);
+  std::vector<std::string> got;
+  for (const auto& m : sent) {
+    auto step = r.OnMessage(m);
+    ASSERT_TRUE(step.error.ok()) << step.error;
+    got.push_back(step.delivery->payload);
+  }
+  EXPECT_EQ(got.size(), 95u);
+  // Different epochs really use different keys: a message re-sealed under the old key for a
+  // new-epoch counter cannot open, which the tamper test shows in general; here check that
+  // the responder can still answer after many rekeys.
+  auto back = i.OnMessage(Data(r, "still here"));
+  EXPECT_EQ(back.delivery->payload, "still here");
+}
+
+TEST_F(ChannelSessionTest, LargeMessagesAndTenThousandInOrder) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  std::string big(1 << 20, '\0');
+  for (size_t k = 0; k < big.size(); ++k) big[k] = static_cast<char>(k * 31);
+  auto step = r.OnMessage(Data(i, big));
+  ASSERT_TRUE(step.delivery.has_value());
+  EXPECT_EQ(step.delivery->payload, big);
+  for (int n = 0; n < 10000; ++n) {
+    auto s = r.OnMessage(Data(i, std::to_string(n)));
+    ASSERT_TRUE(s.delivery.has_value()) << n;
+    ASSERT_EQ(s.delivery->payload, std::to_string(n));
+  }
+}
+
+TEST_F(ChannelSessionTest, CloseIsAuthenticatedAndForgedErrorsCannotEndAChannel) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  auto forged = r.OnMessage(ChannelSession::HandshakeError("go away"));
+  EXPECT_FALSE(forged.error.ok());
+  EXPECT_EQ(r.state(), State::kEstablished);
+  std::string forged_close = std::string(1, 0x12) + std::string(8 + 16, '\0');
+  EXPECT_FALSE(r.OnMessage(forged_close).closed);
+  EXPECT_EQ(r.state(), State::kEstablished);
+  std::string late = Data(i, "late");
+  auto closed = r.OnMessage(i.Close());
+  EXPECT_TRUE(closed.closed);
+  EXPECT_EQ(r.state(), State::kClosed);
+  EXPECT_EQ(i.state(), State::kClosed);
+  EXPECT_FALSE(r.OnMessage(late).delivery.has_value());  // nothing after a close
+  std::string after;
+  EXPECT_FALSE(i.Encrypt(R("/service/x"), core::Route(), "x", after).ok());
+}
+
+}  // namespace
+}  // namespace veil::channel

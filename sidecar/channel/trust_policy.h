@@ -1,0 +1,51 @@
+// Trust policies: which authenticated remote identities a secure channel accepts. Checked
+// after the remote's identity proof verified, so the identifier is authenticated.
+//
+//   TrustEveryone, TrustIdentifiers (one or a set, inline), TrustIdentifiersFile (one per
+//   line, re-read at each check so edits apply to new channels), TrustImported (the node's
+//   imported trusted identities), AnyOf / AllOf combinations.
+//
+// Thread-safety: Check may be called from any thread.
+#ifndef VEIL_SIDECAR_CHANNEL_TRUST_POLICY_H_
+#define VEIL_SIDECAR_CHANNEL_TRUST_POLICY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sidecar/identity/identity_store.h"
+
+namespace veil::channel {
+
+// Reason when a policy refuses an identity.
+inline constexpr absl::string_view kUntrustedIdentity = "UNTRUSTED_IDENTITY";
+
+class TrustPolicy {
+ public:
+  virtual ~TrustPolicy() = default;
+  // OK when `identifier` is trusted; PERMISSION_DENIED (UNTRUSTED_IDENTITY) otherwise.
+  virtual absl::Status Check(const std::string& identifier) const = 0;
+  // For people: "everyone", "one of 3 identifiers", ...
+  virtual std::string Describe() const = 0;
+};
+
+std::unique_ptr<TrustPolicy> TrustEveryone();
+// INVALID_ARGUMENT when a listed identifier is malformed or the list is empty.
+absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(std::vector<std::string> identifiers);
+// The file must exist and parse now (INVALID_ARGUMENT / FAILED_PRECONDITION otherwise); a file
+// that later disappears or breaks makes Check refuse everyone.
+absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiersFile(std::string path);
+// `store` must outlive the policy.
+std::unique_ptr<TrustPolicy> TrustImported(const identity::IdentityStore& store);
+absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(std::vector<std::unique_ptr<TrustPolicy>> policies);
+absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(std::vector<std::unique_ptr<TrustPolicy>> policies);
+
+// Parses an identifiers file: one identifier per line; blank lines and '#' comments ignored.
+absl::StatusOr<absl::flat_hash_set<std::string>> ParseIdentifiersFile(const std::string& path);
+
+}  // namespace veil::channel
+
+#endif  // VEIL_SIDECAR_CHANNEL_TRUST_POLICY_H_
