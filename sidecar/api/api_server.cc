@@ -103,7 +103,8 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
                                                             ApiSettings settings,
                                                             core::Router& router,
                                                             transport::TcpTransport& tcp,
-                                                            identity::IdentityStore& identities) {
+                                                            identity::IdentityStore& identities,
+                                                            channel::SecureChannelManager& channels) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {
@@ -117,9 +118,10 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   server->messaging_ = std::make_unique<MessagingService>(router, server->settings_);
   server->node_ = std::make_unique<NodeService>(server->settings_, tcp);
   server->identity_ = std::make_unique<IdentityService>(identities);
+  server->channels_ = std::make_unique<SecureChannelService>(channels, identities);
   server->health_ = std::make_unique<HealthService>(std::vector<std::string>{
       v1::MessagingService::service_full_name(), v1::NodeService::service_full_name(),
-      v1::IdentityService::service_full_name()});
+      v1::IdentityService::service_full_name(), v1::SecureChannelService::service_full_name()});
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -130,6 +132,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   builder.RegisterService(server->messaging_.get());
   builder.RegisterService(server->node_.get());
   builder.RegisterService(server->identity_.get());
+  builder.RegisterService(server->channels_.get());
   builder.RegisterService(server->health_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || (endpoint.unix_path.empty() && selected_port == 0)) {

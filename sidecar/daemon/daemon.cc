@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
+#include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
@@ -87,10 +88,13 @@ absl::Status RunDaemon(const Options& options) {
     auto bound = tcp.Listen(listen);
     if (!bound.ok()) return bound.status();
   }
+  channel::ChannelOptions channel_options;
+  channel_options.insecure_plaintext = options.insecure_plaintext;
+  channel::SecureChannelManager channels(router, **identities, channel_options);
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.max_frame_bytes = options.max_frame_bytes;
-  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities);
+  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels);
   if (!api.ok()) return api.status();
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
@@ -100,6 +104,10 @@ absl::Status RunDaemon(const Options& options) {
 
   stop.WaitForNotification();
   (*api)->Drain(options.shutdown_grace);
+  channels.Shutdown();  // tells the far ends
+  for (int i = 0; i < 100 && !channels.ListChannels().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // let CLOSE messages out
+  }
   tcp.Shutdown();
   router.StopAll();
   spdlog::info("veild stopped");

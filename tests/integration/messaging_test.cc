@@ -35,16 +35,6 @@ grpc::Status Send(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   return stub->Send(WithDeadline(seconds(20)).get(), request, response ? response : &ignored);
 }
 
-grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::string& route,
-                     const std::string& payload, v1::RequestResponse* response,
-                     milliseconds deadline = seconds(20)) {
-  auto stub = v1::MessagingService::NewStub(channel);
-  v1::RequestRequest request;
-  request.mutable_message()->set_route(route);
-  request.mutable_message()->set_payload(payload);
-  return stub->Request(WithDeadline(deadline).get(), request, response);
-}
-
 std::string TcpAddress(const std::shared_ptr<grpc::Channel>& channel) {
   v1::Node node = GetNode(channel);
   EXPECT_EQ(node.tcp_listeners_size(), 1);

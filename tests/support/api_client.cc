@@ -4,6 +4,7 @@
 
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "veil/v1/identity.grpc.pb.h"
 #include "gtest/gtest.h"
 
 namespace veil::testing {
@@ -47,6 +48,69 @@ v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel) {
   grpc::Status status = stub->GetNode(&context, v1::GetNodeRequest(), &node);
   EXPECT_TRUE(status.ok()) << status.error_message();
   return node;
+}
+
+v1::TrustPolicy TrustEveryone() {
+  v1::TrustPolicy p;
+  p.set_trust_everyone(true);
+  return p;
+}
+
+v1::TrustPolicy TrustIdentifier(const std::string& identifier) {
+  v1::TrustPolicy p;
+  p.set_trust_identifier(identifier);
+  return p;
+}
+
+namespace {
+std::unique_ptr<grpc::ClientContext> Deadline(std::chrono::milliseconds d) {
+  auto c = std::make_unique<grpc::ClientContext>();
+  c->set_deadline(std::chrono::system_clock::now() + d);
+  return c;
+}
+}  // namespace
+
+grpc::Status CreateListener(const std::shared_ptr<grpc::Channel>& channel,
+                            const std::string& address, const v1::TrustPolicy& policy,
+                            v1::SecureChannelListener* out) {
+  auto stub = v1::SecureChannelService::NewStub(channel);
+  v1::CreateSecureChannelListenerRequest request;
+  request.set_address(address);
+  *request.mutable_trust_policy() = policy;
+  v1::SecureChannelListener ignored;
+  return stub->CreateSecureChannelListener(Deadline(std::chrono::seconds(10)).get(), request,
+                                           out ? out : &ignored);
+}
+
+grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
+                                 const std::string& route, const v1::TrustPolicy& policy,
+                                 v1::SecureChannel* out, uint32_t timeout_ms) {
+  auto stub = v1::SecureChannelService::NewStub(channel);
+  v1::CreateSecureChannelRequest request;
+  request.set_route(route);
+  *request.mutable_trust_policy() = policy;
+  request.set_timeout_ms(timeout_ms);
+  return stub->CreateSecureChannel(Deadline(std::chrono::milliseconds(timeout_ms + 10000)).get(),
+                                   request, out);
+}
+
+std::string DefaultIdentifier(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::IdentityService::NewStub(channel);
+  v1::GetIdentityRequest request;
+  request.set_name("default");
+  v1::Identity id;
+  EXPECT_TRUE(stub->GetIdentity(Deadline(std::chrono::seconds(10)).get(), request, &id).ok());
+  return id.public_identity().identifier();
+}
+
+grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::string& route,
+                     const std::string& payload, v1::RequestResponse* response,
+                     std::chrono::milliseconds deadline) {
+  auto stub = v1::MessagingService::NewStub(channel);
+  v1::RequestRequest request;
+  request.mutable_message()->set_route(route);
+  request.mutable_message()->set_payload(payload);
+  return stub->Request(Deadline(deadline).get(), request, response);
 }
 
 ServeClient::ServeClient(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,

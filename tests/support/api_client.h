@@ -6,6 +6,7 @@
 #define VEIL_TESTS_SUPPORT_API_CLIENT_H_
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,7 +14,9 @@
 
 #include "grpcpp/grpcpp.h"
 #include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/identity.grpc.pb.h"
 #include "veil/v1/node.grpc.pb.h"
+#include "veil/v1/secure_channel.grpc.pb.h"
 
 namespace veil::testing {
 
@@ -26,6 +29,25 @@ std::string MetadataOf(const grpc::Status& status, const std::string& key);
 
 // GetNode, failing the test on error.
 v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel);
+
+// Trust policies.
+v1::TrustPolicy TrustEveryone();
+v1::TrustPolicy TrustIdentifier(const std::string& identifier);
+
+// CreateSecureChannelListener at `address` for identity "default".
+grpc::Status CreateListener(const std::shared_ptr<grpc::Channel>& channel,
+                            const std::string& address, const v1::TrustPolicy& policy,
+                            v1::SecureChannelListener* out = nullptr);
+// CreateSecureChannel to `route` for identity "default".
+grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
+                                 const std::string& route, const v1::TrustPolicy& policy,
+                                 v1::SecureChannel* out, uint32_t timeout_ms = 10000);
+// The identifier of identity "default".
+std::string DefaultIdentifier(const std::shared_ptr<grpc::Channel>& channel);
+// Request: send `payload` to `route` and wait for one reply.
+grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::string& route,
+                     const std::string& payload, v1::RequestResponse* response,
+                     std::chrono::milliseconds deadline = std::chrono::seconds(20));
 
 // One Serve stream.
 class ServeClient {

@@ -1,0 +1,133 @@
+// SecureChannelManager: secure channel listeners and channels on a node, as workers.
+//
+// A channel has two local addresses on one strand: the *encryptor* ("_sc_<n>", the address
+// apps put first in a route: [channel, "echoer"]) takes plaintext messages, encrypts them with
+// the rest of their route, and sends them along the channel's remote route; the *decryptor*
+// ("_scd_<n>") takes channel messages from the far end, decrypts them, and routes the inner
+// message on — with the encryptor prepended to its return route (so replies go back through
+// the channel) and the authenticated remote identifier as its sender.
+//
+// A listener is a worker at an app-chosen address that answers HS1 messages by creating a
+// responder channel. An initiator sends HS1 to a listener's route and completes when the
+// responder confirms; closing either end sends an authenticated CLOSE to the other.
+//
+// The plaintext egress guard applies to decrypted messages too: unless the node is insecure,
+// a decrypted message whose next hop leaves the host is dropped.
+//
+// Thread-safety: all public methods may be called from any thread; a channel's state is only
+// touched on its strand.
+#ifndef VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_MANAGER_H_
+#define VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_MANAGER_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "sidecar/channel/channel_session.h"
+#include "sidecar/channel/trust_policy.h"
+#include "sidecar/core/router.h"
+#include "sidecar/identity/identity_store.h"
+
+namespace veil::channel {
+
+struct ChannelOptions {
+  SessionOptions session;
+  // How long a responder waits for HS3 before dropping a half-open handshake.
+  std::chrono::milliseconds responder_timeout{30000};
+  bool insecure_plaintext = false;
+  size_t max_channels = 100000;
+  size_t max_pending_handshakes_per_listener = 1024;
+};
+
+struct ListenerInfo {
+  std::string address;
+  std::string identity;
+  std::string identifier;
+  std::string trust_policy;  // described
+};
+
+struct ChannelInfo {
+  enum class State { kHandshaking, kEstablished, kClosed };
+  std::string address;            // encryptor: put it first in routes
+  std::string decryptor_address;  // where the far end sends
+  bool initiator = false;
+  std::string listener;  // for responders: the listener that accepted it
+  std::string identity;  // local identity name
+  std::string local_identifier;
+  std::string remote_identifier;
+  std::string remote_route;
+  std::string trust_policy;
+  State state = State::kHandshaking;
+  uint64_t messages_sent = 0, messages_received = 0, decrypt_failures = 0, replays_rejected = 0;
+};
+
+class SecureChannel;
+
+class SecureChannelManager {
+ public:
+  using CreateCallback = std::function<void(absl::StatusOr<ChannelInfo>)>;
+
+  // `router` and `identities` must outlive the manager.
+  SecureChannelManager(core::Router& router, identity::IdentityStore& identities,
+                       ChannelOptions options);
+  ~SecureChannelManager();
+
+  // Starts a listener at `address` for `identity_name`. INVALID_ARGUMENT for a bad address (or
+  // one starting with '_'), NOT_FOUND for an unknown identity, ALREADY_EXISTS when the address
+  // is taken.
+  absl::StatusOr<ListenerInfo> CreateListener(const std::string& address,
+                                              const std::string& identity_name,
+                                              std::shared_ptr<const TrustPolicy> policy);
+  std::vector<ListenerInfo> ListListeners() const;
+  // NOT_FOUND when absent. Channels it accepted stay up.
+  absl::Status DeleteListener(const std::string& address);
+
+  // Opens a channel to the listener at `route`; calls `done` once (from any thread) with the
+  // established channel, or with why not: NOT_FOUND for an unknown identity, the send error
+  // when HS1 cannot be handed on, PERMISSION_DENIED when either side does not trust the other,
+  // UNAUTHENTICATED for a bad identity proof, DEADLINE_EXCEEDED (HANDSHAKE_TIMEOUT) when no
+  // answer came within `timeout`.
+  void CreateChannel(const core::Route& route, const std::string& identity_name,
+                     std::shared_ptr<const TrustPolicy> policy, std::chrono::milliseconds timeout,
+                     CreateCallback done);
+  std::vector<ChannelInfo> ListChannels() const;
+  // By encryptor address. NOT_FOUND (CHANNEL_NOT_FOUND) when absent.
+  absl::StatusOr<ChannelInfo> GetChannel(const std::string& address) const;
+  // Closes a channel (telling the far end). NOT_FOUND when absent.
+  absl::Status DeleteChannel(const std::string& address);
+
+  // Closes every channel and listener (telling far ends) and refuses new ones.
+  void Shutdown();
+
+  // For channels and listeners.
+  core::Router& router() { return router_; }
+  const ChannelOptions& options() const { return options_; }
+  void Forget(const std::string& address, const SecureChannel* channel);
+  // A listener received `msg`: start a responder channel for it.
+  void Accept(const std::string& listener_address, core::Message msg);
+
+ private:
+  struct Listener;
+  absl::StatusOr<std::shared_ptr<SecureChannel>> NewChannel(
+      bool initiator, const std::string& identity_name, std::shared_ptr<const TrustPolicy> policy,
+      const std::string& listener);
+
+  core::Router& router_;
+  identity::IdentityStore& identities_;
+  const ChannelOptions options_;
+  mutable absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<SecureChannel>> channels_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace veil::channel
+
+#endif  // VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_MANAGER_H_

@@ -1,0 +1,322 @@
+// Secure channels end to end: real veild processes (no --insecure-plaintext anywhere), real
+// gRPC apps, TCP on 127.0.0.1, and a recording proxy on the wire.
+#include <sys/stat.h>
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "gtest/gtest.h"
+#include "tests/support/api_client.h"
+#include "tests/support/tcp_proxy.h"
+#include "tests/support/veild_process.h"
+
+namespace veil::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string TcpAddress(const std::shared_ptr<grpc::Channel>& channel) {
+  v1::Node node = GetNode(channel);
+  return node.tcp_listeners_size() ? node.tcp_listeners(0).address() : "";
+}
+
+int PortOf(const std::string& host_port) { return std::stoi(host_port.substr(host_port.rfind(':') + 1)); }
+
+v1::SecureChannel::State StateOf(const std::shared_ptr<grpc::Channel>& channel,
+                                 const std::string& address) {
+  auto stub = v1::SecureChannelService::NewStub(channel);
+  grpc::ClientContext context;
+  v1::GetSecureChannelRequest request;
+  request.set_address(address);
+  v1::SecureChannel out;
+  grpc::Status s = stub->GetSecureChannel(&context, request, &out);
+  return s.ok() ? out.state() : v1::SecureChannel::CLOSED;
+}
+
+int ChannelCount(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::SecureChannelService::NewStub(channel);
+  grpc::ClientContext context;
+  v1::ListSecureChannelsResponse out;
+  EXPECT_TRUE(stub->ListSecureChannels(&context, {}, &out).ok());
+  return out.channels_size();
+}
+
+// Bob: a TCP listener, an echoer app and a secure channel listener. Alice: a plain sidecar.
+class SecureChannelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(bob_.Start()) << bob_.log();
+    ASSERT_TRUE(alice_.Start()) << alice_.log();
+    bob_api_ = Connect(bob_.api_target());
+    alice_api_ = Connect(alice_.api_target());
+    bob_tcp_ = TcpAddress(bob_api_);
+    echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
+    ASSERT_TRUE(echoer_->WaitOpened());
+  }
+  std::string ListenerRoute(const std::string& tcp) { return "/tcp/" + tcp + "/service/listener"; }
+
+  VeildProcess bob_{{"--tcp-listen", "127.0.0.1:0"}};
+  VeildProcess alice_;
+  std::shared_ptr<grpc::Channel> bob_api_, alice_api_;
+  std::string bob_tcp_;
+  std::unique_ptr<EchoApp> echoer_;
+};
+
+TEST_F(SecureChannelTest, SeedScenarioWithoutTheHub) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
+  ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << alice_.log() << bob_.log();
+  EXPECT_EQ(channel.state(), v1::SecureChannel::ESTABLISHED);
+  EXPECT_EQ(channel.remote_identifier(), DefaultIdentifier(bob_api_));
+  EXPECT_EQ(channel.local_identifier(), DefaultIdentifier(alice_api_));
+
+  v1::RequestResponse reply;
+  s = Request(alice_api_, channel.route() + "/service/echoer", "Hello Ockam!", &reply);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(reply.reply().payload(), "Hello Ockam!");
+  // Both deliveries carry the authenticated identity of the other end.
+  EXPECT_EQ(reply.reply().sender().origin(), v1::Sender::ORIGIN_SECURE_CHANNEL);
+  EXPECT_EQ(reply.reply().sender().identifier(), DefaultIdentifier(bob_api_));
+  EXPECT_EQ(reply.reply().sender().channel(), channel.address());
+  EXPECT_EQ(echoer_->last_sender().origin(), v1::Sender::ORIGIN_SECURE_CHANNEL);
+  EXPECT_EQ(echoer_->last_sender().identifier(), DefaultIdentifier(alice_api_));
+}
+
+TEST_F(SecureChannelTest, ThousandMessagesInOrderAndOneMebibyte) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+  std::string route = channel.route() + "/service/echoer";
+  ServeClient app(alice_api_, "app", 512);
+  ASSERT_TRUE(app.Read()->has_opened());
+  std::thread sender([&] {
+    for (int b = 0; b < 10; ++b) {
+      std::vector<std::pair<std::string, std::string>> batch;
+      for (int i = 0; i < 100; ++i) batch.emplace_back(route, "m" + std::to_string(b * 100 + i));
+      ASSERT_TRUE(app.Send(b + 1, batch));
+    }
+  });
+  int received = 0;
+  while (received < 1000) {
+    auto r = app.Read();
+    ASSERT_TRUE(r.has_value());
+    if (!r->has_deliveries()) {
+      if (r->has_send_result()) EXPECT_EQ(r->send_result().failures_size(), 0);
+      continue;
+    }
+    for (const auto& d : r->deliveries().deliveries()) {
+      EXPECT_EQ(d.payload(), "m" + std::to_string(received));
+      EXPECT_EQ(d.sender().origin(), v1::Sender::ORIGIN_SECURE_CHANNEL);
+      ++received;
+    }
+    app.Ack(r->deliveries().deliveries().rbegin()->sequence());
+  }
+  sender.join();
+  std::string big(1 << 20, 'x');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 3);
+  v1::RequestResponse reply;
+  ASSERT_TRUE(Request(alice_api_, route, big, &reply).ok());
+  EXPECT_EQ(reply.reply().payload(), big);
+}
+
+TEST_F(SecureChannelTest, ResponderNotTrustedByInitiator) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  std::string someone_else = "I0123456789abcdef0123456789abcdef";
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustIdentifier(someone_else), &channel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ReasonOf(s), "UNTRUSTED_IDENTITY");
+  EXPECT_NE(s.error_message().find(DefaultIdentifier(bob_api_)), std::string::npos);
+  // Bob hears about it too, and keeps no half-open channel.
+  for (int i = 0; i < 200 && bob_.log().find("refused the handshake") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_NE(bob_.log().find("refused the handshake"), std::string::npos) << bob_.log();
+  EXPECT_EQ(ChannelCount(bob_api_), 0);
+  EXPECT_EQ(ChannelCount(alice_api_), 0);
+}
+
+TEST_F(SecureChannelTest, InitiatorNotTrustedByListener) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustIdentifier("I0123456789abcdef0123456789abcdef")).ok());
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ReasonOf(s), "PEER_REFUSED_HANDSHAKE");
+  EXPECT_NE(s.error_message().find("is not trusted"), std::string::npos) << s.error_message();
+  EXPECT_NE(bob_.log().find("is not trusted"), std::string::npos) << bob_.log();
+  EXPECT_EQ(ChannelCount(alice_api_), 0);
+}
+
+TEST_F(SecureChannelTest, TrustByIdentifierAndImportedIdentities) {
+  v1::TrustPolicy alice_only = TrustIdentifier(DefaultIdentifier(alice_api_));
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", alice_only).ok());
+  v1::TrustPolicy imported;
+  imported.set_trust_imported(true);
+  // Alice trusts only imported identities: Bob's, once imported.
+  v1::SecureChannel channel;
+  EXPECT_EQ(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), imported, &channel).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  auto ids = v1::IdentityService::NewStub(alice_api_);
+  v1::ImportTrustedIdentityRequest import;
+  auto bob_ids = v1::IdentityService::NewStub(bob_api_);
+  {
+    grpc::ClientContext c;
+    v1::GetIdentityRequest get;
+    get.set_name("default");
+    v1::Identity bob;
+    ASSERT_TRUE(bob_ids->GetIdentity(&c, get, &bob).ok());
+    *import.mutable_public_identity() = bob.public_identity();
+  }
+  grpc::ClientContext c;
+  v1::TrustedIdentity t;
+  ASSERT_TRUE(ids->ImportTrustedIdentity(&c, import, &t).ok());
+  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), imported, &channel);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(SecureChannelTest, HandshakeTimeoutAndUnreachableListener) {
+  // A route to an app that swallows everything: no answer.
+  ServeClient sink(bob_api_, "sink");
+  ASSERT_TRUE(sink.Read()->has_opened());
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice_api_, "/tcp/" + bob_tcp_ + "/service/sink",
+                                       TrustEveryone(), &channel, 500);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(ReasonOf(s), "HANDSHAKE_TIMEOUT");
+  // A node that is not there: fails fast with the transport's error.
+  s = CreateSecureChannel(alice_api_, "/tcp/127.0.0.1:1/service/listener", TrustEveryone(), &channel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ReasonOf(s), "CONNECTION_FAILED");
+  // A local address that does not exist.
+  s = CreateSecureChannel(alice_api_, "/service/nobody", TrustEveryone(), &channel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  // No trust policy.
+  s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), v1::TrustPolicy(), &channel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ReasonOf(s), "INVALID_TRUST_POLICY");
+  EXPECT_EQ(ChannelCount(alice_api_), 0);
+}
+
+TEST_F(SecureChannelTest, ClosingOneEndClosesTheOther) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+  for (int i = 0; i < 200 && ChannelCount(bob_api_) != 1; ++i) std::this_thread::sleep_for(milliseconds(10));
+  ASSERT_EQ(ChannelCount(bob_api_), 1);
+  auto stub = v1::SecureChannelService::NewStub(alice_api_);
+  grpc::ClientContext c;
+  v1::DeleteSecureChannelRequest del;
+  del.set_address(channel.address());
+  v1::DeleteSecureChannelResponse r;
+  ASSERT_TRUE(stub->DeleteSecureChannel(&c, del, &r).ok());
+  for (int i = 0; i < 500 && ChannelCount(bob_api_) != 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_EQ(ChannelCount(bob_api_), 0);
+  EXPECT_EQ(ChannelCount(alice_api_), 0);
+  // The channel's address is gone: sending to it is NOT_FOUND.
+  v1::RequestResponse reply;
+  EXPECT_EQ(Request(alice_api_, channel.route() + "/service/echoer", "x", &reply).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(SecureChannelTest, IdentityInUseCannotBeDeleted) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  auto ids = v1::IdentityService::NewStub(bob_api_);
+  grpc::ClientContext c;
+  v1::DeleteIdentityRequest del;
+  del.set_name("default");
+  v1::DeleteIdentityResponse r;
+  grpc::Status s = ids->DeleteIdentity(&c, del, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ReasonOf(s), "IDENTITY_IN_USE");
+}
+
+TEST_F(SecureChannelTest, OnlyCiphertextOnTheWireAndTamperingAndReplayAreRejected) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  TcpProxy proxy(PortOf(bob_tcp_));
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute("127.0.0.1:" + std::to_string(proxy.port())),
+                                  TrustEveryone(), &channel)
+                  .ok());
+  std::string route = channel.route() + "/service/echoer";
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<std::string> canaries;
+  for (int i = 0; i < 20; ++i) {
+    std::string canary = "canary-" + std::to_string(rng()) + std::to_string(rng());
+    canaries.push_back(canary);
+    v1::RequestResponse reply;
+    ASSERT_TRUE(Request(alice_api_, route, canary, &reply).ok());
+    EXPECT_EQ(reply.reply().payload(), canary);
+  }
+  std::string wire = proxy.recorded();
+  EXPECT_GT(wire.size(), 20u * 40u);
+  for (const auto& canary : canaries) {
+    EXPECT_EQ(wire.find(canary), std::string::npos) << "plaintext on the wire";
+    EXPECT_EQ(wire.find(absl::BytesToHexString(canary)), std::string::npos);
+    EXPECT_EQ(wire.find(absl::Base64Escape(canary).substr(0, 16)), std::string::npos);
+  }
+  EXPECT_EQ(wire.find("echoer"), std::string::npos) << "the inner route is encrypted too";
+
+  // Tamper with the next data frame (flip a byte in its last 8 bytes: ciphertext or tag), and
+  // replay the one after: both dropped and counted, the channel stays up.
+  std::atomic<int> seen{0};
+  std::string last;
+  proxy.set_hook([&](const std::string& frame) -> std::vector<std::string> {
+    int n = seen++;
+    if (n == 0) {
+      std::string bad = frame;
+      bad[bad.size() - 3] ^= 0x10;
+      return {bad};
+    }
+    if (n == 1) return {frame, frame};
+    return {frame};
+  });
+  v1::RequestResponse reply;
+  EXPECT_EQ(Request(alice_api_, route, "tampered", &reply, milliseconds(700)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(Request(alice_api_, route, "replayed", &reply).ok());
+  EXPECT_EQ(reply.reply().payload(), "replayed");
+  ASSERT_TRUE(Request(alice_api_, route, "after", &reply).ok());
+  auto stub = v1::SecureChannelService::NewStub(bob_api_);
+  grpc::ClientContext c;
+  v1::ListSecureChannelsResponse list;
+  ASSERT_TRUE(stub->ListSecureChannels(&c, {}, &list).ok());
+  ASSERT_EQ(list.channels_size(), 1);
+  EXPECT_EQ(list.channels(0).decrypt_failures(), 1u);
+  EXPECT_EQ(list.channels(0).replays_rejected(), 1u);
+  EXPECT_EQ(list.channels(0).state(), v1::SecureChannel::ESTABLISHED);
+  EXPECT_EQ(echoer_->echoed(), 20u + 2u);  // the tampered message never reached the app
+}
+
+TEST(SecureChannelMultiHopTest, ThroughTwoIntermediateNodes) {
+  VeildProcess bob({"--tcp-listen", "127.0.0.1:0"});
+  VeildProcess hop2({"--tcp-listen", "127.0.0.1:0"});
+  VeildProcess hop1({"--tcp-listen", "127.0.0.1:0"});
+  VeildProcess alice;
+  for (auto* node : {&bob, &hop2, &hop1, &alice}) ASSERT_TRUE(node->Start()) << node->log();
+  auto bob_api = Connect(bob.api_target());
+  auto alice_api = Connect(alice.api_target());
+  EchoApp echoer(bob_api, "echoer");
+  ASSERT_TRUE(echoer.WaitOpened());
+  ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
+  std::string route = "/tcp/" + TcpAddress(Connect(hop1.api_target())) + "/tcp/" +
+                      TcpAddress(Connect(hop2.api_target())) + "/tcp/" + TcpAddress(bob_api) +
+                      "/service/listener";
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice_api, route, TrustEveryone(), &channel);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(channel.remote_identifier(), DefaultIdentifier(bob_api));
+  for (int i = 0; i < 10; ++i) {
+    v1::RequestResponse reply;
+    ASSERT_TRUE(Request(alice_api, channel.route() + "/service/echoer", "hop " + std::to_string(i), &reply).ok());
+    EXPECT_EQ(reply.reply().payload(), "hop " + std::to_string(i));
+  }
+  // The intermediate nodes carried the traffic but have no channel.
+  EXPECT_EQ(ChannelCount(Connect(hop1.api_target())), 0);
+  EXPECT_EQ(ChannelCount(Connect(hop2.api_target())), 0);
+}
+
+}  // namespace
+}  // namespace veil::testing

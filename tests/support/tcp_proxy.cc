@@ -1,0 +1,139 @@
+#include "tests/support/tcp_proxy.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace veil::testing {
+namespace {
+
+bool ReadFull(int fd, char* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool WriteFull(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+TcpProxy::TcpProxy(int target_port) : target_port_(target_port) {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::listen(listen_fd_, 16);
+  socklen_t len = sizeof(addr);
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+TcpProxy::~TcpProxy() {
+  stopping_ = true;
+  ::shutdown(listen_fd_, SHUT_RDWR);
+  ::close(listen_fd_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+  }
+  acceptor_.join();
+  for (auto& t : threads_) t.join();
+  for (int fd : fds_) ::close(fd);
+}
+
+std::string TcpProxy::recorded() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return recorded_;
+}
+
+void TcpProxy::set_hook(FrameHook hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  hook_ = std::move(hook);
+}
+
+void TcpProxy::Record(const char* data, size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  recorded_.append(data, n);
+}
+
+void TcpProxy::AcceptLoop() {
+  while (!stopping_) {
+    int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) return;
+    int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(target_port_));
+    if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(client);
+      ::close(server);
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      fds_.push_back(client);
+      fds_.push_back(server);
+    }
+    threads_.emplace_back([this, client, server] { PumpFrames(client, server); });
+    threads_.emplace_back([this, client, server] { PumpRaw(server, client); });
+  }
+}
+
+void TcpProxy::PumpRaw(int from, int to) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(from, buf, sizeof(buf));
+    if (n <= 0) break;
+    Record(buf, static_cast<size_t>(n));
+    if (!WriteFull(to, buf, static_cast<size_t>(n))) break;
+  }
+  ::shutdown(to, SHUT_WR);
+}
+
+void TcpProxy::PumpFrames(int from, int to) {
+  char version;
+  if (!ReadFull(from, &version, 1)) return;
+  Record(&version, 1);
+  WriteFull(to, &version, 1);
+  for (;;) {
+    char header[4];
+    if (!ReadFull(from, header, 4)) break;
+    uint32_t n = (uint32_t(uint8_t(header[0])) << 24) | (uint32_t(uint8_t(header[1])) << 16) |
+                 (uint32_t(uint8_t(header[2])) << 8) | uint8_t(header[3]);
+    std::string frame(header, 4);
+    frame.resize(4 + n);
+    if (!ReadFull(from, frame.data() + 4, n)) break;
+    Record(frame.data(), frame.size());
+    FrameHook hook;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      hook = hook_;
+    }
+    std::vector<std::string> out = hook ? hook(frame) : std::vector<std::string>{frame};
+    bool ok = true;
+    for (const auto& f : out) ok = ok && WriteFull(to, f.data(), f.size());
+    if (!ok) break;
+  }
+  ::shutdown(to, SHUT_WR);
+}
+
+}  // namespace veil::testing
