@@ -1,7 +1,7 @@
 # veil — the two commands a user needs on a fresh Debian 12 clone:
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
-# Other targets: build, deps, clean.
+# Other targets: build, deps, bench (performance, Release build), clean.
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
@@ -19,7 +19,7 @@ CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo clean
+.PHONY: all deps build test demo bench clean
 
 all: build
 
@@ -51,5 +51,13 @@ test: build
 demo: build
 	examples/demo.sh $(BUILD_DIR)
 
+# Benchmarks, built in Release in their own directory. Each figure is printed beside its peer,
+# measured in the same run.
+BENCH_DIR ?= build-release
+bench: $(DEPS_STAMP)
+	@test -f $(BENCH_DIR)/CMakeCache.txt || cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench
+	$(BENCH_DIR)/bench/channel_bench
+
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(BENCH_DIR)

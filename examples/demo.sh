@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# make demo: two veil sidecars on this machine, Bob's echoer app on one, Alice's app on the
-# other, messages sent from Alice through her sidecar over TCP to Bob's echoer and back.
+# make demo: two veil sidecars on this machine. Bob's app creates a secure channel listener and
+# serves "echoer"; Alice's app opens a mutually authenticated, end-to-end encrypted secure
+# channel to Bob's listener over TCP and sends lines through it; each comes back echoed.
 #
-# Until secure channels exist (a later milestone), the two sidecars run with
-# --insecure-plaintext: the messages cross the TCP connection unencrypted. Everything else —
-# real daemons, real gRPC apps, routes, return routes — is the real thing.
+# Neither sidecar runs with --insecure-plaintext: only ciphertext crosses the TCP connection.
+# (The hub, for a Bob with no open port, is the next milestone.)
 set -euo pipefail
 build="${1:-build}"
 veild="$build/sidecar/daemon/veild"
@@ -17,27 +17,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for_socket() {  # a daemon is up once its API socket exists
-  for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.05; done
-  echo "demo: $1 did not appear" >&2; return 1
+wait_for_log() {  # wait_for_log FILE TEXT: until a daemon or app logs TEXT
+  for _ in $(seq 1 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+  echo "demo: timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
-echo "== veil demo (INSECURE mode: secure channels are not built yet, payloads cross TCP in plaintext)"
-"$veild" --state-dir "$work/bob" --tcp-listen 127.0.0.1:0 --insecure-plaintext 2>"$work/bob.log" &
+echo "== veil demo: Alice and Bob, end-to-end encrypted"
+"$veild" --state-dir "$work/bob" --tcp-listen 127.0.0.1:0 2>"$work/bob.log" &
 pids+=($!)
-"$veild" --state-dir "$work/alice" --insecure-plaintext 2>"$work/alice.log" &
+"$veild" --state-dir "$work/alice" 2>"$work/alice.log" &
 pids+=($!)
-wait_for_socket "$work/bob/api.sock"
-wait_for_socket "$work/alice/api.sock"
-bob_tcp="$(sed -n 's/.*ready: .* tcp=\[\([^],]*\).*/\1/p' "$work/bob.log")"
+wait_for_log "$work/bob.log" " ready: "
+wait_for_log "$work/alice.log" " ready: "
+bob_tcp="$(sed -n 's/.* ready: .* tcp=\[\([^],]*\).*/\1/p' "$work/bob.log")"
 echo "[✓] Bob's sidecar is up; other nodes reach it at /tcp/$bob_tcp"
 echo "[✓] Alice's sidecar is up"
 
-"$build/examples/echoer" "unix:$work/bob/api.sock" echoer &
+"$build/examples/bob" "unix:$work/bob/api.sock" >"$work/bob-app.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do grep -q 'app serves address echoer' "$work/bob.log" && break; sleep 0.05; done
+wait_for_log "$work/bob-app.log" "Echoer serving"
+cat "$work/bob-app.log"
 
-route="/tcp/$bob_tcp/service/echoer"
-echo "[✓] Alice sends to $route"
-printf 'Hello veil!\nHow are you, Bob?\nBye.\n' | "$build/examples/request_lines" "unix:$work/alice/api.sock" "$route"
+printf 'Hello Ockam!\nHow are you, Bob?\nBye.\n' |
+  "$build/examples/alice" "unix:$work/alice/api.sock" "/tcp/$bob_tcp/service/listener"
+echo "-- what Bob's echoer saw:"
+grep 'Received' "$work/bob-app.log"
 echo "== demo done"

@@ -59,7 +59,7 @@ TEST_P(NoiseVectorsTest, HandshakeAndTransportMatch) {
   HandshakeState responder(HandshakeState::Role::kResponder, Field(v, "resp_prologue"), resp_s,
                            Key(Field(v, "resp_ephemeral")));
   const auto& messages = v.fields().at("messages").list_value().values();
-  size_t i = 0;
+  int i = 0;
   for (; i < messages.size() && initiator.next() != HandshakeState::Next::kDone; ++i) {
     const Struct& m = messages[i].struct_value();
     bool from_initiator = i % 2 == 0;
@@ -74,7 +74,7 @@ TEST_P(NoiseVectorsTest, HandshakeAndTransportMatch) {
     ASSERT_TRUE(payload.ok()) << payload.status();
     EXPECT_EQ(*payload, Field(m, "payload"));
   }
-  ASSERT_EQ(i, 3u);
+  ASSERT_EQ(i, 3);
   ASSERT_EQ(responder.next(), HandshakeState::Next::kDone);
   EXPECT_EQ(absl::BytesToHexString(initiator.handshake_hash()),
             absl::BytesToHexString(Field(v, "handshake_hash")));

@@ -18,7 +18,7 @@ TEST(IdentifierTest, DerivedFromThePublicKey) {
 }
 
 TEST(IdentifierTest, ValidateIdentifierRefusesOtherShapes) {
-  for (const std::string bad : std::vector<std::string>{"", "I", "i0123456789abcdef0123456789abcdef",
+  for (const std::string& bad : std::vector<std::string>{"", "I", "i0123456789abcdef0123456789abcdef",
                                                         "I0123456789ABCDEF0123456789ABCDEF",
                                                         "I0123456789abcdef0123456789abcde"}) {
     absl::Status s = ValidateIdentifier(bad);
@@ -31,7 +31,7 @@ TEST(IdentifierTest, NameRules) {
   for (const char* good : {"default", "bob", "a", "0", "bob-2_x", "abcdefghijklmnopqrstuvwxyz0123456789"}) {
     EXPECT_TRUE(ValidateIdentityName(good).ok()) << good;
   }
-  for (const std::string bad : std::vector<std::string>{"", "Bob", "-bob", "_bob", "bob/../x",
+  for (const std::string& bad : std::vector<std::string>{"", "Bob", "-bob", "_bob", "bob/../x",
                                                         "bob.key", "bo b", std::string(65, 'a')}) {
     absl::Status s = ValidateIdentityName(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;

@@ -1,5 +1,5 @@
-// SecretBytes: key material in memory that libsodium guards — allocated with sodium_malloc
-// (guard pages, mlock'd so it is never swapped), wiped and freed on destruction. Move-only:
+// SecretBytes: key material in memory that libsodium guards — sodium_malloc'd (guard pages,
+// mlock'd so it is never swapped; small secrets share locked slabs), wiped on destruction. Move-only:
 // a secret is never copied by accident, never printed, never formatted into an error.
 //
 // Thread-safety: a value type; not synchronised.

@@ -1,0 +1,74 @@
+// Bob: creates a secure channel listener on his sidecar and serves "echoer", which prints each
+// message with the authenticated identity that sent it and echoes it back along its return
+// route — through the secure channel it came from.
+//
+//   bob unix:/path/to/bob/api.sock
+#include <malloc.h>
+
+#include <iostream>
+#include <string>
+
+#include "grpcpp/grpcpp.h"
+#include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/secure_channel.grpc.pb.h"
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: bob API_TARGET   e.g. bob unix:/tmp/bob/api.sock\n";
+    return 2;
+  }
+  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);  // keep gRPC's receive buffers warm
+  auto channel = grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials());
+
+  // A secure channel listener at "listener", trusting everyone (each delivery still says who).
+  auto channels = veil::v1::SecureChannelService::NewStub(channel);
+  veil::v1::CreateSecureChannelListenerRequest listen;
+  listen.set_address("listener");
+  listen.mutable_trust_policy()->set_trust_everyone(true);
+  veil::v1::SecureChannelListener listener;
+  grpc::ClientContext listen_context;
+  grpc::Status status = channels->CreateSecureChannelListener(&listen_context, listen, &listener);
+  if (!status.ok()) {
+    std::cerr << "bob: cannot create the listener: " << status.error_message() << "\n";
+    return 1;
+  }
+  std::cout << "[✓] Secure channel listener at /service/" << listener.address() << " as "
+            << listener.identifier() << std::endl;
+
+  // The echoer: one Serve stream, no server and no inbound port.
+  auto messaging = veil::v1::MessagingService::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = messaging->Serve(&context);
+  veil::v1::ServeRequest open;
+  open.mutable_open()->set_address("echoer");
+  stream->Write(open);
+  veil::v1::ServeResponse response;
+  uint64_t batch = 0;
+  while (stream->Read(&response)) {
+    if (response.has_opened()) {
+      std::cout << "[✓] Echoer serving " << response.opened().route() << std::endl;
+      continue;
+    }
+    if (!response.has_deliveries()) continue;
+    veil::v1::ServeRequest reply;
+    reply.mutable_send()->set_batch_id(++batch);
+    uint64_t last = 0;
+    for (auto& delivery : *response.mutable_deliveries()->mutable_deliveries()) {
+      std::cout << "[✓] Address: echoer, Received: " << delivery.payload() << " (from "
+                << delivery.sender().identifier() << ")" << std::endl;
+      auto* echo = reply.mutable_send()->add_messages();
+      echo->set_route(delivery.return_route());
+      echo->set_payload(std::move(*delivery.mutable_payload()));
+      last = delivery.sequence();
+    }
+    veil::v1::ServeRequest ack;
+    ack.mutable_ack()->set_sequence(last);
+    if (!stream->Write(reply) || !stream->Write(ack)) break;
+  }
+  status = stream->Finish();
+  if (!status.ok()) {
+    std::cerr << "bob: stream ended: " << status.error_message() << "\n";
+    return 1;
+  }
+  return 0;
+}
