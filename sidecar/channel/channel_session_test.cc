@@ -40,6 +40,23 @@ class ChannelSessionTest : public ::testing::Test {
     return wire;
   }
 
+  // Runs the handshake between fresh `i` and `r` up to handshake message `position` (0: HS1,
+  // 1: HS2, 2: HS3) and returns that message with the session that must read it.
+  std::pair<std::string, ChannelSession*> MessageAt(int position, ChannelSession& i,
+                                                    ChannelSession& r) {
+    std::string m = *i.Start();
+    ChannelSession* reader = &r;
+    if (position >= 1) {
+      m = r.OnMessage(m).reply;
+      reader = &i;
+    }
+    if (position == 2) {
+      m = i.OnMessage(m).reply;
+      reader = &r;
+    }
+    return {m, reader};
+  }
+
   std::string Data(ChannelSession& from, absl::string_view payload) {
     std::string out;
     EXPECT_TRUE(from.Encrypt(R("/service/echoer"), R("/service/app"), payload, out).ok());
@@ -124,17 +141,8 @@ TEST_F(ChannelSessionTest, GarbledHandshakeAtEachPositionFailsWithAClearError) {
     for (size_t byte : {size_t{0}, size_t{1}, size_t{40}, size_t{90}}) {
       ChannelSession i(Role::kInitiator, alice_, *everyone_);
       ChannelSession r(Role::kResponder, bob_, *everyone_);
-      std::string m = *i.Start();
+      auto [m, reader] = MessageAt(position, i, r);
       ChannelSession::Step step;
-      ChannelSession* reader = &r;
-      if (position >= 1) {
-        m = r.OnMessage(m).reply;
-        reader = &i;
-      }
-      if (position == 2) {
-        m = i.OnMessage(m).reply;
-        reader = &r;
-      }
       if (byte >= m.size()) continue;
       m[byte] ^= 0x40;
       step = reader->OnMessage(m);
@@ -155,16 +163,7 @@ TEST_F(ChannelSessionTest, TruncatedHandshakeMessagesFail) {
   for (int position = 0; position < 3; ++position) {
     ChannelSession i(Role::kInitiator, alice_, *everyone_);
     ChannelSession r(Role::kResponder, bob_, *everyone_);
-    std::string m = *i.Start();
-    ChannelSession* reader = &r;
-    if (position >= 1) {
-      m = r.OnMessage(m).reply;
-      reader = &i;
-    }
-    if (position == 2) {
-      m = i.OnMessage(m).reply;
-      reader = &r;
-    }
+    auto [m, reader] = MessageAt(position, i, r);
     auto step = reader->OnMessage(m.substr(0, 20));
     EXPECT_FALSE(step.error.ok()) << position;
     EXPECT_EQ(reader->state(), State::kFailed);
