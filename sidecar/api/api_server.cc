@@ -104,7 +104,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
                                                             core::Router& router,
                                                             transport::TcpTransport& tcp,
                                                             identity::IdentityStore& identities,
-                                                            channel::SecureChannelManager& channels) {
+                                                            channel::SecureChannelManager& channels,
+                                                            relay::RelayClients& relays,
+                                                            const relay::RelayHub* hub) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {
@@ -119,9 +121,11 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   server->node_ = std::make_unique<NodeService>(server->settings_, tcp);
   server->identity_ = std::make_unique<IdentityService>(identities);
   server->channels_ = std::make_unique<SecureChannelService>(channels, identities);
+  server->relays_ = std::make_unique<RelayService>(relays, hub, identities);
   server->health_ = std::make_unique<HealthService>(std::vector<std::string>{
       v1::MessagingService::service_full_name(), v1::NodeService::service_full_name(),
-      v1::IdentityService::service_full_name(), v1::SecureChannelService::service_full_name()});
+      v1::IdentityService::service_full_name(), v1::SecureChannelService::service_full_name(),
+      v1::RelayService::service_full_name()});
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -133,6 +137,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   builder.RegisterService(server->node_.get());
   builder.RegisterService(server->identity_.get());
   builder.RegisterService(server->channels_.get());
+  builder.RegisterService(server->relays_.get());
   builder.RegisterService(server->health_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || (endpoint.unix_path.empty() && selected_port == 0)) {

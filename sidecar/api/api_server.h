@@ -17,6 +17,7 @@
 #include "sidecar/api/identity_service.h"
 #include "sidecar/api/messaging_service.h"
 #include "sidecar/api/node_service.h"
+#include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/tcp_transport.h"
@@ -44,7 +45,9 @@ class ApiServer {
                                                           core::Router& router,
                                                           transport::TcpTransport& tcp,
                                                           identity::IdentityStore& identities,
-                                                          channel::SecureChannelManager& channels);
+                                                          channel::SecureChannelManager& channels,
+                                                          relay::RelayClients& relays,
+                                                          const relay::RelayHub* hub);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".
@@ -63,6 +66,7 @@ class ApiServer {
   std::unique_ptr<NodeService> node_;
   std::unique_ptr<IdentityService> identity_;
   std::unique_ptr<SecureChannelService> channels_;
+  std::unique_ptr<RelayService> relays_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
 };

@@ -11,6 +11,8 @@
 #include "asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
 #include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/relay/relay_clients.h"
+#include "sidecar/relay/relay_hub.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
@@ -82,8 +84,6 @@ absl::Status RunDaemon(const Options& options) {
     spdlog::info("received {}; draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
     stop.Notify();
   });
-  IoThreads io_threads(io, threads);
-
   for (const std::string& listen : options.tcp_listen) {
     auto bound = tcp.Listen(listen);
     if (!bound.ok()) return bound.status();
@@ -91,11 +91,36 @@ absl::Status RunDaemon(const Options& options) {
   channel::ChannelOptions channel_options;
   channel_options.insecure_plaintext = options.insecure_plaintext;
   channel::SecureChannelManager channels(router, **identities, channel_options);
+  relay::RelayClientOptions relay_options;
+  relay_options.heartbeat_interval = relay_options.heartbeat_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(options.relay_heartbeat_seconds * 1000));
+  relay::RelayClients relays(channels, relay_options);
+  std::shared_ptr<relay::RelayHub> hub;
+  if (options.hub) {
+    relay::AllowList allow;
+    for (const std::string& entry : options.relay_allow) {
+      absl::Status added = allow.Add(entry);
+      if (!added.ok()) return added;
+    }
+    relay::RelayLimits limits;
+    limits.per_connection = options.relay_max_per_connection;
+    limits.per_identity = options.relay_max_per_identity;
+    limits.reservation = std::chrono::seconds(options.relay_reservation_seconds);
+    hub = std::make_shared<relay::RelayHub>(router, channels, tcp, limits, std::move(allow));
+    absl::Status started = hub->Start("default");
+    if (!started.ok()) return started;
+  } else if (!options.relay_allow.empty()) {
+    return absl::InvalidArgumentError("--relay-allow needs --hub");
+  }
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.max_frame_bytes = options.max_frame_bytes;
-  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels);
+  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
+                                   relays, hub.get());
   if (!api.ok()) return api.status();
+  // Started last, so that on every way out of this function the threads are joined before
+  // anything they could touch is destroyed.
+  IoThreads io_threads(io, threads);
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
   }
@@ -104,6 +129,7 @@ absl::Status RunDaemon(const Options& options) {
 
   stop.WaitForNotification();
   (*api)->Drain(options.shutdown_grace);
+  relays.Shutdown();    // unregisters from hubs
   channels.Shutdown();  // tells the far ends
   for (int i = 0; i < 100 && !channels.ListChannels().empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // let CLOSE messages out

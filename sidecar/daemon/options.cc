@@ -59,6 +59,30 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_option("--identity", o.identities,
                  "Create this identity at start-up if missing (repeatable); \"default\" always "
                  "exists");
+  app.add_flag("--hub", o.hub,
+               "Run as a hub: a relay service at /service/relay and a secure channel listener at "
+               "/service/hub, so that sidecars with no open port can be reached through this "
+               "node (give it a --tcp-listen)");
+  app.add_option("--relay-allow", o.relay_allow,
+                 "Hub: only these may register relays: IDENTIFIER (any name) or IDENTIFIER:NAME "
+                 "(repeatable). Default: any identity, any free name");
+  app.add_option("--relay-max-per-connection", o.relay_max_per_connection,
+                 "Hub: relays one connection may hold")
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->capture_default_str();
+  app.add_option("--relay-max-per-identity", o.relay_max_per_identity,
+                 "Hub: relays one identity may hold")
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->capture_default_str();
+  app.add_option("--relay-reservation", o.relay_reservation_seconds,
+                 "Hub: seconds a dropped relay's name stays reserved for its owner")
+      ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
+  app.add_option("--relay-heartbeat", o.relay_heartbeat_seconds,
+                 "Seconds between a relay session's heartbeats to its hub; a hub silent for as "
+                 "long is taken for dead and the relay registers again")
+      ->check(CLI::Range(0.05, 3600.0))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version

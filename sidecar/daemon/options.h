@@ -24,6 +24,12 @@ struct Options {
   std::chrono::milliseconds shutdown_grace{10000};
   std::string vault_key_file;           // at-rest key or passphrase, e.g. a mounted Secret
   std::vector<std::string> identities;  // ensured at start-up, besides "default"
+  bool hub = false;                     // run the relay service
+  std::vector<std::string> relay_allow;  // "IDENTIFIER" or "IDENTIFIER:NAME"
+  size_t relay_max_per_connection = 16;
+  size_t relay_max_per_identity = 16;
+  int relay_reservation_seconds = 300;
+  double relay_heartbeat_seconds = 5;    // client side
 };
 
 // What ParseOptions asks main to do instead of running: print `text` and exit with `code`.

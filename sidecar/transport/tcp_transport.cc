@@ -141,11 +141,21 @@ std::vector<TcpConnectionInfo> TcpTransport::Connections() const {
   return out;
 }
 
-void TcpTransport::Forget(TcpConnection* connection) {
+void TcpTransport::AddCloseObserver(std::function<void(const std::string& worker)> observer) {
   absl::MutexLock lock(&mu_);
-  all_.erase(connection);
-  auto it = outgoing_.find(connection->peer());
-  if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
+  close_observers_.push_back(std::move(observer));
+}
+
+void TcpTransport::Forget(TcpConnection* connection) {
+  std::vector<std::function<void(const std::string&)>> observers;
+  {
+    absl::MutexLock lock(&mu_);
+    all_.erase(connection);
+    auto it = outgoing_.find(connection->peer());
+    if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
+    observers = close_observers_;
+  }
+  for (const auto& observe : observers) observe(connection->address());
 }
 
 void TcpTransport::Shutdown() {

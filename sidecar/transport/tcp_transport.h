@@ -10,6 +10,7 @@
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
 #define VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +53,10 @@ class TcpTransport final : public core::Transport {
 
   core::Router& router() { return router_; }
 
+  // Called, from the closing connection's strand, with the worker address of every connection
+  // that closes (for the hub: to drop the relays riding on it). Register before traffic starts.
+  void AddCloseObserver(std::function<void(const std::string& worker)> observer);
+
   // Called by a connection when it closes.
   void Forget(TcpConnection* connection);
 
@@ -70,6 +75,7 @@ class TcpTransport final : public core::Transport {
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   // Outgoing connections by the "host:port" of the routes that opened them.
   absl::flat_hash_map<std::string, std::shared_ptr<TcpConnection>> outgoing_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::function<void(const std::string&)>> close_observers_ ABSL_GUARDED_BY(mu_);
   // Every live connection.
   absl::flat_hash_map<TcpConnection*, std::shared_ptr<TcpConnection>> all_ ABSL_GUARDED_BY(mu_);
 };

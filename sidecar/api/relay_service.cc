@@ -1,0 +1,109 @@
+#include "sidecar/api/relay_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "sidecar/api/grpc_status.h"
+#include "sidecar/api/secure_channel_service.h"
+#include "sidecar/common/error_reason.h"
+
+namespace veil::api {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+void ToProto(const relay::RelayStatus& s, v1::Relay& out) {
+  out.set_name(s.name);
+  out.set_address(s.address);
+  out.set_hub_route(s.hub_route);
+  if (!s.address.empty()) {
+    out.set_route(s.hub_route + core::Address::Local(s.address).ToString());
+  }
+  switch (s.state) {
+    case relay::RelayStatus::State::kConnecting:
+      out.set_state(v1::Relay::CONNECTING);
+      break;
+    case relay::RelayStatus::State::kUp:
+      out.set_state(v1::Relay::UP);
+      break;
+    case relay::RelayStatus::State::kReconnecting:
+      out.set_state(v1::Relay::RECONNECTING);
+      break;
+    case relay::RelayStatus::State::kFailed:
+    case relay::RelayStatus::State::kStopped:
+      out.set_state(v1::Relay::FAILED);
+      break;
+  }
+  out.set_last_error(s.last_error);
+  out.set_identity(s.identity);
+  out.set_hub_identifier(s.hub_identifier);
+  out.set_registrations(s.registrations);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* RelayService::CreateRelay(grpc::CallbackServerContext* context,
+                                                    const v1::CreateRelayRequest* request,
+                                                    v1::Relay* response) {
+  auto route = core::Route::Parse(request->hub_route());
+  if (!route.ok()) return Done(context, route.status());
+  std::unique_ptr<channel::TrustPolicy> policy;
+  if (request->has_hub_trust_policy()) {
+    auto converted = ToTrustPolicy(request->hub_trust_policy(), identities_);
+    if (!converted.ok()) return Done(context, converted.status());
+    policy = *std::move(converted);
+  } else {
+    policy = channel::TrustEveryone();
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  clients_.Create(*route, request->name(),
+                  request->identity().empty() ? "default" : request->identity(), std::move(policy),
+                  [reactor, response](absl::StatusOr<relay::RelayStatus> status) {
+                    if (status.ok()) ToProto(*status, *response);
+                    reactor->Finish(ToGrpcStatus(status.status()));
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RelayService::GetRelay(grpc::CallbackServerContext* context,
+                                                 const v1::GetRelayRequest* request,
+                                                 v1::Relay* response) {
+  auto status = clients_.Get(request->name());
+  if (status.ok()) ToProto(*status, *response);
+  return Done(context, status.status());
+}
+
+grpc::ServerUnaryReactor* RelayService::ListRelays(grpc::CallbackServerContext* context,
+                                                   const v1::ListRelaysRequest* request,
+                                                   v1::ListRelaysResponse* response) {
+  for (const auto& s : clients_.List()) ToProto(s, *response->add_relays());
+  return Done(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* RelayService::DeleteRelay(grpc::CallbackServerContext* context,
+                                                    const v1::DeleteRelayRequest* request,
+                                                    v1::DeleteRelayResponse* response) {
+  return Done(context, clients_.Delete(request->name()));
+}
+
+grpc::ServerUnaryReactor* RelayService::ListHostedRelays(grpc::CallbackServerContext* context,
+                                                         const v1::ListHostedRelaysRequest* request,
+                                                         v1::ListHostedRelaysResponse* response) {
+  if (hub_ == nullptr) {
+    return Done(context, ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                                         "this node is not a hub (start veild with --hub)",
+                                         "NOT_A_HUB"));
+  }
+  for (const auto& entry : hub_->List()) {
+    v1::HostedRelay* r = response->add_relays();
+    r->set_name(entry.name);
+    r->set_address(absl::StrCat(relay::kForwarderPrefix, entry.name));
+    r->set_owner(entry.owner);
+    r->set_connection(entry.connection);
+  }
+  return Done(context, absl::OkStatus());
+}
+
+}  // namespace veil::api

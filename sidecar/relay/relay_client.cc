@@ -1,0 +1,284 @@
+#include "sidecar/relay/relay_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "asio/post.hpp"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/common/fmt_absl.h"
+#include "sidecar/relay/relay_hub.h"
+#include "spdlog/spdlog.h"
+
+namespace veil::relay {
+namespace {
+
+// Where the hub's answers arrive.
+class ResponseWorker final : public core::Worker {
+ public:
+  ResponseWorker(core::Strand strand, std::weak_ptr<RelayClient> client)
+      : Worker(std::move(strand)), client_(std::move(client)) {}
+  void HandleMessage(core::Message msg) override {
+    msg.receipt.Settle(absl::OkStatus());
+    if (auto client = client_.lock()) client->OnResponse(std::move(msg));
+  }
+
+ private:
+  std::weak_ptr<RelayClient> client_;
+};
+
+// Reports a request that could not be handed on (dead channel or connection).
+class RequestTracker final : public core::SendTracker {
+ public:
+  RequestTracker(std::weak_ptr<RelayClient> client, std::function<void(absl::Status)> on_failure)
+      : client_(std::move(client)), on_failure_(std::move(on_failure)) {}
+  void Complete(uint32_t, absl::Status status) override {
+    if (status.ok()) return;
+    if (auto client = client_.lock()) {
+      asio::post(client->strand(), [f = on_failure_, status] { f(status); });
+    }
+  }
+
+ private:
+  std::weak_ptr<RelayClient> client_;
+  std::function<void(absl::Status)> on_failure_;
+};
+
+bool Terminal(absl::StatusCode code) {
+  return code == absl::StatusCode::kPermissionDenied || code == absl::StatusCode::kInvalidArgument ||
+         code == absl::StatusCode::kResourceExhausted || code == absl::StatusCode::kUnauthenticated;
+}
+
+}  // namespace
+
+RelayClient::RelayClient(channel::SecureChannelManager& channels, core::Route hub_route,
+                         std::string name, std::string identity,
+                         std::shared_ptr<const channel::TrustPolicy> hub_policy,
+                         RelayClientOptions options)
+    : channels_(channels),
+      router_(channels.router()),
+      strand_(router_.NewStrand()),
+      hub_route_(std::move(hub_route)),
+      identity_(std::move(identity)),
+      hub_policy_(std::move(hub_policy)),
+      options_(options),
+      rng_(std::random_device{}()),
+      backoff_(options.backoff_initial, options.backoff_max,
+               [this] { return std::uniform_real_distribution<double>(0, 1)(rng_); }),
+      timer_(strand_),
+      reply_timer_(strand_),
+      requested_name_(std::move(name)) {
+  status_.name = requested_name_;
+  status_.hub_route = hub_route_.ToString();
+  status_.identity = identity_;
+}
+
+RelayClient::~RelayClient() = default;
+
+void RelayClient::Update(std::function<void(RelayStatus&)> change) {
+  absl::MutexLock lock(&mu_);
+  change(status_);
+}
+
+RelayStatus RelayClient::Status() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+void RelayClient::Start(Outcome first) {
+  asio::post(strand_, [self = shared_from_this(), first = std::move(first)]() mutable {
+    self->first_ = std::move(first);
+    self->worker_address_ = self->router_.StartWorkerWithPrefix(
+        "_relay_", std::make_shared<ResponseWorker>(self->strand_, self));
+    self->Connect();
+  });
+}
+
+void RelayClient::Connect() {
+  if (stopped_) return;
+  uint64_t generation = ++generation_;
+  core::Route route = hub_route_;
+  route.Append(core::Address::Local(kHubListenerAddress));
+  channels_.CreateChannel(route, identity_, hub_policy_, options_.handshake_timeout,
+                          [weak = weak_from_this(), generation](auto info) {
+                            auto self = weak.lock();
+                            if (!self) return;
+                            asio::post(self->strand_, [self, generation, info = std::move(info)] {
+                              self->OnChannel(generation, std::move(info));
+                            });
+                          });
+}
+
+void RelayClient::OnChannel(uint64_t generation, absl::StatusOr<channel::ChannelInfo> info) {
+  if (generation != generation_ || stopped_) {
+    if (info.ok()) (void)channels_.DeleteChannel(info->address);
+    return;
+  }
+  if (!info.ok()) {
+    Lost(info.status());
+    return;
+  }
+  channel_ = info->address;
+  Update([&](RelayStatus& s) {
+    s.channel = info->address;
+    s.hub_identifier = info->remote_identifier;
+  });
+  wire::v1::RelayRequest request;
+  request.mutable_register_()->set_name(requested_name_);
+  SendRequest(std::move(request));
+}
+
+void RelayClient::SendRequest(wire::v1::RelayRequest request) {
+  request.set_request_id(next_request_++);
+  pending_request_ = request.request_id();
+  core::Message msg;
+  msg.onward.Append(core::Address::Local(channel_));
+  msg.onward.Append(core::Address::Local(kRelayServiceAddress));
+  msg.return_route.Append(core::Address::Local(worker_address_));
+  msg.payload = request.SerializeAsString();
+  uint64_t generation = generation_;
+  msg.receipt = core::Receipt(
+      std::make_shared<RequestTracker>(weak_from_this(),
+                                       [weak = weak_from_this(), generation](absl::Status s) {
+                                         auto self = weak.lock();
+                                         if (self && generation == self->generation_) self->Lost(s);
+                                       }),
+      0);
+  reply_timer_.expires_after(options_.heartbeat_timeout);
+  reply_timer_.async_wait([weak = weak_from_this(), generation](asio::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || generation != self->generation_ || self->pending_request_ == 0) return;
+    self->Lost(ErrorWithReason(absl::StatusCode::kUnavailable, "the hub did not answer in time",
+                               "HUB_NOT_ANSWERING"));
+  });
+  router_.Send(std::move(msg));
+}
+
+void RelayClient::OnResponse(core::Message msg) {
+  if (stopped_) return;
+  wire::v1::RelayResponse response;
+  if (!response.ParseFromString(msg.payload) || response.request_id() != pending_request_ ||
+      msg.sender.origin != core::SenderInfo::Origin::kSecureChannel ||
+      msg.sender.channel != channel_) {
+    return;  // stale, or not from our channel to the hub: ignore
+  }
+  pending_request_ = 0;
+  reply_timer_.cancel();
+  switch (response.kind_case()) {
+    case wire::v1::RelayResponse::kRegistered: {
+      requested_name_ = response.registered().name();  // keep a hub-assigned name
+      backoff_.Reset();
+      Update([&](RelayStatus& s) {
+        s.name = response.registered().name();
+        s.address = response.registered().address();
+        s.state = RelayStatus::State::kUp;
+        ++s.registrations;
+      });
+      spdlog::info("relay {} is up on hub {}", response.registered().address(),
+                   hub_route_.ToString());
+      if (first_) {
+        auto first = std::move(first_);
+        first_ = nullptr;
+        first(Status());
+      }
+      ScheduleHeartbeat();
+      return;
+    }
+    case wire::v1::RelayResponse::kHeartbeatAck:
+      ScheduleHeartbeat();
+      return;
+    case wire::v1::RelayResponse::kError: {
+      absl::Status error = ErrorWithReason(static_cast<absl::StatusCode>(response.error().code()),
+                                           absl::StrCat("the hub refused: ", response.error().message()),
+                                           response.error().reason());
+      if (Terminal(error.code())) {
+        Finish(error, RelayStatus::State::kFailed);
+      } else {
+        Lost(error);  // e.g. the hub lost our relay: register again
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void RelayClient::ScheduleHeartbeat() {
+  uint64_t generation = generation_;
+  timer_.expires_after(options_.heartbeat_interval);
+  timer_.async_wait([weak = weak_from_this(), generation](asio::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopped_ || generation != self->generation_) return;
+    wire::v1::RelayRequest request;
+    request.mutable_heartbeat()->set_name(self->requested_name_);
+    self->SendRequest(std::move(request));
+  });
+}
+
+void RelayClient::CloseChannel() {
+  if (!channel_.empty()) {
+    (void)channels_.DeleteChannel(channel_);
+    channel_.clear();
+  }
+}
+
+void RelayClient::Lost(absl::Status why) {
+  if (stopped_) return;
+  if (first_) {  // never came up: report and stop
+    Finish(std::move(why), RelayStatus::State::kFailed);
+    return;
+  }
+  ++generation_;
+  pending_request_ = 0;
+  reply_timer_.cancel();
+  CloseChannel();
+  auto delay = backoff_.Next();
+  spdlog::warn("relay {} on hub {} lost ({}); reconnecting in {} ms", requested_name_,
+               hub_route_.ToString(), why.message(), delay.count());
+  Update([&](RelayStatus& s) {
+    s.state = RelayStatus::State::kReconnecting;
+    s.last_error = std::string(why.message());
+    s.channel.clear();
+  });
+  timer_.expires_after(delay);
+  timer_.async_wait([weak = weak_from_this(), generation = generation_](asio::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || generation != self->generation_) return;
+    self->Connect();
+  });
+}
+
+void RelayClient::Finish(absl::Status why, RelayStatus::State state) {
+  stopped_ = true;
+  ++generation_;
+  timer_.cancel();
+  reply_timer_.cancel();
+  CloseChannel();
+  router_.StopWorker(worker_address_);
+  Update([&](RelayStatus& s) {
+    s.state = state;
+    if (!why.ok()) s.last_error = std::string(why.message());
+    s.channel.clear();
+  });
+  if (first_) {
+    auto first = std::move(first_);
+    first_ = nullptr;
+    first(why.ok() ? absl::StatusOr<RelayStatus>(Status()) : absl::StatusOr<RelayStatus>(why));
+  }
+}
+
+void RelayClient::Stop() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->stopped_) return;
+    if (!self->channel_.empty() && !self->requested_name_.empty()) {
+      wire::v1::RelayRequest request;
+      request.set_request_id(self->next_request_++);
+      request.mutable_unregister()->set_name(self->requested_name_);
+      core::Message msg;
+      msg.onward.Append(core::Address::Local(self->channel_));
+      msg.onward.Append(core::Address::Local(kRelayServiceAddress));
+      msg.payload = request.SerializeAsString();
+      self->router_.Send(std::move(msg));
+    }
+    self->Finish(absl::OkStatus(), RelayStatus::State::kStopped);
+  });
+}
+
+}  // namespace veil::relay

@@ -1,0 +1,106 @@
+// RelayClient: a sidecar's session with a hub for one relay. It opens a secure channel to the
+// hub's listener ("<hub route>/service/hub"), registers the relay through it, then sends a
+// heartbeat every `heartbeat_interval`. When the hub or the connection dies (a heartbeat gets
+// no answer within `heartbeat_timeout`, or cannot be sent), it closes the channel and starts
+// over after a capped exponential backoff with jitter — re-registering the same name, which
+// the hub keeps reserved for this identity. A refusal (name taken, not allowed, limits) stops it
+// with the error.
+//
+// Thread-safety: public methods may be called from any thread; the session runs on its strand.
+#ifndef VEIL_SIDECAR_RELAY_RELAY_CLIENT_H_
+#define VEIL_SIDECAR_RELAY_RELAY_CLIENT_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "asio/steady_timer.hpp"
+#include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/relay/backoff.h"
+#include "veil/wire/v1/relay.pb.h"
+
+namespace veil::relay {
+
+struct RelayClientOptions {
+  std::chrono::milliseconds heartbeat_interval{5000};
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::chrono::milliseconds backoff_initial{200};
+  std::chrono::milliseconds backoff_max{30000};
+};
+
+// What the API shows of a relay.
+struct RelayStatus {
+  enum class State { kConnecting, kUp, kReconnecting, kFailed, kStopped };
+  std::string name;     // registered name ("" until the hub assigned one)
+  std::string address;  // on the hub: "forward_to_<name>"
+  std::string hub_route;
+  std::string identity;
+  std::string hub_identifier;
+  State state = State::kConnecting;
+  std::string last_error;
+  uint64_t registrations = 0;  // successful (re-)registrations
+  std::string channel;         // local address of the channel to the hub
+};
+
+class RelayClient : public std::enable_shared_from_this<RelayClient> {
+ public:
+  using Outcome = std::function<void(absl::StatusOr<RelayStatus>)>;
+
+  RelayClient(channel::SecureChannelManager& channels, core::Route hub_route, std::string name,
+              std::string identity, std::shared_ptr<const channel::TrustPolicy> hub_policy,
+              RelayClientOptions options);
+  ~RelayClient();
+
+  // Starts; `first` is called once with the first registration's outcome. A relay whose first
+  // attempt fails is stopped (no retries): the caller hears why at once.
+  void Start(Outcome first);
+  // Unregisters (best effort), closes the channel, stops retrying.
+  void Stop();
+  RelayStatus Status() const;
+
+  // On the strand: a response from the hub's relay service.
+  void OnResponse(core::Message msg);
+  const core::Strand& strand() const { return strand_; }
+
+ private:
+  void Connect();
+  void OnChannel(uint64_t generation, absl::StatusOr<channel::ChannelInfo> info);
+  void SendRequest(wire::v1::RelayRequest request);
+  void ScheduleHeartbeat();
+  void Lost(absl::Status why);
+  void Finish(absl::Status why, RelayStatus::State state);
+  void Update(std::function<void(RelayStatus&)> change);
+  void CloseChannel();
+
+  channel::SecureChannelManager& channels_;
+  core::Router& router_;
+  core::Strand strand_;
+  const core::Route hub_route_;
+  const std::string identity_;
+  const std::shared_ptr<const channel::TrustPolicy> hub_policy_;
+  const RelayClientOptions options_;
+  std::mt19937_64 rng_;
+  Backoff backoff_;
+  asio::steady_timer timer_;        // heartbeats and reconnects
+  asio::steady_timer reply_timer_;  // the outstanding request's deadline
+  std::string worker_address_;      // where the hub answers
+  std::string channel_;             // current channel to the hub, "" when none
+  std::string requested_name_;      // what to (re-)register
+  uint64_t generation_ = 0;         // bumps on every (re)connect; stale callbacks are ignored
+  uint64_t next_request_ = 1;
+  uint64_t pending_request_ = 0;
+  bool stopped_ = false;
+  Outcome first_;
+
+  mutable absl::Mutex mu_;
+  RelayStatus status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace veil::relay
+
+#endif  // VEIL_SIDECAR_RELAY_RELAY_CLIENT_H_

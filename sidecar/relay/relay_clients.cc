@@ -1,0 +1,96 @@
+#include "sidecar/relay/relay_clients.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/relay/relay_registry.h"
+
+namespace veil::relay {
+namespace {
+
+absl::Status NotFound(absl::string_view name) {
+  return ErrorWithReason(absl::StatusCode::kNotFound, absl::StrCat("no relay named \"", name, "\""),
+                         "RELAY_NOT_FOUND");
+}
+
+}  // namespace
+
+std::shared_ptr<RelayClient> RelayClients::FindLocked(const std::string& name) const {
+  for (const auto& client : clients_) {
+    if (client->Status().name == name) return client;
+  }
+  return nullptr;
+}
+
+void RelayClients::Create(const core::Route& hub_route, const std::string& name,
+                          const std::string& identity,
+                          std::shared_ptr<const channel::TrustPolicy> hub_policy,
+                          RelayClient::Outcome done) {
+  if (!name.empty()) {
+    absl::Status valid = ValidateRelayName(name);
+    if (!valid.ok()) {
+      done(valid);
+      return;
+    }
+  }
+  auto client = std::make_shared<RelayClient>(channels_, hub_route, name, identity,
+                                               std::move(hub_policy), options_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!name.empty() && FindLocked(name) != nullptr) {
+      done(ErrorWithReason(absl::StatusCode::kAlreadyExists,
+                           absl::StrCat("this sidecar already has a relay named \"", name, "\""),
+                           "RELAY_EXISTS"));
+      return;
+    }
+    clients_.push_back(client);
+  }
+  client->Start([this, client, done = std::move(done)](absl::StatusOr<RelayStatus> status) {
+    if (!status.ok()) {
+      absl::MutexLock lock(&mu_);
+      std::erase(clients_, client);
+    }
+    done(std::move(status));
+  });
+}
+
+std::vector<RelayStatus> RelayClients::List() const {
+  std::vector<RelayStatus> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& client : clients_) out.push_back(client->Status());
+  }
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<RelayStatus> RelayClients::Get(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto client = FindLocked(name);
+  if (client == nullptr) return NotFound(name);
+  return client->Status();
+}
+
+absl::Status RelayClients::Delete(const std::string& name) {
+  std::shared_ptr<RelayClient> client;
+  {
+    absl::MutexLock lock(&mu_);
+    client = FindLocked(name);
+    if (client == nullptr) return NotFound(name);
+    std::erase(clients_, client);
+  }
+  client->Stop();
+  return absl::OkStatus();
+}
+
+void RelayClients::Shutdown() {
+  std::vector<std::shared_ptr<RelayClient>> clients;
+  {
+    absl::MutexLock lock(&mu_);
+    clients.swap(clients_);
+  }
+  for (auto& client : clients) client->Stop();
+}
+
+}  // namespace veil::relay

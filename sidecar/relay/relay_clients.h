@@ -1,0 +1,46 @@
+// RelayClients: the relays this sidecar keeps on hubs (one RelayClient each), by name.
+//
+// Thread-safety: all methods may be called from any thread.
+#ifndef VEIL_SIDECAR_RELAY_RELAY_CLIENTS_H_
+#define VEIL_SIDECAR_RELAY_RELAY_CLIENTS_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "sidecar/relay/relay_client.h"
+
+namespace veil::relay {
+
+class RelayClients {
+ public:
+  // `channels` must outlive this.
+  RelayClients(channel::SecureChannelManager& channels, RelayClientOptions options)
+      : channels_(channels), options_(options) {}
+  ~RelayClients() { Shutdown(); }
+
+  // Creates a relay on the hub at `hub_route` and calls `done` with its first registration's
+  // outcome. ALREADY_EXISTS (RELAY_EXISTS) when this sidecar already has a relay `name`.
+  void Create(const core::Route& hub_route, const std::string& name, const std::string& identity,
+              std::shared_ptr<const channel::TrustPolicy> hub_policy, RelayClient::Outcome done);
+  std::vector<RelayStatus> List() const;
+  // NOT_FOUND (RELAY_NOT_FOUND) when absent.
+  absl::StatusOr<RelayStatus> Get(const std::string& name) const;
+  // Unregisters from the hub and forgets it. NOT_FOUND when absent.
+  absl::Status Delete(const std::string& name);
+  void Shutdown();
+
+ private:
+  std::shared_ptr<RelayClient> FindLocked(const std::string& name) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  channel::SecureChannelManager& channels_;
+  const RelayClientOptions options_;
+  mutable absl::Mutex mu_;
+  std::vector<std::shared_ptr<RelayClient>> clients_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace veil::relay
+
+#endif  // VEIL_SIDECAR_RELAY_RELAY_CLIENTS_H_

@@ -1,0 +1,211 @@
+#include "sidecar/relay/relay_hub.h"
+
+#include "absl/strings/str_cat.h"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/random_name.h"
+#include "sidecar/common/status_macros.h"
+#include "spdlog/spdlog.h"
+
+namespace veil::relay {
+namespace {
+
+class ServiceWorker final : public core::Worker {
+ public:
+  ServiceWorker(core::Strand strand, std::shared_ptr<RelayHub> hub)
+      : Worker(std::move(strand)), hub_(std::move(hub)) {}
+  void HandleMessage(core::Message msg) override { hub_->OnRequest(std::move(msg)); }
+  void OnStop() override { hub_.reset(); }
+
+ private:
+  std::shared_ptr<RelayHub> hub_;
+};
+
+void SetError(const absl::Status& status, wire::v1::RelayResponse& response) {
+  auto* error = response.mutable_error();
+  error->set_code(static_cast<int>(status.code()));
+  error->set_reason(ReasonOf(status));
+  error->set_message(std::string(status.message()));
+}
+
+}  // namespace
+
+// The relay's worker: prepends the owner's connection to the onward route.
+class RelayHub::Forwarder final : public core::Worker {
+ public:
+  Forwarder(core::Strand strand, std::string connection)
+      : Worker(std::move(strand)), connection_(std::move(connection)) {}
+  void HandleMessage(core::Message msg) override {
+    std::string connection;
+    {
+      absl::MutexLock lock(&mu_);
+      connection = connection_;
+    }
+    msg.onward.PushFront(core::Address::Local(std::move(connection)));
+    router().Send(std::move(msg));
+  }
+  void Retarget(std::string connection) {
+    absl::MutexLock lock(&mu_);
+    connection_ = std::move(connection);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::string connection_ ABSL_GUARDED_BY(mu_);
+};
+
+RelayHub::RelayHub(core::Router& router, channel::SecureChannelManager& channels,
+                   transport::TcpTransport& tcp, RelayLimits limits, AllowList allow)
+    : router_(router),
+      channels_(channels),
+      tcp_(tcp),
+      registry_(limits, std::move(allow), [] { return RandomName("").substr(0, 16); }) {}
+
+RelayHub::~RelayHub() = default;
+
+absl::Status RelayHub::Start(const std::string& identity_name) {
+  tcp_.AddCloseObserver([weak = weak_from_this()](const std::string& connection) {
+    if (auto hub = weak.lock()) hub->OnConnectionClosed(connection);
+  });
+  RETURN_IF_ERROR(router_.StartWorker(
+      kRelayServiceAddress, std::make_shared<ServiceWorker>(router_.NewStrand(), shared_from_this())));
+  // Anyone may open a channel to the hub; what they may register is the registry's business.
+  auto listener = channels_.CreateListener(kHubListenerAddress, identity_name,
+                                           std::shared_ptr<const channel::TrustPolicy>(
+                                               channel::TrustEveryone()));
+  if (!listener.ok()) return listener.status();
+  spdlog::info("hub: relay service at /service/{}, secure channel listener at /service/{} ({})",
+               kRelayServiceAddress, kHubListenerAddress, listener->identifier);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RelayHub::OwnerConnection(const core::Message& msg) const {
+  if (msg.sender.origin != core::SenderInfo::Origin::kSecureChannel) {
+    return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                           "relay requests must come through a secure channel to the hub",
+                           "SECURE_CHANNEL_REQUIRED");
+  }
+  ASSIGN_OR_RETURN(channel::ChannelInfo info, channels_.GetChannel(msg.sender.channel));
+  auto route = core::Route::Parse(info.remote_route);
+  std::shared_ptr<core::Worker> first =
+      route.ok() && !route->empty() && route->front().is_local() ? router_.Find(route->front().value())
+                                                                 : nullptr;
+  if (first == nullptr || !first->LeavesHost()) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                           "the secure channel to the hub does not arrive over a connection",
+                           "NO_OWNER_CONNECTION");
+  }
+  return route->front().value();
+}
+
+wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
+                                         const core::Message& msg) {
+  wire::v1::RelayResponse response;
+  response.set_request_id(request.request_id());
+  auto connection = OwnerConnection(msg);
+  if (!connection.ok()) {
+    SetError(connection.status(), response);
+    return response;
+  }
+  const std::string& owner = msg.sender.identifier;
+  absl::MutexLock lock(&mu_);
+  switch (request.kind_case()) {
+    case wire::v1::RelayRequest::kRegister: {
+      auto entry = registry_.Register(owner, request.register_().name(), *connection,
+                                      RelayRegistry::Clock::now());
+      if (!entry.ok()) {
+        spdlog::warn("hub: refused relay \"{}\" for {}: {}", request.register_().name(), owner,
+                     entry.status().message());
+        SetError(entry.status(), response);
+        return response;
+      }
+      std::string address = absl::StrCat(kForwarderPrefix, entry->name);
+      auto it = forwarders_.find(entry->name);
+      if (it != forwarders_.end()) {
+        it->second->Retarget(*connection);
+      } else {
+        auto forwarder = std::make_shared<Forwarder>(router_.NewStrand(), *connection);
+        absl::Status started = router_.StartWorker(address, forwarder);
+        if (!started.ok()) {
+          (void)registry_.Unregister(owner, entry->name);
+          SetError(started, response);
+          return response;
+        }
+        forwarders_[entry->name] = std::move(forwarder);
+      }
+      spdlog::info("hub: relay {} for {} via {}", address, owner, *connection);
+      response.mutable_registered()->set_name(entry->name);
+      response.mutable_registered()->set_address(address);
+      return response;
+    }
+    case wire::v1::RelayRequest::kHeartbeat: {
+      absl::Status live = registry_.Check(owner, request.heartbeat().name());
+      if (live.ok()) {
+        response.mutable_heartbeat_ack();
+      } else {
+        SetError(live, response);
+      }
+      return response;
+    }
+    case wire::v1::RelayRequest::kUnregister: {
+      const std::string& name = request.unregister().name();
+      absl::Status removed = registry_.Unregister(owner, name);
+      if (!removed.ok()) {
+        SetError(removed, response);
+        return response;
+      }
+      auto it = forwarders_.find(name);
+      if (it != forwarders_.end()) {
+        router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get());
+        forwarders_.erase(it);
+      }
+      spdlog::info("hub: relay {}{} unregistered by {}", kForwarderPrefix, name, owner);
+      response.mutable_unregistered();
+      return response;
+    }
+    case wire::v1::RelayRequest::KIND_NOT_SET:
+      break;
+  }
+  SetError(ErrorWithReason(absl::StatusCode::kInvalidArgument, "empty relay request",
+                           reason::kInvalidRequest),
+           response);
+  return response;
+}
+
+void RelayHub::OnRequest(core::Message msg) {
+  msg.receipt.Settle(absl::OkStatus());
+  wire::v1::RelayRequest request;
+  wire::v1::RelayResponse response;
+  if (!request.ParseFromString(msg.payload)) {
+    SetError(ErrorWithReason(absl::StatusCode::kInvalidArgument, "not a RelayRequest",
+                             reason::kInvalidRequest),
+             response);
+  } else {
+    response = Handle(request, msg);
+  }
+  if (msg.return_route.empty()) return;
+  core::Message reply;
+  reply.onward = msg.return_route;
+  reply.return_route.Append(core::Address::Local(kRelayServiceAddress));
+  reply.payload = response.SerializeAsString();
+  router_.Send(std::move(reply));
+}
+
+void RelayHub::OnConnectionClosed(const std::string& connection) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& name : registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
+    auto it = forwarders_.find(name);
+    if (it == forwarders_.end()) continue;
+    router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get());
+    forwarders_.erase(it);
+    spdlog::info("hub: relay {}{} dropped: its connection {} closed", kForwarderPrefix, name,
+                 connection);
+  }
+}
+
+std::vector<RelayEntry> RelayHub::List() const {
+  absl::MutexLock lock(&mu_);
+  return registry_.List();
+}
+
+}  // namespace veil::relay

@@ -1,0 +1,65 @@
+// RelayHub: the relay service of a hub. It serves the local address "relay"; sidecars send it
+// RelayRequests through a secure channel (to the hub's listener "hub"), so each request carries
+// the authenticated identity of its sender. A registered relay is a worker
+// "forward_to_<name>" that sends every message it receives over the owner's connection, with
+// the rest of its onward route kept — the hub forwards ciphertext it cannot read.
+//
+// The owner's connection is the first hop of the secure channel's remote route; when that
+// connection closes the relay is dropped (its name stays reserved for the owner, see
+// RelayRegistry).
+//
+// Thread-safety: all public methods may be called from any thread.
+#ifndef VEIL_SIDECAR_RELAY_RELAY_HUB_H_
+#define VEIL_SIDECAR_RELAY_RELAY_HUB_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/core/router.h"
+#include "sidecar/relay/relay_registry.h"
+#include "sidecar/transport/tcp_transport.h"
+#include "veil/wire/v1/relay.pb.h"
+
+namespace veil::relay {
+
+// The hub's well-known addresses.
+inline constexpr char kHubListenerAddress[] = "hub";
+inline constexpr char kRelayServiceAddress[] = "relay";
+
+class RelayHub : public std::enable_shared_from_this<RelayHub> {
+ public:
+  // All references must outlive the hub.
+  RelayHub(core::Router& router, channel::SecureChannelManager& channels,
+           transport::TcpTransport& tcp, RelayLimits limits, AllowList allow);
+  ~RelayHub();
+
+  // Starts the relay service and the secure channel listener for `identity_name`. The hub must
+  // be owned by a shared_ptr: the service worker keeps it alive while it can receive messages.
+  absl::Status Start(const std::string& identity_name);
+  // Live relays, sorted by name.
+  std::vector<RelayEntry> List() const;
+
+  // For the service worker, on its strand.
+  void OnRequest(core::Message msg);
+
+ private:
+  class Forwarder;
+  wire::v1::RelayResponse Handle(const wire::v1::RelayRequest& request, const core::Message& msg);
+  absl::StatusOr<std::string> OwnerConnection(const core::Message& msg) const;
+  void OnConnectionClosed(const std::string& connection);
+
+  core::Router& router_;
+  channel::SecureChannelManager& channels_;
+  transport::TcpTransport& tcp_;
+  mutable absl::Mutex mu_;
+  RelayRegistry registry_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<Forwarder>> forwarders_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace veil::relay
+
+#endif  // VEIL_SIDECAR_RELAY_RELAY_HUB_H_

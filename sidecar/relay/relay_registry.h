@@ -1,0 +1,97 @@
+// RelayRegistry: the hub's book of relays — which name belongs to which identity and goes to
+// which connection — as a pure class (no I/O; the clock is passed in).
+//
+// Rules:
+//  - a name is registered by an authenticated identity; only that identity may re-register it
+//    (e.g. after reconnecting: the relay then follows the new connection); anyone else gets
+//    PERMISSION_DENIED (RELAY_NAME_TAKEN);
+//  - when a connection closes its relays are dropped, but each name stays reserved for its
+//    owner for `reservation` so that nobody can squat it while the owner reconnects;
+//  - an optional allow-list limits who may register, and which names;
+//  - limits on relays per connection, per identity and in all give RESOURCE_EXHAUSTED.
+//
+// Thread-safety: not synchronised; the hub's relay service serialises calls.
+#ifndef VEIL_SIDECAR_RELAY_RELAY_REGISTRY_H_
+#define VEIL_SIDECAR_RELAY_RELAY_REGISTRY_H_
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+
+namespace veil::relay {
+
+inline constexpr char kForwarderPrefix[] = "forward_to_";
+inline constexpr size_t kMaxRelayNameLength = 64;
+
+// INVALID_ARGUMENT (INVALID_RELAY_NAME) unless 1 to 64 of [A-Za-z0-9._-].
+absl::Status ValidateRelayName(absl::string_view name);
+
+// Who may register relays: empty allows everyone; otherwise an identifier may register the
+// names listed for it ("*": any name).
+class AllowList {
+ public:
+  // Entries "IDENTIFIER" (any name) or "IDENTIFIER:NAME". INVALID_ARGUMENT for a bad entry.
+  absl::Status Add(absl::string_view entry);
+  bool empty() const { return entries_.empty(); }
+  bool Allows(const std::string& identifier, const std::string& name) const;
+
+ private:
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> entries_;  // "*" = any
+};
+
+struct RelayLimits {
+  size_t per_connection = 16;
+  size_t per_identity = 16;
+  size_t total = 100000;
+  std::chrono::seconds reservation{300};
+};
+
+struct RelayEntry {
+  std::string name;
+  std::string owner;       // authenticated identifier
+  std::string connection;  // local address of the owner's connection ("" while reserved)
+  std::chrono::steady_clock::time_point reserved_until{};  // when dropped
+};
+
+class RelayRegistry {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using NameGenerator = std::function<std::string()>;
+
+  RelayRegistry(RelayLimits limits, AllowList allow, NameGenerator random_name)
+      : limits_(limits), allow_(std::move(allow)), random_name_(std::move(random_name)) {}
+
+  // Registers `name` (or a random one when empty) for `owner` on `connection`. Returns the
+  // entry. A re-registration by the owner moves it to `connection`.
+  absl::StatusOr<RelayEntry> Register(const std::string& owner, const std::string& name,
+                                      const std::string& connection, Clock::time_point now);
+  // OK when `name` is live and owned by `owner` (NOT_FOUND / PERMISSION_DENIED otherwise).
+  absl::Status Check(const std::string& owner, const std::string& name) const;
+  // Removes a relay and its reservation. NOT_FOUND / PERMISSION_DENIED.
+  absl::Status Unregister(const std::string& owner, const std::string& name);
+  // Drops every relay of `connection` (their names stay reserved); returns their names.
+  std::vector<std::string> DropConnection(const std::string& connection, Clock::time_point now);
+  // The live relay called `name`.
+  std::optional<RelayEntry> Find(const std::string& name) const;
+  // Live relays, sorted by name.
+  std::vector<RelayEntry> List() const;
+
+ private:
+  void Expire(Clock::time_point now);
+  size_t Count(std::string RelayEntry::*field, const std::string& value) const;
+
+  RelayLimits limits_;
+  AllowList allow_;
+  NameGenerator random_name_;
+  absl::flat_hash_map<std::string, RelayEntry> relays_;  // live and reserved, by name
+};
+
+}  // namespace veil::relay
+
+#endif  // VEIL_SIDECAR_RELAY_RELAY_REGISTRY_H_
