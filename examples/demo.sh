@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# make demo: two veil sidecars on this machine. Bob's app creates a secure channel listener and
-# serves "echoer"; Alice's app opens a mutually authenticated, end-to-end encrypted secure
-# channel to Bob's listener over TCP and sends lines through it; each comes back echoed.
-#
-# Neither sidecar runs with --insecure-plaintext: only ciphertext crosses the TCP connection.
-# (The hub, for a Bob with no open port, is the next milestone.)
+# make demo: the seed scenario on this machine. A hub; Bob's sidecar, which has no open port,
+# registers a relay on the hub, creates a secure channel listener and serves "echoer"; Alice's
+# sidecar opens a mutually authenticated, end-to-end encrypted secure channel to Bob's listener
+# through the hub and sends lines through it; each comes back echoed. The hub forwards only
+# ciphertext. No sidecar runs with --insecure-plaintext.
 set -euo pipefail
 build="${1:-build}"
 veild="$build/sidecar/daemon/veild"
@@ -22,24 +21,26 @@ wait_for_log() {  # wait_for_log FILE TEXT: until a daemon or app logs TEXT
   echo "demo: timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
-echo "== veil demo: Alice and Bob, end-to-end encrypted"
-"$veild" --state-dir "$work/bob" --tcp-listen 127.0.0.1:0 2>"$work/bob.log" &
+echo "== veil demo: Alice and Bob through a hub, end-to-end encrypted"
+"$veild" --state-dir "$work/hub" --hub --tcp-listen 127.0.0.1:0 2>"$work/hub.log" &
+pids+=($!)
+"$veild" --state-dir "$work/bob" 2>"$work/bob.log" &
 pids+=($!)
 "$veild" --state-dir "$work/alice" 2>"$work/alice.log" &
 pids+=($!)
-wait_for_log "$work/bob.log" " ready: "
-wait_for_log "$work/alice.log" " ready: "
-bob_tcp="$(sed -n 's/.* ready: .* tcp=\[\([^],]*\).*/\1/p' "$work/bob.log")"
-echo "[✓] Bob's sidecar is up; other nodes reach it at /tcp/$bob_tcp"
-echo "[✓] Alice's sidecar is up"
+for node in hub bob alice; do wait_for_log "$work/$node.log" " ready: "; done
+hub_tcp="$(sed -n 's/.* ready: .* tcp=\[\([^],]*\).*/\1/p' "$work/hub.log")"
+echo "[✓] The hub is up at /tcp/$hub_tcp; Bob's and Alice's sidecars are up (Bob has no open port)"
 
-"$build/examples/bob" "unix:$work/bob/api.sock" >"$work/bob-app.log" 2>&1 &
+"$build/examples/bob" "unix:$work/bob/api.sock" "/tcp/$hub_tcp" >"$work/bob-app.log" 2>&1 &
 pids+=($!)
 wait_for_log "$work/bob-app.log" "Echoer serving"
 cat "$work/bob-app.log"
+forwarding="$(sed -n '/Forwarding address for Bob is:/{n;p}' "$work/bob-app.log")"
 
-printf 'Hello Ockam!\nHow are you, Bob?\nBye.\n' |
-  "$build/examples/alice" "unix:$work/alice/api.sock" "/tcp/$bob_tcp/service/listener"
+route="/tcp/$hub_tcp/service/$forwarding/service/listener"
+echo "[✓] Alice connects to Bob's listener at $route"
+printf 'Hello Ockam!\nHow are you, Bob?\nBye.\n' | "$build/examples/alice" "unix:$work/alice/api.sock" "$route"
 echo "-- what Bob's echoer saw:"
 grep 'Received' "$work/bob-app.log"
 echo "== demo done"

@@ -1,8 +1,9 @@
-// Bob: creates a secure channel listener on his sidecar and serves "echoer", which prints each
+// Bob: creates a secure channel listener on his sidecar, optionally a relay on a hub (for a
+// sidecar with no open port, as in the seed scenario), and serves "echoer", which prints each
 // message with the authenticated identity that sent it and echoes it back along its return
 // route — through the secure channel it came from.
 //
-//   bob unix:/path/to/bob/api.sock
+//   bob unix:/path/to/bob/api.sock [HUB_ROUTE]     e.g. HUB_ROUTE = /tcp/127.0.0.1:4000
 #include <malloc.h>
 
 #include <iostream>
@@ -10,11 +11,12 @@
 
 #include "grpcpp/grpcpp.h"
 #include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: bob API_TARGET   e.g. bob unix:/tmp/bob/api.sock\n";
+    std::cerr << "usage: bob API_TARGET [HUB_ROUTE]   e.g. bob unix:/tmp/bob/api.sock /tcp/hub:4000\n";
     return 2;
   }
   mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);  // keep gRPC's receive buffers warm
@@ -34,6 +36,22 @@ int main(int argc, char** argv) {
   }
   std::cout << "[✓] Secure channel listener at /service/" << listener.address() << " as "
             << listener.identifier() << std::endl;
+
+  // A relay on the hub: others reach this sidecar through it, with no open port here.
+  if (argc > 2) {
+    auto relays = veil::v1::RelayService::NewStub(channel);
+    veil::v1::CreateRelayRequest create;
+    create.set_hub_route(argv[2]);  // no name: the hub picks one, as in the seed
+    veil::v1::Relay relay;
+    grpc::ClientContext relay_context;
+    status = relays->CreateRelay(&relay_context, create, &relay);
+    if (!status.ok()) {
+      std::cerr << "bob: cannot create a relay on " << argv[2] << ": " << status.error_message() << "\n";
+      return 1;
+    }
+    std::cout << "[✓] Relay was created on the hub at " << argv[2] << "\n"
+              << "Forwarding address for Bob is:\n" << relay.address() << std::endl;
+  }
 
   // The echoer: one Serve stream, no server and no inbound port.
   auto messaging = veil::v1::MessagingService::NewStub(channel);

@@ -76,6 +76,7 @@ absl::Status RunDaemon(const Options& options) {
   core::Router router(io);
   transport::TcpOptions tcp_options;
   tcp_options.max_frame_bytes = options.max_frame_bytes;
+  tcp_options.max_write_queue_bytes = options.max_connection_queue_bytes;
   transport::TcpTransport tcp(router, tcp_options);
   absl::Notification stop;
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -106,6 +107,7 @@ absl::Status RunDaemon(const Options& options) {
     limits.per_connection = options.relay_max_per_connection;
     limits.per_identity = options.relay_max_per_identity;
     limits.reservation = std::chrono::seconds(options.relay_reservation_seconds);
+    limits.queued_bytes_per_relay = options.relay_max_queued_bytes;
     hub = std::make_shared<relay::RelayHub>(router, channels, tcp, limits, std::move(allow));
     absl::Status started = hub->Start("default");
     if (!started.ok()) return started;

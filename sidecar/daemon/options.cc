@@ -78,6 +78,16 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "Hub: seconds a dropped relay's name stays reserved for its owner")
       ->check(CLI::Range(0, 86400))
       ->capture_default_str();
+  app.add_option("--relay-max-queued-bytes", o.relay_max_queued_bytes,
+                 "Hub: bytes one relay may have waiting for its owner's connection; more are "
+                 "refused to their senders")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 34))
+      ->capture_default_str();
+  app.add_option("--max-connection-queue-bytes", o.max_connection_queue_bytes,
+                 "Bytes waiting to be written on one transport connection before new messages "
+                 "for it are refused to their senders")
+      ->check(CLI::Range(size_t{65536}, size_t{1} << 36))
+      ->capture_default_str();
   app.add_option("--relay-heartbeat", o.relay_heartbeat_seconds,
                  "Seconds between a relay session's heartbeats to its hub; a hub silent for as "
                  "long is taken for dead and the relay registers again")

@@ -30,6 +30,8 @@ struct Options {
   size_t relay_max_per_identity = 16;
   int relay_reservation_seconds = 300;
   double relay_heartbeat_seconds = 5;    // client side
+  size_t relay_max_queued_bytes = 16 * 1024 * 1024;
+  size_t max_connection_queue_bytes = 64 * 1024 * 1024;
 };
 
 // What ParseOptions asks main to do instead of running: print `text` and exit with `code`.

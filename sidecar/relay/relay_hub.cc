@@ -1,5 +1,7 @@
 #include "sidecar/relay/relay_hub.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
@@ -30,17 +32,44 @@ void SetError(const absl::Status& status, wire::v1::RelayResponse& response) {
 
 }  // namespace
 
+// Counts a relay's bytes from the moment it forwards a message until the connection has
+// written it (or failed), then passes the outcome on to the original sender.
+class QueuedBytes final : public core::SendTracker {
+ public:
+  QueuedBytes(std::shared_ptr<std::atomic<size_t>> queued, size_t bytes, core::Receipt original)
+      : queued_(std::move(queued)), bytes_(bytes), original_(std::move(original)) {}
+  void Complete(uint32_t, absl::Status status) override {
+    queued_->fetch_sub(bytes_, std::memory_order_relaxed);
+    original_.Settle(std::move(status));
+  }
+
+ private:
+  std::shared_ptr<std::atomic<size_t>> queued_;
+  size_t bytes_;
+  core::Receipt original_;
+};
+
 // The relay's worker: prepends the owner's connection to the onward route.
 class RelayHub::Forwarder final : public core::Worker {
  public:
-  Forwarder(core::Strand strand, std::string connection)
-      : Worker(std::move(strand)), connection_(std::move(connection)) {}
+  Forwarder(core::Strand strand, std::string connection, size_t max_queued)
+      : Worker(std::move(strand)), connection_(std::move(connection)), max_queued_(max_queued) {}
   void HandleMessage(core::Message msg) override {
+    size_t bytes = msg.payload.size();
+    if (queued_->load(std::memory_order_relaxed) + bytes > max_queued_) {
+      msg.receipt.Settle(ErrorWithReason(
+          absl::StatusCode::kResourceExhausted,
+          absl::StrCat("relay ", address(), " has ", max_queued_, " bytes queued: its owner is not keeping up"),
+          reason::kQueueFull));
+      return;
+    }
     std::string connection;
     {
       absl::MutexLock lock(&mu_);
       connection = connection_;
     }
+    queued_->fetch_add(bytes, std::memory_order_relaxed);
+    msg.receipt = core::Receipt(std::make_shared<QueuedBytes>(queued_, bytes, std::move(msg.receipt)), 0);
     msg.onward.PushFront(core::Address::Local(std::move(connection)));
     router().Send(std::move(msg));
   }
@@ -52,11 +81,14 @@ class RelayHub::Forwarder final : public core::Worker {
  private:
   absl::Mutex mu_;
   std::string connection_ ABSL_GUARDED_BY(mu_);
+  const size_t max_queued_;
+  const std::shared_ptr<std::atomic<size_t>> queued_ = std::make_shared<std::atomic<size_t>>(0);
 };
 
 RelayHub::RelayHub(core::Router& router, channel::SecureChannelManager& channels,
                    transport::TcpTransport& tcp, RelayLimits limits, AllowList allow)
     : router_(router),
+      queued_bytes_per_relay_(limits.queued_bytes_per_relay),
       channels_(channels),
       tcp_(tcp),
       registry_(limits, std::move(allow), [] { return RandomName("").substr(0, 16); }) {}
@@ -124,7 +156,8 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
       if (it != forwarders_.end()) {
         it->second->Retarget(*connection);
       } else {
-        auto forwarder = std::make_shared<Forwarder>(router_.NewStrand(), *connection);
+        auto forwarder =
+            std::make_shared<Forwarder>(router_.NewStrand(), *connection, queued_bytes_per_relay_);
         absl::Status started = router_.StartWorker(address, forwarder);
         if (!started.ok()) {
           (void)registry_.Unregister(owner, entry->name);

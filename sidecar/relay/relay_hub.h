@@ -53,6 +53,7 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   void OnConnectionClosed(const std::string& connection);
 
   core::Router& router_;
+  const size_t queued_bytes_per_relay_;
   channel::SecureChannelManager& channels_;
   transport::TcpTransport& tcp_;
   mutable absl::Mutex mu_;

@@ -49,6 +49,9 @@ struct RelayLimits {
   size_t per_connection = 16;
   size_t per_identity = 16;
   size_t total = 100000;
+  // Bytes a relay may have waiting to be written to its owner's connection; beyond it messages
+  // are refused to their senders (RESOURCE_EXHAUSTED, QUEUE_FULL).
+  size_t queued_bytes_per_relay = 16 * 1024 * 1024;
   std::chrono::seconds reservation{300};
 };
 
