@@ -194,6 +194,37 @@ TEST(TcpTransportTest, GarbageFromPeerClosesConnectionWithoutCrash) {
   EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
 }
 
+TEST(TcpTransportTest, PeerThatDoesNotReadFillsTheQueueThenSendersAreRefused) {
+  // A peer that accepts and never reads: kernel buffers fill, then our write queue, then
+  // senders hear QUEUE_FULL — memory stays bounded.
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  asio::ip::tcp::socket stuck(io);
+  std::thread accept([&] { acceptor.accept(stuck); });
+  TcpOptions small;
+  small.max_write_queue_bytes = 1 << 20;
+  Node a(small);
+  std::string route = "/tcp/127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/service/x";
+  auto outcomes = std::make_shared<Outcomes>();
+  constexpr int kMessages = 200;  // 200 MiB: far beyond kernel buffers and the queue
+  for (int i = 0; i < kMessages; ++i) {
+    Message m = Make(route, std::string(1 << 20, 'x'));
+    m.receipt = core::Receipt(outcomes, i);
+    a.router.Send(std::move(m));
+  }
+  accept.join();
+  auto results = outcomes->Wait(kMessages - 20);  // the last few may stay queued: never mind
+  int refused = 0;
+  for (const auto& [index, status] : results) {
+    if (!status.ok()) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+      EXPECT_EQ(ReasonOf(status), "QUEUE_FULL");
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, kMessages / 2);
+}
+
 TEST(TcpTransportTest, ListenRefusesBadAddress) {
   Node a;
   EXPECT_EQ(a.transport.Listen("nonsense").status().code(), absl::StatusCode::kInvalidArgument);
