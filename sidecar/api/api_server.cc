@@ -122,10 +122,28 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   server->identity_ = std::make_unique<IdentityService>(identities);
   server->channels_ = std::make_unique<SecureChannelService>(channels, identities);
   server->relays_ = std::make_unique<RelayService>(relays, hub, identities);
-  server->health_ = std::make_unique<HealthService>(std::vector<std::string>{
+  const std::vector<std::string> services = {
       v1::MessagingService::service_full_name(), v1::NodeService::service_full_name(),
       v1::IdentityService::service_full_name(), v1::SecureChannelService::service_full_name(),
-      v1::RelayService::service_full_name()});
+      v1::RelayService::service_full_name()};
+  server->health_ = std::make_unique<HealthService>(services);
+  if (!server->settings_.health_listen.empty()) {
+    auto hp = core::ParseHostPort(server->settings_.health_listen, /*allow_port_zero=*/true);
+    if (!hp.ok()) return hp.status();
+    server->probe_health_ = std::make_unique<HealthService>(services);
+    grpc::ServerBuilder probe;
+    int port = 0;
+    probe.AddListeningPort(server->settings_.health_listen, grpc::InsecureServerCredentials(), &port);
+    probe.RegisterService(server->probe_health_.get());
+    server->probe_server_ = probe.BuildAndStart();
+    if (server->probe_server_ == nullptr || port == 0) {
+      return ErrorWithReason(absl::StatusCode::kUnavailable,
+                             absl::StrCat("cannot serve health on ", server->settings_.health_listen),
+                             "LISTEN_FAILED");
+    }
+    server->settings_.health_listen = core::FormatHostPort(hp->host, static_cast<uint16_t>(port));
+    spdlog::info("health listening on {}", server->settings_.health_listen);
+  }
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -159,17 +177,25 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
 
 void ApiServer::Drain(std::chrono::milliseconds grace) {
   health_->SetServing(false);
+  if (probe_health_) probe_health_->SetServing(false);
   messaging_->Drain();
   health_->EndWatches();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+  // Probes see NOT_SERVING for the whole grace period; the health listener goes last.
+  if (probe_server_) {
+    probe_health_->EndWatches();
+    probe_server_->Shutdown(std::chrono::system_clock::now());
+    probe_server_->Wait();
+  }
 }
 
 ApiServer::~ApiServer() {
-  if (server_ != nullptr) {
-    server_->Shutdown(std::chrono::system_clock::now());
-    server_->Wait();
+  for (auto* s : {server_.get(), probe_server_.get()}) {
+    if (s == nullptr) continue;
+    s->Shutdown(std::chrono::system_clock::now());
+    s->Wait();
   }
 }
 

@@ -53,7 +53,10 @@ class ApiServer {
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".
   const std::string& endpoint() const { return settings_.endpoint; }
 
-  // Graceful stop: health goes NOT_SERVING, Serve streams end with UNAVAILABLE
+  // The bound health-only listener ("host:port"), or "" when there is none.
+  const std::string& health_endpoint() const { return settings_.health_listen; }
+
+  // Graceful stop: health goes NOT_SERVING (on the API and the health listener), Serve streams end with UNAVAILABLE
   // (NODE_SHUTTING_DOWN), in-flight calls get up to `grace` to finish, then the server stops.
   void Drain(std::chrono::milliseconds grace);
 
@@ -69,6 +72,9 @@ class ApiServer {
   std::unique_ptr<RelayService> relays_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
+  // The health-only listener: its own service instance, kept in step with health_.
+  std::unique_ptr<HealthService> probe_health_;
+  std::unique_ptr<grpc::Server> probe_server_;
 };
 
 }  // namespace veil::api

@@ -11,6 +11,8 @@ namespace veil::api {
 struct ApiSettings {
   // Where the API listens ("unix:/path" or "host:port"), as reported by GetNode.
   std::string endpoint;
+  // This node runs the relay service.
+  bool hub = false;
   // Allow app payloads to leave the host outside a secure channel (--insecure-plaintext).
   bool insecure_plaintext = false;
   // The transports' maximum frame size, reported by GetNode.
@@ -24,6 +26,9 @@ struct ApiSettings {
   size_t max_queued_bytes = 64 * 1024 * 1024;
   // The most messages in one Send or SendBatch.
   size_t max_batch_messages = 65536;
+  // Where the health-only listener binds ("host:port", may be a pod IP; empty: none). It serves
+  // grpc.health.v1 alone, for probes; set by Start to the bound address.
+  std::string health_listen;
   // The largest API request accepted, in bytes.
   size_t max_request_bytes = 64 * 1024 * 1024;
 };

@@ -117,6 +117,8 @@ absl::Status RunDaemon(const Options& options) {
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.max_frame_bytes = options.max_frame_bytes;
+  settings.health_listen = options.health_listen;
+  settings.hub = options.hub;
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
                                    relays, hub.get());
   if (!api.ok()) return api.status();
@@ -126,8 +128,10 @@ absl::Status RunDaemon(const Options& options) {
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
   }
-  spdlog::info("veild {} ready: api={} tcp=[{}] state-dir={}", kVeilVersion, (*api)->endpoint(),
-               absl::StrJoin(tcp.ListenAddresses(), ","), (*state_dir)->path());
+  spdlog::info("veild {} ready: api={} tcp=[{}] health={} state-dir={}", kVeilVersion,
+               (*api)->endpoint(), absl::StrJoin(tcp.ListenAddresses(), ","),
+               (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(),
+               (*state_dir)->path());
 
   stop.WaitForNotification();
   (*api)->Drain(options.shutdown_grace);

@@ -27,6 +27,9 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_flag("--api-allow-public", o.api_allow_public,
                "Allow --api on a non-loopback address. Anyone who reaches it can use this "
                "node: do not, unless something else guards it");
+  app.add_option("--health-listen", o.health_listen,
+                 "Serve grpc.health.v1 alone on HOST:PORT (for Kubernetes probes; may be the pod "
+                 "IP). It answers NOT_SERVING from the start of a drain until veild exits");
   app.add_option("--tcp-listen", o.tcp_listen,
                  "Accept connections from other nodes on HOST:PORT (repeatable; port 0 picks a "
                  "free port, see GetNode)");

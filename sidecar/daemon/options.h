@@ -15,6 +15,7 @@ struct Options {
   std::string state_dir;   // where state lives; created 0700
   std::string api;         // "unix:PATH" or "HOST:PORT"
   bool api_allow_public = false;
+  std::string health_listen;  // "HOST:PORT" for the health-only listener
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
   bool insecure_plaintext = false;
   size_t max_frame_bytes = 0;

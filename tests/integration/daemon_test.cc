@@ -1,6 +1,10 @@
 // veild start-up: flags, endpoints and refusals, with real processes.
 #include <signal.h>
 
+#include <future>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
 #include "tests/support/veild_process.h"
@@ -15,6 +19,49 @@ TEST(DaemonTest, ApiOnLoopbackTcpPortZero) {
   EXPECT_NE(node.api_target(), "127.0.0.1:0");  // the bound port is reported
   v1::Node info = GetNode(Connect(node.api_target()));
   EXPECT_EQ(info.api_endpoint(), node.api_target());
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus Probe(const std::string& target,
+                                                           grpc::Status* status = nullptr) {
+  auto stub = grpc::health::v1::Health::NewStub(Connect(target));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status s = stub->Check(&context, {}, &response);
+  if (status) *status = s;
+  return response.status();
+}
+
+TEST(DaemonTest, HealthOnlyListenerForProbes) {
+  VeildProcess node({"--health-listen", "127.0.0.1:0", "--shutdown-grace", "20"});
+  ASSERT_TRUE(node.Start()) << node.log();
+  v1::Node info = GetNode(Connect(node.api_target()));
+  std::string health = info.health_endpoint();
+  ASSERT_EQ(health.rfind("127.0.0.1:", 0), 0u) << health;
+  EXPECT_EQ(Probe(health), grpc::health::v1::HealthCheckResponse::SERVING);
+  // Only health there: the API is not reachable through the probe port.
+  auto stub = v1::NodeService::NewStub(Connect(health));
+  grpc::ClientContext context;
+  v1::Node ignored;
+  EXPECT_EQ(stub->GetNode(&context, {}, &ignored).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // During a drain (a Request still in flight holds it open) probes see NOT_SERVING.
+  ServeClient silent(Connect(node.api_target()), "silent");
+  ASSERT_TRUE(silent.Read()->has_opened());
+  auto pending = std::async(std::launch::async, [&] {
+    v1::RequestResponse reply;
+    return Request(Connect(node.api_target()), "/service/silent", "x", &reply, std::chrono::seconds(3));
+  });
+  auto arrived = silent.Read();  // the request is in flight once its message is delivered
+  ASSERT_TRUE(arrived.has_value() && arrived->has_deliveries());
+  node.Signal(SIGTERM);
+  bool not_serving = false;
+  for (int i = 0; i < 200 && !not_serving; ++i) {
+    not_serving = Probe(health) == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    if (!not_serving) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(not_serving);
+  pending.get();
+  EXPECT_EQ(node.Wait(), 0) << node.log();
 }
 
 TEST(DaemonTest, RefusesPublicApiAddressUnlessAllowed) {
@@ -54,7 +101,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--tcp-listen", "nonsense"}, 1, "\"nonsense\" is not host:port"},
         BadStart{{"--tcp-listen", "127.0.0.1:99999"}, 1, "is not a port"},
         BadStart{{"--api", "unix:"}, 1, "needs a socket path"},
-        BadStart{{"--api", "ftp://x"}, 1, "neither unix:PATH nor HOST:PORT"}));
+        BadStart{{"--api", "ftp://x"}, 1, "neither unix:PATH nor HOST:PORT"},
+        BadStart{{"--health-listen", "nonsense"}, 1, "is not host:port"},
+        BadStart{{"--relay-allow", "I0123456789abcdef0123456789abcdef"}, 1, "needs --hub"}));
 
 TEST(DaemonTest, TcpListenAddressInUseIsAClearError) {
   VeildProcess first({"--tcp-listen", "127.0.0.1:0"});
