@@ -12,7 +12,7 @@ CTEST_ARGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config \
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
   libsodium-dev libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libasio-dev \
-  libcli11-dev libyaml-cpp-dev
+  libcli11-dev libyaml-cpp-dev prometheus-cpp-dev
 
 DEPS_STAMP := $(BUILD_DIR)/.deps-installed
 CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt

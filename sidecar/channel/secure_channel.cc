@@ -173,6 +173,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   PublishCounters();
   if (step.established) {
     timer_.cancel();
+    manager_.stats().RecordHandshake(true, std::chrono::steady_clock::now() - started_);
     spdlog::info("secure channel {} established with {} ({})", encryptor_address_,
                  session_.remote_identifier(), initiator_ ? "initiator" : "responder");
     Publish();
@@ -218,10 +219,16 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   }
   closed_ = true;
   timer_.cancel();
+  ChannelStats& stats = manager_.stats();
+  stats.closed_sent.fetch_add(session_.messages_sent(), std::memory_order_relaxed);
+  stats.closed_received.fetch_add(session_.messages_received(), std::memory_order_relaxed);
+  stats.closed_decrypt_failures.fetch_add(session_.decrypt_failures(), std::memory_order_relaxed);
+  stats.closed_replays.fetch_add(session_.replays(), std::memory_order_relaxed);
   if (was_established) {
     spdlog::info("secure channel {} with {} closed: {}", encryptor_address_,
                  session_.remote_identifier(), why.message());
   } else {
+    stats.RecordHandshake(false, {});
     spdlog::warn("secure channel {} handshake failed ({}): {}", encryptor_address_,
                  initiator_ ? "initiator" : "responder", why.message());
   }

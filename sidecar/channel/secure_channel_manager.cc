@@ -46,6 +46,18 @@ class ListenerWorker final : public core::Worker {
 
 }  // namespace
 
+void ChannelStats::RecordHandshake(bool ok, std::chrono::steady_clock::duration latency) {
+  (ok ? handshakes_completed : handshakes_failed).fetch_add(1, std::memory_order_relaxed);
+  if (!ok) return;
+  double seconds = std::chrono::duration<double>(latency).count();
+  size_t bucket = 0;
+  while (bucket < kLatencyBuckets.size() && seconds > kLatencyBuckets[bucket]) ++bucket;
+  latency_counts[bucket].fetch_add(1, std::memory_order_relaxed);
+  latency_sum_micros.fetch_add(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(latency).count()),
+      std::memory_order_relaxed);
+}
+
 SecureChannelManager::SecureChannelManager(core::Router& router,
                                            identity::IdentityStore& identities,
                                            ChannelOptions options)

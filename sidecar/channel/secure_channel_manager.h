@@ -19,6 +19,8 @@
 #ifndef VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_MANAGER_H_
 #define VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_MANAGER_H_
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -69,6 +71,19 @@ struct ChannelInfo {
 
 class SecureChannel;
 
+// Counters since start, for metrics. Per-channel counters of closed channels are folded into
+// the closed_* totals so that sums over time stay monotonic.
+struct ChannelStats {
+  static constexpr std::array<double, 12> kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                             0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
+  std::atomic<uint64_t> handshakes_completed{0}, handshakes_failed{0};
+  std::array<std::atomic<uint64_t>, kLatencyBuckets.size() + 1> latency_counts{};  // last: +Inf
+  std::atomic<uint64_t> latency_sum_micros{0};
+  std::atomic<uint64_t> closed_sent{0}, closed_received{0}, closed_decrypt_failures{0},
+      closed_replays{0};
+  void RecordHandshake(bool ok, std::chrono::steady_clock::duration latency);
+};
+
 class SecureChannelManager {
  public:
   using CreateCallback = std::function<void(absl::StatusOr<ChannelInfo>)>;
@@ -105,6 +120,8 @@ class SecureChannelManager {
   // Closes every channel and listener (telling far ends) and refuses new ones.
   void Shutdown();
 
+  ChannelStats& stats() { return stats_; }
+
   // For channels and listeners.
   core::Router& router() { return router_; }
   const ChannelOptions& options() const { return options_; }
@@ -121,6 +138,7 @@ class SecureChannelManager {
   core::Router& router_;
   identity::IdentityStore& identities_;
   const ChannelOptions options_;
+  ChannelStats stats_;
   mutable absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);

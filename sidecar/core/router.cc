@@ -67,7 +67,9 @@ void Router::StopAll() {
 }
 
 void Router::Send(Message msg) {
+  routed_.fetch_add(1, std::memory_order_relaxed);
   if (msg.onward.empty()) {
+    unroutable_.fetch_add(1, std::memory_order_relaxed);
     msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kInvalidArgument,
                                        "message has an empty onward route", reason::kInvalidRoute));
     return;
@@ -76,6 +78,7 @@ void Router::Send(Message msg) {
   if (next.type() != AddressType::kLocal) {
     Transport* transport = tcp_transport_.load(std::memory_order_acquire);
     if (next.type() != AddressType::kTcp || transport == nullptr) {
+      unroutable_.fetch_add(1, std::memory_order_relaxed);
       msg.receipt.Settle(ErrorWithReason(
           absl::StatusCode::kUnavailable,
           absl::StrCat("no transport on this node for ", next.ToString()), reason::kRouteNotFound));
@@ -86,6 +89,7 @@ void Router::Send(Message msg) {
   }
   std::shared_ptr<Worker> worker = Find(next.value());
   if (worker == nullptr) {
+    unroutable_.fetch_add(1, std::memory_order_relaxed);
     msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
                                        absl::StrCat("no worker at ", next.ToString()),
                                        reason::kRouteNotFound));

@@ -76,6 +76,15 @@ class Router {
   // Local addresses in use, sorted.
   std::vector<std::string> WorkerNames() const;
 
+  // Counters since start, for metrics.
+  struct Stats {
+    uint64_t routed = 0;     // messages given to Send
+    uint64_t unroutable = 0;  // refused at once: unknown local address, no transport
+  };
+  Stats stats() const {
+    return {routed_.load(std::memory_order_relaxed), unroutable_.load(std::memory_order_relaxed)};
+  }
+
  private:
   asio::io_context& io_;
   mutable absl::Mutex mu_;
@@ -83,6 +92,7 @@ class Router {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<Transport*> tcp_transport_{nullptr};
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> routed_{0}, unroutable_{0};
 };
 
 }  // namespace veil::core

@@ -16,6 +16,7 @@
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
+#include "sidecar/daemon/metrics.h"
 #include "sidecar/daemon/state_dir.h"
 #include "sidecar/daemon/vault_key.h"
 #include "sidecar/identity/identity_store.h"
@@ -122,15 +123,24 @@ absl::Status RunDaemon(const Options& options) {
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
                                    relays, hub.get());
   if (!api.ok()) return api.status();
+  std::string metrics_bound = "-";
+  auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get());
+  std::unique_ptr<prometheus::Exposer> metrics;
+  if (!options.metrics_listen.empty()) {
+    auto served = ServeMetrics(options.metrics_listen, collector, &metrics_bound);
+    if (!served.ok()) return served.status();
+    metrics = *std::move(served);
+    spdlog::info("metrics at http://{}/metrics", metrics_bound);
+  }
   // Started last, so that on every way out of this function the threads are joined before
   // anything they could touch is destroyed.
   IoThreads io_threads(io, threads);
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
   }
-  spdlog::info("veild {} ready: api={} tcp=[{}] health={} state-dir={}", kVeilVersion,
+  spdlog::info("veild {} ready: api={} tcp=[{}] health={} metrics={} state-dir={}", kVeilVersion,
                (*api)->endpoint(), absl::StrJoin(tcp.ListenAddresses(), ","),
-               (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(),
+               (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
                (*state_dir)->path());
 
   stop.WaitForNotification();

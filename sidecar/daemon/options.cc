@@ -30,6 +30,9 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_option("--health-listen", o.health_listen,
                  "Serve grpc.health.v1 alone on HOST:PORT (for Kubernetes probes; may be the pod "
                  "IP). It answers NOT_SERVING from the start of a drain until veild exits");
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "Serve Prometheus metrics at http://HOST:PORT/metrics (channels, relays, messages, "
+                 "bytes, decrypt failures, handshake latency); port 0 picks a free port");
   app.add_option("--tcp-listen", o.tcp_listen,
                  "Accept connections from other nodes on HOST:PORT (repeatable; port 0 picks a "
                  "free port, see GetNode)");

@@ -16,6 +16,7 @@ struct Options {
   std::string api;         // "unix:PATH" or "HOST:PORT"
   bool api_allow_public = false;
   std::string health_listen;  // "HOST:PORT" for the health-only listener
+  std::string metrics_listen;  // "HOST:PORT" for Prometheus /metrics
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
   bool insecure_plaintext = false;
   size_t max_frame_bytes = 0;

@@ -120,6 +120,7 @@ void TcpConnection::Connect() {
 void TcpConnection::OnConnected() {
   if (state_ == State::kClosed) return;
   state_ = State::kOpen;
+  transport_.stats().connections_opened.fetch_add(1, std::memory_order_relaxed);
   connect_timer_.cancel();
   TuneSocket(socket_);
   spdlog::debug("tcp connection {} {} {}", address(), outgoing_ ? "to" : "from", peer_);
@@ -146,6 +147,7 @@ void TcpConnection::HandleMessage(core::Message msg) {
     msg.receipt.Settle(std::move(framed));
     return;
   }
+  transport_.stats().frames_sent.fetch_add(1, std::memory_order_relaxed);
   if (msg.receipt.pending()) pending_receipts_.push_back(std::move(msg.receipt));
   if (state_ == State::kOpen && !write_in_flight_) Flush();
 }
@@ -157,8 +159,9 @@ void TcpConnection::Flush() {
   write_in_flight_ = true;
   asio::async_write(
       socket_, asio::buffer(writing_),
-      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t) {
+      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t n) {
         self->write_in_flight_ = false;
+        self->transport_.stats().bytes_sent.fetch_add(n, std::memory_order_relaxed);
         if (ec) {
           self->CloseNow(Lost(self->peer_, ec.message()));
           return;
@@ -186,6 +189,7 @@ void TcpConnection::ReadMore() {
 }
 
 void TcpConnection::OnRead(size_t n) {
+  transport_.stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
   decoder_.Commit(n);
   for (;;) {
     auto frame = decoder_.Next();
@@ -203,6 +207,7 @@ void TcpConnection::OnRead(size_t n) {
       CloseNow(Lost(peer_, msg.status().message()));
       return;
     }
+    transport_.stats().frames_received.fetch_add(1, std::memory_order_relaxed);
     msg->return_route.PushFront(core::Address::Local(address()));
     msg->sender.origin = core::SenderInfo::Origin::kTransport;
     router().Send(*std::move(msg));
@@ -230,6 +235,7 @@ void TcpConnection::CloseNow(absl::Status why) {
     spdlog::info("tcp connection {} {} {} closed: {}", address(), outgoing_ ? "to" : "from",
                  peer_, why.message());
   } else {
+    transport_.stats().connections_failed.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("tcp connection {} to {} failed: {}", address(), peer_, why.message());
   }
   asio::error_code ignored;

@@ -10,6 +10,7 @@
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
 #define VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -53,6 +54,13 @@ class TcpTransport final : public core::Transport {
 
   core::Router& router() { return router_; }
 
+  // Counters since start, for metrics (updated by connections).
+  struct Stats {
+    std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, frames_sent{0}, frames_received{0};
+    std::atomic<uint64_t> connections_opened{0}, connections_failed{0};
+  };
+  Stats& stats() { return stats_; }
+
   // Called, from the closing connection's strand, with the worker address of every connection
   // that closes (for the hub: to drop the relays riding on it). Register before traffic starts.
   void AddCloseObserver(std::function<void(const std::string& worker)> observer);
@@ -70,6 +78,7 @@ class TcpTransport final : public core::Transport {
 
   core::Router& router_;
   const TcpOptions options_;
+  Stats stats_;
   mutable absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);

@@ -6,6 +6,9 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "asio/connect.hpp"
+#include "asio/ip/tcp.hpp"
+#include "asio/write.hpp"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
 #include "tests/support/tcp_proxy.h"
@@ -288,6 +291,71 @@ TEST_F(SecureChannelTest, OnlyCiphertextOnTheWireAndTamperingAndReplayAreRejecte
   EXPECT_EQ(list.channels(0).replays_rejected(), 1u);
   EXPECT_EQ(list.channels(0).state(), v1::SecureChannel::ESTABLISHED);
   EXPECT_EQ(echoer_->echoed(), 20u + 2u);  // the tampered message never reached the app
+}
+
+// GET http://<host_port><path> over a plain socket; returns the whole response.
+std::string HttpGet(const std::string& host_port, const std::string& path) {
+  asio::io_context io;
+  asio::ip::tcp::socket socket(io);
+  size_t colon = host_port.rfind(':');
+  asio::error_code ec;
+  socket.connect({asio::ip::make_address(host_port.substr(0, colon)),
+                  static_cast<uint16_t>(std::stoi(host_port.substr(colon + 1)))},
+                 ec);
+  if (ec) return "";
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: veil\r\n\r\n";
+  asio::write(socket, asio::buffer(request), ec);
+  std::string response;
+  char buf[4096];
+  for (;;) {
+    size_t n = socket.read_some(asio::buffer(buf), ec);
+    response.append(buf, n);
+    if (ec) break;
+  }
+  return response;
+}
+
+// The value of the first sample line starting with `series` (name and labels), or -1.
+double Sample(const std::string& metrics, const std::string& series) {
+  size_t at = metrics.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(metrics.substr(at + series.size() + 2));
+}
+
+TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes) {
+  VeildProcess bob({"--tcp-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
+  VeildProcess alice;
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  ASSERT_TRUE(alice.Start()) << alice.log();
+  std::string log = bob.log();
+  size_t at = log.find("metrics=");
+  ASSERT_NE(at, std::string::npos);
+  std::string metrics_address = log.substr(at + 8, log.find(' ', at) - at - 8);
+  auto bob_api = Connect(bob.api_target());
+  auto alice_api = Connect(alice.api_target());
+  EchoApp echoer(bob_api, "echoer");
+  ASSERT_TRUE(echoer.WaitOpened());
+  ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api, "/tcp/" + TcpAddress(bob_api) + "/service/listener",
+                                  TrustEveryone(), &channel)
+                  .ok());
+  for (int i = 0; i < 5; ++i) {
+    v1::RequestResponse reply;
+    ASSERT_TRUE(Request(alice_api, channel.route() + "/service/echoer", "m", &reply).ok());
+  }
+  std::string metrics = HttpGet(metrics_address, "/metrics");
+  ASSERT_NE(metrics.find("200 OK"), std::string::npos) << metrics;
+  EXPECT_EQ(Sample(metrics, "veil_secure_channels{state=\"established\"}"), 1) << metrics;
+  EXPECT_EQ(Sample(metrics, "veil_secure_channel_handshakes_total{result=\"ok\"}"), 1);
+  EXPECT_EQ(Sample(metrics, "veil_secure_channel_messages_received_total"), 5);
+  EXPECT_EQ(Sample(metrics, "veil_secure_channel_messages_sent_total"), 5 + 1);  // + CONFIRM
+  EXPECT_EQ(Sample(metrics, "veil_secure_channel_decrypt_failures_total"), 0);
+  EXPECT_EQ(Sample(metrics, "veil_secure_channel_handshake_seconds_count"), 1);
+  EXPECT_GT(Sample(metrics, "veil_transport_bytes_received_total"), 5 * 40);
+  EXPECT_EQ(Sample(metrics, "veil_transport_connections"), 1);
+  EXPECT_EQ(Sample(metrics, "veil_secure_channel_listeners"), 1);
+  EXPECT_NE(metrics.find("veil_info{version=\""), std::string::npos);
 }
 
 TEST(SecureChannelMultiHopTest, ThroughTwoIntermediateNodes) {

@@ -1,0 +1,157 @@
+#include "sidecar/daemon/metrics.h"
+
+#include <exception>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/client_metric.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/metric_type.h"
+#include "sidecar/common/version.h"
+#include "sidecar/core/address.h"
+
+namespace veil::daemon {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void Add(MetricFamily& f, double value, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f.metric.push_back(std::move(m));
+}
+
+MetricFamily Single(std::string name, std::string help, MetricType type, double value) {
+  MetricFamily f = Family(std::move(name), std::move(help), type);
+  Add(f, value);
+  return f;
+}
+
+constexpr auto kCounter = MetricType::Counter;
+constexpr auto kGauge = MetricType::Gauge;
+
+}  // namespace
+
+std::vector<MetricFamily> MetricsCollector::Collect() const {
+  std::vector<MetricFamily> out;
+  MetricFamily info = Family("veil_info", "veild build information", kGauge);
+  Add(info, 1, {{"version", kVeilVersion}});
+  out.push_back(std::move(info));
+
+  core::Router::Stats routing = router_.stats();
+  out.push_back(Single("veil_messages_routed_total", "Messages routed by this node", kCounter,
+                       static_cast<double>(routing.routed)));
+  out.push_back(Single("veil_messages_unroutable_total",
+                       "Messages refused at once: unknown local address or no transport", kCounter,
+                       static_cast<double>(routing.unroutable)));
+
+  auto& tcp = tcp_.stats();
+  auto load = [](const std::atomic<uint64_t>& a) { return static_cast<double>(a.load()); };
+  out.push_back(Single("veil_transport_bytes_sent_total", "Bytes written to TCP connections", kCounter,
+                       load(tcp.bytes_sent)));
+  out.push_back(Single("veil_transport_bytes_received_total", "Bytes read from TCP connections",
+                       kCounter, load(tcp.bytes_received)));
+  out.push_back(Single("veil_transport_frames_sent_total", "Frames queued on TCP connections",
+                       kCounter, load(tcp.frames_sent)));
+  out.push_back(Single("veil_transport_frames_received_total", "Frames read from TCP connections",
+                       kCounter, load(tcp.frames_received)));
+  out.push_back(Single("veil_transport_connections_opened_total", "TCP connections established",
+                       kCounter, load(tcp.connections_opened)));
+  out.push_back(Single("veil_transport_connections_failed_total", "TCP connections that could not be established",
+                       kCounter, load(tcp.connections_failed)));
+  out.push_back(Single("veil_transport_connections", "Open TCP connections", kGauge,
+                       static_cast<double>(tcp_.Connections().size())));
+
+  auto& cs = channels_.stats();
+  double handshaking = 0, established = 0;
+  double sent = load(cs.closed_sent), received = load(cs.closed_received);
+  double failures = load(cs.closed_decrypt_failures), replays = load(cs.closed_replays);
+  for (const auto& ch : channels_.ListChannels()) {
+    (ch.state == channel::ChannelInfo::State::kEstablished ? established : handshaking) += 1;
+    sent += static_cast<double>(ch.messages_sent);
+    received += static_cast<double>(ch.messages_received);
+    failures += static_cast<double>(ch.decrypt_failures);
+    replays += static_cast<double>(ch.replays_rejected);
+  }
+  MetricFamily channels = Family("veil_secure_channels", "Secure channels by state", kGauge);
+  Add(channels, handshaking, {{"state", "handshaking"}});
+  Add(channels, established, {{"state", "established"}});
+  out.push_back(std::move(channels));
+  out.push_back(Single("veil_secure_channel_listeners", "Secure channel listeners", kGauge,
+                       static_cast<double>(channels_.ListListeners().size())));
+  out.push_back(Single("veil_secure_channel_messages_sent_total", "Messages encrypted into secure channels",
+                       kCounter, sent));
+  out.push_back(Single("veil_secure_channel_messages_received_total",
+                       "Messages decrypted from secure channels", kCounter, received));
+  out.push_back(Single("veil_secure_channel_decrypt_failures_total",
+                       "Secure channel messages dropped because they failed to decrypt", kCounter,
+                       failures));
+  out.push_back(Single("veil_secure_channel_replays_rejected_total",
+                       "Secure channel messages dropped as replayed or too old", kCounter, replays));
+  MetricFamily handshakes = Family("veil_secure_channel_handshakes_total", "Secure channel handshakes by result", kCounter);
+  Add(handshakes, load(cs.handshakes_completed), {{"result", "ok"}});
+  Add(handshakes, load(cs.handshakes_failed), {{"result", "failed"}});
+  out.push_back(std::move(handshakes));
+
+  MetricFamily latency = Family("veil_secure_channel_handshake_seconds",
+                                "Time from a channel's creation to its establishment",
+                                MetricType::Histogram);
+  ClientMetric h;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < channel::ChannelStats::kLatencyBuckets.size(); ++i) {
+    cumulative += cs.latency_counts[i].load();
+    h.histogram.bucket.push_back({cumulative, channel::ChannelStats::kLatencyBuckets[i]});
+  }
+  cumulative += cs.latency_counts.back().load();
+  h.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
+  h.histogram.sample_count = cumulative;
+  h.histogram.sample_sum = load(cs.latency_sum_micros) / 1e6;
+  latency.metric.push_back(std::move(h));
+  out.push_back(std::move(latency));
+
+  MetricFamily relays = Family("veil_relays", "Relays this sidecar keeps on hubs, by state", kGauge);
+  double up = 0, down = 0;
+  for (const auto& r : relays_.List()) (r.state == relay::RelayStatus::State::kUp ? up : down) += 1;
+  Add(relays, up, {{"state", "up"}});
+  Add(relays, down, {{"state", "not_up"}});
+  out.push_back(std::move(relays));
+  if (hub_ != nullptr) {
+    out.push_back(Single("veil_hub_relays", "Relays this hub hosts", kGauge,
+                         static_cast<double>(hub_->List().size())));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> ServeMetrics(
+    const std::string& listen, const std::shared_ptr<MetricsCollector>& collector,
+    std::string* bound) {
+  auto hp = core::ParseHostPort(listen, /*allow_port_zero=*/true);
+  if (!hp.ok()) return hp.status();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {  // prometheus-cpp (civetweb) throws when it cannot listen
+    exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/1);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(collector, "/metrics");
+  auto ports = exposer->GetListeningPorts();
+  *bound = core::FormatHostPort(hp->host, ports.empty() ? hp->port : static_cast<uint16_t>(ports[0]));
+  return exposer;
+}
+
+}  // namespace veil::daemon
