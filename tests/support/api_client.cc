@@ -136,12 +136,15 @@ std::optional<v1::ServeResponse> ServeClient::Read() {
   return response;
 }
 
-bool ServeClient::Write(const v1::ServeRequest& request) { return stream_->Write(request); }
+bool ServeClient::Write(const v1::ServeRequest& request) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return stream_->Write(request);
+}
 
 bool ServeClient::Ack(uint64_t sequence) {
   v1::ServeRequest ack;
   ack.mutable_ack()->set_sequence(sequence);
-  return stream_->Write(ack);
+  return Write(ack);
 }
 
 bool ServeClient::Send(uint64_t batch_id,
@@ -153,11 +156,14 @@ bool ServeClient::Send(uint64_t batch_id,
     m->set_route(route);
     m->set_payload(payload);
   }
-  return stream_->Write(request);
+  return Write(request);
 }
 
 grpc::Status ServeClient::Finish() {
-  stream_->WritesDone();
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    stream_->WritesDone();
+  }
   v1::ServeResponse ignored;
   while (stream_->Read(&ignored)) {
   }

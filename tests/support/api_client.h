@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -49,7 +50,8 @@ grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::s
                      const std::string& payload, v1::RequestResponse* response,
                      std::chrono::milliseconds deadline = std::chrono::seconds(20));
 
-// One Serve stream.
+// One Serve stream. Writes (Write, Ack, Send) may come from several threads: they are
+// serialised, as a gRPC stream allows one writer at a time. Read from one thread.
 class ServeClient {
  public:
   ServeClient(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
@@ -69,6 +71,7 @@ class ServeClient {
   std::unique_ptr<v1::MessagingService::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>> stream_;
+  std::mutex write_mu_;
   bool finished_ = false;
 };
 
