@@ -62,7 +62,8 @@ SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand,
       session_(initiator ? ChannelSession::Role::kInitiator : ChannelSession::Role::kResponder,
                lease_.identity(), *policy_, manager.options().session),
       timer_(strand),
-      listener_(std::move(listener)) {}
+      listener_(std::move(listener)),
+      pending_counted_(!initiator) {}
 
 absl::Status SecureChannel::Register(uint64_t id) {
   encryptor_address_ = absl::StrCat("_sc_", id);
@@ -174,6 +175,10 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   if (step.established) {
     timer_.cancel();
     manager_.stats().RecordHandshake(true, std::chrono::steady_clock::now() - started_);
+    if (pending_counted_) {
+      pending_counted_ = false;
+      manager_.HandshakeSettled(listener_);
+    }
     spdlog::info("secure channel {} established with {} ({})", encryptor_address_,
                  session_.remote_identifier(), initiator_ ? "initiator" : "responder");
     Publish();
@@ -219,6 +224,10 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   }
   closed_ = true;
   timer_.cancel();
+  if (pending_counted_) {
+    pending_counted_ = false;
+    manager_.HandshakeSettled(listener_);
+  }
   ChannelStats& stats = manager_.stats();
   stats.closed_sent.fetch_add(session_.messages_sent(), std::memory_order_relaxed);
   stats.closed_received.fetch_add(session_.messages_received(), std::memory_order_relaxed);

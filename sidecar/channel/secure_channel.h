@@ -65,6 +65,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   std::string listener_;
   SecureChannelManager::CreateCallback on_established_;
   bool closed_ = false;
+  bool pending_counted_;  // a responder counted in its listener's pending handshakes
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable absl::Mutex mu_;

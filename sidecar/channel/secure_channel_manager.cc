@@ -164,12 +164,8 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
     auto it = listeners_.find(listener_address);
     if (it == listeners_.end()) return;
     listener = it->second;
-    for (const auto& [address, ch] : channels_) {
-      ChannelInfo info = ch->Info();
-      if (info.listener == listener_address && info.state == ChannelInfo::State::kHandshaking) {
-        ++pending;
-      }
-    }
+    pending = pending_[listener_address];
+    if (pending < options_.max_pending_handshakes_per_listener) ++pending_[listener_address];
   }
   if (pending >= options_.max_pending_handshakes_per_listener) {
     spdlog::warn("secure channel listener {}: {} handshakes pending, refusing another",
@@ -182,6 +178,7 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
   }
   auto channel = NewChannel(false, listener->info.identity, listener->policy, listener_address);
   if (!channel.ok()) {
+    HandshakeSettled(listener_address);
     spdlog::warn("secure channel listener {}: cannot accept: {}", listener_address,
                  channel.status().message());
     return;
@@ -228,6 +225,12 @@ absl::Status SecureChannelManager::DeleteChannel(const std::string& address) {
                                  "CHANNEL_DELETED"),
                  /*notify_peer=*/true);
   return absl::OkStatus();
+}
+
+void SecureChannelManager::HandshakeSettled(const std::string& listener) {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(listener);
+  if (it != pending_.end() && --it->second == 0) pending_.erase(it);
 }
 
 void SecureChannelManager::Forget(const std::string& address, const SecureChannel* channel) {

@@ -126,6 +126,8 @@ class SecureChannelManager {
   core::Router& router() { return router_; }
   const ChannelOptions& options() const { return options_; }
   void Forget(const std::string& address, const SecureChannel* channel);
+  // A responder accepted by `listener` left the handshaking state (established or closed).
+  void HandshakeSettled(const std::string& listener);
   // A listener received `msg`: start a responder channel for it.
   void Accept(const std::string& listener_address, core::Message msg);
 
@@ -143,6 +145,8 @@ class SecureChannelManager {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<SecureChannel>> channels_ ABSL_GUARDED_BY(mu_);
+  // Responders still handshaking, by listener address.
+  absl::flat_hash_map<std::string, size_t> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
