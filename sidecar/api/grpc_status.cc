@@ -34,4 +34,11 @@ grpc::Status GrpcError(absl::StatusCode code, absl::string_view message, absl::s
   return ToGrpcStatus(ErrorWithReason(code, message, reason), metadata);
 }
 
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
+                                      const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 }  // namespace veil::api

@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "google/rpc/status.pb.h"
+#include "grpcpp/server_context.h"
+#include "grpcpp/support/server_callback.h"
 #include "grpcpp/support/status.h"
 
 namespace veil::api {
@@ -28,6 +30,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status,
 // Shorthand: a gRPC error of `code` with `message` and `reason`.
 grpc::Status GrpcError(absl::StatusCode code, absl::string_view message, absl::string_view reason,
                        const std::map<std::string, std::string>& metadata = {});
+
+// Finishes a unary call with `status` (OK or the error, as ToGrpcStatus) and returns its reactor.
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
+                                      const absl::Status& status);
 
 }  // namespace veil::api
 

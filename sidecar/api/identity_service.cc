@@ -19,13 +19,6 @@ void ToProto(const identity::TrustedIdentity& t, v1::TrustedIdentity& out) {
   out.mutable_add_time()->set_seconds(t.added_unix_seconds);
 }
 
-// Finishes the call with `status` (OK or the error) and returns its reactor.
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* IdentityService::CreateIdentity(grpc::CallbackServerContext* context,
@@ -33,7 +26,7 @@ grpc::ServerUnaryReactor* IdentityService::CreateIdentity(grpc::CallbackServerCo
                                                           v1::Identity* response) {
   auto id = store_.Create(request->name());
   if (id.ok()) ToProto(**id, *response);
-  return Done(context, id.status());
+  return FinishUnary(context, id.status());
 }
 
 grpc::ServerUnaryReactor* IdentityService::GetIdentity(grpc::CallbackServerContext* context,
@@ -41,20 +34,20 @@ grpc::ServerUnaryReactor* IdentityService::GetIdentity(grpc::CallbackServerConte
                                                        v1::Identity* response) {
   auto id = store_.Get(request->name());
   if (id.ok()) ToProto(**id, *response);
-  return Done(context, id.status());
+  return FinishUnary(context, id.status());
 }
 
 grpc::ServerUnaryReactor* IdentityService::ListIdentities(grpc::CallbackServerContext* context,
                                                           const v1::ListIdentitiesRequest* request,
                                                           v1::ListIdentitiesResponse* response) {
   for (const auto& id : store_.List()) ToProto(*id, *response->add_identities());
-  return Done(context, absl::OkStatus());
+  return FinishUnary(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* IdentityService::DeleteIdentity(grpc::CallbackServerContext* context,
                                                           const v1::DeleteIdentityRequest* request,
                                                           v1::DeleteIdentityResponse* response) {
-  return Done(context, store_.Delete(request->name()));
+  return FinishUnary(context, store_.Delete(request->name()));
 }
 
 grpc::ServerUnaryReactor* IdentityService::ImportTrustedIdentity(
@@ -63,20 +56,20 @@ grpc::ServerUnaryReactor* IdentityService::ImportTrustedIdentity(
   auto t = store_.ImportTrusted(request->public_identity().identifier(),
                                 request->public_identity().public_key(), request->label());
   if (t.ok()) ToProto(*t, *response);
-  return Done(context, t.status());
+  return FinishUnary(context, t.status());
 }
 
 grpc::ServerUnaryReactor* IdentityService::ListTrustedIdentities(
     grpc::CallbackServerContext* context, const v1::ListTrustedIdentitiesRequest* request,
     v1::ListTrustedIdentitiesResponse* response) {
   for (const auto& t : store_.ListTrusted()) ToProto(t, *response->add_trusted_identities());
-  return Done(context, absl::OkStatus());
+  return FinishUnary(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* IdentityService::DeleteTrustedIdentity(
     grpc::CallbackServerContext* context, const v1::DeleteTrustedIdentityRequest* request,
     v1::DeleteTrustedIdentityResponse* response) {
-  return Done(context, store_.DeleteTrusted(request->identifier()));
+  return FinishUnary(context, store_.DeleteTrusted(request->identifier()));
 }
 
 }  // namespace veil::api

@@ -8,12 +8,6 @@
 namespace veil::api {
 namespace {
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 void ToProto(const relay::RelayStatus& s, v1::Relay& out) {
   out.set_name(s.name);
   out.set_address(s.address);
@@ -48,11 +42,11 @@ grpc::ServerUnaryReactor* RelayService::CreateRelay(grpc::CallbackServerContext*
                                                     const v1::CreateRelayRequest* request,
                                                     v1::Relay* response) {
   auto route = core::Route::Parse(request->hub_route());
-  if (!route.ok()) return Done(context, route.status());
+  if (!route.ok()) return FinishUnary(context, route.status());
   std::unique_ptr<channel::TrustPolicy> policy;
   if (request->has_hub_trust_policy()) {
     auto converted = ToTrustPolicy(request->hub_trust_policy(), identities_);
-    if (!converted.ok()) return Done(context, converted.status());
+    if (!converted.ok()) return FinishUnary(context, converted.status());
     policy = *std::move(converted);
   } else {
     policy = channel::TrustEveryone();
@@ -72,27 +66,27 @@ grpc::ServerUnaryReactor* RelayService::GetRelay(grpc::CallbackServerContext* co
                                                  v1::Relay* response) {
   auto status = clients_.Get(request->name());
   if (status.ok()) ToProto(*status, *response);
-  return Done(context, status.status());
+  return FinishUnary(context, status.status());
 }
 
 grpc::ServerUnaryReactor* RelayService::ListRelays(grpc::CallbackServerContext* context,
                                                    const v1::ListRelaysRequest* request,
                                                    v1::ListRelaysResponse* response) {
   for (const auto& s : clients_.List()) ToProto(s, *response->add_relays());
-  return Done(context, absl::OkStatus());
+  return FinishUnary(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* RelayService::DeleteRelay(grpc::CallbackServerContext* context,
                                                     const v1::DeleteRelayRequest* request,
                                                     v1::DeleteRelayResponse* response) {
-  return Done(context, clients_.Delete(request->name()));
+  return FinishUnary(context, clients_.Delete(request->name()));
 }
 
 grpc::ServerUnaryReactor* RelayService::ListHostedRelays(grpc::CallbackServerContext* context,
                                                          const v1::ListHostedRelaysRequest* request,
                                                          v1::ListHostedRelaysResponse* response) {
   if (hub_ == nullptr) {
-    return Done(context, ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+    return FinishUnary(context, ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                                          "this node is not a hub (start veild with --hub)",
                                          "NOT_A_HUB"));
   }
@@ -103,7 +97,7 @@ grpc::ServerUnaryReactor* RelayService::ListHostedRelays(grpc::CallbackServerCon
     r->set_owner(entry.owner);
     r->set_connection(entry.connection);
   }
-  return Done(context, absl::OkStatus());
+  return FinishUnary(context, absl::OkStatus());
 }
 
 }  // namespace veil::api

@@ -17,12 +17,6 @@ absl::Status BadPolicy(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, "INVALID_TRUST_POLICY");
 }
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 void ToProto(const channel::ListenerInfo& info, v1::SecureChannelListener& out) {
   out.set_address(info.address);
   out.set_identity(info.identity);
@@ -104,33 +98,33 @@ grpc::ServerUnaryReactor* SecureChannelService::CreateSecureChannelListener(
     grpc::CallbackServerContext* context, const v1::CreateSecureChannelListenerRequest* request,
     v1::SecureChannelListener* response) {
   auto policy = ToTrustPolicy(request->trust_policy(), identities_);
-  if (!policy.ok()) return Done(context, policy.status());
+  if (!policy.ok()) return FinishUnary(context, policy.status());
   auto info = channels_.CreateListener(request->address(), IdentityOrDefault(request->identity()),
                                        *std::move(policy));
   if (info.ok()) ToProto(*info, *response);
-  return Done(context, info.status());
+  return FinishUnary(context, info.status());
 }
 
 grpc::ServerUnaryReactor* SecureChannelService::ListSecureChannelListeners(
     grpc::CallbackServerContext* context, const v1::ListSecureChannelListenersRequest* request,
     v1::ListSecureChannelListenersResponse* response) {
   for (const auto& info : channels_.ListListeners()) ToProto(info, *response->add_listeners());
-  return Done(context, absl::OkStatus());
+  return FinishUnary(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* SecureChannelService::DeleteSecureChannelListener(
     grpc::CallbackServerContext* context, const v1::DeleteSecureChannelListenerRequest* request,
     v1::DeleteSecureChannelListenerResponse* response) {
-  return Done(context, channels_.DeleteListener(request->address()));
+  return FinishUnary(context, channels_.DeleteListener(request->address()));
 }
 
 grpc::ServerUnaryReactor* SecureChannelService::CreateSecureChannel(
     grpc::CallbackServerContext* context, const v1::CreateSecureChannelRequest* request,
     v1::SecureChannel* response) {
   auto route = core::Route::Parse(request->route());
-  if (!route.ok()) return Done(context, route.status());
+  if (!route.ok()) return FinishUnary(context, route.status());
   auto policy = ToTrustPolicy(request->trust_policy(), identities_);
-  if (!policy.ok()) return Done(context, policy.status());
+  if (!policy.ok()) return FinishUnary(context, policy.status());
   uint32_t timeout_ms = request->timeout_ms() == 0 ? kDefaultTimeoutMs
                                                    : std::min(request->timeout_ms(), kMaxTimeoutMs);
   auto until_deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -151,20 +145,20 @@ grpc::ServerUnaryReactor* SecureChannelService::GetSecureChannel(
     v1::SecureChannel* response) {
   auto info = channels_.GetChannel(request->address());
   if (info.ok()) ToProto(*info, *response);
-  return Done(context, info.status());
+  return FinishUnary(context, info.status());
 }
 
 grpc::ServerUnaryReactor* SecureChannelService::ListSecureChannels(
     grpc::CallbackServerContext* context, const v1::ListSecureChannelsRequest* request,
     v1::ListSecureChannelsResponse* response) {
   for (const auto& info : channels_.ListChannels()) ToProto(info, *response->add_channels());
-  return Done(context, absl::OkStatus());
+  return FinishUnary(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* SecureChannelService::DeleteSecureChannel(
     grpc::CallbackServerContext* context, const v1::DeleteSecureChannelRequest* request,
     v1::DeleteSecureChannelResponse* response) {
-  return Done(context, channels_.DeleteChannel(request->address()));
+  return FinishUnary(context, channels_.DeleteChannel(request->address()));
 }
 
 }  // namespace veil::api

@@ -17,11 +17,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string TcpAddress(const std::shared_ptr<grpc::Channel>& channel) {
-  v1::Node node = GetNode(channel);
-  return node.tcp_listeners_size() ? node.tcp_listeners(0).address() : "";
-}
-
 grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& hub_route,
                          const std::string& name, v1::Relay* out) {
   auto stub = v1::RelayService::NewStub(api);
@@ -76,7 +71,7 @@ class HubTest : public ::testing::Test {
                                                           "--hub", "--tcp-listen", hub_listen_});
     ASSERT_TRUE(hub_->Start()) << hub_->log();
     hub_api_ = Connect(hub_->api_target());
-    hub_tcp_ = TcpAddress(hub_api_);
+    hub_tcp_ = TcpListenAddress(hub_api_);
     hub_listen_ = hub_tcp_;  // restart on the same port
   }
   void StartBob() {
@@ -245,10 +240,10 @@ TEST(TwoHubsTest, RouteAcrossTwoHubs) {
   EchoApp echoer(bob_api, "echoer");
   ASSERT_TRUE(echoer.WaitOpened());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
-  std::string hub2_tcp = TcpAddress(Connect(hub2.api_target()));
+  std::string hub2_tcp = TcpListenAddress(Connect(hub2.api_target()));
   v1::Relay relay;
   ASSERT_TRUE(CreateRelay(bob_api, "/tcp/" + hub2_tcp, "bob", &relay).ok());
-  std::string route = "/tcp/" + TcpAddress(Connect(hub1.api_target())) + "/tcp/" + hub2_tcp +
+  std::string route = "/tcp/" + TcpListenAddress(Connect(hub1.api_target())) + "/tcp/" + hub2_tcp +
                       "/service/forward_to_bob/service/listener";
   grpc::Status s = EchoThrough(alice_api, route, "across two hubs");
   EXPECT_TRUE(s.ok()) << s.error_message();

@@ -35,12 +35,6 @@ grpc::Status Send(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   return stub->Send(WithDeadline(seconds(20)).get(), request, response ? response : &ignored);
 }
 
-std::string TcpAddress(const std::shared_ptr<grpc::Channel>& channel) {
-  v1::Node node = GetNode(channel);
-  EXPECT_EQ(node.tcp_listeners_size(), 1);
-  return node.tcp_listeners_size() ? node.tcp_listeners(0).address() : "";
-}
-
 // Two daemons: B listens on TCP and serves an echoer; A sends to it. Insecure plaintext on,
 // as secure channels do not exist yet.
 class TwoNodesTest : public ::testing::Test {
@@ -50,7 +44,7 @@ class TwoNodesTest : public ::testing::Test {
     ASSERT_TRUE(a_.Start()) << a_.log();
     a_channel_ = Connect(a_.api_target());
     b_channel_ = Connect(b_.api_target());
-    echoer_route_ = "/tcp/" + TcpAddress(b_channel_) + "/service/echoer";
+    echoer_route_ = "/tcp/" + TcpListenAddress(b_channel_) + "/service/echoer";
   }
 
   VeildProcess b_{{"--tcp-listen", "127.0.0.1:0", "--insecure-plaintext"}};
@@ -243,7 +237,7 @@ TEST(MessagingTest, RepliesToAConnectionAreRefusedWithoutInsecureFlag) {
   auto b_channel = Connect(b.api_target());
   ServeClient echoer(a_channel, "echoer");
   ASSERT_TRUE(echoer.Read()->has_opened());
-  ASSERT_TRUE(Send(b_channel, "/tcp/" + TcpAddress(a_channel) + "/service/echoer", "hi").ok());
+  ASSERT_TRUE(Send(b_channel, "/tcp/" + TcpListenAddress(a_channel) + "/service/echoer", "hi").ok());
   auto delivery = echoer.Read();
   ASSERT_TRUE(delivery.has_value() && delivery->has_deliveries());
   const auto& d = delivery->deliveries().deliveries(0);

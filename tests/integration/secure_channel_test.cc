@@ -20,11 +20,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string TcpAddress(const std::shared_ptr<grpc::Channel>& channel) {
-  v1::Node node = GetNode(channel);
-  return node.tcp_listeners_size() ? node.tcp_listeners(0).address() : "";
-}
-
 int PortOf(const std::string& host_port) { return std::stoi(host_port.substr(host_port.rfind(':') + 1)); }
 
 v1::SecureChannel::State StateOf(const std::shared_ptr<grpc::Channel>& channel,
@@ -54,7 +49,7 @@ class SecureChannelTest : public ::testing::Test {
     ASSERT_TRUE(alice_.Start()) << alice_.log();
     bob_api_ = Connect(bob_.api_target());
     alice_api_ = Connect(alice_.api_target());
-    bob_tcp_ = TcpAddress(bob_api_);
+    bob_tcp_ = TcpListenAddress(bob_api_);
     echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
     ASSERT_TRUE(echoer_->WaitOpened());
   }
@@ -337,7 +332,7 @@ TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes)
   ASSERT_TRUE(echoer.WaitOpened());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api, "/tcp/" + TcpAddress(bob_api) + "/service/listener",
+  ASSERT_TRUE(CreateSecureChannel(alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
                                   TrustEveryone(), &channel)
                   .ok());
   for (int i = 0; i < 5; ++i) {
@@ -369,8 +364,8 @@ TEST(SecureChannelMultiHopTest, ThroughTwoIntermediateNodes) {
   EchoApp echoer(bob_api, "echoer");
   ASSERT_TRUE(echoer.WaitOpened());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
-  std::string route = "/tcp/" + TcpAddress(Connect(hop1.api_target())) + "/tcp/" +
-                      TcpAddress(Connect(hop2.api_target())) + "/tcp/" + TcpAddress(bob_api) +
+  std::string route = "/tcp/" + TcpListenAddress(Connect(hop1.api_target())) + "/tcp/" +
+                      TcpListenAddress(Connect(hop2.api_target())) + "/tcp/" + TcpListenAddress(bob_api) +
                       "/service/listener";
   v1::SecureChannel channel;
   grpc::Status s = CreateSecureChannel(alice_api, route, TrustEveryone(), &channel);

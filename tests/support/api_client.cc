@@ -50,6 +50,11 @@ v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel) {
   return node;
 }
 
+std::string TcpListenAddress(const std::shared_ptr<grpc::Channel>& channel) {
+  v1::Node node = GetNode(channel);
+  return node.tcp_listeners_size() ? node.tcp_listeners(0).address() : "";
+}
+
 v1::TrustPolicy TrustEveryone() {
   v1::TrustPolicy p;
   p.set_trust_everyone(true);

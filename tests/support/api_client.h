@@ -31,6 +31,9 @@ std::string MetadataOf(const grpc::Status& status, const std::string& key);
 // GetNode, failing the test on error.
 v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel);
 
+// The node's first TCP listener address ("host:port"), "" when it has none.
+std::string TcpListenAddress(const std::shared_ptr<grpc::Channel>& channel);
+
 // Trust policies.
 v1::TrustPolicy TrustEveryone();
 v1::TrustPolicy TrustIdentifier(const std::string& identifier);
