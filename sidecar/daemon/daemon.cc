@@ -92,6 +92,8 @@ absl::Status RunDaemon(const Options& options) {
   }
   channel::ChannelOptions channel_options;
   channel_options.insecure_plaintext = options.insecure_plaintext;
+  channel_options.max_channels = options.max_channels;
+  channel_options.max_pending_handshakes_per_listener = options.max_pending_handshakes;
   channel::SecureChannelManager channels(router, **identities, channel_options);
   relay::RelayClientOptions relay_options;
   relay_options.heartbeat_interval = relay_options.heartbeat_timeout =

@@ -94,6 +94,14 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "for it are refused to their senders")
       ->check(CLI::Range(size_t{65536}, size_t{1} << 36))
       ->capture_default_str();
+  app.add_option("--max-channels", o.max_channels, "Secure channels this node may hold at once")
+      ->check(CLI::Range(size_t{1}, size_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--max-pending-handshakes", o.max_pending_handshakes,
+                 "Half-open handshakes one secure channel listener may hold; more are refused "
+                 "(\"the listener is busy\")")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
   app.add_option("--relay-heartbeat", o.relay_heartbeat_seconds,
                  "Seconds between a relay session's heartbeats to its hub; a hub silent for as "
                  "long is taken for dead and the relay registers again")

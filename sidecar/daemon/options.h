@@ -34,6 +34,8 @@ struct Options {
   double relay_heartbeat_seconds = 5;    // client side
   size_t relay_max_queued_bytes = 16 * 1024 * 1024;
   size_t max_connection_queue_bytes = 64 * 1024 * 1024;
+  size_t max_channels = 100000;
+  size_t max_pending_handshakes = 1024;
 };
 
 // What ParseOptions asks main to do instead of running: print `text` and exit with `code`.

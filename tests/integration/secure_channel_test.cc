@@ -353,6 +353,33 @@ TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes)
   EXPECT_NE(metrics.find("veil_info{version=\""), std::string::npos);
 }
 
+TEST(SecureChannelLimitsTest, HalfOpenHandshakesPerListenerAreCapped) {
+  VeildProcess bob({"--tcp-listen", "127.0.0.1:0", "--max-pending-handshakes", "1"});
+  VeildProcess alice;
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  ASSERT_TRUE(alice.Start()) << alice.log();
+  auto bob_api = Connect(bob.api_target());
+  auto alice_api = Connect(alice.api_target());
+  ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
+  TcpProxy proxy(std::stoi(TcpListenAddress(bob_api).substr(TcpListenAddress(bob_api).rfind(':') + 1)));
+  // Alice -> Bob frames: HS1 of the first attempt passes, its HS3 is dropped, so Bob's responder
+  // stays half-open; everything after passes.
+  std::atomic<int> frames{0};
+  proxy.set_hook([&](const std::string& frame) -> std::vector<std::string> {
+    if (frames++ == 1) return {};
+    return {frame};
+  });
+  std::string route = "/tcp/127.0.0.1:" + std::to_string(proxy.port()) + "/service/listener";
+  v1::SecureChannel channel;
+  EXPECT_EQ(CreateSecureChannel(alice_api, route, TrustEveryone(), &channel, 700).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  grpc::Status busy = CreateSecureChannel(alice_api, route, TrustEveryone(), &channel, 5000);
+  EXPECT_EQ(busy.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ReasonOf(busy), "PEER_REFUSED_HANDSHAKE");
+  EXPECT_NE(busy.error_message().find("busy"), std::string::npos) << busy.error_message();
+  EXPECT_NE(bob.log().find("handshakes pending, refusing another"), std::string::npos);
+}
+
 TEST(SecureChannelMultiHopTest, ThroughTwoIntermediateNodes) {
   VeildProcess bob({"--tcp-listen", "127.0.0.1:0"});
   VeildProcess hop2({"--tcp-listen", "127.0.0.1:0"});
