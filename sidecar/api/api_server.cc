@@ -139,7 +139,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
     if (server->probe_server_ == nullptr || port == 0) {
       return ErrorWithReason(absl::StatusCode::kUnavailable,
                              absl::StrCat("cannot serve health on ", server->settings_.health_listen),
-                             "LISTEN_FAILED");
+                             reason::kListenFailed);
     }
     server->settings_.health_listen = core::FormatHostPort(hp->host, static_cast<uint16_t>(port));
     spdlog::info("health listening on {}", server->settings_.health_listen);
@@ -162,7 +162,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
     return ErrorWithReason(absl::StatusCode::kUnavailable,
                            absl::StrCat("cannot serve the API on ", listen,
                                         " (address in use or not permitted?)"),
-                           "LISTEN_FAILED");
+                           reason::kListenFailed);
   }
   if (!endpoint.unix_path.empty()) {
     ::chmod(endpoint.unix_path.c_str(), 0600);

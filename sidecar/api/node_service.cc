@@ -1,5 +1,6 @@
 #include "sidecar/api/node_service.h"
 
+#include "sidecar/api/grpc_status.h"
 #include "sidecar/common/version.h"
 
 namespace veil::api {
@@ -22,9 +23,7 @@ grpc::ServerUnaryReactor* NodeService::GetNode(grpc::CallbackServerContext* cont
     c->set_peer(info.peer);
     c->set_outgoing(info.outgoing);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return FinishUnary(context, absl::OkStatus());
 }
 
 }  // namespace veil::api

@@ -239,9 +239,9 @@ TEST_F(ChannelSessionTest, RekeyAcrossManyIntervalsWithReordering) {
     got.push_back(step.delivery->payload);
   }
   EXPECT_EQ(got.size(), 95u);
-  // Different epochs really use different keys: a message re-sealed under the old key for a
-  // new-epoch counter cannot open, which the tamper test shows in general; here check that
-  // the responder can still answer after many rekeys.
+  // The other direction still works after the responder's own rekeys (noise_test checks that
+  // REKEY really changes the key).
+  for (int n = 0; n < 25; ++n) ASSERT_TRUE(i.OnMessage(Data(r, "r")).delivery.has_value());
   auto back = i.OnMessage(Data(r, "still here"));
   EXPECT_EQ(back.delivery->payload, "still here");
 }

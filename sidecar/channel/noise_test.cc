@@ -92,6 +92,22 @@ TEST(NoiseTest, DifferentProloguesDoNotAgree) {
   EXPECT_FALSE(i.ReadMessage(*r.WriteMessage("")).ok());
 }
 
+TEST(NoiseTest, RekeyChangesTheKeyAndBothSidesAgree) {
+  vault::SecretBytes key(32);
+  vault::RandomBytes(key.mutable_span());
+  CipherState sender(key.Clone()), receiver(std::move(key));
+  std::string before, after;
+  sender.Encrypt(5, "", "same plaintext", before);
+  sender.Rekey();
+  sender.Encrypt(5, "", "same plaintext", after);
+  EXPECT_NE(before, after);  // a new key
+  std::string out;
+  EXPECT_FALSE(receiver.Decrypt(5, "", after, out).ok());  // the old key cannot open it
+  receiver.Rekey();
+  ASSERT_TRUE(receiver.Decrypt(5, "", after, out).ok());  // the same derivation on both sides
+  EXPECT_EQ(out, "same plaintext");
+}
+
 TEST(NoiseTest, OversizedMessageRefused) {
   Pair p;
   EXPECT_FALSE(p.i.WriteMessage(std::string(kNoiseMaxMessageBytes, 'x')).ok());

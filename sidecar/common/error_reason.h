@@ -28,6 +28,7 @@ inline constexpr absl::string_view kNodeShuttingDown = "NODE_SHUTTING_DOWN";
 inline constexpr absl::string_view kQueueFull = "QUEUE_FULL";
 inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
 inline constexpr absl::string_view kNoReply = "NO_REPLY";
+inline constexpr absl::string_view kListenFailed = "LISTEN_FAILED";
 }  // namespace reason
 
 // Returns `status` with `reason` attached (replacing any earlier reason). OK stays OK.

@@ -32,9 +32,8 @@ std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_
   for (;;) {
     std::string name = absl::StrCat(prefix, next_id_.fetch_add(1, std::memory_order_relaxed));
     if (StartWorker(name, worker).ok()) return name;
-    // Taken (vanishingly rare: an app chose the same name) or shutting down: the caller sees
-    // an unstarted worker in the latter case only if it ignores shutdown, so retry on a
-    // fresh id unless we are shutting down.
+    // The name was taken (an app chose it: rare) or the router is shutting down: try the next
+    // id, unless shutting down.
     absl::MutexLock lock(&mu_);
     if (shut_down_) return "";
   }

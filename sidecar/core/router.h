@@ -47,7 +47,7 @@ class Router {
   // (reason ADDRESS_IN_USE) when the address is taken; FAILED_PRECONDITION once shut down.
   absl::Status StartWorker(std::string name, std::shared_ptr<Worker> worker);
 
-  // Starts `worker` at a fresh address "<prefix><n>" and returns it.
+  // Starts `worker` at a fresh address "<prefix><n>" and returns it; "" once shut down.
   std::string StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker);
 
   // Removes the worker at `name` if it is `expected` (any worker when null); its OnStop then

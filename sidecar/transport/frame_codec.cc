@@ -34,10 +34,6 @@ absl::Status AppendFrame(const core::Route& onward, const core::Route& return_ro
   return absl::OkStatus();
 }
 
-absl::StatusOr<core::Message> DecodeFrameBody(absl::string_view body) {
-  return core::DecodeMessage(body);
-}
-
 std::span<char> FrameDecoder::WritableSpace(size_t min_bytes) {
   if (begin_ == end_) begin_ = end_ = 0;
   if (buffer_.size() - end_ < min_bytes) {

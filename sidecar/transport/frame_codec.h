@@ -37,8 +37,7 @@ inline constexpr absl::string_view kMalformedFrame = core::kMalformedMessage;
 absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
                          absl::string_view payload, size_t max_frame_bytes, std::string& out);
 
-// Decodes a frame body into a message: core::DecodeMessage.
-absl::StatusOr<core::Message> DecodeFrameBody(absl::string_view body);
+// A frame body decodes with core::DecodeMessage (sidecar/core/message_codec.h).
 
 // Splits a byte stream into frame bodies.
 class FrameDecoder {

@@ -34,14 +34,14 @@ TEST(FrameCodecTest, RoundTrip) {
                          Frame("/service/b", "", "")}));
   auto first = decoder.Next();
   ASSERT_TRUE(first.ok() && first->has_value());
-  auto msg = DecodeFrameBody(**first);
+  auto msg = core::DecodeMessage(**first);
   ASSERT_TRUE(msg.ok()) << msg.status();
   EXPECT_EQ(msg->onward.ToString(), "/service/echoer");
   EXPECT_EQ(msg->return_route.ToString(), "/service/_tcp_1/service/app");
   EXPECT_EQ(msg->payload, "hello");
   auto second = decoder.Next();
   ASSERT_TRUE(second.ok() && second->has_value());
-  auto empty = DecodeFrameBody(**second);
+  auto empty = core::DecodeMessage(**second);
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->payload, "");
   EXPECT_TRUE(empty->return_route.empty());
@@ -114,7 +114,7 @@ TEST(FrameCodecTest, EncoderRefusesOversizedMessage) {
 TEST(FrameCodecTest, GarbageBodyIsMalformed) {
   for (std::string garbage : {std::string("\xff\xff\xff\xff", 4), std::string("\x0a\x05zz", 4),
                               std::string("\x12", 1)}) {
-    auto msg = DecodeFrameBody(garbage);
+    auto msg = core::DecodeMessage(garbage);
     ASSERT_FALSE(msg.ok());
     EXPECT_EQ(ReasonOf(msg.status()), "MALFORMED_FRAME");
   }
@@ -123,7 +123,7 @@ TEST(FrameCodecTest, GarbageBodyIsMalformed) {
 TEST(FrameCodecTest, EmptyOnwardRouteIsMalformed) {
   wire::v1::TransportMessage m;
   m.set_payload("x");
-  auto msg = DecodeFrameBody(m.SerializeAsString());
+  auto msg = core::DecodeMessage(m.SerializeAsString());
   ASSERT_FALSE(msg.ok());
   EXPECT_NE(msg.status().message().find("onward route is empty"), std::string::npos);
 }
@@ -134,7 +134,7 @@ TEST(FrameCodecTest, BadAddressesAreMalformed) {
     auto* a = m.add_onward_route();
     a->set_type(type);
     a->set_value(value);
-    auto msg = DecodeFrameBody(m.SerializeAsString());
+    auto msg = core::DecodeMessage(m.SerializeAsString());
     ASSERT_FALSE(msg.ok());
     EXPECT_NE(msg.status().message().find(fragment), std::string::npos) << msg.status();
   };
@@ -150,7 +150,7 @@ TEST(FrameCodecTest, TooManyHopsIsMalformed) {
     auto* a = m.add_onward_route();
     a->set_value("a");
   }
-  auto msg = DecodeFrameBody(m.SerializeAsString());
+  auto msg = core::DecodeMessage(m.SerializeAsString());
   ASSERT_FALSE(msg.ok());
   EXPECT_NE(msg.status().message().find("more than 32 hops"), std::string::npos);
 }
@@ -163,7 +163,7 @@ TEST(FrameCodecTest, ManyFramesInOneRead) {
   for (int i = 0; i < 1000; ++i) {
     auto next = decoder.Next();
     ASSERT_TRUE(next.ok() && next->has_value());
-    EXPECT_EQ(DecodeFrameBody(**next)->payload, std::to_string(i));
+    EXPECT_EQ(core::DecodeMessage(**next)->payload, std::to_string(i));
   }
   EXPECT_EQ(decoder.buffered(), 0u);
 }

@@ -200,7 +200,7 @@ void TcpConnection::OnRead(size_t n) {
       return;
     }
     if (!frame->has_value()) break;
-    auto msg = DecodeFrameBody(**frame);
+    auto msg = core::DecodeMessage(**frame);
     if (!msg.ok()) {
       spdlog::warn("tcp connection {} from {}: {}; closing", address(), peer_,
                    msg.status().message());

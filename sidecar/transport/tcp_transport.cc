@@ -42,7 +42,7 @@ absl::StatusOr<std::string> TcpTransport::Listen(absl::string_view host_port) {
   if (ec) {
     return ErrorWithReason(absl::StatusCode::kUnavailable,
                            absl::StrCat("cannot listen on ", host_port, ": ", ec.message()),
-                           "LISTEN_FAILED");
+                           reason::kListenFailed);
   }
   auto bound = acceptor.local_endpoint(ec);
   listener->address = core::FormatHostPort(bound.address().to_string(), bound.port());
