@@ -16,6 +16,7 @@
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
+#include "sidecar/daemon/config.h"
 #include "sidecar/daemon/metrics.h"
 #include "sidecar/daemon/state_dir.h"
 #include "sidecar/daemon/vault_key.h"
@@ -53,6 +54,12 @@ absl::Status RunDaemon(const Options& options) {
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(077);  // every file and socket we create is ours alone
 
+  config::v1::Config config;
+  if (!options.config_file.empty()) {
+    auto loaded = LoadConfigFile(options.config_file);
+    if (!loaded.ok()) return loaded.status();
+    config = *std::move(loaded);
+  }
   auto state_dir = StateDir::Open(options.state_dir);
   if (!state_dir.ok()) return state_dir.status();
   auto endpoint = api::ParseApiEndpoint(options.api, options.api_allow_public);
@@ -117,6 +124,8 @@ absl::Status RunDaemon(const Options& options) {
   } else if (!options.relay_allow.empty()) {
     return absl::InvalidArgumentError("--relay-allow needs --hub");
   }
+  absl::Status configured = ApplyConfig(config, **identities, channels, relays);
+  if (!configured.ok()) return configured;
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.max_frame_bytes = options.max_frame_bytes;

@@ -62,6 +62,12 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "digits (a raw XChaCha20-Poly1305 key), anything else a passphrase (Argon2id). "
                  "The environment variable VEIL_VAULT_KEY may hold it instead. A vault created "
                  "with a key needs the same key on every start");
+  app.add_option("--config", o.config_file,
+                 "Declarative YAML config applied at every start: identities, trusted "
+                 "identities, secure channel listeners and relays (docs/operations.md)");
+  app.add_flag("--check-config", o.check_config,
+               "Only read and check the --config file, print what it declares, and exit (0 when "
+               "valid, 1 when not)");
   app.add_option("--identity", o.identities,
                  "Create this identity at start-up if missing (repeatable); \"default\" always "
                  "exists");
@@ -117,6 +123,9 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     std::ostringstream out, err;
     app.exit(e, out, err);
     return EarlyExit{2, err.str() + out.str()};
+  }
+  if (o.check_config && o.config_file.empty()) {
+    return EarlyExit{2, "veild: --check-config needs --config FILE\n"};
   }
   if (o.state_dir.empty()) {
     if (const char* env = std::getenv("VEIL_STATE_DIR"); env != nullptr && *env != '\0') {

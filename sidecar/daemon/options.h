@@ -25,6 +25,8 @@ struct Options {
   int threads = 0;  // io threads; 0 = number of cores
   std::chrono::milliseconds shutdown_grace{10000};
   std::string vault_key_file;           // at-rest key or passphrase, e.g. a mounted Secret
+  std::string config_file;              // declarative YAML config (config.h)
+  bool check_config = false;            // only check config_file and exit
   std::vector<std::string> identities;  // ensured at start-up, besides "default"
   bool hub = false;                     // run the relay service
   std::vector<std::string> relay_allow;  // "IDENTIFIER" or "IDENTIFIER:NAME"

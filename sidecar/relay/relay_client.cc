@@ -82,9 +82,11 @@ RelayStatus RelayClient::Status() const {
   return status_;
 }
 
-void RelayClient::Start(Outcome first) {
-  asio::post(strand_, [self = shared_from_this(), first = std::move(first)]() mutable {
+void RelayClient::Start(Outcome first, bool retry_until_up) {
+  asio::post(strand_, [self = shared_from_this(), first = std::move(first),
+                       retry_until_up]() mutable {
     self->first_ = std::move(first);
+    self->retry_until_up_ = retry_until_up;
     self->worker_address_ = self->router_.StartWorkerWithPrefix(
         "_relay_", std::make_shared<ResponseWorker>(self->strand_, self));
     self->Connect();
@@ -221,7 +223,7 @@ void RelayClient::CloseChannel() {
 
 void RelayClient::Lost(absl::Status why) {
   if (stopped_) return;
-  if (first_) {  // never came up: report and stop
+  if (first_ && !retry_until_up_) {  // never came up: report and stop
     Finish(std::move(why), RelayStatus::State::kFailed);
     return;
   }

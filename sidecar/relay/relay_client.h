@@ -57,8 +57,10 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   ~RelayClient();
 
   // Starts; `first` is called once with the first registration's outcome. A relay whose first
-  // attempt fails is stopped (no retries): the caller hears why at once.
-  void Start(Outcome first);
+  // attempt fails is stopped (no retries): the caller hears why at once — unless
+  // `retry_until_up`, when an unreachable or silent hub is retried with the usual backoff and
+  // `first` hears only of success or a refusal.
+  void Start(Outcome first, bool retry_until_up = false);
   // Unregisters (best effort), closes the channel, stops retrying.
   void Stop();
   RelayStatus Status() const;
@@ -95,6 +97,7 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   uint64_t next_request_ = 1;
   uint64_t pending_request_ = 0;
   bool stopped_ = false;
+  bool retry_until_up_ = false;
   Outcome first_;
 
   mutable absl::Mutex mu_;

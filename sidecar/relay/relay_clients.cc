@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/relay/relay_registry.h"
+#include "sidecar/common/fmt_absl.h"
+#include "spdlog/spdlog.h"
 
 namespace veil::relay {
 namespace {
@@ -23,28 +25,35 @@ std::shared_ptr<RelayClient> RelayClients::FindLocked(const std::string& name) c
   return nullptr;
 }
 
+std::shared_ptr<RelayClient> RelayClients::Add(
+    const core::Route& hub_route, const std::string& name, const std::string& identity,
+    std::shared_ptr<const channel::TrustPolicy> hub_policy, absl::Status& error) {
+  if (!name.empty()) {
+    error = ValidateRelayName(name);
+    if (!error.ok()) return nullptr;
+  }
+  auto client = std::make_shared<RelayClient>(channels_, hub_route, name, identity,
+                                               std::move(hub_policy), options_);
+  absl::MutexLock lock(&mu_);
+  if (!name.empty() && FindLocked(name) != nullptr) {
+    error = ErrorWithReason(absl::StatusCode::kAlreadyExists,
+                            absl::StrCat("this sidecar already has a relay named \"", name, "\""),
+                            "RELAY_EXISTS");
+    return nullptr;
+  }
+  clients_.push_back(client);
+  return client;
+}
+
 void RelayClients::Create(const core::Route& hub_route, const std::string& name,
                           const std::string& identity,
                           std::shared_ptr<const channel::TrustPolicy> hub_policy,
                           RelayClient::Outcome done) {
-  if (!name.empty()) {
-    absl::Status valid = ValidateRelayName(name);
-    if (!valid.ok()) {
-      done(valid);
-      return;
-    }
-  }
-  auto client = std::make_shared<RelayClient>(channels_, hub_route, name, identity,
-                                               std::move(hub_policy), options_);
-  {
-    absl::MutexLock lock(&mu_);
-    if (!name.empty() && FindLocked(name) != nullptr) {
-      done(ErrorWithReason(absl::StatusCode::kAlreadyExists,
-                           absl::StrCat("this sidecar already has a relay named \"", name, "\""),
-                           "RELAY_EXISTS"));
-      return;
-    }
-    clients_.push_back(client);
+  absl::Status error;
+  auto client = Add(hub_route, name, identity, std::move(hub_policy), error);
+  if (client == nullptr) {
+    done(error);
+    return;
   }
   client->Start([this, client, done = std::move(done)](absl::StatusOr<RelayStatus> status) {
     if (!status.ok()) {
@@ -53,6 +62,23 @@ void RelayClients::Create(const core::Route& hub_route, const std::string& name,
     }
     done(std::move(status));
   });
+}
+
+absl::Status RelayClients::Start(const core::Route& hub_route, const std::string& name,
+                                 const std::string& identity,
+                                 std::shared_ptr<const channel::TrustPolicy> hub_policy) {
+  absl::Status error;
+  auto client = Add(hub_route, name, identity, std::move(hub_policy), error);
+  if (client == nullptr) return error;
+  client->Start(
+      // A refused relay stays listed, FAILED with the hub's reason, until deleted.
+      [name, hub = hub_route.ToString()](absl::StatusOr<RelayStatus> status) {
+        if (status.ok()) return;
+        spdlog::error("relay {} on hub {} stopped: {}", name.empty() ? "(hub-assigned)" : name,
+                      hub, status.status().message());
+      },
+      /*retry_until_up=*/true);
+  return absl::OkStatus();
 }
 
 std::vector<RelayStatus> RelayClients::List() const {

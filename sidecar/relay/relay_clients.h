@@ -24,6 +24,12 @@ class RelayClients {
   // outcome. ALREADY_EXISTS (RELAY_EXISTS) when this sidecar already has a relay `name`.
   void Create(const core::Route& hub_route, const std::string& name, const std::string& identity,
               std::shared_ptr<const channel::TrustPolicy> hub_policy, RelayClient::Outcome done);
+  // For relays a sidecar is configured to have: checks the name now (INVALID_ARGUMENT,
+  // ALREADY_EXISTS) and starts the relay, which keeps retrying while the hub cannot be reached
+  // and is dropped (with an error in the log) only when the hub refuses it.
+  absl::Status Start(const core::Route& hub_route, const std::string& name,
+                     const std::string& identity,
+                     std::shared_ptr<const channel::TrustPolicy> hub_policy);
   std::vector<RelayStatus> List() const;
   // NOT_FOUND (RELAY_NOT_FOUND) when absent.
   absl::StatusOr<RelayStatus> Get(const std::string& name) const;
@@ -32,6 +38,11 @@ class RelayClients {
   void Shutdown();
 
  private:
+  // Validates and records a new client; nullptr and `error` set when refused.
+  std::shared_ptr<RelayClient> Add(const core::Route& hub_route, const std::string& name,
+                                   const std::string& identity,
+                                   std::shared_ptr<const channel::TrustPolicy> hub_policy,
+                                   absl::Status& error);
   std::shared_ptr<RelayClient> FindLocked(const std::string& name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 

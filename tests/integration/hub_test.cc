@@ -9,46 +9,12 @@
 #include "tests/support/api_client.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/veild_process.h"
-#include "veil/v1/relay.grpc.pb.h"
 
 namespace veil::testing {
 namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& hub_route,
-                         const std::string& name, v1::Relay* out) {
-  auto stub = v1::RelayService::NewStub(api);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + seconds(30));
-  v1::CreateRelayRequest request;
-  request.set_hub_route(hub_route);
-  request.set_name(name);
-  return stub->CreateRelay(&context, request, out);
-}
-
-v1::Relay GetRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& name) {
-  auto stub = v1::RelayService::NewStub(api);
-  grpc::ClientContext context;
-  v1::GetRelayRequest request;
-  request.set_name(name);
-  v1::Relay relay;
-  EXPECT_TRUE(stub->GetRelay(&context, request, &relay).ok());
-  return relay;
-}
-
-// Waits (bounded) until the relay `name` is UP with at least `registrations` registrations.
-bool WaitRelayUp(const std::shared_ptr<grpc::Channel>& api, const std::string& name,
-                 uint64_t registrations, seconds limit = seconds(30)) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    v1::Relay relay = GetRelay(api, name);
-    if (relay.state() == v1::Relay::UP && relay.registrations() >= registrations) return true;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  return false;
-}
 
 // Opens a channel via the hub and checks an echo; returns the status of the first failure.
 grpc::Status EchoThrough(const std::shared_ptr<grpc::Channel>& alice, const std::string& listener_route,

@@ -218,4 +218,36 @@ void EchoApp::Run() {
   if (opened_.load() == 0) opened_.store(-1);
 }
 
+grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& hub_route,
+                         const std::string& name, v1::Relay* out) {
+  auto stub = v1::RelayService::NewStub(api);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::CreateRelayRequest request;
+  request.set_hub_route(hub_route);
+  request.set_name(name);
+  return stub->CreateRelay(&context, request, out);
+}
+
+v1::Relay GetRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& name) {
+  auto stub = v1::RelayService::NewStub(api);
+  grpc::ClientContext context;
+  v1::GetRelayRequest request;
+  request.set_name(name);
+  v1::Relay relay;
+  EXPECT_TRUE(stub->GetRelay(&context, request, &relay).ok());
+  return relay;
+}
+
+bool WaitRelayUp(const std::shared_ptr<grpc::Channel>& api, const std::string& name,
+                 uint64_t registrations, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    v1::Relay relay = GetRelay(api, name);
+    if (relay.state() == v1::Relay::UP && relay.registrations() >= registrations) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 }  // namespace veil::testing

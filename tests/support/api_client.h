@@ -17,6 +17,7 @@
 #include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/identity.grpc.pb.h"
 #include "veil/v1/node.grpc.pb.h"
+#include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
 
 namespace veil::testing {
@@ -52,6 +53,16 @@ std::string DefaultIdentifier(const std::shared_ptr<grpc::Channel>& channel);
 grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::string& route,
                      const std::string& payload, v1::RequestResponse* response,
                      std::chrono::milliseconds deadline = std::chrono::seconds(20));
+
+// CreateRelay on the hub at `hub_route` for identity "default" ("" name: hub-assigned).
+grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& hub_route,
+                         const std::string& name, v1::Relay* out);
+// GetRelay, failing the test on error.
+v1::Relay GetRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& name);
+// Waits (bounded) until the relay `name` is UP with at least `registrations` registrations.
+bool WaitRelayUp(const std::shared_ptr<grpc::Channel>& api, const std::string& name,
+                 uint64_t registrations,
+                 std::chrono::seconds limit = std::chrono::seconds(30));
 
 // One Serve stream. Writes (Write, Ack, Send) may come from several threads: they are
 // serialised, as a gRPC stream allows one writer at a time. Read from one thread.

@@ -1,0 +1,436 @@
+#include "sidecar/daemon/config.h"
+
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.h"
+#include "sidecar/api/secure_channel_service.h"
+#include "sidecar/common/error_reason.h"
+#include "sidecar/common/status_macros.h"
+#include "sidecar/identity/identifier.h"
+#include "sidecar/relay/relay_registry.h"
+#include "sidecar/common/fmt_absl.h"
+#include "spdlog/spdlog.h"
+#include "yaml-cpp/yaml.h"
+
+namespace veil::daemon {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+constexpr int kMaxDepth = 64;
+
+// Turns YAML nodes into fields of a message, remembering where it is for errors.
+class YamlReader {
+ public:
+  explicit YamlReader(absl::string_view source) : source_(source) {}
+
+  absl::Status ReadMessage(const YAML::Node& node, const std::string& path, Message& out,
+                           int depth) {
+    if (depth > kMaxDepth) return Error(node, path, "nested too deeply");
+    if (node.IsNull()) return absl::OkStatus();  // "key:" with nothing: an empty message
+    if (!node.IsMap()) {
+      return Error(node, path, absl::StrCat("expected a map of ", out.GetDescriptor()->name(),
+                                            " fields, found ", KindOf(node)));
+    }
+    const auto* descriptor = out.GetDescriptor();
+    const Reflection* reflection = out.GetReflection();
+    std::set<const FieldDescriptor*> seen;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (!it->first.IsScalar()) return Error(it->first, path, "a key must be a plain name");
+      const std::string& key = it->first.Scalar();
+      const FieldDescriptor* field = descriptor->FindFieldByName(key);
+      if (field == nullptr) field = descriptor->FindFieldByCamelcaseName(key);
+      std::string field_path = path.empty() ? key : absl::StrCat(path, ".", key);
+      if (field == nullptr) {
+        std::vector<std::string> known;
+        for (int i = 0; i < descriptor->field_count(); ++i) {
+          known.push_back(descriptor->field(i)->name());
+        }
+        return Error(it->first, path,
+                     absl::StrCat("unknown field \"", key, "\" (", descriptor->name(),
+                                  " has: ", absl::StrJoin(known, ", "), ")"));
+      }
+      if (!seen.insert(field).second) {
+        return Error(it->first, path, absl::StrCat("field \"", key, "\" is given twice"));
+      }
+      if (const auto* oneof = field->containing_oneof();
+          oneof != nullptr && reflection->HasOneof(out, oneof)) {
+        return Error(it->first, path,
+                     absl::StrCat("\"", key, "\" and \"",
+                                  reflection->GetOneofFieldDescriptor(out, oneof)->name(),
+                                  "\" exclude each other: set only one of ", oneof->name()));
+      }
+      RETURN_IF_ERROR(ReadField(it->second, field_path, out, field, depth));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Error(const YAML::Node& node, const std::string& path, absl::string_view what) {
+    return Error(node.Mark(), path, what);
+  }
+  absl::Status Error(const YAML::Mark& mark, const std::string& path, absl::string_view what) {
+    std::string where(source_);
+    if (mark.line >= 0) absl::StrAppend(&where, ":", mark.line + 1, ":", mark.column + 1);
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                           absl::StrCat(where, ": ", path.empty() ? "" : path + ": ", what),
+                           "INVALID_CONFIG");
+  }
+
+ private:
+  static std::string KindOf(const YAML::Node& node) {
+    if (node.IsMap()) return "a map";
+    if (node.IsSequence()) return "a list";
+    if (node.IsScalar()) return absl::StrCat("\"", node.Scalar(), "\"");
+    return "nothing";
+  }
+
+  absl::Status ReadField(const YAML::Node& node, const std::string& path, Message& out,
+                         const FieldDescriptor* field, int depth) {
+    if (!field->is_repeated()) return ReadValue(node, path, out, field, depth);
+    if (node.IsNull()) return absl::OkStatus();
+    if (!node.IsSequence()) {
+      return Error(node, path, absl::StrCat("expected a list, found ", KindOf(node)));
+    }
+    for (size_t i = 0; i < node.size(); ++i) {
+      RETURN_IF_ERROR(ReadValue(node[i], absl::StrCat(path, "[", i, "]"), out, field, depth));
+    }
+    return absl::OkStatus();
+  }
+
+  // One value of `field` (appended when repeated).
+  absl::Status ReadValue(const YAML::Node& node, const std::string& path, Message& out,
+                         const FieldDescriptor* field, int depth) {
+    const Reflection* r = out.GetReflection();
+    const bool rep = field->is_repeated();
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      Message* sub = rep ? r->AddMessage(&out, field) : r->MutableMessage(&out, field);
+      return ReadMessage(node, path, *sub, depth + 1);
+    }
+    if (!node.IsScalar()) {
+      return Error(node, path, absl::StrCat("expected a single value, found ", KindOf(node)));
+    }
+    const std::string& text = node.Scalar();
+    auto integer = [&](auto min, auto max, auto& value) -> absl::Status {
+      using T = std::decay_t<decltype(value)>;
+      bool ok;
+      if constexpr (std::is_signed_v<T>) {
+        int64_t v;
+        ok = absl::SimpleAtoi(text, &v) && v >= static_cast<int64_t>(min) &&
+             v <= static_cast<int64_t>(max);
+        value = static_cast<T>(v);
+      } else {
+        uint64_t v;
+        ok = absl::SimpleAtoi(text, &v) && v <= static_cast<uint64_t>(max);
+        value = static_cast<T>(v);
+      }
+      if (!ok) {
+        return Error(node, path, absl::StrCat("\"", text, "\" is not a whole number from ",
+                                              +min, " to ", +max));
+      }
+      return absl::OkStatus();
+    };
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING: {
+        std::string value = text;
+        if (field->type() == FieldDescriptor::TYPE_BYTES &&
+            !absl::Base64Unescape(text, &value) && !absl::WebSafeBase64Unescape(text, &value)) {
+          return Error(node, path, "expected base64");
+        }
+        rep ? r->AddString(&out, field, std::move(value))
+            : r->SetString(&out, field, std::move(value));
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_BOOL: {
+        bool value;
+        if (text == "true" || text == "True" || text == "TRUE") {
+          value = true;
+        } else if (text == "false" || text == "False" || text == "FALSE") {
+          value = false;
+        } else {
+          return Error(node, path, absl::StrCat("expected true or false, found \"", text, "\""));
+        }
+        rep ? r->AddBool(&out, field, value) : r->SetBool(&out, field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_INT32: {
+        int32_t v;
+        RETURN_IF_ERROR(integer(std::numeric_limits<int32_t>::min(),
+                                std::numeric_limits<int32_t>::max(), v));
+        rep ? r->AddInt32(&out, field, v) : r->SetInt32(&out, field, v);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_INT64: {
+        int64_t v;
+        RETURN_IF_ERROR(integer(std::numeric_limits<int64_t>::min(),
+                                std::numeric_limits<int64_t>::max(), v));
+        rep ? r->AddInt64(&out, field, v) : r->SetInt64(&out, field, v);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_UINT32: {
+        uint32_t v;
+        RETURN_IF_ERROR(integer(0u, std::numeric_limits<uint32_t>::max(), v));
+        rep ? r->AddUInt32(&out, field, v) : r->SetUInt32(&out, field, v);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_UINT64: {
+        uint64_t v;
+        RETURN_IF_ERROR(integer(uint64_t{0}, std::numeric_limits<uint64_t>::max(), v));
+        rep ? r->AddUInt64(&out, field, v) : r->SetUInt64(&out, field, v);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+      case FieldDescriptor::CPPTYPE_FLOAT: {
+        double v;
+        if (!absl::SimpleAtod(text, &v)) {
+          return Error(node, path, absl::StrCat("\"", text, "\" is not a number"));
+        }
+        if (field->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT) {
+          rep ? r->AddFloat(&out, field, static_cast<float>(v))
+              : r->SetFloat(&out, field, static_cast<float>(v));
+        } else {
+          rep ? r->AddDouble(&out, field, v) : r->SetDouble(&out, field, v);
+        }
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const auto* value = field->enum_type()->FindValueByName(text);
+        if (value == nullptr) {
+          return Error(node, path,
+                       absl::StrCat("\"", text, "\" is not a ", field->enum_type()->name()));
+        }
+        rep ? r->AddEnum(&out, field, value) : r->SetEnum(&out, field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;
+    }
+    return Error(node, path, "unsupported field type");
+  }
+
+  const absl::string_view source_;
+};
+
+}  // namespace
+
+absl::Status YamlToMessage(absl::string_view text, absl::string_view source, Message& out) {
+  YamlReader reader(source);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return reader.Error(e.mark, "", absl::StrCat("not valid YAML: ", e.msg));
+  }
+  try {
+    return reader.ReadMessage(root, "", out, 0);
+  } catch (const YAML::Exception& e) {  // e.g. an alias cycle or a malformed node
+    return reader.Error(e.mark, "", e.msg);
+  }
+}
+
+namespace {
+
+absl::Status Annotate(const absl::Status& status, absl::string_view entry) {
+  if (status.ok()) return status;
+  return ErrorWithReason(status.code(), absl::StrCat("config ", entry, ": ", status.message()),
+                         ReasonOf(status));
+}
+
+}  // namespace
+
+namespace {
+
+absl::Status Invalid(absl::string_view what, absl::string_view reason = "INVALID_CONFIG") {
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument, what, reason);
+}
+
+// The shape of a trust policy; what it refers to (files, imported identities) is checked when
+// it is applied.
+absl::Status ValidateTrustPolicy(const v1::TrustPolicy& policy, int depth) {
+  if (depth > 8) return Invalid("trust policies nest at most 8 deep", "INVALID_TRUST_POLICY");
+  auto all = [&](const v1::TrustPolicy::Policies& parts) -> absl::Status {
+    if (parts.policies().empty()) {
+      return Invalid("any_of and all_of need at least one policy", "INVALID_TRUST_POLICY");
+    }
+    for (const auto& part : parts.policies()) RETURN_IF_ERROR(ValidateTrustPolicy(part, depth + 1));
+    return absl::OkStatus();
+  };
+  switch (policy.policy_case()) {
+    case v1::TrustPolicy::kTrustEveryone:
+      if (!policy.trust_everyone()) return Invalid("trust_everyone must be true when set");
+      return absl::OkStatus();
+    case v1::TrustPolicy::kTrustIdentifier:
+      return identity::ValidateIdentifier(policy.trust_identifier());
+    case v1::TrustPolicy::kTrustIdentifiers:
+      for (const auto& id : policy.trust_identifiers().identifiers()) {
+        RETURN_IF_ERROR(identity::ValidateIdentifier(id));
+      }
+      return absl::OkStatus();
+    case v1::TrustPolicy::kTrustIdentifiersFile:
+      if (policy.trust_identifiers_file().empty()) return Invalid("trust_identifiers_file is empty");
+      return absl::OkStatus();
+    case v1::TrustPolicy::kTrustImported:
+      if (!policy.trust_imported()) return Invalid("trust_imported must be true when set");
+      return absl::OkStatus();
+    case v1::TrustPolicy::kAnyOf:
+      return all(policy.any_of());
+    case v1::TrustPolicy::kAllOf:
+      return all(policy.all_of());
+    case v1::TrustPolicy::POLICY_NOT_SET:
+      break;
+  }
+  return Invalid(
+      "a trust policy is required: set one of trust_everyone, trust_identifier, "
+      "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of",
+      "INVALID_TRUST_POLICY");
+}
+
+absl::Status ValidateEntries(const config::v1::Config& config) {
+  std::set<std::string> names;
+  for (int i = 0; i < config.identities_size(); ++i) {
+    const std::string& name = config.identities(i).name();
+    std::string where = absl::StrCat("identities[", i, "]");
+    RETURN_IF_ERROR(Annotate(identity::ValidateIdentityName(name), where));
+    if (!names.insert(name).second) {
+      return Annotate(Invalid(absl::StrCat("identity \"", name, "\" is listed twice")), where);
+    }
+  }
+  for (int i = 0; i < config.trusted_identities_size(); ++i) {
+    const auto& id = config.trusted_identities(i).public_identity();
+    std::string where = absl::StrCat("trusted_identities[", i, "]");
+    RETURN_IF_ERROR(Annotate(identity::ValidateIdentifier(id.identifier()), where));
+    if (id.public_key().size() != 32) {
+      return Annotate(Invalid(absl::StrCat("a public key is 32 bytes, not ", id.public_key().size()),
+                              "INVALID_PUBLIC_KEY"),
+                      where);
+    }
+    if (identity::IdentifierOf(id.public_key()) != id.identifier()) {
+      return Annotate(Invalid(absl::StrCat("identifier ", id.identifier(),
+                                           " is not the one derived from the public key (",
+                                           identity::IdentifierOf(id.public_key()), ")"),
+                              "IDENTIFIER_MISMATCH"),
+                      where);
+    }
+  }
+  std::set<std::string> addresses;
+  for (int i = 0; i < config.listeners_size(); ++i) {
+    const auto& entry = config.listeners(i);
+    std::string where = absl::StrCat("listeners[", i, "]");
+    RETURN_IF_ERROR(Annotate(core::ValidateLocalName(entry.address()), where));
+    if (!addresses.insert(entry.address()).second) {
+      return Annotate(Invalid(absl::StrCat("listener \"", entry.address(), "\" is listed twice")),
+                      where);
+    }
+    if (!entry.identity().empty()) {
+      RETURN_IF_ERROR(Annotate(identity::ValidateIdentityName(entry.identity()), where));
+    }
+    RETURN_IF_ERROR(Annotate(ValidateTrustPolicy(entry.trust_policy(), 0), where));
+  }
+  std::set<std::string> relays;
+  for (int i = 0; i < config.relays_size(); ++i) {
+    const auto& entry = config.relays(i);
+    std::string where = absl::StrCat("relays[", i, "]");
+    auto route = core::Route::Parse(entry.hub_route());
+    RETURN_IF_ERROR(Annotate(route.status(), where));
+    if (route->empty()) {
+      return Annotate(Invalid("hub_route is required", reason::kInvalidRoute), where);
+    }
+    if (!entry.name().empty()) {
+      RETURN_IF_ERROR(Annotate(relay::ValidateRelayName(entry.name()), where));
+      if (!relays.insert(entry.name()).second) {
+        return Annotate(Invalid(absl::StrCat("relay \"", entry.name(), "\" is listed twice")),
+                        where);
+      }
+    }
+    if (!entry.identity().empty()) {
+      RETURN_IF_ERROR(Annotate(identity::ValidateIdentityName(entry.identity()), where));
+    }
+    if (entry.has_hub_trust_policy()) {
+      RETURN_IF_ERROR(Annotate(ValidateTrustPolicy(entry.hub_trust_policy(), 0), where));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<config::v1::Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                           absl::StrCat("cannot read the config file ", path, ": ",
+                                        std::strerror(errno)),
+                           "INVALID_CONFIG");
+  }
+  std::string text(kMaxConfigBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                           absl::StrCat("the config file ", path, " is larger than 1 MiB"),
+                           "INVALID_CONFIG");
+  }
+  config::v1::Config config;
+  RETURN_IF_ERROR(YamlToMessage(text, path, config));
+  absl::Status valid = ValidateEntries(config);
+  if (!valid.ok()) {
+    return ErrorWithReason(valid.code(), absl::StrCat(path, ": ", valid.message()),
+                           ReasonOf(valid));
+  }
+  return config;
+}
+
+absl::Status ApplyConfig(const config::v1::Config& config, identity::IdentityStore& identities,
+                         channel::SecureChannelManager& channels, relay::RelayClients& relays) {
+  RETURN_IF_ERROR(ValidateEntries(config));
+  for (int i = 0; i < config.identities_size(); ++i) {
+    const auto& entry = config.identities(i);
+    auto id = identities.Ensure(entry.name());
+    RETURN_IF_ERROR(Annotate(id.status(), absl::StrCat("identities[", i, "]")));
+    spdlog::info("identity {}: {}", entry.name(), (*id)->identifier());
+  }
+  for (int i = 0; i < config.trusted_identities_size(); ++i) {
+    const auto& entry = config.trusted_identities(i);
+    auto trusted = identities.ImportTrusted(entry.public_identity().identifier(),
+                                            entry.public_identity().public_key(), entry.label());
+    RETURN_IF_ERROR(Annotate(trusted.status(), absl::StrCat("trusted_identities[", i, "]")));
+  }
+  for (int i = 0; i < config.listeners_size(); ++i) {
+    const auto& entry = config.listeners(i);
+    std::string where = absl::StrCat("listeners[", i, "]");
+    auto policy = api::ToTrustPolicy(entry.trust_policy(), identities);
+    RETURN_IF_ERROR(Annotate(policy.status(), where));
+    auto info = channels.CreateListener(entry.address(),
+                                        entry.identity().empty() ? "default" : entry.identity(),
+                                        *std::move(policy));
+    RETURN_IF_ERROR(Annotate(info.status(), where));
+    spdlog::info("secure channel listener {} for identity {}", info->address, info->identity);
+  }
+  for (int i = 0; i < config.relays_size(); ++i) {
+    const auto& entry = config.relays(i);
+    std::string where = absl::StrCat("relays[", i, "]");
+    auto route = core::Route::Parse(entry.hub_route());  // valid: checked above
+    std::shared_ptr<const channel::TrustPolicy> policy = channel::TrustEveryone();
+    if (entry.has_hub_trust_policy()) {
+      auto converted = api::ToTrustPolicy(entry.hub_trust_policy(), identities);
+      RETURN_IF_ERROR(Annotate(converted.status(), where));
+      policy = *std::move(converted);
+    }
+    std::string identity = entry.identity().empty() ? "default" : entry.identity();
+    RETURN_IF_ERROR(Annotate(identities.Get(identity).status(), where));
+    RETURN_IF_ERROR(Annotate(relays.Start(*route, entry.name(), identity, std::move(policy)), where));
+    spdlog::info("relay {} on hub {}: registering",
+                 entry.name().empty() ? "(hub-assigned)" : entry.name(), entry.hub_route());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace veil::daemon

@@ -1,0 +1,43 @@
+// veild's declarative configuration (`--config FILE`): a YAML document mapped onto
+// veil.config.v1.Config (proto/veil/config/v1/config.proto) field by field, then applied at
+// start-up. See docs/operations.md.
+//
+// Failure cases, each an INVALID_ARGUMENT naming the file, line and column and the field path
+// (e.g. "bob.yaml:7:9: listeners[0].trust_policy: unknown field \"trust_everybody\""): YAML
+// syntax errors, unknown fields, a scalar where a map or list is wanted (and the reverse),
+// numbers out of range, bad booleans, enums or base64, two members of one oneof. A file that
+// is missing, unreadable or larger than 1 MiB is a FAILED_PRECONDITION.
+#ifndef VEIL_SIDECAR_DAEMON_CONFIG_H_
+#define VEIL_SIDECAR_DAEMON_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/message.h"
+#include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/identity/identity_store.h"
+#include "sidecar/relay/relay_clients.h"
+#include "veil/config/v1/config.pb.h"
+
+namespace veil::daemon {
+
+inline constexpr size_t kMaxConfigBytes = 1 << 20;
+
+// Fills `out` from the YAML document `text`; `source` names it in errors. An empty document
+// leaves `out` empty. Pure: no I/O, safe on any input.
+absl::Status YamlToMessage(absl::string_view text, absl::string_view source,
+                           google::protobuf::Message& out);
+
+// Reads and parses the config file at `path`.
+absl::StatusOr<config::v1::Config> LoadConfigFile(const std::string& path);
+
+// Applies `config` in order: identities, trusted identities, listeners, relays. Stops at the
+// first failure, saying which entry failed. Relays are started and left to come up (or keep
+// retrying) in the background.
+absl::Status ApplyConfig(const config::v1::Config& config, identity::IdentityStore& identities,
+                         channel::SecureChannelManager& channels, relay::RelayClients& relays);
+
+}  // namespace veil::daemon
+
+#endif  // VEIL_SIDECAR_DAEMON_CONFIG_H_
