@@ -165,7 +165,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
                            reason::kListenFailed);
   }
   if (!endpoint.unix_path.empty()) {
-    ::chmod(endpoint.unix_path.c_str(), 0600);
+    ::chmod(endpoint.unix_path.c_str(), server->settings_.socket_mode);
     server->settings_.endpoint = listen;
   } else {
     auto hp = core::ParseHostPort(endpoint.host_port, true);

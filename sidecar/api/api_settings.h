@@ -11,6 +11,9 @@ namespace veil::api {
 struct ApiSettings {
   // Where the API listens ("unix:/path" or "host:port"), as reported by GetNode.
   std::string endpoint;
+  // The Unix socket's mode: 0600 (this user only) or 0660 (also its group, e.g. the app
+  // containers of a Kubernetes pod that share its fsGroup).
+  uint32_t socket_mode = 0600;
   // This node runs the relay service.
   bool hub = false;
   // Allow app payloads to leave the host outside a secure channel (--insecure-plaintext).

@@ -128,6 +128,7 @@ absl::Status RunDaemon(const Options& options) {
   if (!configured.ok()) return configured;
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
+  settings.socket_mode = options.api_socket_mode == "0660" ? 0660 : 0600;
   settings.max_frame_bytes = options.max_frame_bytes;
   settings.health_listen = options.health_listen;
   settings.hub = options.hub;

@@ -24,6 +24,11 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_option("--api", o.api,
                  "Where the API listens: unix:PATH (default unix:<state-dir>/api.sock, mode "
                  "0600) or HOST:PORT on loopback (port 0 picks a free port)");
+  app.add_option("--api-socket-mode", o.api_socket_mode,
+                 "Mode of the API's Unix socket: 0600 (this user only) or 0660 (also this "
+                 "user's group: app containers of a pod sharing its fsGroup)")
+      ->check(CLI::IsMember({"0600", "0660"}))
+      ->capture_default_str();
   app.add_flag("--api-allow-public", o.api_allow_public,
                "Allow --api on a non-loopback address. Anyone who reaches it can use this "
                "node: do not, unless something else guards it");

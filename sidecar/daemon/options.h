@@ -15,6 +15,7 @@ struct Options {
   std::string state_dir;   // where state lives; created 0700
   std::string api;         // "unix:PATH" or "HOST:PORT"
   bool api_allow_public = false;
+  std::string api_socket_mode = "0600";  // or "0660"
   std::string health_listen;  // "HOST:PORT" for the health-only listener
   std::string metrics_listen;  // "HOST:PORT" for Prometheus /metrics
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable

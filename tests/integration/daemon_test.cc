@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include <sys/stat.h>
+
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
 #include "tests/support/veild_process.h"
@@ -97,6 +99,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadStart{{"--no-such-flag"}, 2, "--no-such-flag"},
         BadStart{{"--log-format", "xml"}, 2, "--log-format"},
+        BadStart{{"--api-socket-mode", "0666"}, 2, "--api-socket-mode"},
         BadStart{{"--max-frame-bytes", "10"}, 2, "--max-frame-bytes"},
         BadStart{{"--tcp-listen", "nonsense"}, 1, "\"nonsense\" is not host:port"},
         BadStart{{"--tcp-listen", "127.0.0.1:99999"}, 1, "is not a port"},
@@ -104,6 +107,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--api", "ftp://x"}, 1, "neither unix:PATH nor HOST:PORT"},
         BadStart{{"--health-listen", "nonsense"}, 1, "is not host:port"},
         BadStart{{"--relay-allow", "I0123456789abcdef0123456789abcdef"}, 1, "needs --hub"}));
+
+TEST(DaemonTest, ApiSocketModeForPodsSharingAGroup) {
+  VeildProcess node({"--api-socket-mode", "0660"});
+  ASSERT_TRUE(node.Start()) << node.log();
+  struct stat st;
+  ASSERT_EQ(::stat(node.socket_path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_TRUE(GetNode(Connect(node.api_target())).version().size() > 0);
+}
 
 TEST(DaemonTest, TcpListenAddressInUseIsAClearError) {
   VeildProcess first({"--tcp-listen", "127.0.0.1:0"});
