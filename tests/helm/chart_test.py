@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""The Helm chart's contract, checked on what `helm lint` and `helm template` make of it.
+
+Runs helm (from $HELM, PATH, or the path given with --helm; `make helm` fetches one) on
+helm/veil with the default values, the example values (helm/veil/ci/example-values.yaml) and
+variations, parses the rendered manifests and asserts: probes, security contexts, the vault
+key Secret reference, ports, Service selectors, the PodDisruptionBudget, the sidecar in both
+modes (and included from another chart), declarative configs that veild itself accepts, and
+values.schema.json refusing bad values.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHART = os.path.join(ROOT, "helm", "veil")
+EXAMPLE_VALUES = os.path.join(CHART, "ci", "example-values.yaml")
+HELM = None
+VEILD = None
+
+
+def helm(*args, check=True):
+    proc = subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def render(*args, chart=CHART):
+    out = helm("template", "rel", chart, "--namespace", "apps", *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def chart_version():
+    with open(os.path.join(CHART, "Chart.yaml")) as f:
+        return yaml.safe_load(f)["appVersion"]
+
+
+def render_notes(*args):
+    """NOTES.txt as `helm install` would print it (helm template leaves it out, and install
+    needs a cluster): rendered through a copy of the chart that wraps it in a ConfigMap."""
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = os.path.join(tmp, "veil")
+        shutil.copytree(CHART, chart)
+        with open(os.path.join(chart, "templates", "NOTES.txt")) as f:
+            notes = f.read()
+        os.remove(os.path.join(chart, "templates", "NOTES.txt"))
+        with open(os.path.join(chart, "templates", "zz-notes.yaml"), "w") as f:
+            f.write('{{- define "test.notes" }}' + notes + '{{- end }}\n'
+                    'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n'
+                    'data: {notes: {{ include "test.notes" . | quote }}}\n')
+        docs = render(*args, chart=chart)
+        return named(docs, "ConfigMap", "notes")["data"]["notes"]
+
+
+def of_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs, kind, name):
+    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: found {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs):
+    """(name, pod spec) of every workload and pod."""
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            yield d["metadata"]["name"], d["spec"]
+
+
+def containers(spec):
+    return spec.get("initContainers", []) + spec.get("containers", [])
+
+
+def veild_containers(spec):
+    return [c for c in containers(spec) if c.get("command") == ["veild"]]
+
+
+def flag(container, name):
+    for arg in container.get("args", []):
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
+    return None
+
+
+class ContractMixin:
+    """Checks every rendering must pass."""
+
+    def check_security(self, docs):
+        for name, spec in pod_specs(docs):
+            psc = spec["securityContext"]
+            self.assertTrue(psc["runAsNonRoot"], name)
+            self.assertGreater(psc["runAsUser"], 0, name)
+            self.assertEqual(psc["seccompProfile"]["type"], "RuntimeDefault", name)
+            self.assertFalse(spec.get("automountServiceAccountToken", True), name)
+            for c in containers(spec):
+                sc = c["securityContext"]
+                where = f"{name}/{c['name']}"
+                self.assertTrue(sc["runAsNonRoot"], where)
+                self.assertFalse(sc["allowPrivilegeEscalation"], where)
+                self.assertTrue(sc["readOnlyRootFilesystem"], where)
+                self.assertFalse(sc.get("privileged", False), where)
+                self.assertEqual(sc["capabilities"]["drop"], ["ALL"], where)
+                self.assertNotIn("add", sc["capabilities"], where)
+                self.assertEqual(sc["seccompProfile"]["type"], "RuntimeDefault", where)
+                self.assertIn("limits", c["resources"], where)
+
+    def check_veild(self, docs, secret_name, secret_key):
+        seen = 0
+        for name, spec in pod_specs(docs):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for c in veild_containers(spec):
+                seen += 1
+                where = f"{name}/{c['name']}"
+                ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+                health = flag(c, "--health-listen")
+                self.assertIsNotNone(health, where)
+                self.assertEqual(health, "$(POD_IP):%d" % next(v for k, v in ports.items() if k.endswith("health")))
+                self.assertEqual(flag(c, "--metrics-listen"),
+                                 "$(POD_IP):%d" % next(v for k, v in ports.items() if k.endswith("metrics")))
+                self.assertIn({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                              c["env"], where)
+                # Probes: gRPC health on the health-only port, never the API.
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    self.assertEqual(c[probe]["grpc"]["port"], int(health.rsplit(":", 1)[1]), where)
+                self.assertEqual(flag(c, "--log-format"), "json", where)
+                self.assertTrue(flag(c, "--api").startswith("unix:"), where)
+                # The vault key: a file from the Secret, mounted read-only.
+                key_file = flag(c, "--vault-key-file")
+                mount = next(m for m in c["volumeMounts"] if key_file.startswith(m["mountPath"] + "/"))
+                self.assertTrue(mount.get("readOnly"), where)
+                secret = volumes[mount["name"]]["secret"]
+                self.assertEqual(secret["secretName"], secret_name, where)
+                self.assertEqual(secret["items"], [{"key": secret_key, "path": os.path.basename(key_file)}])
+                self.assertNotIn("VEIL_VAULT_KEY", str(c.get("env")), where)
+                # State under a mounted volume, in a subdirectory veild creates.
+                state = flag(c, "--state-dir")
+                self.assertTrue(any(state.startswith(m["mountPath"] + "/") for m in c["volumeMounts"]), where)
+                grace = float(flag(c, "--shutdown-grace"))
+                self.assertGreater(spec["terminationGracePeriodSeconds"], grace, where)
+        self.assertGreater(seen, 0)
+
+    def check_services(self, docs):
+        pods = [d["spec"]["template"]["metadata"]["labels"] for d in of_kind(docs, "Deployment")]
+        for svc in of_kind(docs, "Service"):
+            selector = svc["spec"]["selector"]
+            matching = [p for p in pods if selector.items() <= p.items()]
+            self.assertEqual(len(matching), 1, svc["metadata"]["name"])
+            deployment = next(d for d in of_kind(docs, "Deployment")
+                              if d["spec"]["template"]["metadata"]["labels"] == matching[0])
+            ports = {p["name"] for c in containers(deployment["spec"]["template"]["spec"])
+                     for p in c.get("ports", [])}
+            for p in svc["spec"]["ports"]:
+                self.assertIn(p["targetPort"], ports, svc["metadata"]["name"])
+        for d in of_kind(docs, "Deployment"):
+            self.assertLessEqual(d["spec"]["selector"]["matchLabels"].items(),
+                                 d["spec"]["template"]["metadata"]["labels"].items())
+
+    def check_configs_with_veild(self, docs):
+        for cm in of_kind(docs, "ConfigMap"):
+            text = cm["data"]["veil.yaml"]
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                f.write(text)
+                f.flush()
+                proc = subprocess.run([VEILD, "--config", f.name, "--check-config"],
+                                      capture_output=True, text=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, f"{cm['metadata']['name']}: {proc.stderr}\n{text}")
+
+    def check_all(self, docs, secret_name, secret_key):
+        self.check_security(docs)
+        self.check_veild(docs, secret_name, secret_key)
+        self.check_services(docs)
+        self.check_configs_with_veild(docs)
+
+
+class DefaultValuesTest(ContractMixin, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render()
+
+    def test_lint_strict(self):
+        helm("lint", "--strict", CHART)
+
+    def test_image_tag_is_the_app_version(self):
+        with open(os.path.join(CHART, "values.yaml")) as f:
+            self.assertEqual(yaml.safe_load(f)["image"]["tag"], chart_version())
+
+    def test_contract(self):
+        self.check_all(self.docs, "rel-veil-vault-key", "vault-key")
+
+    def test_one_hub_deployment_and_service(self):
+        d = named(self.docs, "Deployment", "rel-veil-hub-0")
+        self.assertEqual(d["spec"]["replicas"], 1)
+        self.assertEqual(d["spec"]["strategy"]["type"], "Recreate")
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn("--hub", c["args"])
+        self.assertEqual(flag(c, "--tcp-listen"), "$(POD_IP):4000")
+        svc = named(self.docs, "Service", "rel-veil-hub-0")
+        self.assertEqual({p["name"]: p["port"] for p in svc["spec"]["ports"]},
+                         {"veil": 4000, "health": 8081, "metrics": 9090})
+        self.assertEqual(len(of_kind(self.docs, "PersistentVolumeClaim")), 0)
+
+    def test_vault_key_secret(self):
+        secret = named(self.docs, "Secret", "rel-veil-vault-key")
+        self.assertEqual(secret["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+        import base64
+        key = base64.b64decode(secret["data"]["vault-key"]).decode()
+        self.assertRegex(key, r"^[0-9a-f]{64}$")
+
+    def test_pdb_selects_the_hubs(self):
+        pdb = named(self.docs, "PodDisruptionBudget", "rel-veil-hub")
+        hub = named(self.docs, "Deployment", "rel-veil-hub-0")
+        self.assertLessEqual(pdb["spec"]["selector"]["matchLabels"].items(),
+                             hub["spec"]["template"]["metadata"]["labels"].items())
+        self.assertEqual(pdb["spec"]["maxUnavailable"], 1)
+
+    def test_helm_test_pod_checks_health(self):
+        pod = named(self.docs, "Pod", "rel-veil-test-health")
+        self.assertEqual(pod["metadata"]["annotations"]["helm.sh/hook"], "test")
+        c = pod["spec"]["containers"][0]
+        self.assertEqual(c["command"], ["veil"])
+        self.assertEqual(c["args"], ["health", "rel-veil-hub-0:8081"])
+
+    def test_no_example_app_by_default(self):
+        self.assertEqual([d["metadata"]["name"] for d in of_kind(self.docs, "Deployment")],
+                         ["rel-veil-hub-0"])
+
+    def test_notes(self):
+        out = render_notes()
+        self.assertIn("/tcp/rel-veil-hub-0.apps.svc:4000", out)
+        self.assertIn("helm test rel", out)
+
+
+class ExampleValuesTest(ContractMixin, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("-f", EXAMPLE_VALUES)
+
+    def test_lint_strict(self):
+        helm("lint", "--strict", CHART, "-f", EXAMPLE_VALUES)
+
+    def test_contract(self):
+        self.check_all(self.docs, "veil-vault-key", "key")
+        self.assertEqual(of_kind(self.docs, "Secret"), [], "an existing Secret is used, none made")
+
+    def test_two_independent_hubs_with_state(self):
+        for i in range(2):
+            d = named(self.docs, "Deployment", f"rel-veil-hub-{i}")
+            volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+            self.assertEqual(volumes["state"]["persistentVolumeClaim"]["claimName"], f"rel-veil-hub-{i}-state")
+            named(self.docs, "PersistentVolumeClaim", f"rel-veil-hub-{i}-state")
+            self.assertEqual(named(self.docs, "Service", f"rel-veil-hub-{i}")["spec"]["type"], "LoadBalancer")
+        self.assertEqual(named(self.docs, "Pod", "rel-veil-test-health")["spec"]["containers"][0]["args"],
+                         ["health", "rel-veil-hub-0:8081", "rel-veil-hub-1:8081"])
+
+    def test_bob_with_a_native_sidecar(self):
+        bob = named(self.docs, "Deployment", "rel-veil-bob")
+        spec = bob["spec"]["template"]["spec"]
+        [veil] = spec["initContainers"]
+        self.assertEqual(veil["name"], "veil")
+        self.assertEqual(veil["restartPolicy"], "Always")
+        [app] = spec["containers"]
+        self.assertEqual(app["name"], "bob")
+        # The app reaches the sidecar's socket through the shared emptyDir.
+        api = flag(veil, "--api")
+        self.assertEqual(api, "unix:/run/veil/api.sock")
+        self.assertIn({"name": "VEIL_API", "value": api}, app["env"])
+        self.assertEqual(app["command"], ["bob", "$(VEIL_API)"])
+        socket_dir = "/run/veil"
+        app_mount = next(m for m in app["volumeMounts"] if m["mountPath"] == socket_dir)
+        veil_mount = next(m for m in veil["volumeMounts"] if m["mountPath"] == socket_dir)
+        self.assertEqual(app_mount["name"], veil_mount["name"])
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        self.assertIn("emptyDir", volumes[app_mount["name"]])
+        self.assertEqual(flag(veil, "--api-socket-mode"), "0660")
+        # Its declarative config registers the relay on hub 1.
+        self.assertEqual(flag(veil, "--config"), "/etc/veil/config/veil.yaml")
+        cm = named(self.docs, "ConfigMap", "rel-veil-bob-veil")
+        config = yaml.safe_load(cm["data"]["veil.yaml"])
+        self.assertEqual(config["relays"], [{"hub_route": "/tcp/rel-veil-hub-1.apps.svc:4000",
+                                             "name": "bob", "identity": "bob"}])
+        self.assertEqual(volumes["veil-config"]["configMap"]["name"], "rel-veil-bob-veil")
+
+
+class VariationsTest(ContractMixin, unittest.TestCase):
+    def test_classic_sidecar_and_existing_claim(self):
+        docs = render("--set", "exampleBob.enabled=true", "--set", "sidecar.persistence.existingClaim=bob-state",
+                      "--set", "sidecar.socketMode=0600")
+        self.check_all(docs, "rel-veil-vault-key", "vault-key")
+        spec = named(docs, "Deployment", "rel-veil-bob")["spec"]["template"]["spec"]
+        self.assertNotIn("initContainers", spec)
+        self.assertEqual([c["name"] for c in spec["containers"]], ["bob", "veil"])
+        self.assertNotIn("restartPolicy", spec["containers"][1])
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        self.assertEqual(volumes["veil-state"]["persistentVolumeClaim"]["claimName"], "bob-state")
+        self.assertEqual(flag(spec["containers"][1], "--api-socket-mode"), "0600")
+
+    def test_hub_disabled_renders_no_hub(self):
+        docs = render("--set", "hub.enabled=false")
+        self.assertEqual(of_kind(docs, "Deployment"), [])
+        self.assertEqual(of_kind(docs, "PodDisruptionBudget"), [])
+        self.assertEqual(of_kind(docs, "Pod"), [])
+
+    def test_relay_allow_and_limits_reach_veild(self):
+        ident = "I" + "0123456789abcdef" * 2
+        docs = render("--set", f"hub.relayAllow[0]={ident}:bob", "--set", "hub.limits.relaysPerIdentity=3")
+        c = named(docs, "Deployment", "rel-veil-hub-0")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(flag(c, "--relay-allow"), f"{ident}:bob")
+        self.assertEqual(flag(c, "--relay-max-per-identity"), "3")
+
+    def test_sidecar_included_from_another_chart(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            app = os.path.join(tmp, "myapp")
+            os.makedirs(os.path.join(app, "templates"))
+            shutil.copytree(CHART, os.path.join(app, "charts", "veil"))
+            with open(os.path.join(app, "Chart.yaml"), "w") as f:
+                f.write("apiVersion: v2\nname: myapp\nversion: 1.0.0\n"
+                        "dependencies:\n  - name: veil\n    version: 0.1.0\n")
+            with open(os.path.join(app, "values.yaml"), "w") as f:
+                f.write("veil:\n  hub:\n    enabled: false\n  sidecar:\n    nativeSidecar: true\n")
+            with open(os.path.join(app, "templates", "deployment.yaml"), "w") as f:
+                f.write("""{{- $veil := dict "root" $ "values" .Values.veil }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: myapp
+spec:
+  selector: {matchLabels: {app: myapp}}
+  template:
+    metadata: {labels: {app: myapp}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, fsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
+      initContainers:
+        {{- include "veil.sidecar.container" $veil | nindent 8 }}
+      containers:
+        - name: app
+          image: myapp:1
+          env:
+            {{- include "veil.sidecar.appEnv" $veil | nindent 12 }}
+          volumeMounts:
+            {{- include "veil.sidecar.appVolumeMounts" $veil | nindent 12 }}
+          resources: {limits: {memory: 64Mi}}
+          securityContext:
+            runAsNonRoot: true
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+      volumes:
+        {{- include "veil.sidecar.volumes" $veil | nindent 8 }}
+""")
+            helm("lint", "--strict", app)
+            docs = render(chart=app)
+            self.check_security(docs)
+            self.check_veild(docs, "rel-veil-vault-key", "vault-key")
+            named(docs, "Secret", "rel-veil-vault-key")  # the dependency makes the key
+            spec = named(docs, "Deployment", "myapp")["spec"]["template"]["spec"]
+            self.assertEqual(spec["initContainers"][0]["restartPolicy"], "Always")
+            self.assertEqual(spec["initContainers"][0]["image"], "ghcr.io/veil/veil:" + chart_version())
+
+
+# Each: --set arguments and a part of the error helm must print.
+BAD_VALUES = [
+    (["hub.replicas=0"], "hub.replicas"),
+    (["hub.replicas=100"], "hub.replicas"),
+    (["ports.health=70000"], "ports.health"),
+    (["hub.port=0"], "hub.port"),
+    (["logFormat=xml"], "logFormat"),
+    (["logLevel=loud"], "logLevel"),
+    (["image.pullPolicy=Sometimes"], "image.pullPolicy"),
+    (["image.repository="], "image.repository"),
+    (["securityContext.privileged=true"], "securityContext.privileged"),
+    (["securityContext.allowPrivilegeEscalation=true"], "securityContext.allowPrivilegeEscalation"),
+    (["securityContext.readOnlyRootFilesystem=false"], "securityContext.readOnlyRootFilesystem"),
+    (["securityContext.runAsNonRoot=false"], "securityContext.runAsNonRoot"),
+    (["securityContext.capabilities.add[0]=NET_ADMIN"], "securityContext.capabilities.add"),
+    (["podSecurityContext.runAsNonRoot=false"], "podSecurityContext.runAsNonRoot"),
+    (["podSecurityContext.runAsUser=0"], "podSecurityContext.runAsUser"),
+    (["sidecar.socketMode=0666"], "sidecar.socketMode"),
+    (["sidecar.socketDir=relative"], "sidecar.socketDir"),
+    (["hub.relayAllow[0]=bob"], "hub.relayAllow.0"),
+    (["hub.limits.queuedBytesPerRelay=10"], "hub.limits.queuedBytesPerRelay"),
+    (["hub.service.type=ExternalName"], "hub.service.type"),
+    (["hub.persistence.size=lots"], "hub.persistence.size"),
+    (["hub.extraArgs[0]=rm -rf"], "hub.extraArgs.0"),
+    (["hub.config.listener[0].address=x"], "hub.config"),
+    (["exampleBob.relayName=a b"], "exampleBob.relayName"),
+    (["exampleBob.replicas=2"], "exampleBob.replicas"),
+    (["exampleBob.trustPolicy.trust_imported=true"], "exampleBob.trustPolicy"),
+    (["exampleBob.trustPolicy.trust_everyone=false"], "exampleBob.trustPolicy"),
+    (["vaultKey.secretKey=bad key"], "vaultKey.secretKey"),
+    (["vaultKey.existingSecret=Bad_Name"], "vaultKey.existingSecret"),
+    (["hubs.enabled=true"], "hubs"),
+]
+
+
+class SchemaTest(unittest.TestCase):
+    def test_bad_values_are_refused(self):
+        for sets, expected in BAD_VALUES:
+            with self.subTest(sets=sets):
+                args = ["template", "rel", CHART]
+                for s in sets:
+                    args += ["--set", s]
+                proc = helm(*args, check=False)
+                self.assertNotEqual(proc.returncode, 0, f"{sets} was accepted")
+                self.assertIn("values don't meet the specifications of the schema", proc.stderr)
+                self.assertIn(expected, proc.stderr)
+
+
+def main():
+    global HELM, VEILD
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--helm", default="")
+    parser.add_argument("--veild", default="")
+    args, rest = parser.parse_known_args()
+    HELM = os.environ.get("HELM") or shutil.which("helm") or args.helm
+    VEILD = os.environ.get("VEILD") or args.veild
+    if not HELM or not os.access(HELM, os.X_OK):
+        sys.exit(f"chart_test: no helm binary (looked at $HELM, PATH and {args.helm!r}); run `make helm`")
+    if not VEILD or not os.access(VEILD, os.X_OK):
+        sys.exit(f"chart_test: no veild binary at {VEILD!r}")
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
