@@ -21,6 +21,11 @@ int main(int argc, char** argv) {
   }
   mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);  // keep gRPC's receive buffers warm
   auto channel = grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials());
+  // The sidecar may still be starting (in a pod, both containers start together).
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(60))) {
+    std::cerr << "bob: no veil sidecar answers at " << argv[1] << "\n";
+    return 1;
+  }
 
   // A secure channel listener at "listener", trusting everyone (each delivery still says who).
   auto channels = veil::v1::SecureChannelService::NewStub(channel);
@@ -30,12 +35,17 @@ int main(int argc, char** argv) {
   veil::v1::SecureChannelListener listener;
   grpc::ClientContext listen_context;
   grpc::Status status = channels->CreateSecureChannelListener(&listen_context, listen, &listener);
-  if (!status.ok()) {
+  if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+    // The sidecar's declarative config made it (as the Helm chart's example does).
+    std::cout << "[✓] Secure channel listener at /service/listener (from the sidecar's config)"
+              << std::endl;
+  } else if (!status.ok()) {
     std::cerr << "bob: cannot create the listener: " << status.error_message() << "\n";
     return 1;
+  } else {
+    std::cout << "[✓] Secure channel listener at /service/" << listener.address() << " as "
+              << listener.identifier() << std::endl;
   }
-  std::cout << "[✓] Secure channel listener at /service/" << listener.address() << " as "
-            << listener.identifier() << std::endl;
 
   // A relay on the hub: others reach this sidecar through it, with no open port here.
   if (argc > 2) {
