@@ -13,14 +13,14 @@ DEB_PACKAGES := build-essential cmake pkg-config \
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
   libsodium-dev libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libasio-dev \
   libcli11-dev libyaml-cpp-dev prometheus-cpp-dev \
-  python3 python3-yaml unzip
+  python3 python3-yaml unzip python3-grpcio python3-protobuf
 
 DEPS_STAMP := $(BUILD_DIR)/.deps-installed
 CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean helm helm-lint
+.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps
 
 all: build
 
@@ -72,7 +72,20 @@ helm-lint: $(HELM_BIN)
 	$(HELM_BIN) template veil helm/veil >/dev/null
 	$(HELM_BIN) template veil helm/veil -f helm/veil/ci/example-values.yaml >/dev/null
 
-test: build $(HELM_BIN)
+# Node packages of the SDK helper and the examples (npm ci: exactly what package-lock.json says).
+NODE_STAMP := $(BUILD_DIR)/.node-deps
+$(NODE_STAMP): sdk-stubs/node/package-lock.json examples/node/package-lock.json | $(DEPS_STAMP)
+	cd sdk-stubs/node && npm ci --no-audit --no-fund --loglevel=error
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-deps: $(NODE_STAMP)
+
+# Regenerates the SDK stubs in sdk-stubs/ from proto/ (a test fails when they drift).
+stubs: $(DEPS_STAMP)
+	sdk-stubs/generate.sh
+
+test: build $(HELM_BIN) $(NODE_STAMP)
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 300 $(CTEST_ARGS)
 
 demo: build

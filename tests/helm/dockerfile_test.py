@@ -30,27 +30,36 @@ def apt_packages(stage):
     return out
 
 
-def package_of(path):
-    # Debian 12 is usr-merged: dpkg may know a file under /lib or /usr/lib, by either name.
-    real = os.path.realpath(path)
-    candidates = []
-    for p in (path, real):
-        candidates += [p, p[4:] if p.startswith("/usr/") else "/usr" + p]
-    for candidate in candidates:
-        proc = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
-        if proc.returncode == 0:
-            return proc.stdout.split(":")[0]
-    return None
+def packages_of(paths):
+    """{path: Debian package} for shared libraries, with one dpkg -S call. Debian 12 is
+    usr-merged: dpkg may know a file under /lib or /usr/lib, by its link name or real name."""
+    names = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        for p in (path, real):
+            for candidate in (p, p[4:] if p.startswith("/usr/") else "/usr" + p):
+                names.setdefault(candidate, set()).add(path)
+    proc = subprocess.run(["dpkg", "-S", *names], capture_output=True, text=True)
+    found = {}
+    for line in proc.stdout.splitlines():
+        package, _, file = line.partition(": ")
+        for path in names.get(file.strip(), ()):
+            found[path] = package.split(":")[0]
+    return found
 
 
 class DockerfileTest(unittest.TestCase):
     def test_runtime_has_every_library(self):
         build, runtime = stages()
         runtime_pkgs = apt_packages(runtime)
+        needs = {}
         for name, binary in BINARIES.items():
             ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-            for lib in re.findall(r"=> (/\S+)", ldd):
-                pkg = package_of(lib)
+            needs[name] = re.findall(r"=> (/\S+)", ldd)
+        packages = packages_of({lib for libs in needs.values() for lib in libs})
+        for name, libs in needs.items():
+            for lib in libs:
+                pkg = packages.get(lib)
                 self.assertIsNotNone(pkg, f"{name}: {lib} is in no Debian package")
                 if pkg in BASE:
                     continue

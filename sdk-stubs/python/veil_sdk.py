@@ -1,0 +1,218 @@
+"""veil_sdk: a thin, idiomatic helper over the generated veil.v1 gRPC stubs (veil/v1/*_pb2*.py).
+
+    import veil_sdk
+    sidecar = veil_sdk.connect()                      # $VEIL_API, else the default socket
+    sidecar.create_listener("listener")               # trust everyone (each message says who)
+    relay = sidecar.create_relay("/tcp/hub:4000", name="bob")
+    for message in sidecar.serve("echoer"):           # no server, no inbound port
+        message.reply(message.payload)
+
+    channel = sidecar.open_channel("/tcp/hub:4000/service/forward_to_bob/service/listener")
+    print(sidecar.request(channel.route + "/service/echoer", b"Hello").payload)
+
+Errors are veil_sdk.VeilError (a grpc.RpcError with .code(), .details() and .reason, the
+google.rpc.ErrorInfo reason such as "ROUTE_NOT_FOUND"). Needs Debian's python3-grpcio and
+python3-protobuf; put this directory on sys.path (PYTHONPATH=sdk-stubs/python).
+"""
+import os
+import queue
+
+import grpc
+
+from google.rpc import error_details_pb2, status_pb2
+from veil.v1 import identity_pb2, identity_pb2_grpc, messaging_pb2, messaging_pb2_grpc
+from veil.v1 import node_pb2, node_pb2_grpc, relay_pb2, relay_pb2_grpc
+from veil.v1 import secure_channel_pb2, secure_channel_pb2_grpc
+
+__all__ = ["connect", "default_api", "Sidecar", "Message", "VeilError", "trust"]
+
+# gRPC's C core keeps receive buffers warm this way (see docs/performance.md); harmless if unset.
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=268435456")
+
+
+def default_api():
+    """Where veild serves by default: $VEIL_API, else unix:$VEIL_STATE_DIR/api.sock, else
+    unix:$HOME/.veil/api.sock."""
+    if os.environ.get("VEIL_API"):
+        return os.environ["VEIL_API"]
+    state = os.environ.get("VEIL_STATE_DIR") or os.path.join(os.path.expanduser("~"), ".veil")
+    return "unix:" + os.path.join(state, "api.sock")
+
+
+class VeilError(Exception):
+    """A failed call: code (grpc.StatusCode), details (text) and reason (ErrorInfo reason)."""
+
+    def __init__(self, error):
+        super().__init__(f"{error.code().name}: {error.details()}")
+        self._code, self._details, self.reason = error.code(), error.details(), ""
+        for key, value in (error.trailing_metadata() or ()):
+            if key == "grpc-status-details-bin":
+                status = status_pb2.Status.FromString(value)
+                for detail in status.details:
+                    info = error_details_pb2.ErrorInfo()
+                    if detail.Unpack(info):
+                        self.reason = info.reason
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+def trust(everyone=False, identifier=None, identifiers=None, imported=False):
+    """A veil.v1.TrustPolicy; several arguments mean any of them. Default: everyone."""
+    parts = []
+    if everyone:
+        parts.append(secure_channel_pb2.TrustPolicy(trust_everyone=True))
+    if identifier:
+        parts.append(secure_channel_pb2.TrustPolicy(trust_identifier=identifier))
+    if identifiers:
+        parts.append(secure_channel_pb2.TrustPolicy(
+            trust_identifiers=secure_channel_pb2.TrustPolicy.Identifiers(identifiers=list(identifiers))))
+    if imported:
+        parts.append(secure_channel_pb2.TrustPolicy(trust_imported=True))
+    if not parts:
+        return secure_channel_pb2.TrustPolicy(trust_everyone=True)
+    if len(parts) == 1:
+        return parts[0]
+    return secure_channel_pb2.TrustPolicy(any_of=secure_channel_pb2.TrustPolicy.Policies(policies=parts))
+
+
+def _call(method, request, timeout):
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as error:
+        raise VeilError(error) from None
+
+
+class Message:
+    """A delivery: payload (bytes), sender (veil.v1.Sender: .identifier is the authenticated
+    identity for messages through a secure channel), return_route; reply() answers it."""
+
+    def __init__(self, stream, delivery):
+        self._stream = stream
+        self.payload = delivery.payload
+        self.sender = delivery.sender
+        self.return_route = delivery.return_route
+        self.sequence = delivery.sequence
+
+    @property
+    def text(self):
+        return self.payload.decode("utf-8", "replace")
+
+    def reply(self, payload):
+        self._stream.send(self.return_route, payload)
+
+
+class _Serve:
+    """One Serve stream: iterate for Messages; each batch is acknowledged when the next one is
+    asked for (so the sidecar never sends more than the window ahead of what was handled)."""
+
+    def __init__(self, stub, address, window, timeout):
+        self._requests = queue.Queue()
+        self._batch = 0
+        self._requests.put(messaging_pb2.ServeRequest(
+            open=messaging_pb2.ServeRequest.Open(address=address, window=window)))
+        self._responses = stub.Serve(iter(self._requests.get, None), timeout=timeout)
+        self.route = None
+        self.failures = []  # veil.v1.SendFailure of replies that could not be handed on
+
+    def send(self, route, payload):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        self._batch += 1
+        self._requests.put(messaging_pb2.ServeRequest(send=messaging_pb2.ServeRequest.SendBatch(
+            batch_id=self._batch, messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)])))
+
+    def close(self):
+        self._requests.put(None)
+        self._responses.cancel()
+
+    def __iter__(self):
+        try:
+            for response in self._responses:
+                if response.HasField("opened"):
+                    self.route = response.opened.route
+                elif response.HasField("deliveries"):
+                    last = 0
+                    for delivery in response.deliveries.deliveries:
+                        yield Message(self, delivery)
+                        last = delivery.sequence
+                    self._requests.put(messaging_pb2.ServeRequest(ack=messaging_pb2.ServeRequest.Ack(sequence=last)))
+                elif response.HasField("send_result"):
+                    for failure in response.send_result.failures:
+                        self.failures.append(failure)  # a reply that could not be handed on
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise VeilError(error) from None
+        finally:
+            self._requests.put(None)
+
+
+class Sidecar:
+    """A connection to one veil sidecar's API."""
+
+    def __init__(self, target=None, timeout=30.0, wait_seconds=60.0):
+        self.target = target or default_api()
+        self.timeout = timeout
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        self.channel = grpc.insecure_channel(self.target, options=options)
+        if wait_seconds:
+            try:  # the sidecar may still be starting (in a pod, containers start together)
+                grpc.channel_ready_future(self.channel).result(timeout=wait_seconds)
+            except grpc.FutureTimeoutError:
+                raise ConnectionError(f"no veil sidecar answers at {self.target}; is veild running?") from None
+        self.node = node_pb2_grpc.NodeServiceStub(self.channel)
+        self.identities = identity_pb2_grpc.IdentityServiceStub(self.channel)
+        self.channels = secure_channel_pb2_grpc.SecureChannelServiceStub(self.channel)
+        self.relays = relay_pb2_grpc.RelayServiceStub(self.channel)
+        self.messaging = messaging_pb2_grpc.MessagingServiceStub(self.channel)
+
+    def get_node(self):
+        return _call(self.node.GetNode, node_pb2.GetNodeRequest(), self.timeout)
+
+    def identity(self, name="default"):
+        return _call(self.identities.GetIdentity, identity_pb2.GetIdentityRequest(name=name), self.timeout)
+
+    def create_listener(self, address, trust_policy=None, identity="default"):
+        request = secure_channel_pb2.CreateSecureChannelListenerRequest(
+            address=address, identity=identity, trust_policy=trust_policy or trust(everyone=True))
+        return _call(self.channels.CreateSecureChannelListener, request, self.timeout)
+
+    def open_channel(self, route, trust_policy=None, identity="default", timeout_ms=10000):
+        request = secure_channel_pb2.CreateSecureChannelRequest(
+            route=route, identity=identity, trust_policy=trust_policy or trust(everyone=True),
+            timeout_ms=timeout_ms)
+        return _call(self.channels.CreateSecureChannel, request, self.timeout + timeout_ms / 1000)
+
+    def create_relay(self, hub_route, name="", identity="default", hub_trust_policy=None):
+        request = relay_pb2.CreateRelayRequest(hub_route=hub_route, name=name, identity=identity)
+        if hub_trust_policy is not None:
+            request.hub_trust_policy.CopyFrom(hub_trust_policy)
+        return _call(self.relays.CreateRelay, request, self.timeout)
+
+    def send(self, route, payload):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        request = messaging_pb2.SendRequest(messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)])
+        return _call(self.messaging.Send, request, self.timeout)
+
+    def request(self, route, payload, timeout=None):
+        """Sends and waits for one reply; returns it as a Message (without reply())."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        request = messaging_pb2.RequestRequest(message=messaging_pb2.OutgoingMessage(route=route, payload=payload))
+        response = _call(self.messaging.Request, request, timeout or self.timeout)
+        return Message(None, response.reply)
+
+    def serve(self, address, window=0):
+        """Serves `address` on this sidecar: an iterable of Messages (see _Serve)."""
+        return _Serve(self.messaging, address, window, None)
+
+    def close(self):
+        self.channel.close()
+
+
+def connect(target=None, **kwargs):
+    return Sidecar(target, **kwargs)

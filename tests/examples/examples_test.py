@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Alice and Bob in every language against real daemons: a hub, Bob's sidecar (no open port)
+and Alice's sidecar, each a real veild on loopback. Bob (listener + relay + echoer) and Alice
+(channel through the hub, stdin lines, one echo each) run as the README says; pairs mix
+languages. Also: the Python and Node pairs stay shorter than the seed's 51 lines of Rust."""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = None
+
+
+def command(lang, who):
+    if lang == "cpp":
+        return [os.path.join(BUILD, "examples", who)]
+    if lang == "python":
+        return [sys.executable, os.path.join(ROOT, "examples", "python", who + ".py")]
+    return ["node", os.path.join(ROOT, "examples", "node", who + ".js")]
+
+
+def environment():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(ROOT, "sdk-stubs", "python")
+    env.pop("VEIL_API", None)
+    return env
+
+
+def wait_for(path, pattern, proc, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path, errors="replace") as f:
+            m = re.search(pattern, f.read())
+        if m:
+            return m
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    with open(path, errors="replace") as f:
+        raise AssertionError(f"no {pattern!r} in {path}:\n{f.read()}")
+
+
+class Nodes:
+    """A hub, Bob's sidecar and Alice's sidecar in a temp dir."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="veil-examples-")
+        self.procs = []
+        self.files = []
+        veild = os.path.join(BUILD, "sidecar", "daemon", "veild")
+        logs = {}
+        for name, extra in (("hub", ["--hub", "--tcp-listen", "127.0.0.1:0"]), ("bob", []), ("alice", [])):
+            logs[name] = os.path.join(self.dir, name + ".log")
+            self.start([veild, "--state-dir", os.path.join(self.dir, name), *extra], logs[name])
+        for name, log in logs.items():
+            m = wait_for(log, r" ready: .*tcp=\[([^\],]*)", self.procs[0])
+            if name == "hub":
+                self.hub = "/tcp/" + m.group(1)
+        self.api = {n: "unix:" + os.path.join(self.dir, n, "api.sock") for n in ("bob", "alice")}
+
+    def start(self, argv, log, stdin=subprocess.DEVNULL):
+        out = open(log, "w")
+        self.files.append(out)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=stdin, env=environment())
+        self.procs.append(proc)
+        return proc
+
+    def close(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in self.files:
+            f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ExamplesTest(unittest.TestCase):
+    def run_pair(self, bob_lang, alice_lang):
+        nodes = Nodes()
+        self.addCleanup(nodes.close)
+        bob_log = os.path.join(nodes.dir, "bob-app.log")
+        bob = nodes.start(command(bob_lang, "bob") + [nodes.api["bob"], nodes.hub], bob_log)
+        forwarding = wait_for(bob_log, r"forward_to_[A-Za-z0-9._-]+", bob).group(0)
+        route = f"{nodes.hub}/service/{forwarding}/service/listener"
+        lines = ["Hello Ockam!", "How are you, Bob?", "ünïcödé ✓"]
+        alice = subprocess.run(command(alice_lang, "alice") + [nodes.api["alice"], route],
+                               input="\n".join(lines) + "\n", capture_output=True, text=True,
+                               timeout=60, env=environment())
+        self.assertEqual(alice.returncode, 0, alice.stdout + alice.stderr)
+        self.assertRegex(alice.stdout, r"secure channel was established with I[0-9a-f]{32}")
+        echoes = re.findall(r"^Alice received an echo: (.*)$", alice.stdout, re.M)
+        self.assertEqual(echoes, lines, alice.stdout)
+        # Bob's echoer saw each line, from Alice's authenticated identifier.
+        for line in lines:
+            m = wait_for(bob_log, re.escape(f"Received: {line} (from ") + r"(I[0-9a-f]{32})\)", bob)
+            self.assertNotEqual(m.group(1), "")
+        self.assertIsNone(bob.poll(), "Bob keeps serving")
+
+    def test_cpp(self):
+        self.run_pair("cpp", "cpp")
+
+    def test_python(self):
+        self.run_pair("python", "python")
+
+    def test_node(self):
+        self.run_pair("node", "node")
+
+    def test_python_bob_node_alice(self):
+        self.run_pair("python", "node")
+
+    def test_node_bob_cpp_alice(self):
+        self.run_pair("node", "cpp")
+
+    def test_shorter_than_the_seed(self):
+        def code_lines(path, comment):
+            with open(path) as f:
+                text = f.read()
+            text = re.sub(r'""".*?"""', "", text, flags=re.S)  # Python docstrings
+            return [l for l in text.splitlines() if l.strip() and not l.strip().startswith(comment)]
+        for lang, ext, comment in (("python", "py", "#"), ("node", "js", "//")):
+            total = sum(len(code_lines(os.path.join(ROOT, "examples", lang, f"{who}.{ext}"), comment))
+                        for who in ("alice", "bob"))
+            self.assertLess(total, 51, f"{lang}: Alice and Bob take {total} lines")
+
+
+def main():
+    global BUILD
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build", required=True)
+    args, rest = parser.parse_known_args()
+    BUILD = args.build
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
