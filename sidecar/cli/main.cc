@@ -19,8 +19,6 @@
 #include "absl/strings/escaping.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
-#include "google/rpc/error_details.pb.h"
-#include "google/rpc/status.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "sidecar/common/version.h"
@@ -29,6 +27,7 @@
 #include "veil/v1/node.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
+#include "veil_sdk.h"
 
 namespace veil::cli {
 namespace {
@@ -97,16 +96,6 @@ int ExitCodeOf(grpc::StatusCode code) {
     case grpc::RESOURCE_EXHAUSTED: return kExhausted;
     default: return kFailed;
   }
-}
-
-std::string ReasonOf(const grpc::Status& status) {
-  google::rpc::Status details;
-  if (!details.ParseFromString(status.error_details())) return "";
-  for (const auto& any : details.details()) {
-    google::rpc::ErrorInfo info;
-    if (any.UnpackTo(&info)) return info.reason();
-  }
-  return "";
 }
 
 std::string JsonEscape(absl::string_view text) {
@@ -192,7 +181,7 @@ class Client {
 
   // Prints the failure (to stderr; as JSON with --json) and returns the exit code.
   int Fail(const grpc::Status& status, const std::string& what) const {
-    std::string reason = ReasonOf(status);
+    std::string reason = sdk::ReasonOf(status);
     std::string message = status.error_message();
     if (status.error_code() == grpc::UNAVAILABLE && reason.empty()) {
       message = "cannot reach the veil sidecar at " + g_.api + " (" + message +
@@ -316,17 +305,6 @@ void PrintIdentity(const v1::Identity& id) {
                {"created", Time(id.create_time())}});
 }
 
-std::string DefaultApi() {
-  if (const char* api = std::getenv("VEIL_API"); api != nullptr && *api != '\0') return api;
-  if (const char* dir = std::getenv("VEIL_STATE_DIR"); dir != nullptr && *dir != '\0') {
-    return std::string("unix:") + dir + "/api.sock";
-  }
-  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
-    return std::string("unix:") + home + "/.veil/api.sock";
-  }
-  return "unix:.veil/api.sock";
-}
-
 // Reads all of stdin.
 std::string ReadStdin() {
   std::ostringstream out;
@@ -336,7 +314,7 @@ std::string ReadStdin() {
 
 int Run(int argc, char** argv) {
   Globals g;
-  g.api = DefaultApi();
+  g.api = sdk::DefaultApi();
   CLI::App app{"veil — command-line client of a veil sidecar (the veil.v1 API).\n" +
                    std::string(kExitCodesHelp),
                "veil"};

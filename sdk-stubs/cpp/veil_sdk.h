@@ -1,0 +1,116 @@
+// veil_sdk: a thin C++ helper over the generated veil.v1 stubs (veil/v1/*.grpc.pb.h).
+//
+//   veil::sdk::Sidecar bob = veil::sdk::Sidecar::Connect();     // $VEIL_API or the default
+//   bob.CreateListener("listener");                             // trust everyone
+//   veil::v1::Relay relay = bob.CreateRelay("/tcp/hub:4000");
+//   bob.Serve("echoer", [](veil::sdk::Message& m) { m.Reply(m.payload()); });
+//
+//   auto channel = alice.OpenChannel("/tcp/hub:4000/service/forward_to_bob/service/listener");
+//   std::string echo = alice.Request(channel.route() + "/service/echoer", "Hello").payload();
+//
+// Failures throw veil::sdk::Error (code, message and the google.rpc.ErrorInfo reason).
+// Build with the stubs in this directory (or your own from proto/) and gRPC C++.
+#ifndef VEIL_SDK_CPP_VEIL_SDK_H_
+#define VEIL_SDK_CPP_VEIL_SDK_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "grpcpp/grpcpp.h"
+#include "veil/v1/identity.grpc.pb.h"
+#include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/node.grpc.pb.h"
+#include "veil/v1/relay.grpc.pb.h"
+#include "veil/v1/secure_channel.grpc.pb.h"
+
+namespace veil::sdk {
+
+// A failed call.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const grpc::Status& status);
+  grpc::StatusCode code() const { return code_; }
+  // The ErrorInfo reason, e.g. "ROUTE_NOT_FOUND"; "" when none.
+  const std::string& reason() const { return reason_; }
+
+ private:
+  grpc::StatusCode code_;
+  std::string reason_;
+};
+
+// The google.rpc.ErrorInfo reason of a failed status, e.g. "ROUTE_NOT_FOUND"; "" when none.
+std::string ReasonOf(const grpc::Status& status);
+
+// $VEIL_API, else unix:$VEIL_STATE_DIR/api.sock, else unix:$HOME/.veil/api.sock.
+std::string DefaultApi();
+
+// A TrustPolicy trusting everyone, or one identifier.
+v1::TrustPolicy TrustEveryone();
+v1::TrustPolicy TrustIdentifier(const std::string& identifier);
+
+class ServeStream;
+
+// A delivery on a Serve stream.
+class Message {
+ public:
+  const std::string& payload() const { return delivery_.payload(); }
+  const v1::Sender& sender() const { return delivery_.sender(); }
+  const std::string& return_route() const { return delivery_.return_route(); }
+  // Answers along the return route (through the secure channel it came from).
+  void Reply(std::string payload);
+
+ private:
+  friend class ServeStream;
+  friend class Sidecar;
+  Message(ServeStream& stream, v1::Delivery delivery) : stream_(stream), delivery_(std::move(delivery)) {}
+  ServeStream& stream_;
+  v1::Delivery delivery_;
+};
+
+class Sidecar {
+ public:
+  // Connects to `target` ("" = DefaultApi()), waiting up to `wait` for the sidecar to answer
+  // (it may still be starting). Throws Error(UNAVAILABLE) when it does not.
+  static Sidecar Connect(const std::string& target = "",
+                         std::chrono::seconds wait = std::chrono::seconds(60));
+
+  v1::Node GetNode();
+  v1::Identity GetIdentity(const std::string& name = "default");
+  v1::SecureChannelListener CreateListener(const std::string& address,
+                                           const v1::TrustPolicy& policy = TrustEveryone(),
+                                           const std::string& identity = "default");
+  v1::SecureChannel OpenChannel(const std::string& route,
+                                const v1::TrustPolicy& policy = TrustEveryone(),
+                                const std::string& identity = "default");
+  v1::Relay CreateRelay(const std::string& hub_route, const std::string& name = "",
+                        const std::string& identity = "default");
+  void Send(const std::string& route, std::string payload);
+  // Sends and waits (up to `deadline`) for one reply.
+  v1::Delivery Request(const std::string& route, std::string payload,
+                       std::chrono::milliseconds deadline = std::chrono::seconds(30));
+  // Serves `address` until the stream ends (the sidecar stops or `handler` throws): calls
+  // `handler` for each delivery and acknowledges each batch once handled. `on_open` is called
+  // with the served route once the sidecar confirms.
+  void Serve(const std::string& address, const std::function<void(Message&)>& handler,
+             const std::function<void(const std::string&)>& on_open = nullptr);
+
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+
+ private:
+  explicit Sidecar(std::shared_ptr<grpc::Channel> channel);
+  std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds deadline) const;
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::NodeService::Stub> node_;
+  std::unique_ptr<v1::IdentityService::Stub> identities_;
+  std::unique_ptr<v1::SecureChannelService::Stub> channels_;
+  std::unique_ptr<v1::RelayService::Stub> relays_;
+  std::unique_ptr<v1::MessagingService::Stub> messaging_;
+};
+
+}  // namespace veil::sdk
+
+#endif  // VEIL_SDK_CPP_VEIL_SDK_H_
