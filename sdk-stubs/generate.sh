@@ -4,6 +4,8 @@
 #   python/  messages (*_pb2.py) and gRPC stubs (*_pb2_grpc.py): Debian's protoc and grpc_python_plugin
 #   cpp/     messages (*.pb.*) and gRPC stubs (*.grpc.pb.*): Debian's protoc and grpc_cpp_plugin
 #   node/    veil.desc, a FileDescriptorSet that @grpc/proto-loader turns into grpc-js clients
+#   go/      package veilv1 (veil.dev/sdk/go/veil/v1): Debian's protoc-gen-go and protoc-gen-go-grpc;
+#            google.rpc comes from google.golang.org/genproto
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/sdk-stubs}"
@@ -18,3 +20,14 @@ protoc -I . --python_out="$out/python" \
 protoc -I . --cpp_out="$out/cpp" \
   --grpc_out="$out/cpp" --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" "${protos[@]}"
 protoc -I . --include_imports --descriptor_set_out="$out/node/veil.desc" "${protos[@]}"
+go_map=(--go_opt=paths=source_relative --go-grpc_opt=paths=source_relative
+        --go_opt=Mgoogle/rpc/status.proto=google.golang.org/genproto/googleapis/rpc/status
+        --go-grpc_opt=Mgoogle/rpc/status.proto=google.golang.org/genproto/googleapis/rpc/status)
+for p in "${protos[@]}"; do
+  case "$p" in veil/v1/*)
+    go_map+=(--go_opt=M"$p"=veil.dev/sdk/go/veil/v1\;veilv1 --go-grpc_opt=M"$p"=veil.dev/sdk/go/veil/v1\;veilv1) ;;
+  esac
+done
+mkdir -p "$out/go"
+rm -rf "$out/go/veil/v1"
+protoc -I . --go_out="$out/go" --go-grpc_out="$out/go" "${go_map[@]}" $(printf '%s\n' "${protos[@]}" | grep '^veil/')

@@ -7,7 +7,7 @@ fresh="$(mktemp -d)"
 trap 'rm -rf "$fresh"' EXIT
 "$root/sdk-stubs/generate.sh" "$fresh"
 status=0
-for dir in python/veil/v1 python/google cpp/veil cpp/google node/veil.desc; do
+for dir in python/veil/v1 python/google cpp/veil cpp/google node/veil.desc go/veil/v1; do
   if ! diff -r "$root/sdk-stubs/$dir" "$fresh/$dir" >"$fresh/diff" 2>&1; then
     echo "sdk-stubs/$dir is stale (proto/ changed?): run \`make stubs\` and commit" >&2
     head -40 "$fresh/diff" >&2
