@@ -26,19 +26,25 @@ MAKEFLAGS += --no-print-directory
 
 all: build
 
+# $(call apt_install,PACKAGES,EXTRA_CHECK): apt-get installs those of PACKAGES that are missing
+# (through sudo when not root).
+define apt_install
+missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+done; \
+$(2) \
+if [ -n "$$missing" ]; then \
+  echo "Installing Debian packages:$$missing"; \
+  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+  $$SUDO apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
+
 # The stamp records the package list it checked; it is redone only when this Makefile changes.
 $(DEPS_STAMP): Makefile
 	@mkdir -p $(BUILD_DIR)
-	@missing=""; for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing Debian packages:$$missing"; \
-	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@$(call apt_install,$(DEB_PACKAGES),command -v npm >/dev/null 2>&1 || missing="$$missing npm";)
 	@touch $@
 
 deps: $(DEPS_STAMP)
@@ -96,10 +102,13 @@ demo: build
 # Benchmarks, built in Release in their own directory. Each figure is printed beside its peer,
 # measured in the same run.
 BENCH_DIR ?= build-release
+BENCH_PACKAGES := stunnel4 socat openssl
 bench: $(DEPS_STAMP)
+	@$(call apt_install,$(BENCH_PACKAGES),)
 	@test -f $(BENCH_DIR)/CMakeCache.txt || cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release
-	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench
+	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench e2e_bench veild
 	$(BENCH_DIR)/bench/channel_bench
+	$(BENCH_DIR)/bench/e2e_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD_DIR) $(BENCH_DIR)

@@ -55,6 +55,7 @@ class VeildProcess {
   void Kill();
 
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   // The exit code when Start() failed because veild exited.
   std::optional<int> exit_code() const { return exit_code_; }
   // The API endpoint from veild's "ready" log line (e.g. "unix:/tmp/.../api.sock" or

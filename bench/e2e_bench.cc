@@ -1,0 +1,678 @@
+// The full path, end to end, beside the tools users would pick instead, in one run:
+//
+//   veil:      app -> sidecar -> hub -> sidecar -> app, over a secure channel (Noise XX,
+//              ChaCha20-Poly1305), three real veild processes on loopback
+//   stunnel:   app -> stunnel (TLS 1.3, ChaCha20-Poly1305) -> socat -b 131072 -> stunnel -> app
+//   plain TCP: app -> socat -b 131072 -> app
+//
+// Throughput for 64 B, 1 KiB and 64 KiB messages with many in flight, 64 B echo round trips
+// (p50/p99), secure channels established per second, and RSS growth per idle channel (on the
+// responder's sidecar) and per idle relay (on the hub). Prints one table; docs/performance.md
+// has the figures and the machine. Usage: e2e_bench [--quick]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "grpcpp/grpcpp.h"
+#include "sodium.h"
+#include "tests/support/veild_process.h"
+#include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/relay.grpc.pb.h"
+#include "veil/v1/secure_channel.grpc.pb.h"
+
+extern char** environ;
+
+namespace veil::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using testing::TempDir;
+using testing::VeildProcess;
+
+bool quick = false;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+size_t RssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+struct Throughput {
+  uint64_t messages = 0;
+  uint64_t bytes = 0;
+  double seconds = 0;
+  uint64_t refused = 0;
+  double per_second() const { return seconds > 0 ? messages / seconds : 0; }
+  double mb_per_second() const { return seconds > 0 ? bytes / seconds / 1e6 : 0; }
+};
+
+struct Latency {
+  double p50_us = 0, p99_us = 0;
+};
+
+Latency Percentiles(std::vector<double> samples_us) {
+  std::sort(samples_us.begin(), samples_us.end());
+  if (samples_us.empty()) return {};
+  auto at = [&](double q) { return samples_us[std::min(samples_us.size() - 1, size_t(q * samples_us.size()))]; };
+  return {at(0.50), at(0.99)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// veil: apps on the API
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(128 * 1024 * 1024);
+  args.SetMaxSendMessageSize(128 * 1024 * 1024);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+// Serves `address` on a sidecar: counts what arrives (sink) or echoes it (echo).
+class App {
+ public:
+  App(const std::shared_ptr<grpc::Channel>& api, const std::string& address, bool echo)
+      : stub_(v1::MessagingService::NewStub(api)), echo_(echo) {
+    stream_ = stub_->Serve(&context_);
+    v1::ServeRequest open;
+    open.mutable_open()->set_address(address);
+    open.mutable_open()->set_window(65536);
+    stream_->Write(open);
+    v1::ServeResponse opened;
+    stream_->Read(&opened);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~App() {
+    context_.TryCancel();
+    thread_.join();
+  }
+  uint64_t messages() const { return messages_.load(); }
+  uint64_t bytes() const { return bytes_.load(); }
+
+ private:
+  void Run() {
+    v1::ServeResponse response;
+    uint64_t batch = 0;
+    while (stream_->Read(&response)) {
+      if (!response.has_deliveries()) continue;
+      auto& deliveries = *response.mutable_deliveries()->mutable_deliveries();
+      if (deliveries.empty()) continue;
+      uint64_t bytes = 0;
+      for (const auto& d : deliveries) bytes += d.payload().size();
+      uint64_t last = deliveries[deliveries.size() - 1].sequence();
+      if (echo_) {
+        v1::ServeRequest reply;
+        reply.mutable_send()->set_batch_id(++batch);
+        for (auto& d : deliveries) {
+          auto* m = reply.mutable_send()->add_messages();
+          m->set_route(d.return_route());
+          m->set_payload(std::move(*d.mutable_payload()));
+        }
+        stream_->Write(reply);
+      }
+      v1::ServeRequest ack;
+      ack.mutable_ack()->set_sequence(last);
+      stream_->Write(ack);
+      bytes_ += bytes;
+      messages_ += deliveries.size();
+    }
+  }
+
+  std::unique_ptr<v1::MessagingService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>> stream_;
+  bool echo_;
+  std::atomic<uint64_t> messages_{0}, bytes_{0};
+  std::thread thread_;
+};
+
+// Sends batches of messages on a Serve stream as fast as the sidecar takes them, keeping at
+// most `max_batches` unanswered.
+Throughput VeilThroughput(const std::shared_ptr<grpc::Channel>& alice, const std::string& route,
+                          const App& sink, size_t size, double seconds) {
+  auto stub = v1::MessagingService::NewStub(alice);
+  grpc::ClientContext context;
+  auto stream = stub->Serve(&context);
+  v1::ServeRequest open;
+  open.mutable_open()->set_address("bench_src");
+  stream->Write(open);
+  v1::ServeResponse response;
+  stream->Read(&response);
+  const size_t per_batch = std::clamp<size_t>((256 * 1024) / size, 4, 4096);
+  const int max_batches = 32;
+  std::mutex mu;
+  std::condition_variable cv;
+  int outstanding = 0;
+  uint64_t refused = 0;
+  std::thread reader([&] {
+    v1::ServeResponse r;
+    while (stream->Read(&r)) {
+      if (!r.has_send_result()) continue;
+      std::lock_guard lock(mu);
+      --outstanding;
+      refused += r.send_result().failures_size();
+      cv.notify_all();
+    }
+  });
+  v1::ServeRequest batch;
+  for (size_t i = 0; i < per_batch; ++i) {
+    auto* m = batch.mutable_send()->add_messages();
+    m->set_route(route);
+    m->set_payload(std::string(size, 'x'));
+  }
+  uint64_t start_messages = sink.messages(), start_bytes = sink.bytes();
+  uint64_t sent = 0;
+  auto start = Clock::now();
+  auto stop_sending = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  uint64_t id = 0;
+  while (Clock::now() < stop_sending) {
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return outstanding < max_batches; });
+      ++outstanding;
+    }
+    batch.mutable_send()->set_batch_id(++id);
+    if (!stream->Write(batch)) break;
+    sent += per_batch;
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(60), [&] { return outstanding == 0; });
+  }
+  // Wait until everything handed on has arrived (or stops arriving).
+  uint64_t expected = sent - refused;
+  auto last_progress = Clock::now();
+  uint64_t last_count = 0;
+  while (sink.messages() - start_messages < expected) {
+    uint64_t now = sink.messages();
+    if (now != last_count) {
+      last_count = now;
+      last_progress = Clock::now();
+    } else if (Clock::now() - last_progress > std::chrono::seconds(10)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  Throughput t;
+  t.seconds = Seconds(Clock::now() - start);
+  t.messages = sink.messages() - start_messages;
+  t.bytes = sink.bytes() - start_bytes;
+  t.refused = refused;
+  stream->WritesDone();
+  context.TryCancel();
+  reader.join();
+  return t;
+}
+
+Latency VeilEcho(const std::shared_ptr<grpc::Channel>& alice, const std::string& route, int n) {
+  auto stub = v1::MessagingService::NewStub(alice);
+  std::vector<double> samples;
+  v1::RequestRequest request;
+  request.mutable_message()->set_route(route);
+  request.mutable_message()->set_payload(std::string(64, 'e'));
+  for (int i = 0; i < n + n / 10; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::RequestResponse response;
+    auto t0 = Clock::now();
+    grpc::Status s = stub->Request(&context, request, &response);
+    auto t1 = Clock::now();
+    if (!s.ok()) {
+      std::cerr << "echo failed: " << s.error_message() << "\n";
+      break;
+    }
+    if (i >= n / 10) samples.push_back(Seconds(t1 - t0) * 1e6);  // after a warm-up
+  }
+  return Percentiles(std::move(samples));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers: plain TCP apps behind stunnel/socat
+
+int Listen(uint16_t* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::listen(fd, 16);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+uint16_t FreePort() {
+  uint16_t port;
+  ::close(Listen(&port));
+  return port;
+}
+
+int ConnectTcp(uint16_t port) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      return fd;
+    }
+    ::close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return -1;
+}
+
+bool ReadFull(int fd, char* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool WriteFull(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// The peer apps' server: each connection either counts length-prefixed messages or echoes them.
+class PeerServer {
+ public:
+  explicit PeerServer(bool echo) : echo_(echo) {
+    fd_ = Listen(&port_);
+    thread_ = std::thread([this] {
+      for (;;) {  // one connection at a time: each measurement opens its own
+        int conn = ::accept(fd_, nullptr, nullptr);
+        if (conn < 0) return;
+        Handle(conn);
+      }
+    });
+  }
+  ~PeerServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+  uint64_t messages() const { return messages_.load(); }
+  uint64_t bytes() const { return bytes_.load(); }
+
+ private:
+  void Handle(int conn) {
+    int one = 1;
+    ::setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::vector<char> buf(1 << 20);
+    size_t have = 0;
+    for (;;) {
+      ssize_t r = ::read(conn, buf.data() + have, buf.size() - have);
+      if (r <= 0) break;
+      have += static_cast<size_t>(r);
+      size_t pos = 0;
+      while (have - pos >= 4) {
+        uint32_t len;
+        std::memcpy(&len, buf.data() + pos, 4);
+        len = ntohl(len);
+        if (have - pos < 4 + len) break;
+        if (echo_) WriteFull(conn, buf.data() + pos, 4 + len);
+        messages_ += 1;
+        bytes_ += len;
+        pos += 4 + len;
+      }
+      std::memmove(buf.data(), buf.data() + pos, have - pos);
+      have -= pos;
+      if (buf.size() - have < 128 * 1024) buf.resize(buf.size() * 2);
+    }
+    ::close(conn);
+  }
+
+  bool echo_;
+  int fd_;
+  uint16_t port_;
+  std::atomic<uint64_t> messages_{0}, bytes_{0};
+  std::thread thread_;
+};
+
+Throughput PeerThroughput(uint16_t entry, const PeerServer& sink, size_t size, double seconds) {
+  int fd = ConnectTcp(entry);
+  // Many messages per write, as an app streaming over TCP would (and as the veil sender batches).
+  const size_t per_write = std::clamp<size_t>((256 * 1024) / (size + 4), 1, 4096);
+  std::string chunk;
+  for (size_t i = 0; i < per_write; ++i) {
+    uint32_t len = htonl(static_cast<uint32_t>(size));
+    chunk.append(reinterpret_cast<char*>(&len), 4);
+    chunk.append(size, 'x');
+  }
+  uint64_t start_messages = sink.messages(), start_bytes = sink.bytes();
+  uint64_t sent = 0;
+  auto start = Clock::now();
+  auto stop = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (Clock::now() < stop) {
+    if (!WriteFull(fd, chunk.data(), chunk.size())) break;
+    sent += per_write;
+  }
+  while (sink.messages() - start_messages < sent) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  Throughput t;
+  t.seconds = Seconds(Clock::now() - start);
+  t.messages = sink.messages() - start_messages;
+  t.bytes = sink.bytes() - start_bytes;
+  ::close(fd);
+  return t;
+}
+
+Latency PeerEcho(uint16_t entry, int n) {
+  int fd = ConnectTcp(entry);
+  std::string msg(4 + 64, 'e');
+  uint32_t len = htonl(64);
+  std::memcpy(msg.data(), &len, 4);
+  std::vector<double> samples;
+  std::string back(msg.size(), '\0');
+  for (int i = 0; i < n + n / 10; ++i) {
+    auto t0 = Clock::now();
+    if (!WriteFull(fd, msg.data(), msg.size()) || !ReadFull(fd, back.data(), back.size())) break;
+    if (i >= n / 10) samples.push_back(Seconds(Clock::now() - t0) * 1e6);
+  }
+  ::close(fd);
+  return Percentiles(std::move(samples));
+}
+
+// A child process (stunnel, socat), stopped on destruction.
+class Child {
+ public:
+  Child(std::vector<std::string> argv, const std::string& log) {
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (posix_spawnp(&pid_, cargv[0], &actions, nullptr, cargv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  bool ok() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+bool Run(const std::string& command) { return std::system(command.c_str()) == 0; }
+
+// stunnel client -> socat -> stunnel server -> `target`; returns the entry port. With
+// `tls` false: socat -> target only.
+struct PeerPath {
+  PeerPath(const TempDir& dir, uint16_t target, bool tls, const std::string& name) {
+    uint16_t relay_in = FreePort(), server_in = tls ? FreePort() : target;
+    std::string log = dir.path() + "/" + name + ".log";
+    socat_.emplace(std::vector<std::string>{"socat", "-b", "131072",
+                                            "TCP-LISTEN:" + std::to_string(relay_in) + ",bind=127.0.0.1,reuseaddr,fork,nodelay",
+                                            "TCP:127.0.0.1:" + std::to_string(server_in) + ",nodelay"},
+                   log);
+    entry = relay_in;
+    if (!tls) return;
+    entry = FreePort();
+    std::string common =
+        "foreground = yes\npid =\nsslVersion = TLSv1.3\nciphersuites = TLS_CHACHA20_POLY1305_SHA256\n"
+        "socket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n";
+    std::ofstream(dir.path() + "/" + name + "-client.conf")
+        << common << "[c]\nclient = yes\naccept = 127.0.0.1:" << entry
+        << "\nconnect = 127.0.0.1:" << relay_in << "\n";
+    std::ofstream(dir.path() + "/" + name + "-server.conf")
+        << common << "cert = " << dir.path() << "/cert.pem\nkey = " << dir.path()
+        << "/key.pem\n[s]\naccept = 127.0.0.1:" << server_in << "\nconnect = 127.0.0.1:" << target << "\n";
+    server_.emplace(std::vector<std::string>{"stunnel4", dir.path() + "/" + name + "-server.conf"}, log);
+    client_.emplace(std::vector<std::string>{"stunnel4", dir.path() + "/" + name + "-client.conf"}, log);
+  }
+  uint16_t entry = 0;
+  std::optional<Child> socat_, server_, client_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// veil topology
+
+struct Veil {
+  TempDir dir;
+  std::unique_ptr<VeildProcess> hub, bob, alice;
+  std::shared_ptr<grpc::Channel> hub_api, bob_api, alice_api;
+  std::string hub_route, listener_route;
+
+  bool Start() {
+    hub = std::make_unique<VeildProcess>(std::vector<std::string>{
+        "--hub", "--tcp-listen", "127.0.0.1:0", "--relay-max-per-connection", "5000",
+        "--relay-max-per-identity", "5000"});
+    bob = std::make_unique<VeildProcess>(std::vector<std::string>{});
+    alice = std::make_unique<VeildProcess>(std::vector<std::string>{});
+    for (auto* p : {hub.get(), bob.get(), alice.get()}) {
+      if (!p->Start()) {
+        std::cerr << p->log();
+        return false;
+      }
+    }
+    hub_api = Connect(hub->api_target());
+    bob_api = Connect(bob->api_target());
+    alice_api = Connect(alice->api_target());
+    // The hub's TCP port, from its ready line.
+    std::string log = hub->log();
+    auto at = log.find("tcp=[");
+    hub_route = "/tcp/" + log.substr(at + 5, log.find(']', at) - at - 5);
+    auto channels = v1::SecureChannelService::NewStub(bob_api);
+    grpc::ClientContext c1;
+    v1::CreateSecureChannelListenerRequest listen;
+    listen.set_address("listener");
+    listen.mutable_trust_policy()->set_trust_everyone(true);
+    v1::SecureChannelListener l;
+    grpc::Status listened = channels->CreateSecureChannelListener(&c1, listen, &l);
+    if (!listened.ok()) {
+      std::cerr << "listener: " << listened.error_message() << "\n";
+      return false;
+    }
+    auto relays = v1::RelayService::NewStub(bob_api);
+    grpc::ClientContext c2;
+    v1::CreateRelayRequest relay;
+    relay.set_hub_route(hub_route);
+    relay.set_name("bob");
+    v1::Relay r;
+    grpc::Status s = relays->CreateRelay(&c2, relay, &r);
+    if (!s.ok()) {
+      std::cerr << "relay: " << s.error_message() << "\n";
+      return false;
+    }
+    listener_route = r.route() + "/service/listener";
+    return true;
+  }
+
+  // Opens a channel from Alice to Bob's listener through the hub; its local address.
+  std::string OpenChannel() {
+    auto stub = v1::SecureChannelService::NewStub(alice_api);
+    grpc::ClientContext context;
+    v1::CreateSecureChannelRequest request;
+    request.set_route(listener_route);
+    request.mutable_trust_policy()->set_trust_everyone(true);
+    v1::SecureChannel channel;
+    grpc::Status s = stub->CreateSecureChannel(&context, request, &channel);
+    if (!s.ok()) std::cerr << "channel: " << s.error_message() << "\n";
+    return s.ok() ? channel.address() : "";
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Printing
+
+void Row(const std::string& what, const std::string& veil, const std::string& peer,
+         const std::string& plain, const std::string& ratio) {
+  std::printf("| %-44s | %16s | %16s | %16s | %7s |\n", what.c_str(), veil.c_str(), peer.c_str(),
+              plain.c_str(), ratio.c_str());
+}
+
+std::string Fmt(double v, const char* unit, int decimals = 0) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f %s", decimals, v, unit);
+  return buf;
+}
+
+std::string Ratio(double a, double b) { return b > 0 ? Fmt(a / b, "x", 2) : "-"; }
+
+int Main() {
+  if (sodium_init() < 0) return 1;
+  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);  // as every app should (docs/performance.md)
+  const double seconds = quick ? 1.0 : 3.0;
+  const int echoes = quick ? 500 : 3000;
+  const int channels_n = quick ? 200 : 1000;
+  TempDir dir;
+  if (!Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+           "-subj /CN=bench -keyout " + dir.path() + "/key.pem -out " + dir.path() +
+           "/cert.pem >/dev/null 2>&1")) {
+    std::cerr << "e2e_bench: openssl could not make a certificate\n";
+    return 1;
+  }
+  Veil veil;
+  if (!veil.Start()) return 1;
+  App sink(veil.bob_api, "sink", false);
+  App echoer(veil.bob_api, "echoer", true);
+  std::string channel = veil.OpenChannel();
+  if (channel.empty()) return 1;
+  const std::string to_sink = "/service/" + channel + "/service/sink";
+  const std::string to_echoer = "/service/" + channel + "/service/echoer";
+
+  PeerServer peer_sink(false), peer_echo_server(true);
+  PeerPath tls_sink(dir, peer_sink.port(), true, "tls-sink");
+  PeerPath tls_echo(dir, peer_echo_server.port(), true, "tls-echo");
+  PeerServer plain_sink(false), plain_echo(true);
+  PeerPath tcp_sink(dir, plain_sink.port(), false, "tcp-sink");
+  PeerPath tcp_echo(dir, plain_echo.port(), false, "tcp-echo");
+
+  std::printf("veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + socat\n");
+  std::printf("2 processes per path end, all on this host; %g s per throughput run\n\n", seconds);
+  Row("case", "veil", "stunnel path", "plain TCP", "veil/stunnel");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(18, '-').c_str(),
+              std::string(18, '-').c_str(), std::string(18, '-').c_str(), std::string(9, '-').c_str());
+  for (size_t size : {size_t{64}, size_t{1024}, size_t{65536}}) {
+    std::fprintf(stderr, "  measuring %zu B: veil...", size);
+    Throughput v = VeilThroughput(veil.alice_api, to_sink, sink, size, seconds);
+    std::fprintf(stderr, " stunnel...");
+    Throughput p = PeerThroughput(tls_sink.entry, peer_sink, size, seconds);
+    std::fprintf(stderr, " tcp...\n");
+    Throughput t = PeerThroughput(tcp_sink.entry, plain_sink, size, seconds);
+    std::string label = size == 64 ? "64 B" : size == 1024 ? "1 KiB" : "64 KiB";
+    Row("throughput " + label + ", messages/s", Fmt(v.per_second(), "/s"), Fmt(p.per_second(), "/s"),
+        Fmt(t.per_second(), "/s"), Ratio(v.per_second(), p.per_second()));
+    Row("throughput " + label + ", MB/s", Fmt(v.mb_per_second(), "MB/s", 1), Fmt(p.mb_per_second(), "MB/s", 1),
+        Fmt(t.mb_per_second(), "MB/s", 1), Ratio(v.mb_per_second(), p.mb_per_second()));
+    if (v.refused > 0) std::printf("  (veil: %lu messages refused by backpressure and not counted)\n", (unsigned long)v.refused);
+  }
+  Latency lv = VeilEcho(veil.alice_api, to_echoer, echoes);
+  Latency lp = PeerEcho(tls_echo.entry, echoes);
+  Latency lt = PeerEcho(tcp_echo.entry, echoes);
+  Row("echo round trip 64 B, p50", Fmt(lv.p50_us, "us"), Fmt(lp.p50_us, "us"), Fmt(lt.p50_us, "us"),
+      Ratio(lv.p50_us, lp.p50_us));
+  Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
+      Ratio(lv.p99_us, lp.p99_us));
+
+  // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
+  size_t bob_before = RssKiB(veil.bob->pid()), alice_before = RssKiB(veil.alice->pid());
+  std::atomic<int> opened{0}, failed{0};
+  auto start = Clock::now();
+  std::vector<std::thread> openers;
+  for (int t = 0; t < 8; ++t) {
+    openers.emplace_back([&] {
+      while (opened + failed < channels_n) {
+        if (veil.OpenChannel().empty()) ++failed; else ++opened;
+      }
+    });
+  }
+  for (auto& t : openers) t.join();
+  double handshake_s = Seconds(Clock::now() - start);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  size_t bob_after = RssKiB(veil.bob->pid()), alice_after = RssKiB(veil.alice->pid());
+  Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-", "-");
+  Row("RSS per idle channel, responder sidecar",
+      Fmt(double(bob_after - std::min(bob_after, bob_before)) / std::max(1, opened.load()), "KiB", 1), "-", "-", "-");
+  Row("RSS per idle channel, initiator sidecar",
+      Fmt(double(alice_after - std::min(alice_after, alice_before)) / std::max(1, opened.load()), "KiB", 1), "-", "-", "-");
+
+  // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
+  size_t hub_before = RssKiB(veil.hub->pid());
+  std::atomic<int> next{0}, relays_ok{0};
+  std::vector<std::thread> creators;
+  for (int t = 0; t < 8; ++t) {
+    creators.emplace_back([&] {
+      auto stub = v1::RelayService::NewStub(veil.bob_api);
+      for (int i = next++; i < channels_n; i = next++) {
+        grpc::ClientContext context;
+        v1::CreateRelayRequest request;
+        request.set_hub_route(veil.hub_route);
+        request.set_name("r" + std::to_string(i));
+        v1::Relay relay;
+        if (stub->CreateRelay(&context, request, &relay).ok()) ++relays_ok;
+      }
+    });
+  }
+  for (auto& t : creators) t.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  size_t hub_after = RssKiB(veil.hub->pid());
+  Row("RSS per idle relay, hub",
+      Fmt(double(hub_after - std::min(hub_after, hub_before)) / std::max(1, relays_ok.load()), "KiB", 1), "-", "-", "-");
+  if (failed > 0 || relays_ok < channels_n) {
+    std::printf("  (%d channels and %d relays could not be made)\n", failed.load(), channels_n - relays_ok.load());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace veil::bench
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  return veil::bench::Main();
+}
