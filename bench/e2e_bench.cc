@@ -38,6 +38,7 @@
 #include "grpcpp/grpcpp.h"
 #include "sodium.h"
 #include "tests/support/veild_process.h"
+#include "veil_sdk.h"
 #include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
@@ -52,6 +53,7 @@ using testing::TempDir;
 using testing::VeildProcess;
 
 bool quick = false;
+size_t only_size = 0;  // --veil-only SIZE: just veil's throughput at SIZE, for profiling
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -561,7 +563,7 @@ std::string Ratio(double a, double b) { return b > 0 ? Fmt(a / b, "x", 2) : "-";
 
 int Main() {
   if (sodium_init() < 0) return 1;
-  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);  // as every app should (docs/performance.md)
+  sdk::TuneMalloc();  // as every app should (docs/performance.md)
   const double seconds = quick ? 1.0 : 3.0;
   const int echoes = quick ? 500 : 3000;
   const int channels_n = quick ? 200 : 1000;
@@ -579,6 +581,14 @@ int Main() {
   std::string channel = veil.OpenChannel();
   if (channel.empty()) return 1;
   const std::string to_sink = "/service/" + channel + "/service/sink";
+  if (only_size > 0) {
+    std::fprintf(stderr, "pids: hub %d bob %d alice %d bench %d\n", veil.hub->pid(), veil.bob->pid(),
+                 veil.alice->pid(), ::getpid());
+    Throughput v = VeilThroughput(veil.alice_api, to_sink, sink, only_size, seconds * 3);
+    std::printf("veil %zu B: %.0f messages/s, %.1f MB/s (%lu refused)\n", only_size, v.per_second(),
+                v.mb_per_second(), (unsigned long)v.refused);
+    return 0;
+  }
   const std::string to_echoer = "/service/" + channel + "/service/echoer";
 
   PeerServer peer_sink(false), peer_echo_server(true);
@@ -671,6 +681,7 @@ int Main() {
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
+    if (std::string(argv[i]) == "--veil-only" && i + 1 < argc) veil::bench::only_size = std::stoul(argv[++i]);
   }
   ::signal(SIGPIPE, SIG_IGN);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -8,6 +8,13 @@
 #include "google/rpc/status.pb.h"
 
 namespace veil::sdk {
+void TuneMalloc() {
+  // Setting one threshold turns glibc's dynamic mmap threshold off, so set both: otherwise
+  // every buffer over 128 KiB is a fresh mmap, page-faulted in and unmapped again.
+  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
+}
+
 std::string ReasonOf(const grpc::Status& status) {
   google::rpc::Status details;
   if (!details.ParseFromString(status.error_details())) return "";
@@ -83,8 +90,7 @@ Sidecar::Sidecar(std::shared_ptr<grpc::Channel> channel)
       messaging_(v1::MessagingService::NewStub(channel_)) {}
 
 Sidecar Sidecar::Connect(const std::string& target, std::chrono::seconds wait) {
-  // glibc's default heap trimming makes gRPC page-fault fresh memory for every large receive.
-  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+  TuneMalloc();
   std::string api = target.empty() ? DefaultApi() : target;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);

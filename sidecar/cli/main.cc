@@ -736,6 +736,6 @@ int Run(int argc, char** argv) {
 }  // namespace veil::cli
 
 int main(int argc, char** argv) {
-  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+  veil::sdk::TuneMalloc();
   return veil::cli::Run(argc, argv);
 }

@@ -4,10 +4,20 @@
 
 namespace veil::core {
 
+namespace {
+
+absl::Status Dropped() {
+  return ErrorWithReason(absl::StatusCode::kAborted, "message was dropped before it was handed on",
+                         "MESSAGE_DROPPED");
+}
+
+}  // namespace
+
+// The error is only built for a receipt still pending: settled and empty receipts are the hot
+// path (one per message), and an absl::Status with a payload costs several allocations.
 Receipt& Receipt::operator=(Receipt&& other) noexcept {
   if (this != &other) {
-    Settle(ErrorWithReason(absl::StatusCode::kAborted,
-                           "message was dropped before it was handed on", "MESSAGE_DROPPED"));
+    if (tracker_ != nullptr) Settle(Dropped());
     tracker_ = std::move(other.tracker_);
     index_ = other.index_;
   }
@@ -15,8 +25,7 @@ Receipt& Receipt::operator=(Receipt&& other) noexcept {
 }
 
 Receipt::~Receipt() {
-  Settle(ErrorWithReason(absl::StatusCode::kAborted, "message was dropped before it was handed on",
-                         "MESSAGE_DROPPED"));
+  if (tracker_ != nullptr) Settle(Dropped());
 }
 
 void Receipt::Settle(absl::Status status) {

@@ -49,8 +49,11 @@ class IoThreads {
 
 absl::Status RunDaemon(const Options& options) {
   // glibc's default heap trimming returns freed memory so eagerly that every large receive
-  // page-faults fresh memory: keep up to 256 MiB instead (see docs/performance.md).
+  // page-faults fresh memory: keep up to 256 MiB instead (see docs/performance.md). Setting the
+  // trim threshold turns the dynamic mmap threshold off, so raise that too, or every buffer
+  // over 128 KiB is a fresh mmap.
   mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(077);  // every file and socket we create is ours alone
 
