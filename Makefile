@@ -22,7 +22,7 @@ CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps
+.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps fuzz
 
 all: build
 
@@ -105,10 +105,30 @@ BENCH_DIR ?= build-release
 BENCH_PACKAGES := stunnel4 socat openssl
 bench: $(DEPS_STAMP)
 	@$(call apt_install,$(BENCH_PACKAGES),)
-	@test -f $(BENCH_DIR)/CMakeCache.txt || cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release
+	@cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench e2e_bench veild
 	$(BENCH_DIR)/bench/channel_bench
 	$(BENCH_DIR)/bench/e2e_bench $(BENCH_ARGS)
 
+# Fuzzing (libFuzzer, clang 14, ASan+UBSan): each target in tests/fuzz for FUZZ_SECONDS, from the
+# seed corpus in tests/fuzz/corpus/<target> (what it finds is kept in $(FUZZ_DIR)/corpus).
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := route_fuzz frame_fuzz handshake_fuzz data_fuzz relay_fuzz config_fuzz
+fuzz: $(DEPS_STAMP)
+	@$(call apt_install,clang libclang-rt-14-dev,)
+	@test -f $(FUZZ_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVEIL_FUZZ=ON -DVEIL_SANITIZE=address,undefined
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	  echo "== $$t for $(FUZZ_SECONDS) s"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(FUZZ_DIR)/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_DIR)/$$t- $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t \
+	    2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|cov:' $(FUZZ_DIR)/$$t.log | tail -2; \
+	done
+
 clean:
-	rm -rf $(BUILD_DIR) $(BENCH_DIR)
+	rm -rf $(BUILD_DIR) $(BENCH_DIR) $(FUZZ_DIR)

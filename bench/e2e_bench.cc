@@ -598,6 +598,47 @@ int Main() {
   PeerPath tcp_sink(dir, plain_sink.port(), false, "tcp-sink");
   PeerPath tcp_echo(dir, plain_echo.port(), false, "tcp-echo");
 
+  // Memory first, on fresh daemons: after the throughput runs, freed buffers stay in the heap
+  // (by design, see TuneMalloc) and would hide what idle channels and relays cost.
+  // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
+  size_t bob_before = RssKiB(veil.bob->pid()), alice_before = RssKiB(veil.alice->pid());
+  std::atomic<int> opened{0}, failed{0};
+  auto start = Clock::now();
+  std::vector<std::thread> openers;
+  for (int t = 0; t < 8; ++t) {
+    openers.emplace_back([&] {
+      while (opened + failed < channels_n) {
+        if (veil.OpenChannel().empty()) ++failed; else ++opened;
+      }
+    });
+  }
+  for (auto& t : openers) t.join();
+  double handshake_s = Seconds(Clock::now() - start);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  size_t bob_after = RssKiB(veil.bob->pid()), alice_after = RssKiB(veil.alice->pid());
+  
+  // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
+  size_t hub_before = RssKiB(veil.hub->pid());
+  std::atomic<int> next{0}, relays_ok{0};
+  std::vector<std::thread> creators;
+  for (int t = 0; t < 8; ++t) {
+    creators.emplace_back([&] {
+      auto stub = v1::RelayService::NewStub(veil.bob_api);
+      for (int i = next++; i < channels_n; i = next++) {
+        grpc::ClientContext context;
+        v1::CreateRelayRequest request;
+        request.set_hub_route(veil.hub_route);
+        std::string name = "r";
+        name += std::to_string(i);  // (not "r" + ...: GCC 12 warns wrongly at -O3)
+        request.set_name(name);
+        v1::Relay relay;
+        if (stub->CreateRelay(&context, request, &relay).ok()) ++relays_ok;
+      }
+    });
+  }
+  for (auto& t : creators) t.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  size_t hub_after = RssKiB(veil.hub->pid());
   std::printf("veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + socat\n");
   std::printf("2 processes per path end, all on this host; %g s per throughput run\n\n", seconds);
   Row("case", "veil", "stunnel path", "plain TCP", "veil/stunnel");
@@ -625,48 +666,11 @@ int Main() {
   Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
       Ratio(lv.p99_us, lp.p99_us));
 
-  // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
-  size_t bob_before = RssKiB(veil.bob->pid()), alice_before = RssKiB(veil.alice->pid());
-  std::atomic<int> opened{0}, failed{0};
-  auto start = Clock::now();
-  std::vector<std::thread> openers;
-  for (int t = 0; t < 8; ++t) {
-    openers.emplace_back([&] {
-      while (opened + failed < channels_n) {
-        if (veil.OpenChannel().empty()) ++failed; else ++opened;
-      }
-    });
-  }
-  for (auto& t : openers) t.join();
-  double handshake_s = Seconds(Clock::now() - start);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  size_t bob_after = RssKiB(veil.bob->pid()), alice_after = RssKiB(veil.alice->pid());
   Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-", "-");
   Row("RSS per idle channel, responder sidecar",
       Fmt(double(bob_after - std::min(bob_after, bob_before)) / std::max(1, opened.load()), "KiB", 1), "-", "-", "-");
   Row("RSS per idle channel, initiator sidecar",
       Fmt(double(alice_after - std::min(alice_after, alice_before)) / std::max(1, opened.load()), "KiB", 1), "-", "-", "-");
-
-  // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
-  size_t hub_before = RssKiB(veil.hub->pid());
-  std::atomic<int> next{0}, relays_ok{0};
-  std::vector<std::thread> creators;
-  for (int t = 0; t < 8; ++t) {
-    creators.emplace_back([&] {
-      auto stub = v1::RelayService::NewStub(veil.bob_api);
-      for (int i = next++; i < channels_n; i = next++) {
-        grpc::ClientContext context;
-        v1::CreateRelayRequest request;
-        request.set_hub_route(veil.hub_route);
-        request.set_name("r" + std::to_string(i));
-        v1::Relay relay;
-        if (stub->CreateRelay(&context, request, &relay).ok()) ++relays_ok;
-      }
-    });
-  }
-  for (auto& t : creators) t.join();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  size_t hub_after = RssKiB(veil.hub->pid());
   Row("RSS per idle relay, hub",
       Fmt(double(hub_after - std::min(hub_after, hub_before)) / std::max(1, relays_ok.load()), "KiB", 1), "-", "-", "-");
   if (failed > 0 || relays_ok < channels_n) {

@@ -1,0 +1,39 @@
+// The data-phase decryptor: an established pair, then arbitrary bytes as the peer's message.
+// Never crashes; a forged message is never delivered (it fails to decrypt and is counted); the
+// channel stays usable after.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "sidecar/channel/channel_session.h"
+#include "sidecar/channel/trust_policy.h"
+
+namespace {
+
+using veil::channel::ChannelSession;
+
+struct Fixture {
+  std::shared_ptr<const veil::identity::Identity> alice = veil::identity::Identity::Generate("alice", 0);
+  std::shared_ptr<const veil::identity::Identity> bob = veil::identity::Identity::Generate("bob", 0);
+  std::unique_ptr<veil::channel::TrustPolicy> everyone = veil::channel::TrustEveryone();
+  ChannelSession initiator{ChannelSession::Role::kInitiator, alice, *everyone};
+  ChannelSession responder{ChannelSession::Role::kResponder, bob, *everyone};
+  Fixture() {
+    auto s2 = responder.OnMessage(*initiator.Start());
+    auto s3 = initiator.OnMessage(s2.reply);
+    auto s4 = responder.OnMessage(s3.reply);
+    if (!s4.reply.empty()) initiator.OnMessage(s4.reply);
+    if (responder.state() != ChannelSession::State::kEstablished) std::abort();
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static Fixture* f = new Fixture();
+  std::string forged(reinterpret_cast<const char*>(data), size);
+  auto step = f->responder.OnMessage(forged);
+  if (step.delivery.has_value()) std::abort();  // nobody without the key can make one
+  if (f->responder.state() != ChannelSession::State::kEstablished) std::abort();
+  return 0;
+}
