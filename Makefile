@@ -1,7 +1,8 @@
 # veil — the two commands a user needs on a fresh Debian 12 clone:
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
-# Other targets: build, deps, bench (performance, Release build), clean.
+# Other targets: build, deps, bench (performance, Release build), fuzz (libFuzzer, FUZZ_SECONDS=),
+# helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps, clean.
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
