@@ -2,6 +2,7 @@
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
 # Other targets: build, deps, bench (performance, Release build), fuzz (libFuzzer, FUZZ_SECONDS=),
+# check (ASan+UBSan suite, clang thread-safety, fuzz smoke),
 # helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps, clean.
 
 BUILD_DIR ?= build
@@ -23,7 +24,7 @@ CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps fuzz
+.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps fuzz check
 
 all: build
 
@@ -131,5 +132,20 @@ fuzz: $(DEPS_STAMP)
 	  grep -E 'stat::number_of_executed_units|cov:' $(FUZZ_DIR)/$$t.log | tail -2; \
 	done
 
+# Checks beyond `make test`, each in its own build directory: the whole suite under ASan+UBSan
+# (gcc), clang's -Wthread-safety as an error, and a FUZZ_SECONDS smoke of every fuzz target.
+ASAN_DIR ?= build-asan
+TSA_DIR ?= build-tsa
+check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)
+	@$(call apt_install,clang libclang-rt-14-dev,)
+	@cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVEIL_SANITIZE=address,undefined >/dev/null
+	cmake --build $(ASAN_DIR) -j$(JOBS)
+	ln -sfn ../$(BUILD_DIR)/tools $(ASAN_DIR)/tools
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --output-on-failure -j$(JOBS) --timeout 600 -E 'examples_test|demo_test' $(CTEST_ARGS)
+	@CC=clang CXX=clang++ cmake -S . -B $(TSA_DIR) -DVEIL_THREAD_SAFETY=ON >/dev/null
+	cmake --build $(TSA_DIR) -j$(JOBS) --target veild veil
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD_DIR) $(BENCH_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(BENCH_DIR) $(FUZZ_DIR) $(ASAN_DIR) $(TSA_DIR)

@@ -2,6 +2,7 @@
 // checked at the far end — zero lost, corrupted or reordered — and the daemons' memory bounded.
 // VEIL_SOAK_SECONDS=N repeats the rounds for N seconds (a soak; ctest runs one round).
 #include <charconv>
+#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -195,12 +196,19 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
   sender.Cancel();
   results.join();
 
-  // Memory stays bounded: what a million 64-byte messages pass through is not kept.
+  // Memory stays bounded: what a million 64-byte messages pass through is not kept. (Under
+  // AddressSanitizer freed memory sits in its quarantine, so the bound is looser there.)
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr size_t kGrowthKiB = 1024 * 1024;
+#else
+  constexpr size_t kGrowthKiB = 256 * 1024;
+#endif
   size_t rss_end[3] = {RssKiB(hub.pid()), RssKiB(bob.pid()), RssKiB(alice.pid())};
   const char* names[3] = {"hub", "bob", "alice"};
   for (int i = 0; i < 3; ++i) {
-    EXPECT_LT(rss_end[i], rss_start[i] + 256 * 1024) << names[i] << ": " << rss_start[i] << " -> "
-                                                       << rss_end[i] << " KiB";
+    EXPECT_LT(rss_end[i], rss_start[i] + kGrowthKiB) << names[i] << ": " << rss_start[i] << " -> "
+                                                      << rss_end[i] << " KiB";
+    std::printf("%s RSS: %zu -> %zu KiB\n", names[i], rss_start[i], rss_end[i]);
   }
   // Every channel is still up and counted every message.
   auto stub = v1::SecureChannelService::NewStub(alice_api);
