@@ -26,9 +26,6 @@ from veil.v1 import secure_channel_pb2, secure_channel_pb2_grpc
 
 __all__ = ["connect", "default_api", "Sidecar", "Message", "VeilError", "trust"]
 
-# gRPC's C core keeps receive buffers warm this way (see docs/performance.md); harmless if unset.
-os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=268435456")
-
 
 def default_api():
     """Where veild serves by default: $VEIL_API, else unix:$VEIL_STATE_DIR/api.sock, else

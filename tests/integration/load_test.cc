@@ -157,6 +157,19 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
       cv.notify_all();
     }
   });
+  // On every way out (an ASSERT included), end the stream and join its reader.
+  struct Joiner {
+    ServeClient& sender;
+    std::thread& thread;
+    ~Joiner() {
+      sender.Cancel();
+      if (thread.joinable()) thread.join();
+    }
+  } joiner{sender, results};
+  // At most this many messages between Alice's app and Bob's: hops only report whether they
+  // handed a message on, and a hub refuses what overflows a relay's queue (issue 9 notes the
+  // missing cross-hop backpressure), so the app paces itself end to end, as apps must today.
+  constexpr uint64_t kInFlight = 50000;
   uint64_t expected = 0;
   do {
     checker.ExpectRound(round * kMessages);
@@ -171,6 +184,11 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
         std::unique_lock lock(mu);
         cv.wait(lock, [&] { return outstanding < 8; });
         ++outstanding;
+      }
+      const uint64_t sent = expected + uint64_t(seq - round * kMessages) * kChannels;
+      for (auto waited = Clock::now(); sent - std::min(sent, checker.received()) > kInFlight;) {
+        ASSERT_LT(Clock::now() - waited, std::chrono::seconds(30)) << "deliveries stalled";
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
       ASSERT_TRUE(sender.Send(++batch_id, batch));
     }
@@ -193,8 +211,6 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
     std::lock_guard lock(mu);
     EXPECT_EQ(refused, 0u);
   }
-  sender.Cancel();
-  results.join();
 
   // Memory stays bounded: what a million 64-byte messages pass through is not kept. (Under
   // AddressSanitizer freed memory sits in its quarantine, so the bound is looser there.)
