@@ -37,6 +37,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "sodium.h"
+#include "tests/support/socket_io.h"
 #include "tests/support/veild_process.h"
 #include "veil_sdk.h"
 #include "veil/v1/messaging.grpc.pb.h"
@@ -49,22 +50,15 @@ namespace veil::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using testing::ReadFull;
 using testing::TempDir;
 using testing::VeildProcess;
+using testing::WriteFull;
 
 bool quick = false;
 size_t only_size = 0;  // --veil-only SIZE: just veil's throughput at SIZE, for profiling
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-size_t RssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  }
-  return 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -297,26 +291,6 @@ int ConnectTcp(uint16_t port) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   return -1;
-}
-
-bool ReadFull(int fd, char* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-bool WriteFull(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
 }
 
 // The peer apps' server: each connection either counts length-prefixed messages or echoes them.
@@ -601,7 +575,7 @@ int Main() {
   // Memory first, on fresh daemons: after the throughput runs, freed buffers stay in the heap
   // (by design, see TuneMalloc) and would hide what idle channels and relays cost.
   // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
-  size_t bob_before = RssKiB(veil.bob->pid()), alice_before = RssKiB(veil.alice->pid());
+  size_t bob_before = veil.bob->rss_kib(), alice_before = veil.alice->rss_kib();
   std::atomic<int> opened{0}, failed{0};
   auto start = Clock::now();
   std::vector<std::thread> openers;
@@ -615,10 +589,10 @@ int Main() {
   for (auto& t : openers) t.join();
   double handshake_s = Seconds(Clock::now() - start);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  size_t bob_after = RssKiB(veil.bob->pid()), alice_after = RssKiB(veil.alice->pid());
+  size_t bob_after = veil.bob->rss_kib(), alice_after = veil.alice->rss_kib();
   
   // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
-  size_t hub_before = RssKiB(veil.hub->pid());
+  size_t hub_before = veil.hub->rss_kib();
   std::atomic<int> next{0}, relays_ok{0};
   std::vector<std::thread> creators;
   for (int t = 0; t < 8; ++t) {
@@ -638,7 +612,7 @@ int Main() {
   }
   for (auto& t : creators) t.join();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  size_t hub_after = RssKiB(veil.hub->pid());
+  size_t hub_after = veil.hub->rss_kib();
   std::printf("veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + socat\n");
   std::printf("2 processes per path end, all on this host; %g s per throughput run\n\n", seconds);
   Row("case", "veil", "stunnel path", "plain TCP", "veil/stunnel");

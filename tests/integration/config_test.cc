@@ -18,17 +18,6 @@ std::string WriteFile(const TempDir& dir, const std::string& name, const std::st
   return path;
 }
 
-v1::Identity GetIdentity(const std::shared_ptr<grpc::Channel>& api, const std::string& name) {
-  auto stub = v1::IdentityService::NewStub(api);
-  grpc::ClientContext context;
-  v1::GetIdentityRequest request;
-  request.set_name(name);
-  v1::Identity identity;
-  grpc::Status s = stub->GetIdentity(&context, request, &identity);
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  return identity;
-}
-
 TEST(ConfigIntegrationTest, BobFromAConfigFileReachedThroughAHubThatStartsLater) {
   TempDir dirs;
   // Learn a free port for the hub, then stop it: Bob starts first, as pods may.

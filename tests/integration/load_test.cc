@@ -3,7 +3,6 @@
 // VEIL_SOAK_SECONDS=N repeats the rounds for N seconds (a soak; ctest runs one round).
 #include <charconv>
 #include <cstdio>
-#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -16,15 +15,6 @@ namespace veil::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-size_t RssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  }
-  return 0;
-}
 
 // The payload of message `seq` on channel `c`: a header and filler derived from both, so a
 // corrupted, misrouted or reordered message is caught.
@@ -137,7 +127,7 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
   }
   for (auto& t : openers) t.join();
   ASSERT_EQ(failed.load(), 0);
-  size_t rss_start[3] = {RssKiB(hub.pid()), RssKiB(bob.pid()), RssKiB(alice.pid())};
+  size_t rss_start[3] = {hub.rss_kib(), bob.rss_kib(), alice.rss_kib()};
 
   const char* soak = std::getenv("VEIL_SOAK_SECONDS");
   const auto soak_until = Clock::now() + std::chrono::seconds(soak ? std::atoi(soak) : 0);
@@ -219,7 +209,7 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
 #else
   constexpr size_t kGrowthKiB = 256 * 1024;
 #endif
-  size_t rss_end[3] = {RssKiB(hub.pid()), RssKiB(bob.pid()), RssKiB(alice.pid())};
+  size_t rss_end[3] = {hub.rss_kib(), bob.rss_kib(), alice.rss_kib()};
   const char* names[3] = {"hub", "bob", "alice"};
   for (int i = 0; i < 3; ++i) {
     EXPECT_LT(rss_end[i], rss_start[i] + kGrowthKiB) << names[i] << ": " << rss_start[i] << " -> "

@@ -99,13 +99,18 @@ grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
                                    request, out);
 }
 
-std::string DefaultIdentifier(const std::shared_ptr<grpc::Channel>& channel) {
+v1::Identity GetIdentity(const std::shared_ptr<grpc::Channel>& channel, const std::string& name) {
   auto stub = v1::IdentityService::NewStub(channel);
   v1::GetIdentityRequest request;
-  request.set_name("default");
+  request.set_name(name);
   v1::Identity id;
-  EXPECT_TRUE(stub->GetIdentity(Deadline(std::chrono::seconds(10)).get(), request, &id).ok());
-  return id.public_identity().identifier();
+  grpc::Status s = stub->GetIdentity(Deadline(std::chrono::seconds(10)).get(), request, &id);
+  EXPECT_TRUE(s.ok()) << name << ": " << s.error_message();
+  return id;
+}
+
+std::string DefaultIdentifier(const std::shared_ptr<grpc::Channel>& channel) {
+  return GetIdentity(channel, "default").public_identity().identifier();
 }
 
 grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::string& route,

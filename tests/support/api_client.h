@@ -47,6 +47,8 @@ grpc::Status CreateListener(const std::shared_ptr<grpc::Channel>& channel,
 grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
                                  const std::string& route, const v1::TrustPolicy& policy,
                                  v1::SecureChannel* out, uint32_t timeout_ms = 10000);
+// GetIdentity, failing the test on error.
+v1::Identity GetIdentity(const std::shared_ptr<grpc::Channel>& channel, const std::string& name);
 // The identifier of identity "default".
 std::string DefaultIdentifier(const std::shared_ptr<grpc::Channel>& channel);
 // Request: send `payload` to `route` and wait for one reply.

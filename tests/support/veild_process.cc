@@ -126,6 +126,16 @@ void VeildProcess::Kill() {
   pid_ = -1;
 }
 
+size_t VeildProcess::rss_kib() const {
+  if (pid_ <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  }
+  return 0;
+}
+
 std::string VeildProcess::log() const {
   std::ifstream in(log_path_);
   std::stringstream s;

@@ -56,6 +56,8 @@ class VeildProcess {
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
+  // Its resident set size (VmRSS) in KiB; 0 when not running.
+  size_t rss_kib() const;
   // The exit code when Start() failed because veild exited.
   std::optional<int> exit_code() const { return exit_code_; }
   // The API endpoint from veild's "ready" log line (e.g. "unix:/tmp/.../api.sock" or
