@@ -151,11 +151,16 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
 }
 
 void ServeStream::HandleAck(uint64_t sequence) {
+  std::vector<core::Receipt> handled;
   {
     absl::MutexLock lock(&mu_);
     if (sequence >= next_sequence_) sequence = next_sequence_ - 1;  // cannot ack the future
-    if (sequence > acked_) acked_ = sequence;
+    for (; acked_ < sequence; ++acked_) {
+      handled.push_back(std::move(unacked_receipts_.front()));
+      unacked_receipts_.pop_front();
+    }
   }
+  for (core::Receipt& r : handled) r.Settle(absl::OkStatus());
   Pump();
 }
 
@@ -201,8 +206,10 @@ void ServeStream::Deliver(core::Message msg) {
       refused = ErrorWithReason(absl::StatusCode::kUnavailable,
                                 absl::StrCat("the app serving ", address_, " is going away"),
                                 reason::kRouteNotFound);
-    } else if (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
-               queued_bytes_ + bytes > settings_.max_queued_bytes) {
+    } else if (!msg.paced && (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
+                              queued_bytes_ + bytes > settings_.max_queued_bytes)) {
+      // A paced message is taken over the limit: its connection stops reading until the app
+      // acks it, so the limit is enforced at the original sender's node instead.
       refused = ErrorWithReason(
           absl::StatusCode::kResourceExhausted,
           absl::StrCat("the app serving ", address_, " is not keeping up: its queue is full"),
@@ -214,11 +221,12 @@ void ServeStream::Deliver(core::Message msg) {
     return;
   }
   ToDelivery(msg, delivery);
-  msg.receipt.Settle(absl::OkStatus());
+  if (!msg.paced) msg.receipt.Settle(absl::OkStatus());
   {
     absl::MutexLock lock(&mu_);
     queued_bytes_ += bytes;
     deliveries_.push_back(std::move(delivery));
+    queued_receipts_.push_back(std::move(msg.receipt));
   }
   Pump();
 }
@@ -265,6 +273,8 @@ void ServeStream::Pump() {
         queued_bytes_ -= d.payload().size();
         *batch->Add() = std::move(d);
         deliveries_.pop_front();
+        unacked_receipts_.push_back(std::move(queued_receipts_.front()));
+        queued_receipts_.pop_front();
         --credit;
       }
     } else if (end_status_.has_value()) {
@@ -295,6 +305,7 @@ void ServeStream::OnWriteDone(bool ok) {
 void ServeStream::OnCancel() { End(grpc::Status::CANCELLED); }
 
 void ServeStream::OnDone() {
+  std::deque<core::Receipt> dropped;
   std::shared_ptr<core::Worker> mailbox;
   size_t undelivered;
   std::string address;
@@ -304,6 +315,12 @@ void ServeStream::OnDone() {
     address = address_;
     undelivered = deliveries_.size() + (next_sequence_ - 1 - acked_);
     deliveries_.clear();
+    // Unsettled receipts report MESSAGE_DROPPED (counted by the connections they came from)
+    // when `dropped` goes, outside the lock.
+    dropped.swap(queued_receipts_);
+    dropped.insert(dropped.end(), std::make_move_iterator(unacked_receipts_.begin()),
+                   std::make_move_iterator(unacked_receipts_.end()));
+    unacked_receipts_.clear();
   }
   if (mailbox != nullptr) {
     router_.StopWorker(address, mailbox.get());

@@ -67,6 +67,10 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::ServeResponse> control_ ABSL_GUARDED_BY(mu_);  // opened, send results
   std::deque<v1::Delivery> deliveries_ ABSL_GUARDED_BY(mu_);
+  // Receipts of paced messages (read from a connection), settled when the app acks them:
+  // one per queued delivery (empty for others), then one per delivery sent and not yet acked.
+  std::deque<core::Receipt> queued_receipts_ ABSL_GUARDED_BY(mu_);
+  std::deque<core::Receipt> unacked_receipts_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> end_status_ ABSL_GUARDED_BY(mu_);

@@ -1,5 +1,6 @@
 #include "sidecar/channel/secure_channel.h"
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "asio/bind_executor.hpp"
 #include "asio/post.hpp"
@@ -29,6 +30,7 @@ class Decryptor final : public core::Worker {
       : Worker(std::move(strand)), channel_(std::move(channel)) {}
   void HandleMessage(core::Message msg) override { channel_->OnChannelMessage(std::move(msg)); }
   void OnStop() override { channel_.reset(); }
+  bool TakesRefusals() const override { return true; }
 
  private:
   std::shared_ptr<SecureChannel> channel_;
@@ -153,8 +155,22 @@ void SecureChannel::OnPlaintext(core::Message msg) {
 }
 
 void SecureChannel::OnChannelMessage(core::Message msg) {
-  msg.receipt.Settle(absl::OkStatus());
-  if (closed_) return;
+  if (closed_) {
+    msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
+                                       absl::StrCat("secure channel ", encryptor_address_,
+                                                    " is closed"),
+                                       "CHANNEL_CLOSED"));
+    return;
+  }
+  if (!msg.refusal.ok()) {
+    msg.receipt.Settle(absl::OkStatus());
+    OnRefusal(msg.refusal);
+    return;
+  }
+  // The receipt goes on with the decrypted message, so that a paced sender (a connection)
+  // waits until the app's queue took it; anything else this message does is done here.
+  core::Receipt receipt = std::move(msg.receipt);
+  absl::Cleanup settle = [&receipt] { receipt.Settle(absl::OkStatus()); };
   ChannelSession::Step step = session_.OnMessage(msg.payload);
   bool authenticated = step.error.ok();
   if (authenticated && !msg.return_route.empty()) {
@@ -200,14 +216,40 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
       spdlog::warn("secure channel {}: dropped a decrypted message whose next hop {} leaves the "
                    "host in plaintext",
                    encryptor_address_, inner.onward.front().ToString());
+      std::move(settle).Cancel();
+      receipt.Settle(ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                                     "a decrypted message may not leave the host in plaintext",
+                                     "PLAINTEXT_REFUSED"));
       return;
     }
     inner.return_route.PushFront(core::Address::Local(encryptor_address_));
     inner.sender.origin = core::SenderInfo::Origin::kSecureChannel;
     inner.sender.identifier = session_.remote_identifier();
     inner.sender.channel = encryptor_address_;
+    inner.receipt = std::move(receipt);
+    inner.paced = msg.paced;
     manager_.router().Send(std::move(inner));
   }
+}
+
+void SecureChannel::OnRefusal(const absl::Status& refusal) {
+  // A node on the way could not hand on what this channel sent. The notice is not
+  // authenticated, but a node on the path could as well drop everything: it may end the
+  // channel early, never inject data. A route that is gone (relay dropped, connection lost)
+  // ends the channel, so that the app's next sends are refused here instead of vanishing;
+  // anything else (e.g. a message too large for a hop) is only logged.
+  const std::string why = ReasonOf(refusal);
+  if (why != reason::kRouteNotFound && why != reason::kConnectionLost &&
+      why != reason::kConnectionFailed) {
+    spdlog::warn("secure channel {}: a node on the way refused a message: {}", encryptor_address_,
+                 refusal.message());
+    return;
+  }
+  CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable,
+                           absl::StrCat("the far end became unreachable: a node on the way says: ",
+                                        refusal.message()),
+                           "CHANNEL_CLOSED"),
+           false);
 }
 
 void SecureChannel::Close(absl::Status why, bool notify_peer) {

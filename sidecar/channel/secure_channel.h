@@ -47,6 +47,8 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
 
  private:
   void Send(std::string bytes, const core::Route& to, core::Receipt receipt);
+  // A refusal notice about something this channel sent.
+  void OnRefusal(const absl::Status& refusal);
   void CloseNow(absl::Status why, bool notify_peer);
   // Publishes the snapshot that Info() returns (identities, route, state).
   void Publish() ABSL_LOCKS_EXCLUDED(mu_);

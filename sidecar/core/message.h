@@ -64,6 +64,15 @@ struct Message {
   std::string payload;  // opaque bytes
   SenderInfo sender;
   Receipt receipt;
+  // Set by a connection's reader: the sender paces itself by this message's receipt (it stops
+  // reading its source while too many of its messages are unsettled). Queues take a paced
+  // message even over their limit instead of refusing it, and settle it only once they hand it
+  // on, so backpressure reaches the original sender and nothing is dropped in between; memory
+  // stays bounded by the readers' limits.
+  bool paced = false;
+  // Not OK on a refusal notice (payload empty): a node on the way could not hand on a message
+  // this node sent, and says why. Routed only to workers that TakeRefusals().
+  absl::Status refusal;
 };
 
 }  // namespace veil::core

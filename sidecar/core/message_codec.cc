@@ -43,10 +43,20 @@ absl::StatusOr<Route> FromWire(const google::protobuf::RepeatedPtrField<wire::v1
   return Route(std::move(out));
 }
 
-wire::v1::TransportMessage RoutesOnly(const Route& onward, const Route& return_route) {
+constexpr size_t kMaxRefusalMessage = 1024;
+
+// Everything but the payload.
+wire::v1::TransportMessage RoutesOnly(const Route& onward, const Route& return_route,
+                                      const absl::Status& refusal) {
   wire::v1::TransportMessage routes;
   ToWire(onward, routes.mutable_onward_route());
   ToWire(return_route, routes.mutable_return_route());
+  if (!refusal.ok()) {
+    wire::v1::Refusal* r = routes.mutable_refusal();
+    r->set_code(static_cast<uint32_t>(refusal.code()));
+    r->set_reason(ReasonOf(refusal));
+    r->set_message(std::string(refusal.message().substr(0, kMaxRefusalMessage)));
+  }
   return routes;
 }
 
@@ -58,14 +68,15 @@ size_t PayloadFieldSize(size_t payload_size) {
 
 }  // namespace
 
-size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size) {
-  return RoutesOnly(onward, return_route).ByteSizeLong() + PayloadFieldSize(payload_size);
+size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size,
+                          const absl::Status& refusal) {
+  return RoutesOnly(onward, return_route, refusal).ByteSizeLong() + PayloadFieldSize(payload_size);
 }
 
 void AppendEncodedMessage(const Route& onward, const Route& return_route,
-                          absl::string_view payload, std::string& out) {
+                          absl::string_view payload, std::string& out, const absl::Status& refusal) {
   // Routes go through the generated message; the payload is appended as field 3 directly.
-  wire::v1::TransportMessage routes = RoutesOnly(onward, return_route);
+  wire::v1::TransportMessage routes = RoutesOnly(onward, return_route, refusal);
   size_t routes_size = routes.ByteSizeLong();
   size_t start = out.size();
   out.resize(start + routes_size + PayloadFieldSize(payload.size()));
@@ -92,7 +103,22 @@ absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
   msg.onward = *std::move(onward);
   msg.return_route = *std::move(back);
   msg.payload = std::move(*wire.mutable_payload());
+  if (wire.has_refusal()) {
+    const wire::v1::Refusal& r = wire.refusal();
+    if (r.code() == 0 || r.code() > 16) return Malformed("refusal with an invalid code");
+    if (!msg.payload.empty()) return Malformed("refusal with a payload");
+    if (r.message().size() > kMaxRefusalMessage) return Malformed("refusal message too long");
+    msg.refusal = ErrorWithReason(static_cast<absl::StatusCode>(r.code()), r.message(), r.reason());
+  }
   return msg;
+}
+
+std::optional<Message> RefusalNotice(const Message& msg, const absl::Status& why) {
+  if (msg.return_route.empty() || !msg.refusal.ok() || why.ok()) return std::nullopt;
+  Message notice;
+  notice.onward = msg.return_route;
+  notice.refusal = why;
+  return notice;
 }
 
 }  // namespace veil::core

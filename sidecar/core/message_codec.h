@@ -4,6 +4,7 @@
 #ifndef VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
 #define VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
 
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,15 +17,24 @@ namespace veil::core {
 inline constexpr absl::string_view kMalformedMessage = "MALFORMED_FRAME";
 
 // The encoded size of a message with these routes and payload.
-size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size);
+// `refusal` (not OK) makes it a refusal notice.
+size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size,
+                          const absl::Status& refusal = absl::OkStatus());
 
 // Appends the encoding to `out`. The payload is copied once, straight into `out`.
 void AppendEncodedMessage(const Route& onward, const Route& return_route,
-                          absl::string_view payload, std::string& out);
+                          absl::string_view payload, std::string& out,
+                          const absl::Status& refusal = absl::OkStatus());
+
+// The refusal notice about `msg` (read from a connection, not handed on because of `why`), to
+// go back along its return route; nullopt when there is none to send (no return route, or
+// `msg` is itself a notice).
+std::optional<Message> RefusalNotice(const Message& msg, const absl::Status& why);
 
 // Decodes a message (routes and payload; no sender info, no receipt). INVALID_ARGUMENT
 // (reason MALFORMED_FRAME) when `bytes` is not a TransportMessage, the onward route is empty,
-// a route has more than kMaxRouteHops hops, or an address is invalid or of unknown type.
+// a route has more than kMaxRouteHops hops, an address is invalid or of unknown type, or a
+// refusal has code 0 or a payload beside it.
 absl::StatusOr<Message> DecodeMessage(absl::string_view bytes);
 
 }  // namespace veil::core

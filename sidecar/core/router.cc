@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/core/message_codec.h"
 
 namespace veil::core {
 
@@ -69,8 +70,9 @@ void Router::Send(Message msg) {
   routed_.fetch_add(1, std::memory_order_relaxed);
   if (msg.onward.empty()) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
-    msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                                       "message has an empty onward route", reason::kInvalidRoute));
+    Refuse(std::move(msg), ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                                           "message has an empty onward route",
+                                           reason::kInvalidRoute));
     return;
   }
   const Address& next = msg.onward.front();
@@ -78,7 +80,7 @@ void Router::Send(Message msg) {
     Transport* transport = tcp_transport_.load(std::memory_order_acquire);
     if (next.type() != AddressType::kTcp || transport == nullptr) {
       unroutable_.fetch_add(1, std::memory_order_relaxed);
-      msg.receipt.Settle(ErrorWithReason(
+      Refuse(std::move(msg), ErrorWithReason(
           absl::StatusCode::kUnavailable,
           absl::StrCat("no transport on this node for ", next.ToString()), reason::kRouteNotFound));
       return;
@@ -89,9 +91,13 @@ void Router::Send(Message msg) {
   std::shared_ptr<Worker> worker = Find(next.value());
   if (worker == nullptr) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
-    msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
-                                       absl::StrCat("no worker at ", next.ToString()),
-                                       reason::kRouteNotFound));
+    Refuse(std::move(msg), ErrorWithReason(absl::StatusCode::kNotFound,
+                                           absl::StrCat("no worker at ", next.ToString()),
+                                           reason::kRouteNotFound));
+    return;
+  }
+  if (!msg.refusal.ok() && !worker->TakesRefusals()) {  // a notice nobody here reads
+    msg.receipt.Settle(absl::OkStatus());
     return;
   }
   msg.onward.PopFront();
@@ -99,6 +105,15 @@ void Router::Send(Message msg) {
   asio::post(w->strand(), [worker = std::move(worker), msg = std::move(msg)]() mutable {
     worker->HandleMessage(std::move(msg));
   });
+}
+
+void Router::Refuse(Message msg, absl::Status why) {
+  const bool from_afar = msg.paced && msg.sender.origin == SenderInfo::Origin::kTransport;
+  std::optional<Message> notice = from_afar ? RefusalNotice(msg, why) : std::nullopt;
+  msg.receipt.Settle(std::move(why));
+  if (!notice.has_value()) return;
+  notices_sent_.fetch_add(1, std::memory_order_relaxed);
+  Send(*std::move(notice));
 }
 
 void Router::SetTransport(AddressType type, Transport* transport) {

@@ -63,6 +63,11 @@ class Router {
   // ROUTE_NOT_FOUND, no transport for the type) settle the receipt.
   void Send(Message msg);
 
+  // Settles `msg`'s receipt with `why` (not OK). When `msg` came off a connection (paced, not
+  // decrypted here) and has a return route, also sends a refusal notice back along it, so the
+  // sender's node learns: a sender far away cannot see this node's receipts.
+  void Refuse(Message msg, absl::Status why);
+
   // Registers the transport for `type` (not kLocal). `transport` must outlive the router.
   void SetTransport(AddressType type, Transport* transport);
 
@@ -80,9 +85,11 @@ class Router {
   struct Stats {
     uint64_t routed = 0;     // messages given to Send
     uint64_t unroutable = 0;  // refused at once: unknown local address, no transport
+    uint64_t notices_sent = 0;  // refusal notices sent back to a far sender's node
   };
   Stats stats() const {
-    return {routed_.load(std::memory_order_relaxed), unroutable_.load(std::memory_order_relaxed)};
+    return {routed_.load(std::memory_order_relaxed), unroutable_.load(std::memory_order_relaxed),
+            notices_sent_.load(std::memory_order_relaxed)};
   }
 
  private:
@@ -92,7 +99,7 @@ class Router {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<Transport*> tcp_transport_{nullptr};
   std::atomic<uint64_t> next_id_{1};
-  std::atomic<uint64_t> routed_{0}, unroutable_{0};
+  std::atomic<uint64_t> routed_{0}, unroutable_{0}, notices_sent_{0};
 };
 
 }  // namespace veil::core

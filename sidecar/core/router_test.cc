@@ -21,13 +21,15 @@ class RecordingWorker final : public Worker {
     msg.receipt.Settle(absl::OkStatus());
     {
       absl::MutexLock lock(&mu_);
-      payloads_.push_back(msg.payload);
+      payloads_.push_back(msg.refusal.ok() ? msg.payload : "refusal: " + ReasonOf(msg.refusal));
       onward_.push_back(msg.onward.ToString());
     }
     busy_.store(false);
   }
   void OnStop() override { stopped_.Notify(); }
+  bool TakesRefusals() const override { return takes_refusals_; }
 
+  bool takes_refusals_ = false;
   bool WaitFor(size_t n) {
     absl::MutexLock lock(&mu_);
     auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return payloads_.size() >= n; };
@@ -117,6 +119,50 @@ TEST_F(RouterTest, DroppedMessageReportsDropped) {
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].first, 7u);
   EXPECT_EQ(ReasonOf(results[0].second), "MESSAGE_DROPPED");
+}
+
+// A message read from a connection (paced, origin kTransport) that cannot be handed on sends a
+// refusal notice back along its return route, to workers that take them; nothing else does,
+// and nothing is sent about a notice.
+TEST_F(RouterTest, RefusalNoticeGoesBackOnlyForMessagesFromAfar) {
+  auto back = std::make_shared<RecordingWorker>(router_.NewStrand());
+  back->takes_refusals_ = true;
+  auto plain = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("back", back).ok());
+  ASSERT_TRUE(router_.StartWorker("plain", plain).ok());
+
+  Message local = Make("/service/nobody", "local");
+  local.return_route = *Route::Parse("/service/back");
+  router_.Send(std::move(local));  // from this node: its sender sees the receipt
+
+  Message afar = Make("/service/nobody", "afar");
+  afar.return_route = *Route::Parse("/service/back/service/far");
+  afar.paced = true;
+  afar.sender.origin = SenderInfo::Origin::kTransport;
+  router_.Send(std::move(afar));
+  ASSERT_TRUE(back->WaitFor(1));
+  EXPECT_EQ(back->payloads(), std::vector<std::string>{"refusal: ROUTE_NOT_FOUND"});
+  EXPECT_EQ(back->onward()[0], "/service/far");
+  EXPECT_EQ(router_.stats().notices_sent, 1u);
+
+  // A notice that cannot be delivered is dropped, with no notice about it.
+  Message notice = Make("/service/nobody", "");
+  notice.refusal = absl::NotFoundError("x");
+  notice.return_route = *Route::Parse("/service/back");
+  notice.paced = true;
+  notice.sender.origin = SenderInfo::Origin::kTransport;
+  router_.Send(std::move(notice));
+  // A notice for a worker that does not take them is dropped, settled OK.
+  auto outcomes = std::make_shared<Outcomes>();
+  Message to_plain = Make("/service/plain", "", outcomes);
+  to_plain.refusal = absl::NotFoundError("x");
+  router_.Send(std::move(to_plain));
+  auto results = outcomes->Wait(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(results[0].second.ok());
+  EXPECT_EQ(router_.stats().notices_sent, 1u);
+  EXPECT_TRUE(plain->payloads().empty());
+  EXPECT_EQ(back->payloads().size(), 1u);
 }
 
 TEST_F(RouterTest, AddressConflictAndStop) {

@@ -37,6 +37,10 @@ class Worker {
   // egress guard refuses app payloads whose first hop is such a worker.
   virtual bool LeavesHost() const { return false; }
 
+  // True for workers that take refusal notices (Message::refusal); the router drops notices
+  // addressed to any other worker.
+  virtual bool TakesRefusals() const { return false; }
+
   // The local address it was started at ("" before).
   const std::string& address() const { return address_; }
   // The router it was started on. Only valid once started.

@@ -88,6 +88,7 @@ absl::Status RunDaemon(const Options& options) {
   transport::TcpOptions tcp_options;
   tcp_options.max_frame_bytes = options.max_frame_bytes;
   tcp_options.max_write_queue_bytes = options.max_connection_queue_bytes;
+  tcp_options.max_unsettled_read_bytes = options.max_connection_unsettled_bytes;
   transport::TcpTransport tcp(router, tcp_options);
   absl::Notification stop;
   asio::signal_set signals(io, SIGINT, SIGTERM);

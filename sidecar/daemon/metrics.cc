@@ -59,6 +59,10 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(Single("veil_messages_unroutable_total",
                        "Messages refused at once: unknown local address or no transport", kCounter,
                        static_cast<double>(routing.unroutable)));
+  out.push_back(Single("veil_routing_refusal_notices_total",
+                       "Refusal notices sent back to the node of a far sender whose message this "
+                       "node could not hand on",
+                       kCounter, static_cast<double>(routing.notices_sent)));
 
   auto& tcp = tcp_.stats();
   auto load = [](const std::atomic<uint64_t>& a) { return static_cast<double>(a.load()); };
@@ -70,6 +74,13 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                        kCounter, load(tcp.frames_sent)));
   out.push_back(Single("veil_transport_frames_received_total", "Frames read from TCP connections",
                        kCounter, load(tcp.frames_received)));
+  out.push_back(Single("veil_transport_received_refused_total",
+                       "Messages read from TCP connections that this node could not hand on",
+                       kCounter, load(tcp.received_refused)));
+  out.push_back(Single("veil_transport_reads_paused_total",
+                       "Times a TCP connection stopped reading until what it read was handed on "
+                       "(backpressure)",
+                       kCounter, load(tcp.reads_paused)));
   out.push_back(Single("veil_transport_connections_opened_total", "TCP connections established",
                        kCounter, load(tcp.connections_opened)));
   out.push_back(Single("veil_transport_connections_failed_total", "TCP connections that could not be established",

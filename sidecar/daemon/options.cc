@@ -105,6 +105,13 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "for it are refused to their senders")
       ->check(CLI::Range(size_t{65536}, size_t{1} << 36))
       ->capture_default_str();
+  app.add_option("--max-connection-unsettled-bytes", o.max_connection_unsettled_bytes,
+                 "Bytes read from one transport connection and still on their way on this node "
+                 "(queued for an app, a relay or another connection) before the node stops "
+                 "reading it, so that backpressure reaches the sender instead of a message "
+                 "being dropped")
+      ->check(CLI::Range(size_t{65536}, size_t{1} << 34))
+      ->capture_default_str();
   app.add_option("--max-channels", o.max_channels, "Secure channels this node may hold at once")
       ->check(CLI::Range(size_t{1}, size_t{10000000}))
       ->capture_default_str();

@@ -37,6 +37,7 @@ struct Options {
   double relay_heartbeat_seconds = 5;    // client side
   size_t relay_max_queued_bytes = 16 * 1024 * 1024;
   size_t max_connection_queue_bytes = 64 * 1024 * 1024;
+  size_t max_connection_unsettled_bytes = 8 * 1024 * 1024;
   size_t max_channels = 100000;
   size_t max_pending_handshakes = 1024;
 };

@@ -56,7 +56,9 @@ class RelayHub::Forwarder final : public core::Worker {
       : Worker(std::move(strand)), connection_(std::move(connection)), max_queued_(max_queued) {}
   void HandleMessage(core::Message msg) override {
     size_t bytes = msg.payload.size();
-    if (queued_->load(std::memory_order_relaxed) + bytes > max_queued_) {
+    // A paced message (read from a connection) is taken over the limit: its connection stops
+    // reading while it waits, so its sender is refused at home instead of losing it here.
+    if (!msg.paced && queued_->load(std::memory_order_relaxed) + bytes > max_queued_) {
       msg.receipt.Settle(ErrorWithReason(
           absl::StatusCode::kResourceExhausted,
           absl::StrCat("relay ", address(), " has ", max_queued_, " bytes queued: its owner is not keeping up"),

@@ -17,8 +17,9 @@ absl::Status Malformed(absl::string_view why) {
 }  // namespace
 
 absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
-                         absl::string_view payload, size_t max_frame_bytes, std::string& out) {
-  size_t body_size = core::EncodedMessageSize(onward, return_route, payload.size());
+                         absl::string_view payload, size_t max_frame_bytes, std::string& out,
+                         const absl::Status& refusal) {
+  size_t body_size = core::EncodedMessageSize(onward, return_route, payload.size(), refusal);
   if (body_size > max_frame_bytes) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("message of ", body_size,
@@ -30,7 +31,7 @@ absl::Status AppendFrame(const core::Route& onward, const core::Route& return_ro
       static_cast<char>(body_size >> 24), static_cast<char>(body_size >> 16),
       static_cast<char>(body_size >> 8), static_cast<char>(body_size)};
   out.append(header, kFrameHeaderBytes);
-  core::AppendEncodedMessage(onward, return_route, payload, out);
+  core::AppendEncodedMessage(onward, return_route, payload, out, refusal);
   return absl::OkStatus();
 }
 

@@ -35,7 +35,8 @@ inline constexpr absl::string_view kMalformedFrame = core::kMalformedMessage;
 // would exceed `max_frame_bytes`, appends nothing and returns INVALID_ARGUMENT (reason
 // MESSAGE_TOO_LARGE); the message is never truncated.
 absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
-                         absl::string_view payload, size_t max_frame_bytes, std::string& out);
+                         absl::string_view payload, size_t max_frame_bytes, std::string& out,
+                         const absl::Status& refusal = absl::OkStatus());
 
 // A frame body decodes with core::DecodeMessage (sidecar/core/message_codec.h).
 

@@ -128,6 +128,49 @@ TEST(FrameCodecTest, EmptyOnwardRouteIsMalformed) {
   EXPECT_NE(msg.status().message().find("onward route is empty"), std::string::npos);
 }
 
+TEST(FrameCodecTest, RefusalNoticeRoundTrip) {
+  std::string out;
+  absl::Status why = ErrorWithReason(absl::StatusCode::kNotFound, "no worker at /service/x",
+                                     reason::kRouteNotFound);
+  ASSERT_TRUE(AppendFrame(R("/service/ch"), core::Route(), "", kDefaultMaxFrameBytes, out, why).ok());
+  auto msg = core::DecodeMessage(absl::string_view(out).substr(kFrameHeaderBytes));
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(msg->refusal.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(msg->refusal.message(), "no worker at /service/x");
+  EXPECT_EQ(ReasonOf(msg->refusal), "ROUTE_NOT_FOUND");
+  EXPECT_TRUE(msg->payload.empty());
+  // A notice carries at most 1 KiB of message.
+  out.clear();
+  ASSERT_TRUE(AppendFrame(R("/service/ch"), core::Route(), "", kDefaultMaxFrameBytes, out,
+                          absl::UnavailableError(std::string(5000, 'x')))
+                  .ok());
+  msg = core::DecodeMessage(absl::string_view(out).substr(kFrameHeaderBytes));
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(msg->refusal.message().size(), 1024u);
+}
+
+TEST(FrameCodecTest, BadRefusalsAreMalformed) {
+  auto decode = [](const wire::v1::TransportMessage& m) {
+    return core::DecodeMessage(m.SerializeAsString()).status();
+  };
+  wire::v1::TransportMessage m;
+  auto* hop = m.add_onward_route();
+  hop->set_type(0);
+  hop->set_value("ch");
+  m.mutable_refusal()->set_code(0);
+  EXPECT_EQ(ReasonOf(decode(m)), "MALFORMED_FRAME");
+  m.mutable_refusal()->set_code(99);
+  EXPECT_EQ(ReasonOf(decode(m)), "MALFORMED_FRAME");
+  m.mutable_refusal()->set_code(5);
+  m.set_payload("data beside a refusal");
+  EXPECT_EQ(ReasonOf(decode(m)), "MALFORMED_FRAME");
+  m.clear_payload();
+  m.mutable_refusal()->set_message(std::string(1025, 'x'));
+  EXPECT_EQ(ReasonOf(decode(m)), "MALFORMED_FRAME");
+  m.mutable_refusal()->set_message("ok");
+  EXPECT_TRUE(decode(m).ok());
+}
+
 TEST(FrameCodecTest, BadAddressesAreMalformed) {
   auto check = [](uint32_t type, const std::string& value, absl::string_view fragment) {
     wire::v1::TransportMessage m;

@@ -31,6 +31,41 @@ void TuneSocket(asio::ip::tcp::socket& socket) {
 
 }  // namespace
 
+// Counts the bytes of messages read from the socket until their receipts settle (the receipt's
+// index is the message's size), and wakes the paused reader once they fall below half the
+// limit. Settled from any thread.
+class TcpConnection::ReadTracker final : public core::SendTracker {
+ public:
+  ReadTracker(std::weak_ptr<TcpConnection> connection, size_t limit, TcpTransport::Stats& stats)
+      : connection_(std::move(connection)), limit_(limit), stats_(stats) {}
+
+  // Called on the strand before handing a message of `bytes` on.
+  void Add(size_t bytes) { unsettled_.fetch_add(bytes, std::memory_order_relaxed); }
+  // Called on the strand after a read: true when the reader should stop.
+  bool ShouldPause() {
+    if (unsettled_.load(std::memory_order_acquire) <= limit_) return false;
+    paused_.store(true, std::memory_order_release);
+    // A settlement may have raced in before paused_ was set: look again.
+    if (unsettled_.load(std::memory_order_acquire) > limit_ / 2) return true;
+    paused_.store(false, std::memory_order_release);
+    return false;
+  }
+  void Complete(uint32_t bytes, absl::Status status) override {
+    if (!status.ok()) stats_.received_refused.fetch_add(1, std::memory_order_relaxed);
+    size_t left = unsettled_.fetch_sub(bytes, std::memory_order_acq_rel) - bytes;
+    if (left <= limit_ / 2 && paused_.exchange(false, std::memory_order_acq_rel)) {
+      if (auto connection = connection_.lock()) connection->ResumeReading();
+    }
+  }
+
+ private:
+  const std::weak_ptr<TcpConnection> connection_;
+  const size_t limit_;
+  TcpTransport::Stats& stats_;
+  std::atomic<size_t> unsettled_{0};
+  std::atomic<bool> paused_{false};
+};
+
 TcpConnection::TcpConnection(core::Strand strand, TcpTransport& transport,
                              const TcpOptions& options, std::string peer)
     : core::Worker(strand),
@@ -123,6 +158,8 @@ void TcpConnection::OnConnected() {
   transport_.stats().connections_opened.fetch_add(1, std::memory_order_relaxed);
   connect_timer_.cancel();
   TuneSocket(socket_);
+  read_tracker_ = std::make_shared<ReadTracker>(weak_from_this(), options_.max_unsettled_read_bytes,
+                                                transport_.stats());
   spdlog::debug("tcp connection {} {} {}", address(), outgoing_ ? "to" : "from", peer_);
   ReadMore();
   Flush();
@@ -130,11 +167,11 @@ void TcpConnection::OnConnected() {
 
 void TcpConnection::HandleMessage(core::Message msg) {
   if (state_ == State::kClosed) {
-    msg.receipt.Settle(close_status_);
+    router().Refuse(std::move(msg), close_status_);
     return;
   }
-  if (pending_.size() > options_.max_write_queue_bytes) {
-    msg.receipt.Settle(ErrorWithReason(
+  if (pending_.size() > options_.max_write_queue_bytes && !msg.paced) {
+    router().Refuse(std::move(msg), ErrorWithReason(
         absl::StatusCode::kResourceExhausted,
         absl::StrCat("write queue to ", peer_, " is full (", options_.max_write_queue_bytes,
                      " bytes)"),
@@ -142,9 +179,10 @@ void TcpConnection::HandleMessage(core::Message msg) {
     return;
   }
   absl::Status framed =
-      AppendFrame(msg.onward, msg.return_route, msg.payload, options_.max_frame_bytes, pending_);
+      AppendFrame(msg.onward, msg.return_route, msg.payload, options_.max_frame_bytes, pending_,
+                  msg.refusal);
   if (!framed.ok()) {
-    msg.receipt.Settle(std::move(framed));
+    router().Refuse(std::move(msg), std::move(framed));
     return;
   }
   transport_.stats().frames_sent.fetch_add(1, std::memory_order_relaxed);
@@ -210,9 +248,29 @@ void TcpConnection::OnRead(size_t n) {
     transport_.stats().frames_received.fetch_add(1, std::memory_order_relaxed);
     msg->return_route.PushFront(core::Address::Local(address()));
     msg->sender.origin = core::SenderInfo::Origin::kTransport;
+    // The frame's size, which bounds the message's: what the tracker counts until it settles.
+    auto bytes = static_cast<uint32_t>((*frame)->size());
+    read_tracker_->Add(bytes);
+    msg->receipt = core::Receipt(read_tracker_, bytes);
+    msg->paced = true;
     router().Send(*std::move(msg));
   }
+  if (read_tracker_->ShouldPause()) {
+    read_paused_ = true;
+    transport_.stats().reads_paused.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("tcp connection {} from {}: paused reading until what it read is handed on",
+                  address(), peer_);
+    return;
+  }
   ReadMore();
+}
+
+void TcpConnection::ResumeReading() {
+  asio::post(strand(), [self = shared_from_this()] {
+    if (self->state_ != State::kOpen || !self->read_paused_) return;
+    self->read_paused_ = false;
+    self->ReadMore();
+  });
 }
 
 void TcpConnection::Close(absl::Status why) {

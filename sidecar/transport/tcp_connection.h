@@ -6,8 +6,15 @@
 // Outcomes: a message's receipt is settled OK once its frame was written to the socket, or
 // with an error when it cannot be (UNAVAILABLE: CONNECTION_FAILED before the connection was
 // up, CONNECTION_LOST after; INVALID_ARGUMENT MESSAGE_TOO_LARGE; RESOURCE_EXHAUSTED QUEUE_FULL
-// when more than the write-queue limit is waiting). A connection that fails or closes never
-// reopens: the transport opens a new one on the next send.
+// when more than the write-queue limit is waiting — except for paced messages, which a queue
+// takes over its limit). A connection that fails or closes never reopens: the transport opens a
+// new one on the next send.
+//
+// Backpressure: every message read from the socket is paced by its receipt. While more than
+// `max_unsettled_read_bytes` of them are still on their way on this node (queued for an app,
+// a relay or another connection), the connection stops reading; the peer's writes then back
+// up and its own senders are refused with QUEUE_FULL. Reading resumes below half the limit.
+// Messages read that could not be handed on are counted (Stats::received_refused).
 //
 // Thread-safety: everything but the constructor, peer() and outgoing() runs on strand().
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_CONNECTION_H_
@@ -31,6 +38,8 @@ struct TcpOptions {
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
   // Bytes of frames waiting to be written before new messages are refused.
   size_t max_write_queue_bytes = 64 * 1024 * 1024;
+  // Bytes read from the socket and not yet handed on before the connection stops reading.
+  size_t max_unsettled_read_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds connect_timeout{10000};
 };
 
@@ -52,17 +61,20 @@ class TcpConnection final : public core::Worker,
   void HandleMessage(core::Message msg) override;
   void OnStop() override;
   bool LeavesHost() const override { return true; }
+  bool TakesRefusals() const override { return true; }  // carries them back to their node
 
   const std::string& peer() const { return peer_; }
   bool outgoing() const { return outgoing_; }
 
  private:
   enum class State { kConnecting, kOpen, kClosed };
+  class ReadTracker;
 
   void Connect();
   void OnConnected();
   void ReadMore();
   void OnRead(size_t n);
+  void ResumeReading();
   void Flush();
   void CloseNow(absl::Status why);
 
@@ -76,6 +88,9 @@ class TcpConnection final : public core::Worker,
   State state_ = State::kConnecting;
   absl::Status close_status_;
   FrameDecoder decoder_;
+  // Paces what the reader hands to the router; created when reading starts.
+  std::shared_ptr<ReadTracker> read_tracker_;
+  bool read_paused_ = false;
   // Frames waiting to be written, and their receipts; `writing_` is in flight.
   std::string pending_;
   std::vector<core::Receipt> pending_receipts_;

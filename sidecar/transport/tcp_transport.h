@@ -58,6 +58,9 @@ class TcpTransport final : public core::Transport {
   struct Stats {
     std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, frames_sent{0}, frames_received{0};
     std::atomic<uint64_t> connections_opened{0}, connections_failed{0};
+    // Messages read from connections that this node could not hand on (their senders are
+    // elsewhere and cannot be told), and times a connection stopped reading for backpressure.
+    std::atomic<uint64_t> received_refused{0}, reads_paused{0};
   };
   Stats& stats() { return stats_; }
 

@@ -6,11 +6,9 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
-#include "asio/connect.hpp"
-#include "asio/ip/tcp.hpp"
-#include "asio/write.hpp"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/veild_process.h"
 
@@ -20,7 +18,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-int PortOf(const std::string& host_port) { return std::stoi(host_port.substr(host_port.rfind(':') + 1)); }
 
 int ListedChannels(const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = v1::SecureChannelService::NewStub(channel);
@@ -234,7 +231,7 @@ TEST_F(SecureChannelTest, IdentityInUseCannotBeDeleted) {
 
 TEST_F(SecureChannelTest, OnlyCiphertextOnTheWireAndTamperingAndReplayAreRejected) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
-  TcpProxy proxy(PortOf(bob_tcp_));
+  TcpProxy proxy(bob_tcp_);
   v1::SecureChannel channel;
   ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute("127.0.0.1:" + std::to_string(proxy.port())),
                                   TrustEveryone(), &channel)
@@ -289,44 +286,13 @@ TEST_F(SecureChannelTest, OnlyCiphertextOnTheWireAndTamperingAndReplayAreRejecte
   EXPECT_EQ(echoer_->echoed(), 20u + 2u);  // the tampered message never reached the app
 }
 
-// GET http://<host_port><path> over a plain socket; returns the whole response.
-std::string HttpGet(const std::string& host_port, const std::string& path) {
-  asio::io_context io;
-  asio::ip::tcp::socket socket(io);
-  size_t colon = host_port.rfind(':');
-  asio::error_code ec;
-  socket.connect({asio::ip::make_address(host_port.substr(0, colon)),
-                  static_cast<uint16_t>(std::stoi(host_port.substr(colon + 1)))},
-                 ec);
-  if (ec) return "";
-  std::string request = "GET " + path + " HTTP/1.0\r\nHost: veil\r\n\r\n";
-  asio::write(socket, asio::buffer(request), ec);
-  std::string response;
-  char buf[4096];
-  for (;;) {
-    size_t n = socket.read_some(asio::buffer(buf), ec);
-    response.append(buf, n);
-    if (ec) break;
-  }
-  return response;
-}
-
-// The value of the first sample line starting with `series` (name and labels), or -1.
-double Sample(const std::string& metrics, const std::string& series) {
-  size_t at = metrics.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(metrics.substr(at + series.size() + 2));
-}
-
 TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes) {
   VeildProcess bob({"--tcp-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
   VeildProcess alice;
   ASSERT_TRUE(bob.Start()) << bob.log();
   ASSERT_TRUE(alice.Start()) << alice.log();
-  std::string log = bob.log();
-  size_t at = log.find("metrics=");
-  ASSERT_NE(at, std::string::npos);
-  std::string metrics_address = log.substr(at + 8, log.find(' ', at) - at - 8);
+  std::string metrics_address = MetricsAddress(bob);
+  ASSERT_FALSE(metrics_address.empty()) << bob.log();
   auto bob_api = Connect(bob.api_target());
   auto alice_api = Connect(alice.api_target());
   EchoApp echoer(bob_api, "echoer");
@@ -362,7 +328,7 @@ TEST(SecureChannelLimitsTest, HalfOpenHandshakesPerListenerAreCapped) {
   auto bob_api = Connect(bob.api_target());
   auto alice_api = Connect(alice.api_target());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
-  TcpProxy proxy(std::stoi(TcpListenAddress(bob_api).substr(TcpListenAddress(bob_api).rfind(':') + 1)));
+  TcpProxy proxy(TcpListenAddress(bob_api));
   // Alice -> Bob frames: HS1 of the first attempt passes, its HS3 is dropped, so Bob's responder
   // stays half-open; everything after passes.
   std::atomic<int> frames{0};

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "google/rpc/error_details.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "google/rpc/status.pb.h"
 #include "veil/v1/identity.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -10,9 +11,7 @@
 namespace veil::testing {
 namespace {
 
-std::optional<google::rpc::ErrorInfo> InfoOf(const grpc::Status& status) {
-  google::rpc::Status details;
-  if (!details.ParseFromString(status.error_details())) return std::nullopt;
+std::optional<google::rpc::ErrorInfo> InfoOf(const google::rpc::Status& details) {
   for (const auto& any : details.details()) {
     google::rpc::ErrorInfo info;
     if (any.UnpackTo(&info)) return info;
@@ -20,7 +19,27 @@ std::optional<google::rpc::ErrorInfo> InfoOf(const grpc::Status& status) {
   return std::nullopt;
 }
 
+std::optional<google::rpc::ErrorInfo> InfoOf(const grpc::Status& status) {
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) return std::nullopt;
+  return InfoOf(details);
+}
+
 }  // namespace
+
+bool HealthServing(const std::shared_ptr<grpc::Channel>& channel) {
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckResponse response;
+  return health->Check(&context, {}, &response).ok() &&
+         response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+std::string ReasonOf(const google::rpc::Status& status) {
+  auto info = InfoOf(status);
+  return info ? info->reason() : "";
+}
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& target) {
   grpc::ChannelArguments args;

@@ -26,6 +26,10 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& target);
 
 // The ErrorInfo reason in a failed status's details, or "" when absent.
 std::string ReasonOf(const grpc::Status& status);
+// True when the node's gRPC health service answers SERVING within 5 s.
+bool HealthServing(const std::shared_ptr<grpc::Channel>& channel);
+// The same for a per-message failure (SendFailure.status).
+std::string ReasonOf(const google::rpc::Status& status);
 // An ErrorInfo metadata value, or "".
 std::string MetadataOf(const grpc::Status& status, const std::string& key);
 

@@ -30,11 +30,15 @@ TcpProxy::~TcpProxy() {
   ::close(listen_fd_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    for (int fd : fds_) {
+      if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    }
   }
   acceptor_.join();
   for (auto& t : threads_) t.join();
-  for (int fd : fds_) ::close(fd);
+  for (int fd : fds_) {
+    if (fd >= 0) ::close(fd);
+  }
 }
 
 std::string TcpProxy::recorded() {
@@ -84,7 +88,7 @@ void TcpProxy::PumpRaw(int from, int to) {
     Record(buf, static_cast<size_t>(n));
     if (!WriteFull(to, buf, static_cast<size_t>(n))) break;
   }
-  ::shutdown(to, SHUT_WR);
+  if (!reset_) ::shutdown(to, SHUT_WR);  // after a reset, the fds are closed
 }
 
 void TcpProxy::PumpFrames(int from, int to) {
@@ -106,12 +110,32 @@ void TcpProxy::PumpFrames(int from, int to) {
       std::lock_guard<std::mutex> lock(mu_);
       hook = hook_;
     }
+    if (reset_mid_frame_.exchange(false)) {
+      WriteFull(to, frame.data(), frame.size() / 2);
+      ResetAbruptly(from, to);
+      return;
+    }
     std::vector<std::string> out = hook ? hook(frame) : std::vector<std::string>{frame};
     bool ok = true;
     for (const auto& f : out) ok = ok && WriteFull(to, f.data(), f.size());
     if (!ok) break;
   }
   ::shutdown(to, SHUT_WR);
+}
+
+void TcpProxy::ResetAbruptly(int client, int server) {
+  linger abort{1, 0};  // close() then sends RST
+  ::setsockopt(client, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+  ::setsockopt(server, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+  reset_ = true;
+  ::shutdown(server, SHUT_RD);  // wakes the other pump, which only reads `server`
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int& fd : fds_) {
+    if (fd == client || fd == server) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
 }
 
 }  // namespace veil::testing

@@ -23,6 +23,8 @@ class TcpProxy {
 
   // Forwards connections accepted on 127.0.0.1:<port()> to `target_port` on 127.0.0.1.
   explicit TcpProxy(int target_port);
+  // The same for a "127.0.0.1:<port>" target.
+  explicit TcpProxy(const std::string& target) : TcpProxy(std::stoi(target.substr(target.rfind(':') + 1))) {}
   ~TcpProxy();
   TcpProxy(const TcpProxy&) = delete;
   TcpProxy& operator=(const TcpProxy&) = delete;
@@ -31,17 +33,23 @@ class TcpProxy {
   // Every byte seen, both directions, concatenated.
   std::string recorded();
   void set_hook(FrameHook hook);
+  // The next frame from the client side is cut in half, and then both connections are reset
+  // (RST, not FIN): a connection reset mid-frame, seen from both nodes.
+  void ResetMidFrame() { reset_mid_frame_ = true; }
 
  private:
   void AcceptLoop();
   void PumpRaw(int from, int to);
   void PumpFrames(int from, int to);
   void Record(const char* data, size_t n);
+  void ResetAbruptly(int client, int server);
 
   int listen_fd_ = -1;
   int port_ = 0;
   int target_port_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> reset_mid_frame_{false};
+  std::atomic<bool> reset_{false};  // a connection was reset; supports one connection
   std::mutex mu_;
   std::string recorded_;
   FrameHook hook_;

@@ -1,0 +1,576 @@
+// Faults: each with its expected outcome (docs/security.md, "Faults"), and in every case no
+// crash, bounded memory and no silent loss — a message is either delivered intact and in order,
+// or its sender was told it could not be handed on, or (when a node dies holding it) the loss
+// is confined to what that node had accepted and the sender learns that the path is gone.
+#include <sched.h>
+#include <sys/mount.h>
+
+#include <algorithm>
+#include <charconv>
+#include <condition_variable>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/support/api_client.h"
+#include "tests/support/metrics_scrape.h"
+#include "tests/support/tcp_proxy.h"
+#include "tests/support/veild_process.h"
+
+namespace veil::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Message `n` of `size` bytes: its number, then filler derived from it.
+std::string Numbered(uint64_t n, size_t size) {
+  std::string out = absl::StrCat(n, ":");
+  out.reserve(size);
+  while (out.size() < size) out.push_back(static_cast<char>('a' + (n * 13 + out.size()) % 26));
+  return out;
+}
+
+// The number of an intact Numbered payload, or nullopt.
+std::optional<uint64_t> NumberOf(const std::string& payload) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(payload.data(), payload.data() + payload.size(), n);
+  if (ec != std::errc() || end == payload.data() + payload.size() || *end != ':') return std::nullopt;
+  if (payload != Numbered(n, payload.size())) return std::nullopt;
+  return n;
+}
+
+template <typename Pred>
+bool WaitFor(Pred pred, Clock::duration limit = seconds(30)) {
+  for (auto until = Clock::now() + limit; Clock::now() < until;) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return pred();
+}
+
+// Bob's app: records the number of every intact delivery, in arrival order, and acks. A held
+// sink reads nothing until Release() — an app that has stopped keeping up.
+class Sink {
+ public:
+  Sink(const std::shared_ptr<grpc::Channel>& api, const std::string& address, uint32_t window,
+       bool held = false)
+      : client_(api, address, window), held_(held) {
+    auto opened = client_.Read();
+    EXPECT_TRUE(opened && opened->has_opened());
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Sink() {
+    Release();
+    client_.Cancel();
+    thread_.join();
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    held_ = false;
+    cv_.notify_all();
+  }
+  std::vector<uint64_t> numbers() {
+    std::lock_guard lock(mu_);
+    return numbers_;
+  }
+  size_t count() {
+    std::lock_guard lock(mu_);
+    return numbers_.size();
+  }
+  uint64_t bad() const { return bad_.load(); }
+
+ private:
+  void Run() {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return !held_; });
+    }
+    while (auto response = client_.Read()) {
+      if (!response->has_deliveries() || response->deliveries().deliveries().empty()) continue;
+      const auto& deliveries = response->deliveries().deliveries();
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& d : deliveries) {
+          auto n = NumberOf(d.payload());
+          if (n) numbers_.push_back(*n); else ++bad_;
+        }
+      }
+      client_.Ack(deliveries[deliveries.size() - 1].sequence());
+    }
+  }
+
+  ServeClient client_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_;
+  std::vector<uint64_t> numbers_;
+  std::atomic<uint64_t> bad_{0};
+  std::thread thread_;
+};
+
+// Alice's app: sends Numbered messages in batches over one Serve stream, at most
+// `max_outstanding` batches awaiting their results (a result comes once the sidecar handed
+// every message of the batch on, or refused it), and records which its sidecar handed on and which it refused (why).
+class Sender {
+ public:
+  struct Outcome {
+    std::vector<uint64_t> accepted;                // sorted
+    std::map<std::string, uint64_t> refused;       // by reason
+    uint64_t refused_total() const {
+      uint64_t n = 0;
+      for (const auto& [reason, count] : refused) n += count;
+      return n;
+    }
+  };
+
+  Sender(const std::shared_ptr<grpc::Channel>& api, std::string route, size_t size, int per_batch,
+         int max_outstanding = 4)
+      : client_(api, absl::StrCat("src", ++instances_)),
+        route_(std::move(route)),
+        size_(size),
+        per_batch_(per_batch),
+        max_outstanding_(max_outstanding) {
+    auto opened = client_.Read();
+    EXPECT_TRUE(opened && opened->has_opened());
+    reader_ = std::thread([this] { ReadResults(); });
+  }
+  ~Sender() {
+    client_.Cancel();
+    reader_.join();
+  }
+
+  // Sends batches until `stop(outcome so far)` or `max_messages`; then waits for every result.
+  Outcome Run(uint64_t max_messages, const std::function<bool(const Outcome&)>& stop) {
+    Start(max_messages, stop);
+    return Finish();
+  }
+  // The same without waiting for the results still outstanding: the outcome so far.
+  Outcome Start(uint64_t max_messages, const std::function<bool(const Outcome&)>& stop) {
+    for (uint64_t first = next_; first < max_messages; first = next_) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return outstanding_ < max_outstanding_; });
+        if (stop(outcome_)) break;
+        ++outstanding_;
+        firsts_[++batch_id_] = first;
+      }
+      std::vector<std::pair<std::string, std::string>> batch;
+      for (int i = 0; i < per_batch_; ++i) batch.emplace_back(route_, Numbered(next_++, size_));
+      if (!client_.Send(batch_id_, batch)) break;
+    }
+    std::lock_guard lock(mu_);
+    Outcome out = outcome_;
+    std::sort(out.accepted.begin(), out.accepted.end());
+    return out;
+  }
+  // Waits for every outstanding result; the whole outcome.
+  Outcome Finish() {
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, seconds(60), [&] { return outstanding_ == 0; }))
+        << "send results stopped coming";
+    Outcome out = outcome_;
+    std::sort(out.accepted.begin(), out.accepted.end());
+    return out;
+  }
+
+ private:
+  void ReadResults() {
+    while (auto r = client_.Read()) {
+      if (!r->has_send_result()) continue;
+      const auto& result = r->send_result();
+      std::lock_guard lock(mu_);
+      uint64_t first = firsts_[result.batch_id()];
+      std::vector<bool> failed(per_batch_, false);
+      for (const auto& f : result.failures()) {
+        failed[f.index()] = true;
+        ++outcome_.refused[ReasonOf(f.status())];
+      }
+      for (int i = 0; i < per_batch_; ++i) {
+        if (!failed[i]) outcome_.accepted.push_back(first + i);
+      }
+      --outstanding_;
+      cv_.notify_all();
+    }
+  }
+
+  static inline std::atomic<int> instances_{0};
+  ServeClient client_;
+  const std::string route_;
+  const size_t size_;
+  const int per_batch_;
+  const int max_outstanding_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int outstanding_ = 0;
+  uint64_t batch_id_ = 0;
+  uint64_t next_ = 0;
+  std::map<uint64_t, uint64_t> firsts_;
+  Outcome outcome_;
+  std::thread reader_;
+};
+
+// What a sink received is intact, in order, never duplicated, and was all handed on by the
+// sender: a subsequence of `accepted`.
+void ExpectInOrderSubsetOf(const std::vector<uint64_t>& received,
+                           const std::vector<uint64_t>& accepted) {
+  EXPECT_TRUE(std::is_sorted(received.begin(), received.end()));
+  EXPECT_EQ(std::adjacent_find(received.begin(), received.end()), received.end()) << "duplicate";
+  for (uint64_t n : received) {
+    ASSERT_TRUE(std::binary_search(accepted.begin(), accepted.end(), n))
+        << "message " << n << " arrived although its sender was told it was refused";
+  }
+}
+
+std::string Describe(const Sender::Outcome& o) {
+  std::string out = absl::StrCat(o.accepted.size(), " accepted");
+  for (const auto& [reason, n] : o.refused) absl::StrAppend(&out, ", ", n, " refused ", reason);
+  return out;
+}
+
+// Streams from `sender` while `sink` receives; once the sink has `before_fault` messages, runs
+// `fault`, then stops when the sender has been refused `refusals` times. The outcome, checked:
+// some refusals, each with a reason, and what arrived is intact, in order and was accepted.
+Sender::Outcome StreamThroughFault(Sender& sender, Sink& sink, size_t before_fault,
+                                   const std::function<void()>& fault, uint64_t refusals) {
+  std::atomic<bool> done{false};
+  std::thread faulter([&] {
+    WaitFor([&] { return sink.count() >= before_fault; });
+    fault();
+    done = true;
+  });
+  Sender::Outcome out = sender.Run(2000000, [&](const Sender::Outcome& o) {
+    return done && o.refused_total() >= refusals;
+  });
+  faulter.join();
+  EXPECT_GE(out.refused_total(), refusals) << Describe(out);
+  EXPECT_EQ(out.refused.count(""), 0u) << "a refusal without a reason: " << Describe(out);
+  ExpectInOrderSubsetOf(sink.numbers(), out.accepted);
+  EXPECT_EQ(sink.bad(), 0u);
+  return out;
+}
+
+bool Healthy(const VeildProcess& p) { return HealthServing(Connect(p.api_target())); }
+
+// A hub, Bob (listener, relay "bob") and Alice, with metrics; each test adds its own flags.
+class FaultTest : public ::testing::Test {
+ protected:
+  void StartHub(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--hub", "--tcp-listen", hub_listen_, "--metrics-listen",
+                                     "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    hub_ = std::make_unique<VeildProcess>(hub_state_, args);
+    ASSERT_TRUE(hub_->Start()) << hub_->log();
+    hub_listen_ = TcpListenAddress(Connect(hub_->api_target()));  // restarts reuse the port
+  }
+  void StartBob(std::vector<std::string> extra = {}, const std::string& heartbeat = "0.2") {
+    std::vector<std::string> args = {"--relay-heartbeat", heartbeat, "--metrics-listen", "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    bob_ = std::make_unique<VeildProcess>(bob_state_, args);
+    ASSERT_TRUE(bob_->Start()) << bob_->log();
+    bob_api_ = Connect(bob_->api_target());
+    ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+    ASSERT_TRUE(CreateRelay(bob_api_, "/tcp/" + hub_listen_, "bob", &relay_).ok()) << bob_->log();
+  }
+  void StartAlice(std::vector<std::string> extra = {}) {
+    alice_ = std::make_unique<VeildProcess>(extra);
+    ASSERT_TRUE(alice_->Start()) << alice_->log();
+    alice_api_ = Connect(alice_->api_target());
+  }
+  // A new secure channel from Alice to Bob's listener through the hub; the route to Bob's
+  // `address` through it.
+  std::string ChannelTo(const std::string& address) {
+    v1::SecureChannel channel;
+    grpc::Status s = CreateSecureChannel(alice_api_, relay_.route() + "/service/listener",
+                                         TrustEveryone(), &channel, 10000);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return "/service/" + channel.address() + "/service/" + address;
+  }
+
+  TempDir dirs_;
+  std::string hub_state_ = dirs_.path() + "/hub";
+  std::string bob_state_ = dirs_.path() + "/bob";
+  std::string hub_listen_ = "127.0.0.1:0";
+  std::unique_ptr<VeildProcess> hub_, bob_, alice_;
+  std::shared_ptr<grpc::Channel> bob_api_, alice_api_;
+  v1::Relay relay_;
+};
+
+// Bob's app stops reading while Alice streams 16 KiB messages at it through the hub. Each node
+// stops reading its connection once 1 MiB it read is waiting, so the backlog backs up to
+// Alice's sidecar, which refuses her app (QUEUE_FULL) once its own 1 MiB write queue is full.
+// Memory stays bounded, nothing is dropped in between, and when Bob's app catches up it gets
+// every message Alice was told was handed on, in order.
+TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
+  const std::vector<std::string> small = {"--max-connection-unsettled-bytes", "1048576",
+                                          "--max-connection-queue-bytes", "1048576"};
+  ASSERT_NO_FATAL_FAILURE(StartHub(small));
+  // The default heartbeat: with Bob's node not reading the hub's connection, heartbeat answers
+  // wait behind the backlog, and a 0.2 s heartbeat would time out and reconnect.
+  ASSERT_NO_FATAL_FAILURE(StartBob(small, "5"));
+  ASSERT_NO_FATAL_FAILURE(StartAlice(small));
+  Sink sink(bob_api_, "sink", 16, /*held=*/true);
+  const std::string route = ChannelTo("sink");
+  const size_t hub_rss = hub_->rss_kib(), bob_rss = bob_->rss_kib();
+
+  // Up to 16 MiB awaiting results: more than fits in Alice's write queue. (An app with less
+  // outstanding than that simply waits: its results come as the backlog drains.)
+  constexpr size_t kSize = 16 * 1024;
+  Sender sender(alice_api_, route, kSize, 16, 64);
+  // Results still outstanding when the first refusal came wait for the backlog: they come in
+  // only after the sink is released.
+  Sender::Outcome out = sender.Start(20000, [](const Sender::Outcome& o) { return o.refused_total() > 0; });
+  ASSERT_GT(out.refused_total(), 0u) << "20,000 messages (312 MiB) and Alice was never held back";
+  EXPECT_EQ(out.refused_total(), out.refused["QUEUE_FULL"]) << Describe(out);
+  // What was accepted fits in the queues and socket buffers along the way: bounded.
+  const uint64_t accepted_mib = out.accepted.size() * kSize >> 20;
+  std::printf("%s (%llu MiB) before Alice was refused; hub RSS %zu -> %zu KiB, Bob %zu -> %zu KiB\n",
+              Describe(out).c_str(), static_cast<unsigned long long>(accepted_mib), hub_rss,
+              hub_->rss_kib(), bob_rss, bob_->rss_kib());
+  EXPECT_LT(accepted_mib, 64u);
+  EXPECT_LT(hub_->rss_kib(), hub_rss + 64 * 1024);
+  EXPECT_GT(Scrape(*hub_, "veil_transport_reads_paused_total") +
+                Scrape(*bob_, "veil_transport_reads_paused_total"),
+            0);
+
+  sink.Release();
+  out = sender.Finish();
+  EXPECT_EQ(out.refused_total(), out.refused["QUEUE_FULL"]) << Describe(out);
+  ASSERT_TRUE(WaitFor([&] { return sink.count() >= out.accepted.size(); }))
+      << sink.count() << " of " << out.accepted.size();
+  EXPECT_EQ(sink.numbers(), out.accepted);
+  EXPECT_EQ(sink.bad(), 0u);
+  EXPECT_EQ(Scrape(*hub_, "veil_transport_received_refused_total"), 0);
+  EXPECT_EQ(Scrape(*bob_, "veil_transport_received_refused_total"), 0);
+}
+
+// Bob's app reads one batch and goes away without acking while Alice streams at it. Whatever
+// Bob's node read but his app never acknowledged is counted
+// (veil_transport_received_refused_total): all of it, since nothing was acked. A new app on the
+// address then gets what comes next.
+TEST_F(FaultTest, AppStreamCancelledMidDeliveryIsCountedAndTheAddressReusable) {
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_NO_FATAL_FAILURE(StartBob());
+  ASSERT_NO_FATAL_FAILURE(StartAlice());
+  const std::string route = ChannelTo("sink");
+  constexpr uint64_t kMessages = 2000;
+  {
+    ServeClient sink(bob_api_, "sink", 64);
+    ASSERT_TRUE(sink.Read()->has_opened());
+    Sender sender(alice_api_, route, 1024, 50);
+    std::thread cancel([&] {
+      auto first = sink.Read();
+      EXPECT_TRUE(first.has_value() && first->has_deliveries());
+      sink.Cancel();
+    });
+    Sender::Outcome out = sender.Run(kMessages, [](const Sender::Outcome&) { return false; });
+    cancel.join();
+    ASSERT_EQ(out.accepted.size(), kMessages) << Describe(out);
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    return Scrape(*bob_, "veil_transport_received_refused_total") == double(kMessages);
+  })) << Scrape(*bob_, "veil_transport_received_refused_total") << "\n" << bob_->log();
+  EXPECT_NE(bob_->log().find("deliveries unacknowledged"), std::string::npos);
+
+  Sink again(bob_api_, "sink", 64);
+  Sender sender(alice_api_, route, 1024, 50);
+  Sender::Outcome out = sender.Run(100, [](const Sender::Outcome&) { return false; });
+  ASSERT_TRUE(WaitFor([&] { return again.count() >= out.accepted.size(); }));
+  EXPECT_EQ(again.numbers(), out.accepted);
+  EXPECT_TRUE(Healthy(*bob_));
+}
+
+// The hub dies (SIGKILL) while Alice streams through it. What arrived at Bob is intact and in
+// order; Alice's sidecar tells her app that later messages cannot be handed on; what the hub
+// had accepted when it died is lost with it (counted here, not silent: the channel is gone and
+// Alice's app was told so). Restarted on the same state and port, the hub takes Bob's relay
+// back and a new channel carries traffic.
+TEST_F(FaultTest, HubKilledUnderTrafficThenRestarted) {
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_NO_FATAL_FAILURE(StartBob());
+  ASSERT_NO_FATAL_FAILURE(StartAlice());
+  Sink sink(bob_api_, "sink", 256);
+  const std::string route = ChannelTo("sink");
+  Sender sender(alice_api_, route, 1024, 50);
+  Sender::Outcome out = StreamThroughFault(sender, sink, 2000, [&] { hub_->Kill(); }, 100);
+  const auto received = sink.numbers();
+  std::printf("%s; %zu received; %zu lost with the hub\n", Describe(out).c_str(), received.size(),
+              out.accepted.size() - received.size());
+
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_TRUE(WaitRelayUp(bob_api_, "bob", 2)) << bob_->log();
+  const size_t before = sink.count();
+  Sender after(alice_api_, ChannelTo("sink"), 1024, 50);
+  Sender::Outcome more = after.Run(200, [](const Sender::Outcome&) { return false; });
+  ASSERT_EQ(more.accepted.size(), 200u) << Describe(more);
+  EXPECT_TRUE(WaitFor([&] { return sink.count() >= before + 200; }));
+  EXPECT_TRUE(Healthy(*alice_) && Healthy(*bob_));
+}
+
+// Bob's sidecar dies (SIGKILL) while Alice streams to his app. Alice is told; the hub drops
+// the relay and stays healthy; Bob, restarted on his state, has the same identity, takes his
+// relay name back and serves a new channel.
+TEST_F(FaultTest, SidecarKilledUnderTrafficThenRestarted) {
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_NO_FATAL_FAILURE(StartBob());
+  ASSERT_NO_FATAL_FAILURE(StartAlice());
+  const std::string identifier = DefaultIdentifier(bob_api_);
+  std::optional<Sink> sink;
+  sink.emplace(bob_api_, "sink", 256);
+  const std::string route = ChannelTo("sink");
+  Sender sender(alice_api_, route, 1024, 50);
+  Sender::Outcome out = StreamThroughFault(sender, *sink, 2000, [&] { bob_->Kill(); }, 100);
+  std::printf("%s; %zu received\n", Describe(out).c_str(), sink->count());
+  // The hub told Alice's node that Bob's relay was gone; her channel closed on it, and her
+  // later messages are refused at home (the channel's address is gone: ROUTE_NOT_FOUND).
+  EXPECT_GT(Scrape(*hub_, "veil_routing_refusal_notices_total"), 0);
+  EXPECT_NE(alice_->log().find("the far end became unreachable"), std::string::npos);
+  sink.reset();
+  EXPECT_TRUE(Healthy(*hub_));
+
+  ASSERT_NO_FATAL_FAILURE(StartBob());
+  EXPECT_EQ(DefaultIdentifier(bob_api_), identifier);
+  Sink again(bob_api_, "sink", 256);
+  Sender after(alice_api_, ChannelTo("sink"), 1024, 50);
+  Sender::Outcome more = after.Run(200, [](const Sender::Outcome&) { return false; });
+  ASSERT_EQ(more.accepted.size(), 200u) << Describe(more);
+  EXPECT_TRUE(WaitFor([&] { return again.count() >= 200; }));
+  EXPECT_EQ(again.numbers(), more.accepted);
+}
+
+// A channel to a relay the hub does not have fails at once (the hub's refusal notice), not
+// after the handshake timeout.
+TEST_F(FaultTest, ChannelToAnUnknownRelayFailsFast) {
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_NO_FATAL_FAILURE(StartAlice());
+  const auto start = Clock::now();
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice_api_, "/tcp/" + hub_listen_ + "/service/forward_to_nobody/service/listener",
+                                       TrustEveryone(), &channel, 10000);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_NE(s.error_message().find("no worker at /service/forward_to_nobody"), std::string::npos)
+      << s.error_message();
+  EXPECT_LT(Clock::now() - start, seconds(5));
+}
+
+// The TCP connection between two nodes is reset (RST) in the middle of a frame under traffic.
+// The half frame is discarded, both nodes note the lost connection, Alice's app is told her
+// later messages cannot be handed on, what arrived is intact and in order, and a new channel
+// (a new connection) works.
+TEST(ConnectionFaultTest, ResetMidFrameUnderTraffic) {
+  VeildProcess bob({"--tcp-listen", "127.0.0.1:0"});
+  VeildProcess alice;
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  ASSERT_TRUE(alice.Start()) << alice.log();
+  auto bob_api = Connect(bob.api_target());
+  auto alice_api = Connect(alice.api_target());
+  ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
+  TcpProxy proxy(TcpListenAddress(bob_api));
+  auto channel_to_sink = [&] {
+    v1::SecureChannel channel;
+    grpc::Status s = CreateSecureChannel(
+        alice_api, absl::StrCat("/tcp/127.0.0.1:", proxy.port(), "/service/listener"),
+        TrustEveryone(), &channel, 10000);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return "/service/" + channel.address() + "/service/sink";
+  };
+  Sink sink(bob_api, "sink", 256);
+  Sender sender(alice_api, channel_to_sink(), 16 * 1024, 16);
+  StreamThroughFault(sender, sink, 500, [&] { proxy.ResetMidFrame(); }, 16);
+  EXPECT_TRUE(WaitFor([&] { return bob.log().find("lost:") != std::string::npos; })) << bob.log();
+  EXPECT_NE(alice.log().find("lost:"), std::string::npos) << alice.log();
+
+  const size_t before = sink.count();
+  Sender after(alice_api, channel_to_sink(), 1024, 50);
+  Sender::Outcome more = after.Run(200, [](const Sender::Outcome&) { return false; });
+  ASSERT_EQ(more.accepted.size(), 200u) << Describe(more);
+  EXPECT_TRUE(WaitFor([&] { return sink.count() >= before + 200; }));
+  EXPECT_TRUE(Healthy(bob) && Healthy(alice));
+}
+
+// The state directory fills up, then turns read-only, under a running node (a tmpfs of its
+// own, in a private mount namespace; read-only through a read-only bind mount over it, as a
+// remount would wait for the node's open lock file). Every change the node cannot persist is refused with a
+// clear status (RESOURCE_EXHAUSTED "No space left on device", FAILED_PRECONDITION "Read-only
+// file system") and leaves nothing behind in memory; the node stays healthy, works again once
+// there is room, and after a restart has exactly what was persisted.
+TEST(StateFaultTest, StateDirectoryFullThenReadOnly) {
+  if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    GTEST_SKIP() << "needs a private mount namespace (root or CAP_SYS_ADMIN): " << std::strerror(errno);
+  }
+  TempDir dir;
+  const std::string state = dir.path() + "/state";
+  ASSERT_EQ(::mkdir(state.c_str(), 0700), 0);
+  ASSERT_EQ(::mount("tmpfs", state.c_str(), "tmpfs", 0, "size=512k,mode=0700"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{state};
+
+  auto create = [](const std::shared_ptr<grpc::Channel>& api, const std::string& name) {
+    auto stub = v1::IdentityService::NewStub(api);
+    grpc::ClientContext context;
+    v1::CreateIdentityRequest request;
+    request.set_name(name);
+    v1::Identity identity;
+    return stub->CreateIdentity(&context, request, &identity);
+  };
+  auto names = [](const std::shared_ptr<grpc::Channel>& api) {
+    auto stub = v1::IdentityService::NewStub(api);
+    grpc::ClientContext context;
+    v1::ListIdentitiesResponse list;
+    EXPECT_TRUE(stub->ListIdentities(&context, {}, &list).ok());
+    std::vector<std::string> out;
+    for (const auto& id : list.identities()) out.push_back(id.name());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  {
+    VeildProcess node(state, {});
+    ASSERT_TRUE(node.Start()) << node.log();
+    auto api = Connect(node.api_target());
+    ASSERT_TRUE(create(api, "first").ok());
+
+    // Full: a filler takes every free block.
+    const std::string filler = state + "/filler";
+    {
+      std::ofstream out(filler, std::ios::binary);
+      std::string block(4096, 'x');
+      while (out.write(block.data(), block.size())) {
+      }
+    }
+    grpc::Status full = create(api, "second");
+    EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+    EXPECT_NE(full.error_message().find("No space left on device"), std::string::npos)
+        << full.error_message();
+    EXPECT_EQ(names(api), (std::vector<std::string>{"default", "first"}));
+    EXPECT_TRUE(Healthy(node));
+    ASSERT_EQ(::unlink(filler.c_str()), 0);
+    ASSERT_TRUE(create(api, "second").ok());
+
+    // Read-only.
+    ASSERT_EQ(::mount(state.c_str(), state.c_str(), nullptr, MS_BIND, nullptr), 0)
+        << std::strerror(errno);
+    ASSERT_EQ(::mount(nullptr, state.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr), 0)
+        << std::strerror(errno);
+    grpc::Status ro = create(api, "third");
+    EXPECT_EQ(ro.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << ro.error_message();
+    EXPECT_NE(ro.error_message().find("Read-only file system"), std::string::npos)
+        << ro.error_message();
+    EXPECT_EQ(names(api), (std::vector<std::string>{"default", "first", "second"}));
+    EXPECT_TRUE(Healthy(node));
+    ASSERT_EQ(::umount2(state.c_str(), MNT_DETACH), 0);  // writable again
+  }
+  VeildProcess restarted(state, {});
+  ASSERT_TRUE(restarted.Start()) << restarted.log();
+  EXPECT_EQ(names(Connect(restarted.api_target())),
+            (std::vector<std::string>{"default", "first", "second"}));
+}
+
+}  // namespace
+}  // namespace veil::testing
