@@ -151,6 +151,8 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &selected_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(server->settings_.max_request_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(server->settings_.max_request_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             server->settings_.max_calls_per_connection);
   builder.RegisterService(server->messaging_.get());
   builder.RegisterService(server->node_.get());
   builder.RegisterService(server->identity_.get());

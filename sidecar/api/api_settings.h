@@ -32,8 +32,15 @@ struct ApiSettings {
   // Where the health-only listener binds ("host:port", may be a pod IP; empty: none). It serves
   // grpc.health.v1 alone, for probes; set by Start to the bound address.
   std::string health_listen;
-  // The largest API request accepted, in bytes.
+  // The largest API request accepted, in bytes (larger: RESOURCE_EXHAUSTED from gRPC).
   size_t max_request_bytes = 64 * 1024 * 1024;
+  // Serve streams open at once; more are ended with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS).
+  size_t max_serve_streams = 4096;
+  // SendBatches on one Serve stream whose results the app has not yet been sent; past this the
+  // stream reads no more requests until results drain (the app's writes then block).
+  size_t max_pending_batches = 1024;
+  // Concurrent calls on one API connection (HTTP/2 MAX_CONCURRENT_STREAMS).
+  int max_calls_per_connection = 1024;
 };
 
 }  // namespace veil::api

@@ -204,6 +204,13 @@ grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* MessagingService::
     return stream;
   }
   std::erase_if(streams_, [](const auto& w) { return w.expired(); });
+  if (streams_.size() >= settings_.max_serve_streams) {
+    stream->End(GrpcError(absl::StatusCode::kResourceExhausted,
+                          absl::StrCat("this sidecar serves at most ", settings_.max_serve_streams,
+                                       " streams at once (--api-max-serve-streams)"),
+                          reason::kTooManyStreams));
+    return stream;
+  }
   streams_.push_back(stream->weak_from_this());
   return stream;
 }

@@ -112,7 +112,12 @@ void ServeStream::OnReadDone(bool ok) {
       return;
   }
   absl::MutexLock lock(&mu_);
-  if (!end_status_.has_value()) StartRead(&request_);
+  if (end_status_.has_value()) return;
+  if (pending_batches_ >= settings_.max_pending_batches) {
+    read_paused_ = true;  // OnWriteDone reads on once results drain
+    return;
+  }
+  StartRead(&request_);
 }
 
 void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
@@ -165,6 +170,10 @@ void ServeStream::HandleAck(uint64_t sequence) {
 }
 
 void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
+  {
+    absl::MutexLock lock(&mu_);
+    ++pending_batches_;  // every batch gets exactly one result, even an empty or invalid one
+  }
   const int n = batch.messages_size();
   if (n == 0) {
     v1::ServeResponse empty;
@@ -259,6 +268,7 @@ void ServeStream::Pump() {
     if (!control_.empty() && !end_status_.has_value()) {
       response_ = std::move(control_.front());
       control_.pop_front();
+      writing_result_ = response_.has_send_result();
     } else if (!deliveries_.empty() && !end_status_.has_value() &&
                next_sequence_ - 1 - acked_ < window_) {
       uint64_t credit = window_ - (next_sequence_ - 1 - acked_);
@@ -298,6 +308,15 @@ void ServeStream::OnWriteDone(bool ok) {
     absl::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok && !end_status_.has_value()) end_status_ = grpc::Status::CANCELLED;
+    if (writing_result_) {
+      writing_result_ = false;
+      --pending_batches_;
+      if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
+          !end_status_.has_value()) {
+        read_paused_ = false;
+        StartRead(&request_);
+      }
+    }
   }
   Pump();
 }

@@ -73,6 +73,10 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   std::deque<core::Receipt> unacked_receipts_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_result_ ABSL_GUARDED_BY(mu_) = false;  // the write in flight is a SendResult
+  // SendBatches read whose results are not yet written; reading pauses at the limit.
+  size_t pending_batches_ ABSL_GUARDED_BY(mu_) = 0;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> end_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   v1::ServeResponse response_;  // the write buffer; touched only by the thread that set writing_

@@ -26,6 +26,7 @@ inline constexpr absl::string_view kMessageTooLarge = "MESSAGE_TOO_LARGE";
 inline constexpr absl::string_view kPlaintextEgressRefused = "PLAINTEXT_EGRESS_REFUSED";
 inline constexpr absl::string_view kNodeShuttingDown = "NODE_SHUTTING_DOWN";
 inline constexpr absl::string_view kQueueFull = "QUEUE_FULL";
+inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
 inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
 inline constexpr absl::string_view kNoReply = "NO_REPLY";
 inline constexpr absl::string_view kListenFailed = "LISTEN_FAILED";

@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <thread>
 #include <vector>
@@ -56,6 +57,13 @@ absl::Status RunDaemon(const Options& options) {
   mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(077);  // every file and socket we create is ours alone
+  // A hub holds a connection per sidecar, and a sidecar a socket per app: the soft limit on
+  // open files (often 1024) would refuse connections long before memory runs out.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   config::v1::Config config;
   if (!options.config_file.empty()) {
@@ -136,6 +144,10 @@ absl::Status RunDaemon(const Options& options) {
   settings.max_frame_bytes = options.max_frame_bytes;
   settings.health_listen = options.health_listen;
   settings.hub = options.hub;
+  settings.max_request_bytes = options.api_max_request_bytes;
+  settings.max_serve_streams = options.api_max_serve_streams;
+  settings.max_pending_batches = options.api_max_pending_batches;
+  settings.max_calls_per_connection = options.api_max_calls_per_connection;
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
                                    relays, hub.get());
   if (!api.ok()) return api.status();

@@ -29,6 +29,25 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "user's group: app containers of a pod sharing its fsGroup)")
       ->check(CLI::IsMember({"0600", "0660"}))
       ->capture_default_str();
+  app.add_option("--api-max-request-bytes", o.api_max_request_bytes,
+                 "Largest API request (and response) in bytes; larger ones are refused with "
+                 "RESOURCE_EXHAUSTED")
+      ->check(CLI::Range(size_t{65536}, size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--api-max-serve-streams", o.api_max_serve_streams,
+                 "Serve streams open at once; more are ended with RESOURCE_EXHAUSTED "
+                 "(TOO_MANY_STREAMS)")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--api-max-pending-batches", o.api_max_pending_batches,
+                 "SendBatches on one Serve stream whose results the app has not read; beyond "
+                 "it the stream stops reading the app's requests until it does")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--api-max-calls-per-connection", o.api_max_calls_per_connection,
+                 "Concurrent calls on one API connection (HTTP/2 MAX_CONCURRENT_STREAMS)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   app.add_flag("--api-allow-public", o.api_allow_public,
                "Allow --api on a non-loopback address. Anyone who reaches it can use this "
                "node: do not, unless something else guards it");

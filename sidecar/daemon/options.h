@@ -16,6 +16,10 @@ struct Options {
   std::string api;         // "unix:PATH" or "HOST:PORT"
   bool api_allow_public = false;
   std::string api_socket_mode = "0600";  // or "0660"
+  size_t api_max_request_bytes = 64 * 1024 * 1024;
+  size_t api_max_serve_streams = 4096;
+  size_t api_max_pending_batches = 1024;
+  int api_max_calls_per_connection = 1024;
   std::string health_listen;  // "HOST:PORT" for the health-only listener
   std::string metrics_listen;  // "HOST:PORT" for Prometheus /metrics
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
