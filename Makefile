@@ -2,7 +2,7 @@
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
 # Other targets: build, deps, bench (performance, Release build), fuzz (libFuzzer, FUZZ_SECONDS=),
-# check (ASan+UBSan suite, clang thread-safety, fuzz smoke),
+# check (ASan+UBSan suite, fuzz smoke, TSan tests, clang thread-safety),
 # helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps, clean.
 
 BUILD_DIR ?= build
@@ -132,20 +132,41 @@ fuzz: $(DEPS_STAMP)
 	  grep -E 'stat::number_of_executed_units|cov:' $(FUZZ_DIR)/$$t.log | tail -2; \
 	done
 
-# Checks beyond `make test`, each in its own build directory: the whole suite under ASan+UBSan
-# (gcc), clang's -Wthread-safety as an error, and a FUZZ_SECONDS smoke of every fuzz target.
+# Checks beyond `make test`, each in its own build directory (clang 14, -O1, line tables only,
+# -Wthread-safety as an error):
+#  - ASan+UBSan, with libFuzzer instrumentation: the whole suite with leak detection, then a
+#    FUZZ_SECONDS smoke of every fuzz target from the same build;
+#  - TSan: the runtime, transport, channel, relay and API tests (TSAN_TESTS; the load test is
+#    left out for time); any report fails the check. ASLR off (setarch -R): TSan's fixed
+#    memory layout and high mmap randomisation do not mix.
 ASAN_DIR ?= build-asan
-TSA_DIR ?= build-tsa
+TSAN_DIR ?= build-tsan
+SAN_CMAKE = -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -gline-tables-only" \
+  -DCMAKE_C_FLAGS=-O1 -DVEIL_THREAD_SAFETY=ON
+TSAN_TESTS := core_test transport_test channel_test relay_test messaging_integration_test \
+  secure_channel_integration_test hub_integration_test fault_integration_test \
+  api_limits_integration_test
+empty :=
+space := $(empty) $(empty)
 check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)
 	@$(call apt_install,clang libclang-rt-14-dev,)
-	@cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVEIL_SANITIZE=address,undefined >/dev/null
+	@test -f $(ASAN_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(ASAN_DIR) \
+	  $(SAN_CMAKE) -DVEIL_SANITIZE=address,undefined -DVEIL_FUZZ=ON >/dev/null
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	ln -sfn ../$(BUILD_DIR)/tools $(ASAN_DIR)/tools
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 600 -E 'examples_test|demo_test' $(CTEST_ARGS)
-	@CC=clang CXX=clang++ cmake -S . -B $(TSA_DIR) -DVEIL_THREAD_SAFETY=ON >/dev/null
-	cmake --build $(TSA_DIR) -j$(JOBS) --target veild veil
-	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+	$(MAKE) fuzz FUZZ_DIR=$(ASAN_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS)
+	@test -f $(TSAN_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(TSAN_DIR) \
+	  $(SAN_CMAKE) -DVEIL_SANITIZE=thread >/dev/null
+	cmake --build $(TSAN_DIR) -j$(JOBS) --target veild $(TSAN_TESTS)
+	rm -rf $(TSAN_DIR)/reports && mkdir -p $(TSAN_DIR)/reports
+	cd $(TSAN_DIR) && TSAN_OPTIONS="log_path=$(CURDIR)/$(TSAN_DIR)/reports/tsan suppressions=$(CURDIR)/tests/tsan.supp second_deadlock_stack=1" \
+	  setarch $$(uname -m) -R ctest --output-on-failure -j$(JOBS) --timeout 600 \
+	  -L '^($(subst $(space),|,$(strip $(TSAN_TESTS))))$$' -E 'LoadTest' $(CTEST_ARGS)
+	@if ls $(TSAN_DIR)/reports/tsan.* >/dev/null 2>&1; then \
+	  cat $(TSAN_DIR)/reports/tsan.*; echo "ThreadSanitizer: reports above"; exit 1; fi
+	@echo "make check: ASan+UBSan suite, fuzz smoke, TSan tests, thread-safety analysis: clean"
 
 clean:
-	rm -rf $(BUILD_DIR) $(BENCH_DIR) $(FUZZ_DIR) $(ASAN_DIR) $(TSA_DIR)
+	rm -rf $(BUILD_DIR) $(BENCH_DIR) $(FUZZ_DIR) $(ASAN_DIR) $(TSAN_DIR)

@@ -22,7 +22,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   // Queues `status` if it differs from the last one sent or queued.
   void Update(HealthCheckResponse::ServingStatus status) {
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       if (last_ == status) return;
       last_ = status;
       next_ = status;
@@ -31,14 +31,14 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   }
   void End() {
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       ending_ = true;
     }
     Pump();
   }
   void OnWriteDone(bool ok) override {
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) ending_ = true;
     }
@@ -52,7 +52,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   void Pump() {
     bool finish = false;
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       if (writing_ || finished_) return;
       if (next_.has_value() && !ending_) {
         response_.set_status(*next_);
@@ -72,7 +72,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   }
 
   std::shared_ptr<Watcher> self_;
-  absl::Mutex mu_;
+  veil::Mutex mu_;
   std::optional<HealthCheckResponse::ServingStatus> last_ ABSL_GUARDED_BY(mu_);
   std::optional<HealthCheckResponse::ServingStatus> next_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -95,7 +95,7 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   HealthCheckResponse::ServingStatus status;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     status = StatusOf(request->service());
   }
   if (status == HealthCheckResponse::SERVICE_UNKNOWN) {
@@ -115,7 +115,7 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
   HealthCheckResponse::ServingStatus status;
   bool ended;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     status = StatusOf(request->service());
     ended = ended_;
     std::erase_if(watchers_, [](const auto& w) { return w.expired(); });
@@ -132,7 +132,7 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
 void HealthService::SetServing(bool serving) {
   std::vector<std::pair<std::shared_ptr<Watcher>, HealthCheckResponse::ServingStatus>> updates;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     serving_ = serving;
     for (auto& weak : watchers_) {
       if (auto w = weak.lock()) updates.emplace_back(std::move(w), StatusOf(""));
@@ -144,7 +144,7 @@ void HealthService::SetServing(bool serving) {
 void HealthService::EndWatches() {
   std::vector<std::weak_ptr<Watcher>> watchers;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     ended_ = true;
     watchers.swap(watchers_);
   }

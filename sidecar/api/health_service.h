@@ -15,7 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace veil::api {
@@ -44,7 +44,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const absl::flat_hash_set<std::string> services_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   bool serving_ ABSL_GUARDED_BY(mu_) = true;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::weak_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);

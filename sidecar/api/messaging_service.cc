@@ -26,7 +26,7 @@ class SendTracker final : public core::SendTracker {
       : reactor_(reactor), response_(response), remaining_(count) {}
   void Complete(uint32_t index, absl::Status status) override {
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       if (status.ok()) {
         ++accepted_;
       } else {
@@ -51,7 +51,7 @@ class SendTracker final : public core::SendTracker {
  private:
   grpc::ServerUnaryReactor* const reactor_;
   v1::SendResponse* const response_;
-  absl::Mutex mu_;
+  veil::Mutex mu_;
   uint32_t remaining_ ABSL_GUARDED_BY(mu_);
   uint32_t accepted_ = 0;
   uint32_t failed_ = 0;
@@ -76,7 +76,7 @@ class RequestCall final : public grpc::ServerUnaryReactor,
 
   void OnReply(core::Message msg) {
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       if (done_) {
         msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
                                            "the request already has its reply",
@@ -124,7 +124,7 @@ class RequestCall final : public grpc::ServerUnaryReactor,
   void Conclude(grpc::Status status) {
     std::shared_ptr<core::Worker> worker;
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       if (done_) return;
       done_ = true;
       worker = std::move(worker_);
@@ -138,7 +138,7 @@ class RequestCall final : public grpc::ServerUnaryReactor,
   v1::RequestResponse* const response_;
   asio::steady_timer timer_;
   std::shared_ptr<RequestCall> self_;
-  absl::Mutex mu_;
+  veil::Mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<core::Worker> worker_ ABSL_GUARDED_BY(mu_);
 };
@@ -161,7 +161,7 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
     return;
   }
   {
-    absl::MutexLock lock(&call->mu_);
+    veil::MutexLock lock(&call->mu_);
     call->worker_ = worker;
   }
   v1::OutgoingMessage outgoing = request.message();
@@ -191,14 +191,14 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
 }  // namespace
 
 bool MessagingService::draining() const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   return draining_;
 }
 
 grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* MessagingService::Serve(
     grpc::CallbackServerContext* context) {
   ServeStream* stream = ServeStream::Create(router_, settings_);
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (draining_) {
     stream->End(ShuttingDown());
     return stream;
@@ -277,7 +277,7 @@ grpc::ServerUnaryReactor* MessagingService::Request(grpc::CallbackServerContext*
 void MessagingService::Drain() {
   std::vector<std::weak_ptr<ServeStream>> streams;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     draining_ = true;
     streams.swap(streams_);
   }

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/api/serve_stream.h"
 #include "sidecar/core/router.h"
@@ -41,7 +41,7 @@ class MessagingService final : public v1::MessagingService::CallbackService {
 
   core::Router& router_;
   const ApiSettings& settings_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::weak_ptr<ServeStream>> streams_ ABSL_GUARDED_BY(mu_);
 };

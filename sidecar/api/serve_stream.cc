@@ -35,7 +35,7 @@ class BatchTracker final : public core::SendTracker {
   void Complete(uint32_t index, absl::Status status) override {
     bool last;
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       auto* r = result_.mutable_send_result();
       if (status.ok()) {
         r->set_accepted(r->accepted() + 1);
@@ -55,7 +55,7 @@ class BatchTracker final : public core::SendTracker {
 
  private:
   const std::weak_ptr<ServeStream> stream_;
-  absl::Mutex mu_;
+  veil::Mutex mu_;
   uint32_t remaining_ ABSL_GUARDED_BY(mu_);
   v1::ServeResponse result_;
 };
@@ -79,7 +79,7 @@ void ServeStream::OnReadDone(bool ok) {
   }
   bool opened;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     opened = !address_.empty();
     if (end_status_.has_value()) return;  // ending: read no more
   }
@@ -111,7 +111,7 @@ void ServeStream::OnReadDone(bool ok) {
                     "a ServeRequest must set one of open, ack or send", reason::kInvalidRequest));
       return;
   }
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (end_status_.has_value()) return;
   if (pending_batches_ >= settings_.max_pending_batches) {
     read_paused_ = true;  // OnWriteDone reads on once results drain
@@ -141,7 +141,7 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
   uint32_t window = open.window() == 0 ? settings_.default_window
                                        : std::min(open.window(), settings_.max_window);
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     address_ = address;
     mailbox_ = std::move(mailbox);
     window_ = window;
@@ -158,7 +158,7 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
 void ServeStream::HandleAck(uint64_t sequence) {
   std::vector<core::Receipt> handled;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (sequence >= next_sequence_) sequence = next_sequence_ - 1;  // cannot ack the future
     for (; acked_ < sequence; ++acked_) {
       handled.push_back(std::move(unacked_receipts_.front()));
@@ -171,7 +171,7 @@ void ServeStream::HandleAck(uint64_t sequence) {
 
 void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     ++pending_batches_;  // every batch gets exactly one result, even an empty or invalid one
   }
   const int n = batch.messages_size();
@@ -190,7 +190,7 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
   }
   core::Route return_route;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     return_route.Append(core::Address::Local(address_));
   }
   auto tracker = std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n);
@@ -210,7 +210,7 @@ void ServeStream::Deliver(core::Message msg) {
   size_t bytes = msg.payload.size();
   absl::Status refused;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (end_status_.has_value()) {
       refused = ErrorWithReason(absl::StatusCode::kUnavailable,
                                 absl::StrCat("the app serving ", address_, " is going away"),
@@ -232,7 +232,7 @@ void ServeStream::Deliver(core::Message msg) {
   ToDelivery(msg, delivery);
   if (!msg.paced) msg.receipt.Settle(absl::OkStatus());
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     queued_bytes_ += bytes;
     deliveries_.push_back(std::move(delivery));
     queued_receipts_.push_back(std::move(msg.receipt));
@@ -242,7 +242,7 @@ void ServeStream::Deliver(core::Message msg) {
 
 void ServeStream::PostSendResult(v1::ServeResponse result) {
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (end_status_.has_value()) return;
     control_.push_back(std::move(result));
   }
@@ -251,7 +251,7 @@ void ServeStream::PostSendResult(v1::ServeResponse result) {
 
 void ServeStream::End(grpc::Status status) {
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (end_status_.has_value()) return;
     end_status_ = std::move(status);
   }
@@ -262,7 +262,7 @@ void ServeStream::Pump() {
   grpc::Status finish_with;
   bool finish = false;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (writing_ || finished_) return;
     response_.Clear();
     if (!control_.empty() && !end_status_.has_value()) {
@@ -305,7 +305,7 @@ void ServeStream::Pump() {
 
 void ServeStream::OnWriteDone(bool ok) {
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok && !end_status_.has_value()) end_status_ = grpc::Status::CANCELLED;
     if (writing_result_) {
@@ -329,7 +329,7 @@ void ServeStream::OnDone() {
   size_t undelivered;
   std::string address;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     mailbox = std::move(mailbox_);
     address = address_;
     undelivered = deliveries_.size() + (next_sequence_ - 1 - acked_);

@@ -17,7 +17,7 @@
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/core/router.h"
@@ -59,7 +59,7 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   std::shared_ptr<ServeStream> self_;  // keeps the reactor alive until OnDone
   v1::ServeRequest request_;           // the read buffer; owned by gRPC during a read
 
-  absl::Mutex mu_;
+  veil::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);  // served address; empty before open
   std::shared_ptr<core::Worker> mailbox_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 0;

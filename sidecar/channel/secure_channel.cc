@@ -289,7 +289,7 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
     done(why);
   }
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     info_.state = ChannelInfo::State::kClosed;
   }
   manager_.router().StopWorker(encryptor_address_);
@@ -299,7 +299,7 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
 }
 
 void SecureChannel::Publish() {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   info_.address = encryptor_address_;
   info_.decryptor_address = decryptor_address_;
   info_.initiator = initiator_;
@@ -326,7 +326,7 @@ void SecureChannel::PublishCounters() {
 ChannelInfo SecureChannel::Info() const {
   ChannelInfo info;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     info = info_;
   }
   info.messages_sent = sent_.load(std::memory_order_relaxed);

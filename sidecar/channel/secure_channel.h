@@ -11,7 +11,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "asio/steady_timer.hpp"
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/secure_channel_manager.h"
@@ -70,7 +70,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   bool pending_counted_;  // a responder counted in its listener's pending handshakes
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   ChannelInfo info_ ABSL_GUARDED_BY(mu_);  // published snapshot, counters aside
   std::atomic<uint64_t> sent_{0}, received_{0}, decrypt_failures_{0}, replays_{0};
 };

@@ -80,7 +80,7 @@ absl::StatusOr<ListenerInfo> SecureChannelManager::CreateListener(
   listener->policy = std::move(policy);
   listener->lease = std::move(lease);
   listener->worker = std::make_shared<ListenerWorker>(router_.NewStrand(), *this);
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (shut_down_) return ShuttingDown();
   RETURN_IF_ERROR(router_.StartWorker(address, listener->worker));
   listeners_[address] = listener;
@@ -91,7 +91,7 @@ absl::StatusOr<ListenerInfo> SecureChannelManager::CreateListener(
 
 std::vector<ListenerInfo> SecureChannelManager::ListListeners() const {
   std::vector<ListenerInfo> out;
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   for (const auto& [address, l] : listeners_) out.push_back(l->info);
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.address < b.address; });
   return out;
@@ -100,7 +100,7 @@ std::vector<ListenerInfo> SecureChannelManager::ListListeners() const {
 absl::Status SecureChannelManager::DeleteListener(const std::string& address) {
   std::shared_ptr<Listener> listener;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     auto it = listeners_.find(address);
     if (it == listeners_.end()) {
       return ErrorWithReason(absl::StatusCode::kNotFound,
@@ -122,7 +122,7 @@ absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
                                                  std::move(lease), std::move(policy), listener);
   uint64_t id;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (shut_down_) return ShuttingDown();
     if (channels_.size() >= options_.max_channels) {
       return ErrorWithReason(absl::StatusCode::kResourceExhausted,
@@ -133,7 +133,7 @@ absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
     id = next_id_++;
   }
   RETURN_IF_ERROR(channel->Register(id));
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   channels_[channel->address()] = channel;
   return channel;
 }
@@ -160,7 +160,7 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
   std::shared_ptr<Listener> listener;
   size_t pending = 0;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     auto it = listeners_.find(listener_address);
     if (it == listeners_.end()) return;
     listener = it->second;
@@ -193,7 +193,7 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
 std::vector<ChannelInfo> SecureChannelManager::ListChannels() const {
   std::vector<std::shared_ptr<SecureChannel>> channels;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     for (const auto& [address, ch] : channels_) channels.push_back(ch);
   }
   std::vector<ChannelInfo> out;
@@ -205,7 +205,7 @@ std::vector<ChannelInfo> SecureChannelManager::ListChannels() const {
 absl::StatusOr<ChannelInfo> SecureChannelManager::GetChannel(const std::string& address) const {
   std::shared_ptr<SecureChannel> channel;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     auto it = channels_.find(address);
     if (it == channels_.end()) return ChannelNotFound(address);
     channel = it->second;
@@ -216,7 +216,7 @@ absl::StatusOr<ChannelInfo> SecureChannelManager::GetChannel(const std::string& 
 absl::Status SecureChannelManager::DeleteChannel(const std::string& address) {
   std::shared_ptr<SecureChannel> channel;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     auto it = channels_.find(address);
     if (it == channels_.end()) return ChannelNotFound(address);
     channel = it->second;
@@ -228,13 +228,13 @@ absl::Status SecureChannelManager::DeleteChannel(const std::string& address) {
 }
 
 void SecureChannelManager::HandshakeSettled(const std::string& listener) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = pending_.find(listener);
   if (it != pending_.end() && --it->second == 0) pending_.erase(it);
 }
 
 void SecureChannelManager::Forget(const std::string& address, const SecureChannel* channel) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = channels_.find(address);
   if (it != channels_.end() && it->second.get() == channel) channels_.erase(it);
 }
@@ -243,7 +243,7 @@ void SecureChannelManager::Shutdown() {
   std::vector<std::shared_ptr<SecureChannel>> channels;
   std::vector<std::shared_ptr<Listener>> listeners;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
     for (auto& [address, ch] : channels_) channels.push_back(ch);

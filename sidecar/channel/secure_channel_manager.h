@@ -30,7 +30,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/trust_policy.h"
 #include "sidecar/core/router.h"
@@ -141,7 +141,7 @@ class SecureChannelManager {
   identity::IdentityStore& identities_;
   const ChannelOptions options_;
   ChannelStats stats_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<SecureChannel>> channels_ ABSL_GUARDED_BY(mu_);

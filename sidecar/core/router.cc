@@ -12,7 +12,7 @@ namespace veil::core {
 absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worker) {
   absl::Status valid = ValidateLocalName(name);
   if (!valid.ok()) return valid;
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (shut_down_) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition, "the node is shutting down",
                            reason::kNodeShuttingDown);
@@ -35,7 +35,7 @@ std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_
     if (StartWorker(name, worker).ok()) return name;
     // The name was taken (an app chose it: rare) or the router is shutting down: try the next
     // id, unless shutting down.
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (shut_down_) return "";
   }
 }
@@ -43,7 +43,7 @@ std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_
 bool Router::StopWorker(absl::string_view name, const Worker* expected) {
   std::shared_ptr<Worker> worker;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     auto it = workers_.find(name);
     if (it == workers_.end() || (expected != nullptr && it->second.get() != expected)) {
       return false;
@@ -58,7 +58,7 @@ bool Router::StopWorker(absl::string_view name, const Worker* expected) {
 void Router::StopAll() {
   std::vector<std::shared_ptr<Worker>> stopped;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     shut_down_ = true;
     for (auto& [name, worker] : workers_) stopped.push_back(std::move(worker));
     workers_.clear();
@@ -121,7 +121,7 @@ void Router::SetTransport(AddressType type, Transport* transport) {
 }
 
 std::shared_ptr<Worker> Router::Find(absl::string_view name) const {
-  absl::ReaderMutexLock lock(&mu_);
+  veil::ReaderMutexLock lock(&mu_);
   auto it = workers_.find(name);
   return it == workers_.end() ? nullptr : it->second;
 }
@@ -136,7 +136,7 @@ bool Router::LeavesHost(const Route& route) const {
 std::vector<std::string> Router::WorkerNames() const {
   std::vector<std::string> names;
   {
-    absl::ReaderMutexLock lock(&mu_);
+    veil::ReaderMutexLock lock(&mu_);
     for (const auto& [name, worker] : workers_) names.push_back(name);
   }
   std::sort(names.begin(), names.end());

@@ -17,7 +17,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "asio/io_context.hpp"
 #include "sidecar/core/message.h"
 #include "sidecar/core/worker.h"
@@ -94,7 +94,7 @@ class Router {
 
  private:
   asio::io_context& io_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<Transport*> tcp_transport_{nullptr};

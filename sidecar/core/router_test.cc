@@ -1,10 +1,11 @@
 #include "sidecar/core/router.h"
 
+#include <condition_variable>
+#include <future>
+#include <mutex>
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 #include "tests/support/recording_tracker.h"
@@ -20,36 +21,37 @@ class RecordingWorker final : public Worker {
     EXPECT_FALSE(busy_.exchange(true));
     msg.receipt.Settle(absl::OkStatus());
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       payloads_.push_back(msg.refusal.ok() ? msg.payload : "refusal: " + ReasonOf(msg.refusal));
       onward_.push_back(msg.onward.ToString());
+      cv_.notify_all();
     }
     busy_.store(false);
   }
-  void OnStop() override { stopped_.Notify(); }
+  void OnStop() override { stopped_.set_value(); }
   bool TakesRefusals() const override { return takes_refusals_; }
 
   bool takes_refusals_ = false;
   bool WaitFor(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return payloads_.size() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return payloads_.size() >= n; });
   }
   std::vector<std::string> payloads() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return payloads_;
   }
   std::vector<std::string> onward() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return onward_;
   }
-  absl::Notification stopped_;
+  std::promise<void> stopped_;
 
  private:
   std::atomic<bool> busy_{false};
-  absl::Mutex mu_;
-  std::vector<std::string> payloads_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> onward_ ABSL_GUARDED_BY(mu_);
+  std::mutex mu_;  // std, not absl: TSan sees through it
+  std::condition_variable cv_;
+  std::vector<std::string> payloads_;
+  std::vector<std::string> onward_;
 };
 
 using Outcomes = veil::testing::RecordingTracker;
@@ -174,7 +176,7 @@ TEST_F(RouterTest, AddressConflictAndStop) {
   EXPECT_EQ(ReasonOf(taken), "ADDRESS_IN_USE");
   EXPECT_FALSE(router_.StopWorker("svc", b.get()));  // not the owner
   EXPECT_TRUE(router_.StopWorker("svc", a.get()));
-  EXPECT_TRUE(a->stopped_.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(a->stopped_.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_TRUE(router_.StartWorker("svc", b).ok());
   EXPECT_EQ(router_.StartWorker("bad name", b).code(), absl::StatusCode::kInvalidArgument);
 }

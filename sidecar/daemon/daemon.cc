@@ -4,11 +4,11 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <future>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/notification.h"
 #include "asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
 #include "sidecar/channel/secure_channel_manager.h"
@@ -98,12 +98,12 @@ absl::Status RunDaemon(const Options& options) {
   tcp_options.max_write_queue_bytes = options.max_connection_queue_bytes;
   tcp_options.max_unsettled_read_bytes = options.max_connection_unsettled_bytes;
   transport::TcpTransport tcp(router, tcp_options);
-  absl::Notification stop;
+  std::promise<void> stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&stop](asio::error_code ec, int signal) {
     if (ec) return;
     spdlog::info("received {}; draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    stop.Notify();
+    stop.set_value();
   });
   for (const std::string& listen : options.tcp_listen) {
     auto bound = tcp.Listen(listen);
@@ -171,7 +171,7 @@ absl::Status RunDaemon(const Options& options) {
                (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
                (*state_dir)->path());
 
-  stop.WaitForNotification();
+  stop.get_future().wait();
   (*api)->Drain(options.shutdown_grace);
   relays.Shutdown();    // unregisters from hubs
   channels.Shutdown();  // tells the far ends

@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<IdentityStore>> IdentityStore::Open(const std::st
 }
 
 absl::Status IdentityStore::LoadAll() {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(auto names, vault::ListFiles(identities_dir_, kIdentitySuffix));
   for (const std::string& file : names) {
     std::string path = absl::StrCat(identities_dir_, "/", file);
@@ -121,12 +121,12 @@ absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::CreateLocked(cons
 }
 
 absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::Create(const std::string& name) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   return CreateLocked(name);
 }
 
 absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::Ensure(const std::string& name) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = identities_.find(name);
   if (it != identities_.end()) return it->second;
   return CreateLocked(name);
@@ -134,7 +134,7 @@ absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::Ensure(const std:
 
 absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::Get(const std::string& name) const {
   RETURN_IF_ERROR(ValidateIdentityName(name));
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = identities_.find(name);
   if (it == identities_.end()) return NotFound(name);
   return it->second;
@@ -143,7 +143,7 @@ absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::Get(const std::st
 std::vector<std::shared_ptr<const Identity>> IdentityStore::List() const {
   std::vector<std::shared_ptr<const Identity>> out;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     for (const auto& [name, identity] : identities_) out.push_back(identity);
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->name() < b->name(); });
@@ -152,7 +152,7 @@ std::vector<std::shared_ptr<const Identity>> IdentityStore::List() const {
 
 absl::Status IdentityStore::Delete(const std::string& name) {
   RETURN_IF_ERROR(ValidateIdentityName(name));
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (!identities_.contains(name)) return NotFound(name);
   auto lease = leases_.find(name);
   if (lease != leases_.end() && lease->second > 0) {
@@ -168,7 +168,7 @@ absl::Status IdentityStore::Delete(const std::string& name) {
 
 absl::StatusOr<IdentityLease> IdentityStore::Acquire(const std::string& name) {
   RETURN_IF_ERROR(ValidateIdentityName(name));
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = identities_.find(name);
   if (it == identities_.end()) return NotFound(name);
   ++leases_[name];
@@ -176,7 +176,7 @@ absl::StatusOr<IdentityLease> IdentityStore::Acquire(const std::string& name) {
 }
 
 void IdentityStore::ReleaseLease(const std::string& name) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = leases_.find(name);
   if (it != leases_.end() && --it->second <= 0) leases_.erase(it);
 }
@@ -208,7 +208,7 @@ absl::StatusOr<TrustedIdentity> IdentityStore::ImportTrusted(const std::string& 
   record.set_public_key(public_key);
   record.set_label(label);
   record.set_added_unix_seconds(trusted.added_unix_seconds);
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   RETURN_IF_ERROR(vault::WriteFileAtomically(
       TrustedPath(identifier), vault::EncodeStateFile(kTrustedKind, record.SerializeAsString())));
   trusted_[identifier] = trusted;
@@ -218,7 +218,7 @@ absl::StatusOr<TrustedIdentity> IdentityStore::ImportTrusted(const std::string& 
 std::vector<TrustedIdentity> IdentityStore::ListTrusted() const {
   std::vector<TrustedIdentity> out;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     for (const auto& [id, t] : trusted_) out.push_back(t);
   }
   std::sort(out.begin(), out.end(),
@@ -227,7 +227,7 @@ std::vector<TrustedIdentity> IdentityStore::ListTrusted() const {
 }
 
 absl::StatusOr<TrustedIdentity> IdentityStore::GetTrusted(const std::string& identifier) const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto it = trusted_.find(identifier);
   if (it == trusted_.end()) {
     return ErrorWithReason(absl::StatusCode::kNotFound,
@@ -239,7 +239,7 @@ absl::StatusOr<TrustedIdentity> IdentityStore::GetTrusted(const std::string& ide
 
 absl::Status IdentityStore::DeleteTrusted(const std::string& identifier) {
   RETURN_IF_ERROR(ValidateIdentifier(identifier));
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (!trusted_.contains(identifier)) {
     return ErrorWithReason(absl::StatusCode::kNotFound,
                            absl::StrCat("no trusted identity ", identifier),

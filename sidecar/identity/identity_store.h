@@ -19,7 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/identity/identity.h"
 #include "sidecar/vault/vault.h"
 
@@ -98,7 +98,7 @@ class IdentityStore {
   const std::string identities_dir_;
   const std::string trusted_dir_;
   const vault::Vault& vault_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const Identity>> identities_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, TrustedIdentity> trusted_ ABSL_GUARDED_BY(mu_);

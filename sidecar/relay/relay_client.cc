@@ -73,12 +73,12 @@ RelayClient::RelayClient(channel::SecureChannelManager& channels, core::Route hu
 RelayClient::~RelayClient() = default;
 
 void RelayClient::Update(std::function<void(RelayStatus&)> change) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   change(status_);
 }
 
 RelayStatus RelayClient::Status() const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   return status_;
 }
 

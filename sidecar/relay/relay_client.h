@@ -17,7 +17,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "asio/steady_timer.hpp"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/relay/backoff.h"
@@ -100,7 +100,7 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   bool retry_until_up_ = false;
   Outcome first_;
 
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   RelayStatus status_ ABSL_GUARDED_BY(mu_);
 };
 

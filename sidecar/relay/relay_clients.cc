@@ -34,7 +34,7 @@ std::shared_ptr<RelayClient> RelayClients::Add(
   }
   auto client = std::make_shared<RelayClient>(channels_, hub_route, name, identity,
                                                std::move(hub_policy), options_);
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (!name.empty() && FindLocked(name) != nullptr) {
     error = ErrorWithReason(absl::StatusCode::kAlreadyExists,
                             absl::StrCat("this sidecar already has a relay named \"", name, "\""),
@@ -57,7 +57,7 @@ void RelayClients::Create(const core::Route& hub_route, const std::string& name,
   }
   client->Start([this, client, done = std::move(done)](absl::StatusOr<RelayStatus> status) {
     if (!status.ok()) {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       std::erase(clients_, client);
     }
     done(std::move(status));
@@ -84,7 +84,7 @@ absl::Status RelayClients::Start(const core::Route& hub_route, const std::string
 std::vector<RelayStatus> RelayClients::List() const {
   std::vector<RelayStatus> out;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     for (const auto& client : clients_) out.push_back(client->Status());
   }
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
@@ -92,7 +92,7 @@ std::vector<RelayStatus> RelayClients::List() const {
 }
 
 absl::StatusOr<RelayStatus> RelayClients::Get(const std::string& name) const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   auto client = FindLocked(name);
   if (client == nullptr) return NotFound(name);
   return client->Status();
@@ -101,7 +101,7 @@ absl::StatusOr<RelayStatus> RelayClients::Get(const std::string& name) const {
 absl::Status RelayClients::Delete(const std::string& name) {
   std::shared_ptr<RelayClient> client;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     client = FindLocked(name);
     if (client == nullptr) return NotFound(name);
     std::erase(clients_, client);
@@ -113,7 +113,7 @@ absl::Status RelayClients::Delete(const std::string& name) {
 void RelayClients::Shutdown() {
   std::vector<std::shared_ptr<RelayClient>> clients;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     clients.swap(clients_);
   }
   for (auto& client : clients) client->Stop();

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/relay/relay_client.h"
 
 namespace veil::relay {
@@ -48,7 +48,7 @@ class RelayClients {
 
   channel::SecureChannelManager& channels_;
   const RelayClientOptions options_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   std::vector<std::shared_ptr<RelayClient>> clients_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -67,7 +67,7 @@ class RelayHub::Forwarder final : public core::Worker {
     }
     std::string connection;
     {
-      absl::MutexLock lock(&mu_);
+      veil::MutexLock lock(&mu_);
       connection = connection_;
     }
     queued_->fetch_add(bytes, std::memory_order_relaxed);
@@ -76,12 +76,12 @@ class RelayHub::Forwarder final : public core::Worker {
     router().Send(std::move(msg));
   }
   void Retarget(std::string connection) {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     connection_ = std::move(connection);
   }
 
  private:
-  absl::Mutex mu_;
+  veil::Mutex mu_;
   std::string connection_ ABSL_GUARDED_BY(mu_);
   const size_t max_queued_;
   const std::shared_ptr<std::atomic<size_t>> queued_ = std::make_shared<std::atomic<size_t>>(0);
@@ -142,7 +142,7 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
     return response;
   }
   const std::string& owner = msg.sender.identifier;
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   switch (request.kind_case()) {
     case wire::v1::RelayRequest::kRegister: {
       auto entry = registry_.Register(owner, request.register_().name(), *connection,
@@ -227,7 +227,7 @@ void RelayHub::OnRequest(core::Message msg) {
 }
 
 void RelayHub::OnConnectionClosed(const std::string& connection) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   for (const std::string& name : registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
     auto it = forwarders_.find(name);
     if (it == forwarders_.end()) continue;
@@ -239,7 +239,7 @@ void RelayHub::OnConnectionClosed(const std::string& connection) {
 }
 
 std::vector<RelayEntry> RelayHub::List() const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   return registry_.List();
 }
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/core/router.h"
 #include "sidecar/relay/relay_registry.h"
@@ -56,7 +56,7 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   const size_t queued_bytes_per_relay_;
   channel::SecureChannelManager& channels_;
   transport::TcpTransport& tcp_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   RelayRegistry registry_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Forwarder>> forwarders_ ABSL_GUARDED_BY(mu_);
 };

@@ -49,7 +49,7 @@ absl::StatusOr<std::string> TcpTransport::Listen(absl::string_view host_port) {
   std::string result = listener->address;
   Listener* raw = listener.get();
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("transport is shut down");
     listeners_.push_back(std::move(listener));
   }
@@ -71,7 +71,7 @@ void TcpTransport::Accept(Listener* listener) {
           if (Adopt(conn) != nullptr) conn->Start();
         }
         {
-          absl::MutexLock lock(&mu_);
+          veil::MutexLock lock(&mu_);
           if (shut_down_) return;
         }
         Accept(listener);
@@ -81,7 +81,7 @@ void TcpTransport::Accept(Listener* listener) {
 std::shared_ptr<TcpConnection> TcpTransport::Adopt(std::shared_ptr<TcpConnection> connection) {
   std::string name = router_.StartWorkerWithPrefix("_tcp_", connection);
   if (name.empty()) return nullptr;  // shutting down
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   if (shut_down_) {
     router_.StopWorker(name, connection.get());
     return nullptr;
@@ -94,7 +94,7 @@ void TcpTransport::Send(core::Message msg) {
   std::shared_ptr<TcpConnection> connection;
   bool opened = false;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (shut_down_) {
       msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
                                          "the node is shutting down", reason::kNodeShuttingDown));
@@ -111,7 +111,7 @@ void TcpTransport::Send(core::Message msg) {
                                          "the node is shutting down", reason::kNodeShuttingDown));
       return;
     }
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     // Another thread may have opened one meanwhile: use the first, drop ours.
     auto [it, inserted] = outgoing_.try_emplace(fresh->peer(), fresh);
     connection = it->second;
@@ -128,28 +128,28 @@ void TcpTransport::Send(core::Message msg) {
 }
 
 std::vector<std::string> TcpTransport::ListenAddresses() const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   std::vector<std::string> out;
   for (const auto& l : listeners_) out.push_back(l->address);
   return out;
 }
 
 std::vector<TcpConnectionInfo> TcpTransport::Connections() const {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   std::vector<TcpConnectionInfo> out;
   for (const auto& [raw, conn] : all_) out.push_back({conn->address(), conn->peer(), conn->outgoing()});
   return out;
 }
 
 void TcpTransport::AddCloseObserver(std::function<void(const std::string& worker)> observer) {
-  absl::MutexLock lock(&mu_);
+  veil::MutexLock lock(&mu_);
   close_observers_.push_back(std::move(observer));
 }
 
 void TcpTransport::Forget(TcpConnection* connection) {
   std::vector<std::function<void(const std::string&)>> observers;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     all_.erase(connection);
     auto it = outgoing_.find(connection->peer());
     if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
@@ -161,7 +161,7 @@ void TcpTransport::Forget(TcpConnection* connection) {
 void TcpTransport::Shutdown() {
   std::vector<std::shared_ptr<TcpConnection>> connections;
   {
-    absl::MutexLock lock(&mu_);
+    veil::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
     for (auto& l : listeners_) {

@@ -19,7 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "sidecar/common/mutex.h"
 #include "asio/ip/tcp.hpp"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/tcp_connection.h"
@@ -82,7 +82,7 @@ class TcpTransport final : public core::Transport {
   core::Router& router_;
   const TcpOptions options_;
   Stats stats_;
-  mutable absl::Mutex mu_;
+  mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   // Outgoing connections by the "host:port" of the routes that opened them.

@@ -88,7 +88,13 @@ void TcpProxy::PumpRaw(int from, int to) {
     Record(buf, static_cast<size_t>(n));
     if (!WriteFull(to, buf, static_cast<size_t>(n))) break;
   }
-  if (!reset_) ::shutdown(to, SHUT_WR);  // after a reset, the fds are closed
+  if (reset_) {  // ResetAbruptly closes the fds once we are done with them
+    std::lock_guard<std::mutex> lock(mu_);
+    raw_pump_done_ = true;
+    raw_stopped_.notify_all();
+  } else {
+    ::shutdown(to, SHUT_WR);
+  }
 }
 
 void TcpProxy::PumpFrames(int from, int to) {
@@ -128,8 +134,10 @@ void TcpProxy::ResetAbruptly(int client, int server) {
   ::setsockopt(client, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
   ::setsockopt(server, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
   reset_ = true;
-  ::shutdown(server, SHUT_RD);  // wakes the other pump, which only reads `server`
-  std::lock_guard<std::mutex> lock(mu_);
+  ::shutdown(server, SHUT_RD);  // wakes the other pump, which reads only `server`
+  // Closes both once the other pump has stopped using them.
+  std::unique_lock<std::mutex> lock(mu_);
+  raw_stopped_.wait(lock, [&] { return raw_pump_done_; });
   for (int& fd : fds_) {
     if (fd == client || fd == server) {
       ::close(fd);

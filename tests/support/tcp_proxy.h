@@ -7,6 +7,7 @@
 #define VEIL_TESTS_SUPPORT_TCP_PROXY_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -50,6 +51,8 @@ class TcpProxy {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> reset_mid_frame_{false};
   std::atomic<bool> reset_{false};  // a connection was reset; supports one connection
+  std::condition_variable raw_stopped_;
+  bool raw_pump_done_ = false;  // guarded by mu_
   std::mutex mu_;
   std::string recorded_;
   FrameHook hook_;
