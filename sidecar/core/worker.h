@@ -37,6 +37,11 @@ class Worker {
   // egress guard refuses app payloads whose first hop is such a worker.
   virtual bool LeavesHost() const { return false; }
 
+  // True while the worker has stopped taking input for backpressure (a connection that stopped
+  // reading): silence from its far side is then expected, not a sign the far side is dead.
+  // Any thread.
+  virtual bool HoldingBack() const { return false; }
+
   // True for workers that take refusal notices (Message::refusal); the router drops notices
   // addressed to any other worker.
   virtual bool TakesRefusals() const { return false; }

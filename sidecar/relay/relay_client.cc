@@ -143,14 +143,36 @@ void RelayClient::SendRequest(wire::v1::RelayRequest request) {
                                          if (self && generation == self->generation_) self->Lost(s);
                                        }),
       0);
+  ArmReplyTimer(generation);
+  router_.Send(std::move(msg));
+}
+
+void RelayClient::ArmReplyTimer(uint64_t generation) {
   reply_timer_.expires_after(options_.heartbeat_timeout);
   reply_timer_.async_wait([weak = weak_from_this(), generation](asio::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || generation != self->generation_ || self->pending_request_ == 0) return;
+    if (self->HubConnectionHeldBack()) {
+      // This node stopped reading the hub's connection (an app here is not keeping up): the
+      // answer waits behind the backlog. Not a dead hub; keep waiting.
+      spdlog::debug("relay {}: the hub's answer waits behind a backlog; still waiting",
+                    self->requested_name_);
+      self->ArmReplyTimer(generation);
+      return;
+    }
     self->Lost(ErrorWithReason(absl::StatusCode::kUnavailable, "the hub did not answer in time",
                                "HUB_NOT_ANSWERING"));
   });
-  router_.Send(std::move(msg));
+}
+
+bool RelayClient::HubConnectionHeldBack() const {
+  if (channel_.empty()) return false;
+  auto info = channels_.GetChannel(channel_);
+  if (!info.ok()) return false;
+  auto route = core::Route::Parse(info->remote_route);
+  if (!route.ok() || route->empty() || !route->front().is_local()) return false;
+  std::shared_ptr<core::Worker> first = router_.Find(route->front().value());
+  return first != nullptr && first->HoldingBack();
 }
 
 void RelayClient::OnResponse(core::Message msg) {

@@ -72,6 +72,10 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
  private:
   void Connect();
   void OnChannel(uint64_t generation, absl::StatusOr<channel::ChannelInfo> info);
+  // Fails the session if the pending request is not answered in time, unless this node is
+  // holding back the hub's connection (backpressure).
+  void ArmReplyTimer(uint64_t generation);
+  bool HubConnectionHeldBack() const;
   void SendRequest(wire::v1::RelayRequest request);
   void ScheduleHeartbeat();
   void Lost(absl::Status why);

@@ -20,6 +20,7 @@
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_CONNECTION_H_
 #define VEIL_SIDECAR_TRANSPORT_TCP_CONNECTION_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,7 @@ class TcpConnection final : public core::Worker,
   void OnStop() override;
   bool LeavesHost() const override { return true; }
   bool TakesRefusals() const override { return true; }  // carries them back to their node
+  bool HoldingBack() const override { return read_paused_.load(std::memory_order_relaxed); }
 
   const std::string& peer() const { return peer_; }
   bool outgoing() const { return outgoing_; }
@@ -90,7 +92,7 @@ class TcpConnection final : public core::Worker,
   FrameDecoder decoder_;
   // Paces what the reader hands to the router; created when reading starts.
   std::shared_ptr<ReadTracker> read_tracker_;
-  bool read_paused_ = false;
+  std::atomic<bool> read_paused_{false};
   // Frames waiting to be written, and their receipts; `writing_` is in flight.
   std::string pending_;
   std::vector<core::Receipt> pending_receipts_;

@@ -310,9 +310,11 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   const std::vector<std::string> small = {"--max-connection-unsettled-bytes", "1048576",
                                           "--max-connection-queue-bytes", "1048576"};
   ASSERT_NO_FATAL_FAILURE(StartHub(small));
-  // The default heartbeat: with Bob's node not reading the hub's connection, heartbeat answers
-  // wait behind the backlog, and a 0.2 s heartbeat would time out and reconnect.
-  ASSERT_NO_FATAL_FAILURE(StartBob(small, "5"));
+  // A 0.2 s heartbeat: its answers wait behind the backlog while Bob's node is not reading the
+  // hub's connection, which must not pass for a dead hub (the relay stays up throughout).
+  // Bob holds back the hub's connection after 64 KiB, so his relay session's heartbeat answers
+  // are stuck behind the backlog for as long as his app stalls.
+  ASSERT_NO_FATAL_FAILURE(StartBob({"--max-connection-unsettled-bytes", "65536"}));
   ASSERT_NO_FATAL_FAILURE(StartAlice(small));
   Sink sink(bob_api_, "sink", 16, /*held=*/true);
   const std::string route = ChannelTo("sink");
@@ -336,6 +338,8 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
               Describe(out).c_str(), hub_rss, hub_->rss_kib(), bob_rss, bob_->rss_kib());
   EXPECT_LT(hub_->rss_kib(), hub_rss + 64 * 1024);
   EXPECT_LT(bob_->rss_kib(), bob_rss + 64 * 1024);
+  EXPECT_GT(Scrape(*bob_, "veil_transport_reads_paused_total"), 0);
+  std::this_thread::sleep_for(seconds(2));  // the app stalls for 10 heartbeats
 
   sink.Release();
   out = sender.Finish();
@@ -346,6 +350,8 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   EXPECT_EQ(sink.bad(), 0u);
   EXPECT_EQ(Scrape(*hub_, "veil_transport_received_refused_total"), 0);
   EXPECT_EQ(Scrape(*bob_, "veil_transport_received_refused_total"), 0);
+  EXPECT_EQ(bob_->log().find("did not answer in time"), std::string::npos) << bob_->log();
+  EXPECT_EQ(GetRelay(bob_api_, "bob").registrations(), 1u) << "the relay reconnected";
 }
 
 // Bob's app reads one batch and goes away without acking while Alice streams at it. Whatever
