@@ -41,6 +41,8 @@ class Worker {
   // reading): silence from its far side is then expected, not a sign the far side is dead.
   // Any thread.
   virtual bool HoldingBack() const { return false; }
+  // Bytes received from its far side so far (transport connections; 0 otherwise). Any thread.
+  virtual uint64_t BytesReceived() const { return 0; }
 
   // True for workers that take refusal notices (Message::refusal); the router drops notices
   // addressed to any other worker.

@@ -143,6 +143,7 @@ void RelayClient::SendRequest(wire::v1::RelayRequest request) {
                                          if (self && generation == self->generation_) self->Lost(s);
                                        }),
       0);
+  hub_bytes_seen_ = HubBytesReceived();
   ArmReplyTimer(generation);
   router_.Send(std::move(msg));
 }
@@ -152,11 +153,14 @@ void RelayClient::ArmReplyTimer(uint64_t generation) {
   reply_timer_.async_wait([weak = weak_from_this(), generation](asio::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || generation != self->generation_ || self->pending_request_ == 0) return;
-    if (self->HubConnectionHeldBack()) {
-      // This node stopped reading the hub's connection (an app here is not keeping up): the
-      // answer waits behind the backlog. Not a dead hub; keep waiting.
+    // The answer may wait behind a backlog: this node stopped reading the hub's connection
+    // (an app here is not keeping up), or is still reading what came before it. A hub whose
+    // connection brought anything since is alive; keep waiting.
+    uint64_t seen = self->HubBytesReceived();
+    if (self->HubConnectionHeldBack() || seen != self->hub_bytes_seen_) {
       spdlog::debug("relay {}: the hub's answer waits behind a backlog; still waiting",
                     self->requested_name_);
+      self->hub_bytes_seen_ = seen;
       self->ArmReplyTimer(generation);
       return;
     }
@@ -165,14 +169,23 @@ void RelayClient::ArmReplyTimer(uint64_t generation) {
   });
 }
 
-bool RelayClient::HubConnectionHeldBack() const {
-  if (channel_.empty()) return false;
+std::shared_ptr<core::Worker> RelayClient::HubConnection() const {
+  if (channel_.empty()) return nullptr;
   auto info = channels_.GetChannel(channel_);
-  if (!info.ok()) return false;
+  if (!info.ok()) return nullptr;
   auto route = core::Route::Parse(info->remote_route);
-  if (!route.ok() || route->empty() || !route->front().is_local()) return false;
-  std::shared_ptr<core::Worker> first = router_.Find(route->front().value());
-  return first != nullptr && first->HoldingBack();
+  if (!route.ok() || route->empty() || !route->front().is_local()) return nullptr;
+  return router_.Find(route->front().value());
+}
+
+bool RelayClient::HubConnectionHeldBack() const {
+  std::shared_ptr<core::Worker> connection = HubConnection();
+  return connection != nullptr && connection->HoldingBack();
+}
+
+uint64_t RelayClient::HubBytesReceived() const {
+  std::shared_ptr<core::Worker> connection = HubConnection();
+  return connection != nullptr ? connection->BytesReceived() : 0;
 }
 
 void RelayClient::OnResponse(core::Message msg) {

@@ -73,9 +73,11 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   void Connect();
   void OnChannel(uint64_t generation, absl::StatusOr<channel::ChannelInfo> info);
   // Fails the session if the pending request is not answered in time, unless this node is
-  // holding back the hub's connection (backpressure).
+  // holding back the hub's connection (backpressure) or bytes keep arriving on it.
   void ArmReplyTimer(uint64_t generation);
+  std::shared_ptr<core::Worker> HubConnection() const;  // the connection under the channel
   bool HubConnectionHeldBack() const;
+  uint64_t HubBytesReceived() const;
   void SendRequest(wire::v1::RelayRequest request);
   void ScheduleHeartbeat();
   void Lost(absl::Status why);
@@ -97,6 +99,7 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   std::string worker_address_;      // where the hub answers
   std::string channel_;             // current channel to the hub, "" when none
   std::string requested_name_;      // what to (re-)register
+  uint64_t hub_bytes_seen_ = 0;     // the hub connection's bytes when the request went out
   uint64_t generation_ = 0;         // bumps on every (re)connect; stale callbacks are ignored
   uint64_t next_request_ = 1;
   uint64_t pending_request_ = 0;

@@ -228,6 +228,7 @@ void TcpConnection::ReadMore() {
 
 void TcpConnection::OnRead(size_t n) {
   transport_.stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
+  bytes_received_.fetch_add(n, std::memory_order_relaxed);
   decoder_.Commit(n);
   for (;;) {
     auto frame = decoder_.Next();

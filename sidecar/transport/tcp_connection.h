@@ -64,6 +64,7 @@ class TcpConnection final : public core::Worker,
   bool LeavesHost() const override { return true; }
   bool TakesRefusals() const override { return true; }  // carries them back to their node
   bool HoldingBack() const override { return read_paused_.load(std::memory_order_relaxed); }
+  uint64_t BytesReceived() const override { return bytes_received_.load(std::memory_order_relaxed); }
 
   const std::string& peer() const { return peer_; }
   bool outgoing() const { return outgoing_; }
@@ -93,6 +94,7 @@ class TcpConnection final : public core::Worker,
   // Paces what the reader hands to the router; created when reading starts.
   std::shared_ptr<ReadTracker> read_tracker_;
   std::atomic<bool> read_paused_{false};
+  std::atomic<uint64_t> bytes_received_{0};
   // Frames waiting to be written, and their receipts; `writing_` is in flight.
   std::string pending_;
   std::vector<core::Receipt> pending_receipts_;

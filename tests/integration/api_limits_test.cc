@@ -103,11 +103,7 @@ TEST(ApiLimitsTest, StreamFloodWithoutReadingResultsIsHeldBackNotBuffered) {
   std::printf("held back after %llu batches; RSS %zu -> %zu KiB\n",
               static_cast<unsigned long long>(written.load()), rss_before, node.rss_kib());
   // (Under AddressSanitizer freed memory sits in its quarantine: a looser bound there.)
-#if defined(__SANITIZE_ADDRESS__)
-  EXPECT_LT(node.rss_kib(), rss_before + 512 * 1024);
-#else
-  EXPECT_LT(node.rss_kib(), rss_before + 128 * 1024);
-#endif
+  EXPECT_LT(node.rss_kib(), rss_before + (kAddressSanitizer ? 512 : 128) * 1024);
   EXPECT_TRUE(HealthServing(api));  // other calls are served meanwhile
 
   // Reading the results lets the flood through; every batch gets its result.

@@ -203,11 +203,7 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
 
   // Memory stays bounded: what a million 64-byte messages pass through is not kept. (Under
   // AddressSanitizer freed memory sits in its quarantine, so the bound is looser there.)
-#if defined(__SANITIZE_ADDRESS__)
-  constexpr size_t kGrowthKiB = 1024 * 1024;
-#else
-  constexpr size_t kGrowthKiB = 256 * 1024;
-#endif
+  constexpr size_t kGrowthKiB = (kAddressSanitizer ? 1024 : 256) * 1024;
   size_t rss_end[3] = {hub.rss_kib(), bob.rss_kib(), alice.rss_kib()};
   const char* names[3] = {"hub", "bob", "alice"};
   for (int i = 0; i < 3; ++i) {

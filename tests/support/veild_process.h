@@ -15,6 +15,20 @@
 
 namespace veil::testing {
 
+// True in an AddressSanitizer build (gcc defines __SANITIZE_ADDRESS__, clang has the feature):
+// freed memory then sits in ASan's quarantine, so memory bounds must be looser.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+
 // A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
 class TempDir {
  public:
