@@ -268,7 +268,6 @@ void ServeStream::Pump() {
     if (!control_.empty() && !end_status_.has_value()) {
       response_ = std::move(control_.front());
       control_.pop_front();
-      writing_result_ = response_.has_send_result();
     } else if (!deliveries_.empty() && !end_status_.has_value() &&
                next_sequence_ - 1 - acked_ < window_) {
       uint64_t credit = window_ - (next_sequence_ - 1 - acked_);
@@ -304,12 +303,13 @@ void ServeStream::Pump() {
 }
 
 void ServeStream::OnWriteDone(bool ok) {
+  // response_ still holds what was written: the next Pump replaces it.
+  const bool wrote_result = response_.has_send_result();
   {
     veil::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok && !end_status_.has_value()) end_status_ = grpc::Status::CANCELLED;
-    if (writing_result_) {
-      writing_result_ = false;
+    if (wrote_result) {
       --pending_batches_;
       if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
           !end_status_.has_value()) {

@@ -73,7 +73,6 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   std::deque<core::Receipt> unacked_receipts_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool writing_result_ ABSL_GUARDED_BY(mu_) = false;  // the write in flight is a SendResult
   // SendBatches read whose results are not yet written; reading pauses at the limit.
   size_t pending_batches_ ABSL_GUARDED_BY(mu_) = 0;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;

@@ -113,12 +113,4 @@ absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
   return msg;
 }
 
-std::optional<Message> RefusalNotice(const Message& msg, const absl::Status& why) {
-  if (msg.return_route.empty() || !msg.refusal.ok() || why.ok()) return std::nullopt;
-  Message notice;
-  notice.onward = msg.return_route;
-  notice.refusal = why;
-  return notice;
-}
-
 }  // namespace veil::core

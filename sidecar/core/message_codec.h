@@ -4,7 +4,6 @@
 #ifndef VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
 #define VEIL_SIDECAR_CORE_MESSAGE_CODEC_H_
 
-#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -26,10 +25,6 @@ void AppendEncodedMessage(const Route& onward, const Route& return_route,
                           absl::string_view payload, std::string& out,
                           const absl::Status& refusal = absl::OkStatus());
 
-// The refusal notice about `msg` (read from a connection, not handed on because of `why`), to
-// go back along its return route; nullopt when there is none to send (no return route, or
-// `msg` is itself a notice).
-std::optional<Message> RefusalNotice(const Message& msg, const absl::Status& why);
 
 // Decodes a message (routes and payload; no sender info, no receipt). INVALID_ARGUMENT
 // (reason MALFORMED_FRAME) when `bytes` is not a TransportMessage, the onward route is empty,

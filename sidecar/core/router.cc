@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
-#include "sidecar/core/message_codec.h"
 
 namespace veil::core {
 
@@ -108,12 +107,19 @@ void Router::Send(Message msg) {
 }
 
 void Router::Refuse(Message msg, absl::Status why) {
-  const bool from_afar = msg.paced && msg.sender.origin == SenderInfo::Origin::kTransport;
-  std::optional<Message> notice = from_afar ? RefusalNotice(msg, why) : std::nullopt;
+  // Only about a message read from a connection (its sender cannot see this receipt) that has
+  // a way back, and never about a notice.
+  const bool notify = msg.paced && msg.sender.origin == SenderInfo::Origin::kTransport &&
+                      !msg.return_route.empty() && msg.refusal.ok() && !why.ok();
+  Message notice;
+  if (notify) {
+    notice.onward = std::move(msg.return_route);
+    notice.refusal = why;
+  }
   msg.receipt.Settle(std::move(why));
-  if (!notice.has_value()) return;
+  if (!notify) return;
   notices_sent_.fetch_add(1, std::memory_order_relaxed);
-  Send(*std::move(notice));
+  Send(std::move(notice));
 }
 
 void Router::SetTransport(AddressType type, Transport* transport) {
