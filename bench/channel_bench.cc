@@ -92,7 +92,7 @@ int main() {
       wire.clear();
       (void)pair.i->Encrypt(onward, back, payload, wire);
       auto step = pair.r->OnMessage(wire);
-      if (!step.delivery.has_value() || step.delivery->payload.size() != size) std::abort();
+      if (step.deliveries.size() != 1 || step.deliveries[0].payload.size() != size) std::abort();
     });
     char label[64];
     std::snprintf(label, sizeof(label), "encrypt+decrypt %zu B (MB/s)", size);

@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   } else {
     listen = endpoint.host_port;
   }
-  server->messaging_ = std::make_unique<MessagingService>(router, server->settings_);
+  server->messaging_ = std::make_unique<MessagingService>(router, server->settings_, server->stats_);
   server->node_ = std::make_unique<NodeService>(server->settings_, tcp);
   server->identity_ = std::make_unique<IdentityService>(identities);
   server->channels_ = std::make_unique<SecureChannelService>(channels, identities);

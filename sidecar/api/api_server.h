@@ -60,10 +60,13 @@ class ApiServer {
   // (NODE_SHUTTING_DOWN), in-flight calls get up to `grace` to finish, then the server stops.
   void Drain(std::chrono::milliseconds grace);
 
+  const ApiStats& stats() const { return stats_; }
+
  private:
   explicit ApiServer(ApiSettings settings) : settings_(std::move(settings)) {}
 
   ApiSettings settings_;
+  ApiStats stats_;
   std::string unix_path_;
   std::unique_ptr<MessagingService> messaging_;
   std::unique_ptr<NodeService> node_;

@@ -2,11 +2,19 @@
 #ifndef VEIL_SIDECAR_API_API_SETTINGS_H_
 #define VEIL_SIDECAR_API_API_SETTINGS_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 namespace veil::api {
+
+// Counters the API services keep, for metrics. Thread-safe.
+struct ApiStats {
+  // Messages addressed to an app on this node that it did not take: refused (its queue full,
+  // the app going away) or delivered but never acked before its stream ended.
+  std::atomic<uint64_t> deliveries_dropped{0};
+};
 
 struct ApiSettings {
   // Where the API listens ("unix:/path" or "host:port"), as reported by GetNode.

@@ -197,7 +197,7 @@ bool MessagingService::draining() const {
 
 grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* MessagingService::Serve(
     grpc::CallbackServerContext* context) {
-  ServeStream* stream = ServeStream::Create(router_, settings_);
+  ServeStream* stream = ServeStream::Create(router_, settings_, stats_);
   veil::MutexLock lock(&mu_);
   if (draining_) {
     stream->End(ShuttingDown());
@@ -243,10 +243,11 @@ grpc::ServerUnaryReactor* MessagingService::Send(grpc::CallbackServerContext* co
   // Validate every message before sending any, so a bad request sends nothing.
   std::vector<core::Message> messages;
   messages.reserve(n);
+  OutgoingBatch prepare(router_, settings_, std::move(return_route));
   for (int i = 0; i < n; ++i) {
     // The request is ours until Finish; moving payloads out of it saves a copy per message.
     v1::OutgoingMessage& out = const_cast<v1::OutgoingMessage&>(request->messages(i));
-    auto msg = PrepareOutgoing(out, return_route, router_, settings_);
+    auto msg = prepare.Prepare(out);
     if (!msg.ok()) {
       reactor->Finish(ToGrpcStatus(msg.status(), {{"index", std::to_string(i)}}));
       return reactor;
@@ -254,10 +255,8 @@ grpc::ServerUnaryReactor* MessagingService::Send(grpc::CallbackServerContext* co
     messages.push_back(*std::move(msg));
   }
   auto tracker = std::make_shared<SendTracker>(reactor, response, n);
-  for (int i = 0; i < n; ++i) {
-    messages[i].receipt = core::Receipt(tracker, i);
-    router_.Send(std::move(messages[i]));
-  }
+  for (int i = 0; i < n; ++i) messages[i].receipt = core::Receipt(tracker, i);
+  router_.SendBatch(std::move(messages));
   return reactor;
 }
 

@@ -20,8 +20,8 @@ namespace veil::api {
 class MessagingService final : public v1::MessagingService::CallbackService {
  public:
   // `router` and `settings` must outlive the service.
-  MessagingService(core::Router& router, const ApiSettings& settings)
-      : router_(router), settings_(settings) {}
+  MessagingService(core::Router& router, const ApiSettings& settings, ApiStats& stats)
+      : router_(router), settings_(settings), stats_(stats) {}
 
   grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* Serve(
       grpc::CallbackServerContext* context) override;
@@ -41,6 +41,7 @@ class MessagingService final : public v1::MessagingService::CallbackService {
 
   core::Router& router_;
   const ApiSettings& settings_;
+  ApiStats& stats_;
   mutable veil::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::weak_ptr<ServeStream>> streams_ ABSL_GUARDED_BY(mu_);

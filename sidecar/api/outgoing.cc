@@ -5,30 +5,61 @@
 
 namespace veil::api {
 
-absl::StatusOr<core::Message> PrepareOutgoing(v1::OutgoingMessage& out, core::Route return_route,
-                                              const core::Router& router,
-                                              const ApiSettings& settings) {
-  auto route = core::Route::Parse(out.route());
+namespace {
+
+// The route of an outgoing message, parsed and checked.
+absl::StatusOr<core::Route> OutgoingRoute(const std::string& text, const core::Router& router,
+                                          const ApiSettings& settings) {
+  auto route = core::Route::Parse(text);
   if (!route.ok()) return route.status();
   if (!settings.insecure_plaintext && router.LeavesHost(*route)) {
     return ErrorWithReason(
         absl::StatusCode::kFailedPrecondition,
-        absl::StrCat("refusing to send plaintext to ", out.route(),
+        absl::StrCat("refusing to send plaintext to ", text,
                      ": its first hop leaves this host, and app payloads leave the host only "
                      "inside a secure channel (veild --insecure-plaintext allows it, for testing)"),
         reason::kPlaintextEgressRefused);
   }
+  return route;
+}
+
+core::Message Outgoing(core::Route onward, core::Route return_route, std::string* payload) {
   core::Message msg;
-  msg.onward = *std::move(route);
+  msg.onward = std::move(onward);
   msg.return_route = std::move(return_route);
-  msg.payload = std::move(*out.mutable_payload());
+  msg.payload = std::move(*payload);
   msg.sender.origin = core::SenderInfo::Origin::kLocal;
   return msg;
 }
 
-void ToDelivery(core::Message& msg, v1::Delivery& delivery) {
+}  // namespace
+
+absl::StatusOr<core::Message> PrepareOutgoing(v1::OutgoingMessage& out, core::Route return_route,
+                                              const core::Router& router,
+                                              const ApiSettings& settings) {
+  auto route = OutgoingRoute(out.route(), router, settings);
+  if (!route.ok()) return route.status();
+  return Outgoing(*std::move(route), std::move(return_route), out.mutable_payload());
+}
+
+absl::StatusOr<core::Message> OutgoingBatch::Prepare(v1::OutgoingMessage& out) {
+  if (!last_text_.has_value() || *last_text_ != out.route()) {
+    last_route_ = OutgoingRoute(out.route(), router_, settings_);
+    last_text_ = out.route();
+  }
+  if (!last_route_.ok()) return last_route_.status();
+  return Outgoing(*last_route_, return_route_, out.mutable_payload());
+}
+
+void ToDelivery(core::Message& msg, v1::Delivery& delivery,
+                const std::pair<const core::Message*, const v1::Delivery*>& previous) {
   delivery.set_payload(std::move(msg.payload));
-  delivery.set_return_route(msg.return_route.ToString());
+  const auto [prev_msg, prev] = previous;
+  if (prev_msg != nullptr && prev_msg->return_route == msg.return_route) {
+    delivery.set_return_route(prev->return_route());
+  } else {
+    delivery.set_return_route(msg.return_route.ToString());
+  }
   if (!msg.onward.empty()) delivery.set_onward_route(msg.onward.ToString());
   v1::Sender* sender = delivery.mutable_sender();
   switch (msg.sender.origin) {

@@ -6,6 +6,10 @@
 #ifndef VEIL_SIDECAR_API_OUTGOING_H_
 #define VEIL_SIDECAR_API_OUTGOING_H_
 
+#include <optional>
+#include <string>
+#include <utility>
+
 #include "absl/status/statusor.h"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/core/message.h"
@@ -21,8 +25,26 @@ absl::StatusOr<core::Message> PrepareOutgoing(v1::OutgoingMessage& out, core::Ro
                                               const core::Router& router,
                                               const ApiSettings& settings);
 
-// Fills `delivery` (all but the sequence) from `msg`, moving the payload.
-void ToDelivery(core::Message& msg, v1::Delivery& delivery);
+// Prepares the messages of one request, as PrepareOutgoing, but parses and checks a route once
+// for consecutive messages to the same route text.
+class OutgoingBatch {
+ public:
+  OutgoingBatch(const core::Router& router, const ApiSettings& settings, core::Route return_route)
+      : router_(router), settings_(settings), return_route_(std::move(return_route)) {}
+  absl::StatusOr<core::Message> Prepare(v1::OutgoingMessage& out);
+
+ private:
+  const core::Router& router_;
+  const ApiSettings& settings_;
+  const core::Route return_route_;
+  std::optional<std::string> last_text_;
+  absl::StatusOr<core::Route> last_route_;
+};
+
+// Fills `delivery` (all but the sequence) from `msg`, moving the payload. `previous`, when
+// given, is the delivery before it: text it shares with it is copied instead of formatted.
+void ToDelivery(core::Message& msg, v1::Delivery& delivery,
+                const std::pair<const core::Message*, const v1::Delivery*>& previous = {});
 
 }  // namespace veil::api
 

@@ -1,5 +1,10 @@
 #include "sidecar/api/serve_stream.h"
 
+#include <algorithm>
+#include <atomic>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sidecar/api/grpc_status.h"
@@ -20,6 +25,7 @@ class Mailbox final : public core::Worker {
   Mailbox(core::Strand strand, std::shared_ptr<ServeStream> stream)
       : Worker(std::move(strand)), stream_(std::move(stream)) {}
   void HandleMessage(core::Message msg) override { stream_->Deliver(std::move(msg)); }
+  void HandleBatch(std::vector<core::Message> msgs) override { stream_->DeliverBatch(msgs); }
 
  private:
   const std::shared_ptr<ServeStream> stream_;
@@ -33,44 +39,43 @@ class BatchTracker final : public core::SendTracker {
     result_.mutable_send_result()->set_batch_id(batch_id);
   }
   void Complete(uint32_t index, absl::Status status) override {
-    bool last;
-    {
+    if (status.ok()) {
+      accepted_.fetch_add(1, std::memory_order_relaxed);
+    } else {
       veil::MutexLock lock(&mu_);
-      auto* r = result_.mutable_send_result();
-      if (status.ok()) {
-        r->set_accepted(r->accepted() + 1);
-      } else {
-        v1::SendFailure* f = r->add_failures();
-        f->set_index(index);
-        *f->mutable_status() = ToRpcStatus(status);
-      }
-      last = --remaining_ == 0;
+      v1::SendFailure* f = result_.mutable_send_result()->add_failures();
+      f->set_index(index);
+      *f->mutable_status() = ToRpcStatus(status);
     }
-    if (!last) return;
-    auto* failures = result_.mutable_send_result()->mutable_failures();
-    std::sort(failures->begin(), failures->end(),
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    veil::MutexLock lock(&mu_);  // the last: every other Complete is done
+    auto* r = result_.mutable_send_result();
+    r->set_accepted(accepted_.load(std::memory_order_relaxed));
+    std::sort(r->mutable_failures()->begin(), r->mutable_failures()->end(),
               [](const auto& a, const auto& b) { return a.index() < b.index(); });
     if (auto stream = stream_.lock()) stream->PostSendResult(std::move(result_));
   }
 
  private:
   const std::weak_ptr<ServeStream> stream_;
+  std::atomic<uint32_t> remaining_;
+  std::atomic<uint32_t> accepted_{0};
   veil::Mutex mu_;
-  uint32_t remaining_ ABSL_GUARDED_BY(mu_);
-  v1::ServeResponse result_;
+  v1::ServeResponse result_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
-ServeStream* ServeStream::Create(core::Router& router, const ApiSettings& settings) {
-  std::shared_ptr<ServeStream> stream(new ServeStream(router, settings));
+ServeStream* ServeStream::Create(core::Router& router, const ApiSettings& settings,
+                                 ApiStats& stats) {
+  std::shared_ptr<ServeStream> stream(new ServeStream(router, settings, stats));
   stream->self_ = stream;
   stream->StartRead(&stream->request_);
   return stream.get();
 }
 
-ServeStream::ServeStream(core::Router& router, const ApiSettings& settings)
-    : router_(router), settings_(settings) {}
+ServeStream::ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats)
+    : router_(router), settings_(settings), stats_(stats) {}
 
 void ServeStream::OnReadDone(bool ok) {
   if (!ok) {  // the app half-closed or the call ended: finish once writes drain
@@ -194,49 +199,63 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
     return_route.Append(core::Address::Local(address_));
   }
   auto tracker = std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n);
+  OutgoingBatch prepare(router_, settings_, std::move(return_route));
+  std::vector<core::Message> msgs;
+  msgs.reserve(n);
   for (int i = 0; i < n; ++i) {
-    auto msg = PrepareOutgoing(*batch.mutable_messages(i), return_route, router_, settings_);
+    auto msg = prepare.Prepare(*batch.mutable_messages(i));
     if (!msg.ok()) {
       tracker->Complete(i, msg.status());
       continue;
     }
     msg->receipt = core::Receipt(tracker, i);
-    router_.Send(*std::move(msg));
+    msgs.push_back(*std::move(msg));
   }
+  router_.SendBatch(std::move(msgs));
 }
 
-void ServeStream::Deliver(core::Message msg) {
-  v1::Delivery delivery;
-  size_t bytes = msg.payload.size();
-  absl::Status refused;
+void ServeStream::Deliver(core::Message msg) { DeliverBatch(std::span<core::Message>(&msg, 1)); }
+
+void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
+  // Outside the lock: turn every message into its delivery (the slow part).
+  std::vector<v1::Delivery> deliveries(msgs.size());
+  std::vector<size_t> sizes(msgs.size());
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    sizes[i] = msgs[i].payload.size();
+    ToDelivery(msgs[i], deliveries[i],
+               i == 0 ? std::pair<const core::Message*, const v1::Delivery*>{}
+                      : std::pair{&msgs[i - 1], &deliveries[i - 1]});
+  }
+  std::vector<std::pair<size_t, absl::Status>> refused;  // by index
   {
     veil::MutexLock lock(&mu_);
-    if (end_status_.has_value()) {
-      refused = ErrorWithReason(absl::StatusCode::kUnavailable,
-                                absl::StrCat("the app serving ", address_, " is going away"),
-                                reason::kRouteNotFound);
-    } else if (!msg.paced && (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
-                              queued_bytes_ + bytes > settings_.max_queued_bytes)) {
-      // A paced message is taken over the limit: its connection stops reading until the app
-      // acks it, so the limit is enforced at the original sender's node instead.
-      refused = ErrorWithReason(
-          absl::StatusCode::kResourceExhausted,
-          absl::StrCat("the app serving ", address_, " is not keeping up: its queue is full"),
-          reason::kQueueFull);
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      core::Message& msg = msgs[i];
+      if (end_status_.has_value()) {
+        refused.emplace_back(i, ErrorWithReason(
+            absl::StatusCode::kUnavailable,
+            absl::StrCat("the app serving ", address_, " is going away"), reason::kRouteNotFound));
+        continue;
+      }
+      if (!msg.paced && (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
+                         queued_bytes_ + sizes[i] > settings_.max_queued_bytes)) {
+        // A paced message is taken over the limit: its connection stops reading until the app
+        // acks it, so the limit is enforced at the original sender's node instead.
+        refused.emplace_back(i, ErrorWithReason(
+            absl::StatusCode::kResourceExhausted,
+            absl::StrCat("the app serving ", address_, " is not keeping up: its queue is full"),
+            reason::kQueueFull));
+        continue;
+      }
+      queued_bytes_ += sizes[i];
+      deliveries_.push_back(std::move(deliveries[i]));
+      // Others are handed on now; a paced message's receipt waits for the app's ack.
+      queued_receipts_.push_back(msg.paced ? std::move(msg.receipt) : core::Receipt());
     }
   }
-  if (!refused.ok()) {
-    msg.receipt.Settle(std::move(refused));
-    return;
-  }
-  ToDelivery(msg, delivery);
-  if (!msg.paced) msg.receipt.Settle(absl::OkStatus());
-  {
-    veil::MutexLock lock(&mu_);
-    queued_bytes_ += bytes;
-    deliveries_.push_back(std::move(delivery));
-    queued_receipts_.push_back(std::move(msg.receipt));
-  }
+  if (!refused.empty()) stats_.deliveries_dropped.fetch_add(refused.size(), std::memory_order_relaxed);
+  for (auto& [i, why] : refused) msgs[i].receipt.Settle(std::move(why));
+  for (core::Message& msg : msgs) msg.receipt.Settle(absl::OkStatus());  // the rest
   Pump();
 }
 
@@ -333,6 +352,7 @@ void ServeStream::OnDone() {
     mailbox = std::move(mailbox_);
     address = address_;
     undelivered = deliveries_.size() + (next_sequence_ - 1 - acked_);
+    stats_.deliveries_dropped.fetch_add(undelivered, std::memory_order_relaxed);
     deliveries_.clear();
     // Unsettled receipts report MESSAGE_DROPPED (counted by the connections they came from)
     // when `dropped` goes, outside the lock.

@@ -13,6 +13,7 @@
 #define VEIL_SIDECAR_API_SERVE_STREAM_H_
 
 #include <deque>
+#include <span>
 #include <memory>
 #include <optional>
 
@@ -29,13 +30,16 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
                           public std::enable_shared_from_this<ServeStream> {
  public:
   // Creates a stream that keeps itself alive until OnDone, and starts reading.
-  static ServeStream* Create(core::Router& router, const ApiSettings& settings);
+  static ServeStream* Create(core::Router& router, const ApiSettings& settings,
+                             ApiStats& stats);
 
   // Ends the stream with `status` once pending writes are done. Any thread.
   void End(grpc::Status status);
 
   // From the mailbox worker: queue `msg` for delivery or settle its receipt with the refusal.
   void Deliver(core::Message msg);
+  // The same for messages routed together, in order, under one lock and one wake-up.
+  void DeliverBatch(std::span<core::Message> msgs);
 
   // From a send batch's tracker: queue its result.
   void PostSendResult(v1::ServeResponse result);
@@ -46,7 +50,7 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   void OnDone() override;
 
  private:
-  ServeStream(core::Router& router, const ApiSettings& settings);
+  ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats);
 
   void HandleOpen(const v1::ServeRequest::Open& open);
   void HandleAck(uint64_t sequence);
@@ -56,6 +60,7 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
 
   core::Router& router_;
   const ApiSettings& settings_;
+  ApiStats& stats_;
   std::shared_ptr<ServeStream> self_;  // keeps the reactor alive until OnDone
   v1::ServeRequest request_;           // the read buffer; owned by gRPC during a read
 

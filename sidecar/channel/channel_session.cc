@@ -9,6 +9,37 @@
 namespace veil::channel {
 namespace {
 
+// The messages of a BATCH plaintext, appended to `out` in order.
+absl::Status DecodeBatch(absl::string_view plaintext, std::vector<core::Message>& out) {
+  auto malformed = [](absl::string_view why) {
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                           absl::StrCat("malformed batch: ", why), core::kMalformedMessage);
+  };
+  wire::v1::ChannelBatch batch;
+  if (!batch.ParseFromArray(plaintext.data(), static_cast<int>(plaintext.size()))) {
+    return malformed("not a ChannelBatch");
+  }
+  if (batch.groups_size() == 0) return malformed("no messages");
+  size_t total = 0;
+  for (const auto& group : batch.groups()) total += group.payloads_size();
+  out.reserve(out.size() + total);
+  for (auto& group : *batch.mutable_groups()) {
+    if (group.payloads_size() == 0) return malformed("a group without messages");
+    if (group.onward_route_size() == 0) return malformed("onward route is empty");
+    auto onward = core::RouteFromWire(group.onward_route(), "onward");
+    if (!onward.ok()) return onward.status();
+    auto back = core::RouteFromWire(group.return_route(), "return");
+    if (!back.ok()) return back.status();
+    for (std::string& payload : *group.mutable_payloads()) {
+      core::Message& msg = out.emplace_back();
+      msg.onward = *onward;
+      msg.return_route = *back;
+      msg.payload = std::move(payload);
+    }
+  }
+  return absl::OkStatus();
+}
+
 constexpr size_t kCounterBytes = 8;
 constexpr size_t kMaxErrorReason = 200;
 constexpr uint64_t kMaxEpochJump = 16;
@@ -128,6 +159,7 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes) {
     case ChannelMessageType::kHandshakeError:
       return OnHandshake(type, body);
     case ChannelMessageType::kData:
+    case ChannelMessageType::kBatch:
     case ChannelMessageType::kConfirm:
     case ChannelMessageType::kClose:
       return OnProtected(type, body);
@@ -233,6 +265,7 @@ ChannelSession::Step ChannelSession::OnHandshake(ChannelMessageType type, absl::
 }
 
 void ChannelSession::Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out) {
+  ++sent_;
   uint64_t n = send_n_++;
   if (n > 0 && n % options_.rekey_interval == 0) send_.Rekey();
   char ad = static_cast<char>(type);
@@ -319,6 +352,17 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
                          kDecryptFailed);
     return step;
   }
+  if (type == ChannelMessageType::kBatch) {
+    absl::Status decoded = DecodeBatch(plaintext, step.deliveries);
+    if (!decoded.ok()) {
+      ++decrypt_failures_;
+      step.deliveries.clear();
+      step.error = std::move(decoded);
+      return step;
+    }
+    received_ += step.deliveries.size();
+    return step;
+  }
   auto inner = core::DecodeMessage(plaintext);
   if (!inner.ok()) {
     ++decrypt_failures_;
@@ -326,7 +370,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
     return step;
   }
   ++received_;
-  step.delivery = *std::move(inner);
+  step.deliveries.push_back(*std::move(inner));
   return step;
 }
 
@@ -341,6 +385,40 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
   plaintext.reserve(core::EncodedMessageSize(onward, return_route, payload.size()));
   core::AppendEncodedMessage(onward, return_route, payload, plaintext);
   Seal(ChannelMessageType::kData, plaintext, out);
+  return absl::OkStatus();
+}
+
+size_t ChannelSession::BatchEntrySize(const core::Message& msg) {
+  // The payload with its tag and length, plus the routes; a new group costs at most this much
+  // more (the group's own tag and length are within the 16 bytes).
+  size_t routes = 0;
+  for (const core::Route* r : {&msg.onward, &msg.return_route}) {
+    for (const core::Address& hop : r->hops()) routes += hop.value().size() + 8;
+  }
+  return msg.payload.size() + 16 + routes;
+}
+
+absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::string& out) {
+  if (state_ != State::kEstablished) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                           "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
+  }
+  wire::v1::ChannelBatch batch;
+  wire::v1::ChannelBatchGroup* group = nullptr;
+  const core::Message* group_first = nullptr;
+  for (core::Message& msg : msgs) {
+    if (group == nullptr || msg.onward != group_first->onward ||
+        msg.return_route != group_first->return_route) {
+      group = batch.add_groups();
+      core::RouteToWire(msg.onward, group->mutable_onward_route());
+      core::RouteToWire(msg.return_route, group->mutable_return_route());
+      group_first = &msg;
+    }
+    group->add_payloads(std::move(msg.payload));
+  }
+  std::string plaintext = batch.SerializeAsString();
+  Seal(ChannelMessageType::kBatch, plaintext, out);
+  sent_ += msgs.size() - 1;
   return absl::OkStatus();
 }
 

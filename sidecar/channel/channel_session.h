@@ -10,6 +10,7 @@
 //   DATA 0x10 | counter:u64 BE | AEAD   an app message (an encoded TransportMessage)
 //   CONFIRM 0x11 | counter | AEAD("")   responder -> initiator: identity accepted
 //   CLOSE 0x12 | counter | AEAD("")     either way: the channel is closed
+//   BATCH 0x13 | counter | AEAD         several app messages (an encoded ChannelBatch)
 //
 // AEAD is ChaCha20-Poly1305 under the direction's key with nonce = counter and the type byte as
 // associated data. Counters start at 0 per direction and never repeat; the receiver keeps a
@@ -23,7 +24,9 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "sidecar/channel/noise.h"
@@ -45,6 +48,7 @@ enum class ChannelMessageType : uint8_t {
   kData = 0x10,
   kConfirm = 0x11,
   kClose = 0x12,
+  kBatch = 0x13,
 };
 
 // Bytes a DATA message adds to the encoded inner message.
@@ -68,7 +72,8 @@ class ChannelSession {
   // What the caller does after OnMessage.
   struct Step {
     std::string reply;                      // send these bytes to the peer, if not empty
-    std::optional<core::Message> delivery;  // a decrypted app message to route on
+    // Decrypted app messages to route on, in order: one from DATA, several from BATCH.
+    std::vector<core::Message> deliveries;
     bool established = false;               // the channel became established now
     bool closed = false;                    // the peer closed the channel now
     // Not OK: the message was refused. If state() is kFailed the handshake failed (terminal);
@@ -93,6 +98,12 @@ class ChannelSession {
   // FAILED_PRECONDITION unless established.
   absl::Status Encrypt(const core::Route& onward, const core::Route& return_route,
                        absl::string_view payload, std::string& out);
+  // Appends one BATCH message carrying all of `msgs` in order (their routes for the far side
+  // and payloads; the payloads are moved out, the rest is left). FAILED_PRECONDITION unless
+  // established. `msgs` must not be empty.
+  absl::Status EncryptBatch(std::span<core::Message> msgs, std::string& out);
+  // The encoded size of `msgs` as a BATCH plaintext would be at most, to size records.
+  static size_t BatchEntrySize(const core::Message& msg);
   // A CLOSE message; the session is closed afterwards. Empty unless established.
   std::string Close();
   // An ERR message carrying `reason` (truncated to 200 bytes).
@@ -105,7 +116,8 @@ class ChannelSession {
   const std::string& remote_public_key() const { return remote_public_key_; }
   uint64_t decrypt_failures() const { return decrypt_failures_; }
   uint64_t replays() const { return replays_; }
-  uint64_t messages_sent() const { return send_n_; }
+  // Channel messages sealed, counting each app message of a BATCH (and CONFIRM/CLOSE).
+  uint64_t messages_sent() const { return sent_; }
   uint64_t messages_received() const { return received_; }
 
  private:
@@ -132,6 +144,7 @@ class ChannelSession {
 
   CipherState send_;
   uint64_t send_n_ = 0;
+  uint64_t sent_ = 0;
   CipherState recv_, recv_previous_;
   uint64_t recv_epoch_ = 0;
   ReplayWindow window_;

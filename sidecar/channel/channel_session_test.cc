@@ -80,13 +80,13 @@ TEST_F(ChannelSessionTest, DataBothWaysWithRoutes) {
   Handshake(i, r);
   auto step = r.OnMessage(Data(i, "hello bob"));
   ASSERT_TRUE(step.error.ok());
-  ASSERT_TRUE(step.delivery.has_value());
-  EXPECT_EQ(step.delivery->payload, "hello bob");
-  EXPECT_EQ(step.delivery->onward.ToString(), "/service/echoer");
-  EXPECT_EQ(step.delivery->return_route.ToString(), "/service/app");
+  ASSERT_FALSE(step.deliveries.empty());
+  EXPECT_EQ(step.deliveries.at(0).payload, "hello bob");
+  EXPECT_EQ(step.deliveries.at(0).onward.ToString(), "/service/echoer");
+  EXPECT_EQ(step.deliveries.at(0).return_route.ToString(), "/service/app");
   auto back = i.OnMessage(Data(r, "hello alice"));
-  ASSERT_TRUE(back.delivery.has_value());
-  EXPECT_EQ(back.delivery->payload, "hello alice");
+  ASSERT_FALSE(back.deliveries.empty());
+  EXPECT_EQ(back.deliveries.at(0).payload, "hello alice");
 }
 
 TEST_F(ChannelSessionTest, UntrustedResponderFailsBothSides) {
@@ -200,13 +200,13 @@ TEST_F(ChannelSessionTest, EveryTamperedByteOfADataMessageIsRejectedAndTheChanne
     bad[b] ^= 0x01;
     auto step = r.OnMessage(bad);
     EXPECT_FALSE(step.error.ok()) << b;
-    EXPECT_FALSE(step.delivery.has_value()) << b;
+    EXPECT_TRUE(step.deliveries.empty()) << b;
     EXPECT_EQ(r.state(), State::kEstablished) << b;
   }
   EXPECT_GE(r.decrypt_failures(), good.size() - 1);
   auto step = r.OnMessage(good);  // the genuine one still opens
   ASSERT_TRUE(step.error.ok()) << step.error;
-  EXPECT_EQ(step.delivery->payload, "a message worth protecting");
+  EXPECT_EQ(step.deliveries.at(0).payload, "a message worth protecting");
 }
 
 TEST_F(ChannelSessionTest, ReplayIsRejected) {
@@ -214,9 +214,9 @@ TEST_F(ChannelSessionTest, ReplayIsRejected) {
   ChannelSession r(Role::kResponder, bob_, *everyone_);
   Handshake(i, r);
   std::string m = Data(i, "once");
-  ASSERT_TRUE(r.OnMessage(m).delivery.has_value());
+  ASSERT_FALSE(r.OnMessage(m).deliveries.empty());
   auto again = r.OnMessage(m);
-  EXPECT_FALSE(again.delivery.has_value());
+  EXPECT_TRUE(again.deliveries.empty());
   EXPECT_EQ(ReasonOf(again.error), "REPLAYED");
   EXPECT_EQ(r.replays(), 1u);
   EXPECT_EQ(r.state(), State::kEstablished);
@@ -236,14 +236,14 @@ TEST_F(ChannelSessionTest, RekeyAcrossManyIntervalsWithReordering) {
   for (const auto& m : sent) {
     auto step = r.OnMessage(m);
     ASSERT_TRUE(step.error.ok()) << step.error;
-    got.push_back(step.delivery->payload);
+    got.push_back(step.deliveries.at(0).payload);
   }
   EXPECT_EQ(got.size(), 95u);
   // The other direction still works after the responder's own rekeys (noise_test checks that
   // REKEY really changes the key).
-  for (int n = 0; n < 25; ++n) ASSERT_TRUE(i.OnMessage(Data(r, "r")).delivery.has_value());
+  for (int n = 0; n < 25; ++n) ASSERT_FALSE(i.OnMessage(Data(r, "r")).deliveries.empty());
   auto back = i.OnMessage(Data(r, "still here"));
-  EXPECT_EQ(back.delivery->payload, "still here");
+  EXPECT_EQ(back.deliveries.at(0).payload, "still here");
 }
 
 TEST_F(ChannelSessionTest, LargeMessagesAndTenThousandInOrder) {
@@ -253,12 +253,12 @@ TEST_F(ChannelSessionTest, LargeMessagesAndTenThousandInOrder) {
   std::string big(1 << 20, '\0');
   for (size_t k = 0; k < big.size(); ++k) big[k] = static_cast<char>(k * 31);
   auto step = r.OnMessage(Data(i, big));
-  ASSERT_TRUE(step.delivery.has_value());
-  EXPECT_EQ(step.delivery->payload, big);
+  ASSERT_FALSE(step.deliveries.empty());
+  EXPECT_EQ(step.deliveries.at(0).payload, big);
   for (int n = 0; n < 10000; ++n) {
     auto s = r.OnMessage(Data(i, std::to_string(n)));
-    ASSERT_TRUE(s.delivery.has_value()) << n;
-    ASSERT_EQ(s.delivery->payload, std::to_string(n));
+    ASSERT_FALSE(s.deliveries.empty()) << n;
+    ASSERT_EQ(s.deliveries.at(0).payload, std::to_string(n));
   }
 }
 
@@ -277,9 +277,64 @@ TEST_F(ChannelSessionTest, CloseIsAuthenticatedAndForgedErrorsCannotEndAChannel)
   EXPECT_TRUE(closed.closed);
   EXPECT_EQ(r.state(), State::kClosed);
   EXPECT_EQ(i.state(), State::kClosed);
-  EXPECT_FALSE(r.OnMessage(late).delivery.has_value());  // nothing after a close
+  EXPECT_TRUE(r.OnMessage(late).deliveries.empty());  // nothing after a close
   std::string after;
   EXPECT_FALSE(i.Encrypt(R("/service/x"), core::Route(), "x", after).ok());
+}
+
+// A BATCH carries several messages in one record, in order, each with its own routes (groups
+// of consecutive messages share them); it is authenticated as a whole, its type byte included.
+TEST_F(ChannelSessionTest, BatchCarriesMessagesInOrderWithTheirRoutes) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  const uint64_t sent_before = i.messages_sent();
+  std::vector<core::Message> msgs(5);
+  const char* routes[] = {"/service/a", "/service/a", "/service/b/service/c", "/service/a",
+                          "/service/a"};
+  for (size_t n = 0; n < msgs.size(); ++n) {
+    msgs[n].onward = R(routes[n]);
+    msgs[n].return_route = R(n == 4 ? "/service/other" : "/service/app");
+    msgs[n].payload = n == 1 ? "" : std::string(n * 1000, static_cast<char>('a' + n));
+  }
+  std::string record;
+  ASSERT_TRUE(i.EncryptBatch(msgs, record).ok());
+  EXPECT_EQ(i.messages_sent(), sent_before + 5);
+
+  for (char type : {char(0x10), char(0x11), char(0x12)}) {  // the type is authenticated
+    std::string retyped = record;
+    retyped[0] = type;
+    auto step = r.OnMessage(retyped);
+    EXPECT_FALSE(step.error.ok());
+    EXPECT_TRUE(step.deliveries.empty());
+  }
+  std::string tampered = record;
+  tampered[tampered.size() / 2] ^= 1;
+  EXPECT_EQ(ReasonOf(r.OnMessage(tampered).error), "DECRYPT_FAILED");
+
+  auto step = r.OnMessage(record);
+  ASSERT_TRUE(step.error.ok()) << step.error;
+  ASSERT_EQ(step.deliveries.size(), 5u);
+  for (size_t n = 0; n < 5; ++n) {
+    EXPECT_EQ(step.deliveries[n].onward.ToString(), routes[n]) << n;
+    EXPECT_EQ(step.deliveries[n].return_route.ToString(),
+              n == 4 ? "/service/other" : "/service/app");
+    EXPECT_EQ(step.deliveries[n].payload,
+              n == 1 ? "" : std::string(n * 1000, static_cast<char>('a' + n)));
+  }
+  EXPECT_EQ(r.messages_received(), 5u);
+  EXPECT_EQ(r.decrypt_failures(), 4u);
+  EXPECT_EQ(ReasonOf(r.OnMessage(record).error), "REPLAYED");
+  EXPECT_EQ(r.state(), State::kEstablished);
+
+  // Single messages and batches share the counter.
+  auto next = r.OnMessage(Data(i, "after the batch"));
+  ASSERT_EQ(next.deliveries.size(), 1u);
+  EXPECT_EQ(next.deliveries[0].payload, "after the batch");
+
+  std::string after_close;
+  (void)i.Close();
+  EXPECT_FALSE(i.EncryptBatch(msgs, after_close).ok());
 }
 
 }  // namespace

@@ -17,6 +17,9 @@ class Encryptor final : public core::Worker {
   Encryptor(core::Strand strand, std::shared_ptr<SecureChannel> channel)
       : Worker(std::move(strand)), channel_(std::move(channel)) {}
   void HandleMessage(core::Message msg) override { channel_->OnPlaintext(std::move(msg)); }
+  void HandleBatch(std::vector<core::Message> msgs) override {
+    channel_->OnPlaintextBatch(std::move(msgs));
+  }
   void OnStop() override { channel_.reset(); }
 
  private:
@@ -154,6 +157,43 @@ void SecureChannel::OnPlaintext(core::Message msg) {
   PublishCounters();
 }
 
+void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
+  if (msgs.size() == 1 || closed_ || session_.state() != ChannelSession::State::kEstablished) {
+    for (core::Message& msg : msgs) OnPlaintext(std::move(msg));
+    return;
+  }
+  const size_t limit = manager_.options().max_batch_bytes;
+  size_t begin = 0;
+  while (begin < msgs.size()) {
+    size_t end = begin;
+    size_t bytes = 0;
+    while (end < msgs.size()) {
+      size_t entry = ChannelSession::BatchEntrySize(msgs[end]);
+      if (end > begin && bytes + entry > limit) break;
+      bytes += entry;
+      ++end;
+    }
+    if (end - begin == 1) {  // alone: too large to share a record, or the last one
+      OnPlaintext(std::move(msgs[begin]));
+      begin = end;
+      continue;
+    }
+    std::span<core::Message> record(msgs.data() + begin, end - begin);
+    std::string ciphertext;
+    absl::Status s = session_.EncryptBatch(record, ciphertext);
+    std::vector<core::Receipt> receipts;
+    receipts.reserve(record.size());
+    for (core::Message& msg : record) receipts.push_back(std::move(msg.receipt));
+    if (!s.ok()) {
+      for (core::Receipt& r : receipts) r.Settle(s);
+    } else {
+      Send(std::move(ciphertext), remote_route_, core::JoinReceipts(std::move(receipts)));
+    }
+    begin = end;
+  }
+  PublishCounters();
+}
+
 void SecureChannel::OnChannelMessage(core::Message msg) {
   if (closed_) {
     msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
@@ -210,25 +250,44 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
              false);
     return;
   }
-  if (step.delivery.has_value()) {
-    core::Message inner = *std::move(step.delivery);
-    if (!manager_.options().insecure_plaintext && manager_.router().LeavesHost(inner.onward)) {
-      spdlog::warn("secure channel {}: dropped a decrypted message whose next hop {} leaves the "
-                   "host in plaintext",
-                   encryptor_address_, inner.onward.front().ToString());
-      std::move(settle).Cancel();
-      receipt.Settle(ErrorWithReason(absl::StatusCode::kPermissionDenied,
-                                     "a decrypted message may not leave the host in plaintext",
-                                     "PLAINTEXT_REFUSED"));
-      return;
+  if (step.deliveries.empty()) return;
+  std::move(settle).Cancel();
+  // One receipt per message: the record's settles once all of them have.
+  std::vector<core::Receipt> parts =
+      core::SplitReceipt(std::move(receipt), step.deliveries.size());
+  const core::Address* checked_hop = nullptr;  // consecutive messages mostly share their hop
+  bool checked_leaves = false;
+  for (size_t i = 0; i < step.deliveries.size(); ++i) {
+    core::Message& inner = step.deliveries[i];
+    if (!manager_.options().insecure_plaintext) {
+      if (checked_hop == nullptr || !(inner.onward.front() == *checked_hop)) {
+        checked_leaves = manager_.router().LeavesHost(inner.onward);
+        checked_hop = &inner.onward.front();
+      }
+      if (checked_leaves) {
+        spdlog::warn("secure channel {}: dropped a decrypted message whose next hop {} leaves "
+                     "the host in plaintext",
+                     encryptor_address_, inner.onward.front().ToString());
+        parts[i].Settle(ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                                        "a decrypted message may not leave the host in plaintext",
+                                        "PLAINTEXT_REFUSED"));
+        inner.onward = core::Route();  // skipped below
+        checked_hop = nullptr;
+        continue;
+      }
     }
     inner.return_route.PushFront(core::Address::Local(encryptor_address_));
     inner.sender.origin = core::SenderInfo::Origin::kSecureChannel;
     inner.sender.identifier = session_.remote_identifier();
     inner.sender.channel = encryptor_address_;
-    inner.receipt = std::move(receipt);
+    inner.receipt = std::move(parts[i]);
     inner.paced = msg.paced;
-    manager_.router().Send(std::move(inner));
+  }
+  std::erase_if(step.deliveries, [](const core::Message& m) { return m.onward.empty(); });
+  if (step.deliveries.size() == 1) {
+    manager_.router().Send(std::move(step.deliveries.front()));
+  } else if (!step.deliveries.empty()) {
+    manager_.router().SendBatch(std::move(step.deliveries));
   }
 }
 

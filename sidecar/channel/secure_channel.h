@@ -42,6 +42,9 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
 
   // Worker entry points, on the strand.
   void OnPlaintext(core::Message msg);
+  // Messages routed to the channel together: sealed into BATCH records of up to
+  // ChannelOptions::max_batch_bytes each (one AEAD, one frame and one hop per record).
+  void OnPlaintextBatch(std::vector<core::Message> msgs);
   void OnChannelMessage(core::Message msg);
   void OnSendFailed(absl::Status why);
 

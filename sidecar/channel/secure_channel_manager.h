@@ -45,6 +45,10 @@ struct ChannelOptions {
   bool insecure_plaintext = false;
   size_t max_channels = 100000;
   size_t max_pending_handshakes_per_listener = 1024;
+  // Messages routed to a channel together (an app's SendBatch) are sealed into BATCH records of
+  // up to about this many bytes; a larger message goes alone. Keep it well under the transport's
+  // maximum frame size.
+  size_t max_batch_bytes = 1024 * 1024;
 };
 
 struct ListenerInfo {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "sidecar/core/route.h"
@@ -49,6 +50,15 @@ class Receipt {
   std::shared_ptr<SendTracker> tracker_;
   uint32_t index_ = 0;
 };
+
+// Receipts for `n` parts of what `whole` stands for (e.g. the messages that came in one channel
+// record): `whole` settles once every part has — OK when all were, otherwise with the first
+// error. When `whole` is not pending the parts are empty receipts.
+std::vector<Receipt> SplitReceipt(Receipt whole, size_t n);
+
+// One receipt standing for all of `parts` (e.g. the messages sealed into one channel record):
+// settling it settles each part with the same status. Empty when no part is pending.
+Receipt JoinReceipts(std::vector<Receipt> parts);
 
 // What the receiving node knows of who sent a message. Never crosses the wire.
 struct SenderInfo {

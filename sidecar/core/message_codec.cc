@@ -19,38 +19,14 @@ absl::Status Malformed(absl::string_view why) {
                          absl::StrCat("malformed message: ", why), kMalformedMessage);
 }
 
-void ToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1::Address>* out) {
-  out->Reserve(static_cast<int>(route.size()));
-  for (const Address& hop : route.hops()) {
-    wire::v1::Address* a = out->Add();
-    a->set_type(static_cast<uint32_t>(hop.type()));
-    a->set_value(hop.value());
-  }
-}
-
-absl::StatusOr<Route> FromWire(const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops,
-                               absl::string_view which) {
-  if (static_cast<size_t>(hops.size()) > kMaxRouteHops) {
-    return Malformed(absl::StrCat(which, " route has more than ", kMaxRouteHops, " hops"));
-  }
-  std::vector<Address> out;
-  out.reserve(hops.size());
-  for (const wire::v1::Address& hop : hops) {
-    auto address = Address::Make(hop.type(), hop.value());
-    if (!address.ok()) return Malformed(absl::StrCat(which, " route: ", address.status().message()));
-    out.push_back(*std::move(address));
-  }
-  return Route(std::move(out));
-}
-
 constexpr size_t kMaxRefusalMessage = 1024;
 
 // Everything but the payload.
 wire::v1::TransportMessage RoutesOnly(const Route& onward, const Route& return_route,
                                       const absl::Status& refusal) {
   wire::v1::TransportMessage routes;
-  ToWire(onward, routes.mutable_onward_route());
-  ToWire(return_route, routes.mutable_return_route());
+  RouteToWire(onward, routes.mutable_onward_route());
+  RouteToWire(return_route, routes.mutable_return_route());
   if (!refusal.ok()) {
     wire::v1::Refusal* r = routes.mutable_refusal();
     r->set_code(static_cast<uint32_t>(refusal.code()));
@@ -67,6 +43,30 @@ size_t PayloadFieldSize(size_t payload_size) {
 }
 
 }  // namespace
+
+void RouteToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1::Address>* out) {
+  out->Reserve(static_cast<int>(route.size()));
+  for (const Address& hop : route.hops()) {
+    wire::v1::Address* a = out->Add();
+    a->set_type(static_cast<uint32_t>(hop.type()));
+    a->set_value(hop.value());
+  }
+}
+
+absl::StatusOr<Route> RouteFromWire(const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops,
+                               absl::string_view which) {
+  if (static_cast<size_t>(hops.size()) > kMaxRouteHops) {
+    return Malformed(absl::StrCat(which, " route has more than ", kMaxRouteHops, " hops"));
+  }
+  std::vector<Address> out;
+  out.reserve(hops.size());
+  for (const wire::v1::Address& hop : hops) {
+    auto address = Address::Make(hop.type(), hop.value());
+    if (!address.ok()) return Malformed(absl::StrCat(which, " route: ", address.status().message()));
+    out.push_back(*std::move(address));
+  }
+  return Route(std::move(out));
+}
 
 size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size,
                           const absl::Status& refusal) {
@@ -96,9 +96,9 @@ absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
   }
   if (wire.onward_route_size() == 0) return Malformed("onward route is empty");
   Message msg;
-  auto onward = FromWire(wire.onward_route(), "onward");
+  auto onward = RouteFromWire(wire.onward_route(), "onward");
   if (!onward.ok()) return onward.status();
-  auto back = FromWire(wire.return_route(), "return");
+  auto back = RouteFromWire(wire.return_route(), "return");
   if (!back.ok()) return back.status();
   msg.onward = *std::move(onward);
   msg.return_route = *std::move(back);

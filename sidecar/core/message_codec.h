@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "sidecar/core/message.h"
+#include "veil/wire/v1/transport.pb.h"
 
 namespace veil::core {
 
@@ -25,6 +26,13 @@ void AppendEncodedMessage(const Route& onward, const Route& return_route,
                           absl::string_view payload, std::string& out,
                           const absl::Status& refusal = absl::OkStatus());
 
+
+// A route as wire addresses, appended to `out`.
+void RouteToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1::Address>* out);
+// A route from wire addresses. INVALID_ARGUMENT (MALFORMED_FRAME) for more than kMaxRouteHops
+// hops or an invalid address; `which` ("onward", "return") names the route in the error.
+absl::StatusOr<Route> RouteFromWire(
+    const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops, absl::string_view which);
 
 // Decodes a message (routes and payload; no sender info, no receipt). INVALID_ARGUMENT
 // (reason MALFORMED_FRAME) when `bytes` is not a TransportMessage, the onward route is empty,

@@ -106,6 +106,46 @@ void Router::Send(Message msg) {
   });
 }
 
+void Router::SendBatch(std::vector<Message> msgs) {
+  // A run: consecutive messages (not notices) whose first hop is the same local address.
+  auto joins = [](const Message& m, const Address& hop) {
+    return !m.onward.empty() && m.refusal.ok() && m.onward.front() == hop;
+  };
+  size_t i = 0;
+  while (i < msgs.size()) {
+    Message& first = msgs[i];
+    if (first.onward.empty() || !first.onward.front().is_local() || !first.refusal.ok()) {
+      Send(std::move(first));
+      ++i;
+      continue;
+    }
+    size_t end = i + 1;
+    while (end < msgs.size() && joins(msgs[end], first.onward.front())) ++end;
+    std::shared_ptr<Worker> worker =
+        end - i > 1 ? Find(first.onward.front().value()) : nullptr;
+    if (worker == nullptr) {  // one message, or nobody there: Send settles each
+      for (; i < end; ++i) Send(std::move(msgs[i]));
+      continue;
+    }
+    routed_.fetch_add(end - i, std::memory_order_relaxed);
+    const bool whole = i == 0 && end == msgs.size();
+    std::vector<Message> run;
+    if (whole) {
+      run = std::move(msgs);
+    } else {
+      run.reserve(end - i);
+      for (size_t k = i; k < end; ++k) run.push_back(std::move(msgs[k]));
+    }
+    for (Message& m : run) m.onward.PopFront();
+    Worker* w = worker.get();
+    asio::post(w->strand(), [worker = std::move(worker), run = std::move(run)]() mutable {
+      worker->HandleBatch(std::move(run));
+    });
+    if (whole) return;
+    i = end;
+  }
+}
+
 void Router::Refuse(Message msg, absl::Status why) {
   // Only about a message read from a connection (its sender cannot see this receipt) that has
   // a way back, and never about a notice.

@@ -63,6 +63,11 @@ class Router {
   // ROUTE_NOT_FOUND, no transport for the type) settle the receipt.
   void Send(Message msg);
 
+  // Routes `msgs` in order, as Send would one by one, but hands each run of consecutive
+  // messages to the same local worker over in one go (Worker::HandleBatch): one lookup and one
+  // strand hop per run instead of per message.
+  void SendBatch(std::vector<Message> msgs);
+
   // Settles `msg`'s receipt with `why` (not OK). When `msg` came off a connection (paced, not
   // decrypted here) and has a return route, also sends a refusal notice back along it, so the
   // sender's node learns: a sender far away cannot see this node's receipts.

@@ -28,6 +28,13 @@ class RecordingWorker final : public Worker {
     }
     busy_.store(false);
   }
+  void HandleBatch(std::vector<Message> msgs) override {
+    {
+      std::lock_guard lock(mu_);
+      batch_sizes_.push_back(msgs.size());
+    }
+    Worker::HandleBatch(std::move(msgs));
+  }
   void OnStop() override { stopped_.set_value(); }
   bool TakesRefusals() const override { return takes_refusals_; }
 
@@ -44,6 +51,10 @@ class RecordingWorker final : public Worker {
     std::lock_guard lock(mu_);
     return onward_;
   }
+  std::vector<size_t> batch_sizes() {
+    std::lock_guard lock(mu_);
+    return batch_sizes_;
+  }
   std::promise<void> stopped_;
 
  private:
@@ -52,6 +63,7 @@ class RecordingWorker final : public Worker {
   std::condition_variable cv_;
   std::vector<std::string> payloads_;
   std::vector<std::string> onward_;
+  std::vector<size_t> batch_sizes_;
 };
 
 using Outcomes = veil::testing::RecordingTracker;
@@ -205,6 +217,104 @@ TEST_F(RouterTest, StopAllRefusesNewWorkers) {
   router_.StopAll();
   auto w = std::make_shared<RecordingWorker>(router_.NewStrand());
   EXPECT_EQ(router_.StartWorker("late", w).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// SendBatch hands each run of consecutive messages for one local worker over in one go, in
+// order, with the worker's hop removed; anything else is routed (and refused) as Send would.
+TEST_F(RouterTest, SendBatchHandsRunsOverTogetherInOrder) {
+  auto a = std::make_shared<RecordingWorker>(router_.NewStrand());
+  auto b = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("a", a).ok());
+  ASSERT_TRUE(router_.StartWorker("b", b).ok());
+  auto outcomes = std::make_shared<Outcomes>();
+  std::vector<Message> msgs;
+  uint32_t index = 0;
+  for (int i = 0; i < 3; ++i) msgs.push_back(Make("/service/a/service/x", "a" + std::to_string(i), outcomes, index++));
+  msgs.push_back(Make("/service/b", "b0", outcomes, index++));
+  msgs.push_back(Make("/service/nobody", "lost", outcomes, index++));
+  for (int i = 3; i < 5; ++i) msgs.push_back(Make("/service/a", "a" + std::to_string(i), outcomes, index++));
+  router_.SendBatch(std::move(msgs));
+  ASSERT_TRUE(a->WaitFor(5));
+  ASSERT_TRUE(b->WaitFor(1));
+  EXPECT_EQ(a->payloads(), (std::vector<std::string>{"a0", "a1", "a2", "a3", "a4"}));
+  EXPECT_EQ(a->onward()[0], "/service/x");
+  EXPECT_EQ(a->batch_sizes(), (std::vector<size_t>{3, 2}));
+  EXPECT_TRUE(b->batch_sizes().empty());  // a run of one goes as a single message
+  auto results = outcomes->Wait(7);
+  ASSERT_EQ(results.size(), 7u);
+  for (auto& [i, status] : results) {
+    if (i == 4) {
+      EXPECT_EQ(ReasonOf(status), "ROUTE_NOT_FOUND");
+    } else {
+      EXPECT_TRUE(status.ok()) << i << ": " << status;
+    }
+  }
+  EXPECT_EQ(router_.stats().routed, 7u);
+
+  // A whole batch for one worker nobody serves: each message is refused.
+  auto lost = std::make_shared<Outcomes>();
+  std::vector<Message> none;
+  for (uint32_t i = 0; i < 3; ++i) none.push_back(Make("/service/gone", "x", lost, i));
+  router_.SendBatch(std::move(none));
+  auto refused = lost->Wait(3);
+  ASSERT_EQ(refused.size(), 3u);
+  for (auto& [i, status] : refused) EXPECT_EQ(ReasonOf(status), "ROUTE_NOT_FOUND");
+}
+
+// The parts of a split receipt settle the whole once all have, with the first error; a joined
+// receipt settles every part with its status; dropping either reports MESSAGE_DROPPED.
+TEST(ReceiptTest, SplitAndJoin) {
+  auto whole = std::make_shared<Outcomes>();
+  {
+    std::vector<Receipt> parts = SplitReceipt(Receipt(whole, 9), 3);
+    ASSERT_EQ(parts.size(), 3u);
+    parts[0].Settle(absl::OkStatus());
+    parts[2].Settle(absl::ResourceExhaustedError("full"));
+    EXPECT_TRUE(whole->Wait(0).empty());  // one part still pending
+    parts[1].Settle(absl::UnavailableError("later error"));
+  }
+  auto results = whole->Wait(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].first, 9u);
+  EXPECT_EQ(results[0].second.code(), absl::StatusCode::kResourceExhausted);
+
+  auto all_ok = std::make_shared<Outcomes>();
+  {
+    std::vector<Receipt> parts = SplitReceipt(Receipt(all_ok, 1), 2);
+    for (Receipt& p : parts) p.Settle(absl::OkStatus());
+  }
+  ASSERT_EQ(all_ok->Wait(1).size(), 1u);
+  EXPECT_TRUE(all_ok->Wait(1)[0].second.ok());
+
+  auto dropped = std::make_shared<Outcomes>();
+  { std::vector<Receipt> parts = SplitReceipt(Receipt(dropped, 0), 4); }  // nobody settles
+  ASSERT_EQ(dropped->Wait(1).size(), 1u);
+  EXPECT_EQ(ReasonOf(dropped->Wait(1)[0].second), "MESSAGE_DROPPED");
+  EXPECT_TRUE(SplitReceipt(Receipt(), 3)[0].pending() == false);
+
+  auto parts = std::make_shared<Outcomes>();
+  {
+    std::vector<Receipt> each;
+    for (uint32_t i = 0; i < 3; ++i) each.emplace_back(parts, i);
+    each.emplace_back();  // not pending: left out
+    Receipt joined = JoinReceipts(std::move(each));
+    ASSERT_TRUE(joined.pending());
+    joined.Settle(absl::UnavailableError("connection lost"));
+  }
+  auto joined_results = parts->Wait(3);
+  ASSERT_EQ(joined_results.size(), 3u);
+  for (auto& [i, status] : joined_results) EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(JoinReceipts({}).pending());
+
+  auto unsettled = std::make_shared<Outcomes>();
+  {
+    std::vector<Receipt> each;
+    for (uint32_t i = 0; i < 2; ++i) each.emplace_back(unsettled, i);
+    Receipt joined = JoinReceipts(std::move(each));
+  }
+  auto dropped_parts = unsettled->Wait(2);
+  ASSERT_EQ(dropped_parts.size(), 2u);
+  for (auto& [i, status] : dropped_parts) EXPECT_EQ(ReasonOf(status), "MESSAGE_DROPPED");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #define VEIL_SIDECAR_CORE_WORKER_H_
 
 #include <string>
+#include <vector>
 
 #include "asio/io_context.hpp"
 #include "asio/strand.hpp"
@@ -29,6 +30,13 @@ class Worker {
   // owns `msg.receipt`: it settles it once the message is handed on, or with the error (a
   // receipt dropped unsettled reports MESSAGE_DROPPED).
   virtual void HandleMessage(Message msg) = 0;
+
+  // Handles messages routed together (Router::SendBatch), in order, as HandleMessage would one
+  // by one — which is what the default does. Workers with a per-message fixed cost (a secure
+  // channel sealing a record, an app's mailbox waking its stream) take them at once.
+  virtual void HandleBatch(std::vector<Message> msgs) {
+    for (Message& msg : msgs) HandleMessage(std::move(msg));
+  }
 
   // Runs once on the strand after the worker was removed from its router.
   virtual void OnStop() {}

@@ -113,6 +113,8 @@ absl::Status RunDaemon(const Options& options) {
   channel_options.insecure_plaintext = options.insecure_plaintext;
   channel_options.max_channels = options.max_channels;
   channel_options.max_pending_handshakes_per_listener = options.max_pending_handshakes;
+  channel_options.max_batch_bytes =
+      std::min<size_t>(channel_options.max_batch_bytes, options.max_frame_bytes / 2);
   channel::SecureChannelManager channels(router, **identities, channel_options);
   relay::RelayClientOptions relay_options;
   relay_options.heartbeat_interval = relay_options.heartbeat_timeout =
@@ -152,7 +154,8 @@ absl::Status RunDaemon(const Options& options) {
                                    relays, hub.get());
   if (!api.ok()) return api.status();
   std::string metrics_bound = "-";
-  auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get());
+  auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(),
+                                                      (*api)->stats());
   std::unique_ptr<prometheus::Exposer> metrics;
   if (!options.metrics_listen.empty()) {
     auto served = ServeMetrics(options.metrics_listen, collector, &metrics_bound);

@@ -75,8 +75,12 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(Single("veil_transport_frames_received_total", "Frames read from TCP connections",
                        kCounter, load(tcp.frames_received)));
   out.push_back(Single("veil_transport_received_refused_total",
-                       "Messages read from TCP connections that this node could not hand on",
+                       "Frames read from TCP connections that this node could not (wholly) hand on",
                        kCounter, load(tcp.received_refused)));
+  out.push_back(Single("veil_api_deliveries_dropped_total",
+                       "Messages addressed to apps on this node that they did not take (refused: "
+                       "queue full, app going away; or never acked before the stream ended)",
+                       kCounter, load(api_.deliveries_dropped)));
   out.push_back(Single("veil_transport_reads_paused_total",
                        "Times a TCP connection stopped reading until what it read was handed on "
                        "(backpressure)",

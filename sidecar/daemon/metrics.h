@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
+#include "sidecar/api/api_settings.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/core/router.h"
 #include "sidecar/relay/relay_clients.h"
@@ -27,8 +28,8 @@ class MetricsCollector final : public prometheus::Collectable {
   // All must outlive the collector's registration; `hub` may be null.
   MetricsCollector(core::Router& router, transport::TcpTransport& tcp,
                    channel::SecureChannelManager& channels, relay::RelayClients& relays,
-                   const relay::RelayHub* hub)
-      : router_(router), tcp_(tcp), channels_(channels), relays_(relays), hub_(hub) {}
+                   const relay::RelayHub* hub, const api::ApiStats& api)
+      : router_(router), tcp_(tcp), channels_(channels), relays_(relays), hub_(hub), api_(api) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
@@ -38,6 +39,7 @@ class MetricsCollector final : public prometheus::Collectable {
   channel::SecureChannelManager& channels_;
   relay::RelayClients& relays_;
   const relay::RelayHub* hub_;
+  const api::ApiStats& api_;
 };
 
 // Serves `collector` at http://<listen>/metrics. Returns the exposer (stop by destroying it) and

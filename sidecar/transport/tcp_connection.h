@@ -14,7 +14,7 @@
 // `max_unsettled_read_bytes` of them are still on their way on this node (queued for an app,
 // a relay or another connection), the connection stops reading; the peer's writes then back
 // up and its own senders are refused with QUEUE_FULL. Reading resumes below half the limit.
-// Messages read that could not be handed on are counted (Stats::received_refused).
+// Frames read that could not (wholly) be handed on are counted (Stats::received_refused).
 //
 // Thread-safety: everything but the constructor, peer() and outgoing() runs on strand().
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_CONNECTION_H_
