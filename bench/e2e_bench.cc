@@ -57,6 +57,7 @@ using testing::WriteFull;
 
 bool quick = false;
 size_t only_size = 0;  // --veil-only SIZE: just veil's throughput at SIZE, for profiling
+bool echo_only = false;  // --echo-only: just veil's echo latencies, for profiling
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -248,6 +249,52 @@ Latency VeilEcho(const std::shared_ptr<grpc::Channel>& alice, const std::string&
     }
     if (i >= n / 10) samples.push_back(Seconds(t1 - t0) * 1e6);  // after a warm-up
   }
+  return Percentiles(std::move(samples));
+}
+
+// Round trips on one long-lived Serve stream, as a latency-minded app would talk (the peers
+// keep their TCP connection too): send one message with the stream's address as return route,
+// wait for the echo's delivery, ack it.
+Latency VeilStreamEcho(const std::shared_ptr<grpc::Channel>& alice, const std::string& route,
+                       int n) {
+  auto stub = v1::MessagingService::NewStub(alice);
+  grpc::ClientContext context;
+  auto stream = stub->Serve(&context);
+  v1::ServeRequest open;
+  open.mutable_open()->set_address("bench_pinger");
+  v1::ServeResponse response;
+  if (!stream->Write(open) || !stream->Read(&response) || !response.has_opened()) {
+    std::cerr << "echo: cannot open a Serve stream\n";
+    return {};
+  }
+  v1::ServeRequest send;
+  auto* m = send.mutable_send()->add_messages();
+  m->set_route(route);
+  m->set_payload(std::string(64, 'e'));
+  v1::ServeRequest ack;
+  std::vector<double> samples;
+  for (int i = 0; i < n + n / 10; ++i) {
+    send.mutable_send()->set_batch_id(i);
+    auto t0 = Clock::now();
+    if (!stream->Write(send)) break;
+    bool got = false;
+    while (!got && stream->Read(&response)) {
+      if (response.has_send_result() && response.send_result().failures_size() > 0) {
+        std::cerr << "echo failed: " << response.send_result().failures(0).status().message() << "\n";
+        return {};
+      }
+      if (!response.has_deliveries() || response.deliveries().deliveries_size() == 0) continue;
+      got = true;
+      ack.mutable_ack()->set_sequence(
+          response.deliveries().deliveries(response.deliveries().deliveries_size() - 1).sequence());
+    }
+    auto t1 = Clock::now();
+    if (!got) break;
+    stream->Write(ack);
+    if (i >= n / 10) samples.push_back(Seconds(t1 - t0) * 1e6);  // after a warm-up
+  }
+  stream->WritesDone();
+  context.TryCancel();
   return Percentiles(std::move(samples));
 }
 
@@ -555,6 +602,22 @@ int Main() {
   std::string channel = veil.OpenChannel();
   if (channel.empty()) return 1;
   const std::string to_sink = "/service/" + channel + "/service/sink";
+  if (echo_only) {
+    const std::string to_echoer = "/service/" + channel + "/service/echoer";
+    std::fprintf(stderr, "pids: hub %d bob %d alice %d bench %d\n", veil.hub->pid(), veil.bob->pid(),
+                 veil.alice->pid(), ::getpid());
+    Latency s = VeilStreamEcho(veil.alice_api, to_echoer, echoes);
+    {
+      App local(veil.alice_api, "local_echoer", true);
+      Latency l = VeilStreamEcho(veil.alice_api, "/service/local_echoer", echoes);
+      std::printf("local echo (app -> sidecar -> app and back, no network): p50 %.0f us p99 %.0f us\n",
+                  l.p50_us, l.p99_us);
+    }
+    Latency r = VeilEcho(veil.alice_api, to_echoer, echoes);
+    std::printf("veil echo 64 B: Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
+                s.p50_us, s.p99_us, r.p50_us, r.p99_us);
+    return 0;
+  }
   if (only_size > 0) {
     std::fprintf(stderr, "pids: hub %d bob %d alice %d bench %d\n", veil.hub->pid(), veil.bob->pid(),
                  veil.alice->pid(), ::getpid());
@@ -632,13 +695,24 @@ int Main() {
         Fmt(t.mb_per_second(), "MB/s", 1), Ratio(v.mb_per_second(), p.mb_per_second()));
     if (v.refused > 0) std::printf("  (veil: %lu messages refused by backpressure and not counted)\n", (unsigned long)v.refused);
   }
-  Latency lv = VeilEcho(veil.alice_api, to_echoer, echoes);
+  Latency lv = VeilStreamEcho(veil.alice_api, to_echoer, echoes);
+  Latency lr = VeilEcho(veil.alice_api, to_echoer, echoes);
+  Latency ll;
+  {
+    App local(veil.alice_api, "local_echoer", true);
+    ll = VeilStreamEcho(veil.alice_api, "/service/local_echoer", echoes);
+  }
   Latency lp = PeerEcho(tls_echo.entry, echoes);
   Latency lt = PeerEcho(tcp_echo.entry, echoes);
   Row("echo round trip 64 B, p50", Fmt(lv.p50_us, "us"), Fmt(lp.p50_us, "us"), Fmt(lt.p50_us, "us"),
       Ratio(lv.p50_us, lp.p50_us));
   Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
       Ratio(lv.p99_us, lp.p99_us));
+  Row("echo 64 B app>sidecar>app, no network, p50", Fmt(ll.p50_us, "us"), "-", "-", "-");
+  Row("echo 64 B by Request RPC (a call each), p50", Fmt(lr.p50_us, "us"), Fmt(lp.p50_us, "us"),
+      Fmt(lt.p50_us, "us"), Ratio(lr.p50_us, lp.p50_us));
+  Row("echo 64 B by Request RPC (a call each), p99", Fmt(lr.p99_us, "us"), Fmt(lp.p99_us, "us"),
+      Fmt(lt.p99_us, "us"), Ratio(lr.p99_us, lp.p99_us));
 
   Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-", "-");
   Row("RSS per idle channel, responder sidecar",
@@ -659,6 +733,7 @@ int Main() {
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
+    if (std::string(argv[i]) == "--echo-only") veil::bench::echo_only = true;
     if (std::string(argv[i]) == "--veil-only" && i + 1 < argc) veil::bench::only_size = std::stoul(argv[++i]);
   }
   ::signal(SIGPIPE, SIG_IGN);

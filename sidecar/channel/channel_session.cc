@@ -265,13 +265,27 @@ ChannelSession::Step ChannelSession::OnHandshake(ChannelMessageType type, absl::
 }
 
 void ChannelSession::Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out) {
+  uint64_t n = BeginSeal(type, plaintext.size(), out);
+  size_t at = out.size();
+  out.append(plaintext.data(), plaintext.size());
+  FinishSeal(type, n, out, at);
+}
+
+uint64_t ChannelSession::BeginSeal(ChannelMessageType type, size_t plaintext_size,
+                                   std::string& out) {
   ++sent_;
   uint64_t n = send_n_++;
   if (n > 0 && n % options_.rekey_interval == 0) send_.Rekey();
-  char ad = static_cast<char>(type);
-  out.push_back(ad);
+  out.reserve(out.size() + kDataOverhead + plaintext_size);
+  out.push_back(static_cast<char>(type));
   PutCounter(n, out);
-  send_.Encrypt(n, absl::string_view(&ad, 1), plaintext, out);
+  return n;
+}
+
+void ChannelSession::FinishSeal(ChannelMessageType type, uint64_t n, std::string& out,
+                                size_t plaintext_at) {
+  char ad = static_cast<char>(type);
+  send_.EncryptInPlace(n, absl::string_view(&ad, 1), out, plaintext_at);
 }
 
 absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view body,
@@ -380,11 +394,12 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
   }
-  // The plaintext is the encoded inner message; it is encrypted straight into `out`.
-  std::string plaintext;
-  plaintext.reserve(core::EncodedMessageSize(onward, return_route, payload.size()));
-  core::AppendEncodedMessage(onward, return_route, payload, plaintext);
-  Seal(ChannelMessageType::kData, plaintext, out);
+  // The plaintext is the encoded inner message, written into `out` and encrypted there.
+  const size_t size = core::EncodedMessageSize(onward, return_route, payload.size());
+  uint64_t n = BeginSeal(ChannelMessageType::kData, size, out);
+  size_t at = out.size();
+  core::AppendEncodedMessage(onward, return_route, payload, out);
+  FinishSeal(ChannelMessageType::kData, n, out, at);
   return absl::OkStatus();
 }
 
@@ -416,8 +431,12 @@ absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::st
     }
     group->add_payloads(std::move(msg.payload));
   }
-  std::string plaintext = batch.SerializeAsString();
-  Seal(ChannelMessageType::kBatch, plaintext, out);
+  const size_t size = batch.ByteSizeLong();
+  uint64_t n = BeginSeal(ChannelMessageType::kBatch, size, out);
+  size_t at = out.size();
+  out.resize(at + size);
+  batch.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.data() + at));
+  FinishSeal(ChannelMessageType::kBatch, n, out, at);
   sent_ += msgs.size() - 1;
   return absl::OkStatus();
 }

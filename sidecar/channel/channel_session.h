@@ -128,6 +128,11 @@ class ChannelSession {
   Step Failed(absl::Status why, bool tell_peer);
   void Established();
   void Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out);
+  // Seal in two steps, for a plaintext written straight into `out` and encrypted there:
+  // BeginSeal appends the type and counter (and reserves room) and returns the counter; the
+  // caller appends `plaintext_size` bytes; FinishSeal encrypts them in place.
+  uint64_t BeginSeal(ChannelMessageType type, size_t plaintext_size, std::string& out);
+  void FinishSeal(ChannelMessageType type, uint64_t n, std::string& out, size_t plaintext_at);
   absl::Status Open(ChannelMessageType type, absl::string_view body, std::string& plaintext);
 
   const Role role_;

@@ -63,6 +63,10 @@ class CipherState {
                std::string& out) const {
     vault::ChaChaPolyEncrypt(key_, n, ad, plaintext, out);
   }
+  // The same, for the plaintext at the end of `buf` from `offset`, encrypted where it is.
+  void EncryptInPlace(uint64_t n, absl::string_view ad, std::string& buf, size_t offset) const {
+    vault::ChaChaPolyEncryptInPlace(key_, n, ad, buf, offset);
+  }
   // DECRYPT(k, n, ad, ciphertext), appended to `out`; DATA_LOSS on failure, nothing appended.
   absl::Status Decrypt(uint64_t n, absl::string_view ad, absl::string_view ciphertext,
                        std::string& out) const {

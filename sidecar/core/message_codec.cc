@@ -73,20 +73,26 @@ size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t
   return RoutesOnly(onward, return_route, refusal).ByteSizeLong() + PayloadFieldSize(payload_size);
 }
 
-void AppendEncodedMessage(const Route& onward, const Route& return_route,
-                          absl::string_view payload, std::string& out, const absl::Status& refusal) {
-  // Routes go through the generated message; the payload is appended as field 3 directly.
+void AppendEncodedMessageHead(const Route& onward, const Route& return_route, size_t payload_size,
+                              std::string& out, const absl::Status& refusal) {
+  // Routes go through the generated message; the payload is field 3, written directly.
   wire::v1::TransportMessage routes = RoutesOnly(onward, return_route, refusal);
   size_t routes_size = routes.ByteSizeLong();
   size_t start = out.size();
-  out.resize(start + routes_size + PayloadFieldSize(payload.size()));
+  size_t field_head = PayloadFieldSize(payload_size) - payload_size;
+  out.resize(start + routes_size + field_head);
   auto* p = reinterpret_cast<uint8_t*>(out.data() + start);
   p = routes.SerializeWithCachedSizesToArray(p);
-  if (!payload.empty()) {
+  if (payload_size > 0) {
     p = CodedOutputStream::WriteVarint32ToArray(kPayloadTag, p);
-    p = CodedOutputStream::WriteVarint64ToArray(payload.size(), p);
-    std::memcpy(p, payload.data(), payload.size());
+    CodedOutputStream::WriteVarint64ToArray(payload_size, p);
   }
+}
+
+void AppendEncodedMessage(const Route& onward, const Route& return_route,
+                          absl::string_view payload, std::string& out, const absl::Status& refusal) {
+  AppendEncodedMessageHead(onward, return_route, payload.size(), out, refusal);
+  out.append(payload.data(), payload.size());
 }
 
 absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {

@@ -27,6 +27,12 @@ void AppendEncodedMessage(const Route& onward, const Route& return_route,
                           const absl::Status& refusal = absl::OkStatus());
 
 
+// Appends all of the encoding but the payload's bytes: `out` then ends where they go, so that
+// the head followed by the payload is AppendEncodedMessage's output (for writing a large
+// payload from where it is instead of copying it).
+void AppendEncodedMessageHead(const Route& onward, const Route& return_route, size_t payload_size,
+                              std::string& out, const absl::Status& refusal = absl::OkStatus());
+
 // A route as wire addresses, appended to `out`.
 void RouteToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1::Address>* out);
 // A route from wire addresses. INVALID_ARGUMENT (MALFORMED_FRAME) for more than kMaxRouteHops

@@ -16,10 +16,10 @@ absl::Status Malformed(absl::string_view why) {
 
 }  // namespace
 
-absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
-                         absl::string_view payload, size_t max_frame_bytes, std::string& out,
-                         const absl::Status& refusal) {
-  size_t body_size = core::EncodedMessageSize(onward, return_route, payload.size(), refusal);
+absl::Status AppendFrameHead(const core::Route& onward, const core::Route& return_route,
+                             size_t payload_size, size_t max_frame_bytes, std::string& out,
+                             const absl::Status& refusal) {
+  size_t body_size = core::EncodedMessageSize(onward, return_route, payload_size, refusal);
   if (body_size > max_frame_bytes) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("message of ", body_size,
@@ -31,8 +31,17 @@ absl::Status AppendFrame(const core::Route& onward, const core::Route& return_ro
       static_cast<char>(body_size >> 24), static_cast<char>(body_size >> 16),
       static_cast<char>(body_size >> 8), static_cast<char>(body_size)};
   out.append(header, kFrameHeaderBytes);
-  core::AppendEncodedMessage(onward, return_route, payload, out, refusal);
+  core::AppendEncodedMessageHead(onward, return_route, payload_size, out, refusal);
   return absl::OkStatus();
+}
+
+absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
+                         absl::string_view payload, size_t max_frame_bytes, std::string& out,
+                         const absl::Status& refusal) {
+  absl::Status head =
+      AppendFrameHead(onward, return_route, payload.size(), max_frame_bytes, out, refusal);
+  if (head.ok()) out.append(payload.data(), payload.size());
+  return head;
 }
 
 std::span<char> FrameDecoder::WritableSpace(size_t min_bytes) {

@@ -38,6 +38,12 @@ absl::Status AppendFrame(const core::Route& onward, const core::Route& return_ro
                          absl::string_view payload, size_t max_frame_bytes, std::string& out,
                          const absl::Status& refusal = absl::OkStatus());
 
+// The same but for the payload's bytes, which the caller writes right after (e.g. from where
+// they are, with a gathering write).
+absl::Status AppendFrameHead(const core::Route& onward, const core::Route& return_route,
+                             size_t payload_size, size_t max_frame_bytes, std::string& out,
+                             const absl::Status& refusal = absl::OkStatus());
+
 // A frame body decodes with core::DecodeMessage (sidecar/core/message_codec.h).
 
 // Splits a byte stream into frame bodies.

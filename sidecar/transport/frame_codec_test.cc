@@ -60,6 +60,22 @@ TEST(FrameCodecTest, MatchesGeneratedProtobufEncoding) {
   EXPECT_EQ(parsed.onward_route(0).value(), "1.2.3.4:5");
 }
 
+// The head of a frame followed by its payload is the whole frame, whatever the payload's size
+// (a connection writes large payloads from where they are); the size limit applies the same.
+TEST(FrameCodecTest, HeadThenPayloadIsTheFrame) {
+  for (size_t size : {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{40000}, size_t{1 << 20}}) {
+    const std::string payload(size, 'z');
+    std::string whole, head;
+    ASSERT_TRUE(AppendFrame(R("/service/a/tcp/h:1"), R("/service/b"), payload, 16 << 20, whole).ok());
+    ASSERT_TRUE(AppendFrameHead(R("/service/a/tcp/h:1"), R("/service/b"), size, 16 << 20, head).ok());
+    EXPECT_EQ(head + payload, whole) << size;
+  }
+  std::string out = "kept";
+  EXPECT_EQ(ReasonOf(AppendFrameHead(R("/service/a"), core::Route(), 2000, 1000, out)),
+            "MESSAGE_TOO_LARGE");
+  EXPECT_EQ(out, "kept");
+}
+
 TEST(FrameCodecTest, TruncatedInputWaitsForMore) {
   std::string stream = Stream({Frame("/service/e", "", "payload")});
   FrameDecoder decoder(kDefaultMaxFrameBytes);

@@ -16,6 +16,8 @@ namespace veil::transport {
 namespace {
 
 constexpr size_t kReadChunk = 256 * 1024;
+// Payloads from this size on are written from where they are rather than copied into the queue.
+constexpr size_t kGatherPayloadBytes = 32 * 1024;
 
 absl::Status Lost(absl::string_view peer, absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kUnavailable,
@@ -170,7 +172,7 @@ void TcpConnection::HandleMessage(core::Message msg) {
     router().Refuse(std::move(msg), close_status_);
     return;
   }
-  if (pending_.size() > options_.max_write_queue_bytes && !msg.paced) {
+  if (pending_.size() + pending_pieces_bytes_ > options_.max_write_queue_bytes && !msg.paced) {
     router().Refuse(std::move(msg), ErrorWithReason(
         absl::StatusCode::kResourceExhausted,
         absl::StrCat("write queue to ", peer_, " is full (", options_.max_write_queue_bytes,
@@ -178,12 +180,21 @@ void TcpConnection::HandleMessage(core::Message msg) {
         reason::kQueueFull));
     return;
   }
+  const bool gather = msg.payload.size() >= kGatherPayloadBytes;
   absl::Status framed =
-      AppendFrame(msg.onward, msg.return_route, msg.payload, options_.max_frame_bytes, pending_,
-                  msg.refusal);
+      gather ? AppendFrameHead(msg.onward, msg.return_route, msg.payload.size(),
+                               options_.max_frame_bytes, pending_, msg.refusal)
+             : AppendFrame(msg.onward, msg.return_route, msg.payload, options_.max_frame_bytes,
+                           pending_, msg.refusal);
   if (!framed.ok()) {
     router().Refuse(std::move(msg), std::move(framed));
     return;
+  }
+  if (gather) {
+    pending_pieces_bytes_ += pending_.size() + msg.payload.size();
+    pending_pieces_.push_back(std::move(pending_));
+    pending_pieces_.push_back(std::move(msg.payload));
+    pending_.clear();
   }
   transport_.stats().frames_sent.fetch_add(1, std::memory_order_relaxed);
   if (msg.receipt.pending()) pending_receipts_.push_back(std::move(msg.receipt));
@@ -191,12 +202,20 @@ void TcpConnection::HandleMessage(core::Message msg) {
 }
 
 void TcpConnection::Flush() {
-  if (write_in_flight_ || pending_.empty() || state_ != State::kOpen) return;
+  if (write_in_flight_ || (pending_.empty() && pending_pieces_.empty()) ||
+      state_ != State::kOpen) {
+    return;
+  }
   std::swap(pending_, writing_);
+  std::swap(pending_pieces_, writing_pieces_);
+  pending_pieces_bytes_ = 0;
   std::swap(pending_receipts_, writing_receipts_);
   write_in_flight_ = true;
+  write_buffers_.clear();
+  for (const std::string& piece : writing_pieces_) write_buffers_.push_back(asio::buffer(piece));
+  if (!writing_.empty()) write_buffers_.push_back(asio::buffer(writing_));
   asio::async_write(
-      socket_, asio::buffer(writing_),
+      socket_, write_buffers_,
       asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t n) {
         self->write_in_flight_ = false;
         self->transport_.stats().bytes_sent.fetch_add(n, std::memory_order_relaxed);
@@ -207,6 +226,7 @@ void TcpConnection::Flush() {
         for (core::Receipt& r : self->writing_receipts_) r.Settle(absl::OkStatus());
         self->writing_receipts_.clear();
         self->writing_.clear();
+        self->writing_pieces_.clear();
         self->Flush();
       }));
 }
@@ -308,6 +328,8 @@ void TcpConnection::CloseNow(absl::Status why) {
   pending_receipts_.clear();
   pending_.clear();
   pending_.shrink_to_fit();
+  pending_pieces_.clear();
+  pending_pieces_bytes_ = 0;
   router().StopWorker(address(), this);
   transport_.Forget(this);
 }

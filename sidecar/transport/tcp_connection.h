@@ -95,10 +95,16 @@ class TcpConnection final : public core::Worker,
   std::shared_ptr<ReadTracker> read_tracker_;
   std::atomic<bool> read_paused_{false};
   std::atomic<uint64_t> bytes_received_{0};
-  // Frames waiting to be written, and their receipts; `writing_` is in flight.
+  // Frames waiting to be written, and their receipts; `writing_` is in flight. Large
+  // payloads are not copied: they wait as pieces of their own, written with one gathering
+  // write, and the queue is `pending_pieces_` then `pending_`.
   std::string pending_;
+  std::vector<std::string> pending_pieces_;
+  size_t pending_pieces_bytes_ = 0;
   std::vector<core::Receipt> pending_receipts_;
   std::string writing_;
+  std::vector<std::string> writing_pieces_;
+  std::vector<asio::const_buffer> write_buffers_;
   std::vector<core::Receipt> writing_receipts_;
   bool write_in_flight_ = false;
 };

@@ -94,6 +94,20 @@ void ChaChaPolyEncrypt(const SecretBytes& key, uint64_t counter, absl::string_vi
   out.resize(start + written);
 }
 
+void ChaChaPolyEncryptInPlace(const SecretBytes& key, uint64_t counter, absl::string_view ad,
+                              std::string& buf, size_t offset) {
+  InitCrypto();
+  uint8_t nonce[12];
+  NoiseNonce(counter, nonce);
+  const size_t length = buf.size() - offset;
+  buf.resize(buf.size() + kAeadTagBytes);
+  auto* p = reinterpret_cast<uint8_t*>(buf.data() + offset);
+  // libsodium's detached encryption streams over the message and authenticates the result: the
+  // message and ciphertext may be the same bytes.
+  crypto_aead_chacha20poly1305_ietf_encrypt_detached(p, p + length, nullptr, p, length, U8(ad),
+                                                     ad.size(), nullptr, nonce, key.data());
+}
+
 absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::string_view ad,
                                absl::string_view ciphertext, std::string& out) {
   InitCrypto();

@@ -55,6 +55,11 @@ void NoiseHkdf(const SecretBytes& chaining_key, std::span<const uint8_t> input_k
 // Appends ciphertext+tag to `out`.
 void ChaChaPolyEncrypt(const SecretBytes& key, uint64_t counter, absl::string_view ad,
                        absl::string_view plaintext, std::string& out);
+// The same, in place: encrypts `buf` from `offset` to its end and appends the tag, so that
+// `buf` ends as if ChaChaPolyEncrypt had appended to its first `offset` bytes. Saves the copy
+// and the zero-filling of a separate output when the plaintext was just written into `buf`.
+void ChaChaPolyEncryptInPlace(const SecretBytes& key, uint64_t counter, absl::string_view ad,
+                              std::string& buf, size_t offset);
 // Appends the plaintext to `out`. On a wrong key, nonce, AD or any tampering, appends nothing
 // and returns DATA_LOSS with reason AUTHENTICATION_FAILED.
 absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::string_view ad,

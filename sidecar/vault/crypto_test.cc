@@ -69,6 +69,23 @@ TEST(CryptoTest, Ed25519RejectsTamperedSignatureMessageAndKey) {
   EXPECT_FALSE(Ed25519Verify(key.public_key, "message", sig.substr(1)).ok());
 }
 
+// In place, the result is byte for byte what the appending form gives, for any plaintext size.
+TEST(CryptoTest, ChaChaPolyInPlaceMatchesAppending) {
+  SecretBytes key(kAeadKeyBytes);
+  RandomBytes(key.mutable_span());
+  for (size_t size : {size_t{0}, size_t{1}, size_t{63}, size_t{64}, size_t{1000}, size_t{70000}}) {
+    const std::string plaintext(size, 'p');
+    std::string appended = "head";
+    ChaChaPolyEncrypt(key, 42, "ad", plaintext, appended);
+    std::string in_place = "head" + plaintext;
+    ChaChaPolyEncryptInPlace(key, 42, "ad", in_place, 4);
+    EXPECT_EQ(in_place, appended) << size;
+    std::string opened;
+    ASSERT_TRUE(ChaChaPolyDecrypt(key, 42, "ad", absl::string_view(in_place).substr(4), opened).ok());
+    EXPECT_EQ(opened, plaintext);
+  }
+}
+
 TEST(CryptoTest, ChaChaPolyRoundTripAndEveryTamperedByteRejected) {
   SecretBytes key(kAeadKeyBytes);
   RandomBytes(key.mutable_span());
