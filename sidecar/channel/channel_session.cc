@@ -9,8 +9,28 @@
 namespace veil::channel {
 namespace {
 
-// The messages of a BATCH plaintext, appended to `out` in order.
-absl::Status DecodeBatch(absl::string_view plaintext, std::vector<core::Message>& out) {
+
+constexpr size_t kCounterBytes = 8;
+constexpr size_t kMaxErrorReason = 200;
+constexpr uint64_t kMaxEpochJump = 16;
+
+absl::Status Dropped(absl::StatusCode code, absl::string_view why, absl::string_view reason) {
+  return ErrorWithReason(code, why, reason);
+}
+
+void PutCounter(uint64_t n, std::string& out) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(n >> shift));
+}
+
+uint64_t GetCounter(absl::string_view b) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n = (n << 8) | static_cast<uint8_t>(b[i]);
+  return n;
+}
+
+}  // namespace
+
+absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out) {
   auto malformed = [](absl::string_view why) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("malformed batch: ", why), core::kMalformedMessage);
@@ -40,26 +60,6 @@ absl::Status DecodeBatch(absl::string_view plaintext, std::vector<core::Message>
   return absl::OkStatus();
 }
 
-constexpr size_t kCounterBytes = 8;
-constexpr size_t kMaxErrorReason = 200;
-constexpr uint64_t kMaxEpochJump = 16;
-
-absl::Status Dropped(absl::StatusCode code, absl::string_view why, absl::string_view reason) {
-  return ErrorWithReason(code, why, reason);
-}
-
-void PutCounter(uint64_t n, std::string& out) {
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(n >> shift));
-}
-
-uint64_t GetCounter(absl::string_view b) {
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n = (n << 8) | static_cast<uint8_t>(b[i]);
-  return n;
-}
-
-}  // namespace
-
 // The local identity's static key, as the handshake needs it.
 class ChannelSession::IdentityKey final : public StaticKey {
  public:
@@ -79,7 +79,8 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
     : role_(role),
       local_(std::move(local)),
       policy_(policy),
-      options_{options.rekey_interval == 0 ? 1 : options.rekey_interval},
+      options_{.rekey_interval = options.rekey_interval == 0 ? 1 : options.rekey_interval,
+               .offer_batch = options.offer_batch},
       static_key_(std::make_unique<IdentityKey>(*local_)),
       handshake_(std::make_unique<HandshakeState>(
           role == Role::kInitiator ? HandshakeState::Role::kInitiator
@@ -95,6 +96,7 @@ std::string ChannelSession::Proof() const {
   wire::v1::IdentityProof proof;
   proof.set_identity_public_key(local_->public_key());
   proof.set_static_key_signature(local_->static_key_signature());
+  if (options_.offer_batch) proof.add_features(std::string(kFeatureBatch));
   return proof.SerializeAsString();
 }
 
@@ -120,6 +122,9 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
   }
   remote_public_key_ = proof.identity_public_key();
   remote_identifier_ = identity::IdentifierOf(remote_public_key_);
+  for (const std::string& feature : proof.features()) {
+    if (feature == kFeatureBatch) peer_takes_batches_ = true;
+  }
   return policy_.Check(remote_identifier_);
 }
 
@@ -367,7 +372,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
     return step;
   }
   if (type == ChannelMessageType::kBatch) {
-    absl::Status decoded = DecodeBatch(plaintext, step.deliveries);
+    absl::Status decoded = DecodeChannelBatch(plaintext, step.deliveries);
     if (!decoded.ok()) {
       ++decrypt_failures_;
       step.deliveries.clear();
@@ -417,6 +422,10 @@ absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::st
   if (state_ != State::kEstablished) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
+  }
+  if (!peer_takes_batches_) {
+    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                           "the peer does not take BATCH messages", "BATCH_NOT_SUPPORTED");
   }
   wire::v1::ChannelBatch batch;
   wire::v1::ChannelBatchGroup* group = nullptr;

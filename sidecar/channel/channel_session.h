@@ -51,11 +51,16 @@ enum class ChannelMessageType : uint8_t {
   kBatch = 0x13,
 };
 
+// The feature a peer lists in its IdentityProof when it takes BATCH messages.
+inline constexpr absl::string_view kFeatureBatch = "batch";
+
 // Bytes a DATA message adds to the encoded inner message.
 inline constexpr size_t kDataOverhead = 1 + 8 + vault::kAeadTagBytes;
 
 struct SessionOptions {
   uint64_t rekey_interval = uint64_t{1} << 16;
+  // List "batch" in this side's IdentityProof (off only to act as an older node, in tests).
+  bool offer_batch = true;
 };
 
 // Reasons.
@@ -63,6 +68,12 @@ inline constexpr absl::string_view kDecryptFailed = "DECRYPT_FAILED";
 inline constexpr absl::string_view kReplayed = "REPLAYED";
 inline constexpr absl::string_view kPeerRefused = "PEER_REFUSED_HANDSHAKE";
 inline constexpr absl::string_view kBadIdentityProof = "BAD_IDENTITY_PROOF";
+
+// Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order
+// (routes and payloads; no sender, no receipt). INVALID_ARGUMENT (MALFORMED_FRAME) for bytes
+// that are not a ChannelBatch, no group, a group without payloads or with an empty onward
+// route, a route over kMaxRouteHops hops, or an invalid address; `out` may then hold part.
+absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out);
 
 class ChannelSession {
  public:
@@ -100,7 +111,8 @@ class ChannelSession {
                        absl::string_view payload, std::string& out);
   // Appends one BATCH message carrying all of `msgs` in order (their routes for the far side
   // and payloads; the payloads are moved out, the rest is left). FAILED_PRECONDITION unless
-  // established. `msgs` must not be empty.
+  // established, or when the peer did not say it takes batches (peer_takes_batches()). `msgs`
+  // must not be empty.
   absl::Status EncryptBatch(std::span<core::Message> msgs, std::string& out);
   // The encoded size of `msgs` as a BATCH plaintext would be at most, to size records.
   static size_t BatchEntrySize(const core::Message& msg);
@@ -114,6 +126,8 @@ class ChannelSession {
   // The authenticated remote identity, once its proof verified.
   const std::string& remote_identifier() const { return remote_identifier_; }
   const std::string& remote_public_key() const { return remote_public_key_; }
+  // The peer's proof said it takes BATCH messages (older nodes do not).
+  bool peer_takes_batches() const { return peer_takes_batches_; }
   uint64_t decrypt_failures() const { return decrypt_failures_; }
   uint64_t replays() const { return replays_; }
   // Channel messages sealed, counting each app message of a BATCH (and CONFIRM/CLOSE).
@@ -146,6 +160,7 @@ class ChannelSession {
   // The handshake message expected next.
   ChannelMessageType expected_;
   std::string remote_identifier_, remote_public_key_;
+  bool peer_takes_batches_ = false;
 
   CipherState send_;
   uint64_t send_n_ = 0;

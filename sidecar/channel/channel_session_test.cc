@@ -337,5 +337,84 @@ TEST_F(ChannelSessionTest, BatchCarriesMessagesInOrderWithTheirRoutes) {
   EXPECT_FALSE(i.EncryptBatch(msgs, after_close).ok());
 }
 
+// A peer that does not list "batch" in its proof (an older node) is never sent a BATCH; both
+// sides learn what the other takes from the authenticated handshake.
+TEST_F(ChannelSessionTest, BatchesOnlyToPeersThatTakeThem) {
+  SessionOptions old_node;
+  old_node.offer_batch = false;
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_, old_node);
+  Handshake(i, r);
+  EXPECT_FALSE(i.peer_takes_batches());
+  EXPECT_TRUE(r.peer_takes_batches());
+  std::vector<core::Message> msgs(2);
+  for (auto& m : msgs) m.onward = R("/service/a");
+  std::string out;
+  EXPECT_EQ(ReasonOf(i.EncryptBatch(msgs, out)), "BATCH_NOT_SUPPORTED");
+  EXPECT_TRUE(out.empty());
+  EXPECT_TRUE(r.EncryptBatch(msgs, out).ok());
+}
+
+// What a peer with the key could still get wrong inside a BATCH: each is refused as a whole,
+// with MALFORMED_FRAME, never a crash or a partial delivery.
+TEST(ChannelBatchTest, MalformedBatchesAreRefused) {
+  auto group = [](wire::v1::ChannelBatch& b, uint32_t type, const std::string& value, int payloads) {
+    auto* g = b.add_groups();
+    auto* a = g->add_onward_route();
+    a->set_type(type);
+    a->set_value(value);
+    for (int n = 0; n < payloads; ++n) g->add_payloads("p" + std::to_string(n));
+    return g;
+  };
+  std::vector<core::Message> out;
+  wire::v1::ChannelBatch good;
+  group(good, 0, "echoer", 2);
+  group(good, 1, "127.0.0.1:4000", 1);
+  ASSERT_TRUE(DecodeChannelBatch(good.SerializeAsString(), out).ok());
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[2].onward.ToString(), "/tcp/127.0.0.1:4000");
+  EXPECT_EQ(out[1].payload, "p1");
+
+  std::vector<std::pair<std::string, std::string>> cases;
+  cases.emplace_back("not protobuf", std::string("\xff\xff\xff", 3));
+  cases.emplace_back("no group", "");
+  {
+    wire::v1::ChannelBatch b;
+    group(b, 0, "echoer", 0);
+    cases.emplace_back("a group without payloads", b.SerializeAsString());
+  }
+  {
+    wire::v1::ChannelBatch b;
+    b.add_groups()->add_payloads("x");
+    cases.emplace_back("empty onward route", b.SerializeAsString());
+  }
+  {
+    wire::v1::ChannelBatch b;
+    group(b, 7, "x", 1);
+    cases.emplace_back("unknown address type", b.SerializeAsString());
+  }
+  {
+    wire::v1::ChannelBatch b;
+    group(b, 0, "bad name!", 1);
+    cases.emplace_back("invalid local name", b.SerializeAsString());
+  }
+  {
+    wire::v1::ChannelBatch b;
+    auto* g = group(b, 0, "echoer", 1);
+    for (int n = 0; n < 40; ++n) {
+      auto* a = g->add_return_route();
+      a->set_type(0);
+      a->set_value("hop");
+    }
+    cases.emplace_back("33+ hops", b.SerializeAsString());
+  }
+  for (const auto& [name, bytes] : cases) {
+    out.clear();
+    absl::Status s = DecodeChannelBatch(bytes, out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_EQ(ReasonOf(s), "MALFORMED_FRAME") << name;
+  }
+}
+
 }  // namespace
 }  // namespace veil::channel

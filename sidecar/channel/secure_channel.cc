@@ -158,7 +158,8 @@ void SecureChannel::OnPlaintext(core::Message msg) {
 }
 
 void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
-  if (msgs.size() == 1 || closed_ || session_.state() != ChannelSession::State::kEstablished) {
+  if (msgs.size() == 1 || closed_ || session_.state() != ChannelSession::State::kEstablished ||
+      !session_.peer_takes_batches()) {
     for (core::Message& msg : msgs) OnPlaintext(std::move(msg));
     return;
   }

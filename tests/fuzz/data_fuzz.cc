@@ -1,9 +1,11 @@
 // The data-phase decryptor: an established pair, then arbitrary bytes as the peer's message.
 // Never crashes; a forged message is never delivered (it fails to decrypt and is counted); the
-// channel stays usable after.
+// channel stays usable after. The same bytes as a BATCH plaintext (what a buggy peer with the
+// key could send): never crashes, and whatever decodes has a valid onward route.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/trust_policy.h"
@@ -35,5 +37,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto step = f->responder.OnMessage(forged);
   if (!step.deliveries.empty()) std::abort();  // nobody without the key can make one
   if (f->responder.state() != ChannelSession::State::kEstablished) std::abort();
+  std::vector<veil::core::Message> batch;
+  if (veil::channel::DecodeChannelBatch(forged, batch).ok()) {
+    if (batch.empty()) std::abort();
+    for (const auto& m : batch) {
+      if (m.onward.empty() || m.onward.size() > veil::core::kMaxRouteHops) std::abort();
+    }
+  }
   return 0;
 }
