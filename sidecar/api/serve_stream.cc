@@ -74,8 +74,19 @@ ServeStream* ServeStream::Create(core::Router& router, const ApiSettings& settin
   return stream.get();
 }
 
+namespace {
+
+google::protobuf::ArenaOptions WriteArenaOptions() {
+  google::protobuf::ArenaOptions options;
+  options.start_block_size = 8 * 1024;  // an idle stream keeps nothing; a busy one grows fast
+  options.max_block_size = 256 * 1024;
+  return options;
+}
+
+}  // namespace
+
 ServeStream::ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats)
-    : router_(router), settings_(settings), stats_(stats) {}
+    : router_(router), settings_(settings), stats_(stats), arena_(WriteArenaOptions()) {}
 
 void ServeStream::OnReadDone(bool ok) {
   if (!ok) {  // the app half-closed or the call ended: finish once writes drain
@@ -217,16 +228,8 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
 void ServeStream::Deliver(core::Message msg) { DeliverBatch(std::span<core::Message>(&msg, 1)); }
 
 void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
-  // Outside the lock: turn every message into its delivery (the slow part).
-  std::vector<v1::Delivery> deliveries(msgs.size());
-  std::vector<size_t> sizes(msgs.size());
-  for (size_t i = 0; i < msgs.size(); ++i) {
-    sizes[i] = msgs[i].payload.size();
-    ToDelivery(msgs[i], deliveries[i],
-               i == 0 ? std::pair<const core::Message*, const v1::Delivery*>{}
-                      : std::pair{&msgs[i - 1], &deliveries[i - 1]});
-  }
   std::vector<std::pair<size_t, absl::Status>> refused;  // by index
+  std::vector<core::Receipt> handed_on;  // not paced: settled once queued, outside the lock
   {
     veil::MutexLock lock(&mu_);
     for (size_t i = 0; i < msgs.size(); ++i) {
@@ -237,8 +240,9 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
             absl::StrCat("the app serving ", address_, " is going away"), reason::kRouteNotFound));
         continue;
       }
+      const size_t bytes = msg.payload.size();
       if (!msg.paced && (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
-                         queued_bytes_ + sizes[i] > settings_.max_queued_bytes)) {
+                         queued_bytes_ + bytes > settings_.max_queued_bytes)) {
         // A paced message is taken over the limit: its connection stops reading until the app
         // acks it, so the limit is enforced at the original sender's node instead.
         refused.emplace_back(i, ErrorWithReason(
@@ -247,15 +251,20 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
             reason::kQueueFull));
         continue;
       }
-      queued_bytes_ += sizes[i];
-      deliveries_.push_back(std::move(deliveries[i]));
-      // Others are handed on now; a paced message's receipt waits for the app's ack.
-      queued_receipts_.push_back(msg.paced ? std::move(msg.receipt) : core::Receipt());
+      queued_bytes_ += bytes;
+      // A paced message's receipt waits for the app's ack; others are handed on now.
+      if (msg.paced) {
+        queued_receipts_.push_back(std::move(msg.receipt));
+      } else {
+        queued_receipts_.emplace_back();
+        if (msg.receipt.pending()) handed_on.push_back(std::move(msg.receipt));
+      }
+      deliveries_.push_back(std::move(msg));
     }
   }
   if (!refused.empty()) stats_.deliveries_dropped.fetch_add(refused.size(), std::memory_order_relaxed);
   for (auto& [i, why] : refused) msgs[i].receipt.Settle(std::move(why));
-  for (core::Message& msg : msgs) msg.receipt.Settle(absl::OkStatus());  // the rest
+  for (core::Receipt& r : handed_on) r.Settle(absl::OkStatus());
   Pump();
 }
 
@@ -280,29 +289,29 @@ void ServeStream::End(grpc::Status status) {
 void ServeStream::Pump() {
   grpc::Status finish_with;
   bool finish = false;
+  std::optional<v1::ServeResponse> control;
+  uint64_t first_sequence = 0;
   {
     veil::MutexLock lock(&mu_);
     if (writing_ || finished_) return;
-    response_.Clear();
     if (!control_.empty() && !end_status_.has_value()) {
-      response_ = std::move(control_.front());
+      control = std::move(control_.front());
       control_.pop_front();
     } else if (!deliveries_.empty() && !end_status_.has_value() &&
                next_sequence_ - 1 - acked_ < window_) {
       uint64_t credit = window_ - (next_sequence_ - 1 - acked_);
-      auto* batch = response_.mutable_deliveries()->mutable_deliveries();
       size_t bytes = 0;
+      first_sequence = next_sequence_;
       while (!deliveries_.empty() && credit > 0 &&
-             static_cast<size_t>(batch->size()) < kMaxDeliveriesPerWrite &&
-             bytes < kMaxBytesPerWrite) {
-        v1::Delivery& d = deliveries_.front();
-        d.set_sequence(next_sequence_++);
-        bytes += d.payload().size();
-        queued_bytes_ -= d.payload().size();
-        *batch->Add() = std::move(d);
+             writing_messages_.size() < kMaxDeliveriesPerWrite && bytes < kMaxBytesPerWrite) {
+        core::Message& m = deliveries_.front();
+        bytes += m.payload.size();
+        queued_bytes_ -= m.payload.size();
+        writing_messages_.push_back(std::move(m));
         deliveries_.pop_front();
         unacked_receipts_.push_back(std::move(queued_receipts_.front()));
         queued_receipts_.pop_front();
+        ++next_sequence_;
         --credit;
       }
     } else if (end_status_.has_value()) {
@@ -318,12 +327,29 @@ void ServeStream::Pump() {
     Finish(finish_with);
     return;
   }
-  StartWrite(&response_);
+  // Outside the lock: this thread alone owns the write buffer until OnWriteDone.
+  arena_.Reset();
+  response_ = google::protobuf::Arena::CreateMessage<v1::ServeResponse>(&arena_);
+  if (control.has_value()) {
+    response_->Swap(&*control);  // different arenas: copies (a control message is small)
+  } else {
+    auto* batch = response_->mutable_deliveries()->mutable_deliveries();
+    batch->Reserve(static_cast<int>(writing_messages_.size()));
+    for (size_t i = 0; i < writing_messages_.size(); ++i) {
+      v1::Delivery* d = batch->Add();
+      d->set_sequence(first_sequence + i);
+      ToDelivery(writing_messages_[i], *d,
+                 i == 0 ? std::pair<const core::Message*, const v1::Delivery*>{}
+                        : std::pair{&writing_messages_[i - 1], &batch->Get(static_cast<int>(i - 1))});
+    }
+    writing_messages_.clear();
+  }
+  StartWrite(response_);
 }
 
 void ServeStream::OnWriteDone(bool ok) {
   // response_ still holds what was written: the next Pump replaces it.
-  const bool wrote_result = response_.has_send_result();
+  const bool wrote_result = response_->has_send_result();
   {
     veil::MutexLock lock(&mu_);
     writing_ = false;

@@ -20,6 +20,7 @@
 #include "absl/base/thread_annotations.h"
 #include "sidecar/common/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "google/protobuf/arena.h"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/core/router.h"
 #include "veil/v1/messaging.pb.h"
@@ -71,7 +72,9 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::ServeResponse> control_ ABSL_GUARDED_BY(mu_);  // opened, send results
-  std::deque<v1::Delivery> deliveries_ ABSL_GUARDED_BY(mu_);
+  // Messages waiting to be delivered (payload and routes; their receipts are in
+  // queued_receipts_). They become Delivery messages only when written, on the write's arena.
+  std::deque<core::Message> deliveries_ ABSL_GUARDED_BY(mu_);
   // Receipts of paced messages (read from a connection), settled when the app acks them:
   // one per queued delivery (empty for others), then one per delivery sent and not yet acked.
   std::deque<core::Receipt> queued_receipts_ ABSL_GUARDED_BY(mu_);
@@ -83,7 +86,12 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> end_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  v1::ServeResponse response_;  // the write buffer; touched only by the thread that set writing_
+  // The write buffer, on an arena that is reset before each write (a delivery batch is many
+  // small messages: one arena instead of several allocations each). Touched only by the
+  // thread that set writing_.
+  google::protobuf::Arena arena_;
+  v1::ServeResponse* response_ = nullptr;
+  std::vector<core::Message> writing_messages_;  // the deliveries being turned into response_
 };
 
 }  // namespace veil::api

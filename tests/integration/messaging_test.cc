@@ -276,7 +276,8 @@ TEST(MessagingTest, LocalRequestReply) {
   for (int i = 0; i < 20; ++i) {
     v1::RequestResponse response;
     std::string payload(i * 1000, static_cast<char>('a' + i));
-    ASSERT_TRUE(Request(channel, "/service/echoer", payload, &response).ok());
+    grpc::Status status = Request(channel, "/service/echoer", payload, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
     EXPECT_EQ(response.reply().payload(), payload);
   }
 }
