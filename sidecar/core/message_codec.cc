@@ -58,7 +58,7 @@ absl::StatusOr<Route> RouteFromWire(const google::protobuf::RepeatedPtrField<wir
   if (static_cast<size_t>(hops.size()) > kMaxRouteHops) {
     return Malformed(absl::StrCat(which, " route has more than ", kMaxRouteHops, " hops"));
   }
-  std::vector<Address> out;
+  Route::Hops out;
   out.reserve(hops.size());
   for (const wire::v1::Address& hop : hops) {
     auto address = Address::Make(hop.type(), hop.value());

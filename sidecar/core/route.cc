@@ -19,7 +19,7 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
   if (text.front() != '/') {
     return BadRoute(text, "it must start with '/' (e.g. \"/service/echoer\")");
   }
-  std::vector<Address> hops;
+  Hops hops;
   size_t pos = 0;
   while (pos < text.size()) {
     size_t n = hops.size() + 1;

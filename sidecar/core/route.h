@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "sidecar/core/address.h"
 
@@ -22,8 +23,12 @@ inline constexpr size_t kMaxRouteHops = 32;
 
 class Route {
  public:
+  // Most routes have one or two hops: those live inside the Route, without an allocation
+  // (several Routes are copied per message on the hot path).
+  using Hops = absl::InlinedVector<Address, 2>;
+
   Route() = default;
-  explicit Route(std::vector<Address> hops) : hops_(std::move(hops)) {}
+  explicit Route(Hops hops) : hops_(std::move(hops)) {}
 
   // Parses the text form. Returns INVALID_ARGUMENT (reason INVALID_ROUTE) naming the bad
   // segment for: empty text, text not starting with '/', an unknown type, a missing or invalid
@@ -36,7 +41,7 @@ class Route {
   bool empty() const { return hops_.empty(); }
   size_t size() const { return hops_.size(); }
   const Address& front() const { return hops_.front(); }
-  const std::vector<Address>& hops() const { return hops_; }
+  const Hops& hops() const { return hops_; }
 
   // Removes and returns the first hop. The route must not be empty.
   Address PopFront();
@@ -48,7 +53,7 @@ class Route {
   friend bool operator==(const Route& a, const Route& b) = default;
 
  private:
-  std::vector<Address> hops_;
+  Hops hops_;
 };
 
 }  // namespace veil::core
