@@ -79,9 +79,11 @@ void Router::Send(Message msg) {
     Transport* transport = tcp_transport_.load(std::memory_order_acquire);
     if (next.type() != AddressType::kTcp || transport == nullptr) {
       unroutable_.fetch_add(1, std::memory_order_relaxed);
-      Refuse(std::move(msg), ErrorWithReason(
+      // The status first: `next` lives in `msg`, and argument order is unspecified.
+      absl::Status why = ErrorWithReason(
           absl::StatusCode::kUnavailable,
-          absl::StrCat("no transport on this node for ", next.ToString()), reason::kRouteNotFound));
+          absl::StrCat("no transport on this node for ", next.ToString()), reason::kRouteNotFound);
+      Refuse(std::move(msg), std::move(why));
       return;
     }
     transport->Send(std::move(msg));
@@ -90,9 +92,10 @@ void Router::Send(Message msg) {
   std::shared_ptr<Worker> worker = Find(next.value());
   if (worker == nullptr) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
-    Refuse(std::move(msg), ErrorWithReason(absl::StatusCode::kNotFound,
-                                           absl::StrCat("no worker at ", next.ToString()),
-                                           reason::kRouteNotFound));
+    absl::Status why = ErrorWithReason(absl::StatusCode::kNotFound,
+                                       absl::StrCat("no worker at ", next.ToString()),
+                                       reason::kRouteNotFound);
+    Refuse(std::move(msg), std::move(why));  // (`next` lives in `msg`)
     return;
   }
   if (!msg.refusal.ok() && !worker->TakesRefusals()) {  // a notice nobody here reads
