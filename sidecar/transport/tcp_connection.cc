@@ -169,6 +169,13 @@ void TcpConnection::OnConnected() {
 
 void TcpConnection::HandleMessage(core::Message msg) {
   if (state_ == State::kClosed) {
+    if (outgoing_ && was_open_ && msg.refusal.ok()) {
+      // Routed here just before this connection closed (the transport had not yet forgotten
+      // it). Nothing of it was written: it goes again, over a new connection to the peer.
+      msg.onward.PushFront(core::Address::Tcp(peer_));
+      transport_.Send(std::move(msg));
+      return;
+    }
     router().Refuse(std::move(msg), close_status_);
     return;
   }
@@ -308,6 +315,7 @@ void TcpConnection::OnStop() {
 void TcpConnection::CloseNow(absl::Status why) {
   if (state_ == State::kClosed) return;
   bool was_open = state_ == State::kOpen;
+  was_open_ = was_open;
   state_ = State::kClosed;
   close_status_ = why;
   if (was_open) {

@@ -89,6 +89,7 @@ class TcpConnection final : public core::Worker,
   asio::ip::tcp::resolver resolver_;
   asio::steady_timer connect_timer_;
   State state_ = State::kConnecting;
+  bool was_open_ = false;  // it was open when it closed (a dialled peer worth dialling again)
   absl::Status close_status_;
   FrameDecoder decoder_;
   // Paces what the reader hands to the router; created when reading starts.
