@@ -400,8 +400,8 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
                            "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
   }
   // The plaintext is the encoded inner message, written into `out` and encrypted there.
-  const size_t size = core::EncodedMessageSize(onward, return_route, payload.size());
-  uint64_t n = BeginSeal(ChannelMessageType::kData, size, out);
+  // Routes are small: reserve for the payload and some, rather than encode them twice.
+  uint64_t n = BeginSeal(ChannelMessageType::kData, payload.size() + 256, out);
   size_t at = out.size();
   core::AppendEncodedMessage(onward, return_route, payload, out);
   FinishSeal(ChannelMessageType::kData, n, out, at);

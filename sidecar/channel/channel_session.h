@@ -114,7 +114,7 @@ class ChannelSession {
   // established, or when the peer did not say it takes batches (peer_takes_batches()). `msgs`
   // must not be empty.
   absl::Status EncryptBatch(std::span<core::Message> msgs, std::string& out);
-  // The encoded size of `msgs` as a BATCH plaintext would be at most, to size records.
+  // At most what `msg` adds to a BATCH plaintext (payload, routes, framing), to size records.
   static size_t BatchEntrySize(const core::Message& msg);
   // A CLOSE message; the session is closed afterwards. Empty unless established.
   std::string Close();
@@ -143,8 +143,8 @@ class ChannelSession {
   void Established();
   void Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out);
   // Seal in two steps, for a plaintext written straight into `out` and encrypted there:
-  // BeginSeal appends the type and counter (and reserves room) and returns the counter; the
-  // caller appends `plaintext_size` bytes; FinishSeal encrypts them in place.
+  // BeginSeal appends the type and counter (and reserves room for about `plaintext_size` bytes)
+  // and returns the counter; the caller appends the plaintext; FinishSeal encrypts it in place.
   uint64_t BeginSeal(ChannelMessageType type, size_t plaintext_size, std::string& out);
   void FinishSeal(ChannelMessageType type, uint64_t n, std::string& out, size_t plaintext_at);
   absl::Status Open(ChannelMessageType type, absl::string_view body, std::string& plaintext);

@@ -68,11 +68,6 @@ absl::StatusOr<Route> RouteFromWire(const google::protobuf::RepeatedPtrField<wir
   return Route(std::move(out));
 }
 
-size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size,
-                          const absl::Status& refusal) {
-  return RoutesOnly(onward, return_route, refusal).ByteSizeLong() + PayloadFieldSize(payload_size);
-}
-
 void AppendEncodedMessageHead(const Route& onward, const Route& return_route, size_t payload_size,
                               std::string& out, const absl::Status& refusal) {
   // Routes go through the generated message; the payload is field 3, written directly.

@@ -16,12 +16,8 @@ namespace veil::core {
 // Reason for bytes that are not a valid message.
 inline constexpr absl::string_view kMalformedMessage = "MALFORMED_FRAME";
 
-// The encoded size of a message with these routes and payload.
-// `refusal` (not OK) makes it a refusal notice.
-size_t EncodedMessageSize(const Route& onward, const Route& return_route, size_t payload_size,
-                          const absl::Status& refusal = absl::OkStatus());
-
-// Appends the encoding to `out`. The payload is copied once, straight into `out`.
+// Appends the encoding to `out`. The payload is copied once, straight into `out`. `refusal`
+// (not OK) makes it a refusal notice.
 void AppendEncodedMessage(const Route& onward, const Route& return_route,
                           absl::string_view payload, std::string& out,
                           const absl::Status& refusal = absl::OkStatus());

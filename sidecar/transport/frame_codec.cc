@@ -19,19 +19,24 @@ absl::Status Malformed(absl::string_view why) {
 absl::Status AppendFrameHead(const core::Route& onward, const core::Route& return_route,
                              size_t payload_size, size_t max_frame_bytes, std::string& out,
                              const absl::Status& refusal) {
-  size_t body_size = core::EncodedMessageSize(onward, return_route, payload_size, refusal);
+  // The head is encoded once, behind room for the length, which is filled in after (encoding
+  // the routes to learn the size first would encode them twice per frame).
+  const size_t start = out.size();
+  out.append(kFrameHeaderBytes, '\0');
+  core::AppendEncodedMessageHead(onward, return_route, payload_size, out, refusal);
+  const size_t body_size = out.size() - start - kFrameHeaderBytes + payload_size;
   if (body_size > max_frame_bytes) {
+    out.resize(start);
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("message of ", body_size,
                                         " bytes exceeds the maximum frame size of ",
                                         max_frame_bytes, " bytes"),
                            reason::kMessageTooLarge);
   }
-  char header[kFrameHeaderBytes] = {
-      static_cast<char>(body_size >> 24), static_cast<char>(body_size >> 16),
-      static_cast<char>(body_size >> 8), static_cast<char>(body_size)};
-  out.append(header, kFrameHeaderBytes);
-  core::AppendEncodedMessageHead(onward, return_route, payload_size, out, refusal);
+  out[start] = static_cast<char>(body_size >> 24);
+  out[start + 1] = static_cast<char>(body_size >> 16);
+  out[start + 2] = static_cast<char>(body_size >> 8);
+  out[start + 3] = static_cast<char>(body_size);
   return absl::OkStatus();
 }
 
