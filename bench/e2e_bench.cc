@@ -7,8 +7,10 @@
 //
 // Throughput for 64 B, 1 KiB and 64 KiB messages with many in flight, 64 B echo round trips
 // (p50/p99), secure channels established per second, and RSS growth per idle channel (on the
-// responder's sidecar) and per idle relay (on the hub). Prints one table; docs/performance.md
-// has the figures and the machine. Usage: e2e_bench [--quick]
+// responder's sidecar) and per idle relay (on the hub). Beside the echo: the floor gRPC alone
+// sets — the same four app <-> server crossings through a bare gRPC echo server (another
+// process, Unix socket, the callback API as veild uses it) with no veil code at all. Prints one
+// table; docs/performance.md has the figures and the machine. Usage: e2e_bench [--quick]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -35,7 +37,10 @@
 #include <thread>
 #include <vector>
 
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/sync_stream.h"
 #include "sodium.h"
 #include "tests/support/socket_io.h"
 #include "tests/support/veild_process.h"
@@ -468,6 +473,12 @@ class Child {
 
 bool Run(const std::string& command) { return std::system(command.c_str()) == 0; }
 
+std::string SelfPath() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("e2e_bench");
+}
+
 // stunnel client -> socat -> stunnel server -> `target`; returns the entry port. With
 // `tls` false: socat -> target only.
 struct PeerPath {
@@ -566,6 +577,72 @@ struct Veil {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The gRPC floor: a bare echo server (this binary, run as `e2e_bench --grpc-echo-server PATH`)
+
+class BareEcho final : public grpc::ServerGenericBidiReactor {
+ public:
+  BareEcho() { StartRead(&buffer_); }
+  void OnReadDone(bool ok) override {
+    if (ok) StartWrite(&buffer_); else Finish(grpc::Status::OK);
+  }
+  void OnWriteDone(bool ok) override {
+    if (ok) StartRead(&buffer_); else Finish(grpc::Status::OK);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  grpc::ByteBuffer buffer_;
+};
+
+class BareEchoService final : public grpc::CallbackGenericService {
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    return new BareEcho;
+  }
+};
+
+int RunBareEchoServer(const std::string& path) {
+  BareEchoService service;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials());
+  builder.RegisterCallbackGenericService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) return 1;
+  server->Wait();  // until SIGTERM ends the process
+  return 0;
+}
+
+// Round trips of 64 B through the bare server, two per sample: the four app <-> server
+// crossings of a veil echo (app -> sidecar -> echoer app and back), without veil.
+Latency GrpcFloorEcho(const std::string& path, int n) {
+  auto channel = grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    std::cerr << "grpc floor: the bare echo server did not come up\n";
+    return {};
+  }
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel.get(),
+          grpc::internal::RpcMethod("/bench.Bare/Echo", nullptr,
+                                    grpc::internal::RpcMethod::BIDI_STREAMING),
+          &context));
+  grpc::Slice slice(std::string(64, 'e'));
+  grpc::ByteBuffer out(&slice, 1), in;
+  std::vector<double> samples;
+  for (int i = 0; i < n + n / 10; ++i) {
+    auto t0 = Clock::now();
+    if (!stream->Write(out) || !stream->Read(&in) || !stream->Write(out) || !stream->Read(&in)) {
+      std::cerr << "grpc floor: the stream broke\n";
+      return {};
+    }
+    if (i >= n / 10) samples.push_back(Seconds(Clock::now() - t0) * 1e6);  // after a warm-up
+  }
+  stream->WritesDone();
+  context.TryCancel();
+  return Percentiles(std::move(samples));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Printing
 
 void Row(const std::string& what, const std::string& veil, const std::string& peer,
@@ -613,6 +690,13 @@ int Main() {
       std::printf("local echo (app -> sidecar -> app and back, no network): p50 %.0f us p99 %.0f us\n",
                   l.p50_us, l.p99_us);
     }
+    {
+      const std::string socket = dir.path() + "/bare.sock";
+      Child bare({SelfPath(), "--grpc-echo-server", socket}, dir.path() + "/bare.log");
+      Latency g = GrpcFloorEcho(socket, echoes);
+      std::printf("gRPC alone, the same 4 crossings (bare echo server): p50 %.0f us p99 %.0f us\n",
+                  g.p50_us, g.p99_us);
+    }
     Latency r = VeilEcho(veil.alice_api, to_echoer, echoes);
     std::printf("veil echo 64 B: Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
                 s.p50_us, s.p99_us, r.p50_us, r.p99_us);
@@ -635,47 +719,57 @@ int Main() {
   PeerPath tcp_sink(dir, plain_sink.port(), false, "tcp-sink");
   PeerPath tcp_echo(dir, plain_echo.port(), false, "tcp-echo");
 
-  // Memory first, on fresh daemons: after the throughput runs, freed buffers stay in the heap
-  // (by design, see TuneMalloc) and would hide what idle channels and relays cost.
-  // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
-  size_t bob_before = veil.bob->rss_kib(), alice_before = veil.alice->rss_kib();
-  std::atomic<int> opened{0}, failed{0};
-  auto start = Clock::now();
-  std::vector<std::thread> openers;
-  for (int t = 0; t < 8; ++t) {
-    openers.emplace_back([&] {
-      while (opened + failed < channels_n) {
-        if (veil.OpenChannel().empty()) ++failed; else ++opened;
-      }
-    });
+  // Handshakes and memory on a topology of their own, first and fresh (after throughput runs,
+  // freed buffers stay in the heap by design — see TuneMalloc — and would hide what idle
+  // channels and relays cost), then stopped: its 1,000 relays heartbeat to the hub and would
+  // load the daemons the throughput and echo runs measure.
+  size_t bob_before = 0, alice_before = 0, bob_after = 0, alice_after = 0;
+  size_t hub_before = 0, hub_after = 0;
+  std::atomic<int> opened{0}, failed{0}, relays_ok{0};
+  double handshake_s = 0;
+  {
+    Veil fresh;
+    if (!fresh.Start()) return 1;
+    // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
+    bob_before = fresh.bob->rss_kib(), alice_before = fresh.alice->rss_kib();
+    auto start = Clock::now();
+    std::vector<std::thread> openers;
+    for (int t = 0; t < 8; ++t) {
+      openers.emplace_back([&] {
+        while (opened + failed < channels_n) {
+          if (fresh.OpenChannel().empty()) ++failed; else ++opened;
+        }
+      });
+    }
+    for (auto& t : openers) t.join();
+    handshake_s = Seconds(Clock::now() - start);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    bob_after = fresh.bob->rss_kib(), alice_after = fresh.alice->rss_kib();
+
+
+    // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
+    hub_before = fresh.hub->rss_kib();
+    std::atomic<int> next{0};
+    std::vector<std::thread> creators;
+    for (int t = 0; t < 8; ++t) {
+      creators.emplace_back([&] {
+        auto stub = v1::RelayService::NewStub(fresh.bob_api);
+        for (int i = next++; i < channels_n; i = next++) {
+          grpc::ClientContext context;
+          v1::CreateRelayRequest request;
+          request.set_hub_route(fresh.hub_route);
+          std::string name = "r";
+          name += std::to_string(i);  // (not "r" + ...: GCC 12 warns wrongly at -O3)
+          request.set_name(name);
+          v1::Relay relay;
+          if (stub->CreateRelay(&context, request, &relay).ok()) ++relays_ok;
+        }
+      });
+    }
+    for (auto& t : creators) t.join();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    hub_after = fresh.hub->rss_kib();
   }
-  for (auto& t : openers) t.join();
-  double handshake_s = Seconds(Clock::now() - start);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  size_t bob_after = veil.bob->rss_kib(), alice_after = veil.alice->rss_kib();
-  
-  // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
-  size_t hub_before = veil.hub->rss_kib();
-  std::atomic<int> next{0}, relays_ok{0};
-  std::vector<std::thread> creators;
-  for (int t = 0; t < 8; ++t) {
-    creators.emplace_back([&] {
-      auto stub = v1::RelayService::NewStub(veil.bob_api);
-      for (int i = next++; i < channels_n; i = next++) {
-        grpc::ClientContext context;
-        v1::CreateRelayRequest request;
-        request.set_hub_route(veil.hub_route);
-        std::string name = "r";
-        name += std::to_string(i);  // (not "r" + ...: GCC 12 warns wrongly at -O3)
-        request.set_name(name);
-        v1::Relay relay;
-        if (stub->CreateRelay(&context, request, &relay).ok()) ++relays_ok;
-      }
-    });
-  }
-  for (auto& t : creators) t.join();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  size_t hub_after = veil.hub->rss_kib();
   std::printf("veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + socat\n");
   std::printf("2 processes per path end, all on this host; %g s per throughput run\n\n", seconds);
   Row("case", "veil", "stunnel path", "plain TCP", "veil/stunnel");
@@ -704,11 +798,21 @@ int Main() {
   }
   Latency lp = PeerEcho(tls_echo.entry, echoes);
   Latency lt = PeerEcho(tcp_echo.entry, echoes);
+  Latency lg;
+  {
+    const std::string socket = dir.path() + "/bare.sock";
+    Child bare({SelfPath(), "--grpc-echo-server", socket}, dir.path() + "/bare.log");
+    lg = GrpcFloorEcho(socket, echoes);
+  }
   Row("echo round trip 64 B, p50", Fmt(lv.p50_us, "us"), Fmt(lp.p50_us, "us"), Fmt(lt.p50_us, "us"),
       Ratio(lv.p50_us, lp.p50_us));
   Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
       Ratio(lv.p99_us, lp.p99_us));
   Row("echo 64 B app>sidecar>app, no network, p50", Fmt(ll.p50_us, "us"), "-", "-", "-");
+  Row("floor: the 4 gRPC crossings alone, p50", Fmt(lg.p50_us, "us"), Fmt(lp.p50_us, "us"),
+      Fmt(lt.p50_us, "us"), Ratio(lg.p50_us, lp.p50_us));
+  Row("floor: the 4 gRPC crossings alone, p99", Fmt(lg.p99_us, "us"), Fmt(lp.p99_us, "us"),
+      Fmt(lt.p99_us, "us"), Ratio(lg.p99_us, lp.p99_us));
   Row("echo 64 B by Request RPC (a call each), p50", Fmt(lr.p50_us, "us"), Fmt(lp.p50_us, "us"),
       Fmt(lt.p50_us, "us"), Ratio(lr.p50_us, lp.p50_us));
   Row("echo 64 B by Request RPC (a call each), p99", Fmt(lr.p99_us, "us"), Fmt(lp.p99_us, "us"),
@@ -731,6 +835,9 @@ int Main() {
 }  // namespace veil::bench
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--grpc-echo-server") {
+    return veil::bench::RunBareEchoServer(argv[2]);
+  }
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
     if (std::string(argv[i]) == "--echo-only") veil::bench::echo_only = true;

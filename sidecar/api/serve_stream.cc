@@ -26,6 +26,7 @@ class Mailbox final : public core::Worker {
       : Worker(std::move(strand)), stream_(std::move(stream)) {}
   void HandleMessage(core::Message msg) override { stream_->Deliver(std::move(msg)); }
   void HandleBatch(std::vector<core::Message> msgs) override { stream_->DeliverBatch(msgs); }
+  bool HandlesOnAnyThread() const override { return true; }  // DeliverBatch locks
 
  private:
   const std::shared_ptr<ServeStream> stream_;

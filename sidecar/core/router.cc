@@ -103,6 +103,10 @@ void Router::Send(Message msg) {
     return;
   }
   msg.onward.PopFront();
+  if (worker->HandlesOnAnyThread()) {
+    worker->HandleMessage(std::move(msg));
+    return;
+  }
   Worker* w = worker.get();
   asio::post(w->strand(), [worker = std::move(worker), msg = std::move(msg)]() mutable {
     worker->HandleMessage(std::move(msg));
@@ -140,6 +144,12 @@ void Router::SendBatch(std::vector<Message> msgs) {
       for (size_t k = i; k < end; ++k) run.push_back(std::move(msgs[k]));
     }
     for (Message& m : run) m.onward.PopFront();
+    if (worker->HandlesOnAnyThread()) {
+      worker->HandleBatch(std::move(run));
+      if (whole) return;
+      i = end;
+      continue;
+    }
     Worker* w = worker.get();
     asio::post(w->strand(), [worker = std::move(worker), run = std::move(run)]() mutable {
       worker->HandleBatch(std::move(run));

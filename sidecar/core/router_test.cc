@@ -261,6 +261,37 @@ TEST_F(RouterTest, SendBatchHandsRunsOverTogetherInOrder) {
   for (auto& [i, status] : refused) EXPECT_EQ(ReasonOf(status), "ROUTE_NOT_FOUND");
 }
 
+// A worker that handles messages on any thread is called by the sender itself, in order, with
+// its own hop removed; Send and SendBatch alike.
+TEST_F(RouterTest, AnyThreadWorkerIsCalledDirectlyBySender) {
+  class Direct final : public Worker {
+   public:
+    using Worker::Worker;
+    void HandleMessage(Message msg) override {
+      threads.push_back(std::this_thread::get_id());
+      payloads.push_back(msg.payload + msg.onward.ToString());
+      msg.receipt.Settle(absl::OkStatus());
+    }
+    bool HandlesOnAnyThread() const override { return true; }
+    // Only touched by this test's thread: every call is synchronous.
+    std::vector<std::thread::id> threads;
+    std::vector<std::string> payloads;
+  };
+  auto direct = std::make_shared<Direct>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("direct", direct).ok());
+  auto outcomes = std::make_shared<Outcomes>();
+  router_.Send(Make("/service/direct/service/x", "0", outcomes, 0));
+  std::vector<Message> msgs;
+  for (uint32_t i = 1; i < 4; ++i) msgs.push_back(Make("/service/direct", std::to_string(i), outcomes, i));
+  router_.SendBatch(std::move(msgs));
+  // Synchronous: everything is there before Send/SendBatch return.
+  EXPECT_EQ(direct->payloads, (std::vector<std::string>{"0/service/x", "1", "2", "3"}));
+  for (auto id : direct->threads) EXPECT_EQ(id, std::this_thread::get_id());
+  auto results = outcomes->Wait(4);
+  ASSERT_EQ(results.size(), 4u);
+  for (auto& [i, status] : results) EXPECT_TRUE(status.ok()) << i << ": " << status;
+}
+
 // The parts of a split receipt settle the whole once all have, with the first error; a joined
 // receipt settles every part with its status; dropping either reports MESSAGE_DROPPED.
 TEST(ReceiptTest, SplitAndJoin) {

@@ -55,6 +55,10 @@ class Worker {
   // True for workers that take refusal notices (Message::refusal); the router drops notices
   // addressed to any other worker.
   virtual bool TakesRefusals() const { return false; }
+  // True for a worker whose HandleMessage/HandleBatch may run on any thread, concurrently (it
+  // locks what it shares): the router then calls it directly instead of posting to its strand,
+  // saving a thread hop (an app's mailbox, which only queues for its stream).
+  virtual bool HandlesOnAnyThread() const { return false; }
 
   // The local address it was started at ("" before).
   const std::string& address() const { return address_; }

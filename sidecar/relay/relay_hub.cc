@@ -75,6 +75,8 @@ class RelayHub::Forwarder final : public core::Worker {
     msg.onward.PushFront(core::Address::Local(std::move(connection)));
     router().Send(std::move(msg));
   }
+  // Locks what it shares: the router calls it on the sender's thread (one hop fewer per message).
+  bool HandlesOnAnyThread() const override { return true; }
   void Retarget(std::string connection) {
     veil::MutexLock lock(&mu_);
     connection_ = std::move(connection);
