@@ -2,7 +2,6 @@
 // relays at start-up, idempotently across restarts; a relay from the config waits for a hub
 // that is not up yet; bad files stop veild with the file, line and field in the error.
 #include <fstream>
-#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
@@ -54,9 +53,11 @@ relays:
   ASSERT_FALSE(bob_id.empty());
   EXPECT_NE(GetRelay(bob_api, "bob").state(), v1::Relay::UP);  // no hub yet: still trying
 
-  hub = std::make_unique<VeildProcess>(dirs.path() + "/hub",
-                                       std::vector<std::string>{"--hub", "--tcp-listen", hub_tcp});
-  ASSERT_TRUE(hub->Start()) << hub->log();
+  auto make_hub = [&] {
+    return std::make_unique<VeildProcess>(dirs.path() + "/hub",
+                                          std::vector<std::string>{"--hub", "--tcp-listen", hub_tcp});
+  };
+  ASSERT_TRUE(StartWhileAddressInUse(make_hub, hub)) << hub->log();
   ASSERT_TRUE(WaitRelayUp(bob_api, "bob", 1)) << bob->log();
   EchoApp echoer(bob_api, "echoer");
   ASSERT_TRUE(echoer.WaitOpened());

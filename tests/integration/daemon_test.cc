@@ -128,6 +128,25 @@ TEST(DaemonTest, TcpListenAddressInUseIsAClearError) {
   EXPECT_NE(second.log().find("cannot listen on " + taken), std::string::npos) << second.log();
 }
 
+// The tests' helper for restarts on a fixed port: it waits out a port held for a moment, and
+// gives up on one held for good.
+TEST(DaemonTest, StartWhileAddressInUseWaitsForThePort) {
+  auto first = std::make_unique<VeildProcess>(std::vector<std::string>{"--tcp-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(first->Start()) << first->log();
+  std::string taken = GetNode(Connect(first->api_target())).tcp_listeners(0).address();
+  auto make = [&] { return std::make_unique<VeildProcess>(std::vector<std::string>{"--tcp-listen", taken}); };
+  std::unique_ptr<VeildProcess> second;
+  EXPECT_FALSE(StartWhileAddressInUse(make, second, std::chrono::milliseconds(600)));
+  EXPECT_NE(second->log().find("already in use"), std::string::npos) << second->log();
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    first.reset();
+  });
+  EXPECT_TRUE(StartWhileAddressInUse(make, second)) << second->log();
+  release.join();
+  EXPECT_EQ(GetNode(Connect(second->api_target())).tcp_listeners(0).address(), taken);
+}
+
 TEST(DaemonTest, ApiSocketServedByAnotherProcessIsNotTakenOver) {
   VeildProcess first;
   ASSERT_TRUE(first.Start()) << first.log();

@@ -264,8 +264,8 @@ class FaultTest : public ::testing::Test {
     std::vector<std::string> args = {"--hub", "--tcp-listen", hub_listen_, "--metrics-listen",
                                      "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
-    hub_ = std::make_unique<VeildProcess>(hub_state_, args);
-    ASSERT_TRUE(hub_->Start()) << hub_->log();
+    auto make_hub = [&] { return std::make_unique<VeildProcess>(hub_state_, args); };
+    ASSERT_TRUE(StartWhileAddressInUse(make_hub, hub_)) << hub_->log();
     hub_listen_ = TcpListenAddress(Connect(hub_->api_target()));  // restarts reuse the port
   }
   void StartBob(std::vector<std::string> extra = {}, const std::string& heartbeat = "0.2") {

@@ -33,9 +33,11 @@ grpc::Status EchoThrough(const std::shared_ptr<grpc::Channel>& alice, const std:
 class HubTest : public ::testing::Test {
  protected:
   void StartHub() {
-    hub_ = std::make_unique<VeildProcess>(hub_state_, std::vector<std::string>{
-                                                          "--hub", "--tcp-listen", hub_listen_});
-    ASSERT_TRUE(hub_->Start()) << hub_->log();
+    auto make_hub = [&] {
+      return std::make_unique<VeildProcess>(
+          hub_state_, std::vector<std::string>{"--hub", "--tcp-listen", hub_listen_});
+    };
+    ASSERT_TRUE(StartWhileAddressInUse(make_hub, hub_)) << hub_->log();
     hub_api_ = Connect(hub_->api_target());
     hub_tcp_ = TcpListenAddress(hub_api_);
     hub_listen_ = hub_tcp_;  // restart on the same port

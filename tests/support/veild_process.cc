@@ -143,4 +143,20 @@ std::string VeildProcess::log() const {
   return s.str();
 }
 
+bool StartWhileAddressInUse(const std::function<std::unique_ptr<VeildProcess>()>& make,
+                            std::unique_ptr<VeildProcess>& process,
+                            std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    process.reset();  // the previous one first: it may hold the very address
+    process = make();
+    if (process->Start()) return true;
+    if (process->log().find("already in use") == std::string::npos ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 }  // namespace veil::testing

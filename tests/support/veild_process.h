@@ -9,6 +9,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -93,6 +95,14 @@ class VeildProcess {
   std::vector<std::string> env_;
   pid_t pid_ = -1;
 };
+
+// Makes a veild with `make` into `process` and starts it; while it fails because an address it
+// must listen on is taken, makes and starts another, for up to `limit`. For a restart on a fixed
+// port, which another test's connection (tests run in parallel) may hold for a moment. Returns
+// whether it started; `process` is the last one made (its log says why not).
+bool StartWhileAddressInUse(const std::function<std::unique_ptr<VeildProcess>()>& make,
+                            std::unique_ptr<VeildProcess>& process,
+                            std::chrono::milliseconds limit = std::chrono::seconds(10));
 
 }  // namespace veil::testing
 
