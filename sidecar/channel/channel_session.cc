@@ -139,6 +139,14 @@ absl::StatusOr<std::string> ChannelSession::Start() {
 }
 
 ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes) {
+  return OnMessage(bytes, nullptr);
+}
+
+ChannelSession::Step ChannelSession::OnMessageInPlace(std::string& bytes) {
+  return OnMessage(bytes, &bytes);
+}
+
+ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::string* in_place) {
   Step step;
   if (state_ == State::kClosed || state_ == State::kFailed) {
     step.error = Dropped(absl::StatusCode::kFailedPrecondition, "the channel is closed",
@@ -167,7 +175,7 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes) {
     case ChannelMessageType::kBatch:
     case ChannelMessageType::kConfirm:
     case ChannelMessageType::kClose:
-      return OnProtected(type, body);
+      return OnProtected(type, body, in_place);
   }
   if (state_ == State::kHandshaking) {
     return Failed(ErrorWithReason(absl::StatusCode::kInvalidArgument,
@@ -294,7 +302,8 @@ void ChannelSession::FinishSeal(ChannelMessageType type, uint64_t n, std::string
 }
 
 absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view body,
-                                  std::string& plaintext) {
+                                  std::string* in_place, std::string& storage,
+                                  absl::string_view& plaintext) {
   auto fail = [this](absl::string_view why) {
     ++decrypt_failures_;
     return Dropped(absl::StatusCode::kDataLoss, why, kDecryptFailed);
@@ -309,16 +318,27 @@ absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view bod
   }
   char ad = static_cast<char>(type);
   absl::string_view ciphertext = body.substr(kCounterBytes);
+  auto decrypt = [&](const CipherState& key) {
+    if (in_place != nullptr) {  // `ciphertext` is the tail of `*in_place`
+      const size_t offset = in_place->size() - ciphertext.size();
+      if (!key.DecryptInPlace(n, absl::string_view(&ad, 1), *in_place, offset).ok()) return false;
+      plaintext = absl::string_view(*in_place).substr(offset);
+      return true;
+    }
+    if (!key.Decrypt(n, absl::string_view(&ad, 1), ciphertext, storage).ok()) return false;
+    plaintext = storage;
+    return true;
+  };
   uint64_t epoch = n / options_.rekey_interval;
   if (epoch == recv_epoch_ || (epoch + 1 == recv_epoch_ && recv_previous_.has_key())) {
     const CipherState& key = epoch == recv_epoch_ ? recv_ : recv_previous_;
-    if (!key.Decrypt(n, absl::string_view(&ad, 1), ciphertext, plaintext).ok()) {
+    if (!decrypt(key)) {
       return fail("decryption failed: tampered, forged or misdirected message");
     }
   } else if (epoch > recv_epoch_ && epoch - recv_epoch_ <= kMaxEpochJump) {
     CipherState next = recv_.Clone();
     for (uint64_t e = recv_epoch_; e < epoch; ++e) next.Rekey();
-    if (!next.Decrypt(n, absl::string_view(&ad, 1), ciphertext, plaintext).ok()) {
+    if (!decrypt(next)) {
       return fail("decryption failed: tampered, forged or misdirected message");
     }
     recv_previous_ = epoch - recv_epoch_ == 1 ? std::move(recv_) : CipherState();
@@ -331,7 +351,8 @@ absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view bod
   return absl::OkStatus();
 }
 
-ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::string_view body) {
+ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::string_view body,
+                                                 std::string* in_place) {
   Step step;
   bool confirm_pending = state_ == State::kHandshaking && role_ == Role::kInitiator &&
                          recv_.has_key();
@@ -346,8 +367,9 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
                          kDecryptFailed);
     return step;
   }
-  std::string plaintext;
-  absl::Status opened = Open(type, body, plaintext);
+  std::string storage;
+  absl::string_view plaintext;
+  absl::Status opened = Open(type, body, in_place, storage, plaintext);
   if (!opened.ok()) {
     step.error = std::move(opened);
     return step;

@@ -104,6 +104,10 @@ class ChannelSession {
   // Initiator only, once: the HS1 message.
   absl::StatusOr<std::string> Start();
   Step OnMessage(absl::string_view bytes);
+  // The same, but a protected message is decrypted where it is: `bytes` is the caller's to
+  // give up (afterwards it holds plaintext, or, when the message was refused, what it held or
+  // zeroes). The deliveries are copies; nothing refers to `bytes` once this returns.
+  Step OnMessageInPlace(std::string& bytes);
 
   // Appends a DATA message carrying the app message (routes for the far side, payload).
   // FAILED_PRECONDITION unless established.
@@ -138,7 +142,9 @@ class ChannelSession {
   std::string Proof() const;
   absl::Status VerifyProof(absl::string_view payload);
   Step OnHandshake(ChannelMessageType type, absl::string_view body);
-  Step OnProtected(ChannelMessageType type, absl::string_view body);
+  Step OnMessage(absl::string_view bytes, std::string* in_place);
+  // `in_place`, when set, is the whole message that `body` is the tail of.
+  Step OnProtected(ChannelMessageType type, absl::string_view body, std::string* in_place);
   Step Failed(absl::Status why, bool tell_peer);
   void Established();
   void Seal(ChannelMessageType type, absl::string_view plaintext, std::string& out);
@@ -147,7 +153,10 @@ class ChannelSession {
   // and returns the counter; the caller appends the plaintext; FinishSeal encrypts it in place.
   uint64_t BeginSeal(ChannelMessageType type, size_t plaintext_size, std::string& out);
   void FinishSeal(ChannelMessageType type, uint64_t n, std::string& out, size_t plaintext_at);
-  absl::Status Open(ChannelMessageType type, absl::string_view body, std::string& plaintext);
+  // Checks the counter and opens `body`; `plaintext` views the result, which lives in
+  // `storage` or, with `in_place` set, in `*in_place` (decrypted there).
+  absl::Status Open(ChannelMessageType type, absl::string_view body, std::string* in_place,
+                    std::string& storage, absl::string_view& plaintext);
 
   const Role role_;
   const std::shared_ptr<const identity::Identity> local_;

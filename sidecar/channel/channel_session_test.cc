@@ -209,6 +209,48 @@ TEST_F(ChannelSessionTest, EveryTamperedByteOfADataMessageIsRejectedAndTheChanne
   EXPECT_EQ(step.deliveries.at(0).payload, "a message worth protecting");
 }
 
+// Opening in place (as the daemon does, on the message it owns) gives what opening a copy
+// gives, and refuses alike.
+TEST_F(ChannelSessionTest, OpeningInPlaceMatchesAndRefusesAlike) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  std::string good = Data(i, std::string(70000, 'd'));
+  for (size_t b : {size_t{0}, size_t{5}, good.size() / 2, good.size() - 1}) {
+    std::string bad = good;
+    bad[b] ^= 0x01;
+    auto step = r.OnMessageInPlace(bad);
+    EXPECT_FALSE(step.error.ok()) << b;
+    EXPECT_TRUE(step.deliveries.empty()) << b;
+    EXPECT_EQ(bad.find(std::string(32, 'd')), std::string::npos) << b;  // no plaintext left
+  }
+  std::string copy = good;
+  auto step = r.OnMessageInPlace(copy);
+  ASSERT_TRUE(step.error.ok()) << step.error;
+  ASSERT_EQ(step.deliveries.size(), 1u);
+  EXPECT_EQ(step.deliveries[0].payload, std::string(70000, 'd'));
+  EXPECT_EQ(step.deliveries[0].onward.ToString(), "/service/echoer");
+  copy = good;
+  EXPECT_EQ(ReasonOf(r.OnMessageInPlace(copy).error), "REPLAYED");
+
+  std::vector<core::Message> msgs(3);
+  for (size_t n = 0; n < msgs.size(); ++n) {
+    msgs[n].onward = R("/service/a");
+    msgs[n].return_route = R("/service/app");
+    msgs[n].payload = std::string(100 * (n + 1), static_cast<char>('a' + n));
+  }
+  std::string record;
+  ASSERT_TRUE(i.EncryptBatch(msgs, record).ok());
+  auto batch = r.OnMessageInPlace(record);
+  ASSERT_TRUE(batch.error.ok()) << batch.error;
+  ASSERT_EQ(batch.deliveries.size(), 3u);
+  for (size_t n = 0; n < 3; ++n) {
+    EXPECT_EQ(batch.deliveries[n].payload, std::string(100 * (n + 1), static_cast<char>('a' + n)));
+  }
+  record.assign(record.size(), 'x');  // the deliveries do not refer to the buffer
+  EXPECT_EQ(batch.deliveries[2].payload, std::string(300, 'c'));
+}
+
 TEST_F(ChannelSessionTest, ReplayIsRejected) {
   ChannelSession i(Role::kInitiator, alice_, *everyone_);
   ChannelSession r(Role::kResponder, bob_, *everyone_);

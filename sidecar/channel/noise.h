@@ -72,6 +72,12 @@ class CipherState {
                        std::string& out) const {
     return vault::ChaChaPolyDecrypt(key_, n, ad, ciphertext, out);
   }
+  // The same for the ciphertext at the end of `buf` from `offset`, opened where it is; `buf`
+  // unchanged on failure.
+  absl::Status DecryptInPlace(uint64_t n, absl::string_view ad, std::string& buf,
+                              size_t offset) const {
+    return vault::ChaChaPolyDecryptInPlace(key_, n, ad, buf, offset);
+  }
   // REKEY (spec 4.2): k = first 32 bytes of ENCRYPT(k, 2^64-1, "", 32 zero bytes).
   void Rekey();
   // A copy of this cipher (same key), e.g. to keep the previous epoch's key.

@@ -212,7 +212,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   // waits until the app's queue took it; anything else this message does is done here.
   core::Receipt receipt = std::move(msg.receipt);
   absl::Cleanup settle = [&receipt] { receipt.Settle(absl::OkStatus()); };
-  ChannelSession::Step step = session_.OnMessage(msg.payload);
+  ChannelSession::Step step = session_.OnMessageInPlace(msg.payload);  // (msg is ours)
   bool authenticated = step.error.ok();
   if (authenticated && !msg.return_route.empty()) {
     remote_route_ = msg.return_route;  // follow the far end (e.g. after its connection changed)

@@ -128,6 +128,26 @@ absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::s
   return absl::OkStatus();
 }
 
+absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter, absl::string_view ad,
+                                      std::string& buf, size_t offset) {
+  InitCrypto();
+  if (offset > buf.size() || buf.size() - offset < kAeadTagBytes) {
+    return AuthFailed("ciphertext shorter than its tag");
+  }
+  uint8_t nonce[12];
+  NoiseNonce(counter, nonce);
+  const size_t length = buf.size() - offset - kAeadTagBytes;
+  auto* p = reinterpret_cast<uint8_t*>(buf.data() + offset);
+  // libsodium verifies the tag over the ciphertext first and decrypts only then, streaming: the
+  // ciphertext and the plaintext may be the same bytes.
+  if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(p, nullptr, p, length, p + length, U8(ad),
+                                                         ad.size(), nonce, key.data()) != 0) {
+    return AuthFailed("decryption failed: wrong key or tampered message");
+  }
+  buf.resize(offset + length);
+  return absl::OkStatus();
+}
+
 std::string XChaChaSeal(const SecretBytes& key, absl::string_view ad, const SecretBytes& plaintext) {
   InitCrypto();
   std::string out(kXNonceBytes + plaintext.size() + kAeadTagBytes, '\0');

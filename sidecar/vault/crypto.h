@@ -65,6 +65,13 @@ void ChaChaPolyEncryptInPlace(const SecretBytes& key, uint64_t counter, absl::st
 absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::string_view ad,
                                absl::string_view ciphertext, std::string& out);
 
+// The same for the ciphertext (with its tag) at the end of `buf` from `offset`, opened where it
+// is: on success `buf` ends with the plaintext (the tag cut off). The tag is checked before
+// anything is decrypted; on failure `buf` keeps its length, the ciphertext is zeroed (libsodium
+// clears its output) and the status is as above.
+absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter, absl::string_view ad,
+                                      std::string& buf, size_t offset);
+
 // XChaCha20-Poly1305 with a random nonce: returns nonce || ciphertext || tag.
 std::string XChaChaSeal(const SecretBytes& key, absl::string_view ad, const SecretBytes& plaintext);
 // Opens XChaChaSeal's output. DATA_LOSS (AUTHENTICATION_FAILED) on a wrong key or tampering.

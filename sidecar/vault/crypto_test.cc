@@ -83,7 +83,41 @@ TEST(CryptoTest, ChaChaPolyInPlaceMatchesAppending) {
     std::string opened;
     ASSERT_TRUE(ChaChaPolyDecrypt(key, 42, "ad", absl::string_view(in_place).substr(4), opened).ok());
     EXPECT_EQ(opened, plaintext);
+    // Opened where it is: the same plaintext, after the untouched head.
+    ASSERT_TRUE(ChaChaPolyDecryptInPlace(key, 42, "ad", in_place, 4).ok());
+    EXPECT_EQ(in_place, "head" + plaintext) << size;
   }
+}
+
+// In-place opening refuses what the appending form refuses; the head stays, nothing of the
+// plaintext is left behind (libsodium zeroes its output on failure).
+TEST(CryptoTest, ChaChaPolyInPlaceRejectsTamperingAndLeavesTheBuffer) {
+  SecretBytes key(kAeadKeyBytes);
+  RandomBytes(key.mutable_span());
+  std::string sealed = "hd";
+  ChaChaPolyEncrypt(key, 9, "ad", std::string(100, 'x'), sealed);
+  for (size_t i = 0; i < sealed.size(); ++i) {
+    std::string bad = sealed;
+    bad[i] ^= 0x01;
+    const std::string before = bad;
+    absl::Status s = ChaChaPolyDecryptInPlace(key, 9, "ad", bad, 2);
+    if (i < 2) {  // the head is not part of the message
+      EXPECT_TRUE(s.ok()) << i;
+      continue;
+    }
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << i;
+    ASSERT_EQ(bad.size(), before.size()) << i;
+    EXPECT_EQ(bad.substr(0, 2), "hd") << i;
+    EXPECT_EQ(bad.find(std::string(16, 'x')), std::string::npos) << i;  // no plaintext left
+  }
+  std::string copy = sealed;
+  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 10, "ad", copy, 2).code(), absl::StatusCode::kDataLoss);
+  copy = sealed;
+  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "xx", copy, 2).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(copy.size(), sealed.size());
+  std::string short_one = "hd" + std::string(kAeadTagBytes - 1, 't');
+  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "ad", short_one, 2).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "ad", short_one, 100).code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(CryptoTest, ChaChaPolyRoundTripAndEveryTamperedByteRejected) {

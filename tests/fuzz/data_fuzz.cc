@@ -37,6 +37,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto step = f->responder.OnMessage(forged);
   if (!step.deliveries.empty()) std::abort();  // nobody without the key can make one
   if (f->responder.state() != ChannelSession::State::kEstablished) std::abort();
+  // Opened in place (as the daemon does): refused alike, the buffer keeping its length.
+  std::string in_place = forged;
+  auto again = f->responder.OnMessageInPlace(in_place);
+  if (!again.deliveries.empty() || in_place.size() != forged.size()) std::abort();
+  if (f->responder.state() != ChannelSession::State::kEstablished) std::abort();
   std::vector<veil::core::Message> batch;
   if (veil::channel::DecodeChannelBatch(forged, batch).ok()) {
     if (batch.empty()) std::abort();
