@@ -72,8 +72,8 @@ class CipherState {
                        std::string& out) const {
     return vault::ChaChaPolyDecrypt(key_, n, ad, ciphertext, out);
   }
-  // The same for the ciphertext at the end of `buf` from `offset`, opened where it is; `buf`
-  // unchanged on failure.
+  // The same for the ciphertext at the end of `buf` from `offset`, opened where it is (see
+  // vault::ChaChaPolyDecryptInPlace: on failure the ciphertext is zeroed, the length kept).
   absl::Status DecryptInPlace(uint64_t n, absl::string_view ad, std::string& buf,
                               size_t offset) const {
     return vault::ChaChaPolyDecryptInPlace(key_, n, ad, buf, offset);
