@@ -100,7 +100,15 @@ class RequestCall final : public grpc::ServerUnaryReactor,
    public:
     ReplyWorker(core::Strand strand, std::shared_ptr<RequestCall> call)
         : Worker(std::move(strand)), call_(std::move(call)) {}
-    void HandleMessage(core::Message msg) override { call_->OnReply(std::move(msg)); }
+    void HandleMessage(core::Message msg) override {
+      if (call_ == nullptr) {  // queued behind OnStop: the call is over
+        msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
+                                           absl::StrCat("the request at ", address(), " is over"),
+                                           reason::kRouteNotFound));
+        return;
+      }
+      call_->OnReply(std::move(msg));
+    }
     void OnStop() override { call_.reset(); }
 
    private:

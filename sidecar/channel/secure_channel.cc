@@ -11,13 +11,30 @@
 namespace veil::channel {
 namespace {
 
+// For a message that reached a channel's worker after it stopped: the router found the worker
+// just before it was removed, and its message was queued behind OnStop on the strand.
+absl::Status StoppedChannel(const std::string& address) {
+  return ErrorWithReason(absl::StatusCode::kUnavailable,
+                         absl::StrCat("secure channel ", address, " is closed"), "CHANNEL_CLOSED");
+}
+
 // The app-facing worker: plaintext in, ciphertext out along the channel.
 class Encryptor final : public core::Worker {
  public:
   Encryptor(core::Strand strand, std::shared_ptr<SecureChannel> channel)
       : Worker(std::move(strand)), channel_(std::move(channel)) {}
-  void HandleMessage(core::Message msg) override { channel_->OnPlaintext(std::move(msg)); }
+  void HandleMessage(core::Message msg) override {
+    if (channel_ == nullptr) {
+      msg.receipt.Settle(StoppedChannel(address()));
+      return;
+    }
+    channel_->OnPlaintext(std::move(msg));
+  }
   void HandleBatch(std::vector<core::Message> msgs) override {
+    if (channel_ == nullptr) {
+      for (core::Message& msg : msgs) msg.receipt.Settle(StoppedChannel(address()));
+      return;
+    }
     channel_->OnPlaintextBatch(std::move(msgs));
   }
   void OnStop() override { channel_.reset(); }
@@ -31,7 +48,13 @@ class Decryptor final : public core::Worker {
  public:
   Decryptor(core::Strand strand, std::shared_ptr<SecureChannel> channel)
       : Worker(std::move(strand)), channel_(std::move(channel)) {}
-  void HandleMessage(core::Message msg) override { channel_->OnChannelMessage(std::move(msg)); }
+  void HandleMessage(core::Message msg) override {
+    if (channel_ == nullptr) {
+      msg.receipt.Settle(StoppedChannel(address()));
+      return;
+    }
+    channel_->OnChannelMessage(std::move(msg));
+  }
   void OnStop() override { channel_.reset(); }
   bool TakesRefusals() const override { return true; }
 

@@ -16,7 +16,14 @@ class ServiceWorker final : public core::Worker {
  public:
   ServiceWorker(core::Strand strand, std::shared_ptr<RelayHub> hub)
       : Worker(std::move(strand)), hub_(std::move(hub)) {}
-  void HandleMessage(core::Message msg) override { hub_->OnRequest(std::move(msg)); }
+  void HandleMessage(core::Message msg) override {
+    if (hub_ == nullptr) {  // queued behind OnStop: the node is shutting down
+      msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
+                                         "the relay service is stopping", reason::kNodeShuttingDown));
+      return;
+    }
+    hub_->OnRequest(std::move(msg));
+  }
   void OnStop() override { hub_.reset(); }
 
  private:
