@@ -9,8 +9,10 @@
 // (p50/p99), secure channels established per second, and RSS growth per idle channel (on the
 // responder's sidecar) and per idle relay (on the hub). Beside the echo: the floor gRPC alone
 // sets — the same four app <-> server crossings through a bare gRPC echo server (another
-// process, Unix socket, the callback API as veild uses it) with no veil code at all. Prints one
-// table; docs/performance.md has the figures and the machine. Usage: e2e_bench [--quick]
+// process, Unix socket, the callback API as veild uses it) with no veil code at all — and the
+// same crossings over a plain Unix socket. Prints one table; docs/performance.md has the
+// figures and the machine. Usage: e2e_bench [--quick] (--veil-only SIZE, --echo-only: one
+// case, for profiling)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -19,6 +21,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -642,6 +645,66 @@ Latency GrpcFloorEcho(const std::string& path, int n) {
   return Percentiles(std::move(samples));
 }
 
+// What a data plane that is not gRPC could reach: the same four crossings over a plain Unix
+// socket to an echo server in another process (this binary, `--unix-echo-server PATH`), 64 B
+// messages with a 4-byte length, as the peers frame theirs.
+int RunUnixEchoServer(const std::string& path) {
+  int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  ::unlink(path.c_str());
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 8) != 0) {
+    return 1;
+  }
+  for (;;) {  // until SIGTERM ends the process
+    int fd = ::accept(listener, nullptr, nullptr);
+    if (fd < 0) continue;
+    std::thread([fd] {
+      std::string buf(4 + 64, '\0');
+      while (ReadFull(fd, buf.data(), buf.size()) && WriteFull(fd, buf.data(), buf.size())) {
+      }
+      ::close(fd);
+    }).detach();
+  }
+}
+
+Latency UnixFloorEcho(const std::string& path, int n) {
+  int fd = -1;
+  for (int attempt = 0; attempt < 400 && fd < 0; ++attempt) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd);
+      fd = -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  if (fd < 0) {
+    std::cerr << "unix floor: the echo server did not come up\n";
+    return {};
+  }
+  std::string msg(4 + 64, 'e');
+  uint32_t len = htonl(64);
+  std::memcpy(msg.data(), &len, 4);
+  std::string back(msg.size(), '\0');
+  std::vector<double> samples;
+  for (int i = 0; i < n + n / 10; ++i) {
+    auto t0 = Clock::now();
+    bool ok = true;
+    for (int leg = 0; leg < 2 && ok; ++leg) {
+      ok = WriteFull(fd, msg.data(), msg.size()) && ReadFull(fd, back.data(), back.size());
+    }
+    if (!ok) break;
+    if (i >= n / 10) samples.push_back(Seconds(Clock::now() - t0) * 1e6);  // after a warm-up
+  }
+  ::close(fd);
+  return Percentiles(std::move(samples));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Printing
 
@@ -696,6 +759,13 @@ int Main() {
       Latency g = GrpcFloorEcho(socket, echoes);
       std::printf("gRPC alone, the same 4 crossings (bare echo server): p50 %.0f us p99 %.0f us\n",
                   g.p50_us, g.p99_us);
+    }
+    {
+      const std::string socket = dir.path() + "/plain.sock";
+      Child plain({SelfPath(), "--unix-echo-server", socket}, dir.path() + "/plain.log");
+      Latency u = UnixFloorEcho(socket, echoes);
+      std::printf("plain Unix socket, the same 4 crossings: p50 %.0f us p99 %.0f us\n", u.p50_us,
+                  u.p99_us);
     }
     Latency r = VeilEcho(veil.alice_api, to_echoer, echoes);
     std::printf("veil echo 64 B: Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
@@ -804,6 +874,12 @@ int Main() {
     Child bare({SelfPath(), "--grpc-echo-server", socket}, dir.path() + "/bare.log");
     lg = GrpcFloorEcho(socket, echoes);
   }
+  Latency lu;
+  {
+    const std::string socket = dir.path() + "/plain.sock";
+    Child plain({SelfPath(), "--unix-echo-server", socket}, dir.path() + "/plain.log");
+    lu = UnixFloorEcho(socket, echoes);
+  }
   Row("echo round trip 64 B, p50", Fmt(lv.p50_us, "us"), Fmt(lp.p50_us, "us"), Fmt(lt.p50_us, "us"),
       Ratio(lv.p50_us, lp.p50_us));
   Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
@@ -813,6 +889,8 @@ int Main() {
       Fmt(lt.p50_us, "us"), Ratio(lg.p50_us, lp.p50_us));
   Row("floor: the 4 gRPC crossings alone, p99", Fmt(lg.p99_us, "us"), Fmt(lp.p99_us, "us"),
       Fmt(lt.p99_us, "us"), Ratio(lg.p99_us, lp.p99_us));
+  Row("same 4 crossings on a plain Unix socket, p50", Fmt(lu.p50_us, "us"), Fmt(lp.p50_us, "us"),
+      Fmt(lt.p50_us, "us"), Ratio(lu.p50_us, lp.p50_us));
   Row("echo 64 B by Request RPC (a call each), p50", Fmt(lr.p50_us, "us"), Fmt(lp.p50_us, "us"),
       Fmt(lt.p50_us, "us"), Ratio(lr.p50_us, lp.p50_us));
   Row("echo 64 B by Request RPC (a call each), p99", Fmt(lr.p99_us, "us"), Fmt(lp.p99_us, "us"),
@@ -837,6 +915,9 @@ int Main() {
 int main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--grpc-echo-server") {
     return veil::bench::RunBareEchoServer(argv[2]);
+  }
+  if (argc == 3 && std::string(argv[1]) == "--unix-echo-server") {
+    return veil::bench::RunUnixEchoServer(argv[2]);
   }
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
