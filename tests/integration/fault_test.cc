@@ -310,11 +310,12 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   const std::vector<std::string> small = {"--max-connection-unsettled-bytes", "1048576",
                                           "--max-connection-queue-bytes", "1048576"};
   ASSERT_NO_FATAL_FAILURE(StartHub(small));
-  // A 0.2 s heartbeat: its answers wait behind the backlog while Bob's node is not reading the
+  // A 0.5 s heartbeat: its answers wait behind the backlog while Bob's node is not reading the
   // hub's connection, which must not pass for a dead hub (the relay stays up throughout).
   // Bob holds back the hub's connection after 64 KiB, so his relay session's heartbeat answers
-  // are stuck behind the backlog for as long as his app stalls.
-  ASSERT_NO_FATAL_FAILURE(StartBob({"--max-connection-unsettled-bytes", "65536"}));
+  // are stuck behind the backlog for as long as his app stalls. (Not shorter: under TSan on two
+  // loaded cores a hub has been seen not to answer within 0.2 s before any traffic at all.)
+  ASSERT_NO_FATAL_FAILURE(StartBob({"--max-connection-unsettled-bytes", "65536"}, "0.5"));
   ASSERT_NO_FATAL_FAILURE(StartAlice(small));
   Sink sink(bob_api_, "sink", 16, /*held=*/true);
   const std::string route = ChannelTo("sink");
@@ -339,7 +340,7 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   EXPECT_LT(hub_->rss_kib(), hub_rss + 64 * 1024);
   EXPECT_LT(bob_->rss_kib(), bob_rss + 64 * 1024);
   EXPECT_GT(Scrape(*bob_, "veil_transport_reads_paused_total"), 0);
-  std::this_thread::sleep_for(seconds(2));  // the app stalls for 10 heartbeats
+  std::this_thread::sleep_for(seconds(2));  // the app stalls for 4 heartbeats
 
   sink.Release();
   out = sender.Finish();
