@@ -705,6 +705,19 @@ Latency UnixFloorEcho(const std::string& path, int n) {
   return Percentiles(std::move(samples));
 }
 
+// The two floors, each against its server in a child process (this binary) kept for the run.
+Latency MeasureGrpcFloor(const TempDir& dir, int n) {
+  const std::string socket = dir.path() + "/bare.sock";
+  Child bare({SelfPath(), "--grpc-echo-server", socket}, dir.path() + "/bare.log");
+  return GrpcFloorEcho(socket, n);
+}
+
+Latency MeasureUnixFloor(const TempDir& dir, int n) {
+  const std::string socket = dir.path() + "/plain.sock";
+  Child plain({SelfPath(), "--unix-echo-server", socket}, dir.path() + "/plain.log");
+  return UnixFloorEcho(socket, n);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Printing
 
@@ -753,20 +766,12 @@ int Main() {
       std::printf("local echo (app -> sidecar -> app and back, no network): p50 %.0f us p99 %.0f us\n",
                   l.p50_us, l.p99_us);
     }
-    {
-      const std::string socket = dir.path() + "/bare.sock";
-      Child bare({SelfPath(), "--grpc-echo-server", socket}, dir.path() + "/bare.log");
-      Latency g = GrpcFloorEcho(socket, echoes);
-      std::printf("gRPC alone, the same 4 crossings (bare echo server): p50 %.0f us p99 %.0f us\n",
-                  g.p50_us, g.p99_us);
-    }
-    {
-      const std::string socket = dir.path() + "/plain.sock";
-      Child plain({SelfPath(), "--unix-echo-server", socket}, dir.path() + "/plain.log");
-      Latency u = UnixFloorEcho(socket, echoes);
-      std::printf("plain Unix socket, the same 4 crossings: p50 %.0f us p99 %.0f us\n", u.p50_us,
-                  u.p99_us);
-    }
+    Latency g = MeasureGrpcFloor(dir, echoes);
+    std::printf("gRPC alone, the same 4 crossings (bare echo server): p50 %.0f us p99 %.0f us\n",
+                g.p50_us, g.p99_us);
+    Latency u = MeasureUnixFloor(dir, echoes);
+    std::printf("plain Unix socket, the same 4 crossings: p50 %.0f us p99 %.0f us\n", u.p50_us,
+                u.p99_us);
     Latency r = VeilEcho(veil.alice_api, to_echoer, echoes);
     std::printf("veil echo 64 B: Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
                 s.p50_us, s.p99_us, r.p50_us, r.p99_us);
@@ -868,18 +873,8 @@ int Main() {
   }
   Latency lp = PeerEcho(tls_echo.entry, echoes);
   Latency lt = PeerEcho(tcp_echo.entry, echoes);
-  Latency lg;
-  {
-    const std::string socket = dir.path() + "/bare.sock";
-    Child bare({SelfPath(), "--grpc-echo-server", socket}, dir.path() + "/bare.log");
-    lg = GrpcFloorEcho(socket, echoes);
-  }
-  Latency lu;
-  {
-    const std::string socket = dir.path() + "/plain.sock";
-    Child plain({SelfPath(), "--unix-echo-server", socket}, dir.path() + "/plain.log");
-    lu = UnixFloorEcho(socket, echoes);
-  }
+  Latency lg = MeasureGrpcFloor(dir, echoes);
+  Latency lu = MeasureUnixFloor(dir, echoes);
   Row("echo round trip 64 B, p50", Fmt(lv.p50_us, "us"), Fmt(lp.p50_us, "us"), Fmt(lt.p50_us, "us"),
       Ratio(lv.p50_us, lp.p50_us));
   Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
