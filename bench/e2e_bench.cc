@@ -7,12 +7,14 @@
 //
 // Throughput for 64 B, 1 KiB and 64 KiB messages with many in flight, 64 B echo round trips
 // (p50/p99), secure channels established per second, and RSS growth per idle channel (on the
-// responder's sidecar) and per idle relay (on the hub). Beside the echo: the floor gRPC alone
+// responder's sidecar) and per idle relay (on the hub). The apps use the serve socket (Serve
+// streams without gRPC); each throughput and echo figure is measured again with the apps on
+// gRPC Serve calls, in the same run. Beside the echo: the floor gRPC alone
 // sets — the same four app <-> server crossings through a bare gRPC echo server (another
 // process, Unix socket, the callback API as veild uses it) with no veil code at all — and the
 // same crossings over a plain Unix socket. Prints one table; docs/performance.md has the
 // figures and the machine. Usage: e2e_bench [--quick] (--veil-only SIZE, --echo-only: one
-// case, for profiling)
+// case, for profiling; add --grpc for apps on gRPC Serve calls)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -66,6 +68,7 @@ using testing::WriteFull;
 bool quick = false;
 size_t only_size = 0;  // --veil-only SIZE: just veil's throughput at SIZE, for profiling
 bool echo_only = false;  // --echo-only: just veil's echo latencies, for profiling
+bool grpc_only = false;  // --grpc: with --echo-only / --veil-only, apps on gRPC Serve calls
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -102,22 +105,65 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& target) {
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
-// Serves `address` on a sidecar: counts what arrives (sink) or echoes it (echo).
-class App {
+// How an app reaches its sidecar: the gRPC API, and the serve socket ("" to use gRPC's Serve
+// call for streams instead).
+struct Api {
+  std::shared_ptr<grpc::Channel> grpc;
+  std::string serve_socket;
+};
+
+// One Serve stream, opened: through the serve socket when the Api names one, else gRPC.
+class ServeConn {
  public:
-  App(const std::shared_ptr<grpc::Channel>& api, const std::string& address, bool echo)
-      : stub_(v1::MessagingService::NewStub(api)), echo_(echo) {
+  ServeConn(const Api& api, const std::string& address, uint32_t window = 0) {
+    if (!api.serve_socket.empty()) {
+      try {
+        socket_.emplace(sdk::ServeSocket::Open(api.serve_socket, address, window));
+        ok_ = true;
+      } catch (const sdk::Error& e) {
+        std::cerr << "cannot open " << address << " on the serve socket: " << e.what() << "\n";
+      }
+      return;
+    }
+    stub_ = v1::MessagingService::NewStub(api.grpc);
     stream_ = stub_->Serve(&context_);
     v1::ServeRequest open;
     open.mutable_open()->set_address(address);
-    open.mutable_open()->set_window(65536);
-    stream_->Write(open);
+    open.mutable_open()->set_window(window);
     v1::ServeResponse opened;
-    stream_->Read(&opened);
+    ok_ = stream_->Write(open) && stream_->Read(&opened) && opened.has_opened();
+    if (!ok_) std::cerr << "cannot open " << address << " on a gRPC Serve stream\n";
+  }
+  bool ok() const { return ok_; }
+  bool Write(const v1::ServeRequest& r) { return socket_ ? socket_->Write(r) : stream_->Write(r); }
+  bool Read(v1::ServeResponse* r) { return socket_ ? socket_->Read(r) : stream_->Read(r); }
+  // Ends the stream; a Read in progress returns false soon after.
+  void Close() {
+    if (socket_) {
+      socket_->WritesDone();
+    } else {
+      stream_->WritesDone();
+      context_.TryCancel();
+    }
+  }
+
+ private:
+  bool ok_ = false;
+  std::optional<sdk::ServeSocket> socket_;
+  std::unique_ptr<v1::MessagingService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>> stream_;
+};
+
+// Serves `address` on a sidecar: counts what arrives (sink) or echoes it (echo).
+class App {
+ public:
+  App(const Api& api, const std::string& address, bool echo)
+      : stream_(api, address, 65536), echo_(echo) {
     thread_ = std::thread([this] { Run(); });
   }
   ~App() {
-    context_.TryCancel();
+    stream_.Close();
     thread_.join();
   }
   uint64_t messages() const { return messages_.load(); }
@@ -127,7 +173,7 @@ class App {
   void Run() {
     v1::ServeResponse response;
     uint64_t batch = 0;
-    while (stream_->Read(&response)) {
+    while (stream_.Read(&response)) {
       if (!response.has_deliveries()) continue;
       auto& deliveries = *response.mutable_deliveries()->mutable_deliveries();
       if (deliveries.empty()) continue;
@@ -142,19 +188,17 @@ class App {
           m->set_route(d.return_route());
           m->set_payload(std::move(*d.mutable_payload()));
         }
-        stream_->Write(reply);
+        stream_.Write(reply);
       }
       v1::ServeRequest ack;
       ack.mutable_ack()->set_sequence(last);
-      stream_->Write(ack);
+      stream_.Write(ack);
       bytes_ += bytes;
       messages_ += deliveries.size();
     }
   }
 
-  std::unique_ptr<v1::MessagingService::Stub> stub_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>> stream_;
+  ServeConn stream_;
   bool echo_;
   std::atomic<uint64_t> messages_{0}, bytes_{0};
   std::thread thread_;
@@ -162,16 +206,10 @@ class App {
 
 // Sends batches of messages on a Serve stream as fast as the sidecar takes them, keeping at
 // most `max_batches` unanswered.
-Throughput VeilThroughput(const std::shared_ptr<grpc::Channel>& alice, const std::string& route,
-                          const App& sink, size_t size, double seconds) {
-  auto stub = v1::MessagingService::NewStub(alice);
-  grpc::ClientContext context;
-  auto stream = stub->Serve(&context);
-  v1::ServeRequest open;
-  open.mutable_open()->set_address("bench_src");
-  stream->Write(open);
-  v1::ServeResponse response;
-  stream->Read(&response);
+Throughput VeilThroughput(const Api& alice, const std::string& route, const App& sink, size_t size,
+                          double seconds) {
+  ServeConn conn(alice, "bench_src");
+  ServeConn* stream = &conn;
   const size_t per_batch = std::clamp<size_t>((256 * 1024) / size, 4, 4096);
   const int max_batches = 32;
   std::mutex mu;
@@ -232,8 +270,7 @@ Throughput VeilThroughput(const std::shared_ptr<grpc::Channel>& alice, const std
   t.messages = sink.messages() - start_messages;
   t.bytes = sink.bytes() - start_bytes;
   t.refused = refused;
-  stream->WritesDone();
-  context.TryCancel();
+  stream->Close();
   reader.join();
   return t;
 }
@@ -263,18 +300,11 @@ Latency VeilEcho(const std::shared_ptr<grpc::Channel>& alice, const std::string&
 // Round trips on one long-lived Serve stream, as a latency-minded app would talk (the peers
 // keep their TCP connection too): send one message with the stream's address as return route,
 // wait for the echo's delivery, ack it.
-Latency VeilStreamEcho(const std::shared_ptr<grpc::Channel>& alice, const std::string& route,
-                       int n) {
-  auto stub = v1::MessagingService::NewStub(alice);
-  grpc::ClientContext context;
-  auto stream = stub->Serve(&context);
-  v1::ServeRequest open;
-  open.mutable_open()->set_address("bench_pinger");
+Latency VeilStreamEcho(const Api& alice, const std::string& route, int n) {
+  ServeConn conn(alice, "bench_pinger");
+  if (!conn.ok()) return {};
+  ServeConn* stream = &conn;
   v1::ServeResponse response;
-  if (!stream->Write(open) || !stream->Read(&response) || !response.has_opened()) {
-    std::cerr << "echo: cannot open a Serve stream\n";
-    return {};
-  }
   v1::ServeRequest send;
   auto* m = send.mutable_send()->add_messages();
   m->set_route(route);
@@ -301,8 +331,7 @@ Latency VeilStreamEcho(const std::shared_ptr<grpc::Channel>& alice, const std::s
     stream->Write(ack);
     if (i >= n / 10) samples.push_back(Seconds(t1 - t0) * 1e6);  // after a warm-up
   }
-  stream->WritesDone();
-  context.TryCancel();
+  stream->Close();
   return Percentiles(std::move(samples));
 }
 
@@ -518,7 +547,12 @@ struct Veil {
   TempDir dir;
   std::unique_ptr<VeildProcess> hub, bob, alice;
   std::shared_ptr<grpc::Channel> hub_api, bob_api, alice_api;
+  std::string bob_serve, alice_serve;  // their serve sockets
   std::string hub_route, listener_route;
+
+  // Bob's and Alice's apps: Serve streams on the serve socket, or on gRPC.
+  Api Bob(bool serve_socket) const { return {bob_api, serve_socket ? bob_serve : ""}; }
+  Api Alice(bool serve_socket) const { return {alice_api, serve_socket ? alice_serve : ""}; }
 
   bool Start() {
     hub = std::make_unique<VeildProcess>(std::vector<std::string>{
@@ -535,6 +569,16 @@ struct Veil {
     hub_api = Connect(hub->api_target());
     bob_api = Connect(bob->api_target());
     alice_api = Connect(alice->api_target());
+    for (auto [api, serve] : {std::pair{bob_api, &bob_serve}, std::pair{alice_api, &alice_serve}}) {
+      grpc::ClientContext context;
+      v1::Node node;
+      if (!v1::NodeService::NewStub(api)->GetNode(&context, v1::GetNodeRequest(), &node).ok() ||
+          node.serve_socket().empty()) {
+        std::cerr << "a sidecar has no serve socket\n";
+        return false;
+      }
+      *serve = node.serve_socket();
+    }
     // The hub's TCP port, from its ready line.
     std::string log = hub->log();
     auto at = log.find("tcp=[");
@@ -750,19 +794,28 @@ int Main() {
   }
   Veil veil;
   if (!veil.Start()) return 1;
-  App sink(veil.bob_api, "sink", false);
-  App echoer(veil.bob_api, "echoer", true);
   std::string channel = veil.OpenChannel();
   if (channel.empty()) return 1;
   const std::string to_sink = "/service/" + channel + "/service/sink";
-  if (echo_only) {
-    const std::string to_echoer = "/service/" + channel + "/service/echoer";
-    std::fprintf(stderr, "pids: hub %d bob %d alice %d bench %d\n", veil.hub->pid(), veil.bob->pid(),
-                 veil.alice->pid(), ::getpid());
-    Latency s = VeilStreamEcho(veil.alice_api, to_echoer, echoes);
+  const std::string to_echoer = "/service/" + channel + "/service/echoer";
+  if (echo_only || only_size > 0) {
+    // Profiling runs: apps on the serve socket, or with --grpc on gRPC Serve calls.
+    const bool socket = !grpc_only;
+    App sink(veil.Bob(socket), "sink", false);
+    App echoer(veil.Bob(socket), "echoer", true);
+    std::fprintf(stderr, "pids: hub %d bob %d alice %d bench %d\n", veil.hub->pid(),
+                 veil.bob->pid(), veil.alice->pid(), ::getpid());
+    if (only_size > 0) {
+      Throughput v = VeilThroughput(veil.Alice(socket), to_sink, sink, only_size, seconds * 3);
+      std::printf("veil %zu B (%s): %.0f messages/s, %.1f MB/s (%lu refused)\n", only_size,
+                  socket ? "serve socket" : "gRPC Serve", v.per_second(), v.mb_per_second(),
+                  (unsigned long)v.refused);
+      return 0;
+    }
+    Latency s = VeilStreamEcho(veil.Alice(socket), to_echoer, echoes);
     {
-      App local(veil.alice_api, "local_echoer", true);
-      Latency l = VeilStreamEcho(veil.alice_api, "/service/local_echoer", echoes);
+      App local(veil.Alice(socket), "local_echoer", true);
+      Latency l = VeilStreamEcho(veil.Alice(socket), "/service/local_echoer", echoes);
       std::printf("local echo (app -> sidecar -> app and back, no network): p50 %.0f us p99 %.0f us\n",
                   l.p50_us, l.p99_us);
     }
@@ -773,19 +826,10 @@ int Main() {
     std::printf("plain Unix socket, the same 4 crossings: p50 %.0f us p99 %.0f us\n", u.p50_us,
                 u.p99_us);
     Latency r = VeilEcho(veil.alice_api, to_echoer, echoes);
-    std::printf("veil echo 64 B: Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
-                s.p50_us, s.p99_us, r.p50_us, r.p99_us);
+    std::printf("veil echo 64 B (%s): Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
+                socket ? "serve socket" : "gRPC Serve", s.p50_us, s.p99_us, r.p50_us, r.p99_us);
     return 0;
   }
-  if (only_size > 0) {
-    std::fprintf(stderr, "pids: hub %d bob %d alice %d bench %d\n", veil.hub->pid(), veil.bob->pid(),
-                 veil.alice->pid(), ::getpid());
-    Throughput v = VeilThroughput(veil.alice_api, to_sink, sink, only_size, seconds * 3);
-    std::printf("veil %zu B: %.0f messages/s, %.1f MB/s (%lu refused)\n", only_size, v.per_second(),
-                v.mb_per_second(), (unsigned long)v.refused);
-    return 0;
-  }
-  const std::string to_echoer = "/service/" + channel + "/service/echoer";
 
   PeerServer peer_sink(false), peer_echo_server(true);
   PeerPath tls_sink(dir, peer_sink.port(), true, "tls-sink");
@@ -850,9 +894,18 @@ int Main() {
   Row("case", "veil", "stunnel path", "plain TCP", "veil/stunnel");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(18, '-').c_str(),
               std::string(18, '-').c_str(), std::string(18, '-').c_str(), std::string(9, '-').c_str());
+  // Bob's apps: on the serve socket (the table's veil figures) and on gRPC Serve calls.
+  App sink(veil.Bob(true), "sink", false);
+  App echoer(veil.Bob(true), "echoer", true);
+  App grpc_sink(veil.Bob(false), "grpc_sink", false);
+  App grpc_echoer(veil.Bob(false), "grpc_echoer", true);
+  const std::string to_grpc_sink = "/service/" + channel + "/service/grpc_sink";
+  const std::string to_grpc_echoer = "/service/" + channel + "/service/grpc_echoer";
   for (size_t size : {size_t{64}, size_t{1024}, size_t{65536}}) {
     std::fprintf(stderr, "  measuring %zu B: veil...", size);
-    Throughput v = VeilThroughput(veil.alice_api, to_sink, sink, size, seconds);
+    Throughput v = VeilThroughput(veil.Alice(true), to_sink, sink, size, seconds);
+    std::fprintf(stderr, " veil on gRPC...");
+    Throughput vg = VeilThroughput(veil.Alice(false), to_grpc_sink, grpc_sink, size, seconds);
     std::fprintf(stderr, " stunnel...");
     Throughput p = PeerThroughput(tls_sink.entry, peer_sink, size, seconds);
     std::fprintf(stderr, " tcp...\n");
@@ -862,14 +915,30 @@ int Main() {
         Fmt(t.per_second(), "/s"), Ratio(v.per_second(), p.per_second()));
     Row("throughput " + label + ", MB/s", Fmt(v.mb_per_second(), "MB/s", 1), Fmt(p.mb_per_second(), "MB/s", 1),
         Fmt(t.mb_per_second(), "MB/s", 1), Ratio(v.mb_per_second(), p.mb_per_second()));
-    if (v.refused > 0) std::printf("  (veil: %lu messages refused by backpressure and not counted)\n", (unsigned long)v.refused);
+    if (size == 64) {
+      Row("  the same, apps on gRPC Serve, messages/s", Fmt(vg.per_second(), "/s"),
+          Fmt(p.per_second(), "/s"), Fmt(t.per_second(), "/s"), Ratio(vg.per_second(), p.per_second()));
+    } else {
+      Row("  the same, apps on gRPC Serve, MB/s", Fmt(vg.mb_per_second(), "MB/s", 1),
+          Fmt(p.mb_per_second(), "MB/s", 1), Fmt(t.mb_per_second(), "MB/s", 1),
+          Ratio(vg.mb_per_second(), p.mb_per_second()));
+    }
+    if (v.refused + vg.refused > 0) {
+      std::printf("  (veil: %lu messages refused by backpressure and not counted)\n",
+                  (unsigned long)(v.refused + vg.refused));
+    }
   }
-  Latency lv = VeilStreamEcho(veil.alice_api, to_echoer, echoes);
+  Latency lv = VeilStreamEcho(veil.Alice(true), to_echoer, echoes);
+  Latency lvg = VeilStreamEcho(veil.Alice(false), to_grpc_echoer, echoes);
   Latency lr = VeilEcho(veil.alice_api, to_echoer, echoes);
-  Latency ll;
+  Latency ll, llg;
   {
-    App local(veil.alice_api, "local_echoer", true);
-    ll = VeilStreamEcho(veil.alice_api, "/service/local_echoer", echoes);
+    App local(veil.Alice(true), "local_echoer", true);
+    ll = VeilStreamEcho(veil.Alice(true), "/service/local_echoer", echoes);
+  }
+  {
+    App local(veil.Alice(false), "local_grpc_echoer", true);
+    llg = VeilStreamEcho(veil.Alice(false), "/service/local_grpc_echoer", echoes);
   }
   Latency lp = PeerEcho(tls_echo.entry, echoes);
   Latency lt = PeerEcho(tcp_echo.entry, echoes);
@@ -879,7 +948,12 @@ int Main() {
       Ratio(lv.p50_us, lp.p50_us));
   Row("echo round trip 64 B, p99", Fmt(lv.p99_us, "us"), Fmt(lp.p99_us, "us"), Fmt(lt.p99_us, "us"),
       Ratio(lv.p99_us, lp.p99_us));
+  Row("  the same, apps on gRPC Serve, p50", Fmt(lvg.p50_us, "us"), Fmt(lp.p50_us, "us"),
+      Fmt(lt.p50_us, "us"), Ratio(lvg.p50_us, lp.p50_us));
+  Row("  the same, apps on gRPC Serve, p99", Fmt(lvg.p99_us, "us"), Fmt(lp.p99_us, "us"),
+      Fmt(lt.p99_us, "us"), Ratio(lvg.p99_us, lp.p99_us));
   Row("echo 64 B app>sidecar>app, no network, p50", Fmt(ll.p50_us, "us"), "-", "-", "-");
+  Row("  the same, app on gRPC Serve, p50", Fmt(llg.p50_us, "us"), "-", "-", "-");
   Row("floor: the 4 gRPC crossings alone, p50", Fmt(lg.p50_us, "us"), Fmt(lp.p50_us, "us"),
       Fmt(lt.p50_us, "us"), Ratio(lg.p50_us, lp.p50_us));
   Row("floor: the 4 gRPC crossings alone, p99", Fmt(lg.p99_us, "us"), Fmt(lp.p99_us, "us"),
@@ -917,6 +991,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
     if (std::string(argv[i]) == "--echo-only") veil::bench::echo_only = true;
+    if (std::string(argv[i]) == "--grpc") veil::bench::grpc_only = true;
     if (std::string(argv[i]) == "--veil-only" && i + 1 < argc) veil::bench::only_size = std::stoul(argv[++i]);
   }
   ::signal(SIGPIPE, SIG_IGN);

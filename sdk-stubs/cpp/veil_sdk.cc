@@ -1,8 +1,15 @@
 #include "veil_sdk.h"
 
 #include <malloc.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <utility>
 
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -59,23 +66,163 @@ v1::TrustPolicy TrustIdentifier(const std::string& identifier) {
   return policy;
 }
 
-// The Serve stream's writer side, shared by Messages so they can reply.
+namespace {
+
+constexpr unsigned char kServeSocketVersion = 1;
+
+bool WriteAll(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+ServeSocket ServeSocket::Open(const std::string& path, const std::string& address,
+                              uint32_t window) {
+  sockaddr_un addr{};
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    throw Error(grpc::Status(grpc::INVALID_ARGUMENT, "bad serve socket path \"" + path + "\""));
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw Error(grpc::Status(grpc::UNAVAILABLE, std::strerror(errno)));
+  ServeSocket s(fd);
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    throw Error(grpc::Status(grpc::UNAVAILABLE,
+                             "cannot connect to the serve socket " + path + ": " + std::strerror(errno)));
+  }
+  const char version = static_cast<char>(kServeSocketVersion);
+  v1::ServeRequest open;
+  open.mutable_open()->set_address(address);
+  open.mutable_open()->set_window(window);
+  v1::ServeResponse response;
+  if (!WriteAll(fd, &version, 1) || !s.Write(open) || !s.Read(&response)) throw Error(s.status());
+  if (!response.has_opened()) {
+    throw Error(grpc::Status(grpc::INTERNAL, "the sidecar did not answer `open` with `opened`"));
+  }
+  s.opened_ = std::move(*response.mutable_opened());
+  return s;
+}
+
+ServeSocket::ServeSocket(ServeSocket&& other) noexcept { *this = std::move(other); }
+
+ServeSocket& ServeSocket::operator=(ServeSocket&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    opened_ = std::move(other.opened_);
+    in_ = std::move(other.in_);
+    in_begin_ = other.in_begin_;
+    version_read_ = other.version_read_;
+    out_ = std::move(other.out_);
+    status_ = other.status_;
+  }
+  return *this;
+}
+
+ServeSocket::~ServeSocket() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool ServeSocket::Write(const v1::ServeRequest& request) {
+  const size_t size = request.ByteSizeLong();
+  out_.resize(4 + size);
+  out_[0] = static_cast<char>(size >> 24);
+  out_[1] = static_cast<char>(size >> 16);
+  out_[2] = static_cast<char>(size >> 8);
+  out_[3] = static_cast<char>(size);
+  request.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out_.data() + 4));
+  return WriteAll(fd_, out_.data(), out_.size());
+}
+
+void ServeSocket::WritesDone() { ::shutdown(fd_, SHUT_WR); }
+
+// Reads until at least `want` unread bytes are buffered. False at the end of the connection.
+bool ServeSocket::Fill(size_t want) {
+  if (in_.size() - in_begin_ >= want) return true;
+  if (in_begin_ > 0) {
+    in_.erase(0, in_begin_);
+    in_begin_ = 0;
+  }
+  size_t have = in_.size();
+  in_.resize(std::max<size_t>(want, have + 256 * 1024));
+  while (have < want) {
+    ssize_t n = ::recv(fd_, in_.data() + have, in_.size() - have, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      in_.resize(have);
+      return false;
+    }
+    have += static_cast<size_t>(n);
+  }
+  in_.resize(have);
+  return true;
+}
+
+bool ServeSocket::Read(v1::ServeResponse* response) {
+  for (;;) {
+    if (fd_ < 0) return false;
+    const bool first = !version_read_;
+    if (!Fill((first ? 1 : 0) + 4)) break;
+    if (first) {
+      if (static_cast<unsigned char>(in_[in_begin_]) != kServeSocketVersion) {
+        status_ = grpc::Status(grpc::UNIMPLEMENTED, "the sidecar speaks serve socket version " +
+                                                       std::to_string(in_[in_begin_]));
+        return false;
+      }
+      ++in_begin_;
+      version_read_ = true;
+    }
+    const auto* p = reinterpret_cast<const unsigned char*>(in_.data() + in_begin_);
+    const size_t size = (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | p[3];
+    if (!Fill(4 + size)) break;
+    if (!response->ParseFromArray(in_.data() + in_begin_ + 4, static_cast<int>(size))) {
+      status_ = grpc::Status(grpc::INTERNAL, "the sidecar sent a frame that is not a ServeResponse");
+      return false;
+    }
+    in_begin_ += 4 + size;
+    if (!response->has_closed()) return true;
+    const google::rpc::Status& closed = response->closed();
+    status_ = grpc::Status(static_cast<grpc::StatusCode>(closed.code()), closed.message(),
+                           closed.SerializeAsString());
+    return false;
+  }
+  status_ = grpc::Status(grpc::UNAVAILABLE, "the serve socket closed without a status");
+  return false;
+}
+
+// The Serve stream's writer side, shared by Messages so they can reply: the gRPC call or the
+// serve socket.
 class ServeStream {
  public:
-  explicit ServeStream(grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>& stream)
-      : stream_(stream) {}
+  explicit ServeStream(grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>* stream)
+      : grpc_(stream) {}
+  explicit ServeStream(ServeSocket* socket) : socket_(socket) {}
   void Send(const std::string& route, std::string payload) {
     v1::ServeRequest request;
     request.mutable_send()->set_batch_id(++batch_);
     auto* m = request.mutable_send()->add_messages();
     m->set_route(route);
     m->set_payload(std::move(payload));
-    if (!stream_.Write(request)) throw Error(grpc::Status(grpc::UNAVAILABLE, "the Serve stream ended"));
+    if (!Write(request)) throw Error(grpc::Status(grpc::UNAVAILABLE, "the Serve stream ended"));
   }
-  grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>& stream() { return stream_; }
+  bool Write(const v1::ServeRequest& request) {
+    return grpc_ != nullptr ? grpc_->Write(request) : socket_->Write(request);
+  }
+  bool Read(v1::ServeResponse* response) {
+    return grpc_ != nullptr ? grpc_->Read(response) : socket_->Read(response);
+  }
 
  private:
-  grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>& stream_;
+  grpc::ClientReaderWriter<v1::ServeRequest, v1::ServeResponse>* grpc_ = nullptr;
+  ServeSocket* socket_ = nullptr;
   uint64_t batch_ = 0;
 };
 
@@ -177,29 +324,46 @@ v1::Delivery Sidecar::Request(const std::string& route, std::string payload,
 
 void Sidecar::Serve(const std::string& address, const std::function<void(Message&)>& handler,
                     const std::function<void(const std::string&)>& on_open) {
+  // Deliveries until the stream ends; each batch acknowledged once handled.
+  auto run = [&](ServeStream& serve, const std::string& route) {
+    if (on_open) on_open(route);
+    v1::ServeResponse response;
+    while (serve.Read(&response)) {
+      if (!response.has_deliveries() || response.deliveries().deliveries().empty()) continue;
+      uint64_t last = 0;
+      for (auto& delivery : *response.mutable_deliveries()->mutable_deliveries()) {
+        last = delivery.sequence();
+        Message message(serve, std::move(delivery));
+        handler(message);
+      }
+      v1::ServeRequest ack;
+      ack.mutable_ack()->set_sequence(last);
+      if (!serve.Write(ack)) break;
+    }
+  };
+  std::optional<ServeSocket> socket;
+  if (const std::string path = GetNode().serve_socket(); !path.empty()) {
+    try {
+      socket.emplace(ServeSocket::Open(path, address));
+    } catch (const Error& e) {
+      if (e.code() != grpc::UNAVAILABLE) throw;  // refused: gRPC would refuse alike
+      // Not reachable from here (another container, another user): use gRPC.
+    }
+  }
+  if (socket.has_value()) {
+    ServeStream serve(&*socket);
+    run(serve, socket->opened().route());
+    Check(socket->status());
+    return;
+  }
   grpc::ClientContext context;
   auto stream = messaging_->Serve(&context);
-  ServeStream serve(*stream);
+  ServeStream serve(stream.get());
   v1::ServeRequest open;
   open.mutable_open()->set_address(address);
   stream->Write(open);
-  v1::ServeResponse response;
-  while (stream->Read(&response)) {
-    if (response.has_opened()) {
-      if (on_open) on_open(response.opened().route());
-      continue;
-    }
-    if (!response.has_deliveries() || response.deliveries().deliveries().empty()) continue;
-    uint64_t last = 0;
-    for (auto& delivery : *response.mutable_deliveries()->mutable_deliveries()) {
-      last = delivery.sequence();
-      Message message(serve, std::move(delivery));
-      handler(message);
-    }
-    v1::ServeRequest ack;
-    ack.mutable_ack()->set_sequence(last);
-    if (!stream->Write(ack)) break;
-  }
+  v1::ServeResponse opened;
+  if (stream->Read(&opened) && opened.has_opened()) run(serve, opened.opened().route());
   Check(stream->Finish());
 }
 

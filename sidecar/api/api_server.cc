@@ -16,6 +16,7 @@
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/core/address.h"
+#include "sidecar/api/unix_socket.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::api {
@@ -30,45 +31,6 @@ absl::Status BadEndpoint(absl::string_view why) {
 bool IsLoopbackHost(const std::string& host) {
   if (host == "localhost" || host == "::1") return true;
   return absl::StartsWith(host, "127.") && host.find_first_not_of("0123456789.") == std::string::npos;
-}
-
-// True when something accepts connections on the Unix socket at `path`.
-bool UnixSocketIsLive(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return live;
-}
-
-absl::Status PrepareUnixPath(const std::string& path) {
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty() && !std::filesystem::exists(parent, ec)) {
-    std::filesystem::create_directories(parent, ec);
-    if (ec) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot create ", parent.string(), ": ", ec.message()));
-    }
-    ::chmod(parent.c_str(), 0700);
-  }
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();  // nothing there
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " exists and is not a socket; refusing to replace it"));
-  }
-  if (UnixSocketIsLive(path)) {
-    return ErrorWithReason(
-        absl::StatusCode::kFailedPrecondition,
-        absl::StrCat("another process already serves the API at ", path), reason::kAddressInUse);
-  }
-  spdlog::info("removing stale API socket {}", path);
-  ::unlink(path.c_str());
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -106,11 +68,12 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
                                                             identity::IdentityStore& identities,
                                                             channel::SecureChannelManager& channels,
                                                             relay::RelayClients& relays,
-                                                            const relay::RelayHub* hub) {
+                                                            const relay::RelayHub* hub,
+                                                            asio::io_context& io) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {
-    absl::Status prepared = PrepareUnixPath(endpoint.unix_path);
+    absl::Status prepared = PrepareUnixSocketPath(endpoint.unix_path, "API");
     if (!prepared.ok()) return prepared;
     listen = absl::StrCat("unix:", endpoint.unix_path);
     server->unix_path_ = endpoint.unix_path;
@@ -174,6 +137,12 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
     server->settings_.endpoint = core::FormatHostPort(hp->host, static_cast<uint16_t>(selected_port));
   }
   spdlog::info("API listening on {}", server->settings_.endpoint);
+  if (!server->settings_.serve_socket.empty()) {
+    auto serve = ServeSocketServer::Start(server->settings_.serve_socket, io, router,
+                                          server->settings_, server->stats_, *server->messaging_);
+    if (!serve.ok()) return serve.status();
+    server->serve_socket_ = *std::move(serve);
+  }
   return server;
 }
 
@@ -181,6 +150,7 @@ void ApiServer::Drain(std::chrono::milliseconds grace) {
   health_->SetServing(false);
   if (probe_health_) probe_health_->SetServing(false);
   messaging_->Drain();
+  if (serve_socket_) serve_socket_->Drain(grace);
   health_->EndWatches();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
@@ -194,6 +164,7 @@ void ApiServer::Drain(std::chrono::milliseconds grace) {
 }
 
 ApiServer::~ApiServer() {
+  serve_socket_.reset();
   for (auto* s : {server_.get(), probe_server_.get()}) {
     if (s == nullptr) continue;
     s->Shutdown(std::chrono::system_clock::now());

@@ -19,6 +19,7 @@
 #include "sidecar/api/node_service.h"
 #include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
+#include "sidecar/api/serve_socket.h"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/tcp_transport.h"
 
@@ -37,7 +38,8 @@ absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_
 
 class ApiServer {
  public:
-  // Binds and starts serving. For a Unix socket: creates the parent directory (0700) if
+  // Binds and starts serving; also the serve socket at settings.serve_socket unless that is
+  // empty (its connections run on `io`). For a Unix socket: creates the parent directory (0700) if
   // missing, removes a stale socket left by a dead veild, refuses (FAILED_PRECONDITION) when a
   // live process serves it or the path is not a socket, and leaves the socket mode 0600.
   static absl::StatusOr<std::unique_ptr<ApiServer>> Start(const ApiEndpoint& endpoint,
@@ -47,7 +49,8 @@ class ApiServer {
                                                           identity::IdentityStore& identities,
                                                           channel::SecureChannelManager& channels,
                                                           relay::RelayClients& relays,
-                                                          const relay::RelayHub* hub);
+                                                          const relay::RelayHub* hub,
+                                                          asio::io_context& io);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".
@@ -56,8 +59,9 @@ class ApiServer {
   // The bound health-only listener ("host:port"), or "" when there is none.
   const std::string& health_endpoint() const { return settings_.health_listen; }
 
-  // Graceful stop: health goes NOT_SERVING (on the API and the health listener), Serve streams end with UNAVAILABLE
-  // (NODE_SHUTTING_DOWN), in-flight calls get up to `grace` to finish, then the server stops.
+  // Graceful stop: health goes NOT_SERVING (on the API and the health listener), Serve streams
+  // (gRPC and serve socket) end with UNAVAILABLE (NODE_SHUTTING_DOWN), in-flight calls and
+  // streams get up to `grace` to finish, then the server stops.
   void Drain(std::chrono::milliseconds grace);
 
   const ApiStats& stats() const { return stats_; }
@@ -75,6 +79,7 @@ class ApiServer {
   std::unique_ptr<RelayService> relays_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<ServeSocketServer> serve_socket_;
   // The health-only listener: its own service instance, kept in step with health_.
   std::unique_ptr<HealthService> probe_health_;
   std::unique_ptr<grpc::Server> probe_server_;

@@ -19,6 +19,9 @@ struct ApiStats {
 struct ApiSettings {
   // Where the API listens ("unix:/path" or "host:port"), as reported by GetNode.
   std::string endpoint;
+  // The serve socket's path (Serve streams without gRPC; docs/api.md), "" for none. Its mode is
+  // socket_mode too.
+  std::string serve_socket;
   // The Unix socket's mode: 0600 (this user only) or 0660 (also its group, e.g. the app
   // containers of a Kubernetes pod that share its fsGroup).
   uint32_t socket_mode = 0600;

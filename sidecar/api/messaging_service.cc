@@ -205,22 +205,26 @@ bool MessagingService::draining() const {
 
 grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* MessagingService::Serve(
     grpc::CallbackServerContext* context) {
-  ServeStream* stream = ServeStream::Create(router_, settings_, stats_);
+  GrpcServeStream* stream = GrpcServeStream::Create(router_, settings_, stats_);
+  Adopt(*stream);
+  return stream;
+}
+
+void MessagingService::Adopt(ServeStream& stream) {
   veil::MutexLock lock(&mu_);
   if (draining_) {
-    stream->End(ShuttingDown());
-    return stream;
+    stream.End(ShuttingDown());
+    return;
   }
   std::erase_if(streams_, [](const auto& w) { return w.expired(); });
   if (streams_.size() >= settings_.max_serve_streams) {
-    stream->End(GrpcError(absl::StatusCode::kResourceExhausted,
-                          absl::StrCat("this sidecar serves at most ", settings_.max_serve_streams,
-                                       " streams at once (--api-max-serve-streams)"),
-                          reason::kTooManyStreams));
-    return stream;
+    stream.End(GrpcError(absl::StatusCode::kResourceExhausted,
+                         absl::StrCat("this sidecar serves at most ", settings_.max_serve_streams,
+                                      " streams at once (--api-max-serve-streams)"),
+                         reason::kTooManyStreams));
+    return;
   }
-  streams_.push_back(stream->weak_from_this());
-  return stream;
+  streams_.push_back(stream.weak_from_this());
 }
 
 grpc::ServerUnaryReactor* MessagingService::Send(grpc::CallbackServerContext* context,

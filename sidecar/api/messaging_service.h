@@ -32,6 +32,11 @@ class MessagingService final : public v1::MessagingService::CallbackService {
                                     const v1::RequestRequest* request,
                                     v1::RequestResponse* response) override;
 
+  // Counts `stream` (gRPC or serve socket) among the open streams, or ends it at once when the
+  // sidecar is draining (UNAVAILABLE, NODE_SHUTTING_DOWN) or serves the most streams it may
+  // (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS).
+  void Adopt(ServeStream& stream);
+
   // Ends every open Serve stream with UNAVAILABLE (NODE_SHUTTING_DOWN) and refuses new calls
   // the same way.
   void Drain();

@@ -14,6 +14,7 @@ grpc::ServerUnaryReactor* NodeService::GetNode(grpc::CallbackServerContext* cont
   response->set_max_frame_bytes(settings_.max_frame_bytes);
   response->set_health_endpoint(settings_.health_listen);
   response->set_hub(settings_.hub);
+  response->set_serve_socket(settings_.serve_socket);
   for (const std::string& address : tcp_.ListenAddresses()) {
     response->add_tcp_listeners()->set_address(address);
   }

@@ -67,12 +67,20 @@ class BatchTracker final : public core::SendTracker {
 
 }  // namespace
 
-ServeStream* ServeStream::Create(core::Router& router, const ApiSettings& settings,
-                                 ApiStats& stats) {
-  std::shared_ptr<ServeStream> stream(new ServeStream(router, settings, stats));
-  stream->self_ = stream;
-  stream->StartRead(&stream->request_);
+GrpcServeStream* GrpcServeStream::Create(core::Router& router, const ApiSettings& settings,
+                                         ApiStats& stats) {
+  std::shared_ptr<GrpcServeStream> stream(new GrpcServeStream(router, settings, stats));
+  stream->Begin(stream);
   return stream.get();
+}
+
+void ServeStream::Begin(std::shared_ptr<ServeStream> self) {
+  {
+    veil::MutexLock lock(&mu_);
+    if (finished_) return;  // refused before it began (and finished): nothing to keep or read
+    self_ = std::move(self);
+  }
+  StartReadRequest(&request_);
 }
 
 namespace {
@@ -89,7 +97,7 @@ google::protobuf::ArenaOptions WriteArenaOptions() {
 ServeStream::ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats)
     : router_(router), settings_(settings), stats_(stats), arena_(WriteArenaOptions()) {}
 
-void ServeStream::OnReadDone(bool ok) {
+void ServeStream::ReadDone(bool ok) {
   if (!ok) {  // the app half-closed or the call ended: finish once writes drain
     End(grpc::Status::OK);
     return;
@@ -128,13 +136,16 @@ void ServeStream::OnReadDone(bool ok) {
                     "a ServeRequest must set one of open, ack or send", reason::kInvalidRequest));
       return;
   }
-  veil::MutexLock lock(&mu_);
-  if (end_status_.has_value()) return;
-  if (pending_batches_ >= settings_.max_pending_batches) {
-    read_paused_ = true;  // OnWriteDone reads on once results drain
-    return;
+  {
+    veil::MutexLock lock(&mu_);
+    if (end_status_.has_value()) return;
+    if (pending_batches_ >= settings_.max_pending_batches) {
+      read_paused_ = true;  // WriteDone reads on once results drain
+      return;
+    }
   }
-  StartRead(&request_);
+  // Outside the lock: a carrier may complete the read at once (and call ReadDone).
+  StartReadRequest(&request_);
 }
 
 void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
@@ -325,10 +336,10 @@ void ServeStream::Pump() {
     writing_ = !finish;
   }
   if (finish) {
-    Finish(finish_with);
+    FinishStream(finish_with);
     return;
   }
-  // Outside the lock: this thread alone owns the write buffer until OnWriteDone.
+  // Outside the lock: this thread alone owns the write buffer until WriteDone.
   arena_.Reset();
   response_ = google::protobuf::Arena::CreateMessage<v1::ServeResponse>(&arena_);
   if (control.has_value()) {
@@ -345,12 +356,13 @@ void ServeStream::Pump() {
     }
     writing_messages_.clear();
   }
-  StartWrite(response_);
+  StartWriteResponse(response_);
 }
 
-void ServeStream::OnWriteDone(bool ok) {
+void ServeStream::WriteDone(bool ok) {
   // response_ still holds what was written: the next Pump replaces it.
   const bool wrote_result = response_->has_send_result();
+  bool resume_reading = false;
   {
     veil::MutexLock lock(&mu_);
     writing_ = false;
@@ -360,16 +372,17 @@ void ServeStream::OnWriteDone(bool ok) {
       if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
           !end_status_.has_value()) {
         read_paused_ = false;
-        StartRead(&request_);
+        resume_reading = true;
       }
     }
   }
+  if (resume_reading) StartReadRequest(&request_);
   Pump();
 }
 
-void ServeStream::OnCancel() { End(grpc::Status::CANCELLED); }
+void ServeStream::Cancelled() { End(grpc::Status::CANCELLED); }
 
-void ServeStream::OnDone() {
+void ServeStream::Done() {
   std::deque<core::Receipt> dropped;
   std::shared_ptr<core::Worker> mailbox;
   size_t undelivered;
@@ -397,7 +410,12 @@ void ServeStream::OnDone() {
       spdlog::info("app stopped serving {}", address);
     }
   }
-  self_.reset();  // may free this
+  std::shared_ptr<ServeStream> last;
+  {
+    veil::MutexLock lock(&mu_);
+    last = std::move(self_);
+  }
+  last.reset();  // may free this
 }
 
 }  // namespace veil::api

@@ -1,14 +1,20 @@
-// ServeStream: the reactor of one MessagingService.Serve call. It serves a local address for
-// as long as the stream is open: a mailbox worker at that address queues deliveries, which the
-// stream writes in batches within the app's credit window; the app acks to grant credit and
-// may send messages whose return route is the served address.
+// ServeStream: one app serving a local address, for as long as its stream is open: a mailbox
+// worker at that address queues deliveries, which the stream writes in batches within the
+// app's credit window; the app acks to grant credit and may send messages whose return route
+// is the served address.
 //
-// Lifetime: shared by gRPC (until OnDone) and the mailbox worker (until the router drops it);
-// the last owner frees it. All Start*/Finish calls go through Pump(), which allows one
-// outstanding write and calls Finish only when no write is in flight.
+// The protocol logic lives here; a subclass carries the messages: GrpcServeStream (the
+// MessagingService.Serve call) or SocketServeStream (the serve socket, serve_socket.h). A
+// subclass implements StartReadRequest / StartWriteResponse / FinishStream and reports back
+// with ReadDone / WriteDone / Cancelled and, once finished and idle, Done.
 //
-// Thread-safety: reactions run on gRPC threads, deliveries on the mailbox's strand, send
-// outcomes on any thread; shared state is under mu_.
+// Lifetime: shared by the carrier (until Done) and the mailbox worker (until the router drops
+// it); the last owner frees it. All writes and the finish go through Pump(), which allows one
+// outstanding write and finishes only when no write is in flight; there is at most one
+// outstanding read.
+//
+// Thread-safety: reactions run on the carrier's threads, deliveries on whichever thread routes
+// them, send outcomes on any thread; shared state is under mu_.
 #ifndef VEIL_SIDECAR_API_SERVE_STREAM_H_
 #define VEIL_SIDECAR_API_SERVE_STREAM_H_
 
@@ -27,12 +33,9 @@
 
 namespace veil::api {
 
-class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>,
-                          public std::enable_shared_from_this<ServeStream> {
+class ServeStream : public std::enable_shared_from_this<ServeStream> {
  public:
-  // Creates a stream that keeps itself alive until OnDone, and starts reading.
-  static ServeStream* Create(core::Router& router, const ApiSettings& settings,
-                             ApiStats& stats);
+  virtual ~ServeStream() = default;
 
   // Ends the stream with `status` once pending writes are done. Any thread.
   void End(grpc::Status status);
@@ -45,25 +48,42 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   // From a send batch's tracker: queue its result.
   void PostSendResult(v1::ServeResponse result);
 
-  void OnReadDone(bool ok) override;
-  void OnWriteDone(bool ok) override;
-  void OnCancel() override;
-  void OnDone() override;
+  // From the carrier: the read started by StartReadRequest completed (false: no more
+  // requests: the app half-closed or went away), the write finished, the app went away, and
+  // the stream is finished with nothing outstanding (releases the carrier's reference).
+  void ReadDone(bool ok);
+  void WriteDone(bool ok);
+  void Cancelled();
+  void Done();
+
+ protected:
+  ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats);
+
+  // Keeps this alive until Done and starts reading the first request; does nothing when the
+  // stream already finished (ended before it began). Called once by the subclass.
+  void Begin(std::shared_ptr<ServeStream> self);
+
+  // Read the next request into `*into`, then call ReadDone.
+  virtual void StartReadRequest(v1::ServeRequest* into) = 0;
+  // Write `response` (valid until WriteDone), then call WriteDone.
+  virtual void StartWriteResponse(const v1::ServeResponse* response) = 0;
+  // End the stream with `status`, then call Done once nothing is outstanding. Called once,
+  // with no write in flight.
+  virtual void FinishStream(const grpc::Status& status) = 0;
 
  private:
-  ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats);
 
   void HandleOpen(const v1::ServeRequest::Open& open);
   void HandleAck(uint64_t sequence);
   void HandleSend(v1::ServeRequest::SendBatch& batch);
-  // Starts the next write, or Finish when asked to end and idle.
+  // Starts the next write, or FinishStream when asked to end and idle.
   void Pump();
 
   core::Router& router_;
   const ApiSettings& settings_;
   ApiStats& stats_;
-  std::shared_ptr<ServeStream> self_;  // keeps the reactor alive until OnDone
-  v1::ServeRequest request_;           // the read buffer; owned by gRPC during a read
+  std::shared_ptr<ServeStream> self_ ABSL_GUARDED_BY(mu_);  // keeps the stream alive until Done
+  v1::ServeRequest request_;           // the read buffer; owned by the carrier during a read
 
   veil::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);  // served address; empty before open
@@ -92,6 +112,26 @@ class ServeStream final : public grpc::ServerBidiReactor<v1::ServeRequest, v1::S
   google::protobuf::Arena arena_;
   v1::ServeResponse* response_ = nullptr;
   std::vector<core::Message> writing_messages_;  // the deliveries being turned into response_
+};
+
+// The carrier of one MessagingService.Serve call.
+class GrpcServeStream final : public ServeStream,
+                              public grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse> {
+ public:
+  // Creates a stream that keeps itself alive until OnDone, and starts reading.
+  static GrpcServeStream* Create(core::Router& router, const ApiSettings& settings,
+                                 ApiStats& stats);
+
+  void OnReadDone(bool ok) override { ReadDone(ok); }
+  void OnWriteDone(bool ok) override { WriteDone(ok); }
+  void OnCancel() override { Cancelled(); }
+  void OnDone() override { Done(); }
+
+ private:
+  using ServeStream::ServeStream;
+  void StartReadRequest(v1::ServeRequest* into) override { StartRead(into); }
+  void StartWriteResponse(const v1::ServeResponse* response) override { StartWrite(response); }
+  void FinishStream(const grpc::Status& status) override { Finish(status); }
 };
 
 }  // namespace veil::api

@@ -143,6 +143,7 @@ absl::Status RunDaemon(const Options& options) {
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.socket_mode = options.api_socket_mode == "0660" ? 0660 : 0600;
+  settings.serve_socket = options.serve_socket;
   settings.max_frame_bytes = options.max_frame_bytes;
   settings.health_listen = options.health_listen;
   settings.hub = options.hub;
@@ -151,7 +152,7 @@ absl::Status RunDaemon(const Options& options) {
   settings.max_pending_batches = options.api_max_pending_batches;
   settings.max_calls_per_connection = options.api_max_calls_per_connection;
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
-                                   relays, hub.get());
+                                   relays, hub.get(), io);
   if (!api.ok()) return api.status();
   std::string metrics_bound = "-";
   auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(),
@@ -169,8 +170,9 @@ absl::Status RunDaemon(const Options& options) {
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
   }
-  spdlog::info("veild {} ready: api={} tcp=[{}] health={} metrics={} state-dir={}", kVeilVersion,
-               (*api)->endpoint(), absl::StrJoin(tcp.ListenAddresses(), ","),
+  spdlog::info("veild {} ready: api={} serve-socket={} tcp=[{}] health={} metrics={} state-dir={}",
+               kVeilVersion, (*api)->endpoint(),
+               options.serve_socket.empty() ? "-" : options.serve_socket, absl::StrJoin(tcp.ListenAddresses(), ","),
                (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
                (*state_dir)->path());
 

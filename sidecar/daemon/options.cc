@@ -9,6 +9,19 @@
 
 namespace veil::daemon {
 
+std::string DefaultServeSocket(const std::string& api) {
+  constexpr std::string_view kUnix = "unix:", kSock = ".sock";
+  if (api.rfind(kUnix, 0) != 0) return "";
+  std::string path = api.substr(kUnix.size());
+  if (path.size() > kSock.size() && path.compare(path.size() - kSock.size(), kSock.size(), kSock) == 0) {
+    path.resize(path.size() - kSock.size());
+    path += ".serve.sock";
+  } else {
+    path += ".serve";
+  }
+  return path.size() <= kMaxUnixSocketPath ? path : "";
+}
+
 std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv) {
   Options o;
   o.max_frame_bytes = transport::kDefaultMaxFrameBytes;
@@ -29,6 +42,11 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "user's group: app containers of a pod sharing its fsGroup)")
       ->check(CLI::IsMember({"0600", "0660"}))
       ->capture_default_str();
+  app.add_option("--serve-socket", o.serve_socket,
+                 "Unix socket carrying Serve streams without gRPC (docs/api.md, \"The serve "
+                 "socket\"), mode as --api-socket-mode; \"none\" for none. Default: with a "
+                 "Unix --api, its path with .sock replaced by .serve.sock (else .serve "
+                 "appended); none with a TCP --api");
   app.add_option("--api-max-request-bytes", o.api_max_request_bytes,
                  "Largest API request (and response) in bytes; larger ones are refused with "
                  "RESOURCE_EXHAUSTED")
@@ -168,6 +186,15 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     }
   }
   if (o.api.empty()) o.api = "unix:" + o.state_dir + "/api.sock";
+  if (o.serve_socket == "none") {
+    o.serve_socket.clear();
+  } else if (o.serve_socket.empty()) {
+    o.serve_socket = DefaultServeSocket(o.api);
+  } else if (o.serve_socket.size() > kMaxUnixSocketPath) {
+    return EarlyExit{2, "veild: --serve-socket: the path is " +
+                            std::to_string(o.serve_socket.size()) + " bytes; the limit is " +
+                            std::to_string(kMaxUnixSocketPath) + "\n"};
+  }
   o.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000));
   return o;
 }

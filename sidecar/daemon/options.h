@@ -16,6 +16,8 @@ struct Options {
   std::string api;         // "unix:PATH" or "HOST:PORT"
   bool api_allow_public = false;
   std::string api_socket_mode = "0600";  // or "0660"
+  // The serve socket's path; "" for none. Defaults from a Unix --api (DefaultServeSocket).
+  std::string serve_socket;
   size_t api_max_request_bytes = 64 * 1024 * 1024;
   size_t api_max_serve_streams = 4096;
   size_t api_max_pending_batches = 1024;
@@ -51,6 +53,14 @@ struct EarlyExit {
   int code = 0;
   std::string text;
 };
+
+// The longest Unix socket path (sockaddr_un's sun_path, less its terminating NUL).
+inline constexpr size_t kMaxUnixSocketPath = 107;
+
+// The serve socket beside a Unix API endpoint "unix:DIR/NAME.sock": DIR/NAME.serve.sock (a path
+// not ending in .sock gets ".serve" appended). "" for a TCP endpoint or when the path would be
+// too long for a Unix socket.
+std::string DefaultServeSocket(const std::string& api);
 
 // Parses argv. Defaults: state dir $VEIL_STATE_DIR, else $HOME/.veil; API
 // unix:<state-dir>/api.sock. Returns EarlyExit for --help/--version (code 0) and for bad

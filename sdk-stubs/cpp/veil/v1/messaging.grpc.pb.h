@@ -50,6 +50,8 @@ class MessagingService final {
     // Errors: the address is already served -> ALREADY_EXISTS; a bad address -> INVALID_ARGUMENT;
     // anything but `open` first -> INVALID_ARGUMENT. When the sidecar shuts down the stream ends
     // with UNAVAILABLE (reason NODE_SHUTTING_DOWN).
+    // The same stream, with the same messages, is served without gRPC on the sidecar's serve
+    // socket (Node.serve_socket; docs/api.md): several times cheaper per message.
     std::unique_ptr< ::grpc::ClientReaderWriterInterface< ::veil::v1::ServeRequest, ::veil::v1::ServeResponse>> Serve(::grpc::ClientContext* context) {
       return std::unique_ptr< ::grpc::ClientReaderWriterInterface< ::veil::v1::ServeRequest, ::veil::v1::ServeResponse>>(ServeRaw(context));
     }
@@ -94,6 +96,8 @@ class MessagingService final {
       // Errors: the address is already served -> ALREADY_EXISTS; a bad address -> INVALID_ARGUMENT;
       // anything but `open` first -> INVALID_ARGUMENT. When the sidecar shuts down the stream ends
       // with UNAVAILABLE (reason NODE_SHUTTING_DOWN).
+      // The same stream, with the same messages, is served without gRPC on the sidecar's serve
+      // socket (Node.serve_socket; docs/api.md): several times cheaper per message.
       virtual void Serve(::grpc::ClientContext* context, ::grpc::ClientBidiReactor< ::veil::v1::ServeRequest,::veil::v1::ServeResponse>* reactor) = 0;
       // Sends one or more messages, in order, and returns once each has been handed on (delivered
       // to a local address, or written to the next node's connection). Errors: a bad route ->
@@ -192,6 +196,8 @@ class MessagingService final {
     // Errors: the address is already served -> ALREADY_EXISTS; a bad address -> INVALID_ARGUMENT;
     // anything but `open` first -> INVALID_ARGUMENT. When the sidecar shuts down the stream ends
     // with UNAVAILABLE (reason NODE_SHUTTING_DOWN).
+    // The same stream, with the same messages, is served without gRPC on the sidecar's serve
+    // socket (Node.serve_socket; docs/api.md): several times cheaper per message.
     virtual ::grpc::Status Serve(::grpc::ServerContext* context, ::grpc::ServerReaderWriter< ::veil::v1::ServeResponse, ::veil::v1::ServeRequest>* stream);
     // Sends one or more messages, in order, and returns once each has been handed on (delivered
     // to a local address, or written to the next node's connection). Errors: a bad route ->

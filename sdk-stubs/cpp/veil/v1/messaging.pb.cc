@@ -322,6 +322,7 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
+  ::_pbi::kInvalidFieldOffsetTag,
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeResponse, _impl_.kind_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::SendFailure, _internal_metadata_),
@@ -397,14 +398,14 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 41, -1, -1, sizeof(::veil::v1::ServeResponse_Opened)},
   { 50, -1, -1, sizeof(::veil::v1::ServeResponse_SendResult)},
   { 59, -1, -1, sizeof(::veil::v1::ServeResponse)},
-  { 69, -1, -1, sizeof(::veil::v1::SendFailure)},
-  { 77, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
-  { 84, -1, -1, sizeof(::veil::v1::Delivery)},
-  { 95, -1, -1, sizeof(::veil::v1::Sender)},
-  { 104, -1, -1, sizeof(::veil::v1::SendRequest)},
-  { 112, -1, -1, sizeof(::veil::v1::SendResponse)},
-  { 119, -1, -1, sizeof(::veil::v1::RequestRequest)},
-  { 126, -1, -1, sizeof(::veil::v1::RequestResponse)},
+  { 70, -1, -1, sizeof(::veil::v1::SendFailure)},
+  { 78, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
+  { 85, -1, -1, sizeof(::veil::v1::Delivery)},
+  { 96, -1, -1, sizeof(::veil::v1::Sender)},
+  { 105, -1, -1, sizeof(::veil::v1::SendRequest)},
+  { 113, -1, -1, sizeof(::veil::v1::SendResponse)},
+  { 120, -1, -1, sizeof(::veil::v1::RequestRequest)},
+  { 127, -1, -1, sizeof(::veil::v1::RequestResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -437,44 +438,45 @@ const char descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto[] PROTOBUF_SE
   "s\030\001 \001(\t\022\016\n\006window\030\002 \001(\r\032\027\n\003Ack\022\020\n\010sequen"
   "ce\030\001 \001(\004\032I\n\tSendBatch\022\020\n\010batch_id\030\001 \001(\004\022"
   "*\n\010messages\030\002 \003(\0132\030.veil.v1.OutgoingMess"
-  "ageB\006\n\004kind\"\304\002\n\rServeResponse\022/\n\006opened\030"
+  "ageB\006\n\004kind\"\352\002\n\rServeResponse\022/\n\006opened\030"
   "\001 \001(\0132\035.veil.v1.ServeResponse.OpenedH\000\022,"
   "\n\ndeliveries\030\002 \001(\0132\026.veil.v1.DeliveryBat"
   "chH\000\0228\n\013send_result\030\003 \001(\0132!.veil.v1.Serv"
-  "eResponse.SendResultH\000\0328\n\006Opened\022\017\n\007addr"
-  "ess\030\001 \001(\t\022\r\n\005route\030\002 \001(\t\022\016\n\006window\030\003 \001(\r"
-  "\032X\n\nSendResult\022\020\n\010batch_id\030\001 \001(\004\022\020\n\010acce"
-  "pted\030\002 \001(\r\022&\n\010failures\030\003 \003(\0132\024.veil.v1.S"
-  "endFailureB\006\n\004kind\"@\n\013SendFailure\022\r\n\005ind"
-  "ex\030\001 \001(\r\022\"\n\006status\030\002 \001(\0132\022.google.rpc.St"
-  "atus\"6\n\rDeliveryBatch\022%\n\ndeliveries\030\001 \003("
-  "\0132\021.veil.v1.Delivery\"z\n\010Delivery\022\020\n\010sequ"
-  "ence\030\001 \001(\004\022\017\n\007payload\030\002 \001(\014\022\024\n\014return_ro"
-  "ute\030\003 \001(\t\022\024\n\014onward_route\030\004 \001(\t\022\037\n\006sende"
-  "r\030\005 \001(\0132\017.veil.v1.Sender\"\272\001\n\006Sender\022&\n\006o"
-  "rigin\030\001 \001(\0162\026.veil.v1.Sender.Origin\022\022\n\ni"
-  "dentifier\030\002 \001(\t\022\017\n\007channel\030\003 \001(\t\"c\n\006Orig"
-  "in\022\026\n\022ORIGIN_UNSPECIFIED\020\000\022\020\n\014ORIGIN_LOC"
-  "AL\020\001\022\024\n\020ORIGIN_TRANSPORT\020\002\022\031\n\025ORIGIN_SEC"
-  "URE_CHANNEL\020\003\"Q\n\013SendRequest\022*\n\010messages"
-  "\030\001 \003(\0132\030.veil.v1.OutgoingMessage\022\026\n\016retu"
-  "rn_address\030\002 \001(\t\" \n\014SendResponse\022\020\n\010acce"
-  "pted\030\001 \001(\r\";\n\016RequestRequest\022)\n\007message\030"
-  "\001 \001(\0132\030.veil.v1.OutgoingMessage\"3\n\017Reque"
-  "stResponse\022 \n\005reply\030\001 \001(\0132\021.veil.v1.Deli"
-  "very2\301\001\n\020MessagingService\022:\n\005Serve\022\025.vei"
-  "l.v1.ServeRequest\032\026.veil.v1.ServeRespons"
-  "e(\0010\001\0223\n\004Send\022\024.veil.v1.SendRequest\032\025.ve"
-  "il.v1.SendResponse\022<\n\007Request\022\027.veil.v1."
-  "RequestRequest\032\030.veil.v1.RequestResponse"
-  "b\006proto3"
+  "eResponse.SendResultH\000\022$\n\006closed\030\004 \001(\0132\022"
+  ".google.rpc.StatusH\000\0328\n\006Opened\022\017\n\007addres"
+  "s\030\001 \001(\t\022\r\n\005route\030\002 \001(\t\022\016\n\006window\030\003 \001(\r\032X"
+  "\n\nSendResult\022\020\n\010batch_id\030\001 \001(\004\022\020\n\010accept"
+  "ed\030\002 \001(\r\022&\n\010failures\030\003 \003(\0132\024.veil.v1.Sen"
+  "dFailureB\006\n\004kind\"@\n\013SendFailure\022\r\n\005index"
+  "\030\001 \001(\r\022\"\n\006status\030\002 \001(\0132\022.google.rpc.Stat"
+  "us\"6\n\rDeliveryBatch\022%\n\ndeliveries\030\001 \003(\0132"
+  "\021.veil.v1.Delivery\"z\n\010Delivery\022\020\n\010sequen"
+  "ce\030\001 \001(\004\022\017\n\007payload\030\002 \001(\014\022\024\n\014return_rout"
+  "e\030\003 \001(\t\022\024\n\014onward_route\030\004 \001(\t\022\037\n\006sender\030"
+  "\005 \001(\0132\017.veil.v1.Sender\"\272\001\n\006Sender\022&\n\006ori"
+  "gin\030\001 \001(\0162\026.veil.v1.Sender.Origin\022\022\n\nide"
+  "ntifier\030\002 \001(\t\022\017\n\007channel\030\003 \001(\t\"c\n\006Origin"
+  "\022\026\n\022ORIGIN_UNSPECIFIED\020\000\022\020\n\014ORIGIN_LOCAL"
+  "\020\001\022\024\n\020ORIGIN_TRANSPORT\020\002\022\031\n\025ORIGIN_SECUR"
+  "E_CHANNEL\020\003\"Q\n\013SendRequest\022*\n\010messages\030\001"
+  " \003(\0132\030.veil.v1.OutgoingMessage\022\026\n\016return"
+  "_address\030\002 \001(\t\" \n\014SendResponse\022\020\n\010accept"
+  "ed\030\001 \001(\r\";\n\016RequestRequest\022)\n\007message\030\001 "
+  "\001(\0132\030.veil.v1.OutgoingMessage\"3\n\017Request"
+  "Response\022 \n\005reply\030\001 \001(\0132\021.veil.v1.Delive"
+  "ry2\301\001\n\020MessagingService\022:\n\005Serve\022\025.veil."
+  "v1.ServeRequest\032\026.veil.v1.ServeResponse("
+  "\0010\001\0223\n\004Send\022\024.veil.v1.SendRequest\032\025.veil"
+  ".v1.SendResponse\022<\n\007Request\022\027.veil.v1.Re"
+  "questRequest\032\030.veil.v1.RequestResponseb\006"
+  "proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2fmessaging_2eproto_deps[1] = {
   &::descriptor_table_google_2frpc_2fstatus_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fmessaging_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fmessaging_2eproto = {
-    false, false, 1608, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
+    false, false, 1646, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
     "veil/v1/messaging.proto",
     &descriptor_table_veil_2fv1_2fmessaging_2eproto_once, descriptor_table_veil_2fv1_2fmessaging_2eproto_deps, 1, 16,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fmessaging_2eproto::offsets,
@@ -2278,6 +2280,7 @@ class ServeResponse::_Internal {
   static const ::veil::v1::ServeResponse_Opened& opened(const ServeResponse* msg);
   static const ::veil::v1::DeliveryBatch& deliveries(const ServeResponse* msg);
   static const ::veil::v1::ServeResponse_SendResult& send_result(const ServeResponse* msg);
+  static const ::google::rpc::Status& closed(const ServeResponse* msg);
 };
 
 const ::veil::v1::ServeResponse_Opened&
@@ -2291,6 +2294,10 @@ ServeResponse::_Internal::deliveries(const ServeResponse* msg) {
 const ::veil::v1::ServeResponse_SendResult&
 ServeResponse::_Internal::send_result(const ServeResponse* msg) {
   return *msg->_impl_.kind_.send_result_;
+}
+const ::google::rpc::Status&
+ServeResponse::_Internal::closed(const ServeResponse* msg) {
+  return *msg->_impl_.kind_.closed_;
 }
 void ServeResponse::set_allocated_opened(::veil::v1::ServeResponse_Opened* opened) {
   ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
@@ -2337,6 +2344,30 @@ void ServeResponse::set_allocated_send_result(::veil::v1::ServeResponse_SendResu
   }
   // @@protoc_insertion_point(field_set_allocated:veil.v1.ServeResponse.send_result)
 }
+void ServeResponse::set_allocated_closed(::google::rpc::Status* closed) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  clear_kind();
+  if (closed) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(
+                reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(closed));
+    if (message_arena != submessage_arena) {
+      closed = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, closed, submessage_arena);
+    }
+    set_has_closed();
+    _impl_.kind_.closed_ = closed;
+  }
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.ServeResponse.closed)
+}
+void ServeResponse::clear_closed() {
+  if (_internal_has_closed()) {
+    if (GetArenaForAllocation() == nullptr) {
+      delete _impl_.kind_.closed_;
+    }
+    clear_has_kind();
+  }
+}
 ServeResponse::ServeResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
@@ -2367,6 +2398,11 @@ ServeResponse::ServeResponse(const ServeResponse& from)
     case kSendResult: {
       _this->_internal_mutable_send_result()->::veil::v1::ServeResponse_SendResult::MergeFrom(
           from._internal_send_result());
+      break;
+    }
+    case kClosed: {
+      _this->_internal_mutable_closed()->::google::rpc::Status::MergeFrom(
+          from._internal_closed());
       break;
     }
     case KIND_NOT_SET: {
@@ -2429,6 +2465,12 @@ void ServeResponse::clear_kind() {
       }
       break;
     }
+    case kClosed: {
+      if (GetArenaForAllocation() == nullptr) {
+        delete _impl_.kind_.closed_;
+      }
+      break;
+    }
     case KIND_NOT_SET: {
       break;
     }
@@ -2473,6 +2515,14 @@ const char* ServeResponse::_InternalParse(const char* ptr, ::_pbi::ParseContext*
       case 3:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
           ptr = ctx->ParseMessage(_internal_mutable_send_result(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // .google.rpc.Status closed = 4;
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
+          ptr = ctx->ParseMessage(_internal_mutable_closed(), ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -2527,6 +2577,13 @@ uint8_t* ServeResponse::_InternalSerialize(
         _Internal::send_result(this).GetCachedSize(), target, stream);
   }
 
+  // .google.rpc.Status closed = 4;
+  if (_internal_has_closed()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(4, _Internal::closed(this),
+        _Internal::closed(this).GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -2565,6 +2622,13 @@ size_t ServeResponse::ByteSizeLong() const {
           *_impl_.kind_.send_result_);
       break;
     }
+    // .google.rpc.Status closed = 4;
+    case kClosed: {
+      total_size += 1 +
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+          *_impl_.kind_.closed_);
+      break;
+    }
     case KIND_NOT_SET: {
       break;
     }
@@ -2601,6 +2665,11 @@ void ServeResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::
     case kSendResult: {
       _this->_internal_mutable_send_result()->::veil::v1::ServeResponse_SendResult::MergeFrom(
           from._internal_send_result());
+      break;
+    }
+    case kClosed: {
+      _this->_internal_mutable_closed()->::google::rpc::Status::MergeFrom(
+          from._internal_closed());
       break;
     }
     case KIND_NOT_SET: {

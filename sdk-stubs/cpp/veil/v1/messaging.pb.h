@@ -1425,6 +1425,7 @@ class ServeResponse final :
     kOpened = 1,
     kDeliveries = 2,
     kSendResult = 3,
+    kClosed = 4,
     KIND_NOT_SET = 0,
   };
 
@@ -1512,6 +1513,7 @@ class ServeResponse final :
     kOpenedFieldNumber = 1,
     kDeliveriesFieldNumber = 2,
     kSendResultFieldNumber = 3,
+    kClosedFieldNumber = 4,
   };
   // .veil.v1.ServeResponse.Opened opened = 1;
   bool has_opened() const;
@@ -1567,6 +1569,24 @@ class ServeResponse final :
       ::veil::v1::ServeResponse_SendResult* send_result);
   ::veil::v1::ServeResponse_SendResult* unsafe_arena_release_send_result();
 
+  // .google.rpc.Status closed = 4;
+  bool has_closed() const;
+  private:
+  bool _internal_has_closed() const;
+  public:
+  void clear_closed();
+  const ::google::rpc::Status& closed() const;
+  PROTOBUF_NODISCARD ::google::rpc::Status* release_closed();
+  ::google::rpc::Status* mutable_closed();
+  void set_allocated_closed(::google::rpc::Status* closed);
+  private:
+  const ::google::rpc::Status& _internal_closed() const;
+  ::google::rpc::Status* _internal_mutable_closed();
+  public:
+  void unsafe_arena_set_allocated_closed(
+      ::google::rpc::Status* closed);
+  ::google::rpc::Status* unsafe_arena_release_closed();
+
   void clear_kind();
   KindCase kind_case() const;
   // @@protoc_insertion_point(class_scope:veil.v1.ServeResponse)
@@ -1575,6 +1595,7 @@ class ServeResponse final :
   void set_has_opened();
   void set_has_deliveries();
   void set_has_send_result();
+  void set_has_closed();
 
   inline bool has_kind() const;
   inline void clear_has_kind();
@@ -1589,6 +1610,7 @@ class ServeResponse final :
       ::veil::v1::ServeResponse_Opened* opened_;
       ::veil::v1::DeliveryBatch* deliveries_;
       ::veil::v1::ServeResponse_SendResult* send_result_;
+      ::google::rpc::Status* closed_;
     } kind_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
     uint32_t _oneof_case_[1];
@@ -3926,6 +3948,72 @@ inline ::veil::v1::ServeResponse_SendResult* ServeResponse::_internal_mutable_se
 inline ::veil::v1::ServeResponse_SendResult* ServeResponse::mutable_send_result() {
   ::veil::v1::ServeResponse_SendResult* _msg = _internal_mutable_send_result();
   // @@protoc_insertion_point(field_mutable:veil.v1.ServeResponse.send_result)
+  return _msg;
+}
+
+// .google.rpc.Status closed = 4;
+inline bool ServeResponse::_internal_has_closed() const {
+  return kind_case() == kClosed;
+}
+inline bool ServeResponse::has_closed() const {
+  return _internal_has_closed();
+}
+inline void ServeResponse::set_has_closed() {
+  _impl_._oneof_case_[0] = kClosed;
+}
+inline ::google::rpc::Status* ServeResponse::release_closed() {
+  // @@protoc_insertion_point(field_release:veil.v1.ServeResponse.closed)
+  if (_internal_has_closed()) {
+    clear_has_kind();
+    ::google::rpc::Status* temp = _impl_.kind_.closed_;
+    if (GetArenaForAllocation() != nullptr) {
+      temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+    }
+    _impl_.kind_.closed_ = nullptr;
+    return temp;
+  } else {
+    return nullptr;
+  }
+}
+inline const ::google::rpc::Status& ServeResponse::_internal_closed() const {
+  return _internal_has_closed()
+      ? *_impl_.kind_.closed_
+      : reinterpret_cast< ::google::rpc::Status&>(::google::rpc::_Status_default_instance_);
+}
+inline const ::google::rpc::Status& ServeResponse::closed() const {
+  // @@protoc_insertion_point(field_get:veil.v1.ServeResponse.closed)
+  return _internal_closed();
+}
+inline ::google::rpc::Status* ServeResponse::unsafe_arena_release_closed() {
+  // @@protoc_insertion_point(field_unsafe_arena_release:veil.v1.ServeResponse.closed)
+  if (_internal_has_closed()) {
+    clear_has_kind();
+    ::google::rpc::Status* temp = _impl_.kind_.closed_;
+    _impl_.kind_.closed_ = nullptr;
+    return temp;
+  } else {
+    return nullptr;
+  }
+}
+inline void ServeResponse::unsafe_arena_set_allocated_closed(::google::rpc::Status* closed) {
+  clear_kind();
+  if (closed) {
+    set_has_closed();
+    _impl_.kind_.closed_ = closed;
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:veil.v1.ServeResponse.closed)
+}
+inline ::google::rpc::Status* ServeResponse::_internal_mutable_closed() {
+  if (!_internal_has_closed()) {
+    clear_kind();
+    set_has_closed();
+    _impl_.kind_.closed_ = CreateMaybeMessage< ::google::rpc::Status >(GetArenaForAllocation());
+  }
+  return _impl_.kind_.closed_;
+}
+inline ::google::rpc::Status* ServeResponse::mutable_closed() {
+  ::google::rpc::Status* _msg = _internal_mutable_closed();
+  // @@protoc_insertion_point(field_mutable:veil.v1.ServeResponse.closed)
   return _msg;
 }
 

@@ -40,6 +40,7 @@ PROTOBUF_CONSTEXPR Node::Node(
   , /*decltype(_impl_.version_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.api_endpoint_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.health_endpoint_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.serve_socket_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.max_frame_bytes_)*/uint64_t{0u}
   , /*decltype(_impl_.insecure_plaintext_)*/false
   , /*decltype(_impl_.hub_)*/false
@@ -108,6 +109,7 @@ const uint32_t TableStruct_veil_2fv1_2fnode_2eproto::offsets[] PROTOBUF_SECTION_
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.tcp_connections_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.health_endpoint_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.hub_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.serve_socket_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::TcpListener, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -128,8 +130,8 @@ const uint32_t TableStruct_veil_2fv1_2fnode_2eproto::offsets[] PROTOBUF_SECTION_
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::GetNodeRequest)},
   { 6, -1, -1, sizeof(::veil::v1::Node)},
-  { 20, -1, -1, sizeof(::veil::v1::TcpListener)},
-  { 27, -1, -1, sizeof(::veil::v1::TcpConnection)},
+  { 21, -1, -1, sizeof(::veil::v1::TcpListener)},
+  { 28, -1, -1, sizeof(::veil::v1::TcpConnection)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -141,21 +143,21 @@ static const ::_pb::Message* const file_default_instances[] = {
 
 const char descriptor_table_protodef_veil_2fv1_2fnode_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\022veil/v1/node.proto\022\007veil.v1\"\020\n\016GetNode"
-  "Request\"\346\001\n\004Node\022\017\n\007version\030\001 \001(\t\022\024\n\014api"
+  "Request\"\374\001\n\004Node\022\017\n\007version\030\001 \001(\t\022\024\n\014api"
   "_endpoint\030\002 \001(\t\022\032\n\022insecure_plaintext\030\003 "
   "\001(\010\022\027\n\017max_frame_bytes\030\004 \001(\004\022+\n\rtcp_list"
   "eners\030\005 \003(\0132\024.veil.v1.TcpListener\022/\n\017tcp"
   "_connections\030\006 \003(\0132\026.veil.v1.TcpConnecti"
   "on\022\027\n\017health_endpoint\030\007 \001(\t\022\013\n\003hub\030\010 \001(\010"
-  "\"\036\n\013TcpListener\022\017\n\007address\030\001 \001(\t\"\?\n\rTcpC"
-  "onnection\022\016\n\006worker\030\001 \001(\t\022\014\n\004peer\030\002 \001(\t\022"
-  "\020\n\010outgoing\030\003 \001(\0102@\n\013NodeService\0221\n\007GetN"
-  "ode\022\027.veil.v1.GetNodeRequest\032\r.veil.v1.N"
-  "odeb\006proto3"
+  "\022\024\n\014serve_socket\030\t \001(\t\"\036\n\013TcpListener\022\017\n"
+  "\007address\030\001 \001(\t\"\?\n\rTcpConnection\022\016\n\006worke"
+  "r\030\001 \001(\t\022\014\n\004peer\030\002 \001(\t\022\020\n\010outgoing\030\003 \001(\0102"
+  "@\n\013NodeService\0221\n\007GetNode\022\027.veil.v1.GetN"
+  "odeRequest\032\r.veil.v1.Nodeb\006proto3"
   ;
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fnode_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fnode_2eproto = {
-    false, false, 451, descriptor_table_protodef_veil_2fv1_2fnode_2eproto,
+    false, false, 473, descriptor_table_protodef_veil_2fv1_2fnode_2eproto,
     "veil/v1/node.proto",
     &descriptor_table_veil_2fv1_2fnode_2eproto_once, nullptr, 0, 4,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fnode_2eproto::offsets,
@@ -232,6 +234,7 @@ Node::Node(const Node& from)
     , decltype(_impl_.version_){}
     , decltype(_impl_.api_endpoint_){}
     , decltype(_impl_.health_endpoint_){}
+    , decltype(_impl_.serve_socket_){}
     , decltype(_impl_.max_frame_bytes_){}
     , decltype(_impl_.insecure_plaintext_){}
     , decltype(_impl_.hub_){}
@@ -262,6 +265,14 @@ Node::Node(const Node& from)
     _this->_impl_.health_endpoint_.Set(from._internal_health_endpoint(), 
       _this->GetArenaForAllocation());
   }
+  _impl_.serve_socket_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.serve_socket_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_serve_socket().empty()) {
+    _this->_impl_.serve_socket_.Set(from._internal_serve_socket(), 
+      _this->GetArenaForAllocation());
+  }
   ::memcpy(&_impl_.max_frame_bytes_, &from._impl_.max_frame_bytes_,
     static_cast<size_t>(reinterpret_cast<char*>(&_impl_.hub_) -
     reinterpret_cast<char*>(&_impl_.max_frame_bytes_)) + sizeof(_impl_.hub_));
@@ -278,6 +289,7 @@ inline void Node::SharedCtor(
     , decltype(_impl_.version_){}
     , decltype(_impl_.api_endpoint_){}
     , decltype(_impl_.health_endpoint_){}
+    , decltype(_impl_.serve_socket_){}
     , decltype(_impl_.max_frame_bytes_){uint64_t{0u}}
     , decltype(_impl_.insecure_plaintext_){false}
     , decltype(_impl_.hub_){false}
@@ -294,6 +306,10 @@ inline void Node::SharedCtor(
   _impl_.health_endpoint_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.health_endpoint_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.serve_socket_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.serve_socket_.Set("", GetArenaForAllocation());
   #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
 }
 
@@ -313,6 +329,7 @@ inline void Node::SharedDtor() {
   _impl_.version_.Destroy();
   _impl_.api_endpoint_.Destroy();
   _impl_.health_endpoint_.Destroy();
+  _impl_.serve_socket_.Destroy();
 }
 
 void Node::SetCachedSize(int size) const {
@@ -330,6 +347,7 @@ void Node::Clear() {
   _impl_.version_.ClearToEmpty();
   _impl_.api_endpoint_.ClearToEmpty();
   _impl_.health_endpoint_.ClearToEmpty();
+  _impl_.serve_socket_.ClearToEmpty();
   ::memset(&_impl_.max_frame_bytes_, 0, static_cast<size_t>(
       reinterpret_cast<char*>(&_impl_.hub_) -
       reinterpret_cast<char*>(&_impl_.max_frame_bytes_)) + sizeof(_impl_.hub_));
@@ -419,6 +437,16 @@ const char* Node::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 64)) {
           _impl_.hub_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
           CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // string serve_socket = 9;
+      case 9:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 74)) {
+          auto str = _internal_mutable_serve_socket();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.Node.serve_socket"));
         } else
           goto handle_unusual;
         continue;
@@ -515,6 +543,16 @@ uint8_t* Node::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteBoolToArray(8, this->_internal_hub(), target);
   }
 
+  // string serve_socket = 9;
+  if (!this->_internal_serve_socket().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_serve_socket().data(), static_cast<int>(this->_internal_serve_socket().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.Node.serve_socket");
+    target = stream->WriteStringMaybeAliased(
+        9, this->_internal_serve_socket(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -566,6 +604,13 @@ size_t Node::ByteSizeLong() const {
         this->_internal_health_endpoint());
   }
 
+  // string serve_socket = 9;
+  if (!this->_internal_serve_socket().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_serve_socket());
+  }
+
   // uint64 max_frame_bytes = 4;
   if (this->_internal_max_frame_bytes() != 0) {
     total_size += ::_pbi::WireFormatLite::UInt64SizePlusOne(this->_internal_max_frame_bytes());
@@ -610,6 +655,9 @@ void Node::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_
   if (!from._internal_health_endpoint().empty()) {
     _this->_internal_set_health_endpoint(from._internal_health_endpoint());
   }
+  if (!from._internal_serve_socket().empty()) {
+    _this->_internal_set_serve_socket(from._internal_serve_socket());
+  }
   if (from._internal_max_frame_bytes() != 0) {
     _this->_internal_set_max_frame_bytes(from._internal_max_frame_bytes());
   }
@@ -651,6 +699,10 @@ void Node::InternalSwap(Node* other) {
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.health_endpoint_, lhs_arena,
       &other->_impl_.health_endpoint_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.serve_socket_, lhs_arena,
+      &other->_impl_.serve_socket_, rhs_arena
   );
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
       PROTOBUF_FIELD_OFFSET(Node, _impl_.hub_)

@@ -316,6 +316,7 @@ class Node final :
     kVersionFieldNumber = 1,
     kApiEndpointFieldNumber = 2,
     kHealthEndpointFieldNumber = 7,
+    kServeSocketFieldNumber = 9,
     kMaxFrameBytesFieldNumber = 4,
     kInsecurePlaintextFieldNumber = 3,
     kHubFieldNumber = 8,
@@ -398,6 +399,20 @@ class Node final :
   std::string* _internal_mutable_health_endpoint();
   public:
 
+  // string serve_socket = 9;
+  void clear_serve_socket();
+  const std::string& serve_socket() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_serve_socket(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_serve_socket();
+  PROTOBUF_NODISCARD std::string* release_serve_socket();
+  void set_allocated_serve_socket(std::string* serve_socket);
+  private:
+  const std::string& _internal_serve_socket() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_serve_socket(const std::string& value);
+  std::string* _internal_mutable_serve_socket();
+  public:
+
   // uint64 max_frame_bytes = 4;
   void clear_max_frame_bytes();
   uint64_t max_frame_bytes() const;
@@ -438,6 +453,7 @@ class Node final :
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr version_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr api_endpoint_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr health_endpoint_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr serve_socket_;
     uint64_t max_frame_bytes_;
     bool insecure_plaintext_;
     bool hub_;
@@ -1082,6 +1098,56 @@ inline void Node::_internal_set_hub(bool value) {
 inline void Node::set_hub(bool value) {
   _internal_set_hub(value);
   // @@protoc_insertion_point(field_set:veil.v1.Node.hub)
+}
+
+// string serve_socket = 9;
+inline void Node::clear_serve_socket() {
+  _impl_.serve_socket_.ClearToEmpty();
+}
+inline const std::string& Node::serve_socket() const {
+  // @@protoc_insertion_point(field_get:veil.v1.Node.serve_socket)
+  return _internal_serve_socket();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void Node::set_serve_socket(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.serve_socket_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.Node.serve_socket)
+}
+inline std::string* Node::mutable_serve_socket() {
+  std::string* _s = _internal_mutable_serve_socket();
+  // @@protoc_insertion_point(field_mutable:veil.v1.Node.serve_socket)
+  return _s;
+}
+inline const std::string& Node::_internal_serve_socket() const {
+  return _impl_.serve_socket_.Get();
+}
+inline void Node::_internal_set_serve_socket(const std::string& value) {
+  
+  _impl_.serve_socket_.Set(value, GetArenaForAllocation());
+}
+inline std::string* Node::_internal_mutable_serve_socket() {
+  
+  return _impl_.serve_socket_.Mutable(GetArenaForAllocation());
+}
+inline std::string* Node::release_serve_socket() {
+  // @@protoc_insertion_point(field_release:veil.v1.Node.serve_socket)
+  return _impl_.serve_socket_.Release();
+}
+inline void Node::set_allocated_serve_socket(std::string* serve_socket) {
+  if (serve_socket != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.serve_socket_.SetAllocated(serve_socket, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.serve_socket_.IsDefault()) {
+    _impl_.serve_socket_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.Node.serve_socket)
 }
 
 // -------------------------------------------------------------------

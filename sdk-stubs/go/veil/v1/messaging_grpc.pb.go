@@ -24,6 +24,8 @@ type MessagingServiceClient interface {
 	// Errors: the address is already served -> ALREADY_EXISTS; a bad address -> INVALID_ARGUMENT;
 	// anything but `open` first -> INVALID_ARGUMENT. When the sidecar shuts down the stream ends
 	// with UNAVAILABLE (reason NODE_SHUTTING_DOWN).
+	// The same stream, with the same messages, is served without gRPC on the sidecar's serve
+	// socket (Node.serve_socket; docs/api.md): several times cheaper per message.
 	Serve(ctx context.Context, opts ...grpc.CallOption) (MessagingService_ServeClient, error)
 	// Sends one or more messages, in order, and returns once each has been handed on (delivered
 	// to a local address, or written to the next node's connection). Errors: a bad route ->
@@ -108,6 +110,8 @@ type MessagingServiceServer interface {
 	// Errors: the address is already served -> ALREADY_EXISTS; a bad address -> INVALID_ARGUMENT;
 	// anything but `open` first -> INVALID_ARGUMENT. When the sidecar shuts down the stream ends
 	// with UNAVAILABLE (reason NODE_SHUTTING_DOWN).
+	// The same stream, with the same messages, is served without gRPC on the sidecar's serve
+	// socket (Node.serve_socket; docs/api.md): several times cheaper per message.
 	Serve(MessagingService_ServeServer) error
 	// Sends one or more messages, in order, and returns once each has been handed on (delivered
 	// to a local address, or written to the next node's connection). Errors: a bad route ->

@@ -1,0 +1,22 @@
+// Preparing the path of a Unix socket a veild listens on (the API, the serve socket).
+//
+// Thread-safety: pure function of the file system.
+#ifndef VEIL_SIDECAR_API_UNIX_SOCKET_H_
+#define VEIL_SIDECAR_API_UNIX_SOCKET_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace veil::api {
+
+// Makes `path` ready to bind: creates its parent directory (0700) if missing and removes a stale
+// socket left by a dead process. FAILED_PRECONDITION when the path exists and is not a socket, or
+// (reason ADDRESS_IN_USE) when a live process accepts on it. `what` names the socket in errors
+// and logs, e.g. "API".
+absl::Status PrepareUnixSocketPath(const std::string& path, absl::string_view what);
+
+}  // namespace veil::api
+
+#endif  // VEIL_SIDECAR_API_UNIX_SOCKET_H_

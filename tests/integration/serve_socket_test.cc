@@ -1,0 +1,403 @@
+// The serve socket: Serve streams without gRPC (docs/api.md, "The serve socket"). Real veild
+// processes, the SDK's ServeSocket client and raw Unix sockets for malformed input.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/support/api_client.h"
+#include "tests/support/socket_io.h"
+#include "tests/support/veild_process.h"
+#include "veil_sdk.h"
+
+namespace veil::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// A raw connection to the serve socket, for bytes the SDK would never send.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{10, 0};  // a test never hangs on a read
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~RawConnection() { ::close(fd_); }
+  bool connected() const { return connected_; }
+  bool WriteBytes(const std::string& bytes) { return WriteFull(fd_, bytes.data(), bytes.size()); }
+  bool WriteFrame(const std::string& body) {
+    return WriteBytes(Header(static_cast<uint32_t>(body.size())) + body);
+  }
+  bool WriteRequest(const v1::ServeRequest& request) {
+    return WriteFrame(request.SerializeAsString());
+  }
+  // The sidecar's version byte, then its next frame; nullopt at EOF.
+  std::optional<v1::ServeResponse> ReadResponse() {
+    if (!version_read_) {
+      char v;
+      if (!ReadFull(fd_, &v, 1)) return std::nullopt;
+      EXPECT_EQ(v, 1);
+      version_read_ = true;
+    }
+    char head[4];
+    if (!ReadFull(fd_, head, 4)) return std::nullopt;
+    const auto* u = reinterpret_cast<const unsigned char*>(head);
+    const size_t n = (size_t{u[0]} << 24) | (size_t{u[1]} << 16) | (size_t{u[2]} << 8) | u[3];
+    std::string body(n, '\0');
+    if (!ReadFull(fd_, body.data(), n)) return std::nullopt;
+    v1::ServeResponse response;
+    EXPECT_TRUE(response.ParseFromString(body));
+    return response;
+  }
+  // True when the sidecar closed the connection (after its last frame).
+  bool AtEof() {
+    char c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
+  static std::string Header(uint32_t n) {
+    std::string h(4, '\0');
+    h[0] = static_cast<char>(n >> 24);
+    h[1] = static_cast<char>(n >> 16);
+    h[2] = static_cast<char>(n >> 8);
+    h[3] = static_cast<char>(n);
+    return h;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  bool version_read_ = false;
+};
+
+std::string ReasonIn(const google::rpc::Status& status) { return ReasonOf(status); }
+
+v1::ServeRequest OpenRequest(const std::string& address, uint32_t window = 0) {
+  v1::ServeRequest r;
+  r.mutable_open()->set_address(address);
+  r.mutable_open()->set_window(window);
+  return r;
+}
+
+v1::ServeRequest SendRequest(uint64_t batch_id,
+                             const std::vector<std::pair<std::string, std::string>>& messages) {
+  v1::ServeRequest r;
+  r.mutable_send()->set_batch_id(batch_id);
+  for (const auto& [route, payload] : messages) {
+    auto* m = r.mutable_send()->add_messages();
+    m->set_route(route);
+    m->set_payload(payload);
+  }
+  return r;
+}
+
+v1::ServeRequest AckRequest(uint64_t sequence) {
+  v1::ServeRequest r;
+  r.mutable_ack()->set_sequence(sequence);
+  return r;
+}
+
+// Opens `address` on the serve socket, retrying while a previous holder is still going away.
+std::optional<sdk::ServeSocket> OpenEventually(const std::string& path, const std::string& address,
+                                               uint32_t window = 0) {
+  for (int i = 0; i < 100; ++i) {
+    try {
+      return sdk::ServeSocket::Open(path, address, window);
+    } catch (const sdk::Error& e) {
+      if (e.code() != grpc::StatusCode::ALREADY_EXISTS) throw;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+  }
+  return std::nullopt;
+}
+
+class ServeSocketTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(node_.Start()) << node_.log();
+    api_ = Connect(node_.api_target());
+    path_ = GetNode(api_).serve_socket();
+  }
+
+  VeildProcess node_{{"--api-max-request-bytes", "1048576"}};
+  std::shared_ptr<grpc::Channel> api_;
+  std::string path_;
+};
+
+TEST_F(ServeSocketTest, GetNodeNamesItBesideTheApiSocketWithTheSameMode) {
+  std::string expected = node_.socket_path();  // ".../api.sock"
+  expected.replace(expected.size() - 5, 5, ".serve.sock");
+  EXPECT_EQ(path_, expected);
+  struct stat st;
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(ServeSocketTest, AnAppServesAnAddressAndEchoesAGrpcRequest) {
+  auto echoer = sdk::ServeSocket::Open(path_, "echoer");
+  EXPECT_EQ(echoer.opened().address(), "echoer");
+  EXPECT_EQ(echoer.opened().route(), "/service/echoer");
+  EXPECT_EQ(echoer.opened().window(), 1024u);
+  std::thread app([&] {
+    v1::ServeResponse r;
+    while (echoer.Read(&r)) {
+      for (const auto& d : r.deliveries().deliveries()) {
+        EXPECT_EQ(d.sender().origin(), v1::Sender::ORIGIN_LOCAL);
+        echoer.Write(SendRequest(d.sequence(), {{d.return_route(), "echo: " + d.payload()}}));
+        echoer.Write(AckRequest(d.sequence()));
+      }
+    }
+  });
+  v1::RequestResponse response;
+  grpc::Status status = Request(api_, "/service/echoer", "Hello veil!", &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.reply().payload(), "echo: Hello veil!");
+  EXPECT_EQ(response.reply().return_route(), "/service/echoer");
+  echoer.WritesDone();
+  app.join();
+  EXPECT_TRUE(echoer.status().ok()) << echoer.status().error_message();
+}
+
+TEST_F(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
+  auto sink = sdk::ServeSocket::Open(path_, "sink", /*window=*/64);
+  EXPECT_EQ(sink.opened().window(), 64u);
+  auto sender = sdk::ServeSocket::Open(path_, "sender");
+  constexpr int kMessages = 10000;
+  std::thread send([&] {
+    for (int batch = 0; batch < kMessages / 500; ++batch) {
+      std::vector<std::pair<std::string, std::string>> messages;
+      for (int i = 0; i < 500; ++i) {
+        messages.emplace_back("/service/sink", "message " + std::to_string(batch * 500 + i));
+      }
+      ASSERT_TRUE(sender.Write(SendRequest(batch, messages)));
+    }
+  });
+  uint32_t accepted = 0;
+  std::thread results([&] {
+    v1::ServeResponse r;
+    for (int got = 0; got < kMessages / 500 && sender.Read(&r); ++got) {
+      ASSERT_TRUE(r.has_send_result());
+      EXPECT_EQ(r.send_result().batch_id(), static_cast<uint64_t>(got));
+      EXPECT_EQ(r.send_result().failures_size(), 0);
+      accepted += r.send_result().accepted();
+    }
+  });
+  int next = 0;
+  uint64_t acked = 0;
+  v1::ServeResponse r;
+  while (next < kMessages && sink.Read(&r)) {
+    ASSERT_TRUE(r.has_deliveries());
+    for (const auto& d : r.deliveries().deliveries()) {
+      EXPECT_EQ(d.sequence(), static_cast<uint64_t>(next + 1));
+      EXPECT_LE(d.sequence() - acked, 64u) << "more than the window outstanding";
+      EXPECT_EQ(d.payload(), "message " + std::to_string(next));
+      EXPECT_EQ(d.return_route(), "/service/sender");
+      ++next;
+    }
+    acked = r.deliveries().deliveries().rbegin()->sequence();
+    ASSERT_TRUE(sink.Write(AckRequest(acked)));
+  }
+  EXPECT_EQ(next, kMessages);
+  send.join();
+  results.join();
+  EXPECT_EQ(accepted, static_cast<uint32_t>(kMessages));
+}
+
+TEST_F(ServeSocketTest, LargeMessagesAndASlowReaderLoseNothing) {
+  auto sink = sdk::ServeSocket::Open(path_, "sink", /*window=*/8);
+  auto sender = sdk::ServeSocket::Open(path_, "sender");
+  // 64 x 1 MiB (less the frame's overhead): far more than the socket buffers while the sink
+  // sleeps, so the sidecar's writes to it must wait for room and resume.
+  constexpr int kMessages = 64;
+  const size_t size = 1000 * 1000;
+  std::thread send([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_TRUE(sender.Write(
+          SendRequest(i, {{"/service/sink", std::string(size, static_cast<char>('a' + i % 26))}})));
+      v1::ServeResponse result;
+      ASSERT_TRUE(sender.Read(&result));
+      EXPECT_EQ(result.send_result().accepted(), 1u) << result.DebugString();
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(500));
+  int got = 0;
+  v1::ServeResponse r;
+  while (got < kMessages && sink.Read(&r)) {
+    for (const auto& d : r.deliveries().deliveries()) {
+      ASSERT_EQ(d.payload().size(), size);
+      EXPECT_EQ(d.payload(), std::string(size, static_cast<char>('a' + got % 26)));
+      ++got;
+      ASSERT_TRUE(sink.Write(AckRequest(d.sequence())));
+    }
+  }
+  EXPECT_EQ(got, kMessages);
+  send.join();
+}
+
+TEST_F(ServeSocketTest, RefusalsAreTheGrpcStreamsWithTheirReasons) {
+  auto held = sdk::ServeSocket::Open(path_, "taken");
+  try {
+    sdk::ServeSocket::Open(path_, "taken");
+    ADD_FAILURE() << "a served address was opened twice";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.code(), grpc::StatusCode::ALREADY_EXISTS) << e.what();
+  }
+  // An address held on the serve socket is held for gRPC streams too.
+  ServeClient grpc_twin(api_, "taken");
+  EXPECT_FALSE(grpc_twin.Read().has_value());
+  EXPECT_EQ(grpc_twin.Finish().error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  try {
+    sdk::ServeSocket::Open(path_, "_reserved");
+    ADD_FAILURE() << "a reserved address was opened";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.code(), grpc::StatusCode::INVALID_ARGUMENT) << e.what();
+    EXPECT_EQ(e.reason(), "INVALID_ADDRESS");
+  }
+  RawConnection ack_first(path_);
+  ASSERT_TRUE(ack_first.WriteBytes(std::string(1, '\1')));
+  ASSERT_TRUE(ack_first.WriteRequest(AckRequest(1)));
+  auto closed = ack_first.ReadResponse();
+  ASSERT_TRUE(closed.has_value() && closed->has_closed());
+  EXPECT_EQ(closed->closed().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(closed->closed().message().find("must be `open`"), std::string::npos);
+  EXPECT_TRUE(ack_first.AtEof());
+  // Sending to nowhere fails per message, in the batch's result; the stream goes on.
+  held.Write(SendRequest(9, {{"/service/nobody", "x"}, {"not a route", "y"}}));
+  v1::ServeResponse result;
+  ASSERT_TRUE(held.Read(&result));
+  ASSERT_EQ(result.send_result().failures_size(), 2) << result.DebugString();
+  EXPECT_EQ(ReasonIn(result.send_result().failures(0).status()), "ROUTE_NOT_FOUND");
+  EXPECT_EQ(ReasonIn(result.send_result().failures(1).status()), "INVALID_ROUTE");
+}
+
+TEST_F(ServeSocketTest, MalformedInputEndsThatStreamWithAClearStatusAndNothingElse) {
+  auto bystander = sdk::ServeSocket::Open(path_, "bystander");
+  struct Case {
+    std::string name;
+    std::string bytes;
+    grpc::StatusCode code;
+    std::string says;
+  };
+  std::string huge_header = RawConnection::Header(2 * 1024 * 1024);  // over --api-max-request-bytes
+  const std::vector<Case> cases = {
+      {"wrong version", std::string(1, '\7') + RawConnection::Header(0), grpc::StatusCode::INVALID_ARGUMENT,
+       "speaks version 1; the client sent 7"},
+      {"frame over the limit", std::string(1, '\1') + huge_header, grpc::StatusCode::RESOURCE_EXHAUSTED,
+       "over the limit of 1048576"},
+      {"not a ServeRequest", std::string(1, '\1') + RawConnection::Header(3) + "\xff\xff\xff",
+       grpc::StatusCode::INVALID_ARGUMENT, "not a veil.v1.ServeRequest"},
+      {"empty request", std::string(1, '\1') + RawConnection::Header(0),
+       grpc::StatusCode::INVALID_ARGUMENT, "must set one of open, ack or send"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    RawConnection raw(path_);
+    ASSERT_TRUE(raw.connected());
+    ASSERT_TRUE(raw.WriteBytes(c.bytes));
+    auto closed = raw.ReadResponse();
+    ASSERT_TRUE(closed.has_value() && closed->has_closed());
+    EXPECT_EQ(closed->closed().code(), c.code);
+    EXPECT_NE(closed->closed().message().find(c.says), std::string::npos)
+        << closed->closed().message();
+    EXPECT_TRUE(raw.AtEof());
+  }
+  {
+    // Half a frame, then gone: the address it opened is free again.
+    RawConnection raw(path_);
+    ASSERT_TRUE(raw.WriteBytes(std::string(1, '\1')));
+    ASSERT_TRUE(raw.WriteRequest(OpenRequest("vanishing")));
+    ASSERT_TRUE(raw.ReadResponse()->has_opened());
+    ASSERT_TRUE(raw.WriteBytes(RawConnection::Header(100) + "partial"));
+  }
+  EXPECT_TRUE(OpenEventually(path_, "vanishing").has_value());
+  // The other stream never noticed.
+  v1::RequestResponse unused;
+  std::thread echo([&] {
+    v1::ServeResponse r;
+    ASSERT_TRUE(bystander.Read(&r));
+    const auto& d = r.deliveries().deliveries(0);
+    bystander.Write(SendRequest(1, {{d.return_route(), d.payload()}}));
+  });
+  EXPECT_TRUE(Request(api_, "/service/bystander", "still here", &unused).ok());
+  EXPECT_EQ(unused.reply().payload(), "still here");
+  echo.join();
+}
+
+TEST_F(ServeSocketTest, HalfClosingFinishesOkAndFreesTheAddress) {
+  auto first = sdk::ServeSocket::Open(path_, "again");
+  first.WritesDone();
+  v1::ServeResponse r;
+  EXPECT_FALSE(first.Read(&r));
+  EXPECT_TRUE(first.status().ok()) << first.status().error_message();
+  EXPECT_TRUE(OpenEventually(path_, "again").has_value());
+}
+
+TEST_F(ServeSocketTest, StreamsCountTowardsTheSameLimitAsGrpcStreams) {
+  VeildProcess node({"--api-max-serve-streams", "1"});
+  ASSERT_TRUE(node.Start()) << node.log();
+  auto api = Connect(node.api_target());
+  const std::string path = GetNode(api).serve_socket();
+  ServeClient grpc_stream(api, "one");
+  ASSERT_TRUE(grpc_stream.Read().has_value());
+  try {
+    sdk::ServeSocket::Open(path, "two");
+    ADD_FAILURE() << "a second stream was opened past --api-max-serve-streams 1";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << e.what();
+    EXPECT_EQ(e.reason(), "TOO_MANY_STREAMS");
+  }
+}
+
+TEST_F(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSocket) {
+  auto app = sdk::ServeSocket::Open(path_, "app");
+  node_.Signal(SIGTERM);
+  v1::ServeResponse r;
+  EXPECT_FALSE(app.Read(&r));
+  EXPECT_EQ(app.status().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(sdk::ReasonOf(app.status()), "NODE_SHUTTING_DOWN");
+  EXPECT_EQ(node_.Wait(), 0) << node_.log();
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST(ServeSocketOptionsTest, NoneTurnsItOffAnExplicitPathIsUsedAndALiveOneIsNotTaken) {
+  VeildProcess off({"--serve-socket", "none"});
+  ASSERT_TRUE(off.Start()) << off.log();
+  EXPECT_EQ(GetNode(Connect(off.api_target())).serve_socket(), "");
+  std::string beside = off.socket_path();
+  beside.replace(beside.size() - 5, 5, ".serve.sock");
+  EXPECT_FALSE(std::filesystem::exists(beside));
+
+  TempDir dir;
+  const std::string path = dir.path() + "/fast.sock";
+  VeildProcess on({"--serve-socket", path});
+  ASSERT_TRUE(on.Start()) << on.log();
+  EXPECT_EQ(GetNode(Connect(on.api_target())).serve_socket(), path);
+  EXPECT_NO_THROW(sdk::ServeSocket::Open(path, "here"));
+
+  VeildProcess second({"--serve-socket", path});
+  EXPECT_FALSE(second.Start(seconds(10)));
+  EXPECT_NE(second.log().find("another process already serves the serve socket at " + path),
+            std::string::npos)
+      << second.log();
+
+  // A TCP API has no serve socket unless asked for one.
+  VeildProcess tcp({"--api", "127.0.0.1:0"});
+  ASSERT_TRUE(tcp.Start()) << tcp.log();
+  EXPECT_EQ(GetNode(Connect(tcp.api_target())).serve_socket(), "");
+}
+
+}  // namespace
+}  // namespace veil::testing
