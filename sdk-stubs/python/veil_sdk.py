@@ -16,6 +16,8 @@ python3-protobuf; put this directory on sys.path (PYTHONPATH=sdk-stubs/python).
 """
 import os
 import queue
+import socket
+import struct
 
 import grpc
 
@@ -147,6 +149,115 @@ class _Serve:
             self._requests.put(None)
 
 
+class _ClosedStatus(grpc.RpcError):
+    """The serve socket's `closed` status, shaped as a gRPC error so that VeilError reads it."""
+
+    def __init__(self, status):
+        self._status = status
+
+    def code(self):
+        for code in grpc.StatusCode:
+            if code.value[0] == self._status.code:
+                return code
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self):
+        return self._status.message
+
+    def trailing_metadata(self):
+        return (("grpc-status-details-bin", self._status.SerializeToString()),)
+
+
+def _frame(request):
+    body = request.SerializeToString()
+    return struct.pack(">I", len(body)) + body
+
+
+class _SocketServe:
+    """The same stream as _Serve, on the sidecar's serve socket (docs/api.md, "The serve
+    socket"): the same messages framed on a Unix socket without gRPC, several times cheaper per
+    message. Raises OSError when nothing answers at `path`, VeilError when the sidecar refuses."""
+
+    def __init__(self, path, address, window):
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(path)
+        except OSError:
+            self._sock.close()
+            raise
+        self._buffer = bytearray()
+        self._batch = 0
+        self.failures = []
+        open_request = messaging_pb2.ServeRequest(
+            open=messaging_pb2.ServeRequest.Open(address=address, window=window))
+        self._sock.sendall(b"\x01" + _frame(open_request))
+        if self._fill(1) and self._buffer[0] != 1:
+            raise ConnectionError(f"the sidecar speaks serve socket version {self._buffer[0]}")
+        del self._buffer[:1]
+        first = self._read()
+        if first is None:
+            raise ConnectionError("the serve socket closed before answering `open`")
+        if first.HasField("closed"):
+            raise VeilError(_ClosedStatus(first.closed))
+        self.route = first.opened.route
+
+    def _fill(self, n):
+        while len(self._buffer) < n:
+            chunk = self._sock.recv(max(262144, n - len(self._buffer)))
+            if not chunk:
+                return False
+            self._buffer += chunk
+        return True
+
+    def _read(self):
+        if not self._fill(4):
+            return None
+        (n,) = struct.unpack_from(">I", self._buffer)
+        if not self._fill(4 + n):
+            return None
+        response = messaging_pb2.ServeResponse.FromString(bytes(self._buffer[4:4 + n]))
+        del self._buffer[:4 + n]
+        return response
+
+    def send(self, route, payload):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        self._batch += 1
+        self._sock.sendall(_frame(messaging_pb2.ServeRequest(send=messaging_pb2.ServeRequest.SendBatch(
+            batch_id=self._batch, messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)]))))
+
+    def close(self):
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __iter__(self):
+        try:
+            while True:
+                try:
+                    response = self._read()
+                except OSError:
+                    return  # closed by close()
+                if response is None:
+                    return
+                if response.HasField("deliveries"):
+                    last = 0
+                    for delivery in response.deliveries.deliveries:
+                        yield Message(self, delivery)
+                        last = delivery.sequence
+                    self._sock.sendall(_frame(messaging_pb2.ServeRequest(
+                        ack=messaging_pb2.ServeRequest.Ack(sequence=last))))
+                elif response.HasField("send_result"):
+                    self.failures.extend(response.send_result.failures)
+                elif response.HasField("closed"):
+                    if response.closed.code != 0:
+                        raise VeilError(_ClosedStatus(response.closed))
+                    return
+        finally:
+            self._sock.close()
+
+
 class Sidecar:
     """A connection to one veil sidecar's API."""
 
@@ -204,8 +315,23 @@ class Sidecar:
         return Message(None, response.reply)
 
     def serve(self, address, window=0):
-        """Serves `address` on this sidecar: an iterable of Messages (see _Serve)."""
+        """Serves `address` on this sidecar: an iterable of Messages. On the sidecar's serve
+        socket when this process can reach it (see serve_socket), else on a gRPC Serve call."""
+        path = self.get_node().serve_socket
+        if path:
+            try:
+                return _SocketServe(path, address, window)
+            except OSError:
+                pass  # not reachable from here (another container or user): use gRPC
         return _Serve(self.messaging, address, window, None)
+
+    def serve_socket(self, address, window=0):
+        """Serves `address` on the sidecar's serve socket only (no gRPC); OSError when it cannot
+        be reached, VeilError when the sidecar refuses."""
+        path = self.get_node().serve_socket
+        if not path:
+            raise ConnectionError(f"the sidecar at {self.target} has no serve socket")
+        return _SocketServe(path, address, window)
 
     def close(self):
         self.channel.close()

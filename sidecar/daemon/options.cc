@@ -92,7 +92,10 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_option("--log-level", o.log_level, "Least severe level logged")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "Worker threads for routing and transports (0: one per core)")
+  app.add_option("--threads", o.threads,
+                 "Threads for routing, transports and secure channels. Default 1: a message "
+                 "crosses the node without waking another thread (docs/performance.md); 0: one "
+                 "per core, for a hub with many busy connections on a many-core machine")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   app.add_option("--shutdown-grace", grace_seconds,

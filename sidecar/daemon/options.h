@@ -29,7 +29,7 @@ struct Options {
   size_t max_frame_bytes = 0;
   std::string log_format = "text";  // "text" or "json"
   std::string log_level = "info";
-  int threads = 0;  // io threads; 0 = number of cores
+  int threads = 1;  // io threads; 0 = one per core (at least 2)
   std::chrono::milliseconds shutdown_grace{10000};
   std::string vault_key_file;           // at-rest key or passphrase, e.g. a mounted Secret
   std::string config_file;              // declarative YAML config (config.h)
