@@ -92,6 +92,9 @@ ServeSocket ServeSocket::Open(const std::string& path, const std::string& addres
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw Error(grpc::Status(grpc::UNAVAILABLE, std::strerror(errno)));
   ServeSocket s(fd);
+  // Room for a whole batch of requests in the socket (capped by net.core.wmem_max).
+  const int buffer = 4 * 1024 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof(buffer));
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.data(), path.size());
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
@@ -119,7 +122,9 @@ ServeSocket& ServeSocket::operator=(ServeSocket&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     opened_ = std::move(other.opened_);
     in_ = std::move(other.in_);
-    in_begin_ = other.in_begin_;
+    in_capacity_ = std::exchange(other.in_capacity_, 0);
+    in_end_ = std::exchange(other.in_end_, 0);
+    in_begin_ = std::exchange(other.in_begin_, 0);
     version_read_ = other.version_read_;
     out_ = std::move(other.out_);
     status_ = other.status_;
@@ -146,23 +151,25 @@ void ServeSocket::WritesDone() { ::shutdown(fd_, SHUT_WR); }
 
 // Reads until at least `want` unread bytes are buffered. False at the end of the connection.
 bool ServeSocket::Fill(size_t want) {
-  if (in_.size() - in_begin_ >= want) return true;
-  if (in_begin_ > 0) {
-    in_.erase(0, in_begin_);
+  if (in_end_ - in_begin_ >= want) return true;
+  if (in_begin_ > 0) {  // keep the unread bytes at the start
+    std::memmove(in_.get(), in_.get() + in_begin_, in_end_ - in_begin_);
+    in_end_ -= in_begin_;
     in_begin_ = 0;
   }
-  size_t have = in_.size();
-  in_.resize(std::max<size_t>(want, have + 256 * 1024));
-  while (have < want) {
-    ssize_t n = ::recv(fd_, in_.data() + have, in_.size() - have, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      in_.resize(have);
-      return false;
-    }
-    have += static_cast<size_t>(n);
+  if (in_capacity_ < want || in_capacity_ == 0) {
+    const size_t capacity = std::max<size_t>({want, 2 * in_capacity_, 256 * 1024});
+    std::unique_ptr<char[]> bigger(new char[capacity]);  // not zeroed: it is read into
+    if (in_end_ > 0) std::memcpy(bigger.get(), in_.get(), in_end_);
+    in_ = std::move(bigger);
+    in_capacity_ = capacity;
   }
-  in_.resize(have);
+  while (in_end_ < want) {
+    ssize_t n = ::recv(fd_, in_.get() + in_end_, in_capacity_ - in_end_, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    in_end_ += static_cast<size_t>(n);
+  }
   return true;
 }
 
@@ -173,17 +180,18 @@ bool ServeSocket::Read(v1::ServeResponse* response) {
     if (!Fill((first ? 1 : 0) + 4)) break;
     if (first) {
       if (static_cast<unsigned char>(in_[in_begin_]) != kServeSocketVersion) {
-        status_ = grpc::Status(grpc::UNIMPLEMENTED, "the sidecar speaks serve socket version " +
-                                                       std::to_string(in_[in_begin_]));
+        status_ = grpc::Status(grpc::UNIMPLEMENTED,
+                               "the sidecar speaks serve socket version " +
+                                   std::to_string(static_cast<unsigned char>(in_[in_begin_])));
         return false;
       }
       ++in_begin_;
       version_read_ = true;
     }
-    const auto* p = reinterpret_cast<const unsigned char*>(in_.data() + in_begin_);
+    const auto* p = reinterpret_cast<const unsigned char*>(in_.get() + in_begin_);
     const size_t size = (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | p[3];
     if (!Fill(4 + size)) break;
-    if (!response->ParseFromArray(in_.data() + in_begin_ + 4, static_cast<int>(size))) {
+    if (!response->ParseFromArray(in_.get() + in_begin_ + 4, static_cast<int>(size))) {
       status_ = grpc::Status(grpc::INTERNAL, "the sidecar sent a frame that is not a ServeResponse");
       return false;
     }

@@ -98,8 +98,10 @@ class ServeSocket {
 
   int fd_ = -1;
   v1::ServeResponse::Opened opened_;
-  std::string in_;         // read buffer: in_[in_begin_, in_.size()) is unread
+  std::unique_ptr<char[]> in_;  // read buffer: [in_begin_, in_end_) is unread
+  size_t in_capacity_ = 0;
   size_t in_begin_ = 0;
+  size_t in_end_ = 0;
   bool version_read_ = false;
   std::string out_;        // write buffer
   grpc::Status status_ = grpc::Status(grpc::UNAVAILABLE, "the serve socket stream is open");

@@ -41,6 +41,7 @@ constexpr size_t kInitialReadBuffer = 64 * 1024;
 // A buffer grown past this for one large frame is released once that frame is through, so an
 // idle stream does not keep it.
 constexpr size_t kKeptBuffer = 1024 * 1024;
+constexpr int kSocketBuffer = 4 * 1024 * 1024;
 
 // A growable byte buffer that does not zero what it allocates (a 4 MiB delivery batch is
 // serialized straight into it).
@@ -156,9 +157,16 @@ class ServeSocketServer::Stream final : public ServeStream {
         settings_(settings),
         socket_(std::move(socket)),
         fd_(socket_.native_handle()),
-        registry_(std::move(registry)) {}
+        registry_(std::move(registry)) {
+    // Room for a whole delivery batch in the socket (the kernel caps it at net.core.wmem_max):
+    // fewer partial sends and waits for room.
+    const int bytes = kSocketBuffer;
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+  }
 
   std::shared_ptr<Stream> Self() { return std::static_pointer_cast<Stream>(shared_from_this()); }
+
+  const char* carrier() const override { return "serve socket"; }
 
   // --- reading: one request at a time, by whoever holds the read ---
 

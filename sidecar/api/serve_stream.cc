@@ -179,7 +179,7 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
     opened.mutable_opened()->set_window(window);
     control_.push_back(std::move(opened));
   }
-  spdlog::info("app serves address {}", address);
+  spdlog::info("app serves address {} ({})", address, carrier());
   Pump();
 }
 

@@ -63,6 +63,8 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   // stream already finished (ended before it began). Called once by the subclass.
   void Begin(std::shared_ptr<ServeStream> self);
 
+  // What carries the stream, for the log: "gRPC" or "serve socket".
+  virtual const char* carrier() const = 0;
   // Read the next request into `*into`, then call ReadDone.
   virtual void StartReadRequest(v1::ServeRequest* into) = 0;
   // Write `response` (valid until WriteDone), then call WriteDone.
@@ -129,6 +131,7 @@ class GrpcServeStream final : public ServeStream,
 
  private:
   using ServeStream::ServeStream;
+  const char* carrier() const override { return "gRPC"; }
   void StartReadRequest(v1::ServeRequest* into) override { StartRead(into); }
   void StartWriteResponse(const v1::ServeResponse* response) override { StartWrite(response); }
   void FinishStream(const grpc::Status& status) override { Finish(status); }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -169,6 +170,49 @@ TEST_F(ServeSocketTest, AnAppServesAnAddressAndEchoesAGrpcRequest) {
   echoer.WritesDone();
   app.join();
   EXPECT_TRUE(echoer.status().ok()) << echoer.status().error_message();
+}
+
+TEST_F(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
+  auto reachable = sdk::Sidecar::Connect(node_.api_target());
+  std::promise<void> opened;
+  std::thread app([&] {
+    try {
+      reachable.Serve("sdk_echoer", [](sdk::Message& m) { m.Reply(m.payload()); },
+                      [&](const std::string&) { opened.set_value(); });
+    } catch (const sdk::Error&) {
+      // the stream ends with the node
+    }
+  });
+  ASSERT_EQ(opened.get_future().wait_for(seconds(20)), std::future_status::ready);
+  v1::RequestResponse response;
+  ASSERT_TRUE(Request(api_, "/service/sdk_echoer", "via the socket", &response).ok());
+  EXPECT_EQ(response.reply().payload(), "via the socket");
+  EXPECT_NE(node_.log().find("app serves address sdk_echoer (serve socket)"), std::string::npos)
+      << node_.log();
+  // A sidecar whose serve socket this process cannot reach: the SDK falls back to gRPC.
+  TempDir dir;
+  VeildProcess elsewhere({"--serve-socket", dir.path() + "/serve.sock"});
+  ASSERT_TRUE(elsewhere.Start()) << elsewhere.log();
+  // As if in another container: the path GetNode names leads nowhere from here.
+  ASSERT_EQ(::unlink((dir.path() + "/serve.sock").c_str()), 0);
+  auto unreachable = sdk::Sidecar::Connect(elsewhere.api_target());
+  std::promise<void> fallback_opened;
+  std::thread fallback([&] {
+    try {
+      unreachable.Serve("fallback", [](sdk::Message& m) { m.Reply(m.payload()); },
+                        [&](const std::string&) { fallback_opened.set_value(); });
+    } catch (const sdk::Error&) {
+    }
+  });
+  ASSERT_EQ(fallback_opened.get_future().wait_for(seconds(20)), std::future_status::ready);
+  ASSERT_TRUE(Request(Connect(elsewhere.api_target()), "/service/fallback", "via gRPC", &response).ok());
+  EXPECT_EQ(response.reply().payload(), "via gRPC");
+  EXPECT_NE(elsewhere.log().find("app serves address fallback (gRPC)"), std::string::npos)
+      << elsewhere.log();
+  elsewhere.Signal(SIGTERM);
+  fallback.join();
+  node_.Signal(SIGTERM);
+  app.join();
 }
 
 TEST_F(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
