@@ -137,13 +137,23 @@ ServeSocket::~ServeSocket() {
 }
 
 bool ServeSocket::Write(const v1::ServeRequest& request) {
-  const size_t size = request.ByteSizeLong();
-  out_.resize(4 + size);
-  out_[0] = static_cast<char>(size >> 24);
-  out_[1] = static_cast<char>(size >> 16);
-  out_[2] = static_cast<char>(size >> 8);
-  out_[3] = static_cast<char>(size);
-  request.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out_.data() + 4));
+  return Write(std::span<const v1::ServeRequest>(&request, 1));
+}
+
+bool ServeSocket::Write(std::span<const v1::ServeRequest> requests) {
+  size_t total = 0;
+  for (const auto& r : requests) total += 4 + r.ByteSizeLong();
+  out_.resize(total);
+  char* p = out_.data();
+  for (const auto& r : requests) {
+    const size_t size = r.GetCachedSize();
+    p[0] = static_cast<char>(size >> 24);
+    p[1] = static_cast<char>(size >> 16);
+    p[2] = static_cast<char>(size >> 8);
+    p[3] = static_cast<char>(size);
+    r.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p + 4));
+    p += 4 + size;
+  }
   return WriteAll(fd_, out_.data(), out_.size());
 }
 
@@ -216,6 +226,7 @@ class ServeStream {
   void Send(const std::string& route, std::string payload) {
     v1::ServeRequest request;
     request.mutable_send()->set_batch_id(++batch_);
+    request.mutable_send()->set_failures_only(true);  // a result only when it failed
     auto* m = request.mutable_send()->add_messages();
     m->set_route(route);
     m->set_payload(std::move(payload));

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 
@@ -83,6 +84,9 @@ class ServeSocket {
 
   // Writes one request (ack or send). False when the connection is gone.
   bool Write(const v1::ServeRequest& request);
+  // Writes several in one system call (e.g. a reply and the ack of what it answers): the
+  // sidecar reads them together. False when the connection is gone.
+  bool Write(std::span<const v1::ServeRequest> requests);
   // Reads the next response (deliveries or a send result). False once the stream has ended:
   // status() then says why.
   bool Read(v1::ServeResponse* response);

@@ -122,7 +122,8 @@ class _Serve:
             payload = payload.encode()
         self._batch += 1
         self._requests.put(messaging_pb2.ServeRequest(send=messaging_pb2.ServeRequest.SendBatch(
-            batch_id=self._batch, messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)])))
+            batch_id=self._batch, failures_only=True,
+            messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)])))
 
     def close(self):
         self._requests.put(None)
@@ -224,7 +225,8 @@ class _SocketServe:
             payload = payload.encode()
         self._batch += 1
         self._sock.sendall(_frame(messaging_pb2.ServeRequest(send=messaging_pb2.ServeRequest.SendBatch(
-            batch_id=self._batch, messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)]))))
+            batch_id=self._batch, failures_only=True,
+            messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)]))))
 
     def close(self):
         try:

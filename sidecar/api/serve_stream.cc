@@ -35,8 +35,9 @@ class Mailbox final : public core::Worker {
 // Collects the outcomes of one SendBatch and posts the SendResult when all are in.
 class BatchTracker final : public core::SendTracker {
  public:
-  BatchTracker(std::weak_ptr<ServeStream> stream, uint64_t batch_id, uint32_t count)
-      : stream_(std::move(stream)), remaining_(count) {
+  BatchTracker(std::weak_ptr<ServeStream> stream, uint64_t batch_id, uint32_t count,
+               bool failures_only)
+      : stream_(std::move(stream)), remaining_(count), failures_only_(failures_only) {
     result_.mutable_send_result()->set_batch_id(batch_id);
   }
   void Complete(uint32_t index, absl::Status status) override {
@@ -54,13 +55,20 @@ class BatchTracker final : public core::SendTracker {
     r->set_accepted(accepted_.load(std::memory_order_relaxed));
     std::sort(r->mutable_failures()->begin(), r->mutable_failures()->end(),
               [](const auto& a, const auto& b) { return a.index() < b.index(); });
-    if (auto stream = stream_.lock()) stream->PostSendResult(std::move(result_));
+    auto stream = stream_.lock();
+    if (stream == nullptr) return;
+    if (failures_only_ && r->failures().empty()) {
+      stream->BatchDoneQuietly();
+    } else {
+      stream->PostSendResult(std::move(result_));
+    }
   }
 
  private:
   const std::weak_ptr<ServeStream> stream_;
   std::atomic<uint32_t> remaining_;
   std::atomic<uint32_t> accepted_{0};
+  const bool failures_only_;
   veil::Mutex mu_;
   v1::ServeResponse result_ ABSL_GUARDED_BY(mu_);
 };
@@ -200,9 +208,13 @@ void ServeStream::HandleAck(uint64_t sequence) {
 void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
   {
     veil::MutexLock lock(&mu_);
-    ++pending_batches_;  // every batch gets exactly one result, even an empty or invalid one
+    ++pending_batches_;  // every batch is settled once: its result, or quietly (failures_only)
   }
   const int n = batch.messages_size();
+  if (n == 0 && batch.failures_only()) {
+    BatchDoneQuietly();
+    return;
+  }
   if (n == 0) {
     v1::ServeResponse empty;
     empty.mutable_send_result()->set_batch_id(batch.batch_id());
@@ -221,7 +233,8 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
     veil::MutexLock lock(&mu_);
     return_route.Append(core::Address::Local(address_));
   }
-  auto tracker = std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n);
+  auto tracker = std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n,
+                                                batch.failures_only());
   OutgoingBatch prepare(router_, settings_, std::move(return_route));
   std::vector<core::Message> msgs;
   msgs.reserve(n);
@@ -287,6 +300,20 @@ void ServeStream::PostSendResult(v1::ServeResponse result) {
     control_.push_back(std::move(result));
   }
   Pump();
+}
+
+void ServeStream::BatchDoneQuietly() {
+  bool resume_reading = false;
+  {
+    veil::MutexLock lock(&mu_);
+    --pending_batches_;
+    if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
+        !end_status_.has_value()) {
+      read_paused_ = false;
+      resume_reading = true;
+    }
+  }
+  if (resume_reading) StartReadRequest(&request_);
 }
 
 void ServeStream::End(grpc::Status status) {

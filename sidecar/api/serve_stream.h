@@ -45,8 +45,10 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   // The same for messages routed together, in order, under one lock and one wake-up.
   void DeliverBatch(std::span<core::Message> msgs);
 
-  // From a send batch's tracker: queue its result.
+  // From a send batch's tracker: queue its result; or, for a batch that asked for failures
+  // only and had none, just count it done.
   void PostSendResult(v1::ServeResponse result);
+  void BatchDoneQuietly();
 
   // From the carrier: the read started by StartReadRequest completed (false: no more
   // requests: the app half-closed or went away), the write finished, the app went away, and

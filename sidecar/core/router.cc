@@ -108,7 +108,7 @@ void Router::Send(Message msg) {
     return;
   }
   Worker* w = worker.get();
-  asio::post(w->strand(), [worker = std::move(worker), msg = std::move(msg)]() mutable {
+  RunOnStrand(w->strand(), [worker = std::move(worker), msg = std::move(msg)]() mutable {
     worker->HandleMessage(std::move(msg));
   });
 }
@@ -151,7 +151,7 @@ void Router::SendBatch(std::vector<Message> msgs) {
       continue;
     }
     Worker* w = worker.get();
-    asio::post(w->strand(), [worker = std::move(worker), run = std::move(run)]() mutable {
+    RunOnStrand(w->strand(), [worker = std::move(worker), run = std::move(run)]() mutable {
       worker->HandleBatch(std::move(run));
     });
     if (whole) return;

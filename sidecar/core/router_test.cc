@@ -1,6 +1,7 @@
 #include "sidecar/core/router.h"
 
 #include <condition_variable>
+#include <atomic>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -290,6 +291,68 @@ TEST_F(RouterTest, AnyThreadWorkerIsCalledDirectlyBySender) {
   auto results = outcomes->Wait(4);
   ASSERT_EQ(results.size(), 4u);
   for (auto& [i, status] : results) EXPECT_TRUE(status.ok()) << i << ": " << status;
+}
+
+// From a handler on an io thread, a message to a worker whose strand is idle is handled at
+// once, on that thread (no trip through the scheduler); a worker sending to itself is never
+// re-entered; a sender that is not an io thread only queues.
+TEST_F(RouterTest, StrandWorkerRunsInlineFromAnIoThreadButIsNeverReentered) {
+  struct Shared {
+    std::atomic<int> depth{0};
+    std::atomic<bool> reentered{false};
+    std::promise<void> done;
+    std::atomic<std::thread::id> b_thread{};
+  };
+  auto shared = std::make_shared<Shared>();
+  class B final : public Worker {
+   public:
+    B(Strand strand, std::shared_ptr<Shared> s) : Worker(std::move(strand)), s_(std::move(s)) {}
+    void HandleMessage(Message msg) override {
+      s_->b_thread = std::this_thread::get_id();
+      msg.receipt.Settle(absl::OkStatus());
+    }
+
+   private:
+    std::shared_ptr<Shared> s_;
+  };
+  class A final : public Worker {
+   public:
+    A(Strand strand, std::shared_ptr<Shared> s) : Worker(std::move(strand)), s_(std::move(s)) {}
+    void HandleMessage(Message msg) override {
+      if (s_->depth.fetch_add(1) != 0) s_->reentered = true;
+      if (msg.payload == "to b") {
+        s_->b_thread = std::thread::id();
+        Message m;
+        m.onward = *Route::Parse("/service/b");
+        router().Send(std::move(m));
+        inline_b = s_->b_thread.load() == std::this_thread::get_id();
+        Message again;
+        again.onward = *Route::Parse("/service/a");
+        again.payload = "to self";
+        router().Send(std::move(again));  // queued behind this call, not run inside it
+      } else {
+        s_->done.set_value();
+      }
+      s_->depth.fetch_sub(1);
+    }
+    bool inline_b = false;  // read after `done`
+
+   private:
+    std::shared_ptr<Shared> s_;
+  };
+  auto a = std::make_shared<A>(router_.NewStrand(), shared);
+  auto b = std::make_shared<B>(router_.NewStrand(), shared);
+  ASSERT_TRUE(router_.StartWorker("a", a).ok());
+  ASSERT_TRUE(router_.StartWorker("b", b).ok());
+  router_.Send(Make("/service/a", "to b"));
+  ASSERT_EQ(shared->done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(a->inline_b) << "b was not handled inline from a's io thread";
+  EXPECT_FALSE(shared->reentered) << "a worker sending to itself was re-entered";
+  // From this thread (not one of the io_context's): queued, handled on an io thread.
+  auto outcomes = std::make_shared<Outcomes>();
+  router_.Send(Make("/service/b", "", outcomes, 0));
+  ASSERT_EQ(outcomes->Wait(1).size(), 1u);
+  EXPECT_NE(shared->b_thread.load(), std::this_thread::get_id());
 }
 
 // The parts of a split receipt settle the whole once all have, with the first error; a joined

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "asio/io_context.hpp"
+#include "asio/dispatch.hpp"
+#include "asio/post.hpp"
 #include "asio/strand.hpp"
 #include "sidecar/core/message.h"
 
@@ -17,6 +19,19 @@ namespace veil::core {
 
 class Router;
 using Strand = asio::strand<asio::io_context::executor_type>;
+
+// Runs `f` on `strand`: at once on this thread when the strand is idle and this thread runs
+// its io_context (a message then crosses the node without a trip through the scheduler, which
+// costs a poll of the reactor per hop), queued otherwise — always queued when this thread is
+// already inside `strand`, so a handler is never re-entered. Order on the strand is kept.
+template <typename F>
+void RunOnStrand(const Strand& strand, F&& f) {
+  if (strand.running_in_this_thread()) {
+    asio::post(strand, std::forward<F>(f));
+  } else {
+    asio::dispatch(strand, std::forward<F>(f));
+  }
+}
 
 class Worker {
  public:

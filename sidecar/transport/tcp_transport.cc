@@ -122,7 +122,7 @@ void TcpTransport::Send(core::Message msg) {
   if (opened) connection->Start();
   msg.onward.PopFront();
   TcpConnection* raw = connection.get();
-  asio::post(raw->strand(), [connection = std::move(connection), msg = std::move(msg)]() mutable {
+  core::RunOnStrand(raw->strand(), [connection = std::move(connection), msg = std::move(msg)]() mutable {
     connection->HandleMessage(std::move(msg));
   });
 }

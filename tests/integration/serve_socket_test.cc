@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -258,6 +259,42 @@ TEST_F(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
   send.join();
   results.join();
   EXPECT_EQ(accepted, static_cast<uint32_t>(kMessages));
+}
+
+TEST_F(ServeSocketTest, FailuresOnlyBatchesAreReportedOnlyWhenSomethingFailed) {
+  auto sink = sdk::ServeSocket::Open(path_, "quiet_sink");
+  auto sender = sdk::ServeSocket::Open(path_, "quiet_sender");
+  constexpr int kQuiet = 3000;  // more than --api-max-pending-batches (1,024): none stays pending
+  std::atomic<int> delivered{0};
+  std::thread reader([&] {
+    v1::ServeResponse r;
+    while (delivered < kQuiet + 1 && sink.Read(&r)) {
+      for (const auto& d : r.deliveries().deliveries()) {
+        EXPECT_EQ(d.payload(), std::to_string(delivered.load()));
+        ++delivered;
+        sink.Write(AckRequest(d.sequence()));
+      }
+    }
+  });
+  for (int i = 0; i < kQuiet; ++i) {
+    v1::ServeRequest quiet = SendRequest(i, {{"/service/quiet_sink", std::to_string(i)}});
+    quiet.mutable_send()->set_failures_only(true);
+    ASSERT_TRUE(sender.Write(quiet));
+  }
+  v1::ServeRequest failing = SendRequest(5000, {{"/service/nobody", "x"}});
+  failing.mutable_send()->set_failures_only(true);
+  ASSERT_TRUE(sender.Write(failing));
+  ASSERT_TRUE(sender.Write(SendRequest(6000, {{"/service/quiet_sink", std::to_string(kQuiet)}})));
+  v1::ServeResponse r;
+  ASSERT_TRUE(sender.Read(&r));
+  EXPECT_EQ(r.send_result().batch_id(), 5000u) << "a quiet batch was reported: " << r.DebugString();
+  ASSERT_EQ(r.send_result().failures_size(), 1);
+  EXPECT_EQ(ReasonIn(r.send_result().failures(0).status()), "ROUTE_NOT_FOUND");
+  ASSERT_TRUE(sender.Read(&r));
+  EXPECT_EQ(r.send_result().batch_id(), 6000u);
+  EXPECT_EQ(r.send_result().accepted(), 1u);
+  reader.join();
+  EXPECT_EQ(delivered.load(), kQuiet + 1);
 }
 
 TEST_F(ServeSocketTest, LargeMessagesAndASlowReaderLoseNothing) {

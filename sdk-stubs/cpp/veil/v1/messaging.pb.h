@@ -752,6 +752,7 @@ class ServeRequest_SendBatch final :
   enum : int {
     kMessagesFieldNumber = 2,
     kBatchIdFieldNumber = 1,
+    kFailuresOnlyFieldNumber = 3,
   };
   // repeated .veil.v1.OutgoingMessage messages = 2;
   int messages_size() const;
@@ -780,6 +781,15 @@ class ServeRequest_SendBatch final :
   void _internal_set_batch_id(uint64_t value);
   public:
 
+  // bool failures_only = 3;
+  void clear_failures_only();
+  bool failures_only() const;
+  void set_failures_only(bool value);
+  private:
+  bool _internal_failures_only() const;
+  void _internal_set_failures_only(bool value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.ServeRequest.SendBatch)
  private:
   class _Internal;
@@ -790,6 +800,7 @@ class ServeRequest_SendBatch final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::OutgoingMessage > messages_;
     uint64_t batch_id_;
+    bool failures_only_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -3280,6 +3291,26 @@ inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::OutgoingMess
 ServeRequest_SendBatch::messages() const {
   // @@protoc_insertion_point(field_list:veil.v1.ServeRequest.SendBatch.messages)
   return _impl_.messages_;
+}
+
+// bool failures_only = 3;
+inline void ServeRequest_SendBatch::clear_failures_only() {
+  _impl_.failures_only_ = false;
+}
+inline bool ServeRequest_SendBatch::_internal_failures_only() const {
+  return _impl_.failures_only_;
+}
+inline bool ServeRequest_SendBatch::failures_only() const {
+  // @@protoc_insertion_point(field_get:veil.v1.ServeRequest.SendBatch.failures_only)
+  return _internal_failures_only();
+}
+inline void ServeRequest_SendBatch::_internal_set_failures_only(bool value) {
+  
+  _impl_.failures_only_ = value;
+}
+inline void ServeRequest_SendBatch::set_failures_only(bool value) {
+  _internal_set_failures_only(value);
+  // @@protoc_insertion_point(field_set:veil.v1.ServeRequest.SendBatch.failures_only)
 }
 
 // -------------------------------------------------------------------
