@@ -377,7 +377,7 @@ class ServeSocketServer::Stream final : public ServeStream {
 absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
     const std::string& path, asio::io_context& io, core::Router& router,
     const ApiSettings& settings, ApiStats& stats, MessagingService& messaging) {
-  absl::Status prepared = PrepareUnixSocketPath(path, "serve socket");
+  absl::Status prepared = PrepareUnixSocketPath(path, "serve");
   if (!prepared.ok()) return prepared;
   std::unique_ptr<ServeSocketServer> server(
       new ServeSocketServer(path, io, router, settings, stats, messaging));

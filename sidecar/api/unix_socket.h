@@ -14,7 +14,7 @@ namespace veil::api {
 // Makes `path` ready to bind: creates its parent directory (0700) if missing and removes a stale
 // socket left by a dead process. FAILED_PRECONDITION when the path exists and is not a socket, or
 // (reason ADDRESS_IN_USE) when a live process accepts on it. `what` names the socket in errors
-// and logs, e.g. "API".
+// and logs: "API" or "serve" (the "<what> socket").
 absl::Status PrepareUnixSocketPath(const std::string& path, absl::string_view what);
 
 }  // namespace veil::api

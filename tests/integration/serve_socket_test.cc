@@ -474,6 +474,15 @@ TEST(ServeSocketOptionsTest, NoneTurnsItOffAnExplicitPathIsUsedAndALiveOneIsNotT
             std::string::npos)
       << second.log();
 
+  // Left behind by a veild that died: replaced.
+  on.Kill();
+  ASSERT_TRUE(std::filesystem::exists(path));
+  VeildProcess after({"--serve-socket", path});
+  ASSERT_TRUE(after.Start()) << after.log();
+  EXPECT_NE(after.log().find("removing stale serve socket " + path), std::string::npos)
+      << after.log();
+  EXPECT_NO_THROW(sdk::ServeSocket::Open(path, "here_again"));
+
   // A TCP API has no serve socket unless asked for one.
   VeildProcess tcp({"--api", "127.0.0.1:0"});
   ASSERT_TRUE(tcp.Start()) << tcp.log();
