@@ -302,16 +302,21 @@ void ServeStream::PostSendResult(v1::ServeResponse result) {
   Pump();
 }
 
+bool ServeStream::SettleBatchLocked() {
+  --pending_batches_;
+  if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
+      !end_status_.has_value()) {
+    read_paused_ = false;
+    return true;
+  }
+  return false;
+}
+
 void ServeStream::BatchDoneQuietly() {
-  bool resume_reading = false;
+  bool resume_reading;
   {
     veil::MutexLock lock(&mu_);
-    --pending_batches_;
-    if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
-        !end_status_.has_value()) {
-      read_paused_ = false;
-      resume_reading = true;
-    }
+    resume_reading = SettleBatchLocked();
   }
   if (resume_reading) StartReadRequest(&request_);
 }
@@ -394,14 +399,7 @@ void ServeStream::WriteDone(bool ok) {
     veil::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok && !end_status_.has_value()) end_status_ = grpc::Status::CANCELLED;
-    if (wrote_result) {
-      --pending_batches_;
-      if (read_paused_ && pending_batches_ < settings_.max_pending_batches &&
-          !end_status_.has_value()) {
-        read_paused_ = false;
-        resume_reading = true;
-      }
-    }
+    if (wrote_result) resume_reading = SettleBatchLocked();
   }
   if (resume_reading) StartReadRequest(&request_);
   Pump();

@@ -80,6 +80,9 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   void HandleOpen(const v1::ServeRequest::Open& open);
   void HandleAck(uint64_t sequence);
   void HandleSend(v1::ServeRequest::SendBatch& batch);
+  // One SendBatch settled (its result written, or quietly): true when reading, paused at the
+  // pending-batch limit, should resume (the caller then calls StartReadRequest, unlocked).
+  bool SettleBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the next write, or FinishStream when asked to end and idle.
   void Pump();
 
