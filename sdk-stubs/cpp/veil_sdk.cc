@@ -69,6 +69,7 @@ v1::TrustPolicy TrustIdentifier(const std::string& identifier) {
 namespace {
 
 constexpr unsigned char kServeSocketVersion = 1;
+constexpr const char* kClosedWithoutStatus = "the serve socket closed without a status";
 
 bool WriteAll(int fd, const char* data, size_t size) {
   while (size > 0) {
@@ -106,7 +107,17 @@ ServeSocket ServeSocket::Open(const std::string& path, const std::string& addres
   open.mutable_open()->set_address(address);
   open.mutable_open()->set_window(window);
   v1::ServeResponse response;
-  if (!WriteAll(fd, &version, 1) || !s.Write(open) || !s.Read(&response)) throw Error(s.status());
+  // A refusal (too many streams, shutting down) can come before the sidecar reads `open`, and its
+  // close can then fail this write with EPIPE: the `closed` status is still there to read.
+  const bool sent = WriteAll(fd, &version, 1) && s.Write(open);
+  const int write_error = errno;
+  if (!s.Read(&response)) {
+    if (!sent && s.status().error_message() == kClosedWithoutStatus) {
+      throw Error(grpc::Status(grpc::UNAVAILABLE, "cannot write to the serve socket " + path + ": " +
+                                                      std::strerror(write_error)));
+    }
+    throw Error(s.status());
+  }
   if (!response.has_opened()) {
     throw Error(grpc::Status(grpc::INTERNAL, "the sidecar did not answer `open` with `opened`"));
   }
@@ -212,7 +223,7 @@ bool ServeSocket::Read(v1::ServeResponse* response) {
                            closed.SerializeAsString());
     return false;
   }
-  status_ = grpc::Status(grpc::UNAVAILABLE, "the serve socket closed without a status");
+  status_ = grpc::Status(grpc::UNAVAILABLE, kClosedWithoutStatus);
   return false;
 }
 

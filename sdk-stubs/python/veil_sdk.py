@@ -183,20 +183,32 @@ class _SocketServe:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.connect(path)
-        except OSError:
+            self._open(address, window)
+        except BaseException:
             self._sock.close()
             raise
+
+    def _open(self, address, window):
         self._buffer = bytearray()
         self._batch = 0
         self.failures = []
         open_request = messaging_pb2.ServeRequest(
             open=messaging_pb2.ServeRequest.Open(address=address, window=window))
-        self._sock.sendall(b"\x01" + _frame(open_request))
+        try:
+            self._sock.sendall(b"\x01" + _frame(open_request))
+        except OSError as e:
+            # A refusal (too many streams, shutting down) can come before the sidecar reads
+            # `open`, and its close can fail this write: the `closed` status is still there.
+            write_error = e
+        else:
+            write_error = None
         if self._fill(1) and self._buffer[0] != 1:
             raise ConnectionError(f"the sidecar speaks serve socket version {self._buffer[0]}")
         del self._buffer[:1]
         first = self._read()
         if first is None:
+            if write_error is not None:
+                raise write_error
             raise ConnectionError("the serve socket closed before answering `open`")
         if first.HasField("closed"):
             raise VeilError(_ClosedStatus(first.closed))

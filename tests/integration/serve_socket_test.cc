@@ -440,6 +440,16 @@ TEST_F(ServeSocketTest, StreamsCountTowardsTheSameLimitAsGrpcStreams) {
     EXPECT_EQ(e.code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << e.what();
     EXPECT_EQ(e.reason(), "TOO_MANY_STREAMS");
   }
+  // The refusal comes before the sidecar reads anything. An `open` larger than the socket's
+  // buffers is still being written when the sidecar closes the connection, so the write fails
+  // (EPIPE); the client must still read and report the refusal, not "connection lost".
+  try {
+    sdk::ServeSocket::Open(path, std::string(16 << 20, 'a'));
+    ADD_FAILURE() << "a second stream was opened past --api-max-serve-streams 1";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << e.what();
+    EXPECT_EQ(e.reason(), "TOO_MANY_STREAMS");
+  }
 }
 
 TEST_F(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSocket) {
