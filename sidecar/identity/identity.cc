@@ -1,7 +1,6 @@
 #include "sidecar/identity/identity.h"
 
 #include "absl/strings/str_cat.h"
-#include "sidecar/common/error_reason.h"
 #include "sidecar/identity/identifier.h"
 #include "sidecar/vault/state_file.h"
 
@@ -10,12 +9,6 @@ namespace {
 
 std::string SealContext(absl::string_view name, absl::string_view which) {
   return absl::StrCat("veil/v1 identity ", name, " ", which);
-}
-
-absl::Status Damaged(absl::string_view path, absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kDataLoss,
-                         absl::StrCat("state file ", path, " is damaged: ", why),
-                         vault::kCorruptStateFile);
 }
 
 }  // namespace
@@ -41,20 +34,20 @@ std::shared_ptr<const Identity> Identity::Generate(std::string name, int64_t cre
 
 absl::StatusOr<std::shared_ptr<const Identity>> Identity::FromRecord(
     const state::v1::IdentityRecord& record, const vault::Vault& vault, absl::string_view path) {
-  if (!ValidateIdentityName(record.name()).ok()) return Damaged(path, "invalid identity name");
+  if (!ValidateIdentityName(record.name()).ok()) return vault::DamagedStateFile(path, "invalid identity name");
   auto seed = vault.Unseal(record.sealed_signing_seed(), SealContext(record.name(), "signing seed"));
   if (!seed.ok()) {
-    return Damaged(path, absl::StrCat("signing key: ", seed.status().message()));
+    return vault::DamagedStateFile(path, absl::StrCat("signing key: ", seed.status().message()));
   }
   auto signing = vault::Ed25519FromSeed(*seed);
   if (!signing.ok() || signing->public_key != record.signing_public_key()) {
-    return Damaged(path, "signing key does not match its public key");
+    return vault::DamagedStateFile(path, "signing key does not match its public key");
   }
   auto secret = vault.Unseal(record.sealed_static_secret(), SealContext(record.name(), "static key"));
-  if (!secret.ok()) return Damaged(path, absl::StrCat("static key: ", secret.status().message()));
+  if (!secret.ok()) return vault::DamagedStateFile(path, absl::StrCat("static key: ", secret.status().message()));
   auto static_key = vault::X25519FromSecret(*std::move(secret));
   if (!static_key.ok() || static_key->public_key != record.static_public_key()) {
-    return Damaged(path, "static key does not match its public key");
+    return vault::DamagedStateFile(path, "static key does not match its public key");
   }
   return std::shared_ptr<const Identity>(new Identity(record.name(), *std::move(signing),
                                                       *std::move(static_key),

@@ -22,12 +22,6 @@ absl::Status NotFound(absl::string_view name) {
                          absl::StrCat("no identity named \"", name, "\""), "IDENTITY_NOT_FOUND");
 }
 
-absl::Status Damaged(absl::string_view path, absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kDataLoss,
-                         absl::StrCat("state file ", path, " is damaged: ", why),
-                         vault::kCorruptStateFile);
-}
-
 int64_t NowSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
 }  // namespace
@@ -74,9 +68,9 @@ absl::Status IdentityStore::LoadAll() {
     std::string path = absl::StrCat(identities_dir_, "/", file);
     ASSIGN_OR_RETURN(std::string payload, vault::ReadStateFile(path, kIdentityKind));
     state::v1::IdentityRecord record;
-    if (!record.ParseFromString(payload)) return Damaged(path, "not an identity record");
+    if (!record.ParseFromString(payload)) return vault::DamagedStateFile(path, "not an identity record");
     if (absl::StrCat(record.name(), kIdentitySuffix) != file) {
-      return Damaged(path, absl::StrCat("holds identity \"", record.name(), "\""));
+      return vault::DamagedStateFile(path, absl::StrCat("holds identity \"", record.name(), "\""));
     }
     ASSIGN_OR_RETURN(auto identity, Identity::FromRecord(record, vault_, path));
     identities_[identity->name()] = std::move(identity);
@@ -89,7 +83,7 @@ absl::Status IdentityStore::LoadAll() {
     if (!record.ParseFromString(payload) ||
         IdentifierOf(record.public_key()) != record.identifier() ||
         absl::StrCat(record.identifier(), kTrustedSuffix) != file) {
-      return Damaged(path, "not a consistent trusted identity record");
+      return vault::DamagedStateFile(path, "not a consistent trusted identity record");
     }
     trusted_[record.identifier()] = {record.identifier(), record.public_key(), record.label(),
                                      record.added_unix_seconds()};

@@ -24,12 +24,6 @@ constexpr absl::string_view kMagic = "VEIL";
 constexpr uint8_t kVersion = 1;
 constexpr size_t kHeaderBytes = 4 + 1 + 4 + 4;
 
-absl::Status Corrupt(absl::string_view path, absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kDataLoss,
-                         absl::StrCat("state file ", path, " is damaged: ", why),
-                         kCorruptStateFile);
-}
-
 absl::Status SystemError(absl::string_view what, absl::string_view path, int err) {
   absl::StatusCode code = err == ENOSPC || err == EDQUOT ? absl::StatusCode::kResourceExhausted
                           : err == EACCES || err == EROFS || err == EPERM
@@ -54,6 +48,12 @@ std::string DirOf(const std::string& path) {
 
 }  // namespace
 
+absl::Status DamagedStateFile(absl::string_view path, absl::string_view why) {
+  return ErrorWithReason(absl::StatusCode::kDataLoss,
+                         absl::StrCat("state file ", path, " is damaged: ", why),
+                         kCorruptStateFile);
+}
+
 std::string EncodeStateFile(absl::string_view kind, absl::string_view payload) {
   std::string out(kMagic);
   out.push_back(static_cast<char>(kVersion));
@@ -69,26 +69,26 @@ std::string EncodeStateFile(absl::string_view kind, absl::string_view payload) {
 absl::StatusOr<std::string> DecodeStateFile(absl::string_view path, absl::string_view kind,
                                             absl::string_view contents) {
   if (contents.size() < kHeaderBytes + kSha256Bytes) {
-    return Corrupt(path, absl::StrCat("truncated (", contents.size(), " bytes)"));
+    return DamagedStateFile(path, absl::StrCat("truncated (", contents.size(), " bytes)"));
   }
-  if (contents.substr(0, 4) != kMagic) return Corrupt(path, "not a veil state file");
+  if (contents.substr(0, 4) != kMagic) return DamagedStateFile(path, "not a veil state file");
   if (static_cast<uint8_t>(contents[4]) != kVersion) {
-    return Corrupt(path, absl::StrCat("unknown format version ", static_cast<int>(contents[4])));
+    return DamagedStateFile(path, absl::StrCat("unknown format version ", static_cast<int>(contents[4])));
   }
   if (contents.substr(5, 4) != kind) {
-    return Corrupt(path, absl::StrCat("holds a \"", contents.substr(5, 4), "\" record, not \"",
+    return DamagedStateFile(path, absl::StrCat("holds a \"", contents.substr(5, 4), "\" record, not \"",
                                       kind, "\""));
   }
   uint32_t n = 0;
   for (int i = 9; i < 13; ++i) n = (n << 8) | static_cast<uint8_t>(contents[i]);
   if (contents.size() != kHeaderBytes + n + kSha256Bytes) {
-    return Corrupt(path, absl::StrCat("truncated or extended (", contents.size(),
+    return DamagedStateFile(path, absl::StrCat("truncated or extended (", contents.size(),
                                       " bytes, expected ", kHeaderBytes + n + kSha256Bytes, ")"));
   }
   auto digest = Sha256(contents.substr(0, kHeaderBytes + n));
   if (contents.substr(kHeaderBytes + n) !=
       absl::string_view(reinterpret_cast<const char*>(digest.data()), digest.size())) {
-    return Corrupt(path, "checksum mismatch");
+    return DamagedStateFile(path, "checksum mismatch");
   }
   return std::string(contents.substr(kHeaderBytes, n));
 }
@@ -151,7 +151,7 @@ absl::StatusOr<std::string> ReadPrivateFile(const std::string& path) {
   }
   if (static_cast<size_t>(st.st_size) > kMaxStateFileBytes) {
     ::close(fd);
-    return Corrupt(path, absl::StrCat("too large (", st.st_size, " bytes)"));
+    return DamagedStateFile(path, absl::StrCat("too large (", st.st_size, " bytes)"));
   }
   std::string out(static_cast<size_t>(st.st_size), '\0');
   size_t got = 0;

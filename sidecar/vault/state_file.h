@@ -23,6 +23,9 @@ inline constexpr absl::string_view kCorruptStateFile = "CORRUPT_STATE_FILE";
 // Reason for a state file or directory whose ownership or mode is unsafe.
 inline constexpr absl::string_view kUnsafePermissions = "UNSAFE_PERMISSIONS";
 
+// DATA_LOSS, reason CORRUPT_STATE_FILE: "state file <path> is damaged: <why>".
+absl::Status DamagedStateFile(absl::string_view path, absl::string_view why);
+
 // The largest state file read.
 inline constexpr size_t kMaxStateFileBytes = 1024 * 1024;
 

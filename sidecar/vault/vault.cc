@@ -108,9 +108,7 @@ absl::StatusOr<std::unique_ptr<Vault>> Vault::Open(const std::string& state_dir,
   if (!payload.ok()) return payload.status();
   VaultMeta meta;
   if (!meta.ParseFromString(*payload) || meta.version() != 1) {
-    return ErrorWithReason(absl::StatusCode::kDataLoss,
-                           absl::StrCat("state file ", path, " is damaged: not a vault record"),
-                           kCorruptStateFile);
+    return DamagedStateFile(path, "not a vault record");
   }
   std::unique_ptr<Vault> vault;
   switch (meta.protection()) {
