@@ -227,6 +227,10 @@ bool ServeSocket::Read(v1::ServeResponse* response) {
   return false;
 }
 
+// Thrown by Message::Reply when the stream can no longer be written (the sidecar ended it):
+// Sidecar::Serve catches it, reads on to the stream's status and throws that instead.
+struct ServeStreamEnded {};
+
 // The Serve stream's writer side, shared by Messages so they can reply: the gRPC call or the
 // serve socket.
 class ServeStream {
@@ -241,7 +245,7 @@ class ServeStream {
     auto* m = request.mutable_send()->add_messages();
     m->set_route(route);
     m->set_payload(std::move(payload));
-    if (!Write(request)) throw Error(grpc::Status(grpc::UNAVAILABLE, "the Serve stream ended"));
+    if (!Write(request)) throw ServeStreamEnded{};
   }
   bool Write(const v1::ServeRequest& request) {
     return grpc_ != nullptr ? grpc_->Write(request) : socket_->Write(request);
@@ -358,17 +362,24 @@ void Sidecar::Serve(const std::string& address, const std::function<void(Message
   auto run = [&](ServeStream& serve, const std::string& route) {
     if (on_open) on_open(route);
     v1::ServeResponse response;
-    while (serve.Read(&response)) {
-      if (!response.has_deliveries() || response.deliveries().deliveries().empty()) continue;
-      uint64_t last = 0;
-      for (auto& delivery : *response.mutable_deliveries()->mutable_deliveries()) {
-        last = delivery.sequence();
-        Message message(serve, std::move(delivery));
-        handler(message);
+    try {
+      while (serve.Read(&response)) {
+        if (!response.has_deliveries() || response.deliveries().deliveries().empty()) continue;
+        uint64_t last = 0;
+        for (auto& delivery : *response.mutable_deliveries()->mutable_deliveries()) {
+          last = delivery.sequence();
+          Message message(serve, std::move(delivery));
+          handler(message);
+        }
+        v1::ServeRequest ack;
+        ack.mutable_ack()->set_sequence(last);
+        if (!serve.Write(ack)) throw ServeStreamEnded{};
       }
-      v1::ServeRequest ack;
-      ack.mutable_ack()->set_sequence(last);
-      if (!serve.Write(ack)) break;
+    } catch (const ServeStreamEnded&) {
+      // A write failed because the sidecar ended the stream: its status (NODE_SHUTTING_DOWN,
+      // …) follows what it already sent.
+      while (serve.Read(&response)) {
+      }
     }
   };
   std::optional<ServeSocket> socket;

@@ -117,7 +117,9 @@ class Message {
   const std::string& payload() const { return delivery_.payload(); }
   const v1::Sender& sender() const { return delivery_.sender(); }
   const std::string& return_route() const { return delivery_.return_route(); }
-  // Answers along the return route (through the secure channel it came from).
+  // Answers along the return route (through the secure channel it came from). If the sidecar
+  // has ended the stream, Reply unwinds the handler and Sidecar::Serve throws the sidecar's
+  // status (NODE_SHUTTING_DOWN, …).
   void Reply(std::string payload);
 
  private:

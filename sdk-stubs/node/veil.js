@@ -12,6 +12,7 @@
 'use strict';
 
 const fs = require('fs');
+const net = require('net');
 const os = require('os');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
@@ -27,6 +28,8 @@ const v1 = grpc.loadPackageDefinition(definition).veil.v1;
 const root = protobuf.Root.fromDescriptor(descriptorExt.FileDescriptorSet.decode(descriptorBytes));
 const RpcStatus = root.lookupType('google.rpc.Status');
 const ErrorInfo = root.lookupType('google.rpc.ErrorInfo');
+const ServeRequest = root.lookupType('veil.v1.ServeRequest');
+const ServeResponse = root.lookupType('veil.v1.ServeResponse');
 
 // Where veild serves by default: $VEIL_API, else unix:$VEIL_STATE_DIR/api.sock, else
 // unix:$HOME/.veil/api.sock.
@@ -49,6 +52,13 @@ class VeilError extends Error {
       }
     }
   }
+}
+
+// A VeilError from a google.rpc.Status (the serve socket's `closed`), as if from a gRPC call.
+function statusError(status) {
+  const bin = RpcStatus.encode(status).finish();
+  return new VeilError({code: status.code, details: status.message,
+                        metadata: {get: () => [Buffer.from(bin)]}});
 }
 
 // A veil.v1.TrustPolicy; several options mean any of them. Default: everyone.
@@ -141,47 +151,183 @@ class Sidecar {
   }
 
   // Serves `address`: calls handler(message) for each delivery (awaiting it if it returns a
-  // promise) and acknowledges each batch once handled. Returns {opened, done, close()}:
-  // `opened` resolves to the served route, `done` when the stream ends.
-  serve(address, handler, {window = 0} = {}) {
-    const call = this.messaging.Serve();
-    let batchId = 0;
-    let chain = Promise.resolve();
-    const serve = {
-      send(route, payload) {
-        call.write({send: {batch_id: ++batchId, messages: [{route, payload: asBuffer(payload)}]}});
-      },
-      close() { call.cancel(); },
-      failures: [],
+  // promise) and acknowledges each batch once handled. Returns {opened, done, close(),
+  // failures}: `opened` resolves to the served route, `done` when the stream ends (rejected with
+  // the sidecar's VeilError, e.g. NODE_SHUTTING_DOWN); `failures` collects failed sends. Uses the
+  // sidecar's serve socket when this process can reach it (GetNode().serve_socket; docs/api.md,
+  // "The serve socket"), else a gRPC Serve call; {transport: 'grpc'} or 'socket' to choose.
+  serve(address, handler, {window = 0, transport = 'auto'} = {}) {
+    const serve = {failures: [], carrier: null, closed: false};
+    serve.send = (route, payload) => serve.carrier.send(route, payload);
+    serve.close = () => {
+      serve.closed = true;
+      if (serve.carrier) serve.carrier.close();
     };
-    serve.opened = new Promise((resolve, reject) => {
-      serve.done = new Promise((resolveDone, rejectDone) => {
-        call.on('data', (response) => {
-          if (response.opened) resolve(response.opened.route);
-          if (response.send_result) serve.failures.push(...response.send_result.failures);
-          if (!response.deliveries) return;
-          const deliveries = response.deliveries.deliveries;
-          chain = chain.then(async () => {
-            for (const delivery of deliveries) await handler(new Message(serve, delivery));
-            call.write({ack: {sequence: deliveries[deliveries.length - 1].sequence}});
-          });
-        });
-        call.on('error', (error) => {
-          if (error.code === grpc.status.CANCELLED) return resolveDone();
-          reject(new VeilError(error));
-          rejectDone(new VeilError(error));
-        });
-        call.on('end', resolveDone);
-      });
-      serve.done.catch(() => {});
-    });
-    call.write({open: {address, window}});
+    let settle;
+    serve.done = new Promise((resolve, reject) => { settle = {resolve, reject}; });
+    serve.done.catch(() => {});
+    serve.opened = (async () => {
+      if (transport !== 'grpc') {
+        const path = (await this.getNode()).serve_socket;
+        if (!path && transport === 'socket') {
+          throw new Error(`the sidecar at ${this.target} has no serve socket`);
+        }
+        if (path) {
+          const route = await socketServe(path, address, window, handler, serve, settle,
+                                          transport === 'socket');
+          if (route !== null) return route;  // null: not reachable from here, use gRPC
+        }
+      }
+      return grpcServe(this.messaging, address, window, handler, serve, settle);
+    })();
+    serve.opened.catch((error) => settle.reject(error));
     return serve;
   }
 
   close() {
     for (const client of [this.node, this.identities, this.channels, this.relays, this.messaging]) client.close();
   }
+}
+
+// The deliveries of a batch, handled in order after the previous batch, then acknowledged.
+function handleBatch(serve, handler, deliveries, ack) {
+  serve.chain = (serve.chain || Promise.resolve()).then(async () => {
+    for (const delivery of deliveries) await handler(new Message(serve, delivery));
+    ack(deliveries[deliveries.length - 1].sequence);
+  }).catch((error) => {
+    serve.close();
+    serve.handlerError = error;
+  });
+}
+
+// The Serve stream on a gRPC call. Resolves to the served route.
+function grpcServe(messaging, address, window, handler, serve, settle) {
+  const call = messaging.Serve();
+  let batchId = 0;
+  serve.carrier = {
+    send(route, payload) {
+      call.write({send: {batch_id: ++batchId, messages: [{route, payload: asBuffer(payload)}]}});
+    },
+    close() { call.cancel(); },
+  };
+  if (serve.closed) call.cancel();
+  return new Promise((resolve, reject) => {
+    call.on('data', (response) => {
+      if (response.opened) resolve(response.opened.route);
+      if (response.send_result) serve.failures.push(...response.send_result.failures);
+      if (!response.deliveries) return;
+      handleBatch(serve, handler, response.deliveries.deliveries,
+                  (sequence) => call.write({ack: {sequence}}));
+    });
+    call.on('error', (error) => {
+      if (error.code === grpc.status.CANCELLED) {
+        reject(new VeilError(error));
+        return serve.handlerError ? settle.reject(serve.handlerError) : settle.resolve();
+      }
+      reject(new VeilError(error));
+      settle.reject(new VeilError(error));
+    });
+    call.on('end', () => settle.resolve());
+    call.write({open: {address, window}});
+  });
+}
+
+const frame = (request) => {
+  const body = ServeRequest.encode(ServeRequest.fromObject(request)).finish();
+  const out = Buffer.allocUnsafe(4 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  out.set(body, 4);
+  return out;
+};
+
+// The Serve stream on the serve socket: version byte 0x01, then u32 big-endian length-prefixed
+// ServeRequest / ServeResponse frames; a last `closed` status ends it. Resolves to the served
+// route, or to null when nothing answers at `path` (and `required` is false).
+function socketServe(path, address, window, handler, serve, settle, required) {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(path);
+    let connected = false;
+    let closed = null;   // the sidecar's `closed` status, once read
+    let failure = null;  // what else ended the stream
+    let pending = [];   // unread chunks
+    let pendingBytes = 0;
+    let versionRead = false;
+    let batchId = 0;
+    const write = (request) => { if (!socket.destroyed) socket.write(frame(request)); };
+    serve.carrier = {
+      send(route, payload) {
+        write({send: {batch_id: ++batchId, failures_only: true,
+                      messages: [{route, payload: asBuffer(payload)}]}});
+      },
+      close() { socket.destroy(); },
+    };
+    // Takes `n` unread bytes (callers check pendingBytes first).
+    const take = (n) => {
+      const all = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+      pending = n < all.length ? [all.subarray(n)] : [];
+      pendingBytes -= n;
+      return all.subarray(0, n);
+    };
+    const peekSize = () => {
+      if (pending[0].length < 4) pending = [Buffer.concat(pending, pendingBytes)];
+      return pending[0].readUInt32BE(0);
+    };
+    const onResponse = (message) => {
+      const response = ServeResponse.toObject(message, {longs: Number, defaults: true});
+      if (response.opened) resolve(response.opened.route);
+      if (response.send_result) serve.failures.push(...response.send_result.failures);
+      if (response.deliveries && response.deliveries.deliveries.length > 0) {
+        handleBatch(serve, handler, response.deliveries.deliveries, (sequence) => write({ack: {sequence}}));
+      }
+      if (message.closed) closed = message.closed;
+    };
+    socket.on('connect', () => {
+      connected = true;
+      if (serve.closed) return socket.destroy();
+      socket.write(Buffer.from([1]));
+      write({open: {address, window}});
+    });
+    socket.on('data', (chunk) => {
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (!versionRead && pendingBytes >= 1) {
+        const version = take(1)[0];
+        if (version !== 1) {
+          failure = new VeilError({code: grpc.status.UNIMPLEMENTED,
+                                   details: `the sidecar speaks serve socket version ${version}`});
+          return socket.destroy();
+        }
+        versionRead = true;
+      }
+      while (closed === null && pendingBytes >= 4 && pendingBytes >= 4 + peekSize()) {
+        const size = peekSize();
+        take(4);
+        onResponse(ServeResponse.decode(take(size)));
+      }
+    });
+    // A write may fail (EPIPE) when the sidecar refused or ended the stream: its status is
+    // still to be read. 'close' follows every error.
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      if (!connected) {
+        if (required) reject(new Error(`cannot connect to the serve socket ${path}`));
+        return resolve(null);
+      }
+      let error = failure;
+      if (closed !== null) {
+        error = closed.code === 0 ? null : statusError(closed);
+      } else if (error === null && !serve.closed) {
+        error = new VeilError({code: grpc.status.UNAVAILABLE,
+                               details: 'the serve socket closed without a status'});
+      }
+      if (error === null) {
+        reject(new Error('the Serve stream ended before it was opened'));
+        return serve.handlerError ? settle.reject(serve.handlerError) : settle.resolve();
+      }
+      reject(error);
+      settle.reject(error);
+    });
+  });
 }
 
 // Connects and waits until the sidecar answers.

@@ -236,9 +236,23 @@ class _SocketServe:
         if isinstance(payload, str):
             payload = payload.encode()
         self._batch += 1
-        self._sock.sendall(_frame(messaging_pb2.ServeRequest(send=messaging_pb2.ServeRequest.SendBatch(
+        self._write(_frame(messaging_pb2.ServeRequest(send=messaging_pb2.ServeRequest.SendBatch(
             batch_id=self._batch, failures_only=True,
             messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)]))))
+
+    def _write(self, data):
+        """Writes, or raises why the stream ended: a write fails when the sidecar ended the stream,
+        and its `closed` status (NODE_SHUTTING_DOWN, …) follows what it already sent."""
+        try:
+            self._sock.sendall(data)
+        except OSError as error:
+            try:
+                while (response := self._read()) is not None:
+                    if response.HasField("closed") and response.closed.code != 0:
+                        raise VeilError(_ClosedStatus(response.closed)) from None
+            except OSError:
+                pass
+            raise error
 
     def close(self):
         try:
@@ -260,7 +274,7 @@ class _SocketServe:
                     for delivery in response.deliveries.deliveries:
                         yield Message(self, delivery)
                         last = delivery.sequence
-                    self._sock.sendall(_frame(messaging_pb2.ServeRequest(
+                    self._write(_frame(messaging_pb2.ServeRequest(
                         ack=messaging_pb2.ServeRequest.Ack(sequence=last))))
                 elif response.HasField("send_result"):
                     self.failures.extend(response.send_result.failures)

@@ -22,7 +22,6 @@
 namespace veil::api {
 namespace {
 
-constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
 
 absl::Status BadEndpoint(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, "INVALID_API_ENDPOINT");
@@ -39,9 +38,9 @@ absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_
   ApiEndpoint out;
   if (absl::ConsumePrefix(&text, "unix:")) {
     if (text.empty()) return BadEndpoint("\"unix:\" needs a socket path, e.g. unix:/run/veil/api.sock");
-    if (text.size() > kMaxUnixPath) {
+    if (text.size() > kMaxUnixSocketPath) {
       return BadEndpoint(absl::StrCat("Unix socket path is ", text.size(),
-                                      " bytes; the limit is ", kMaxUnixPath));
+                                      " bytes; the limit is ", kMaxUnixSocketPath));
     }
     out.unix_path = std::string(text);
     return out;

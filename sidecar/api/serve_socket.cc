@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -21,15 +22,18 @@
 
 namespace veil::api {
 
-// The streams not yet done, for Drain.
+// The streams not yet done, for Drain, and the finished ones still lingering.
 struct ServeSocketRegistry {
   std::mutex mu;
   std::condition_variable changed;
   // Each with its connection's descriptor, valid while the stream lives.
   std::vector<std::pair<std::weak_ptr<ServeStream>, int>> open;
+  std::vector<std::pair<std::weak_ptr<ServeStream>, int>> lingering;
   // Cuts every open stream's connection (shutdown(2)) and ends the stream, which then finishes
   // on its own.
   void CutAll();
+  // Cuts the connections of finished streams still reading what their apps sent last.
+  void CutLingering();
 };
 
 namespace {
@@ -42,6 +46,11 @@ constexpr size_t kInitialReadBuffer = 64 * 1024;
 // idle stream does not keep it.
 constexpr size_t kKeptBuffer = 1024 * 1024;
 constexpr int kSocketBuffer = 4 * 1024 * 1024;
+// How long a finished stream goes on reading (and discarding) what its app still sends, before
+// its connection is cut: see Stream::Linger.
+constexpr auto kLinger = std::chrono::seconds(2);
+// Read per turn while lingering, so that an app that keeps writing cannot hold the io thread.
+constexpr size_t kLingerTurnBytes = 256 * 1024;
 
 // A growable byte buffer that does not zero what it allocates (a 4 MiB delivery batch is
 // serialized straight into it).
@@ -130,6 +139,13 @@ void ServeSocketRegistry::CutAll() {
     }
   }
   for (auto& s : streams) s->Cancelled();
+}
+
+void ServeSocketRegistry::CutLingering() {
+  std::lock_guard lock(mu);
+  for (auto& [weak, fd] : lingering) {
+    if (auto s = weak.lock()) ::shutdown(fd, SHUT_RDWR);  // its read wait ends the lingering
+  }
 }
 
 class ServeSocketServer::Stream final : public ServeStream {
@@ -335,22 +351,80 @@ class ServeSocketServer::Stream final : public ServeStream {
 
   void Sent(bool ok) {
     if (finishing_) {
-      ::shutdown(fd_, SHUT_RDWR);  // the fd stays open (and not reusable) until destruction
-      Unregister();
+      auto self = Self();
+      {
+        std::lock_guard lock(registry_->mu);
+        std::erase_if(registry_->open, [this](const auto& entry) {
+          auto s = entry.first.lock();
+          return s == nullptr || s.get() == this;
+        });
+        registry_->lingering.emplace_back(self, fd_);
+        registry_->changed.notify_all();
+      }
       Done();
+      Linger(std::move(self));
       return;
     }
     auto self = Self();
     RunTrampolined(tl_writing, this, ok ? 1 : 0, [this](int wrote) { WriteDone(wrote != 0); });
   }
 
-  void Unregister() {
+  // After the last frame (`closed`): stop writing, so the app reads `closed` and then the end of
+  // the stream, but go on reading and discarding what the app still sends until it closes its
+  // side, for at most kLinger. Cutting the connection at once would fail the app's writes in
+  // flight (EPIPE) — a refusal is written before the app's `open` is read — and some client
+  // libraries (Node's net.Socket) drop the unread `closed` frame with the failed write. The
+  // descriptor stays open (and not reusable) until the stream is destroyed.
+  void Linger(std::shared_ptr<Stream> self) {
+    ::shutdown(fd_, SHUT_WR);
+    {
+      veil::MutexLock lock(&socket_mu_);
+      linger_timer_.emplace(socket_.get_executor(), kLinger);
+      linger_timer_->async_wait([self](asio::error_code ec) {
+        if (!ec) ::shutdown(self->fd_, SHUT_RDWR);  // the read wait below then ends it
+      });
+    }
+    DiscardTurn(std::move(self));
+  }
+
+  void DiscardTurn(std::shared_ptr<Stream> self) {
+    char sink[16 * 1024];
+    size_t read = 0;
+    for (;;) {
+      const ssize_t n = ::recv(fd_, sink, sizeof(sink), MSG_DONTWAIT);
+      if (n > 0) {
+        read += static_cast<size_t>(n);
+        if (read < kLingerTurnBytes) continue;
+        // A full turn: yield to other work, then read on (the wait fires at once).
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        EndLinger();  // the app closed its side, or the connection was cut
+        return;
+      }
+      veil::MutexLock lock(&socket_mu_);
+      socket_.async_wait(Socket::wait_read, [self](asio::error_code ec) {
+        if (ec) {
+          self->EndLinger();
+        } else {
+          self->DiscardTurn(self);
+        }
+      });
+      return;
+    }
+  }
+
+  void EndLinger() {
+    ::shutdown(fd_, SHUT_RDWR);
+    {
+      veil::MutexLock lock(&socket_mu_);
+      if (linger_timer_.has_value()) linger_timer_->cancel();
+    }
     std::lock_guard lock(registry_->mu);
-    std::erase_if(registry_->open, [this](const auto& entry) {
+    std::erase_if(registry_->lingering, [this](const auto& entry) {
       auto s = entry.first.lock();
       return s == nullptr || s.get() == this;
     });
-    registry_->changed.notify_all();
   }
 
   const ApiSettings& settings_;
@@ -372,6 +446,9 @@ class ServeSocketServer::Stream final : public ServeStream {
   size_t out_pos_ = 0;
   bool version_written_ = false;
   bool finishing_ = false;
+
+  // Cuts a lingering connection after kLinger.
+  std::optional<asio::steady_timer> linger_timer_ ABSL_GUARDED_BY(socket_mu_);
 };
 
 absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
@@ -446,11 +523,15 @@ void ServeSocketServer::Drain(std::chrono::milliseconds grace) {
     std::erase_if(registry_->open, [](const auto& entry) { return entry.first.expired(); });
     return registry_->open.empty();
   });
-  if (drained) return;
-  spdlog::warn("serve socket: {} streams did not finish within the grace period; cutting them",
-               registry_->open.size());
-  lock.unlock();
-  registry_->CutAll();
+  if (!drained) {
+    spdlog::warn("serve socket: {} streams did not finish within the grace period; cutting them",
+                 registry_->open.size());
+    lock.unlock();
+    registry_->CutAll();
+  } else {
+    lock.unlock();
+  }
+  registry_->CutLingering();
 }
 
 ServeSocketServer::~ServeSocketServer() {

@@ -18,6 +18,7 @@ namespace {
 
 // True when something accepts connections on the Unix socket at `path`.
 bool UnixSocketIsLive(const std::string& path) {
+  if (path.size() > kMaxUnixSocketPath) return false;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   sockaddr_un addr{};

@@ -4,12 +4,18 @@
 #ifndef VEIL_SIDECAR_API_UNIX_SOCKET_H_
 #define VEIL_SIDECAR_API_UNIX_SOCKET_H_
 
+#include <sys/un.h>
+
+#include <cstddef>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace veil::api {
+
+// The longest Unix socket path (sockaddr_un's sun_path, less its terminating NUL).
+inline constexpr size_t kMaxUnixSocketPath = sizeof(sockaddr_un::sun_path) - 1;
 
 // Makes `path` ready to bind: creates its parent directory (0700) if missing and removes a stale
 // socket left by a dead process. FAILED_PRECONDITION when the path exists and is not a socket, or

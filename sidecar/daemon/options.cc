@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "CLI/CLI.hpp"
+#include "sidecar/api/unix_socket.h"
 #include "sidecar/common/version.h"
 #include "sidecar/transport/frame_codec.h"
 
@@ -19,7 +20,7 @@ std::string DefaultServeSocket(const std::string& api) {
   } else {
     path += ".serve";
   }
-  return path.size() <= kMaxUnixSocketPath ? path : "";
+  return path.size() <= api::kMaxUnixSocketPath ? path : "";
 }
 
 std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv) {
@@ -193,10 +194,10 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     o.serve_socket.clear();
   } else if (o.serve_socket.empty()) {
     o.serve_socket = DefaultServeSocket(o.api);
-  } else if (o.serve_socket.size() > kMaxUnixSocketPath) {
+  } else if (o.serve_socket.size() > api::kMaxUnixSocketPath) {
     return EarlyExit{2, "veild: --serve-socket: the path is " +
                             std::to_string(o.serve_socket.size()) + " bytes; the limit is " +
-                            std::to_string(kMaxUnixSocketPath) + "\n"};
+                            std::to_string(api::kMaxUnixSocketPath) + "\n"};
   }
   o.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000));
   return o;

@@ -54,8 +54,6 @@ struct EarlyExit {
   std::string text;
 };
 
-// The longest Unix socket path (sockaddr_un's sun_path, less its terminating NUL).
-inline constexpr size_t kMaxUnixSocketPath = 107;
 
 // The serve socket beside a Unix API endpoint "unix:DIR/NAME.sock": DIR/NAME.serve.sock (a path
 // not ending in .sock gets ".serve" appended). "" for a TCP endpoint or when the path would be

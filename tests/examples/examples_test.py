@@ -126,6 +126,9 @@ class ExamplesTest(unittest.TestCase):
             m = wait_for(bob_log, re.escape(f"Received: {line} (from ") + r"(I[0-9a-f]{32})\)", bob)
             self.assertNotEqual(m.group(1), "")
         self.assertIsNone(bob.poll(), "Bob keeps serving")
+        # Every SDK's serve() takes the serve socket when it can reach it, as here.
+        with open(os.path.join(nodes.dir, "bob.log"), errors="replace") as f:
+            self.assertIn("app serves address echoer (serve socket)", f.read())
 
     def test_cpp(self):
         self.run_pair("cpp", "cpp")

@@ -440,9 +440,26 @@ TEST_F(ServeSocketTest, StreamsCountTowardsTheSameLimitAsGrpcStreams) {
     EXPECT_EQ(e.code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << e.what();
     EXPECT_EQ(e.reason(), "TOO_MANY_STREAMS");
   }
-  // The refusal comes before the sidecar reads anything. An `open` larger than the socket's
-  // buffers is still being written when the sidecar closes the connection, so the write fails
-  // (EPIPE); the client must still read and report the refusal, not "connection lost".
+  // The refusal comes before the sidecar reads anything, and then the connection lingers: what
+  // the app still writes is read and discarded (its writes do not fail), it reads `closed` and
+  // then the end of the stream. An `open` larger than the socket's buffers is still being
+  // written when the refusal is; the SDK reports the refusal, not "connection lost".
+  {
+    RawConnection raw(path);
+    auto closed = raw.ReadResponse();
+    ASSERT_TRUE(closed.has_value() && closed->has_closed());
+    EXPECT_EQ(ReasonIn(closed->closed()), "TOO_MANY_STREAMS");
+    EXPECT_TRUE(raw.WriteBytes(std::string(1, '\1')));
+    EXPECT_TRUE(raw.WriteRequest(OpenRequest("late")));
+    EXPECT_TRUE(raw.AtEof());
+    // An app that neither closes nor stops writing is cut after the lingering time (2 s).
+    bool cut = false;
+    for (int i = 0; i < 100 && !cut; ++i) {
+      std::this_thread::sleep_for(milliseconds(100));
+      cut = !raw.WriteBytes("more");
+    }
+    EXPECT_TRUE(cut) << "the lingering connection was never cut";
+  }
   try {
     sdk::ServeSocket::Open(path, std::string(16 << 20, 'a'));
     ADD_FAILURE() << "a second stream was opened past --api-max-serve-streams 1";
@@ -461,6 +478,35 @@ TEST_F(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSock
   EXPECT_EQ(sdk::ReasonOf(app.status()), "NODE_SHUTTING_DOWN");
   EXPECT_EQ(node_.Wait(), 0) << node_.log();
   EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST_F(ServeSocketTest, TheSdkReportsTheSidecarsStatusWhenAReplyFindsTheStreamEnded) {
+  // A reply written after the sidecar ended the stream fails (EPIPE). Serve reads on to the
+  // status the sidecar wrote before closing, and throws that, not a bare "stream ended".
+  auto app = sdk::Sidecar::Connect(node_.api_target());
+  auto sender = sdk::Sidecar::Connect(node_.api_target());
+  std::promise<void> opened;
+  auto ready = opened.get_future();
+  std::thread send([&] {
+    ready.wait();
+    sender.Send("/service/late_replier", "ping");
+  });
+  try {
+    app.Serve(
+        "late_replier",
+        [&](sdk::Message& m) {
+          node_.Signal(SIGTERM);
+          EXPECT_EQ(node_.Wait(), 0) << node_.log();
+          m.Reply("too late");
+          ADD_FAILURE() << "a reply after the stream ended did not fail";
+        },
+        [&](const std::string&) { opened.set_value(); });
+    ADD_FAILURE() << "Serve returned normally";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.code(), grpc::StatusCode::UNAVAILABLE) << e.what();
+    EXPECT_EQ(e.reason(), "NODE_SHUTTING_DOWN") << e.what();
+  }
+  send.join();
 }
 
 TEST(ServeSocketOptionsTest, NoneTurnsItOffAnExplicitPathIsUsedAndALiveOneIsNotTaken) {

@@ -94,6 +94,20 @@ class PythonSdkTest(unittest.TestCase):
         self.assertEqual(refused.exception.code(), veil_sdk.grpc.StatusCode.INVALID_ARGUMENT)
         self.assertEqual(refused.exception.reason, "INVALID_ADDRESS")
 
+    def test_a_reply_after_the_sidecar_ended_the_stream_raises_its_status(self):
+        app = self.sidecar.serve_socket("late_replier")
+        self.sidecar.send("/service/late_replier", b"ping")
+        messages = iter(app)  # the stream is open while its iterator lives
+        message = next(messages)
+        self.assertEqual(message.payload, b"ping")
+        self.node.proc.terminate()
+        self.assertEqual(self.node.proc.wait(10), 0)
+        # The reply's write fails (the connection is gone); the sidecar's last word is read.
+        with self.assertRaises(veil_sdk.VeilError) as ended:
+            message.reply(b"too late")
+        self.assertEqual(ended.exception.code(), veil_sdk.grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(ended.exception.reason, "NODE_SHUTTING_DOWN")
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

@@ -12,8 +12,12 @@
 package veil
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,7 +25,9 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	veilv1 "veil.dev/sdk/go/veil/v1"
 )
@@ -136,16 +142,28 @@ type Message struct {
 // Reply answers along the message's return route.
 func (m *Message) Reply(payload []byte) error { return m.stream.send(m.ReturnRoute, payload) }
 
+// serveCarrier is what a Serve stream runs on: the gRPC call (MessagingService_ServeClient) or
+// the serve socket.
+type serveCarrier interface {
+	Send(*veilv1.ServeRequest) error
+	Recv() (*veilv1.ServeResponse, error)
+}
+
 type serveStream struct {
 	mu     sync.Mutex
-	stream veilv1.MessagingService_ServeClient
+	stream serveCarrier
 	batch  uint64
+	broken bool // a write failed: the sidecar ended the stream, Recv tells why
 }
 
 func (s *serveStream) write(r *veilv1.ServeRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stream.Send(r)
+	err := s.stream.Send(r)
+	if err != nil {
+		s.broken = true
+	}
+	return err
 }
 
 func (s *serveStream) send(route string, payload []byte) error {
@@ -154,37 +172,159 @@ func (s *serveStream) send(route string, payload []byte) error {
 	batch := s.batch
 	s.mu.Unlock()
 	return s.write(&veilv1.ServeRequest{Kind: &veilv1.ServeRequest_Send{Send: &veilv1.ServeRequest_SendBatch{
-		BatchId: batch, Messages: []*veilv1.OutgoingMessage{{Route: route, Payload: payload}}}}})
+		BatchId: batch, FailuresOnly: true, Messages: []*veilv1.OutgoingMessage{{Route: route, Payload: payload}}}}})
+}
+
+// end reads on after a failed write, to what ended the stream: the sidecar's status (for
+// example NODE_SHUTTING_DOWN), nil if it ended normally, else writeErr.
+func (s *serveStream) end(writeErr error) error {
+	for {
+		if _, err := s.stream.Recv(); err != nil {
+			if err == io.EOF {
+				return writeErr
+			}
+			return err
+		}
+	}
 }
 
 // Serve serves address until ctx ends or handler fails, acknowledging each batch once handled.
+// It uses the sidecar's serve socket when this process can reach it (Node.serve_socket;
+// docs/api.md, "The serve socket"), else a gRPC Serve call. When the sidecar ends the stream it
+// returns the sidecar's status (Reason(err) == "NODE_SHUTTING_DOWN", ...); nil when it ends
+// normally.
 func (s *Sidecar) Serve(ctx context.Context, address string, handler func(*Message) error) error {
+	if node, err := s.Node.GetNode(ctx, &veilv1.GetNodeRequest{}); err == nil && node.ServeSocket != "" {
+		if conn, err := (&net.Dialer{}).DialContext(ctx, "unix", node.ServeSocket); err == nil {
+			// Reachable: the serve socket. Otherwise (another container, another user) gRPC.
+			socket := &socketCarrier{conn: conn, in: bufio.NewReaderSize(conn, 256<<10)}
+			defer conn.Close()
+			served := make(chan struct{})
+			defer close(served)
+			go func() { // ctx ending ends the stream, as it cancels a gRPC call
+				select {
+				case <-ctx.Done():
+					conn.Close()
+				case <-served:
+				}
+			}()
+			err := serveOn(socket, address, handler)
+			if ctx.Err() != nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			return err
+		}
+	}
 	stream, err := s.Messaging.Serve(ctx)
 	if err != nil {
 		return err
 	}
-	ss := &serveStream{stream: stream}
+	return serveOn(stream, address, handler)
+}
+
+func serveOn(carrier serveCarrier, address string, handler func(*Message) error) error {
+	ss := &serveStream{stream: carrier}
 	if err := ss.write(&veilv1.ServeRequest{Kind: &veilv1.ServeRequest_Open_{Open: &veilv1.ServeRequest_Open{Address: address}}}); err != nil {
-		return err
+		return ss.end(err)
 	}
 	for {
-		r, err := stream.Recv()
+		r, err := carrier.Recv()
+		if err == io.EOF {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		batch := r.GetDeliveries().GetDeliveries()
 		for _, d := range batch {
 			if err := handler(&Message{Delivery: d, stream: ss}); err != nil {
+				if ss.broken { // the handler's Reply failed: say why the stream ended
+					return ss.end(err)
+				}
 				return err
 			}
 		}
 		if len(batch) > 0 {
 			ack := &veilv1.ServeRequest_Ack{Sequence: batch[len(batch)-1].Sequence}
 			if err := ss.write(&veilv1.ServeRequest{Kind: &veilv1.ServeRequest_Ack_{Ack: ack}}); err != nil {
-				return err
+				return ss.end(err)
 			}
 		}
 	}
+}
+
+// socketCarrier is a Serve stream on the serve socket: the version byte 0x01 each way, then
+// frames of a 4-byte big-endian length and a ServeRequest / ServeResponse; the sidecar's last
+// frame is `closed`, a google.rpc.Status.
+type socketCarrier struct {
+	conn        net.Conn
+	in          *bufio.Reader
+	sentVersion bool
+	readVersion bool
+	out         []byte
+}
+
+// The largest frame read from the sidecar.
+const maxServeFrame = 256 << 20
+
+// Send writes one request (callers serialise Sends).
+func (c *socketCarrier) Send(r *veilv1.ServeRequest) error {
+	c.out = c.out[:0]
+	if !c.sentVersion {
+		c.out = append(c.out, 1)
+		c.sentVersion = true
+	}
+	start := len(c.out)
+	c.out = append(c.out, 0, 0, 0, 0)
+	var err error
+	if c.out, err = (proto.MarshalOptions{}).MarshalAppend(c.out, r); err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint32(c.out[start:], uint32(len(c.out)-start-4))
+	_, err = c.conn.Write(c.out)
+	return err
+}
+
+// Recv reads the next response: io.EOF after a `closed` status with code OK, the status as an
+// error after any other.
+func (c *socketCarrier) Recv() (*veilv1.ServeResponse, error) {
+	if !c.readVersion {
+		version, err := c.in.ReadByte()
+		if err != nil {
+			return nil, c.lost(err)
+		}
+		if version != 1 {
+			return nil, status.Errorf(codes.Unimplemented, "the sidecar speaks serve socket version %d", version)
+		}
+		c.readVersion = true
+	}
+	var header [4]byte
+	if _, err := io.ReadFull(c.in, header[:]); err != nil {
+		return nil, c.lost(err)
+	}
+	size := binary.BigEndian.Uint32(header[:])
+	if size > maxServeFrame {
+		return nil, status.Errorf(codes.Internal, "the sidecar sent a %d-byte frame", size)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(c.in, body); err != nil {
+		return nil, c.lost(err)
+	}
+	r := &veilv1.ServeResponse{}
+	if err := proto.Unmarshal(body, r); err != nil {
+		return nil, status.Errorf(codes.Internal, "the sidecar sent a frame that is not a ServeResponse: %v", err)
+	}
+	if closed := r.GetClosed(); closed != nil {
+		if closed.Code == int32(codes.OK) {
+			return nil, io.EOF
+		}
+		return nil, status.ErrorProto(closed)
+	}
+	return r, nil
+}
+
+func (c *socketCarrier) lost(err error) error {
+	return status.Errorf(codes.Unavailable, "the serve socket closed without a status: %v", err)
 }
 
 // WithTimeout is context.WithTimeout on Background, for short calls.
