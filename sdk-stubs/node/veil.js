@@ -153,7 +153,8 @@ class Sidecar {
   // Serves `address`: calls handler(message) for each delivery (awaiting it if it returns a
   // promise) and acknowledges each batch once handled. Returns {opened, done, close(),
   // failures}: `opened` resolves to the served route, `done` when the stream ends (rejected with
-  // the sidecar's VeilError, e.g. NODE_SHUTTING_DOWN); `failures` collects failed sends. Uses the
+  // the sidecar's VeilError, e.g. NODE_SHUTTING_DOWN, or with the error the handler threw,
+  // which ends the stream); `failures` collects failed sends. Uses the
   // sidecar's serve socket when this process can reach it (GetNode().serve_socket; docs/api.md,
   // "The serve socket"), else a gRPC Serve call; {transport: 'grpc'} or 'socket' to choose.
   serve(address, handler, {window = 0, transport = 'auto'} = {}) {

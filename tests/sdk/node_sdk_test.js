@@ -99,6 +99,25 @@ const tests = {
     assert.strictEqual(refused.reason, 'INVALID_ADDRESS');
   }),
 
+  aHandlerThatThrowsEndsTheStreamWithItsError: () => withNode([], async (node, sidecar) => {
+    const failing = sidecar.serve('fragile', () => { throw new Error('handler broke'); });
+    await failing.opened;
+    await sidecar.send('/service/fragile', 'ping');
+    assert.strictEqual((await rejection(failing.done)).message, 'handler broke');
+    // The address is free again once the sidecar has seen the stream go.
+    for (let i = 0; ; ++i) {
+      const again = sidecar.serve('fragile', (m) => m.reply(m.payload));
+      const opened = await again.opened.catch((error) => error);
+      if (typeof opened === 'string') {
+        assert.strictEqual((await sidecar.request('/service/fragile', 'again')).text, 'again');
+        again.close();
+        break;
+      }
+      assert.ok(i < 100 && opened.reason === 'ALREADY_EXISTS', String(opened));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }),
+
   theSidecarsShutdownEndsTheStreamWithItsStatus: () => withNode([], async (node, sidecar) => {
     const sender = await veil.connect(node.api);
     try {
