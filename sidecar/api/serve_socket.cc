@@ -354,10 +354,7 @@ class ServeSocketServer::Stream final : public ServeStream {
       auto self = Self();
       {
         std::lock_guard lock(registry_->mu);
-        std::erase_if(registry_->open, [this](const auto& entry) {
-          auto s = entry.first.lock();
-          return s == nullptr || s.get() == this;
-        });
+        EraseThis(registry_->open);
         registry_->lingering.emplace_back(self, fd_);
         registry_->changed.notify_all();
       }
@@ -421,7 +418,12 @@ class ServeSocketServer::Stream final : public ServeStream {
       if (linger_timer_.has_value()) linger_timer_->cancel();
     }
     std::lock_guard lock(registry_->mu);
-    std::erase_if(registry_->lingering, [this](const auto& entry) {
+    EraseThis(registry_->lingering);
+  }
+
+  // Removes this stream (and any that are gone) from a registry list; registry_->mu held.
+  void EraseThis(std::vector<std::pair<std::weak_ptr<ServeStream>, int>>& list) {
+    std::erase_if(list, [this](const auto& entry) {
       auto s = entry.first.lock();
       return s == nullptr || s.get() == this;
     });

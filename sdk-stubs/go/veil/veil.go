@@ -175,6 +175,13 @@ func (s *serveStream) send(route string, payload []byte) error {
 		BatchId: batch, FailuresOnly: true, Messages: []*veilv1.OutgoingMessage{{Route: route, Payload: payload}}}}})
 }
 
+// isBroken reports whether a write failed (Replies may come from the handler's goroutines).
+func (s *serveStream) isBroken() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
+}
+
 // end reads on after a failed write, to what ended the stream: the sidecar's status (for
 // example NODE_SHUTTING_DOWN), nil if it ended normally, else writeErr.
 func (s *serveStream) end(writeErr error) error {
@@ -238,7 +245,7 @@ func serveOn(carrier serveCarrier, address string, handler func(*Message) error)
 		batch := r.GetDeliveries().GetDeliveries()
 		for _, d := range batch {
 			if err := handler(&Message{Delivery: d, stream: ss}); err != nil {
-				if ss.broken { // the handler's Reply failed: say why the stream ended
+				if ss.isBroken() { // the handler's Reply failed: say why the stream ended
 					return ss.end(err)
 				}
 				return err
