@@ -3,6 +3,7 @@
 #define VEIL_SIDECAR_API_API_SETTINGS_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -52,6 +53,9 @@ struct ApiSettings {
   size_t max_pending_batches = 1024;
   // Concurrent calls on one API connection (HTTP/2 MAX_CONCURRENT_STREAMS).
   int max_calls_per_connection = 1024;
+  // How long a Serve stream (gRPC or serve socket) may go without `open` before it is ended
+  // (DEADLINE_EXCEEDED, OPEN_TIMEOUT): it holds one of max_serve_streams meanwhile.
+  std::chrono::milliseconds open_timeout{5000};
 };
 
 }  // namespace veil::api

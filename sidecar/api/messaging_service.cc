@@ -110,9 +110,28 @@ class RequestCall final : public grpc::ServerUnaryReactor,
       call_->OnReply(std::move(msg));
     }
     void OnStop() override { call_.reset(); }
+    // The reply comes back the way the request went (out of its secure channel, say), or from
+    // this node.
+    absl::Status Admit(const core::SenderInfo& from) const override {
+      using Origin = core::SenderInfo::Origin;
+      if (from.origin == Origin::kApp || from.origin == Origin::kLocal) return absl::OkStatus();
+      if (static_cast<int>(from.origin) == expected_origin_.load(std::memory_order_acquire) &&
+          from.via == expected_via_.load(std::memory_order_acquire)) {
+        return absl::OkStatus();
+      }
+      return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                             "a request takes its reply only from where the request went",
+                             reason::kAccessDenied);
+    }
+    void Expect(core::Carrier carrier) {
+      expected_via_.store(carrier.via, std::memory_order_release);
+      expected_origin_.store(static_cast<int>(carrier.origin), std::memory_order_release);
+    }
 
    private:
     std::shared_ptr<RequestCall> call_;
+    std::atomic<int> expected_origin_{-1};
+    std::atomic<uint64_t> expected_via_{0};
   };
 
   class Outcome final : public core::SendTracker {
@@ -179,6 +198,9 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
   if (!msg.ok()) {
     call->Conclude(ToGrpcStatus(msg.status()));
     return;
+  }
+  if (auto carrier = router.CarrierWorker(msg->onward); carrier.ok()) {
+    worker->Expect((*carrier)->CarrierOf());
   }
   auto now = std::chrono::system_clock::now();
   auto wait = std::min<std::chrono::system_clock::duration>(context->deadline() - now,

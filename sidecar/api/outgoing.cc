@@ -7,19 +7,19 @@ namespace veil::api {
 
 namespace {
 
-// The route of an outgoing message, parsed and checked.
-absl::StatusOr<core::Route> OutgoingRoute(const std::string& text, const core::Router& router,
-                                          const ApiSettings& settings) {
+core::SenderInfo FromApp() {
+  core::SenderInfo app;
+  app.origin = core::SenderInfo::Origin::kApp;
+  return app;
+}
+
+// The route of an outgoing message, parsed, and checked the way the router will check it
+// (access control, e.g. plaintext egress): a request that would be refused sends nothing.
+absl::StatusOr<core::Route> OutgoingRoute(const std::string& text, const core::Router& router) {
   auto route = core::Route::Parse(text);
   if (!route.ok()) return route.status();
-  if (!settings.insecure_plaintext && router.LeavesHost(*route)) {
-    return ErrorWithReason(
-        absl::StatusCode::kFailedPrecondition,
-        absl::StrCat("refusing to send plaintext to ", text,
-                     ": its first hop leaves this host, and app payloads leave the host only "
-                     "inside a secure channel (veild --insecure-plaintext allows it, for testing)"),
-        reason::kPlaintextEgressRefused);
-  }
+  absl::Status admitted = router.CheckAccess(*route, FromApp());
+  if (!admitted.ok()) return admitted;
   return route;
 }
 
@@ -28,7 +28,7 @@ core::Message Outgoing(core::Route onward, core::Route return_route, std::string
   msg.onward = std::move(onward);
   msg.return_route = std::move(return_route);
   msg.payload = std::move(*payload);
-  msg.sender.origin = core::SenderInfo::Origin::kLocal;
+  msg.sender = FromApp();
   return msg;
 }
 
@@ -37,14 +37,14 @@ core::Message Outgoing(core::Route onward, core::Route return_route, std::string
 absl::StatusOr<core::Message> PrepareOutgoing(v1::OutgoingMessage& out, core::Route return_route,
                                               const core::Router& router,
                                               const ApiSettings& settings) {
-  auto route = OutgoingRoute(out.route(), router, settings);
+  auto route = OutgoingRoute(out.route(), router);
   if (!route.ok()) return route.status();
   return Outgoing(*std::move(route), std::move(return_route), out.mutable_payload());
 }
 
 absl::StatusOr<core::Message> OutgoingBatch::Prepare(v1::OutgoingMessage& out) {
   if (!last_text_.has_value() || *last_text_ != out.route()) {
-    last_route_ = OutgoingRoute(out.route(), router_, settings_);
+    last_route_ = OutgoingRoute(out.route(), router_);
     last_text_ = out.route();
   }
   if (!last_route_.ok()) return last_route_.status();
@@ -64,6 +64,7 @@ void ToDelivery(core::Message& msg, v1::Delivery& delivery,
   v1::Sender* sender = delivery.mutable_sender();
   switch (msg.sender.origin) {
     case core::SenderInfo::Origin::kLocal:
+    case core::SenderInfo::Origin::kApp:
       sender->set_origin(v1::Sender::ORIGIN_LOCAL);
       break;
     case core::SenderInfo::Origin::kTransport:

@@ -1,6 +1,7 @@
-// Turning an app's OutgoingMessage into a routed core::Message, with the checks every app
-// send goes through: a valid route, and the plaintext egress guard (an app payload leaves the
-// host only inside a secure channel unless the node runs with --insecure-plaintext).
+// Turning an app's OutgoingMessage into a routed core::Message (provenance kApp), with the
+// checks every app send goes through: a valid route, and the router's access control for its
+// first hop, asked before anything is sent (e.g. the plaintext egress rule: an app payload
+// leaves the host only inside a secure channel unless the node runs with --insecure-plaintext).
 //
 // Thread-safety: pure, apart from reading the router's worker table.
 #ifndef VEIL_SIDECAR_API_OUTGOING_H_
@@ -19,8 +20,9 @@
 namespace veil::api {
 
 // Builds the message to send for `out` with `return_route`. INVALID_ARGUMENT (INVALID_ROUTE)
-// for a bad route; FAILED_PRECONDITION (PLAINTEXT_EGRESS_REFUSED) when the first hop leaves the
-// host and insecure plaintext is off. Moves the payload out of `out`.
+// for a bad route; what the router would refuse it with (e.g. FAILED_PRECONDITION,
+// PLAINTEXT_EGRESS_REFUSED, when the first hop leaves the host and insecure plaintext is off).
+// Moves the payload out of `out`.
 absl::StatusOr<core::Message> PrepareOutgoing(v1::OutgoingMessage& out, core::Route return_route,
                                               const core::Router& router,
                                               const ApiSettings& settings);

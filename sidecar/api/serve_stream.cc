@@ -19,17 +19,30 @@ namespace {
 constexpr size_t kMaxDeliveriesPerWrite = 1024;
 constexpr size_t kMaxBytesPerWrite = 4 * 1024 * 1024;
 
-// The worker at the served address: hands each message to the stream.
+// The worker at the served address: hands each message to the stream. It takes deliveries
+// out of secure channels and from this node; from the network unencrypted only when the app
+// opened the address with accept_unencrypted.
 class Mailbox final : public core::Worker {
  public:
-  Mailbox(core::Strand strand, std::shared_ptr<ServeStream> stream)
-      : Worker(std::move(strand)), stream_(std::move(stream)) {}
+  Mailbox(core::Strand strand, std::shared_ptr<ServeStream> stream, bool accept_unencrypted)
+      : Worker(std::move(strand)), stream_(std::move(stream)), accept_unencrypted_(accept_unencrypted) {}
   void HandleMessage(core::Message msg) override { stream_->Deliver(std::move(msg)); }
   void HandleBatch(std::vector<core::Message> msgs) override { stream_->DeliverBatch(msgs); }
   bool HandlesOnAnyThread() const override { return true; }  // DeliverBatch locks
+  absl::Status Admit(const core::SenderInfo& from) const override {
+    if (from.origin != core::SenderInfo::Origin::kTransport || accept_unencrypted_) {
+      return absl::OkStatus();
+    }
+    return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                           absl::StrCat("/service/", address(),
+                                        " takes messages from other nodes only through a secure "
+                                        "channel"),
+                           reason::kAccessDenied);
+  }
 
  private:
   const std::shared_ptr<ServeStream> stream_;
+  const bool accept_unencrypted_;
 };
 
 // Collects the outcomes of one SendBatch and posts the SendResult when all are in.
@@ -88,7 +101,24 @@ void ServeStream::Begin(std::shared_ptr<ServeStream> self) {
     if (finished_) return;  // refused before it began (and finished): nothing to keep or read
     self_ = std::move(self);
   }
+  // A stream that never opens would hold a stream slot for good.
+  open_timer_.expires_after(settings_.open_timeout);
+  open_timer_.async_wait([weak = weak_from_this()](asio::error_code ec) {
+    if (ec) return;
+    if (auto stream = weak.lock()) stream->OpenTimedOut();
+  });
   StartReadRequest(&request_);
+}
+
+void ServeStream::OpenTimedOut() {
+  {
+    veil::MutexLock lock(&mu_);
+    if (!address_.empty() || end_status_.has_value()) return;
+  }
+  End(GrpcError(absl::StatusCode::kDeadlineExceeded,
+                absl::StrCat("no `open` within ", settings_.open_timeout.count(),
+                             " ms of the stream's start (--api-open-timeout)"),
+                "OPEN_TIMEOUT"));
 }
 
 namespace {
@@ -103,7 +133,11 @@ google::protobuf::ArenaOptions WriteArenaOptions() {
 }  // namespace
 
 ServeStream::ServeStream(core::Router& router, const ApiSettings& settings, ApiStats& stats)
-    : router_(router), settings_(settings), stats_(stats), arena_(WriteArenaOptions()) {}
+    : router_(router),
+      settings_(settings),
+      stats_(stats),
+      open_timer_(router.NewStrand()),
+      arena_(WriteArenaOptions()) {}
 
 void ServeStream::ReadDone(bool ok) {
   if (!ok) {  // the app half-closed or the call ended: finish once writes drain
@@ -168,7 +202,8 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
     End(ToGrpcStatus(valid, {{"address", address}}));
     return;
   }
-  auto mailbox = std::make_shared<Mailbox>(router_.NewStrand(), shared_from_this());
+  auto mailbox =
+      std::make_shared<Mailbox>(router_.NewStrand(), shared_from_this(), open.accept_unencrypted());
   absl::Status started = router_.StartWorker(address, mailbox);
   if (!started.ok()) {
     End(ToGrpcStatus(started, {{"address", address}}));
@@ -187,7 +222,8 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
     opened.mutable_opened()->set_window(window);
     control_.push_back(std::move(opened));
   }
-  spdlog::info("app serves address {} ({})", address, carrier());
+  spdlog::info("app serves address {} ({}{})", address, carrier(),
+               open.accept_unencrypted() ? ", taking unencrypted messages from the network" : "");
   Pump();
 }
 

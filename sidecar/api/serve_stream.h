@@ -25,6 +25,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "sidecar/common/mutex.h"
+#include "asio/steady_timer.hpp"
 #include "grpcpp/grpcpp.h"
 #include "google/protobuf/arena.h"
 #include "sidecar/api/api_settings.h"
@@ -78,6 +79,7 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
  private:
 
   void HandleOpen(const v1::ServeRequest::Open& open);
+  void OpenTimedOut();
   void HandleAck(uint64_t sequence);
   void HandleSend(v1::ServeRequest::SendBatch& batch);
   // One SendBatch settled (its result written, or quietly): true when reading, paused at the
@@ -91,6 +93,7 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   ApiStats& stats_;
   std::shared_ptr<ServeStream> self_ ABSL_GUARDED_BY(mu_);  // keeps the stream alive until Done
   v1::ServeRequest request_;           // the read buffer; owned by the carrier during a read
+  asio::steady_timer open_timer_;      // armed once, in Begin; its handler holds a weak_ptr
 
   veil::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);  // served address; empty before open

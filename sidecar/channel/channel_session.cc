@@ -80,7 +80,8 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
       local_(std::move(local)),
       policy_(policy),
       options_{.rekey_interval = options.rekey_interval == 0 ? 1 : options.rekey_interval,
-               .offer_batch = options.offer_batch},
+               .offer_batch = options.offer_batch,
+               .offer_confirm_ack = options.offer_confirm_ack},
       static_key_(std::make_unique<IdentityKey>(*local_)),
       handshake_(std::make_unique<HandshakeState>(
           role == Role::kInitiator ? HandshakeState::Role::kInitiator
@@ -97,6 +98,7 @@ std::string ChannelSession::Proof() const {
   proof.set_identity_public_key(local_->public_key());
   proof.set_static_key_signature(local_->static_key_signature());
   if (options_.offer_batch) proof.add_features(std::string(kFeatureBatch));
+  if (options_.offer_confirm_ack) proof.add_features(std::string(kFeatureConfirmAck));
   return proof.SerializeAsString();
 }
 
@@ -124,6 +126,7 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
   remote_identifier_ = identity::IdentifierOf(remote_public_key_);
   for (const std::string& feature : proof.features()) {
     if (feature == kFeatureBatch) peer_takes_batches_ = true;
+    if (feature == kFeatureConfirmAck) peer_confirm_acks_ = options_.offer_confirm_ack;
   }
   return policy_.Check(remote_identifier_);
 }
@@ -175,6 +178,7 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
     case ChannelMessageType::kBatch:
     case ChannelMessageType::kConfirm:
     case ChannelMessageType::kClose:
+    case ChannelMessageType::kConfirmAck:
       return OnProtected(type, body, in_place);
   }
   if (state_ == State::kHandshaking) {
@@ -374,11 +378,27 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
     step.error = std::move(opened);
     return step;
   }
+  // Anything authenticated from the initiator confirms it has the channel.
+  if (role_ == Role::kResponder) confirmed_ = true;
   switch (type) {
     case ChannelMessageType::kConfirm:
+      if (role_ != Role::kInitiator) {  // the responder's own: reflected back at it
+        ++decrypt_failures_;
+        step.error = Dropped(absl::StatusCode::kInvalidArgument, "CONFIRM from the initiator",
+                             kDecryptFailed);
+        return step;
+      }
       if (state_ == State::kHandshaking) {
         state_ = State::kEstablished;
         step.established = true;
+        if (peer_confirm_acks_) Seal(ChannelMessageType::kConfirmAck, "", step.reply);
+      }
+      return step;
+    case ChannelMessageType::kConfirmAck:
+      if (role_ != Role::kResponder) {
+        ++decrypt_failures_;
+        step.error = Dropped(absl::StatusCode::kInvalidArgument, "ACK from the responder",
+                             kDecryptFailed);
       }
       return step;
     case ChannelMessageType::kClose:

@@ -11,6 +11,8 @@
 //   CONFIRM 0x11 | counter | AEAD("")   responder -> initiator: identity accepted
 //   CLOSE 0x12 | counter | AEAD("")     either way: the channel is closed
 //   BATCH 0x13 | counter | AEAD         several app messages (an encoded ChannelBatch)
+//   ACK 0x14 | counter | AEAD("")       initiator -> responder: CONFIRM arrived (only to a
+//                                       responder whose proof lists "confirm-ack")
 //
 // AEAD is ChaCha20-Poly1305 under the direction's key with nonce = counter and the type byte as
 // associated data. Counters start at 0 per direction and never repeat; the receiver keeps a
@@ -49,10 +51,14 @@ enum class ChannelMessageType : uint8_t {
   kConfirm = 0x11,
   kClose = 0x12,
   kBatch = 0x13,
+  kConfirmAck = 0x14,
 };
 
 // The feature a peer lists in its IdentityProof when it takes BATCH messages.
 inline constexpr absl::string_view kFeatureBatch = "batch";
+// The feature a peer lists when it answers CONFIRM with ACK (initiator) and expects that
+// answer (responder): a responder then ends a channel whose initiator never confirms.
+inline constexpr absl::string_view kFeatureConfirmAck = "confirm-ack";
 
 // Bytes a DATA message adds to the encoded inner message.
 inline constexpr size_t kDataOverhead = 1 + 8 + vault::kAeadTagBytes;
@@ -61,6 +67,8 @@ struct SessionOptions {
   uint64_t rekey_interval = uint64_t{1} << 16;
   // List "batch" in this side's IdentityProof (off only to act as an older node, in tests).
   bool offer_batch = true;
+  // List "confirm-ack" (off only to act as an older node, in tests).
+  bool offer_confirm_ack = true;
 };
 
 // Reasons.
@@ -132,6 +140,12 @@ class ChannelSession {
   const std::string& remote_public_key() const { return remote_public_key_; }
   // The peer's proof said it takes BATCH messages (older nodes do not).
   bool peer_takes_batches() const { return peer_takes_batches_; }
+  // Responder: established, and the initiator (which said it would) has not yet sent anything
+  // authenticated since CONFIRM.
+  bool awaiting_confirmation() const {
+    return role_ == Role::kResponder && state_ == State::kEstablished && peer_confirm_acks_ &&
+           !confirmed_;
+  }
   uint64_t decrypt_failures() const { return decrypt_failures_; }
   uint64_t replays() const { return replays_; }
   // Channel messages sealed, counting each app message of a BATCH (and CONFIRM/CLOSE).
@@ -170,6 +184,8 @@ class ChannelSession {
   ChannelMessageType expected_;
   std::string remote_identifier_, remote_public_key_;
   bool peer_takes_batches_ = false;
+  bool peer_confirm_acks_ = false;
+  bool confirmed_ = false;  // responder: something authenticated came after CONFIRM
 
   CipherState send_;
   uint64_t send_n_ = 0;

@@ -6,6 +6,7 @@
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/random_name.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::channel {
@@ -38,6 +39,10 @@ class Encryptor final : public core::Worker {
     channel_->OnPlaintextBatch(std::move(msgs));
   }
   void OnStop() override { channel_.reset(); }
+  // Replies to what goes through a channel come out of it.
+  core::Carrier CarrierOf() const override {
+    return {core::SenderInfo::Origin::kSecureChannel, id()};
+  }
 
  private:
   std::shared_ptr<SecureChannel> channel_;
@@ -46,8 +51,18 @@ class Encryptor final : public core::Worker {
 // The network-facing worker: channel messages in, decrypted messages routed on.
 class Decryptor final : public core::Worker {
  public:
-  Decryptor(core::Strand strand, std::shared_ptr<SecureChannel> channel)
-      : Worker(std::move(strand)), channel_(std::move(channel)) {}
+  Decryptor(core::Strand strand, std::shared_ptr<SecureChannel> channel, core::Carrier carrier)
+      : Worker(std::move(strand)), channel_(std::move(channel)), carrier_(carrier) {}
+  // Only what arrives through the channel's carrier: the connection it runs over (or the
+  // outer channel, or this node for a channel between two of its own workers).
+  absl::Status Admit(const core::SenderInfo& from) const override {
+    if (from.origin == carrier_.origin && from.via == carrier_.via) return absl::OkStatus();
+    return ErrorWithReason(
+        absl::StatusCode::kPermissionDenied,
+        absl::StrCat("secure channel ", address(),
+                     " takes messages only from the connection it runs over"),
+        reason::kAccessDenied);
+  }
   void HandleMessage(core::Message msg) override {
     if (channel_ == nullptr) {
       msg.receipt.Settle(StoppedChannel(address()));
@@ -60,6 +75,7 @@ class Decryptor final : public core::Worker {
 
  private:
   std::shared_ptr<SecureChannel> channel_;
+  const core::Carrier carrier_;
 };
 
 // Reports a failed handshake send back to the channel's strand.
@@ -81,7 +97,8 @@ class HandshakeSendTracker final : public core::SendTracker {
 
 SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand, bool initiator,
                              identity::IdentityLease lease,
-                             std::shared_ptr<const TrustPolicy> policy, std::string listener)
+                             std::shared_ptr<const TrustPolicy> policy, std::string listener,
+                             core::Carrier carrier)
     : manager_(manager),
       strand_(strand),
       initiator_(initiator),
@@ -91,16 +108,19 @@ SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand,
                lease_.identity(), *policy_, manager.options().session),
       timer_(strand),
       listener_(std::move(listener)),
-      pending_counted_(!initiator) {}
+      pending_counted_(!initiator),
+      carrier_(carrier),
+      path_tag_(RandomNonZeroU64()) {}
 
-absl::Status SecureChannel::Register(uint64_t id) {
-  encryptor_address_ = absl::StrCat("_sc_", id);
-  decryptor_address_ = absl::StrCat("_scd_", id);
-  absl::Status s = manager_.router().StartWorker(
-      encryptor_address_, std::make_shared<Encryptor>(strand_, shared_from_this()));
+absl::Status SecureChannel::Register(const std::string& suffix) {
+  encryptor_address_ = absl::StrCat("_sc_", suffix);
+  decryptor_address_ = absl::StrCat("_scd_", suffix);
+  auto encryptor = std::make_shared<Encryptor>(strand_, shared_from_this());
+  absl::Status s = manager_.router().StartWorker(encryptor_address_, encryptor);
   if (!s.ok()) return s;
-  s = manager_.router().StartWorker(decryptor_address_,
-                                    std::make_shared<Decryptor>(strand_, shared_from_this()));
+  encryptor_id_ = encryptor->id();
+  s = manager_.router().StartWorker(
+      decryptor_address_, std::make_shared<Decryptor>(strand_, shared_from_this(), carrier_));
   if (!s.ok()) manager_.router().StopWorker(encryptor_address_);
   Publish();
   return s;
@@ -148,13 +168,63 @@ void SecureChannel::StartResponder(std::chrono::milliseconds timeout) {
   });
 }
 
-void SecureChannel::Send(std::string bytes, const core::Route& to, core::Receipt receipt) {
+void SecureChannel::Send(std::string bytes, const core::Route& to, core::Receipt receipt,
+                         uint64_t echo_tag) {
   core::Message out;
   out.onward = to;
   out.return_route.Append(core::Address::Local(decryptor_address_));
   out.payload = std::move(bytes);
   out.receipt = std::move(receipt);
+  out.path_tag = echo_tag != 0 ? echo_tag : path_tag_;
   manager_.router().Send(std::move(out));
+}
+
+bool SecureChannel::Forged(const core::Message& msg) {
+  if (msg.path_tag == path_tag_) return false;
+  manager_.stats().forged_notices.fetch_add(1, std::memory_order_relaxed);
+  if (uint64_t suppressed = 0; manager_.forged_log().ShouldLog(&suppressed)) {
+    spdlog::warn("secure channel {}: dropped a {} that does not echo the channel's path tag "
+                 "(forged by someone not on the path){}",
+                 encryptor_address_, msg.refusal.ok() ? "handshake error" : "refusal notice",
+                 suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
+  }
+  return true;
+}
+
+void SecureChannel::ArmEstablishedTimer() {
+  std::chrono::milliseconds after = session_.awaiting_confirmation()
+                                        ? manager_.options().responder_timeout
+                                        : manager_.options().idle_timeout;
+  if (after.count() <= 0) return;
+  timer_.expires_after(after);
+  timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
+    if (!ec) self->OnEstablishedTimer();
+  });
+}
+
+void SecureChannel::OnEstablishedTimer() {
+  if (closed_) return;
+  if (session_.awaiting_confirmation()) {
+    manager_.stats().unconfirmed_expired.fetch_add(1, std::memory_order_relaxed);
+    CloseNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
+                             "the initiator never confirmed the channel (its CONFIRM was lost?)",
+                             "HANDSHAKE_TIMEOUT"),
+             false);
+    return;
+  }
+  if (manager_.options().idle_timeout.count() <= 0) return;
+  const uint64_t activity = session_.messages_sent() + session_.messages_received();
+  if (activity != activity_at_last_check_) {
+    activity_at_last_check_ = activity;
+    ArmEstablishedTimer();
+    return;
+  }
+  manager_.stats().idle_expired.fetch_add(1, std::memory_order_relaxed);
+  CloseNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
+                           absl::StrCat("no message either way for ",
+                                        manager_.options().idle_timeout.count(), " ms"),
+                           reason::kIdleTimeout),
+           true);
 }
 
 void SecureChannel::OnSendFailed(absl::Status why) {
@@ -228,7 +298,13 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   if (!msg.refusal.ok()) {
     msg.receipt.Settle(absl::OkStatus());
-    OnRefusal(msg.refusal);
+    if (!Forged(msg)) OnRefusal(msg.refusal);
+    return;
+  }
+  if (!msg.payload.empty() &&
+      static_cast<ChannelMessageType>(msg.payload[0]) == ChannelMessageType::kHandshakeError &&
+      Forged(msg)) {  // unauthenticated: believed only from the path
+    msg.receipt.Settle(absl::OkStatus());
     return;
   }
   // The receipt goes on with the decrypted message, so that a paced sender (a connection)
@@ -240,7 +316,27 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   if (authenticated && !msg.return_route.empty()) {
     remote_route_ = msg.return_route;  // follow the far end (e.g. after its connection changed)
   }
-  if (!step.reply.empty()) Send(std::move(step.reply), msg.return_route, core::Receipt());
+  if (step.established && !initiator_) {
+    // A responder's last check before it confirms: the far identity's share of the channels.
+    if (!manager_.CountRemote(session_.remote_identifier())) {
+      manager_.stats().handshakes_refused.fetch_add(1, std::memory_order_relaxed);
+      Send(ChannelSession::HandshakeError("too many channels from this identity"),
+           msg.return_route, core::Receipt(), msg.path_tag);
+      CloseNow(ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                               absl::StrCat(session_.remote_identifier(),
+                                            " already has its limit of channels to this node "
+                                            "(--max-channels-per-identity)"),
+                               "TOO_MANY_CHANNELS"),
+               false);
+      return;
+    }
+    remote_counted_ = true;
+  }
+  if (!step.reply.empty()) {
+    const bool refusal = static_cast<ChannelMessageType>(step.reply[0]) ==
+                         ChannelMessageType::kHandshakeError;
+    Send(std::move(step.reply), msg.return_route, core::Receipt(), refusal ? msg.path_tag : 0);
+  }
   if (!step.error.ok()) {
     if (session_.state() == ChannelSession::State::kFailed) {
       CloseNow(std::move(step.error), false);
@@ -254,10 +350,11 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   PublishCounters();
   if (step.established) {
     timer_.cancel();
+    ArmEstablishedTimer();
     manager_.stats().RecordHandshake(true, std::chrono::steady_clock::now() - started_);
     if (pending_counted_) {
       pending_counted_ = false;
-      manager_.HandshakeSettled(listener_);
+      manager_.HandshakeSettled(pending_slot_);
     }
     spdlog::info("secure channel {} established with {} ({})", encryptor_address_,
                  session_.remote_identifier(), initiator_ ? "initiator" : "responder");
@@ -279,35 +376,18 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   // One receipt per message: the record's settles once all of them have.
   std::vector<core::Receipt> parts =
       core::SplitReceipt(std::move(receipt), step.deliveries.size());
-  const core::Address* checked_hop = nullptr;  // consecutive messages mostly share their hop
-  bool checked_leaves = false;
   for (size_t i = 0; i < step.deliveries.size(); ++i) {
     core::Message& inner = step.deliveries[i];
-    if (!manager_.options().insecure_plaintext) {
-      if (checked_hop == nullptr || !(inner.onward.front() == *checked_hop)) {
-        checked_leaves = manager_.router().LeavesHost(inner.onward);
-        checked_hop = &inner.onward.front();
-      }
-      if (checked_leaves) {
-        spdlog::warn("secure channel {}: dropped a decrypted message whose next hop {} leaves "
-                     "the host in plaintext",
-                     encryptor_address_, inner.onward.front().ToString());
-        parts[i].Settle(ErrorWithReason(absl::StatusCode::kPermissionDenied,
-                                        "a decrypted message may not leave the host in plaintext",
-                                        "PLAINTEXT_REFUSED"));
-        inner.onward = core::Route();  // skipped below
-        checked_hop = nullptr;
-        continue;
-      }
-    }
+    // (Whether a decrypted message may go on, e.g. leave the host, is the router's call:
+    // provenance kSecureChannel, judged by the next worker or transport.)
     inner.return_route.PushFront(core::Address::Local(encryptor_address_));
     inner.sender.origin = core::SenderInfo::Origin::kSecureChannel;
+    inner.sender.via = encryptor_id_;
     inner.sender.identifier = session_.remote_identifier();
     inner.sender.channel = encryptor_address_;
     inner.receipt = std::move(parts[i]);
     inner.paced = msg.paced;
   }
-  std::erase_if(step.deliveries, [](const core::Message& m) { return m.onward.empty(); });
   if (step.deliveries.size() == 1) {
     manager_.router().Send(std::move(step.deliveries.front()));
   } else if (!step.deliveries.empty()) {
@@ -351,7 +431,11 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   timer_.cancel();
   if (pending_counted_) {
     pending_counted_ = false;
-    manager_.HandshakeSettled(listener_);
+    manager_.HandshakeSettled(pending_slot_);
+  }
+  if (remote_counted_) {
+    remote_counted_ = false;
+    manager_.UncountRemote(session_.remote_identifier());
   }
   ChannelStats& stats = manager_.stats();
   stats.closed_sent.fetch_add(session_.messages_sent(), std::memory_order_relaxed);
@@ -379,6 +463,8 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   manager_.router().StopWorker(decryptor_address_);
   lease_ = identity::IdentityLease();
   manager_.Forget(encryptor_address_, this);
+  // Channels that ran inside this one lost their carrier.
+  manager_.OnCarrierClosed(encryptor_id_, "the secure channel it ran in closed");
 }
 
 void SecureChannel::Publish() {
@@ -392,6 +478,8 @@ void SecureChannel::Publish() {
   info_.remote_identifier = session_.remote_identifier();
   info_.remote_route = remote_route_.ToString();
   info_.trust_policy = policy_->Describe();
+  info_.carrier = carrier_.via;
+  info_.encryptor_id = encryptor_id_;
   if (info_.state != ChannelInfo::State::kClosed) {
     info_.state = session_.state() == ChannelSession::State::kEstablished
                       ? ChannelInfo::State::kEstablished

@@ -20,12 +20,17 @@ namespace veil::channel {
 
 class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
  public:
+  // `carrier`: what the channel's traffic from the far end arrives through (Worker::CarrierOf
+  // of its remote route's first hop): its decryptor admits nothing else.
   SecureChannel(SecureChannelManager& manager, core::Strand strand, bool initiator,
                 identity::IdentityLease lease, std::shared_ptr<const TrustPolicy> policy,
-                std::string listener);
+                std::string listener, core::Carrier carrier);
+  // Responder, before StartResponder: the half-open slot it holds until established or closed.
+  void set_pending_slot(SecureChannelManager::PendingSlot slot) { pending_slot_ = std::move(slot); }
 
-  // Registers the encryptor and decryptor at "_sc_<id>" and "_scd_<id>".
-  absl::Status Register(uint64_t id);
+  // Registers the encryptor and decryptor at "_sc_<n>" and "_scd_<n>", with `suffix` as <n>
+  // (random: unguessable).
+  absl::Status Register(const std::string& suffix);
 
   // Initiator: sends HS1 along `route`; `done` is called once with the outcome.
   void StartInitiator(core::Route route, std::chrono::milliseconds timeout,
@@ -38,6 +43,9 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
 
   ChannelInfo Info() const;
   const std::string& address() const { return encryptor_address_; }
+  const core::Carrier& carrier() const { return carrier_; }
+  // The encryptor's worker id: the `via` of what comes out of this channel. 0 before Register.
+  uint64_t encryptor_id() const { return encryptor_id_; }
   const core::Strand& strand() const { return strand_; }
 
   // Worker entry points, on the strand.
@@ -49,7 +57,15 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   void OnSendFailed(absl::Status why);
 
  private:
-  void Send(std::string bytes, const core::Route& to, core::Receipt receipt);
+  // Sends `bytes` along `to` with this channel's path tag, or with `echo_tag` when it answers
+  // a message (a handshake error echoes the tag of what it refuses).
+  void Send(std::string bytes, const core::Route& to, core::Receipt receipt,
+            uint64_t echo_tag = 0);
+  // Arms timer_ for the established channel's checks: the initiator's confirmation, idleness.
+  void ArmEstablishedTimer();
+  void OnEstablishedTimer();
+  // True (and counted) for a notice or handshake error that does not echo this channel's tag.
+  bool Forged(const core::Message& msg);
   // A refusal notice about something this channel sent.
   void OnRefusal(const absl::Status& refusal);
   void CloseNow(absl::Status why, bool notify_peer);
@@ -70,7 +86,13 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   std::string listener_;
   SecureChannelManager::CreateCallback on_established_;
   bool closed_ = false;
-  bool pending_counted_;  // a responder counted in its listener's pending handshakes
+  bool pending_counted_;  // a responder counted in the pending handshakes, under pending_slot_
+  SecureChannelManager::PendingSlot pending_slot_;
+  bool remote_counted_ = false;  // a responder counted in its remote identity's channels
+  const core::Carrier carrier_;
+  const uint64_t path_tag_;
+  uint64_t encryptor_id_ = 0;
+  uint64_t activity_at_last_check_ = 0;  // messages both ways at the last idle check
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable veil::Mutex mu_;

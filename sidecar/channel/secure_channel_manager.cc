@@ -6,6 +6,7 @@
 #include "sidecar/channel/secure_channel.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/random_name.h"
 #include "sidecar/common/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -39,6 +40,8 @@ class ListenerWorker final : public core::Worker {
   ListenerWorker(core::Strand strand, SecureChannelManager& manager)
       : Worker(std::move(strand)), manager_(manager) {}
   void HandleMessage(core::Message msg) override { manager_.Accept(address(), std::move(msg)); }
+  // Handshakes may come from anyone: the handshake and the trust policy decide.
+  absl::Status Admit(const core::SenderInfo&) const override { return absl::OkStatus(); }
 
  private:
   SecureChannelManager& manager_;
@@ -61,7 +64,10 @@ void ChannelStats::RecordHandshake(bool ok, std::chrono::steady_clock::duration 
 SecureChannelManager::SecureChannelManager(core::Router& router,
                                            identity::IdentityStore& identities,
                                            ChannelOptions options)
-    : router_(router), identities_(identities), options_(options) {}
+    : router_(router),
+      identities_(identities),
+      options_(std::move(options)),
+      tokens_(options_.handshake_rate) {}
 
 SecureChannelManager::~SecureChannelManager() { Shutdown(); }
 
@@ -116,11 +122,11 @@ absl::Status SecureChannelManager::DeleteListener(const std::string& address) {
 
 absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
     bool initiator, const std::string& identity_name, std::shared_ptr<const TrustPolicy> policy,
-    const std::string& listener) {
+    const std::string& listener, core::Carrier carrier) {
   ASSIGN_OR_RETURN(identity::IdentityLease lease, identities_.Acquire(identity_name));
   auto channel = std::make_shared<SecureChannel>(*this, router_.NewStrand(), initiator,
-                                                 std::move(lease), std::move(policy), listener);
-  uint64_t id;
+                                                 std::move(lease), std::move(policy), listener,
+                                                 carrier);
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) return ShuttingDown();
@@ -130,23 +136,105 @@ absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
                                           " secure channels, its limit"),
                              "TOO_MANY_CHANNELS");
     }
-    id = next_id_++;
   }
-  RETURN_IF_ERROR(channel->Register(id));
+  // Random: nobody can reach a channel's workers by guessing their names.
+  RETURN_IF_ERROR(channel->Register(RandomName("", 8)));
   veil::MutexLock lock(&mu_);
   channels_[channel->address()] = channel;
+  if (carrier.via != 0) by_carrier_[carrier.via].insert(channel->address());
   return channel;
 }
 
 void SecureChannelManager::CreateChannel(const core::Route& route, const std::string& identity_name,
                                          std::shared_ptr<const TrustPolicy> policy,
                                          std::chrono::milliseconds timeout, CreateCallback done) {
-  auto channel = NewChannel(true, identity_name, std::move(policy), "");
+  // The channel's traffic from the far end will arrive through the worker of its first hop:
+  // for a /tcp hop, the connection the handshake goes out on (opened now), named in the route
+  // so that the handshake takes exactly it.
+  auto carrier_worker = router_.CarrierWorker(route);
+  if (!carrier_worker.ok()) {
+    done(carrier_worker.status());
+    return;
+  }
+  core::Route remote = route;
+  if (!remote.front().is_local()) {
+    remote.PopFront();
+    remote.PushFront(core::Address::Local((*carrier_worker)->address()));
+  }
+  auto channel = NewChannel(true, identity_name, std::move(policy), "",
+                            (*carrier_worker)->CarrierOf());
   if (!channel.ok()) {
     done(channel.status());
     return;
   }
-  (*channel)->StartInitiator(route, timeout, std::move(done));
+  (*channel)->StartInitiator(std::move(remote), timeout, std::move(done));
+}
+
+void SecureChannelManager::RefuseHandshake(const core::Message& msg, absl::string_view why) {
+  stats_.handshakes_refused.fetch_add(1, std::memory_order_relaxed);
+  if (uint64_t suppressed = 0; refused_log_.ShouldLog(&suppressed)) {
+    spdlog::warn("secure channel listener: refused a handshake from {}: {}{}",
+                 msg.return_route.empty() ? "-" : msg.return_route.front().ToString(), why,
+                 suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
+  }
+  if (msg.return_route.empty()) return;
+  core::Message refusal;
+  refusal.onward = msg.return_route;
+  refusal.payload = ChannelSession::HandshakeError(why);
+  refusal.path_tag = msg.path_tag;  // the initiator believes only what echoes its tag
+  router_.Send(std::move(refusal));
+}
+
+absl::Status SecureChannelManager::TakePendingSlot(const core::Message& msg, PendingSlot& slot) {
+  using Origin = core::SenderInfo::Origin;
+  const bool from_network = msg.sender.origin == Origin::kTransport;
+  const bool privileged = from_network && options_.privileged_carrier &&
+                          options_.privileged_carrier(msg.sender.via);
+  // Who the sender is, as far as this node can tell: the connection it came over, or, over a
+  // relay's connection to its hub, also the hub's connection from the sender (the hop after
+  // ours in the return route: the hub put it there, the sender cannot choose it).
+  slot.sender = absl::StrCat(static_cast<int>(msg.sender.origin), "/", msg.sender.via);
+  if (privileged && msg.return_route.size() > 1) {
+    absl::StrAppend(&slot.sender, "/", msg.return_route.hops()[1].ToString());
+  }
+  slot.host.clear();
+  if (from_network && !privileged && !msg.return_route.empty()) {
+    if (auto connection = router_.Find(msg.return_route.front().value())) {
+      slot.host = std::string(connection->RemoteHost());
+    }
+  }
+  auto busy = [](absl::string_view why) {
+    return ErrorWithReason(absl::StatusCode::kResourceExhausted, why, "LISTENER_BUSY");
+  };
+  veil::MutexLock lock(&mu_);
+  const size_t total_limit = privileged || !from_network
+                                 ? options_.max_pending_handshakes
+                                 : options_.max_pending_handshakes - options_.max_pending_handshakes / 4;
+  if (pending_total_ >= total_limit) return busy("the listener is busy; try again later");
+  auto count = [](const absl::flat_hash_map<std::string, size_t>& map, const std::string& key) {
+    auto it = map.find(key);
+    return it == map.end() ? size_t{0} : it->second;
+  };
+  if (count(pending_by_sender_, slot.sender) >= options_.max_pending_handshakes_per_sender) {
+    return busy("the listener is busy: too many handshakes in progress from your connection");
+  }
+  if (!slot.host.empty() &&
+      count(pending_by_host_, slot.host) >= options_.max_pending_handshakes_per_address) {
+    return busy("the listener is busy: too many handshakes in progress from your address");
+  }
+  if (from_network && !privileged) {  // the rate: what strangers may make this node compute
+    auto now = std::chrono::steady_clock::now();
+    tokens_ = std::min(options_.handshake_rate,
+                       tokens_ + options_.handshake_rate *
+                                     std::chrono::duration<double>(now - refilled_).count());
+    refilled_ = now;
+    if (tokens_ < 1) return busy("the listener is busy: too many handshakes per second");
+    tokens_ -= 1;
+  }
+  ++pending_by_sender_[slot.sender];
+  if (!slot.host.empty()) ++pending_by_host_[slot.host];
+  ++pending_total_;
+  return absl::OkStatus();
 }
 
 void SecureChannelManager::Accept(const std::string& listener_address, core::Message msg) {
@@ -158,33 +246,32 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
     return;
   }
   std::shared_ptr<Listener> listener;
-  size_t pending = 0;
   {
     veil::MutexLock lock(&mu_);
     auto it = listeners_.find(listener_address);
     if (it == listeners_.end()) return;
     listener = it->second;
-    pending = pending_[listener_address];
-    if (pending < options_.max_pending_handshakes_per_listener) ++pending_[listener_address];
   }
-  if (pending >= options_.max_pending_handshakes_per_listener) {
-    spdlog::warn("secure channel listener {}: {} handshakes pending, refusing another",
-                 listener_address, pending);
-    core::Message refusal;
-    refusal.onward = msg.return_route;
-    refusal.payload = ChannelSession::HandshakeError("the listener is busy; try again later");
-    if (!refusal.onward.empty()) router_.Send(std::move(refusal));
+  PendingSlot slot;
+  if (absl::Status taken = TakePendingSlot(msg, slot); !taken.ok()) {
+    RefuseHandshake(msg, taken.message());
     return;
   }
-  auto channel = NewChannel(false, listener->info.identity, listener->policy, listener_address);
+  // The responder's traffic arrives the way this handshake did.
+  auto channel = NewChannel(false, listener->info.identity, listener->policy, listener_address,
+                            {msg.sender.origin, msg.sender.via});
   if (!channel.ok()) {
-    HandshakeSettled(listener_address);
+    HandshakeSettled(slot);
+    RefuseHandshake(msg, ReasonOf(channel.status()) == "TOO_MANY_CHANNELS"
+                             ? "the node has too many channels; try again later"
+                             : "the listener cannot accept a channel now");
     spdlog::warn("secure channel listener {}: cannot accept: {}", listener_address,
                  channel.status().message());
     return;
   }
-  (*channel)->StartResponder(options_.responder_timeout);
   std::shared_ptr<SecureChannel> ch = *channel;
+  ch->set_pending_slot(std::move(slot));
+  ch->StartResponder(options_.responder_timeout);
   asio::post(ch->strand(), [ch, msg = std::move(msg)]() mutable {
     ch->OnChannelMessage(std::move(msg));
   });
@@ -227,16 +314,69 @@ absl::Status SecureChannelManager::DeleteChannel(const std::string& address) {
   return absl::OkStatus();
 }
 
-void SecureChannelManager::HandshakeSettled(const std::string& listener) {
+void SecureChannelManager::HandshakeSettled(const PendingSlot& slot) {
   veil::MutexLock lock(&mu_);
-  auto it = pending_.find(listener);
-  if (it != pending_.end() && --it->second == 0) pending_.erase(it);
+  --pending_total_;
+  if (auto it = pending_by_sender_.find(slot.sender);
+      it != pending_by_sender_.end() && --it->second == 0) {
+    pending_by_sender_.erase(it);
+  }
+  if (auto it = pending_by_host_.find(slot.host); it != pending_by_host_.end() && --it->second == 0) {
+    pending_by_host_.erase(it);
+  }
+}
+
+bool SecureChannelManager::CountRemote(const std::string& identifier) {
+  veil::MutexLock lock(&mu_);
+  size_t& n = by_remote_[identifier];
+  if (n >= options_.max_channels_per_identity) return false;
+  ++n;
+  return true;
+}
+
+void SecureChannelManager::UncountRemote(const std::string& identifier) {
+  veil::MutexLock lock(&mu_);
+  auto it = by_remote_.find(identifier);
+  if (it != by_remote_.end() && --it->second == 0) by_remote_.erase(it);
 }
 
 void SecureChannelManager::Forget(const std::string& address, const SecureChannel* channel) {
   veil::MutexLock lock(&mu_);
   auto it = channels_.find(address);
-  if (it != channels_.end() && it->second.get() == channel) channels_.erase(it);
+  if (it == channels_.end() || it->second.get() != channel) return;
+  if (uint64_t via = channel->carrier().via; via != 0) {
+    auto c = by_carrier_.find(via);
+    if (c != by_carrier_.end()) {
+      c->second.erase(address);
+      if (c->second.empty()) by_carrier_.erase(c);
+    }
+  }
+  channels_.erase(it);
+}
+
+void SecureChannelManager::OnCarrierClosed(uint64_t carrier, absl::string_view why) {
+  std::vector<std::shared_ptr<SecureChannel>> riding;
+  {
+    veil::MutexLock lock(&mu_);
+    auto c = by_carrier_.find(carrier);
+    if (c == by_carrier_.end()) return;
+    for (const std::string& address : c->second) {
+      auto it = channels_.find(address);
+      if (it != channels_.end()) riding.push_back(it->second);
+    }
+  }
+  for (auto& channel : riding) {
+    stats_.carrier_closed.fetch_add(1, std::memory_order_relaxed);
+    channel->Close(ErrorWithReason(absl::StatusCode::kUnavailable,
+                                   absl::StrCat("the far end became unreachable: ", why),
+                                   reason::kConnectionLost),
+                   /*notify_peer=*/false);
+  }
+}
+
+bool SecureChannelManager::Carries(uint64_t carrier) const {
+  veil::MutexLock lock(&mu_);
+  return by_carrier_.contains(carrier);
 }
 
 void SecureChannelManager::Shutdown() {

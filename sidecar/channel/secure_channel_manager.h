@@ -11,8 +11,17 @@
 // responder channel. An initiator sends HS1 to a listener's route and completes when the
 // responder confirms; closing either end sends an authenticated CLOSE to the other.
 //
-// The plaintext egress guard applies to decrypted messages too: unless the node is insecure,
-// a decrypted message whose next hop leaves the host is dropped.
+// Access control (docs/security.md): listeners take handshakes from anyone; an encryptor takes
+// only this node's apps and workers; a decryptor only what arrives through its channel's
+// carrier (the connection it runs over); decrypted messages go on with provenance
+// kSecureChannel, which the next worker judges (a connection refuses them in plaintext).
+// Refusal notices and handshake errors are believed only when they echo the channel's path tag.
+//
+// Limits, each refused visibly: half-open handshakes per sender, per remote address and in
+// all (a quarter of the total kept for handshakes arriving over privileged carriers — the
+// connections this node's relays run over, or a hub's relay owners'); a handshake rate; channels
+// in all (TOO_MANY_CHANNELS: a handshake error, not silence) and per remote identity; a
+// responder whose initiator never confirms, and (optionally) an idle channel, expire.
 //
 // Thread-safety: all public methods may be called from any thread; a channel's state is only
 // touched on its strand.
@@ -29,6 +38,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "sidecar/common/log_limiter.h"
 #include "absl/status/statusor.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/channel/channel_session.h"
@@ -40,11 +51,26 @@ namespace veil::channel {
 
 struct ChannelOptions {
   SessionOptions session;
-  // How long a responder waits for HS3 before dropping a half-open handshake.
+  // How long a responder waits for HS3 before dropping a half-open handshake, and for the
+  // initiator's confirmation after CONFIRM.
   std::chrono::milliseconds responder_timeout{30000};
-  bool insecure_plaintext = false;
+  // An established channel with no message either way for this long closes (telling the far
+  // end). 0: never.
+  std::chrono::milliseconds idle_timeout{0};
   size_t max_channels = 100000;
-  size_t max_pending_handshakes_per_listener = 1024;
+  // Responder channels one remote identity may hold.
+  size_t max_channels_per_identity = 1024;
+  // Half-open (responder) handshakes in all, per sender (the connection they arrive over; for
+  // a relay's connection, the hub's connection of the sender) and per remote IP address.
+  size_t max_pending_handshakes = 1024;
+  size_t max_pending_handshakes_per_sender = 64;
+  size_t max_pending_handshakes_per_address = 256;
+  // New responder handshakes per second (a token bucket holding a second's worth).
+  double handshake_rate = 1000;
+  // True for a carrier (Carrier::via of a connection) of this node's relays or, on a hub, of a
+  // relay owner: its handshakes may use the quarter of max_pending_handshakes others may not,
+  // and their per-sender key includes the hub's connection. Any thread; may be empty.
+  std::function<bool(uint64_t)> privileged_carrier;
   // Messages routed to a channel together (an app's SendBatch) are sealed into BATCH records of
   // up to about this many bytes; a larger message goes alone. Keep it well under the transport's
   // maximum frame size.
@@ -71,6 +97,10 @@ struct ChannelInfo {
   std::string trust_policy;
   State state = State::kHandshaking;
   uint64_t messages_sent = 0, messages_received = 0, decrypt_failures = 0, replays_rejected = 0;
+  // This node's own: the worker id of the carrier the channel runs over (0: this node), and of
+  // its encryptor (the `via` of what comes out of it).
+  uint64_t carrier = 0;
+  uint64_t encryptor_id = 0;
 };
 
 class SecureChannel;
@@ -85,6 +115,12 @@ struct ChannelStats {
   std::atomic<uint64_t> latency_sum_micros{0};
   std::atomic<uint64_t> closed_sent{0}, closed_received{0}, closed_decrypt_failures{0},
       closed_replays{0};
+  // Refusal notices and handshake errors dropped for not echoing the channel's path tag;
+  // handshakes refused for a limit (busy, rate, too many channels, per identity); responders
+  // whose initiator never confirmed; channels closed for idleness; channels closed because the
+  // connection (or outer channel) they ran over closed.
+  std::atomic<uint64_t> forged_notices{0}, handshakes_refused{0}, unconfirmed_expired{0},
+      idle_expired{0}, carrier_closed{0};
   void RecordHandshake(bool ok, std::chrono::steady_clock::duration latency);
 };
 
@@ -126,12 +162,28 @@ class SecureChannelManager {
 
   ChannelStats& stats() { return stats_; }
 
+  // The connection (or channel) with worker id `carrier` closed: so do the channels that ran
+  // over it. Any thread.
+  void OnCarrierClosed(uint64_t carrier, absl::string_view why);
+  // Whether a channel of this node runs over `carrier`. Any thread.
+  bool Carries(uint64_t carrier) const;
+
   // For channels and listeners.
   core::Router& router() { return router_; }
   const ChannelOptions& options() const { return options_; }
+  LogLimiter& forged_log() { return forged_log_; }
   void Forget(const std::string& address, const SecureChannel* channel);
-  // A responder accepted by `listener` left the handshaking state (established or closed).
-  void HandshakeSettled(const std::string& listener);
+  // A responder's half-open slot (what Accept counted it under).
+  struct PendingSlot {
+    std::string sender;
+    std::string host;
+  };
+  // A responder left the handshaking state (established or closed).
+  void HandshakeSettled(const PendingSlot& slot);
+  // A responder is about to confirm a channel to `identifier`: counts it, or false when that
+  // identity has its limit. UncountRemote when it closes.
+  bool CountRemote(const std::string& identifier);
+  void UncountRemote(const std::string& identifier);
   // A listener received `msg`: start a responder channel for it.
   void Accept(const std::string& listener_address, core::Message msg);
 
@@ -139,7 +191,11 @@ class SecureChannelManager {
   struct Listener;
   absl::StatusOr<std::shared_ptr<SecureChannel>> NewChannel(
       bool initiator, const std::string& identity_name, std::shared_ptr<const TrustPolicy> policy,
-      const std::string& listener);
+      const std::string& listener, core::Carrier carrier);
+  // Why a new handshake from `msg` must be refused now, or OK (and `slot` counted).
+  absl::Status TakePendingSlot(const core::Message& msg, PendingSlot& slot);
+  // Sends a handshake error answering `msg` (echoing its path tag).
+  void RefuseHandshake(const core::Message& msg, absl::string_view why);
 
   core::Router& router_;
   identity::IdentityStore& identities_;
@@ -149,9 +205,19 @@ class SecureChannelManager {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<SecureChannel>> channels_ ABSL_GUARDED_BY(mu_);
-  // Responders still handshaking, by listener address.
-  absl::flat_hash_map<std::string, size_t> pending_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Responders still handshaking: in all, by sender, by remote address.
+  size_t pending_total_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, size_t> pending_by_sender_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, size_t> pending_by_host_ ABSL_GUARDED_BY(mu_);
+  // The handshake rate's token bucket.
+  double tokens_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point refilled_ ABSL_GUARDED_BY(mu_) =
+      std::chrono::steady_clock::now();
+  // Established responder channels by remote identifier.
+  absl::flat_hash_map<std::string, size_t> by_remote_ ABSL_GUARDED_BY(mu_);
+  // Channels by the worker id of their carrier (connections and outer channels only).
+  absl::flat_hash_map<uint64_t, absl::flat_hash_set<std::string>> by_carrier_ ABSL_GUARDED_BY(mu_);
+  LogLimiter forged_log_, refused_log_;
 };
 
 }  // namespace veil::channel

@@ -30,6 +30,12 @@ inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
 inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
 inline constexpr absl::string_view kNoReply = "NO_REPLY";
 inline constexpr absl::string_view kListenFailed = "LISTEN_FAILED";
+// Access control (docs/security.md): a worker does not take messages of this provenance; a
+// node does not dial a /tcp hop that came from outside it and is not in --allow-dial.
+inline constexpr absl::string_view kAccessDenied = "ACCESS_DENIED";
+inline constexpr absl::string_view kDialRefused = "DIAL_REFUSED";
+inline constexpr absl::string_view kTooManyConnections = "TOO_MANY_CONNECTIONS";
+inline constexpr absl::string_view kIdleTimeout = "IDLE_TIMEOUT";
 }  // namespace reason
 
 // Returns `status` with `reason` attached (replacing any earlier reason). OK stays OK.

@@ -17,5 +17,17 @@ TEST(RandomNameTest, PrefixedHexAndDistinct) {
   }
 }
 
+TEST(RandomNameTest, ShorterNamesAndTags) {
+  std::string name = RandomName("_sc_", 8);
+  ASSERT_EQ(name.size(), 4u + 16u);
+  EXPECT_EQ(name.find_first_not_of("0123456789abcdef", 4), std::string::npos);
+  absl::flat_hash_set<uint64_t> tags;
+  for (int i = 0; i < 1000; ++i) {
+    uint64_t tag = RandomNonZeroU64();
+    EXPECT_NE(tag, 0u);
+    EXPECT_TRUE(tags.insert(tag).second);
+  }
+}
+
 }  // namespace
 }  // namespace veil

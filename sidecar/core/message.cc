@@ -100,4 +100,18 @@ void Receipt::Settle(absl::Status status) {
   tracker->Complete(index_, std::move(status));
 }
 
+const char* OriginName(SenderInfo::Origin origin) {
+  switch (origin) {
+    case SenderInfo::Origin::kLocal:
+      return "a worker of this node";
+    case SenderInfo::Origin::kApp:
+      return "a local app";
+    case SenderInfo::Origin::kTransport:
+      return "the network";
+    case SenderInfo::Origin::kSecureChannel:
+      return "a secure channel";
+  }
+  return "?";
+}
+
 }  // namespace veil::core

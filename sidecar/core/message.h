@@ -60,13 +60,29 @@ std::vector<Receipt> SplitReceipt(Receipt whole, size_t n);
 // settling it settles each part with the same status. Empty when no part is pending.
 Receipt JoinReceipts(std::vector<Receipt> parts);
 
-// What the receiving node knows of who sent a message. Never crosses the wire.
+// A message's provenance: what this node knows of where it came from. Set by this node only
+// (the app API, the connection that read it, the secure channel that decrypted it, a relay
+// forwarder); never crosses the wire. The router checks it against the next worker's
+// Worker::Admit before handing the message on (docs/security.md, "Access control").
 struct SenderInfo {
-  enum class Origin { kLocal, kTransport, kSecureChannel };
+  enum class Origin {
+    kLocal,          // a worker of this node (a channel's encryptor, a listener's reply, ...)
+    kApp,            // a local app, through the API
+    kTransport,      // read from a transport connection: unauthenticated
+    kSecureChannel,  // decrypted out of a secure channel: `identifier` is authenticated
+  };
   Origin origin = Origin::kLocal;
+  // The id (Worker::id) of the worker the message arrived through: for kTransport the
+  // connection it was read from, for kSecureChannel the channel's encryptor; 0 otherwise.
+  uint64_t via = 0;
+  // kTransport: a relay forwarder of this node handed it to its owner's connection.
+  bool relayed = false;
   std::string identifier;  // authenticated remote identifier, for kSecureChannel
   std::string channel;     // local address of the secure channel, for kSecureChannel
 };
+
+// For logs and errors: "a local app", "the network (connection _tcp_…)", ...
+const char* OriginName(SenderInfo::Origin origin);
 
 struct Message {
   Route onward;         // remaining hops; the next hop first
@@ -83,6 +99,10 @@ struct Message {
   // Not OK on a refusal notice (payload empty): a node on the way could not hand on a message
   // this node sent, and says why. Routed only to workers that TakeRefusals().
   absl::Status refusal;
+  // The sending secure channel's random path tag (0: none). Crosses the wire and every hop
+  // unchanged; a refusal notice echoes the tag of the message it is about, and a channel
+  // believes only notices that echo its own (docs/protocol.md, "Refusal notices").
+  uint64_t path_tag = 0;
 };
 
 }  // namespace veil::core

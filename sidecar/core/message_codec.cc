@@ -23,8 +23,9 @@ constexpr size_t kMaxRefusalMessage = 1024;
 
 // Everything but the payload.
 wire::v1::TransportMessage RoutesOnly(const Route& onward, const Route& return_route,
-                                      const absl::Status& refusal) {
+                                      const absl::Status& refusal, uint64_t path_tag) {
   wire::v1::TransportMessage routes;
+  if (path_tag != 0) routes.set_path_tag(path_tag);
   RouteToWire(onward, routes.mutable_onward_route());
   RouteToWire(return_route, routes.mutable_return_route());
   if (!refusal.ok()) {
@@ -69,9 +70,10 @@ absl::StatusOr<Route> RouteFromWire(const google::protobuf::RepeatedPtrField<wir
 }
 
 void AppendEncodedMessageHead(const Route& onward, const Route& return_route, size_t payload_size,
-                              std::string& out, const absl::Status& refusal) {
-  // Routes go through the generated message; the payload is field 3, written directly.
-  wire::v1::TransportMessage routes = RoutesOnly(onward, return_route, refusal);
+                              std::string& out, const absl::Status& refusal, uint64_t path_tag) {
+  // Routes go through the generated message; the payload is field 3, written directly. (The
+  // generated code writes fields in number order; a parser takes them in any order.)
+  wire::v1::TransportMessage routes = RoutesOnly(onward, return_route, refusal, path_tag);
   size_t routes_size = routes.ByteSizeLong();
   size_t start = out.size();
   size_t field_head = PayloadFieldSize(payload_size) - payload_size;
@@ -85,9 +87,14 @@ void AppendEncodedMessageHead(const Route& onward, const Route& return_route, si
 }
 
 void AppendEncodedMessage(const Route& onward, const Route& return_route,
-                          absl::string_view payload, std::string& out, const absl::Status& refusal) {
-  AppendEncodedMessageHead(onward, return_route, payload.size(), out, refusal);
+                          absl::string_view payload, std::string& out, const absl::Status& refusal,
+                          uint64_t path_tag) {
+  AppendEncodedMessageHead(onward, return_route, payload.size(), out, refusal, path_tag);
   out.append(payload.data(), payload.size());
+}
+
+void AppendConnectionRefusal(const absl::Status& why, std::string& out) {
+  AppendEncodedMessageHead(Route(), Route(), 0, out, why);
 }
 
 absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
@@ -95,8 +102,13 @@ absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
   if (!wire.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return Malformed("not a TransportMessage");
   }
-  if (wire.onward_route_size() == 0) return Malformed("onward route is empty");
+  const bool connection_refusal = wire.onward_route_size() == 0 && wire.has_refusal() &&
+                                  wire.return_route_size() == 0 && wire.payload().empty();
+  if (wire.onward_route_size() == 0 && !connection_refusal) {
+    return Malformed("onward route is empty");
+  }
   Message msg;
+  msg.path_tag = wire.path_tag();
   auto onward = RouteFromWire(wire.onward_route(), "onward");
   if (!onward.ok()) return onward.status();
   auto back = RouteFromWire(wire.return_route(), "return");

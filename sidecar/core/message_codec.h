@@ -17,17 +17,18 @@ namespace veil::core {
 inline constexpr absl::string_view kMalformedMessage = "MALFORMED_FRAME";
 
 // Appends the encoding to `out`. The payload is copied once, straight into `out`. `refusal`
-// (not OK) makes it a refusal notice.
+// (not OK) makes it a refusal notice; `path_tag` (not 0) is the sending channel's tag.
 void AppendEncodedMessage(const Route& onward, const Route& return_route,
                           absl::string_view payload, std::string& out,
-                          const absl::Status& refusal = absl::OkStatus());
+                          const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);
 
 
 // Appends all of the encoding but the payload's bytes: `out` then ends where they go, so that
 // the head followed by the payload is AppendEncodedMessage's output (for writing a large
 // payload from where it is instead of copying it).
 void AppendEncodedMessageHead(const Route& onward, const Route& return_route, size_t payload_size,
-                              std::string& out, const absl::Status& refusal = absl::OkStatus());
+                              std::string& out, const absl::Status& refusal = absl::OkStatus(),
+                              uint64_t path_tag = 0);
 
 // A route as wire addresses, appended to `out`.
 void RouteToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1::Address>* out);
@@ -36,11 +37,21 @@ void RouteToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1
 absl::StatusOr<Route> RouteFromWire(
     const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops, absl::string_view which);
 
-// Decodes a message (routes and payload; no sender info, no receipt). INVALID_ARGUMENT
-// (reason MALFORMED_FRAME) when `bytes` is not a TransportMessage, the onward route is empty,
-// a route has more than kMaxRouteHops hops, an address is invalid or of unknown type, or a
-// refusal has code 0 or a payload beside it.
+// Decodes a message (routes, payload, refusal, path tag; no sender info, no receipt).
+// INVALID_ARGUMENT (reason MALFORMED_FRAME) when `bytes` is not a TransportMessage, the onward
+// route is empty (but for a connection refusal: a refusal and nothing else, which decodes to a
+// message with empty routes — IsConnectionRefusal), a route has more than kMaxRouteHops hops,
+// an address is invalid or of unknown type, or a refusal has code 0 or a payload beside it.
 absl::StatusOr<Message> DecodeMessage(absl::string_view bytes);
+
+// A decoded message that refuses the connection it came on (docs/protocol.md).
+inline bool IsConnectionRefusal(const Message& msg) {
+  return msg.onward.empty() && !msg.refusal.ok();
+}
+
+// The encoding of a connection refusal carrying `why` (not OK), appended to `out` (no frame
+// header).
+void AppendConnectionRefusal(const absl::Status& why, std::string& out);
 
 }  // namespace veil::core
 

@@ -5,8 +5,21 @@
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/random_name.h"
+#include "spdlog/spdlog.h"
 
 namespace veil::core {
+
+absl::Status Worker::Admit(const SenderInfo& from) const {
+  if (from.origin == SenderInfo::Origin::kApp || from.origin == SenderInfo::Origin::kLocal) {
+    return absl::OkStatus();
+  }
+  return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                         absl::StrCat("/service/", address(), " does not take messages from ",
+                                      OriginName(from.origin)),
+                         reason::kAccessDenied);
+}
 
 absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worker) {
   absl::Status valid = ValidateLocalName(name);
@@ -23,6 +36,7 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
                            reason::kAddressInUse);
   }
   worker->address_ = std::move(name);
+  worker->id_ = next_worker_id_++;
   worker->router_ = this;
   it->second = std::move(worker);
   return absl::OkStatus();
@@ -30,10 +44,10 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
 
 std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker) {
   for (;;) {
-    std::string name = absl::StrCat(prefix, next_id_.fetch_add(1, std::memory_order_relaxed));
+    std::string name = RandomName(prefix, 8);
     if (StartWorker(name, worker).ok()) return name;
-    // The name was taken (an app chose it: rare) or the router is shutting down: try the next
-    // id, unless shutting down.
+    // The name was taken (vanishingly rare) or the router is shutting down: try another,
+    // unless shutting down.
     veil::MutexLock lock(&mu_);
     if (shut_down_) return "";
   }
@@ -65,6 +79,11 @@ void Router::StopAll() {
   for (auto& worker : stopped) asio::post(worker->strand(), [worker] { worker->OnStop(); });
 }
 
+Transport* Router::TransportFor(const Address& hop) const {
+  Transport* transport = tcp_transport_.load(std::memory_order_acquire);
+  return hop.type() == AddressType::kTcp ? transport : nullptr;
+}
+
 void Router::Send(Message msg) {
   routed_.fetch_add(1, std::memory_order_relaxed);
   if (msg.onward.empty()) {
@@ -76,14 +95,20 @@ void Router::Send(Message msg) {
   }
   const Address& next = msg.onward.front();
   if (next.type() != AddressType::kLocal) {
-    Transport* transport = tcp_transport_.load(std::memory_order_acquire);
-    if (next.type() != AddressType::kTcp || transport == nullptr) {
+    Transport* transport = TransportFor(next);
+    if (transport == nullptr) {
       unroutable_.fetch_add(1, std::memory_order_relaxed);
       // The status first: `next` lives in `msg`, and argument order is unspecified.
       absl::Status why = ErrorWithReason(
           absl::StatusCode::kUnavailable,
           absl::StrCat("no transport on this node for ", next.ToString()), reason::kRouteNotFound);
       Refuse(std::move(msg), std::move(why));
+      return;
+    }
+    absl::Status admitted = transport->Admit(msg.sender, next);
+    if (!admitted.ok()) {
+      std::string to = next.ToString();
+      Deny(std::move(msg), std::move(admitted), to);
       return;
     }
     transport->Send(std::move(msg));
@@ -96,6 +121,10 @@ void Router::Send(Message msg) {
                                        absl::StrCat("no worker at ", next.ToString()),
                                        reason::kRouteNotFound);
     Refuse(std::move(msg), std::move(why));  // (`next` lives in `msg`)
+    return;
+  }
+  if (absl::Status admitted = worker->Admit(msg.sender); !admitted.ok()) {
+    Deny(std::move(msg), std::move(admitted), worker->address());
     return;
   }
   if (!msg.refusal.ok() && !worker->TakesRefusals()) {  // a notice nobody here reads
@@ -134,6 +163,18 @@ void Router::SendBatch(std::vector<Message> msgs) {
       for (; i < end; ++i) Send(std::move(msgs[i]));
       continue;
     }
+    // One provenance judged once per run: messages routed together mostly share theirs.
+    bool all_admitted = true;
+    for (size_t k = i; k < end && all_admitted; ++k) {
+      all_admitted = (k > i && msgs[k].sender.origin == msgs[k - 1].sender.origin &&
+                      msgs[k].sender.via == msgs[k - 1].sender.via &&
+                      msgs[k].sender.relayed == msgs[k - 1].sender.relayed) ||
+                     worker->Admit(msgs[k].sender).ok();
+    }
+    if (!all_admitted) {  // Send judges (and refuses) each
+      for (; i < end; ++i) Send(std::move(msgs[i]));
+      continue;
+    }
     routed_.fetch_add(end - i, std::memory_order_relaxed);
     const bool whole = i == 0 && end == msgs.size();
     std::vector<Message> run;
@@ -168,11 +209,69 @@ void Router::Refuse(Message msg, absl::Status why) {
   if (notify) {
     notice.onward = std::move(msg.return_route);
     notice.refusal = why;
+    notice.path_tag = msg.path_tag;  // what the refused message's channel will check
   }
   msg.receipt.Settle(std::move(why));
   if (!notify) return;
   notices_sent_.fetch_add(1, std::memory_order_relaxed);
   Send(std::move(notice));
+}
+
+void Router::Deny(Message msg, absl::Status why, absl::string_view to) {
+  const auto origin = static_cast<size_t>(msg.sender.origin);
+  access_denied_[origin].fetch_add(1, std::memory_order_relaxed);
+  if (uint64_t suppressed = 0; deny_log_.ShouldLog(&suppressed)) {
+    spdlog::warn("refused a {} from {} to {}: {}{}", msg.refusal.ok() ? "message" : "refusal notice",
+                 OriginName(msg.sender.origin), to, why.message(),
+                 suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
+  }
+  Refuse(std::move(msg), std::move(why));
+}
+
+absl::Status Router::CheckAccess(const Route& route, const SenderInfo& from) const {
+  if (route.empty()) return absl::OkStatus();
+  const Address& next = route.front();
+  if (!next.is_local()) {
+    Transport* transport = TransportFor(next);
+    return transport == nullptr ? absl::OkStatus() : transport->Admit(from, next);
+  }
+  std::shared_ptr<Worker> worker = Find(next.value());
+  return worker == nullptr ? absl::OkStatus() : worker->Admit(from);
+}
+
+absl::StatusOr<std::shared_ptr<Worker>> Router::CarrierWorker(const Route& route) {
+  if (route.empty()) {
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument, "the route is empty",
+                           reason::kInvalidRoute);
+  }
+  const Address& next = route.front();
+  std::shared_ptr<Worker> worker;
+  if (next.is_local()) {
+    worker = Find(next.value());
+    if (worker == nullptr) {
+      return ErrorWithReason(absl::StatusCode::kNotFound,
+                             absl::StrCat("no worker at ", next.ToString()),
+                             reason::kRouteNotFound);
+    }
+  } else {
+    Transport* transport = TransportFor(next);
+    if (transport == nullptr) {
+      return ErrorWithReason(absl::StatusCode::kUnavailable,
+                             absl::StrCat("no transport on this node for ", next.ToString()),
+                             reason::kRouteNotFound);
+    }
+    return transport->CarrierFor(next);
+  }
+  return worker;
+}
+
+Router::Stats Router::stats() const {
+  Stats s{routed_.load(std::memory_order_relaxed), unroutable_.load(std::memory_order_relaxed),
+          notices_sent_.load(std::memory_order_relaxed)};
+  for (size_t i = 0; i < s.access_denied.size(); ++i) {
+    s.access_denied[i] = access_denied_[i].load(std::memory_order_relaxed);
+  }
+  return s;
 }
 
 void Router::SetTransport(AddressType type, Transport* transport) {

@@ -3,10 +3,17 @@
 // for the hop's address type (e.g. TCP). It never blocks and never drops a message silently:
 // every failure settles the message's receipt with a status and a reason.
 //
+// Access control is the router's job (docs/security.md): before a message is handed to a
+// worker, the worker's Admit() judges its provenance; before it is handed to a transport, the
+// transport's Admit() judges the hop (what may make this node dial where). What is not
+// admitted is refused — its receipt settled with the refusal, a refusal notice sent back when
+// it came from the network — counted (Stats::access_denied) and logged, rate-limited.
+//
 // Thread-safety: all methods may be called from any thread.
 #ifndef VEIL_SIDECAR_CORE_ROUTER_H_
 #define VEIL_SIDECAR_CORE_ROUTER_H_
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -16,7 +23,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "sidecar/common/log_limiter.h"
 #include "sidecar/common/mutex.h"
 #include "asio/io_context.hpp"
 #include "sidecar/core/message.h"
@@ -28,9 +37,15 @@ namespace veil::core {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // Takes `msg`, whose onward route starts with an address of this transport's type. Settles
-  // the receipt on failure. May be called from any thread.
+  // Takes `msg`, whose onward route starts with an address of this transport's type and which
+  // Admit() let through. Settles the receipt on failure. May be called from any thread.
   virtual void Send(Message msg) = 0;
+  // Whether a message from `from` may go to `hop` (of this transport's type): OK, or the
+  // refusal. Any thread.
+  virtual absl::Status Admit(const SenderInfo& from, const Address& hop) const = 0;
+  // The worker that carries messages to `hop` (a connection), opened if need be, for a secure
+  // channel that must know what its replies arrive through. Any thread.
+  virtual absl::StatusOr<std::shared_ptr<Worker>> CarrierFor(const Address& hop) = 0;
 };
 
 class Router {
@@ -47,7 +62,8 @@ class Router {
   // (reason ADDRESS_IN_USE) when the address is taken; FAILED_PRECONDITION once shut down.
   absl::Status StartWorker(std::string name, std::shared_ptr<Worker> worker);
 
-  // Starts `worker` at a fresh address "<prefix><n>" and returns it; "" once shut down.
+  // Starts `worker` at a fresh, unguessable address "<prefix><16 hex digits>" and returns it;
+  // "" once shut down.
   std::string StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker);
 
   // Removes the worker at `name` if it is `expected` (any worker when null); its OnStop then
@@ -83,6 +99,17 @@ class Router {
   // or a local worker that LeavesHost().
   bool LeavesHost(const Route& route) const;
 
+  // What Send would decide on admission for a message from `from` on `route`, without
+  // sending it: OK, or the refusal. OK too when the first hop has no worker or transport (Send
+  // reports that). For callers that check a batch before sending any of it.
+  absl::Status CheckAccess(const Route& route, const SenderInfo& from) const;
+
+  // The worker that carries `route`'s first hop: the worker there, or the connection a
+  // transport uses (opened if need be) for a non-local hop — for a secure channel, which must
+  // know what its replies will arrive through (Worker::CarrierOf). NOT_FOUND / UNAVAILABLE
+  // when there is none.
+  absl::StatusOr<std::shared_ptr<Worker>> CarrierWorker(const Route& route);
+
   // Local addresses in use, sorted.
   std::vector<std::string> WorkerNames() const;
 
@@ -91,20 +118,25 @@ class Router {
     uint64_t routed = 0;     // messages given to Send
     uint64_t unroutable = 0;  // refused at once: unknown local address, no transport
     uint64_t notices_sent = 0;  // refusal notices sent back to a far sender's node
+    // Refused by access control, by the provenance they had (SenderInfo::Origin order).
+    std::array<uint64_t, 4> access_denied{};
   };
-  Stats stats() const {
-    return {routed_.load(std::memory_order_relaxed), unroutable_.load(std::memory_order_relaxed),
-            notices_sent_.load(std::memory_order_relaxed)};
-  }
+  Stats stats() const;
 
  private:
   asio::io_context& io_;
   mutable veil::Mutex mu_;
+  // Refuses `msg` for access control: counts, logs (rate-limited), settles and notifies.
+  void Deny(Message msg, absl::Status why, absl::string_view to);
+  Transport* TransportFor(const Address& hop) const;
+
   absl::flat_hash_map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_worker_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<Transport*> tcp_transport_{nullptr};
-  std::atomic<uint64_t> next_id_{1};
   std::atomic<uint64_t> routed_{0}, unroutable_{0}, notices_sent_{0};
+  std::array<std::atomic<uint64_t>, 4> access_denied_{};
+  LogLimiter deny_log_;
 };
 
 }  // namespace veil::core

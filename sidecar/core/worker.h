@@ -1,8 +1,13 @@
 // Worker: an actor at a local address. Each worker runs on its own strand: its HandleMessage
 // calls never overlap and arrive in the order they were routed to it.
 //
-// Thread-safety: HandleMessage and OnStop run only on strand(). address() and router() may be
-// read from any thread once the worker has been started.
+// Access control: every worker declares, in Admit(), which provenances (Message::sender) may
+// send to it; the router asks before it hands a message on and refuses — and counts — the
+// rest, so a worker never sees what it does not admit. The default admits this node's apps and
+// workers only: a worker reachable from the network says so. docs/security.md has the table.
+//
+// Thread-safety: HandleMessage and OnStop run only on strand(). address(), id(), router(),
+// Admit() and Carrier() may be called from any thread once the worker has been started.
 #ifndef VEIL_SIDECAR_CORE_WORKER_H_
 #define VEIL_SIDECAR_CORE_WORKER_H_
 
@@ -18,6 +23,18 @@
 namespace veil::core {
 
 class Router;
+
+// Where replies that come back through a worker arrive from, as their provenance says: a
+// connection's replies are read from it (kTransport, via = its id), a secure channel's come out
+// of its decryptor (kSecureChannel, via = its encryptor's id), anything else is this node's
+// (kLocal). A secure channel admits to its decryptor only what comes from the carrier of its
+// remote route's first hop.
+struct Carrier {
+  SenderInfo::Origin origin = SenderInfo::Origin::kLocal;
+  uint64_t via = 0;
+  friend bool operator==(const Carrier&, const Carrier&) = default;
+};
+
 using Strand = asio::strand<asio::io_context::executor_type>;
 
 // Runs `f` on `strand`: at once on this thread when the strand is idle and this thread runs
@@ -66,6 +83,19 @@ class Worker {
   virtual bool HoldingBack() const { return false; }
   // Bytes received from its far side so far (transport connections; 0 otherwise). Any thread.
   virtual uint64_t BytesReceived() const { return 0; }
+  // The IP address (or host) of its far side, for per-address limits (transport connections;
+  // "" otherwise). Any thread.
+  virtual absl::string_view RemoteHost() const { return {}; }
+
+  // Whether this worker takes messages from `from`: OK, or the refusal the router settles the
+  // message with (PERMISSION_DENIED, reason ACCESS_DENIED, unless the worker has a better
+  // one). Any thread; must not block. Judges `from.origin`, `from.via` and `from.relayed`
+  // only (the router judges a run of messages that share them once). The default admits kApp
+  // and kLocal only.
+  virtual absl::Status Admit(const SenderInfo& from) const;
+
+  // See Carrier. Any thread.
+  virtual Carrier CarrierOf() const { return {}; }
 
   // True for workers that take refusal notices (Message::refusal); the router drops notices
   // addressed to any other worker.
@@ -77,6 +107,9 @@ class Worker {
 
   // The local address it was started at ("" before).
   const std::string& address() const { return address_; }
+  // Unique among this router's workers for its whole life (never reused); 0 before started.
+  // Provenance names the worker a message arrived through by it (SenderInfo::via).
+  uint64_t id() const { return id_; }
   // The router it was started on. Only valid once started.
   Router& router() const { return *router_; }
   const Strand& strand() const { return strand_; }
@@ -85,6 +118,7 @@ class Worker {
   friend class Router;
   Strand strand_;
   std::string address_;
+  uint64_t id_ = 0;
   Router* router_ = nullptr;
 };
 

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
@@ -97,6 +98,14 @@ absl::Status RunDaemon(const Options& options) {
   tcp_options.max_frame_bytes = options.max_frame_bytes;
   tcp_options.max_write_queue_bytes = options.max_connection_queue_bytes;
   tcp_options.max_unsettled_read_bytes = options.max_connection_unsettled_bytes;
+  tcp_options.insecure_plaintext = options.insecure_plaintext;
+  for (const std::string& entry : options.allow_dial) {
+    absl::Status added = tcp_options.allow_dial.Add(entry);
+    if (!added.ok()) return added;
+  }
+  tcp_options.max_connections = options.max_connections;
+  tcp_options.max_connections_per_address = options.max_connections_per_address;
+  tcp_options.idle_timeout = options.connection_idle_timeout;
   transport::TcpTransport tcp(router, tcp_options);
   std::promise<void> stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -109,17 +118,38 @@ absl::Status RunDaemon(const Options& options) {
     auto bound = tcp.Listen(listen);
     if (!bound.ok()) return bound.status();
   }
+  // What rides on a connection (for idleness and the handshake reserve), known once the relay
+  // parts exist; these run only after start-up, on io threads.
+  relay::RelayClients* relay_clients = nullptr;
+  relay::RelayHub* relay_hub = nullptr;
+  auto privileged = [&relay_clients, &relay_hub](uint64_t connection) {
+    return (relay_clients != nullptr && relay_clients->RidesOn(connection)) ||
+           (relay_hub != nullptr && relay_hub->HasRelayOn(connection));
+  };
   channel::ChannelOptions channel_options;
-  channel_options.insecure_plaintext = options.insecure_plaintext;
   channel_options.max_channels = options.max_channels;
-  channel_options.max_pending_handshakes_per_listener = options.max_pending_handshakes;
+  channel_options.max_pending_handshakes = options.max_pending_handshakes;
+  channel_options.max_pending_handshakes_per_sender = options.max_pending_handshakes_per_connection;
+  channel_options.max_pending_handshakes_per_address = options.max_pending_handshakes_per_address;
+  channel_options.handshake_rate = options.max_handshake_rate;
+  channel_options.max_channels_per_identity = options.max_channels_per_identity;
+  channel_options.idle_timeout = options.channel_idle_timeout;
+  channel_options.responder_timeout = options.handshake_timeout;
+  channel_options.privileged_carrier = privileged;
   channel_options.max_batch_bytes =
       std::min<size_t>(channel_options.max_batch_bytes, options.max_frame_bytes / 2);
   channel::SecureChannelManager channels(router, **identities, channel_options);
+  tcp.AddCloseObserver([&channels](const std::string& connection, uint64_t id) {
+    channels.OnCarrierClosed(id, absl::StrCat("its connection ", connection, " closed"));
+  });
+  tcp.SetInUse([&channels, privileged](uint64_t connection) {
+    return channels.Carries(connection) || privileged(connection);
+  });
   relay::RelayClientOptions relay_options;
   relay_options.heartbeat_interval = relay_options.heartbeat_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(options.relay_heartbeat_seconds * 1000));
   relay::RelayClients relays(channels, relay_options);
+  relay_clients = &relays;
   std::shared_ptr<relay::RelayHub> hub;
   if (options.hub) {
     relay::AllowList allow;
@@ -135,6 +165,7 @@ absl::Status RunDaemon(const Options& options) {
     hub = std::make_shared<relay::RelayHub>(router, channels, tcp, limits, std::move(allow));
     absl::Status started = hub->Start("default");
     if (!started.ok()) return started;
+    relay_hub = hub.get();
   } else if (!options.relay_allow.empty()) {
     return absl::InvalidArgumentError("--relay-allow needs --hub");
   }
@@ -151,6 +182,7 @@ absl::Status RunDaemon(const Options& options) {
   settings.max_serve_streams = options.api_max_serve_streams;
   settings.max_pending_batches = options.api_max_pending_batches;
   settings.max_calls_per_connection = options.api_max_calls_per_connection;
+  settings.open_timeout = options.api_open_timeout;
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
                                    relays, hub.get(), io);
   if (!api.ok()) return api.status();
@@ -169,6 +201,10 @@ absl::Status RunDaemon(const Options& options) {
   IoThreads io_threads(io, threads);
   if (options.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: app payloads may leave this host unencrypted");
+  }
+  if (!tcp_options.allow_dial.empty()) {
+    spdlog::warn("--allow-dial: this node dials {} for messages from other nodes",
+                 absl::StrJoin(tcp_options.allow_dial.entries(), ", "));
   }
   spdlog::info("veild {} ready: api={} serve-socket={} tcp=[{}] health={} metrics={} state-dir={}",
                kVeilVersion, (*api)->endpoint(),

@@ -27,6 +27,8 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   Options o;
   o.max_frame_bytes = transport::kDefaultMaxFrameBytes;
   double grace_seconds = 10;
+  double channel_idle_seconds = 3600, connection_idle_seconds = 300, open_seconds = 5,
+         handshake_seconds = 30;
   CLI::App app{
       "veild — the veil daemon: a vault of keys, identities, routing, transports and secure\n"
       "channels, serving the veil.v1 gRPC API to local apps. See README.md and docs/.",
@@ -157,9 +159,64 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
       ->check(CLI::Range(size_t{1}, size_t{10000000}))
       ->capture_default_str();
   app.add_option("--max-pending-handshakes", o.max_pending_handshakes,
-                 "Half-open handshakes one secure channel listener may hold; more are refused "
-                 "(\"the listener is busy\")")
+                 "Half-open handshakes this node's listeners may hold in all; more are refused "
+                 "(\"the listener is busy\"). A quarter is kept for handshakes arriving over "
+                 "the connections of relays (this node's, or on a hub its relay owners')")
+      ->check(CLI::Range(size_t{4}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--max-pending-handshakes-per-connection",
+                 o.max_pending_handshakes_per_connection,
+                 "Half-open handshakes from one sender: one connection, or, through a relay, one "
+                 "connection of the hub's")
       ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--max-pending-handshakes-per-address", o.max_pending_handshakes_per_address,
+                 "Half-open handshakes from one remote IP address (over direct connections)")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--max-handshake-rate", o.max_handshake_rate,
+                 "New handshakes per second this node answers from other nodes (bursts up to a "
+                 "second's worth); beyond it they are refused as busy")
+      ->check(CLI::Range(1.0, 1e7))
+      ->capture_default_str();
+  app.add_option("--max-channels-per-identity", o.max_channels_per_identity,
+                 "Secure channels one remote identity may open to this node's listeners; more "
+                 "are refused (TOO_MANY_CHANNELS)")
+      ->check(CLI::Range(size_t{1}, size_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--channel-idle-timeout", channel_idle_seconds,
+                 "Seconds an established secure channel may carry nothing either way before it "
+                 "closes (telling the far end); 0: never")
+      ->check(CLI::Range(0.0, 1e7))
+      ->capture_default_str();
+  app.add_option("--allow-dial", o.allow_dial,
+                 "A /tcp hop this node may dial for messages from other nodes or out of secure "
+                 "channels: HOST:PORT, HOST:*, an IP network (10.0.0.0/8:*) or * (repeatable). "
+                 "Default: none; this node's own apps and workers may always dial");
+  app.add_option("--max-connections", o.max_connections,
+                 "Connections from other nodes open at once; more are refused "
+                 "(TOO_MANY_CONNECTIONS)")
+      ->check(CLI::Range(size_t{1}, size_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--max-connections-per-address", o.max_connections_per_address,
+                 "Connections from one remote IP address open at once")
+      ->check(CLI::Range(size_t{1}, size_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--connection-idle-timeout", connection_idle_seconds,
+                 "Seconds a connection may carry no frame either way, with no secure channel "
+                 "or relay of this node on it, before it is closed; 0: never")
+      ->check(CLI::Range(0.0, 1e7))
+      ->capture_default_str();
+  app.add_option("--api-open-timeout", open_seconds,
+                 "Seconds a Serve stream (gRPC or serve socket) has to send `open` before it is "
+                 "ended (DEADLINE_EXCEEDED)")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", handshake_seconds,
+                 "Seconds a listener's half-open handshake may wait for the initiator's last "
+                 "message, and an established channel for the initiator's confirmation, before "
+                 "they are dropped")
+      ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
   app.add_option("--relay-heartbeat", o.relay_heartbeat_seconds,
                  "Seconds between a relay session's heartbeats to its hub; a hub silent for as "
@@ -199,7 +256,14 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                             std::to_string(o.serve_socket.size()) + " bytes; the limit is " +
                             std::to_string(api::kMaxUnixSocketPath) + "\n"};
   }
-  o.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000));
+  auto millis = [](double seconds) {
+    return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  };
+  o.shutdown_grace = millis(grace_seconds);
+  o.channel_idle_timeout = millis(channel_idle_seconds);
+  o.connection_idle_timeout = millis(connection_idle_seconds);
+  o.api_open_timeout = millis(open_seconds);
+  o.handshake_timeout = millis(handshake_seconds);
   return o;
 }
 

@@ -46,6 +46,18 @@ struct Options {
   size_t max_connection_unsettled_bytes = 8 * 1024 * 1024;
   size_t max_channels = 100000;
   size_t max_pending_handshakes = 1024;
+  // Access control and limits against strangers (docs/security.md).
+  std::vector<std::string> allow_dial;  // /tcp hops dialled for others (dial_policy.h)
+  size_t max_pending_handshakes_per_connection = 64;
+  size_t max_pending_handshakes_per_address = 256;
+  double max_handshake_rate = 1000;
+  size_t max_channels_per_identity = 1024;
+  std::chrono::milliseconds channel_idle_timeout{3600 * 1000};  // 0: never
+  size_t max_connections = 4096;
+  size_t max_connections_per_address = 32;
+  std::chrono::milliseconds connection_idle_timeout{300 * 1000};  // 0: never
+  std::chrono::milliseconds api_open_timeout{5000};
+  std::chrono::milliseconds handshake_timeout{30000};
 };
 
 // What ParseOptions asks main to do instead of running: print `text` and exit with `code`.

@@ -10,8 +10,10 @@
 namespace veil::relay {
 namespace {
 
-// Where the hub's answers arrive.
-class ResponseWorker final : public core::Worker {
+}  // namespace
+
+// Where the hub's answers arrive: only out of the session's current channel to the hub.
+class RelayClient::ResponseWorker final : public core::Worker {
  public:
   ResponseWorker(core::Strand strand, std::weak_ptr<RelayClient> client)
       : Worker(std::move(strand)), client_(std::move(client)) {}
@@ -19,10 +21,24 @@ class ResponseWorker final : public core::Worker {
     msg.receipt.Settle(absl::OkStatus());
     if (auto client = client_.lock()) client->OnResponse(std::move(msg));
   }
+  absl::Status Admit(const core::SenderInfo& from) const override {
+    if (from.origin == core::SenderInfo::Origin::kSecureChannel &&
+        from.via == channel_.load(std::memory_order_acquire)) {
+      return absl::OkStatus();
+    }
+    return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                           "a relay session takes answers only from its channel to the hub",
+                           reason::kAccessDenied);
+  }
+  // The channel to the hub (its encryptor's worker id), 0 when none.
+  void set_channel(uint64_t encryptor_id) { channel_.store(encryptor_id, std::memory_order_release); }
 
  private:
   std::weak_ptr<RelayClient> client_;
+  std::atomic<uint64_t> channel_{0};
 };
+
+namespace {
 
 // Reports a request that could not be handed on (dead channel or connection).
 class RequestTracker final : public core::SendTracker {
@@ -87,8 +103,8 @@ void RelayClient::Start(Outcome first, bool retry_until_up) {
                        retry_until_up]() mutable {
     self->first_ = std::move(first);
     self->retry_until_up_ = retry_until_up;
-    self->worker_address_ = self->router_.StartWorkerWithPrefix(
-        "_relay_", std::make_shared<ResponseWorker>(self->strand_, self));
+    self->response_worker_ = std::make_shared<ResponseWorker>(self->strand_, self);
+    self->worker_address_ = self->router_.StartWorkerWithPrefix("_relay_", self->response_worker_);
     self->Connect();
   });
 }
@@ -118,6 +134,8 @@ void RelayClient::OnChannel(uint64_t generation, absl::StatusOr<channel::Channel
     return;
   }
   channel_ = info->address;
+  response_worker_->set_channel(info->encryptor_id);
+  hub_carrier_.store(info->carrier, std::memory_order_release);
   Update([&](RelayStatus& s) {
     s.channel = info->address;
     s.hub_identifier = info->remote_identifier;
@@ -250,6 +268,8 @@ void RelayClient::ScheduleHeartbeat() {
 }
 
 void RelayClient::CloseChannel() {
+  if (response_worker_ != nullptr) response_worker_->set_channel(0);
+  hub_carrier_.store(0, std::memory_order_release);
   if (!channel_.empty()) {
     (void)channels_.DeleteChannel(channel_);
     channel_.clear();

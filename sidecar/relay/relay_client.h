@@ -10,6 +10,7 @@
 #ifndef VEIL_SIDECAR_RELAY_RELAY_CLIENT_H_
 #define VEIL_SIDECAR_RELAY_RELAY_CLIENT_H_
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -64,12 +65,15 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   // Unregisters (best effort), closes the channel, stops retrying.
   void Stop();
   RelayStatus Status() const;
+  // The worker id of the connection under the channel to the hub (0: none). Any thread.
+  uint64_t hub_carrier() const { return hub_carrier_.load(std::memory_order_acquire); }
 
   // On the strand: a response from the hub's relay service.
   void OnResponse(core::Message msg);
   const core::Strand& strand() const { return strand_; }
 
  private:
+  class ResponseWorker;
   void Connect();
   void OnChannel(uint64_t generation, absl::StatusOr<channel::ChannelInfo> info);
   // Fails the session if the pending request is not answered in time, unless this node is
@@ -96,7 +100,9 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   Backoff backoff_;
   asio::steady_timer timer_;        // heartbeats and reconnects
   asio::steady_timer reply_timer_;  // the outstanding request's deadline
+  std::shared_ptr<ResponseWorker> response_worker_;
   std::string worker_address_;      // where the hub answers
+  std::atomic<uint64_t> hub_carrier_{0};
   std::string channel_;             // current channel to the hub, "" when none
   std::string requested_name_;      // what to (re-)register
   uint64_t hub_bytes_seen_ = 0;     // the hub connection's bytes when the request went out

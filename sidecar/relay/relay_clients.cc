@@ -119,4 +119,13 @@ void RelayClients::Shutdown() {
   for (auto& client : clients) client->Stop();
 }
 
+bool RelayClients::RidesOn(uint64_t carrier) const {
+  if (carrier == 0) return false;
+  veil::MutexLock lock(&mu_);
+  for (const auto& client : clients_) {
+    if (client->hub_carrier() == carrier) return true;
+  }
+  return false;
+}
+
 }  // namespace veil::relay

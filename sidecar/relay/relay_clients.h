@@ -35,6 +35,8 @@ class RelayClients {
   absl::StatusOr<RelayStatus> Get(const std::string& name) const;
   // Unregisters from the hub and forgets it. NOT_FOUND when absent.
   absl::Status Delete(const std::string& name);
+  // Whether a relay's channel to its hub runs over the connection with worker id `carrier`.
+  bool RidesOn(uint64_t carrier) const;
   void Shutdown();
 
  private:

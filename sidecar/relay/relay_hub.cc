@@ -25,6 +25,13 @@ class ServiceWorker final : public core::Worker {
     hub_->OnRequest(std::move(msg));
   }
   void OnStop() override { hub_.reset(); }
+  // Relay requests must be authenticated: they come only out of a secure channel to the hub.
+  absl::Status Admit(const core::SenderInfo& from) const override {
+    if (from.origin == core::SenderInfo::Origin::kSecureChannel) return absl::OkStatus();
+    return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                           "relay requests must come through a secure channel to the hub",
+                           "SECURE_CHANNEL_REQUIRED");
+  }
 
  private:
   std::shared_ptr<RelayHub> hub_;
@@ -56,12 +63,46 @@ class QueuedBytes final : public core::SendTracker {
   core::Receipt original_;
 };
 
-// The relay's worker: prepends the owner's connection to the onward route.
+// The relay's worker, both ways. Anyone may send to it (that is what a relay is for): it
+// hands the message to the owner's connection, marked relayed, with itself put first on the
+// return route. The owner's answers come back to it, over the owner's connection, naming next
+// the connection (or local worker) that sent through the relay: only those may be answered,
+// and the answer's return route again starts with the relay. So the hub's connections are
+// reached from the network only through relays, and a relay only ever joins its owner to those
+// who addressed it.
 class RelayHub::Forwarder final : public core::Worker {
  public:
-  Forwarder(core::Strand strand, std::string connection, size_t max_queued)
-      : Worker(std::move(strand)), connection_(std::move(connection)), max_queued_(max_queued) {}
+  Forwarder(core::Strand strand, std::string connection, uint64_t connection_id,
+            size_t max_queued)
+      : Worker(std::move(strand)),
+        connection_(std::move(connection)),
+        connection_id_(connection_id),
+        max_queued_(max_queued) {}
+  absl::Status Admit(const core::SenderInfo&) const override { return absl::OkStatus(); }
+  bool TakesRefusals() const override { return true; }  // carries them both ways
+  // A hub-local channel through this relay hears back over the owner's connection.
+  core::Carrier CarrierOf() const override {
+    veil::MutexLock lock(&mu_);
+    return {core::SenderInfo::Origin::kTransport, connection_id_};
+  }
+  uint64_t connection_id() const {
+    veil::MutexLock lock(&mu_);
+    return connection_id_;
+  }
   void HandleMessage(core::Message msg) override {
+    std::string connection;
+    uint64_t connection_id;
+    {
+      veil::MutexLock lock(&mu_);
+      connection = connection_;
+      connection_id = connection_id_;
+    }
+    const bool from_owner = msg.sender.origin == core::SenderInfo::Origin::kTransport &&
+                            msg.sender.via == connection_id;
+    if (from_owner) {
+      Answer(std::move(msg));
+      return;
+    }
     size_t bytes = msg.payload.size();
     // A paced message (read from a connection) is taken over the limit: its connection stops
     // reading while it waits, so its sender is refused at home instead of losing it here.
@@ -72,11 +113,12 @@ class RelayHub::Forwarder final : public core::Worker {
           reason::kQueueFull));
       return;
     }
-    std::string connection;
-    {
+    if (!msg.return_route.empty() && msg.return_route.front().is_local()) {
       veil::MutexLock lock(&mu_);
-      connection = connection_;
+      senders_.insert(msg.return_route.front().value());  // who the owner may answer
     }
+    msg.return_route.PushFront(core::Address::Local(address()));
+    msg.sender.relayed = true;
     queued_->fetch_add(bytes, std::memory_order_relaxed);
     msg.receipt = core::Receipt(std::make_shared<QueuedBytes>(queued_, bytes, std::move(msg.receipt)), 0);
     msg.onward.PushFront(core::Address::Local(std::move(connection)));
@@ -84,14 +126,46 @@ class RelayHub::Forwarder final : public core::Worker {
   }
   // Locks what it shares: the router calls it on the sender's thread (one hop fewer per message).
   bool HandlesOnAnyThread() const override { return true; }
-  void Retarget(std::string connection) {
+  void Retarget(std::string connection, uint64_t connection_id) {
     veil::MutexLock lock(&mu_);
     connection_ = std::move(connection);
+    connection_id_ = connection_id;
+  }
+  // `worker` (a connection) is gone: it can no longer be answered.
+  void Forget(const std::string& worker) {
+    veil::MutexLock lock(&mu_);
+    senders_.erase(worker);
   }
 
  private:
-  veil::Mutex mu_;
+  // The owner answers someone who sent through this relay.
+  void Answer(core::Message msg) {
+    bool known;
+    {
+      veil::MutexLock lock(&mu_);
+      known = !msg.onward.empty() && msg.onward.front().is_local() &&
+              senders_.contains(msg.onward.front().value());
+    }
+    if (!known) {
+      router().Refuse(std::move(msg), ErrorWithReason(
+          absl::StatusCode::kPermissionDenied,
+          absl::StrCat("relay ", address(), " answers only those who sent through it"),
+          reason::kAccessDenied));
+      return;
+    }
+    // The owner's connection put itself first on the return route: answers to this go back
+    // through the relay instead.
+    if (!msg.return_route.empty()) msg.return_route.PopFront();
+    msg.return_route.PushFront(core::Address::Local(address()));
+    msg.sender.relayed = true;
+    router().Send(std::move(msg));
+  }
+
+  mutable veil::Mutex mu_;
   std::string connection_ ABSL_GUARDED_BY(mu_);
+  uint64_t connection_id_ ABSL_GUARDED_BY(mu_);
+  // The first hops of the return routes of what went through: whom the owner may answer.
+  absl::flat_hash_set<std::string> senders_ ABSL_GUARDED_BY(mu_);
   const size_t max_queued_;
   const std::shared_ptr<std::atomic<size_t>> queued_ = std::make_shared<std::atomic<size_t>>(0);
 };
@@ -107,7 +181,7 @@ RelayHub::RelayHub(core::Router& router, channel::SecureChannelManager& channels
 RelayHub::~RelayHub() = default;
 
 absl::Status RelayHub::Start(const std::string& identity_name) {
-  tcp_.AddCloseObserver([weak = weak_from_this()](const std::string& connection) {
+  tcp_.AddCloseObserver([weak = weak_from_this()](const std::string& connection, uint64_t) {
     if (auto hub = weak.lock()) hub->OnConnectionClosed(connection);
   });
   RETURN_IF_ERROR(router_.StartWorker(
@@ -122,7 +196,8 @@ absl::Status RelayHub::Start(const std::string& identity_name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> RelayHub::OwnerConnection(const core::Message& msg) const {
+absl::StatusOr<std::pair<std::string, uint64_t>> RelayHub::OwnerConnection(
+    const core::Message& msg) const {
   if (msg.sender.origin != core::SenderInfo::Origin::kSecureChannel) {
     return ErrorWithReason(absl::StatusCode::kPermissionDenied,
                            "relay requests must come through a secure channel to the hub",
@@ -138,7 +213,15 @@ absl::StatusOr<std::string> RelayHub::OwnerConnection(const core::Message& msg) 
                            "the secure channel to the hub does not arrive over a connection",
                            "NO_OWNER_CONNECTION");
   }
-  return route->front().value();
+  return std::make_pair(route->front().value(), first->id());
+}
+
+bool RelayHub::HasRelayOn(uint64_t connection) const {
+  veil::MutexLock lock(&mu_);
+  for (const auto& [name, forwarder] : forwarders_) {
+    if (forwarder->connection_id() == connection) return true;
+  }
+  return false;
 }
 
 wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
@@ -154,7 +237,7 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
   veil::MutexLock lock(&mu_);
   switch (request.kind_case()) {
     case wire::v1::RelayRequest::kRegister: {
-      auto entry = registry_.Register(owner, request.register_().name(), *connection,
+      auto entry = registry_.Register(owner, request.register_().name(), connection->first,
                                       RelayRegistry::Clock::now());
       if (!entry.ok()) {
         spdlog::warn("hub: refused relay \"{}\" for {}: {}", request.register_().name(), owner,
@@ -165,10 +248,10 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
       std::string address = absl::StrCat(kForwarderPrefix, entry->name);
       auto it = forwarders_.find(entry->name);
       if (it != forwarders_.end()) {
-        it->second->Retarget(*connection);
+        it->second->Retarget(connection->first, connection->second);
       } else {
-        auto forwarder =
-            std::make_shared<Forwarder>(router_.NewStrand(), *connection, queued_bytes_per_relay_);
+        auto forwarder = std::make_shared<Forwarder>(router_.NewStrand(), connection->first,
+                                                     connection->second, queued_bytes_per_relay_);
         absl::Status started = router_.StartWorker(address, forwarder);
         if (!started.ok()) {
           (void)registry_.Unregister(owner, entry->name);
@@ -177,7 +260,7 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
         }
         forwarders_[entry->name] = std::move(forwarder);
       }
-      spdlog::info("hub: relay {} for {} via {}", address, owner, *connection);
+      spdlog::info("hub: relay {} for {} via {}", address, owner, connection->first);
       response.mutable_registered()->set_name(entry->name);
       response.mutable_registered()->set_address(address);
       return response;
@@ -237,6 +320,7 @@ void RelayHub::OnRequest(core::Message msg) {
 
 void RelayHub::OnConnectionClosed(const std::string& connection) {
   veil::MutexLock lock(&mu_);
+  for (auto& [name, forwarder] : forwarders_) forwarder->Forget(connection);
   for (const std::string& name : registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
     auto it = forwarders_.find(name);
     if (it == forwarders_.end()) continue;

@@ -42,6 +42,8 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   absl::Status Start(const std::string& identity_name);
   // Live relays, sorted by name.
   std::vector<RelayEntry> List() const;
+  // Whether a relay forwards over the connection with worker id `connection`. Any thread.
+  bool HasRelayOn(uint64_t connection) const;
 
   // For the service worker, on its strand.
   void OnRequest(core::Message msg);
@@ -49,7 +51,8 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
  private:
   class Forwarder;
   wire::v1::RelayResponse Handle(const wire::v1::RelayRequest& request, const core::Message& msg);
-  absl::StatusOr<std::string> OwnerConnection(const core::Message& msg) const;
+  // The connection (worker address and id) the secure channel `msg` came out of runs over.
+  absl::StatusOr<std::pair<std::string, uint64_t>> OwnerConnection(const core::Message& msg) const;
   void OnConnectionClosed(const std::string& connection);
 
   core::Router& router_;

@@ -18,12 +18,12 @@ absl::Status Malformed(absl::string_view why) {
 
 absl::Status AppendFrameHead(const core::Route& onward, const core::Route& return_route,
                              size_t payload_size, size_t max_frame_bytes, std::string& out,
-                             const absl::Status& refusal) {
+                             const absl::Status& refusal, uint64_t path_tag) {
   // The head is encoded once, behind room for the length, which is filled in after (encoding
   // the routes to learn the size first would encode them twice per frame).
   const size_t start = out.size();
   out.append(kFrameHeaderBytes, '\0');
-  core::AppendEncodedMessageHead(onward, return_route, payload_size, out, refusal);
+  core::AppendEncodedMessageHead(onward, return_route, payload_size, out, refusal, path_tag);
   const size_t body_size = out.size() - start - kFrameHeaderBytes + payload_size;
   if (body_size > max_frame_bytes) {
     out.resize(start);
@@ -42,11 +42,22 @@ absl::Status AppendFrameHead(const core::Route& onward, const core::Route& retur
 
 absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
                          absl::string_view payload, size_t max_frame_bytes, std::string& out,
-                         const absl::Status& refusal) {
-  absl::Status head =
-      AppendFrameHead(onward, return_route, payload.size(), max_frame_bytes, out, refusal);
+                         const absl::Status& refusal, uint64_t path_tag) {
+  absl::Status head = AppendFrameHead(onward, return_route, payload.size(), max_frame_bytes, out,
+                                      refusal, path_tag);
   if (head.ok()) out.append(payload.data(), payload.size());
   return head;
+}
+
+void AppendConnectionRefusalFrame(const absl::Status& why, std::string& out) {
+  const size_t start = out.size();
+  out.append(kFrameHeaderBytes, '\0');
+  core::AppendConnectionRefusal(why, out);
+  const size_t body_size = out.size() - start - kFrameHeaderBytes;
+  out[start] = static_cast<char>(body_size >> 24);
+  out[start + 1] = static_cast<char>(body_size >> 16);
+  out[start + 2] = static_cast<char>(body_size >> 8);
+  out[start + 3] = static_cast<char>(body_size);
 }
 
 std::span<char> FrameDecoder::WritableSpace(size_t min_bytes) {

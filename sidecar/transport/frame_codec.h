@@ -4,6 +4,9 @@
 //   frame      = length:u32 big-endian, body:length bytes (a serialized
 //                veil.wire.v1.TransportMessage)
 //
+// The encoding of the body is core/message_codec.h's; this file and it are the only reader
+// and writer of the format.
+//
 // A frame body is never empty (a message always has an onward hop) and never longer than the
 // connection's maximum frame size. Every decoding error is terminal for the connection: the
 // stream cannot be resynchronised.
@@ -36,13 +39,18 @@ inline constexpr absl::string_view kMalformedFrame = core::kMalformedMessage;
 // MESSAGE_TOO_LARGE); the message is never truncated.
 absl::Status AppendFrame(const core::Route& onward, const core::Route& return_route,
                          absl::string_view payload, size_t max_frame_bytes, std::string& out,
-                         const absl::Status& refusal = absl::OkStatus());
+                         const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);
 
 // The same but for the payload's bytes, which the caller writes right after (e.g. from where
 // they are, with a gathering write).
 absl::Status AppendFrameHead(const core::Route& onward, const core::Route& return_route,
                              size_t payload_size, size_t max_frame_bytes, std::string& out,
-                             const absl::Status& refusal = absl::OkStatus());
+                             const absl::Status& refusal = absl::OkStatus(),
+                             uint64_t path_tag = 0);
+
+// Appends the frame that refuses a whole connection with `why` (not OK): the last a node
+// writes on a connection it will not serve (docs/protocol.md, "Connection refusals").
+void AppendConnectionRefusalFrame(const absl::Status& why, std::string& out);
 
 // A frame body decodes with core::DecodeMessage (sidecar/core/message_codec.h).
 

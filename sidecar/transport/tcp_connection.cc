@@ -17,7 +17,12 @@
 namespace veil::transport {
 namespace {
 
-constexpr size_t kReadChunk = 256 * 1024;
+// Reads start with a small buffer (an idle or unauthenticated connection costs little) and
+// double up to kMaxReadChunk while reads fill what they are given.
+constexpr size_t kFirstReadChunk = 4 * 1024;
+constexpr size_t kMaxReadChunk = 256 * 1024;
+// How long a refused connection is kept, reading and discarding, for its peer to close it.
+constexpr std::chrono::milliseconds kRefusalLinger{2000};
 // Payloads from this size on are written from where they are rather than copied into the queue.
 constexpr size_t kGatherPayloadBytes = 32 * 1024;
 
@@ -89,7 +94,11 @@ TcpConnection::TcpConnection(core::Strand strand, TcpTransport& transport,
       socket_(strand),
       resolver_(strand),
       connect_timer_(strand),
+      idle_timer_(strand),
+      read_chunk_(kFirstReadChunk),
       decoder_(options.max_frame_bytes) {
+  auto host_port = core::ParseHostPort(peer_);
+  remote_host_ = host_port.ok() ? host_port->host : peer_;
   pending_.push_back(static_cast<char>(kWireVersion));
 }
 
@@ -108,7 +117,12 @@ TcpConnection::TcpConnection(core::Strand strand, TcpTransport& transport,
       socket_(std::move(socket)),
       resolver_(strand),
       connect_timer_(strand),
+      idle_timer_(strand),
+      read_chunk_(kFirstReadChunk),
       decoder_(options.max_frame_bytes) {
+  asio::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  remote_host_ = ec ? std::string("unknown") : ep.address().to_string();
   pending_.push_back(static_cast<char>(kWireVersion));
 }
 
@@ -174,8 +188,72 @@ void TcpConnection::OnConnected() {
   read_tracker_ = std::make_shared<ReadTracker>(weak_from_this(), options_.max_unsettled_read_bytes,
                                                 transport_.stats());
   spdlog::debug("tcp connection {} {} {}", address(), outgoing_ ? "to" : "from", peer_);
+  last_frame_ = std::chrono::steady_clock::now();
+  if (options_.idle_timeout.count() > 0) ArmIdleTimer(options_.idle_timeout);
   ReadMore();
   Flush();
+}
+
+void TcpConnection::ArmIdleTimer(std::chrono::milliseconds after) {
+  idle_timer_.expires_after(after);
+  idle_timer_.async_wait(asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec) {
+    if (!ec) self->OnIdleTimer();
+  }));
+}
+
+void TcpConnection::OnIdleTimer() {
+  if (state_ != State::kOpen) return;
+  if (close_after_flush_.has_value()) {  // refused, and the peer did not close in time
+    absl::Status why = *close_after_flush_;
+    CloseNow(std::move(why));
+    return;
+  }
+  auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - last_frame_);
+  if (idle < options_.idle_timeout || write_in_flight_ || transport_.InUse(id())) {
+    ArmIdleTimer(idle < options_.idle_timeout ? options_.idle_timeout - idle : options_.idle_timeout);
+    return;
+  }
+  transport_.stats().idle_closed.fetch_add(1, std::memory_order_relaxed);
+  Refuse(ErrorWithReason(absl::StatusCode::kUnavailable,
+                         absl::StrCat("no frame either way for ", options_.idle_timeout.count(),
+                                      " ms and nothing of this node uses it"),
+                         reason::kIdleTimeout));
+}
+
+void TcpConnection::Refuse(absl::Status why) {
+  asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+    if (self->state_ == State::kClosed || self->close_after_flush_.has_value()) return;
+    spdlog::info("tcp connection {} {} {}: refusing it: {}", self->address(),
+                 self->outgoing_ ? "to" : "from", self->peer_, why.message());
+    AppendConnectionRefusalFrame(why, self->pending_);
+    self->close_after_flush_ = std::move(why);
+    if (self->state_ == State::kOpen) self->Flush();
+  });
+}
+
+void TcpConnection::AdmitRepliesFrom(uint64_t connection) {
+  veil::MutexLock lock(&replies_mu_);
+  reply_connections_.insert(connection);
+}
+
+absl::Status TcpConnection::Admit(const core::SenderInfo& from) const {
+  switch (from.origin) {
+    case core::SenderInfo::Origin::kLocal:
+      return absl::OkStatus();
+    case core::SenderInfo::Origin::kApp:
+    case core::SenderInfo::Origin::kSecureChannel:
+      return transport_.PlaintextEgress(from, absl::StrCat("/service/", address()));
+    case core::SenderInfo::Origin::kTransport: {
+      if (from.relayed) return absl::OkStatus();
+      veil::MutexLock lock(&replies_mu_);
+      if (reply_connections_.contains(from.via)) return absl::OkStatus();
+      break;
+    }
+  }
+  return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                         "a connection of this node carries on only what this node forwarded",
+                         reason::kAccessDenied);
 }
 
 void TcpConnection::HandleMessage(core::Message msg) {
@@ -190,7 +268,19 @@ void TcpConnection::HandleMessage(core::Message msg) {
     router().Refuse(std::move(msg), close_status_);
     return;
   }
-  if (pending_.size() + pending_pieces_bytes_ > options_.max_write_queue_bytes && !msg.paced) {
+  const size_t queued = pending_.size() + pending_pieces_bytes_;
+  if (!msg.refusal.ok() && queued > kMaxQueuedNoticeBytes) {  // a peer that does not read
+    transport_.stats().notices_dropped.fetch_add(1, std::memory_order_relaxed);
+    msg.receipt.Settle(absl::OkStatus());
+    return;
+  }
+  if (close_after_flush_.has_value()) {
+    router().Refuse(std::move(msg), *close_after_flush_);
+    return;
+  }
+  // Forwarded (paced) messages too: a stalled far end holds at most this much here, however
+  // many connections feed it.
+  if (queued > options_.max_write_queue_bytes) {
     router().Refuse(std::move(msg), ErrorWithReason(
         absl::StatusCode::kResourceExhausted,
         absl::StrCat("write queue to ", peer_, " is full (", options_.max_write_queue_bytes,
@@ -201,9 +291,9 @@ void TcpConnection::HandleMessage(core::Message msg) {
   const bool gather = msg.payload.size() >= kGatherPayloadBytes;
   absl::Status framed =
       gather ? AppendFrameHead(msg.onward, msg.return_route, msg.payload.size(),
-                               options_.max_frame_bytes, pending_, msg.refusal)
+                               options_.max_frame_bytes, pending_, msg.refusal, msg.path_tag)
              : AppendFrame(msg.onward, msg.return_route, msg.payload, options_.max_frame_bytes,
-                           pending_, msg.refusal);
+                           pending_, msg.refusal, msg.path_tag);
   if (!framed.ok()) {
     router().Refuse(std::move(msg), std::move(framed));
     return;
@@ -245,12 +335,24 @@ void TcpConnection::Flush() {
         self->writing_receipts_.clear();
         self->writing_.clear();
         self->writing_pieces_.clear();
+        self->last_frame_ = std::chrono::steady_clock::now();
+        if (self->close_after_flush_.has_value() && self->pending_.empty() &&
+            self->pending_pieces_.empty()) {
+          // The refusal is written: stop writing, and read (and discard) until the peer
+          // closes or kRefusalLinger passes, so that closing with unread input (a reset) does
+          // not destroy the refusal before the peer reads it.
+          asio::error_code ignored;
+          self->socket_.shutdown(asio::socket_base::shutdown_send, ignored);
+          self->ArmIdleTimer(kRefusalLinger);
+          return;
+        }
         self->Flush();
       }));
 }
 
 void TcpConnection::ReadMore() {
-  std::span<char> space = decoder_.WritableSpace(kReadChunk);
+  std::span<char> space = decoder_.WritableSpace(read_chunk_);
+  read_size_ = space.size();
   socket_.async_read_some(
       asio::buffer(space.data(), space.size()),
       asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t n) {
@@ -265,6 +367,11 @@ void TcpConnection::ReadMore() {
 }
 
 void TcpConnection::OnRead(size_t n) {
+  if (close_after_flush_.has_value()) {  // refused: what the peer still sends is discarded
+    ReadMore();
+    return;
+  }
+  if (n == read_size_ && read_chunk_ < kMaxReadChunk) read_chunk_ *= 2;  // reads keep up: grow
   transport_.stats().bytes_received.fetch_add(n, std::memory_order_relaxed);
   bytes_received_.fetch_add(n, std::memory_order_relaxed);
   decoder_.Commit(n);
@@ -277,6 +384,7 @@ void TcpConnection::OnRead(size_t n) {
       return;
     }
     if (!frame->has_value()) break;
+    last_frame_ = std::chrono::steady_clock::now();
     auto msg = core::DecodeMessage(**frame);
     if (!msg.ok()) {
       spdlog::warn("tcp connection {} from {}: {}; closing", address(), peer_,
@@ -285,8 +393,16 @@ void TcpConnection::OnRead(size_t n) {
       return;
     }
     transport_.stats().frames_received.fetch_add(1, std::memory_order_relaxed);
+    if (core::IsConnectionRefusal(*msg)) {
+      const absl::Status& why = msg->refusal;
+      CloseNow(ErrorWithReason(why.code(),
+                               absl::StrCat(peer_, " refused the connection: ", why.message()),
+                               ReasonOf(why)));
+      return;
+    }
     msg->return_route.PushFront(core::Address::Local(address()));
     msg->sender.origin = core::SenderInfo::Origin::kTransport;
+    msg->sender.via = id();
     // The frame's size, which bounds the message's: what the tracker counts until it settles.
     auto bytes = static_cast<uint32_t>((*frame)->size());
     read_tracker_->Add(bytes);
@@ -338,6 +454,7 @@ void TcpConnection::CloseNow(absl::Status why) {
   }
   asio::error_code ignored;
   connect_timer_.cancel();
+  idle_timer_.cancel();
   resolver_.cancel();
   socket_.shutdown(asio::socket_base::shutdown_both, ignored);
   socket_.close(ignored);

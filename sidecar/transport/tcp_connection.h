@@ -16,19 +16,37 @@
 // up and its own senders are refused with QUEUE_FULL. Reading resumes below half the limit.
 // Frames read that could not (wholly) be handed on are counted (Stats::received_refused).
 //
-// Thread-safety: everything but the constructor, peer() and outgoing() runs on strand().
+// Access control (Admit): a connection carries off this host what this node's workers send
+// (channels' ciphertext, handshakes, replies); an app's or a decrypted message only with
+// --insecure-plaintext (PLAINTEXT_EGRESS_REFUSED otherwise); and a message read from another
+// connection only when this node decided to forward it — a relay forwarder handing it to its
+// owner's connection (SenderInfo::relayed), or a reply coming back the way a forwarded
+// message went (AdmitRepliesFrom). Nothing else from the network may make it write.
+//
+// Limits: a connection with no frame either way for `idle_timeout`, on which nothing of this
+// node rides (TcpTransport::SetInUse), is closed with a connection refusal (IDLE_TIMEOUT).
+// Refusal notices wait in the write queue only up to kMaxQueuedNoticeBytes; past that a peer
+// that does not read loses them (counted), instead of growing this node's memory.
+//
+// Thread-safety: everything but the constructor, peer(), outgoing(), Admit(), CarrierOf(),
+// AdmitRepliesFrom() and remote_host() runs on strand().
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_CONNECTION_H_
 #define VEIL_SIDECAR_TRANSPORT_TCP_CONNECTION_H_
 
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "asio/ip/tcp.hpp"
 #include "asio/steady_timer.hpp"
+#include "absl/container/flat_hash_set.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/core/worker.h"
+#include "sidecar/transport/dial_policy.h"
 #include "sidecar/transport/frame_codec.h"
 
 namespace veil::transport {
@@ -42,7 +60,21 @@ struct TcpOptions {
   // Bytes read from the socket and not yet handed on before the connection stops reading.
   size_t max_unsettled_read_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds connect_timeout{10000};
+  // Lets app payloads and decrypted messages leave in plaintext (testing only).
+  bool insecure_plaintext = false;
+  // /tcp hops dialled for messages that did not start on this node (dial_policy.h).
+  DialAllowList allow_dial;
+  // Accepted connections in all and per remote IP address; beyond them a connection is
+  // refused (TOO_MANY_CONNECTIONS) as soon as it is accepted.
+  size_t max_connections = 4096;
+  size_t max_connections_per_address = 32;
+  // A connection with no frame either way for this long, that nothing of this node uses, is
+  // closed. 0: never.
+  std::chrono::milliseconds idle_timeout{300000};
 };
+
+// Bytes of refusal notices a connection's write queue takes; beyond, notices are dropped.
+inline constexpr size_t kMaxQueuedNoticeBytes = 64 * 1024;
 
 class TcpConnection final : public core::Worker,
                             public std::enable_shared_from_this<TcpConnection> {
@@ -59,15 +91,29 @@ class TcpConnection final : public core::Worker,
   // Closes the connection, failing queued messages with `why`. Idempotent; posts to the strand.
   void Close(absl::Status why);
 
+  // Refuses the connection: writes a connection refusal with `why`, then closes. Posts.
+  void Refuse(absl::Status why);
+
   void HandleMessage(core::Message msg) override;
   void OnStop() override;
+  absl::Status Admit(const core::SenderInfo& from) const override;
+  core::Carrier CarrierOf() const override {
+    return {core::SenderInfo::Origin::kTransport, id()};
+  }
   bool LeavesHost() const override { return true; }
   bool TakesRefusals() const override { return true; }  // carries them back to their node
   bool HoldingBack() const override { return read_paused_.load(std::memory_order_relaxed); }
   uint64_t BytesReceived() const override { return bytes_received_.load(std::memory_order_relaxed); }
+  absl::string_view RemoteHost() const override { return remote_host_; }
 
   const std::string& peer() const { return peer_; }
+  // The peer's IP address (accepted connections) or host (outgoing), without the port.
+  const std::string& remote_host() const { return remote_host_; }
   bool outgoing() const { return outgoing_; }
+
+  // Lets replies read from the connection `connection` (its id) be written here: this node
+  // forwarded a message read here out over that one. Any thread.
+  void AdmitRepliesFrom(uint64_t connection);
 
  private:
   enum class State { kConnecting, kOpen, kClosed };
@@ -80,15 +126,24 @@ class TcpConnection final : public core::Worker,
   void ResumeReading();
   void Flush();
   void CloseNow(absl::Status why);
+  void ArmIdleTimer(std::chrono::milliseconds after);
+  void OnIdleTimer();
 
   TcpTransport& transport_;
   const TcpOptions options_;
   const std::string peer_;
+  std::string remote_host_;
   const bool outgoing_;
   asio::ip::tcp::socket socket_;
   asio::ip::tcp::resolver resolver_;
   asio::steady_timer connect_timer_;
+  asio::steady_timer idle_timer_;
+  std::chrono::steady_clock::time_point last_frame_ = std::chrono::steady_clock::now();
+  size_t read_chunk_;  // grows while reads fill it (an idle connection keeps a small buffer)
+  size_t read_size_ = 0;  // the space the read in flight was given
   State state_ = State::kConnecting;
+  // Set by Refuse: close once the queue (ending with the refusal frame) is written.
+  std::optional<absl::Status> close_after_flush_;
   bool was_open_ = false;  // it was open when it closed (a dialled peer worth dialling again)
   absl::Status close_status_;
   FrameDecoder decoder_;
@@ -108,6 +163,9 @@ class TcpConnection final : public core::Worker,
   std::vector<asio::const_buffer> write_buffers_;
   std::vector<core::Receipt> writing_receipts_;
   bool write_in_flight_ = false;
+
+  mutable veil::Mutex replies_mu_;
+  absl::flat_hash_set<uint64_t> reply_connections_ ABSL_GUARDED_BY(replies_mu_);
 };
 
 }  // namespace veil::transport

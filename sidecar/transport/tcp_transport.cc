@@ -68,7 +68,23 @@ void TcpTransport::Accept(Listener* listener) {
           spdlog::warn("tcp listener {}: accept failed: {}", listener->address, ec.message());
         } else {
           auto conn = std::make_shared<TcpConnection>(strand, *this, options_, std::move(socket));
-          if (Adopt(conn) != nullptr) conn->Start();
+          if (Adopt(conn) != nullptr) {
+            absl::Status limit;
+            {
+              veil::MutexLock lock(&mu_);
+              limit = AcceptLimit(conn->remote_host());
+              if (limit.ok()) {
+                ++accepted_;
+                ++accepted_by_host_[conn->remote_host()];
+                accepted_hosts_.emplace(conn->id(), conn->remote_host());
+              }
+            }
+            conn->Start();
+            if (!limit.ok()) {
+              stats_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+              conn->Refuse(std::move(limit));
+            }
+          }
         }
         {
           veil::MutexLock lock(&mu_);
@@ -76,6 +92,23 @@ void TcpTransport::Accept(Listener* listener) {
         }
         Accept(listener);
       });
+}
+
+absl::Status TcpTransport::AcceptLimit(const std::string& host) {
+  if (accepted_ >= options_.max_connections) {
+    return ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                           absl::StrCat("this node has ", accepted_,
+                                        " connections from other nodes, its limit"),
+                           reason::kTooManyConnections);
+  }
+  auto it = accepted_by_host_.find(host);
+  if (it != accepted_by_host_.end() && it->second >= options_.max_connections_per_address) {
+    return ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                           absl::StrCat("this node has ", it->second, " connections from ", host,
+                                        ", its limit per address"),
+                           reason::kTooManyConnections);
+  }
+  return absl::OkStatus();
 }
 
 std::shared_ptr<TcpConnection> TcpTransport::Adopt(std::shared_ptr<TcpConnection> connection) {
@@ -86,43 +119,114 @@ std::shared_ptr<TcpConnection> TcpTransport::Adopt(std::shared_ptr<TcpConnection
     router_.StopWorker(name, connection.get());
     return nullptr;
   }
-  all_.emplace(connection.get(), connection);
+  all_.emplace(connection->id(), connection);
   return connection;
 }
 
-void TcpTransport::Send(core::Message msg) {
-  std::shared_ptr<TcpConnection> connection;
-  bool opened = false;
+absl::StatusOr<std::shared_ptr<TcpConnection>> TcpTransport::Outgoing(const std::string& host_port) {
+  auto shutting_down = [] {
+    return ErrorWithReason(absl::StatusCode::kUnavailable, "the node is shutting down",
+                           reason::kNodeShuttingDown);
+  };
   {
     veil::MutexLock lock(&mu_);
-    if (shut_down_) {
-      msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
-                                         "the node is shutting down", reason::kNodeShuttingDown));
-      return;
-    }
-    auto it = outgoing_.find(msg.onward.front().value());
-    if (it != outgoing_.end()) connection = it->second;
+    if (shut_down_) return shutting_down();
+    auto it = outgoing_.find(host_port);
+    if (it != outgoing_.end()) return it->second;
   }
-  if (connection == nullptr) {
-    auto fresh = std::make_shared<TcpConnection>(router_.NewStrand(), *this, options_,
-                                                 msg.onward.front().value());
-    if (Adopt(fresh) == nullptr) {
-      msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
-                                         "the node is shutting down", reason::kNodeShuttingDown));
-      return;
-    }
+  auto fresh = std::make_shared<TcpConnection>(router_.NewStrand(), *this, options_, host_port);
+  if (Adopt(fresh) == nullptr) return shutting_down();
+  std::shared_ptr<TcpConnection> connection;
+  bool opened;
+  {
     veil::MutexLock lock(&mu_);
     // Another thread may have opened one meanwhile: use the first, drop ours.
     auto [it, inserted] = outgoing_.try_emplace(fresh->peer(), fresh);
     connection = it->second;
     opened = inserted;
-    if (!inserted) all_.erase(fresh.get());
-    if (!inserted) router_.StopWorker(fresh->address(), fresh.get());
+    if (!inserted) all_.erase(fresh->id());
   }
-  if (opened) connection->Start();
+  if (opened) {
+    connection->Start();
+  } else {
+    router_.StopWorker(fresh->address(), fresh.get());
+  }
+  return connection;
+}
+
+absl::StatusOr<std::shared_ptr<core::Worker>> TcpTransport::CarrierFor(const core::Address& hop) {
+  auto connection = Outgoing(hop.value());
+  if (!connection.ok()) return connection.status();
+  return std::shared_ptr<core::Worker>(*std::move(connection));
+}
+
+absl::Status TcpTransport::PlaintextEgress(const core::SenderInfo& from,
+                                           absl::string_view where) const {
+  using Origin = core::SenderInfo::Origin;
+  if (from.origin == Origin::kLocal || from.origin == Origin::kTransport ||
+      options_.insecure_plaintext) {
+    return absl::OkStatus();
+  }
+  if (from.origin == Origin::kSecureChannel) {
+    return ErrorWithReason(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("a message decrypted out of a secure channel may not leave the host in "
+                     "plaintext (its next hop ", where, " does)"),
+        reason::kPlaintextEgressRefused);
+  }
+  return ErrorWithReason(
+      absl::StatusCode::kFailedPrecondition,
+      absl::StrCat("refusing to send plaintext to ", where,
+                   ": it leaves this host, and app payloads leave the host only inside a secure "
+                   "channel (veild --insecure-plaintext allows it, for testing)"),
+      reason::kPlaintextEgressRefused);
+}
+
+absl::Status TcpTransport::Admit(const core::SenderInfo& from, const core::Address& hop) const {
+  using Origin = core::SenderInfo::Origin;
+  if (from.origin == Origin::kLocal) return absl::OkStatus();
+  absl::Status plaintext = PlaintextEgress(from, hop.ToString());
+  if (!plaintext.ok()) return plaintext;
+  if (from.origin == Origin::kApp) return absl::OkStatus();  // an app of this node, insecure
+  // From the network or out of a secure channel: only where the allow-list says.
+  auto host_port = core::ParseHostPort(hop.value());
+  if (host_port.ok() && options_.allow_dial.Allows(host_port->host, host_port->port)) {
+    return absl::OkStatus();
+  }
+  stats_.dials_refused.fetch_add(1, std::memory_order_relaxed);
+  return ErrorWithReason(
+      absl::StatusCode::kPermissionDenied,
+      absl::StrCat("this node does not dial ", hop.ToString(),
+                   " for messages from other nodes (not in its --allow-dial list)"),
+      reason::kDialRefused);
+}
+
+void TcpTransport::PairForReplies(uint64_t to, uint64_t from) {
+  std::shared_ptr<TcpConnection> connection;
+  {
+    veil::MutexLock lock(&mu_);
+    auto it = all_.find(to);
+    if (it == all_.end()) return;
+    connection = it->second;
+  }
+  connection->AdmitRepliesFrom(from);
+}
+
+void TcpTransport::Send(core::Message msg) {
+  auto connection = Outgoing(msg.onward.front().value());
+  if (!connection.ok()) {
+    msg.receipt.Settle(connection.status());
+    return;
+  }
+  if (msg.sender.origin == core::SenderInfo::Origin::kTransport) {
+    // Forwarding for another node (the allow-list let it): replies come back this way, and
+    // what follows them may go on by the connection's name (the return route names it).
+    PairForReplies(msg.sender.via, (*connection)->id());
+    (*connection)->AdmitRepliesFrom(msg.sender.via);
+  }
   msg.onward.PopFront();
-  TcpConnection* raw = connection.get();
-  core::RunOnStrand(raw->strand(), [connection = std::move(connection), msg = std::move(msg)]() mutable {
+  TcpConnection* raw = connection->get();
+  core::RunOnStrand(raw->strand(), [connection = *std::move(connection), msg = std::move(msg)]() mutable {
     connection->HandleMessage(std::move(msg));
   });
 }
@@ -137,25 +241,30 @@ std::vector<std::string> TcpTransport::ListenAddresses() const {
 std::vector<TcpConnectionInfo> TcpTransport::Connections() const {
   veil::MutexLock lock(&mu_);
   std::vector<TcpConnectionInfo> out;
-  for (const auto& [raw, conn] : all_) out.push_back({conn->address(), conn->peer(), conn->outgoing()});
+  for (const auto& [id, conn] : all_) out.push_back({conn->address(), conn->peer(), conn->outgoing()});
   return out;
 }
 
-void TcpTransport::AddCloseObserver(std::function<void(const std::string& worker)> observer) {
+void TcpTransport::AddCloseObserver(CloseObserver observer) {
   veil::MutexLock lock(&mu_);
   close_observers_.push_back(std::move(observer));
 }
 
 void TcpTransport::Forget(TcpConnection* connection) {
-  std::vector<std::function<void(const std::string&)>> observers;
+  std::vector<CloseObserver> observers;
   {
     veil::MutexLock lock(&mu_);
-    all_.erase(connection);
+    all_.erase(connection->id());
+    if (auto it = accepted_hosts_.find(connection->id()); it != accepted_hosts_.end()) {
+      --accepted_;
+      if (--accepted_by_host_[it->second] == 0) accepted_by_host_.erase(it->second);
+      accepted_hosts_.erase(it);
+    }
     auto it = outgoing_.find(connection->peer());
     if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
     observers = close_observers_;
   }
-  for (const auto& observe : observers) observe(connection->address());
+  for (const auto& observe : observers) observe(connection->address(), connection->id());
 }
 
 void TcpTransport::Shutdown() {
@@ -171,7 +280,7 @@ void TcpTransport::Shutdown() {
         acceptor->close(ignored);
       });
     }
-    for (auto& [raw, conn] : all_) connections.push_back(conn);
+    for (auto& [id, conn] : all_) connections.push_back(conn);
   }
   for (auto& conn : connections) {
     conn->Close(ErrorWithReason(absl::StatusCode::kUnavailable, "the node is shutting down",

@@ -6,6 +6,17 @@
 // becomes a connection worker. Connection loss is reported to the senders of the messages it
 // strands (see tcp_connection.h).
 //
+// Access control (Admit, asked by the router for every /tcp hop): this node dials for its own
+// workers; for its apps only with --insecure-plaintext (their payloads would leave in
+// plaintext); for a message from the network, or out of a secure channel, only a hop the dial
+// allow-list permits (DIAL_REFUSED otherwise, counted). A message from the network it does
+// forward pairs the two connections, each taking what is read from the other: replies come
+// back the same way, and later messages may name the onward connection, as replies' return
+// routes do.
+//
+// Limits on accepted connections (in all, per remote address) refuse the excess with a
+// connection refusal (TOO_MANY_CONNECTIONS) that the peer reads.
+//
 // Thread-safety: all public methods may be called from any thread.
 #ifndef VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
 #define VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
@@ -44,6 +55,25 @@ class TcpTransport final : public core::Transport {
   absl::StatusOr<std::string> Listen(absl::string_view host_port);
 
   void Send(core::Message msg) override;
+  absl::Status Admit(const core::SenderInfo& from, const core::Address& hop) const override;
+  absl::StatusOr<std::shared_ptr<core::Worker>> CarrierFor(const core::Address& hop) override;
+
+  // OK when a message from `from` may leave the host in plaintext through `where`: always for
+  // this node's workers and connections' traffic, for apps and decrypted messages only with
+  // --insecure-plaintext; otherwise FAILED_PRECONDITION (PLAINTEXT_EGRESS_REFUSED). The one
+  // plaintext egress rule.
+  absl::Status PlaintextEgress(const core::SenderInfo& from, absl::string_view where) const;
+
+  // `in_use(connection id)` says whether something of this node (a secure channel, a relay)
+  // rides on a connection, which then never closes for being idle. Set before traffic starts.
+  void SetInUse(std::function<bool(uint64_t)> in_use) { in_use_ = std::move(in_use); }
+  bool InUse(uint64_t connection) const { return in_use_ && in_use_(connection); }
+
+  // Lets replies from connection `from` be written to connection `to` (both ids): this node
+  // forwarded a message read on `to` out over `from`. No-op when `to` is gone.
+  void PairForReplies(uint64_t to, uint64_t from);
+
+  const TcpOptions& options() const { return options_; }
 
   // Bound listener addresses, in the order they were opened.
   std::vector<std::string> ListenAddresses() const;
@@ -61,12 +91,19 @@ class TcpTransport final : public core::Transport {
     // Messages read from connections that this node could not hand on (their senders are
     // elsewhere and cannot be told), and times a connection stopped reading for backpressure.
     std::atomic<uint64_t> received_refused{0}, reads_paused{0};
+    // Hops not dialled (DIAL_REFUSED), connections refused at accept (TOO_MANY_CONNECTIONS),
+    // closed for idleness, and refusal notices dropped for a peer that does not read.
+    std::atomic<uint64_t> dials_refused{0}, connections_refused{0}, idle_closed{0},
+        notices_dropped{0};
   };
   Stats& stats() { return stats_; }
+  const Stats& stats() const { return stats_; }
 
-  // Called, from the closing connection's strand, with the worker address of every connection
-  // that closes (for the hub: to drop the relays riding on it). Register before traffic starts.
-  void AddCloseObserver(std::function<void(const std::string& worker)> observer);
+  // Called, from the closing connection's strand, with the worker address and id of every
+  // connection that closes (for the hub: to drop the relays riding on it; for secure channels:
+  // to close those it carried). Register before traffic starts.
+  using CloseObserver = std::function<void(const std::string& worker, uint64_t id)>;
+  void AddCloseObserver(CloseObserver observer);
 
   // Called by a connection when it closes.
   void Forget(TcpConnection* connection);
@@ -78,18 +115,28 @@ class TcpTransport final : public core::Transport {
   };
   void Accept(Listener* listener);
   std::shared_ptr<TcpConnection> Adopt(std::shared_ptr<TcpConnection> connection);
+  // The open or opening connection to "host:port", opened when there is none. UNAVAILABLE
+  // (NODE_SHUTTING_DOWN) once shut down.
+  absl::StatusOr<std::shared_ptr<TcpConnection>> Outgoing(const std::string& host_port);
+  // Why an accepted connection from `host` must be refused, or OK.
+  absl::Status AcceptLimit(const std::string& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   core::Router& router_;
   const TcpOptions options_;
-  Stats stats_;
+  mutable Stats stats_;
   mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   // Outgoing connections by the "host:port" of the routes that opened them.
   absl::flat_hash_map<std::string, std::shared_ptr<TcpConnection>> outgoing_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::function<void(const std::string&)>> close_observers_ ABSL_GUARDED_BY(mu_);
-  // Every live connection.
-  absl::flat_hash_map<TcpConnection*, std::shared_ptr<TcpConnection>> all_ ABSL_GUARDED_BY(mu_);
+  std::vector<CloseObserver> close_observers_ ABSL_GUARDED_BY(mu_);
+  // Every live connection, by worker id.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<TcpConnection>> all_ ABSL_GUARDED_BY(mu_);
+  // Accepted connections open, in all and by remote address.
+  size_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, size_t> accepted_by_host_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::string> accepted_hosts_ ABSL_GUARDED_BY(mu_);  // counted ones
+  std::function<bool(uint64_t)> in_use_;
 };
 
 }  // namespace veil::transport

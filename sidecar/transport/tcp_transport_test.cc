@@ -17,10 +17,12 @@ namespace {
 using core::Message;
 using core::Route;
 
-// Keeps what it receives; replies to messages whose payload starts with "echo:".
+// Keeps what it receives; replies to messages whose payload starts with "echo:". Takes messages
+// of any provenance: these tests are about the transport, not access control.
 class Sink final : public core::Worker {
  public:
   using Worker::Worker;
+  absl::Status Admit(const core::SenderInfo&) const override { return absl::OkStatus(); }
   void HandleMessage(Message msg) override {
     msg.receipt.Settle(absl::OkStatus());
     if (msg.payload.rfind("echo:", 0) == 0) {

@@ -198,7 +198,8 @@ TEST_F(HubTest, HubSeesOnlyCiphertext) {
 }
 
 TEST(TwoHubsTest, RouteAcrossTwoHubs) {
-  VeildProcess hub1({"--hub", "--tcp-listen", "127.0.0.1:0"});
+  // The first hub dials the second for Alice: it must be told it may.
+  VeildProcess hub1({"--hub", "--tcp-listen", "127.0.0.1:0", "--allow-dial", "127.0.0.1:*"});
   VeildProcess hub2({"--hub", "--tcp-listen", "127.0.0.1:0"});
   VeildProcess bob({"--relay-heartbeat", "0.5"});
   VeildProcess alice;

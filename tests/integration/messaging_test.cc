@@ -35,8 +35,9 @@ grpc::Status Send(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   return stub->Send(WithDeadline(seconds(20)).get(), request, response ? response : &ignored);
 }
 
-// Two daemons: B listens on TCP and serves an echoer; A sends to it. Insecure plaintext on,
-// as secure channels do not exist yet.
+// Two daemons: B listens on TCP and serves an echoer; A sends to it. The transport alone: both
+// run with --insecure-plaintext, and the apps opt in to unencrypted messages from the network
+// (accept_unencrypted); without that the echoer would never see them (AccessControlTest).
 class TwoNodesTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -54,7 +55,7 @@ class TwoNodesTest : public ::testing::Test {
 };
 
 TEST_F(TwoNodesTest, EchoAcrossDaemonsOverTcp) {
-  EchoApp echoer(b_channel_, "echoer");
+  EchoApp echoer(b_channel_, "echoer", /*accept_unencrypted=*/true);
   ASSERT_TRUE(echoer.WaitOpened());
   v1::RequestResponse response;
   grpc::Status status = Request(a_channel_, echoer_route_, "Hello veil!", &response);
@@ -68,9 +69,9 @@ TEST_F(TwoNodesTest, EchoAcrossDaemonsOverTcp) {
 }
 
 TEST_F(TwoNodesTest, ThousandMessagesPipelinedInOrderWithContent) {
-  EchoApp echoer(b_channel_, "echoer");
+  EchoApp echoer(b_channel_, "echoer", /*accept_unencrypted=*/true);
   ASSERT_TRUE(echoer.WaitOpened());
-  ServeClient alice(a_channel_, "alice", /*window=*/256);
+  ServeClient alice(a_channel_, "alice", /*window=*/256, /*accept_unencrypted=*/true);
   ASSERT_TRUE(alice.Read()->has_opened());
   constexpr int kMessages = 1000;
   std::thread sender([&] {
@@ -118,7 +119,7 @@ TEST_F(TwoNodesTest, ThousandMessagesPipelinedInOrderWithContent) {
 }
 
 TEST_F(TwoNodesTest, PeerKilledMidStreamIsReportedToTheSender) {
-  EchoApp echoer(b_channel_, "echoer");
+  EchoApp echoer(b_channel_, "echoer", /*accept_unencrypted=*/true);
   ASSERT_TRUE(echoer.WaitOpened());
   v1::RequestResponse response;
   ASSERT_TRUE(Request(a_channel_, echoer_route_, "before", &response).ok());
@@ -228,14 +229,15 @@ TEST(MessagingTest, PlaintextToARemoteRouteIsRefusedWithoutInsecureFlag) {
 }
 
 TEST(MessagingTest, RepliesToAConnectionAreRefusedWithoutInsecureFlag) {
-  // B is insecure, A is not: A's echoer must not answer B over plaintext TCP.
+  // B is insecure, A is not: A's echoer, even one that takes unencrypted messages, must not
+  // answer B over plaintext TCP.
   VeildProcess a({"--tcp-listen", "127.0.0.1:0"});
   VeildProcess b({"--insecure-plaintext"});
   ASSERT_TRUE(a.Start()) << a.log();
   ASSERT_TRUE(b.Start()) << b.log();
   auto a_channel = Connect(a.api_target());
   auto b_channel = Connect(b.api_target());
-  ServeClient echoer(a_channel, "echoer");
+  ServeClient echoer(a_channel, "echoer", /*window=*/0, /*accept_unencrypted=*/true);
   ASSERT_TRUE(echoer.Read()->has_opened());
   ASSERT_TRUE(Send(b_channel, "/tcp/" + TcpListenAddress(a_channel) + "/service/echoer", "hi").ok());
   auto delivery = echoer.Read();

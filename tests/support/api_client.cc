@@ -143,12 +143,13 @@ grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::s
 }
 
 ServeClient::ServeClient(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
-                         uint32_t window)
+                         uint32_t window, bool accept_unencrypted)
     : stub_(v1::MessagingService::NewStub(channel)) {
   stream_ = stub_->Serve(&context_);
   v1::ServeRequest open;
   open.mutable_open()->set_address(address);
   open.mutable_open()->set_window(window);
+  open.mutable_open()->set_accept_unencrypted(accept_unencrypted);
   stream_->Write(open);
 }
 
@@ -200,8 +201,9 @@ grpc::Status ServeClient::Finish() {
   return stream_->Finish();
 }
 
-EchoApp::EchoApp(const std::shared_ptr<grpc::Channel>& channel, const std::string& address)
-    : client_(channel, address), thread_([this] { Run(); }) {}
+EchoApp::EchoApp(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
+                 bool accept_unencrypted)
+    : client_(channel, address, /*window=*/0, accept_unencrypted), thread_([this] { Run(); }) {}
 
 EchoApp::~EchoApp() {
   client_.Cancel();

@@ -74,8 +74,9 @@ bool WaitRelayUp(const std::shared_ptr<grpc::Channel>& api, const std::string& n
 // serialised, as a gRPC stream allows one writer at a time. Read from one thread.
 class ServeClient {
  public:
+  // `accept_unencrypted`: also take messages from other nodes outside secure channels.
   ServeClient(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
-              uint32_t window = 0);
+              uint32_t window = 0, bool accept_unencrypted = false);
   ~ServeClient();
   // The first response: `opened` when the open succeeded. nullopt when the stream ended.
   std::optional<v1::ServeResponse> Read();
@@ -98,7 +99,8 @@ class ServeClient {
 // An app serving `address` that echoes every delivery back to its return route.
 class EchoApp {
  public:
-  EchoApp(const std::shared_ptr<grpc::Channel>& channel, const std::string& address);
+  EchoApp(const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
+          bool accept_unencrypted = false);
   ~EchoApp();
   // True once `opened` arrived.
   bool WaitOpened();

@@ -40,6 +40,7 @@ PROTOBUF_CONSTEXPR ServeRequest_Open::ServeRequest_Open(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.window_)*/0u
+  , /*decltype(_impl_.accept_unencrypted_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct ServeRequest_OpenDefaultTypeInternal {
   PROTOBUF_CONSTEXPR ServeRequest_OpenDefaultTypeInternal()
@@ -271,6 +272,7 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_Open, _impl_.address_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_Open, _impl_.window_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_Open, _impl_.accept_unencrypted_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_Ack, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -394,20 +396,20 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::OutgoingMessage)},
   { 8, -1, -1, sizeof(::veil::v1::ServeRequest_Open)},
-  { 16, -1, -1, sizeof(::veil::v1::ServeRequest_Ack)},
-  { 23, -1, -1, sizeof(::veil::v1::ServeRequest_SendBatch)},
-  { 32, -1, -1, sizeof(::veil::v1::ServeRequest)},
-  { 42, -1, -1, sizeof(::veil::v1::ServeResponse_Opened)},
-  { 51, -1, -1, sizeof(::veil::v1::ServeResponse_SendResult)},
-  { 60, -1, -1, sizeof(::veil::v1::ServeResponse)},
-  { 71, -1, -1, sizeof(::veil::v1::SendFailure)},
-  { 79, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
-  { 86, -1, -1, sizeof(::veil::v1::Delivery)},
-  { 97, -1, -1, sizeof(::veil::v1::Sender)},
-  { 106, -1, -1, sizeof(::veil::v1::SendRequest)},
-  { 114, -1, -1, sizeof(::veil::v1::SendResponse)},
-  { 121, -1, -1, sizeof(::veil::v1::RequestRequest)},
-  { 128, -1, -1, sizeof(::veil::v1::RequestResponse)},
+  { 17, -1, -1, sizeof(::veil::v1::ServeRequest_Ack)},
+  { 24, -1, -1, sizeof(::veil::v1::ServeRequest_SendBatch)},
+  { 33, -1, -1, sizeof(::veil::v1::ServeRequest)},
+  { 43, -1, -1, sizeof(::veil::v1::ServeResponse_Opened)},
+  { 52, -1, -1, sizeof(::veil::v1::ServeResponse_SendResult)},
+  { 61, -1, -1, sizeof(::veil::v1::ServeResponse)},
+  { 72, -1, -1, sizeof(::veil::v1::SendFailure)},
+  { 80, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
+  { 87, -1, -1, sizeof(::veil::v1::Delivery)},
+  { 98, -1, -1, sizeof(::veil::v1::Sender)},
+  { 107, -1, -1, sizeof(::veil::v1::SendRequest)},
+  { 115, -1, -1, sizeof(::veil::v1::SendResponse)},
+  { 122, -1, -1, sizeof(::veil::v1::RequestRequest)},
+  { 129, -1, -1, sizeof(::veil::v1::RequestResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -432,53 +434,54 @@ static const ::_pb::Message* const file_default_instances[] = {
 const char descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\027veil/v1/messaging.proto\022\007veil.v1\032\027goog"
   "le/rpc/status.proto\"1\n\017OutgoingMessage\022\r"
-  "\n\005route\030\001 \001(\t\022\017\n\007payload\030\002 \001(\014\"\301\002\n\014Serve"
+  "\n\005route\030\001 \001(\t\022\017\n\007payload\030\002 \001(\014\"\335\002\n\014Serve"
   "Request\022*\n\004open\030\001 \001(\0132\032.veil.v1.ServeReq"
   "uest.OpenH\000\022(\n\003ack\030\002 \001(\0132\031.veil.v1.Serve"
   "Request.AckH\000\022/\n\004send\030\003 \001(\0132\037.veil.v1.Se"
-  "rveRequest.SendBatchH\000\032\'\n\004Open\022\017\n\007addres"
-  "s\030\001 \001(\t\022\016\n\006window\030\002 \001(\r\032\027\n\003Ack\022\020\n\010sequen"
-  "ce\030\001 \001(\004\032`\n\tSendBatch\022\020\n\010batch_id\030\001 \001(\004\022"
-  "*\n\010messages\030\002 \003(\0132\030.veil.v1.OutgoingMess"
-  "age\022\025\n\rfailures_only\030\003 \001(\010B\006\n\004kind\"\352\002\n\rS"
-  "erveResponse\022/\n\006opened\030\001 \001(\0132\035.veil.v1.S"
-  "erveResponse.OpenedH\000\022,\n\ndeliveries\030\002 \001("
-  "\0132\026.veil.v1.DeliveryBatchH\000\0228\n\013send_resu"
-  "lt\030\003 \001(\0132!.veil.v1.ServeResponse.SendRes"
-  "ultH\000\022$\n\006closed\030\004 \001(\0132\022.google.rpc.Statu"
-  "sH\000\0328\n\006Opened\022\017\n\007address\030\001 \001(\t\022\r\n\005route\030"
-  "\002 \001(\t\022\016\n\006window\030\003 \001(\r\032X\n\nSendResult\022\020\n\010b"
-  "atch_id\030\001 \001(\004\022\020\n\010accepted\030\002 \001(\r\022&\n\010failu"
-  "res\030\003 \003(\0132\024.veil.v1.SendFailureB\006\n\004kind\""
-  "@\n\013SendFailure\022\r\n\005index\030\001 \001(\r\022\"\n\006status\030"
-  "\002 \001(\0132\022.google.rpc.Status\"6\n\rDeliveryBat"
-  "ch\022%\n\ndeliveries\030\001 \003(\0132\021.veil.v1.Deliver"
-  "y\"z\n\010Delivery\022\020\n\010sequence\030\001 \001(\004\022\017\n\007paylo"
-  "ad\030\002 \001(\014\022\024\n\014return_route\030\003 \001(\t\022\024\n\014onward"
-  "_route\030\004 \001(\t\022\037\n\006sender\030\005 \001(\0132\017.veil.v1.S"
-  "ender\"\272\001\n\006Sender\022&\n\006origin\030\001 \001(\0162\026.veil."
-  "v1.Sender.Origin\022\022\n\nidentifier\030\002 \001(\t\022\017\n\007"
-  "channel\030\003 \001(\t\"c\n\006Origin\022\026\n\022ORIGIN_UNSPEC"
-  "IFIED\020\000\022\020\n\014ORIGIN_LOCAL\020\001\022\024\n\020ORIGIN_TRAN"
-  "SPORT\020\002\022\031\n\025ORIGIN_SECURE_CHANNEL\020\003\"Q\n\013Se"
-  "ndRequest\022*\n\010messages\030\001 \003(\0132\030.veil.v1.Ou"
-  "tgoingMessage\022\026\n\016return_address\030\002 \001(\t\" \n"
-  "\014SendResponse\022\020\n\010accepted\030\001 \001(\r\";\n\016Reque"
-  "stRequest\022)\n\007message\030\001 \001(\0132\030.veil.v1.Out"
-  "goingMessage\"3\n\017RequestResponse\022 \n\005reply"
-  "\030\001 \001(\0132\021.veil.v1.Delivery2\301\001\n\020MessagingS"
-  "ervice\022:\n\005Serve\022\025.veil.v1.ServeRequest\032\026"
-  ".veil.v1.ServeResponse(\0010\001\0223\n\004Send\022\024.vei"
-  "l.v1.SendRequest\032\025.veil.v1.SendResponse\022"
-  "<\n\007Request\022\027.veil.v1.RequestRequest\032\030.ve"
-  "il.v1.RequestResponseb\006proto3"
+  "rveRequest.SendBatchH\000\032C\n\004Open\022\017\n\007addres"
+  "s\030\001 \001(\t\022\016\n\006window\030\002 \001(\r\022\032\n\022accept_unencr"
+  "ypted\030\003 \001(\010\032\027\n\003Ack\022\020\n\010sequence\030\001 \001(\004\032`\n\t"
+  "SendBatch\022\020\n\010batch_id\030\001 \001(\004\022*\n\010messages\030"
+  "\002 \003(\0132\030.veil.v1.OutgoingMessage\022\025\n\rfailu"
+  "res_only\030\003 \001(\010B\006\n\004kind\"\352\002\n\rServeResponse"
+  "\022/\n\006opened\030\001 \001(\0132\035.veil.v1.ServeResponse"
+  ".OpenedH\000\022,\n\ndeliveries\030\002 \001(\0132\026.veil.v1."
+  "DeliveryBatchH\000\0228\n\013send_result\030\003 \001(\0132!.v"
+  "eil.v1.ServeResponse.SendResultH\000\022$\n\006clo"
+  "sed\030\004 \001(\0132\022.google.rpc.StatusH\000\0328\n\006Opene"
+  "d\022\017\n\007address\030\001 \001(\t\022\r\n\005route\030\002 \001(\t\022\016\n\006win"
+  "dow\030\003 \001(\r\032X\n\nSendResult\022\020\n\010batch_id\030\001 \001("
+  "\004\022\020\n\010accepted\030\002 \001(\r\022&\n\010failures\030\003 \003(\0132\024."
+  "veil.v1.SendFailureB\006\n\004kind\"@\n\013SendFailu"
+  "re\022\r\n\005index\030\001 \001(\r\022\"\n\006status\030\002 \001(\0132\022.goog"
+  "le.rpc.Status\"6\n\rDeliveryBatch\022%\n\ndelive"
+  "ries\030\001 \003(\0132\021.veil.v1.Delivery\"z\n\010Deliver"
+  "y\022\020\n\010sequence\030\001 \001(\004\022\017\n\007payload\030\002 \001(\014\022\024\n\014"
+  "return_route\030\003 \001(\t\022\024\n\014onward_route\030\004 \001(\t"
+  "\022\037\n\006sender\030\005 \001(\0132\017.veil.v1.Sender\"\272\001\n\006Se"
+  "nder\022&\n\006origin\030\001 \001(\0162\026.veil.v1.Sender.Or"
+  "igin\022\022\n\nidentifier\030\002 \001(\t\022\017\n\007channel\030\003 \001("
+  "\t\"c\n\006Origin\022\026\n\022ORIGIN_UNSPECIFIED\020\000\022\020\n\014O"
+  "RIGIN_LOCAL\020\001\022\024\n\020ORIGIN_TRANSPORT\020\002\022\031\n\025O"
+  "RIGIN_SECURE_CHANNEL\020\003\"Q\n\013SendRequest\022*\n"
+  "\010messages\030\001 \003(\0132\030.veil.v1.OutgoingMessag"
+  "e\022\026\n\016return_address\030\002 \001(\t\" \n\014SendRespons"
+  "e\022\020\n\010accepted\030\001 \001(\r\";\n\016RequestRequest\022)\n"
+  "\007message\030\001 \001(\0132\030.veil.v1.OutgoingMessage"
+  "\"3\n\017RequestResponse\022 \n\005reply\030\001 \001(\0132\021.vei"
+  "l.v1.Delivery2\301\001\n\020MessagingService\022:\n\005Se"
+  "rve\022\025.veil.v1.ServeRequest\032\026.veil.v1.Ser"
+  "veResponse(\0010\001\0223\n\004Send\022\024.veil.v1.SendReq"
+  "uest\032\025.veil.v1.SendResponse\022<\n\007Request\022\027"
+  ".veil.v1.RequestRequest\032\030.veil.v1.Reques"
+  "tResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2fmessaging_2eproto_deps[1] = {
   &::descriptor_table_google_2frpc_2fstatus_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fmessaging_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fmessaging_2eproto = {
-    false, false, 1669, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
+    false, false, 1697, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
     "veil/v1/messaging.proto",
     &descriptor_table_veil_2fv1_2fmessaging_2eproto_once, descriptor_table_veil_2fv1_2fmessaging_2eproto_deps, 1, 16,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fmessaging_2eproto::offsets,
@@ -785,6 +788,7 @@ ServeRequest_Open::ServeRequest_Open(const ServeRequest_Open& from)
   new (&_impl_) Impl_{
       decltype(_impl_.address_){}
     , decltype(_impl_.window_){}
+    , decltype(_impl_.accept_unencrypted_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -796,7 +800,9 @@ ServeRequest_Open::ServeRequest_Open(const ServeRequest_Open& from)
     _this->_impl_.address_.Set(from._internal_address(), 
       _this->GetArenaForAllocation());
   }
-  _this->_impl_.window_ = from._impl_.window_;
+  ::memcpy(&_impl_.window_, &from._impl_.window_,
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.accept_unencrypted_) -
+    reinterpret_cast<char*>(&_impl_.window_)) + sizeof(_impl_.accept_unencrypted_));
   // @@protoc_insertion_point(copy_constructor:veil.v1.ServeRequest.Open)
 }
 
@@ -807,6 +813,7 @@ inline void ServeRequest_Open::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_.address_){}
     , decltype(_impl_.window_){0u}
+    , decltype(_impl_.accept_unencrypted_){false}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.address_.InitDefault();
@@ -840,7 +847,9 @@ void ServeRequest_Open::Clear() {
   (void) cached_has_bits;
 
   _impl_.address_.ClearToEmpty();
-  _impl_.window_ = 0u;
+  ::memset(&_impl_.window_, 0, static_cast<size_t>(
+      reinterpret_cast<char*>(&_impl_.accept_unencrypted_) -
+      reinterpret_cast<char*>(&_impl_.window_)) + sizeof(_impl_.accept_unencrypted_));
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -864,6 +873,14 @@ const char* ServeRequest_Open::_InternalParse(const char* ptr, ::_pbi::ParseCont
       case 2:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 16)) {
           _impl_.window_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bool accept_unencrypted = 3;
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
+          _impl_.accept_unencrypted_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -913,6 +930,12 @@ uint8_t* ServeRequest_Open::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteUInt32ToArray(2, this->_internal_window(), target);
   }
 
+  // bool accept_unencrypted = 3;
+  if (this->_internal_accept_unencrypted() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(3, this->_internal_accept_unencrypted(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -941,6 +964,11 @@ size_t ServeRequest_Open::ByteSizeLong() const {
     total_size += ::_pbi::WireFormatLite::UInt32SizePlusOne(this->_internal_window());
   }
 
+  // bool accept_unencrypted = 3;
+  if (this->_internal_accept_unencrypted() != 0) {
+    total_size += 1 + 1;
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -965,6 +993,9 @@ void ServeRequest_Open::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, cons
   if (from._internal_window() != 0) {
     _this->_internal_set_window(from._internal_window());
   }
+  if (from._internal_accept_unencrypted() != 0) {
+    _this->_internal_set_accept_unencrypted(from._internal_accept_unencrypted());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -988,7 +1019,12 @@ void ServeRequest_Open::InternalSwap(ServeRequest_Open* other) {
       &_impl_.address_, lhs_arena,
       &other->_impl_.address_, rhs_arena
   );
-  swap(_impl_.window_, other->_impl_.window_);
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(ServeRequest_Open, _impl_.accept_unencrypted_)
+      + sizeof(ServeRequest_Open::_impl_.accept_unencrypted_)
+      - PROTOBUF_FIELD_OFFSET(ServeRequest_Open, _impl_.window_)>(
+          reinterpret_cast<char*>(&_impl_.window_),
+          reinterpret_cast<char*>(&other->_impl_.window_));
 }
 
 ::PROTOBUF_NAMESPACE_ID::Metadata ServeRequest_Open::GetMetadata() const {

@@ -440,6 +440,7 @@ class ServeRequest_Open final :
   enum : int {
     kAddressFieldNumber = 1,
     kWindowFieldNumber = 2,
+    kAcceptUnencryptedFieldNumber = 3,
   };
   // string address = 1;
   void clear_address();
@@ -464,6 +465,15 @@ class ServeRequest_Open final :
   void _internal_set_window(uint32_t value);
   public:
 
+  // bool accept_unencrypted = 3;
+  void clear_accept_unencrypted();
+  bool accept_unencrypted() const;
+  void set_accept_unencrypted(bool value);
+  private:
+  bool _internal_accept_unencrypted() const;
+  void _internal_set_accept_unencrypted(bool value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.ServeRequest.Open)
  private:
   class _Internal;
@@ -474,6 +484,7 @@ class ServeRequest_Open final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr address_;
     uint32_t window_;
+    bool accept_unencrypted_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -3203,6 +3214,26 @@ inline void ServeRequest_Open::_internal_set_window(uint32_t value) {
 inline void ServeRequest_Open::set_window(uint32_t value) {
   _internal_set_window(value);
   // @@protoc_insertion_point(field_set:veil.v1.ServeRequest.Open.window)
+}
+
+// bool accept_unencrypted = 3;
+inline void ServeRequest_Open::clear_accept_unencrypted() {
+  _impl_.accept_unencrypted_ = false;
+}
+inline bool ServeRequest_Open::_internal_accept_unencrypted() const {
+  return _impl_.accept_unencrypted_;
+}
+inline bool ServeRequest_Open::accept_unencrypted() const {
+  // @@protoc_insertion_point(field_get:veil.v1.ServeRequest.Open.accept_unencrypted)
+  return _internal_accept_unencrypted();
+}
+inline void ServeRequest_Open::_internal_set_accept_unencrypted(bool value) {
+  
+  _impl_.accept_unencrypted_ = value;
+}
+inline void ServeRequest_Open::set_accept_unencrypted(bool value) {
+  _internal_set_accept_unencrypted(value);
+  // @@protoc_insertion_point(field_set:veil.v1.ServeRequest.Open.accept_unencrypted)
 }
 
 // -------------------------------------------------------------------
