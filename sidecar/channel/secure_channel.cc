@@ -311,7 +311,12 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   // waits until the app's queue took it; anything else this message does is done here.
   core::Receipt receipt = std::move(msg.receipt);
   absl::Cleanup settle = [&receipt] { receipt.Settle(absl::OkStatus()); };
+  const bool awaiting_confirmation = session_.awaiting_confirmation();
   ChannelSession::Step step = session_.OnMessageInPlace(msg.payload);  // (msg is ours)
+  if (awaiting_confirmation && !session_.awaiting_confirmation() &&
+      session_.state() == ChannelSession::State::kEstablished) {
+    ArmEstablishedTimer();  // confirmed: from now on the timer watches for idleness
+  }
   bool authenticated = step.error.ok();
   if (authenticated && !msg.return_route.empty()) {
     remote_route_ = msg.return_route;  // follow the far end (e.g. after its connection changed)

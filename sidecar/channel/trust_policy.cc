@@ -1,9 +1,17 @@
 #include "sidecar/channel/trust_policy.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/status_macros.h"
 #include "sidecar/identity/identifier.h"
@@ -38,23 +46,36 @@ class Identifiers final : public TrustPolicy {
   absl::flat_hash_set<std::string> set_;
 };
 
+// Reads the file once and again only when it changed (another inode, size or modification
+// time), so that a handshake costs a stat, not a parse.
 class IdentifiersFile final : public TrustPolicy {
  public:
-  explicit IdentifiersFile(std::string path) : path_(std::move(path)) {}
+  IdentifiersFile(std::string path, absl::flat_hash_set<std::string> set, FileStamp stamp)
+      : path_(std::move(path)), set_(std::move(set)), stamp_(stamp) {}
   absl::Status Check(const std::string& identifier) const override {
-    auto set = ParseIdentifiersFile(path_);
-    if (!set.ok()) {
-      return ErrorWithReason(absl::StatusCode::kPermissionDenied,
-                             absl::StrCat("trust file unusable, trusting no one: ",
-                                          set.status().message()),
-                             kUntrustedIdentity);
+    veil::MutexLock lock(&mu_);
+    auto stamp = StampOf(path_);
+    if (!stamp.ok() || *stamp != stamp_) {
+      FileStamp read_stamp;
+      auto set = ParseIdentifiersFile(path_, &read_stamp);
+      if (!set.ok()) {
+        return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                               absl::StrCat("trust file unusable, trusting no one: ",
+                                            set.status().message()),
+                               kUntrustedIdentity);
+      }
+      set_ = *std::move(set);
+      stamp_ = read_stamp;
     }
-    return set->contains(identifier) ? absl::OkStatus() : Untrusted(identifier, Describe());
+    return set_.contains(identifier) ? absl::OkStatus() : Untrusted(identifier, Describe());
   }
   std::string Describe() const override { return absl::StrCat("identifiers in ", path_); }
 
  private:
-  std::string path_;
+  const std::string path_;
+  mutable veil::Mutex mu_;
+  mutable absl::flat_hash_set<std::string> set_ ABSL_GUARDED_BY(mu_);
+  mutable FileStamp stamp_ ABSL_GUARDED_BY(mu_);
 };
 
 class Imported final : public TrustPolicy {
@@ -112,33 +133,68 @@ absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(std::vector<std::s
   return std::unique_ptr<TrustPolicy>(new Identifiers(std::move(set)));
 }
 
-absl::StatusOr<absl::flat_hash_set<std::string>> ParseIdentifiersFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot read trust file ", path));
+absl::StatusOr<FileStamp> StampOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read trust file ", path, ": ", std::strerror(errno)));
+  }
+  return FileStamp{st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
+}
+
+absl::StatusOr<absl::flat_hash_set<std::string>> ParseIdentifiersFile(const std::string& path,
+                                                                      FileStamp* stamp) {
+  auto unreadable = [&path](absl::string_view why) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot read trust file ", path, ": ", why));
+  };
+  // Non-blocking: a FIFO must not hang the caller; it is refused below as not a regular file.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return unreadable(std::strerror(errno));
+  absl::Cleanup close_fd = [fd] { ::close(fd); };
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return unreadable(std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return unreadable("not a regular file");
+  if (static_cast<size_t>(st.st_size) > kMaxTrustFileBytes) {
+    return unreadable(absl::StrCat("larger than ", kMaxTrustFileBytes, " bytes"));
+  }
+  std::string text;
+  text.resize(static_cast<size_t>(st.st_size) + 1);
+  size_t got = 0;
+  while (got < text.size()) {
+    ssize_t r = ::read(fd, text.data() + got, text.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return unreadable(std::strerror(errno));
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  if (got > static_cast<size_t>(st.st_size)) return unreadable("it grew while being read");
+  text.resize(got);
+  if (stamp != nullptr) {
+    *stamp = FileStamp{st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
   }
   absl::flat_hash_set<std::string> set;
-  std::string line;
   int number = 0;
-  while (std::getline(in, line)) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++number;
-    absl::string_view text = line;
-    size_t hash = text.find('#');
-    if (hash != absl::string_view::npos) text = text.substr(0, hash);
-    text = absl::StripAsciiWhitespace(text);
-    if (text.empty()) continue;
-    absl::Status valid = identity::ValidateIdentifier(text);
-    if (!valid.ok()) {
-      return BadPolicy(absl::StrCat(path, ":", number, ": ", valid.message()));
+    size_t hash = line.find('#');
+    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    // Never quote the line: the file may be anything this process can read (a key file).
+    if (!identity::ValidateIdentifier(line).ok()) {
+      return BadPolicy(absl::StrCat(path, ":", number,
+                                    ": not an identifier (expected one per line: I followed by "
+                                    "32 hex digits; # starts a comment)"));
     }
-    set.insert(std::string(text));
+    set.insert(std::string(line));
   }
   return set;
 }
 
 absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiersFile(std::string path) {
-  RETURN_IF_ERROR(ParseIdentifiersFile(path).status());
-  return std::unique_ptr<TrustPolicy>(new IdentifiersFile(std::move(path)));
+  FileStamp stamp;
+  ASSIGN_OR_RETURN(absl::flat_hash_set<std::string> set, ParseIdentifiersFile(path, &stamp));
+  return std::unique_ptr<TrustPolicy>(new IdentifiersFile(std::move(path), std::move(set), stamp));
 }
 
 std::unique_ptr<TrustPolicy> TrustImported(const identity::IdentityStore& store) {

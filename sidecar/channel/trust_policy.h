@@ -2,8 +2,8 @@
 // after the remote's identity proof verified, so the identifier is authenticated.
 //
 //   TrustEveryone, TrustIdentifiers (one or a set, inline), TrustIdentifiersFile (one per
-//   line, re-read at each check so edits apply to new channels), TrustImported (the node's
-//   imported trusted identities), AnyOf / AllOf combinations.
+//   line; read once, and again when it changes, so edits apply to new channels),
+//   TrustImported (the node's imported trusted identities), AnyOf / AllOf combinations.
 //
 // Thread-safety: Check may be called from any thread.
 #ifndef VEIL_SIDECAR_CHANNEL_TRUST_POLICY_H_
@@ -43,8 +43,23 @@ std::unique_ptr<TrustPolicy> TrustImported(const identity::IdentityStore& store)
 absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(std::vector<std::unique_ptr<TrustPolicy>> policies);
 absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(std::vector<std::unique_ptr<TrustPolicy>> policies);
 
+// The largest identifiers file read.
+inline constexpr size_t kMaxTrustFileBytes = 1024 * 1024;
+
+// What tells that a file changed.
+struct FileStamp {
+  uint64_t device = 0, inode = 0;
+  int64_t size = 0, mtime_seconds = 0, mtime_nanos = 0;
+  friend bool operator==(const FileStamp&, const FileStamp&) = default;
+};
+absl::StatusOr<FileStamp> StampOf(const std::string& path);
+
 // Parses an identifiers file: one identifier per line; blank lines and '#' comments ignored.
-absl::StatusOr<absl::flat_hash_set<std::string>> ParseIdentifiersFile(const std::string& path);
+// Only a regular file of at most kMaxTrustFileBytes (FAILED_PRECONDITION otherwise: a device, a
+// FIFO, a directory); a bad line is INVALID_ARGUMENT naming the file and line number, never
+// quoting it (the file might be a secret). `stamp`, when given, gets the file's stamp as read.
+absl::StatusOr<absl::flat_hash_set<std::string>> ParseIdentifiersFile(const std::string& path,
+                                                                      FileStamp* stamp = nullptr);
 
 }  // namespace veil::channel
 

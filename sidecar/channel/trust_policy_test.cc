@@ -1,5 +1,7 @@
 #include "sidecar/channel/trust_policy.h"
 
+#include <sys/stat.h>
+
 #include <fstream>
 
 #include "gtest/gtest.h"
@@ -30,7 +32,7 @@ TEST(TrustPolicyTest, EveryoneAndIdentifiers) {
   EXPECT_FALSE(TrustIdentifiers({"Inot-an-identifier"}).ok());
 }
 
-TEST(TrustPolicyTest, FileIsReadAtEachCheck) {
+TEST(TrustPolicyTest, FileIsReadAgainWhenItChanges) {
   veil::testing::TempDir dir;
   std::string path = dir.path() + "/trusted.txt";
   std::string a = NewId(), b = NewId();
@@ -48,6 +50,41 @@ TEST(TrustPolicyTest, FileIsReadAtEachCheck) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find(":1:"), std::string::npos) << bad.status();
   EXPECT_FALSE(TrustIdentifiersFile(dir.path() + "/missing").ok());
+}
+
+TEST(TrustPolicyTest, FileErrorsNeverQuoteTheFile) {
+  veil::testing::TempDir dir;
+  std::string path = dir.path() + "/secret.key";
+  std::ofstream(path) << "s3cr3t-vault-passphrase-do-not-print\n";
+  auto policy = TrustIdentifiersFile(path);
+  ASSERT_FALSE(policy.ok());
+  EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(policy.status().message().find(path + ":1:"), std::string::npos) << policy.status();
+  EXPECT_EQ(policy.status().message().find("s3cr3t"), std::string::npos) << policy.status();
+}
+
+TEST(TrustPolicyTest, OnlyRegularFilesOfBoundedSize) {
+  veil::testing::TempDir dir;
+  for (const std::string& special : {std::string("/dev/zero"), dir.path()}) {
+    auto policy = TrustIdentifiersFile(special);
+    ASSERT_FALSE(policy.ok()) << special;
+    EXPECT_EQ(policy.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(policy.status().message().find("not a regular file"), std::string::npos)
+        << policy.status();
+  }
+  std::string fifo = dir.path() + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto from_fifo = TrustIdentifiersFile(fifo);  // must not block on the FIFO
+  EXPECT_NE(from_fifo.status().message().find("not a regular file"), std::string::npos);
+  std::string big = dir.path() + "/big";
+  {
+    std::ofstream out(big);
+    std::string id = NewId() + "\n";
+    for (size_t n = 0; n <= kMaxTrustFileBytes; n += id.size()) out << id;
+  }
+  auto too_big = TrustIdentifiersFile(big);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_NE(too_big.status().message().find("larger than"), std::string::npos) << too_big.status();
 }
 
 TEST(TrustPolicyTest, Combinations) {

@@ -66,6 +66,27 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
 
   auto& tcp = tcp_.stats();
   auto load = [](const std::atomic<uint64_t>& a) { return static_cast<double>(a.load()); };
+  MetricFamily denied = Family(
+      "veil_access_denied_total",
+      "Messages refused by access control (docs/security.md), by the provenance they had",
+      kCounter);
+  const char* const kOrigins[] = {"local", "app", "transport", "secure_channel"};
+  for (size_t i = 0; i < routing.access_denied.size(); ++i) {
+    Add(denied, static_cast<double>(routing.access_denied[i]), {{"origin", kOrigins[i]}});
+  }
+  out.push_back(std::move(denied));
+  out.push_back(Single("veil_transport_dials_refused_total",
+                       "/tcp hops from other nodes this node did not dial (not in --allow-dial)",
+                       kCounter, load(tcp.dials_refused)));
+  out.push_back(Single("veil_transport_connections_refused_total",
+                       "Connections refused when accepted: too many in all or from one address",
+                       kCounter, load(tcp.connections_refused)));
+  out.push_back(Single("veil_transport_idle_closed_total",
+                       "Connections closed for carrying nothing, with nothing of this node on them",
+                       kCounter, load(tcp.idle_closed)));
+  out.push_back(Single("veil_transport_notices_dropped_total",
+                       "Refusal notices dropped for a peer that does not read them", kCounter,
+                       load(tcp.notices_dropped)));
   out.push_back(Single("veil_transport_bytes_sent_total", "Bytes written to TCP connections", kCounter,
                        load(tcp.bytes_sent)));
   out.push_back(Single("veil_transport_bytes_received_total", "Bytes read from TCP connections",
@@ -123,6 +144,19 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   Add(handshakes, load(cs.handshakes_failed), {{"result", "failed"}});
   out.push_back(std::move(handshakes));
 
+  out.push_back(Single("veil_secure_channel_forged_notices_total",
+                       "Refusal notices and handshake errors dropped for not echoing the channel's "
+                       "path tag",
+                       kCounter, load(cs.forged_notices)));
+  out.push_back(Single("veil_secure_channel_handshakes_refused_total",
+                       "Handshakes refused for a limit (busy, rate, too many channels, per identity)",
+                       kCounter, load(cs.handshakes_refused)));
+  MetricFamily expired = Family("veil_secure_channels_expired_total",
+                                "Secure channels closed by this node, by why", kCounter);
+  Add(expired, load(cs.unconfirmed_expired), {{"reason", "unconfirmed"}});
+  Add(expired, load(cs.idle_expired), {{"reason", "idle"}});
+  Add(expired, load(cs.carrier_closed), {{"reason", "connection_closed"}});
+  out.push_back(std::move(expired));
   MetricFamily latency = Family("veil_secure_channel_handshake_seconds",
                                 "Time from a channel's creation to its establishment",
                                 MetricType::Histogram);

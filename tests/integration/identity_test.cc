@@ -164,11 +164,17 @@ TEST(IdentityIntegrationTest, AtRestEncryptionRoundTripAndKeyRefusals) {
   std::string state = dir.path() + "/state";
   std::string key_file = dir.path() + "/vault.key";
   std::ofstream(key_file) << kHexKey << "\n";
+  ASSERT_EQ(::chmod(key_file.c_str(), 0600), 0);
   std::string bob_id;
   {
     VeildProcess node(state, {});
     node.SetEnv("VEIL_VAULT_KEY", kHexKey);  // as from a Kubernetes Secret
     ASSERT_TRUE(node.Start()) << node.log();
+    // Read, then wiped from the environment where it was: /proc/PID/environ no longer has it.
+    std::ifstream environ_file("/proc/" + std::to_string(node.pid()) + "/environ");
+    std::string environ_text((std::istreambuf_iterator<char>(environ_file)), {});
+    EXPECT_FALSE(environ_text.empty());
+    EXPECT_EQ(environ_text.find(kHexKey), std::string::npos);
     Identities ids(node.api_target());
     v1::Identity bob;
     ASSERT_TRUE(ids.Create("bob", &bob).ok());
@@ -199,6 +205,23 @@ TEST(IdentityIntegrationTest, AtRestEncryptionRoundTripAndKeyRefusals) {
     node.SetEnv("VEIL_VAULT_KEY", kHexKey);
     EXPECT_FALSE(node.Start());
     EXPECT_NE(node.log().find("give the vault key one way"), std::string::npos) << node.log();
+  }
+  {  // A key file every user may read: refused, naming the file and its mode.
+    ASSERT_EQ(::chmod(key_file.c_str(), 0644), 0);
+    VeildProcess node(state, {"--vault-key-file", key_file});
+    EXPECT_FALSE(node.Start());
+    EXPECT_EQ(node.exit_code(), 1);
+    EXPECT_NE(node.log().find(key_file + " is readable by every user (mode 0644)"),
+              std::string::npos)
+        << node.log();
+    EXPECT_EQ(node.log().find(kHexKey), std::string::npos);
+  }
+  {  // Readable by its group (a Kubernetes Secret for the pod's fsGroup): taken, with a warning.
+    ASSERT_EQ(::chmod(key_file.c_str(), 0640), 0);
+    VeildProcess node(state, {"--vault-key-file", key_file});
+    ASSERT_TRUE(node.Start()) << node.log();
+    EXPECT_NE(node.log().find("is readable by its group"), std::string::npos) << node.log();
+    ASSERT_EQ(::chmod(key_file.c_str(), 0400), 0);
   }
   // Still the same identity afterwards.
   VeildProcess node(state, {"--vault-key-file", key_file});

@@ -469,6 +469,36 @@ TEST_F(ServeSocketTest, StreamsCountTowardsTheSameLimitAsGrpcStreams) {
   }
 }
 
+TEST(ServeSocketLimitsTest, StreamsThatNeverOpenAreEndedAndFreeTheirSlot) {
+  VeildProcess node({"--api-max-serve-streams", "1", "--api-open-timeout", "0.5"});
+  ASSERT_TRUE(node.Start()) << node.log();
+  auto api = Connect(node.api_target());
+  const std::string path = GetNode(api).serve_socket();
+  {  // A serve socket connection that sends nothing holds the only slot, then is ended.
+    RawConnection raw(path);
+    ASSERT_TRUE(raw.connected());
+    auto start = std::chrono::steady_clock::now();
+    auto closed = raw.ReadResponse();
+    ASSERT_TRUE(closed.has_value() && closed->has_closed());
+    EXPECT_EQ(closed->closed().code(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
+    EXPECT_EQ(ReasonIn(closed->closed()), "OPEN_TIMEOUT");
+    EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+  }
+  {  // The same for a gRPC Serve call that never opens.
+    auto stub = v1::MessagingService::NewStub(api);
+    grpc::ClientContext context;
+    auto stream = stub->Serve(&context);
+    v1::ServeResponse response;
+    EXPECT_FALSE(stream->Read(&response));
+    grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+    EXPECT_EQ(ReasonOf(status), "OPEN_TIMEOUT");
+  }
+  // The slot is free again: an app that opens at once serves.
+  auto socket = OpenEventually(path, "echoer");
+  EXPECT_TRUE(socket.has_value());
+}
+
 TEST_F(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSocket) {
   auto app = sdk::ServeSocket::Open(path_, "app");
   node_.Signal(SIGTERM);

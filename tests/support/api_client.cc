@@ -118,6 +118,14 @@ grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
                                    request, out);
 }
 
+std::vector<v1::SecureChannel> ListSecureChannels(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::SecureChannelService::NewStub(channel);
+  grpc::ClientContext context;
+  v1::ListSecureChannelsResponse out;
+  EXPECT_TRUE(stub->ListSecureChannels(&context, {}, &out).ok());
+  return {out.channels().begin(), out.channels().end()};
+}
+
 v1::Identity GetIdentity(const std::shared_ptr<grpc::Channel>& channel, const std::string& name) {
   auto stub = v1::IdentityService::NewStub(channel);
   v1::GetIdentityRequest request;

@@ -51,6 +51,8 @@ grpc::Status CreateListener(const std::shared_ptr<grpc::Channel>& channel,
 grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
                                  const std::string& route, const v1::TrustPolicy& policy,
                                  v1::SecureChannel* out, uint32_t timeout_ms = 10000);
+// ListSecureChannels, failing the test on error.
+std::vector<v1::SecureChannel> ListSecureChannels(const std::shared_ptr<grpc::Channel>& channel);
 // GetIdentity, failing the test on error.
 v1::Identity GetIdentity(const std::shared_ptr<grpc::Channel>& channel, const std::string& name);
 // The identifier of identity "default".
