@@ -74,6 +74,50 @@ TEST_F(ChannelSessionTest, HandshakeAuthenticatesBothIdentities) {
   EXPECT_EQ(r.remote_identifier(), alice_->identifier());
 }
 
+// CONFIRM is acknowledged: the responder waits for the initiator's ACK (or anything
+// authenticated from it) to know the channel is held at both ends; with an initiator that does
+// not offer "confirm-ack" (an older node) it does not wait.
+TEST_F(ChannelSessionTest, TheInitiatorConfirmsTheConfirm) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  auto s2 = r.OnMessage(*i.Start());
+  auto s3 = i.OnMessage(s2.reply);
+  auto s4 = r.OnMessage(s3.reply);
+  ASSERT_TRUE(s4.established);
+  EXPECT_TRUE(r.awaiting_confirmation());
+  auto s5 = i.OnMessage(s4.reply);
+  ASSERT_TRUE(s5.established);
+  ASSERT_FALSE(s5.reply.empty());
+  EXPECT_EQ(static_cast<ChannelMessageType>(s5.reply[0]), ChannelMessageType::kConfirmAck);
+  auto s6 = r.OnMessage(s5.reply);
+  EXPECT_TRUE(s6.error.ok()) << s6.error;
+  EXPECT_TRUE(s6.deliveries.empty());
+  EXPECT_FALSE(r.awaiting_confirmation());
+  // An ACK from the responder's side (it has no business sending one) is dropped.
+  {
+    ChannelSession i2(Role::kInitiator, alice_, *everyone_);
+    ChannelSession r2(Role::kResponder, bob_, *everyone_);
+    Handshake(i2, r2);
+    EXPECT_TRUE(r2.awaiting_confirmation());  // the helper does not deliver the ACK
+    i2.OnMessage(Data(r2, "data confirms too"));
+    EXPECT_TRUE(r2.awaiting_confirmation());  // data *from* the responder does not
+    r2.OnMessage(Data(i2, "from the initiator"));
+    EXPECT_FALSE(r2.awaiting_confirmation());
+  }
+  SessionOptions older;
+  older.offer_confirm_ack = false;
+  ChannelSession old_i(Role::kInitiator, alice_, *everyone_, older);
+  ChannelSession r3(Role::kResponder, bob_, *everyone_);
+  auto t2 = r3.OnMessage(*old_i.Start());
+  auto t3 = old_i.OnMessage(t2.reply);
+  auto t4 = r3.OnMessage(t3.reply);
+  ASSERT_TRUE(t4.established);
+  EXPECT_FALSE(r3.awaiting_confirmation());
+  auto t5 = old_i.OnMessage(t4.reply);
+  EXPECT_TRUE(t5.established);
+  EXPECT_TRUE(t5.reply.empty());  // an older initiator sends no ACK
+}
+
 TEST_F(ChannelSessionTest, DataBothWaysWithRoutes) {
   ChannelSession i(Role::kInitiator, alice_, *everyone_);
   ChannelSession r(Role::kResponder, bob_, *everyone_);

@@ -1,5 +1,6 @@
 #include "sidecar/core/router.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <atomic>
 #include <future>
@@ -178,6 +179,124 @@ TEST_F(RouterTest, RefusalNoticeGoesBackOnlyForMessagesFromAfar) {
   EXPECT_EQ(router_.stats().notices_sent, 1u);
   EXPECT_TRUE(plain->payloads().empty());
   EXPECT_EQ(back->payloads().size(), 1u);
+}
+
+// Access control: a worker takes only the provenances it admits (by default this node's apps
+// and workers); the router refuses the rest before the worker sees them, counts them by
+// provenance, and sends a notice back for what came from afar, echoing its path tag.
+TEST_F(RouterTest, WorkersAdmitByProvenanceTheRestIsRefusedAndCounted) {
+  auto guarded = std::make_shared<RecordingWorker>(router_.NewStrand());
+  auto back = std::make_shared<RecordingWorker>(router_.NewStrand());
+  back->takes_refusals_ = true;
+  ASSERT_TRUE(router_.StartWorker("guarded", guarded).ok());
+  ASSERT_TRUE(router_.StartWorker("back", back).ok());
+  EXPECT_NE(guarded->id(), 0u);
+  EXPECT_NE(guarded->id(), back->id());
+  auto outcomes = std::make_shared<Outcomes>();
+  auto from = [&](SenderInfo::Origin origin, std::string payload, uint32_t index) {
+    Message m = Make("/service/guarded", std::move(payload), outcomes, index);
+    m.sender.origin = origin;
+    m.sender.via = 42;
+    m.return_route = *Route::Parse("/service/back/service/far");
+    m.paced = origin == SenderInfo::Origin::kTransport;
+    m.path_tag = 0xfeed;
+    return m;
+  };
+  router_.Send(from(SenderInfo::Origin::kTransport, "from afar", 0));
+  router_.Send(from(SenderInfo::Origin::kSecureChannel, "decrypted", 1));
+  router_.Send(from(SenderInfo::Origin::kApp, "app", 2));
+  router_.Send(from(SenderInfo::Origin::kLocal, "worker", 3));
+  std::vector<Message> batch;
+  batch.push_back(from(SenderInfo::Origin::kApp, "b1", 4));
+  batch.push_back(from(SenderInfo::Origin::kTransport, "b2", 5));
+  batch.push_back(from(SenderInfo::Origin::kApp, "b3", 6));
+  router_.SendBatch(std::move(batch));
+  auto results = outcomes->Wait(7);
+  ASSERT_EQ(results.size(), 7u);
+  std::sort(results.begin(), results.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (uint32_t refused : {0u, 1u, 5u}) {
+    EXPECT_EQ(results[refused].second.code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(ReasonOf(results[refused].second), "ACCESS_DENIED");
+  }
+  for (uint32_t ok : {2u, 3u, 4u, 6u}) EXPECT_TRUE(results[ok].second.ok()) << ok;
+  ASSERT_TRUE(guarded->WaitFor(4));
+  EXPECT_EQ(guarded->payloads(), (std::vector<std::string>{"app", "worker", "b1", "b3"}));
+  // Two notices went back (the decrypted message's sender sees its own refusal).
+  ASSERT_TRUE(back->WaitFor(2));
+  EXPECT_EQ(back->payloads(),
+            (std::vector<std::string>{"refusal: ACCESS_DENIED", "refusal: ACCESS_DENIED"}));
+  const Router::Stats stats = router_.stats();
+  EXPECT_EQ(stats.access_denied[static_cast<size_t>(SenderInfo::Origin::kTransport)], 2u);
+  EXPECT_EQ(stats.access_denied[static_cast<size_t>(SenderInfo::Origin::kSecureChannel)], 1u);
+  EXPECT_EQ(stats.access_denied[static_cast<size_t>(SenderInfo::Origin::kApp)], 0u);
+  // Asked ahead of sending, the router says the same.
+  SenderInfo network;
+  network.origin = SenderInfo::Origin::kTransport;
+  EXPECT_EQ(ReasonOf(router_.CheckAccess(*Route::Parse("/service/guarded"), network)),
+            "ACCESS_DENIED");
+  EXPECT_TRUE(router_.CheckAccess(*Route::Parse("/service/guarded"), SenderInfo{}).ok());
+  EXPECT_TRUE(router_.CheckAccess(*Route::Parse("/service/nobody"), network).ok());
+}
+
+// A refusal notice carries the path tag of the message it refuses.
+TEST_F(RouterTest, RefusalNoticesEchoThePathTag) {
+  class TagRecorder final : public Worker {
+   public:
+    using Worker::Worker;
+    bool TakesRefusals() const override { return true; }
+    void HandleMessage(Message msg) override {
+      msg.receipt.Settle(absl::OkStatus());
+      tag.set_value(msg.path_tag);
+    }
+    std::promise<uint64_t> tag;
+  };
+  auto back = std::make_shared<TagRecorder>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("back", back).ok());
+  Message afar = Make("/service/nobody", "x");
+  afar.return_route = *Route::Parse("/service/back");
+  afar.paced = true;
+  afar.sender.origin = SenderInfo::Origin::kTransport;
+  afar.path_tag = 0x1234567890abcdef;
+  router_.Send(std::move(afar));
+  auto tag = back->tag.get_future();
+  ASSERT_EQ(tag.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(tag.get(), 0x1234567890abcdefu);
+}
+
+// A /tcp hop is judged by its transport before the transport is given the message.
+TEST_F(RouterTest, TransportHopsAreJudgedByTheTransport) {
+  class Judging final : public Transport {
+   public:
+    void Send(Message msg) override {
+      ++sent;
+      msg.receipt.Settle(absl::OkStatus());
+    }
+    absl::Status Admit(const SenderInfo& from, const Address&) const override {
+      return from.origin == SenderInfo::Origin::kLocal
+                 ? absl::OkStatus()
+                 : ErrorWithReason(absl::StatusCode::kPermissionDenied, "no", "DIAL_REFUSED");
+    }
+    absl::StatusOr<std::shared_ptr<Worker>> CarrierFor(const Address&) override {
+      return absl::UnavailableError("none");
+    }
+    std::atomic<int> sent{0};
+  } judging;
+  router_.SetTransport(AddressType::kTcp, &judging);
+  auto outcomes = std::make_shared<Outcomes>();
+  Message local = Make("/tcp/127.0.0.1:9/service/x", "mine", outcomes, 0);
+  Message afar = Make("/tcp/127.0.0.1:9/service/x", "theirs", outcomes, 1);
+  afar.sender.origin = SenderInfo::Origin::kTransport;
+  router_.Send(std::move(local));
+  router_.Send(std::move(afar));
+  auto results = outcomes->Wait(2);
+  router_.SetTransport(AddressType::kTcp, nullptr);
+  ASSERT_EQ(results.size(), 2u);
+  std::sort(results.begin(), results.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  EXPECT_TRUE(results[0].second.ok());
+  EXPECT_EQ(ReasonOf(results[1].second), "DIAL_REFUSED");
+  EXPECT_EQ(judging.sent.load(), 1);
 }
 
 TEST_F(RouterTest, AddressConflictAndStop) {
