@@ -151,7 +151,7 @@ SAN_CMAKE = -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -gline-tables-only" \
   -DCMAKE_C_FLAGS=-O1 -DVEIL_THREAD_SAFETY=ON
 TSAN_TESTS := core_test transport_test channel_test relay_test messaging_integration_test \
   secure_channel_integration_test hub_integration_test fault_integration_test \
-  api_limits_integration_test serve_socket_integration_test
+  api_limits_integration_test serve_socket_integration_test access_control_integration_test
 empty :=
 space := $(empty) $(empty)
 check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)

@@ -28,7 +28,7 @@ core::Message Outgoing(core::Route onward, core::Route return_route, std::string
   msg.onward = std::move(onward);
   msg.return_route = std::move(return_route);
   msg.payload = std::move(*payload);
-  msg.sender = FromApp();
+  msg.sender.origin = core::SenderInfo::Origin::kApp;
   return msg;
 }
 

@@ -319,7 +319,9 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   bool authenticated = step.error.ok();
   if (authenticated && !msg.return_route.empty()) {
-    remote_route_ = msg.return_route;  // follow the far end (e.g. after its connection changed)
+    // Follow the far end's return route (e.g. the hops behind a relay); its first hop is always
+    // the carrier, which is all the decryptor admits.
+    remote_route_ = msg.return_route;
   }
   if (step.established && !initiator_) {
     // A responder's last check before it confirms: the far identity's share of the channels.

@@ -138,7 +138,7 @@ absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
     }
   }
   // Random: nobody can reach a channel's workers by guessing their names.
-  RETURN_IF_ERROR(channel->Register(RandomName("", 8)));
+  RETURN_IF_ERROR(channel->Register(RandomWorkerName("")));
   veil::MutexLock lock(&mu_);
   channels_[channel->address()] = channel;
   if (carrier.via != 0) by_carrier_[carrier.via].insert(channel->address());

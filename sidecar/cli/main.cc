@@ -689,7 +689,7 @@ int Run(int argc, char** argv) {
   bool send_request = false;
   auto* send = app.add_subcommand(
       "send", "Send a message to a route; with --request, wait for the reply and print it");
-  send->add_option("route", send_route, "e.g. /service/_sc_1/service/echoer")->required();
+  send->add_option("route", send_route, "e.g. /service/_sc_5d1cE7a9b3F/service/echoer")->required();
   send->add_option("message", send_message, "The payload; - or nothing reads stdin");
   send->add_flag("--request,-r", send_request, "Wait for one reply and print its payload");
   on(send, [&](Client& c) {

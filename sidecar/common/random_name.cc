@@ -25,6 +25,23 @@ std::string RandomName(absl::string_view prefix, size_t bytes) {
   return absl::StrCat(prefix, absl::BytesToHexString(absl::string_view(raw.data(), raw.size())));
 }
 
+std::string RandomWorkerName(absl::string_view prefix) {
+  static constexpr char kAlphabet[] =
+      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::string name(prefix);
+  name.reserve(prefix.size() + kWorkerSuffixChars);
+  // 11 symbols of 62 from 96 random bits, by rejection: an unbiased draw each.
+  while (name.size() < prefix.size() + kWorkerSuffixChars) {
+    char raw[16];
+    RandomBytes(raw, sizeof(raw));
+    for (char c : raw) {
+      const auto v = static_cast<uint8_t>(c) & 0x3f;  // 0..63; 62 and 63 are rejected
+      if (v < 62 && name.size() < prefix.size() + kWorkerSuffixChars) name.push_back(kAlphabet[v]);
+    }
+  }
+  return name;
+}
+
 uint64_t RandomNonZeroU64() {
   for (;;) {
     char raw[8];

@@ -17,10 +17,19 @@ TEST(RandomNameTest, PrefixedHexAndDistinct) {
   }
 }
 
-TEST(RandomNameTest, ShorterNamesAndTags) {
-  std::string name = RandomName("_sc_", 8);
-  ASSERT_EQ(name.size(), 4u + 16u);
-  EXPECT_EQ(name.find_first_not_of("0123456789abcdef", 4), std::string::npos);
+TEST(RandomNameTest, WorkerNamesAndTags) {
+  absl::flat_hash_set<std::string> names;
+  for (int i = 0; i < 1000; ++i) {
+    std::string name = RandomWorkerName("_sc_");
+    ASSERT_EQ(name.size(), 4u + kWorkerSuffixChars);
+    EXPECT_EQ(name.rfind("_sc_", 0), 0u);
+    EXPECT_EQ(name.find_first_not_of(
+                  "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 4),
+              std::string::npos);
+    EXPECT_TRUE(names.insert(name).second);
+  }
+  // No heap allocation for the names copied into every message.
+  EXPECT_LE(RandomWorkerName("_sc_").size(), 15u);
   absl::flat_hash_set<uint64_t> tags;
   for (int i = 0; i < 1000; ++i) {
     uint64_t tag = RandomNonZeroU64();

@@ -44,7 +44,7 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
 
 std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker) {
   for (;;) {
-    std::string name = RandomName(prefix, 8);
+    std::string name = RandomWorkerName(prefix);
     if (StartWorker(name, worker).ok()) return name;
     // The name was taken (vanishingly rare) or the router is shutting down: try another,
     // unless shutting down.

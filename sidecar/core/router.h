@@ -62,7 +62,7 @@ class Router {
   // (reason ADDRESS_IN_USE) when the address is taken; FAILED_PRECONDITION once shut down.
   absl::Status StartWorker(std::string name, std::shared_ptr<Worker> worker);
 
-  // Starts `worker` at a fresh, unguessable address "<prefix><16 hex digits>" and returns it;
+  // Starts `worker` at a fresh, unguessable address "<prefix><11 letters and digits>" and returns it;
   // "" once shut down.
   std::string StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker);
 
