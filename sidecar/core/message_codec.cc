@@ -103,7 +103,8 @@ absl::StatusOr<Message> DecodeMessage(absl::string_view bytes) {
     return Malformed("not a TransportMessage");
   }
   const bool connection_refusal = wire.onward_route_size() == 0 && wire.has_refusal() &&
-                                  wire.return_route_size() == 0 && wire.payload().empty();
+                                  wire.return_route_size() == 0 && wire.payload().empty() &&
+                                  wire.path_tag() == 0;
   if (wire.onward_route_size() == 0 && !connection_refusal) {
     return Malformed("onward route is empty");
   }

@@ -6,6 +6,7 @@
 #include "CLI/CLI.hpp"
 #include "sidecar/api/unix_socket.h"
 #include "sidecar/common/version.h"
+#include "sidecar/transport/dial_policy.h"
 #include "sidecar/transport/frame_codec.h"
 
 namespace veil::daemon {
@@ -233,6 +234,12 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     std::ostringstream out, err;
     app.exit(e, out, err);
     return EarlyExit{2, err.str() + out.str()};
+  }
+  for (const std::string& entry : o.allow_dial) {
+    transport::DialAllowList check;
+    if (absl::Status added = check.Add(entry); !added.ok()) {
+      return EarlyExit{2, "veild: " + std::string(added.message()) + "\n"};
+    }
   }
   if (o.check_config && o.config_file.empty()) {
     return EarlyExit{2, "veild: --check-config needs --config FILE\n"};

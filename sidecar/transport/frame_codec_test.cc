@@ -165,6 +165,46 @@ TEST(FrameCodecTest, RefusalNoticeRoundTrip) {
   EXPECT_EQ(msg->refusal.message().size(), 1024u);
 }
 
+TEST(FrameCodecTest, PathTagsCrossUnchanged) {
+  std::string out;
+  ASSERT_TRUE(AppendFrame(R("/service/a"), R("/service/b"), "data", kDefaultMaxFrameBytes, out,
+                          absl::OkStatus(), 0xfedcba9876543210)
+                  .ok());
+  auto msg = core::DecodeMessage(absl::string_view(out).substr(kFrameHeaderBytes));
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(msg->path_tag, 0xfedcba9876543210u);
+  EXPECT_EQ(msg->payload, "data");
+  out.clear();  // no tag: none on the wire (an older node's frames decode as before)
+  ASSERT_TRUE(AppendFrame(R("/service/a"), core::Route(), "data", kDefaultMaxFrameBytes, out).ok());
+  wire::v1::TransportMessage wire;
+  ASSERT_TRUE(wire.ParseFromString(out.substr(kFrameHeaderBytes)));
+  EXPECT_EQ(wire.path_tag(), 0u);
+}
+
+// A frame with only a refusal refuses the connection; with anything beside it, it is malformed.
+TEST(FrameCodecTest, ConnectionRefusals) {
+  std::string out;
+  AppendConnectionRefusalFrame(ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                                               "too many connections from 10.0.0.1",
+                                               reason::kTooManyConnections),
+                               out);
+  auto msg = core::DecodeMessage(absl::string_view(out).substr(kFrameHeaderBytes));
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_TRUE(core::IsConnectionRefusal(*msg));
+  EXPECT_EQ(msg->refusal.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReasonOf(msg->refusal), "TOO_MANY_CONNECTIONS");
+  wire::v1::TransportMessage m;
+  ASSERT_TRUE(m.ParseFromString(out.substr(kFrameHeaderBytes)));
+  for (int extra = 0; extra < 3; ++extra) {
+    wire::v1::TransportMessage bad = m;
+    if (extra == 0) bad.set_payload("x");
+    if (extra == 1) bad.set_path_tag(7);
+    if (extra == 2) bad.add_return_route()->set_value("back");
+    EXPECT_EQ(ReasonOf(core::DecodeMessage(bad.SerializeAsString()).status()), "MALFORMED_FRAME")
+        << extra;
+  }
+}
+
 TEST(FrameCodecTest, BadRefusalsAreMalformed) {
   auto decode = [](const wire::v1::TransportMessage& m) {
     return core::DecodeMessage(m.SerializeAsString()).status();

@@ -229,6 +229,56 @@ TEST(TcpTransportTest, PeerThatDoesNotReadFillsTheQueueThenSendersAreRefused) {
   EXPECT_GT(refused, kMessages / 2);
 }
 
+// Beyond the connection limit a node refuses a connection with a frame saying why; the peer's
+// node closes it on reading that.
+TEST(TcpTransportTest, ConnectionsBeyondTheLimitAreRefusedWithAReason) {
+  TcpOptions one;
+  one.max_connections_per_address = 1;
+  Node b(one), a1, a2;
+  auto address = b.transport.Listen("127.0.0.1:0");
+  ASSERT_TRUE(address.ok());
+  auto sink = std::make_shared<Sink>(b.router.NewStrand());
+  ASSERT_TRUE(b.router.StartWorker("sink", sink).ok());
+  a1.router.Send(Make("/tcp/" + *address + "/service/sink", "first"));
+  ASSERT_EQ(sink->Wait(1).size(), 1u);
+  a2.router.Send(Make("/tcp/" + *address + "/service/sink", "second"));
+  bool closed = false;
+  for (int i = 0; i < 250 && !closed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    closed = a2.transport.Connections().empty();
+  }
+  EXPECT_TRUE(closed) << "the refused connection stayed open";
+  EXPECT_EQ(b.transport.stats().connections_refused.load(), 1u);
+  EXPECT_EQ(a1.transport.Connections().size(), 1u);
+  EXPECT_TRUE(sink->Wait(0).empty()) << "a refused connection's message was taken";
+}
+
+// A connection with no frame either way for the idle timeout, that nothing uses, is closed;
+// one the node uses (InUse) stays.
+TEST(TcpTransportTest, IdleConnectionsThatNothingUsesAreClosed) {
+  TcpOptions idle;
+  idle.idle_timeout = std::chrono::milliseconds(200);
+  Node b(idle), a;
+  std::atomic<bool> in_use{true};
+  b.transport.SetInUse([&in_use](uint64_t) { return in_use.load(); });
+  auto address = b.transport.Listen("127.0.0.1:0");
+  ASSERT_TRUE(address.ok());
+  auto sink = std::make_shared<Sink>(b.router.NewStrand());
+  ASSERT_TRUE(b.router.StartWorker("sink", sink).ok());
+  a.router.Send(Make("/tcp/" + *address + "/service/sink", "hello"));
+  ASSERT_EQ(sink->Wait(1).size(), 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(b.transport.Connections().size(), 1u);  // in use: kept
+  in_use = false;
+  bool closed = false;
+  for (int i = 0; i < 100 && !closed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    closed = b.transport.Connections().empty() && a.transport.Connections().empty();
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(b.transport.stats().idle_closed.load(), 1u);
+}
+
 TEST(TcpTransportTest, ListenRefusesBadAddress) {
   Node a;
   EXPECT_EQ(a.transport.Listen("nonsense").status().code(), absl::StatusCode::kInvalidArgument);

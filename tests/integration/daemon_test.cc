@@ -106,7 +106,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--api", "unix:"}, 1, "needs a socket path"},
         BadStart{{"--api", "ftp://x"}, 1, "neither unix:PATH nor HOST:PORT"},
         BadStart{{"--health-listen", "nonsense"}, 1, "is not host:port"},
-        BadStart{{"--relay-allow", "I0123456789abcdef0123456789abcdef"}, 1, "needs --hub"}));
+        BadStart{{"--relay-allow", "I0123456789abcdef0123456789abcdef"}, 1, "needs --hub"},
+        BadStart{{"--allow-dial", "10.0.0.0/33:*"}, 2, "bad --allow-dial entry \"10.0.0.0/33:*\""},
+        BadStart{{"--allow-dial", "db.internal"}, 2, "no port"},
+        BadStart{{"--max-connections", "0"}, 2, "--max-connections"},
+        BadStart{{"--handshake-timeout", "0"}, 2, "--handshake-timeout"}));
 
 TEST(DaemonTest, ApiSocketModeForPodsSharingAGroup) {
   VeildProcess node({"--api-socket-mode", "0660"});
