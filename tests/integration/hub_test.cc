@@ -92,6 +92,14 @@ TEST_F(HubTest, SeedScenarioThroughTheHub) {
   EXPECT_EQ(hosted.relays(0).owner(), DefaultIdentifier(bob_api_));
 }
 
+// An app on the hub itself reaches Bob through the relay, the relay carrying both directions.
+TEST_F(HubTest, AnAppOnTheHubReachesBobThroughTheRelay) {
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &relay).ok());
+  ASSERT_TRUE(EchoThrough(hub_api_, "/service/forward_to_bob/service/listener", "from the hub").ok());
+  EXPECT_EQ(echoer_->last_sender().identifier(), DefaultIdentifier(hub_api_));
+}
+
 TEST_F(HubTest, RandomRelayNameLikeTheSeed) {
   v1::Relay relay;
   ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "", &relay).ok());
