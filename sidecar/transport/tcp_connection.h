@@ -91,7 +91,9 @@ class TcpConnection final : public core::Worker,
   // Closes the connection, failing queued messages with `why`. Idempotent; posts to the strand.
   void Close(absl::Status why);
 
-  // Refuses the connection: writes a connection refusal with `why`, then closes. Posts.
+  // Refuses the connection: writes a connection refusal with `why`, then closes; nothing read
+  // from it afterwards is handed on. Posts; may be called before Start (then nothing it sends
+  // is ever handed on).
   void Refuse(absl::Status why);
 
   void HandleMessage(core::Message msg) override;

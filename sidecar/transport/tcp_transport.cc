@@ -79,11 +79,13 @@ void TcpTransport::Accept(Listener* listener) {
                 accepted_hosts_.emplace(conn->id(), conn->remote_host());
               }
             }
-            conn->Start();
+            // Refused before it starts: nothing it sends is ever read (with several io threads
+            // its first read could otherwise complete before a refusal posted after Start).
             if (!limit.ok()) {
               stats_.connections_refused.fetch_add(1, std::memory_order_relaxed);
               conn->Refuse(std::move(limit));
             }
+            conn->Start();
           }
         }
         {
