@@ -75,20 +75,35 @@ class RequestCall final : public grpc::ServerUnaryReactor,
   void OnDone() override { self_.reset(); }
 
   void OnReply(core::Message msg) {
-    {
-      veil::MutexLock lock(&mu_);
-      if (done_) {
-        msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
-                                           "the request already has its reply",
-                                           reason::kRouteNotFound));
-        return;
+    // Claim the finish first: once claimed, no cancel or deadline can Finish the call while
+    // the response is being written.
+    std::shared_ptr<core::Worker> worker;
+    if (!msg.refusal.ok()) {  // the far node refused the request (through its channel)
+      msg.receipt.Settle(absl::OkStatus());
+      const absl::Status& why = msg.refusal;
+      if (Claim(worker)) {
+        FinishClaimed(std::move(worker),
+                      GrpcError(why.code(),
+                                absl::StrCat(msg.sender.origin ==
+                                                     core::SenderInfo::Origin::kSecureChannel
+                                                 ? "the far node refused the request: "
+                                                 : "a node on the way refused the request: ",
+                                             why.message()),
+                                ReasonOf(why)));
       }
+      return;
+    }
+    if (!Claim(worker)) {
+      msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kNotFound,
+                                         "the request already has its reply",
+                                         reason::kRouteNotFound));
+      return;
     }
     msg.receipt.Settle(absl::OkStatus());
     v1::Delivery* reply = response_->mutable_reply();
     ToDelivery(msg, *reply);
     reply->set_sequence(1);
-    Conclude(grpc::Status::OK);
+    FinishClaimed(std::move(worker), grpc::Status::OK);
   }
 
   void OnSendOutcome(absl::Status status) {
@@ -110,6 +125,8 @@ class RequestCall final : public grpc::ServerUnaryReactor,
       call_->OnReply(std::move(msg));
     }
     void OnStop() override { call_.reset(); }
+    // A refusal of the request, from the far node (through the channel) or one on the way.
+    bool TakesRefusals() const override { return true; }
     // The reply comes back the way the request went (out of its secure channel, say), or from
     // this node.
     absl::Status Admit(const core::SenderInfo& from) const override {
@@ -148,14 +165,20 @@ class RequestCall final : public grpc::ServerUnaryReactor,
   RequestCall(core::Router& router, v1::RequestResponse* response)
       : router_(router), response_(response), timer_(router.NewStrand()) {}
 
+  // Ends the call with `status` unless it already ended (or is ending).
   void Conclude(grpc::Status status) {
     std::shared_ptr<core::Worker> worker;
-    {
-      veil::MutexLock lock(&mu_);
-      if (done_) return;
-      done_ = true;
-      worker = std::move(worker_);
-    }
+    if (Claim(worker)) FinishClaimed(std::move(worker), std::move(status));
+  }
+  // The one who gets true finishes the call (FinishClaimed); everyone else leaves it alone.
+  bool Claim(std::shared_ptr<core::Worker>& worker) {
+    veil::MutexLock lock(&mu_);
+    if (done_) return false;
+    done_ = true;
+    worker = std::move(worker_);
+    return true;
+  }
+  void FinishClaimed(std::shared_ptr<core::Worker> worker, grpc::Status status) {
     asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
     if (worker != nullptr) router_.StopWorker(worker->address(), worker.get());
     Finish(std::move(status));

@@ -75,7 +75,7 @@ class ChannelSession::IdentityKey final : public StaticKey {
 
 ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identity> local,
                                const TrustPolicy& policy, SessionOptions options,
-                               std::optional<vault::X25519KeyPair> fixed_ephemeral)
+                               std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only)
     : role_(role),
       local_(std::move(local)),
       policy_(policy),
@@ -86,7 +86,7 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
       handshake_(std::make_unique<HandshakeState>(
           role == Role::kInitiator ? HandshakeState::Role::kInitiator
                                    : HandshakeState::Role::kResponder,
-          kPrologue, *static_key_, std::move(fixed_ephemeral))),
+          kPrologue, *static_key_, std::move(fixed_ephemeral_for_testing_only))),
       expected_(role == Role::kInitiator ? ChannelMessageType::kHandshake2
                                          : ChannelMessageType::kHandshake1) {
 }
@@ -198,7 +198,12 @@ ChannelSession::Step ChannelSession::Failed(absl::Status why, bool tell_peer) {
   state_ = State::kFailed;
   handshake_.reset();
   Step step;
-  if (tell_peer) step.reply = HandshakeError(why.message());
+  // The peer learns that it was refused, not this side's trust policy (which identities, which
+  // file): that stays in the local error.
+  if (tell_peer) {
+    step.reply = HandshakeError(ReasonOf(why) == kUntrustedIdentity ? "identity not trusted"
+                                                                   : why.message());
+  }
   step.error = std::move(why);
   return step;
 }
@@ -211,14 +216,9 @@ std::string ChannelSession::HandshakeError(absl::string_view reason) {
 }
 
 void ChannelSession::Established() {
-  auto [initiator_to_responder, responder_to_initiator] = handshake_->Split();
-  if (role_ == Role::kInitiator) {
-    send_ = std::move(initiator_to_responder);
-    recv_ = std::move(responder_to_initiator);
-  } else {
-    send_ = std::move(responder_to_initiator);
-    recv_ = std::move(initiator_to_responder);
-  }
+  auto keys = handshake_->Split();  // called only once the handshake is done
+  send_ = std::move(keys->send);
+  recv_ = std::move(keys->receive);
   handshake_.reset();
 }
 
@@ -436,7 +436,8 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
 }
 
 absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Route& return_route,
-                                     absl::string_view payload, std::string& out) {
+                                     absl::string_view payload, std::string& out,
+                                     const absl::Status& refusal) {
   if (state_ != State::kEstablished) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
@@ -445,7 +446,7 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
   // Routes are small: reserve for the payload and some, rather than encode them twice.
   uint64_t n = BeginSeal(ChannelMessageType::kData, payload.size() + 256, out);
   size_t at = out.size();
-  core::AppendEncodedMessage(onward, return_route, payload, out);
+  core::AppendEncodedMessage(onward, return_route, payload, out, refusal);
   FinishSeal(ChannelMessageType::kData, n, out, at);
   return absl::OkStatus();
 }

@@ -103,7 +103,7 @@ class ChannelSession {
   // `policy` must outlive the session.
   ChannelSession(Role role, std::shared_ptr<const identity::Identity> local,
                  const TrustPolicy& policy, SessionOptions options = {},
-                 std::optional<vault::X25519KeyPair> fixed_ephemeral = std::nullopt);
+                 std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only = std::nullopt);
 
   ~ChannelSession();
   ChannelSession(const ChannelSession&) = delete;
@@ -117,10 +117,12 @@ class ChannelSession {
   // zeroes). The deliveries are copies; nothing refers to `bytes` once this returns.
   Step OnMessageInPlace(std::string& bytes);
 
-  // Appends a DATA message carrying the app message (routes for the far side, payload).
-  // FAILED_PRECONDITION unless established.
+  // Appends a DATA message carrying the app message (routes for the far side, payload), or a
+  // refusal notice (`refusal` not OK, payload empty): the far side's node refusing what came
+  // out of this channel, told back through it. FAILED_PRECONDITION unless established.
   absl::Status Encrypt(const core::Route& onward, const core::Route& return_route,
-                       absl::string_view payload, std::string& out);
+                       absl::string_view payload, std::string& out,
+                       const absl::Status& refusal = absl::OkStatus());
   // Appends one BATCH message carrying all of `msgs` in order (their routes for the far side
   // and payloads; the payloads are moved out, the rest is left). FAILED_PRECONDITION unless
   // established, or when the peer did not say it takes batches (peer_takes_batches()). `msgs`

@@ -144,7 +144,7 @@ TEST_F(ChannelSessionTest, UntrustedResponderFailsBothSides) {
   EXPECT_EQ(i.state(), State::kFailed);
   auto s4 = r.OnMessage(s3.reply);  // the ERR message tells the responder
   EXPECT_EQ(ReasonOf(s4.error), "PEER_REFUSED_HANDSHAKE");
-  EXPECT_NE(s4.error.message().find("is not trusted"), std::string::npos) << s4.error;
+  EXPECT_NE(s4.error.message().find("identity not trusted"), std::string::npos) << s4.error;
   EXPECT_EQ(r.state(), State::kFailed);
 }
 

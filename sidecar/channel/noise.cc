@@ -29,8 +29,8 @@ void CipherState::Rekey() {
 }
 
 HandshakeState::HandshakeState(Role role, absl::string_view prologue, const StaticKey& s,
-                               std::optional<vault::X25519KeyPair> fixed_ephemeral)
-    : role_(role), s_(s), fixed_e_(std::move(fixed_ephemeral)) {
+                               std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only)
+    : role_(role), s_(s), fixed_e_(std::move(fixed_ephemeral_for_testing_only)) {
   // InitializeSymmetric (spec 5.2): the name fits in HASHLEN, so h = name padded with zeros.
   h_.assign(kHashLen, '\0');
   std::memcpy(h_.data(), kNoiseProtocolName, sizeof(kNoiseProtocolName) - 1);
@@ -177,10 +177,18 @@ absl::StatusOr<std::string> HandshakeState::ReadMessage(absl::string_view messag
   return payload;
 }
 
-std::pair<CipherState, CipherState> HandshakeState::Split() {
+absl::StatusOr<HandshakeState::Transport> HandshakeState::Split() {
+  if (next() != Next::kDone || split_) {
+    return absl::FailedPreconditionError(
+        split_ ? "the handshake was already split" : "Split() before the handshake finished");
+  }
+  split_ = true;
   vault::SecretBytes k1, k2;
   vault::NoiseHkdf(ck_, {}, &k1, &k2);
-  return {CipherState(std::move(k1)), CipherState(std::move(k2))};
+  ck_ = vault::SecretBytes();  // no longer needed: wiped
+  CipherState initiator_sends(std::move(k1)), responder_sends(std::move(k2));
+  if (role_ == Role::kInitiator) return Transport{std::move(initiator_sends), std::move(responder_sends)};
+  return Transport{std::move(responder_sends), std::move(initiator_sends)};
 }
 
 }  // namespace veil::channel

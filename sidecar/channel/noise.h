@@ -92,10 +92,11 @@ class HandshakeState {
   enum class Role { kInitiator, kResponder };
   enum class Next { kWrite, kRead, kDone, kFailed };
 
-  // `s` must outlive the handshake. `fixed_ephemeral` is a test hook (published vectors);
-  // production code leaves it empty and a fresh ephemeral key is generated.
+  // `s` must outlive the handshake. `fixed_ephemeral_for_testing_only` is the test hook that
+  // the published vectors need (noise-c's ..._for_testing_only); production code leaves it
+  // empty and a fresh ephemeral key is generated.
   HandshakeState(Role role, absl::string_view prologue, const StaticKey& s,
-                 std::optional<vault::X25519KeyPair> fixed_ephemeral = std::nullopt);
+                 std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only = std::nullopt);
 
   Next next() const;
 
@@ -111,8 +112,14 @@ class HandshakeState {
   const std::string& remote_static() const { return rs_; }
   // h: after kDone, a unique, public identifier of this handshake (channel binding).
   const std::string& handshake_hash() const { return h_; }
-  // After kDone: (initiator-to-responder, responder-to-initiator) cipher states.
-  std::pair<CipherState, CipherState> Split();
+  // The finished handshake's cipher states for this side (Noise §5.2 Split: the first key is
+  // the initiator's to send with, the second the responder's), so a caller cannot swap them.
+  struct Transport {
+    CipherState send, receive;
+  };
+  // FAILED_PRECONDITION unless next() is kDone, and after the first call: the handshake's
+  // secrets are wiped once split.
+  absl::StatusOr<Transport> Split();
 
  private:
   void MixHash(absl::string_view data);
@@ -132,6 +139,7 @@ class HandshakeState {
   uint64_t n_ = 0;
   int message_ = 0;  // messages processed, 0..3
   bool failed_ = false;
+  bool split_ = false;
 };
 
 }  // namespace veil::channel

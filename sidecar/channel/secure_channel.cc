@@ -43,6 +43,8 @@ class Encryptor final : public core::Worker {
   core::Carrier CarrierOf() const override {
     return {core::SenderInfo::Origin::kSecureChannel, id()};
   }
+  // This node refusing a message that came out of the channel tells the far end, through it.
+  bool TakesRefusals() const override { return true; }
 
  private:
   std::shared_ptr<SecureChannel> channel_;
@@ -240,8 +242,18 @@ void SecureChannel::OnPlaintext(core::Message msg) {
                                        "CHANNEL_CLOSED"));
     return;
   }
+  if (msg.onward.empty()) {  // nothing for the far end to deliver it to
+    msg.receipt.Settle(ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("the route ends at secure channel ", encryptor_address_,
+                     ": name what it goes to on the far side, e.g. /service/", encryptor_address_,
+                     "/service/echoer"),
+        reason::kInvalidRoute));
+    return;
+  }
   std::string ciphertext;
-  absl::Status s = session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext);
+  absl::Status s =
+      session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext, msg.refusal);
   if (!s.ok()) {
     msg.receipt.Settle(std::move(s));
     return;
@@ -387,7 +399,10 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     core::Message& inner = step.deliveries[i];
     // (Whether a decrypted message may go on, e.g. leave the host, is the router's call:
     // provenance kSecureChannel, judged by the next worker or transport.)
-    inner.return_route.PushFront(core::Address::Local(encryptor_address_));
+    // A message sent without a return route cannot be answered: it gets none here either.
+    if (!inner.return_route.empty()) {
+      inner.return_route.PushFront(core::Address::Local(encryptor_address_));
+    }
     inner.sender.origin = core::SenderInfo::Origin::kSecureChannel;
     inner.sender.via = encryptor_id_;
     inner.sender.identifier = session_.remote_identifier();
@@ -409,6 +424,17 @@ void SecureChannel::OnRefusal(const absl::Status& refusal) {
   // ends the channel, so that the app's next sends are refused here instead of vanishing;
   // anything else (e.g. a message too large for a hop) is only logged.
   const std::string why = ReasonOf(refusal);
+  if (session_.state() == ChannelSession::State::kHandshaking) {
+    // The handshake itself was refused on the way (no listener there, not one the network may
+    // reach, no such relay): fail now, with the node's reason, instead of at the timeout.
+    CloseNow(ErrorWithReason(refusal.code(),
+                             absl::StrCat("the handshake did not reach a listener: a node on the "
+                                          "way says: ",
+                                          refusal.message()),
+                             why),
+             false);
+    return;
+  }
   if (why != reason::kRouteNotFound && why != reason::kConnectionLost &&
       why != reason::kConnectionFailed) {
     spdlog::warn("secure channel {}: a node on the way refused a message: {}", encryptor_address_,

@@ -201,10 +201,12 @@ void Router::SendBatch(std::vector<Message> msgs) {
 }
 
 void Router::Refuse(Message msg, absl::Status why) {
-  // Only about a message read from a connection (its sender cannot see this receipt) that has
-  // a way back, and never about a notice.
-  const bool notify = msg.paced && msg.sender.origin == SenderInfo::Origin::kTransport &&
-                      !msg.return_route.empty() && msg.refusal.ok() && !why.ok();
+  // Only about a message from another node, whose sender cannot see this receipt — read from a
+  // connection, or decrypted out of a secure channel (the notice then goes back through the
+  // channel: authenticated) — that has a way back, and never about a notice.
+  const bool from_afar = (msg.paced && msg.sender.origin == SenderInfo::Origin::kTransport) ||
+                         msg.sender.origin == SenderInfo::Origin::kSecureChannel;
+  const bool notify = from_afar && !msg.return_route.empty() && msg.refusal.ok() && !why.ok();
   Message notice;
   if (notify) {
     notice.onward = std::move(msg.return_route);

@@ -84,9 +84,10 @@ class Router {
   // strand hop per run instead of per message.
   void SendBatch(std::vector<Message> msgs);
 
-  // Settles `msg`'s receipt with `why` (not OK). When `msg` came off a connection (paced, not
-  // decrypted here) and has a return route, also sends a refusal notice back along it, so the
-  // sender's node learns: a sender far away cannot see this node's receipts.
+  // Settles `msg`'s receipt with `why` (not OK). When `msg` came from another node — off a
+  // connection (paced), or out of a secure channel — and has a return route, also sends a
+  // refusal notice back along it (through the channel, for a decrypted one), so the sender's
+  // node learns: a sender far away cannot see this node's receipts.
   void Refuse(Message msg, absl::Status why);
 
   // Registers the transport for `type` (not kLocal). `transport` must outlive the router.

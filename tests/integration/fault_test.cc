@@ -468,7 +468,9 @@ TEST_F(FaultTest, ChannelToAnUnknownRelayFailsFast) {
   v1::SecureChannel channel;
   grpc::Status s = CreateSecureChannel(alice_api_, "/tcp/" + hub_listen_ + "/service/forward_to_nobody/service/listener",
                                        TrustEveryone(), &channel, 10000);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  // The hub's refusal fails the handshake at once, with the hub's reason.
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "ROUTE_NOT_FOUND");
   EXPECT_NE(s.error_message().find("no worker at /service/forward_to_nobody"), std::string::npos)
       << s.error_message();
   EXPECT_LT(Clock::now() - start, seconds(5));

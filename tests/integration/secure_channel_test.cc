@@ -139,9 +139,50 @@ TEST_F(SecureChannelTest, InitiatorNotTrustedByListener) {
   grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(ReasonOf(s), "PEER_REFUSED_HANDSHAKE");
-  EXPECT_NE(s.error_message().find("is not trusted"), std::string::npos) << s.error_message();
-  EXPECT_NE(bob_.log().find("is not trusted"), std::string::npos) << bob_.log();
+  // Alice hears that she is not trusted, not whom Bob trusts; Bob's log says it all.
+  EXPECT_NE(s.error_message().find("identity not trusted"), std::string::npos) << s.error_message();
+  EXPECT_EQ(s.error_message().find("I0123456789abcdef0123456789abcdef"), std::string::npos)
+      << s.error_message();
+  EXPECT_NE(bob_.log().find("is not trusted (trust policy: I0123456789abcdef"), std::string::npos)
+      << bob_.log();
   EXPECT_EQ(ChannelCount(alice_api_), 0);
+}
+
+// The far node refuses what comes out of a channel and has nowhere to go — through the
+// channel, so the sender learns at once and authentically; a message sent without a return
+// route has none at the far end either, so it cannot be answered (nor a reply miscounted).
+TEST_F(SecureChannelTest, TheFarNodeRefusesThroughTheChannel) {
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+  auto start = std::chrono::steady_clock::now();
+  v1::RequestResponse reply;
+  grpc::Status s = Request(alice_api_, channel.route() + "/service/nobody", "anyone?", &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "ROUTE_NOT_FOUND");
+  EXPECT_NE(s.error_message().find("the far node refused the request: no worker at /service/nobody"),
+            std::string::npos)
+      << s.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+  // A route that ends at the channel: refused at home.
+  s = Request(alice_api_, channel.route(), "to whom?", &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  // Without a return route: the far app sees none.
+  ServeClient inbox(bob_api_, "inbox");
+  ASSERT_TRUE(inbox.Read()->has_opened());
+  auto stub = v1::MessagingService::NewStub(alice_api_);
+  v1::SendRequest send;
+  auto* m = send.add_messages();
+  m->set_route(channel.route() + "/service/inbox");
+  m->set_payload("no way back");
+  v1::SendResponse sent;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub->Send(&context, send, &sent).ok());
+  auto delivery = inbox.Read();
+  ASSERT_TRUE(delivery.has_value() && delivery->has_deliveries());
+  EXPECT_EQ(delivery->deliveries().deliveries(0).payload(), "no way back");
+  EXPECT_EQ(delivery->deliveries().deliveries(0).return_route(), "");
+  EXPECT_EQ(delivery->deliveries().deliveries(0).sender().origin(), v1::Sender::ORIGIN_SECURE_CHANNEL);
 }
 
 TEST_F(SecureChannelTest, TrustByIdentifierAndImportedIdentities) {
@@ -172,14 +213,29 @@ TEST_F(SecureChannelTest, TrustByIdentifierAndImportedIdentities) {
 }
 
 TEST_F(SecureChannelTest, HandshakeTimeoutAndUnreachableListener) {
-  // A route to an app that swallows everything: no answer.
-  ServeClient sink(bob_api_, "sink");
+  // A route to an app that takes anything and swallows it: no answer.
+  ServeClient sink(bob_api_, "sink", /*window=*/0, /*accept_unencrypted=*/true);
   ASSERT_TRUE(sink.Read()->has_opened());
   v1::SecureChannel channel;
   grpc::Status s = CreateSecureChannel(alice_api_, "/tcp/" + bob_tcp_ + "/service/sink",
                                        TrustEveryone(), &channel, 500);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(ReasonOf(s), "HANDSHAKE_TIMEOUT");
+  // No listener at that address on the far node, or one the network may not reach: the far
+  // node's refusal fails the handshake at once, with its reason.
+  auto start = std::chrono::steady_clock::now();
+  s = CreateSecureChannel(alice_api_, "/tcp/" + bob_tcp_ + "/service/nobody", TrustEveryone(),
+                          &channel, 5000);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "ROUTE_NOT_FOUND");
+  EXPECT_NE(s.error_message().find("no worker at /service/nobody"), std::string::npos);
+  ServeClient app(bob_api_, "app");
+  ASSERT_TRUE(app.Read()->has_opened());
+  s = CreateSecureChannel(alice_api_, "/tcp/" + bob_tcp_ + "/service/app", TrustEveryone(),
+                          &channel, 5000);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "ACCESS_DENIED");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(3));
   // A node that is not there: fails fast with the transport's error.
   s = CreateSecureChannel(alice_api_, "/tcp/127.0.0.1:1/service/listener", TrustEveryone(), &channel);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);

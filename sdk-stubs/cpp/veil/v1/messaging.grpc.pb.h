@@ -78,7 +78,10 @@ class MessagingService final {
     }
     // Sends one message from a fresh, private return address and waits for the first reply to
     // it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
-    // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time.
+    // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
+    // when the message reached it through a secure channel but could not be handed on there
+    // (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
+    // channel.
     virtual ::grpc::Status Request(::grpc::ClientContext* context, const ::veil::v1::RequestRequest& request, ::veil::v1::RequestResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::RequestResponse>> AsyncRequest(::grpc::ClientContext* context, const ::veil::v1::RequestRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::RequestResponse>>(AsyncRequestRaw(context, request, cq));
@@ -111,7 +114,10 @@ class MessagingService final {
       virtual void Send(::grpc::ClientContext* context, const ::veil::v1::SendRequest* request, ::veil::v1::SendResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Sends one message from a fresh, private return address and waits for the first reply to
       // it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
-      // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time.
+      // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
+      // when the message reached it through a secure channel but could not be handed on there
+      // (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
+      // channel.
       virtual void Request(::grpc::ClientContext* context, const ::veil::v1::RequestRequest* request, ::veil::v1::RequestResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void Request(::grpc::ClientContext* context, const ::veil::v1::RequestRequest* request, ::veil::v1::RequestResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
     };
@@ -210,7 +216,10 @@ class MessagingService final {
     virtual ::grpc::Status Send(::grpc::ServerContext* context, const ::veil::v1::SendRequest* request, ::veil::v1::SendResponse* response);
     // Sends one message from a fresh, private return address and waits for the first reply to
     // it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
-    // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time.
+    // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
+    // when the message reached it through a secure channel but could not be handed on there
+    // (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
+    // channel.
     virtual ::grpc::Status Request(::grpc::ServerContext* context, const ::veil::v1::RequestRequest* request, ::veil::v1::RequestResponse* response);
   };
   template <class BaseClass>

@@ -38,7 +38,10 @@ type MessagingServiceClient interface {
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// Sends one message from a fresh, private return address and waits for the first reply to
 	// it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
-	// DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time.
+	// DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
+	// when the message reached it through a secure channel but could not be handed on there
+	// (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
+	// channel.
 	Request(ctx context.Context, in *RequestRequest, opts ...grpc.CallOption) (*RequestResponse, error)
 }
 
@@ -124,7 +127,10 @@ type MessagingServiceServer interface {
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// Sends one message from a fresh, private return address and waits for the first reply to
 	// it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
-	// DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time.
+	// DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
+	// when the message reached it through a secure channel but could not be handed on there
+	// (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
+	// channel.
 	Request(context.Context, *RequestRequest) (*RequestResponse, error)
 	mustEmbedUnimplementedMessagingServiceServer()
 }

@@ -68,7 +68,10 @@ class MessagingServiceServicer(object):
     def Request(self, request, context):
         """Sends one message from a fresh, private return address and waits for the first reply to
         it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
-        DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time.
+        DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
+        when the message reached it through a secure channel but could not be handed on there
+        (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
+        channel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
