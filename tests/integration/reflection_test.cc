@@ -8,101 +8,15 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/descriptor_database.h"
 #include "google/protobuf/dynamic_message.h"
-#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/reflection_client.h"
 #include "tests/support/veild_process.h"
 
 namespace veil::testing {
 namespace {
 
-namespace refl = grpc::reflection::v1alpha;
 using google::protobuf::DescriptorPool;
-using google::protobuf::FileDescriptorProto;
-
-class ReflectionClient {
- public:
-  explicit ReflectionClient(std::shared_ptr<grpc::Channel> channel)
-      : stub_(refl::ServerReflection::NewStub(channel)) {
-    stream_ = stub_->ServerReflectionInfo(&context_);
-  }
-  ~ReflectionClient() {
-    stream_->WritesDone();
-    stream_->Finish();
-  }
-
-  std::vector<std::string> ListServices() {
-    refl::ServerReflectionRequest request;
-    request.set_list_services("");
-    auto response = Ask(request);
-    std::vector<std::string> names;
-    for (const auto& s : response.list_services_response().service()) names.push_back(s.name());
-    return names;
-  }
-
-  // Loads the file defining `symbol` and, recursively, every file it imports.
-  void LoadSymbol(const std::string& symbol) {
-    refl::ServerReflectionRequest request;
-    request.set_file_containing_symbol(symbol);
-    AddFiles(Ask(request));
-  }
-
-  const DescriptorPool& pool() { return pool_; }
-
- private:
-  refl::ServerReflectionResponse Ask(const refl::ServerReflectionRequest& request) {
-    refl::ServerReflectionResponse response;
-    EXPECT_TRUE(stream_->Write(request));
-    EXPECT_TRUE(stream_->Read(&response));
-    EXPECT_FALSE(response.has_error_response()) << response.error_response().error_message();
-    return response;
-  }
-
-  void AddFiles(const refl::ServerReflectionResponse& response) {
-    for (const std::string& bytes : response.file_descriptor_response().file_descriptor_proto()) {
-      FileDescriptorProto file;
-      ASSERT_TRUE(file.ParseFromString(bytes));
-      if (!loaded_.insert(file.name()).second) continue;
-      for (const std::string& dep : file.dependency()) {
-        if (loaded_.count(dep)) continue;
-        refl::ServerReflectionRequest request;
-        request.set_file_by_filename(dep);
-        AddFiles(Ask(request));
-      }
-      ASSERT_TRUE(db_.Add(file)) << file.name();
-    }
-  }
-
-  std::unique_ptr<refl::ServerReflection::Stub> stub_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<refl::ServerReflectionRequest,
-                                           refl::ServerReflectionResponse>>
-      stream_;
-  std::set<std::string> loaded_;
-  google::protobuf::SimpleDescriptorDatabase db_;
-  DescriptorPool pool_{&db_};
-};
-
-// Calls `method` ("/pkg.Service/Method") with `request`, returning the status and the raw reply.
-grpc::Status CallRaw(std::shared_ptr<grpc::Channel> channel, const std::string& method,
-                     const std::string& request, std::string* reply) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Slice slice(request);
-  grpc::ByteBuffer in(&slice, 1), out;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, method, grpc::StubOptions(), &in, &out,
-                 [&done](grpc::Status s) { done.set_value(s); });
-  grpc::Status status = done.get_future().get();
-  std::vector<grpc::Slice> slices;
-  if (status.ok()) {
-    out.Dump(&slices);
-    for (const auto& s : slices) reply->append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return status;
-}
 
 TEST(ReflectionTest, ListsDescribesAndCallsEveryServiceWithoutProtoFiles) {
   VeildProcess node;
@@ -119,7 +33,7 @@ TEST(ReflectionTest, ListsDescribesAndCallsEveryServiceWithoutProtoFiles) {
 
   size_t methods = 0;
   for (const std::string& name : services) {
-    reflection.LoadSymbol(name);
+    ASSERT_TRUE(reflection.LoadSymbol(name)) << name;
     const auto* service = reflection.pool().FindServiceByName(name);
     ASSERT_NE(service, nullptr) << name;
     for (int i = 0; i < service->method_count(); ++i) {
