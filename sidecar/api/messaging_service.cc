@@ -13,6 +13,7 @@ namespace veil::api {
 namespace {
 
 constexpr auto kMaxRequestWait = std::chrono::minutes(5);
+constexpr auto kDefaultRequestWait = std::chrono::seconds(30);
 
 grpc::Status ShuttingDown() {
   return GrpcError(absl::StatusCode::kUnavailable, "the node is shutting down",
@@ -225,9 +226,19 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
   if (auto carrier = router.CarrierWorker(msg->onward); carrier.ok()) {
     worker->Expect((*carrier)->CarrierOf());
   }
+  // The wait: the request's own timeout, cut short of the call's deadline so that NO_REPLY, not
+  // the client's bare deadline, is what the app hears.
   auto now = std::chrono::system_clock::now();
-  auto wait = std::min<std::chrono::system_clock::duration>(context->deadline() - now,
-                                                             kMaxRequestWait);
+  std::chrono::system_clock::duration wait =
+      request.timeout_ms() == 0 ? kDefaultRequestWait
+                                : std::chrono::milliseconds(request.timeout_ms());
+  wait = std::min<std::chrono::system_clock::duration>(wait, kMaxRequestWait);
+  const auto left = context->deadline() - now;  // far in the future when the client set none
+  if (left < wait + std::chrono::milliseconds(100)) {
+    auto margin = std::min<std::chrono::system_clock::duration>(std::chrono::milliseconds(100),
+                                                                 left / 10);
+    wait = std::min(wait, left - margin);
+  }
   call->timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::max<std::chrono::system_clock::duration>(wait, {})));
   call->timer_.async_wait([weak = std::weak_ptr<RequestCall>(call)](asio::error_code ec) {

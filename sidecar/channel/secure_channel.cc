@@ -368,6 +368,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   PublishCounters();
   if (step.established) {
+    established_ = true;
     timer_.cancel();
     ArmEstablishedTimer();
     manager_.stats().RecordHandshake(true, std::chrono::steady_clock::now() - started_);
@@ -456,7 +457,10 @@ void SecureChannel::Close(absl::Status why, bool notify_peer) {
 
 void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   if (closed_) return;
-  bool was_established = session_.state() == ChannelSession::State::kEstablished;
+  // (The session is already kClosed when the far end's CLOSE ended it: what counts is that it
+  // was established, not how it stands now.)
+  const bool was_established =
+      established_ || session_.state() == ChannelSession::State::kEstablished;
   if (notify_peer && was_established) {
     Send(session_.Close(), remote_route_, core::Receipt());
   }

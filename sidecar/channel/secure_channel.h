@@ -86,6 +86,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   std::string listener_;
   SecureChannelManager::CreateCallback on_established_;
   bool closed_ = false;
+  bool established_ = false;  // it became established (it may be closed since)
   bool pending_counted_;  // a responder counted in the pending handshakes, under pending_slot_
   SecureChannelManager::PendingSlot pending_slot_;
   bool remote_counted_ = false;  // a responder counted in its remote identity's channels

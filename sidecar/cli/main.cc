@@ -229,7 +229,8 @@ struct TrustFlags {
   void Add(CLI::App* app, const std::string& what) {
     auto* group = app->add_option_group("trust", "Who " + what + " (pick one or combine)");
     group->add_flag("--trust-everyone", everyone, "Any identity (each message still says who)");
-    group->add_option("--trust", identifiers, "This identifier (repeatable: any of them)");
+    group->add_option("--trust", identifiers, "This identifier (repeatable: any of them)")
+        ->allow_extra_args(false);  // one identifier each: `--trust ID NAME` leaves NAME alone
     group->add_option("--trust-file", file, "Identifiers listed in this file, one per line");
     group->add_flag("--trust-imported", imported, "Identities imported with `veil identity trust`");
   }
@@ -320,6 +321,8 @@ int Run(int argc, char** argv) {
                "veil"};
   app.set_version_flag("--version", std::string("veil ") + kVeilVersion);
   app.require_subcommand(1);
+  // The global flags work after the subcommand too: `veil status --json` as `veil --json status`.
+  app.fallthrough();
   app.add_option("--api", g.api,
                  "The sidecar's API: unix:PATH or HOST:PORT (default $VEIL_API, else "
                  "unix:$VEIL_STATE_DIR/api.sock, else unix:$HOME/.veil/api.sock)")
@@ -350,6 +353,10 @@ int Run(int argc, char** argv) {
     (void)v1::SecureChannelService::NewStub(c.channel())
         ->ListSecureChannelListeners(c.Context().get(), {}, &listeners);
     (void)v1::RelayService::NewStub(c.channel())->ListRelays(c.Context().get(), {}, &relays);
+    v1::ListHostedRelaysResponse hosted;  // a hub's: the relays others keep on it
+    if (node.hub()) {
+      (void)v1::RelayService::NewStub(c.channel())->ListHostedRelays(c.Context().get(), {}, &hosted);
+    }
     return c.Show(node, [&] {
       std::string tcp;
       for (const auto& l : node.tcp_listeners()) tcp += (tcp.empty() ? "" : ", ") + l.address();
@@ -364,6 +371,7 @@ int Run(int argc, char** argv) {
                    {"listeners", std::to_string(listeners.listeners_size())},
                    {"secure channels", std::to_string(channels.channels_size())},
                    {"relays", std::to_string(relays.relays_size()) + " (" + std::to_string(up) + " up)"},
+                   {"hosted relays", node.hub() ? std::to_string(hosted.relays_size()) : "- (not a hub)"},
                    {"plaintext egress", node.insecure_plaintext() ? "ALLOWED (--insecure-plaintext)" : "refused"}});
     });
   });

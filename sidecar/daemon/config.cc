@@ -412,7 +412,6 @@ absl::Status ApplyConfig(const config::v1::Config& config, identity::IdentitySto
                                         entry.identity().empty() ? "default" : entry.identity(),
                                         *std::move(policy));
     RETURN_IF_ERROR(Annotate(info.status(), where));
-    spdlog::info("secure channel listener {} for identity {}", info->address, info->identity);
   }
   for (int i = 0; i < config.relays_size(); ++i) {
     const auto& entry = config.relays(i);

@@ -4,11 +4,40 @@
 #include <memory>
 
 #include "spdlog/formatter.h"
+#include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::daemon {
 namespace {
+
+// The level as --log-level names it ("warn", not spdlog's "warning"): what one filters by is
+// what one reads.
+std::string_view LevelName(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::trace: return "trace";
+    case spdlog::level::debug: return "debug";
+    case spdlog::level::info: return "info";
+    case spdlog::level::warn: return "warn";
+    case spdlog::level::err: return "error";
+    case spdlog::level::critical: return "critical";
+    default: return "off";
+  }
+}
+
+// %L in the text pattern: LevelName, padded to 5.
+class LevelFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    std::string_view name = LevelName(msg.level);
+    dest.append(name.data(), name.data() + name.size());
+    for (size_t i = name.size(); i < 5; ++i) dest.push_back(' ');
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<LevelFlag>();
+  }
+};
 
 void AppendJsonString(spdlog::string_view_t s, spdlog::memory_buf_t& out) {
   out.push_back('"');
@@ -44,7 +73,7 @@ class JsonFormatter final : public spdlog::formatter {
                    "{{\"ts\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\","
                    "\"logger\":",
                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                   micros.count(), spdlog::level::to_string_view(msg.level));
+                   micros.count(), LevelName(msg.level));
     AppendJsonString(msg.logger_name, dest);
     dest.append(std::string_view(",\"msg\":"));
     AppendJsonString(msg.payload, dest);
@@ -63,7 +92,9 @@ void SetUpLogging(const std::string& format, const std::string& level) {
   if (format == "json") {
     logger->set_formatter(std::make_unique<JsonFormatter>());
   } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
+    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    formatter->add_flag<LevelFlag>('*').set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %^%*%$ %v");
+    logger->set_formatter(std::move(formatter));
   }
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::info);

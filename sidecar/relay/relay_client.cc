@@ -1,5 +1,6 @@
 #include "sidecar/relay/relay_client.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
@@ -130,6 +131,18 @@ void RelayClient::OnChannel(uint64_t generation, absl::StatusOr<channel::Channel
     return;
   }
   if (!info.ok()) {
+    if (ReasonOf(info.status()) == reason::kRouteNotFound &&
+        absl::StrContains(info.status().message(),
+                          absl::StrCat("/service/", kHubListenerAddress))) {
+      // Reached a node, but it has no hub listener: not a hub. Final, like a refusal.
+      Finish(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                             absl::StrCat("the node at ", hub_route_.ToString(),
+                                          " is not a hub (it has no /service/",
+                                          kHubListenerAddress, "; run it with --hub)"),
+                             "NOT_A_HUB"),
+             RelayStatus::State::kFailed);
+      return;
+    }
     Lost(info.status());
     return;
   }
@@ -224,6 +237,7 @@ void RelayClient::OnResponse(core::Message msg) {
         s.name = response.registered().name();
         s.address = response.registered().address();
         s.state = RelayStatus::State::kUp;
+        s.last_error.clear();  // up again: what went wrong before is over
         ++s.registrations;
       });
       spdlog::info("relay {} is up on hub {}", response.registered().address(),

@@ -169,6 +169,12 @@ TEST_F(CliTest, Status) {
   v1::Node node = FromJson<v1::Node>(json.out);
   EXPECT_TRUE(node.hub());
   EXPECT_FALSE(node.version().empty());
+  // The global flags after the subcommand too.
+  Result after = Hub({"status", "--json"});
+  ASSERT_EQ(after.code, 0) << after;
+  EXPECT_TRUE(FromJson<v1::Node>(after.out).hub());
+  Result hub_text = Hub({"status"});
+  EXPECT_THAT(hub_text.out, HasSubstr("hosted relays:"));
 
   Result down = RunVeil({"--api", "unix:/nonexistent/api.sock", "status"});
   EXPECT_EQ(down.code, 7) << down;
@@ -245,6 +251,11 @@ TEST_F(CliTest, Listeners) {
   EXPECT_TRUE(found) << list;
   EXPECT_EQ(Bob({"listener", "delete", "cli-listener"}).code, 0);
   EXPECT_EQ(Bob({"listener", "delete", "cli-listener"}).code, 3);
+  // `--trust ID` takes one identifier: the address may follow it.
+  Result after_trust =
+      Bob({"listener", "create", "--trust", "I00000000000000000000000000000000", "after-trust"});
+  EXPECT_EQ(after_trust.code, 0) << after_trust;
+  EXPECT_THAT(after_trust.out, HasSubstr("listening at /service/after-trust"));
 }
 
 TEST_F(CliTest, RelaysChannelsAndSend) {

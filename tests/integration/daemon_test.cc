@@ -112,6 +112,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--max-connections", "0"}, 2, "--max-connections"},
         BadStart{{"--handshake-timeout", "0"}, 2, "--handshake-timeout"}));
 
+// Each line names its level as --log-level does ("warn", not "warning"), in both formats.
+TEST(DaemonTest, LogLevelsAreNamedAsTheFlagNamesThem) {
+  VeildProcess text({"--insecure-plaintext"});
+  ASSERT_TRUE(text.Start()) << text.log();
+  EXPECT_NE(text.log().find("Z warn  --insecure-plaintext"), std::string::npos) << text.log();
+  EXPECT_EQ(text.log().find("warning"), std::string::npos) << text.log();
+  VeildProcess json({"--insecure-plaintext", "--log-format", "json"});
+  ASSERT_TRUE(json.Start()) << json.log();
+  EXPECT_NE(json.log().find("\"level\":\"warn\""), std::string::npos) << json.log();
+  EXPECT_NE(json.log().find("\"level\":\"info\""), std::string::npos) << json.log();
+  EXPECT_EQ(json.log().find("warning"), std::string::npos) << json.log();
+}
+
 TEST(DaemonTest, ApiSocketModeForPodsSharingAGroup) {
   VeildProcess node({"--api-socket-mode", "0660"});
   ASSERT_TRUE(node.Start()) << node.log();

@@ -205,6 +205,22 @@ TEST_F(HubTest, HubSeesOnlyCiphertext) {
   EXPECT_EQ(proxy.recorded().find("secret-canary-7f3a9"), std::string::npos);
 }
 
+// A relay on a node that is not a hub fails at once, and says so.
+TEST(RelayErrorsTest, CreateRelayOnANodeThatIsNotAHubSaysSo) {
+  VeildProcess plain({"--tcp-listen", "127.0.0.1:0"});
+  VeildProcess bob;
+  ASSERT_TRUE(plain.Start()) << plain.log();
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  auto start = std::chrono::steady_clock::now();
+  v1::Relay relay;
+  grpc::Status s = CreateRelay(Connect(bob.api_target()),
+                               "/tcp/" + TcpListenAddress(Connect(plain.api_target())), "bob", &relay);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "NOT_A_HUB");
+  EXPECT_NE(s.error_message().find("is not a hub"), std::string::npos) << s.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+}
+
 TEST(TwoHubsTest, RouteAcrossTwoHubs) {
   // The first hub dials the second for Alice: it must be told it may.
   VeildProcess hub1({"--hub", "--tcp-listen", "127.0.0.1:0", "--allow-dial", "127.0.0.1:*"});

@@ -261,7 +261,22 @@ TEST(MessagingTest, RequestWithoutReplyHitsItsDeadline) {
   auto start = std::chrono::steady_clock::now();
   grpc::Status status = Request(channel, "/service/silent", "ping", &response, milliseconds(500));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The sidecar answers just before the client's deadline: the reason is there, every time.
+  EXPECT_EQ(ReasonOf(status), "NO_REPLY") << status.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  // The request's own timeout, with no (or a later) call deadline.
+  auto stub = v1::MessagingService::NewStub(channel);
+  v1::RequestRequest request;
+  request.mutable_message()->set_route("/service/silent");
+  request.mutable_message()->set_payload("ping again");
+  request.set_timeout_ms(300);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(20));
+  start = std::chrono::steady_clock::now();
+  status = stub->Request(&context, request, &response);
+  EXPECT_EQ(ReasonOf(status), "NO_REPLY") << status.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
+  ASSERT_TRUE(silent.Read().has_value());  // the first
   // The request reached the app, with a private return route.
   auto delivery = silent.Read();
   ASSERT_TRUE(delivery.has_value() && delivery->has_deliveries());

@@ -77,7 +77,8 @@ class MessagingService final {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::SendResponse>>(PrepareAsyncSendRaw(context, request, cq));
     }
     // Sends one message from a fresh, private return address and waits for the first reply to
-    // it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
+    // it, for `timeout_ms` (default 30 s, at most 5 minutes) or until just before the call's
+    // deadline, whichever is sooner. Errors: as Send, plus
     // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
     // when the message reached it through a secure channel but could not be handed on there
     // (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
@@ -113,7 +114,8 @@ class MessagingService final {
       virtual void Send(::grpc::ClientContext* context, const ::veil::v1::SendRequest* request, ::veil::v1::SendResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void Send(::grpc::ClientContext* context, const ::veil::v1::SendRequest* request, ::veil::v1::SendResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Sends one message from a fresh, private return address and waits for the first reply to
-      // it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
+      // it, for `timeout_ms` (default 30 s, at most 5 minutes) or until just before the call's
+      // deadline, whichever is sooner. Errors: as Send, plus
       // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
       // when the message reached it through a secure channel but could not be handed on there
       // (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
@@ -215,7 +217,8 @@ class MessagingService final {
     // is the first failure's, with metadata "index" (its position) and "failed" (how many failed).
     virtual ::grpc::Status Send(::grpc::ServerContext* context, const ::veil::v1::SendRequest* request, ::veil::v1::SendResponse* response);
     // Sends one message from a fresh, private return address and waits for the first reply to
-    // it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
+    // it, for `timeout_ms` (default 30 s, at most 5 minutes) or until just before the call's
+    // deadline, whichever is sooner. Errors: as Send, plus
     // DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
     // when the message reached it through a secure channel but could not be handed on there
     // (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the

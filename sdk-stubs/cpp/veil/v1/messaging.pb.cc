@@ -226,6 +226,7 @@ PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORIT
 PROTOBUF_CONSTEXPR RequestRequest::RequestRequest(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.message_)*/nullptr
+  , /*decltype(_impl_.timeout_ms_)*/0u
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct RequestRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR RequestRequestDefaultTypeInternal()
@@ -385,6 +386,7 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   ~0u,  // no _weak_field_map_
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::veil::v1::RequestRequest, _impl_.message_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::RequestRequest, _impl_.timeout_ms_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::RequestResponse, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -409,7 +411,7 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 107, -1, -1, sizeof(::veil::v1::SendRequest)},
   { 115, -1, -1, sizeof(::veil::v1::SendResponse)},
   { 122, -1, -1, sizeof(::veil::v1::RequestRequest)},
-  { 129, -1, -1, sizeof(::veil::v1::RequestResponse)},
+  { 130, -1, -1, sizeof(::veil::v1::RequestResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -466,22 +468,22 @@ const char descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto[] PROTOBUF_SE
   "RIGIN_SECURE_CHANNEL\020\003\"Q\n\013SendRequest\022*\n"
   "\010messages\030\001 \003(\0132\030.veil.v1.OutgoingMessag"
   "e\022\026\n\016return_address\030\002 \001(\t\" \n\014SendRespons"
-  "e\022\020\n\010accepted\030\001 \001(\r\";\n\016RequestRequest\022)\n"
+  "e\022\020\n\010accepted\030\001 \001(\r\"O\n\016RequestRequest\022)\n"
   "\007message\030\001 \001(\0132\030.veil.v1.OutgoingMessage"
-  "\"3\n\017RequestResponse\022 \n\005reply\030\001 \001(\0132\021.vei"
-  "l.v1.Delivery2\301\001\n\020MessagingService\022:\n\005Se"
-  "rve\022\025.veil.v1.ServeRequest\032\026.veil.v1.Ser"
-  "veResponse(\0010\001\0223\n\004Send\022\024.veil.v1.SendReq"
-  "uest\032\025.veil.v1.SendResponse\022<\n\007Request\022\027"
-  ".veil.v1.RequestRequest\032\030.veil.v1.Reques"
-  "tResponseb\006proto3"
+  "\022\022\n\ntimeout_ms\030\002 \001(\r\"3\n\017RequestResponse\022"
+  " \n\005reply\030\001 \001(\0132\021.veil.v1.Delivery2\301\001\n\020Me"
+  "ssagingService\022:\n\005Serve\022\025.veil.v1.ServeR"
+  "equest\032\026.veil.v1.ServeResponse(\0010\001\0223\n\004Se"
+  "nd\022\024.veil.v1.SendRequest\032\025.veil.v1.SendR"
+  "esponse\022<\n\007Request\022\027.veil.v1.RequestRequ"
+  "est\032\030.veil.v1.RequestResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2fmessaging_2eproto_deps[1] = {
   &::descriptor_table_google_2frpc_2fstatus_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fmessaging_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fmessaging_2eproto = {
-    false, false, 1697, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
+    false, false, 1717, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
     "veil/v1/messaging.proto",
     &descriptor_table_veil_2fv1_2fmessaging_2eproto_once, descriptor_table_veil_2fv1_2fmessaging_2eproto_deps, 1, 16,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fmessaging_2eproto::offsets,
@@ -4280,12 +4282,14 @@ RequestRequest::RequestRequest(const RequestRequest& from)
   RequestRequest* const _this = this; (void)_this;
   new (&_impl_) Impl_{
       decltype(_impl_.message_){nullptr}
+    , decltype(_impl_.timeout_ms_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
   if (from._internal_has_message()) {
     _this->_impl_.message_ = new ::veil::v1::OutgoingMessage(*from._impl_.message_);
   }
+  _this->_impl_.timeout_ms_ = from._impl_.timeout_ms_;
   // @@protoc_insertion_point(copy_constructor:veil.v1.RequestRequest)
 }
 
@@ -4295,6 +4299,7 @@ inline void RequestRequest::SharedCtor(
   (void)is_message_owned;
   new (&_impl_) Impl_{
       decltype(_impl_.message_){nullptr}
+    , decltype(_impl_.timeout_ms_){0u}
     , /*decltype(_impl_._cached_size_)*/{}
   };
 }
@@ -4327,6 +4332,7 @@ void RequestRequest::Clear() {
     delete _impl_.message_;
   }
   _impl_.message_ = nullptr;
+  _impl_.timeout_ms_ = 0u;
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -4340,6 +4346,14 @@ const char* RequestRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext
       case 1:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
           ptr = ctx->ParseMessage(_internal_mutable_message(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // uint32 timeout_ms = 2;
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 16)) {
+          _impl_.timeout_ms_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -4380,6 +4394,12 @@ uint8_t* RequestRequest::_InternalSerialize(
         _Internal::message(this).GetCachedSize(), target, stream);
   }
 
+  // uint32 timeout_ms = 2;
+  if (this->_internal_timeout_ms() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteUInt32ToArray(2, this->_internal_timeout_ms(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -4401,6 +4421,11 @@ size_t RequestRequest::ByteSizeLong() const {
     total_size += 1 +
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
         *_impl_.message_);
+  }
+
+  // uint32 timeout_ms = 2;
+  if (this->_internal_timeout_ms() != 0) {
+    total_size += ::_pbi::WireFormatLite::UInt32SizePlusOne(this->_internal_timeout_ms());
   }
 
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
@@ -4425,6 +4450,9 @@ void RequestRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const :
     _this->_internal_mutable_message()->::veil::v1::OutgoingMessage::MergeFrom(
         from._internal_message());
   }
+  if (from._internal_timeout_ms() != 0) {
+    _this->_internal_set_timeout_ms(from._internal_timeout_ms());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -4442,7 +4470,12 @@ bool RequestRequest::IsInitialized() const {
 void RequestRequest::InternalSwap(RequestRequest* other) {
   using std::swap;
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
-  swap(_impl_.message_, other->_impl_.message_);
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(RequestRequest, _impl_.timeout_ms_)
+      + sizeof(RequestRequest::_impl_.timeout_ms_)
+      - PROTOBUF_FIELD_OFFSET(RequestRequest, _impl_.message_)>(
+          reinterpret_cast<char*>(&_impl_.message_),
+          reinterpret_cast<char*>(&other->_impl_.message_));
 }
 
 ::PROTOBUF_NAMESPACE_ID::Metadata RequestRequest::GetMetadata() const {

@@ -2841,6 +2841,7 @@ class RequestRequest final :
 
   enum : int {
     kMessageFieldNumber = 1,
+    kTimeoutMsFieldNumber = 2,
   };
   // .veil.v1.OutgoingMessage message = 1;
   bool has_message() const;
@@ -2860,6 +2861,15 @@ class RequestRequest final :
       ::veil::v1::OutgoingMessage* message);
   ::veil::v1::OutgoingMessage* unsafe_arena_release_message();
 
+  // uint32 timeout_ms = 2;
+  void clear_timeout_ms();
+  uint32_t timeout_ms() const;
+  void set_timeout_ms(uint32_t value);
+  private:
+  uint32_t _internal_timeout_ms() const;
+  void _internal_set_timeout_ms(uint32_t value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.RequestRequest)
  private:
   class _Internal;
@@ -2869,6 +2879,7 @@ class RequestRequest final :
   typedef void DestructorSkippable_;
   struct Impl_ {
     ::veil::v1::OutgoingMessage* message_;
+    uint32_t timeout_ms_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -4839,6 +4850,26 @@ inline void RequestRequest::set_allocated_message(::veil::v1::OutgoingMessage* m
   }
   _impl_.message_ = message;
   // @@protoc_insertion_point(field_set_allocated:veil.v1.RequestRequest.message)
+}
+
+// uint32 timeout_ms = 2;
+inline void RequestRequest::clear_timeout_ms() {
+  _impl_.timeout_ms_ = 0u;
+}
+inline uint32_t RequestRequest::_internal_timeout_ms() const {
+  return _impl_.timeout_ms_;
+}
+inline uint32_t RequestRequest::timeout_ms() const {
+  // @@protoc_insertion_point(field_get:veil.v1.RequestRequest.timeout_ms)
+  return _internal_timeout_ms();
+}
+inline void RequestRequest::_internal_set_timeout_ms(uint32_t value) {
+  
+  _impl_.timeout_ms_ = value;
+}
+inline void RequestRequest::set_timeout_ms(uint32_t value) {
+  _internal_set_timeout_ms(value);
+  // @@protoc_insertion_point(field_set:veil.v1.RequestRequest.timeout_ms)
 }
 
 // -------------------------------------------------------------------

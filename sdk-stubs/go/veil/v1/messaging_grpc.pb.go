@@ -37,7 +37,8 @@ type MessagingServiceClient interface {
 	// is the first failure's, with metadata "index" (its position) and "failed" (how many failed).
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// Sends one message from a fresh, private return address and waits for the first reply to
-	// it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
+	// it, for `timeout_ms` (default 30 s, at most 5 minutes) or until just before the call's
+	// deadline, whichever is sooner. Errors: as Send, plus
 	// DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
 	// when the message reached it through a secure channel but could not be handed on there
 	// (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
@@ -126,7 +127,8 @@ type MessagingServiceServer interface {
 	// is the first failure's, with metadata "index" (its position) and "failed" (how many failed).
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// Sends one message from a fresh, private return address and waits for the first reply to
-	// it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
+	// it, for `timeout_ms` (default 30 s, at most 5 minutes) or until just before the call's
+	// deadline, whichever is sooner. Errors: as Send, plus
 	// DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
 	// when the message reached it through a secure channel but could not be handed on there
 	// (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the

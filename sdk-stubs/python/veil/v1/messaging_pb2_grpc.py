@@ -67,7 +67,8 @@ class MessagingServiceServicer(object):
 
     def Request(self, request, context):
         """Sends one message from a fresh, private return address and waits for the first reply to
-        it, until the call's deadline (default and maximum: 5 minutes). Errors: as Send, plus
+        it, for `timeout_ms` (default 30 s, at most 5 minutes) or until just before the call's
+        deadline, whichever is sooner. Errors: as Send, plus
         DEADLINE_EXCEEDED (reason NO_REPLY) when no reply came in time, and the far node's refusal
         when the message reached it through a secure channel but could not be handed on there
         (e.g. NOT_FOUND / ROUTE_NOT_FOUND: nobody serves that address), told back through the
