@@ -60,14 +60,20 @@ class SendTracker final : public core::SendTracker {
   absl::Status first_failure_;
 };
 
+}  // namespace
+
 // One Request call: a private reply address, the outgoing message's outcome, a deadline.
-// Finishes exactly once: on the first reply, a send failure, the deadline or cancellation.
+// Finishes exactly once: on the first reply, a send failure, the deadline, cancellation or the
+// sidecar's drain.
 class RequestCall final : public grpc::ServerUnaryReactor,
                           public std::enable_shared_from_this<RequestCall> {
  public:
-  static void Start(core::Router& router, const ApiSettings& settings,
-                    grpc::CallbackServerContext* context, const v1::RequestRequest& request,
-                    v1::RequestResponse* response, grpc::ServerUnaryReactor** out);
+  // Starts the call; `*out` is its reactor. The call keeps itself alive until OnDone.
+  static std::shared_ptr<RequestCall> Start(core::Router& router, const ApiSettings& settings,
+                                            grpc::CallbackServerContext* context,
+                                            const v1::RequestRequest& request,
+                                            v1::RequestResponse* response,
+                                            grpc::ServerUnaryReactor** out);
 
   void OnCancel() override {
     Conclude(GrpcError(absl::StatusCode::kCancelled, "the request was cancelled",
@@ -109,6 +115,12 @@ class RequestCall final : public grpc::ServerUnaryReactor,
 
   void OnSendOutcome(absl::Status status) {
     if (!status.ok()) Conclude(ToGrpcStatus(status));
+  }
+
+  // Ends the call with `status` unless it already ended (or is ending). Any thread.
+  void Conclude(grpc::Status status) {
+    std::shared_ptr<core::Worker> worker;
+    if (Claim(worker)) FinishClaimed(std::move(worker), std::move(status));
   }
 
  private:
@@ -166,11 +178,6 @@ class RequestCall final : public grpc::ServerUnaryReactor,
   RequestCall(core::Router& router, v1::RequestResponse* response)
       : router_(router), response_(response), timer_(router.NewStrand()) {}
 
-  // Ends the call with `status` unless it already ended (or is ending).
-  void Conclude(grpc::Status status) {
-    std::shared_ptr<core::Worker> worker;
-    if (Claim(worker)) FinishClaimed(std::move(worker), std::move(status));
-  }
   // The one who gets true finishes the call (FinishClaimed); everyone else leaves it alone.
   bool Claim(std::shared_ptr<core::Worker>& worker) {
     veil::MutexLock lock(&mu_);
@@ -194,9 +201,11 @@ class RequestCall final : public grpc::ServerUnaryReactor,
   std::shared_ptr<core::Worker> worker_ ABSL_GUARDED_BY(mu_);
 };
 
-void RequestCall::Start(core::Router& router, const ApiSettings& settings,
-                        grpc::CallbackServerContext* context, const v1::RequestRequest& request,
-                        v1::RequestResponse* response, grpc::ServerUnaryReactor** out) {
+std::shared_ptr<RequestCall> RequestCall::Start(core::Router& router, const ApiSettings& settings,
+                                                grpc::CallbackServerContext* context,
+                                                const v1::RequestRequest& request,
+                                                v1::RequestResponse* response,
+                                                grpc::ServerUnaryReactor** out) {
   std::shared_ptr<RequestCall> call(new RequestCall(router, response));
   call->self_ = call;
   *out = call.get();
@@ -209,7 +218,7 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
   if (reply_address.empty()) {
     worker->OnStop();
     call->Conclude(ShuttingDown());
-    return;
+    return call;
   }
   {
     veil::MutexLock lock(&call->mu_);
@@ -221,7 +230,7 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
   auto msg = PrepareOutgoing(outgoing, std::move(return_route), router, settings);
   if (!msg.ok()) {
     call->Conclude(ToGrpcStatus(msg.status()));
-    return;
+    return call;
   }
   if (auto carrier = router.CarrierWorker(msg->onward); carrier.ok()) {
     worker->Expect((*carrier)->CarrierOf());
@@ -250,9 +259,8 @@ void RequestCall::Start(core::Router& router, const ApiSettings& settings,
   });
   msg->receipt = core::Receipt(std::make_shared<Outcome>(call), 0);
   router.Send(*std::move(msg));
+  return call;
 }
-
-}  // namespace
 
 bool MessagingService::draining() const {
   veil::MutexLock lock(&mu_);
@@ -337,19 +345,34 @@ grpc::ServerUnaryReactor* MessagingService::Request(grpc::CallbackServerContext*
     return reactor;
   }
   grpc::ServerUnaryReactor* reactor = nullptr;
-  RequestCall::Start(router_, settings_, context, *request, response, &reactor);
+  std::shared_ptr<RequestCall> call =
+      RequestCall::Start(router_, settings_, context, *request, response, &reactor);
+  bool drained;
+  {
+    veil::MutexLock lock(&mu_);
+    std::erase_if(requests_, [](const auto& w) { return w.expired(); });
+    drained = draining_;
+    if (!drained) requests_.push_back(call);
+  }
+  if (drained) call->Conclude(ShuttingDown());  // the drain began meanwhile
   return reactor;
 }
 
 void MessagingService::Drain() {
   std::vector<std::weak_ptr<ServeStream>> streams;
+  std::vector<std::weak_ptr<RequestCall>> requests;
   {
     veil::MutexLock lock(&mu_);
     draining_ = true;
     streams.swap(streams_);
+    requests.swap(requests_);
   }
   for (auto& weak : streams) {
     if (auto stream = weak.lock()) stream->End(ShuttingDown());
+  }
+  // A pending Request would otherwise hold the drain for its whole wait.
+  for (auto& weak : requests) {
+    if (auto call = weak.lock()) call->Conclude(ShuttingDown());
   }
 }
 

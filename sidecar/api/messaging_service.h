@@ -17,6 +17,8 @@
 
 namespace veil::api {
 
+class RequestCall;
+
 class MessagingService final : public v1::MessagingService::CallbackService {
  public:
   // `router` and `settings` must outlive the service.
@@ -37,8 +39,8 @@ class MessagingService final : public v1::MessagingService::CallbackService {
   // (RESOURCE_EXHAUSTED, TOO_MANY_STREAMS).
   void Adopt(ServeStream& stream);
 
-  // Ends every open Serve stream with UNAVAILABLE (NODE_SHUTTING_DOWN) and refuses new calls
-  // the same way.
+  // Ends every open Serve stream and pending Request with UNAVAILABLE (NODE_SHUTTING_DOWN) and
+  // refuses new calls the same way.
   void Drain();
 
  private:
@@ -50,6 +52,7 @@ class MessagingService final : public v1::MessagingService::CallbackService {
   mutable veil::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::weak_ptr<ServeStream>> streams_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<RequestCall>> requests_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace veil::api

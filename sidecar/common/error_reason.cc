@@ -22,4 +22,9 @@ std::string ReasonOf(const absl::Status& status) {
   return payload ? std::string(*payload) : std::string();
 }
 
+std::string QuoteInput(absl::string_view text, size_t max) {
+  if (text.size() <= max) return absl::StrCat("\"", text, "\"");
+  return absl::StrCat("\"", text.substr(0, max), "\"… (", text.size(), " bytes)");
+}
+
 }  // namespace veil

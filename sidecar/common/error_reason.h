@@ -48,6 +48,11 @@ absl::Status ErrorWithReason(absl::StatusCode code, absl::string_view message,
 // The reason attached to `status`, or "" when none is.
 std::string ReasonOf(const absl::Status& status);
 
+// `text` in double quotes for an error message, cut to its first `max` bytes (with a note of
+// its size) when longer: input from outside is quoted, never echoed whole (a 2 MB route would
+// otherwise fill the error — and gRPC's trailer — twice over).
+std::string QuoteInput(absl::string_view text, size_t max = 128);
+
 }  // namespace veil
 
 #endif  // VEIL_SIDECAR_COMMON_ERROR_REASON_H_

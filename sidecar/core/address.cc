@@ -71,27 +71,27 @@ bool IsIpv6(absl::string_view host) {
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, bool allow_port_zero) {
   size_t colon = text.rfind(':');
   if (colon == absl::string_view::npos) {
-    return Invalid(absl::StrCat("\"", text, "\" is not host:port (no port)"));
+    return Invalid(absl::StrCat(QuoteInput(text), " is not host:port (no port)"));
   }
   absl::string_view host = text.substr(0, colon);
   absl::string_view port_text = text.substr(colon + 1);
   HostPort out;
   if (!host.empty() && host.front() == '[') {
     if (host.size() < 2 || host.back() != ']' || !IsIpv6(host.substr(1, host.size() - 2))) {
-      return Invalid(absl::StrCat("\"", host, "\" is not a bracketed IPv6 address"));
+      return Invalid(absl::StrCat(QuoteInput(host), " is not a bracketed IPv6 address"));
     }
     out.host = std::string(host.substr(1, host.size() - 2));
   } else if (IsIpv4(host) || IsDnsName(host)) {
     out.host = std::string(host);
   } else {
-    return Invalid(absl::StrCat("\"", host,
-                                "\" is not a host (IPv4 address, [IPv6] address or DNS name)"));
+    return Invalid(absl::StrCat(QuoteInput(host),
+                                " is not a host (IPv4 address, [IPv6] address or DNS name)"));
   }
   unsigned port = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
       port > 65535 || (port == 0 && !allow_port_zero) || port_text.size() > 5) {
-    return Invalid(absl::StrCat("\"", port_text, "\" is not a port (",
+    return Invalid(absl::StrCat(QuoteInput(port_text), " is not a port (",
                                 allow_port_zero ? "0" : "1", "..65535)"));
   }
   out.port = static_cast<uint16_t>(port);
@@ -110,8 +110,8 @@ absl::Status ValidateLocalName(absl::string_view name) {
   }
   for (char c : name) {
     if (!IsNameChar(c)) {
-      return Invalid(absl::StrCat("worker name \"", name,
-                                  "\" has a character outside [A-Za-z0-9._-]"));
+      return Invalid(absl::StrCat("worker name ", QuoteInput(name),
+                                  " has a character outside [A-Za-z0-9._-]"));
     }
   }
   return absl::OkStatus();

@@ -8,7 +8,7 @@ namespace {
 
 absl::Status BadRoute(absl::string_view text, absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                         absl::StrCat("invalid route \"", text, "\": ", why),
+                         absl::StrCat("invalid route ", QuoteInput(text), ": ", why),
                          reason::kInvalidRoute);
 }
 
@@ -32,7 +32,8 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
                                                      : type_end - pos - 1);
     if (type_end == absl::string_view::npos || type_end + 1 >= text.size() ||
         text[type_end + 1] == '/') {
-      return BadRoute(text, absl::StrCat("segment ", n, " (\"/", type, "\") has no value"));
+      return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(absl::StrCat("/", type)),
+                                         ") has no value"));
     }
     size_t value_end = text.find('/', type_end + 1);
     if (value_end == absl::string_view::npos) value_end = text.size();
@@ -44,13 +45,14 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
     } else if (type == "tcp") {
       wire_type = static_cast<uint32_t>(AddressType::kTcp);
     } else {
-      return BadRoute(text, absl::StrCat("segment ", n, " (\"", segment, "\") has unknown type \"",
-                                         type, "\" (expected \"service\" or \"tcp\")"));
+      return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(segment),
+                                         ") has unknown type ", QuoteInput(type),
+                                         " (expected \"service\" or \"tcp\")"));
     }
     auto address = Address::Make(wire_type, std::move(value));
     if (!address.ok()) {
-      return BadRoute(text, absl::StrCat("segment ", n, " (\"", segment, "\"): ",
-                                         address.status().message()));
+      return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(segment),
+                                         "): ", address.status().message()));
     }
     hops.push_back(*std::move(address));
     pos = value_end;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <cstdlib>
 #include <future>
 #include <thread>
 #include <vector>
@@ -109,10 +110,19 @@ absl::Status RunDaemon(const Options& options) {
   transport::TcpTransport tcp(router, tcp_options);
   std::promise<void> stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&stop](asio::error_code ec, int signal) {
+  signals.async_wait([&stop, &signals](asio::error_code ec, int signal) {
     if (ec) return;
-    spdlog::info("received {}; draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    spdlog::info("received {}; draining (send it again to exit at once)",
+                 signal == SIGTERM ? "SIGTERM" : "SIGINT");
     stop.set_value();
+    // A second one means "now": a Ctrl-C that was not patient enough for the drain.
+    signals.async_wait([](asio::error_code ec, int signal) {
+      if (ec) return;
+      spdlog::warn("received {} again: exiting without finishing the drain",
+                   signal == SIGTERM ? "SIGTERM" : "SIGINT");
+      spdlog::default_logger()->flush();
+      std::_Exit(1);
+    });
   });
   for (const std::string& listen : options.tcp_listen) {
     auto bound = tcp.Listen(listen);

@@ -46,14 +46,16 @@ TEST(DaemonTest, HealthOnlyListenerForProbes) {
   grpc::ClientContext context;
   v1::Node ignored;
   EXPECT_EQ(stub->GetNode(&context, {}, &ignored).error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  // During a drain (a Request still in flight holds it open) probes see NOT_SERVING.
+  // During a drain (a call still in flight holds it open: a handshake nobody answers) probes
+  // see NOT_SERVING.
   ServeClient silent(Connect(node.api_target()), "silent");
   ASSERT_TRUE(silent.Read()->has_opened());
   auto pending = std::async(std::launch::async, [&] {
-    v1::RequestResponse reply;
-    return Request(Connect(node.api_target()), "/service/silent", "x", &reply, std::chrono::seconds(3));
+    v1::SecureChannel channel;
+    return CreateSecureChannel(Connect(node.api_target()), "/service/silent", TrustEveryone(),
+                               &channel, 3000);
   });
-  auto arrived = silent.Read();  // the request is in flight once its message is delivered
+  auto arrived = silent.Read();  // the call is in flight once its handshake is delivered
   ASSERT_TRUE(arrived.has_value() && arrived->has_deliveries());
   node.Signal(SIGTERM);
   bool not_serving = false;
@@ -64,6 +66,51 @@ TEST(DaemonTest, HealthOnlyListenerForProbes) {
   EXPECT_TRUE(not_serving);
   pending.get();
   EXPECT_EQ(node.Wait(), 0) << node.log();
+}
+
+// A drain ends pending Requests at once (they would hold it for their whole wait), and a
+// second signal ends veild without waiting for the rest.
+TEST(DaemonTest, DrainEndsPendingRequestsAndASecondSignalExitsAtOnce) {
+  VeildProcess node({"--shutdown-grace", "30"});
+  ASSERT_TRUE(node.Start()) << node.log();
+  ServeClient silent(Connect(node.api_target()), "silent");
+  ASSERT_TRUE(silent.Read()->has_opened());
+  auto pending = std::async(std::launch::async, [&] {
+    v1::RequestResponse reply;
+    return Request(Connect(node.api_target()), "/service/silent", "x", &reply, std::chrono::seconds(25));
+  });
+  ASSERT_TRUE(silent.Read().has_value());  // the request is in flight
+  auto start = std::chrono::steady_clock::now();
+  node.Signal(SIGTERM);
+  grpc::Status ended = pending.get();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE) << ended.error_message();
+  EXPECT_EQ(ReasonOf(ended), "NODE_SHUTTING_DOWN");
+  EXPECT_EQ(node.Wait(), 0) << node.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+
+  // A drain held open by a handshake nobody answers: the second SIGINT ends it now.
+  VeildProcess held({"--shutdown-grace", "30"});
+  ASSERT_TRUE(held.Start()) << held.log();
+  ServeClient sink(Connect(held.api_target()), "sink");
+  ASSERT_TRUE(sink.Read()->has_opened());
+  auto handshake = std::async(std::launch::async, [&] {
+    v1::SecureChannel channel;
+    return CreateSecureChannel(Connect(held.api_target()), "/service/sink", TrustEveryone(),
+                               &channel, 25000);
+  });
+  ASSERT_TRUE(sink.Read().has_value());
+  held.Signal(SIGINT);
+  for (int i = 0; i < 200 && held.log().find("draining") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  start = std::chrono::steady_clock::now();
+  held.Signal(SIGINT);
+  EXPECT_EQ(held.Wait(std::chrono::seconds(5)), 1) << held.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_NE(held.log().find("received SIGINT again: exiting without finishing the drain"),
+            std::string::npos)
+      << held.log();
+  handshake.wait();
 }
 
 TEST(DaemonTest, RefusesPublicApiAddressUnlessAllowed) {

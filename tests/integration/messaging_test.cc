@@ -251,6 +251,19 @@ TEST(MessagingTest, RepliesToAConnectionAreRefusedWithoutInsecureFlag) {
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+// Input from outside is quoted in errors, never echoed whole: a 2 MB route gets a short error.
+TEST(MessagingTest, ErrorsQuoteAtMostAShortPieceOfTheInput) {
+  VeildProcess node({"--api-max-request-bytes", "8388608"});
+  ASSERT_TRUE(node.Start()) << node.log();
+  auto channel = Connect(node.api_target());
+  const std::string huge = "/service/" + std::string(2 << 20, 'x');
+  grpc::Status s = Send(channel, huge, "payload");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message().substr(0, 300);
+  EXPECT_EQ(ReasonOf(s), "INVALID_ROUTE");
+  EXPECT_LT(s.error_message().size(), 1024u);
+  EXPECT_NE(s.error_message().find("(2097161 bytes)"), std::string::npos) << s.error_message();
+}
+
 TEST(MessagingTest, RequestWithoutReplyHitsItsDeadline) {
   VeildProcess node;
   ASSERT_TRUE(node.Start()) << node.log();
