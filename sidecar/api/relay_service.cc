@@ -4,6 +4,7 @@
 #include "sidecar/api/grpc_status.h"
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/identity/identity.h"
 
 namespace veil::api {
 namespace {
@@ -38,22 +39,32 @@ void ToProto(const relay::RelayStatus& s, v1::Relay& out) {
 
 }  // namespace
 
+absl::StatusOr<RelayRequestArgs> ReadRelayRequest(const v1::CreateRelayRequest& request,
+                                                  const identity::IdentityStore& identities) {
+  RelayRequestArgs args;
+  auto route = core::Route::Parse(request.hub_route());
+  if (!route.ok()) return route.status();
+  args.hub_route = *std::move(route);
+  args.name = request.name();
+  args.identity = identity::IdentityOrDefault(request.identity());
+  if (absl::Status known = identities.Get(args.identity).status(); !known.ok()) return known;
+  if (request.has_hub_trust_policy()) {
+    auto converted = ToTrustPolicy(request.hub_trust_policy(), identities);
+    if (!converted.ok()) return converted.status();
+    args.hub_policy = *std::move(converted);
+  } else {
+    args.hub_policy = channel::TrustEveryone();
+  }
+  return args;
+}
+
 grpc::ServerUnaryReactor* RelayService::CreateRelay(grpc::CallbackServerContext* context,
                                                     const v1::CreateRelayRequest* request,
                                                     v1::Relay* response) {
-  auto route = core::Route::Parse(request->hub_route());
-  if (!route.ok()) return FinishUnary(context, route.status());
-  std::unique_ptr<channel::TrustPolicy> policy;
-  if (request->has_hub_trust_policy()) {
-    auto converted = ToTrustPolicy(request->hub_trust_policy(), identities_);
-    if (!converted.ok()) return FinishUnary(context, converted.status());
-    policy = *std::move(converted);
-  } else {
-    policy = channel::TrustEveryone();
-  }
+  auto args = ReadRelayRequest(*request, identities_);
+  if (!args.ok()) return FinishUnary(context, args.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  clients_.Create(*route, request->name(),
-                  request->identity().empty() ? "default" : request->identity(), std::move(policy),
+  clients_.Create(args->hub_route, args->name, args->identity, std::move(args->hub_policy),
                   [reactor, response](absl::StatusOr<relay::RelayStatus> status) {
                     if (status.ok()) ToProto(*status, *response);
                     reactor->Finish(ToGrpcStatus(status.status()));

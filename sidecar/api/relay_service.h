@@ -11,6 +11,18 @@
 
 namespace veil::api {
 
+// What a CreateRelayRequest asks for (the API's and the config's one reading): the hub route,
+// the name, the identity (the default when it names none, and it must exist) and the trust
+// policy for the hub (anyone when it sets none).
+struct RelayRequestArgs {
+  core::Route hub_route;
+  std::string name;
+  std::string identity;
+  std::unique_ptr<channel::TrustPolicy> hub_policy;
+};
+absl::StatusOr<RelayRequestArgs> ReadRelayRequest(const v1::CreateRelayRequest& request,
+                                                  const identity::IdentityStore& identities);
+
 class RelayService final : public v1::RelayService::CallbackService {
  public:
   // `hub` is null unless this node is a hub. All must outlive the service.

@@ -5,6 +5,7 @@
 
 #include "sidecar/api/grpc_status.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/identity/identity.h"
 
 namespace veil::api {
 namespace {
@@ -51,7 +52,7 @@ void ToProto(const channel::ChannelInfo& info, v1::SecureChannel& out) {
   out.set_replays_rejected(info.replays_rejected);
 }
 
-std::string IdentityOrDefault(const std::string& name) { return name.empty() ? "default" : name; }
+using identity::IdentityOrDefault;
 
 }  // namespace
 
@@ -94,13 +95,19 @@ absl::StatusOr<std::unique_ptr<channel::TrustPolicy>> ToTrustPolicy(
       "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of");
 }
 
+absl::StatusOr<channel::ListenerInfo> CreateListenerFrom(
+    const v1::CreateSecureChannelListenerRequest& request,
+    const identity::IdentityStore& identities, channel::SecureChannelManager& channels) {
+  auto policy = ToTrustPolicy(request.trust_policy(), identities);
+  if (!policy.ok()) return policy.status();
+  return channels.CreateListener(request.address(), IdentityOrDefault(request.identity()),
+                                 *std::move(policy));
+}
+
 grpc::ServerUnaryReactor* SecureChannelService::CreateSecureChannelListener(
     grpc::CallbackServerContext* context, const v1::CreateSecureChannelListenerRequest* request,
     v1::SecureChannelListener* response) {
-  auto policy = ToTrustPolicy(request->trust_policy(), identities_);
-  if (!policy.ok()) return FinishUnary(context, policy.status());
-  auto info = channels_.CreateListener(request->address(), IdentityOrDefault(request->identity()),
-                                       *std::move(policy));
+  auto info = CreateListenerFrom(*request, identities_, channels_);
   if (info.ok()) ToProto(*info, *response);
   return FinishUnary(context, info.status());
 }

@@ -18,6 +18,12 @@ namespace veil::api {
 absl::StatusOr<std::unique_ptr<channel::TrustPolicy>> ToTrustPolicy(
     const v1::TrustPolicy& policy, const identity::IdentityStore& identities, int depth = 0);
 
+// Creates the listener a CreateSecureChannelListenerRequest asks for (the API's and the
+// config's one way): its trust policy converted, the default identity when it names none.
+absl::StatusOr<channel::ListenerInfo> CreateListenerFrom(
+    const v1::CreateSecureChannelListenerRequest& request,
+    const identity::IdentityStore& identities, channel::SecureChannelManager& channels);
+
 class SecureChannelService final : public v1::SecureChannelService::CallbackService {
  public:
   // `channels` and `identities` must outlive the service.

@@ -192,12 +192,7 @@ void ServeStream::ReadDone(bool ok) {
 
 void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
   const std::string& address = open.address();
-  absl::Status valid = core::ValidateLocalName(address);
-  if (valid.ok() && absl::StartsWith(address, "_")) {
-    valid = ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                            "addresses starting with '_' are reserved for the sidecar",
-                            reason::kInvalidAddress);
-  }
+  absl::Status valid = core::ValidateAppAddress(address);
   if (!valid.ok()) {
     End(ToGrpcStatus(valid, {{"address", address}}));
     return;

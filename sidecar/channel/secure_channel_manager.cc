@@ -74,12 +74,7 @@ SecureChannelManager::~SecureChannelManager() { Shutdown(); }
 absl::StatusOr<ListenerInfo> SecureChannelManager::CreateListener(
     const std::string& address, const std::string& identity_name,
     std::shared_ptr<const TrustPolicy> policy) {
-  RETURN_IF_ERROR(core::ValidateLocalName(address));
-  if (absl::StartsWith(address, "_")) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           "addresses starting with '_' are reserved for the sidecar",
-                           reason::kInvalidAddress);
-  }
+  RETURN_IF_ERROR(core::ValidateAppAddress(address));
   ASSIGN_OR_RETURN(identity::IdentityLease lease, identities_.Acquire(identity_name));
   auto listener = std::make_shared<Listener>();
   listener->info = {address, identity_name, lease.identity()->identifier(), policy->Describe()};

@@ -117,6 +117,16 @@ absl::Status ValidateLocalName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateAppAddress(absl::string_view name) {
+  if (absl::Status valid = ValidateLocalName(name); !valid.ok()) return valid;
+  if (name.front() == '_') {
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                           "addresses starting with '_' are reserved for the sidecar",
+                           reason::kInvalidAddress);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Address> Address::Make(uint32_t type, std::string value) {
   switch (static_cast<AddressType>(type)) {
     case AddressType::kLocal: {

@@ -44,6 +44,11 @@ std::string FormatHostPort(absl::string_view host, uint16_t port);
 // Checks a local worker name: 1..128 of [A-Za-z0-9._-]. INVALID_ARGUMENT otherwise.
 absl::Status ValidateLocalName(absl::string_view name);
 
+// Checks an address an app (or the API) may claim — to serve, or for a listener: a valid
+// local name not starting with '_', which is the sidecar's own (INVALID_ARGUMENT,
+// INVALID_ADDRESS).
+absl::Status ValidateAppAddress(absl::string_view name);
+
 class Address {
  public:
   // A local worker address. `name` must be valid (see ValidateLocalName); checked in debug.

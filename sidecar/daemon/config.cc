@@ -6,16 +6,19 @@
 #include <sstream>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/descriptor.h"
+#include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/status_macros.h"
 #include "sidecar/identity/identifier.h"
 #include "sidecar/relay/relay_registry.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/identity/identity.h"
 #include "spdlog/spdlog.h"
 #include "yaml-cpp/yaml.h"
 
@@ -31,10 +34,13 @@ constexpr int kMaxDepth = 64;
 // Turns YAML nodes into fields of a message, remembering where it is for errors.
 class YamlReader {
  public:
-  explicit YamlReader(absl::string_view source) : source_(source) {}
+  // `marks`, when given, gets where each field was written ("file:line:col" by field path).
+  explicit YamlReader(absl::string_view source, ConfigMarks* marks = nullptr)
+      : source_(source), marks_(marks) {}
 
   absl::Status ReadMessage(const YAML::Node& node, const std::string& path, Message& out,
                            int depth) {
+    Remember(node, path);
     if (depth > kMaxDepth) return Error(node, path, "nested too deeply");
     if (node.IsNull()) return absl::OkStatus();  // "key:" with nothing: an empty message
     if (!node.IsMap()) {
@@ -78,14 +84,20 @@ class YamlReader {
     return Error(node.Mark(), path, what);
   }
   absl::Status Error(const YAML::Mark& mark, const std::string& path, absl::string_view what) {
-    std::string where(source_);
-    if (mark.line >= 0) absl::StrAppend(&where, ":", mark.line + 1, ":", mark.column + 1);
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat(where, ": ", path.empty() ? "" : path + ": ", what),
+                           absl::StrCat(Where(mark), ": ", path.empty() ? "" : path + ": ", what),
                            "INVALID_CONFIG");
   }
 
  private:
+  std::string Where(const YAML::Mark& mark) const {
+    std::string where(source_);
+    if (mark.line >= 0) absl::StrAppend(&where, ":", mark.line + 1, ":", mark.column + 1);
+    return where;
+  }
+  void Remember(const YAML::Node& node, const std::string& path) {
+    if (marks_ != nullptr && !path.empty()) (*marks_)[path] = Where(node.Mark());
+  }
   static std::string KindOf(const YAML::Node& node) {
     if (node.IsMap()) return "a map";
     if (node.IsSequence()) return "a list";
@@ -109,6 +121,7 @@ class YamlReader {
   // One value of `field` (appended when repeated).
   absl::Status ReadValue(const YAML::Node& node, const std::string& path, Message& out,
                          const FieldDescriptor* field, int depth) {
+    Remember(node, path);
     const Reflection* r = out.GetReflection();
     const bool rep = field->is_repeated();
     if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
@@ -217,12 +230,14 @@ class YamlReader {
   }
 
   const absl::string_view source_;
+  ConfigMarks* const marks_;
 };
 
 }  // namespace
 
-absl::Status YamlToMessage(absl::string_view text, absl::string_view source, Message& out) {
-  YamlReader reader(source);
+absl::Status YamlToMessage(absl::string_view text, absl::string_view source, Message& out,
+                           ConfigMarks* marks) {
+  YamlReader reader(source, marks);
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -238,9 +253,23 @@ absl::Status YamlToMessage(absl::string_view text, absl::string_view source, Mes
 
 namespace {
 
-absl::Status Annotate(const absl::Status& status, absl::string_view entry) {
+// "file:line:col: field: message": the field's place in the file (its nearest written
+// ancestor's, for one the file leaves out).
+absl::Status Annotate(const absl::Status& status, const ConfigMarks& marks,
+                      const std::string& field) {
   if (status.ok()) return status;
-  return ErrorWithReason(status.code(), absl::StrCat("config ", entry, ": ", status.message()),
+  std::string place;
+  for (std::string path = field; !path.empty();) {
+    if (auto it = marks.find(path); it != marks.end()) {
+      place = it->second;
+      break;
+    }
+    size_t cut = path.find_last_of(".[");
+    path = cut == std::string::npos ? "" : path.substr(0, cut);
+  }
+  return ErrorWithReason(status.code(),
+                         absl::StrCat(place.empty() ? "config" : place, ": ", field, ": ",
+                                      status.message()),
                          ReasonOf(status));
 }
 
@@ -293,76 +322,91 @@ absl::Status ValidateTrustPolicy(const v1::TrustPolicy& policy, int depth) {
       "INVALID_TRUST_POLICY");
 }
 
-absl::Status ValidateEntries(const config::v1::Config& config) {
+absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks& marks) {
+  auto at = [&marks](const absl::Status& status, const std::string& field) {
+    return Annotate(status, marks, field);
+  };
   std::set<std::string> names;
   for (int i = 0; i < config.identities_size(); ++i) {
     const std::string& name = config.identities(i).name();
-    std::string where = absl::StrCat("identities[", i, "]");
-    RETURN_IF_ERROR(Annotate(identity::ValidateIdentityName(name), where));
+    std::string where = absl::StrCat("identities[", i, "].name");
+    RETURN_IF_ERROR(at(identity::ValidateIdentityName(name), where));
     if (!names.insert(name).second) {
-      return Annotate(Invalid(absl::StrCat("identity \"", name, "\" is listed twice")), where);
+      return at(Invalid(absl::StrCat("identity \"", name, "\" is listed twice")), where);
     }
   }
   for (int i = 0; i < config.trusted_identities_size(); ++i) {
     const auto& id = config.trusted_identities(i).public_identity();
-    std::string where = absl::StrCat("trusted_identities[", i, "]");
-    RETURN_IF_ERROR(Annotate(identity::ValidateIdentifier(id.identifier()), where));
+    std::string where = absl::StrCat("trusted_identities[", i, "].public_identity");
+    RETURN_IF_ERROR(at(identity::ValidateIdentifier(id.identifier()), where + ".identifier"));
     if (id.public_key().size() != 32) {
-      return Annotate(Invalid(absl::StrCat("a public key is 32 bytes, not ", id.public_key().size()),
-                              "INVALID_PUBLIC_KEY"),
-                      where);
+      return at(Invalid(absl::StrCat("a public key is 32 bytes, not ", id.public_key().size()),
+                        "INVALID_PUBLIC_KEY"),
+                where + ".public_key");
     }
     if (identity::IdentifierOf(id.public_key()) != id.identifier()) {
-      return Annotate(Invalid(absl::StrCat("identifier ", id.identifier(),
-                                           " is not the one derived from the public key (",
-                                           identity::IdentifierOf(id.public_key()), ")"),
-                              "IDENTIFIER_MISMATCH"),
-                      where);
+      return at(Invalid(absl::StrCat("identifier ", id.identifier(),
+                                     " is not the one derived from the public key (",
+                                     identity::IdentifierOf(id.public_key()), ")"),
+                        "IDENTIFIER_MISMATCH"),
+                where + ".identifier");
     }
   }
   std::set<std::string> addresses;
   for (int i = 0; i < config.listeners_size(); ++i) {
     const auto& entry = config.listeners(i);
     std::string where = absl::StrCat("listeners[", i, "]");
-    RETURN_IF_ERROR(Annotate(core::ValidateLocalName(entry.address()), where));
+    RETURN_IF_ERROR(at(core::ValidateAppAddress(entry.address()), where + ".address"));
     if (!addresses.insert(entry.address()).second) {
-      return Annotate(Invalid(absl::StrCat("listener \"", entry.address(), "\" is listed twice")),
-                      where);
+      return at(Invalid(absl::StrCat("listener \"", entry.address(), "\" is listed twice")),
+                where + ".address");
     }
     if (!entry.identity().empty()) {
-      RETURN_IF_ERROR(Annotate(identity::ValidateIdentityName(entry.identity()), where));
+      RETURN_IF_ERROR(at(identity::ValidateIdentityName(entry.identity()), where + ".identity"));
     }
-    RETURN_IF_ERROR(Annotate(ValidateTrustPolicy(entry.trust_policy(), 0), where));
+    RETURN_IF_ERROR(at(ValidateTrustPolicy(entry.trust_policy(), 0), where + ".trust_policy"));
   }
-  std::set<std::string> relays;
+  std::set<std::string> relay_names;
   for (int i = 0; i < config.relays_size(); ++i) {
     const auto& entry = config.relays(i);
     std::string where = absl::StrCat("relays[", i, "]");
-    auto route = core::Route::Parse(entry.hub_route());
-    RETURN_IF_ERROR(Annotate(route.status(), where));
-    if (route->empty()) {
-      return Annotate(Invalid("hub_route is required", reason::kInvalidRoute), where);
+    if (entry.hub_route().empty()) {
+      return at(Invalid("hub_route is required", reason::kInvalidRoute), where + ".hub_route");
     }
+    RETURN_IF_ERROR(at(core::Route::Parse(entry.hub_route()).status(), where + ".hub_route"));
     if (!entry.name().empty()) {
-      RETURN_IF_ERROR(Annotate(relay::ValidateRelayName(entry.name()), where));
-      if (!relays.insert(entry.name()).second) {
-        return Annotate(Invalid(absl::StrCat("relay \"", entry.name(), "\" is listed twice")),
-                        where);
+      RETURN_IF_ERROR(at(relay::ValidateRelayName(entry.name()), where + ".name"));
+      if (!relay_names.insert(entry.name()).second) {
+        return at(Invalid(absl::StrCat("relay \"", entry.name(), "\" is listed twice")),
+                  where + ".name");
       }
     }
     if (!entry.identity().empty()) {
-      RETURN_IF_ERROR(Annotate(identity::ValidateIdentityName(entry.identity()), where));
+      RETURN_IF_ERROR(at(identity::ValidateIdentityName(entry.identity()), where + ".identity"));
     }
     if (entry.has_hub_trust_policy()) {
-      RETURN_IF_ERROR(Annotate(ValidateTrustPolicy(entry.hub_trust_policy(), 0), where));
+      RETURN_IF_ERROR(
+          at(ValidateTrustPolicy(entry.hub_trust_policy(), 0), where + ".hub_trust_policy"));
     }
   }
   return absl::OkStatus();
 }
 
+// The field of a listener or relay entry that a failure to apply it is about.
+std::string FieldOf(const absl::Status& status, const std::string& entry) {
+  const std::string why = ReasonOf(status);
+  if (why == "IDENTITY_NOT_FOUND") return entry + ".identity";
+  if (why == "INVALID_TRUST_POLICY" || why == "UNTRUSTED_IDENTITY" ||
+      status.code() == absl::StatusCode::kFailedPrecondition) {
+    return entry + (absl::StartsWith(entry, "relays") ? ".hub_trust_policy" : ".trust_policy");
+  }
+  if (why == reason::kInvalidRoute) return entry + ".hub_route";
+  return entry + (absl::StartsWith(entry, "relays") ? ".name" : ".address");
+}
+
 }  // namespace
 
-absl::StatusOr<config::v1::Config> LoadConfigFile(const std::string& path) {
+absl::StatusOr<LoadedConfig> LoadConfigFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
@@ -378,54 +422,68 @@ absl::StatusOr<config::v1::Config> LoadConfigFile(const std::string& path) {
                            absl::StrCat("the config file ", path, " is larger than 1 MiB"),
                            "INVALID_CONFIG");
   }
-  config::v1::Config config;
-  RETURN_IF_ERROR(YamlToMessage(text, path, config));
-  absl::Status valid = ValidateEntries(config);
-  if (!valid.ok()) {
-    return ErrorWithReason(valid.code(), absl::StrCat(path, ": ", valid.message()),
-                           ReasonOf(valid));
-  }
-  return config;
+  LoadedConfig loaded;
+  RETURN_IF_ERROR(YamlToMessage(text, path, loaded.config, &loaded.marks));
+  RETURN_IF_ERROR(ValidateEntries(loaded.config, loaded.marks));
+  return loaded;
 }
 
-absl::Status ApplyConfig(const config::v1::Config& config, identity::IdentityStore& identities,
+absl::Status CheckIdentitiesKnown(const LoadedConfig& loaded, const std::set<std::string>& known,
+                                  absl::string_view elsewhere) {
+  std::set<std::string> names = known;
+  names.insert(identity::kDefaultIdentity);
+  for (const auto& entry : loaded.config.identities()) names.insert(entry.name());
+  auto check = [&](const std::string& name, const std::string& field) -> absl::Status {
+    if (name.empty() || names.count(name)) return absl::OkStatus();
+    return Annotate(ErrorWithReason(absl::StatusCode::kNotFound,
+                                    absl::StrCat("no identity named \"", name,
+                                                 "\" (not in this file, ", elsewhere, ")"),
+                                    "IDENTITY_NOT_FOUND"),
+                    loaded.marks, field);
+  };
+  for (int i = 0; i < loaded.config.listeners_size(); ++i) {
+    RETURN_IF_ERROR(check(loaded.config.listeners(i).identity(),
+                          absl::StrCat("listeners[", i, "].identity")));
+  }
+  for (int i = 0; i < loaded.config.relays_size(); ++i) {
+    RETURN_IF_ERROR(
+        check(loaded.config.relays(i).identity(), absl::StrCat("relays[", i, "].identity")));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyConfig(const LoadedConfig& loaded, identity::IdentityStore& identities,
                          channel::SecureChannelManager& channels, relay::RelayClients& relays) {
-  RETURN_IF_ERROR(ValidateEntries(config));
+  const config::v1::Config& config = loaded.config;
+  const ConfigMarks& marks = loaded.marks;
+  RETURN_IF_ERROR(ValidateEntries(config, marks));
   for (int i = 0; i < config.identities_size(); ++i) {
     const auto& entry = config.identities(i);
     auto id = identities.Ensure(entry.name());
-    RETURN_IF_ERROR(Annotate(id.status(), absl::StrCat("identities[", i, "]")));
+    RETURN_IF_ERROR(Annotate(id.status(), marks, absl::StrCat("identities[", i, "].name")));
     spdlog::info("identity {}: {}", entry.name(), (*id)->identifier());
   }
   for (int i = 0; i < config.trusted_identities_size(); ++i) {
     const auto& entry = config.trusted_identities(i);
     auto trusted = identities.ImportTrusted(entry.public_identity().identifier(),
                                             entry.public_identity().public_key(), entry.label());
-    RETURN_IF_ERROR(Annotate(trusted.status(), absl::StrCat("trusted_identities[", i, "]")));
+    RETURN_IF_ERROR(Annotate(trusted.status(), marks,
+                             absl::StrCat("trusted_identities[", i, "].public_identity")));
   }
   for (int i = 0; i < config.listeners_size(); ++i) {
-    const auto& entry = config.listeners(i);
     std::string where = absl::StrCat("listeners[", i, "]");
-    auto policy = api::ToTrustPolicy(entry.trust_policy(), identities);
-    RETURN_IF_ERROR(Annotate(policy.status(), where));
-    auto info = channels.CreateListener(entry.address(),
-                                        entry.identity().empty() ? "default" : entry.identity(),
-                                        *std::move(policy));
-    RETURN_IF_ERROR(Annotate(info.status(), where));
+    absl::Status created =
+        api::CreateListenerFrom(config.listeners(i), identities, channels).status();
+    RETURN_IF_ERROR(Annotate(created, marks, FieldOf(created, where)));
   }
   for (int i = 0; i < config.relays_size(); ++i) {
     const auto& entry = config.relays(i);
     std::string where = absl::StrCat("relays[", i, "]");
-    auto route = core::Route::Parse(entry.hub_route());  // valid: checked above
-    std::shared_ptr<const channel::TrustPolicy> policy = channel::TrustEveryone();
-    if (entry.has_hub_trust_policy()) {
-      auto converted = api::ToTrustPolicy(entry.hub_trust_policy(), identities);
-      RETURN_IF_ERROR(Annotate(converted.status(), where));
-      policy = *std::move(converted);
-    }
-    std::string identity = entry.identity().empty() ? "default" : entry.identity();
-    RETURN_IF_ERROR(Annotate(identities.Get(identity).status(), where));
-    RETURN_IF_ERROR(Annotate(relays.Start(*route, entry.name(), identity, std::move(policy)), where));
+    auto args = api::ReadRelayRequest(entry, identities);
+    RETURN_IF_ERROR(Annotate(args.status(), marks, FieldOf(args.status(), where)));
+    absl::Status started =
+        relays.Start(args->hub_route, args->name, args->identity, std::move(args->hub_policy));
+    RETURN_IF_ERROR(Annotate(started, marks, FieldOf(started, where)));
     spdlog::info("relay {} on hub {}: registering",
                  entry.name().empty() ? "(hub-assigned)" : entry.name(), entry.hub_route());
   }

@@ -10,8 +10,10 @@
 #ifndef VEIL_SIDECAR_DAEMON_CONFIG_H_
 #define VEIL_SIDECAR_DAEMON_CONFIG_H_
 
+#include <set>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
@@ -24,18 +26,36 @@ namespace veil::daemon {
 
 inline constexpr size_t kMaxConfigBytes = 1 << 20;
 
-// Fills `out` from the YAML document `text`; `source` names it in errors. An empty document
-// leaves `out` empty. Pure: no I/O, safe on any input.
-absl::Status YamlToMessage(absl::string_view text, absl::string_view source,
-                           google::protobuf::Message& out);
+// Where each field of a YAML document was written: "file:line:col" by field path
+// ("listeners[0].identity"), so that a check made after parsing still points at the field.
+using ConfigMarks = absl::flat_hash_map<std::string, std::string>;
 
-// Reads and parses the config file at `path`.
-absl::StatusOr<config::v1::Config> LoadConfigFile(const std::string& path);
+// Fills `out` from the YAML document `text`; `source` names it in errors; `marks`, when given,
+// gets each field's place. An empty document leaves `out` empty. Pure: no I/O, safe on any
+// input.
+absl::Status YamlToMessage(absl::string_view text, absl::string_view source,
+                           google::protobuf::Message& out, ConfigMarks* marks = nullptr);
+
+struct LoadedConfig {
+  config::v1::Config config;
+  ConfigMarks marks;
+};
+
+// Reads, parses and checks (every check that needs no state) the config file at `path`. Each
+// error names the file, line and column and the field ("bob.yaml:7:15:
+// listeners[0].identity: ...").
+absl::StatusOr<LoadedConfig> LoadConfigFile(const std::string& path);
+
+// NOT_FOUND (IDENTITY_NOT_FOUND), at the field, for a listener or relay naming an identity that
+// is neither declared in the file, nor "default", nor in `known`; `elsewhere` says where else
+// was looked, for the message. For --check-config.
+absl::Status CheckIdentitiesKnown(const LoadedConfig& config, const std::set<std::string>& known,
+                                  absl::string_view elsewhere);
 
 // Applies `config` in order: identities, trusted identities, listeners, relays. Stops at the
-// first failure, saying which entry failed. Relays are started and left to come up (or keep
-// retrying) in the background.
-absl::Status ApplyConfig(const config::v1::Config& config, identity::IdentityStore& identities,
+// first failure, saying which field of which entry failed, and where in the file. Relays are
+// started and left to come up (or keep retrying) in the background.
+absl::Status ApplyConfig(const LoadedConfig& config, identity::IdentityStore& identities,
                          channel::SecureChannelManager& channels, relay::RelayClients& relays);
 
 }  // namespace veil::daemon

@@ -25,6 +25,7 @@
 #include "sidecar/daemon/vault_key.h"
 #include "sidecar/identity/identity_store.h"
 #include "sidecar/transport/tcp_transport.h"
+#include "sidecar/identity/identity.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::daemon {
@@ -67,7 +68,7 @@ absl::Status RunDaemon(const Options& options) {
     ::setrlimit(RLIMIT_NOFILE, &files);
   }
 
-  config::v1::Config config;
+  LoadedConfig config;
   if (!options.config_file.empty()) {
     auto loaded = LoadConfigFile(options.config_file);
     if (!loaded.ok()) return loaded.status();
@@ -83,7 +84,7 @@ absl::Status RunDaemon(const Options& options) {
   if (!vault.ok()) return vault.status();
   auto identities = identity::IdentityStore::Open(options.state_dir, **vault);
   if (!identities.ok()) return identities.status();
-  std::vector<std::string> wanted = {"default"};
+  std::vector<std::string> wanted = {identity::kDefaultIdentity};
   wanted.insert(wanted.end(), options.identities.begin(), options.identities.end());
   for (const std::string& name : wanted) {
     auto id = (*identities)->Ensure(name);
@@ -173,7 +174,7 @@ absl::Status RunDaemon(const Options& options) {
     limits.reservation = std::chrono::seconds(options.relay_reservation_seconds);
     limits.queued_bytes_per_relay = options.relay_max_queued_bytes;
     hub = std::make_shared<relay::RelayHub>(router, channels, tcp, limits, std::move(allow));
-    absl::Status started = hub->Start("default");
+    absl::Status started = hub->Start(identity::kDefaultIdentity);
     if (!started.ok()) return started;
     relay_hub = hub.get();
   } else if (!options.relay_allow.empty()) {

@@ -21,6 +21,12 @@ namespace veil::identity {
 // What an identity's signature over its Noise static key covers: this context, then the key.
 inline constexpr absl::string_view kStaticKeySignatureContext = "veil/v1 noise static key binding\n";
 
+// The identity every node has, and the one a request that names none means.
+inline constexpr char kDefaultIdentity[] = "default";
+inline std::string IdentityOrDefault(const std::string& name) {
+  return name.empty() ? kDefaultIdentity : name;
+}
+
 // The message signed to bind `static_public_key` to an identity.
 std::string StaticKeyBindingMessage(absl::string_view static_public_key);
 

@@ -158,23 +158,47 @@ INSTANTIATE_TEST_SUITE_P(
                   "veil.yaml:2:5: listeners[0]: unknown field \"adress\""},
         BadConfig{"UnknownIdentity",
                   "listeners:\n  - address: x\n    identity: ghost\n    trust_policy: {trust_everyone: true}\n",
-                  "config listeners[0]: no identity named \"ghost\"", true},
+                  "veil.yaml:3:15: listeners[0].identity: no identity named \"ghost\""},
         BadConfig{"NoTrustPolicy", "listeners:\n  - address: x\n",
-                  "config listeners[0]: a trust policy is required"},
-        BadConfig{"BadRoute", "relays:\n  - hub_route: tcp//nope\n", "config relays[0]: "},
+                  "veil.yaml:2:5: listeners[0].trust_policy: a trust policy is required"},
+        BadConfig{"BadRoute", "relays:\n  - hub_route: tcp//nope\n",
+                  "veil.yaml:2:16: relays[0].hub_route: invalid route"},
         BadConfig{"BadRelayName", "relays:\n  - hub_route: /tcp/127.0.0.1:1\n    name: \"a b\"\n",
-                  "config relays[0]: "},
+                  "veil.yaml:3:11: relays[0].name: "},
         BadConfig{"DuplicateRelay",
                   "relays:\n  - {hub_route: /tcp/127.0.0.1:1, name: r}\n  - {hub_route: "
                   "/tcp/127.0.0.1:2, name: r}\n",
-                  "config relays[1]: relay \"r\" is listed twice"},
-        BadConfig{"BadIdentityName", "identities:\n  - name: \"Not OK\"\n", "config identities[0]: "},
+                  "relays[1].name: relay \"r\" is listed twice"},
+        BadConfig{"BadIdentityName", "identities:\n  - name: \"Not OK\"\n",
+                  "veil.yaml:2:11: identities[0].name: "},
+        BadConfig{"ReservedAddress",
+                  "listeners:\n  - address: _sc_1\n    trust_policy: {trust_everyone: true}\n",
+                  "veil.yaml:2:14: listeners[0].address: addresses starting with '_' are reserved"},
         BadConfig{"WrongKey",
                   "trusted_identities:\n  - public_identity: {identifier: "
                   "I00000000000000000000000000000000, public_key: "
                   "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=}\n",
                   "is not the one derived from the public key"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// --check-config knows the identities of the state directory it would run on (and --identity).
+TEST(ConfigIntegrationTest, CheckConfigKnowsTheStateDirectorysIdentities) {
+  TempDir dir;
+  std::string state = dir.path() + "/state";
+  {
+    VeildProcess node(state, {"--identity", "elsewhere"});
+    ASSERT_TRUE(node.Start()) << node.log();
+  }
+  std::string path = WriteFile(dir, "veil.yaml",
+                               "listeners:\n  - address: x\n    identity: elsewhere\n"
+                               "    trust_policy: {trust_everyone: true}\n");
+  VeildProcess check(state, {"--config", path, "--check-config"});
+  EXPECT_FALSE(check.Start(std::chrono::seconds(10)));
+  EXPECT_EQ(check.exit_code(), 0) << check.log();
+  VeildProcess flag({"--config", path, "--check-config", "--identity", "elsewhere"});
+  EXPECT_FALSE(flag.Start(std::chrono::seconds(10)));
+  EXPECT_EQ(flag.exit_code(), 0) << flag.log();
+}
 
 TEST(ConfigIntegrationTest, MissingFileAndCheckConfig) {
   VeildProcess missing({"--config", "/nonexistent/veil.yaml"});
