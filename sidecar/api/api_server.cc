@@ -24,7 +24,7 @@ namespace {
 
 
 absl::Status BadEndpoint(absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, "INVALID_API_ENDPOINT");
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, reason::kInvalidApiEndpoint);
 }
 
 bool IsLoopbackHost(const std::string& host) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "sidecar/api/grpc_status.h"
+#include "sidecar/common/error_reason.h"
 
 namespace veil::api {
 
@@ -101,7 +102,7 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
   if (status == HealthCheckResponse::SERVICE_UNKNOWN) {
     reactor->Finish(GrpcError(absl::StatusCode::kNotFound,
                               absl::StrCat("unknown service \"", request->service(), "\""),
-                              "SERVICE_UNKNOWN"));
+                              reason::kServiceUnknown));
     return reactor;
   }
   response->set_status(status);

@@ -77,7 +77,7 @@ class RequestCall final : public grpc::ServerUnaryReactor,
 
   void OnCancel() override {
     Conclude(GrpcError(absl::StatusCode::kCancelled, "the request was cancelled",
-                       "CANCELLED"));
+                       reason::kRequestCancelled));
   }
   void OnDone() override { self_.reset(); }
 

@@ -99,7 +99,7 @@ grpc::ServerUnaryReactor* RelayService::ListHostedRelays(grpc::CallbackServerCon
   if (hub_ == nullptr) {
     return FinishUnary(context, ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                                          "this node is not a hub (start veild with --hub)",
-                                         "NOT_A_HUB"));
+                                         reason::kNotAHub));
   }
   for (const auto& entry : hub_->List()) {
     v1::HostedRelay* r = response->add_relays();

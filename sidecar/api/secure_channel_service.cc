@@ -15,7 +15,7 @@ constexpr uint32_t kMaxTimeoutMs = 120000;
 constexpr int kMaxPolicyDepth = 8;
 
 absl::Status BadPolicy(absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, "INVALID_TRUST_POLICY");
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, reason::kInvalidTrustPolicy);
 }
 
 void ToProto(const channel::ListenerInfo& info, v1::SecureChannelListener& out) {

@@ -118,7 +118,7 @@ void ServeStream::OpenTimedOut() {
   End(GrpcError(absl::StatusCode::kDeadlineExceeded,
                 absl::StrCat("no `open` within ", settings_.open_timeout.count(),
                              " ms of the stream's start (--api-open-timeout)"),
-                "OPEN_TIMEOUT"));
+                reason::kOpenTimeout));
 }
 
 namespace {

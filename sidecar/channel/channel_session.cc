@@ -33,7 +33,7 @@ uint64_t GetCounter(absl::string_view b) {
 absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out) {
   auto malformed = [](absl::string_view why) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("malformed batch: ", why), core::kMalformedMessage);
+                           absl::StrCat("malformed batch: ", why), reason::kMalformedFrame);
   };
   wire::v1::ChannelBatch batch;
   if (!batch.ParseFromArray(plaintext.data(), static_cast<int>(plaintext.size()))) {
@@ -107,7 +107,7 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
   auto bad = [](absl::string_view why) {
     return ErrorWithReason(absl::StatusCode::kUnauthenticated,
                            absl::StrCat("the peer's identity proof is invalid: ", why),
-                           kBadIdentityProof);
+                           reason::kBadIdentityProof);
   };
   if (!proof.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return bad("not an IdentityProof");
@@ -153,17 +153,17 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
   Step step;
   if (state_ == State::kClosed || state_ == State::kFailed) {
     step.error = Dropped(absl::StatusCode::kFailedPrecondition, "the channel is closed",
-                         "CHANNEL_CLOSED");
+                         reason::kChannelClosed);
     return step;
   }
   if (bytes.empty()) {
     if (state_ == State::kHandshaking) {
       return Failed(ErrorWithReason(absl::StatusCode::kInvalidArgument, "empty channel message",
-                                    kHandshakeFailed),
+                                    reason::kHandshakeFailed),
                     true);
     }
     ++decrypt_failures_;
-    step.error = Dropped(absl::StatusCode::kInvalidArgument, "empty channel message", kDecryptFailed);
+    step.error = Dropped(absl::StatusCode::kInvalidArgument, "empty channel message", reason::kDecryptFailed);
     return step;
   }
   auto type = static_cast<ChannelMessageType>(bytes[0]);
@@ -185,12 +185,12 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
     return Failed(ErrorWithReason(absl::StatusCode::kInvalidArgument,
                                   absl::StrCat("unknown channel message type ",
                                                static_cast<int>(type)),
-                                  kHandshakeFailed),
+                                  reason::kHandshakeFailed),
                   true);
   }
   ++decrypt_failures_;
   step.error = Dropped(absl::StatusCode::kInvalidArgument, "unknown channel message type",
-                       kDecryptFailed);
+                       reason::kDecryptFailed);
   return step;
 }
 
@@ -201,7 +201,7 @@ ChannelSession::Step ChannelSession::Failed(absl::Status why, bool tell_peer) {
   // The peer learns that it was refused, not this side's trust policy (which identities, which
   // file): that stays in the local error.
   if (tell_peer) {
-    step.reply = HandshakeError(ReasonOf(why) == kUntrustedIdentity ? "identity not trusted"
+    step.reply = HandshakeError(ReasonOf(why) == reason::kUntrustedIdentity ? "identity not trusted"
                                                                    : why.message());
   }
   step.error = std::move(why);
@@ -227,25 +227,25 @@ ChannelSession::Step ChannelSession::OnHandshake(ChannelMessageType type, absl::
   if (type == ChannelMessageType::kHandshakeError) {
     if (state_ != State::kHandshaking) {  // unauthenticated: cannot end a channel
       step.error = Dropped(absl::StatusCode::kInvalidArgument,
-                           "handshake error on an established channel", kDecryptFailed);
+                           "handshake error on an established channel", reason::kDecryptFailed);
       return step;
     }
     std::string reason(body.substr(0, kMaxErrorReason));
     return Failed(ErrorWithReason(absl::StatusCode::kPermissionDenied,
                                   absl::StrCat("the peer refused the handshake: ", reason),
-                                  kPeerRefused),
+                                  reason::kPeerRefusedHandshake),
                   false);
   }
   if (state_ != State::kHandshaking || handshake_ == nullptr) {
     step.error = Dropped(absl::StatusCode::kFailedPrecondition,
-                         "handshake message on an established channel", kHandshakeFailed);
+                         "handshake message on an established channel", reason::kHandshakeFailed);
     return step;
   }
   if (type != expected_ || handshake_->next() != HandshakeState::Next::kRead) {
     return Failed(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                                   absl::StrCat("handshake message ", static_cast<int>(type),
                                                " received in the wrong state"),
-                                  kHandshakeFailed),
+                                  reason::kHandshakeFailed),
                   true);
   }
   auto payload = handshake_->ReadMessage(body);
@@ -310,7 +310,7 @@ absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view bod
                                   absl::string_view& plaintext) {
   auto fail = [this](absl::string_view why) {
     ++decrypt_failures_;
-    return Dropped(absl::StatusCode::kDataLoss, why, kDecryptFailed);
+    return Dropped(absl::StatusCode::kDataLoss, why, reason::kDecryptFailed);
   };
   if (!recv_.has_key()) return fail("no keys yet");
   if (body.size() < kCounterBytes + vault::kAeadTagBytes) return fail("message too short");
@@ -318,7 +318,7 @@ absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view bod
   if (!window_.MayAccept(n)) {
     ++replays_;
     return Dropped(absl::StatusCode::kDataLoss,
-                   absl::StrCat("message ", n, " replayed or too old"), kReplayed);
+                   absl::StrCat("message ", n, " replayed or too old"), reason::kReplayed);
   }
   char ad = static_cast<char>(type);
   absl::string_view ciphertext = body.substr(kCounterBytes);
@@ -364,11 +364,11 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
     if (state_ == State::kHandshaking) {
       return Failed(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                                     "protected message before the handshake finished",
-                                    kHandshakeFailed),
+                                    reason::kHandshakeFailed),
                     true);
     }
     step.error = Dropped(absl::StatusCode::kFailedPrecondition, "channel not established",
-                         kDecryptFailed);
+                         reason::kDecryptFailed);
     return step;
   }
   std::string storage;
@@ -385,7 +385,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
       if (role_ != Role::kInitiator) {  // the responder's own: reflected back at it
         ++decrypt_failures_;
         step.error = Dropped(absl::StatusCode::kInvalidArgument, "CONFIRM from the initiator",
-                             kDecryptFailed);
+                             reason::kDecryptFailed);
         return step;
       }
       if (state_ == State::kHandshaking) {
@@ -398,7 +398,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
       if (role_ != Role::kResponder) {
         ++decrypt_failures_;
         step.error = Dropped(absl::StatusCode::kInvalidArgument, "ACK from the responder",
-                             kDecryptFailed);
+                             reason::kDecryptFailed);
       }
       return step;
     case ChannelMessageType::kClose:
@@ -410,7 +410,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
   }
   if (state_ != State::kEstablished) {  // DATA before CONFIRM: the responder cannot send it
     step.error = Dropped(absl::StatusCode::kFailedPrecondition, "data before confirmation",
-                         kDecryptFailed);
+                         reason::kDecryptFailed);
     return step;
   }
   if (type == ChannelMessageType::kBatch) {
@@ -440,7 +440,7 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
                                      const absl::Status& refusal) {
   if (state_ != State::kEstablished) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
+                           "the secure channel is not established", reason::kChannelNotEstablished);
   }
   // The plaintext is the encoded inner message, written into `out` and encrypted there.
   // Routes are small: reserve for the payload and some, rather than encode them twice.
@@ -464,11 +464,11 @@ size_t ChannelSession::BatchEntrySize(const core::Message& msg) {
 absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::string& out) {
   if (state_ != State::kEstablished) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           "the secure channel is not established", "CHANNEL_NOT_ESTABLISHED");
+                           "the secure channel is not established", reason::kChannelNotEstablished);
   }
   if (!peer_takes_batches_) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           "the peer does not take BATCH messages", "BATCH_NOT_SUPPORTED");
+                           "the peer does not take BATCH messages", reason::kBatchNotSupported);
   }
   wire::v1::ChannelBatch batch;
   wire::v1::ChannelBatchGroup* group = nullptr;

@@ -71,11 +71,6 @@ struct SessionOptions {
   bool offer_confirm_ack = true;
 };
 
-// Reasons.
-inline constexpr absl::string_view kDecryptFailed = "DECRYPT_FAILED";
-inline constexpr absl::string_view kReplayed = "REPLAYED";
-inline constexpr absl::string_view kPeerRefused = "PEER_REFUSED_HANDSHAKE";
-inline constexpr absl::string_view kBadIdentityProof = "BAD_IDENTITY_PROOF";
 
 // Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order
 // (routes and payloads; no sender, no receipt). INVALID_ARGUMENT (MALFORMED_FRAME) for bytes

@@ -16,7 +16,7 @@ constexpr size_t kTagLen = vault::kAeadTagBytes;
 
 absl::Status Malformed(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                         absl::StrCat("handshake failed: ", why), kHandshakeFailed);
+                         absl::StrCat("handshake failed: ", why), reason::kHandshakeFailed);
 }
 
 }  // namespace
@@ -90,7 +90,7 @@ absl::Status HandshakeState::Fail(absl::Status why) {
 absl::StatusOr<std::string> HandshakeState::WriteMessage(absl::string_view payload) {
   if (next() != Next::kWrite) {
     return Fail(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                                "handshake message written in the wrong state", kHandshakeFailed));
+                                "handshake message written in the wrong state", reason::kHandshakeFailed));
   }
   std::string out;
   auto write_e = [&] {
@@ -128,7 +128,7 @@ absl::StatusOr<std::string> HandshakeState::WriteMessage(absl::string_view paylo
 absl::StatusOr<std::string> HandshakeState::ReadMessage(absl::string_view message) {
   if (next() != Next::kRead) {
     return Fail(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                                "handshake message received in the wrong state", kHandshakeFailed));
+                                "handshake message received in the wrong state", reason::kHandshakeFailed));
   }
   if (message.size() > kNoiseMaxMessageBytes) {
     return Fail(Malformed("handshake message longer than 65535 bytes"));

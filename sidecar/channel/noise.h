@@ -25,8 +25,6 @@ namespace veil::channel {
 
 inline constexpr char kNoiseProtocolName[] = "Noise_XX_25519_ChaChaPoly_SHA256";
 inline constexpr size_t kNoiseMaxMessageBytes = 65535;
-// Reason for any handshake failure.
-inline constexpr absl::string_view kHandshakeFailed = "HANDSHAKE_FAILED";
 
 // A node's static X25519 key as the handshake needs it: the public half, and DH with it.
 class StaticKey {

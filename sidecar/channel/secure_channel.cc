@@ -16,7 +16,7 @@ namespace {
 // just before it was removed, and its message was queued behind OnStop on the strand.
 absl::Status StoppedChannel(const std::string& address) {
   return ErrorWithReason(absl::StatusCode::kUnavailable,
-                         absl::StrCat("secure channel ", address, " is closed"), "CHANNEL_CLOSED");
+                         absl::StrCat("secure channel ", address, " is closed"), reason::kChannelClosed);
 }
 
 // The app-facing worker: plaintext in, ciphertext out along the channel.
@@ -147,7 +147,7 @@ void SecureChannel::StartInitiator(core::Route route, std::chrono::milliseconds 
       self->CloseNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
                                      absl::StrCat("no handshake answer from the listener within ",
                                                   timeout.count(), " ms"),
-                                     "HANDSHAKE_TIMEOUT"),
+                                     reason::kHandshakeTimeout),
                      false);
     });
     self->Send(*std::move(hs1), route,
@@ -164,7 +164,7 @@ void SecureChannel::StartResponder(std::chrono::milliseconds timeout) {
       }
       self->CloseNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
                                      "the initiator did not finish the handshake",
-                                     "HANDSHAKE_TIMEOUT"),
+                                     reason::kHandshakeTimeout),
                      false);
     });
   });
@@ -210,7 +210,7 @@ void SecureChannel::OnEstablishedTimer() {
     manager_.stats().unconfirmed_expired.fetch_add(1, std::memory_order_relaxed);
     CloseNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
                              "the initiator never confirmed the channel (its CONFIRM was lost?)",
-                             "HANDSHAKE_TIMEOUT"),
+                             reason::kHandshakeTimeout),
              false);
     return;
   }
@@ -239,7 +239,7 @@ void SecureChannel::OnPlaintext(core::Message msg) {
     msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
                                        absl::StrCat("secure channel ", encryptor_address_,
                                                     closed_ ? " is closed" : " is not established"),
-                                       "CHANNEL_CLOSED"));
+                                       reason::kChannelClosed));
     return;
   }
   if (msg.onward.empty()) {  // nothing for the far end to deliver it to
@@ -305,7 +305,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
                                        absl::StrCat("secure channel ", encryptor_address_,
                                                     " is closed"),
-                                       "CHANNEL_CLOSED"));
+                                       reason::kChannelClosed));
     return;
   }
   if (!msg.refusal.ok()) {
@@ -345,7 +345,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
                                absl::StrCat(session_.remote_identifier(),
                                             " already has its limit of channels to this node "
                                             "(--max-channels-per-identity)"),
-                               "TOO_MANY_CHANNELS"),
+                               reason::kTooManyChannels),
                false);
       return;
     }
@@ -387,7 +387,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   if (step.closed) {
     CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable, "closed by the other end",
-                             "CHANNEL_CLOSED"),
+                             reason::kChannelClosed),
              false);
     return;
   }
@@ -445,7 +445,7 @@ void SecureChannel::OnRefusal(const absl::Status& refusal) {
   CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable,
                            absl::StrCat("the far end became unreachable: a node on the way says: ",
                                         refusal.message()),
-                           "CHANNEL_CLOSED"),
+                           reason::kChannelClosed),
            false);
 }
 

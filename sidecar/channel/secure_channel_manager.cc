@@ -15,7 +15,7 @@ namespace {
 
 absl::Status ChannelNotFound(absl::string_view address) {
   return ErrorWithReason(absl::StatusCode::kNotFound,
-                         absl::StrCat("no secure channel at ", address), "CHANNEL_NOT_FOUND");
+                         absl::StrCat("no secure channel at ", address), reason::kChannelNotFound);
 }
 
 absl::Status ShuttingDown() {
@@ -106,7 +106,7 @@ absl::Status SecureChannelManager::DeleteListener(const std::string& address) {
     if (it == listeners_.end()) {
       return ErrorWithReason(absl::StatusCode::kNotFound,
                              absl::StrCat("no secure channel listener at ", address),
-                             "LISTENER_NOT_FOUND");
+                             reason::kListenerNotFound);
     }
     listener = std::move(it->second);
     listeners_.erase(it);
@@ -129,7 +129,7 @@ absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
       return ErrorWithReason(absl::StatusCode::kResourceExhausted,
                              absl::StrCat("this node already has ", channels_.size(),
                                           " secure channels, its limit"),
-                             "TOO_MANY_CHANNELS");
+                             reason::kTooManyChannels);
     }
   }
   // Random: nobody can reach a channel's workers by guessing their names.
@@ -199,7 +199,7 @@ absl::Status SecureChannelManager::TakePendingSlot(const core::Message& msg, Pen
     }
   }
   auto busy = [](absl::string_view why) {
-    return ErrorWithReason(absl::StatusCode::kResourceExhausted, why, "LISTENER_BUSY");
+    return ErrorWithReason(absl::StatusCode::kResourceExhausted, why, reason::kListenerBusy);
   };
   veil::MutexLock lock(&mu_);
   const size_t total_limit = privileged || !from_network
@@ -257,7 +257,7 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
                             {msg.sender.origin, msg.sender.via});
   if (!channel.ok()) {
     HandshakeSettled(slot);
-    RefuseHandshake(msg, ReasonOf(channel.status()) == "TOO_MANY_CHANNELS"
+    RefuseHandshake(msg, ReasonOf(channel.status()) == reason::kTooManyChannels
                              ? "the node has too many channels; try again later"
                              : "the listener cannot accept a channel now");
     spdlog::warn("secure channel listener {}: cannot accept: {}", listener_address,
@@ -304,7 +304,7 @@ absl::Status SecureChannelManager::DeleteChannel(const std::string& address) {
     channel = it->second;
   }
   channel->Close(ErrorWithReason(absl::StatusCode::kCancelled, "deleted through the API",
-                                 "CHANNEL_DELETED"),
+                                 reason::kChannelDeleted),
                  /*notify_peer=*/true);
   return absl::OkStatus();
 }

@@ -23,7 +23,7 @@ absl::Status Untrusted(const std::string& identifier, absl::string_view policy) 
   return ErrorWithReason(
       absl::StatusCode::kPermissionDenied,
       absl::StrCat("identity ", identifier, " is not trusted (trust policy: ", policy, ")"),
-      kUntrustedIdentity);
+      reason::kUntrustedIdentity);
 }
 
 class Everyone final : public TrustPolicy {
@@ -62,7 +62,7 @@ class IdentifiersFile final : public TrustPolicy {
         return ErrorWithReason(absl::StatusCode::kPermissionDenied,
                                absl::StrCat("trust file unusable, trusting no one: ",
                                             set.status().message()),
-                               kUntrustedIdentity);
+                               reason::kUntrustedIdentity);
       }
       set_ = *std::move(set);
       stamp_ = read_stamp;
@@ -116,7 +116,7 @@ class Combination final : public TrustPolicy {
 };
 
 absl::Status BadPolicy(absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, "INVALID_TRUST_POLICY");
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, reason::kInvalidTrustPolicy);
 }
 
 }  // namespace

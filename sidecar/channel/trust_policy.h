@@ -20,8 +20,6 @@
 
 namespace veil::channel {
 
-// Reason when a policy refuses an identity.
-inline constexpr absl::string_view kUntrustedIdentity = "UNTRUSTED_IDENTITY";
 
 class TrustPolicy {
  public:

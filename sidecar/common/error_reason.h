@@ -14,8 +14,10 @@
 
 namespace veil {
 
-// Reasons used by more than one component. A component may define its own beside its code.
+// Every reason, in one place: docs/api.md's table lists each (a test checks both ways), and code
+// names them by these constants, never by a bare string.
 namespace reason {
+// Routing and transports.
 inline constexpr absl::string_view kInvalidRoute = "INVALID_ROUTE";
 inline constexpr absl::string_view kInvalidAddress = "INVALID_ADDRESS";
 inline constexpr absl::string_view kRouteNotFound = "ROUTE_NOT_FOUND";
@@ -23,19 +25,69 @@ inline constexpr absl::string_view kAddressInUse = "ADDRESS_IN_USE";
 inline constexpr absl::string_view kConnectionFailed = "CONNECTION_FAILED";
 inline constexpr absl::string_view kConnectionLost = "CONNECTION_LOST";
 inline constexpr absl::string_view kMessageTooLarge = "MESSAGE_TOO_LARGE";
+inline constexpr absl::string_view kMessageDropped = "MESSAGE_DROPPED";
+inline constexpr absl::string_view kMalformedFrame = "MALFORMED_FRAME";
 inline constexpr absl::string_view kPlaintextEgressRefused = "PLAINTEXT_EGRESS_REFUSED";
 inline constexpr absl::string_view kNodeShuttingDown = "NODE_SHUTTING_DOWN";
 inline constexpr absl::string_view kQueueFull = "QUEUE_FULL";
-inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
-inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
-inline constexpr absl::string_view kNoReply = "NO_REPLY";
 inline constexpr absl::string_view kListenFailed = "LISTEN_FAILED";
-// Access control (docs/security.md): a worker does not take messages of this provenance; a
-// node does not dial a /tcp hop that came from outside it and is not in --allow-dial.
+// Access control (docs/security.md): a worker does not take messages of this provenance; a node does not dial a /tcp hop that came from outside it and is not in --allow-dial; connection refusals.
 inline constexpr absl::string_view kAccessDenied = "ACCESS_DENIED";
 inline constexpr absl::string_view kDialRefused = "DIAL_REFUSED";
 inline constexpr absl::string_view kTooManyConnections = "TOO_MANY_CONNECTIONS";
 inline constexpr absl::string_view kIdleTimeout = "IDLE_TIMEOUT";
+inline constexpr absl::string_view kSecureChannelRequired = "SECURE_CHANNEL_REQUIRED";
+// The API.
+inline constexpr absl::string_view kTooManyStreams = "TOO_MANY_STREAMS";
+inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
+inline constexpr absl::string_view kNoReply = "NO_REPLY";
+inline constexpr absl::string_view kOpenTimeout = "OPEN_TIMEOUT";
+inline constexpr absl::string_view kRequestCancelled = "REQUEST_CANCELLED";
+inline constexpr absl::string_view kInvalidApiEndpoint = "INVALID_API_ENDPOINT";
+inline constexpr absl::string_view kServiceUnknown = "SERVICE_UNKNOWN";
+// Vault and state.
+inline constexpr absl::string_view kAuthenticationFailed = "AUTHENTICATION_FAILED";
+inline constexpr absl::string_view kCorruptStateFile = "CORRUPT_STATE_FILE";
+inline constexpr absl::string_view kUnsafePermissions = "UNSAFE_PERMISSIONS";
+inline constexpr absl::string_view kVaultKeyRejected = "VAULT_KEY_REJECTED";
+// Identities.
+inline constexpr absl::string_view kInvalidIdentityName = "INVALID_IDENTITY_NAME";
+inline constexpr absl::string_view kInvalidIdentifier = "INVALID_IDENTIFIER";
+inline constexpr absl::string_view kInvalidPublicKey = "INVALID_PUBLIC_KEY";
+inline constexpr absl::string_view kIdentifierMismatch = "IDENTIFIER_MISMATCH";
+inline constexpr absl::string_view kIdentityNotFound = "IDENTITY_NOT_FOUND";
+inline constexpr absl::string_view kTrustedIdentityNotFound = "TRUSTED_IDENTITY_NOT_FOUND";
+inline constexpr absl::string_view kIdentityExists = "IDENTITY_EXISTS";
+inline constexpr absl::string_view kIdentityInUse = "IDENTITY_IN_USE";
+// Secure channels.
+inline constexpr absl::string_view kHandshakeFailed = "HANDSHAKE_FAILED";
+inline constexpr absl::string_view kHandshakeTimeout = "HANDSHAKE_TIMEOUT";
+inline constexpr absl::string_view kUntrustedIdentity = "UNTRUSTED_IDENTITY";
+inline constexpr absl::string_view kPeerRefusedHandshake = "PEER_REFUSED_HANDSHAKE";
+inline constexpr absl::string_view kBadIdentityProof = "BAD_IDENTITY_PROOF";
+inline constexpr absl::string_view kDecryptFailed = "DECRYPT_FAILED";
+inline constexpr absl::string_view kReplayed = "REPLAYED";
+inline constexpr absl::string_view kInvalidTrustPolicy = "INVALID_TRUST_POLICY";
+inline constexpr absl::string_view kChannelClosed = "CHANNEL_CLOSED";
+inline constexpr absl::string_view kChannelDeleted = "CHANNEL_DELETED";
+inline constexpr absl::string_view kChannelNotEstablished = "CHANNEL_NOT_ESTABLISHED";
+inline constexpr absl::string_view kChannelNotFound = "CHANNEL_NOT_FOUND";
+inline constexpr absl::string_view kBatchNotSupported = "BATCH_NOT_SUPPORTED";
+inline constexpr absl::string_view kListenerNotFound = "LISTENER_NOT_FOUND";
+inline constexpr absl::string_view kListenerBusy = "LISTENER_BUSY";
+inline constexpr absl::string_view kTooManyChannels = "TOO_MANY_CHANNELS";
+// Relays.
+inline constexpr absl::string_view kInvalidRelayName = "INVALID_RELAY_NAME";
+inline constexpr absl::string_view kRelayNameTaken = "RELAY_NAME_TAKEN";
+inline constexpr absl::string_view kRelayNotAllowed = "RELAY_NOT_ALLOWED";
+inline constexpr absl::string_view kRelayLimit = "RELAY_LIMIT";
+inline constexpr absl::string_view kRelayNotFound = "RELAY_NOT_FOUND";
+inline constexpr absl::string_view kRelayExists = "RELAY_EXISTS";
+inline constexpr absl::string_view kNotAHub = "NOT_A_HUB";
+inline constexpr absl::string_view kHubNotAnswering = "HUB_NOT_ANSWERING";
+inline constexpr absl::string_view kNoOwnerConnection = "NO_OWNER_CONNECTION";
+// Configuration.
+inline constexpr absl::string_view kInvalidConfig = "INVALID_CONFIG";
 }  // namespace reason
 
 // Returns `status` with `reason` attached (replacing any earlier reason). OK stays OK.

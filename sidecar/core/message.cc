@@ -11,7 +11,7 @@ namespace {
 
 absl::Status Dropped() {
   return ErrorWithReason(absl::StatusCode::kAborted, "message was dropped before it was handed on",
-                         "MESSAGE_DROPPED");
+                         reason::kMessageDropped);
 }
 
 // Settles the whole once every part has, with the first error.

@@ -16,7 +16,7 @@ constexpr uint32_t kPayloadTag = (3 << 3) | 2;  // field 3, length-delimited
 
 absl::Status Malformed(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                         absl::StrCat("malformed message: ", why), kMalformedMessage);
+                         absl::StrCat("malformed message: ", why), reason::kMalformedFrame);
 }
 
 constexpr size_t kMaxRefusalMessage = 1024;

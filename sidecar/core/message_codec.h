@@ -13,8 +13,6 @@
 
 namespace veil::core {
 
-// Reason for bytes that are not a valid message.
-inline constexpr absl::string_view kMalformedMessage = "MALFORMED_FRAME";
 
 // Appends the encoding to `out`. The payload is copied once, straight into `out`. `refusal`
 // (not OK) makes it a refusal notice; `path_tag` (not 0) is the sending channel's tag.

@@ -86,7 +86,7 @@ class YamlReader {
   absl::Status Error(const YAML::Mark& mark, const std::string& path, absl::string_view what) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat(Where(mark), ": ", path.empty() ? "" : path + ": ", what),
-                           "INVALID_CONFIG");
+                           reason::kInvalidConfig);
   }
 
  private:
@@ -277,17 +277,17 @@ absl::Status Annotate(const absl::Status& status, const ConfigMarks& marks,
 
 namespace {
 
-absl::Status Invalid(absl::string_view what, absl::string_view reason = "INVALID_CONFIG") {
+absl::Status Invalid(absl::string_view what, absl::string_view reason = reason::kInvalidConfig) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, what, reason);
 }
 
 // The shape of a trust policy; what it refers to (files, imported identities) is checked when
 // it is applied.
 absl::Status ValidateTrustPolicy(const v1::TrustPolicy& policy, int depth) {
-  if (depth > 8) return Invalid("trust policies nest at most 8 deep", "INVALID_TRUST_POLICY");
+  if (depth > 8) return Invalid("trust policies nest at most 8 deep", reason::kInvalidTrustPolicy);
   auto all = [&](const v1::TrustPolicy::Policies& parts) -> absl::Status {
     if (parts.policies().empty()) {
-      return Invalid("any_of and all_of need at least one policy", "INVALID_TRUST_POLICY");
+      return Invalid("any_of and all_of need at least one policy", reason::kInvalidTrustPolicy);
     }
     for (const auto& part : parts.policies()) RETURN_IF_ERROR(ValidateTrustPolicy(part, depth + 1));
     return absl::OkStatus();
@@ -319,7 +319,7 @@ absl::Status ValidateTrustPolicy(const v1::TrustPolicy& policy, int depth) {
   return Invalid(
       "a trust policy is required: set one of trust_everyone, trust_identifier, "
       "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of",
-      "INVALID_TRUST_POLICY");
+      reason::kInvalidTrustPolicy);
 }
 
 absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks& marks) {
@@ -341,14 +341,14 @@ absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks
     RETURN_IF_ERROR(at(identity::ValidateIdentifier(id.identifier()), where + ".identifier"));
     if (id.public_key().size() != 32) {
       return at(Invalid(absl::StrCat("a public key is 32 bytes, not ", id.public_key().size()),
-                        "INVALID_PUBLIC_KEY"),
+                        reason::kInvalidPublicKey),
                 where + ".public_key");
     }
     if (identity::IdentifierOf(id.public_key()) != id.identifier()) {
       return at(Invalid(absl::StrCat("identifier ", id.identifier(),
                                      " is not the one derived from the public key (",
                                      identity::IdentifierOf(id.public_key()), ")"),
-                        "IDENTIFIER_MISMATCH"),
+                        reason::kIdentifierMismatch),
                 where + ".identifier");
     }
   }
@@ -395,8 +395,8 @@ absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks
 // The field of a listener or relay entry that a failure to apply it is about.
 std::string FieldOf(const absl::Status& status, const std::string& entry) {
   const std::string why = ReasonOf(status);
-  if (why == "IDENTITY_NOT_FOUND") return entry + ".identity";
-  if (why == "INVALID_TRUST_POLICY" || why == "UNTRUSTED_IDENTITY" ||
+  if (why == reason::kIdentityNotFound) return entry + ".identity";
+  if (why == reason::kInvalidTrustPolicy || why == reason::kUntrustedIdentity ||
       status.code() == absl::StatusCode::kFailedPrecondition) {
     return entry + (absl::StartsWith(entry, "relays") ? ".hub_trust_policy" : ".trust_policy");
   }
@@ -412,7 +412,7 @@ absl::StatusOr<LoadedConfig> LoadConfigFile(const std::string& path) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            absl::StrCat("cannot read the config file ", path, ": ",
                                         std::strerror(errno)),
-                           "INVALID_CONFIG");
+                           reason::kInvalidConfig);
   }
   std::string text(kMaxConfigBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
@@ -420,7 +420,7 @@ absl::StatusOr<LoadedConfig> LoadConfigFile(const std::string& path) {
   if (text.size() > kMaxConfigBytes) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            absl::StrCat("the config file ", path, " is larger than 1 MiB"),
-                           "INVALID_CONFIG");
+                           reason::kInvalidConfig);
   }
   LoadedConfig loaded;
   RETURN_IF_ERROR(YamlToMessage(text, path, loaded.config, &loaded.marks));
@@ -438,7 +438,7 @@ absl::Status CheckIdentitiesKnown(const LoadedConfig& loaded, const std::set<std
     return Annotate(ErrorWithReason(absl::StatusCode::kNotFound,
                                     absl::StrCat("no identity named \"", name,
                                                  "\" (not in this file, ", elsewhere, ")"),
-                                    "IDENTITY_NOT_FOUND"),
+                                    reason::kIdentityNotFound),
                     loaded.marks, field);
   };
   for (int i = 0; i < loaded.config.listeners_size(); ++i) {

@@ -23,7 +23,7 @@ absl::Status ValidateIdentifier(absl::string_view text) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                          absl::StrCat("\"", text, "\" is not an identifier: \"I\" followed by ",
                                       2 * kIdentifierHashBytes, " lowercase hex digits"),
-                         "INVALID_IDENTIFIER");
+                         reason::kInvalidIdentifier);
 }
 
 absl::Status ValidateIdentityName(absl::string_view name) {
@@ -37,7 +37,7 @@ absl::Status ValidateIdentityName(absl::string_view name) {
       absl::StatusCode::kInvalidArgument,
       absl::StrCat("invalid identity name \"", name, "\": use 1 to ", kMaxIdentityNameLength,
                    " characters of a-z, 0-9, '_' and '-', starting with a letter or digit"),
-      "INVALID_IDENTITY_NAME");
+      reason::kInvalidIdentityName);
 }
 
 }  // namespace veil::identity

@@ -19,7 +19,7 @@ constexpr absl::string_view kTrustedSuffix = ".trusted";
 
 absl::Status NotFound(absl::string_view name) {
   return ErrorWithReason(absl::StatusCode::kNotFound,
-                         absl::StrCat("no identity named \"", name, "\""), "IDENTITY_NOT_FOUND");
+                         absl::StrCat("no identity named \"", name, "\""), reason::kIdentityNotFound);
 }
 
 int64_t NowSeconds() { return absl::ToUnixSeconds(absl::Now()); }
@@ -104,7 +104,7 @@ absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::CreateLocked(cons
   if (identities_.contains(name)) {
     return ErrorWithReason(absl::StatusCode::kAlreadyExists,
                            absl::StrCat("identity \"", name, "\" already exists"),
-                           "IDENTITY_EXISTS");
+                           reason::kIdentityExists);
   }
   auto identity = Identity::Generate(name, NowSeconds());
   RETURN_IF_ERROR(vault::WriteFileAtomically(
@@ -153,7 +153,7 @@ absl::Status IdentityStore::Delete(const std::string& name) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            absl::StrCat("identity \"", name, "\" is in use by ", lease->second,
                                         " listener(s), relay(s) or channel(s); delete those first"),
-                           "IDENTITY_IN_USE");
+                           reason::kIdentityInUse);
   }
   RETURN_IF_ERROR(vault::RemoveFileDurably(IdentityPath(name)));
   identities_.erase(name);
@@ -183,14 +183,14 @@ absl::StatusOr<TrustedIdentity> IdentityStore::ImportTrusted(const std::string& 
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("a public key is ", vault::kEd25519PublicBytes,
                                         " bytes, not ", public_key.size()),
-                           "INVALID_PUBLIC_KEY");
+                           reason::kInvalidPublicKey);
   }
   if (IdentifierOf(public_key) != identifier) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("identifier ", identifier,
                                         " is not the one derived from the public key (",
                                         IdentifierOf(public_key), ")"),
-                           "IDENTIFIER_MISMATCH");
+                           reason::kIdentifierMismatch);
   }
   if (label.size() > 256) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument, "a label is at most 256 bytes",
@@ -226,7 +226,7 @@ absl::StatusOr<TrustedIdentity> IdentityStore::GetTrusted(const std::string& ide
   if (it == trusted_.end()) {
     return ErrorWithReason(absl::StatusCode::kNotFound,
                            absl::StrCat("no trusted identity ", identifier),
-                           "TRUSTED_IDENTITY_NOT_FOUND");
+                           reason::kTrustedIdentityNotFound);
   }
   return it->second;
 }
@@ -237,7 +237,7 @@ absl::Status IdentityStore::DeleteTrusted(const std::string& identifier) {
   if (!trusted_.contains(identifier)) {
     return ErrorWithReason(absl::StatusCode::kNotFound,
                            absl::StrCat("no trusted identity ", identifier),
-                           "TRUSTED_IDENTITY_NOT_FOUND");
+                           reason::kTrustedIdentityNotFound);
   }
   RETURN_IF_ERROR(vault::RemoveFileDurably(TrustedPath(identifier)));
   trusted_.erase(identifier);

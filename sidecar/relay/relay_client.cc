@@ -139,7 +139,7 @@ void RelayClient::OnChannel(uint64_t generation, absl::StatusOr<channel::Channel
                              absl::StrCat("the node at ", hub_route_.ToString(),
                                           " is not a hub (it has no /service/",
                                           kHubListenerAddress, "; run it with --hub)"),
-                             "NOT_A_HUB"),
+                             reason::kNotAHub),
              RelayStatus::State::kFailed);
       return;
     }
@@ -196,7 +196,7 @@ void RelayClient::ArmReplyTimer(uint64_t generation) {
       return;
     }
     self->Lost(ErrorWithReason(absl::StatusCode::kUnavailable, "the hub did not answer in time",
-                               "HUB_NOT_ANSWERING"));
+                               reason::kHubNotAnswering));
   });
 }
 

@@ -13,7 +13,7 @@ namespace {
 
 absl::Status NotFound(absl::string_view name) {
   return ErrorWithReason(absl::StatusCode::kNotFound, absl::StrCat("no relay named \"", name, "\""),
-                         "RELAY_NOT_FOUND");
+                         reason::kRelayNotFound);
 }
 
 }  // namespace
@@ -38,7 +38,7 @@ std::shared_ptr<RelayClient> RelayClients::Add(
   if (!name.empty() && FindLocked(name) != nullptr) {
     error = ErrorWithReason(absl::StatusCode::kAlreadyExists,
                             absl::StrCat("this sidecar already has a relay named \"", name, "\""),
-                            "RELAY_EXISTS");
+                            reason::kRelayExists);
     return nullptr;
   }
   clients_.push_back(client);

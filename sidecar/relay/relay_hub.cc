@@ -30,7 +30,7 @@ class ServiceWorker final : public core::Worker {
     if (from.origin == core::SenderInfo::Origin::kSecureChannel) return absl::OkStatus();
     return ErrorWithReason(absl::StatusCode::kPermissionDenied,
                            "relay requests must come through a secure channel to the hub",
-                           "SECURE_CHANNEL_REQUIRED");
+                           reason::kSecureChannelRequired);
   }
 
  private:
@@ -201,7 +201,7 @@ absl::StatusOr<std::pair<std::string, uint64_t>> RelayHub::OwnerConnection(
   if (msg.sender.origin != core::SenderInfo::Origin::kSecureChannel) {
     return ErrorWithReason(absl::StatusCode::kPermissionDenied,
                            "relay requests must come through a secure channel to the hub",
-                           "SECURE_CHANNEL_REQUIRED");
+                           reason::kSecureChannelRequired);
   }
   ASSIGN_OR_RETURN(channel::ChannelInfo info, channels_.GetChannel(msg.sender.channel));
   auto route = core::Route::Parse(info.remote_route);
@@ -211,7 +211,7 @@ absl::StatusOr<std::pair<std::string, uint64_t>> RelayHub::OwnerConnection(
   if (first == nullptr || !first->LeavesHost()) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel to the hub does not arrive over a connection",
-                           "NO_OWNER_CONNECTION");
+                           reason::kNoOwnerConnection);
   }
   return std::make_pair(route->front().value(), first->id());
 }

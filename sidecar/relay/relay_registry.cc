@@ -14,16 +14,16 @@ namespace {
 absl::Status Taken(absl::string_view name) {
   return ErrorWithReason(absl::StatusCode::kPermissionDenied,
                          absl::StrCat("relay name \"", name, "\" belongs to another identity"),
-                         "RELAY_NAME_TAKEN");
+                         reason::kRelayNameTaken);
 }
 
 absl::Status NotFound(absl::string_view name) {
   return ErrorWithReason(absl::StatusCode::kNotFound, absl::StrCat("no relay \"", name, "\""),
-                         "RELAY_NOT_FOUND");
+                         reason::kRelayNotFound);
 }
 
 absl::Status Exhausted(absl::string_view what) {
-  return ErrorWithReason(absl::StatusCode::kResourceExhausted, what, "RELAY_LIMIT");
+  return ErrorWithReason(absl::StatusCode::kResourceExhausted, what, reason::kRelayLimit);
 }
 
 }  // namespace
@@ -37,7 +37,7 @@ absl::Status ValidateRelayName(absl::string_view name) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                          absl::StrCat("invalid relay name \"", name, "\": use 1 to ",
                                       kMaxRelayNameLength, " characters of [A-Za-z0-9._-]"),
-                         "INVALID_RELAY_NAME");
+                         reason::kInvalidRelayName);
 }
 
 absl::Status AllowList::Add(absl::string_view entry) {
@@ -88,7 +88,7 @@ absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner, con
     return ErrorWithReason(absl::StatusCode::kPermissionDenied,
                            absl::StrCat("identity ", owner, " may not register relay \"", chosen,
                                         "\" on this hub"),
-                           "RELAY_NOT_ALLOWED");
+                           reason::kRelayNotAllowed);
   }
   auto it = relays_.find(chosen);
   if (it != relays_.end()) {

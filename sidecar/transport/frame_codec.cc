@@ -11,7 +11,7 @@ namespace {
 
 absl::Status Malformed(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, absl::StrCat("malformed frame: ", why),
-                         kMalformedFrame);
+                         reason::kMalformedFrame);
 }
 
 }  // namespace

@@ -32,7 +32,6 @@ inline constexpr size_t kFrameHeaderBytes = 4;
 inline constexpr size_t kDefaultMaxFrameBytes = 16 * 1024 * 1024;
 
 // Reason for a frame that cannot be decoded.
-inline constexpr absl::string_view kMalformedFrame = core::kMalformedMessage;
 
 // Appends one frame carrying `onward`, `return_route` and `payload` to `out`. When the body
 // would exceed `max_frame_bytes`, appends nothing and returns INVALID_ARGUMENT (reason

@@ -12,7 +12,7 @@ namespace {
 const uint8_t* U8(absl::string_view s) { return reinterpret_cast<const uint8_t*>(s.data()); }
 
 absl::Status AuthFailed(absl::string_view what) {
-  return ErrorWithReason(absl::StatusCode::kDataLoss, what, kAuthenticationFailed);
+  return ErrorWithReason(absl::StatusCode::kDataLoss, what, reason::kAuthenticationFailed);
 }
 
 void NoiseNonce(uint64_t counter, uint8_t nonce[12]) {
@@ -201,7 +201,7 @@ absl::StatusOr<SecretBytes> X25519(const SecretBytes& secret, absl::string_view 
   SecretBytes shared(kX25519Bytes);
   if (crypto_scalarmult(shared.data(), secret.data(), U8(peer_public)) != 0) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           "X25519 with a low-order public key", kAuthenticationFailed);
+                           "X25519 with a low-order public key", reason::kAuthenticationFailed);
   }
   return shared;
 }
@@ -246,7 +246,7 @@ absl::Status Ed25519Verify(absl::string_view public_key, absl::string_view messa
       crypto_sign_verify_detached(U8(signature), U8(message), message.size(), U8(public_key)) !=
           0) {
     return ErrorWithReason(absl::StatusCode::kUnauthenticated, "invalid Ed25519 signature",
-                           kAuthenticationFailed);
+                           reason::kAuthenticationFailed);
   }
   return absl::OkStatus();
 }

@@ -31,8 +31,6 @@ inline constexpr size_t kEd25519PublicBytes = 32;
 inline constexpr size_t kEd25519SeedBytes = 32;
 inline constexpr size_t kEd25519SignatureBytes = 64;
 
-// Reason for a failed decryption or signature check.
-inline constexpr absl::string_view kAuthenticationFailed = "AUTHENTICATION_FAILED";
 
 // Initialises libsodium (idempotent, thread-safe). Returns false only if it cannot start.
 bool InitCrypto();

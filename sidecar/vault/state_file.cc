@@ -51,7 +51,7 @@ std::string DirOf(const std::string& path) {
 absl::Status DamagedStateFile(absl::string_view path, absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kDataLoss,
                          absl::StrCat("state file ", path, " is damaged: ", why),
-                         kCorruptStateFile);
+                         reason::kCorruptStateFile);
 }
 
 std::string EncodeStateFile(absl::string_view kind, absl::string_view payload) {
@@ -138,7 +138,7 @@ absl::StatusOr<std::string> ReadPrivateFile(const std::string& path) {
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           absl::StrCat(path, " is not a regular file"), kUnsafePermissions);
+                           absl::StrCat(path, " is not a regular file"), reason::kUnsafePermissions);
   }
   if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
     ::close(fd);
@@ -147,7 +147,7 @@ absl::StatusOr<std::string> ReadPrivateFile(const std::string& path) {
         absl::StrFormat("%s has unsafe ownership or mode (uid %d, mode %04o): it must belong to "
                         "uid %d with mode 0600; fix it (chmod 600) and restart",
                         path, st.st_uid, st.st_mode & 07777, ::geteuid()),
-        kUnsafePermissions);
+        reason::kUnsafePermissions);
   }
   if (static_cast<size_t>(st.st_size) > kMaxStateFileBytes) {
     ::close(fd);
@@ -194,7 +194,7 @@ absl::Status EnsurePrivateDirectory(const std::string& path) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            absl::StrCat(path, " belongs to uid ", st.st_uid, ", not to uid ",
                                         ::geteuid()),
-                           kUnsafePermissions);
+                           reason::kUnsafePermissions);
   }
   if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), 0700) != 0) {
     return SystemError("chmod 0700", path, errno);

@@ -18,10 +18,6 @@
 
 namespace veil::vault {
 
-// Reason for a state file that is damaged (truncated, corrupted, wrong kind).
-inline constexpr absl::string_view kCorruptStateFile = "CORRUPT_STATE_FILE";
-// Reason for a state file or directory whose ownership or mode is unsafe.
-inline constexpr absl::string_view kUnsafePermissions = "UNSAFE_PERMISSIONS";
 
 // DATA_LOSS, reason CORRUPT_STATE_FILE: "state file <path> is damaged: <why>".
 absl::Status DamagedStateFile(absl::string_view path, absl::string_view why);

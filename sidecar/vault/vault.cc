@@ -21,7 +21,7 @@ constexpr char kPlainTag = 0x00;
 constexpr char kSealedTag = 0x01;
 
 absl::Status KeyRejected(absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kFailedPrecondition, why, kVaultKeyRejected);
+  return ErrorWithReason(absl::StatusCode::kFailedPrecondition, why, reason::kVaultKeyRejected);
 }
 
 bool IsHex64(absl::string_view s) {
@@ -149,7 +149,7 @@ absl::StatusOr<std::unique_ptr<Vault>> Vault::Open(const std::string& state_dir,
     default:
       return ErrorWithReason(absl::StatusCode::kDataLoss,
                              absl::StrCat("state file ", path, " names an unknown protection"),
-                             kCorruptStateFile);
+                             reason::kCorruptStateFile);
   }
   auto check = vault->Unseal(meta.key_check(), kCheckContext);
   if (!check.ok()) {
@@ -171,21 +171,21 @@ std::string Vault::Seal(const SecretBytes& secret, absl::string_view context) co
 absl::StatusOr<SecretBytes> Vault::Unseal(absl::string_view sealed,
                                           absl::string_view context) const {
   if (sealed.empty()) {
-    return ErrorWithReason(absl::StatusCode::kDataLoss, "empty sealed secret", kAuthenticationFailed);
+    return ErrorWithReason(absl::StatusCode::kDataLoss, "empty sealed secret", reason::kAuthenticationFailed);
   }
   char tag = sealed.front();
   sealed.remove_prefix(1);
   if (protection_ == Protection::kNone) {
     if (tag != kPlainTag) {
       return ErrorWithReason(absl::StatusCode::kDataLoss,
-                             "secret is encrypted but the vault is not", kAuthenticationFailed);
+                             "secret is encrypted but the vault is not", reason::kAuthenticationFailed);
     }
     return SecretBytes::CopyOf(sealed);
   }
   if (tag != kSealedTag) {
     return ErrorWithReason(absl::StatusCode::kDataLoss,
                            "secret is stored in the clear in an encrypted vault",
-                           kAuthenticationFailed);
+                           reason::kAuthenticationFailed);
   }
   return XChaChaOpen(key_, context, sealed);
 }

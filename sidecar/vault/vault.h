@@ -21,8 +21,6 @@
 
 namespace veil::vault {
 
-// Reason for a missing, unexpected or wrong vault key.
-inline constexpr absl::string_view kVaultKeyRejected = "VAULT_KEY_REJECTED";
 
 // Key material as given by the operator (a file or an environment variable), and where it came
 // from, for error messages. 32 raw bytes or 64 hex digits (optionally followed by a newline)
