@@ -84,7 +84,8 @@ type Node struct {
 	// True when this node runs the relay service (veild --hub).
 	Hub bool `protobuf:"varint,8,opt,name=hub,proto3" json:"hub,omitempty"`
 	// The serve socket: a Unix socket carrying MessagingService.Serve streams without gRPC
-	// (docs/api.md, "The serve socket"), e.g. "/home/bob/.veil/serve.sock"; "" when there is none.
+	// (docs/api.md, "The serve socket"), e.g. "/home/bob/.veil/api.serve.sock"; "" when there is
+	// none.
 	ServeSocket string `protobuf:"bytes,9,opt,name=serve_socket,json=serveSocket,proto3" json:"serve_socket,omitempty"`
 }
 
