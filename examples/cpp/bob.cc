@@ -16,19 +16,21 @@ int main(int argc, char** argv) {
   }
   try {
     auto bob = veil::sdk::Sidecar::Connect(argv[1]);  // waits while the sidecar starts
-    // A listener at "listener", trusting everyone (each delivery still says who sent it).
+    // A listener at "listener", trusting everyone (each delivery still says who sent it); on a
+    // rerun, the one the last run made.
     try {
-      auto listener = bob.CreateListener("listener");
+      auto listener = bob.EnsureListener("listener");
       std::cout << "[✓] Secure channel listener at /service/" << listener.address() << " as "
                 << listener.identifier() << std::endl;
     } catch (const veil::sdk::Error& e) {
       if (e.code() != grpc::StatusCode::ALREADY_EXISTS) throw;
-      // The sidecar's declarative config made it (as the Helm chart's example does).
+      // The sidecar's declarative config made one with its own trust policy (as the Helm
+      // chart's example does).
       std::cout << "[✓] Secure channel listener at /service/listener (from the sidecar's config)"
                 << std::endl;
     }
     if (argc > 2) {  // a relay on the hub: others reach this sidecar with no open port here
-      veil::v1::Relay relay = bob.CreateRelay(argv[2]);  // the hub picks the name, as in the seed
+      veil::v1::Relay relay = bob.EnsureRelay(argv[2]);  // the hub picks the name; kept on rerun
       std::cout << "[✓] Relay was created on the hub at " << argv[2] << "\n"
                 << "Forwarding address for Bob is:\n" << relay.address() << std::endl;
     }

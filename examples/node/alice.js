@@ -8,9 +8,15 @@ const veil = require('veil-sdk');
   const alice = await veil.connect(process.argv[2]);
   const channel = await alice.openChannel(process.argv[3]);
   console.log('[✓] End-to-end encrypted secure channel was established with', channel.remote_identifier);
-  for await (const line of readline.createInterface({input: process.stdin})) {
-    const reply = await alice.request(channel.route + '/service/echoer', line);
-    console.log('Alice received an echo:', reply.text);
+  const lines = readline.createInterface({input: process.stdin});
+  process.on('SIGINT', () => lines.close());  // Ctrl-C: stop reading, then clean up
+  try {
+    for await (const line of lines) {
+      const reply = await alice.request(channel.route + '/service/echoer', line);
+      console.log('Alice received an echo:', reply.text);
+    }
+  } finally {
+    await alice.closeChannel(channel.address);  // done: the channel ends on both sidecars
+    alice.close();
   }
-  alice.close();
 })().catch((error) => { console.error('alice:', error.message); process.exit(1); });

@@ -4,10 +4,10 @@ const veil = require('veil-sdk');
 
 (async () => {
   const bob = await veil.connect(process.argv[2]);
-  await bob.createListener('listener');  // anyone may open a channel; each message says who sent it
+  await bob.ensureListener('listener');  // anyone may open a channel; each message says who sent it
   console.log('[✓] Secure channel listener at /service/listener as', (await bob.identity()).public_identity.identifier);
   if (process.argv[3]) {
-    const relay = await bob.createRelay(process.argv[3]);  // the hub picks the name, as in the seed
+    const relay = await bob.ensureRelay(process.argv[3]);  // the hub picks the name; kept on rerun
     console.log('[✓] Relay was created on the hub.\nForwarding address for Bob is:', relay.address);
   }
   bob.serve('echoer', (message) => {

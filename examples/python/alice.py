@@ -7,6 +7,11 @@ import veil_sdk
 alice = veil_sdk.connect(sys.argv[1])
 channel = alice.open_channel(sys.argv[2])
 print("[✓] End-to-end encrypted secure channel was established with", channel.remote_identifier, flush=True)
-for line in sys.stdin:
-    reply = alice.request(channel.route + "/service/echoer", line.rstrip("\n"))
-    print("Alice received an echo:", reply.text, flush=True)
+try:
+    for line in sys.stdin:
+        reply = alice.request(channel.route + "/service/echoer", line.rstrip("\n"))
+        print("Alice received an echo:", reply.text, flush=True)
+except KeyboardInterrupt:
+    pass
+finally:
+    alice.close_channel(channel.address)  # done: the channel ends on both sidecars

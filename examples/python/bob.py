@@ -4,11 +4,14 @@ import sys
 import veil_sdk
 
 bob = veil_sdk.connect(sys.argv[1] if len(sys.argv) > 1 else None)
-bob.create_listener("listener")  # anyone may open a channel; each message says who sent it
+bob.ensure_listener("listener")  # anyone may open a channel; each message says who sent it
 print("[✓] Secure channel listener at /service/listener as", bob.identity().public_identity.identifier)
 if len(sys.argv) > 2:
-    relay = bob.create_relay(sys.argv[2])  # the hub picks the name, as in the seed
+    relay = bob.ensure_relay(sys.argv[2])  # the hub picks the name, as in the seed; kept on rerun
     print("[✓] Relay was created on the hub.\nForwarding address for Bob is:", relay.address, flush=True)
-for message in bob.serve("echoer"):
-    print(f"[✓] Address: echoer, Received: {message.text} (from {message.sender.identifier})", flush=True)
-    message.reply(message.payload)
+try:
+    for message in bob.serve("echoer"):
+        print(f"[✓] Address: echoer, Received: {message.text} (from {message.sender.identifier})", flush=True)
+        message.reply(message.payload)
+except KeyboardInterrupt:
+    pass

@@ -303,16 +303,65 @@ v1::Identity Sidecar::GetIdentity(const std::string& name) {
   return out;
 }
 
-v1::SecureChannelListener Sidecar::CreateListener(const std::string& address,
-                                                  const v1::TrustPolicy& policy,
-                                                  const std::string& identity) {
+namespace {
+
+v1::CreateSecureChannelListenerRequest ListenerRequest(const std::string& address,
+                                                       const v1::TrustPolicy& policy,
+                                                       const std::string& identity,
+                                                       bool exist_ok) {
   v1::CreateSecureChannelListenerRequest request;
   request.set_address(address);
   request.set_identity(identity);
   *request.mutable_trust_policy() = policy;
+  request.set_exist_ok(exist_ok);
+  return request;
+}
+
+v1::CreateRelayRequest RelayRequest(const std::string& hub_route, const std::string& name,
+                                    const std::string& identity, bool exist_ok) {
+  v1::CreateRelayRequest request;
+  request.set_hub_route(hub_route);
+  request.set_name(name);
+  request.set_identity(identity);
+  request.set_exist_ok(exist_ok);
+  return request;
+}
+
+}  // namespace
+
+v1::SecureChannelListener Sidecar::CreateListener(const std::string& address,
+                                                  const v1::TrustPolicy& policy,
+                                                  const std::string& identity) {
   v1::SecureChannelListener out;
-  Check(channels_->CreateSecureChannelListener(Context(std::chrono::seconds(30)).get(), request, &out));
+  Check(channels_->CreateSecureChannelListener(Context(std::chrono::seconds(30)).get(),
+                                               ListenerRequest(address, policy, identity, false),
+                                               &out));
   return out;
+}
+
+v1::SecureChannelListener Sidecar::EnsureListener(const std::string& address,
+                                                  const v1::TrustPolicy& policy,
+                                                  const std::string& identity) {
+  v1::SecureChannelListener out;
+  Check(channels_->CreateSecureChannelListener(Context(std::chrono::seconds(30)).get(),
+                                               ListenerRequest(address, policy, identity, true),
+                                               &out));
+  return out;
+}
+
+void Sidecar::DeleteListener(const std::string& address) {
+  v1::DeleteSecureChannelListenerRequest request;
+  request.set_address(address);
+  v1::DeleteSecureChannelListenerResponse out;
+  Check(channels_->DeleteSecureChannelListener(Context(std::chrono::seconds(30)).get(), request,
+                                               &out));
+}
+
+void Sidecar::CloseChannel(const std::string& address) {
+  v1::DeleteSecureChannelRequest request;
+  request.set_address(address);
+  v1::DeleteSecureChannelResponse out;
+  Check(channels_->DeleteSecureChannel(Context(std::chrono::seconds(30)).get(), request, &out));
 }
 
 v1::SecureChannel Sidecar::OpenChannel(const std::string& route, const v1::TrustPolicy& policy,
@@ -328,13 +377,25 @@ v1::SecureChannel Sidecar::OpenChannel(const std::string& route, const v1::Trust
 
 v1::Relay Sidecar::CreateRelay(const std::string& hub_route, const std::string& name,
                                const std::string& identity) {
-  v1::CreateRelayRequest request;
-  request.set_hub_route(hub_route);
-  request.set_name(name);
-  request.set_identity(identity);
   v1::Relay out;
-  Check(relays_->CreateRelay(Context(std::chrono::seconds(30)).get(), request, &out));
+  Check(relays_->CreateRelay(Context(std::chrono::seconds(30)).get(),
+                             RelayRequest(hub_route, name, identity, false), &out));
   return out;
+}
+
+v1::Relay Sidecar::EnsureRelay(const std::string& hub_route, const std::string& name,
+                               const std::string& identity) {
+  v1::Relay out;
+  Check(relays_->CreateRelay(Context(std::chrono::seconds(30)).get(),
+                             RelayRequest(hub_route, name, identity, true), &out));
+  return out;
+}
+
+void Sidecar::DeleteRelay(const std::string& name) {
+  v1::DeleteRelayRequest request;
+  request.set_name(name);
+  v1::DeleteRelayResponse out;
+  Check(relays_->DeleteRelay(Context(std::chrono::seconds(30)).get(), request, &out));
 }
 
 void Sidecar::Send(const std::string& route, std::string payload) {

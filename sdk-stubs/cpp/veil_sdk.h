@@ -139,14 +139,31 @@ class Sidecar {
 
   v1::Node GetNode();
   v1::Identity GetIdentity(const std::string& name = "default");
+  // A listener at `address`; Error(ALREADY_EXISTS) when one is there.
   v1::SecureChannelListener CreateListener(const std::string& address,
                                            const v1::TrustPolicy& policy = TrustEveryone(),
                                            const std::string& identity = "default");
+  // CreateListener that an app can run again: a listener already at `address` with this
+  // identity and policy is returned (one that differs is still ALREADY_EXISTS).
+  v1::SecureChannelListener EnsureListener(const std::string& address,
+                                           const v1::TrustPolicy& policy = TrustEveryone(),
+                                           const std::string& identity = "default");
+  // Stops the listener; channels it accepted stay up.
+  void DeleteListener(const std::string& address);
   v1::SecureChannel OpenChannel(const std::string& route,
                                 const v1::TrustPolicy& policy = TrustEveryone(),
                                 const std::string& identity = "default");
+  // Closes the channel at `address` (SecureChannel::address()) and tells the other end.
+  void CloseChannel(const std::string& address);
+  // A relay on the hub at `hub_route` ("" name: the hub picks one).
   v1::Relay CreateRelay(const std::string& hub_route, const std::string& name = "",
                         const std::string& identity = "default");
+  // CreateRelay that an app can run again: the relay this sidecar already keeps on that hub for
+  // `identity` (named `name`, or any when "") is returned, with its forwarding address.
+  v1::Relay EnsureRelay(const std::string& hub_route, const std::string& name = "",
+                        const std::string& identity = "default");
+  // Unregisters relay `name` from its hub (freeing the name) and stops it.
+  void DeleteRelay(const std::string& name);
   void Send(const std::string& route, std::string payload);
   // Sends and waits (up to `deadline`) for one reply.
   v1::Delivery Request(const std::string& route, std::string payload,

@@ -122,9 +122,18 @@ class Sidecar {
   getNode() { return this._call(this.node, 'GetNode', {}); }
   identity(name = 'default') { return this._call(this.identities, 'GetIdentity', {name}); }
 
-  createListener(address, {trustPolicy = trust(), identity = 'default'} = {}) {
+  // A listener at `address`; ALREADY_EXISTS when one is there, unless `existOk` and it has this
+  // identity and trust policy (then that one is returned): see ensureListener.
+  createListener(address, {trustPolicy = trust(), identity = 'default', existOk = false} = {}) {
     return this._call(this.channels, 'CreateSecureChannelListener',
-                      {address, identity, trust_policy: trustPolicy});
+                      {address, identity, trust_policy: trustPolicy, exist_ok: existOk});
+  }
+  // createListener that an app can run again: the same listener, found in place.
+  ensureListener(address, options = {}) {
+    return this.createListener(address, {...options, existOk: true});
+  }
+  deleteListener(address) {
+    return this._call(this.channels, 'DeleteSecureChannelListener', {address});
   }
 
   openChannel(route, {trustPolicy = trust(), identity = 'default', timeoutMs = 10000} = {}) {
@@ -133,11 +142,24 @@ class Sidecar {
                       this.timeoutMs + timeoutMs);
   }
 
-  createRelay(hubRoute, {name = '', identity = 'default', hubTrustPolicy} = {}) {
-    const request = {hub_route: hubRoute, name, identity};
+  // Closes a channel (its `address`, e.g. channel.address) and tells the other end.
+  closeChannel(address) {
+    return this._call(this.channels, 'DeleteSecureChannel', {address});
+  }
+
+  // A relay on the hub at `hubRoute` (name '' lets the hub pick); with `existOk`, the relay this
+  // sidecar already keeps there for `identity` (and `name`, if given): see ensureRelay.
+  createRelay(hubRoute, {name = '', identity = 'default', hubTrustPolicy, existOk = false} = {}) {
+    const request = {hub_route: hubRoute, name, identity, exist_ok: existOk};
     if (hubTrustPolicy) request.hub_trust_policy = hubTrustPolicy;
     return this._call(this.relays, 'CreateRelay', request);
   }
+  // createRelay that an app can run again: the same relay, and forwarding address.
+  ensureRelay(hubRoute, options = {}) {
+    return this.createRelay(hubRoute, {...options, existOk: true});
+  }
+  // Unregisters relay `name` from its hub (freeing the name) and stops it.
+  deleteRelay(name) { return this._call(this.relays, 'DeleteRelay', {name}); }
 
   send(route, payload) {
     return this._call(this.messaging, 'Send', {messages: [{route, payload: asBuffer(payload)}]});

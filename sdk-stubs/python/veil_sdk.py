@@ -311,10 +311,21 @@ class Sidecar:
     def identity(self, name="default"):
         return _call(self.identities.GetIdentity, identity_pb2.GetIdentityRequest(name=name), self.timeout)
 
-    def create_listener(self, address, trust_policy=None, identity="default"):
+    def create_listener(self, address, trust_policy=None, identity="default", exist_ok=False):
+        """A listener at `address`; ALREADY_EXISTS when one is there, unless `exist_ok` and it has
+        this identity and trust policy (then that one is returned): see ensure_listener."""
         request = secure_channel_pb2.CreateSecureChannelListenerRequest(
-            address=address, identity=identity, trust_policy=trust_policy or trust(everyone=True))
+            address=address, identity=identity, trust_policy=trust_policy or trust(everyone=True),
+            exist_ok=exist_ok)
         return _call(self.channels.CreateSecureChannelListener, request, self.timeout)
+
+    def ensure_listener(self, address, trust_policy=None, identity="default"):
+        """create_listener that an app can run again: the same listener, found in place."""
+        return self.create_listener(address, trust_policy, identity, exist_ok=True)
+
+    def delete_listener(self, address):
+        request = secure_channel_pb2.DeleteSecureChannelListenerRequest(address=address)
+        return _call(self.channels.DeleteSecureChannelListener, request, self.timeout)
 
     def open_channel(self, route, trust_policy=None, identity="default", timeout_ms=10000):
         request = secure_channel_pb2.CreateSecureChannelRequest(
@@ -322,11 +333,29 @@ class Sidecar:
             timeout_ms=timeout_ms)
         return _call(self.channels.CreateSecureChannel, request, self.timeout + timeout_ms / 1000)
 
-    def create_relay(self, hub_route, name="", identity="default", hub_trust_policy=None):
-        request = relay_pb2.CreateRelayRequest(hub_route=hub_route, name=name, identity=identity)
+    def close_channel(self, address):
+        """Closes a channel (its `address`, e.g. channel.address) and tells the other end."""
+        request = secure_channel_pb2.DeleteSecureChannelRequest(address=address)
+        return _call(self.channels.DeleteSecureChannel, request, self.timeout)
+
+    def create_relay(self, hub_route, name="", identity="default", hub_trust_policy=None,
+                     exist_ok=False):
+        """A relay on the hub at `hub_route` (`name` "" lets the hub pick); with `exist_ok`, the
+        relay this sidecar already keeps there for `identity` (and `name`, if given): see
+        ensure_relay."""
+        request = relay_pb2.CreateRelayRequest(hub_route=hub_route, name=name, identity=identity,
+                                               exist_ok=exist_ok)
         if hub_trust_policy is not None:
             request.hub_trust_policy.CopyFrom(hub_trust_policy)
         return _call(self.relays.CreateRelay, request, self.timeout)
+
+    def ensure_relay(self, hub_route, name="", identity="default", hub_trust_policy=None):
+        """create_relay that an app can run again: the same relay, and forwarding address."""
+        return self.create_relay(hub_route, name, identity, hub_trust_policy, exist_ok=True)
+
+    def delete_relay(self, name):
+        """Unregisters relay `name` from its hub (freeing the name) and stops it."""
+        return _call(self.relays.DeleteRelay, relay_pb2.DeleteRelayRequest(name=name), self.timeout)
 
     def send(self, route, payload):
         if isinstance(payload, str):

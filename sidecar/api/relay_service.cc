@@ -64,11 +64,13 @@ grpc::ServerUnaryReactor* RelayService::CreateRelay(grpc::CallbackServerContext*
   auto args = ReadRelayRequest(*request, identities_);
   if (!args.ok()) return FinishUnary(context, args.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  clients_.Create(args->hub_route, args->name, args->identity, std::move(args->hub_policy),
-                  [reactor, response](absl::StatusOr<relay::RelayStatus> status) {
-                    if (status.ok()) ToProto(*status, *response);
-                    reactor->Finish(ToGrpcStatus(status.status()));
-                  });
+  clients_.Create(
+      args->hub_route, args->name, args->identity, std::move(args->hub_policy),
+      [reactor, response](absl::StatusOr<relay::RelayStatus> status) {
+        if (status.ok()) ToProto(*status, *response);
+        reactor->Finish(ToGrpcStatus(status.status()));
+      },
+      request->exist_ok());
   return reactor;
 }
 

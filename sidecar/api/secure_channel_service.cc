@@ -101,7 +101,7 @@ absl::StatusOr<channel::ListenerInfo> CreateListenerFrom(
   auto policy = ToTrustPolicy(request.trust_policy(), identities);
   if (!policy.ok()) return policy.status();
   return channels.CreateListener(request.address(), IdentityOrDefault(request.identity()),
-                                 *std::move(policy));
+                                 *std::move(policy), request.exist_ok());
 }
 
 grpc::ServerUnaryReactor* SecureChannelService::CreateSecureChannelListener(

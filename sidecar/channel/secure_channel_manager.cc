@@ -73,8 +73,24 @@ SecureChannelManager::~SecureChannelManager() { Shutdown(); }
 
 absl::StatusOr<ListenerInfo> SecureChannelManager::CreateListener(
     const std::string& address, const std::string& identity_name,
-    std::shared_ptr<const TrustPolicy> policy) {
+    std::shared_ptr<const TrustPolicy> policy, bool exist_ok) {
   RETURN_IF_ERROR(core::ValidateAppAddress(address));
+  {
+    veil::MutexLock lock(&mu_);
+    if (auto it = listeners_.find(address); it != listeners_.end()) {
+      const ListenerInfo& existing = it->second->info;
+      if (exist_ok && existing.identity == identity_name &&
+          it->second->policy->Key() == policy->Key()) {
+        return existing;
+      }
+      return ErrorWithReason(
+          absl::StatusCode::kAlreadyExists,
+          absl::StrCat("a listener at ", address, " already exists (identity ", existing.identity,
+                       ", trusting ", existing.trust_policy, ")",
+                       exist_ok ? ", not this one" : ""),
+          reason::kAddressInUse);
+    }
+  }
   ASSIGN_OR_RETURN(identity::IdentityLease lease, identities_.Acquire(identity_name));
   auto listener = std::make_shared<Listener>();
   listener->info = {address, identity_name, lease.identity()->identifier(), policy->Describe()};

@@ -135,10 +135,12 @@ class SecureChannelManager {
 
   // Starts a listener at `address` for `identity_name`. INVALID_ARGUMENT for a bad address (or
   // one starting with '_'), NOT_FOUND for an unknown identity, ALREADY_EXISTS when the address
-  // is taken.
+  // is taken — unless `exist_ok` and it is taken by a listener with this identity and policy,
+  // which is then returned.
   absl::StatusOr<ListenerInfo> CreateListener(const std::string& address,
                                               const std::string& identity_name,
-                                              std::shared_ptr<const TrustPolicy> policy);
+                                              std::shared_ptr<const TrustPolicy> policy,
+                                              bool exist_ok = false);
   std::vector<ListenerInfo> ListListeners() const;
   // NOT_FOUND when absent. Channels it accepted stay up.
   absl::Status DeleteListener(const std::string& address);

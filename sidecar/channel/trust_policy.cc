@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "sidecar/common/mutex.h"
@@ -30,6 +32,7 @@ class Everyone final : public TrustPolicy {
  public:
   absl::Status Check(const std::string&) const override { return absl::OkStatus(); }
   std::string Describe() const override { return "everyone"; }
+  std::string Key() const override { return "everyone"; }
 };
 
 class Identifiers final : public TrustPolicy {
@@ -40,6 +43,11 @@ class Identifiers final : public TrustPolicy {
   }
   std::string Describe() const override {
     return set_.size() == 1 ? *set_.begin() : absl::StrCat("one of ", set_.size(), " identifiers");
+  }
+  std::string Key() const override {
+    std::vector<std::string> sorted(set_.begin(), set_.end());
+    std::sort(sorted.begin(), sorted.end());
+    return absl::StrCat("identifiers(", absl::StrJoin(sorted, ","), ")");
   }
 
  private:
@@ -70,6 +78,7 @@ class IdentifiersFile final : public TrustPolicy {
     return set_.contains(identifier) ? absl::OkStatus() : Untrusted(identifier, Describe());
   }
   std::string Describe() const override { return absl::StrCat("identifiers in ", path_); }
+  std::string Key() const override { return absl::StrCat("file(", path_, ")"); }
 
  private:
   const std::string path_;
@@ -85,6 +94,7 @@ class Imported final : public TrustPolicy {
     return store_.GetTrusted(identifier).ok() ? absl::OkStatus() : Untrusted(identifier, Describe());
   }
   std::string Describe() const override { return "imported trusted identities"; }
+  std::string Key() const override { return "imported"; }
 
  private:
   const identity::IdentityStore& store_;
@@ -107,6 +117,11 @@ class Combination final : public TrustPolicy {
     for (size_t i = 0; i < parts_.size(); ++i) {
       absl::StrAppend(&out, i ? "; " : "", parts_[i]->Describe());
     }
+    return out + ")";
+  }
+  std::string Key() const override {
+    std::string out = all_ ? "all(" : "any(";
+    for (size_t i = 0; i < parts_.size(); ++i) absl::StrAppend(&out, i ? ";" : "", parts_[i]->Key());
     return out + ")";
   }
 

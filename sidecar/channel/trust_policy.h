@@ -28,6 +28,9 @@ class TrustPolicy {
   virtual absl::Status Check(const std::string& identifier) const = 0;
   // For people: "everyone", "one of 3 identifiers", ...
   virtual std::string Describe() const = 0;
+  // What the policy is, whole and canonical (every identifier, sorted): two policies with the
+  // same key admit the same identities. For comparing, not for showing.
+  virtual std::string Key() const = 0;
 };
 
 std::unique_ptr<TrustPolicy> TrustEveryone();

@@ -48,7 +48,26 @@ std::shared_ptr<RelayClient> RelayClients::Add(
 void RelayClients::Create(const core::Route& hub_route, const std::string& name,
                           const std::string& identity,
                           std::shared_ptr<const channel::TrustPolicy> hub_policy,
-                          RelayClient::Outcome done) {
+                          RelayClient::Outcome done, bool exist_ok) {
+  if (exist_ok) {
+    std::shared_ptr<RelayClient> existing;
+    {
+      veil::MutexLock lock(&mu_);
+      for (const auto& client : clients_) {
+        RelayStatus s = client->Status();
+        if (s.hub_route == hub_route.ToString() && s.identity == identity &&
+            (name.empty() || s.name == name) && s.state != RelayStatus::State::kFailed &&
+            s.state != RelayStatus::State::kStopped) {
+          existing = client;
+          break;
+        }
+      }
+    }
+    if (existing != nullptr) {
+      done(existing->Status());
+      return;
+    }
+  }
   absl::Status error;
   auto client = Add(hub_route, name, identity, std::move(hub_policy), error);
   if (client == nullptr) {

@@ -21,9 +21,12 @@ class RelayClients {
   ~RelayClients() { Shutdown(); }
 
   // Creates a relay on the hub at `hub_route` and calls `done` with its first registration's
-  // outcome. ALREADY_EXISTS (RELAY_EXISTS) when this sidecar already has a relay `name`.
+  // outcome. ALREADY_EXISTS (RELAY_EXISTS) when this sidecar already has a relay `name` —
+  // unless `exist_ok` and that relay is on this hub for this identity (or, with no name, this
+  // sidecar has any relay on this hub for this identity), whose status `done` then gets.
   void Create(const core::Route& hub_route, const std::string& name, const std::string& identity,
-              std::shared_ptr<const channel::TrustPolicy> hub_policy, RelayClient::Outcome done);
+              std::shared_ptr<const channel::TrustPolicy> hub_policy, RelayClient::Outcome done,
+              bool exist_ok = false);
   // For relays a sidecar is configured to have: checks the name now (INVALID_ARGUMENT,
   // ALREADY_EXISTS) and starts the relay, which keeps retrying while the hub cannot be reached
   // and is dropped (with an error in the log) only when the hub refuses it.

@@ -4,9 +4,11 @@ and Alice's sidecar, each a real veild on loopback. Bob (listener + relay + echo
 (channel through the hub, stdin lines, one echo each) run as the README says; pairs mix
 languages. Also: the Python and Node pairs stay shorter than the seed's 51 lines of Rust."""
 import argparse
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,14 +108,13 @@ class ExamplesTest(unittest.TestCase):
     def setUpClass(cls):
         build_go()
 
-    def run_pair(self, bob_lang, alice_lang):
-        nodes = Nodes()
-        self.addCleanup(nodes.close)
-        bob_log = os.path.join(nodes.dir, "bob-app.log")
-        bob = nodes.start(command(bob_lang, "bob") + [nodes.api["bob"], nodes.hub], bob_log)
-        forwarding = wait_for(bob_log, r"forward_to_[A-Za-z0-9._-]+", bob).group(0)
-        route = f"{nodes.hub}/service/{forwarding}/service/listener"
-        lines = ["Hello Ockam!", "How are you, Bob?", "ünïcödé ✓"]
+    def listed(self, nodes, who, what):
+        """`veil --json <what> list` on `who`'s sidecar: its channels, relays or listeners."""
+        out = subprocess.run([os.path.join(BUILD, "sidecar", "cli", "veil"), "--api", nodes.api[who],
+                              "--json", what, "list"], capture_output=True, text=True, timeout=30, check=True)
+        return json.loads(out.stdout).get(what + "s", [])
+
+    def run_alice(self, nodes, alice_lang, route, lines):
         alice = subprocess.run(command(alice_lang, "alice") + [nodes.api["alice"], route],
                                input="\n".join(lines) + "\n", capture_output=True, text=True,
                                timeout=60, env=environment())
@@ -121,6 +122,20 @@ class ExamplesTest(unittest.TestCase):
         self.assertRegex(alice.stdout, r"secure channel was established with I[0-9a-f]{32}")
         echoes = re.findall(r"^Alice received an echo: (.*)$", alice.stdout, re.M)
         self.assertEqual(echoes, lines, alice.stdout)
+
+    def start_bob(self, nodes, bob_lang, run):
+        bob_log = os.path.join(nodes.dir, f"bob-app-{run}.log")
+        bob = nodes.start(command(bob_lang, "bob") + [nodes.api["bob"], nodes.hub], bob_log)
+        forwarding = wait_for(bob_log, r"forward_to_[A-Za-z0-9._-]+", bob).group(0)
+        return bob, bob_log, forwarding
+
+    def run_pair(self, bob_lang, alice_lang):
+        nodes = Nodes()
+        self.addCleanup(nodes.close)
+        bob, bob_log, forwarding = self.start_bob(nodes, bob_lang, 1)
+        route = f"{nodes.hub}/service/{forwarding}/service/listener"
+        lines = ["Hello Ockam!", "How are you, Bob?", "ünïcödé ✓"]
+        self.run_alice(nodes, alice_lang, route, lines)
         # Bob's echoer saw each line, from Alice's authenticated identifier.
         for line in lines:
             m = wait_for(bob_log, re.escape(f"Received: {line} (from ") + r"(I[0-9a-f]{32})\)", bob)
@@ -129,6 +144,28 @@ class ExamplesTest(unittest.TestCase):
         # Every SDK's serve() takes the serve socket when it can reach it, as here.
         with open(os.path.join(nodes.dir, "bob.log"), errors="replace") as f:
             self.assertIn("app serves address echoer (serve socket)", f.read())
+        # Alice closed her channel when done, and Bob's end closed with it (his sidecar keeps
+        # only its own channel to the hub, for the relay).
+        self.assertEqual(self.listed(nodes, "alice", "channel"), [])
+        def bobs_ends():
+            return [c for c in self.listed(nodes, "bob", "channel") if c.get("listener") == "listener"]
+        deadline = time.monotonic() + 10
+        while bobs_ends() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(bobs_ends(), [])
+
+        # Both run again as they are: Alice once more; Bob, stopped and started, finds his
+        # listener and relay in place (the same forwarding address) instead of ALREADY_EXISTS.
+        self.run_alice(nodes, alice_lang, route, ["again"])
+        bob.send_signal(signal.SIGINT)
+        bob.wait(10)
+        bob, bob_log, again = self.start_bob(nodes, bob_lang, 2)
+        self.assertEqual(again, forwarding)
+        self.run_alice(nodes, alice_lang, route, ["Bob again"])
+        wait_for(bob_log, re.escape("Received: Bob again (from "), bob)
+        self.assertEqual(len(self.listed(nodes, "bob", "relay")), 1)
+        self.assertEqual(len(self.listed(nodes, "bob", "listener")), 1)
+        self.assertEqual(self.listed(nodes, "alice", "channel"), [])
 
     def test_cpp(self):
         self.run_pair("cpp", "cpp")

@@ -569,7 +569,9 @@ TEST(AccessControlLimitsTest, ForwardedFramesMeetTheWriteQueueLimit) {
   // socket buffers hold came back refused.
   EXPECT_GE(queue_full.load(), 256 - 40);
   // (Under ASan freed memory sits in quarantine: RSS says nothing there.)
-  if (!kAddressSanitizer) EXPECT_LT(grown, 32 * 1024u);
+  if (!kAddressSanitizer) {
+    EXPECT_LT(grown, 32 * 1024u);
+  }
   ::close(stalled);
 }
 

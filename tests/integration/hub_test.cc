@@ -168,6 +168,38 @@ TEST_F(HubTest, SquattingIsRefused) {
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+// The "ensure" form: Bob's app runs again and keeps its relay and forwarding address, whether
+// it named the relay or let the hub pick.
+TEST_F(HubTest, EnsureRelayKeepsTheRelayAndItsAddress) {
+  v1::Relay picked, again;
+  ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "", &picked, /*exist_ok=*/true).ok());
+  ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "", &again, true).ok());
+  EXPECT_EQ(again.name(), picked.name());
+  EXPECT_EQ(again.address(), picked.address());
+  EXPECT_EQ(again.state(), v1::Relay::UP);
+  // Without exist_ok and no name, another relay (a new name).
+  v1::Relay other;
+  ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "", &other).ok());
+  EXPECT_NE(other.name(), picked.name());
+  // Named: the same one with exist_ok, RELAY_EXISTS without.
+  v1::Relay named;
+  ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &named, true).ok());
+  ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &again, true).ok());
+  EXPECT_EQ(again.address(), named.address());
+  grpc::Status s = CreateRelay(bob_api_, HubRoute(), "bob", &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ReasonOf(s), "RELAY_EXISTS");
+  // The name on another hub is a different relay: still refused (names are this sidecar's).
+  s = CreateRelay(bob_api_, "/tcp/127.0.0.1:1", "bob", &again, true);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  auto stub = v1::RelayService::NewStub(bob_api_);
+  grpc::ClientContext context;
+  v1::ListRelaysResponse relays;
+  ASSERT_TRUE(stub->ListRelays(&context, {}, &relays).ok());
+  EXPECT_EQ(relays.relays_size(), 3);
+  ASSERT_TRUE(EchoThrough(alice_api_, ListenerViaHub(named), "hi").ok());
+}
+
 TEST_F(HubTest, DeleteRelayFreesTheName) {
   v1::Relay relay;
   ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &relay).ok());

@@ -281,6 +281,65 @@ TEST_F(SecureChannelTest, IdentityInUseCannotBeDeleted) {
   EXPECT_EQ(ReasonOf(s), "IDENTITY_IN_USE");
 }
 
+// The "ensure" form: an app that runs again finds its listener in place; a listener that differs
+// (identity, trust policy) or an address that is not a listener is still refused.
+TEST_F(SecureChannelTest, EnsureListenerReturnsTheSameOneAndRefusesADifferentOne) {
+  v1::SecureChannelListener first, again;
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone(), &first).ok());
+  grpc::Status s = CreateListener(bob_api_, "listener", TrustEveryone(), &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ReasonOf(s), "ADDRESS_IN_USE");
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone(), &again, /*exist_ok=*/true).ok());
+  EXPECT_EQ(again.address(), first.address());
+  EXPECT_EQ(again.identifier(), first.identifier());
+  EXPECT_EQ(again.identity(), "default");
+  // Named "default" explicitly: the same listener.
+  EXPECT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone(), &again, true, "default").ok());
+
+  // A different trust policy is not the same listener.
+  s = CreateListener(bob_api_, "listener", TrustIdentifier("I0123456789abcdef0123456789abcdef"),
+                     &again, true);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ReasonOf(s), "ADDRESS_IN_USE");
+  // Nor a different identity.
+  {
+    auto ids = v1::IdentityService::NewStub(bob_api_);
+    grpc::ClientContext c;
+    v1::CreateIdentityRequest create;
+    create.set_name("other");
+    v1::Identity identity;
+    ASSERT_TRUE(ids->CreateIdentity(&c, create, &identity).ok());
+  }
+  s = CreateListener(bob_api_, "listener", TrustEveryone(), &again, true, "other");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
+  // The same identifiers in another order are the same policy.
+  v1::TrustPolicy ab, ba;
+  ab.mutable_trust_identifiers()->add_identifiers("I0123456789abcdef0123456789abcdef");
+  ab.mutable_trust_identifiers()->add_identifiers("Ifedcba9876543210fedcba9876543210");
+  ba.mutable_trust_identifiers()->add_identifiers("Ifedcba9876543210fedcba9876543210");
+  ba.mutable_trust_identifiers()->add_identifiers("I0123456789abcdef0123456789abcdef");
+  ASSERT_TRUE(CreateListener(bob_api_, "pinned", ab).ok());
+  EXPECT_TRUE(CreateListener(bob_api_, "pinned", ba, &again, true).ok());
+
+  // An address an app serves is not a listener to return.
+  EchoApp app(bob_api_, "served");
+  ASSERT_TRUE(app.WaitOpened());
+  s = CreateListener(bob_api_, "served", TrustEveryone(), &again, true);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ReasonOf(s), "ADDRESS_IN_USE");
+
+  // The ensured listener works, and there is still one.
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_),
+                                  TrustEveryone(), &channel).ok());
+  auto stub = v1::SecureChannelService::NewStub(bob_api_);
+  grpc::ClientContext c;
+  v1::ListSecureChannelListenersResponse listeners;
+  ASSERT_TRUE(stub->ListSecureChannelListeners(&c, {}, &listeners).ok());
+  EXPECT_EQ(listeners.listeners_size(), 2);
+}
+
 TEST_F(SecureChannelTest, OnlyCiphertextOnTheWireAndTamperingAndReplayAreRejected) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
   TcpProxy proxy(bob_tcp_);

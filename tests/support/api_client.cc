@@ -96,11 +96,14 @@ std::unique_ptr<grpc::ClientContext> Deadline(std::chrono::milliseconds d) {
 
 grpc::Status CreateListener(const std::shared_ptr<grpc::Channel>& channel,
                             const std::string& address, const v1::TrustPolicy& policy,
-                            v1::SecureChannelListener* out) {
+                            v1::SecureChannelListener* out, bool exist_ok,
+                            const std::string& identity) {
   auto stub = v1::SecureChannelService::NewStub(channel);
   v1::CreateSecureChannelListenerRequest request;
   request.set_address(address);
+  request.set_identity(identity);
   *request.mutable_trust_policy() = policy;
+  request.set_exist_ok(exist_ok);
   v1::SecureChannelListener ignored;
   return stub->CreateSecureChannelListener(Deadline(std::chrono::seconds(10)).get(), request,
                                            out ? out : &ignored);
@@ -253,13 +256,14 @@ void EchoApp::Run() {
 }
 
 grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& hub_route,
-                         const std::string& name, v1::Relay* out) {
+                         const std::string& name, v1::Relay* out, bool exist_ok) {
   auto stub = v1::RelayService::NewStub(api);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   v1::CreateRelayRequest request;
   request.set_hub_route(hub_route);
   request.set_name(name);
+  request.set_exist_ok(exist_ok);
   return stub->CreateRelay(&context, request, out);
 }
 

@@ -43,10 +43,11 @@ std::string TcpListenAddress(const std::shared_ptr<grpc::Channel>& channel);
 v1::TrustPolicy TrustEveryone();
 v1::TrustPolicy TrustIdentifier(const std::string& identifier);
 
-// CreateSecureChannelListener at `address` for identity "default".
+// CreateSecureChannelListener at `address` for `identity` ("" = "default").
 grpc::Status CreateListener(const std::shared_ptr<grpc::Channel>& channel,
                             const std::string& address, const v1::TrustPolicy& policy,
-                            v1::SecureChannelListener* out = nullptr);
+                            v1::SecureChannelListener* out = nullptr, bool exist_ok = false,
+                            const std::string& identity = "");
 // CreateSecureChannel to `route` for identity "default".
 grpc::Status CreateSecureChannel(const std::shared_ptr<grpc::Channel>& channel,
                                  const std::string& route, const v1::TrustPolicy& policy,
@@ -64,7 +65,7 @@ grpc::Status Request(const std::shared_ptr<grpc::Channel>& channel, const std::s
 
 // CreateRelay on the hub at `hub_route` for identity "default" ("" name: hub-assigned).
 grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& hub_route,
-                         const std::string& name, v1::Relay* out);
+                         const std::string& name, v1::Relay* out, bool exist_ok = false);
 // GetRelay, failing the test on error.
 v1::Relay GetRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& name);
 // Waits (bounded) until the relay `name` is UP with at least `registrations` registrations.

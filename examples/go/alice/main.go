@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"veil.dev/sdk/go/veil"
@@ -25,11 +27,38 @@ func main() {
 	channel, err := alice.OpenChannel(ctx, os.Args[2], veil.TrustEveryone())
 	check(err)
 	fmt.Println("[✓] End-to-end encrypted secure channel was established with", channel.RemoteIdentifier)
-	lines := bufio.NewScanner(os.Stdin)
-	for lines.Scan() {
-		echo, err := alice.Request(ctx, channel.Route+"/service/echoer", lines.Bytes())
-		check(err)
-		fmt.Println("Alice received an echo:", string(echo.Payload))
+	interrupted := make(chan os.Signal, 1) // Ctrl-C: stop reading, then clean up
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	lines := make(chan string)
+	go func() {
+		for scanner := bufio.NewScanner(os.Stdin); scanner.Scan(); {
+			lines <- scanner.Text()
+		}
+		close(lines)
+	}()
+	err = echo(ctx, alice, channel.Route, lines, interrupted)
+	// Done: the channel ends on both sidecars.
+	if closeErr := alice.CloseChannel(context.Background(), channel.Address); err == nil {
+		err = closeErr
+	}
+	check(err)
+}
+
+func echo(ctx context.Context, alice *veil.Sidecar, route string, lines <-chan string, stop <-chan os.Signal) error {
+	for {
+		select {
+		case <-stop:
+			return nil
+		case line, ok := <-lines:
+			if !ok {
+				return nil
+			}
+			echo, err := alice.Request(ctx, route+"/service/echoer", []byte(line))
+			if err != nil {
+				return err
+			}
+			fmt.Println("Alice received an echo:", string(echo.Payload))
+		}
 	}
 }
 

@@ -19,11 +19,11 @@ func main() {
 	}
 	bob, err := veil.Connect(ctx, os.Args[1])
 	check(err)
-	l, err := bob.CreateListener(ctx, "listener", veil.TrustEveryone())
+	l, err := bob.EnsureListener(ctx, "listener", veil.TrustEveryone())
 	check(err)
 	fmt.Println("[✓] Secure channel listener at /service/listener as", l.Identifier)
 	if len(os.Args) > 2 {
-		relay, err := bob.CreateRelay(ctx, os.Args[2], "") // the hub picks the name
+		relay, err := bob.EnsureRelay(ctx, os.Args[2], "") // the hub picks the name; kept on rerun
 		check(err)
 		fmt.Println("[✓] Relay was created on the hub.\nForwarding address for Bob is:", relay.Address)
 	}

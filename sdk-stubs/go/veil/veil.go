@@ -107,6 +107,25 @@ func (s *Sidecar) CreateListener(ctx context.Context, address string, trust *vei
 		Address: address, Identity: "default", TrustPolicy: trust})
 }
 
+// EnsureListener is CreateListener that an app can run again: a listener already at address
+// with the same identity and trust policy is returned; one that differs is ALREADY_EXISTS.
+func (s *Sidecar) EnsureListener(ctx context.Context, address string, trust *veilv1.TrustPolicy) (*veilv1.SecureChannelListener, error) {
+	return s.Channels.CreateSecureChannelListener(ctx, &veilv1.CreateSecureChannelListenerRequest{
+		Address: address, Identity: "default", TrustPolicy: trust, ExistOk: true})
+}
+
+// DeleteListener stops the listener at address; channels it accepted stay up.
+func (s *Sidecar) DeleteListener(ctx context.Context, address string) error {
+	_, err := s.Channels.DeleteSecureChannelListener(ctx, &veilv1.DeleteSecureChannelListenerRequest{Address: address})
+	return err
+}
+
+// CloseChannel closes the channel at address (SecureChannel.Address) and tells the other end.
+func (s *Sidecar) CloseChannel(ctx context.Context, address string) error {
+	_, err := s.Channels.DeleteSecureChannel(ctx, &veilv1.DeleteSecureChannelRequest{Address: address})
+	return err
+}
+
 // OpenChannel opens a secure channel to the listener at route.
 func (s *Sidecar) OpenChannel(ctx context.Context, route string, trust *veilv1.TrustPolicy) (*veilv1.SecureChannel, error) {
 	return s.Channels.CreateSecureChannel(ctx, &veilv1.CreateSecureChannelRequest{
@@ -116,6 +135,18 @@ func (s *Sidecar) OpenChannel(ctx context.Context, route string, trust *veilv1.T
 // CreateRelay registers a relay on the hub at hubRoute ("" name: the hub picks one).
 func (s *Sidecar) CreateRelay(ctx context.Context, hubRoute, name string) (*veilv1.Relay, error) {
 	return s.Relays.CreateRelay(ctx, &veilv1.CreateRelayRequest{HubRoute: hubRoute, Name: name, Identity: "default"})
+}
+
+// EnsureRelay is CreateRelay that an app can run again: the relay this sidecar already keeps on
+// that hub (named name, or any when name is "") is returned, with its forwarding address.
+func (s *Sidecar) EnsureRelay(ctx context.Context, hubRoute, name string) (*veilv1.Relay, error) {
+	return s.Relays.CreateRelay(ctx, &veilv1.CreateRelayRequest{HubRoute: hubRoute, Name: name, Identity: "default", ExistOk: true})
+}
+
+// DeleteRelay unregisters relay name from its hub (freeing the name) and stops it.
+func (s *Sidecar) DeleteRelay(ctx context.Context, name string) error {
+	_, err := s.Relays.DeleteRelay(ctx, &veilv1.DeleteRelayRequest{Name: name})
+	return err
 }
 
 // Send sends one message.

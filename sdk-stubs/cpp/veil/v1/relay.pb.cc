@@ -49,6 +49,7 @@ PROTOBUF_CONSTEXPR CreateRelayRequest::CreateRelayRequest(
   , /*decltype(_impl_.name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.identity_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.hub_trust_policy_)*/nullptr
+  , /*decltype(_impl_.exist_ok_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct CreateRelayRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR CreateRelayRequestDefaultTypeInternal()
@@ -192,6 +193,7 @@ const uint32_t TableStruct_veil_2fv1_2frelay_2eproto::offsets[] PROTOBUF_SECTION
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateRelayRequest, _impl_.name_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateRelayRequest, _impl_.identity_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateRelayRequest, _impl_.hub_trust_policy_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::CreateRelayRequest, _impl_.exist_ok_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::GetRelayRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -252,14 +254,14 @@ const uint32_t TableStruct_veil_2fv1_2frelay_2eproto::offsets[] PROTOBUF_SECTION
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::Relay)},
   { 15, -1, -1, sizeof(::veil::v1::CreateRelayRequest)},
-  { 25, -1, -1, sizeof(::veil::v1::GetRelayRequest)},
-  { 32, -1, -1, sizeof(::veil::v1::ListRelaysRequest)},
-  { 38, -1, -1, sizeof(::veil::v1::ListRelaysResponse)},
-  { 45, -1, -1, sizeof(::veil::v1::DeleteRelayRequest)},
-  { 52, -1, -1, sizeof(::veil::v1::DeleteRelayResponse)},
-  { 58, -1, -1, sizeof(::veil::v1::HostedRelay)},
-  { 68, -1, -1, sizeof(::veil::v1::ListHostedRelaysRequest)},
-  { 74, -1, -1, sizeof(::veil::v1::ListHostedRelaysResponse)},
+  { 26, -1, -1, sizeof(::veil::v1::GetRelayRequest)},
+  { 33, -1, -1, sizeof(::veil::v1::ListRelaysRequest)},
+  { 39, -1, -1, sizeof(::veil::v1::ListRelaysResponse)},
+  { 46, -1, -1, sizeof(::veil::v1::DeleteRelayRequest)},
+  { 53, -1, -1, sizeof(::veil::v1::DeleteRelayResponse)},
+  { 59, -1, -1, sizeof(::veil::v1::HostedRelay)},
+  { 69, -1, -1, sizeof(::veil::v1::ListHostedRelaysRequest)},
+  { 75, -1, -1, sizeof(::veil::v1::ListHostedRelaysResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -284,35 +286,35 @@ const char descriptor_table_protodef_veil_2fv1_2frelay_2eproto[] PROTOBUF_SECTIO
   "tity\030\007 \001(\t\022\026\n\016hub_identifier\030\010 \001(\t\022\025\n\rre"
   "gistrations\030\t \001(\004\"T\n\005State\022\025\n\021STATE_UNSP"
   "ECIFIED\020\000\022\016\n\nCONNECTING\020\001\022\006\n\002UP\020\002\022\020\n\014REC"
-  "ONNECTING\020\003\022\n\n\006FAILED\020\004\"w\n\022CreateRelayRe"
-  "quest\022\021\n\thub_route\030\001 \001(\t\022\014\n\004name\030\002 \001(\t\022\020"
-  "\n\010identity\030\003 \001(\t\022.\n\020hub_trust_policy\030\004 \001"
-  "(\0132\024.veil.v1.TrustPolicy\"\037\n\017GetRelayRequ"
-  "est\022\014\n\004name\030\001 \001(\t\"\023\n\021ListRelaysRequest\"4"
-  "\n\022ListRelaysResponse\022\036\n\006relays\030\001 \003(\0132\016.v"
-  "eil.v1.Relay\"\"\n\022DeleteRelayRequest\022\014\n\004na"
-  "me\030\001 \001(\t\"\025\n\023DeleteRelayResponse\"O\n\013Hoste"
-  "dRelay\022\014\n\004name\030\001 \001(\t\022\017\n\007address\030\002 \001(\t\022\r\n"
-  "\005owner\030\003 \001(\t\022\022\n\nconnection\030\004 \001(\t\"\031\n\027List"
-  "HostedRelaysRequest\"@\n\030ListHostedRelaysR"
-  "esponse\022$\n\006relays\030\001 \003(\0132\024.veil.v1.Hosted"
-  "Relay2\352\002\n\014RelayService\022:\n\013CreateRelay\022\033."
-  "veil.v1.CreateRelayRequest\032\016.veil.v1.Rel"
-  "ay\0224\n\010GetRelay\022\030.veil.v1.GetRelayRequest"
-  "\032\016.veil.v1.Relay\022E\n\nListRelays\022\032.veil.v1"
-  ".ListRelaysRequest\032\033.veil.v1.ListRelaysR"
-  "esponse\022H\n\013DeleteRelay\022\033.veil.v1.DeleteR"
-  "elayRequest\032\034.veil.v1.DeleteRelayRespons"
-  "e\022W\n\020ListHostedRelays\022 .veil.v1.ListHost"
-  "edRelaysRequest\032!.veil.v1.ListHostedRela"
-  "ysResponseb\006proto3"
+  "ONNECTING\020\003\022\n\n\006FAILED\020\004\"\211\001\n\022CreateRelayR"
+  "equest\022\021\n\thub_route\030\001 \001(\t\022\014\n\004name\030\002 \001(\t\022"
+  "\020\n\010identity\030\003 \001(\t\022.\n\020hub_trust_policy\030\004 "
+  "\001(\0132\024.veil.v1.TrustPolicy\022\020\n\010exist_ok\030\005 "
+  "\001(\010\"\037\n\017GetRelayRequest\022\014\n\004name\030\001 \001(\t\"\023\n\021"
+  "ListRelaysRequest\"4\n\022ListRelaysResponse\022"
+  "\036\n\006relays\030\001 \003(\0132\016.veil.v1.Relay\"\"\n\022Delet"
+  "eRelayRequest\022\014\n\004name\030\001 \001(\t\"\025\n\023DeleteRel"
+  "ayResponse\"O\n\013HostedRelay\022\014\n\004name\030\001 \001(\t\022"
+  "\017\n\007address\030\002 \001(\t\022\r\n\005owner\030\003 \001(\t\022\022\n\nconne"
+  "ction\030\004 \001(\t\"\031\n\027ListHostedRelaysRequest\"@"
+  "\n\030ListHostedRelaysResponse\022$\n\006relays\030\001 \003"
+  "(\0132\024.veil.v1.HostedRelay2\352\002\n\014RelayServic"
+  "e\022:\n\013CreateRelay\022\033.veil.v1.CreateRelayRe"
+  "quest\032\016.veil.v1.Relay\0224\n\010GetRelay\022\030.veil"
+  ".v1.GetRelayRequest\032\016.veil.v1.Relay\022E\n\nL"
+  "istRelays\022\032.veil.v1.ListRelaysRequest\032\033."
+  "veil.v1.ListRelaysResponse\022H\n\013DeleteRela"
+  "y\022\033.veil.v1.DeleteRelayRequest\032\034.veil.v1"
+  ".DeleteRelayResponse\022W\n\020ListHostedRelays"
+  "\022 .veil.v1.ListHostedRelaysRequest\032!.vei"
+  "l.v1.ListHostedRelaysResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2frelay_2eproto_deps[1] = {
   &::descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2frelay_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2frelay_2eproto = {
-    false, false, 1178, descriptor_table_protodef_veil_2fv1_2frelay_2eproto,
+    false, false, 1197, descriptor_table_protodef_veil_2fv1_2frelay_2eproto,
     "veil/v1/relay.proto",
     &descriptor_table_veil_2fv1_2frelay_2eproto_once, descriptor_table_veil_2fv1_2frelay_2eproto_deps, 1, 10,
     schemas, file_default_instances, TableStruct_veil_2fv1_2frelay_2eproto::offsets,
@@ -952,6 +954,7 @@ CreateRelayRequest::CreateRelayRequest(const CreateRelayRequest& from)
     , decltype(_impl_.name_){}
     , decltype(_impl_.identity_){}
     , decltype(_impl_.hub_trust_policy_){nullptr}
+    , decltype(_impl_.exist_ok_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -982,6 +985,7 @@ CreateRelayRequest::CreateRelayRequest(const CreateRelayRequest& from)
   if (from._internal_has_hub_trust_policy()) {
     _this->_impl_.hub_trust_policy_ = new ::veil::v1::TrustPolicy(*from._impl_.hub_trust_policy_);
   }
+  _this->_impl_.exist_ok_ = from._impl_.exist_ok_;
   // @@protoc_insertion_point(copy_constructor:veil.v1.CreateRelayRequest)
 }
 
@@ -994,6 +998,7 @@ inline void CreateRelayRequest::SharedCtor(
     , decltype(_impl_.name_){}
     , decltype(_impl_.identity_){}
     , decltype(_impl_.hub_trust_policy_){nullptr}
+    , decltype(_impl_.exist_ok_){false}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.hub_route_.InitDefault();
@@ -1044,6 +1049,7 @@ void CreateRelayRequest::Clear() {
     delete _impl_.hub_trust_policy_;
   }
   _impl_.hub_trust_policy_ = nullptr;
+  _impl_.exist_ok_ = false;
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -1087,6 +1093,14 @@ const char* CreateRelayRequest::_InternalParse(const char* ptr, ::_pbi::ParseCon
       case 4:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
           ptr = ctx->ParseMessage(_internal_mutable_hub_trust_policy(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bool exist_ok = 5;
+      case 5:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 40)) {
+          _impl_.exist_ok_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -1157,6 +1171,12 @@ uint8_t* CreateRelayRequest::_InternalSerialize(
         _Internal::hub_trust_policy(this).GetCachedSize(), target, stream);
   }
 
+  // bool exist_ok = 5;
+  if (this->_internal_exist_ok() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(5, this->_internal_exist_ok(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -1201,6 +1221,11 @@ size_t CreateRelayRequest::ByteSizeLong() const {
         *_impl_.hub_trust_policy_);
   }
 
+  // bool exist_ok = 5;
+  if (this->_internal_exist_ok() != 0) {
+    total_size += 1 + 1;
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -1231,6 +1256,9 @@ void CreateRelayRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, con
   if (from._internal_has_hub_trust_policy()) {
     _this->_internal_mutable_hub_trust_policy()->::veil::v1::TrustPolicy::MergeFrom(
         from._internal_hub_trust_policy());
+  }
+  if (from._internal_exist_ok() != 0) {
+    _this->_internal_set_exist_ok(from._internal_exist_ok());
   }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
@@ -1263,7 +1291,12 @@ void CreateRelayRequest::InternalSwap(CreateRelayRequest* other) {
       &_impl_.identity_, lhs_arena,
       &other->_impl_.identity_, rhs_arena
   );
-  swap(_impl_.hub_trust_policy_, other->_impl_.hub_trust_policy_);
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(CreateRelayRequest, _impl_.exist_ok_)
+      + sizeof(CreateRelayRequest::_impl_.exist_ok_)
+      - PROTOBUF_FIELD_OFFSET(CreateRelayRequest, _impl_.hub_trust_policy_)>(
+          reinterpret_cast<char*>(&_impl_.hub_trust_policy_),
+          reinterpret_cast<char*>(&other->_impl_.hub_trust_policy_));
 }
 
 ::PROTOBUF_NAMESPACE_ID::Metadata CreateRelayRequest::GetMetadata() const {

@@ -558,6 +558,7 @@ class CreateRelayRequest final :
     kNameFieldNumber = 2,
     kIdentityFieldNumber = 3,
     kHubTrustPolicyFieldNumber = 4,
+    kExistOkFieldNumber = 5,
   };
   // string hub_route = 1;
   void clear_hub_route();
@@ -619,6 +620,15 @@ class CreateRelayRequest final :
       ::veil::v1::TrustPolicy* hub_trust_policy);
   ::veil::v1::TrustPolicy* unsafe_arena_release_hub_trust_policy();
 
+  // bool exist_ok = 5;
+  void clear_exist_ok();
+  bool exist_ok() const;
+  void set_exist_ok(bool value);
+  private:
+  bool _internal_exist_ok() const;
+  void _internal_set_exist_ok(bool value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.CreateRelayRequest)
  private:
   class _Internal;
@@ -631,6 +641,7 @@ class CreateRelayRequest final :
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr name_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr identity_;
     ::veil::v1::TrustPolicy* hub_trust_policy_;
+    bool exist_ok_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -2449,6 +2460,26 @@ inline void CreateRelayRequest::set_allocated_hub_trust_policy(::veil::v1::Trust
   }
   _impl_.hub_trust_policy_ = hub_trust_policy;
   // @@protoc_insertion_point(field_set_allocated:veil.v1.CreateRelayRequest.hub_trust_policy)
+}
+
+// bool exist_ok = 5;
+inline void CreateRelayRequest::clear_exist_ok() {
+  _impl_.exist_ok_ = false;
+}
+inline bool CreateRelayRequest::_internal_exist_ok() const {
+  return _impl_.exist_ok_;
+}
+inline bool CreateRelayRequest::exist_ok() const {
+  // @@protoc_insertion_point(field_get:veil.v1.CreateRelayRequest.exist_ok)
+  return _internal_exist_ok();
+}
+inline void CreateRelayRequest::_internal_set_exist_ok(bool value) {
+  
+  _impl_.exist_ok_ = value;
+}
+inline void CreateRelayRequest::set_exist_ok(bool value) {
+  _internal_set_exist_ok(value);
+  // @@protoc_insertion_point(field_set:veil.v1.CreateRelayRequest.exist_ok)
 }
 
 // -------------------------------------------------------------------

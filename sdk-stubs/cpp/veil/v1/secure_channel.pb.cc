@@ -83,6 +83,7 @@ PROTOBUF_CONSTEXPR CreateSecureChannelListenerRequest::CreateSecureChannelListen
     /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.identity_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.trust_policy_)*/nullptr
+  , /*decltype(_impl_.exist_ok_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct CreateSecureChannelListenerRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR CreateSecureChannelListenerRequestDefaultTypeInternal()
@@ -298,6 +299,7 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateSecureChannelListenerRequest, _impl_.address_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateSecureChannelListenerRequest, _impl_.identity_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateSecureChannelListenerRequest, _impl_.trust_policy_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::CreateSecureChannelListenerRequest, _impl_.exist_ok_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::ListSecureChannelListenersRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -394,17 +396,17 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 14, -1, -1, sizeof(::veil::v1::TrustPolicy)},
   { 28, -1, -1, sizeof(::veil::v1::SecureChannelListener)},
   { 38, -1, -1, sizeof(::veil::v1::CreateSecureChannelListenerRequest)},
-  { 47, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersRequest)},
-  { 53, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersResponse)},
-  { 60, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerRequest)},
-  { 67, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerResponse)},
-  { 73, -1, -1, sizeof(::veil::v1::SecureChannel)},
-  { 93, -1, -1, sizeof(::veil::v1::CreateSecureChannelRequest)},
-  { 103, -1, -1, sizeof(::veil::v1::GetSecureChannelRequest)},
-  { 110, -1, -1, sizeof(::veil::v1::ListSecureChannelsRequest)},
-  { 116, -1, -1, sizeof(::veil::v1::ListSecureChannelsResponse)},
-  { 123, -1, -1, sizeof(::veil::v1::DeleteSecureChannelRequest)},
-  { 130, -1, -1, sizeof(::veil::v1::DeleteSecureChannelResponse)},
+  { 48, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersRequest)},
+  { 54, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersResponse)},
+  { 61, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerRequest)},
+  { 68, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerResponse)},
+  { 74, -1, -1, sizeof(::veil::v1::SecureChannel)},
+  { 94, -1, -1, sizeof(::veil::v1::CreateSecureChannelRequest)},
+  { 104, -1, -1, sizeof(::veil::v1::GetSecureChannelRequest)},
+  { 111, -1, -1, sizeof(::veil::v1::ListSecureChannelsRequest)},
+  { 117, -1, -1, sizeof(::veil::v1::ListSecureChannelsResponse)},
+  { 124, -1, -1, sizeof(::veil::v1::DeleteSecureChannelRequest)},
+  { 131, -1, -1, sizeof(::veil::v1::DeleteSecureChannelResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -440,59 +442,60 @@ const char descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto[] PROT
   "eil.v1.TrustPolicyB\010\n\006policy\"d\n\025SecureCh"
   "annelListener\022\017\n\007address\030\001 \001(\t\022\020\n\010identi"
   "ty\030\002 \001(\t\022\022\n\nidentifier\030\003 \001(\t\022\024\n\014trust_po"
-  "licy\030\004 \001(\t\"s\n\"CreateSecureChannelListene"
-  "rRequest\022\017\n\007address\030\001 \001(\t\022\020\n\010identity\030\002 "
-  "\001(\t\022*\n\014trust_policy\030\003 \001(\0132\024.veil.v1.Trus"
-  "tPolicy\"#\n!ListSecureChannelListenersReq"
-  "uest\"W\n\"ListSecureChannelListenersRespon"
-  "se\0221\n\tlisteners\030\001 \003(\0132\036.veil.v1.SecureCh"
-  "annelListener\"5\n\"DeleteSecureChannelList"
-  "enerRequest\022\017\n\007address\030\001 \001(\t\"%\n#DeleteSe"
-  "cureChannelListenerResponse\"\374\003\n\rSecureCh"
-  "annel\022\017\n\007address\030\001 \001(\t\022\r\n\005route\030\002 \001(\t\022)\n"
-  "\004role\030\003 \001(\0162\033.veil.v1.SecureChannel.Role"
-  "\022+\n\005state\030\004 \001(\0162\034.veil.v1.SecureChannel."
-  "State\022\020\n\010identity\030\005 \001(\t\022\030\n\020local_identif"
-  "ier\030\006 \001(\t\022\031\n\021remote_identifier\030\007 \001(\t\022\024\n\014"
-  "remote_route\030\010 \001(\t\022\020\n\010listener\030\t \001(\t\022\024\n\014"
-  "trust_policy\030\n \001(\t\022\025\n\rmessages_sent\030\013 \001("
-  "\004\022\031\n\021messages_received\030\014 \001(\004\022\030\n\020decrypt_"
-  "failures\030\r \001(\004\022\030\n\020replays_rejected\030\016 \001(\004"
-  "\"L\n\005State\022\025\n\021STATE_UNSPECIFIED\020\000\022\017\n\013HAND"
-  "SHAKING\020\001\022\017\n\013ESTABLISHED\020\002\022\n\n\006CLOSED\020\003\":"
-  "\n\004Role\022\024\n\020ROLE_UNSPECIFIED\020\000\022\r\n\tINITIATO"
-  "R\020\001\022\r\n\tRESPONDER\020\002\"}\n\032CreateSecureChanne"
-  "lRequest\022\r\n\005route\030\001 \001(\t\022\020\n\010identity\030\002 \001("
-  "\t\022*\n\014trust_policy\030\003 \001(\0132\024.veil.v1.TrustP"
-  "olicy\022\022\n\ntimeout_ms\030\004 \001(\r\"*\n\027GetSecureCh"
-  "annelRequest\022\017\n\007address\030\001 \001(\t\"\033\n\031ListSec"
-  "ureChannelsRequest\"F\n\032ListSecureChannels"
-  "Response\022(\n\010channels\030\001 \003(\0132\026.veil.v1.Sec"
-  "ureChannel\"-\n\032DeleteSecureChannelRequest"
-  "\022\017\n\007address\030\001 \001(\t\"\035\n\033DeleteSecureChannel"
-  "Response2\326\005\n\024SecureChannelService\022j\n\033Cre"
-  "ateSecureChannelListener\022+.veil.v1.Creat"
-  "eSecureChannelListenerRequest\032\036.veil.v1."
-  "SecureChannelListener\022u\n\032ListSecureChann"
-  "elListeners\022*.veil.v1.ListSecureChannelL"
-  "istenersRequest\032+.veil.v1.ListSecureChan"
-  "nelListenersResponse\022x\n\033DeleteSecureChan"
-  "nelListener\022+.veil.v1.DeleteSecureChanne"
-  "lListenerRequest\032,.veil.v1.DeleteSecureC"
-  "hannelListenerResponse\022R\n\023CreateSecureCh"
-  "annel\022#.veil.v1.CreateSecureChannelReque"
-  "st\032\026.veil.v1.SecureChannel\022L\n\020GetSecureC"
-  "hannel\022 .veil.v1.GetSecureChannelRequest"
-  "\032\026.veil.v1.SecureChannel\022]\n\022ListSecureCh"
-  "annels\022\".veil.v1.ListSecureChannelsReque"
-  "st\032#.veil.v1.ListSecureChannelsResponse\022"
-  "`\n\023DeleteSecureChannel\022#.veil.v1.DeleteS"
-  "ecureChannelRequest\032$.veil.v1.DeleteSecu"
-  "reChannelResponseb\006proto3"
+  "licy\030\004 \001(\t\"\205\001\n\"CreateSecureChannelListen"
+  "erRequest\022\017\n\007address\030\001 \001(\t\022\020\n\010identity\030\002"
+  " \001(\t\022*\n\014trust_policy\030\003 \001(\0132\024.veil.v1.Tru"
+  "stPolicy\022\020\n\010exist_ok\030\004 \001(\010\"#\n!ListSecure"
+  "ChannelListenersRequest\"W\n\"ListSecureCha"
+  "nnelListenersResponse\0221\n\tlisteners\030\001 \003(\013"
+  "2\036.veil.v1.SecureChannelListener\"5\n\"Dele"
+  "teSecureChannelListenerRequest\022\017\n\007addres"
+  "s\030\001 \001(\t\"%\n#DeleteSecureChannelListenerRe"
+  "sponse\"\374\003\n\rSecureChannel\022\017\n\007address\030\001 \001("
+  "\t\022\r\n\005route\030\002 \001(\t\022)\n\004role\030\003 \001(\0162\033.veil.v1"
+  ".SecureChannel.Role\022+\n\005state\030\004 \001(\0162\034.vei"
+  "l.v1.SecureChannel.State\022\020\n\010identity\030\005 \001"
+  "(\t\022\030\n\020local_identifier\030\006 \001(\t\022\031\n\021remote_i"
+  "dentifier\030\007 \001(\t\022\024\n\014remote_route\030\010 \001(\t\022\020\n"
+  "\010listener\030\t \001(\t\022\024\n\014trust_policy\030\n \001(\t\022\025\n"
+  "\rmessages_sent\030\013 \001(\004\022\031\n\021messages_receive"
+  "d\030\014 \001(\004\022\030\n\020decrypt_failures\030\r \001(\004\022\030\n\020rep"
+  "lays_rejected\030\016 \001(\004\"L\n\005State\022\025\n\021STATE_UN"
+  "SPECIFIED\020\000\022\017\n\013HANDSHAKING\020\001\022\017\n\013ESTABLIS"
+  "HED\020\002\022\n\n\006CLOSED\020\003\":\n\004Role\022\024\n\020ROLE_UNSPEC"
+  "IFIED\020\000\022\r\n\tINITIATOR\020\001\022\r\n\tRESPONDER\020\002\"}\n"
+  "\032CreateSecureChannelRequest\022\r\n\005route\030\001 \001"
+  "(\t\022\020\n\010identity\030\002 \001(\t\022*\n\014trust_policy\030\003 \001"
+  "(\0132\024.veil.v1.TrustPolicy\022\022\n\ntimeout_ms\030\004"
+  " \001(\r\"*\n\027GetSecureChannelRequest\022\017\n\007addre"
+  "ss\030\001 \001(\t\"\033\n\031ListSecureChannelsRequest\"F\n"
+  "\032ListSecureChannelsResponse\022(\n\010channels\030"
+  "\001 \003(\0132\026.veil.v1.SecureChannel\"-\n\032DeleteS"
+  "ecureChannelRequest\022\017\n\007address\030\001 \001(\t\"\035\n\033"
+  "DeleteSecureChannelResponse2\326\005\n\024SecureCh"
+  "annelService\022j\n\033CreateSecureChannelListe"
+  "ner\022+.veil.v1.CreateSecureChannelListene"
+  "rRequest\032\036.veil.v1.SecureChannelListener"
+  "\022u\n\032ListSecureChannelListeners\022*.veil.v1"
+  ".ListSecureChannelListenersRequest\032+.vei"
+  "l.v1.ListSecureChannelListenersResponse\022"
+  "x\n\033DeleteSecureChannelListener\022+.veil.v1"
+  ".DeleteSecureChannelListenerRequest\032,.ve"
+  "il.v1.DeleteSecureChannelListenerRespons"
+  "e\022R\n\023CreateSecureChannel\022#.veil.v1.Creat"
+  "eSecureChannelRequest\032\026.veil.v1.SecureCh"
+  "annel\022L\n\020GetSecureChannel\022 .veil.v1.GetS"
+  "ecureChannelRequest\032\026.veil.v1.SecureChan"
+  "nel\022]\n\022ListSecureChannels\022\".veil.v1.List"
+  "SecureChannelsRequest\032#.veil.v1.ListSecu"
+  "reChannelsResponse\022`\n\023DeleteSecureChanne"
+  "l\022#.veil.v1.DeleteSecureChannelRequest\032$"
+  ".veil.v1.DeleteSecureChannelResponseb\006pr"
+  "oto3"
   ;
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto = {
-    false, false, 2465, descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto,
+    false, false, 2484, descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto,
     "veil/v1/secure_channel.proto",
     &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once, nullptr, 0, 16,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets,
@@ -1811,6 +1814,7 @@ CreateSecureChannelListenerRequest::CreateSecureChannelListenerRequest(const Cre
       decltype(_impl_.address_){}
     , decltype(_impl_.identity_){}
     , decltype(_impl_.trust_policy_){nullptr}
+    , decltype(_impl_.exist_ok_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -1833,6 +1837,7 @@ CreateSecureChannelListenerRequest::CreateSecureChannelListenerRequest(const Cre
   if (from._internal_has_trust_policy()) {
     _this->_impl_.trust_policy_ = new ::veil::v1::TrustPolicy(*from._impl_.trust_policy_);
   }
+  _this->_impl_.exist_ok_ = from._impl_.exist_ok_;
   // @@protoc_insertion_point(copy_constructor:veil.v1.CreateSecureChannelListenerRequest)
 }
 
@@ -1844,6 +1849,7 @@ inline void CreateSecureChannelListenerRequest::SharedCtor(
       decltype(_impl_.address_){}
     , decltype(_impl_.identity_){}
     , decltype(_impl_.trust_policy_){nullptr}
+    , decltype(_impl_.exist_ok_){false}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.address_.InitDefault();
@@ -1888,6 +1894,7 @@ void CreateSecureChannelListenerRequest::Clear() {
     delete _impl_.trust_policy_;
   }
   _impl_.trust_policy_ = nullptr;
+  _impl_.exist_ok_ = false;
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -1921,6 +1928,14 @@ const char* CreateSecureChannelListenerRequest::_InternalParse(const char* ptr, 
       case 3:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
           ptr = ctx->ParseMessage(_internal_mutable_trust_policy(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bool exist_ok = 4;
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 32)) {
+          _impl_.exist_ok_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -1981,6 +1996,12 @@ uint8_t* CreateSecureChannelListenerRequest::_InternalSerialize(
         _Internal::trust_policy(this).GetCachedSize(), target, stream);
   }
 
+  // bool exist_ok = 4;
+  if (this->_internal_exist_ok() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(4, this->_internal_exist_ok(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -2018,6 +2039,11 @@ size_t CreateSecureChannelListenerRequest::ByteSizeLong() const {
         *_impl_.trust_policy_);
   }
 
+  // bool exist_ok = 4;
+  if (this->_internal_exist_ok() != 0) {
+    total_size += 1 + 1;
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -2046,6 +2072,9 @@ void CreateSecureChannelListenerRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Mess
     _this->_internal_mutable_trust_policy()->::veil::v1::TrustPolicy::MergeFrom(
         from._internal_trust_policy());
   }
+  if (from._internal_exist_ok() != 0) {
+    _this->_internal_set_exist_ok(from._internal_exist_ok());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -2073,7 +2102,12 @@ void CreateSecureChannelListenerRequest::InternalSwap(CreateSecureChannelListene
       &_impl_.identity_, lhs_arena,
       &other->_impl_.identity_, rhs_arena
   );
-  swap(_impl_.trust_policy_, other->_impl_.trust_policy_);
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(CreateSecureChannelListenerRequest, _impl_.exist_ok_)
+      + sizeof(CreateSecureChannelListenerRequest::_impl_.exist_ok_)
+      - PROTOBUF_FIELD_OFFSET(CreateSecureChannelListenerRequest, _impl_.trust_policy_)>(
+          reinterpret_cast<char*>(&_impl_.trust_policy_),
+          reinterpret_cast<char*>(&other->_impl_.trust_policy_));
 }
 
 ::PROTOBUF_NAMESPACE_ID::Metadata CreateSecureChannelListenerRequest::GetMetadata() const {

@@ -1118,6 +1118,7 @@ class CreateSecureChannelListenerRequest final :
     kAddressFieldNumber = 1,
     kIdentityFieldNumber = 2,
     kTrustPolicyFieldNumber = 3,
+    kExistOkFieldNumber = 4,
   };
   // string address = 1;
   void clear_address();
@@ -1165,6 +1166,15 @@ class CreateSecureChannelListenerRequest final :
       ::veil::v1::TrustPolicy* trust_policy);
   ::veil::v1::TrustPolicy* unsafe_arena_release_trust_policy();
 
+  // bool exist_ok = 4;
+  void clear_exist_ok();
+  bool exist_ok() const;
+  void set_exist_ok(bool value);
+  private:
+  bool _internal_exist_ok() const;
+  void _internal_set_exist_ok(bool value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.CreateSecureChannelListenerRequest)
  private:
   class _Internal;
@@ -1176,6 +1186,7 @@ class CreateSecureChannelListenerRequest final :
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr address_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr identity_;
     ::veil::v1::TrustPolicy* trust_policy_;
+    bool exist_ok_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -4014,6 +4025,26 @@ inline void CreateSecureChannelListenerRequest::set_allocated_trust_policy(::vei
   }
   _impl_.trust_policy_ = trust_policy;
   // @@protoc_insertion_point(field_set_allocated:veil.v1.CreateSecureChannelListenerRequest.trust_policy)
+}
+
+// bool exist_ok = 4;
+inline void CreateSecureChannelListenerRequest::clear_exist_ok() {
+  _impl_.exist_ok_ = false;
+}
+inline bool CreateSecureChannelListenerRequest::_internal_exist_ok() const {
+  return _impl_.exist_ok_;
+}
+inline bool CreateSecureChannelListenerRequest::exist_ok() const {
+  // @@protoc_insertion_point(field_get:veil.v1.CreateSecureChannelListenerRequest.exist_ok)
+  return _internal_exist_ok();
+}
+inline void CreateSecureChannelListenerRequest::_internal_set_exist_ok(bool value) {
+  
+  _impl_.exist_ok_ = value;
+}
+inline void CreateSecureChannelListenerRequest::set_exist_ok(bool value) {
+  _internal_set_exist_ok(value);
+  // @@protoc_insertion_point(field_set:veil.v1.CreateSecureChannelListenerRequest.exist_ok)
 }
 
 // -------------------------------------------------------------------

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from veil.v1 import secure_channel_pb2 as veil_dot_v1_dot_secure__channel__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/relay.proto\x12\x07veil.v1\x1a\x1cveil/v1/secure_channel.proto\"\x98\x02\n\x05Relay\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\thub_route\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12#\n\x05state\x18\x05 \x01(\x0e\x32\x14.veil.v1.Relay.State\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08identity\x18\x07 \x01(\t\x12\x16\n\x0ehub_identifier\x18\x08 \x01(\t\x12\x15\n\rregistrations\x18\t \x01(\x04\"T\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nCONNECTING\x10\x01\x12\x06\n\x02UP\x10\x02\x12\x10\n\x0cRECONNECTING\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\"w\n\x12\x43reateRelayRequest\x12\x11\n\thub_route\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12.\n\x10hub_trust_policy\x18\x04 \x01(\x0b\x32\x14.veil.v1.TrustPolicy\"\x1f\n\x0fGetRelayRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11ListRelaysRequest\"4\n\x12ListRelaysResponse\x12\x1e\n\x06relays\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Relay\"\"\n\x12\x44\x65leteRelayRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteRelayResponse\"O\n\x0bHostedRelay\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x12\n\nconnection\x18\x04 \x01(\t\"\x19\n\x17ListHostedRelaysRequest\"@\n\x18ListHostedRelaysResponse\x12$\n\x06relays\x18\x01 \x03(\x0b\x32\x14.veil.v1.HostedRelay2\xea\x02\n\x0cRelayService\x12:\n\x0b\x43reateRelay\x12\x1b.veil.v1.CreateRelayRequest\x1a\x0e.veil.v1.Relay\x12\x34\n\x08GetRelay\x12\x18.veil.v1.GetRelayRequest\x1a\x0e.veil.v1.Relay\x12\x45\n\nListRelays\x12\x1a.veil.v1.ListRelaysRequest\x1a\x1b.veil.v1.ListRelaysResponse\x12H\n\x0b\x44\x65leteRelay\x12\x1b.veil.v1.DeleteRelayRequest\x1a\x1c.veil.v1.DeleteRelayResponse\x12W\n\x10ListHostedRelays\x12 .veil.v1.ListHostedRelaysRequest\x1a!.veil.v1.ListHostedRelaysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/relay.proto\x12\x07veil.v1\x1a\x1cveil/v1/secure_channel.proto\"\x98\x02\n\x05Relay\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\thub_route\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12#\n\x05state\x18\x05 \x01(\x0e\x32\x14.veil.v1.Relay.State\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x10\n\x08identity\x18\x07 \x01(\t\x12\x16\n\x0ehub_identifier\x18\x08 \x01(\t\x12\x15\n\rregistrations\x18\t \x01(\x04\"T\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nCONNECTING\x10\x01\x12\x06\n\x02UP\x10\x02\x12\x10\n\x0cRECONNECTING\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\"\x89\x01\n\x12\x43reateRelayRequest\x12\x11\n\thub_route\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12.\n\x10hub_trust_policy\x18\x04 \x01(\x0b\x32\x14.veil.v1.TrustPolicy\x12\x10\n\x08\x65xist_ok\x18\x05 \x01(\x08\"\x1f\n\x0fGetRelayRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11ListRelaysRequest\"4\n\x12ListRelaysResponse\x12\x1e\n\x06relays\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Relay\"\"\n\x12\x44\x65leteRelayRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteRelayResponse\"O\n\x0bHostedRelay\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x12\n\nconnection\x18\x04 \x01(\t\"\x19\n\x17ListHostedRelaysRequest\"@\n\x18ListHostedRelaysResponse\x12$\n\x06relays\x18\x01 \x03(\x0b\x32\x14.veil.v1.HostedRelay2\xea\x02\n\x0cRelayService\x12:\n\x0b\x43reateRelay\x12\x1b.veil.v1.CreateRelayRequest\x1a\x0e.veil.v1.Relay\x12\x34\n\x08GetRelay\x12\x18.veil.v1.GetRelayRequest\x1a\x0e.veil.v1.Relay\x12\x45\n\nListRelays\x12\x1a.veil.v1.ListRelaysRequest\x1a\x1b.veil.v1.ListRelaysResponse\x12H\n\x0b\x44\x65leteRelay\x12\x1b.veil.v1.DeleteRelayRequest\x1a\x1c.veil.v1.DeleteRelayResponse\x12W\n\x10ListHostedRelays\x12 .veil.v1.ListHostedRelaysRequest\x1a!.veil.v1.ListHostedRelaysResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.relay_pb2', globals())
@@ -25,24 +25,24 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _RELAY._serialized_end=343
   _RELAY_STATE._serialized_start=259
   _RELAY_STATE._serialized_end=343
-  _CREATERELAYREQUEST._serialized_start=345
-  _CREATERELAYREQUEST._serialized_end=464
-  _GETRELAYREQUEST._serialized_start=466
-  _GETRELAYREQUEST._serialized_end=497
-  _LISTRELAYSREQUEST._serialized_start=499
-  _LISTRELAYSREQUEST._serialized_end=518
-  _LISTRELAYSRESPONSE._serialized_start=520
-  _LISTRELAYSRESPONSE._serialized_end=572
-  _DELETERELAYREQUEST._serialized_start=574
-  _DELETERELAYREQUEST._serialized_end=608
-  _DELETERELAYRESPONSE._serialized_start=610
-  _DELETERELAYRESPONSE._serialized_end=631
-  _HOSTEDRELAY._serialized_start=633
-  _HOSTEDRELAY._serialized_end=712
-  _LISTHOSTEDRELAYSREQUEST._serialized_start=714
-  _LISTHOSTEDRELAYSREQUEST._serialized_end=739
-  _LISTHOSTEDRELAYSRESPONSE._serialized_start=741
-  _LISTHOSTEDRELAYSRESPONSE._serialized_end=805
-  _RELAYSERVICE._serialized_start=808
-  _RELAYSERVICE._serialized_end=1170
+  _CREATERELAYREQUEST._serialized_start=346
+  _CREATERELAYREQUEST._serialized_end=483
+  _GETRELAYREQUEST._serialized_start=485
+  _GETRELAYREQUEST._serialized_end=516
+  _LISTRELAYSREQUEST._serialized_start=518
+  _LISTRELAYSREQUEST._serialized_end=537
+  _LISTRELAYSRESPONSE._serialized_start=539
+  _LISTRELAYSRESPONSE._serialized_end=591
+  _DELETERELAYREQUEST._serialized_start=593
+  _DELETERELAYREQUEST._serialized_end=627
+  _DELETERELAYRESPONSE._serialized_start=629
+  _DELETERELAYRESPONSE._serialized_end=650
+  _HOSTEDRELAY._serialized_start=652
+  _HOSTEDRELAY._serialized_end=731
+  _LISTHOSTEDRELAYSREQUEST._serialized_start=733
+  _LISTHOSTEDRELAYSREQUEST._serialized_end=758
+  _LISTHOSTEDRELAYSRESPONSE._serialized_start=760
+  _LISTHOSTEDRELAYSRESPONSE._serialized_end=824
+  _RELAYSERVICE._serialized_start=827
+  _RELAYSERVICE._serialized_end=1189
 # @@protoc_insertion_point(module_scope)
