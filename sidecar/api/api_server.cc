@@ -16,6 +16,7 @@
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/core/address.h"
+#include "sidecar/api/grpc_status.h"
 #include "sidecar/api/unix_socket.h"
 #include "spdlog/spdlog.h"
 
@@ -121,6 +122,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   builder.RegisterService(server->channels_.get());
   builder.RegisterService(server->relays_.get());
   builder.RegisterService(server->health_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(UnparsableRequestExplainer());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || (endpoint.unix_path.empty() && selected_port == 0)) {
     return ErrorWithReason(absl::StatusCode::kUnavailable,

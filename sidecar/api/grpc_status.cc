@@ -1,10 +1,60 @@
 #include "sidecar/api/grpc_status.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "google/protobuf/descriptor.h"
 #include "google/rpc/error_details.pb.h"
 #include "sidecar/common/error_reason.h"
 
 namespace veil::api {
+namespace {
+
+class UnparsableRequestInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit UnparsableRequestInterceptor(const google::protobuf::MethodDescriptor* method)
+      : method_(method) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status status = methods->GetSendStatus();
+      // What gRPC's callback handler sends when the request did not deserialize; our
+      // handlers always say what went wrong.
+      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
+        methods->ModifySendStatus(GrpcError(
+            absl::StatusCode::kInvalidArgument,
+            absl::StrCat("the request does not parse as ", method_->input_type()->full_name(),
+                         " (the message ", method_->full_name(),
+                         " takes): a client built from another .proto, or corrupted bytes"),
+            reason::kInvalidRequest));
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const google::protobuf::MethodDescriptor* method_;
+};
+
+class UnparsableRequestFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    if (info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY) return nullptr;
+    // "/veil.v1.NodeService/GetNode" -> veil.v1.NodeService.GetNode
+    absl::string_view name = info->method();
+    if (name.empty() || name.front() != '/') return nullptr;
+    const auto* method = google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+        absl::StrReplaceAll(name.substr(1), {{"/", "."}}));
+    return method == nullptr ? nullptr : new UnparsableRequestInterceptor(method);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> UnparsableRequestExplainer() {
+  return std::make_unique<UnparsableRequestFactory>();
+}
 
 google::rpc::Status ToRpcStatus(const absl::Status& status,
                                 const std::map<std::string, std::string>& metadata) {

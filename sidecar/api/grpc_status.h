@@ -6,11 +6,13 @@
 #define VEIL_SIDECAR_API_GRPC_STATUS_H_
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/server_interceptor.h"
 #include "grpcpp/support/server_callback.h"
 #include "grpcpp/support/status.h"
 
@@ -34,6 +36,12 @@ grpc::Status GrpcError(absl::StatusCode code, absl::string_view message, absl::s
 // Finishes a unary call with `status` (OK or the error, as ToGrpcStatus) and returns its reactor.
 grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
                                       const absl::Status& status);
+
+// For the API server's builder: turns gRPC's bare UNIMPLEMENTED (no message, no details) for a
+// unary request whose bytes do not parse as its method's request message into INVALID_ARGUMENT
+// (INVALID_REQUEST) naming the message it should have been. Unary calls only: streams are not
+// intercepted, so their messages pay nothing.
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> UnparsableRequestExplainer();
 
 }  // namespace veil::api
 

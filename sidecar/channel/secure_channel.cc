@@ -95,6 +95,13 @@ class HandshakeSendTracker final : public core::SendTracker {
   std::weak_ptr<SecureChannel> channel_;
 };
 
+// The epitaph of a closed channel's app-facing address: why it closed.
+absl::Status ClosedChannel(const std::string& address, absl::string_view why) {
+  return ErrorWithReason(absl::StatusCode::kUnavailable,
+                         absl::StrCat("secure channel ", address, " is closed: ", why),
+                         reason::kChannelClosed);
+}
+
 }  // namespace
 
 SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand, bool initiator,
@@ -421,8 +428,8 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
 void SecureChannel::OnRefusal(const absl::Status& refusal) {
   // A node on the way could not hand on what this channel sent. The notice is not
   // authenticated, but a node on the path could as well drop everything: it may end the
-  // channel early, never inject data. A route that is gone (relay dropped, connection lost)
-  // ends the channel, so that the app's next sends are refused here instead of vanishing;
+  // channel early, never inject data. A route that is gone (relay dropped, connection lost, the
+  // far end closed) ends the channel, so that the app's next sends are refused here instead of vanishing;
   // anything else (e.g. a message too large for a hop) is only logged.
   const std::string why = ReasonOf(refusal);
   if (session_.state() == ChannelSession::State::kHandshaking) {
@@ -436,7 +443,9 @@ void SecureChannel::OnRefusal(const absl::Status& refusal) {
              false);
     return;
   }
-  if (why != reason::kRouteNotFound && why != reason::kConnectionLost &&
+  // (A relay that went, or the far end of this channel that closed: the far node's epitaphs.)
+  if (why != reason::kRouteNotFound && why != reason::kRelayNotFound &&
+      why != reason::kChannelClosed && why != reason::kConnectionLost &&
       why != reason::kConnectionFailed) {
     spdlog::warn("secure channel {}: a node on the way refused a message: {}", encryptor_address_,
                  refusal.message());
@@ -447,6 +456,14 @@ void SecureChannel::OnRefusal(const absl::Status& refusal) {
                                         refusal.message()),
                            reason::kChannelClosed),
            false);
+}
+
+void SecureChannel::Delete(absl::Status why) {
+  // Unreachable before this returns, so that whatever the app sends after DeleteSecureChannel
+  // is refused with CHANNEL_CLOSED, every time; what it sent before is still handled.
+  manager_.router().StopWorker(encryptor_address_, nullptr,
+                               ClosedChannel(encryptor_address_, why.message()));
+  Close(std::move(why), /*notify_peer=*/true);
 }
 
 void SecureChannel::Close(absl::Status why, bool notify_peer) {
@@ -496,8 +513,11 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
     veil::MutexLock lock(&mu_);
     info_.state = ChannelInfo::State::kClosed;
   }
-  manager_.router().StopWorker(encryptor_address_);
-  manager_.router().StopWorker(decryptor_address_);
+  // Messages sent to either address from now on are refused as CHANNEL_CLOSED, not as an
+  // unknown address (and the app, on this node, is told why).
+  manager_.router().StopWorker(encryptor_address_, nullptr,
+                               ClosedChannel(encryptor_address_, why.message()));
+  manager_.router().StopWorker(decryptor_address_, nullptr, StoppedChannel(decryptor_address_));
   lease_ = identity::IdentityLease();
   manager_.Forget(encryptor_address_, this);
   // Channels that ran inside this one lost their carrier.

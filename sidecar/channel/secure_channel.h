@@ -40,6 +40,9 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
 
   // Closes the channel; tells the far end when `notify_peer` and established. Posts to the strand.
   void Close(absl::Status why, bool notify_peer);
+  // DeleteSecureChannel: Close that first takes the app-facing address away, at once (any
+  // thread), so later sends are refused as CHANNEL_CLOSED; tells the far end.
+  void Delete(absl::Status why);
 
   ChannelInfo Info() const;
   const std::string& address() const { return encryptor_address_; }

@@ -319,9 +319,8 @@ absl::Status SecureChannelManager::DeleteChannel(const std::string& address) {
     if (it == channels_.end()) return ChannelNotFound(address);
     channel = it->second;
   }
-  channel->Close(ErrorWithReason(absl::StatusCode::kCancelled, "deleted through the API",
-                                 reason::kChannelDeleted),
-                 /*notify_peer=*/true);
+  channel->Delete(ErrorWithReason(absl::StatusCode::kCancelled, "deleted through the API",
+                                  reason::kChannelDeleted));
   return absl::OkStatus();
 }
 

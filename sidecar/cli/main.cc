@@ -313,35 +313,30 @@ std::string ReadStdin() {
   return out.str();
 }
 
-int Run(int argc, char** argv) {
-  Globals g;
-  g.api = sdk::DefaultApi();
-  CLI::App app{"veil — command-line client of a veil sidecar (the veil.v1 API).\n" +
-                   std::string(kExitCodesHelp),
-               "veil"};
-  app.set_version_flag("--version", std::string("veil ") + kVeilVersion);
-  app.require_subcommand(1);
-  // The global flags work after the subcommand too: `veil status --json` as `veil --json status`.
-  app.fallthrough();
-  app.add_option("--api", g.api,
-                 "The sidecar's API: unix:PATH or HOST:PORT (default $VEIL_API, else "
-                 "unix:$VEIL_STATE_DIR/api.sock, else unix:$HOME/.veil/api.sock)")
-      ->capture_default_str();
-  app.add_flag("--json", g.json, "Print results as JSON (proto field names); errors as JSON on stderr");
-  app.add_option("--timeout", g.timeout_seconds, "Seconds to wait for an answer")
-      ->check(CLI::Range(0.1, 3600.0))
-      ->capture_default_str();
-  app.footer("Routes are written as text, e.g. /tcp/hub.example:4000/service/forward_to_bob/service/listener.\n"
-             "See docs/cli.md.");
+// What the parsed command line asks for, run once parsing is done; each subcommand's Add*
+// below sets it from its callback. Flag values live in a struct of the subcommand's own, shared
+// by the options that fill it and the action that reads it.
+using Action = std::function<int(Client&)>;
 
-  std::function<int(Client&)> action;
-  auto on = [&action](CLI::App* cmd, std::function<int(Client&)> f) {
-    cmd->callback([&action, f = std::move(f)] { action = f; });
-  };
+class Commands {
+ public:
+  explicit Commands(CLI::App& app) : app_(app) {}
+  CLI::App& app() { return app_; }
+  // Runs `f` when `cmd` is the subcommand given.
+  void On(CLI::App* cmd, Action f) {
+    cmd->callback([this, f = std::move(f)] { action_ = f; });
+  }
+  int Run(Client& client) const { return action_ ? action_(client) : static_cast<int>(kUsage); }
 
-  // status
-  auto* status = app.add_subcommand("status", "The node: version, API, health port, transports, counts");
-  on(status, [](Client& c) {
+ private:
+  CLI::App& app_;
+  Action action_;
+};
+
+void AddStatus(Commands& commands) {
+  auto* status = commands.app().add_subcommand(
+      "status", "The node: version, API, health port, transports, counts");
+  commands.On(status, [](Client& c) {
     auto node_stub = v1::NodeService::NewStub(c.channel());
     v1::Node node;
     grpc::Status s = node_stub->GetNode(c.Context().get(), {}, &node);
@@ -375,18 +370,18 @@ int Run(int argc, char** argv) {
                    {"plaintext egress", node.insecure_plaintext() ? "ALLOWED (--insecure-plaintext)" : "refused"}});
     });
   });
+}
 
-  // health
-  std::vector<std::string> health_targets;
-  auto* health = app.add_subcommand(
+void AddHealth(Commands& commands) {
+  auto targets = std::make_shared<std::vector<std::string>>();
+  auto* health = commands.app().add_subcommand(
       "health", "Check grpc.health.v1 on the API or on health ports; exit 0 when all are SERVING");
-  health->add_option("targets", health_targets,
-                     "HOST:PORT or unix:PATH to check (default: --api)");
-  on(health, [&health_targets](Client& c) {
-    std::vector<std::string> targets = health_targets;
-    if (targets.empty()) targets.push_back(c.globals().api);
+  health->add_option("targets", *targets, "HOST:PORT or unix:PATH to check (default: --api)");
+  commands.On(health, [targets](Client& c) {
+    std::vector<std::string> to = *targets;
+    if (to.empty()) to.push_back(c.globals().api);
     int worst = kOk;
-    for (const auto& target : targets) {
+    for (const auto& target : to) {
       auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
       auto stub = grpc::health::v1::Health::NewStub(channel);
       grpc::health::v1::HealthCheckResponse response;
@@ -407,11 +402,16 @@ int Run(int argc, char** argv) {
     }
     return worst;
   });
+}
 
-  // identity
-  auto* identity = app.add_subcommand("identity", "This node's identities and the identities it trusts");
+void AddIdentity(Commands& commands) {
+  struct Flags {
+    std::string name, identifier, key, label;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* identity = commands.app().add_subcommand("identity", "This node's identities and the identities it trusts");
   identity->require_subcommand(1);
-  on(identity->add_subcommand("list", "List identities"), [](Client& c) {
+  commands.On(identity->add_subcommand("list", "List identities"), [](Client& c) {
     v1::ListIdentitiesResponse r;
     grpc::Status s = v1::IdentityService::NewStub(c.channel())->ListIdentities(c.Context().get(), {}, &r);
     if (!s.ok()) return c.Fail(s, "cannot list identities");
@@ -423,60 +423,58 @@ int Run(int argc, char** argv) {
       t.Print();
     });
   });
-  std::string identity_name;
-  auto* id_show = identity->add_subcommand("show", "Show an identity (its public part: share it)");
-  id_show->add_option("name", identity_name, "Identity name")->default_val("default");
-  on(id_show, [&identity_name](Client& c) {
+  auto* show = identity->add_subcommand("show", "Show an identity (its public part: share it)");
+  show->add_option("name", f->name, "Identity name")->default_val("default");
+  commands.On(show, [f](Client& c) {
     v1::GetIdentityRequest req;
-    req.set_name(identity_name);
+    req.set_name(f->name);
     v1::Identity r;
     grpc::Status s = v1::IdentityService::NewStub(c.channel())->GetIdentity(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot show identity \"" + identity_name + "\"");
+    if (!s.ok()) return c.Fail(s, "cannot show identity \"" + f->name + "\"");
     return c.Show(r, [&] { PrintIdentity(r); });
   });
-  auto* id_create = identity->add_subcommand("create", "Create an identity");
-  id_create->add_option("name", identity_name, "1-64 of a-z 0-9 _ -")->required();
-  on(id_create, [&identity_name](Client& c) {
+  auto* create = identity->add_subcommand("create", "Create an identity");
+  create->add_option("name", f->name, "1-64 of a-z 0-9 _ -")->required();
+  commands.On(create, [f](Client& c) {
     v1::CreateIdentityRequest req;
-    req.set_name(identity_name);
+    req.set_name(f->name);
     v1::Identity r;
     grpc::Status s = v1::IdentityService::NewStub(c.channel())->CreateIdentity(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot create identity \"" + identity_name + "\"");
+    if (!s.ok()) return c.Fail(s, "cannot create identity \"" + f->name + "\"");
     return c.Show(r, [&] { PrintIdentity(r); });
   });
-  auto* id_delete = identity->add_subcommand("delete", "Delete an identity and its secret key, for good");
-  id_delete->add_option("name", identity_name, "Identity name")->required();
-  on(id_delete, [&identity_name](Client& c) {
+  auto* del = identity->add_subcommand("delete", "Delete an identity and its secret key, for good");
+  del->add_option("name", f->name, "Identity name")->required();
+  commands.On(del, [f](Client& c) {
     v1::DeleteIdentityRequest req;
-    req.set_name(identity_name);
+    req.set_name(f->name);
     v1::DeleteIdentityResponse r;
     grpc::Status s = v1::IdentityService::NewStub(c.channel())->DeleteIdentity(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot delete identity \"" + identity_name + "\"");
-    return c.Show(r, [&] { std::cout << "deleted identity " << identity_name << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot delete identity \"" + f->name + "\"");
+    return c.Show(r, [&] { std::cout << "deleted identity " << f->name << "\n"; });
   });
-  std::string trust_identifier, trust_key, trust_label;
-  auto* id_trust = identity->add_subcommand(
+  auto* trust = identity->add_subcommand(
       "trust", "Trust a public identity (as `veil identity show` prints it elsewhere)");
-  id_trust->add_option("identifier", trust_identifier, "Its identifier, I + 32 hex digits")->required();
-  id_trust->add_option("public-key", trust_key, "Its Ed25519 public key, base64")->required();
-  id_trust->add_option("--label", trust_label, "A note for people");
-  on(id_trust, [&](Client& c) {
+  trust->add_option("identifier", f->identifier, "Its identifier, I + 32 hex digits")->required();
+  trust->add_option("public-key", f->key, "Its Ed25519 public key, base64")->required();
+  trust->add_option("--label", f->label, "A note for people");
+  commands.On(trust, [f](Client& c) {
     v1::ImportTrustedIdentityRequest req;
-    req.mutable_public_identity()->set_identifier(trust_identifier);
+    req.mutable_public_identity()->set_identifier(f->identifier);
     std::string key;
-    if (!absl::Base64Unescape(trust_key, &key) && !absl::WebSafeBase64Unescape(trust_key, &key)) {
+    if (!absl::Base64Unescape(f->key, &key) && !absl::WebSafeBase64Unescape(f->key, &key)) {
       std::cerr << "veil: the public key is not base64\n";
       return static_cast<int>(kUsage);
     }
     req.mutable_public_identity()->set_public_key(key);
-    req.set_label(trust_label);
+    req.set_label(f->label);
     v1::TrustedIdentity r;
     grpc::Status s =
         v1::IdentityService::NewStub(c.channel())->ImportTrustedIdentity(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot trust " + trust_identifier);
-    return c.Show(r, [&] { std::cout << "trusting " << trust_identifier << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot trust " + f->identifier);
+    return c.Show(r, [&] { std::cout << "trusting " << f->identifier << "\n"; });
   });
-  on(identity->add_subcommand("trusted", "List trusted identities"), [](Client& c) {
+  commands.On(identity->add_subcommand("trusted", "List trusted identities"), [](Client& c) {
     v1::ListTrustedIdentitiesResponse r;
     grpc::Status s =
         v1::IdentityService::NewStub(c.channel())->ListTrustedIdentities(c.Context().get(), {}, &r);
@@ -489,22 +487,29 @@ int Run(int argc, char** argv) {
       t.Print();
     });
   });
-  auto* id_untrust = identity->add_subcommand("untrust", "Stop trusting an identity");
-  id_untrust->add_option("identifier", trust_identifier, "Its identifier")->required();
-  on(id_untrust, [&](Client& c) {
+  auto* untrust = identity->add_subcommand("untrust", "Stop trusting an identity");
+  untrust->add_option("identifier", f->identifier, "Its identifier")->required();
+  commands.On(untrust, [f](Client& c) {
     v1::DeleteTrustedIdentityRequest req;
-    req.set_identifier(trust_identifier);
+    req.set_identifier(f->identifier);
     v1::DeleteTrustedIdentityResponse r;
     grpc::Status s =
         v1::IdentityService::NewStub(c.channel())->DeleteTrustedIdentity(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot untrust " + trust_identifier);
-    return c.Show(r, [&] { std::cout << "no longer trusting " << trust_identifier << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot untrust " + f->identifier);
+    return c.Show(r, [&] { std::cout << "no longer trusting " << f->identifier << "\n"; });
   });
+}
 
-  // listener
-  auto* listener = app.add_subcommand("listener", "Secure channel listeners on this node");
+void AddListener(Commands& commands) {
+  struct Flags {
+    std::string address, identity;
+    TrustFlags trust;
+    bool exist_ok = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* listener = commands.app().add_subcommand("listener", "Secure channel listeners on this node");
   listener->require_subcommand(1);
-  on(listener->add_subcommand("list", "List listeners"), [](Client& c) {
+  commands.On(listener->add_subcommand("list", "List listeners"), [](Client& c) {
     v1::ListSecureChannelListenersResponse r;
     grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
                          ->ListSecureChannelListeners(c.Context().get(), {}, &r);
@@ -515,47 +520,55 @@ int Run(int argc, char** argv) {
       t.Print();
     });
   });
-  std::string listener_address, listener_identity;
-  TrustFlags listener_trust;
-  auto* l_create = listener->add_subcommand("create", "Create a listener others open channels to");
-  l_create->add_option("address", listener_address, "Its address on this node, e.g. listener")->required();
-  l_create->add_option("--identity", listener_identity, "The identity it answers as")->default_val("default");
-  listener_trust.Add(l_create, "may open channels");
-  on(l_create, [&](Client& c) {
-    if (listener_trust.Empty()) {
+  auto* create = listener->add_subcommand("create", "Create a listener others open channels to");
+  create->add_option("address", f->address, "Its address on this node, e.g. listener")->required();
+  create->add_option("--identity", f->identity, "The identity it answers as")->default_val("default");
+  create->add_flag("--exist-ok", f->exist_ok,
+                   "Succeed when the same listener (identity and trust) is already there");
+  f->trust.Add(create, "may open channels");
+  commands.On(create, [f](Client& c) {
+    if (f->trust.Empty()) {
       std::cerr << "veil: say who may open channels: --trust-everyone, --trust ID, --trust-file F or "
                    "--trust-imported\n";
       return static_cast<int>(kUsage);
     }
     v1::CreateSecureChannelListenerRequest req;
-    req.set_address(listener_address);
-    req.set_identity(listener_identity);
-    *req.mutable_trust_policy() = listener_trust.Policy();
+    req.set_address(f->address);
+    req.set_identity(f->identity);
+    *req.mutable_trust_policy() = f->trust.Policy();
+    req.set_exist_ok(f->exist_ok);
     v1::SecureChannelListener r;
     grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
                          ->CreateSecureChannelListener(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot create listener \"" + listener_address + "\"");
+    if (!s.ok()) return c.Fail(s, "cannot create listener \"" + f->address + "\"");
     return c.Show(r, [&] {
       std::cout << "listening at /service/" << r.address() << " as " << r.identifier() << " ("
                 << r.trust_policy() << ")\n";
     });
   });
-  auto* l_delete = listener->add_subcommand("delete", "Delete a listener");
-  l_delete->add_option("address", listener_address, "Its address")->required();
-  on(l_delete, [&](Client& c) {
+  auto* del = listener->add_subcommand("delete", "Delete a listener");
+  del->add_option("address", f->address, "Its address")->required();
+  commands.On(del, [f](Client& c) {
     v1::DeleteSecureChannelListenerRequest req;
-    req.set_address(listener_address);
+    req.set_address(f->address);
     v1::DeleteSecureChannelListenerResponse r;
     grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
                          ->DeleteSecureChannelListener(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot delete listener \"" + listener_address + "\"");
-    return c.Show(r, [&] { std::cout << "deleted listener " << listener_address << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot delete listener \"" + f->address + "\"");
+    return c.Show(r, [&] { std::cout << "deleted listener " << f->address << "\n"; });
   });
+}
 
-  // channel
-  auto* channel = app.add_subcommand("channel", "Secure channels");
+void AddChannel(Commands& commands) {
+  struct Flags {
+    std::string address, route, identity;
+    TrustFlags trust;
+    double handshake_timeout = 10;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* channel = commands.app().add_subcommand("channel", "Secure channels");
   channel->require_subcommand(1);
-  on(channel->add_subcommand("list", "List secure channels"), [](Client& c) {
+  commands.On(channel->add_subcommand("list", "List secure channels"), [](Client& c) {
     v1::ListSecureChannelsResponse r;
     grpc::Status s =
         v1::SecureChannelService::NewStub(c.channel())->ListSecureChannels(c.Context().get(), {}, &r);
@@ -570,65 +583,69 @@ int Run(int argc, char** argv) {
       t.Print();
     });
   });
-  std::string channel_address, channel_route, channel_identity;
-  TrustFlags channel_trust;
-  double handshake_timeout = 10;
-  auto* ch_show = channel->add_subcommand("show", "Show a secure channel");
-  ch_show->add_option("address", channel_address, "Its local address")->required();
-  on(ch_show, [&](Client& c) {
+  auto* show = channel->add_subcommand("show", "Show a secure channel");
+  show->add_option("address", f->address, "Its local address")->required();
+  commands.On(show, [f](Client& c) {
     v1::GetSecureChannelRequest req;
-    req.set_address(channel_address);
+    req.set_address(f->address);
     v1::SecureChannel r;
     grpc::Status s =
         v1::SecureChannelService::NewStub(c.channel())->GetSecureChannel(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot show channel \"" + channel_address + "\"");
+    if (!s.ok()) return c.Fail(s, "cannot show channel \"" + f->address + "\"");
     return c.Show(r, [&] { PrintChannel(r); });
   });
-  auto* ch_create = channel->add_subcommand(
+  auto* create = channel->add_subcommand(
       "create", "Open a mutually authenticated, end-to-end encrypted channel to a listener");
-  ch_create->add_option("route", channel_route,
-                        "The listener's route, e.g. /tcp/hub:4000/service/forward_to_bob/service/listener")
+  create->add_option("route", f->route,
+                     "The listener's route, e.g. /tcp/hub:4000/service/forward_to_bob/service/listener")
       ->required();
-  ch_create->add_option("--identity", channel_identity, "The identity to present")->default_val("default");
-  ch_create->add_option("--handshake-timeout", handshake_timeout, "Seconds the handshake may take")
+  create->add_option("--identity", f->identity, "The identity to present")->default_val("default");
+  create->add_option("--handshake-timeout", f->handshake_timeout, "Seconds the handshake may take")
       ->check(CLI::Range(0.1, 120.0))
       ->capture_default_str();
-  channel_trust.Add(ch_create, "the listener may be (default: everyone; the channel still says who)");
-  on(ch_create, [&](Client& c) {
+  f->trust.Add(create, "the listener may be (default: everyone; the channel still says who)");
+  commands.On(create, [f](Client& c) {
     v1::CreateSecureChannelRequest req;
-    req.set_route(channel_route);
-    req.set_identity(channel_identity);
-    if (channel_trust.Empty()) {
+    req.set_route(f->route);
+    req.set_identity(f->identity);
+    if (f->trust.Empty()) {
       req.mutable_trust_policy()->set_trust_everyone(true);
     } else {
-      *req.mutable_trust_policy() = channel_trust.Policy();
+      *req.mutable_trust_policy() = f->trust.Policy();
     }
-    req.set_timeout_ms(static_cast<uint32_t>(handshake_timeout * 1000));
+    req.set_timeout_ms(static_cast<uint32_t>(f->handshake_timeout * 1000));
     v1::SecureChannel r;
     grpc::Status s =
         v1::SecureChannelService::NewStub(c.channel())->CreateSecureChannel(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot open a secure channel to " + channel_route);
+    if (!s.ok()) return c.Fail(s, "cannot open a secure channel to " + f->route);
     return c.Show(r, [&] {
       std::cout << "[✓] secure channel established with " << r.remote_identifier() << "\n"
                 << "send through it with routes starting " << r.route() << "\n";
     });
   });
-  auto* ch_delete = channel->add_subcommand("delete", "Close a secure channel (the other end is told)");
-  ch_delete->add_option("address", channel_address, "Its local address")->required();
-  on(ch_delete, [&](Client& c) {
+  auto* del = channel->add_subcommand("delete", "Close a secure channel (the other end is told)");
+  del->add_option("address", f->address, "Its local address")->required();
+  commands.On(del, [f](Client& c) {
     v1::DeleteSecureChannelRequest req;
-    req.set_address(channel_address);
+    req.set_address(f->address);
     v1::DeleteSecureChannelResponse r;
     grpc::Status s =
         v1::SecureChannelService::NewStub(c.channel())->DeleteSecureChannel(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot close channel \"" + channel_address + "\"");
-    return c.Show(r, [&] { std::cout << "closed channel " << channel_address << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot close channel \"" + f->address + "\"");
+    return c.Show(r, [&] { std::cout << "closed channel " << f->address << "\n"; });
   });
+}
 
-  // relay
-  auto* relay = app.add_subcommand("relay", "Relays on hubs (and, on a hub, the relays it hosts)");
+void AddRelay(Commands& commands) {
+  struct Flags {
+    std::string name, hub, identity;
+    TrustFlags hub_trust;
+    bool exist_ok = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* relay = commands.app().add_subcommand("relay", "Relays on hubs (and, on a hub, the relays it hosts)");
   relay->require_subcommand(1);
-  on(relay->add_subcommand("list", "List this node's relays"), [](Client& c) {
+  commands.On(relay->add_subcommand("list", "List this node's relays"), [](Client& c) {
     v1::ListRelaysResponse r;
     grpc::Status s = v1::RelayService::NewStub(c.channel())->ListRelays(c.Context().get(), {}, &r);
     if (!s.ok()) return c.Fail(s, "cannot list relays");
@@ -640,48 +657,49 @@ int Run(int argc, char** argv) {
       t.Print();
     });
   });
-  std::string relay_name, relay_hub, relay_identity;
-  TrustFlags hub_trust;
-  auto* r_show = relay->add_subcommand("show", "Show a relay");
-  r_show->add_option("name", relay_name, "Its name")->required();
-  on(r_show, [&](Client& c) {
+  auto* show = relay->add_subcommand("show", "Show a relay");
+  show->add_option("name", f->name, "Its name")->required();
+  commands.On(show, [f](Client& c) {
     v1::GetRelayRequest req;
-    req.set_name(relay_name);
+    req.set_name(f->name);
     v1::Relay r;
     grpc::Status s = v1::RelayService::NewStub(c.channel())->GetRelay(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot show relay \"" + relay_name + "\"");
+    if (!s.ok()) return c.Fail(s, "cannot show relay \"" + f->name + "\"");
     return c.Show(r, [&] { PrintRelay(r); });
   });
-  auto* r_create = relay->add_subcommand("create", "Register a relay on a hub, so others reach this node through it");
-  r_create->add_option("hub-route", relay_hub, "The hub's route, e.g. /tcp/hub.example:4000")->required();
-  r_create->add_option("--name", relay_name, "Its name on the hub (default: the hub picks one)");
-  r_create->add_option("--identity", relay_identity, "The identity that owns it")->default_val("default");
-  hub_trust.Add(r_create, "the hub may be (default: everyone)");
-  on(r_create, [&](Client& c) {
+  auto* create = relay->add_subcommand("create", "Register a relay on a hub, so others reach this node through it");
+  create->add_option("hub-route", f->hub, "The hub's route, e.g. /tcp/hub.example:4000")->required();
+  create->add_option("--name", f->name, "Its name on the hub (default: the hub picks one)");
+  create->add_option("--identity", f->identity, "The identity that owns it")->default_val("default");
+  create->add_flag("--exist-ok", f->exist_ok,
+                   "Succeed with the relay this node already keeps on that hub (of that name, if given)");
+  f->hub_trust.Add(create, "the hub may be (default: everyone)");
+  commands.On(create, [f](Client& c) {
     v1::CreateRelayRequest req;
-    req.set_hub_route(relay_hub);
-    req.set_name(relay_name);
-    req.set_identity(relay_identity);
-    if (!hub_trust.Empty()) *req.mutable_hub_trust_policy() = hub_trust.Policy();
+    req.set_hub_route(f->hub);
+    req.set_name(f->name);
+    req.set_identity(f->identity);
+    req.set_exist_ok(f->exist_ok);
+    if (!f->hub_trust.Empty()) *req.mutable_hub_trust_policy() = f->hub_trust.Policy();
     v1::Relay r;
     grpc::Status s = v1::RelayService::NewStub(c.channel())->CreateRelay(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot create a relay on " + relay_hub);
+    if (!s.ok()) return c.Fail(s, "cannot create a relay on " + f->hub);
     return c.Show(r, [&] {
       std::cout << "[✓] relay " << r.name() << " is up on " << r.hub_route() << "\n"
                 << "others reach this node's workers at " << r.route() << "/service/<worker>\n";
     });
   });
-  auto* r_delete = relay->add_subcommand("delete", "Unregister and forget a relay");
-  r_delete->add_option("name", relay_name, "Its name")->required();
-  on(r_delete, [&](Client& c) {
+  auto* del = relay->add_subcommand("delete", "Unregister and forget a relay");
+  del->add_option("name", f->name, "Its name")->required();
+  commands.On(del, [f](Client& c) {
     v1::DeleteRelayRequest req;
-    req.set_name(relay_name);
+    req.set_name(f->name);
     v1::DeleteRelayResponse r;
     grpc::Status s = v1::RelayService::NewStub(c.channel())->DeleteRelay(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot delete relay \"" + relay_name + "\"");
-    return c.Show(r, [&] { std::cout << "deleted relay " << relay_name << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot delete relay \"" + f->name + "\"");
+    return c.Show(r, [&] { std::cout << "deleted relay " << f->name << "\n"; });
   });
-  on(relay->add_subcommand("hosted", "On a hub: the relays it hosts"), [](Client& c) {
+  commands.On(relay->add_subcommand("hosted", "On a hub: the relays it hosts"), [](Client& c) {
     v1::ListHostedRelaysResponse r;
     grpc::Status s = v1::RelayService::NewStub(c.channel())->ListHostedRelays(c.Context().get(), {}, &r);
     if (!s.ok()) return c.Fail(s, "cannot list hosted relays");
@@ -691,25 +709,29 @@ int Run(int argc, char** argv) {
       t.Print();
     });
   });
+}
 
-  // send
-  std::string send_route, send_message;
-  bool send_request = false;
-  auto* send = app.add_subcommand(
+void AddSend(Commands& commands) {
+  struct Flags {
+    std::string route, message;
+    bool request = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* send = commands.app().add_subcommand(
       "send", "Send a message to a route; with --request, wait for the reply and print it");
-  send->add_option("route", send_route, "e.g. /service/_sc_5d1cE7a9b3F/service/echoer")->required();
-  send->add_option("message", send_message, "The payload; - or nothing reads stdin");
-  send->add_flag("--request,-r", send_request, "Wait for one reply and print its payload");
-  on(send, [&](Client& c) {
-    std::string payload = send_message.empty() || send_message == "-" ? ReadStdin() : send_message;
+  send->add_option("route", f->route, "e.g. /service/_sc_5d1cE7a9b3F/service/echoer")->required();
+  send->add_option("message", f->message, "The payload; - or nothing reads stdin");
+  send->add_flag("--request,-r", f->request, "Wait for one reply and print its payload");
+  commands.On(send, [f](Client& c) {
+    std::string payload = f->message.empty() || f->message == "-" ? ReadStdin() : f->message;
     auto stub = v1::MessagingService::NewStub(c.channel());
-    if (send_request) {
+    if (f->request) {
       v1::RequestRequest req;
-      req.mutable_message()->set_route(send_route);
+      req.mutable_message()->set_route(f->route);
       req.mutable_message()->set_payload(payload);
       v1::RequestResponse r;
       grpc::Status s = stub->Request(c.Context().get(), req, &r);
-      if (!s.ok()) return c.Fail(s, "no reply from " + send_route);
+      if (!s.ok()) return c.Fail(s, "no reply from " + f->route);
       return c.Show(r, [&] {
         std::cout << r.reply().payload();
         if (r.reply().payload().empty() || r.reply().payload().back() != '\n') std::cout << "\n";
@@ -720,13 +742,44 @@ int Run(int argc, char** argv) {
     }
     v1::SendRequest req;
     auto* m = req.add_messages();
-    m->set_route(send_route);
+    m->set_route(f->route);
     m->set_payload(payload);
     v1::SendResponse r;
     grpc::Status s = stub->Send(c.Context().get(), req, &r);
-    if (!s.ok()) return c.Fail(s, "cannot send to " + send_route);
-    return c.Show(r, [&] { std::cout << "sent " << payload.size() << " bytes to " << send_route << "\n"; });
+    if (!s.ok()) return c.Fail(s, "cannot send to " + f->route);
+    return c.Show(r, [&] { std::cout << "sent " << payload.size() << " bytes to " << f->route << "\n"; });
   });
+}
+
+int Run(int argc, char** argv) {
+  Globals g;
+  g.api = sdk::DefaultApi();
+  CLI::App app{"veil — command-line client of a veil sidecar (the veil.v1 API).\n" +
+                   std::string(kExitCodesHelp),
+               "veil"};
+  app.set_version_flag("--version", std::string("veil ") + kVeilVersion);
+  app.require_subcommand(1);
+  // The global flags work after the subcommand too: `veil status --json` as `veil --json status`.
+  app.fallthrough();
+  app.add_option("--api", g.api,
+                 "The sidecar's API: unix:PATH or HOST:PORT (default $VEIL_API, else "
+                 "unix:$VEIL_STATE_DIR/api.sock, else unix:$HOME/.veil/api.sock)")
+      ->capture_default_str();
+  app.add_flag("--json", g.json, "Print results as JSON (proto field names); errors as JSON on stderr");
+  app.add_option("--timeout", g.timeout_seconds, "Seconds to wait for an answer")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.footer("Routes are written as text, e.g. /tcp/hub.example:4000/service/forward_to_bob/service/listener.\n"
+             "See docs/cli.md.");
+
+  Commands commands(app);
+  AddStatus(commands);
+  AddHealth(commands);
+  AddIdentity(commands);
+  AddListener(commands);
+  AddChannel(commands);
+  AddRelay(commands);
+  AddSend(commands);
 
   try {
     app.parse(argc, argv);
@@ -737,7 +790,7 @@ int Run(int argc, char** argv) {
     return kUsage;
   }
   Client client(g);
-  return action ? action(client) : static_cast<int>(kUsage);
+  return commands.Run(client);
 }
 
 }  // namespace

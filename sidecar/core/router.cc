@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
@@ -35,6 +36,7 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
                            absl::StrCat("address \"", name, "\" is already in use"),
                            reason::kAddressInUse);
   }
+  if (!epitaphs_.empty()) epitaphs_.erase(name);  // (its place in epitaph_order_ ages out)
   worker->address_ = std::move(name);
   worker->id_ = next_worker_id_++;
   worker->router_ = this;
@@ -53,7 +55,7 @@ std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_
   }
 }
 
-bool Router::StopWorker(absl::string_view name, const Worker* expected) {
+bool Router::StopWorker(absl::string_view name, const Worker* expected, absl::Status epitaph) {
   std::shared_ptr<Worker> worker;
   {
     veil::MutexLock lock(&mu_);
@@ -63,6 +65,14 @@ bool Router::StopWorker(absl::string_view name, const Worker* expected) {
     }
     worker = std::move(it->second);
     workers_.erase(it);
+    if (!epitaph.ok()) {
+      if (epitaph_order_.size() >= kEpitaphs) {
+        epitaphs_.erase(epitaph_order_.front());  // the oldest goes
+        epitaph_order_.pop_front();
+      }
+      epitaph_order_.emplace_back(name);
+      epitaphs_.insert_or_assign(std::string(name), std::move(epitaph));
+    }
   }
   asio::post(worker->strand(), [worker] { worker->OnStop(); });
   return true;
@@ -77,6 +87,24 @@ void Router::StopAll() {
     workers_.clear();
   }
   for (auto& worker : stopped) asio::post(worker->strand(), [worker] { worker->OnStop(); });
+}
+
+void Router::ExplainAbsence(std::string prefix,
+                            std::function<absl::Status(absl::string_view name)> explain) {
+  veil::MutexLock lock(&mu_);
+  absences_.emplace_back(std::move(prefix), std::move(explain));
+}
+
+absl::Status Router::NoWorker(absl::string_view name, const Address& hop) const {
+  {
+    veil::ReaderMutexLock lock(&mu_);
+    if (auto it = epitaphs_.find(name); it != epitaphs_.end()) return it->second;
+    for (const auto& [prefix, explain] : absences_) {
+      if (absl::StartsWith(name, prefix)) return explain(name);
+    }
+  }
+  return ErrorWithReason(absl::StatusCode::kNotFound, absl::StrCat("no worker at ", hop.ToString()),
+                         reason::kRouteNotFound);
 }
 
 Transport* Router::TransportFor(const Address& hop) const {
@@ -117,9 +145,7 @@ void Router::Send(Message msg) {
   std::shared_ptr<Worker> worker = Find(next.value());
   if (worker == nullptr) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
-    absl::Status why = ErrorWithReason(absl::StatusCode::kNotFound,
-                                       absl::StrCat("no worker at ", next.ToString()),
-                                       reason::kRouteNotFound);
+    absl::Status why = NoWorker(next.value(), next);
     Refuse(std::move(msg), std::move(why));  // (`next` lives in `msg`)
     return;
   }
@@ -250,11 +276,7 @@ absl::StatusOr<std::shared_ptr<Worker>> Router::CarrierWorker(const Route& route
   std::shared_ptr<Worker> worker;
   if (next.is_local()) {
     worker = Find(next.value());
-    if (worker == nullptr) {
-      return ErrorWithReason(absl::StatusCode::kNotFound,
-                             absl::StrCat("no worker at ", next.ToString()),
-                             reason::kRouteNotFound);
-    }
+    if (worker == nullptr) return NoWorker(next.value(), next);
   } else {
     Transport* transport = TransportFor(next);
     if (transport == nullptr) {

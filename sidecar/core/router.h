@@ -15,9 +15,12 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -68,8 +71,22 @@ class Router {
 
   // Removes the worker at `name` if it is `expected` (any worker when null); its OnStop then
   // runs on its strand. Messages already queued to it are still handled. Returns whether a
-  // worker was removed.
-  bool StopWorker(absl::string_view name, const Worker* expected = nullptr);
+  // worker was removed. `epitaph`, when not OK, is what a message sent to `name` from then on
+  // is refused with instead of ROUTE_NOT_FOUND (kept for the last kEpitaphs stopped workers, or
+  // until a worker starts there again): so a sender learns why the address went, the same way
+  // every time.
+  bool StopWorker(absl::string_view name, const Worker* expected = nullptr,
+                  absl::Status epitaph = absl::OkStatus());
+  static constexpr size_t kEpitaphs = 4096;
+
+  // What a message to a missing worker whose name starts with `prefix` is refused with, instead
+  // of ROUTE_NOT_FOUND (e.g. a hub: "no relay named x"). `explain` gets the whole name and runs
+  // on any thread; an epitaph takes precedence.
+  void ExplainAbsence(std::string prefix, std::function<absl::Status(absl::string_view name)> explain);
+
+  // Why there is no worker at `name` (which there is not): its epitaph, the explanation of its
+  // prefix, or NOT_FOUND ROUTE_NOT_FOUND naming `hop`.
+  absl::Status NoWorker(absl::string_view name, const Address& hop) const;
 
   // Removes every worker (as StopWorker) and refuses new ones. For shutdown.
   void StopAll();
@@ -132,6 +149,10 @@ class Router {
   Transport* TransportFor(const Address& hop) const;
 
   absl::flat_hash_map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, absl::Status> epitaphs_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> epitaph_order_ ABSL_GUARDED_BY(mu_);  // oldest first
+  std::vector<std::pair<std::string, std::function<absl::Status(absl::string_view)>>> absences_
+      ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_worker_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<Transport*> tcp_transport_{nullptr};

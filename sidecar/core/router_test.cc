@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 #include "tests/support/recording_tracker.h"
@@ -313,6 +314,53 @@ TEST_F(RouterTest, AddressConflictAndStop) {
   EXPECT_EQ(a->stopped_.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_TRUE(router_.StartWorker("svc", b).ok());
   EXPECT_EQ(router_.StartWorker("bad name", b).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A stopped worker's epitaph answers for its address (until a worker starts there again, or
+// kEpitaphs later stops push it out); a prefix's explanation answers for names never seen.
+TEST_F(RouterTest, StoppedWorkersLeaveAnEpitaphAndPrefixesExplainAbsence) {
+  auto refused = [this](absl::string_view route) {
+    auto outcomes = std::make_shared<Outcomes>();
+    router_.Send(Make(route, "x", outcomes));
+    auto results = outcomes->Wait(1);
+    return results.size() == 1 ? results[0].second : absl::InternalError("no outcome");
+  };
+  auto worker = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("chan", worker).ok());
+  ASSERT_TRUE(router_.StopWorker("chan", nullptr,
+                                 ErrorWithReason(absl::StatusCode::kUnavailable, "chan is closed",
+                                                 "CHANNEL_CLOSED")));
+  absl::Status s = refused("/service/chan/service/app");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(s), "CHANNEL_CLOSED");
+  EXPECT_EQ(s.message(), "chan is closed");
+  // A worker started there again is reached, and once it stops without one, the address is
+  // simply unknown.
+  auto again = std::make_shared<RecordingWorker>(router_.NewStrand());
+  ASSERT_TRUE(router_.StartWorker("chan", again).ok());
+  EXPECT_TRUE(refused("/service/chan").ok());
+  ASSERT_TRUE(router_.StopWorker("chan"));
+  EXPECT_EQ(ReasonOf(refused("/service/chan")), "ROUTE_NOT_FOUND");
+
+  // Bounded: the oldest epitaph goes first.
+  for (size_t i = 0; i <= Router::kEpitaphs; ++i) {
+    std::string name = absl::StrCat("w", i);
+    ASSERT_TRUE(router_.StartWorker(name, std::make_shared<RecordingWorker>(router_.NewStrand())).ok());
+    ASSERT_TRUE(router_.StopWorker(name, nullptr, absl::UnavailableError(name + " went")));
+  }
+  EXPECT_EQ(ReasonOf(refused("/service/w0")), "ROUTE_NOT_FOUND");
+  EXPECT_EQ(refused("/service/w1").message(), "w1 went");
+  EXPECT_EQ(refused(absl::StrCat("/service/w", Router::kEpitaphs)).message(),
+            absl::StrCat("w", Router::kEpitaphs, " went"));
+
+  router_.ExplainAbsence("forward_to_", [](absl::string_view name) {
+    return ErrorWithReason(absl::StatusCode::kNotFound, absl::StrCat("no relay ", name.substr(11)),
+                           "RELAY_NOT_FOUND");
+  });
+  s = refused("/service/forward_to_bob/service/listener");
+  EXPECT_EQ(ReasonOf(s), "RELAY_NOT_FOUND");
+  EXPECT_EQ(s.message(), "no relay bob");
+  EXPECT_EQ(ReasonOf(refused("/service/other")), "ROUTE_NOT_FOUND");
 }
 
 TEST_F(RouterTest, ConcurrentSendersKeepPerSenderOrder) {

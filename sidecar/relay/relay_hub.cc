@@ -186,6 +186,14 @@ absl::Status RelayHub::Start(const std::string& identity_name) {
   });
   RETURN_IF_ERROR(router_.StartWorker(
       kRelayServiceAddress, std::make_shared<ServiceWorker>(router_.NewStrand(), shared_from_this())));
+  // A channel through this hub to a relay it does not have is told so, not "no worker".
+  router_.ExplainAbsence(kForwarderPrefix, [](absl::string_view address) {
+    return ErrorWithReason(
+        absl::StatusCode::kNotFound,
+        absl::StrCat("this hub has no relay named ",
+                     QuoteInput(address.substr(sizeof(kForwarderPrefix) - 1))),
+        reason::kRelayNotFound);
+  });
   // Anyone may open a channel to the hub; what they may register is the registry's business.
   auto listener = channels_.CreateListener(kHubListenerAddress, identity_name,
                                            std::shared_ptr<const channel::TrustPolicy>(
@@ -283,7 +291,10 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
       }
       auto it = forwarders_.find(name);
       if (it != forwarders_.end()) {
-        router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get());
+        router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get(),
+                           ErrorWithReason(absl::StatusCode::kNotFound,
+                                           absl::StrCat("relay \"", name, "\" was unregistered by its owner"),
+                                           reason::kRelayNotFound));
         forwarders_.erase(it);
       }
       spdlog::info("hub: relay {}{} unregistered by {}", kForwarderPrefix, name, owner);
@@ -324,7 +335,12 @@ void RelayHub::OnConnectionClosed(const std::string& connection) {
   for (const std::string& name : registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
     auto it = forwarders_.find(name);
     if (it == forwarders_.end()) continue;
-    router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get());
+    router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get(),
+                       ErrorWithReason(absl::StatusCode::kUnavailable,
+                                       absl::StrCat("relay \"", name,
+                                                    "\" is down: its owner's connection to the hub "
+                                                    "closed (the owner's sidecar re-registers it)"),
+                                       reason::kRelayNotFound));
     forwarders_.erase(it);
     spdlog::info("hub: relay {}{} dropped: its connection {} closed", kForwarderPrefix, name,
                  connection);

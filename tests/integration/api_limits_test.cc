@@ -2,7 +2,10 @@
 // its results, many connections at once. Each gets a clear status or is held back, the limits
 // are flags, and the daemon stays healthy and its memory bounded. (Invalid routes and unknown
 // identities: MessagingTest.UnknownAndInvalidRoutes, IdentityIntegrationTest.ApiErrors.)
+#include <future>
 #include <thread>
+
+#include <grpcpp/generic/generic_stub.h>
 
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
@@ -40,6 +43,37 @@ TEST(ApiLimitsTest, OversizedRequestIsResourceExhaustedAndTheNodeCarriesOn) {
   auto d = sink.Read();
   ASSERT_TRUE(d.has_value() && d->has_deliveries());
   EXPECT_EQ(d->deliveries().deliveries(0).payload().size(), 1000000u);
+  EXPECT_TRUE(HealthServing(api));
+}
+
+// Bytes that are not the method's request message (a client built from another proto, a
+// corrupted one) are INVALID_ARGUMENT saying so — not gRPC's bare UNIMPLEMENTED — on unary and
+// streaming methods alike, and the node carries on.
+TEST(ApiLimitsTest, RequestsThatDoNotParseAreInvalidArgumentSayingSo) {
+  VeildProcess node;
+  ASSERT_TRUE(node.Start()) << node.log();
+  auto api = Connect(node.api_target());
+  grpc::GenericStub generic(api);
+  const std::string garbage("\xff\xff\xff\x07garbage", 11);
+  for (const char* method : {"/veil.v1.NodeService/GetNode", "/veil.v1.MessagingService/Send",
+                             "/veil.v1.SecureChannelService/CreateSecureChannel",
+                             "/veil.v1.IdentityService/CreateIdentity"}) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + seconds(10));
+    grpc::Slice slice(garbage);
+    grpc::ByteBuffer request(&slice, 1), response;
+    grpc::Status result;
+    std::promise<void> done;
+    generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status s) {
+                        result = std::move(s);
+                        done.set_value();
+                      });
+    done.get_future().wait();
+    EXPECT_EQ(result.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": " << result.error_message();
+    EXPECT_EQ(ReasonOf(result), "INVALID_REQUEST") << method;
+    EXPECT_NE(result.error_message().find("does not parse"), std::string::npos) << result.error_message();
+  }
   EXPECT_TRUE(HealthServing(api));
 }
 

@@ -239,6 +239,13 @@ TEST_F(CliTest, Listeners) {
   ASSERT_EQ(created.code, 0) << created;
   EXPECT_THAT(created.out, HasSubstr("listening at /service/cli-listener"));
   EXPECT_EQ(Bob({"listener", "create", "cli-listener", "--trust-everyone"}).code, 4);
+  // --exist-ok: the same listener (trust in any order) is fine; a different one is still 4.
+  Result again = Bob({"listener", "create", "cli-listener", "--trust-imported", "--trust",
+                      "I00000000000000000000000000000000", "--exist-ok"});
+  EXPECT_EQ(again.code, 0) << again;
+  Result different = Bob({"listener", "create", "cli-listener", "--trust-everyone", "--exist-ok"});
+  EXPECT_EQ(different.code, 4) << different;
+  EXPECT_THAT(different.err, HasSubstr("ADDRESS_IN_USE"));
   Result no_trust = Bob({"listener", "create", "other"});
   EXPECT_EQ(no_trust.code, 2);
   EXPECT_THAT(no_trust.err, HasSubstr("say who may open channels"));
@@ -269,6 +276,9 @@ TEST_F(CliTest, RelaysChannelsAndSend) {
   EXPECT_EQ(FromJson<v1::Relay>(relay.out).state(), v1::Relay::UP);
   EXPECT_EQ(Bob({"relay", "show", "nobody"}).code, 3);
   EXPECT_EQ(Bob({"relay", "create", hub_route_, "--name", "bob"}).code, 4);
+  Result kept = Bob({"--json", "relay", "create", hub_route_, "--name", "bob", "--exist-ok"});
+  ASSERT_EQ(kept.code, 0) << kept;
+  EXPECT_EQ(FromJson<v1::Relay>(kept.out).name(), "bob");
   EXPECT_EQ(Bob({"relay", "create", hub_route_, "--name", "bad name"}).code, 2);
   EXPECT_EQ(Bob({"relay", "create", "/tcp/127.0.0.1:1", "--name", "nowhere"}).code, 7);
   Result hosted = Hub({"relay", "hosted"});

@@ -470,8 +470,8 @@ TEST_F(FaultTest, ChannelToAnUnknownRelayFailsFast) {
                                        TrustEveryone(), &channel, 10000);
   // The hub's refusal fails the handshake at once, with the hub's reason.
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
-  EXPECT_EQ(ReasonOf(s), "ROUTE_NOT_FOUND");
-  EXPECT_NE(s.error_message().find("no worker at /service/forward_to_nobody"), std::string::npos)
+  EXPECT_EQ(ReasonOf(s), "RELAY_NOT_FOUND");
+  EXPECT_NE(s.error_message().find("this hub has no relay named \"nobody\""), std::string::npos)
       << s.error_message();
   EXPECT_LT(Clock::now() - start, seconds(5));
 }

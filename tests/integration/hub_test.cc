@@ -134,6 +134,18 @@ TEST_F(HubTest, BobRestartKeepsHisIdentifierAndRelay) {
   ASSERT_TRUE(EchoThrough(alice_api_, ListenerViaHub(relay), "one", &before).ok());
   echoer_.reset();
   bob_->Kill();
+  // While Bob is away, the hub says his relay is down, not that it never was.
+  v1::SecureChannel channel;
+  grpc::Status down;
+  for (int i = 0; i < 100; ++i) {
+    down = CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 2000);
+    if (ReasonOf(down) == "RELAY_NOT_FOUND") break;
+    std::this_thread::sleep_for(milliseconds(20));  // until the hub sees the connection close
+  }
+  EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
+  EXPECT_NE(down.error_message().find("relay \"bob\" is down: its owner's connection to the hub closed"),
+            std::string::npos)
+      << down.error_message();
   StartBob();  // same state dir: same identity, so the reserved name is his again
   ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &relay).ok());
   std::string after;
@@ -218,7 +230,12 @@ TEST_F(HubTest, DeleteRelayFreesTheName) {
     if (!s.ok()) break;
     std::this_thread::sleep_for(milliseconds(20));  // the unregister is asynchronous
   }
-  EXPECT_FALSE(CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 300).ok());
+  grpc::Status gone = CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 300);
+  // The hub says what happened to the relay.
+  EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND) << gone.error_message();
+  EXPECT_EQ(ReasonOf(gone), "RELAY_NOT_FOUND");
+  EXPECT_NE(gone.error_message().find("relay \"bob\" was unregistered by its owner"), std::string::npos)
+      << gone.error_message();
   // Anyone may take the name now.
   VeildProcess carol;
   ASSERT_TRUE(carol.Start());

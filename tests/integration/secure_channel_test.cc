@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
 #include "tests/support/metrics_scrape.h"
@@ -15,6 +16,7 @@
 namespace veil::testing {
 namespace {
 
+using ::testing::HasSubstr;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
@@ -252,21 +254,36 @@ TEST_F(SecureChannelTest, HandshakeTimeoutAndUnreachableListener) {
 
 TEST_F(SecureChannelTest, ClosingOneEndClosesTheOther) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
-  v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
-  ASSERT_EQ(ChannelCount(bob_api_, 1), 1);
   auto stub = v1::SecureChannelService::NewStub(alice_api_);
-  grpc::ClientContext c;
-  v1::DeleteSecureChannelRequest del;
-  del.set_address(channel.address());
-  v1::DeleteSecureChannelResponse r;
-  ASSERT_TRUE(stub->DeleteSecureChannel(&c, del, &r).ok());
-  EXPECT_EQ(ChannelCount(bob_api_), 0);
-  EXPECT_EQ(ChannelCount(alice_api_), 0);
-  // The channel's address is gone: sending to it is NOT_FOUND.
+  for (int round = 0; round < 10; ++round) {
+    v1::SecureChannel channel;
+    ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+    ASSERT_EQ(ChannelCount(bob_api_, 1), 1);
+    const std::string bobs_end = ListSecureChannels(bob_api_).at(0).address();
+    grpc::ClientContext c;
+    v1::DeleteSecureChannelRequest del;
+    del.set_address(channel.address());
+    v1::DeleteSecureChannelResponse r;
+    ASSERT_TRUE(stub->DeleteSecureChannel(&c, del, &r).ok());
+    // At once and every time (not sometimes ROUTE_NOT_FOUND): what is sent to a deleted
+    // channel is refused as CHANNEL_CLOSED, saying why.
+    v1::RequestResponse reply;
+    grpc::Status s = Request(alice_api_, channel.route() + "/service/echoer", "x", &reply);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+    EXPECT_EQ(ReasonOf(s), "CHANNEL_CLOSED");
+    EXPECT_THAT(s.error_message(), HasSubstr("secure channel " + channel.address() +
+                                             " is closed: deleted through the API"));
+    EXPECT_EQ(ChannelCount(bob_api_), 0);
+    EXPECT_EQ(ChannelCount(alice_api_), 0);
+    // Bob's end closed too, and says so to Bob's apps.
+    s = Request(bob_api_, "/service/" + bobs_end + "/service/echoer", "x", &reply);
+    EXPECT_EQ(ReasonOf(s), "CHANNEL_CLOSED") << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("closed by the other end"));
+  }
+  // An address that never was a channel is still just not found.
   v1::RequestResponse reply;
-  EXPECT_EQ(Request(alice_api_, channel.route() + "/service/echoer", "x", &reply).error_code(),
-            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ReasonOf(Request(alice_api_, "/service/_sc_neverWasOne/service/echoer", "x", &reply)),
+            "ROUTE_NOT_FOUND");
 }
 
 TEST_F(SecureChannelTest, IdentityInUseCannotBeDeleted) {
