@@ -3,12 +3,15 @@
 #   make test   install what is missing, build, run every test (ctest)
 # Other targets: build, deps, bench (performance, Release build), fuzz (libFuzzer, FUZZ_SECONDS=),
 # check (ASan+UBSan suite, fuzz smoke, TSan tests, clang thread-safety),
-# helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps, clean.
+# helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps,
+# format / format-check (the C++ sources in the house format), clean.
+# WERROR=ON makes every warning of our own code an error (CI builds so).
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 CTEST_ARGS ?=
+WERROR ?=
 
 # Debian 12 packages the build and tests need. Installed only when missing.
 DEB_PACKAGES := build-essential cmake pkg-config \
@@ -24,7 +27,7 @@ CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps fuzz check
+.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps fuzz check format format-check
 
 all: build
 
@@ -58,6 +61,7 @@ $(CONFIG_STAMP): $(DEPS_STAMP)
 	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
 
 build: $(CONFIG_STAMP)
+	@if [ -n "$(WERROR)" ]; then cmake -S . -B $(BUILD_DIR) -DVEIL_WERROR=$(WERROR) >/dev/null; fi
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
 # helm 3, for the chart's tests: the one on PATH, else the binary inside the npm package
@@ -173,6 +177,21 @@ check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)
 	@if ls $(TSAN_DIR)/reports/tsan.* >/dev/null 2>&1; then \
 	  cat $(TSAN_DIR)/reports/tsan.*; echo "ThreadSanitizer: reports above"; exit 1; fi
 	@echo "make check: ASan+UBSan suite, fuzz smoke, TSan tests, thread-safety analysis: clean"
+
+# Our C++ sources (not the generated stubs) in the format of .clang-format, with Debian 12's
+# clang-format 14: `make format` rewrites them, `make format-check` (CI) lists what differs.
+FORMAT_FILES = $(shell find sidecar tests bench examples/cpp -name '*.cc' -o -name '*.h' | sort) \
+  sdk-stubs/cpp/veil_sdk.cc sdk-stubs/cpp/veil_sdk.h
+format: $(DEPS_STAMP)
+	@$(call apt_install,clang-format-14,)
+	clang-format-14 -i $(FORMAT_FILES)
+
+format-check: $(DEPS_STAMP)
+	@$(call apt_install,clang-format-14,)
+	@bad=""; for f in $(FORMAT_FILES); do \
+	  clang-format-14 --dry-run -Werror "$$f" >/dev/null 2>&1 || bad="$$bad $$f"; done; \
+	if [ -n "$$bad" ]; then echo "not in the house format (run make format):$$bad"; exit 1; fi; \
+	echo "format-check: $(words $(FORMAT_FILES)) files in the house format"
 
 clean:
 	rm -rf $(BUILD_DIR) $(BENCH_DIR) $(FUZZ_DIR) $(ASAN_DIR) $(TSAN_DIR)

@@ -81,9 +81,9 @@ int main() {
       ++counter;
       std::memcpy(nonce + 4, &counter, 8);
       unsigned long long clen, mlen;
-      crypto_aead_chacha20poly1305_ietf_encrypt(ct.data(), &clen,
-                                                reinterpret_cast<const unsigned char*>(payload.data()),
-                                                size, nullptr, 0, nullptr, nonce, key);
+      crypto_aead_chacha20poly1305_ietf_encrypt(
+          ct.data(), &clen, reinterpret_cast<const unsigned char*>(payload.data()), size, nullptr,
+          0, nullptr, nonce, key);
       if (crypto_aead_chacha20poly1305_ietf_decrypt(pt.data(), &mlen, nullptr, ct.data(), clen,
                                                     nullptr, 0, nonce, key) != 0) {
         std::abort();  // the peer measurement must really open what it sealed

@@ -50,10 +50,10 @@
 #include "sodium.h"
 #include "tests/support/socket_io.h"
 #include "tests/support/veild_process.h"
-#include "veil_sdk.h"
 #include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
+#include "veil_sdk.h"
 
 extern char** environ;
 
@@ -67,7 +67,7 @@ using testing::VeildProcess;
 using testing::WriteFull;
 
 bool quick = false;
-size_t only_size = 0;  // --veil-only SIZE: just veil's throughput at SIZE, for profiling
+size_t only_size = 0;    // --veil-only SIZE: just veil's throughput at SIZE, for profiling
 bool echo_only = false;  // --echo-only: just veil's echo latencies, for profiling
 bool grpc_only = false;  // --grpc: with --echo-only / --veil-only, apps on gRPC Serve calls
 
@@ -92,7 +92,9 @@ struct Latency {
 Latency Percentiles(std::vector<double> samples_us) {
   std::sort(samples_us.begin(), samples_us.end());
   if (samples_us.empty()) return {};
-  auto at = [&](double q) { return samples_us[std::min(samples_us.size() - 1, size_t(q * samples_us.size()))]; };
+  auto at = [&](double q) {
+    return samples_us[std::min(samples_us.size() - 1, size_t(q * samples_us.size()))];
+  };
   return {at(0.50), at(0.99)};
 }
 
@@ -248,7 +250,8 @@ Throughput VeilThroughput(const Api& alice, const std::string& route, const App&
   uint64_t start_messages = sink.messages(), start_bytes = sink.bytes();
   uint64_t sent = 0;
   auto start = Clock::now();
-  auto stop_sending = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  auto stop_sending =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   uint64_t id = 0;
   while (Clock::now() < stop_sending) {
     {
@@ -330,11 +333,13 @@ Latency VeilStreamEcho(const Api& alice, const std::string& route, int n) {
   for (int i = 0; i < n + n / 10; ++i) {
     send.mutable_send()->set_batch_id(i);
     auto t0 = Clock::now();
-    if (!(i == 0 ? stream->Write(send) : stream->Write(std::span<const v1::ServeRequest>(out)))) break;
+    if (!(i == 0 ? stream->Write(send) : stream->Write(std::span<const v1::ServeRequest>(out))))
+      break;
     bool got = false;
     while (!got && stream->Read(&response)) {
       if (response.has_send_result() && response.send_result().failures_size() > 0) {
-        std::cerr << "echo failed: " << response.send_result().failures(0).status().message() << "\n";
+        std::cerr << "echo failed: " << response.send_result().failures(0).status().message()
+                  << "\n";
         return {};
       }
       if (!response.has_deliveries() || response.deliveries().deliveries_size() == 0) continue;
@@ -462,12 +467,14 @@ Throughput PeerThroughput(uint16_t entry, const PeerServer& sink, size_t size, d
   uint64_t start_messages = sink.messages(), start_bytes = sink.bytes();
   uint64_t sent = 0;
   auto start = Clock::now();
-  auto stop = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  auto stop =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   while (Clock::now() < stop) {
     if (!WriteFull(fd, chunk.data(), chunk.size())) break;
     sent += per_write;
   }
-  while (sink.messages() - start_messages < sent) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  while (sink.messages() - start_messages < sent)
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
   Throughput t;
   t.seconds = Seconds(Clock::now() - start);
   t.messages = sink.messages() - start_messages;
@@ -532,24 +539,30 @@ struct PeerPath {
   PeerPath(const TempDir& dir, uint16_t target, bool tls, const std::string& name) {
     uint16_t relay_in = FreePort(), server_in = tls ? FreePort() : target;
     std::string log = dir.path() + "/" + name + ".log";
-    socat_.emplace(std::vector<std::string>{"socat", "-b", "131072",
-                                            "TCP-LISTEN:" + std::to_string(relay_in) + ",bind=127.0.0.1,reuseaddr,fork,nodelay",
-                                            "TCP:127.0.0.1:" + std::to_string(server_in) + ",nodelay"},
-                   log);
+    socat_.emplace(
+        std::vector<std::string>{
+            "socat", "-b", "131072",
+            "TCP-LISTEN:" + std::to_string(relay_in) + ",bind=127.0.0.1,reuseaddr,fork,nodelay",
+            "TCP:127.0.0.1:" + std::to_string(server_in) + ",nodelay"},
+        log);
     entry = relay_in;
     if (!tls) return;
     entry = FreePort();
     std::string common =
-        "foreground = yes\npid =\nsslVersion = TLSv1.3\nciphersuites = TLS_CHACHA20_POLY1305_SHA256\n"
+        "foreground = yes\npid =\nsslVersion = TLSv1.3\nciphersuites = "
+        "TLS_CHACHA20_POLY1305_SHA256\n"
         "socket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n";
     std::ofstream(dir.path() + "/" + name + "-client.conf")
         << common << "[c]\nclient = yes\naccept = 127.0.0.1:" << entry
         << "\nconnect = 127.0.0.1:" << relay_in << "\n";
     std::ofstream(dir.path() + "/" + name + "-server.conf")
         << common << "cert = " << dir.path() << "/cert.pem\nkey = " << dir.path()
-        << "/key.pem\n[s]\naccept = 127.0.0.1:" << server_in << "\nconnect = 127.0.0.1:" << target << "\n";
-    server_.emplace(std::vector<std::string>{"stunnel4", dir.path() + "/" + name + "-server.conf"}, log);
-    client_.emplace(std::vector<std::string>{"stunnel4", dir.path() + "/" + name + "-client.conf"}, log);
+        << "/key.pem\n[s]\naccept = 127.0.0.1:" << server_in << "\nconnect = 127.0.0.1:" << target
+        << "\n";
+    server_.emplace(std::vector<std::string>{"stunnel4", dir.path() + "/" + name + "-server.conf"},
+                    log);
+    client_.emplace(std::vector<std::string>{"stunnel4", dir.path() + "/" + name + "-client.conf"},
+                    log);
   }
   uint16_t entry = 0;
   std::optional<Child> socat_, server_, client_;
@@ -645,10 +658,16 @@ class BareEcho final : public grpc::ServerGenericBidiReactor {
  public:
   BareEcho() { StartRead(&buffer_); }
   void OnReadDone(bool ok) override {
-    if (ok) StartWrite(&buffer_); else Finish(grpc::Status::OK);
+    if (ok)
+      StartWrite(&buffer_);
+    else
+      Finish(grpc::Status::OK);
   }
   void OnWriteDone(bool ok) override {
-    if (ok) StartRead(&buffer_); else Finish(grpc::Status::OK);
+    if (ok)
+      StartRead(&buffer_);
+    else
+      Finish(grpc::Status::OK);
   }
   void OnDone() override { delete this; }
 
@@ -802,8 +821,8 @@ int Main() {
   const int channels_n = quick ? 200 : 1000;
   TempDir dir;
   if (!Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
-           "-subj /CN=bench -keyout " + dir.path() + "/key.pem -out " + dir.path() +
-           "/cert.pem >/dev/null 2>&1")) {
+           "-subj /CN=bench -keyout " +
+           dir.path() + "/key.pem -out " + dir.path() + "/cert.pem >/dev/null 2>&1")) {
     std::cerr << "e2e_bench: openssl could not make a certificate\n";
     return 1;
   }
@@ -831,8 +850,9 @@ int Main() {
     {
       App local(veil.Alice(socket), "local_echoer", true);
       Latency l = VeilStreamEcho(veil.Alice(socket), "/service/local_echoer", echoes);
-      std::printf("local echo (app -> sidecar -> app and back, no network): p50 %.0f us p99 %.0f us\n",
-                  l.p50_us, l.p99_us);
+      std::printf(
+          "local echo (app -> sidecar -> app and back, no network): p50 %.0f us p99 %.0f us\n",
+          l.p50_us, l.p99_us);
     }
     Latency g = MeasureGrpcFloor(dir, echoes);
     std::printf("gRPC alone, the same 4 crossings (bare echo server): p50 %.0f us p99 %.0f us\n",
@@ -841,8 +861,10 @@ int Main() {
     std::printf("plain Unix socket, the same 4 crossings: p50 %.0f us p99 %.0f us\n", u.p50_us,
                 u.p99_us);
     Latency r = VeilEcho(veil.alice_api, to_echoer, echoes);
-    std::printf("veil echo 64 B (%s): Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 %.0f us\n",
-                socket ? "serve socket" : "gRPC Serve", s.p50_us, s.p99_us, r.p50_us, r.p99_us);
+    std::printf(
+        "veil echo 64 B (%s): Serve stream p50 %.0f us p99 %.0f us; Request RPC p50 %.0f us p99 "
+        "%.0f us\n",
+        socket ? "serve socket" : "gRPC Serve", s.p50_us, s.p99_us, r.p50_us, r.p99_us);
     return 0;
   }
 
@@ -871,7 +893,10 @@ int Main() {
     for (int t = 0; t < 8; ++t) {
       openers.emplace_back([&] {
         while (opened + failed < channels_n) {
-          if (fresh.OpenChannel().empty()) ++failed; else ++opened;
+          if (fresh.OpenChannel().empty())
+            ++failed;
+          else
+            ++opened;
         }
       });
     }
@@ -879,7 +904,6 @@ int Main() {
     handshake_s = Seconds(Clock::now() - start);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     bob_after = fresh.bob->rss_kib(), alice_after = fresh.alice->rss_kib();
-
 
     // RSS per idle relay on the hub: relays from Bob's sidecar, 8 at once.
     hub_before = fresh.hub->rss_kib();
@@ -904,11 +928,14 @@ int Main() {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     hub_after = fresh.hub->rss_kib();
   }
-  std::printf("veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + socat\n");
+  std::printf(
+      "veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + "
+      "socat\n");
   std::printf("2 processes per path end, all on this host; %g s per throughput run\n\n", seconds);
   Row("case", "veil", "stunnel path", "plain TCP", "veil/stunnel");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(18, '-').c_str(),
-              std::string(18, '-').c_str(), std::string(18, '-').c_str(), std::string(9, '-').c_str());
+              std::string(18, '-').c_str(), std::string(18, '-').c_str(),
+              std::string(9, '-').c_str());
   // Bob's apps: on the serve socket (the table's veil figures) and on gRPC Serve calls.
   App sink(veil.Bob(true), "sink", false);
   App echoer(veil.Bob(true), "echoer", true);
@@ -926,13 +953,16 @@ int Main() {
     std::fprintf(stderr, " tcp...\n");
     Throughput t = PeerThroughput(tcp_sink.entry, plain_sink, size, seconds);
     std::string label = size == 64 ? "64 B" : size == 1024 ? "1 KiB" : "64 KiB";
-    Row("throughput " + label + ", messages/s", Fmt(v.per_second(), "/s"), Fmt(p.per_second(), "/s"),
-        Fmt(t.per_second(), "/s"), Ratio(v.per_second(), p.per_second()));
-    Row("throughput " + label + ", MB/s", Fmt(v.mb_per_second(), "MB/s", 1), Fmt(p.mb_per_second(), "MB/s", 1),
-        Fmt(t.mb_per_second(), "MB/s", 1), Ratio(v.mb_per_second(), p.mb_per_second()));
+    Row("throughput " + label + ", messages/s", Fmt(v.per_second(), "/s"),
+        Fmt(p.per_second(), "/s"), Fmt(t.per_second(), "/s"),
+        Ratio(v.per_second(), p.per_second()));
+    Row("throughput " + label + ", MB/s", Fmt(v.mb_per_second(), "MB/s", 1),
+        Fmt(p.mb_per_second(), "MB/s", 1), Fmt(t.mb_per_second(), "MB/s", 1),
+        Ratio(v.mb_per_second(), p.mb_per_second()));
     if (size == 64) {
       Row("  the same, apps on gRPC Serve, messages/s", Fmt(vg.per_second(), "/s"),
-          Fmt(p.per_second(), "/s"), Fmt(t.per_second(), "/s"), Ratio(vg.per_second(), p.per_second()));
+          Fmt(p.per_second(), "/s"), Fmt(t.per_second(), "/s"),
+          Ratio(vg.per_second(), p.per_second()));
     } else {
       Row("  the same, apps on gRPC Serve, MB/s", Fmt(vg.mb_per_second(), "MB/s", 1),
           Fmt(p.mb_per_second(), "MB/s", 1), Fmt(t.mb_per_second(), "MB/s", 1),
@@ -980,15 +1010,23 @@ int Main() {
   Row("echo 64 B by Request RPC (a call each), p99", Fmt(lr.p99_us, "us"), Fmt(lp.p99_us, "us"),
       Fmt(lt.p99_us, "us"), Ratio(lr.p99_us, lp.p99_us));
 
-  Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-", "-");
+  Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-",
+      "-");
   Row("RSS per idle channel, responder sidecar",
-      Fmt(double(bob_after - std::min(bob_after, bob_before)) / std::max(1, opened.load()), "KiB", 1), "-", "-", "-");
+      Fmt(double(bob_after - std::min(bob_after, bob_before)) / std::max(1, opened.load()), "KiB",
+          1),
+      "-", "-", "-");
   Row("RSS per idle channel, initiator sidecar",
-      Fmt(double(alice_after - std::min(alice_after, alice_before)) / std::max(1, opened.load()), "KiB", 1), "-", "-", "-");
+      Fmt(double(alice_after - std::min(alice_after, alice_before)) / std::max(1, opened.load()),
+          "KiB", 1),
+      "-", "-", "-");
   Row("RSS per idle relay, hub",
-      Fmt(double(hub_after - std::min(hub_after, hub_before)) / std::max(1, relays_ok.load()), "KiB", 1), "-", "-", "-");
+      Fmt(double(hub_after - std::min(hub_after, hub_before)) / std::max(1, relays_ok.load()),
+          "KiB", 1),
+      "-", "-", "-");
   if (failed > 0 || relays_ok < channels_n) {
-    std::printf("  (%d channels and %d relays could not be made)\n", failed.load(), channels_n - relays_ok.load());
+    std::printf("  (%d channels and %d relays could not be made)\n", failed.load(),
+                channels_n - relays_ok.load());
   }
   return 0;
 }
@@ -1007,7 +1045,8 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
     if (std::string(argv[i]) == "--echo-only") veil::bench::echo_only = true;
     if (std::string(argv[i]) == "--grpc") veil::bench::grpc_only = true;
-    if (std::string(argv[i]) == "--veil-only" && i + 1 < argc) veil::bench::only_size = std::stoul(argv[++i]);
+    if (std::string(argv[i]) == "--veil-only" && i + 1 < argc)
+      veil::bench::only_size = std::stoul(argv[++i]);
   }
   ::signal(SIGPIPE, SIG_IGN);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
     }
     alice.CloseChannel(channel.address());  // done: the channel ends on both sidecars
   } catch (const veil::sdk::Error& e) {
-    std::cerr << "alice: " << e.what() << (e.reason().empty() ? "" : " [" + e.reason() + "]") << "\n";
+    std::cerr << "alice: " << e.what() << (e.reason().empty() ? "" : " [" + e.reason() + "]")
+              << "\n";
     return 1;
   }
   return 0;

@@ -11,7 +11,8 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: bob API_TARGET [HUB_ROUTE]   e.g. bob unix:/tmp/bob/api.sock /tcp/hub:4000\n";
+    std::cerr
+        << "usage: bob API_TARGET [HUB_ROUTE]   e.g. bob unix:/tmp/bob/api.sock /tcp/hub:4000\n";
     return 2;
   }
   try {
@@ -32,7 +33,8 @@ int main(int argc, char** argv) {
     if (argc > 2) {  // a relay on the hub: others reach this sidecar with no open port here
       veil::v1::Relay relay = bob.EnsureRelay(argv[2]);  // the hub picks the name; kept on rerun
       std::cout << "[✓] Relay was created on the hub at " << argv[2] << "\n"
-                << "Forwarding address for Bob is:\n" << relay.address() << std::endl;
+                << "Forwarding address for Bob is:\n"
+                << relay.address() << std::endl;
     }
     bob.Serve(
         "echoer",

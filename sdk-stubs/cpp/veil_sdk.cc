@@ -99,8 +99,8 @@ ServeSocket ServeSocket::Open(const std::string& path, const std::string& addres
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.data(), path.size());
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    throw Error(grpc::Status(grpc::UNAVAILABLE,
-                             "cannot connect to the serve socket " + path + ": " + std::strerror(errno)));
+    throw Error(grpc::Status(grpc::UNAVAILABLE, "cannot connect to the serve socket " + path +
+                                                    ": " + std::strerror(errno)));
   }
   const char version = static_cast<char>(kServeSocketVersion);
   v1::ServeRequest open;
@@ -113,8 +113,8 @@ ServeSocket ServeSocket::Open(const std::string& path, const std::string& addres
   const int write_error = errno;
   if (!s.Read(&response)) {
     if (!sent && s.status().error_message() == kClosedWithoutStatus) {
-      throw Error(grpc::Status(grpc::UNAVAILABLE, "cannot write to the serve socket " + path + ": " +
-                                                      std::strerror(write_error)));
+      throw Error(grpc::Status(grpc::UNAVAILABLE, "cannot write to the serve socket " + path +
+                                                      ": " + std::strerror(write_error)));
     }
     throw Error(s.status());
   }
@@ -213,7 +213,8 @@ bool ServeSocket::Read(v1::ServeResponse* response) {
     const size_t size = (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | p[3];
     if (!Fill(4 + size)) break;
     if (!response->ParseFromArray(in_.get() + in_begin_ + 4, static_cast<int>(size))) {
-      status_ = grpc::Status(grpc::INTERNAL, "the sidecar sent a frame that is not a ServeResponse");
+      status_ =
+          grpc::Status(grpc::INTERNAL, "the sidecar sent a frame that is not a ServeResponse");
       return false;
     }
     in_begin_ += 4 + size;
@@ -260,7 +261,9 @@ class ServeStream {
   uint64_t batch_ = 0;
 };
 
-void Message::Reply(std::string payload) { stream_.Send(delivery_.return_route(), std::move(payload)); }
+void Message::Reply(std::string payload) {
+  stream_.Send(delivery_.return_route(), std::move(payload));
+}
 
 Sidecar::Sidecar(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)),
@@ -307,8 +310,7 @@ namespace {
 
 v1::CreateSecureChannelListenerRequest ListenerRequest(const std::string& address,
                                                        const v1::TrustPolicy& policy,
-                                                       const std::string& identity,
-                                                       bool exist_ok) {
+                                                       const std::string& identity, bool exist_ok) {
   v1::CreateSecureChannelListenerRequest request;
   request.set_address(address);
   request.set_identity(identity);

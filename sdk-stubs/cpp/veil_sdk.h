@@ -73,8 +73,7 @@ class ServeSocket {
   // Connects to `path` and opens `address` with `window` (0: the sidecar's default). Throws
   // Error: UNAVAILABLE when nothing answers at `path`; the sidecar's refusal (e.g.
   // ALREADY_EXISTS) when it does not open the address.
-  static ServeSocket Open(const std::string& path, const std::string& address,
-                          uint32_t window = 0);
+  static ServeSocket Open(const std::string& path, const std::string& address, uint32_t window = 0);
   ServeSocket(ServeSocket&& other) noexcept;
   ServeSocket& operator=(ServeSocket&& other) noexcept;
   ~ServeSocket();
@@ -107,7 +106,7 @@ class ServeSocket {
   size_t in_begin_ = 0;
   size_t in_end_ = 0;
   bool version_read_ = false;
-  std::string out_;        // write buffer
+  std::string out_;  // write buffer
   grpc::Status status_ = grpc::Status(grpc::UNAVAILABLE, "the serve socket stream is open");
 };
 
@@ -125,7 +124,8 @@ class Message {
  private:
   friend class ServeStream;
   friend class Sidecar;
-  Message(ServeStream& stream, v1::Delivery delivery) : stream_(stream), delivery_(std::move(delivery)) {}
+  Message(ServeStream& stream, v1::Delivery delivery)
+      : stream_(stream), delivery_(std::move(delivery)) {}
   ServeStream& stream_;
   v1::Delivery delivery_;
 };

@@ -10,19 +10,18 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "sidecar/api/grpc_status.h"
+#include "sidecar/api/unix_socket.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/core/address.h"
-#include "sidecar/api/grpc_status.h"
-#include "sidecar/api/unix_socket.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::api {
 namespace {
-
 
 absl::Status BadEndpoint(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, reason::kInvalidApiEndpoint);
@@ -30,7 +29,8 @@ absl::Status BadEndpoint(absl::string_view why) {
 
 bool IsLoopbackHost(const std::string& host) {
   if (host == "localhost" || host == "::1") return true;
-  return absl::StartsWith(host, "127.") && host.find_first_not_of("0123456789.") == std::string::npos;
+  return absl::StartsWith(host, "127.") &&
+         host.find_first_not_of("0123456789.") == std::string::npos;
 }
 
 }  // namespace
@@ -38,18 +38,19 @@ bool IsLoopbackHost(const std::string& host) {
 absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_public) {
   ApiEndpoint out;
   if (absl::ConsumePrefix(&text, "unix:")) {
-    if (text.empty()) return BadEndpoint("\"unix:\" needs a socket path, e.g. unix:/run/veil/api.sock");
+    if (text.empty())
+      return BadEndpoint("\"unix:\" needs a socket path, e.g. unix:/run/veil/api.sock");
     if (text.size() > kMaxUnixSocketPath) {
-      return BadEndpoint(absl::StrCat("Unix socket path is ", text.size(),
-                                      " bytes; the limit is ", kMaxUnixSocketPath));
+      return BadEndpoint(absl::StrCat("Unix socket path is ", text.size(), " bytes; the limit is ",
+                                      kMaxUnixSocketPath));
     }
     out.unix_path = std::string(text);
     return out;
   }
   auto hp = core::ParseHostPort(text, /*allow_port_zero=*/true);
   if (!hp.ok()) {
-    return BadEndpoint(absl::StrCat("API endpoint \"", text,
-                                    "\" is neither unix:PATH nor HOST:PORT: ", hp.status().message()));
+    return BadEndpoint(absl::StrCat(
+        "API endpoint \"", text, "\" is neither unix:PATH nor HOST:PORT: ", hp.status().message()));
   }
   if (!allow_public && !IsLoopbackHost(hp->host)) {
     return BadEndpoint(absl::StrCat(
@@ -61,15 +62,11 @@ absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& endpoint,
-                                                            ApiSettings settings,
-                                                            core::Router& router,
-                                                            transport::TcpTransport& tcp,
-                                                            identity::IdentityStore& identities,
-                                                            channel::SecureChannelManager& channels,
-                                                            relay::RelayClients& relays,
-                                                            const relay::RelayHub* hub,
-                                                            asio::io_context& io) {
+absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
+    const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
+    transport::TcpTransport& tcp, identity::IdentityStore& identities,
+    channel::SecureChannelManager& channels, relay::RelayClients& relays,
+    const relay::RelayHub* hub, asio::io_context& io) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {
@@ -80,7 +77,8 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   } else {
     listen = endpoint.host_port;
   }
-  server->messaging_ = std::make_unique<MessagingService>(router, server->settings_, server->stats_);
+  server->messaging_ =
+      std::make_unique<MessagingService>(router, server->settings_, server->stats_);
   server->node_ = std::make_unique<NodeService>(server->settings_, tcp);
   server->identity_ = std::make_unique<IdentityService>(identities);
   server->channels_ = std::make_unique<SecureChannelService>(channels, identities);
@@ -96,13 +94,15 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
     server->probe_health_ = std::make_unique<HealthService>(services);
     grpc::ServerBuilder probe;
     int port = 0;
-    probe.AddListeningPort(server->settings_.health_listen, grpc::InsecureServerCredentials(), &port);
+    probe.AddListeningPort(server->settings_.health_listen, grpc::InsecureServerCredentials(),
+                           &port);
     probe.RegisterService(server->probe_health_.get());
     server->probe_server_ = probe.BuildAndStart();
     if (server->probe_server_ == nullptr || port == 0) {
-      return ErrorWithReason(absl::StatusCode::kUnavailable,
-                             absl::StrCat("cannot serve health on ", server->settings_.health_listen),
-                             reason::kListenFailed);
+      return ErrorWithReason(
+          absl::StatusCode::kUnavailable,
+          absl::StrCat("cannot serve health on ", server->settings_.health_listen),
+          reason::kListenFailed);
     }
     server->settings_.health_listen = core::FormatHostPort(hp->host, static_cast<uint16_t>(port));
     spdlog::info("health listening on {}", server->settings_.health_listen);
@@ -127,17 +127,18 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiEndpoint& e
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || (endpoint.unix_path.empty() && selected_port == 0)) {
-    return ErrorWithReason(absl::StatusCode::kUnavailable,
-                           absl::StrCat("cannot serve the API on ", listen,
-                                        " (address in use or not permitted?)"),
-                           reason::kListenFailed);
+    return ErrorWithReason(
+        absl::StatusCode::kUnavailable,
+        absl::StrCat("cannot serve the API on ", listen, " (address in use or not permitted?)"),
+        reason::kListenFailed);
   }
   if (!endpoint.unix_path.empty()) {
     ::chmod(endpoint.unix_path.c_str(), server->settings_.socket_mode);
     server->settings_.endpoint = listen;
   } else {
     auto hp = core::ParseHostPort(endpoint.host_port, true);
-    server->settings_.endpoint = core::FormatHostPort(hp->host, static_cast<uint16_t>(selected_port));
+    server->settings_.endpoint =
+        core::FormatHostPort(hp->host, static_cast<uint16_t>(selected_port));
   }
   spdlog::info("API listening on {}", server->settings_.endpoint);
   if (!server->settings_.serve_socket.empty()) {

@@ -42,15 +42,11 @@ class ApiServer {
   // empty (its connections run on `io`). For a Unix socket: creates the parent directory (0700) if
   // missing, removes a stale socket left by a dead veild, refuses (FAILED_PRECONDITION) when a
   // live process serves it or the path is not a socket, and leaves the socket mode 0600.
-  static absl::StatusOr<std::unique_ptr<ApiServer>> Start(const ApiEndpoint& endpoint,
-                                                          ApiSettings settings,
-                                                          core::Router& router,
-                                                          transport::TcpTransport& tcp,
-                                                          identity::IdentityStore& identities,
-                                                          channel::SecureChannelManager& channels,
-                                                          relay::RelayClients& relays,
-                                                          const relay::RelayHub* hub,
-                                                          asio::io_context& io);
+  static absl::StatusOr<std::unique_ptr<ApiServer>> Start(
+      const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
+      transport::TcpTransport& tcp, identity::IdentityStore& identities,
+      channel::SecureChannelManager& channels, relay::RelayClients& relays,
+      const relay::RelayHub* hub, asio::io_context& io);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".

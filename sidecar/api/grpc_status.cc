@@ -20,7 +20,8 @@ class UnparsableRequestInterceptor final : public grpc::experimental::Intercepto
       grpc::Status status = methods->GetSendStatus();
       // What gRPC's callback handler sends when the request did not deserialize; our
       // handlers always say what went wrong.
-      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
+      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+          status.error_message().empty()) {
         methods->ModifySendStatus(GrpcError(
             absl::StatusCode::kInvalidArgument,
             absl::StrCat("the request does not parse as ", method_->input_type()->full_name(),
@@ -36,7 +37,8 @@ class UnparsableRequestInterceptor final : public grpc::experimental::Intercepto
   const google::protobuf::MethodDescriptor* method_;
 };
 
-class UnparsableRequestFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+class UnparsableRequestFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
@@ -52,7 +54,8 @@ class UnparsableRequestFactory final : public grpc::experimental::ServerIntercep
 
 }  // namespace
 
-std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> UnparsableRequestExplainer() {
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+UnparsableRequestExplainer() {
   return std::make_unique<UnparsableRequestFactory>();
 }
 

@@ -12,8 +12,8 @@
 #include "absl/status/status.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/server_context.h"
-#include "grpcpp/support/server_interceptor.h"
 #include "grpcpp/support/server_callback.h"
+#include "grpcpp/support/server_interceptor.h"
 #include "grpcpp/support/status.h"
 
 namespace veil::api {

@@ -15,8 +15,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
-#include "sidecar/common/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "sidecar/common/mutex.h"
 
 namespace veil::api {
 

@@ -44,8 +44,9 @@ class SendTracker final : public core::SendTracker {
       response_->set_accepted(accepted_);
       reactor_->Finish(grpc::Status::OK);
     } else {
-      reactor_->Finish(ToGrpcStatus(first_failure_, {{"index", std::to_string(first_failure_index_)},
-                                                     {"failed", std::to_string(failed_)}}));
+      reactor_->Finish(ToGrpcStatus(
+          first_failure_,
+          {{"index", std::to_string(first_failure_index_)}, {"failed", std::to_string(failed_)}}));
     }
   }
 
@@ -89,14 +90,14 @@ class RequestCall final : public grpc::ServerUnaryReactor,
       msg.receipt.Settle(absl::OkStatus());
       const absl::Status& why = msg.refusal;
       if (Claim(worker)) {
-        FinishClaimed(std::move(worker),
-                      GrpcError(why.code(),
-                                absl::StrCat(msg.sender.origin ==
-                                                     core::SenderInfo::Origin::kSecureChannel
-                                                 ? "the far node refused the request: "
-                                                 : "a node on the way refused the request: ",
-                                             why.message()),
-                                ReasonOf(why)));
+        FinishClaimed(
+            std::move(worker),
+            GrpcError(why.code(),
+                      absl::StrCat(msg.sender.origin == core::SenderInfo::Origin::kSecureChannel
+                                       ? "the far node refused the request: "
+                                       : "a node on the way refused the request: ",
+                                   why.message()),
+                      ReasonOf(why)));
       }
       return;
     }
@@ -238,14 +239,14 @@ std::shared_ptr<RequestCall> RequestCall::Start(core::Router& router, const ApiS
   // The wait: the request's own timeout, cut short of the call's deadline so that NO_REPLY, not
   // the client's bare deadline, is what the app hears.
   auto now = std::chrono::system_clock::now();
-  std::chrono::system_clock::duration wait =
-      request.timeout_ms() == 0 ? kDefaultRequestWait
-                                : std::chrono::milliseconds(request.timeout_ms());
+  std::chrono::system_clock::duration wait = request.timeout_ms() == 0
+                                                 ? kDefaultRequestWait
+                                                 : std::chrono::milliseconds(request.timeout_ms());
   wait = std::min<std::chrono::system_clock::duration>(wait, kMaxRequestWait);
   const auto left = context->deadline() - now;  // far in the future when the client set none
   if (left < wait + std::chrono::milliseconds(100)) {
-    auto margin = std::min<std::chrono::system_clock::duration>(std::chrono::milliseconds(100),
-                                                                 left / 10);
+    auto margin =
+        std::min<std::chrono::system_clock::duration>(std::chrono::milliseconds(100), left / 10);
     wait = std::min(wait, left - margin);
   }
   call->timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(

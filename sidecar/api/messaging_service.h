@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "sidecar/common/mutex.h"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/api/serve_stream.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "veil/v1/messaging.grpc.pb.h"
 

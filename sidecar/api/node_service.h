@@ -17,8 +17,7 @@ class NodeService final : public v1::NodeService::CallbackService {
       : settings_(settings), tcp_(tcp) {}
 
   grpc::ServerUnaryReactor* GetNode(grpc::CallbackServerContext* context,
-                                    const v1::GetNodeRequest* request,
-                                    v1::Node* response) override;
+                                    const v1::GetNodeRequest* request, v1::Node* response) override;
 
  private:
   const ApiSettings& settings_;

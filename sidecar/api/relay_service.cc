@@ -100,8 +100,8 @@ grpc::ServerUnaryReactor* RelayService::ListHostedRelays(grpc::CallbackServerCon
                                                          v1::ListHostedRelaysResponse* response) {
   if (hub_ == nullptr) {
     return FinishUnary(context, ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                                         "this node is not a hub (start veild with --hub)",
-                                         reason::kNotAHub));
+                                                "this node is not a hub (start veild with --hub)",
+                                                reason::kNotAHub));
   }
   for (const auto& entry : hub_->List()) {
     v1::HostedRelay* r = response->add_relays();

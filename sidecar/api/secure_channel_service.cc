@@ -59,8 +59,8 @@ using identity::IdentityOrDefault;
 absl::StatusOr<std::unique_ptr<channel::TrustPolicy>> ToTrustPolicy(
     const v1::TrustPolicy& policy, const identity::IdentityStore& identities, int depth) {
   if (depth > kMaxPolicyDepth) return BadPolicy("trust policies nest at most 8 deep");
-  auto combine = [&](const v1::TrustPolicy::Policies& parts, bool all)
-      -> absl::StatusOr<std::unique_ptr<channel::TrustPolicy>> {
+  auto combine = [&](const v1::TrustPolicy::Policies& parts,
+                     bool all) -> absl::StatusOr<std::unique_ptr<channel::TrustPolicy>> {
     std::vector<std::unique_ptr<channel::TrustPolicy>> converted;
     for (const auto& part : parts.policies()) {
       auto p = ToTrustPolicy(part, identities, depth + 1);

@@ -203,9 +203,8 @@ class ServeSocketServer::Stream final : public ServeStream {
       version_read_ = true;
       if (version != kServeSocketVersion) {
         *why = GrpcError(absl::StatusCode::kInvalidArgument,
-                         absl::StrCat("the serve socket speaks version ",
-                                      int{kServeSocketVersion}, "; the client sent ",
-                                      int{version}),
+                         absl::StrCat("the serve socket speaks version ", int{kServeSocketVersion},
+                                      "; the client sent ", int{version}),
                          reason::kInvalidRequest);
         return Take::kBad;
       }
@@ -214,18 +213,18 @@ class ServeSocketServer::Stream final : public ServeStream {
     if (available < kFrameHeader) return Take::kMore;
     const uint32_t length = ReadBigEndian32(in + in_begin_);
     if (length > settings_.max_request_bytes) {
-      *why = GrpcError(absl::StatusCode::kResourceExhausted,
-                       absl::StrCat("a serve socket frame of ", length,
-                                    " bytes is over the limit of ", settings_.max_request_bytes,
-                                    " (--api-max-request-bytes)"),
-                       reason::kMessageTooLarge);
+      *why =
+          GrpcError(absl::StatusCode::kResourceExhausted,
+                    absl::StrCat("a serve socket frame of ", length, " bytes is over the limit of ",
+                                 settings_.max_request_bytes, " (--api-max-request-bytes)"),
+                    reason::kMessageTooLarge);
       return Take::kBad;
     }
     if (available < kFrameHeader + length) return Take::kMore;
     if (!read_into_->ParseFromArray(in + in_begin_ + kFrameHeader, static_cast<int>(length))) {
-      *why = GrpcError(absl::StatusCode::kInvalidArgument,
-                       "a serve socket frame is not a veil.v1.ServeRequest",
-                       reason::kInvalidRequest);
+      *why =
+          GrpcError(absl::StatusCode::kInvalidArgument,
+                    "a serve socket frame is not a veil.v1.ServeRequest", reason::kInvalidRequest);
       return Take::kBad;
     }
     in_begin_ += kFrameHeader + length;
@@ -261,8 +260,7 @@ class ServeSocketServer::Stream final : public ServeStream {
         in_begin_ = in_end_ = 0;
       }
       in_.Reserve(in_begin_ + want, in_end_);
-      const ssize_t n =
-          ::recv(fd_, in_.data() + in_end_, in_.capacity() - in_end_, MSG_DONTWAIT);
+      const ssize_t n = ::recv(fd_, in_.data() + in_end_, in_.capacity() - in_end_, MSG_DONTWAIT);
       if (n > 0) {
         in_end_ += static_cast<size_t>(n);
         continue;
@@ -303,8 +301,7 @@ class ServeSocketServer::Stream final : public ServeStream {
       version_written_ = true;
     }
     WriteBigEndian32(p + head, static_cast<uint32_t>(size));
-    response.SerializeWithCachedSizesToArray(
-        reinterpret_cast<uint8_t*>(p + head + kFrameHeader));
+    response.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p + head + kFrameHeader));
     out_len_ = head + kFrameHeader + size;
     out_pos_ = 0;
   }
@@ -325,8 +322,8 @@ class ServeSocketServer::Stream final : public ServeStream {
   // Sends what is left of the frame; waits for room when the socket is full.
   void SendOut() {
     while (out_pos_ < out_len_) {
-      const ssize_t n = ::send(fd_, out_.data() + out_pos_, out_len_ - out_pos_,
-                               MSG_DONTWAIT | MSG_NOSIGNAL);
+      const ssize_t n =
+          ::send(fd_, out_.data() + out_pos_, out_len_ - out_pos_, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n > 0) {
         out_pos_ += static_cast<size_t>(n);
         continue;
@@ -467,10 +464,10 @@ absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
     if (!ec) server->acceptor_.bind(asio::local::stream_protocol::endpoint(path), ec);
     if (!ec) server->acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      return ErrorWithReason(absl::StatusCode::kUnavailable,
-                             absl::StrCat("cannot serve the serve socket on ", path, ": ",
-                                          ec.message()),
-                             reason::kListenFailed);
+      return ErrorWithReason(
+          absl::StatusCode::kUnavailable,
+          absl::StrCat("cannot serve the serve socket on ", path, ": ", ec.message()),
+          reason::kListenFailed);
     }
   }
   ::chmod(path.c_str(), settings.socket_mode);
@@ -479,9 +476,9 @@ absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
   return server;
 }
 
-ServeSocketServer::ServeSocketServer(std::string path, asio::io_context& io,
-                                     core::Router& router, const ApiSettings& settings,
-                                     ApiStats& stats, MessagingService& messaging)
+ServeSocketServer::ServeSocketServer(std::string path, asio::io_context& io, core::Router& router,
+                                     const ApiSettings& settings, ApiStats& stats,
+                                     MessagingService& messaging)
     : path_(std::move(path)),
       router_(router),
       settings_(settings),
@@ -536,8 +533,6 @@ void ServeSocketServer::Drain(std::chrono::milliseconds grace) {
   registry_->CutLingering();
 }
 
-ServeSocketServer::~ServeSocketServer() {
-  Drain(std::chrono::milliseconds(0));
-}
+ServeSocketServer::~ServeSocketServer() { Drain(std::chrono::milliseconds(0)); }
 
 }  // namespace veil::api

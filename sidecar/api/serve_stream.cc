@@ -25,7 +25,9 @@ constexpr size_t kMaxBytesPerWrite = 4 * 1024 * 1024;
 class Mailbox final : public core::Worker {
  public:
   Mailbox(core::Strand strand, std::shared_ptr<ServeStream> stream, bool accept_unencrypted)
-      : Worker(std::move(strand)), stream_(std::move(stream)), accept_unencrypted_(accept_unencrypted) {}
+      : Worker(std::move(strand)),
+        stream_(std::move(stream)),
+        accept_unencrypted_(accept_unencrypted) {}
   void HandleMessage(core::Message msg) override { stream_->Deliver(std::move(msg)); }
   void HandleBatch(std::vector<core::Message> msgs) override { stream_->DeliverBatch(msgs); }
   bool HandlesOnAnyThread() const override { return true; }  // DeliverBatch locks
@@ -204,8 +206,8 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
     End(ToGrpcStatus(started, {{"address", address}}));
     return;
   }
-  uint32_t window = open.window() == 0 ? settings_.default_window
-                                       : std::min(open.window(), settings_.max_window);
+  uint32_t window =
+      open.window() == 0 ? settings_.default_window : std::min(open.window(), settings_.max_window);
   {
     veil::MutexLock lock(&mu_);
     address_ = address;
@@ -253,10 +255,10 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
     return;
   }
   if (static_cast<size_t>(n) > settings_.max_batch_messages) {
-    End(GrpcError(absl::StatusCode::kInvalidArgument,
-                  absl::StrCat("a SendBatch holds at most ", settings_.max_batch_messages,
-                               " messages"),
-                  reason::kInvalidRequest));
+    End(GrpcError(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("a SendBatch holds at most ", settings_.max_batch_messages, " messages"),
+        reason::kInvalidRequest));
     return;
   }
   core::Route return_route;
@@ -264,8 +266,8 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
     veil::MutexLock lock(&mu_);
     return_route.Append(core::Address::Local(address_));
   }
-  auto tracker = std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n,
-                                                batch.failures_only());
+  auto tracker =
+      std::make_shared<BatchTracker>(weak_from_this(), batch.batch_id(), n, batch.failures_only());
   OutgoingBatch prepare(router_, settings_, std::move(return_route));
   std::vector<core::Message> msgs;
   msgs.reserve(n);
@@ -291,9 +293,10 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
     for (size_t i = 0; i < msgs.size(); ++i) {
       core::Message& msg = msgs[i];
       if (end_status_.has_value()) {
-        refused.emplace_back(i, ErrorWithReason(
-            absl::StatusCode::kUnavailable,
-            absl::StrCat("the app serving ", address_, " is going away"), reason::kRouteNotFound));
+        refused.emplace_back(
+            i, ErrorWithReason(absl::StatusCode::kUnavailable,
+                               absl::StrCat("the app serving ", address_, " is going away"),
+                               reason::kRouteNotFound));
         continue;
       }
       const size_t bytes = msg.payload.size();
@@ -301,10 +304,11 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
                          queued_bytes_ + bytes > settings_.max_queued_bytes)) {
         // A paced message is taken over the limit: its connection stops reading until the app
         // acks it, so the limit is enforced at the original sender's node instead.
-        refused.emplace_back(i, ErrorWithReason(
-            absl::StatusCode::kResourceExhausted,
-            absl::StrCat("the app serving ", address_, " is not keeping up: its queue is full"),
-            reason::kQueueFull));
+        refused.emplace_back(i,
+                             ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                                             absl::StrCat("the app serving ", address_,
+                                                          " is not keeping up: its queue is full"),
+                                             reason::kQueueFull));
         continue;
       }
       queued_bytes_ += bytes;
@@ -318,7 +322,8 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
       deliveries_.push_back(std::move(msg));
     }
   }
-  if (!refused.empty()) stats_.deliveries_dropped.fetch_add(refused.size(), std::memory_order_relaxed);
+  if (!refused.empty())
+    stats_.deliveries_dropped.fetch_add(refused.size(), std::memory_order_relaxed);
   for (auto& [i, why] : refused) msgs[i].receipt.Settle(std::move(why));
   for (core::Receipt& r : handed_on) r.Settle(absl::OkStatus());
   Pump();
@@ -414,8 +419,9 @@ void ServeStream::Pump() {
       v1::Delivery* d = batch->Add();
       d->set_sequence(first_sequence + i);
       ToDelivery(writing_messages_[i], *d,
-                 i == 0 ? std::pair<const core::Message*, const v1::Delivery*>{}
-                        : std::pair{&writing_messages_[i - 1], &batch->Get(static_cast<int>(i - 1))});
+                 i == 0
+                     ? std::pair<const core::Message*, const v1::Delivery*>{}
+                     : std::pair{&writing_messages_[i - 1], &batch->Get(static_cast<int>(i - 1))});
     }
     writing_messages_.clear();
   }

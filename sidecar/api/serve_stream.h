@@ -19,16 +19,16 @@
 #define VEIL_SIDECAR_API_SERVE_STREAM_H_
 
 #include <deque>
-#include <span>
 #include <memory>
 #include <optional>
+#include <span>
 
 #include "absl/base/thread_annotations.h"
-#include "sidecar/common/mutex.h"
 #include "asio/steady_timer.hpp"
-#include "grpcpp/grpcpp.h"
 #include "google/protobuf/arena.h"
+#include "grpcpp/grpcpp.h"
 #include "sidecar/api/api_settings.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "veil/v1/messaging.pb.h"
 
@@ -77,7 +77,6 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   virtual void FinishStream(const grpc::Status& status) = 0;
 
  private:
-
   void HandleOpen(const v1::ServeRequest::Open& open);
   void OpenTimedOut();
   void HandleAck(uint64_t sequence);
@@ -92,8 +91,8 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   const ApiSettings& settings_;
   ApiStats& stats_;
   std::shared_ptr<ServeStream> self_ ABSL_GUARDED_BY(mu_);  // keeps the stream alive until Done
-  v1::ServeRequest request_;           // the read buffer; owned by the carrier during a read
-  asio::steady_timer open_timer_;      // armed once, in Begin; its handler holds a weak_ptr
+  v1::ServeRequest request_;       // the read buffer; owned by the carrier during a read
+  asio::steady_timer open_timer_;  // armed once, in Begin; its handler holds a weak_ptr
 
   veil::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);  // served address; empty before open

@@ -51,7 +51,8 @@ absl::Status PrepareUnixSocketPath(const std::string& path, absl::string_view wh
   if (UnixSocketIsLive(path)) {
     return ErrorWithReason(
         absl::StatusCode::kFailedPrecondition,
-        absl::StrCat("another process already serves the ", what, " socket at ", path), reason::kAddressInUse);
+        absl::StrCat("another process already serves the ", what, " socket at ", path),
+        reason::kAddressInUse);
   }
   spdlog::info("removing stale {} socket {}", what, path);
   ::unlink(path.c_str());

@@ -9,7 +9,6 @@
 namespace veil::channel {
 namespace {
 
-
 constexpr size_t kCounterBytes = 8;
 constexpr size_t kMaxErrorReason = 200;
 constexpr uint64_t kMaxEpochJump = 16;
@@ -88,8 +87,7 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
                                    : HandshakeState::Role::kResponder,
           kPrologue, *static_key_, std::move(fixed_ephemeral_for_testing_only))),
       expected_(role == Role::kInitiator ? ChannelMessageType::kHandshake2
-                                         : ChannelMessageType::kHandshake1) {
-}
+                                         : ChannelMessageType::kHandshake1) {}
 
 ChannelSession::~ChannelSession() = default;
 
@@ -163,7 +161,8 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
                     true);
     }
     ++decrypt_failures_;
-    step.error = Dropped(absl::StatusCode::kInvalidArgument, "empty channel message", reason::kDecryptFailed);
+    step.error = Dropped(absl::StatusCode::kInvalidArgument, "empty channel message",
+                         reason::kDecryptFailed);
     return step;
   }
   auto type = static_cast<ChannelMessageType>(bytes[0]);
@@ -182,11 +181,11 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
       return OnProtected(type, body, in_place);
   }
   if (state_ == State::kHandshaking) {
-    return Failed(ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                                  absl::StrCat("unknown channel message type ",
-                                               static_cast<int>(type)),
-                                  reason::kHandshakeFailed),
-                  true);
+    return Failed(
+        ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                        absl::StrCat("unknown channel message type ", static_cast<int>(type)),
+                        reason::kHandshakeFailed),
+        true);
   }
   ++decrypt_failures_;
   step.error = Dropped(absl::StatusCode::kInvalidArgument, "unknown channel message type",
@@ -202,7 +201,7 @@ ChannelSession::Step ChannelSession::Failed(absl::Status why, bool tell_peer) {
   // file): that stays in the local error.
   if (tell_peer) {
     step.reply = HandshakeError(ReasonOf(why) == reason::kUntrustedIdentity ? "identity not trusted"
-                                                                   : why.message());
+                                                                            : why.message());
   }
   step.error = std::move(why);
   return step;
@@ -317,8 +316,8 @@ absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view bod
   uint64_t n = GetCounter(body);
   if (!window_.MayAccept(n)) {
     ++replays_;
-    return Dropped(absl::StatusCode::kDataLoss,
-                   absl::StrCat("message ", n, " replayed or too old"), reason::kReplayed);
+    return Dropped(absl::StatusCode::kDataLoss, absl::StrCat("message ", n, " replayed or too old"),
+                   reason::kReplayed);
   }
   char ad = static_cast<char>(type);
   absl::string_view ciphertext = body.substr(kCounterBytes);
@@ -358,8 +357,8 @@ absl::Status ChannelSession::Open(ChannelMessageType type, absl::string_view bod
 ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::string_view body,
                                                  std::string* in_place) {
   Step step;
-  bool confirm_pending = state_ == State::kHandshaking && role_ == Role::kInitiator &&
-                         recv_.has_key();
+  bool confirm_pending =
+      state_ == State::kHandshaking && role_ == Role::kInitiator && recv_.has_key();
   if (state_ != State::kEstablished && !confirm_pending) {
     if (state_ == State::kHandshaking) {
       return Failed(ErrorWithReason(absl::StatusCode::kFailedPrecondition,

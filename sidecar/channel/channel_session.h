@@ -71,7 +71,6 @@ struct SessionOptions {
   bool offer_confirm_ack = true;
 };
 
-
 // Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order
 // (routes and payloads; no sender, no receipt). INVALID_ARGUMENT (MALFORMED_FRAME) for bytes
 // that are not a ChannelBatch, no group, a group without payloads or with an empty onward
@@ -85,20 +84,21 @@ class ChannelSession {
 
   // What the caller does after OnMessage.
   struct Step {
-    std::string reply;                      // send these bytes to the peer, if not empty
+    std::string reply;  // send these bytes to the peer, if not empty
     // Decrypted app messages to route on, in order: one from DATA, several from BATCH.
     std::vector<core::Message> deliveries;
-    bool established = false;               // the channel became established now
-    bool closed = false;                    // the peer closed the channel now
+    bool established = false;  // the channel became established now
+    bool closed = false;       // the peer closed the channel now
     // Not OK: the message was refused. If state() is kFailed the handshake failed (terminal);
     // otherwise the message was dropped (counted) and the channel stays up.
     absl::Status error;
   };
 
   // `policy` must outlive the session.
-  ChannelSession(Role role, std::shared_ptr<const identity::Identity> local,
-                 const TrustPolicy& policy, SessionOptions options = {},
-                 std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only = std::nullopt);
+  ChannelSession(
+      Role role, std::shared_ptr<const identity::Identity> local, const TrustPolicy& policy,
+      SessionOptions options = {},
+      std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only = std::nullopt);
 
   ~ChannelSession();
   ChannelSession(const ChannelSession&) = delete;

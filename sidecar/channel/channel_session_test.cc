@@ -444,7 +444,8 @@ TEST_F(ChannelSessionTest, BatchesOnlyToPeersThatTakeThem) {
 // What a peer with the key could still get wrong inside a BATCH: each is refused as a whole,
 // with MALFORMED_FRAME, never a crash or a partial delivery.
 TEST(ChannelBatchTest, MalformedBatchesAreRefused) {
-  auto group = [](wire::v1::ChannelBatch& b, uint32_t type, const std::string& value, int payloads) {
+  auto group = [](wire::v1::ChannelBatch& b, uint32_t type, const std::string& value,
+                  int payloads) {
     auto* g = b.add_groups();
     auto* a = g->add_onward_route();
     a->set_type(type);

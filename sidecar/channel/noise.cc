@@ -90,7 +90,8 @@ absl::Status HandshakeState::Fail(absl::Status why) {
 absl::StatusOr<std::string> HandshakeState::WriteMessage(absl::string_view payload) {
   if (next() != Next::kWrite) {
     return Fail(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                                "handshake message written in the wrong state", reason::kHandshakeFailed));
+                                "handshake message written in the wrong state",
+                                reason::kHandshakeFailed));
   }
   std::string out;
   auto write_e = [&] {
@@ -128,7 +129,8 @@ absl::StatusOr<std::string> HandshakeState::WriteMessage(absl::string_view paylo
 absl::StatusOr<std::string> HandshakeState::ReadMessage(absl::string_view message) {
   if (next() != Next::kRead) {
     return Fail(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                                "handshake message received in the wrong state", reason::kHandshakeFailed));
+                                "handshake message received in the wrong state",
+                                reason::kHandshakeFailed));
   }
   if (message.size() > kNoiseMaxMessageBytes) {
     return Fail(Malformed("handshake message longer than 65535 bytes"));
@@ -179,15 +181,16 @@ absl::StatusOr<std::string> HandshakeState::ReadMessage(absl::string_view messag
 
 absl::StatusOr<HandshakeState::Transport> HandshakeState::Split() {
   if (next() != Next::kDone || split_) {
-    return absl::FailedPreconditionError(
-        split_ ? "the handshake was already split" : "Split() before the handshake finished");
+    return absl::FailedPreconditionError(split_ ? "the handshake was already split"
+                                                : "Split() before the handshake finished");
   }
   split_ = true;
   vault::SecretBytes k1, k2;
   vault::NoiseHkdf(ck_, {}, &k1, &k2);
   ck_ = vault::SecretBytes();  // no longer needed: wiped
   CipherState initiator_sends(std::move(k1)), responder_sends(std::move(k2));
-  if (role_ == Role::kInitiator) return Transport{std::move(initiator_sends), std::move(responder_sends)};
+  if (role_ == Role::kInitiator)
+    return Transport{std::move(initiator_sends), std::move(responder_sends)};
   return Transport{std::move(responder_sends), std::move(initiator_sends)};
 }
 

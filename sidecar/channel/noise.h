@@ -93,8 +93,9 @@ class HandshakeState {
   // `s` must outlive the handshake. `fixed_ephemeral_for_testing_only` is the test hook that
   // the published vectors need (noise-c's ..._for_testing_only); production code leaves it
   // empty and a fresh ephemeral key is generated.
-  HandshakeState(Role role, absl::string_view prologue, const StaticKey& s,
-                 std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only = std::nullopt);
+  HandshakeState(
+      Role role, absl::string_view prologue, const StaticKey& s,
+      std::optional<vault::X25519KeyPair> fixed_ephemeral_for_testing_only = std::nullopt);
 
   Next next() const;
 

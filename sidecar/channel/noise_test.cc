@@ -1,7 +1,8 @@
 // Negative tests of the Noise state machine: every truncation and corruption of each
 // handshake message, and messages in the wrong state. Any error is terminal.
-#include "gtest/gtest.h"
 #include "sidecar/channel/noise.h"
+
+#include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 
 namespace veil::channel {

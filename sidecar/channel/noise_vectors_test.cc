@@ -75,10 +75,10 @@ void RunVector(const Struct& v) {
   RawStaticKey resp_s(Key(Field(v, "resp_static")));
   HandshakeState initiator(HandshakeState::Role::kInitiator, Field(v, "init_prologue"), init_s,
                            Key(Field(v, "init_ephemeral")));
-  HandshakeState responder(HandshakeState::Role::kResponder,
-                           Has(v, "resp_prologue") ? Field(v, "resp_prologue")
-                                                   : Field(v, "init_prologue"),
-                           resp_s, Key(Field(v, "resp_ephemeral")));
+  HandshakeState responder(
+      HandshakeState::Role::kResponder,
+      Has(v, "resp_prologue") ? Field(v, "resp_prologue") : Field(v, "init_prologue"), resp_s,
+      Key(Field(v, "resp_ephemeral")));
   const auto& messages = v.fields().at("messages").list_value().values();
   int i = 0;
   for (; i < messages.size() && initiator.next() != HandshakeState::Next::kDone; ++i) {

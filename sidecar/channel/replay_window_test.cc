@@ -24,10 +24,10 @@ TEST(ReplayWindowTest, ReorderingWithinTheWindow) {
   EXPECT_TRUE(w.MayAccept(99));
   EXPECT_TRUE(w.MayAccept(101));
   w.Accept(2000);
-  EXPECT_FALSE(w.MayAccept(100));             // now too old
+  EXPECT_FALSE(w.MayAccept(100));  // now too old
   EXPECT_FALSE(w.MayAccept(2000 - ReplayWindow::kSize));
   EXPECT_TRUE(w.MayAccept(2000 - ReplayWindow::kSize + 1));
-  EXPECT_TRUE(w.MayAccept(1500));             // skipped, still in the window
+  EXPECT_TRUE(w.MayAccept(1500));  // skipped, still in the window
 }
 
 TEST(ReplayWindowTest, BigJumpClearsTheWindow) {

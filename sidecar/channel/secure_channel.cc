@@ -16,7 +16,8 @@ namespace {
 // just before it was removed, and its message was queued behind OnStop on the strand.
 absl::Status StoppedChannel(const std::string& address) {
   return ErrorWithReason(absl::StatusCode::kUnavailable,
-                         absl::StrCat("secure channel ", address, " is closed"), reason::kChannelClosed);
+                         absl::StrCat("secure channel ", address, " is closed"),
+                         reason::kChannelClosed);
 }
 
 // The app-facing worker: plaintext in, ciphertext out along the channel.
@@ -59,11 +60,10 @@ class Decryptor final : public core::Worker {
   // outer channel, or this node for a channel between two of its own workers).
   absl::Status Admit(const core::SenderInfo& from) const override {
     if (from.origin == carrier_.origin && from.via == carrier_.via) return absl::OkStatus();
-    return ErrorWithReason(
-        absl::StatusCode::kPermissionDenied,
-        absl::StrCat("secure channel ", address(),
-                     " takes messages only from the connection it runs over"),
-        reason::kAccessDenied);
+    return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                           absl::StrCat("secure channel ", address(),
+                                        " takes messages only from the connection it runs over"),
+                           reason::kAccessDenied);
   }
   void HandleMessage(core::Message msg) override {
     if (channel_ == nullptr) {
@@ -83,7 +83,8 @@ class Decryptor final : public core::Worker {
 // Reports a failed handshake send back to the channel's strand.
 class HandshakeSendTracker final : public core::SendTracker {
  public:
-  explicit HandshakeSendTracker(std::weak_ptr<SecureChannel> channel) : channel_(std::move(channel)) {}
+  explicit HandshakeSendTracker(std::weak_ptr<SecureChannel> channel)
+      : channel_(std::move(channel)) {}
   void Complete(uint32_t, absl::Status status) override {
     if (status.ok()) return;
     if (auto channel = channel_.lock()) {
@@ -169,10 +170,10 @@ void SecureChannel::StartResponder(std::chrono::milliseconds timeout) {
       if (ec || self->closed_ || self->session_.state() != ChannelSession::State::kHandshaking) {
         return;
       }
-      self->CloseNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
-                                     "the initiator did not finish the handshake",
-                                     reason::kHandshakeTimeout),
-                     false);
+      self->CloseNow(
+          ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
+                          "the initiator did not finish the handshake", reason::kHandshakeTimeout),
+          false);
     });
   });
 }
@@ -192,10 +193,11 @@ bool SecureChannel::Forged(const core::Message& msg) {
   if (msg.path_tag == path_tag_) return false;
   manager_.stats().forged_notices.fetch_add(1, std::memory_order_relaxed);
   if (uint64_t suppressed = 0; manager_.forged_log().ShouldLog(&suppressed)) {
-    spdlog::warn("secure channel {}: dropped a {} that does not echo the channel's path tag "
-                 "(forged by someone not on the path){}",
-                 encryptor_address_, msg.refusal.ok() ? "handshake error" : "refusal notice",
-                 suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
+    spdlog::warn(
+        "secure channel {}: dropped a {} that does not echo the channel's path tag "
+        "(forged by someone not on the path){}",
+        encryptor_address_, msg.refusal.ok() ? "handshake error" : "refusal notice",
+        suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
   }
   return true;
 }
@@ -250,12 +252,12 @@ void SecureChannel::OnPlaintext(core::Message msg) {
     return;
   }
   if (msg.onward.empty()) {  // nothing for the far end to deliver it to
-    msg.receipt.Settle(ErrorWithReason(
-        absl::StatusCode::kInvalidArgument,
-        absl::StrCat("the route ends at secure channel ", encryptor_address_,
-                     ": name what it goes to on the far side, e.g. /service/", encryptor_address_,
-                     "/service/echoer"),
-        reason::kInvalidRoute));
+    msg.receipt.Settle(
+        ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                        absl::StrCat("the route ends at secure channel ", encryptor_address_,
+                                     ": name what it goes to on the far side, e.g. /service/",
+                                     encryptor_address_, "/service/echoer"),
+                        reason::kInvalidRoute));
     return;
   }
   std::string ciphertext;
@@ -309,10 +311,9 @@ void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
 
 void SecureChannel::OnChannelMessage(core::Message msg) {
   if (closed_) {
-    msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
-                                       absl::StrCat("secure channel ", encryptor_address_,
-                                                    " is closed"),
-                                       reason::kChannelClosed));
+    msg.receipt.Settle(ErrorWithReason(
+        absl::StatusCode::kUnavailable,
+        absl::StrCat("secure channel ", encryptor_address_, " is closed"), reason::kChannelClosed));
     return;
   }
   if (!msg.refusal.ok()) {
@@ -346,8 +347,8 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     // A responder's last check before it confirms: the far identity's share of the channels.
     if (!manager_.CountRemote(session_.remote_identifier())) {
       manager_.stats().handshakes_refused.fetch_add(1, std::memory_order_relaxed);
-      Send(ChannelSession::HandshakeError("too many channels from this identity"),
-           msg.return_route, core::Receipt(), msg.path_tag);
+      Send(ChannelSession::HandshakeError("too many channels from this identity"), msg.return_route,
+           core::Receipt(), msg.path_tag);
       CloseNow(ErrorWithReason(absl::StatusCode::kResourceExhausted,
                                absl::StrCat(session_.remote_identifier(),
                                             " already has its limit of channels to this node "
@@ -359,8 +360,8 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     remote_counted_ = true;
   }
   if (!step.reply.empty()) {
-    const bool refusal = static_cast<ChannelMessageType>(step.reply[0]) ==
-                         ChannelMessageType::kHandshakeError;
+    const bool refusal =
+        static_cast<ChannelMessageType>(step.reply[0]) == ChannelMessageType::kHandshakeError;
     Send(std::move(step.reply), msg.return_route, core::Receipt(), refusal ? msg.path_tag : 0);
   }
   if (!step.error.ok()) {
@@ -401,8 +402,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   if (step.deliveries.empty()) return;
   std::move(settle).Cancel();
   // One receipt per message: the record's settles once all of them have.
-  std::vector<core::Receipt> parts =
-      core::SplitReceipt(std::move(receipt), step.deliveries.size());
+  std::vector<core::Receipt> parts = core::SplitReceipt(std::move(receipt), step.deliveries.size());
   for (size_t i = 0; i < step.deliveries.size(); ++i) {
     core::Message& inner = step.deliveries[i];
     // (Whether a decrypted message may go on, e.g. leave the host, is the router's call:
@@ -429,8 +429,8 @@ void SecureChannel::OnRefusal(const absl::Status& refusal) {
   // A node on the way could not hand on what this channel sent. The notice is not
   // authenticated, but a node on the path could as well drop everything: it may end the
   // channel early, never inject data. A route that is gone (relay dropped, connection lost, the
-  // far end closed) ends the channel, so that the app's next sends are refused here instead of vanishing;
-  // anything else (e.g. a message too large for a hop) is only logged.
+  // far end closed) ends the channel, so that the app's next sends are refused here instead of
+  // vanishing; anything else (e.g. a message too large for a hop) is only logged.
   const std::string why = ReasonOf(refusal);
   if (session_.state() == ChannelSession::State::kHandshaking) {
     // The handshake itself was refused on the way (no listener there, not one the network may
@@ -531,7 +531,8 @@ void SecureChannel::Publish() {
   info_.initiator = initiator_;
   info_.listener = listener_;
   info_.identity = lease_.identity() ? lease_.identity()->name() : info_.identity;
-  info_.local_identifier = lease_.identity() ? lease_.identity()->identifier() : info_.local_identifier;
+  info_.local_identifier =
+      lease_.identity() ? lease_.identity()->identifier() : info_.local_identifier;
   info_.remote_identifier = session_.remote_identifier();
   info_.remote_route = remote_route_.ToString();
   info_.trust_policy = policy_->Describe();

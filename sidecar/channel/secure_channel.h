@@ -11,10 +11,10 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "sidecar/common/mutex.h"
 #include "asio/steady_timer.hpp"
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/common/mutex.h"
 
 namespace veil::channel {
 
@@ -62,8 +62,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
  private:
   // Sends `bytes` along `to` with this channel's path tag, or with `echo_tag` when it answers
   // a message (a handshake error echoes the tag of what it refuses).
-  void Send(std::string bytes, const core::Route& to, core::Receipt receipt,
-            uint64_t echo_tag = 0);
+  void Send(std::string bytes, const core::Route& to, core::Receipt receipt, uint64_t echo_tag = 0);
   // Arms timer_ for the established channel's checks: the initiator's confirmation, idleness.
   void ArmEstablishedTimer();
   void OnEstablishedTimer();
@@ -90,7 +89,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   SecureChannelManager::CreateCallback on_established_;
   bool closed_ = false;
   bool established_ = false;  // it became established (it may be closed since)
-  bool pending_counted_;  // a responder counted in the pending handshakes, under pending_slot_
+  bool pending_counted_;      // a responder counted in the pending handshakes, under pending_slot_
   SecureChannelManager::PendingSlot pending_slot_;
   bool remote_counted_ = false;  // a responder counted in its remote identity's channels
   const core::Carrier carrier_;

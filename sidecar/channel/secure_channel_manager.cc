@@ -86,8 +86,7 @@ absl::StatusOr<ListenerInfo> SecureChannelManager::CreateListener(
       return ErrorWithReason(
           absl::StatusCode::kAlreadyExists,
           absl::StrCat("a listener at ", address, " already exists (identity ", existing.identity,
-                       ", trusting ", existing.trust_policy, ")",
-                       exist_ok ? ", not this one" : ""),
+                       ", trusting ", existing.trust_policy, ")", exist_ok ? ", not this one" : ""),
           reason::kAddressInUse);
     }
   }
@@ -135,17 +134,17 @@ absl::StatusOr<std::shared_ptr<SecureChannel>> SecureChannelManager::NewChannel(
     bool initiator, const std::string& identity_name, std::shared_ptr<const TrustPolicy> policy,
     const std::string& listener, core::Carrier carrier) {
   ASSIGN_OR_RETURN(identity::IdentityLease lease, identities_.Acquire(identity_name));
-  auto channel = std::make_shared<SecureChannel>(*this, router_.NewStrand(), initiator,
-                                                 std::move(lease), std::move(policy), listener,
-                                                 carrier);
+  auto channel =
+      std::make_shared<SecureChannel>(*this, router_.NewStrand(), initiator, std::move(lease),
+                                      std::move(policy), listener, carrier);
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) return ShuttingDown();
     if (channels_.size() >= options_.max_channels) {
-      return ErrorWithReason(absl::StatusCode::kResourceExhausted,
-                             absl::StrCat("this node already has ", channels_.size(),
-                                          " secure channels, its limit"),
-                             reason::kTooManyChannels);
+      return ErrorWithReason(
+          absl::StatusCode::kResourceExhausted,
+          absl::StrCat("this node already has ", channels_.size(), " secure channels, its limit"),
+          reason::kTooManyChannels);
     }
   }
   // Random: nobody can reach a channel's workers by guessing their names.
@@ -172,8 +171,8 @@ void SecureChannelManager::CreateChannel(const core::Route& route, const std::st
     remote.PopFront();
     remote.PushFront(core::Address::Local((*carrier_worker)->address()));
   }
-  auto channel = NewChannel(true, identity_name, std::move(policy), "",
-                            (*carrier_worker)->CarrierOf());
+  auto channel =
+      NewChannel(true, identity_name, std::move(policy), "", (*carrier_worker)->CarrierOf());
   if (!channel.ok()) {
     done(channel.status());
     return;
@@ -199,8 +198,8 @@ void SecureChannelManager::RefuseHandshake(const core::Message& msg, absl::strin
 absl::Status SecureChannelManager::TakePendingSlot(const core::Message& msg, PendingSlot& slot) {
   using Origin = core::SenderInfo::Origin;
   const bool from_network = msg.sender.origin == Origin::kTransport;
-  const bool privileged = from_network && options_.privileged_carrier &&
-                          options_.privileged_carrier(msg.sender.via);
+  const bool privileged =
+      from_network && options_.privileged_carrier && options_.privileged_carrier(msg.sender.via);
   // Who the sender is, as far as this node can tell: the connection it came over, or, over a
   // relay's connection to its hub, also the hub's connection from the sender (the hop after
   // ours in the return route: the hub put it there, the sender cannot choose it).
@@ -218,9 +217,9 @@ absl::Status SecureChannelManager::TakePendingSlot(const core::Message& msg, Pen
     return ErrorWithReason(absl::StatusCode::kResourceExhausted, why, reason::kListenerBusy);
   };
   veil::MutexLock lock(&mu_);
-  const size_t total_limit = privileged || !from_network
-                                 ? options_.max_pending_handshakes
-                                 : options_.max_pending_handshakes - options_.max_pending_handshakes / 4;
+  const size_t total_limit = privileged || !from_network ? options_.max_pending_handshakes
+                                                         : options_.max_pending_handshakes -
+                                                               options_.max_pending_handshakes / 4;
   if (pending_total_ >= total_limit) return busy("the listener is busy; try again later");
   auto count = [](const absl::flat_hash_map<std::string, size_t>& map, const std::string& key) {
     auto it = map.find(key);
@@ -235,9 +234,9 @@ absl::Status SecureChannelManager::TakePendingSlot(const core::Message& msg, Pen
   }
   if (from_network && !privileged) {  // the rate: what strangers may make this node compute
     auto now = std::chrono::steady_clock::now();
-    tokens_ = std::min(options_.handshake_rate,
-                       tokens_ + options_.handshake_rate *
-                                     std::chrono::duration<double>(now - refilled_).count());
+    tokens_ = std::min(
+        options_.handshake_rate,
+        tokens_ + options_.handshake_rate * std::chrono::duration<double>(now - refilled_).count());
     refilled_ = now;
     if (tokens_ < 1) return busy("the listener is busy: too many handshakes per second");
     tokens_ -= 1;
@@ -283,9 +282,8 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
   std::shared_ptr<SecureChannel> ch = *channel;
   ch->set_pending_slot(std::move(slot));
   ch->StartResponder(options_.responder_timeout);
-  asio::post(ch->strand(), [ch, msg = std::move(msg)]() mutable {
-    ch->OnChannelMessage(std::move(msg));
-  });
+  asio::post(ch->strand(),
+             [ch, msg = std::move(msg)]() mutable { ch->OnChannelMessage(std::move(msg)); });
 }
 
 std::vector<ChannelInfo> SecureChannelManager::ListChannels() const {
@@ -331,7 +329,8 @@ void SecureChannelManager::HandshakeSettled(const PendingSlot& slot) {
       it != pending_by_sender_.end() && --it->second == 0) {
     pending_by_sender_.erase(it);
   }
-  if (auto it = pending_by_host_.find(slot.host); it != pending_by_host_.end() && --it->second == 0) {
+  if (auto it = pending_by_host_.find(slot.host);
+      it != pending_by_host_.end() && --it->second == 0) {
     pending_by_host_.erase(it);
   }
 }

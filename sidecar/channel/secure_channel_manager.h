@@ -39,11 +39,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "sidecar/common/log_limiter.h"
 #include "absl/status/statusor.h"
-#include "sidecar/common/mutex.h"
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/trust_policy.h"
+#include "sidecar/common/log_limiter.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "sidecar/identity/identity_store.h"
 
@@ -108,8 +108,8 @@ class SecureChannel;
 // Counters since start, for metrics. Per-channel counters of closed channels are folded into
 // the closed_* totals so that sums over time stay monotonic.
 struct ChannelStats {
-  static constexpr std::array<double, 12> kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                             0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
+  static constexpr std::array<double, 12> kLatencyBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
   std::atomic<uint64_t> handshakes_completed{0}, handshakes_failed{0};
   std::array<std::atomic<uint64_t>, kLatencyBuckets.size() + 1> latency_counts{};  // last: +Inf
   std::atomic<uint64_t> latency_sum_micros{0};

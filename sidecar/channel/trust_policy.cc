@@ -13,8 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "sidecar/common/mutex.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/common/status_macros.h"
 #include "sidecar/identity/identifier.h"
 
@@ -67,10 +67,10 @@ class IdentifiersFile final : public TrustPolicy {
       FileStamp read_stamp;
       auto set = ParseIdentifiersFile(path_, &read_stamp);
       if (!set.ok()) {
-        return ErrorWithReason(absl::StatusCode::kPermissionDenied,
-                               absl::StrCat("trust file unusable, trusting no one: ",
-                                            set.status().message()),
-                               reason::kUntrustedIdentity);
+        return ErrorWithReason(
+            absl::StatusCode::kPermissionDenied,
+            absl::StrCat("trust file unusable, trusting no one: ", set.status().message()),
+            reason::kUntrustedIdentity);
       }
       set_ = *std::move(set);
       stamp_ = read_stamp;
@@ -91,7 +91,8 @@ class Imported final : public TrustPolicy {
  public:
   explicit Imported(const identity::IdentityStore& store) : store_(store) {}
   absl::Status Check(const std::string& identifier) const override {
-    return store_.GetTrusted(identifier).ok() ? absl::OkStatus() : Untrusted(identifier, Describe());
+    return store_.GetTrusted(identifier).ok() ? absl::OkStatus()
+                                              : Untrusted(identifier, Describe());
   }
   std::string Describe() const override { return "imported trusted identities"; }
   std::string Key() const override { return "imported"; }
@@ -121,7 +122,8 @@ class Combination final : public TrustPolicy {
   }
   std::string Key() const override {
     std::string out = all_ ? "all(" : "any(";
-    for (size_t i = 0; i < parts_.size(); ++i) absl::StrAppend(&out, i ? ";" : "", parts_[i]->Key());
+    for (size_t i = 0; i < parts_.size(); ++i)
+      absl::StrAppend(&out, i ? ";" : "", parts_[i]->Key());
     return out + ")";
   }
 
@@ -138,7 +140,8 @@ absl::Status BadPolicy(absl::string_view why) {
 
 std::unique_ptr<TrustPolicy> TrustEveryone() { return std::make_unique<Everyone>(); }
 
-absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(std::vector<std::string> identifiers) {
+absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(
+    std::vector<std::string> identifiers) {
   if (identifiers.empty()) return BadPolicy("a trusted identifier list must not be empty");
   absl::flat_hash_set<std::string> set;
   for (auto& id : identifiers) {
@@ -216,12 +219,14 @@ std::unique_ptr<TrustPolicy> TrustImported(const identity::IdentityStore& store)
   return std::make_unique<Imported>(store);
 }
 
-absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(std::vector<std::unique_ptr<TrustPolicy>> policies) {
+absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(
+    std::vector<std::unique_ptr<TrustPolicy>> policies) {
   if (policies.empty()) return BadPolicy("any_of needs at least one policy");
   return std::unique_ptr<TrustPolicy>(new Combination(false, std::move(policies)));
 }
 
-absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(std::vector<std::unique_ptr<TrustPolicy>> policies) {
+absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(
+    std::vector<std::unique_ptr<TrustPolicy>> policies) {
   if (policies.empty()) return BadPolicy("all_of needs at least one policy");
   return std::unique_ptr<TrustPolicy>(new Combination(true, std::move(policies)));
 }

@@ -20,7 +20,6 @@
 
 namespace veil::channel {
 
-
 class TrustPolicy {
  public:
   virtual ~TrustPolicy() = default;
@@ -41,8 +40,10 @@ absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(std::vector<std::s
 absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiersFile(std::string path);
 // `store` must outlive the policy.
 std::unique_ptr<TrustPolicy> TrustImported(const identity::IdentityStore& store);
-absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(std::vector<std::unique_ptr<TrustPolicy>> policies);
-absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(std::vector<std::unique_ptr<TrustPolicy>> policies);
+absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(
+    std::vector<std::unique_ptr<TrustPolicy>> policies);
+absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(
+    std::vector<std::unique_ptr<TrustPolicy>> policies);
 
 // The largest identifiers file read.
 inline constexpr size_t kMaxTrustFileBytes = 1024 * 1024;

@@ -60,41 +60,69 @@ struct Globals {
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::OK: return "OK";
-    case grpc::CANCELLED: return "CANCELLED";
-    case grpc::UNKNOWN: return "UNKNOWN";
-    case grpc::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::NOT_FOUND: return "NOT_FOUND";
-    case grpc::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::ABORTED: return "ABORTED";
-    case grpc::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::INTERNAL: return "INTERNAL";
-    case grpc::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::DATA_LOSS: return "DATA_LOSS";
-    case grpc::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case grpc::OK:
+      return "OK";
+    case grpc::CANCELLED:
+      return "CANCELLED";
+    case grpc::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::ABORTED:
+      return "ABORTED";
+    case grpc::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::INTERNAL:
+      return "INTERNAL";
+    case grpc::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
 int ExitCodeOf(grpc::StatusCode code) {
   switch (code) {
-    case grpc::OK: return kOk;
+    case grpc::OK:
+      return kOk;
     case grpc::INVALID_ARGUMENT:
-    case grpc::OUT_OF_RANGE: return kUsage;
-    case grpc::NOT_FOUND: return kNotFound;
-    case grpc::ALREADY_EXISTS: return kExists;
+    case grpc::OUT_OF_RANGE:
+      return kUsage;
+    case grpc::NOT_FOUND:
+      return kNotFound;
+    case grpc::ALREADY_EXISTS:
+      return kExists;
     case grpc::PERMISSION_DENIED:
-    case grpc::UNAUTHENTICATED: return kRefused;
-    case grpc::FAILED_PRECONDITION: return kPrecondition;
-    case grpc::UNAVAILABLE: return kUnavailable;
-    case grpc::DEADLINE_EXCEEDED: return kDeadline;
-    case grpc::RESOURCE_EXHAUSTED: return kExhausted;
-    default: return kFailed;
+    case grpc::UNAUTHENTICATED:
+      return kRefused;
+    case grpc::FAILED_PRECONDITION:
+      return kPrecondition;
+    case grpc::UNAVAILABLE:
+      return kUnavailable;
+    case grpc::DEADLINE_EXCEEDED:
+      return kDeadline;
+    case grpc::RESOURCE_EXHAUSTED:
+      return kExhausted;
+    default:
+      return kFailed;
   }
 }
 
@@ -172,8 +200,9 @@ class Client {
   }
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(std::chrono::system_clock::now() +
-                          std::chrono::milliseconds(static_cast<int64_t>(g_.timeout_seconds * 1000)));
+    context->set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::milliseconds(static_cast<int64_t>(g_.timeout_seconds * 1000)));
     return context;
   }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
@@ -193,8 +222,10 @@ class Client {
                 << JsonEscape(message) << "\"}}\n";
     } else {
       std::cerr << "veil: " << what << ": " << message;
-      if (!reason.empty()) std::cerr << " [" << CodeName(status.error_code()) << ", " << reason << "]";
-      else std::cerr << " [" << CodeName(status.error_code()) << "]";
+      if (!reason.empty())
+        std::cerr << " [" << CodeName(status.error_code()) << ", " << reason << "]";
+      else
+        std::cerr << " [" << CodeName(status.error_code()) << "]";
       std::cerr << "\n";
     }
     return ExitCodeOf(status.error_code());
@@ -254,20 +285,29 @@ struct TrustFlags {
 
 const char* StateName(v1::SecureChannel::State s) {
   switch (s) {
-    case v1::SecureChannel::HANDSHAKING: return "handshaking";
-    case v1::SecureChannel::ESTABLISHED: return "established";
-    case v1::SecureChannel::CLOSED: return "closed";
-    default: return "unknown";
+    case v1::SecureChannel::HANDSHAKING:
+      return "handshaking";
+    case v1::SecureChannel::ESTABLISHED:
+      return "established";
+    case v1::SecureChannel::CLOSED:
+      return "closed";
+    default:
+      return "unknown";
   }
 }
 
 const char* StateName(v1::Relay::State s) {
   switch (s) {
-    case v1::Relay::CONNECTING: return "connecting";
-    case v1::Relay::UP: return "up";
-    case v1::Relay::RECONNECTING: return "reconnecting";
-    case v1::Relay::FAILED: return "failed";
-    default: return "unknown";
+    case v1::Relay::CONNECTING:
+      return "connecting";
+    case v1::Relay::UP:
+      return "up";
+    case v1::Relay::RECONNECTING:
+      return "reconnecting";
+    case v1::Relay::FAILED:
+      return "failed";
+    default:
+      return "unknown";
   }
 }
 
@@ -344,30 +384,34 @@ void AddStatus(Commands& commands) {
     v1::ListSecureChannelsResponse channels;
     v1::ListRelaysResponse relays;
     v1::ListSecureChannelListenersResponse listeners;
-    (void)v1::SecureChannelService::NewStub(c.channel())->ListSecureChannels(c.Context().get(), {}, &channels);
+    (void)v1::SecureChannelService::NewStub(c.channel())
+        ->ListSecureChannels(c.Context().get(), {}, &channels);
     (void)v1::SecureChannelService::NewStub(c.channel())
         ->ListSecureChannelListeners(c.Context().get(), {}, &listeners);
     (void)v1::RelayService::NewStub(c.channel())->ListRelays(c.Context().get(), {}, &relays);
     v1::ListHostedRelaysResponse hosted;  // a hub's: the relays others keep on it
     if (node.hub()) {
-      (void)v1::RelayService::NewStub(c.channel())->ListHostedRelays(c.Context().get(), {}, &hosted);
+      (void)v1::RelayService::NewStub(c.channel())
+          ->ListHostedRelays(c.Context().get(), {}, &hosted);
     }
     return c.Show(node, [&] {
       std::string tcp;
       for (const auto& l : node.tcp_listeners()) tcp += (tcp.empty() ? "" : ", ") + l.address();
       size_t up = 0;
       for (const auto& r : relays.relays()) up += r.state() == v1::Relay::UP;
-      PrintFields({{"version", node.version()},
-                   {"api", node.api_endpoint()},
-                   {"health", node.health_endpoint()},
-                   {"role", node.hub() ? "hub" : "sidecar"},
-                   {"tcp listeners", tcp},
-                   {"tcp connections", std::to_string(node.tcp_connections_size())},
-                   {"listeners", std::to_string(listeners.listeners_size())},
-                   {"secure channels", std::to_string(channels.channels_size())},
-                   {"relays", std::to_string(relays.relays_size()) + " (" + std::to_string(up) + " up)"},
-                   {"hosted relays", node.hub() ? std::to_string(hosted.relays_size()) : "- (not a hub)"},
-                   {"plaintext egress", node.insecure_plaintext() ? "ALLOWED (--insecure-plaintext)" : "refused"}});
+      PrintFields(
+          {{"version", node.version()},
+           {"api", node.api_endpoint()},
+           {"health", node.health_endpoint()},
+           {"role", node.hub() ? "hub" : "sidecar"},
+           {"tcp listeners", tcp},
+           {"tcp connections", std::to_string(node.tcp_connections_size())},
+           {"listeners", std::to_string(listeners.listeners_size())},
+           {"secure channels", std::to_string(channels.channels_size())},
+           {"relays", std::to_string(relays.relays_size()) + " (" + std::to_string(up) + " up)"},
+           {"hosted relays", node.hub() ? std::to_string(hosted.relays_size()) : "- (not a hub)"},
+           {"plaintext egress",
+            node.insecure_plaintext() ? "ALLOWED (--insecure-plaintext)" : "refused"}});
     });
   });
 }
@@ -386,8 +430,9 @@ void AddHealth(Commands& commands) {
       auto stub = grpc::health::v1::Health::NewStub(channel);
       grpc::health::v1::HealthCheckResponse response;
       grpc::Status s = stub->Check(c.Context().get(), {}, &response);
-      std::string state = s.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-                                 : std::string("unreachable: ") + s.error_message();
+      std::string state =
+          s.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+                 : std::string("unreachable: ") + s.error_message();
       if (c.globals().json) {
         std::cout << "{\"target\": \"" << JsonEscape(target) << "\", \"status\": \""
                   << JsonEscape(state) << "\"}\n";
@@ -409,11 +454,13 @@ void AddIdentity(Commands& commands) {
     std::string name, identifier, key, label;
   };
   auto f = std::make_shared<Flags>();
-  auto* identity = commands.app().add_subcommand("identity", "This node's identities and the identities it trusts");
+  auto* identity = commands.app().add_subcommand(
+      "identity", "This node's identities and the identities it trusts");
   identity->require_subcommand(1);
   commands.On(identity->add_subcommand("list", "List identities"), [](Client& c) {
     v1::ListIdentitiesResponse r;
-    grpc::Status s = v1::IdentityService::NewStub(c.channel())->ListIdentities(c.Context().get(), {}, &r);
+    grpc::Status s =
+        v1::IdentityService::NewStub(c.channel())->ListIdentities(c.Context().get(), {}, &r);
     if (!s.ok()) return c.Fail(s, "cannot list identities");
     return c.Show(r, [&] {
       Table t({"NAME", "IDENTIFIER", "CREATED"});
@@ -429,7 +476,8 @@ void AddIdentity(Commands& commands) {
     v1::GetIdentityRequest req;
     req.set_name(f->name);
     v1::Identity r;
-    grpc::Status s = v1::IdentityService::NewStub(c.channel())->GetIdentity(c.Context().get(), req, &r);
+    grpc::Status s =
+        v1::IdentityService::NewStub(c.channel())->GetIdentity(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot show identity \"" + f->name + "\"");
     return c.Show(r, [&] { PrintIdentity(r); });
   });
@@ -439,7 +487,8 @@ void AddIdentity(Commands& commands) {
     v1::CreateIdentityRequest req;
     req.set_name(f->name);
     v1::Identity r;
-    grpc::Status s = v1::IdentityService::NewStub(c.channel())->CreateIdentity(c.Context().get(), req, &r);
+    grpc::Status s =
+        v1::IdentityService::NewStub(c.channel())->CreateIdentity(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot create identity \"" + f->name + "\"");
     return c.Show(r, [&] { PrintIdentity(r); });
   });
@@ -449,7 +498,8 @@ void AddIdentity(Commands& commands) {
     v1::DeleteIdentityRequest req;
     req.set_name(f->name);
     v1::DeleteIdentityResponse r;
-    grpc::Status s = v1::IdentityService::NewStub(c.channel())->DeleteIdentity(c.Context().get(), req, &r);
+    grpc::Status s =
+        v1::IdentityService::NewStub(c.channel())->DeleteIdentity(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot delete identity \"" + f->name + "\"");
     return c.Show(r, [&] { std::cout << "deleted identity " << f->name << "\n"; });
   });
@@ -469,8 +519,8 @@ void AddIdentity(Commands& commands) {
     req.mutable_public_identity()->set_public_key(key);
     req.set_label(f->label);
     v1::TrustedIdentity r;
-    grpc::Status s =
-        v1::IdentityService::NewStub(c.channel())->ImportTrustedIdentity(c.Context().get(), req, &r);
+    grpc::Status s = v1::IdentityService::NewStub(c.channel())
+                         ->ImportTrustedIdentity(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot trust " + f->identifier);
     return c.Show(r, [&] { std::cout << "trusting " << f->identifier << "\n"; });
   });
@@ -493,8 +543,8 @@ void AddIdentity(Commands& commands) {
     v1::DeleteTrustedIdentityRequest req;
     req.set_identifier(f->identifier);
     v1::DeleteTrustedIdentityResponse r;
-    grpc::Status s =
-        v1::IdentityService::NewStub(c.channel())->DeleteTrustedIdentity(c.Context().get(), req, &r);
+    grpc::Status s = v1::IdentityService::NewStub(c.channel())
+                         ->DeleteTrustedIdentity(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot untrust " + f->identifier);
     return c.Show(r, [&] { std::cout << "no longer trusting " << f->identifier << "\n"; });
   });
@@ -507,7 +557,8 @@ void AddListener(Commands& commands) {
     bool exist_ok = false;
   };
   auto f = std::make_shared<Flags>();
-  auto* listener = commands.app().add_subcommand("listener", "Secure channel listeners on this node");
+  auto* listener =
+      commands.app().add_subcommand("listener", "Secure channel listeners on this node");
   listener->require_subcommand(1);
   commands.On(listener->add_subcommand("list", "List listeners"), [](Client& c) {
     v1::ListSecureChannelListenersResponse r;
@@ -516,20 +567,23 @@ void AddListener(Commands& commands) {
     if (!s.ok()) return c.Fail(s, "cannot list listeners");
     return c.Show(r, [&] {
       Table t({"ADDRESS", "IDENTITY", "IDENTIFIER", "TRUST"});
-      for (const auto& l : r.listeners()) t.Add({l.address(), l.identity(), l.identifier(), l.trust_policy()});
+      for (const auto& l : r.listeners())
+        t.Add({l.address(), l.identity(), l.identifier(), l.trust_policy()});
       t.Print();
     });
   });
   auto* create = listener->add_subcommand("create", "Create a listener others open channels to");
   create->add_option("address", f->address, "Its address on this node, e.g. listener")->required();
-  create->add_option("--identity", f->identity, "The identity it answers as")->default_val("default");
+  create->add_option("--identity", f->identity, "The identity it answers as")
+      ->default_val("default");
   create->add_flag("--exist-ok", f->exist_ok,
                    "Succeed when the same listener (identity and trust) is already there");
   f->trust.Add(create, "may open channels");
   commands.On(create, [f](Client& c) {
     if (f->trust.Empty()) {
-      std::cerr << "veil: say who may open channels: --trust-everyone, --trust ID, --trust-file F or "
-                   "--trust-imported\n";
+      std::cerr
+          << "veil: say who may open channels: --trust-everyone, --trust ID, --trust-file F or "
+             "--trust-imported\n";
       return static_cast<int>(kUsage);
     }
     v1::CreateSecureChannelListenerRequest req;
@@ -570,11 +624,12 @@ void AddChannel(Commands& commands) {
   channel->require_subcommand(1);
   commands.On(channel->add_subcommand("list", "List secure channels"), [](Client& c) {
     v1::ListSecureChannelsResponse r;
-    grpc::Status s =
-        v1::SecureChannelService::NewStub(c.channel())->ListSecureChannels(c.Context().get(), {}, &r);
+    grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
+                         ->ListSecureChannels(c.Context().get(), {}, &r);
     if (!s.ok()) return c.Fail(s, "cannot list channels");
     return c.Show(r, [&] {
-      Table t({"ADDRESS", "ROLE", "STATE", "REMOTE IDENTIFIER", "SENT", "RECEIVED", "REMOTE ROUTE"});
+      Table t(
+          {"ADDRESS", "ROLE", "STATE", "REMOTE IDENTIFIER", "SENT", "RECEIVED", "REMOTE ROUTE"});
       for (const auto& ch : r.channels()) {
         t.Add({ch.address(), ch.role() == v1::SecureChannel::INITIATOR ? "initiator" : "responder",
                StateName(ch.state()), ch.remote_identifier(), std::to_string(ch.messages_sent()),
@@ -589,15 +644,17 @@ void AddChannel(Commands& commands) {
     v1::GetSecureChannelRequest req;
     req.set_address(f->address);
     v1::SecureChannel r;
-    grpc::Status s =
-        v1::SecureChannelService::NewStub(c.channel())->GetSecureChannel(c.Context().get(), req, &r);
+    grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
+                         ->GetSecureChannel(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot show channel \"" + f->address + "\"");
     return c.Show(r, [&] { PrintChannel(r); });
   });
   auto* create = channel->add_subcommand(
       "create", "Open a mutually authenticated, end-to-end encrypted channel to a listener");
-  create->add_option("route", f->route,
-                     "The listener's route, e.g. /tcp/hub:4000/service/forward_to_bob/service/listener")
+  create
+      ->add_option(
+          "route", f->route,
+          "The listener's route, e.g. /tcp/hub:4000/service/forward_to_bob/service/listener")
       ->required();
   create->add_option("--identity", f->identity, "The identity to present")->default_val("default");
   create->add_option("--handshake-timeout", f->handshake_timeout, "Seconds the handshake may take")
@@ -615,8 +672,8 @@ void AddChannel(Commands& commands) {
     }
     req.set_timeout_ms(static_cast<uint32_t>(f->handshake_timeout * 1000));
     v1::SecureChannel r;
-    grpc::Status s =
-        v1::SecureChannelService::NewStub(c.channel())->CreateSecureChannel(c.Context().get(), req, &r);
+    grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
+                         ->CreateSecureChannel(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot open a secure channel to " + f->route);
     return c.Show(r, [&] {
       std::cout << "[✓] secure channel established with " << r.remote_identifier() << "\n"
@@ -629,8 +686,8 @@ void AddChannel(Commands& commands) {
     v1::DeleteSecureChannelRequest req;
     req.set_address(f->address);
     v1::DeleteSecureChannelResponse r;
-    grpc::Status s =
-        v1::SecureChannelService::NewStub(c.channel())->DeleteSecureChannel(c.Context().get(), req, &r);
+    grpc::Status s = v1::SecureChannelService::NewStub(c.channel())
+                         ->DeleteSecureChannel(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot close channel \"" + f->address + "\"");
     return c.Show(r, [&] { std::cout << "closed channel " << f->address << "\n"; });
   });
@@ -643,7 +700,8 @@ void AddRelay(Commands& commands) {
     bool exist_ok = false;
   };
   auto f = std::make_shared<Flags>();
-  auto* relay = commands.app().add_subcommand("relay", "Relays on hubs (and, on a hub, the relays it hosts)");
+  auto* relay =
+      commands.app().add_subcommand("relay", "Relays on hubs (and, on a hub, the relays it hosts)");
   relay->require_subcommand(1);
   commands.On(relay->add_subcommand("list", "List this node's relays"), [](Client& c) {
     v1::ListRelaysResponse r;
@@ -667,12 +725,16 @@ void AddRelay(Commands& commands) {
     if (!s.ok()) return c.Fail(s, "cannot show relay \"" + f->name + "\"");
     return c.Show(r, [&] { PrintRelay(r); });
   });
-  auto* create = relay->add_subcommand("create", "Register a relay on a hub, so others reach this node through it");
-  create->add_option("hub-route", f->hub, "The hub's route, e.g. /tcp/hub.example:4000")->required();
+  auto* create = relay->add_subcommand(
+      "create", "Register a relay on a hub, so others reach this node through it");
+  create->add_option("hub-route", f->hub, "The hub's route, e.g. /tcp/hub.example:4000")
+      ->required();
   create->add_option("--name", f->name, "Its name on the hub (default: the hub picks one)");
-  create->add_option("--identity", f->identity, "The identity that owns it")->default_val("default");
-  create->add_flag("--exist-ok", f->exist_ok,
-                   "Succeed with the relay this node already keeps on that hub (of that name, if given)");
+  create->add_option("--identity", f->identity, "The identity that owns it")
+      ->default_val("default");
+  create->add_flag(
+      "--exist-ok", f->exist_ok,
+      "Succeed with the relay this node already keeps on that hub (of that name, if given)");
   f->hub_trust.Add(create, "the hub may be (default: everyone)");
   commands.On(create, [f](Client& c) {
     v1::CreateRelayRequest req;
@@ -682,7 +744,8 @@ void AddRelay(Commands& commands) {
     req.set_exist_ok(f->exist_ok);
     if (!f->hub_trust.Empty()) *req.mutable_hub_trust_policy() = f->hub_trust.Policy();
     v1::Relay r;
-    grpc::Status s = v1::RelayService::NewStub(c.channel())->CreateRelay(c.Context().get(), req, &r);
+    grpc::Status s =
+        v1::RelayService::NewStub(c.channel())->CreateRelay(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot create a relay on " + f->hub);
     return c.Show(r, [&] {
       std::cout << "[✓] relay " << r.name() << " is up on " << r.hub_route() << "\n"
@@ -695,13 +758,15 @@ void AddRelay(Commands& commands) {
     v1::DeleteRelayRequest req;
     req.set_name(f->name);
     v1::DeleteRelayResponse r;
-    grpc::Status s = v1::RelayService::NewStub(c.channel())->DeleteRelay(c.Context().get(), req, &r);
+    grpc::Status s =
+        v1::RelayService::NewStub(c.channel())->DeleteRelay(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot delete relay \"" + f->name + "\"");
     return c.Show(r, [&] { std::cout << "deleted relay " << f->name << "\n"; });
   });
   commands.On(relay->add_subcommand("hosted", "On a hub: the relays it hosts"), [](Client& c) {
     v1::ListHostedRelaysResponse r;
-    grpc::Status s = v1::RelayService::NewStub(c.channel())->ListHostedRelays(c.Context().get(), {}, &r);
+    grpc::Status s =
+        v1::RelayService::NewStub(c.channel())->ListHostedRelays(c.Context().get(), {}, &r);
     if (!s.ok()) return c.Fail(s, "cannot list hosted relays");
     return c.Show(r, [&] {
       Table t({"NAME", "ADDRESS", "OWNER", "CONNECTION"});
@@ -747,7 +812,8 @@ void AddSend(Commands& commands) {
     v1::SendResponse r;
     grpc::Status s = stub->Send(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot send to " + f->route);
-    return c.Show(r, [&] { std::cout << "sent " << payload.size() << " bytes to " << f->route << "\n"; });
+    return c.Show(
+        r, [&] { std::cout << "sent " << payload.size() << " bytes to " << f->route << "\n"; });
   });
 }
 
@@ -765,12 +831,15 @@ int Run(int argc, char** argv) {
                  "The sidecar's API: unix:PATH or HOST:PORT (default $VEIL_API, else "
                  "unix:$VEIL_STATE_DIR/api.sock, else unix:$HOME/.veil/api.sock)")
       ->capture_default_str();
-  app.add_flag("--json", g.json, "Print results as JSON (proto field names); errors as JSON on stderr");
+  app.add_flag("--json", g.json,
+               "Print results as JSON (proto field names); errors as JSON on stderr");
   app.add_option("--timeout", g.timeout_seconds, "Seconds to wait for an answer")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
-  app.footer("Routes are written as text, e.g. /tcp/hub.example:4000/service/forward_to_bob/service/listener.\n"
-             "See docs/cli.md.");
+  app.footer(
+      "Routes are written as text, e.g. "
+      "/tcp/hub.example:4000/service/forward_to_bob/service/listener.\n"
+      "See docs/cli.md.");
 
   Commands commands(app);
   AddStatus(commands);

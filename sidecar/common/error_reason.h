@@ -31,7 +31,9 @@ inline constexpr absl::string_view kPlaintextEgressRefused = "PLAINTEXT_EGRESS_R
 inline constexpr absl::string_view kNodeShuttingDown = "NODE_SHUTTING_DOWN";
 inline constexpr absl::string_view kQueueFull = "QUEUE_FULL";
 inline constexpr absl::string_view kListenFailed = "LISTEN_FAILED";
-// Access control (docs/security.md): a worker does not take messages of this provenance; a node does not dial a /tcp hop that came from outside it and is not in --allow-dial; connection refusals.
+// Access control (docs/security.md): a worker does not take messages of this provenance; a node
+// does not dial a /tcp hop that came from outside it and is not in --allow-dial; connection
+// refusals.
 inline constexpr absl::string_view kAccessDenied = "ACCESS_DENIED";
 inline constexpr absl::string_view kDialRefused = "DIAL_REFUSED";
 inline constexpr absl::string_view kTooManyConnections = "TOO_MANY_CONNECTIONS";

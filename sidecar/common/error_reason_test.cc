@@ -7,7 +7,8 @@ namespace veil {
 namespace {
 
 TEST(ErrorReasonTest, AttachesAndReadsBack) {
-  absl::Status s = ErrorWithReason(absl::StatusCode::kNotFound, "no worker", reason::kRouteNotFound);
+  absl::Status s =
+      ErrorWithReason(absl::StatusCode::kNotFound, "no worker", reason::kRouteNotFound);
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.message(), "no worker");
   EXPECT_EQ(ReasonOf(s), "ROUTE_NOT_FOUND");

@@ -23,9 +23,9 @@ TEST(RandomNameTest, WorkerNamesAndTags) {
     std::string name = RandomWorkerName("_sc_");
     ASSERT_EQ(name.size(), 4u + kWorkerSuffixChars);
     EXPECT_EQ(name.rfind("_sc_", 0), 0u);
-    EXPECT_EQ(name.find_first_not_of(
-                  "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 4),
-              std::string::npos);
+    EXPECT_EQ(
+        name.find_first_not_of("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 4),
+        std::string::npos);
     EXPECT_TRUE(names.insert(name).second);
   }
   // No heap allocation for the names copied into every message.

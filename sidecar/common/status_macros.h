@@ -9,10 +9,10 @@
 #include "absl/status/statusor.h"
 
 // Evaluates `expr` (an absl::Status); returns it from the enclosing function if not OK.
-#define RETURN_IF_ERROR(expr)                               \
-  do {                                                      \
-    ::absl::Status veil_status_ = (expr);                   \
-    if (!veil_status_.ok()) return veil_status_;            \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::absl::Status veil_status_ = (expr);        \
+    if (!veil_status_.ok()) return veil_status_; \
   } while (0)
 
 #define VEIL_STATUS_CONCAT_INNER_(a, b) a##b
@@ -23,8 +23,8 @@
 #define ASSIGN_OR_RETURN(lhs, rexpr) \
   VEIL_ASSIGN_OR_RETURN_IMPL_(VEIL_STATUS_CONCAT_(veil_statusor_, __LINE__), lhs, rexpr)
 
-#define VEIL_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
-  auto statusor = (rexpr);                                \
+#define VEIL_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr)  \
+  auto statusor = (rexpr);                                 \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

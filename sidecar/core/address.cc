@@ -106,7 +106,8 @@ std::string FormatHostPort(absl::string_view host, uint16_t port) {
 absl::Status ValidateLocalName(absl::string_view name) {
   if (name.empty()) return Invalid("a worker name is empty");
   if (name.size() > kMaxLocalNameLength) {
-    return Invalid(absl::StrCat("a worker name is longer than ", kMaxLocalNameLength, " characters"));
+    return Invalid(
+        absl::StrCat("a worker name is longer than ", kMaxLocalNameLength, " characters"));
   }
   for (char c : name) {
     if (!IsNameChar(c)) {

@@ -39,8 +39,8 @@ wire::v1::TransportMessage RoutesOnly(const Route& onward, const Route& return_r
 
 size_t PayloadFieldSize(size_t payload_size) {
   if (payload_size == 0) return 0;  // proto3 omits an empty bytes field
-  return CodedOutputStream::VarintSize32(kPayloadTag) + CodedOutputStream::VarintSize64(payload_size) +
-         payload_size;
+  return CodedOutputStream::VarintSize32(kPayloadTag) +
+         CodedOutputStream::VarintSize64(payload_size) + payload_size;
 }
 
 }  // namespace
@@ -54,8 +54,8 @@ void RouteToWire(const Route& route, google::protobuf::RepeatedPtrField<wire::v1
   }
 }
 
-absl::StatusOr<Route> RouteFromWire(const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops,
-                               absl::string_view which) {
+absl::StatusOr<Route> RouteFromWire(
+    const google::protobuf::RepeatedPtrField<wire::v1::Address>& hops, absl::string_view which) {
   if (static_cast<size_t>(hops.size()) > kMaxRouteHops) {
     return Malformed(absl::StrCat(which, " route has more than ", kMaxRouteHops, " hops"));
   }
@@ -63,7 +63,8 @@ absl::StatusOr<Route> RouteFromWire(const google::protobuf::RepeatedPtrField<wir
   out.reserve(hops.size());
   for (const wire::v1::Address& hop : hops) {
     auto address = Address::Make(hop.type(), hop.value());
-    if (!address.ok()) return Malformed(absl::StrCat(which, " route: ", address.status().message()));
+    if (!address.ok())
+      return Malformed(absl::StrCat(which, " route: ", address.status().message()));
     out.push_back(*std::move(address));
   }
   return Route(std::move(out));
@@ -86,9 +87,8 @@ void AppendEncodedMessageHead(const Route& onward, const Route& return_route, si
   }
 }
 
-void AppendEncodedMessage(const Route& onward, const Route& return_route,
-                          absl::string_view payload, std::string& out, const absl::Status& refusal,
-                          uint64_t path_tag) {
+void AppendEncodedMessage(const Route& onward, const Route& return_route, absl::string_view payload,
+                          std::string& out, const absl::Status& refusal, uint64_t path_tag) {
   AppendEncodedMessageHead(onward, return_route, payload.size(), out, refusal, path_tag);
   out.append(payload.data(), payload.size());
 }

@@ -13,13 +13,11 @@
 
 namespace veil::core {
 
-
 // Appends the encoding to `out`. The payload is copied once, straight into `out`. `refusal`
 // (not OK) makes it a refusal notice; `path_tag` (not 0) is the sending channel's tag.
-void AppendEncodedMessage(const Route& onward, const Route& return_route,
-                          absl::string_view payload, std::string& out,
-                          const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);
-
+void AppendEncodedMessage(const Route& onward, const Route& return_route, absl::string_view payload,
+                          std::string& out, const absl::Status& refusal = absl::OkStatus(),
+                          uint64_t path_tag = 0);
 
 // Appends all of the encoding but the payload's bytes: `out` then ends where they go, so that
 // the head followed by the payload is AppendEncodedMessage's output (for writing a large

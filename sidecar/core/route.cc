@@ -27,9 +27,9 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
       return BadRoute(text, absl::StrCat("more than ", kMaxRouteHops, " hops"));
     }
     size_t type_end = text.find('/', pos + 1);
-    absl::string_view type = text.substr(pos + 1, type_end == absl::string_view::npos
-                                                     ? absl::string_view::npos
-                                                     : type_end - pos - 1);
+    absl::string_view type =
+        text.substr(pos + 1, type_end == absl::string_view::npos ? absl::string_view::npos
+                                                                 : type_end - pos - 1);
     if (type_end == absl::string_view::npos || type_end + 1 >= text.size() ||
         text[type_end + 1] == '/') {
       return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(absl::StrCat("/", type)),
@@ -45,9 +45,9 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
     } else if (type == "tcp") {
       wire_type = static_cast<uint32_t>(AddressType::kTcp);
     } else {
-      return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(segment),
-                                         ") has unknown type ", QuoteInput(type),
-                                         " (expected \"service\" or \"tcp\")"));
+      return BadRoute(text,
+                      absl::StrCat("segment ", n, " (", QuoteInput(segment), ") has unknown type ",
+                                   QuoteInput(type), " (expected \"service\" or \"tcp\")"));
     }
     auto address = Address::Make(wire_type, std::move(value));
     if (!address.ok()) {

@@ -44,7 +44,8 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
   return absl::OkStatus();
 }
 
-std::string Router::StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker) {
+std::string Router::StartWorkerWithPrefix(absl::string_view prefix,
+                                          std::shared_ptr<Worker> worker) {
   for (;;) {
     std::string name = RandomWorkerName(prefix);
     if (StartWorker(name, worker).ok()) return name;
@@ -116,9 +117,9 @@ void Router::Send(Message msg) {
   routed_.fetch_add(1, std::memory_order_relaxed);
   if (msg.onward.empty()) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
-    Refuse(std::move(msg), ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                                           "message has an empty onward route",
-                                           reason::kInvalidRoute));
+    Refuse(std::move(msg),
+           ErrorWithReason(absl::StatusCode::kInvalidArgument, "message has an empty onward route",
+                           reason::kInvalidRoute));
     return;
   }
   const Address& next = msg.onward.front();
@@ -183,8 +184,7 @@ void Router::SendBatch(std::vector<Message> msgs) {
     }
     size_t end = i + 1;
     while (end < msgs.size() && joins(msgs[end], first.onward.front())) ++end;
-    std::shared_ptr<Worker> worker =
-        end - i > 1 ? Find(first.onward.front().value()) : nullptr;
+    std::shared_ptr<Worker> worker = end - i > 1 ? Find(first.onward.front().value()) : nullptr;
     if (worker == nullptr) {  // one message, or nobody there: Send settles each
       for (; i < end; ++i) Send(std::move(msgs[i]));
       continue;
@@ -249,8 +249,9 @@ void Router::Deny(Message msg, absl::Status why, absl::string_view to) {
   const auto origin = static_cast<size_t>(msg.sender.origin);
   access_denied_[origin].fetch_add(1, std::memory_order_relaxed);
   if (uint64_t suppressed = 0; deny_log_.ShouldLog(&suppressed)) {
-    spdlog::warn("refused a {} from {} to {}: {}{}", msg.refusal.ok() ? "message" : "refusal notice",
-                 OriginName(msg.sender.origin), to, why.message(),
+    spdlog::warn("refused a {} from {} to {}: {}{}",
+                 msg.refusal.ok() ? "message" : "refusal notice", OriginName(msg.sender.origin), to,
+                 why.message(),
                  suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
   }
   Refuse(std::move(msg), std::move(why));

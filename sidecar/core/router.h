@@ -28,9 +28,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "asio/io_context.hpp"
 #include "sidecar/common/log_limiter.h"
 #include "sidecar/common/mutex.h"
-#include "asio/io_context.hpp"
 #include "sidecar/core/message.h"
 #include "sidecar/core/worker.h"
 
@@ -65,7 +65,8 @@ class Router {
   // (reason ADDRESS_IN_USE) when the address is taken; FAILED_PRECONDITION once shut down.
   absl::Status StartWorker(std::string name, std::shared_ptr<Worker> worker);
 
-  // Starts `worker` at a fresh, unguessable address "<prefix><11 letters and digits>" and returns it;
+  // Starts `worker` at a fresh, unguessable address "<prefix><11 letters and digits>" and returns
+  // it;
   // "" once shut down.
   std::string StartWorkerWithPrefix(absl::string_view prefix, std::shared_ptr<Worker> worker);
 
@@ -82,7 +83,8 @@ class Router {
   // What a message to a missing worker whose name starts with `prefix` is refused with, instead
   // of ROUTE_NOT_FOUND (e.g. a hub: "no relay named x"). `explain` gets the whole name and runs
   // on any thread; an epitaph takes precedence.
-  void ExplainAbsence(std::string prefix, std::function<absl::Status(absl::string_view name)> explain);
+  void ExplainAbsence(std::string prefix,
+                      std::function<absl::Status(absl::string_view name)> explain);
 
   // Why there is no worker at `name` (which there is not): its epitaph, the explanation of its
   // prefix, or NOT_FOUND ROUTE_NOT_FOUND naming `hop`.
@@ -133,8 +135,8 @@ class Router {
 
   // Counters since start, for metrics.
   struct Stats {
-    uint64_t routed = 0;     // messages given to Send
-    uint64_t unroutable = 0;  // refused at once: unknown local address, no transport
+    uint64_t routed = 0;        // messages given to Send
+    uint64_t unroutable = 0;    // refused at once: unknown local address, no transport
     uint64_t notices_sent = 0;  // refusal notices sent back to a far sender's node
     // Refused by access control, by the provenance they had (SenderInfo::Origin order).
     std::array<uint64_t, 4> access_denied{};

@@ -1,8 +1,8 @@
 #include "sidecar/core/router.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <atomic>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -226,9 +226,9 @@ TEST_F(RouterTest, WorkersAdmitByProvenanceTheRestIsRefusedAndCounted) {
   // A notice went back for each of the three: two from the network, one out of a channel
   // (whose notice goes back through it).
   ASSERT_TRUE(back->WaitFor(3));
-  EXPECT_EQ(back->payloads(), (std::vector<std::string>{"refusal: ACCESS_DENIED",
-                                                        "refusal: ACCESS_DENIED",
-                                                        "refusal: ACCESS_DENIED"}));
+  EXPECT_EQ(back->payloads(),
+            (std::vector<std::string>{"refusal: ACCESS_DENIED", "refusal: ACCESS_DENIED",
+                                      "refusal: ACCESS_DENIED"}));
   const Router::Stats stats = router_.stats();
   EXPECT_EQ(stats.access_denied[static_cast<size_t>(SenderInfo::Origin::kTransport)], 2u);
   EXPECT_EQ(stats.access_denied[static_cast<size_t>(SenderInfo::Origin::kSecureChannel)], 1u);
@@ -327,9 +327,9 @@ TEST_F(RouterTest, StoppedWorkersLeaveAnEpitaphAndPrefixesExplainAbsence) {
   };
   auto worker = std::make_shared<RecordingWorker>(router_.NewStrand());
   ASSERT_TRUE(router_.StartWorker("chan", worker).ok());
-  ASSERT_TRUE(router_.StopWorker("chan", nullptr,
-                                 ErrorWithReason(absl::StatusCode::kUnavailable, "chan is closed",
-                                                 "CHANNEL_CLOSED")));
+  ASSERT_TRUE(router_.StopWorker(
+      "chan", nullptr,
+      ErrorWithReason(absl::StatusCode::kUnavailable, "chan is closed", "CHANNEL_CLOSED")));
   absl::Status s = refused("/service/chan/service/app");
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ReasonOf(s), "CHANNEL_CLOSED");
@@ -345,7 +345,8 @@ TEST_F(RouterTest, StoppedWorkersLeaveAnEpitaphAndPrefixesExplainAbsence) {
   // Bounded: the oldest epitaph goes first.
   for (size_t i = 0; i <= Router::kEpitaphs; ++i) {
     std::string name = absl::StrCat("w", i);
-    ASSERT_TRUE(router_.StartWorker(name, std::make_shared<RecordingWorker>(router_.NewStrand())).ok());
+    ASSERT_TRUE(
+        router_.StartWorker(name, std::make_shared<RecordingWorker>(router_.NewStrand())).ok());
     ASSERT_TRUE(router_.StopWorker(name, nullptr, absl::UnavailableError(name + " went")));
   }
   EXPECT_EQ(ReasonOf(refused("/service/w0")), "ROUTE_NOT_FOUND");
@@ -399,10 +400,12 @@ TEST_F(RouterTest, SendBatchHandsRunsOverTogetherInOrder) {
   auto outcomes = std::make_shared<Outcomes>();
   std::vector<Message> msgs;
   uint32_t index = 0;
-  for (int i = 0; i < 3; ++i) msgs.push_back(Make("/service/a/service/x", "a" + std::to_string(i), outcomes, index++));
+  for (int i = 0; i < 3; ++i)
+    msgs.push_back(Make("/service/a/service/x", "a" + std::to_string(i), outcomes, index++));
   msgs.push_back(Make("/service/b", "b0", outcomes, index++));
   msgs.push_back(Make("/service/nobody", "lost", outcomes, index++));
-  for (int i = 3; i < 5; ++i) msgs.push_back(Make("/service/a", "a" + std::to_string(i), outcomes, index++));
+  for (int i = 3; i < 5; ++i)
+    msgs.push_back(Make("/service/a", "a" + std::to_string(i), outcomes, index++));
   router_.SendBatch(std::move(msgs));
   ASSERT_TRUE(a->WaitFor(5));
   ASSERT_TRUE(b->WaitFor(1));
@@ -452,7 +455,8 @@ TEST_F(RouterTest, AnyThreadWorkerIsCalledDirectlyBySender) {
   auto outcomes = std::make_shared<Outcomes>();
   router_.Send(Make("/service/direct/service/x", "0", outcomes, 0));
   std::vector<Message> msgs;
-  for (uint32_t i = 1; i < 4; ++i) msgs.push_back(Make("/service/direct", std::to_string(i), outcomes, i));
+  for (uint32_t i = 1; i < 4; ++i)
+    msgs.push_back(Make("/service/direct", std::to_string(i), outcomes, i));
   router_.SendBatch(std::move(msgs));
   // Synchronous: everything is there before Send/SendBatch return.
   EXPECT_EQ(direct->payloads, (std::vector<std::string>{"0/service/x", "1", "2", "3"}));
@@ -514,7 +518,8 @@ TEST_F(RouterTest, StrandWorkerRunsInlineFromAnIoThreadButIsNeverReentered) {
   ASSERT_TRUE(router_.StartWorker("a", a).ok());
   ASSERT_TRUE(router_.StartWorker("b", b).ok());
   router_.Send(Make("/service/a", "to b"));
-  ASSERT_EQ(shared->done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_EQ(shared->done.get_future().wait_for(std::chrono::seconds(10)),
+            std::future_status::ready);
   EXPECT_TRUE(a->inline_b) << "b was not handled inline from a's io thread";
   EXPECT_FALSE(shared->reentered) << "a worker sending to itself was re-entered";
   // From this thread (not one of the io_context's): queued, handled on an io thread.

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "asio/io_context.hpp"
 #include "asio/dispatch.hpp"
+#include "asio/io_context.hpp"
 #include "asio/post.hpp"
 #include "asio/strand.hpp"
 #include "sidecar/core/message.h"

@@ -14,11 +14,11 @@
 #include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/status_macros.h"
 #include "sidecar/identity/identifier.h"
-#include "sidecar/relay/relay_registry.h"
-#include "sidecar/common/fmt_absl.h"
 #include "sidecar/identity/identity.h"
+#include "sidecar/relay/relay_registry.h"
 #include "spdlog/spdlog.h"
 #include "yaml-cpp/yaml.h"
 
@@ -44,8 +44,9 @@ class YamlReader {
     if (depth > kMaxDepth) return Error(node, path, "nested too deeply");
     if (node.IsNull()) return absl::OkStatus();  // "key:" with nothing: an empty message
     if (!node.IsMap()) {
-      return Error(node, path, absl::StrCat("expected a map of ", out.GetDescriptor()->name(),
-                                            " fields, found ", KindOf(node)));
+      return Error(node, path,
+                   absl::StrCat("expected a map of ", out.GetDescriptor()->name(),
+                                " fields, found ", KindOf(node)));
     }
     const auto* descriptor = out.GetDescriptor();
     const Reflection* reflection = out.GetReflection();
@@ -146,16 +147,17 @@ class YamlReader {
         value = static_cast<T>(v);
       }
       if (!ok) {
-        return Error(node, path, absl::StrCat("\"", text, "\" is not a whole number from ",
-                                              +min, " to ", +max));
+        return Error(
+            node, path,
+            absl::StrCat("\"", text, "\" is not a whole number from ", +min, " to ", +max));
       }
       return absl::OkStatus();
     };
     switch (field->cpp_type()) {
       case FieldDescriptor::CPPTYPE_STRING: {
         std::string value = text;
-        if (field->type() == FieldDescriptor::TYPE_BYTES &&
-            !absl::Base64Unescape(text, &value) && !absl::WebSafeBase64Unescape(text, &value)) {
+        if (field->type() == FieldDescriptor::TYPE_BYTES && !absl::Base64Unescape(text, &value) &&
+            !absl::WebSafeBase64Unescape(text, &value)) {
           return Error(node, path, "expected base64");
         }
         rep ? r->AddString(&out, field, std::move(value))
@@ -176,15 +178,15 @@ class YamlReader {
       }
       case FieldDescriptor::CPPTYPE_INT32: {
         int32_t v;
-        RETURN_IF_ERROR(integer(std::numeric_limits<int32_t>::min(),
-                                std::numeric_limits<int32_t>::max(), v));
+        RETURN_IF_ERROR(
+            integer(std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max(), v));
         rep ? r->AddInt32(&out, field, v) : r->SetInt32(&out, field, v);
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_INT64: {
         int64_t v;
-        RETURN_IF_ERROR(integer(std::numeric_limits<int64_t>::min(),
-                                std::numeric_limits<int64_t>::max(), v));
+        RETURN_IF_ERROR(
+            integer(std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), v));
         rep ? r->AddInt64(&out, field, v) : r->SetInt64(&out, field, v);
         return absl::OkStatus();
       }
@@ -267,10 +269,10 @@ absl::Status Annotate(const absl::Status& status, const ConfigMarks& marks,
     size_t cut = path.find_last_of(".[");
     path = cut == std::string::npos ? "" : path.substr(0, cut);
   }
-  return ErrorWithReason(status.code(),
-                         absl::StrCat(place.empty() ? "config" : place, ": ", field, ": ",
-                                      status.message()),
-                         ReasonOf(status));
+  return ErrorWithReason(
+      status.code(),
+      absl::StrCat(place.empty() ? "config" : place, ": ", field, ": ", status.message()),
+      ReasonOf(status));
 }
 
 }  // namespace
@@ -304,7 +306,8 @@ absl::Status ValidateTrustPolicy(const v1::TrustPolicy& policy, int depth) {
       }
       return absl::OkStatus();
     case v1::TrustPolicy::kTrustIdentifiersFile:
-      if (policy.trust_identifiers_file().empty()) return Invalid("trust_identifiers_file is empty");
+      if (policy.trust_identifiers_file().empty())
+        return Invalid("trust_identifiers_file is empty");
       return absl::OkStatus();
     case v1::TrustPolicy::kTrustImported:
       if (!policy.trust_imported()) return Invalid("trust_imported must be true when set");
@@ -409,10 +412,10 @@ std::string FieldOf(const absl::Status& status, const std::string& entry) {
 absl::StatusOr<LoadedConfig> LoadConfigFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           absl::StrCat("cannot read the config file ", path, ": ",
-                                        std::strerror(errno)),
-                           reason::kInvalidConfig);
+    return ErrorWithReason(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("cannot read the config file ", path, ": ", std::strerror(errno)),
+        reason::kInvalidConfig);
   }
   std::string text(kMaxConfigBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
@@ -442,8 +445,8 @@ absl::Status CheckIdentitiesKnown(const LoadedConfig& loaded, const std::set<std
                     loaded.marks, field);
   };
   for (int i = 0; i < loaded.config.listeners_size(); ++i) {
-    RETURN_IF_ERROR(check(loaded.config.listeners(i).identity(),
-                          absl::StrCat("listeners[", i, "].identity")));
+    RETURN_IF_ERROR(
+        check(loaded.config.listeners(i).identity(), absl::StrCat("listeners[", i, "].identity")));
   }
   for (int i = 0; i < loaded.config.relays_size(); ++i) {
     RETURN_IF_ERROR(

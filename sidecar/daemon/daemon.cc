@@ -14,8 +14,6 @@
 #include "asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
 #include "sidecar/channel/secure_channel_manager.h"
-#include "sidecar/relay/relay_clients.h"
-#include "sidecar/relay/relay_hub.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
@@ -23,9 +21,11 @@
 #include "sidecar/daemon/metrics.h"
 #include "sidecar/daemon/state_dir.h"
 #include "sidecar/daemon/vault_key.h"
-#include "sidecar/identity/identity_store.h"
-#include "sidecar/transport/tcp_transport.h"
 #include "sidecar/identity/identity.h"
+#include "sidecar/identity/identity_store.h"
+#include "sidecar/relay/relay_clients.h"
+#include "sidecar/relay/relay_hub.h"
+#include "sidecar/transport/tcp_transport.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::daemon {
@@ -92,8 +92,9 @@ absl::Status RunDaemon(const Options& options) {
     spdlog::info("identity {}: {}", name, (*id)->identifier());
   }
 
-  int threads = options.threads > 0 ? options.threads
-                                    : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  int threads = options.threads > 0
+                    ? options.threads
+                    : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   asio::io_context io(threads);
   core::Router router(io);
   transport::TcpOptions tcp_options;
@@ -109,7 +110,8 @@ absl::Status RunDaemon(const Options& options) {
   tcp_options.max_connections_per_address = options.max_connections_per_address;
   tcp_options.idle_timeout = options.connection_idle_timeout;
   transport::TcpTransport tcp(router, tcp_options);
-  std::promise<void> stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
+  std::promise<void>
+      stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&stop, &signals](asio::error_code ec, int signal) {
     if (ec) return;
@@ -194,12 +196,12 @@ absl::Status RunDaemon(const Options& options) {
   settings.max_pending_batches = options.api_max_pending_batches;
   settings.max_calls_per_connection = options.api_max_calls_per_connection;
   settings.open_timeout = options.api_open_timeout;
-  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels,
-                                   relays, hub.get(), io);
+  auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels, relays,
+                                   hub.get(), io);
   if (!api.ok()) return api.status();
   std::string metrics_bound = "-";
-  auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(),
-                                                      (*api)->stats());
+  auto collector =
+      std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(), (*api)->stats());
   std::unique_ptr<prometheus::Exposer> metrics;
   if (!options.metrics_listen.empty()) {
     auto served = ServeMetrics(options.metrics_listen, collector, &metrics_bound);
@@ -219,7 +221,8 @@ absl::Status RunDaemon(const Options& options) {
   }
   spdlog::info("veild {} ready: api={} serve-socket={} tcp=[{}] health={} metrics={} state-dir={}",
                kVeilVersion, (*api)->endpoint(),
-               options.serve_socket.empty() ? "-" : options.serve_socket, absl::StrJoin(tcp.ListenAddresses(), ","),
+               options.serve_socket.empty() ? "-" : options.serve_socket,
+               absl::StrJoin(tcp.ListenAddresses(), ","),
                (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
                (*state_dir)->path());
 

@@ -66,10 +66,10 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
 
   auto& tcp = tcp_.stats();
   auto load = [](const std::atomic<uint64_t>& a) { return static_cast<double>(a.load()); };
-  MetricFamily denied = Family(
-      "veil_access_denied_total",
-      "Messages refused by access control (docs/security.md), by the provenance they had",
-      kCounter);
+  MetricFamily denied =
+      Family("veil_access_denied_total",
+             "Messages refused by access control (docs/security.md), by the provenance they had",
+             kCounter);
   const char* const kOrigins[] = {"local", "app", "transport", "secure_channel"};
   for (size_t i = 0; i < routing.access_denied.size(); ++i) {
     Add(denied, static_cast<double>(routing.access_denied[i]), {{"origin", kOrigins[i]}});
@@ -87,8 +87,8 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(Single("veil_transport_notices_dropped_total",
                        "Refusal notices dropped for a peer that does not read them", kCounter,
                        load(tcp.notices_dropped)));
-  out.push_back(Single("veil_transport_bytes_sent_total", "Bytes written to TCP connections", kCounter,
-                       load(tcp.bytes_sent)));
+  out.push_back(Single("veil_transport_bytes_sent_total", "Bytes written to TCP connections",
+                       kCounter, load(tcp.bytes_sent)));
   out.push_back(Single("veil_transport_bytes_received_total", "Bytes read from TCP connections",
                        kCounter, load(tcp.bytes_received)));
   out.push_back(Single("veil_transport_frames_sent_total", "Frames queued on TCP connections",
@@ -108,8 +108,9 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                        kCounter, load(tcp.reads_paused)));
   out.push_back(Single("veil_transport_connections_opened_total", "TCP connections established",
                        kCounter, load(tcp.connections_opened)));
-  out.push_back(Single("veil_transport_connections_failed_total", "TCP connections that could not be established",
-                       kCounter, load(tcp.connections_failed)));
+  out.push_back(Single("veil_transport_connections_failed_total",
+                       "TCP connections that could not be established", kCounter,
+                       load(tcp.connections_failed)));
   out.push_back(Single("veil_transport_connections", "Open TCP connections", kGauge,
                        static_cast<double>(tcp_.Connections().size())));
 
@@ -130,16 +131,18 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(std::move(channels));
   out.push_back(Single("veil_secure_channel_listeners", "Secure channel listeners", kGauge,
                        static_cast<double>(channels_.ListListeners().size())));
-  out.push_back(Single("veil_secure_channel_messages_sent_total", "Messages encrypted into secure channels",
-                       kCounter, sent));
+  out.push_back(Single("veil_secure_channel_messages_sent_total",
+                       "Messages encrypted into secure channels", kCounter, sent));
   out.push_back(Single("veil_secure_channel_messages_received_total",
                        "Messages decrypted from secure channels", kCounter, received));
   out.push_back(Single("veil_secure_channel_decrypt_failures_total",
                        "Secure channel messages dropped because they failed to decrypt", kCounter,
                        failures));
   out.push_back(Single("veil_secure_channel_replays_rejected_total",
-                       "Secure channel messages dropped as replayed or too old", kCounter, replays));
-  MetricFamily handshakes = Family("veil_secure_channel_handshakes_total", "Secure channel handshakes by result", kCounter);
+                       "Secure channel messages dropped as replayed or too old", kCounter,
+                       replays));
+  MetricFamily handshakes = Family("veil_secure_channel_handshakes_total",
+                                   "Secure channel handshakes by result", kCounter);
   Add(handshakes, load(cs.handshakes_completed), {{"result", "ok"}});
   Add(handshakes, load(cs.handshakes_failed), {{"result", "failed"}});
   out.push_back(std::move(handshakes));
@@ -148,18 +151,19 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                        "Refusal notices and handshake errors dropped for not echoing the channel's "
                        "path tag",
                        kCounter, load(cs.forged_notices)));
-  out.push_back(Single("veil_secure_channel_handshakes_refused_total",
-                       "Handshakes refused for a limit (busy, rate, too many channels, per identity)",
-                       kCounter, load(cs.handshakes_refused)));
+  out.push_back(
+      Single("veil_secure_channel_handshakes_refused_total",
+             "Handshakes refused for a limit (busy, rate, too many channels, per identity)",
+             kCounter, load(cs.handshakes_refused)));
   MetricFamily expired = Family("veil_secure_channels_expired_total",
                                 "Secure channels closed by this node, by why", kCounter);
   Add(expired, load(cs.unconfirmed_expired), {{"reason", "unconfirmed"}});
   Add(expired, load(cs.idle_expired), {{"reason", "idle"}});
   Add(expired, load(cs.carrier_closed), {{"reason", "connection_closed"}});
   out.push_back(std::move(expired));
-  MetricFamily latency = Family("veil_secure_channel_handshake_seconds",
-                                "Time from a channel's creation to its establishment",
-                                MetricType::Histogram);
+  MetricFamily latency =
+      Family("veil_secure_channel_handshake_seconds",
+             "Time from a channel's creation to its establishment", MetricType::Histogram);
   ClientMetric h;
   uint64_t cumulative = 0;
   for (size_t i = 0; i < channel::ChannelStats::kLatencyBuckets.size(); ++i) {
@@ -173,7 +177,8 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   latency.metric.push_back(std::move(h));
   out.push_back(std::move(latency));
 
-  MetricFamily relays = Family("veil_relays", "Relays this sidecar keeps on hubs, by state", kGauge);
+  MetricFamily relays =
+      Family("veil_relays", "Relays this sidecar keeps on hubs, by state", kGauge);
   double up = 0, down = 0;
   for (const auto& r : relays_.List()) (r.state == relay::RelayStatus::State::kUp ? up : down) += 1;
   Add(relays, up, {{"state", "up"}});
@@ -199,7 +204,8 @@ absl::StatusOr<std::unique_ptr<prometheus::Exposer>> ServeMetrics(
   }
   exposer->RegisterCollectable(collector, "/metrics");
   auto ports = exposer->GetListeningPorts();
-  *bound = core::FormatHostPort(hp->host, ports.empty() ? hp->port : static_cast<uint16_t>(ports[0]));
+  *bound =
+      core::FormatHostPort(hp->host, ports.empty() ? hp->port : static_cast<uint16_t>(ports[0]));
   return exposer;
 }
 

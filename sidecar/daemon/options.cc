@@ -15,7 +15,8 @@ std::string DefaultServeSocket(const std::string& api) {
   constexpr std::string_view kUnix = "unix:", kSock = ".sock";
   if (api.rfind(kUnix, 0) != 0) return "";
   std::string path = api.substr(kUnix.size());
-  if (path.size() > kSock.size() && path.compare(path.size() - kSock.size(), kSock.size(), kSock) == 0) {
+  if (path.size() > kSock.size() &&
+      path.compare(path.size() - kSock.size(), kSock.size(), kSock) == 0) {
     path.resize(path.size() - kSock.size());
     path += ".serve.sock";
   } else {
@@ -76,9 +77,10 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_option("--health-listen", o.health_listen,
                  "Serve grpc.health.v1 alone on HOST:PORT (for Kubernetes probes; may be the pod "
                  "IP). It answers NOT_SERVING from the start of a drain until veild exits");
-  app.add_option("--metrics-listen", o.metrics_listen,
-                 "Serve Prometheus metrics at http://HOST:PORT/metrics (channels, relays, messages, "
-                 "bytes, decrypt failures, handshake latency); port 0 picks a free port");
+  app.add_option(
+      "--metrics-listen", o.metrics_listen,
+      "Serve Prometheus metrics at http://HOST:PORT/metrics (channels, relays, messages, "
+      "bytes, decrypt failures, handshake latency); port 0 picks a free port");
   app.add_option("--tcp-listen", o.tcp_listen,
                  "Accept connections from other nodes on HOST:PORT (repeatable; port 0 picks a "
                  "free port, see GetNode)");
@@ -165,8 +167,7 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "the connections of relays (this node's, or on a hub its relay owners')")
       ->check(CLI::Range(size_t{4}, size_t{1000000}))
       ->capture_default_str();
-  app.add_option("--max-pending-handshakes-per-connection",
-                 o.max_pending_handshakes_per_connection,
+  app.add_option("--max-pending-handshakes-per-connection", o.max_pending_handshakes_per_connection,
                  "Half-open handshakes from one sender: one connection, or, through a relay, one "
                  "connection of the hub's")
       ->check(CLI::Range(size_t{1}, size_t{1000000}))
@@ -250,7 +251,8 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
       o.state_dir = std::string(home) + "/.veil";
     } else {
-      return EarlyExit{2, "veild: no --state-dir given and neither VEIL_STATE_DIR nor HOME is set\n"};
+      return EarlyExit{2,
+                       "veild: no --state-dir given and neither VEIL_STATE_DIR nor HOME is set\n"};
     }
   }
   if (o.api.empty()) o.api = "unix:" + o.state_dir + "/api.sock";

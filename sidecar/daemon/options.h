@@ -12,8 +12,8 @@
 namespace veil::daemon {
 
 struct Options {
-  std::string state_dir;   // where state lives; created 0700
-  std::string api;         // "unix:PATH" or "HOST:PORT"
+  std::string state_dir;  // where state lives; created 0700
+  std::string api;        // "unix:PATH" or "HOST:PORT"
   bool api_allow_public = false;
   std::string api_socket_mode = "0600";  // or "0660"
   // The serve socket's path; "" for none. Defaults from a Unix --api (DefaultServeSocket).
@@ -22,8 +22,8 @@ struct Options {
   size_t api_max_serve_streams = 4096;
   size_t api_max_pending_batches = 1024;
   int api_max_calls_per_connection = 1024;
-  std::string health_listen;  // "HOST:PORT" for the health-only listener
-  std::string metrics_listen;  // "HOST:PORT" for Prometheus /metrics
+  std::string health_listen;            // "HOST:PORT" for the health-only listener
+  std::string metrics_listen;           // "HOST:PORT" for Prometheus /metrics
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
   bool insecure_plaintext = false;
   size_t max_frame_bytes = 0;
@@ -31,16 +31,16 @@ struct Options {
   std::string log_level = "info";
   int threads = 1;  // io threads; 0 = one per core (at least 2)
   std::chrono::milliseconds shutdown_grace{10000};
-  std::string vault_key_file;           // at-rest key or passphrase, e.g. a mounted Secret
-  std::string config_file;              // declarative YAML config (config.h)
-  bool check_config = false;            // only check config_file and exit
-  std::vector<std::string> identities;  // ensured at start-up, besides "default"
-  bool hub = false;                     // run the relay service
+  std::string vault_key_file;            // at-rest key or passphrase, e.g. a mounted Secret
+  std::string config_file;               // declarative YAML config (config.h)
+  bool check_config = false;             // only check config_file and exit
+  std::vector<std::string> identities;   // ensured at start-up, besides "default"
+  bool hub = false;                      // run the relay service
   std::vector<std::string> relay_allow;  // "IDENTIFIER" or "IDENTIFIER:NAME"
   size_t relay_max_per_connection = 16;
   size_t relay_max_per_identity = 16;
   int relay_reservation_seconds = 300;
-  double relay_heartbeat_seconds = 5;    // client side
+  double relay_heartbeat_seconds = 5;  // client side
   size_t relay_max_queued_bytes = 16 * 1024 * 1024;
   size_t max_connection_queue_bytes = 64 * 1024 * 1024;
   size_t max_connection_unsettled_bytes = 8 * 1024 * 1024;
@@ -65,7 +65,6 @@ struct EarlyExit {
   int code = 0;
   std::string text;
 };
-
 
 // The serve socket beside a Unix API endpoint "unix:DIR/NAME.sock": DIR/NAME.serve.sock (a path
 // not ending in .sock gets ".serve" appended). "" for a TCP endpoint or when the path would be

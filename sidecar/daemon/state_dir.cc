@@ -29,9 +29,8 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& path
     return absl::FailedPreconditionError(absl::StrCat("state dir ", path, " is not a directory"));
   }
   if (st.st_uid != ::geteuid()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("state dir ", path, " belongs to uid ", st.st_uid, ", not to us (uid ",
-                     ::geteuid(), ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state dir ", path, " belongs to uid ", st.st_uid, ", not to us (uid ", ::geteuid(), ")"));
   }
   if ((st.st_mode & 077) != 0) {
     spdlog::warn("state dir {} had mode {:o}; setting 0700", path, st.st_mode & 0777);

@@ -65,16 +65,17 @@ absl::StatusOr<std::optional<vault::VaultKey>> ReadVaultKey(const std::string& f
   }
   if ((st.st_mode & S_IROTH) != 0) {
     ::close(fd);
-    return absl::FailedPreconditionError(absl::StrCat(
-        "vault key file ", file, " is readable by every user (mode ",
-        absl::StrFormat("%04o", st.st_mode & 0777),
-        "): anyone on this host could read the key; chmod 600 (or 400) it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("vault key file ", file, " is readable by every user (mode ",
+                     absl::StrFormat("%04o", st.st_mode & 0777),
+                     "): anyone on this host could read the key; chmod 600 (or 400) it"));
   }
   if ((st.st_mode & S_IRGRP) != 0) {
-    spdlog::warn("vault key file {} is readable by its group (gid {}, mode 0{:03o}): everyone in "
-                 "that group can read the key. Fine for a Kubernetes Secret mounted for the "
-                 "pod's fsGroup; elsewhere chmod 600 it",
-                 file, st.st_gid, st.st_mode & 0777);
+    spdlog::warn(
+        "vault key file {} is readable by its group (gid {}, mode 0{:03o}): everyone in "
+        "that group can read the key. Fine for a Kubernetes Secret mounted for the "
+        "pod's fsGroup; elsewhere chmod 600 it",
+        file, st.st_gid, st.st_mode & 0777);
   }
   vault::SecretBytes buffer(kMaxKeyBytes + 1);
   size_t got = 0;
@@ -86,8 +87,8 @@ absl::StatusOr<std::optional<vault::VaultKey>> ReadVaultKey(const std::string& f
   }
   ::close(fd);
   if (got == 0 || got > kMaxKeyBytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "vault key file ", file, got == 0 ? " is empty" : " is larger than 4 KiB"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("vault key file ", file, got == 0 ? " is empty" : " is larger than 4 KiB"));
   }
   return vault::VaultKey{vault::SecretBytes::CopyOf(std::span<const uint8_t>(buffer.data(), got)),
                          absl::StrCat("file ", file)};

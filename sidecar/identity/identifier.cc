@@ -10,8 +10,9 @@ namespace veil::identity {
 
 std::string IdentifierOf(absl::string_view ed25519_public_key) {
   auto digest = vault::Sha256(ed25519_public_key);
-  return absl::StrCat("I", absl::BytesToHexString(absl::string_view(
-                               reinterpret_cast<const char*>(digest.data()), kIdentifierHashBytes)));
+  return absl::StrCat(
+      "I", absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest.data()),
+                                                    kIdentifierHashBytes)));
 }
 
 absl::Status ValidateIdentifier(absl::string_view text) {

@@ -34,8 +34,10 @@ std::shared_ptr<const Identity> Identity::Generate(std::string name, int64_t cre
 
 absl::StatusOr<std::shared_ptr<const Identity>> Identity::FromRecord(
     const state::v1::IdentityRecord& record, const vault::Vault& vault, absl::string_view path) {
-  if (!ValidateIdentityName(record.name()).ok()) return vault::DamagedStateFile(path, "invalid identity name");
-  auto seed = vault.Unseal(record.sealed_signing_seed(), SealContext(record.name(), "signing seed"));
+  if (!ValidateIdentityName(record.name()).ok())
+    return vault::DamagedStateFile(path, "invalid identity name");
+  auto seed =
+      vault.Unseal(record.sealed_signing_seed(), SealContext(record.name(), "signing seed"));
   if (!seed.ok()) {
     return vault::DamagedStateFile(path, absl::StrCat("signing key: ", seed.status().message()));
   }
@@ -43,15 +45,16 @@ absl::StatusOr<std::shared_ptr<const Identity>> Identity::FromRecord(
   if (!signing.ok() || signing->public_key != record.signing_public_key()) {
     return vault::DamagedStateFile(path, "signing key does not match its public key");
   }
-  auto secret = vault.Unseal(record.sealed_static_secret(), SealContext(record.name(), "static key"));
-  if (!secret.ok()) return vault::DamagedStateFile(path, absl::StrCat("static key: ", secret.status().message()));
+  auto secret =
+      vault.Unseal(record.sealed_static_secret(), SealContext(record.name(), "static key"));
+  if (!secret.ok())
+    return vault::DamagedStateFile(path, absl::StrCat("static key: ", secret.status().message()));
   auto static_key = vault::X25519FromSecret(*std::move(secret));
   if (!static_key.ok() || static_key->public_key != record.static_public_key()) {
     return vault::DamagedStateFile(path, "static key does not match its public key");
   }
-  return std::shared_ptr<const Identity>(new Identity(record.name(), *std::move(signing),
-                                                      *std::move(static_key),
-                                                      record.created_unix_seconds()));
+  return std::shared_ptr<const Identity>(new Identity(
+      record.name(), *std::move(signing), *std::move(static_key), record.created_unix_seconds()));
 }
 
 state::v1::IdentityRecord Identity::ToRecord(const vault::Vault& vault) const {

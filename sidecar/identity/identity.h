@@ -19,7 +19,8 @@
 namespace veil::identity {
 
 // What an identity's signature over its Noise static key covers: this context, then the key.
-inline constexpr absl::string_view kStaticKeySignatureContext = "veil/v1 noise static key binding\n";
+inline constexpr absl::string_view kStaticKeySignatureContext =
+    "veil/v1 noise static key binding\n";
 
 // The identity every node has, and the one a request that names none means.
 inline constexpr char kDefaultIdentity[] = "default";
@@ -53,7 +54,9 @@ class Identity {
   const std::string& static_key_signature() const { return static_key_signature_; }
   int64_t created_unix_seconds() const { return created_unix_seconds_; }
 
-  std::string Sign(absl::string_view message) const { return vault::Ed25519Sign(signing_, message); }
+  std::string Sign(absl::string_view message) const {
+    return vault::Ed25519Sign(signing_, message);
+  }
   // DH of the static key with `peer_public`, for the Noise handshake.
   absl::StatusOr<vault::SecretBytes> StaticDh(absl::string_view peer_public) const {
     return vault::X25519(static_.secret, peer_public);

@@ -19,7 +19,8 @@ constexpr absl::string_view kTrustedSuffix = ".trusted";
 
 absl::Status NotFound(absl::string_view name) {
   return ErrorWithReason(absl::StatusCode::kNotFound,
-                         absl::StrCat("no identity named \"", name, "\""), reason::kIdentityNotFound);
+                         absl::StrCat("no identity named \"", name, "\""),
+                         reason::kIdentityNotFound);
 }
 
 int64_t NowSeconds() { return absl::ToUnixSeconds(absl::Now()); }
@@ -50,7 +51,9 @@ void IdentityLease::Release() {
 }
 
 IdentityStore::IdentityStore(std::string state_dir, const vault::Vault& vault)
-    : identities_dir_(state_dir + "/identities"), trusted_dir_(state_dir + "/trusted"), vault_(vault) {}
+    : identities_dir_(state_dir + "/identities"),
+      trusted_dir_(state_dir + "/trusted"),
+      vault_(vault) {}
 
 absl::StatusOr<std::unique_ptr<IdentityStore>> IdentityStore::Open(const std::string& state_dir,
                                                                    const vault::Vault& vault) {
@@ -68,7 +71,8 @@ absl::Status IdentityStore::LoadAll() {
     std::string path = absl::StrCat(identities_dir_, "/", file);
     ASSIGN_OR_RETURN(std::string payload, vault::ReadStateFile(path, kIdentityKind));
     state::v1::IdentityRecord record;
-    if (!record.ParseFromString(payload)) return vault::DamagedStateFile(path, "not an identity record");
+    if (!record.ParseFromString(payload))
+      return vault::DamagedStateFile(path, "not an identity record");
     if (absl::StrCat(record.name(), kIdentitySuffix) != file) {
       return vault::DamagedStateFile(path, absl::StrCat("holds identity \"", record.name(), "\""));
     }
@@ -99,7 +103,8 @@ std::string IdentityStore::TrustedPath(const std::string& identifier) const {
   return absl::StrCat(trusted_dir_, "/", identifier, kTrustedSuffix);
 }
 
-absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::CreateLocked(const std::string& name) {
+absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::CreateLocked(
+    const std::string& name) {
   RETURN_IF_ERROR(ValidateIdentityName(name));
   if (identities_.contains(name)) {
     return ErrorWithReason(absl::StatusCode::kAlreadyExists,
@@ -140,7 +145,8 @@ std::vector<std::shared_ptr<const Identity>> IdentityStore::List() const {
     veil::MutexLock lock(&mu_);
     for (const auto& [name, identity] : identities_) out.push_back(identity);
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->name() < b->name(); });
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a->name() < b->name(); });
   return out;
 }
 
@@ -186,11 +192,11 @@ absl::StatusOr<TrustedIdentity> IdentityStore::ImportTrusted(const std::string& 
                            reason::kInvalidPublicKey);
   }
   if (IdentifierOf(public_key) != identifier) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("identifier ", identifier,
-                                        " is not the one derived from the public key (",
-                                        IdentifierOf(public_key), ")"),
-                           reason::kIdentifierMismatch);
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("identifier ", identifier, " is not the one derived from the public key (",
+                     IdentifierOf(public_key), ")"),
+        reason::kIdentifierMismatch);
   }
   if (label.size() > 256) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument, "a label is at most 256 bytes",

@@ -99,7 +99,8 @@ class IdentityStore {
   const std::string trusted_dir_;
   const vault::Vault& vault_;
   mutable veil::Mutex mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<const Identity>> identities_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<const Identity>> identities_
+      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, TrustedIdentity> trusted_ ABSL_GUARDED_BY(mu_);
 };

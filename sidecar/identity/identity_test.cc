@@ -18,9 +18,9 @@ TEST(IdentifierTest, DerivedFromThePublicKey) {
 }
 
 TEST(IdentifierTest, ValidateIdentifierRefusesOtherShapes) {
-  for (const std::string& bad : std::vector<std::string>{"", "I", "i0123456789abcdef0123456789abcdef",
-                                                        "I0123456789ABCDEF0123456789ABCDEF",
-                                                        "I0123456789abcdef0123456789abcde"}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "", "I", "i0123456789abcdef0123456789abcdef", "I0123456789ABCDEF0123456789ABCDEF",
+           "I0123456789abcdef0123456789abcde"}) {
     absl::Status s = ValidateIdentifier(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_EQ(ReasonOf(s), "INVALID_IDENTIFIER");
@@ -28,11 +28,12 @@ TEST(IdentifierTest, ValidateIdentifierRefusesOtherShapes) {
 }
 
 TEST(IdentifierTest, NameRules) {
-  for (const char* good : {"default", "bob", "a", "0", "bob-2_x", "abcdefghijklmnopqrstuvwxyz0123456789"}) {
+  for (const char* good :
+       {"default", "bob", "a", "0", "bob-2_x", "abcdefghijklmnopqrstuvwxyz0123456789"}) {
     EXPECT_TRUE(ValidateIdentityName(good).ok()) << good;
   }
   for (const std::string& bad : std::vector<std::string>{"", "Bob", "-bob", "_bob", "bob/../x",
-                                                        "bob.key", "bo b", std::string(65, 'a')}) {
+                                                         "bob.key", "bo b", std::string(65, 'a')}) {
     absl::Status s = ValidateIdentityName(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("a-z, 0-9, '_' and '-'"), std::string::npos) << s;
@@ -41,12 +42,14 @@ TEST(IdentifierTest, NameRules) {
 
 TEST(IdentityTest, StaticKeyIsBoundBySignature) {
   auto id = Identity::Generate("bob", 0);
-  EXPECT_TRUE(vault::Ed25519Verify(id->public_key(), StaticKeyBindingMessage(id->static_public_key()),
+  EXPECT_TRUE(vault::Ed25519Verify(id->public_key(),
+                                   StaticKeyBindingMessage(id->static_public_key()),
                                    id->static_key_signature())
                   .ok());
   // Not a signature over the bare key (domain separation).
   EXPECT_FALSE(
-      vault::Ed25519Verify(id->public_key(), id->static_public_key(), id->static_key_signature()).ok());
+      vault::Ed25519Verify(id->public_key(), id->static_public_key(), id->static_key_signature())
+          .ok());
 }
 
 TEST(IdentityTest, RecordRoundTripThroughVault) {
@@ -81,8 +84,8 @@ TEST(IdentityTest, InconsistentRecordsAreDamaged) {
 
 TEST(IdentityTest, EncryptedSecretsAreBoundToTheirIdentityName) {
   veil::testing::TempDir dir;
-  auto v = vault::Vault::Open(dir.path(),
-                              vault::VaultKey{vault::SecretBytes::CopyOf(std::string(32, 'k')), "t"});
+  auto v = vault::Vault::Open(
+      dir.path(), vault::VaultKey{vault::SecretBytes::CopyOf(std::string(32, 'k')), "t"});
   ASSERT_TRUE(v.ok());
   auto record = Identity::Generate("bob", 0)->ToRecord(**v);
   ASSERT_TRUE(Identity::FromRecord(record, **v, "x").ok());

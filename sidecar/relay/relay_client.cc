@@ -9,9 +9,7 @@
 #include "spdlog/spdlog.h"
 
 namespace veil::relay {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 // Where the hub's answers arrive: only out of the session's current channel to the hub.
 class RelayClient::ResponseWorker final : public core::Worker {
@@ -32,7 +30,9 @@ class RelayClient::ResponseWorker final : public core::Worker {
                            reason::kAccessDenied);
   }
   // The channel to the hub (its encryptor's worker id), 0 when none.
-  void set_channel(uint64_t encryptor_id) { channel_.store(encryptor_id, std::memory_order_release); }
+  void set_channel(uint64_t encryptor_id) {
+    channel_.store(encryptor_id, std::memory_order_release);
+  }
 
  private:
   std::weak_ptr<RelayClient> client_;
@@ -59,7 +59,8 @@ class RequestTracker final : public core::SendTracker {
 };
 
 bool Terminal(absl::StatusCode code) {
-  return code == absl::StatusCode::kPermissionDenied || code == absl::StatusCode::kInvalidArgument ||
+  return code == absl::StatusCode::kPermissionDenied ||
+         code == absl::StatusCode::kInvalidArgument ||
          code == absl::StatusCode::kResourceExhausted || code == absl::StatusCode::kUnauthenticated;
 }
 
@@ -137,8 +138,8 @@ void RelayClient::OnChannel(uint64_t generation, absl::StatusOr<channel::Channel
       // Reached a node, but it has no hub listener: not a hub. Final, like a refusal.
       Finish(ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                              absl::StrCat("the node at ", hub_route_.ToString(),
-                                          " is not a hub (it has no /service/",
-                                          kHubListenerAddress, "; run it with --hub)"),
+                                          " is not a hub (it has no /service/", kHubListenerAddress,
+                                          "; run it with --hub)"),
                              reason::kNotAHub),
              RelayStatus::State::kFailed);
       return;
@@ -254,9 +255,9 @@ void RelayClient::OnResponse(core::Message msg) {
       ScheduleHeartbeat();
       return;
     case wire::v1::RelayResponse::kError: {
-      absl::Status error = ErrorWithReason(static_cast<absl::StatusCode>(response.error().code()),
-                                           absl::StrCat("the hub refused: ", response.error().message()),
-                                           response.error().reason());
+      absl::Status error = ErrorWithReason(
+          static_cast<absl::StatusCode>(response.error().code()),
+          absl::StrCat("the hub refused: ", response.error().message()), response.error().reason());
       if (Terminal(error.code())) {
         Finish(error, RelayStatus::State::kFailed);
       } else {

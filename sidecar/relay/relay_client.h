@@ -18,9 +18,9 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "sidecar/common/mutex.h"
 #include "asio/steady_timer.hpp"
 #include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/relay/backoff.h"
 #include "veil/wire/v1/relay.pb.h"
 
@@ -101,12 +101,12 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   asio::steady_timer timer_;        // heartbeats and reconnects
   asio::steady_timer reply_timer_;  // the outstanding request's deadline
   std::shared_ptr<ResponseWorker> response_worker_;
-  std::string worker_address_;      // where the hub answers
+  std::string worker_address_;  // where the hub answers
   std::atomic<uint64_t> hub_carrier_{0};
-  std::string channel_;             // current channel to the hub, "" when none
-  std::string requested_name_;      // what to (re-)register
-  uint64_t hub_bytes_seen_ = 0;     // the hub connection's bytes when the request went out
-  uint64_t generation_ = 0;         // bumps on every (re)connect; stale callbacks are ignored
+  std::string channel_;          // current channel to the hub, "" when none
+  std::string requested_name_;   // what to (re-)register
+  uint64_t hub_bytes_seen_ = 0;  // the hub connection's bytes when the request went out
+  uint64_t generation_ = 0;      // bumps on every (re)connect; stale callbacks are ignored
   uint64_t next_request_ = 1;
   uint64_t pending_request_ = 0;
   bool stopped_ = false;

@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
-#include "sidecar/relay/relay_registry.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/relay/relay_registry.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::relay {
@@ -33,7 +33,7 @@ std::shared_ptr<RelayClient> RelayClients::Add(
     if (!error.ok()) return nullptr;
   }
   auto client = std::make_shared<RelayClient>(channels_, hub_route, name, identity,
-                                               std::move(hub_policy), options_);
+                                              std::move(hub_policy), options_);
   veil::MutexLock lock(&mu_);
   if (!name.empty() && FindLocked(name) != nullptr) {
     error = ErrorWithReason(absl::StatusCode::kAlreadyExists,
@@ -93,8 +93,8 @@ absl::Status RelayClients::Start(const core::Route& hub_route, const std::string
       // A refused relay stays listed, FAILED with the hub's reason, until deleted.
       [name, hub = hub_route.ToString()](absl::StatusOr<RelayStatus> status) {
         if (status.ok()) return;
-        spdlog::error("relay {} on hub {} stopped: {}", name.empty() ? "(hub-assigned)" : name,
-                      hub, status.status().message());
+        spdlog::error("relay {} on hub {} stopped: {}", name.empty() ? "(hub-assigned)" : name, hub,
+                      status.status().message());
       },
       /*retry_until_up=*/true);
   return absl::OkStatus();

@@ -19,7 +19,8 @@ class ServiceWorker final : public core::Worker {
   void HandleMessage(core::Message msg) override {
     if (hub_ == nullptr) {  // queued behind OnStop: the node is shutting down
       msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
-                                         "the relay service is stopping", reason::kNodeShuttingDown));
+                                         "the relay service is stopping",
+                                         reason::kNodeShuttingDown));
       return;
     }
     hub_->OnRequest(std::move(msg));
@@ -72,8 +73,7 @@ class QueuedBytes final : public core::SendTracker {
 // who addressed it.
 class RelayHub::Forwarder final : public core::Worker {
  public:
-  Forwarder(core::Strand strand, std::string connection, uint64_t connection_id,
-            size_t max_queued)
+  Forwarder(core::Strand strand, std::string connection, uint64_t connection_id, size_t max_queued)
       : Worker(std::move(strand)),
         connection_(std::move(connection)),
         connection_id_(connection_id),
@@ -107,10 +107,10 @@ class RelayHub::Forwarder final : public core::Worker {
     // A paced message (read from a connection) is taken over the limit: its connection stops
     // reading while it waits, so its sender is refused at home instead of losing it here.
     if (!msg.paced && queued_->load(std::memory_order_relaxed) + bytes > max_queued_) {
-      msg.receipt.Settle(ErrorWithReason(
-          absl::StatusCode::kResourceExhausted,
-          absl::StrCat("relay ", address(), " has ", max_queued_, " bytes queued: its owner is not keeping up"),
-          reason::kQueueFull));
+      msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                                         absl::StrCat("relay ", address(), " has ", max_queued_,
+                                                      " bytes queued: its owner is not keeping up"),
+                                         reason::kQueueFull));
       return;
     }
     if (!msg.return_route.empty() && msg.return_route.front().is_local()) {
@@ -120,7 +120,8 @@ class RelayHub::Forwarder final : public core::Worker {
     msg.return_route.PushFront(core::Address::Local(address()));
     msg.sender.relayed = true;
     queued_->fetch_add(bytes, std::memory_order_relaxed);
-    msg.receipt = core::Receipt(std::make_shared<QueuedBytes>(queued_, bytes, std::move(msg.receipt)), 0);
+    msg.receipt =
+        core::Receipt(std::make_shared<QueuedBytes>(queued_, bytes, std::move(msg.receipt)), 0);
     msg.onward.PushFront(core::Address::Local(std::move(connection)));
     router().Send(std::move(msg));
   }
@@ -147,10 +148,11 @@ class RelayHub::Forwarder final : public core::Worker {
               senders_.contains(msg.onward.front().value());
     }
     if (!known) {
-      router().Refuse(std::move(msg), ErrorWithReason(
-          absl::StatusCode::kPermissionDenied,
-          absl::StrCat("relay ", address(), " answers only those who sent through it"),
-          reason::kAccessDenied));
+      router().Refuse(std::move(msg),
+                      ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                                      absl::StrCat("relay ", address(),
+                                                   " answers only those who sent through it"),
+                                      reason::kAccessDenied));
       return;
     }
     // The owner's connection put itself first on the return route: answers to this go back
@@ -185,19 +187,19 @@ absl::Status RelayHub::Start(const std::string& identity_name) {
     if (auto hub = weak.lock()) hub->OnConnectionClosed(connection);
   });
   RETURN_IF_ERROR(router_.StartWorker(
-      kRelayServiceAddress, std::make_shared<ServiceWorker>(router_.NewStrand(), shared_from_this())));
+      kRelayServiceAddress,
+      std::make_shared<ServiceWorker>(router_.NewStrand(), shared_from_this())));
   // A channel through this hub to a relay it does not have is told so, not "no worker".
   router_.ExplainAbsence(kForwarderPrefix, [](absl::string_view address) {
-    return ErrorWithReason(
-        absl::StatusCode::kNotFound,
-        absl::StrCat("this hub has no relay named ",
-                     QuoteInput(address.substr(sizeof(kForwarderPrefix) - 1))),
-        reason::kRelayNotFound);
+    return ErrorWithReason(absl::StatusCode::kNotFound,
+                           absl::StrCat("this hub has no relay named ",
+                                        QuoteInput(address.substr(sizeof(kForwarderPrefix) - 1))),
+                           reason::kRelayNotFound);
   });
   // Anyone may open a channel to the hub; what they may register is the registry's business.
-  auto listener = channels_.CreateListener(kHubListenerAddress, identity_name,
-                                           std::shared_ptr<const channel::TrustPolicy>(
-                                               channel::TrustEveryone()));
+  auto listener = channels_.CreateListener(
+      kHubListenerAddress, identity_name,
+      std::shared_ptr<const channel::TrustPolicy>(channel::TrustEveryone()));
   if (!listener.ok()) return listener.status();
   spdlog::info("hub: relay service at /service/{}, secure channel listener at /service/{} ({})",
                kRelayServiceAddress, kHubListenerAddress, listener->identifier);
@@ -213,9 +215,9 @@ absl::StatusOr<std::pair<std::string, uint64_t>> RelayHub::OwnerConnection(
   }
   ASSIGN_OR_RETURN(channel::ChannelInfo info, channels_.GetChannel(msg.sender.channel));
   auto route = core::Route::Parse(info.remote_route);
-  std::shared_ptr<core::Worker> first =
-      route.ok() && !route->empty() && route->front().is_local() ? router_.Find(route->front().value())
-                                                                 : nullptr;
+  std::shared_ptr<core::Worker> first = route.ok() && !route->empty() && route->front().is_local()
+                                            ? router_.Find(route->front().value())
+                                            : nullptr;
   if (first == nullptr || !first->LeavesHost()) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel to the hub does not arrive over a connection",
@@ -291,10 +293,11 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
       }
       auto it = forwarders_.find(name);
       if (it != forwarders_.end()) {
-        router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get(),
-                           ErrorWithReason(absl::StatusCode::kNotFound,
-                                           absl::StrCat("relay \"", name, "\" was unregistered by its owner"),
-                                           reason::kRelayNotFound));
+        router_.StopWorker(
+            absl::StrCat(kForwarderPrefix, name), it->second.get(),
+            ErrorWithReason(absl::StatusCode::kNotFound,
+                            absl::StrCat("relay \"", name, "\" was unregistered by its owner"),
+                            reason::kRelayNotFound));
         forwarders_.erase(it);
       }
       spdlog::info("hub: relay {}{} unregistered by {}", kForwarderPrefix, name, owner);
@@ -332,7 +335,8 @@ void RelayHub::OnRequest(core::Message msg) {
 void RelayHub::OnConnectionClosed(const std::string& connection) {
   veil::MutexLock lock(&mu_);
   for (auto& [name, forwarder] : forwarders_) forwarder->Forget(connection);
-  for (const std::string& name : registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
+  for (const std::string& name :
+       registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
     auto it = forwarders_.find(name);
     if (it == forwarders_.end()) continue;
     router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get(),

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "sidecar/common/mutex.h"
 #include "sidecar/channel/secure_channel_manager.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "sidecar/relay/relay_registry.h"
 #include "sidecar/transport/tcp_transport.h"

@@ -71,7 +71,8 @@ size_t RelayRegistry::Count(std::string RelayEntry::*field, const std::string& v
   return n;
 }
 
-absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner, const std::string& name,
+absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner,
+                                                   const std::string& name,
                                                    const std::string& connection,
                                                    Clock::time_point now) {
   Expire(now);
@@ -85,10 +86,10 @@ absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner, con
   // A random name is allowed to whoever may register any name.
   bool allowed = name.empty() ? allow_.Allows(owner, "*") : allow_.Allows(owner, name);
   if (!allowed) {
-    return ErrorWithReason(absl::StatusCode::kPermissionDenied,
-                           absl::StrCat("identity ", owner, " may not register relay \"", chosen,
-                                        "\" on this hub"),
-                           reason::kRelayNotAllowed);
+    return ErrorWithReason(
+        absl::StatusCode::kPermissionDenied,
+        absl::StrCat("identity ", owner, " may not register relay \"", chosen, "\" on this hub"),
+        reason::kRelayNotAllowed);
   }
   auto it = relays_.find(chosen);
   if (it != relays_.end()) {

@@ -15,7 +15,8 @@ const std::string kEve = "I000000000000000000000000000000e5";
 
 RelayRegistry Make(RelayLimits limits = {}, AllowList allow = {}) {
   int n = 0;
-  return RelayRegistry(limits, std::move(allow), [n]() mutable { return "r" + std::to_string(n++); });
+  return RelayRegistry(limits, std::move(allow),
+                       [n]() mutable { return "r" + std::to_string(n++); });
 }
 
 TEST(RelayRegistryTest, RegisterFindAndRandomNames) {

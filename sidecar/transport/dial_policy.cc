@@ -35,7 +35,8 @@ absl::Status DialAllowList::Add(absl::string_view entry) {
     }
     e.port = static_cast<uint16_t>(port);
   }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   if (host.find('/') != absl::string_view::npos) {
     asio::error_code ec;
     if (host.find(':') != absl::string_view::npos) {

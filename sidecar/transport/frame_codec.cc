@@ -27,11 +27,11 @@ absl::Status AppendFrameHead(const core::Route& onward, const core::Route& retur
   const size_t body_size = out.size() - start - kFrameHeaderBytes + payload_size;
   if (body_size > max_frame_bytes) {
     out.resize(start);
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("message of ", body_size,
-                                        " bytes exceeds the maximum frame size of ",
-                                        max_frame_bytes, " bytes"),
-                           reason::kMessageTooLarge);
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("message of ", body_size, " bytes exceeds the maximum frame size of ",
+                     max_frame_bytes, " bytes"),
+        reason::kMessageTooLarge);
   }
   out[start] = static_cast<char>(body_size >> 24);
   out[start + 1] = static_cast<char>(body_size >> 16);
@@ -85,8 +85,8 @@ absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
     if (begin_ == end_) return std::nullopt;
     auto version = static_cast<uint8_t>(buffer_[begin_]);
     if (version != kWireVersion) {
-      error_ = Malformed(absl::StrCat("unsupported wire version ", version, " (expected ",
-                                      kWireVersion, ")"));
+      error_ = Malformed(
+          absl::StrCat("unsupported wire version ", version, " (expected ", kWireVersion, ")"));
       return error_;
     }
     version_checked_ = true;
@@ -100,8 +100,8 @@ absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
     return error_;
   }
   if (length > max_frame_bytes_) {
-    error_ = Malformed(absl::StrCat("frame of ", length, " bytes exceeds the maximum of ",
-                                    max_frame_bytes_));
+    error_ = Malformed(
+        absl::StrCat("frame of ", length, " bytes exceeds the maximum of ", max_frame_bytes_));
     return error_;
   }
   if (end_ - begin_ < kFrameHeaderBytes + length) return std::nullopt;

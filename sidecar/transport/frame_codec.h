@@ -44,8 +44,7 @@ absl::Status AppendFrame(const core::Route& onward, const core::Route& return_ro
 // they are, with a gathering write).
 absl::Status AppendFrameHead(const core::Route& onward, const core::Route& return_route,
                              size_t payload_size, size_t max_frame_bytes, std::string& out,
-                             const absl::Status& refusal = absl::OkStatus(),
-                             uint64_t path_tag = 0);
+                             const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);
 
 // Appends the frame that refuses a whole connection with `why` (not OK): the last a node
 // writes on a connection it will not serve (docs/protocol.md, "Connection refusals").

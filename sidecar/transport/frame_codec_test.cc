@@ -63,11 +63,14 @@ TEST(FrameCodecTest, MatchesGeneratedProtobufEncoding) {
 // The head of a frame followed by its payload is the whole frame, whatever the payload's size
 // (a connection writes large payloads from where they are); the size limit applies the same.
 TEST(FrameCodecTest, HeadThenPayloadIsTheFrame) {
-  for (size_t size : {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{40000}, size_t{1 << 20}}) {
+  for (size_t size :
+       {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{40000}, size_t{1 << 20}}) {
     const std::string payload(size, 'z');
     std::string whole, head;
-    ASSERT_TRUE(AppendFrame(R("/service/a/tcp/h:1"), R("/service/b"), payload, 16 << 20, whole).ok());
-    ASSERT_TRUE(AppendFrameHead(R("/service/a/tcp/h:1"), R("/service/b"), size, 16 << 20, head).ok());
+    ASSERT_TRUE(
+        AppendFrame(R("/service/a/tcp/h:1"), R("/service/b"), payload, 16 << 20, whole).ok());
+    ASSERT_TRUE(
+        AppendFrameHead(R("/service/a/tcp/h:1"), R("/service/b"), size, 16 << 20, head).ok());
     EXPECT_EQ(head + payload, whole) << size;
   }
   std::string out = "kept";
@@ -128,8 +131,8 @@ TEST(FrameCodecTest, EncoderRefusesOversizedMessage) {
 }
 
 TEST(FrameCodecTest, GarbageBodyIsMalformed) {
-  for (std::string garbage : {std::string("\xff\xff\xff\xff", 4), std::string("\x0a\x05zz", 4),
-                              std::string("\x12", 1)}) {
+  for (std::string garbage :
+       {std::string("\xff\xff\xff\xff", 4), std::string("\x0a\x05zz", 4), std::string("\x12", 1)}) {
     auto msg = core::DecodeMessage(garbage);
     ASSERT_FALSE(msg.ok());
     EXPECT_EQ(ReasonOf(msg.status()), "MALFORMED_FRAME");
@@ -148,7 +151,8 @@ TEST(FrameCodecTest, RefusalNoticeRoundTrip) {
   std::string out;
   absl::Status why = ErrorWithReason(absl::StatusCode::kNotFound, "no worker at /service/x",
                                      reason::kRouteNotFound);
-  ASSERT_TRUE(AppendFrame(R("/service/ch"), core::Route(), "", kDefaultMaxFrameBytes, out, why).ok());
+  ASSERT_TRUE(
+      AppendFrame(R("/service/ch"), core::Route(), "", kDefaultMaxFrameBytes, out, why).ok());
   auto msg = core::DecodeMessage(absl::string_view(out).substr(kFrameHeaderBytes));
   ASSERT_TRUE(msg.ok()) << msg.status();
   EXPECT_EQ(msg->refusal.code(), absl::StatusCode::kNotFound);
@@ -184,10 +188,10 @@ TEST(FrameCodecTest, PathTagsCrossUnchanged) {
 // A frame with only a refusal refuses the connection; with anything beside it, it is malformed.
 TEST(FrameCodecTest, ConnectionRefusals) {
   std::string out;
-  AppendConnectionRefusalFrame(ErrorWithReason(absl::StatusCode::kResourceExhausted,
-                                               "too many connections from 10.0.0.1",
-                                               reason::kTooManyConnections),
-                               out);
+  AppendConnectionRefusalFrame(
+      ErrorWithReason(absl::StatusCode::kResourceExhausted, "too many connections from 10.0.0.1",
+                      reason::kTooManyConnections),
+      out);
   auto msg = core::DecodeMessage(absl::string_view(out).substr(kFrameHeaderBytes));
   ASSERT_TRUE(msg.ok()) << msg.status();
   EXPECT_TRUE(core::IsConnectionRefusal(*msg));

@@ -152,31 +152,31 @@ void TcpConnection::Connect() {
       }));
   resolver_.async_resolve(
       host_port->host, std::to_string(host_port->port),
-      asio::bind_executor(strand(), [self = shared_from_this()](
-                                        asio::error_code ec,
-                                        asio::ip::tcp::resolver::results_type results) {
-        if (self->state_ != State::kConnecting) return;
-        if (ec) {
-          self->CloseNow(ErrorWithReason(
-              absl::StatusCode::kUnavailable,
-              absl::StrCat("cannot resolve ", self->peer_, ": ", ec.message()),
-              reason::kConnectionFailed));
-          return;
-        }
-        asio::async_connect(
-            self->socket_, results,
-            asio::bind_executor(self->strand(), [self](asio::error_code ec, const auto&) {
-              if (self->state_ != State::kConnecting) return;
-              if (ec) {
-                self->CloseNow(ErrorWithReason(
-                    absl::StatusCode::kUnavailable,
-                    absl::StrCat("cannot connect to ", self->peer_, ": ", ec.message()),
-                    reason::kConnectionFailed));
-                return;
-              }
-              self->OnConnected();
-            }));
-      }));
+      asio::bind_executor(
+          strand(), [self = shared_from_this()](asio::error_code ec,
+                                                asio::ip::tcp::resolver::results_type results) {
+            if (self->state_ != State::kConnecting) return;
+            if (ec) {
+              self->CloseNow(
+                  ErrorWithReason(absl::StatusCode::kUnavailable,
+                                  absl::StrCat("cannot resolve ", self->peer_, ": ", ec.message()),
+                                  reason::kConnectionFailed));
+              return;
+            }
+            asio::async_connect(
+                self->socket_, results,
+                asio::bind_executor(self->strand(), [self](asio::error_code ec, const auto&) {
+                  if (self->state_ != State::kConnecting) return;
+                  if (ec) {
+                    self->CloseNow(ErrorWithReason(
+                        absl::StatusCode::kUnavailable,
+                        absl::StrCat("cannot connect to ", self->peer_, ": ", ec.message()),
+                        reason::kConnectionFailed));
+                    return;
+                  }
+                  self->OnConnected();
+                }));
+          }));
 }
 
 void TcpConnection::OnConnected() {
@@ -196,9 +196,10 @@ void TcpConnection::OnConnected() {
 
 void TcpConnection::ArmIdleTimer(std::chrono::milliseconds after) {
   idle_timer_.expires_after(after);
-  idle_timer_.async_wait(asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec) {
-    if (!ec) self->OnIdleTimer();
-  }));
+  idle_timer_.async_wait(
+      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec) {
+        if (!ec) self->OnIdleTimer();
+      }));
 }
 
 void TcpConnection::OnIdleTimer() {
@@ -211,7 +212,8 @@ void TcpConnection::OnIdleTimer() {
   auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - last_frame_);
   if (idle < options_.idle_timeout || write_in_flight_ || transport_.InUse(id())) {
-    ArmIdleTimer(idle < options_.idle_timeout ? options_.idle_timeout - idle : options_.idle_timeout);
+    ArmIdleTimer(idle < options_.idle_timeout ? options_.idle_timeout - idle
+                                              : options_.idle_timeout);
     return;
   }
   transport_.stats().idle_closed.fetch_add(1, std::memory_order_relaxed);
@@ -281,11 +283,11 @@ void TcpConnection::HandleMessage(core::Message msg) {
   // Forwarded (paced) messages too: a stalled far end holds at most this much here, however
   // many connections feed it.
   if (queued > options_.max_write_queue_bytes) {
-    router().Refuse(std::move(msg), ErrorWithReason(
-        absl::StatusCode::kResourceExhausted,
-        absl::StrCat("write queue to ", peer_, " is full (", options_.max_write_queue_bytes,
-                     " bytes)"),
-        reason::kQueueFull));
+    router().Refuse(std::move(msg),
+                    ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                                    absl::StrCat("write queue to ", peer_, " is full (",
+                                                 options_.max_write_queue_bytes, " bytes)"),
+                                    reason::kQueueFull));
     return;
   }
   const bool gather = msg.payload.size() >= kGatherPayloadBytes;
@@ -310,8 +312,7 @@ void TcpConnection::HandleMessage(core::Message msg) {
 }
 
 void TcpConnection::Flush() {
-  if (write_in_flight_ || (pending_.empty() && pending_pieces_.empty()) ||
-      state_ != State::kOpen) {
+  if (write_in_flight_ || (pending_.empty() && pending_pieces_.empty()) || state_ != State::kOpen) {
     return;
   }
   std::swap(pending_, writing_);
@@ -358,8 +359,8 @@ void TcpConnection::ReadMore() {
       asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec, size_t n) {
         if (self->state_ == State::kClosed) return;
         if (ec) {
-          self->CloseNow(Lost(self->peer_, ec == asio::error::eof ? "closed by the peer"
-                                                                   : ec.message()));
+          self->CloseNow(
+              Lost(self->peer_, ec == asio::error::eof ? "closed by the peer" : ec.message()));
           return;
         }
         self->OnRead(n);
@@ -446,8 +447,8 @@ void TcpConnection::CloseNow(absl::Status why) {
   state_ = State::kClosed;
   close_status_ = why;
   if (was_open) {
-    spdlog::info("tcp connection {} {} {} closed: {}", address(), outgoing_ ? "to" : "from",
-                 peer_, why.message());
+    spdlog::info("tcp connection {} {} {} closed: {}", address(), outgoing_ ? "to" : "from", peer_,
+                 why.message());
   } else {
     transport_.stats().connections_failed.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("tcp connection {} to {} failed: {}", address(), peer_, why.message());

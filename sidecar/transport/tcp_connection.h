@@ -40,10 +40,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "asio/ip/tcp.hpp"
 #include "asio/steady_timer.hpp"
-#include "absl/container/flat_hash_set.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/worker.h"
 #include "sidecar/transport/dial_policy.h"
@@ -99,13 +99,13 @@ class TcpConnection final : public core::Worker,
   void HandleMessage(core::Message msg) override;
   void OnStop() override;
   absl::Status Admit(const core::SenderInfo& from) const override;
-  core::Carrier CarrierOf() const override {
-    return {core::SenderInfo::Origin::kTransport, id()};
-  }
+  core::Carrier CarrierOf() const override { return {core::SenderInfo::Origin::kTransport, id()}; }
   bool LeavesHost() const override { return true; }
   bool TakesRefusals() const override { return true; }  // carries them back to their node
   bool HoldingBack() const override { return read_paused_.load(std::memory_order_relaxed); }
-  uint64_t BytesReceived() const override { return bytes_received_.load(std::memory_order_relaxed); }
+  uint64_t BytesReceived() const override {
+    return bytes_received_.load(std::memory_order_relaxed);
+  }
   absl::string_view RemoteHost() const override { return remote_host_; }
 
   const std::string& peer() const { return peer_; }
@@ -141,7 +141,7 @@ class TcpConnection final : public core::Worker,
   asio::steady_timer connect_timer_;
   asio::steady_timer idle_timer_;
   std::chrono::steady_clock::time_point last_frame_ = std::chrono::steady_clock::now();
-  size_t read_chunk_;  // grows while reads fill it (an idle connection keeps a small buffer)
+  size_t read_chunk_;     // grows while reads fill it (an idle connection keeps a small buffer)
   size_t read_size_ = 0;  // the space the read in flight was given
   State state_ = State::kConnecting;
   // Set by Refuse: close once the queue (ending with the refusal frame) is written.

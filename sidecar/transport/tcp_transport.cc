@@ -98,10 +98,10 @@ void TcpTransport::Accept(Listener* listener) {
 
 absl::Status TcpTransport::AcceptLimit(const std::string& host) {
   if (accepted_ >= options_.max_connections) {
-    return ErrorWithReason(absl::StatusCode::kResourceExhausted,
-                           absl::StrCat("this node has ", accepted_,
-                                        " connections from other nodes, its limit"),
-                           reason::kTooManyConnections);
+    return ErrorWithReason(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("this node has ", accepted_, " connections from other nodes, its limit"),
+        reason::kTooManyConnections);
   }
   auto it = accepted_by_host_.find(host);
   if (it != accepted_by_host_.end() && it->second >= options_.max_connections_per_address) {
@@ -125,7 +125,8 @@ std::shared_ptr<TcpConnection> TcpTransport::Adopt(std::shared_ptr<TcpConnection
   return connection;
 }
 
-absl::StatusOr<std::shared_ptr<TcpConnection>> TcpTransport::Outgoing(const std::string& host_port) {
+absl::StatusOr<std::shared_ptr<TcpConnection>> TcpTransport::Outgoing(
+    const std::string& host_port) {
   auto shutting_down = [] {
     return ErrorWithReason(absl::StatusCode::kUnavailable, "the node is shutting down",
                            reason::kNodeShuttingDown);
@@ -173,7 +174,8 @@ absl::Status TcpTransport::PlaintextEgress(const core::SenderInfo& from,
     return ErrorWithReason(
         absl::StatusCode::kFailedPrecondition,
         absl::StrCat("a message decrypted out of a secure channel may not leave the host in "
-                     "plaintext (its next hop ", where, " does)"),
+                     "plaintext (its next hop ",
+                     where, " does)"),
         reason::kPlaintextEgressRefused);
   }
   return ErrorWithReason(
@@ -228,9 +230,10 @@ void TcpTransport::Send(core::Message msg) {
   }
   msg.onward.PopFront();
   TcpConnection* raw = connection->get();
-  core::RunOnStrand(raw->strand(), [connection = *std::move(connection), msg = std::move(msg)]() mutable {
-    connection->HandleMessage(std::move(msg));
-  });
+  core::RunOnStrand(raw->strand(),
+                    [connection = *std::move(connection), msg = std::move(msg)]() mutable {
+                      connection->HandleMessage(std::move(msg));
+                    });
 }
 
 std::vector<std::string> TcpTransport::ListenAddresses() const {
@@ -243,7 +246,8 @@ std::vector<std::string> TcpTransport::ListenAddresses() const {
 std::vector<TcpConnectionInfo> TcpTransport::Connections() const {
   veil::MutexLock lock(&mu_);
   std::vector<TcpConnectionInfo> out;
-  for (const auto& [id, conn] : all_) out.push_back({conn->address(), conn->peer(), conn->outgoing()});
+  for (const auto& [id, conn] : all_)
+    out.push_back({conn->address(), conn->peer(), conn->outgoing()});
   return out;
 }
 

@@ -30,8 +30,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "sidecar/common/mutex.h"
 #include "asio/ip/tcp.hpp"
+#include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/tcp_connection.h"
 

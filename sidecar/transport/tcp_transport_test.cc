@@ -6,7 +6,6 @@
 #include <thread>
 
 #include "asio/write.hpp"
-
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 #include "tests/support/recording_tracker.h"
@@ -208,7 +207,8 @@ TEST(TcpTransportTest, PeerThatDoesNotReadFillsTheQueueThenSendersAreRefused) {
   TcpOptions small;
   small.max_write_queue_bytes = 1 << 20;
   Node a(small);
-  std::string route = "/tcp/127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/service/x";
+  std::string route =
+      "/tcp/127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/service/x";
   auto outcomes = std::make_shared<Outcomes>();
   constexpr int kMessages = 200;  // 200 MiB: far beyond kernel buffers and the queue
   for (int i = 0; i < kMessages; ++i) {

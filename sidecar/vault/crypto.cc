@@ -60,23 +60,24 @@ void NoiseHkdf(const SecretBytes& chaining_key, std::span<const uint8_t> input_k
                SecretBytes* out1, SecretBytes* out2, SecretBytes* out3) {
   // Noise spec 4.3: temp_key = HMAC(ck, ikm); out1 = HMAC(temp_key, 0x01);
   // out2 = HMAC(temp_key, out1 || 0x02); out3 = HMAC(temp_key, out2 || 0x03).
-  SecretBytes temp_key = HmacSha256(
-      chaining_key.span(),
-      absl::string_view(reinterpret_cast<const char*>(input_key_material.data()),
-                        input_key_material.size()));
+  SecretBytes temp_key =
+      HmacSha256(chaining_key.span(),
+                 absl::string_view(reinterpret_cast<const char*>(input_key_material.data()),
+                                   input_key_material.size()));
   const uint8_t one = 0x01;
   *out1 = HmacSha256(temp_key.span(), absl::string_view(reinterpret_cast<const char*>(&one), 1));
   SecretBytes buffer(kSha256Bytes + 1);
   std::memcpy(buffer.data(), out1->data(), kSha256Bytes);
   buffer.data()[kSha256Bytes] = 0x02;
-  *out2 = HmacSha256(temp_key.span(),
-                     absl::string_view(reinterpret_cast<const char*>(buffer.data()), buffer.size()));
+  *out2 =
+      HmacSha256(temp_key.span(),
+                 absl::string_view(reinterpret_cast<const char*>(buffer.data()), buffer.size()));
   if (out3 != nullptr) {
     std::memcpy(buffer.data(), out2->data(), kSha256Bytes);
     buffer.data()[kSha256Bytes] = 0x03;
-    *out3 = HmacSha256(temp_key.span(), absl::string_view(reinterpret_cast<const char*>(
-                                                               buffer.data()),
-                                                           buffer.size()));
+    *out3 =
+        HmacSha256(temp_key.span(),
+                   absl::string_view(reinterpret_cast<const char*>(buffer.data()), buffer.size()));
   }
 }
 
@@ -117,10 +118,9 @@ absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::s
   size_t start = out.size();
   out.resize(start + ciphertext.size() - kAeadTagBytes);
   unsigned long long written = 0;
-  if (crypto_aead_chacha20poly1305_ietf_decrypt(reinterpret_cast<uint8_t*>(out.data() + start),
-                                                &written, nullptr, U8(ciphertext),
-                                                ciphertext.size(), U8(ad), ad.size(), nonce,
-                                                key.data()) != 0) {
+  if (crypto_aead_chacha20poly1305_ietf_decrypt(
+          reinterpret_cast<uint8_t*>(out.data() + start), &written, nullptr, U8(ciphertext),
+          ciphertext.size(), U8(ad), ad.size(), nonce, key.data()) != 0) {
     out.resize(start);
     return AuthFailed("decryption failed: wrong key or tampered message");
   }
@@ -128,8 +128,8 @@ absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::s
   return absl::OkStatus();
 }
 
-absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter, absl::string_view ad,
-                                      std::string& buf, size_t offset) {
+absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter,
+                                      absl::string_view ad, std::string& buf, size_t offset) {
   InitCrypto();
   if (offset > buf.size() || buf.size() - offset < kAeadTagBytes) {
     return AuthFailed("ciphertext shorter than its tag");
@@ -148,7 +148,8 @@ absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter, 
   return absl::OkStatus();
 }
 
-std::string XChaChaSeal(const SecretBytes& key, absl::string_view ad, const SecretBytes& plaintext) {
+std::string XChaChaSeal(const SecretBytes& key, absl::string_view ad,
+                        const SecretBytes& plaintext) {
   InitCrypto();
   std::string out(kXNonceBytes + plaintext.size() + kAeadTagBytes, '\0');
   auto* nonce = reinterpret_cast<uint8_t*>(out.data());
@@ -200,8 +201,8 @@ absl::StatusOr<SecretBytes> X25519(const SecretBytes& secret, absl::string_view 
   }
   SecretBytes shared(kX25519Bytes);
   if (crypto_scalarmult(shared.data(), secret.data(), U8(peer_public)) != 0) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           "X25519 with a low-order public key", reason::kAuthenticationFailed);
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument, "X25519 with a low-order public key",
+                           reason::kAuthenticationFailed);
   }
   return shared;
 }
@@ -261,7 +262,8 @@ absl::StatusOr<SecretBytes> Argon2id(const SecretBytes& passphrase, absl::string
   if (salt.size() != crypto_pwhash_SALTBYTES) {
     return absl::InvalidArgumentError("an Argon2id salt is 16 bytes");
   }
-  if (params.ops_limit < crypto_pwhash_OPSLIMIT_MIN || params.mem_limit < crypto_pwhash_MEMLIMIT_MIN ||
+  if (params.ops_limit < crypto_pwhash_OPSLIMIT_MIN ||
+      params.mem_limit < crypto_pwhash_MEMLIMIT_MIN ||
       params.ops_limit > crypto_pwhash_OPSLIMIT_MAX || params.mem_limit > (1ull << 32)) {
     return absl::InvalidArgumentError("Argon2id limits out of range");
   }

@@ -31,7 +31,6 @@ inline constexpr size_t kEd25519PublicBytes = 32;
 inline constexpr size_t kEd25519SeedBytes = 32;
 inline constexpr size_t kEd25519SignatureBytes = 64;
 
-
 // Initialises libsodium (idempotent, thread-safe). Returns false only if it cannot start.
 bool InitCrypto();
 
@@ -67,8 +66,8 @@ absl::Status ChaChaPolyDecrypt(const SecretBytes& key, uint64_t counter, absl::s
 // is: on success `buf` ends with the plaintext (the tag cut off). The tag is checked before
 // anything is decrypted; on failure `buf` keeps its length, the ciphertext is zeroed (libsodium
 // clears its output) and the status is as above.
-absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter, absl::string_view ad,
-                                      std::string& buf, size_t offset);
+absl::Status ChaChaPolyDecryptInPlace(const SecretBytes& key, uint64_t counter,
+                                      absl::string_view ad, std::string& buf, size_t offset);
 
 // XChaCha20-Poly1305 with a random nonce: returns nonce || ciphertext || tag.
 std::string XChaChaSeal(const SecretBytes& key, absl::string_view ad, const SecretBytes& plaintext);
@@ -78,7 +77,7 @@ absl::StatusOr<SecretBytes> XChaChaOpen(const SecretBytes& key, absl::string_vie
 
 // X25519.
 struct X25519KeyPair {
-  SecretBytes secret;     // 32 bytes
+  SecretBytes secret;      // 32 bytes
   std::string public_key;  // 32 bytes
 };
 X25519KeyPair GenerateX25519();

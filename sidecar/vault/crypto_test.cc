@@ -31,11 +31,13 @@ TEST(CryptoTest, X25519Rfc7748) {
   auto alice = X25519FromSecret(SecretBytes::CopyOf(
       Unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")));
   ASSERT_TRUE(alice.ok());
-  EXPECT_EQ(Hex(alice->public_key), "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+  EXPECT_EQ(Hex(alice->public_key),
+            "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
   auto shared = X25519(alice->secret,
                        Unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"));
   ASSERT_TRUE(shared.ok());
-  EXPECT_EQ(Hex(shared->span()), "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+  EXPECT_EQ(Hex(shared->span()),
+            "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
   EXPECT_FALSE(X25519(alice->secret, "short").ok());
   EXPECT_FALSE(X25519(alice->secret, std::string(32, '\0')).ok());  // low order
 }
@@ -44,11 +46,13 @@ TEST(CryptoTest, Ed25519Rfc8032Test1) {
   auto key = Ed25519FromSeed(SecretBytes::CopyOf(
       Unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")));
   ASSERT_TRUE(key.ok());
-  EXPECT_EQ(Hex(key->public_key), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+  EXPECT_EQ(Hex(key->public_key),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
   std::string sig = Ed25519Sign(*key, "");
-  EXPECT_EQ(Hex(sig),
-            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e3970"
-            "1cf9b46bd25bf5f0595bbe24655141438e7a100b");
+  EXPECT_EQ(
+      Hex(sig),
+      "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e3970"
+      "1cf9b46bd25bf5f0595bbe24655141438e7a100b");
   EXPECT_TRUE(Ed25519Verify(key->public_key, "", sig).ok());
   EXPECT_TRUE(Ed25519Seed(*key).Equals(SecretBytes::CopyOf(
       Unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))));
@@ -81,7 +85,8 @@ TEST(CryptoTest, ChaChaPolyInPlaceMatchesAppending) {
     ChaChaPolyEncryptInPlace(key, 42, "ad", in_place, 4);
     EXPECT_EQ(in_place, appended) << size;
     std::string opened;
-    ASSERT_TRUE(ChaChaPolyDecrypt(key, 42, "ad", absl::string_view(in_place).substr(4), opened).ok());
+    ASSERT_TRUE(
+        ChaChaPolyDecrypt(key, 42, "ad", absl::string_view(in_place).substr(4), opened).ok());
     EXPECT_EQ(opened, plaintext);
     // Opened where it is: the same plaintext, after the untouched head.
     ASSERT_TRUE(ChaChaPolyDecryptInPlace(key, 42, "ad", in_place, 4).ok());
@@ -116,8 +121,10 @@ TEST(CryptoTest, ChaChaPolyInPlaceRejectsTamperingAndLeavesTheBuffer) {
   EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "xx", copy, 2).code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(copy.size(), sealed.size());
   std::string short_one = "hd" + std::string(kAeadTagBytes - 1, 't');
-  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "ad", short_one, 2).code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "ad", short_one, 100).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "ad", short_one, 2).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ChaChaPolyDecryptInPlace(key, 9, "ad", short_one, 100).code(),
+            absl::StatusCode::kDataLoss);
 }
 
 TEST(CryptoTest, ChaChaPolyRoundTripAndEveryTamperedByteRejected) {
@@ -139,8 +146,8 @@ TEST(CryptoTest, ChaChaPolyRoundTripAndEveryTamperedByteRejected) {
     EXPECT_EQ(out, "keep");  // nothing appended on failure
   }
   std::string out;
-  EXPECT_FALSE(ChaChaPolyDecrypt(key, 8, "ad", ct, out).ok());   // wrong nonce
-  EXPECT_FALSE(ChaChaPolyDecrypt(key, 7, "AD", ct, out).ok());   // wrong AD
+  EXPECT_FALSE(ChaChaPolyDecrypt(key, 8, "ad", ct, out).ok());  // wrong nonce
+  EXPECT_FALSE(ChaChaPolyDecrypt(key, 7, "AD", ct, out).ok());  // wrong AD
   EXPECT_FALSE(ChaChaPolyDecrypt(key, 7, "ad", "short", out).ok());
 }
 

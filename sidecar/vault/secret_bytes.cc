@@ -76,8 +76,8 @@ SecretBytes SecretBytes::CopyOf(std::span<const uint8_t> bytes) {
 }
 
 SecretBytes SecretBytes::CopyOf(absl::string_view bytes) {
-  return CopyOf(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                         bytes.size()));
+  return CopyOf(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
 }
 
 SecretBytes::SecretBytes(SecretBytes&& other) noexcept : data_(other.data_), size_(other.size_) {

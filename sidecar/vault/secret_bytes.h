@@ -1,6 +1,6 @@
 // SecretBytes: key material in memory that libsodium guards — sodium_malloc'd (guard pages,
-// mlock'd so it is never swapped; small secrets share locked slabs), wiped on destruction. Move-only:
-// a secret is never copied by accident, never printed, never formatted into an error.
+// mlock'd so it is never swapped; small secrets share locked slabs), wiped on destruction.
+// Move-only: a secret is never copied by accident, never printed, never formatted into an error.
 //
 // Thread-safety: a value type; not synchronised.
 #ifndef VEIL_SIDECAR_VAULT_SECRET_BYTES_H_

@@ -73,17 +73,19 @@ absl::StatusOr<std::string> DecodeStateFile(absl::string_view path, absl::string
   }
   if (contents.substr(0, 4) != kMagic) return DamagedStateFile(path, "not a veil state file");
   if (static_cast<uint8_t>(contents[4]) != kVersion) {
-    return DamagedStateFile(path, absl::StrCat("unknown format version ", static_cast<int>(contents[4])));
+    return DamagedStateFile(path,
+                            absl::StrCat("unknown format version ", static_cast<int>(contents[4])));
   }
   if (contents.substr(5, 4) != kind) {
-    return DamagedStateFile(path, absl::StrCat("holds a \"", contents.substr(5, 4), "\" record, not \"",
-                                      kind, "\""));
+    return DamagedStateFile(
+        path, absl::StrCat("holds a \"", contents.substr(5, 4), "\" record, not \"", kind, "\""));
   }
   uint32_t n = 0;
   for (int i = 9; i < 13; ++i) n = (n << 8) | static_cast<uint8_t>(contents[i]);
   if (contents.size() != kHeaderBytes + n + kSha256Bytes) {
-    return DamagedStateFile(path, absl::StrCat("truncated or extended (", contents.size(),
-                                      " bytes, expected ", kHeaderBytes + n + kSha256Bytes, ")"));
+    return DamagedStateFile(
+        path, absl::StrCat("truncated or extended (", contents.size(), " bytes, expected ",
+                           kHeaderBytes + n + kSha256Bytes, ")"));
   }
   auto digest = Sha256(contents.substr(0, kHeaderBytes + n));
   if (contents.substr(kHeaderBytes + n) !=
@@ -95,8 +97,8 @@ absl::StatusOr<std::string> DecodeStateFile(absl::string_view path, absl::string
 
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   std::string dir = DirOf(path);
-  std::string temp = absl::StrCat(path, ".tmp-", ::getpid(), "-",
-                                  absl::BytesToHexString(RandomString(8)));
+  std::string temp =
+      absl::StrCat(path, ".tmp-", ::getpid(), "-", absl::BytesToHexString(RandomString(8)));
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return SystemError("create", temp, errno);
   const char* p = contents.data();
@@ -138,7 +140,8 @@ absl::StatusOr<std::string> ReadPrivateFile(const std::string& path) {
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           absl::StrCat(path, " is not a regular file"), reason::kUnsafePermissions);
+                           absl::StrCat(path, " is not a regular file"),
+                           reason::kUnsafePermissions);
   }
   if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
     ::close(fd);
@@ -182,7 +185,8 @@ absl::Status EnsurePrivateDirectory(const std::string& path) {
   if (!std::filesystem::exists(path, ec)) {
     std::filesystem::create_directories(path, ec);
     if (ec) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot create ", path, ": ", ec.message()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create ", path, ": ", ec.message()));
     }
     ::chmod(path.c_str(), 0700);
   }
@@ -191,10 +195,10 @@ absl::Status EnsurePrivateDirectory(const std::string& path) {
     return absl::FailedPreconditionError(absl::StrCat(path, " is not a directory"));
   }
   if (st.st_uid != ::geteuid()) {
-    return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
-                           absl::StrCat(path, " belongs to uid ", st.st_uid, ", not to uid ",
-                                        ::geteuid()),
-                           reason::kUnsafePermissions);
+    return ErrorWithReason(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat(path, " belongs to uid ", st.st_uid, ", not to uid ", ::geteuid()),
+        reason::kUnsafePermissions);
   }
   if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), 0700) != 0) {
     return SystemError("chmod 0700", path, errno);

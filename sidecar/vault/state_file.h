@@ -18,7 +18,6 @@
 
 namespace veil::vault {
 
-
 // DATA_LOSS, reason CORRUPT_STATE_FILE: "state file <path> is damaged: <why>".
 absl::Status DamagedStateFile(absl::string_view path, absl::string_view why);
 
@@ -54,7 +53,8 @@ absl::Status RemoveFileDurably(const std::string& path);
 absl::Status EnsurePrivateDirectory(const std::string& path);
 
 // Names of the regular files in `dir` ending in `suffix`, sorted. Empty when `dir` is absent.
-absl::StatusOr<std::vector<std::string>> ListFiles(const std::string& dir, absl::string_view suffix);
+absl::StatusOr<std::vector<std::string>> ListFiles(const std::string& dir,
+                                                   absl::string_view suffix);
 
 }  // namespace veil::vault
 

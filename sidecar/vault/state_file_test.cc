@@ -58,7 +58,8 @@ TEST(StateFileTest, WrongKindAndAppendedBytesAreRefused) {
   ASSERT_FALSE(kind.ok());
   EXPECT_NE(kind.status().message().find("holds a \"IDNT\" record"), std::string::npos);
   EXPECT_FALSE(DecodeStateFile("f", "IDNT", good + "x").ok());
-  EXPECT_FALSE(DecodeStateFile("f", "IDNT", "garbage garbage garbage garbage garbage garbage").ok());
+  EXPECT_FALSE(
+      DecodeStateFile("f", "IDNT", "garbage garbage garbage garbage garbage garbage").ok());
 }
 
 TEST(StateFileTest, UnsafeModeIsRefused) {

@@ -41,7 +41,8 @@ std::optional<SecretBytes> RawKeyOf(const SecretBytes& material) {
   SecretBytes key(kAeadKeyBytes);
   for (size_t i = 0; i < kAeadKeyBytes; ++i) {
     auto nibble = [](char c) {
-      return static_cast<uint8_t>(absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
+      return static_cast<uint8_t>(absl::ascii_isdigit(c) ? c - '0'
+                                                         : absl::ascii_tolower(c) - 'a' + 10);
     };
     key.data()[i] = static_cast<uint8_t>(nibble(trimmed[2 * i]) << 4 | nibble(trimmed[2 * i + 1]));
   }
@@ -140,8 +141,8 @@ absl::StatusOr<std::unique_ptr<Vault>> Vault::Open(const std::string& state_dir,
                                         " is encrypted: give its passphrase (--vault-key-file "
                                         "or VEIL_VAULT_KEY)"));
       }
-      auto derived = Argon2id(Passphrase(key->material), meta.salt(),
-                              {meta.ops_limit(), meta.mem_limit()});
+      auto derived =
+          Argon2id(Passphrase(key->material), meta.salt(), {meta.ops_limit(), meta.mem_limit()});
       if (!derived.ok()) return derived.status();
       vault.reset(new Vault(Protection::kArgon2id, *std::move(derived)));
       break;
@@ -171,14 +172,16 @@ std::string Vault::Seal(const SecretBytes& secret, absl::string_view context) co
 absl::StatusOr<SecretBytes> Vault::Unseal(absl::string_view sealed,
                                           absl::string_view context) const {
   if (sealed.empty()) {
-    return ErrorWithReason(absl::StatusCode::kDataLoss, "empty sealed secret", reason::kAuthenticationFailed);
+    return ErrorWithReason(absl::StatusCode::kDataLoss, "empty sealed secret",
+                           reason::kAuthenticationFailed);
   }
   char tag = sealed.front();
   sealed.remove_prefix(1);
   if (protection_ == Protection::kNone) {
     if (tag != kPlainTag) {
       return ErrorWithReason(absl::StatusCode::kDataLoss,
-                             "secret is encrypted but the vault is not", reason::kAuthenticationFailed);
+                             "secret is encrypted but the vault is not",
+                             reason::kAuthenticationFailed);
     }
     return SecretBytes::CopyOf(sealed);
   }

@@ -21,7 +21,6 @@
 
 namespace veil::vault {
 
-
 // Key material as given by the operator (a file or an environment variable), and where it came
 // from, for error messages. 32 raw bytes or 64 hex digits (optionally followed by a newline)
 // are a raw key; anything else is a passphrase (one trailing newline is dropped).

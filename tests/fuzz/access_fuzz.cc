@@ -73,7 +73,8 @@ class CheckedTcp final : public veil::core::Transport {
   absl::Status Admit(const SenderInfo& from, const veil::core::Address& hop) const override {
     return real_.Admit(from, hop);
   }
-  absl::StatusOr<std::shared_ptr<veil::core::Worker>> CarrierFor(const veil::core::Address&) override {
+  absl::StatusOr<std::shared_ptr<veil::core::Worker>> CarrierFor(
+      const veil::core::Address&) override {
     return absl::UnavailableError("no connections here");
   }
 
@@ -106,10 +107,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                          veil::core::Carrier{SenderInfo::Origin::kTransport, 7});
     (void)router.StartWorker(kNames[i], probe);
   }
-  const std::vector<std::string> hops = {"/service/apps", "/service/anyone", "/service/carrier",
-                                         "/service/channels", "/service/nobody",
-                                         "/tcp/127.0.0.1:4000", "/tcp/127.0.0.1:4001",
-                                         "/tcp/10.0.0.1:4000"};
+  const std::vector<std::string> hops = {
+      "/service/apps",   "/service/anyone",     "/service/carrier",    "/service/channels",
+      "/service/nobody", "/tcp/127.0.0.1:4000", "/tcp/127.0.0.1:4001", "/tcp/10.0.0.1:4000"};
   auto outcomes = std::make_shared<Outcomes>();
   uint32_t sent = 0;
   while (in.remaining_bytes() > 0) {
@@ -119,7 +119,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Message msg;
       std::string route;
       const int length = in.ConsumeIntegralInRange(1, 3);
-      for (int h = 0; h < length; ++h) route += hops[in.ConsumeIntegralInRange<size_t>(0, hops.size() - 1)];
+      for (int h = 0; h < length; ++h)
+        route += hops[in.ConsumeIntegralInRange<size_t>(0, hops.size() - 1)];
       msg.onward = *veil::core::Route::Parse(route);
       msg.sender.origin = static_cast<SenderInfo::Origin>(in.ConsumeIntegralInRange(0, 3));
       msg.sender.via = in.ConsumeIntegralInRange<uint64_t>(0, 8);

@@ -7,7 +7,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 64 * 1024) return 0;
   veil::config::v1::Config config;
-  (void)veil::daemon::YamlToMessage(
-      absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz.yaml", config);
+  (void)veil::daemon::YamlToMessage(absl::string_view(reinterpret_cast<const char*>(data), size),
+                                    "fuzz.yaml", config);
   return 0;
 }

@@ -13,8 +13,10 @@ namespace {
 using veil::channel::ChannelSession;
 
 struct Fixture {
-  std::shared_ptr<const veil::identity::Identity> alice = veil::identity::Identity::Generate("alice", 0);
-  std::shared_ptr<const veil::identity::Identity> bob = veil::identity::Identity::Generate("bob", 0);
+  std::shared_ptr<const veil::identity::Identity> alice =
+      veil::identity::Identity::Generate("alice", 0);
+  std::shared_ptr<const veil::identity::Identity> bob =
+      veil::identity::Identity::Generate("bob", 0);
   std::unique_ptr<veil::channel::TrustPolicy> everyone = veil::channel::TrustEveryone();
 };
 

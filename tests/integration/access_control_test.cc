@@ -7,10 +7,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <sys/resource.h>
 
 #include <fstream>
 #include <mutex>
@@ -20,9 +19,9 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/core/message_codec.h"
 #include "tests/support/api_client.h"
 #include "tests/support/metrics_scrape.h"
-#include "sidecar/core/message_codec.h"
 #include "tests/support/raw_peer.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/veild_process.h"
@@ -35,9 +34,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 // The last hop of a route's text form ("/service/_scd_..." -> "_scd_...").
-std::string LastHop(const std::string& route) {
-  return route.substr(route.rfind('/') + 1);
-}
+std::string LastHop(const std::string& route) { return route.substr(route.rfind('/') + 1); }
 
 // The workers of a node's open connections.
 std::vector<std::string> ConnectionWorkers(const std::shared_ptr<grpc::Channel>& api) {
@@ -66,7 +63,8 @@ class Inbox {
     return got_;
   }
   bool WaitFor(size_t n, milliseconds limit = milliseconds(5000)) {
-    for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+    for (auto end = std::chrono::steady_clock::now() + limit;
+         std::chrono::steady_clock::now() < end;) {
       if (Received().size() >= n) return true;
       std::this_thread::sleep_for(milliseconds(10));
     }
@@ -185,7 +183,7 @@ class AccessControlTest : public ::testing::Test {
   std::unique_ptr<EchoApp> echoer_;
   std::unique_ptr<Inbox> inbox_;
   v1::Relay relay_;
-  v1::SecureChannel via_hub_, direct_;                  // Alice's
+  v1::SecureChannel via_hub_, direct_;                       // Alice's
   v1::SecureChannel bob_to_hub_, bob_via_hub_, bob_direct_;  // Bob's
 };
 
@@ -194,13 +192,15 @@ TEST_F(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
   RawPeer eve;
   ASSERT_TRUE(eve.Connect(hub_tcp_));
   // Through the relay, into Bob's channel to Alice.
-  ASSERT_TRUE(eve.Send("/service/forward_to_bob/service/" + bob_via_hub_.address() + "/service/inbox",
-                       "/service/eve", "forged as Bob"));
+  ASSERT_TRUE(
+      eve.Send("/service/forward_to_bob/service/" + bob_via_hub_.address() + "/service/inbox",
+               "/service/eve", "forged as Bob"));
   ExpectRefused(eve, "ACCESS_DENIED", "into Bob's encryptor through the relay");
   // Naming the hub's connection to Bob instead of the relay.
   for (const std::string& worker : ConnectionWorkers(hub_api_)) {
-    ASSERT_TRUE(eve.Send("/service/" + worker + "/service/" + bob_via_hub_.address() + "/service/inbox",
-                         "/service/eve", "forged as Bob"));
+    ASSERT_TRUE(
+        eve.Send("/service/" + worker + "/service/" + bob_via_hub_.address() + "/service/inbox",
+                 "/service/eve", "forged as Bob"));
     ExpectRefused(eve, "ACCESS_DENIED", "through one of the hub's connections");
   }
   // Into the hub's own channel to Bob: messages to Bob's app "from the hub".
@@ -233,8 +233,9 @@ TEST_F(AccessControlTest, StrangerCannotHijackARelayName) {
   unregister.mutable_unregister()->set_name("bob");
   RawPeer eve;
   ASSERT_TRUE(eve.Connect(hub_tcp_));
-  ASSERT_TRUE(eve.Send("/service/forward_to_bob/service/" + bob_to_hub_.address() + "/service/relay",
-                       "/service/eve", unregister.SerializeAsString()));
+  ASSERT_TRUE(
+      eve.Send("/service/forward_to_bob/service/" + bob_to_hub_.address() + "/service/relay",
+               "/service/eve", unregister.SerializeAsString()));
   ExpectRefused(eve, "ACCESS_DENIED", "a relay request through Bob's channel to the hub");
   // And straight to the hub's relay service: only out of a secure channel.
   ASSERT_TRUE(eve.Send("/service/relay", "/service/eve", unregister.SerializeAsString()));
@@ -308,13 +309,13 @@ TEST_F(AccessControlTest, StrangerCannotEndChannels) {
   ASSERT_TRUE(direct.Connect(bob_tcp_));
   const std::string bob_decryptor_via_hub = LastHop(via_hub_.remote_route());
   const std::string bob_decryptor_direct = LastHop(direct_.remote_route());
-  absl::Status notice = ErrorWithReason(absl::StatusCode::kNotFound, "the relay is gone",
-                                        "ROUTE_NOT_FOUND");
+  absl::Status notice =
+      ErrorWithReason(absl::StatusCode::kNotFound, "the relay is gone", "ROUTE_NOT_FOUND");
   // Through the relay the notice reaches the connection Bob's channel runs over, but without
   // the channel's path tag: dropped and counted. Guessed tags fare no better.
   for (uint64_t tag : {uint64_t{0}, uint64_t{1}, uint64_t{0x0123456789abcdef}}) {
-    ASSERT_TRUE(eve.Send("/service/forward_to_bob/service/" + bob_decryptor_via_hub, "", "",
-                         notice, tag));
+    ASSERT_TRUE(
+        eve.Send("/service/forward_to_bob/service/" + bob_decryptor_via_hub, "", "", notice, tag));
   }
   // Directly at Bob: not the connection his channel runs over: refused.
   ASSERT_TRUE(direct.Send("/service/" + bob_decryptor_via_hub, "/service/eve", "", notice));
@@ -334,7 +335,9 @@ TEST_F(AccessControlTest, StrangerCannotEndChannels) {
   EXPECT_GE(Denied(hub_), hub_denied + 2);
   // A forged handshake error at an established channel: dropped too.
   ASSERT_TRUE(eve.Send("/service/forward_to_bob/service/" + bob_decryptor_via_hub, "/service/eve",
-                       std::string("\x04" "go away", 8)));
+                       std::string("\x04"
+                                   "go away",
+                                   8)));
   for (int i = 0; i < 100 && Scrape(bob_, "veil_secure_channel_forged_notices_total") < 4; ++i) {
     std::this_thread::sleep_for(milliseconds(20));
   }
@@ -395,9 +398,9 @@ TEST(AccessControlLimitsTest, HalfOpenHandshakesAreCappedPerConnectionAndPerAddr
   EXPECT_EQ(from_third.first, 8);
   // Alice, from another address, is not locked out.
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(Connect(alice.api_target()),
-                                       "/tcp/" + bob_tcp + "/service/listener", TrustEveryone(),
-                                       &channel, 5000);
+  grpc::Status s =
+      CreateSecureChannel(Connect(alice.api_target()), "/tcp/" + bob_tcp + "/service/listener",
+                          TrustEveryone(), &channel, 5000);
   EXPECT_TRUE(s.ok()) << s.error_message();
   EXPECT_GE(Scrape(bob, "veil_secure_channel_handshakes_refused_total"), 42);
 }
@@ -415,18 +418,18 @@ TEST(AccessControlLimitsTest, TheHalfOpenTotalKeepsRoomForRelayedPeers) {
   auto alice_api = Connect(alice.api_target());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
   v1::Relay relay;
-  ASSERT_TRUE(CreateRelay(bob_api, "/tcp/" + TcpListenAddress(Connect(hub.api_target())), "bob",
-                          &relay)
-                  .ok());
+  ASSERT_TRUE(
+      CreateRelay(bob_api, "/tcp/" + TcpListenAddress(Connect(hub.api_target())), "bob", &relay)
+          .ok());
   RawPeer eve;
   ASSERT_TRUE(eve.Connect(TcpListenAddress(bob_api), "127.0.0.2"));
   auto [refused, answered] = OpenHandshakes(eve, 40);
   EXPECT_EQ(answered, 30);  // three quarters of 40
   EXPECT_EQ(refused, 10);
   v1::SecureChannel channel;
-  grpc::Status direct = CreateSecureChannel(
-      alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener", TrustEveryone(),
-      &channel, 5000);
+  grpc::Status direct =
+      CreateSecureChannel(alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
+                          TrustEveryone(), &channel, 5000);
   EXPECT_EQ(direct.error_code(), grpc::StatusCode::PERMISSION_DENIED) << direct.error_message();
   EXPECT_NE(direct.error_message().find("busy"), std::string::npos) << direct.error_message();
   grpc::Status relayed = CreateSecureChannel(alice_api, relay.route() + "/service/listener",
@@ -500,7 +503,8 @@ TEST(AccessControlLimitsTest, IdleConnectionsCostLittleMemory) {
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &files), 0);
   files.rlim_cur = files.rlim_max;
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &files), 0);
-  if (files.rlim_cur < 2200) GTEST_SKIP() << "needs 2,200 open files; the hard limit is " << files.rlim_max;
+  if (files.rlim_cur < 2200)
+    GTEST_SKIP() << "needs 2,200 open files; the hard limit is " << files.rlim_max;
   VeildProcess hub({"--hub", "--tcp-listen", "127.0.0.1:0", "--max-connections", "2000"});
   ASSERT_TRUE(hub.Start()) << hub.log();
   const std::string hub_tcp = TcpListenAddress(Connect(hub.api_target()));
@@ -516,7 +520,8 @@ TEST(AccessControlLimitsTest, IdleConnectionsCostLittleMemory) {
     peers.push_back(std::make_unique<RawPeer>());
     ASSERT_TRUE(peers.back()->Connect(hub_tcp, "127.0.2." + std::to_string(1 + i / 32)));
   }
-  for (int i = 0; i < 200 && GetNode(Connect(hub.api_target())).tcp_connections_size() < 1032; ++i) {
+  for (int i = 0; i < 200 && GetNode(Connect(hub.api_target())).tcp_connections_size() < 1032;
+       ++i) {
     std::this_thread::sleep_for(milliseconds(20));
   }
   EXPECT_EQ(GetNode(Connect(hub.api_target())).tcp_connections_size(), 1032);
@@ -585,10 +590,13 @@ TEST(AccessControlLimitsTest, ChannelsPerIdentityAndAFullTableAreRefusedAtOnce) 
   for (auto* node : {&bob, &carol}) {
     ASSERT_TRUE(CreateListener(Connect(node->api_target()), "listener", TrustEveryone()).ok());
   }
-  const std::string to_bob = "/tcp/" + TcpListenAddress(Connect(bob.api_target())) + "/service/listener";
-  const std::string to_carol = "/tcp/" + TcpListenAddress(Connect(carol.api_target())) + "/service/listener";
+  const std::string to_bob =
+      "/tcp/" + TcpListenAddress(Connect(bob.api_target())) + "/service/listener";
+  const std::string to_carol =
+      "/tcp/" + TcpListenAddress(Connect(carol.api_target())) + "/service/listener";
   v1::SecureChannel channel;
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(CreateSecureChannel(alice_api, to_bob, TrustEveryone(), &channel).ok());
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(CreateSecureChannel(alice_api, to_bob, TrustEveryone(), &channel).ok());
   grpc::Status third = CreateSecureChannel(alice_api, to_bob, TrustEveryone(), &channel);
   EXPECT_EQ(third.error_code(), grpc::StatusCode::PERMISSION_DENIED) << third.error_message();
   EXPECT_EQ(ReasonOf(third), "PEER_REFUSED_HANDSHAKE");
@@ -604,7 +612,8 @@ TEST(AccessControlLimitsTest, ChannelsPerIdentityAndAFullTableAreRefusedAtOnce) 
   grpc::Status other = stub->CreateSecureChannel(&context, request, &channel);
   EXPECT_TRUE(other.ok()) << other.error_message();
   // Carol's table holds 2 channels: the third handshake is refused at once, not timed out.
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(CreateSecureChannel(alice_api, to_carol, TrustEveryone(), &channel).ok());
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(CreateSecureChannel(alice_api, to_carol, TrustEveryone(), &channel).ok());
   auto start = std::chrono::steady_clock::now();
   grpc::Status full = CreateSecureChannel(alice_api, to_carol, TrustEveryone(), &channel);
   EXPECT_EQ(ReasonOf(full), "PEER_REFUSED_HANDSHAKE") << full.error_message();
@@ -622,7 +631,8 @@ TEST(AccessControlLimitsTest, IdleChannelsExpire) {
   auto alice_api = Connect(alice.api_target());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
+  ASSERT_TRUE(CreateSecureChannel(alice_api,
+                                  "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
                                   TrustEveryone(), &channel)
                   .ok());
   bool gone = false;
@@ -652,10 +662,12 @@ TEST(AccessControlLimitsTest, AChannelWhoseConfirmIsLostExpiresOnTheResponder) {
     return {frame};
   });
   v1::Relay relay;
-  ASSERT_TRUE(CreateRelay(bob_api, "/tcp/127.0.0.1:" + std::to_string(proxy.port()), "bob", &relay).ok());
+  ASSERT_TRUE(
+      CreateRelay(bob_api, "/tcp/127.0.0.1:" + std::to_string(proxy.port()), "bob", &relay).ok());
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(Connect(alice.api_target()), relay.route() + "/service/listener",
-                                       TrustEveryone(), &channel, 1500);
+  grpc::Status s =
+      CreateSecureChannel(Connect(alice.api_target()), relay.route() + "/service/listener",
+                          TrustEveryone(), &channel, 1500);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   bool expired = false;
   for (int i = 0; i < 100 && !expired; ++i) {
@@ -664,7 +676,8 @@ TEST(AccessControlLimitsTest, AChannelWhoseConfirmIsLostExpiresOnTheResponder) {
   }
   EXPECT_TRUE(expired) << bob.log();
   int responders = 0;
-  for (const auto& ch : ListSecureChannels(bob_api)) responders += ch.role() == v1::SecureChannel::RESPONDER;
+  for (const auto& ch : ListSecureChannels(bob_api))
+    responders += ch.role() == v1::SecureChannel::RESPONDER;
   EXPECT_EQ(responders, 0);
   EXPECT_NE(bob.log().find("the initiator never confirmed the channel"), std::string::npos);
 }
@@ -679,7 +692,8 @@ TEST(AccessControlLocalTest, TrustFileErrorsQuoteNothingAndOnlyRegularFilesAreRe
     std::ofstream out(secret);
     out << "VEIL_VAULT_KEY=hunter2-the-secret\n";
   }
-  for (const std::string& path : {secret, std::string("/dev/zero"), std::string("/proc/self/environ")}) {
+  for (const std::string& path :
+       {secret, std::string("/dev/zero"), std::string("/proc/self/environ")}) {
     v1::TrustPolicy policy;
     policy.set_trust_identifiers_file(path);
     grpc::Status s = CreateListener(bob_api, "listener", policy);

@@ -2,10 +2,10 @@
 // its results, many connections at once. Each gets a clear status or is held back, the limits
 // are flags, and the daemon stays healthy and its memory bounded. (Invalid routes and unknown
 // identities: MessagingTest.UnknownAndInvalidRoutes, IdentityIntegrationTest.ApiErrors.)
+#include <grpcpp/generic/generic_stub.h>
+
 #include <future>
 #include <thread>
-
-#include <grpcpp/generic/generic_stub.h>
 
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
@@ -70,9 +70,11 @@ TEST(ApiLimitsTest, RequestsThatDoNotParseAreInvalidArgumentSayingSo) {
                         done.set_value();
                       });
     done.get_future().wait();
-    EXPECT_EQ(result.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": " << result.error_message();
+    EXPECT_EQ(result.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << method << ": " << result.error_message();
     EXPECT_EQ(ReasonOf(result), "INVALID_REQUEST") << method;
-    EXPECT_NE(result.error_message().find("does not parse"), std::string::npos) << result.error_message();
+    EXPECT_NE(result.error_message().find("does not parse"), std::string::npos)
+        << result.error_message();
   }
   EXPECT_TRUE(HealthServing(api));
 }
@@ -121,7 +123,8 @@ TEST(ApiLimitsTest, StreamFloodWithoutReadingResultsIsHeldBackNotBuffered) {
   std::atomic<uint64_t> written{0};
   std::atomic<bool> stop{false};
   std::thread writer([&] {
-    const std::vector<std::pair<std::string, std::string>> batch(16, {"/service/nobody", std::string(1024, 'f')});
+    const std::vector<std::pair<std::string, std::string>> batch(
+        16, {"/service/nobody", std::string(1024, 'f')});
     while (!stop && flood.Send(written + 1, batch)) ++written;
   });
   // Writes stall: the count stops growing while nobody reads the results.
@@ -171,7 +174,8 @@ TEST(ApiLimitsTest, ManyConnectionsAtOnce) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
     args.SetInt("veil.test.client", i);
-    channels.push_back(grpc::CreateCustomChannel(node.api_target(), grpc::InsecureChannelCredentials(), args));
+    channels.push_back(
+        grpc::CreateCustomChannel(node.api_target(), grpc::InsecureChannelCredentials(), args));
   }
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;

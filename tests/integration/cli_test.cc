@@ -48,8 +48,10 @@ Result RunVeil(const std::vector<std::string>& args, const std::string& input = 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, in_path.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0600);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0600);
   std::string binary = VeilPath();
   std::vector<char*> argv{binary.data()};
   std::vector<std::string> copy = args;
@@ -119,8 +121,8 @@ class CliTest : public ::testing::Test {
     EXPECT_TRUE(l.code == 0 || l.code == 4) << l;
     Result r = Bob({"relay", "create", hub_route_, "--name", "bob"});
     EXPECT_TRUE(r.code == 0 || r.code == 4) << r;
-    Result c = Alice({"--json", "channel", "create",
-                      hub_route_ + "/service/forward_to_bob/service/listener"});
+    Result c = Alice(
+        {"--json", "channel", "create", hub_route_ + "/service/forward_to_bob/service/listener"});
     EXPECT_EQ(c.code, 0) << c;
     return FromJson<v1::SecureChannel>(c.out).address();
   }
@@ -150,7 +152,7 @@ TEST_F(CliTest, HelpAndUsage) {
   EXPECT_EQ(RunVeil({"channel", "create", "--help"}).code, 0);
   EXPECT_EQ(RunVeil({}).code, 2);
   EXPECT_EQ(RunVeil({"nonsense"}).code, 2);
-  EXPECT_EQ(RunVeil({"identity"}).code, 2);          // needs a subcommand
+  EXPECT_EQ(RunVeil({"identity"}).code, 2);            // needs a subcommand
   EXPECT_EQ(RunVeil({"identity", "create"}).code, 2);  // needs a name
   EXPECT_EQ(RunVeil({"--timeout", "0", "status"}).code, 2);
   Result version = RunVeil({"--version"});
@@ -222,7 +224,8 @@ TEST_F(CliTest, Identities) {
   v1::Identity bob = FromJson<v1::Identity>(json_bob.out);
   std::string key_b64 = json_bob.out.substr(json_bob.out.find("\"public_key\": \"") + 15);
   key_b64 = key_b64.substr(0, key_b64.find('"'));
-  Result trust = Alice({"identity", "trust", bob.public_identity().identifier(), key_b64, "--label", "Bob"});
+  Result trust =
+      Alice({"identity", "trust", bob.public_identity().identifier(), key_b64, "--label", "Bob"});
   EXPECT_EQ(trust.code, 0) << trust;
   Result trusted = Alice({"identity", "trusted"});
   EXPECT_THAT(trusted.out, HasSubstr(bob.public_identity().identifier()));
@@ -234,8 +237,8 @@ TEST_F(CliTest, Identities) {
 }
 
 TEST_F(CliTest, Listeners) {
-  Result created = Bob({"listener", "create", "cli-listener", "--trust", "I00000000000000000000000000000000",
-                        "--trust-imported"});
+  Result created = Bob({"listener", "create", "cli-listener", "--trust",
+                        "I00000000000000000000000000000000", "--trust-imported"});
   ASSERT_EQ(created.code, 0) << created;
   EXPECT_THAT(created.out, HasSubstr("listening at /service/cli-listener"));
   EXPECT_EQ(Bob({"listener", "create", "cli-listener", "--trust-everyone"}).code, 4);
@@ -295,11 +298,13 @@ TEST_F(CliTest, RelaysChannelsAndSend) {
   EXPECT_EQ(Alice({"channel", "show", "_sc_999"}).code, 3);
 
   // Request: the echo comes back through the channel.
-  Result echo = Alice({"send", "--request", "/service/" + channel + "/service/echoer", "Hello Ockam!"});
+  Result echo =
+      Alice({"send", "--request", "/service/" + channel + "/service/echoer", "Hello Ockam!"});
   ASSERT_EQ(echo.code, 0) << echo;
   EXPECT_EQ(echo.out, "Hello Ockam!\n");
   EXPECT_THAT(echo.err, HasSubstr("(from I"));
-  Result piped = Alice({"--json", "send", "-r", "/service/" + channel + "/service/echoer", "-"}, "from stdin");
+  Result piped =
+      Alice({"--json", "send", "-r", "/service/" + channel + "/service/echoer", "-"}, "from stdin");
   ASSERT_EQ(piped.code, 0) << piped;
   EXPECT_EQ(FromJson<v1::RequestResponse>(piped.out).reply().payload(), "from stdin");
   Result sent = Alice({"send", "/service/" + channel + "/service/echoer", "fire and forget"});
@@ -313,13 +318,19 @@ TEST_F(CliTest, RelaysChannelsAndSend) {
   EXPECT_THAT(plaintext.err, HasSubstr("PLAINTEXT_EGRESS_REFUSED"));
 
   // A listener that does not trust Alice: refused (5); a channel to nowhere: unreachable (7).
-  ASSERT_EQ(Bob({"listener", "create", "picky", "--trust", "I00000000000000000000000000000000"}).code, 0);
-  Result refused = Alice({"channel", "create", hub_route_ + "/service/forward_to_bob/service/picky"});
+  ASSERT_EQ(
+      Bob({"listener", "create", "picky", "--trust", "I00000000000000000000000000000000"}).code, 0);
+  Result refused =
+      Alice({"channel", "create", hub_route_ + "/service/forward_to_bob/service/picky"});
   EXPECT_EQ(refused.code, 5) << refused;
-  Result pinned = Alice({"channel", "create", hub_route_ + "/service/forward_to_bob/service/listener",
-                         "--trust", "I00000000000000000000000000000000"});
+  Result pinned =
+      Alice({"channel", "create", hub_route_ + "/service/forward_to_bob/service/listener",
+             "--trust", "I00000000000000000000000000000000"});
   EXPECT_EQ(pinned.code, 5) << pinned;
-  EXPECT_EQ(Alice({"channel", "create", "/tcp/127.0.0.1:1/service/listener", "--handshake-timeout", "2"}).code, 7);
+  EXPECT_EQ(
+      Alice({"channel", "create", "/tcp/127.0.0.1:1/service/listener", "--handshake-timeout", "2"})
+          .code,
+      7);
 
   EXPECT_EQ(Alice({"channel", "delete", channel}).code, 0);
   EXPECT_EQ(Alice({"channel", "delete", channel}).code, 3);

@@ -20,8 +20,8 @@ std::string WriteFile(const TempDir& dir, const std::string& name, const std::st
 TEST(ConfigIntegrationTest, BobFromAConfigFileReachedThroughAHubThatStartsLater) {
   TempDir dirs;
   // Learn a free port for the hub, then stop it: Bob starts first, as pods may.
-  auto hub = std::make_unique<VeildProcess>(dirs.path() + "/hub",
-                                            std::vector<std::string>{"--hub", "--tcp-listen", "127.0.0.1:0"});
+  auto hub = std::make_unique<VeildProcess>(
+      dirs.path() + "/hub", std::vector<std::string>{"--hub", "--tcp-listen", "127.0.0.1:0"});
   ASSERT_TRUE(hub->Start()) << hub->log();
   std::string hub_tcp = TcpListenAddress(Connect(hub->api_target()));
   hub.reset();
@@ -54,8 +54,8 @@ relays:
   EXPECT_NE(GetRelay(bob_api, "bob").state(), v1::Relay::UP);  // no hub yet: still trying
 
   auto make_hub = [&] {
-    return std::make_unique<VeildProcess>(dirs.path() + "/hub",
-                                          std::vector<std::string>{"--hub", "--tcp-listen", hub_tcp});
+    return std::make_unique<VeildProcess>(
+        dirs.path() + "/hub", std::vector<std::string>{"--hub", "--tcp-listen", hub_tcp});
   };
   ASSERT_TRUE(StartWhileAddressInUse(make_hub, hub)) << hub->log();
   ASSERT_TRUE(WaitRelayUp(bob_api, "bob", 1)) << bob->log();
@@ -95,10 +95,12 @@ TEST(ConfigIntegrationTest, TrustedIdentitiesFromTheConfig) {
   v1::Identity alice_identity = GetIdentity(alice_api, "default");
   // The API's JSON form of bytes is base64; the config takes the same.
   std::string key_base64 = absl::Base64Escape(alice_identity.public_identity().public_key());
-  std::string config = WriteFile(dirs, "bob.yaml", R"(
+  std::string config = WriteFile(dirs, "bob.yaml",
+                                 R"(
 trusted_identities:
   - public_identity:
-      identifier: )" + alice_identity.public_identity().identifier() + R"(
+      identifier: )" + alice_identity.public_identity().identifier() +
+                                     R"(
       public_key: ")" + key_base64 + R"("
     label: Alice
 listeners:
@@ -111,16 +113,17 @@ listeners:
   EchoApp echoer(bob_api, "echoer");
   ASSERT_TRUE(echoer.WaitOpened());
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(
-      alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener", TrustEveryone(), &channel);
+  grpc::Status s =
+      CreateSecureChannel(alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
+                          TrustEveryone(), &channel);
   ASSERT_TRUE(s.ok()) << s.error_message() << bob.log();
 
   // Someone not imported is refused by the same listener.
   VeildProcess mallory;
   ASSERT_TRUE(mallory.Start()) << mallory.log();
   s = CreateSecureChannel(Connect(mallory.api_target()),
-                          "/tcp/" + TcpListenAddress(bob_api) + "/service/listener", TrustEveryone(),
-                          &channel);
+                          "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
+                          TrustEveryone(), &channel);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
 }
 
@@ -157,7 +160,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"UnknownField", "listeners:\n  - adress: x\n",
                   "veil.yaml:2:5: listeners[0]: unknown field \"adress\""},
         BadConfig{"UnknownIdentity",
-                  "listeners:\n  - address: x\n    identity: ghost\n    trust_policy: {trust_everyone: true}\n",
+                  "listeners:\n  - address: x\n    identity: ghost\n    trust_policy: "
+                  "{trust_everyone: true}\n",
                   "veil.yaml:3:15: listeners[0].identity: no identity named \"ghost\""},
         BadConfig{"NoTrustPolicy", "listeners:\n  - address: x\n",
                   "veil.yaml:2:5: listeners[0].trust_policy: a trust policy is required"},

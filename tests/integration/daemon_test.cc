@@ -1,12 +1,11 @@
 // veild start-up: flags, endpoints and refusals, with real processes.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <future>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
-#include <sys/stat.h>
-
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
 #include "tests/support/veild_process.h"
@@ -77,7 +76,8 @@ TEST(DaemonTest, DrainEndsPendingRequestsAndASecondSignalExitsAtOnce) {
   ASSERT_TRUE(silent.Read()->has_opened());
   auto pending = std::async(std::launch::async, [&] {
     v1::RequestResponse reply;
-    return Request(Connect(node.api_target()), "/service/silent", "x", &reply, std::chrono::seconds(25));
+    return Request(Connect(node.api_target()), "/service/silent", "x", &reply,
+                   std::chrono::seconds(25));
   });
   ASSERT_TRUE(silent.Read().has_value());  // the request is in flight
   auto start = std::chrono::steady_clock::now();
@@ -117,8 +117,7 @@ TEST(DaemonTest, RefusesPublicApiAddressUnlessAllowed) {
   VeildProcess node({"--api", "0.0.0.0:0"});
   EXPECT_FALSE(node.Start());
   EXPECT_EQ(node.exit_code(), 1);
-  EXPECT_NE(node.log().find("refusing to serve the API on non-loopback address"),
-            std::string::npos)
+  EXPECT_NE(node.log().find("refusing to serve the API on non-loopback address"), std::string::npos)
       << node.log();
 }
 
@@ -195,10 +194,13 @@ TEST(DaemonTest, TcpListenAddressInUseIsAClearError) {
 // The tests' helper for restarts on a fixed port: it waits out a port held for a moment, and
 // gives up on one held for good.
 TEST(DaemonTest, StartWhileAddressInUseWaitsForThePort) {
-  auto first = std::make_unique<VeildProcess>(std::vector<std::string>{"--tcp-listen", "127.0.0.1:0"});
+  auto first =
+      std::make_unique<VeildProcess>(std::vector<std::string>{"--tcp-listen", "127.0.0.1:0"});
   ASSERT_TRUE(first->Start()) << first->log();
   std::string taken = GetNode(Connect(first->api_target())).tcp_listeners(0).address();
-  auto make = [&] { return std::make_unique<VeildProcess>(std::vector<std::string>{"--tcp-listen", taken}); };
+  auto make = [&] {
+    return std::make_unique<VeildProcess>(std::vector<std::string>{"--tcp-listen", taken});
+  };
   std::unique_ptr<VeildProcess> second;
   EXPECT_FALSE(StartWhileAddressInUse(make, second, std::chrono::milliseconds(600)));
   EXPECT_NE(second->log().find("already in use"), std::string::npos) << second->log();

@@ -40,7 +40,8 @@ std::string Numbered(uint64_t n, size_t size) {
 std::optional<uint64_t> NumberOf(const std::string& payload) {
   uint64_t n = 0;
   auto [end, ec] = std::from_chars(payload.data(), payload.data() + payload.size(), n);
-  if (ec != std::errc() || end == payload.data() + payload.size() || *end != ':') return std::nullopt;
+  if (ec != std::errc() || end == payload.data() + payload.size() || *end != ':')
+    return std::nullopt;
   if (payload != Numbered(n, payload.size())) return std::nullopt;
   return n;
 }
@@ -98,7 +99,10 @@ class Sink {
         std::lock_guard lock(mu_);
         for (const auto& d : deliveries) {
           auto n = NumberOf(d.payload());
-          if (n) numbers_.push_back(*n); else ++bad_;
+          if (n)
+            numbers_.push_back(*n);
+          else
+            ++bad_;
         }
       }
       client_.Ack(deliveries[deliveries.size() - 1].sequence());
@@ -116,12 +120,13 @@ class Sink {
 
 // Alice's app: sends Numbered messages in batches over one Serve stream, at most
 // `max_outstanding` batches awaiting their results (a result comes once the sidecar handed
-// every message of the batch on, or refused it), and records which its sidecar handed on and which it refused (why).
+// every message of the batch on, or refused it), and records which its sidecar handed on and which
+// it refused (why).
 class Sender {
  public:
   struct Outcome {
-    std::vector<uint64_t> accepted;                // sorted
-    std::map<std::string, uint64_t> refused;       // by reason
+    std::vector<uint64_t> accepted;           // sorted
+    std::map<std::string, uint64_t> refused;  // by reason
     uint64_t refused_total() const {
       uint64_t n = 0;
       for (const auto& [reason, count] : refused) n += count;
@@ -244,9 +249,8 @@ Sender::Outcome StreamThroughFault(Sender& sender, Sink& sink, size_t before_fau
     fault();
     done = true;
   });
-  Sender::Outcome out = sender.Run(2000000, [&](const Sender::Outcome& o) {
-    return done && o.refused_total() >= refusals;
-  });
+  Sender::Outcome out = sender.Run(
+      2000000, [&](const Sender::Outcome& o) { return done && o.refused_total() >= refusals; });
   faulter.join();
   EXPECT_GE(out.refused_total(), refusals) << Describe(out);
   EXPECT_EQ(out.refused.count(""), 0u) << "a refusal without a reason: " << Describe(out);
@@ -269,7 +273,8 @@ class FaultTest : public ::testing::Test {
     hub_listen_ = TcpListenAddress(Connect(hub_->api_target()));  // restarts reuse the port
   }
   void StartBob(std::vector<std::string> extra = {}, const std::string& heartbeat = "0.2") {
-    std::vector<std::string> args = {"--relay-heartbeat", heartbeat, "--metrics-listen", "127.0.0.1:0"};
+    std::vector<std::string> args = {"--relay-heartbeat", heartbeat, "--metrics-listen",
+                                     "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
     bob_ = std::make_unique<VeildProcess>(bob_state_, args);
     ASSERT_TRUE(bob_->Start()) << bob_->log();
@@ -327,13 +332,15 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   Sender sender(alice_api_, route, kSize, 16, 64);
   // Results still outstanding when the first refusal came wait for the backlog: they come in
   // only after the sink is released.
-  Sender::Outcome out = sender.Start(20000, [](const Sender::Outcome& o) { return o.refused_total() > 0; });
+  Sender::Outcome out =
+      sender.Start(20000, [](const Sender::Outcome& o) { return o.refused_total() > 0; });
   ASSERT_GT(out.refused_total(), 0u) << "20,000 messages (312 MiB) and Alice was never held back";
   EXPECT_EQ(out.refused_total(), out.refused["QUEUE_FULL"]) << Describe(out);
   // The backlog reaches the hub and Bob, who stop reading; memory stays bounded meanwhile.
   EXPECT_TRUE(WaitFor([&] {
     return Scrape(*hub_, "veil_transport_reads_paused_total") +
-               Scrape(*bob_, "veil_transport_reads_paused_total") > 0;
+               Scrape(*bob_, "veil_transport_reads_paused_total") >
+           0;
   }));
   std::printf("%s before Alice was refused; hub RSS %zu -> %zu KiB, Bob %zu -> %zu KiB\n",
               Describe(out).c_str(), hub_rss, hub_->rss_kib(), bob_rss, bob_->rss_kib());
@@ -385,8 +392,8 @@ TEST_F(FaultTest, AppStreamCancelledMidDeliveryIsCountedAndTheAddressReusable) {
     return Scrape(*bob_, "veil_api_deliveries_dropped_total") +
            Scrape(*bob_, "veil_messages_unroutable_total");
   };
-  EXPECT_TRUE(WaitFor([&] { return dropped() == double(kMessages); }))
-      << dropped() << "\n" << bob_->log();
+  EXPECT_TRUE(WaitFor([&] { return dropped() == double(kMessages); })) << dropped() << "\n"
+                                                                       << bob_->log();
   // They came in batches: some frames, each counted once, at most one per message.
   const double frames = Scrape(*bob_, "veil_transport_received_refused_total");
   EXPECT_GE(frames, 1);
@@ -413,7 +420,8 @@ TEST_F(FaultTest, HubKilledUnderTrafficThenRestarted) {
   Sink sink(bob_api_, "sink", 256);
   const std::string route = ChannelTo("sink");
   Sender sender(alice_api_, route, 1024, 50);
-  Sender::Outcome out = StreamThroughFault(sender, sink, 2000, [&] { hub_->Kill(); }, 100);
+  Sender::Outcome out = StreamThroughFault(
+      sender, sink, 2000, [&] { hub_->Kill(); }, 100);
   const auto received = sink.numbers();
   std::printf("%s; %zu received; %zu lost with the hub\n", Describe(out).c_str(), received.size(),
               out.accepted.size() - received.size());
@@ -440,7 +448,8 @@ TEST_F(FaultTest, SidecarKilledUnderTrafficThenRestarted) {
   sink.emplace(bob_api_, "sink", 256);
   const std::string route = ChannelTo("sink");
   Sender sender(alice_api_, route, 1024, 50);
-  Sender::Outcome out = StreamThroughFault(sender, *sink, 2000, [&] { bob_->Kill(); }, 100);
+  Sender::Outcome out = StreamThroughFault(
+      sender, *sink, 2000, [&] { bob_->Kill(); }, 100);
   std::printf("%s; %zu received\n", Describe(out).c_str(), sink->count());
   // The hub told Alice's node that Bob's relay was gone; her channel closed on it, and her
   // later messages are refused at home (the channel's address is gone: ROUTE_NOT_FOUND).
@@ -466,8 +475,9 @@ TEST_F(FaultTest, ChannelToAnUnknownRelayFailsFast) {
   ASSERT_NO_FATAL_FAILURE(StartAlice());
   const auto start = Clock::now();
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(alice_api_, "/tcp/" + hub_listen_ + "/service/forward_to_nobody/service/listener",
-                                       TrustEveryone(), &channel, 10000);
+  grpc::Status s = CreateSecureChannel(
+      alice_api_, "/tcp/" + hub_listen_ + "/service/forward_to_nobody/service/listener",
+      TrustEveryone(), &channel, 10000);
   // The hub's refusal fails the handshake at once, with the hub's reason.
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
   EXPECT_EQ(ReasonOf(s), "RELAY_NOT_FOUND");
@@ -499,7 +509,8 @@ TEST(ConnectionFaultTest, ResetMidFrameUnderTraffic) {
   };
   Sink sink(bob_api, "sink", 256);
   Sender sender(alice_api, channel_to_sink(), 16 * 1024, 16);
-  StreamThroughFault(sender, sink, 500, [&] { proxy.ResetMidFrame(); }, 16);
+  StreamThroughFault(
+      sender, sink, 500, [&] { proxy.ResetMidFrame(); }, 16);
   EXPECT_TRUE(WaitFor([&] { return bob.log().find("lost:") != std::string::npos; })) << bob.log();
   EXPECT_NE(alice.log().find("lost:"), std::string::npos) << alice.log();
 
@@ -513,18 +524,21 @@ TEST(ConnectionFaultTest, ResetMidFrameUnderTraffic) {
 
 // The state directory fills up, then turns read-only, under a running node (a tmpfs of its
 // own, in a private mount namespace; read-only through a read-only bind mount over it, as a
-// remount would wait for the node's open lock file). Every change the node cannot persist is refused with a
-// clear status (RESOURCE_EXHAUSTED "No space left on device", FAILED_PRECONDITION "Read-only
-// file system") and leaves nothing behind in memory; the node stays healthy, works again once
-// there is room, and after a restart has exactly what was persisted.
+// remount would wait for the node's open lock file). Every change the node cannot persist is
+// refused with a clear status (RESOURCE_EXHAUSTED "No space left on device", FAILED_PRECONDITION
+// "Read-only file system") and leaves nothing behind in memory; the node stays healthy, works again
+// once there is room, and after a restart has exactly what was persisted.
 TEST(StateFaultTest, StateDirectoryFullThenReadOnly) {
-  if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
-    GTEST_SKIP() << "needs a private mount namespace (root or CAP_SYS_ADMIN): " << std::strerror(errno);
+  if (::unshare(CLONE_NEWNS) != 0 ||
+      ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    GTEST_SKIP() << "needs a private mount namespace (root or CAP_SYS_ADMIN): "
+                 << std::strerror(errno);
   }
   TempDir dir;
   const std::string state = dir.path() + "/state";
   ASSERT_EQ(::mkdir(state.c_str(), 0700), 0);
-  ASSERT_EQ(::mount("tmpfs", state.c_str(), "tmpfs", 0, "size=512k,mode=0700"), 0) << std::strerror(errno);
+  ASSERT_EQ(::mount("tmpfs", state.c_str(), "tmpfs", 0, "size=512k,mode=0700"), 0)
+      << std::strerror(errno);
   struct Unmount {
     std::string path;
     ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
@@ -574,7 +588,8 @@ TEST(StateFaultTest, StateDirectoryFullThenReadOnly) {
     // Read-only.
     ASSERT_EQ(::mount(state.c_str(), state.c_str(), nullptr, MS_BIND, nullptr), 0)
         << std::strerror(errno);
-    ASSERT_EQ(::mount(nullptr, state.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr), 0)
+    ASSERT_EQ(::mount(nullptr, state.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr),
+              0)
         << std::strerror(errno);
     grpc::Status ro = create(api, "third");
     EXPECT_EQ(ro.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << ro.error_message();

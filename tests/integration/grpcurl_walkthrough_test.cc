@@ -119,9 +119,10 @@ class GrpcurlWalkthroughTest : public ::testing::Test {
     // The hub's port, as the page's 127.0.0.1:4000.
     std::string node_json;
     ASSERT_TRUE(clients_["/tmp/hub/api.sock"]->LoadSymbol("veil.v1.NodeService"));
-    ASSERT_TRUE(clients_["/tmp/hub/api.sock"]
-                    ->CallJson("veil.v1.NodeService/GetNode", "{}", &node_json, std::chrono::seconds(5))
-                    .ok());
+    ASSERT_TRUE(
+        clients_["/tmp/hub/api.sock"]
+            ->CallJson("veil.v1.NodeService/GetNode", "{}", &node_json, std::chrono::seconds(5))
+            .ok());
     std::smatch m;
     ASSERT_TRUE(std::regex_search(node_json, m, std::regex("(127\\.0\\.0\\.1:[0-9]+)")))
         << node_json;
@@ -157,8 +158,9 @@ class GrpcurlWalkthroughTest : public ::testing::Test {
     const std::string service = what.substr(0, what.find('/'));
     EXPECT_TRUE(client.LoadSymbol(service)) << c.line;
     std::string reply;
-    grpc::Status s = client.CallJson(what, Localize(c.body.empty() ? "{}" : c.body), &reply,
-                                     std::chrono::milliseconds(static_cast<int>(c.max_time * 1000)));
+    grpc::Status s =
+        client.CallJson(what, Localize(c.body.empty() ? "{}" : c.body), &reply,
+                        std::chrono::milliseconds(static_cast<int>(c.max_time * 1000)));
     EXPECT_TRUE(s.ok()) << c.line << "\n" << s.error_message();
     return reply;
   }
@@ -173,7 +175,8 @@ class GrpcurlWalkthroughTest : public ::testing::Test {
 };
 
 TEST_F(GrpcurlWalkthroughTest, EveryCommandOnThePageRunsAsWritten) {
-  const Page page = ReadPage(ReadFile(std::string(VEIL_DEFAULT_SOURCE_DIR) + "/examples/grpcurl/README.md"));
+  const Page page =
+      ReadPage(ReadFile(std::string(VEIL_DEFAULT_SOURCE_DIR) + "/examples/grpcurl/README.md"));
   ASSERT_GE(page.commands.size(), 14u);
   ASSERT_EQ(page.serve_blocks.size(), 2u);
   std::unique_ptr<BidiCall> serve;

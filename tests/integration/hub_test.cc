@@ -17,8 +17,9 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 // Opens a channel via the hub and checks an echo; returns the status of the first failure.
-grpc::Status EchoThrough(const std::shared_ptr<grpc::Channel>& alice, const std::string& listener_route,
-                         const std::string& text, std::string* bob_identifier = nullptr) {
+grpc::Status EchoThrough(const std::shared_ptr<grpc::Channel>& alice,
+                         const std::string& listener_route, const std::string& text,
+                         std::string* bob_identifier = nullptr) {
   v1::SecureChannel channel;
   grpc::Status s = CreateSecureChannel(alice, listener_route, TrustEveryone(), &channel);
   if (!s.ok()) return s;
@@ -43,7 +44,8 @@ class HubTest : public ::testing::Test {
     hub_listen_ = hub_tcp_;  // restart on the same port
   }
   void StartBob() {
-    bob_ = std::make_unique<VeildProcess>(bob_state_, std::vector<std::string>{"--relay-heartbeat", "0.2"});
+    bob_ = std::make_unique<VeildProcess>(bob_state_,
+                                          std::vector<std::string>{"--relay-heartbeat", "0.2"});
     ASSERT_TRUE(bob_->Start()) << bob_->log();
     bob_api_ = Connect(bob_->api_target());
     echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
@@ -57,7 +59,9 @@ class HubTest : public ::testing::Test {
     alice_api_ = Connect(alice_.api_target());
   }
   std::string HubRoute() const { return "/tcp/" + hub_tcp_; }
-  std::string ListenerViaHub(const v1::Relay& relay) const { return relay.route() + "/service/listener"; }
+  std::string ListenerViaHub(const v1::Relay& relay) const {
+    return relay.route() + "/service/listener";
+  }
 
   TempDir dirs_;
   std::string hub_state_ = dirs_.path() + "/hub";
@@ -79,7 +83,9 @@ TEST_F(HubTest, SeedScenarioThroughTheHub) {
   EXPECT_EQ(relay.state(), v1::Relay::UP);
   std::string bob_id;
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(EchoThrough(alice_api_, ListenerViaHub(relay), "Hello Ockam! " + std::to_string(i), &bob_id).ok());
+    ASSERT_TRUE(
+        EchoThrough(alice_api_, ListenerViaHub(relay), "Hello Ockam! " + std::to_string(i), &bob_id)
+            .ok());
   }
   EXPECT_EQ(bob_id, DefaultIdentifier(bob_api_));
   EXPECT_EQ(echoer_->last_sender().identifier(), DefaultIdentifier(alice_api_));
@@ -96,7 +102,8 @@ TEST_F(HubTest, SeedScenarioThroughTheHub) {
 TEST_F(HubTest, AnAppOnTheHubReachesBobThroughTheRelay) {
   v1::Relay relay;
   ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &relay).ok());
-  ASSERT_TRUE(EchoThrough(hub_api_, "/service/forward_to_bob/service/listener", "from the hub").ok());
+  ASSERT_TRUE(
+      EchoThrough(hub_api_, "/service/forward_to_bob/service/listener", "from the hub").ok());
   EXPECT_EQ(echoer_->last_sender().identifier(), DefaultIdentifier(hub_api_));
 }
 
@@ -143,8 +150,9 @@ TEST_F(HubTest, BobRestartKeepsHisIdentifierAndRelay) {
     std::this_thread::sleep_for(milliseconds(20));  // until the hub sees the connection close
   }
   EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
-  EXPECT_NE(down.error_message().find("relay \"bob\" is down: its owner's connection to the hub closed"),
-            std::string::npos)
+  EXPECT_NE(
+      down.error_message().find("relay \"bob\" is down: its owner's connection to the hub closed"),
+      std::string::npos)
       << down.error_message();
   StartBob();  // same state dir: same identity, so the reserved name is his again
   ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &relay).ok());
@@ -226,15 +234,18 @@ TEST_F(HubTest, DeleteRelayFreesTheName) {
   // Alice can no longer reach Bob through the hub.
   v1::SecureChannel channel;
   for (int i = 0; i < 100; ++i) {
-    grpc::Status s = CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 300);
+    grpc::Status s =
+        CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 300);
     if (!s.ok()) break;
     std::this_thread::sleep_for(milliseconds(20));  // the unregister is asynchronous
   }
-  grpc::Status gone = CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 300);
+  grpc::Status gone =
+      CreateSecureChannel(alice_api_, ListenerViaHub(relay), TrustEveryone(), &channel, 300);
   // The hub says what happened to the relay.
   EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND) << gone.error_message();
   EXPECT_EQ(ReasonOf(gone), "RELAY_NOT_FOUND");
-  EXPECT_NE(gone.error_message().find("relay \"bob\" was unregistered by its owner"), std::string::npos)
+  EXPECT_NE(gone.error_message().find("relay \"bob\" was unregistered by its owner"),
+            std::string::npos)
       << gone.error_message();
   // Anyone may take the name now.
   VeildProcess carol;
@@ -248,8 +259,8 @@ TEST_F(HubTest, HubSeesOnlyCiphertext) {
   TcpProxy proxy(hub_tcp_);
   v1::Relay relay;
   ASSERT_TRUE(CreateRelay(bob_api_, HubRoute(), "bob", &relay).ok());
-  std::string via_proxy = "/tcp/127.0.0.1:" + std::to_string(proxy.port()) +
-                          "/service/forward_to_bob/service/listener";
+  std::string via_proxy =
+      "/tcp/127.0.0.1:" + std::to_string(proxy.port()) + "/service/forward_to_bob/service/listener";
   ASSERT_TRUE(EchoThrough(alice_api_, via_proxy, "secret-canary-7f3a9").ok());
   EXPECT_EQ(proxy.recorded().find("secret-canary-7f3a9"), std::string::npos);
 }
@@ -262,8 +273,9 @@ TEST(RelayErrorsTest, CreateRelayOnANodeThatIsNotAHubSaysSo) {
   ASSERT_TRUE(bob.Start()) << bob.log();
   auto start = std::chrono::steady_clock::now();
   v1::Relay relay;
-  grpc::Status s = CreateRelay(Connect(bob.api_target()),
-                               "/tcp/" + TcpListenAddress(Connect(plain.api_target())), "bob", &relay);
+  grpc::Status s =
+      CreateRelay(Connect(bob.api_target()),
+                  "/tcp/" + TcpListenAddress(Connect(plain.api_target())), "bob", &relay);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
   EXPECT_EQ(ReasonOf(s), "NOT_A_HUB");
   EXPECT_NE(s.error_message().find("is not a hub"), std::string::npos) << s.error_message();

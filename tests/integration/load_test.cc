@@ -81,7 +81,8 @@ class Checker {
     } else {
       ++next_[c];
     }
-    if (d.sender().origin() != v1::Sender::ORIGIN_SECURE_CHANNEL) Bad("not through a secure channel");
+    if (d.sender().origin() != v1::Sender::ORIGIN_SECURE_CHANNEL)
+      Bad("not through a secure channel");
   }
   void Bad(std::string why) {
     if (bad_++ == 0) first_error_ = std::move(why);
@@ -109,7 +110,9 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
   auto alice_api = Connect(alice.api_target());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
   v1::Relay relay;
-  ASSERT_TRUE(CreateRelay(bob_api, "/tcp/" + TcpListenAddress(Connect(hub.api_target())), "bob", &relay).ok());
+  ASSERT_TRUE(
+      CreateRelay(bob_api, "/tcp/" + TcpListenAddress(Connect(hub.api_target())), "bob", &relay)
+          .ok());
   Checker checker(bob_api, kChannels);
 
   // 1,000 channels, 8 openers at once.
@@ -122,7 +125,10 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
         v1::SecureChannel channel;
         grpc::Status s = CreateSecureChannel(alice_api, relay.route() + "/service/listener",
                                              TrustEveryone(), &channel, 30000);
-        if (s.ok()) channels[i] = channel.address(); else ++failed;
+        if (s.ok())
+          channels[i] = channel.address();
+        else
+          ++failed;
       }
     });
   }
@@ -180,7 +186,8 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
     // Everything handed on arrives (bounded wait: progress must not stall for 30 s).
     auto last_progress = Clock::now();
     uint64_t last = 0;
-    while (checker.received() < expected && Clock::now() - last_progress < std::chrono::seconds(30)) {
+    while (checker.received() < expected &&
+           Clock::now() - last_progress < std::chrono::seconds(30)) {
       if (checker.received() != last) {
         last = checker.received();
         last_progress = Clock::now();
@@ -207,8 +214,8 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
   size_t rss_end[3] = {hub.rss_kib(), bob.rss_kib(), alice.rss_kib()};
   const char* names[3] = {"hub", "bob", "alice"};
   for (int i = 0; i < 3; ++i) {
-    EXPECT_LT(rss_end[i], rss_start[i] + kGrowthKiB) << names[i] << ": " << rss_start[i] << " -> "
-                                                      << rss_end[i] << " KiB";
+    EXPECT_LT(rss_end[i], rss_start[i] + kGrowthKiB)
+        << names[i] << ": " << rss_start[i] << " -> " << rss_end[i] << " KiB";
     std::printf("%s RSS: %zu -> %zu KiB\n", names[i], rss_start[i], rss_end[i]);
   }
   // Every channel is still up and counted every message.
@@ -217,7 +224,8 @@ TEST(LoadTest, ThousandChannelsThroughOneHubThousandMessagesEach) {
   v1::ListSecureChannelsResponse list;
   ASSERT_TRUE(stub->ListSecureChannels(&context, {}, &list).ok());
   int established = 0;
-  for (const auto& ch : list.channels()) established += ch.state() == v1::SecureChannel::ESTABLISHED;
+  for (const auto& ch : list.channels())
+    established += ch.state() == v1::SecureChannel::ESTABLISHED;
   EXPECT_EQ(established, kChannels);
 }
 

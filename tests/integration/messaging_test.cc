@@ -79,8 +79,8 @@ TEST_F(TwoNodesTest, ThousandMessagesPipelinedInOrderWithContent) {
       std::vector<std::pair<std::string, std::string>> messages;
       for (int i = 0; i < 100; ++i) {
         int n = batch * 100 + i;
-        messages.emplace_back(echoer_route_, "message-" + std::to_string(n) + "-" +
-                                                 std::string(n % 97, 'x'));
+        messages.emplace_back(echoer_route_,
+                              "message-" + std::to_string(n) + "-" + std::string(n % 97, 'x'));
       }
       ASSERT_TRUE(alice.Send(batch + 1, messages));
     }
@@ -98,8 +98,8 @@ TEST_F(TwoNodesTest, ThousandMessagesPipelinedInOrderWithContent) {
     ASSERT_TRUE(response->has_deliveries());
     uint64_t last = 0;
     for (const auto& d : response->deliveries().deliveries()) {
-      EXPECT_EQ(d.payload(), "message-" + std::to_string(received) + "-" +
-                                 std::string(received % 97, 'x'));
+      EXPECT_EQ(d.payload(),
+                "message-" + std::to_string(received) + "-" + std::string(received % 97, 'x'));
       EXPECT_EQ(d.sequence(), static_cast<uint64_t>(received + 1));
       ++received;
       last = d.sequence();
@@ -239,7 +239,8 @@ TEST(MessagingTest, RepliesToAConnectionAreRefusedWithoutInsecureFlag) {
   auto b_channel = Connect(b.api_target());
   ServeClient echoer(a_channel, "echoer", /*window=*/0, /*accept_unencrypted=*/true);
   ASSERT_TRUE(echoer.Read()->has_opened());
-  ASSERT_TRUE(Send(b_channel, "/tcp/" + TcpListenAddress(a_channel) + "/service/echoer", "hi").ok());
+  ASSERT_TRUE(
+      Send(b_channel, "/tcp/" + TcpListenAddress(a_channel) + "/service/echoer", "hi").ok());
   auto delivery = echoer.Read();
   ASSERT_TRUE(delivery.has_value() && delivery->has_deliveries());
   const auto& d = delivery->deliveries().deliveries(0);

@@ -26,8 +26,9 @@ TEST(ReflectionTest, ListsDescribesAndCallsEveryServiceWithoutProtoFiles) {
 
   std::vector<std::string> services = reflection.ListServices();
   std::set<std::string> names(services.begin(), services.end());
-  for (const char* expected : {"veil.v1.MessagingService", "veil.v1.NodeService",
-                               "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}) {
+  for (const char* expected :
+       {"veil.v1.MessagingService", "veil.v1.NodeService", "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection"}) {
     EXPECT_TRUE(names.count(expected)) << expected;
   }
 

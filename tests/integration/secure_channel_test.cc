@@ -16,10 +16,9 @@
 namespace veil::testing {
 namespace {
 
-using ::testing::HasSubstr;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
+using ::testing::HasSubstr;
 
 int ListedChannels(const std::shared_ptr<grpc::Channel>& channel) {
   return static_cast<int>(ListSecureChannels(channel).size());
@@ -61,7 +60,8 @@ class SecureChannelTest : public ::testing::Test {
 TEST_F(SecureChannelTest, SeedScenarioWithoutTheHub) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
+  grpc::Status s =
+      CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
   ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << alice_.log() << bob_.log();
   EXPECT_EQ(channel.state(), v1::SecureChannel::ESTABLISHED);
   EXPECT_EQ(channel.remote_identifier(), DefaultIdentifier(bob_api_));
@@ -82,7 +82,8 @@ TEST_F(SecureChannelTest, SeedScenarioWithoutTheHub) {
 TEST_F(SecureChannelTest, ThousandMessagesInOrderAndOneMebibyte) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+  ASSERT_TRUE(
+      CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
   std::string route = channel.route() + "/service/echoer";
   ServeClient app(alice_api_, "app", 512);
   ASSERT_TRUE(app.Read()->has_opened());
@@ -122,7 +123,8 @@ TEST_F(SecureChannelTest, ResponderNotTrustedByInitiator) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
   std::string someone_else = "I0123456789abcdef0123456789abcdef";
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustIdentifier(someone_else), &channel);
+  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_),
+                                       TrustIdentifier(someone_else), &channel);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(ReasonOf(s), "UNTRUSTED_IDENTITY");
   EXPECT_NE(s.error_message().find(DefaultIdentifier(bob_api_)), std::string::npos);
@@ -136,9 +138,12 @@ TEST_F(SecureChannelTest, ResponderNotTrustedByInitiator) {
 }
 
 TEST_F(SecureChannelTest, InitiatorNotTrustedByListener) {
-  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustIdentifier("I0123456789abcdef0123456789abcdef")).ok());
+  ASSERT_TRUE(
+      CreateListener(bob_api_, "listener", TrustIdentifier("I0123456789abcdef0123456789abcdef"))
+          .ok());
   v1::SecureChannel channel;
-  grpc::Status s = CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
+  grpc::Status s =
+      CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(ReasonOf(s), "PEER_REFUSED_HANDSHAKE");
   // Alice hears that she is not trusted, not whom Bob trusts; Bob's log says it all.
@@ -156,14 +161,16 @@ TEST_F(SecureChannelTest, InitiatorNotTrustedByListener) {
 TEST_F(SecureChannelTest, TheFarNodeRefusesThroughTheChannel) {
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+  ASSERT_TRUE(
+      CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
   auto start = std::chrono::steady_clock::now();
   v1::RequestResponse reply;
   grpc::Status s = Request(alice_api_, channel.route() + "/service/nobody", "anyone?", &reply);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
   EXPECT_EQ(ReasonOf(s), "ROUTE_NOT_FOUND");
-  EXPECT_NE(s.error_message().find("the far node refused the request: no worker at /service/nobody"),
-            std::string::npos)
+  EXPECT_NE(
+      s.error_message().find("the far node refused the request: no worker at /service/nobody"),
+      std::string::npos)
       << s.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
   // A route that ends at the channel: refused at home.
@@ -184,7 +191,8 @@ TEST_F(SecureChannelTest, TheFarNodeRefusesThroughTheChannel) {
   ASSERT_TRUE(delivery.has_value() && delivery->has_deliveries());
   EXPECT_EQ(delivery->deliveries().deliveries(0).payload(), "no way back");
   EXPECT_EQ(delivery->deliveries().deliveries(0).return_route(), "");
-  EXPECT_EQ(delivery->deliveries().deliveries(0).sender().origin(), v1::Sender::ORIGIN_SECURE_CHANNEL);
+  EXPECT_EQ(delivery->deliveries().deliveries(0).sender().origin(),
+            v1::Sender::ORIGIN_SECURE_CHANNEL);
 }
 
 TEST_F(SecureChannelTest, TrustByIdentifierAndImportedIdentities) {
@@ -194,8 +202,9 @@ TEST_F(SecureChannelTest, TrustByIdentifierAndImportedIdentities) {
   imported.set_trust_imported(true);
   // Alice trusts only imported identities: Bob's, once imported.
   v1::SecureChannel channel;
-  EXPECT_EQ(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), imported, &channel).error_code(),
-            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), imported, &channel).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
   auto ids = v1::IdentityService::NewStub(alice_api_);
   v1::ImportTrustedIdentityRequest import;
   auto bob_ids = v1::IdentityService::NewStub(bob_api_);
@@ -239,7 +248,8 @@ TEST_F(SecureChannelTest, HandshakeTimeoutAndUnreachableListener) {
   EXPECT_EQ(ReasonOf(s), "ACCESS_DENIED");
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(3));
   // A node that is not there: fails fast with the transport's error.
-  s = CreateSecureChannel(alice_api_, "/tcp/127.0.0.1:1/service/listener", TrustEveryone(), &channel);
+  s = CreateSecureChannel(alice_api_, "/tcp/127.0.0.1:1/service/listener", TrustEveryone(),
+                          &channel);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(ReasonOf(s), "CONNECTION_FAILED");
   // A local address that does not exist.
@@ -257,7 +267,8 @@ TEST_F(SecureChannelTest, ClosingOneEndClosesTheOther) {
   auto stub = v1::SecureChannelService::NewStub(alice_api_);
   for (int round = 0; round < 10; ++round) {
     v1::SecureChannel channel;
-    ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
+    ASSERT_TRUE(
+        CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
     ASSERT_EQ(ChannelCount(bob_api_, 1), 1);
     const std::string bobs_end = ListSecureChannels(bob_api_).at(0).address();
     grpc::ClientContext c;
@@ -306,7 +317,8 @@ TEST_F(SecureChannelTest, EnsureListenerReturnsTheSameOneAndRefusesADifferentOne
   grpc::Status s = CreateListener(bob_api_, "listener", TrustEveryone(), &again);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(ReasonOf(s), "ADDRESS_IN_USE");
-  ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone(), &again, /*exist_ok=*/true).ok());
+  ASSERT_TRUE(
+      CreateListener(bob_api_, "listener", TrustEveryone(), &again, /*exist_ok=*/true).ok());
   EXPECT_EQ(again.address(), first.address());
   EXPECT_EQ(again.identifier(), first.identifier());
   EXPECT_EQ(again.identity(), "default");
@@ -348,8 +360,8 @@ TEST_F(SecureChannelTest, EnsureListenerReturnsTheSameOneAndRefusesADifferentOne
 
   // The ensured listener works, and there is still one.
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_),
-                                  TrustEveryone(), &channel).ok());
+  ASSERT_TRUE(
+      CreateSecureChannel(alice_api_, ListenerRoute(bob_tcp_), TrustEveryone(), &channel).ok());
   auto stub = v1::SecureChannelService::NewStub(bob_api_);
   grpc::ClientContext c;
   v1::ListSecureChannelListenersResponse listeners;
@@ -361,7 +373,8 @@ TEST_F(SecureChannelTest, OnlyCiphertextOnTheWireAndTamperingAndReplayAreRejecte
   ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
   TcpProxy proxy(bob_tcp_);
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api_, ListenerRoute("127.0.0.1:" + std::to_string(proxy.port())),
+  ASSERT_TRUE(CreateSecureChannel(alice_api_,
+                                  ListenerRoute("127.0.0.1:" + std::to_string(proxy.port())),
                                   TrustEveryone(), &channel)
                   .ok());
   std::string route = channel.route() + "/service/echoer";
@@ -427,7 +440,8 @@ TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes)
   ASSERT_TRUE(echoer.WaitOpened());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
   v1::SecureChannel channel;
-  ASSERT_TRUE(CreateSecureChannel(alice_api, "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
+  ASSERT_TRUE(CreateSecureChannel(alice_api,
+                                  "/tcp/" + TcpListenAddress(bob_api) + "/service/listener",
                                   TrustEveryone(), &channel)
                   .ok());
   for (int i = 0; i < 5; ++i) {
@@ -488,15 +502,17 @@ TEST(SecureChannelMultiHopTest, ThroughTwoIntermediateNodes) {
   ASSERT_TRUE(echoer.WaitOpened());
   ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
   std::string route = "/tcp/" + TcpListenAddress(Connect(hop1.api_target())) + "/tcp/" +
-                      TcpListenAddress(Connect(hop2.api_target())) + "/tcp/" + TcpListenAddress(bob_api) +
-                      "/service/listener";
+                      TcpListenAddress(Connect(hop2.api_target())) + "/tcp/" +
+                      TcpListenAddress(bob_api) + "/service/listener";
   v1::SecureChannel channel;
   grpc::Status s = CreateSecureChannel(alice_api, route, TrustEveryone(), &channel);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(channel.remote_identifier(), DefaultIdentifier(bob_api));
   for (int i = 0; i < 10; ++i) {
     v1::RequestResponse reply;
-    ASSERT_TRUE(Request(alice_api, channel.route() + "/service/echoer", "hop " + std::to_string(i), &reply).ok());
+    ASSERT_TRUE(
+        Request(alice_api, channel.route() + "/service/echoer", "hop " + std::to_string(i), &reply)
+            .ok());
     EXPECT_EQ(reply.reply().payload(), "hop " + std::to_string(i));
   }
   // The intermediate nodes carried the traffic but have no channel.

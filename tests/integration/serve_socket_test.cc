@@ -178,8 +178,9 @@ TEST_F(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
   std::promise<void> opened;
   std::thread app([&] {
     try {
-      reachable.Serve("sdk_echoer", [](sdk::Message& m) { m.Reply(m.payload()); },
-                      [&](const std::string&) { opened.set_value(); });
+      reachable.Serve(
+          "sdk_echoer", [](sdk::Message& m) { m.Reply(m.payload()); },
+          [&](const std::string&) { opened.set_value(); });
     } catch (const sdk::Error&) {
       // the stream ends with the node
     }
@@ -200,13 +201,15 @@ TEST_F(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
   std::promise<void> fallback_opened;
   std::thread fallback([&] {
     try {
-      unreachable.Serve("fallback", [](sdk::Message& m) { m.Reply(m.payload()); },
-                        [&](const std::string&) { fallback_opened.set_value(); });
+      unreachable.Serve(
+          "fallback", [](sdk::Message& m) { m.Reply(m.payload()); },
+          [&](const std::string&) { fallback_opened.set_value(); });
     } catch (const sdk::Error&) {
     }
   });
   ASSERT_EQ(fallback_opened.get_future().wait_for(seconds(20)), std::future_status::ready);
-  ASSERT_TRUE(Request(Connect(elsewhere.api_target()), "/service/fallback", "via gRPC", &response).ok());
+  ASSERT_TRUE(
+      Request(Connect(elsewhere.api_target()), "/service/fallback", "via gRPC", &response).ok());
   EXPECT_EQ(response.reply().payload(), "via gRPC");
   EXPECT_NE(elsewhere.log().find("app serves address fallback (gRPC)"), std::string::npos)
       << elsewhere.log();
@@ -374,10 +377,10 @@ TEST_F(ServeSocketTest, MalformedInputEndsThatStreamWithAClearStatusAndNothingEl
   };
   std::string huge_header = RawConnection::Header(2 * 1024 * 1024);  // over --api-max-request-bytes
   const std::vector<Case> cases = {
-      {"wrong version", std::string(1, '\7') + RawConnection::Header(0), grpc::StatusCode::INVALID_ARGUMENT,
-       "speaks version 1; the client sent 7"},
-      {"frame over the limit", std::string(1, '\1') + huge_header, grpc::StatusCode::RESOURCE_EXHAUSTED,
-       "over the limit of 1048576"},
+      {"wrong version", std::string(1, '\7') + RawConnection::Header(0),
+       grpc::StatusCode::INVALID_ARGUMENT, "speaks version 1; the client sent 7"},
+      {"frame over the limit", std::string(1, '\1') + huge_header,
+       grpc::StatusCode::RESOURCE_EXHAUSTED, "over the limit of 1048576"},
       {"not a ServeRequest", std::string(1, '\1') + RawConnection::Header(3) + "\xff\xff\xff",
        grpc::StatusCode::INVALID_ARGUMENT, "not a veil.v1.ServeRequest"},
       {"empty request", std::string(1, '\1') + RawConnection::Header(0),

@@ -3,10 +3,10 @@
 #include <chrono>
 
 #include "google/rpc/error_details.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "google/rpc/status.pb.h"
-#include "veil/v1/identity.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "veil/v1/identity.grpc.pb.h"
 
 namespace veil::testing {
 namespace {

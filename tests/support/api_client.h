@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "grpcpp/grpcpp.h"
-#include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/identity.grpc.pb.h"
+#include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/node.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
@@ -70,8 +70,7 @@ grpc::Status CreateRelay(const std::shared_ptr<grpc::Channel>& api, const std::s
 v1::Relay GetRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& name);
 // Waits (bounded) until the relay `name` is UP with at least `registrations` registrations.
 bool WaitRelayUp(const std::shared_ptr<grpc::Channel>& api, const std::string& name,
-                 uint64_t registrations,
-                 std::chrono::seconds limit = std::chrono::seconds(30));
+                 uint64_t registrations, std::chrono::seconds limit = std::chrono::seconds(30));
 
 // One Serve stream. Writes (Write, Ack, Send) may come from several threads: they are
 // serialised, as a gRPC stream allows one writer at a time. Read from one thread.

@@ -37,7 +37,8 @@ class RawPeer {
   // that does not decode.
   std::optional<core::Message> Read(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // The next refusal notice (a message with a refusal; others are skipped), within `timeout`.
-  std::optional<core::Message> ReadRefusal(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  std::optional<core::Message> ReadRefusal(
+      std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // True when the node closes the connection within `timeout` (what it sent first is read
   // and dropped; a connection refusal is kept: last_connection_refusal()).
   bool WaitClosed(std::chrono::milliseconds timeout = std::chrono::seconds(5));

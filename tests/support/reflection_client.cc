@@ -91,7 +91,8 @@ grpc::Status ReflectionClient::CallJson(const std::string& method, const std::st
   auto request = FromJson(found->input_type(), request_json, &error);
   if (request == nullptr) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
   std::string reply;
-  grpc::Status status = CallRaw(channel_, "/" + method, request->SerializeAsString(), &reply, deadline);
+  grpc::Status status =
+      CallRaw(channel_, "/" + method, request->SerializeAsString(), &reply, deadline);
   if (!status.ok()) return status;
   std::unique_ptr<google::protobuf::Message> response(
       factory_.GetPrototype(found->output_type())->New());

@@ -25,7 +25,8 @@ class TcpProxy {
   // Forwards connections accepted on 127.0.0.1:<port()> to `target_port` on 127.0.0.1.
   explicit TcpProxy(int target_port);
   // The same for a "127.0.0.1:<port>" target.
-  explicit TcpProxy(const std::string& target) : TcpProxy(std::stoi(target.substr(target.rfind(':') + 1))) {}
+  explicit TcpProxy(const std::string& target)
+      : TcpProxy(std::stoi(target.substr(target.rfind(':') + 1))) {}
   ~TcpProxy();
   TcpProxy(const TcpProxy&) = delete;
   TcpProxy& operator=(const TcpProxy&) = delete;
