@@ -11,6 +11,7 @@
 #include "sidecar/api/outgoing.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::api {
@@ -219,8 +220,9 @@ void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
     opened.mutable_opened()->set_window(window);
     control_.push_back(std::move(opened));
   }
-  spdlog::info("app serves address {} ({}{})", address, carrier(),
-               open.accept_unencrypted() ? ", taking unencrypted messages from the network" : "");
+  Log(spdlog::level::info, {{log_field::kAddress, address}}, "app serves address {} ({}{})",
+      address, carrier(),
+      open.accept_unencrypted() ? ", taking unencrypted messages from the network" : "");
   Pump();
 }
 
@@ -466,10 +468,10 @@ void ServeStream::Done() {
   if (mailbox != nullptr) {
     router_.StopWorker(address, mailbox.get());
     if (undelivered > 0) {
-      spdlog::warn("app stopped serving {} with {} deliveries unacknowledged", address,
-                   undelivered);
+      Log(spdlog::level::warn, {{log_field::kAddress, address}},
+          "app stopped serving {} with {} deliveries unacknowledged", address, undelivered);
     } else {
-      spdlog::info("app stopped serving {}", address);
+      Log(spdlog::level::info, {{log_field::kAddress, address}}, "app stopped serving {}", address);
     }
   }
   std::shared_ptr<ServeStream> last;

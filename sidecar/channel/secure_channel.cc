@@ -6,6 +6,7 @@
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/common/random_name.h"
 #include "spdlog/spdlog.h"
 
@@ -384,8 +385,13 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
       pending_counted_ = false;
       manager_.HandshakeSettled(pending_slot_);
     }
-    spdlog::info("secure channel {} established with {} ({})", encryptor_address_,
-                 session_.remote_identifier(), initiator_ ? "initiator" : "responder");
+    const std::string route = remote_route_.ToString();
+    Log(spdlog::level::info,
+        {{log_field::kChannel, encryptor_address_},
+         {log_field::kIdentifier, session_.remote_identifier()},
+         {log_field::kRoute, route}},
+        "secure channel {} established with {} ({})", encryptor_address_,
+        session_.remote_identifier(), initiator_ ? "initiator" : "responder");
     Publish();
     if (on_established_) {
       auto done = std::move(on_established_);
@@ -447,8 +453,9 @@ void SecureChannel::OnRefusal(const absl::Status& refusal) {
   if (why != reason::kRouteNotFound && why != reason::kRelayNotFound &&
       why != reason::kChannelClosed && why != reason::kConnectionLost &&
       why != reason::kConnectionFailed) {
-    spdlog::warn("secure channel {}: a node on the way refused a message: {}", encryptor_address_,
-                 refusal.message());
+    Log(spdlog::level::warn, {{log_field::kChannel, encryptor_address_}, {log_field::kReason, why}},
+        "secure channel {}: a node on the way refused a message: {}", encryptor_address_,
+        refusal.message());
     return;
   }
   CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable,
@@ -496,13 +503,23 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   stats.closed_received.fetch_add(session_.messages_received(), std::memory_order_relaxed);
   stats.closed_decrypt_failures.fetch_add(session_.decrypt_failures(), std::memory_order_relaxed);
   stats.closed_replays.fetch_add(session_.replays(), std::memory_order_relaxed);
+  const std::string reason = ReasonOf(why);
   if (was_established) {
-    spdlog::info("secure channel {} with {} closed: {}", encryptor_address_,
-                 session_.remote_identifier(), why.message());
+    Log(spdlog::level::info,
+        {{log_field::kChannel, encryptor_address_},
+         {log_field::kIdentifier, session_.remote_identifier()},
+         {log_field::kReason, reason}},
+        "secure channel {} with {} closed: {}", encryptor_address_, session_.remote_identifier(),
+        why.message());
   } else {
     stats.RecordHandshake(false, {});
-    spdlog::warn("secure channel {} handshake failed ({}): {}", encryptor_address_,
-                 initiator_ ? "initiator" : "responder", why.message());
+    const std::string route = remote_route_.ToString();
+    Log(spdlog::level::warn,
+        {{log_field::kChannel, encryptor_address_},
+         {log_field::kRoute, route},
+         {log_field::kReason, reason}},
+        "secure channel {} handshake failed ({}): {}", encryptor_address_,
+        initiator_ ? "initiator" : "responder", why.message());
   }
   if (on_established_) {
     auto done = std::move(on_established_);

@@ -6,6 +6,7 @@
 #include "sidecar/channel/secure_channel.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/common/random_name.h"
 #include "sidecar/common/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -100,8 +101,10 @@ absl::StatusOr<ListenerInfo> SecureChannelManager::CreateListener(
   if (shut_down_) return ShuttingDown();
   RETURN_IF_ERROR(router_.StartWorker(address, listener->worker));
   listeners_[address] = listener;
-  spdlog::info("secure channel listener at {} for identity {} ({}), trusting {}", address,
-               identity_name, listener->info.identifier, listener->info.trust_policy);
+  Log(spdlog::level::info,
+      {{log_field::kListener, address}, {log_field::kIdentifier, listener->info.identifier}},
+      "secure channel listener at {} for identity {} ({}), trusting {}", address, identity_name,
+      listener->info.identifier, listener->info.trust_policy);
   return listener->info;
 }
 
@@ -183,9 +186,10 @@ void SecureChannelManager::CreateChannel(const core::Route& route, const std::st
 void SecureChannelManager::RefuseHandshake(const core::Message& msg, absl::string_view why) {
   stats_.handshakes_refused.fetch_add(1, std::memory_order_relaxed);
   if (uint64_t suppressed = 0; refused_log_.ShouldLog(&suppressed)) {
-    spdlog::warn("secure channel listener: refused a handshake from {}: {}{}",
-                 msg.return_route.empty() ? "-" : msg.return_route.front().ToString(), why,
-                 suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
+    const std::string from = msg.return_route.empty() ? "-" : msg.return_route.front().ToString();
+    Log(spdlog::level::warn, {{log_field::kRoute, from}},
+        "secure channel listener: refused a handshake from {}: {}{}", from, why,
+        suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
   }
   if (msg.return_route.empty()) return;
   core::Message refusal;
@@ -275,8 +279,11 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
     RefuseHandshake(msg, ReasonOf(channel.status()) == reason::kTooManyChannels
                              ? "the node has too many channels; try again later"
                              : "the listener cannot accept a channel now");
-    spdlog::warn("secure channel listener {}: cannot accept: {}", listener_address,
-                 channel.status().message());
+    const std::string reason = ReasonOf(channel.status());
+    Log(spdlog::level::warn,
+        {{log_field::kListener, listener_address}, {log_field::kReason, reason}},
+        "secure channel listener {}: cannot accept: {}", listener_address,
+        channel.status().message());
     return;
   }
   std::shared_ptr<SecureChannel> ch = *channel;

@@ -7,6 +7,7 @@
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/common/random_name.h"
 #include "spdlog/spdlog.h"
 
@@ -249,10 +250,15 @@ void Router::Deny(Message msg, absl::Status why, absl::string_view to) {
   const auto origin = static_cast<size_t>(msg.sender.origin);
   access_denied_[origin].fetch_add(1, std::memory_order_relaxed);
   if (uint64_t suppressed = 0; deny_log_.ShouldLog(&suppressed)) {
-    spdlog::warn("refused a {} from {} to {}: {}{}",
-                 msg.refusal.ok() ? "message" : "refusal notice", OriginName(msg.sender.origin), to,
-                 why.message(),
-                 suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
+    const std::string reason = ReasonOf(why);
+    Log(spdlog::level::warn,
+        {{log_field::kRoute, to},
+         {log_field::kOrigin, OriginName(msg.sender.origin)},
+         {log_field::kIdentifier, msg.sender.identifier},
+         {log_field::kReason, reason}},
+        "refused a {} from {} to {}: {}{}", msg.refusal.ok() ? "message" : "refusal notice",
+        OriginName(msg.sender.origin), to, why.message(),
+        suppressed > 0 ? absl::StrCat(" (and ", suppressed, " more not logged)") : "");
   }
   Refuse(std::move(msg), std::move(why));
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <memory>
 
+#include "sidecar/common/log_fields.h"
 #include "spdlog/formatter.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -94,6 +95,13 @@ class JsonFormatter final : public spdlog::formatter {
     AppendJsonString(msg.logger_name, dest);
     dest.append(std::string_view(",\"msg\":"));
     AppendJsonString(msg.payload, dest);
+    for (const LogField& field : CurrentLogFields()) {
+      if (field.value.empty()) continue;
+      dest.push_back(',');
+      AppendJsonString(spdlog::string_view_t(field.key.data(), field.key.size()), dest);
+      dest.push_back(':');
+      AppendJsonString(spdlog::string_view_t(field.value.data(), field.value.size()), dest);
+    }
     dest.append(std::string_view("}\n"));
   }
   std::unique_ptr<spdlog::formatter> clone() const override {

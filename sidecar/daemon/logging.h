@@ -1,5 +1,6 @@
 // Logging set-up: spdlog's default logger writes to stderr, as human text or as JSON lines
-// ({"ts","level","logger","msg"}). No log line ever carries key material or app payloads.
+// ({"ts","level","logger","msg"} and the line's structured fields, common/log_fields.h). No log
+// line ever carries key material or app payloads.
 #ifndef VEIL_SIDECAR_DAEMON_LOGGING_H_
 #define VEIL_SIDECAR_DAEMON_LOGGING_H_
 

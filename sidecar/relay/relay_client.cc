@@ -5,6 +5,7 @@
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/relay/relay_hub.h"
 #include "spdlog/spdlog.h"
 
@@ -241,8 +242,10 @@ void RelayClient::OnResponse(core::Message msg) {
         s.last_error.clear();  // up again: what went wrong before is over
         ++s.registrations;
       });
-      spdlog::info("relay {} is up on hub {}", response.registered().address(),
-                   hub_route_.ToString());
+      const std::string hub = hub_route_.ToString();
+      Log(spdlog::level::info,
+          {{log_field::kRelay, response.registered().address()}, {log_field::kHub, hub}},
+          "relay {} is up on hub {}", response.registered().address(), hub);
       if (first_) {
         auto first = std::move(first_);
         first_ = nullptr;
@@ -302,8 +305,11 @@ void RelayClient::Lost(absl::Status why) {
   reply_timer_.cancel();
   CloseChannel();
   auto delay = backoff_.Next();
-  spdlog::warn("relay {} on hub {} lost ({}); reconnecting in {} ms", requested_name_,
-               hub_route_.ToString(), why.message(), delay.count());
+  const std::string hub = hub_route_.ToString(), reason = ReasonOf(why);
+  Log(spdlog::level::warn,
+      {{log_field::kRelay, requested_name_}, {log_field::kHub, hub}, {log_field::kReason, reason}},
+      "relay {} on hub {} lost ({}); reconnecting in {} ms", requested_name_, hub, why.message(),
+      delay.count());
   Update([&](RelayStatus& s) {
     s.state = RelayStatus::State::kReconnecting;
     s.last_error = std::string(why.message());

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/relay/relay_registry.h"
 #include "spdlog/spdlog.h"
 
@@ -93,8 +94,11 @@ absl::Status RelayClients::Start(const core::Route& hub_route, const std::string
       // A refused relay stays listed, FAILED with the hub's reason, until deleted.
       [name, hub = hub_route.ToString()](absl::StatusOr<RelayStatus> status) {
         if (status.ok()) return;
-        spdlog::error("relay {} on hub {} stopped: {}", name.empty() ? "(hub-assigned)" : name, hub,
-                      status.status().message());
+        const std::string reason = ReasonOf(status.status());
+        Log(spdlog::level::err,
+            {{log_field::kRelay, name}, {log_field::kHub, hub}, {log_field::kReason, reason}},
+            "relay {} on hub {} stopped: {}", name.empty() ? "(hub-assigned)" : name, hub,
+            status.status().message());
       },
       /*retry_until_up=*/true);
   return absl::OkStatus();

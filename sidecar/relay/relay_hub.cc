@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/common/random_name.h"
 #include "sidecar/common/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -250,8 +251,13 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
       auto entry = registry_.Register(owner, request.register_().name(), connection->first,
                                       RelayRegistry::Clock::now());
       if (!entry.ok()) {
-        spdlog::warn("hub: refused relay \"{}\" for {}: {}", request.register_().name(), owner,
-                     entry.status().message());
+        const std::string reason = ReasonOf(entry.status());
+        Log(spdlog::level::warn,
+            {{log_field::kRelay, request.register_().name()},
+             {log_field::kIdentifier, owner},
+             {log_field::kReason, reason}},
+            "hub: refused relay \"{}\" for {}: {}", request.register_().name(), owner,
+            entry.status().message());
         SetError(entry.status(), response);
         return response;
       }
@@ -270,7 +276,11 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
         }
         forwarders_[entry->name] = std::move(forwarder);
       }
-      spdlog::info("hub: relay {} for {} via {}", address, owner, connection->first);
+      Log(spdlog::level::info,
+          {{log_field::kRelay, address},
+           {log_field::kIdentifier, owner},
+           {log_field::kConnection, connection->first}},
+          "hub: relay {} for {} via {}", address, owner, connection->first);
       response.mutable_registered()->set_name(entry->name);
       response.mutable_registered()->set_address(address);
       return response;
@@ -300,7 +310,8 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
                             reason::kRelayNotFound));
         forwarders_.erase(it);
       }
-      spdlog::info("hub: relay {}{} unregistered by {}", kForwarderPrefix, name, owner);
+      Log(spdlog::level::info, {{log_field::kRelay, name}, {log_field::kIdentifier, owner}},
+          "hub: relay {}{} unregistered by {}", kForwarderPrefix, name, owner);
       response.mutable_unregistered();
       return response;
     }
@@ -346,8 +357,8 @@ void RelayHub::OnConnectionClosed(const std::string& connection) {
                                                     "closed (the owner's sidecar re-registers it)"),
                                        reason::kRelayNotFound));
     forwarders_.erase(it);
-    spdlog::info("hub: relay {}{} dropped: its connection {} closed", kForwarderPrefix, name,
-                 connection);
+    Log(spdlog::level::info, {{log_field::kRelay, name}, {log_field::kConnection, connection}},
+        "hub: relay {}{} dropped: its connection {} closed", kForwarderPrefix, name, connection);
   }
 }
 

@@ -9,6 +9,7 @@
 #include "asio/write.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/log_fields.h"
 #include "sidecar/core/address.h"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/tcp_transport.h"
@@ -226,8 +227,13 @@ void TcpConnection::OnIdleTimer() {
 void TcpConnection::Refuse(absl::Status why) {
   asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
     if (self->state_ == State::kClosed || self->close_after_flush_.has_value()) return;
-    spdlog::info("tcp connection {} {} {}: refusing it: {}", self->address(),
-                 self->outgoing_ ? "to" : "from", self->peer_, why.message());
+    const std::string reason = ReasonOf(why);
+    Log(spdlog::level::info,
+        {{log_field::kConnection, self->address()},
+         {log_field::kPeer, self->peer_},
+         {log_field::kReason, reason}},
+        "tcp connection {} {} {}: refusing it: {}", self->address(),
+        self->outgoing_ ? "to" : "from", self->peer_, why.message());
     AppendConnectionRefusalFrame(why, self->pending_);
     self->close_after_flush_ = std::move(why);
     if (self->state_ == State::kOpen) self->Flush();
@@ -446,12 +452,21 @@ void TcpConnection::CloseNow(absl::Status why) {
   was_open_ = was_open;
   state_ = State::kClosed;
   close_status_ = why;
+  const std::string reason = ReasonOf(why);
   if (was_open) {
-    spdlog::info("tcp connection {} {} {} closed: {}", address(), outgoing_ ? "to" : "from", peer_,
-                 why.message());
+    Log(spdlog::level::info,
+        {{log_field::kConnection, address()},
+         {log_field::kPeer, peer_},
+         {log_field::kReason, reason}},
+        "tcp connection {} {} {} closed: {}", address(), outgoing_ ? "to" : "from", peer_,
+        why.message());
   } else {
     transport_.stats().connections_failed.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("tcp connection {} to {} failed: {}", address(), peer_, why.message());
+    Log(spdlog::level::warn,
+        {{log_field::kConnection, address()},
+         {log_field::kPeer, peer_},
+         {log_field::kReason, reason}},
+        "tcp connection {} to {} failed: {}", address(), peer_, why.message());
   }
   asio::error_code ignored;
   connect_timer_.cancel();

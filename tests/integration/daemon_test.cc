@@ -3,8 +3,11 @@
 #include <sys/stat.h>
 
 #include <future>
+#include <sstream>
 #include <thread>
 
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
@@ -169,6 +172,88 @@ TEST(DaemonTest, LogLevelsAreNamedAsTheFlagNamesThem) {
   EXPECT_NE(json.log().find("\"level\":\"warn\""), std::string::npos) << json.log();
   EXPECT_NE(json.log().find("\"level\":\"info\""), std::string::npos) << json.log();
   EXPECT_EQ(json.log().find("warning"), std::string::npos) << json.log();
+}
+
+// JSON log lines are JSON, and the lines about channels, connections and refusals carry their
+// subject as fields (channel, identifier, route, reason, ...), not only in the text.
+TEST(DaemonTest, JsonLogLinesCarryStructuredFields) {
+  VeildProcess bob({"--tcp-listen", "127.0.0.1:0", "--log-format", "json"});
+  VeildProcess alice({"--log-format", "json"});
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  ASSERT_TRUE(alice.Start()) << alice.log();
+  auto bob_api = Connect(bob.api_target()), alice_api = Connect(alice.api_target());
+  ASSERT_TRUE(CreateListener(bob_api, "listener", TrustEveryone()).ok());
+  const std::string route = "/tcp/" + TcpListenAddress(bob_api) + "/service/listener";
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice_api, route, TrustEveryone(), &channel).ok());
+  {
+    auto stub = v1::SecureChannelService::NewStub(alice_api);
+    grpc::ClientContext c;
+    v1::DeleteSecureChannelRequest del;
+    del.set_address(channel.address());
+    v1::DeleteSecureChannelResponse r;
+    ASSERT_TRUE(stub->DeleteSecureChannel(&c, del, &r).ok());
+  }
+  // A refused message: the network may not reach an app that did not say so.
+  v1::SecureChannel nowhere;
+  EXPECT_FALSE(CreateSecureChannel(alice_api,
+                                   "/tcp/" + TcpListenAddress(bob_api) + "/service/nobody",
+                                   TrustEveryone(), &nowhere, 2000)
+                   .ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the close's log lines
+
+  auto lines = [](const std::string& log) {
+    std::vector<google::protobuf::Struct> out;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty() || line[0] != '{') continue;  // the test helper's own notes
+      google::protobuf::Struct parsed;
+      EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(line, &parsed).ok()) << line;
+      out.push_back(std::move(parsed));
+    }
+    return out;
+  };
+  auto field = [](const google::protobuf::Struct& line, const std::string& key) {
+    auto it = line.fields().find(key);
+    return it == line.fields().end() ? std::string() : it->second.string_value();
+  };
+  bool established = false, closed = false, failed = false, listener = false, connection = false;
+  for (const auto& line : lines(alice.log())) {
+    const std::string msg = field(line, "msg");
+    if (msg.find("established") != std::string::npos) {
+      established = true;
+      EXPECT_EQ(field(line, "channel"), channel.address()) << msg;
+      EXPECT_EQ(field(line, "identifier"), channel.remote_identifier()) << msg;
+      EXPECT_EQ(field(line, "route"), channel.remote_route()) << msg;  // over its connection
+    }
+    if (msg.find(channel.address() + " with") != std::string::npos &&
+        msg.find("closed") != std::string::npos) {
+      closed = true;
+      EXPECT_EQ(field(line, "reason"), "CHANNEL_DELETED") << msg;
+      EXPECT_EQ(field(line, "channel"), channel.address()) << msg;
+    }
+    if (msg.find("handshake failed") != std::string::npos) {
+      failed = true;
+      EXPECT_EQ(field(line, "reason"), "ROUTE_NOT_FOUND") << msg;
+      EXPECT_NE(field(line, "route").find("/service/nobody"), std::string::npos) << msg;
+    }
+  }
+  for (const auto& line : lines(bob.log())) {
+    const std::string msg = field(line, "msg");
+    if (msg.find("secure channel listener at") != std::string::npos) {
+      listener = true;
+      EXPECT_EQ(field(line, "listener"), "listener") << msg;
+      EXPECT_EQ(field(line, "identifier"), DefaultIdentifier(bob_api)) << msg;
+    }
+    if (msg.find("tcp connection") != std::string::npos) {
+      connection = !field(line, "connection").empty() && !field(line, "peer").empty();
+    }
+  }
+  EXPECT_TRUE(established) << alice.log();
+  EXPECT_TRUE(closed) << alice.log();
+  EXPECT_TRUE(failed) << alice.log();
+  EXPECT_TRUE(listener) << bob.log();
+  EXPECT_TRUE(connection || bob.log().find("tcp connection") == std::string::npos) << bob.log();
 }
 
 TEST(DaemonTest, ApiSocketModeForPodsSharingAGroup) {
