@@ -5,9 +5,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -276,12 +278,25 @@ Sidecar::Sidecar(std::shared_ptr<grpc::Channel> channel)
 Sidecar Sidecar::Connect(const std::string& target, std::chrono::seconds wait) {
   TuneMalloc();
   std::string api = target.empty() ? DefaultApi() : target;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
-  auto channel = grpc::CreateCustomChannel(api, grpc::InsecureChannelCredentials(), args);
+  auto open = [&api](int receive_limit) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(receive_limit);
+    return grpc::CreateCustomChannel(api, grpc::InsecureChannelCredentials(), args);
+  };
+  constexpr int kDefaultReceiveLimit = 64 * 1024 * 1024;  // the sidecar's default
+  auto channel = open(kDefaultReceiveLimit);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + wait)) {
     throw Error(grpc::Status(grpc::UNAVAILABLE,
                              "no veil sidecar answers at " + api + "; is veild running?"));
+  }
+  // A delivery can be as large as the sidecar's own message limit: accept that much.
+  v1::Node node;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (v1::NodeService::NewStub(channel)->GetNode(&context, {}, &node).ok() &&
+      node.max_message_bytes() > static_cast<uint64_t>(kDefaultReceiveLimit)) {
+    channel = open(static_cast<int>(
+        std::min<uint64_t>(node.max_message_bytes(), std::numeric_limits<int>::max())));
   }
   return Sidecar(std::move(channel));
 }

@@ -87,12 +87,18 @@ class Message {
   reply(payload) { this._serve.send(this.returnRoute, payload); }
 }
 
+const DEFAULT_RECEIVE_LIMIT = 64 << 20;  // the sidecar's default --api-max-request-bytes
+
 class Sidecar {
   constructor(target, {timeoutMs = 30000} = {}) {
     this.target = target || defaultApi();
     this.timeoutMs = timeoutMs;
+    this._open(DEFAULT_RECEIVE_LIMIT);
+  }
+
+  _open(receiveLimit) {
     const credentials = grpc.credentials.createInsecure();
-    const options = {'grpc.max_receive_message_length': 64 << 20};
+    const options = {'grpc.max_receive_message_length': receiveLimit};
     this.node = new v1.NodeService(this.target, credentials, options);
     this.identities = new v1.IdentityService(this.target, credentials, options);
     this.channels = new v1.SecureChannelService(this.target, credentials, options);
@@ -100,14 +106,26 @@ class Sidecar {
     this.messaging = new v1.MessagingService(this.target, credentials, options);
   }
 
-  // Resolves once the sidecar answers (it may still be starting).
-  waitReady(waitMs = 60000) {
-    return new Promise((resolve, reject) => {
+  // Resolves once the sidecar answers (it may still be starting), with the receive limit raised
+  // to the sidecar's message limit (a delivery can be that large).
+  async waitReady(waitMs = 60000) {
+    await new Promise((resolve, reject) => {
       this.node.waitForReady(Date.now() + waitMs, (error) => {
         if (error) reject(new Error(`no veil sidecar answers at ${this.target}; is veild running?`));
-        else resolve(this);
+        else resolve();
       });
     });
+    let limit = 0;
+    try {
+      limit = (await this._call(this.node, 'GetNode', {}, 10000)).max_message_bytes || 0;
+    } catch (error) {
+      limit = 0;  // an older sidecar: keep the default
+    }
+    if (limit > DEFAULT_RECEIVE_LIMIT) {
+      this.close();
+      this._open(Math.min(limit, 2 ** 31 - 1));
+    }
+    return this;
   }
 
   _call(client, method, request, timeoutMs = this.timeoutMs) {

@@ -286,24 +286,38 @@ class _SocketServe:
             self._sock.close()
 
 
+_DEFAULT_RECEIVE_LIMIT = 64 << 20  # the sidecar's default --api-max-request-bytes
+
+
 class Sidecar:
     """A connection to one veil sidecar's API."""
 
     def __init__(self, target=None, timeout=30.0, wait_seconds=60.0):
         self.target = target or default_api()
         self.timeout = timeout
-        options = [("grpc.max_receive_message_length", 64 << 20)]
-        self.channel = grpc.insecure_channel(self.target, options=options)
+        self.channel = self._open(_DEFAULT_RECEIVE_LIMIT)
         if wait_seconds:
             try:  # the sidecar may still be starting (in a pod, containers start together)
                 grpc.channel_ready_future(self.channel).result(timeout=wait_seconds)
             except grpc.FutureTimeoutError:
                 raise ConnectionError(f"no veil sidecar answers at {self.target}; is veild running?") from None
+            # A delivery can be as large as the sidecar's own message limit: accept that much.
+            try:
+                limit = node_pb2_grpc.NodeServiceStub(self.channel).GetNode(
+                    node_pb2.GetNodeRequest(), timeout=10).max_message_bytes
+            except grpc.RpcError:
+                limit = 0
+            if limit > _DEFAULT_RECEIVE_LIMIT:
+                self.channel.close()
+                self.channel = self._open(min(limit, 2**31 - 1))
         self.node = node_pb2_grpc.NodeServiceStub(self.channel)
         self.identities = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.channels = secure_channel_pb2_grpc.SecureChannelServiceStub(self.channel)
         self.relays = relay_pb2_grpc.RelayServiceStub(self.channel)
         self.messaging = messaging_pb2_grpc.MessagingServiceStub(self.channel)
+
+    def _open(self, receive_limit):
+        return grpc.insecure_channel(self.target, options=[("grpc.max_receive_message_length", receive_limit)])
 
     def get_node(self):
         return _call(self.node.GetNode, node_pb2.GetNodeRequest(), self.timeout)

@@ -12,6 +12,7 @@ grpc::ServerUnaryReactor* NodeService::GetNode(grpc::CallbackServerContext* cont
   response->set_api_endpoint(settings_.endpoint);
   response->set_insecure_plaintext(settings_.insecure_plaintext);
   response->set_max_frame_bytes(settings_.max_frame_bytes);
+  response->set_max_message_bytes(settings_.max_request_bytes);
   response->set_health_endpoint(settings_.health_listen);
   response->set_hub(settings_.hub);
   response->set_serve_socket(settings_.serve_socket);

@@ -302,10 +302,13 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
         continue;
       }
       const size_t bytes = msg.payload.size();
-      if (!msg.paced && (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
-                         queued_bytes_ + bytes > settings_.max_queued_bytes)) {
+      if (!msg.paced &&
+          (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
+           (queued_bytes_ > 0 && queued_bytes_ + bytes > settings_.max_queued_bytes))) {
         // A paced message is taken over the limit: its connection stops reading until the app
-        // acks it, so the limit is enforced at the original sender's node instead.
+        // acks it, so the limit is enforced at the original sender's node instead. One message
+        // always fits an empty queue: one the API took (up to --api-max-request-bytes) must be
+        // deliverable, whatever its size.
         refused.emplace_back(i,
                              ErrorWithReason(absl::StatusCode::kResourceExhausted,
                                              absl::StrCat("the app serving ", address_,

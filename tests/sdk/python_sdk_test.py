@@ -109,6 +109,34 @@ class PythonSdkTest(unittest.TestCase):
         self.assertEqual(ended.exception.reason, "NODE_SHUTTING_DOWN")
 
 
+class LargeMessagesTest(unittest.TestCase):
+    def test_the_receive_limit_follows_the_sidecars_message_limit(self):
+        # A sidecar that takes 96 MiB messages, and no serve socket: the delivery comes in one
+        # gRPC Serve response, larger than gRPC's 4 MiB default and the SDK's 64 MiB start.
+        node = Node("--api-max-request-bytes", str(96 << 20), "--serve-socket", "none")
+        self.addCleanup(node.close)
+        sidecar = veil_sdk.connect(node.api)
+        self.addCleanup(sidecar.close)
+        self.assertEqual(sidecar.get_node().max_message_bytes, 96 << 20)
+        serve = sidecar.serve("big")
+        payload = os.urandom(1 << 20) * 80  # 80 MiB
+        received = []
+        reader = threading.Thread(target=lambda: received.append(next(iter(serve))))
+        reader.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the address is served
+            try:
+                sidecar.send("/service/big", payload)
+                break
+            except veil_sdk.VeilError as e:
+                if e.reason != "ROUTE_NOT_FOUND":
+                    raise
+                time.sleep(0.05)
+        reader.join(60)
+        self.assertEqual(len(received), 1)
+        self.assertEqual(received[0].payload, payload)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--veild", required=True)

@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -80,10 +81,28 @@ func Connect(ctx context.Context, target string) (*Sidecar, error) {
 	if target == "" {
 		target = DefaultAPI()
 	}
-	conn, err := grpc.DialContext(ctx, target, grpc.WithInsecure(), grpc.WithBlock(),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	dial := func(receiveLimit int) (*grpc.ClientConn, error) {
+		return grpc.DialContext(ctx, target, grpc.WithInsecure(), grpc.WithBlock(),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(receiveLimit)))
+	}
+	const defaultReceiveLimit = 64 << 20 // the sidecar's default --api-max-request-bytes
+	conn, err := dial(defaultReceiveLimit)
 	if err != nil {
 		return nil, fmt.Errorf("no veil sidecar answers at %s (is veild running?): %w", target, err)
+	}
+	// A delivery can be as large as the sidecar's own message limit: accept that much.
+	nodeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	node, err := veilv1.NewNodeServiceClient(conn).GetNode(nodeCtx, &veilv1.GetNodeRequest{})
+	cancel()
+	if err == nil && node.GetMaxMessageBytes() > defaultReceiveLimit {
+		limit := node.GetMaxMessageBytes()
+		if limit > math.MaxInt32 {
+			limit = math.MaxInt32
+		}
+		conn.Close()
+		if conn, err = dial(int(limit)); err != nil {
+			return nil, fmt.Errorf("no veil sidecar answers at %s (is veild running?): %w", target, err)
+		}
 	}
 	return &Sidecar{Conn: conn, Node: veilv1.NewNodeServiceClient(conn),
 		Identities: veilv1.NewIdentityServiceClient(conn), Channels: veilv1.NewSecureChannelServiceClient(conn),

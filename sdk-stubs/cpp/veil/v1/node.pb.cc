@@ -42,6 +42,7 @@ PROTOBUF_CONSTEXPR Node::Node(
   , /*decltype(_impl_.health_endpoint_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.serve_socket_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.max_frame_bytes_)*/uint64_t{0u}
+  , /*decltype(_impl_.max_message_bytes_)*/uint64_t{0u}
   , /*decltype(_impl_.insecure_plaintext_)*/false
   , /*decltype(_impl_.hub_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
@@ -110,6 +111,7 @@ const uint32_t TableStruct_veil_2fv1_2fnode_2eproto::offsets[] PROTOBUF_SECTION_
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.health_endpoint_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.hub_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.serve_socket_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.max_message_bytes_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::TcpListener, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -130,8 +132,8 @@ const uint32_t TableStruct_veil_2fv1_2fnode_2eproto::offsets[] PROTOBUF_SECTION_
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::GetNodeRequest)},
   { 6, -1, -1, sizeof(::veil::v1::Node)},
-  { 21, -1, -1, sizeof(::veil::v1::TcpListener)},
-  { 28, -1, -1, sizeof(::veil::v1::TcpConnection)},
+  { 22, -1, -1, sizeof(::veil::v1::TcpListener)},
+  { 29, -1, -1, sizeof(::veil::v1::TcpConnection)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -143,21 +145,22 @@ static const ::_pb::Message* const file_default_instances[] = {
 
 const char descriptor_table_protodef_veil_2fv1_2fnode_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\022veil/v1/node.proto\022\007veil.v1\"\020\n\016GetNode"
-  "Request\"\374\001\n\004Node\022\017\n\007version\030\001 \001(\t\022\024\n\014api"
+  "Request\"\227\002\n\004Node\022\017\n\007version\030\001 \001(\t\022\024\n\014api"
   "_endpoint\030\002 \001(\t\022\032\n\022insecure_plaintext\030\003 "
   "\001(\010\022\027\n\017max_frame_bytes\030\004 \001(\004\022+\n\rtcp_list"
   "eners\030\005 \003(\0132\024.veil.v1.TcpListener\022/\n\017tcp"
   "_connections\030\006 \003(\0132\026.veil.v1.TcpConnecti"
   "on\022\027\n\017health_endpoint\030\007 \001(\t\022\013\n\003hub\030\010 \001(\010"
-  "\022\024\n\014serve_socket\030\t \001(\t\"\036\n\013TcpListener\022\017\n"
-  "\007address\030\001 \001(\t\"\?\n\rTcpConnection\022\016\n\006worke"
-  "r\030\001 \001(\t\022\014\n\004peer\030\002 \001(\t\022\020\n\010outgoing\030\003 \001(\0102"
-  "@\n\013NodeService\0221\n\007GetNode\022\027.veil.v1.GetN"
-  "odeRequest\032\r.veil.v1.Nodeb\006proto3"
+  "\022\024\n\014serve_socket\030\t \001(\t\022\031\n\021max_message_by"
+  "tes\030\n \001(\004\"\036\n\013TcpListener\022\017\n\007address\030\001 \001("
+  "\t\"\?\n\rTcpConnection\022\016\n\006worker\030\001 \001(\t\022\014\n\004pe"
+  "er\030\002 \001(\t\022\020\n\010outgoing\030\003 \001(\0102@\n\013NodeServic"
+  "e\0221\n\007GetNode\022\027.veil.v1.GetNodeRequest\032\r."
+  "veil.v1.Nodeb\006proto3"
   ;
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fnode_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fnode_2eproto = {
-    false, false, 473, descriptor_table_protodef_veil_2fv1_2fnode_2eproto,
+    false, false, 500, descriptor_table_protodef_veil_2fv1_2fnode_2eproto,
     "veil/v1/node.proto",
     &descriptor_table_veil_2fv1_2fnode_2eproto_once, nullptr, 0, 4,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fnode_2eproto::offsets,
@@ -236,6 +239,7 @@ Node::Node(const Node& from)
     , decltype(_impl_.health_endpoint_){}
     , decltype(_impl_.serve_socket_){}
     , decltype(_impl_.max_frame_bytes_){}
+    , decltype(_impl_.max_message_bytes_){}
     , decltype(_impl_.insecure_plaintext_){}
     , decltype(_impl_.hub_){}
     , /*decltype(_impl_._cached_size_)*/{}};
@@ -291,6 +295,7 @@ inline void Node::SharedCtor(
     , decltype(_impl_.health_endpoint_){}
     , decltype(_impl_.serve_socket_){}
     , decltype(_impl_.max_frame_bytes_){uint64_t{0u}}
+    , decltype(_impl_.max_message_bytes_){uint64_t{0u}}
     , decltype(_impl_.insecure_plaintext_){false}
     , decltype(_impl_.hub_){false}
     , /*decltype(_impl_._cached_size_)*/{}
@@ -450,6 +455,14 @@ const char* Node::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
         } else
           goto handle_unusual;
         continue;
+      // uint64 max_message_bytes = 10;
+      case 10:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 80)) {
+          _impl_.max_message_bytes_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
       default:
         goto handle_unusual;
     }  // switch
@@ -553,6 +566,12 @@ uint8_t* Node::_InternalSerialize(
         9, this->_internal_serve_socket(), target);
   }
 
+  // uint64 max_message_bytes = 10;
+  if (this->_internal_max_message_bytes() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteUInt64ToArray(10, this->_internal_max_message_bytes(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -616,6 +635,11 @@ size_t Node::ByteSizeLong() const {
     total_size += ::_pbi::WireFormatLite::UInt64SizePlusOne(this->_internal_max_frame_bytes());
   }
 
+  // uint64 max_message_bytes = 10;
+  if (this->_internal_max_message_bytes() != 0) {
+    total_size += ::_pbi::WireFormatLite::UInt64SizePlusOne(this->_internal_max_message_bytes());
+  }
+
   // bool insecure_plaintext = 3;
   if (this->_internal_insecure_plaintext() != 0) {
     total_size += 1 + 1;
@@ -660,6 +684,9 @@ void Node::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_
   }
   if (from._internal_max_frame_bytes() != 0) {
     _this->_internal_set_max_frame_bytes(from._internal_max_frame_bytes());
+  }
+  if (from._internal_max_message_bytes() != 0) {
+    _this->_internal_set_max_message_bytes(from._internal_max_message_bytes());
   }
   if (from._internal_insecure_plaintext() != 0) {
     _this->_internal_set_insecure_plaintext(from._internal_insecure_plaintext());

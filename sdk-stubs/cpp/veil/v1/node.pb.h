@@ -318,6 +318,7 @@ class Node final :
     kHealthEndpointFieldNumber = 7,
     kServeSocketFieldNumber = 9,
     kMaxFrameBytesFieldNumber = 4,
+    kMaxMessageBytesFieldNumber = 10,
     kInsecurePlaintextFieldNumber = 3,
     kHubFieldNumber = 8,
   };
@@ -422,6 +423,15 @@ class Node final :
   void _internal_set_max_frame_bytes(uint64_t value);
   public:
 
+  // uint64 max_message_bytes = 10;
+  void clear_max_message_bytes();
+  uint64_t max_message_bytes() const;
+  void set_max_message_bytes(uint64_t value);
+  private:
+  uint64_t _internal_max_message_bytes() const;
+  void _internal_set_max_message_bytes(uint64_t value);
+  public:
+
   // bool insecure_plaintext = 3;
   void clear_insecure_plaintext();
   bool insecure_plaintext() const;
@@ -455,6 +465,7 @@ class Node final :
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr health_endpoint_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr serve_socket_;
     uint64_t max_frame_bytes_;
+    uint64_t max_message_bytes_;
     bool insecure_plaintext_;
     bool hub_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
@@ -1148,6 +1159,26 @@ inline void Node::set_allocated_serve_socket(std::string* serve_socket) {
   }
 #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
   // @@protoc_insertion_point(field_set_allocated:veil.v1.Node.serve_socket)
+}
+
+// uint64 max_message_bytes = 10;
+inline void Node::clear_max_message_bytes() {
+  _impl_.max_message_bytes_ = uint64_t{0u};
+}
+inline uint64_t Node::_internal_max_message_bytes() const {
+  return _impl_.max_message_bytes_;
+}
+inline uint64_t Node::max_message_bytes() const {
+  // @@protoc_insertion_point(field_get:veil.v1.Node.max_message_bytes)
+  return _internal_max_message_bytes();
+}
+inline void Node::_internal_set_max_message_bytes(uint64_t value) {
+  
+  _impl_.max_message_bytes_ = value;
+}
+inline void Node::set_max_message_bytes(uint64_t value) {
+  _internal_set_max_message_bytes(value);
+  // @@protoc_insertion_point(field_set:veil.v1.Node.max_message_bytes)
 }
 
 // -------------------------------------------------------------------
