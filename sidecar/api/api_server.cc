@@ -27,12 +27,6 @@ absl::Status BadEndpoint(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, reason::kInvalidApiEndpoint);
 }
 
-bool IsLoopbackHost(const std::string& host) {
-  if (host == "localhost" || host == "::1") return true;
-  return absl::StartsWith(host, "127.") &&
-         host.find_first_not_of("0123456789.") == std::string::npos;
-}
-
 }  // namespace
 
 absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_public) {
@@ -52,7 +46,7 @@ absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_
     return BadEndpoint(absl::StrCat(
         "API endpoint \"", text, "\" is neither unix:PATH nor HOST:PORT: ", hp.status().message()));
   }
-  if (!allow_public && !IsLoopbackHost(hp->host)) {
+  if (!allow_public && !core::IsLoopbackHost(hp->host)) {
     return BadEndpoint(absl::StrCat(
         "refusing to serve the API on non-loopback address ", text,
         ": anyone who reaches it could use this node's identities (pass --api-allow-public to "
@@ -66,7 +60,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
     const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
     transport::TcpTransport& tcp, identity::IdentityStore& identities,
     channel::SecureChannelManager& channels, relay::RelayClients& relays,
-    const relay::RelayHub* hub, asio::io_context& io) {
+    const relay::RelayHub* hub, portal::PortalManager& portals, asio::io_context& io) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {
@@ -83,10 +77,11 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
   server->identity_ = std::make_unique<IdentityService>(identities);
   server->channels_ = std::make_unique<SecureChannelService>(channels, identities);
   server->relays_ = std::make_unique<RelayService>(relays, hub, identities);
+  server->portals_ = std::make_unique<PortalService>(portals, identities);
   const std::vector<std::string> services = {
       v1::MessagingService::service_full_name(), v1::NodeService::service_full_name(),
-      v1::IdentityService::service_full_name(), v1::SecureChannelService::service_full_name(),
-      v1::RelayService::service_full_name()};
+      v1::IdentityService::service_full_name(),  v1::SecureChannelService::service_full_name(),
+      v1::RelayService::service_full_name(),     v1::PortalService::service_full_name()};
   server->health_ = std::make_unique<HealthService>(services);
   if (!server->settings_.health_listen.empty()) {
     auto hp = core::ParseHostPort(server->settings_.health_listen, /*allow_port_zero=*/true);
@@ -121,6 +116,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
   builder.RegisterService(server->identity_.get());
   builder.RegisterService(server->channels_.get());
   builder.RegisterService(server->relays_.get());
+  builder.RegisterService(server->portals_.get());
   builder.RegisterService(server->health_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(UnparsableRequestExplainer());

@@ -17,6 +17,7 @@
 #include "sidecar/api/identity_service.h"
 #include "sidecar/api/messaging_service.h"
 #include "sidecar/api/node_service.h"
+#include "sidecar/api/portal_service.h"
 #include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/api/serve_socket.h"
@@ -46,7 +47,7 @@ class ApiServer {
       const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
       transport::TcpTransport& tcp, identity::IdentityStore& identities,
       channel::SecureChannelManager& channels, relay::RelayClients& relays,
-      const relay::RelayHub* hub, asio::io_context& io);
+      const relay::RelayHub* hub, portal::PortalManager& portals, asio::io_context& io);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".
@@ -73,6 +74,7 @@ class ApiServer {
   std::unique_ptr<IdentityService> identity_;
   std::unique_ptr<SecureChannelService> channels_;
   std::unique_ptr<RelayService> relays_;
+  std::unique_ptr<PortalService> portals_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ServeSocketServer> serve_socket_;

@@ -370,8 +370,20 @@ void SecureChannelManager::Forget(const std::string& address, const SecureChanne
   channels_.erase(it);
 }
 
+void SecureChannelManager::AddCarrierObserver(
+    std::function<void(uint64_t carrier, absl::string_view why)> observer) {
+  veil::MutexLock lock(&mu_);
+  carrier_observers_.push_back(std::move(observer));
+}
+
 void SecureChannelManager::OnCarrierClosed(uint64_t carrier, absl::string_view why) {
   std::vector<std::shared_ptr<SecureChannel>> riding;
+  std::vector<std::function<void(uint64_t, absl::string_view)>> observers;
+  {
+    veil::MutexLock lock(&mu_);
+    observers = carrier_observers_;
+  }
+  for (const auto& observer : observers) observer(carrier, why);
   {
     veil::MutexLock lock(&mu_);
     auto c = by_carrier_.find(carrier);

@@ -169,6 +169,10 @@ class SecureChannelManager {
   void OnCarrierClosed(uint64_t carrier, absl::string_view why);
   // Whether a channel of this node runs over `carrier`. Any thread.
   bool Carries(uint64_t carrier) const;
+  // Calls `observer` (from any thread, without locks held) whenever a carrier closes — a
+  // connection, or a channel (its encryptor's id): for what runs over a channel, e.g. portal
+  // sessions. Observers are added at start-up and never removed.
+  void AddCarrierObserver(std::function<void(uint64_t carrier, absl::string_view why)> observer);
 
   // For channels and listeners.
   core::Router& router() { return router_; }
@@ -219,6 +223,8 @@ class SecureChannelManager {
   absl::flat_hash_map<std::string, size_t> by_remote_ ABSL_GUARDED_BY(mu_);
   // Channels by the worker id of their carrier (connections and outer channels only).
   absl::flat_hash_map<uint64_t, absl::flat_hash_set<std::string>> by_carrier_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::function<void(uint64_t, absl::string_view)>> carrier_observers_
+      ABSL_GUARDED_BY(mu_);
   LogLimiter forged_log_, refused_log_;
 };
 

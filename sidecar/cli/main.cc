@@ -25,6 +25,7 @@
 #include "veil/v1/identity.grpc.pb.h"
 #include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/node.grpc.pb.h"
+#include "veil/v1/portal.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
 #include "veil_sdk.h"
@@ -776,6 +777,160 @@ void AddRelay(Commands& commands) {
   });
 }
 
+void AddOutlet(Commands& commands) {
+  struct Flags {
+    std::string name, target;
+    TrustFlags trust;
+    double idle_timeout = 0;
+    bool exist_ok = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* outlet = commands.app().add_subcommand(
+      "outlet", "Portal outlets: TCP services on this node that admitted channels reach");
+  outlet->require_subcommand(1);
+  commands.On(outlet->add_subcommand("list", "List outlets"), [](Client& c) {
+    v1::ListOutletsResponse r;
+    grpc::Status s =
+        v1::PortalService::NewStub(c.channel())->ListOutlets(c.Context().get(), {}, &r);
+    if (!s.ok()) return c.Fail(s, "cannot list outlets");
+    return c.Show(r, [&] {
+      Table t({"NAME", "TARGET", "TRUST", "SESSIONS", "RESET", "BYTES IN", "BYTES OUT"});
+      for (const auto& o : r.outlets()) {
+        t.Add({o.name(), o.target(), o.trust_policy(),
+               std::to_string(o.counters().sessions_active()),
+               std::to_string(o.counters().sessions_reset()),
+               std::to_string(o.counters().bytes_in()), std::to_string(o.counters().bytes_out())});
+      }
+      t.Print();
+    });
+  });
+  auto* create = outlet->add_subcommand(
+      "create", "Create an outlet: each session through an admitted channel connects to --to");
+  create->add_option("name", f->name, "Its address on this node, e.g. postgres")->required();
+  create->add_option("--to", f->target, "HOST:PORT each session connects to (fixed)")->required();
+  create
+      ->add_option("--idle-timeout", f->idle_timeout,
+                   "Reset a session with no byte either way for this many seconds (0: never)")
+      ->check(CLI::Range(0.0, 86400.0));
+  create->add_flag("--exist-ok", f->exist_ok,
+                   "Succeed when the same outlet (target and trust) is already there");
+  f->trust.Add(create, "may open sessions");
+  commands.On(create, [f](Client& c) {
+    if (f->trust.Empty()) {
+      std::cerr
+          << "veil: say who may open sessions: --trust-everyone, --trust ID, --trust-file F or "
+             "--trust-imported\n";
+      return static_cast<int>(kUsage);
+    }
+    v1::CreateOutletRequest req;
+    req.set_name(f->name);
+    req.set_target(f->target);
+    *req.mutable_trust_policy() = f->trust.Policy();
+    req.set_idle_timeout_ms(static_cast<uint32_t>(f->idle_timeout * 1000));
+    req.set_exist_ok(f->exist_ok);
+    v1::Outlet r;
+    grpc::Status s =
+        v1::PortalService::NewStub(c.channel())->CreateOutlet(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot create outlet \"" + f->name + "\"");
+    return c.Show(r, [&] {
+      std::cout << "outlet at /service/" << r.name() << " to " << r.target() << " ("
+                << r.trust_policy() << ")\n";
+    });
+  });
+  auto* del = outlet->add_subcommand("delete", "Delete an outlet (its sessions are reset)");
+  del->add_option("name", f->name, "Its name")->required();
+  commands.On(del, [f](Client& c) {
+    v1::DeleteOutletRequest req;
+    req.set_name(f->name);
+    v1::DeleteOutletResponse r;
+    grpc::Status s =
+        v1::PortalService::NewStub(c.channel())->DeleteOutlet(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot delete outlet \"" + f->name + "\"");
+    return c.Show(r, [&] { std::cout << "deleted outlet " << f->name << "\n"; });
+  });
+}
+
+void AddInlet(Commands& commands) {
+  struct Flags {
+    std::string listen, route, outlet, identity;
+    TrustFlags trust;
+    double idle_timeout = 0;
+    bool allow_public = false, exist_ok = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* inlet = commands.app().add_subcommand(
+      "inlet", "Portal inlets: local TCP listeners whose connections reach a far outlet");
+  inlet->require_subcommand(1);
+  commands.On(inlet->add_subcommand("list", "List inlets"), [](Client& c) {
+    v1::ListInletsResponse r;
+    grpc::Status s = v1::PortalService::NewStub(c.channel())->ListInlets(c.Context().get(), {}, &r);
+    if (!s.ok()) return c.Fail(s, "cannot list inlets");
+    return c.Show(r, [&] {
+      Table t(
+          {"LISTEN", "OUTLET", "ROUTE", "CHANNEL", "SESSIONS", "RESET", "BYTES IN", "BYTES OUT"});
+      for (const auto& i : r.inlets()) {
+        t.Add({i.listen_address(), i.outlet(), i.route(), i.channel(),
+               std::to_string(i.counters().sessions_active()),
+               std::to_string(i.counters().sessions_reset()),
+               std::to_string(i.counters().bytes_in()), std::to_string(i.counters().bytes_out())});
+      }
+      t.Print();
+    });
+  });
+  auto* create = inlet->add_subcommand(
+      "create", "Create an inlet: each connection to LISTEN_ADDR reaches the outlet through ROUTE");
+  create->add_option("listen-address", f->listen, "HOST:PORT to listen on, e.g. 127.0.0.1:15432")
+      ->required();
+  create
+      ->add_option("route", f->route,
+                   "The route to the far secure channel listener, e.g. "
+                   "/tcp/hub:4000/service/forward_to_bob/service/listener")
+      ->required();
+  create->add_option("--outlet", f->outlet, "The outlet's name on the far node")->required();
+  create->add_option("--identity", f->identity, "The identity to present")->default_val("default");
+  create->add_flag("--public", f->allow_public,
+                   "Allow a non-loopback LISTEN_ADDR (anyone who reaches it reaches the outlet as "
+                   "this node's identity)");
+  create
+      ->add_option("--idle-timeout", f->idle_timeout,
+                   "Reset a session with no byte either way for this many seconds (0: never)")
+      ->check(CLI::Range(0.0, 86400.0));
+  create->add_flag("--exist-ok", f->exist_ok,
+                   "Succeed when an inlet to the same route and outlet already listens there");
+  f->trust.Add(create, "the far end may be (default: everyone; pin it to the outlet's owner)");
+  commands.On(create, [f](Client& c) {
+    v1::CreateInletRequest req;
+    req.set_listen_address(f->listen);
+    req.set_route(f->route);
+    req.set_outlet(f->outlet);
+    req.set_identity(f->identity);
+    if (!f->trust.Empty()) *req.mutable_trust_policy() = f->trust.Policy();
+    req.set_allow_public(f->allow_public);
+    req.set_idle_timeout_ms(static_cast<uint32_t>(f->idle_timeout * 1000));
+    req.set_exist_ok(f->exist_ok);
+    v1::Inlet r;
+    grpc::Status s =
+        v1::PortalService::NewStub(c.channel())->CreateInlet(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot create an inlet on " + f->listen);
+    return c.Show(r, [&] {
+      std::cout << "inlet on " << r.listen_address() << " to outlet " << r.outlet() << " through "
+                << r.route() << "\n";
+    });
+  });
+  auto* del = inlet->add_subcommand("delete", "Delete an inlet (its sessions are reset)");
+  del->add_option("listen-address", f->listen, "The address it listens on, as `inlet list` shows")
+      ->required();
+  commands.On(del, [f](Client& c) {
+    v1::DeleteInletRequest req;
+    req.set_listen_address(f->listen);
+    v1::DeleteInletResponse r;
+    grpc::Status s =
+        v1::PortalService::NewStub(c.channel())->DeleteInlet(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot delete the inlet on " + f->listen);
+    return c.Show(r, [&] { std::cout << "deleted inlet " << f->listen << "\n"; });
+  });
+}
+
 void AddSend(Commands& commands) {
   struct Flags {
     std::string route, message;
@@ -848,6 +1003,8 @@ int Run(int argc, char** argv) {
   AddListener(commands);
   AddChannel(commands);
   AddRelay(commands);
+  AddOutlet(commands);
+  AddInlet(commands);
   AddSend(commands);
 
   try {

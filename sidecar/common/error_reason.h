@@ -88,6 +88,14 @@ inline constexpr absl::string_view kRelayExists = "RELAY_EXISTS";
 inline constexpr absl::string_view kNotAHub = "NOT_A_HUB";
 inline constexpr absl::string_view kHubNotAnswering = "HUB_NOT_ANSWERING";
 inline constexpr absl::string_view kNoOwnerConnection = "NO_OWNER_CONNECTION";
+// Portals.
+inline constexpr absl::string_view kPortalNotFound = "PORTAL_NOT_FOUND";
+inline constexpr absl::string_view kInvalidTarget = "INVALID_TARGET";
+inline constexpr absl::string_view kPublicBindRefused = "PUBLIC_BIND_REFUSED";
+inline constexpr absl::string_view kPortalReset = "PORTAL_RESET";
+inline constexpr absl::string_view kPortalTimeout = "PORTAL_TIMEOUT";
+inline constexpr absl::string_view kPortalProtocolError = "PORTAL_PROTOCOL_ERROR";
+inline constexpr absl::string_view kTooManySessions = "TOO_MANY_SESSIONS";
 // Configuration.
 inline constexpr absl::string_view kInvalidConfig = "INVALID_CONFIG";
 }  // namespace reason

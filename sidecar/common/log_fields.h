@@ -33,6 +33,7 @@ inline constexpr absl::string_view kConnection = "connection";  // a TCP connect
 inline constexpr absl::string_view kPeer = "peer";              // the far end's HOST:PORT
 inline constexpr absl::string_view kOrigin = "origin";          // a message's provenance
 inline constexpr absl::string_view kAddress = "address";        // an app's served address
+inline constexpr absl::string_view kPortal = "portal";          // an inlet's or outlet's name
 }  // namespace log_field
 
 struct LogField {

@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
 
@@ -96,6 +97,12 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, bool allow_port_z
   }
   out.port = static_cast<uint16_t>(port);
   return out;
+}
+
+bool IsLoopbackHost(absl::string_view host) {
+  if (host == "localhost" || host == "::1") return true;
+  return absl::StartsWith(host, "127.") &&
+         host.find_first_not_of("0123456789.") == absl::string_view::npos;
 }
 
 std::string FormatHostPort(absl::string_view host, uint16_t port) {

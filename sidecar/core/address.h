@@ -38,6 +38,9 @@ struct HostPort {
 // Returns INVALID_ARGUMENT naming what is wrong.
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, bool allow_port_zero = false);
 
+// True for "localhost", "::1" and 127.x.y.z: a listener there is reachable from this host only.
+bool IsLoopbackHost(absl::string_view host);
+
 // Formats a host and port the way ParseHostPort reads them (IPv6 hosts in brackets).
 std::string FormatHostPort(absl::string_view host, uint16_t port);
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/descriptor.h"
+#include "sidecar/api/portal_service.h"
 #include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/common/error_reason.h"
@@ -403,8 +404,12 @@ std::string FieldOf(const absl::Status& status, const std::string& entry) {
       status.code() == absl::StatusCode::kFailedPrecondition) {
     return entry + (absl::StartsWith(entry, "relays") ? ".hub_trust_policy" : ".trust_policy");
   }
-  if (why == reason::kInvalidRoute) return entry + ".hub_route";
-  return entry + (absl::StartsWith(entry, "relays") ? ".name" : ".address");
+  const bool relay = absl::StartsWith(entry, "relays"), outlet = absl::StartsWith(entry, "outlets"),
+             inlet = absl::StartsWith(entry, "inlets");
+  if (why == reason::kInvalidRoute) return entry + (inlet ? ".route" : ".hub_route");
+  if (why == reason::kInvalidTarget) return entry + ".target";
+  if (inlet) return entry + ".listen_address";
+  return entry + (relay || outlet ? ".name" : ".address");
 }
 
 }  // namespace
@@ -456,7 +461,8 @@ absl::Status CheckIdentitiesKnown(const LoadedConfig& loaded, const std::set<std
 }
 
 absl::Status ApplyConfig(const LoadedConfig& loaded, identity::IdentityStore& identities,
-                         channel::SecureChannelManager& channels, relay::RelayClients& relays) {
+                         channel::SecureChannelManager& channels, relay::RelayClients& relays,
+                         portal::PortalManager& portals) {
   const config::v1::Config& config = loaded.config;
   const ConfigMarks& marks = loaded.marks;
   RETURN_IF_ERROR(ValidateEntries(config, marks));
@@ -489,6 +495,16 @@ absl::Status ApplyConfig(const LoadedConfig& loaded, identity::IdentityStore& id
     RETURN_IF_ERROR(Annotate(started, marks, FieldOf(started, where)));
     spdlog::info("relay {} on hub {}: registering",
                  entry.name().empty() ? "(hub-assigned)" : entry.name(), entry.hub_route());
+  }
+  for (int i = 0; i < config.outlets_size(); ++i) {
+    std::string where = absl::StrCat("outlets[", i, "]");
+    absl::Status created = api::CreateOutletFrom(config.outlets(i), identities, portals).status();
+    RETURN_IF_ERROR(Annotate(created, marks, FieldOf(created, where)));
+  }
+  for (int i = 0; i < config.inlets_size(); ++i) {
+    std::string where = absl::StrCat("inlets[", i, "]");
+    absl::Status created = api::CreateInletFrom(config.inlets(i), identities, portals).status();
+    RETURN_IF_ERROR(Annotate(created, marks, FieldOf(created, where)));
   }
   return absl::OkStatus();
 }

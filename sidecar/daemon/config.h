@@ -19,6 +19,7 @@
 #include "google/protobuf/message.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/identity/identity_store.h"
+#include "sidecar/portal/portal_manager.h"
 #include "sidecar/relay/relay_clients.h"
 #include "veil/config/v1/config.pb.h"
 
@@ -52,11 +53,13 @@ absl::StatusOr<LoadedConfig> LoadConfigFile(const std::string& path);
 absl::Status CheckIdentitiesKnown(const LoadedConfig& config, const std::set<std::string>& known,
                                   absl::string_view elsewhere);
 
-// Applies `config` in order: identities, trusted identities, listeners, relays. Stops at the
-// first failure, saying which field of which entry failed, and where in the file. Relays are
-// started and left to come up (or keep retrying) in the background.
+// Applies `config` in order: identities, trusted identities, listeners, relays, outlets,
+// inlets. Stops at the first failure, saying which field of which entry failed, and where in
+// the file. Relays are started and left to come up (or keep retrying) in the background; an
+// inlet opens its channel at its first connection.
 absl::Status ApplyConfig(const LoadedConfig& config, identity::IdentityStore& identities,
-                         channel::SecureChannelManager& channels, relay::RelayClients& relays);
+                         channel::SecureChannelManager& channels, relay::RelayClients& relays,
+                         portal::PortalManager& portals);
 
 }  // namespace veil::daemon
 

@@ -23,6 +23,7 @@
 #include "sidecar/daemon/vault_key.h"
 #include "sidecar/identity/identity.h"
 #include "sidecar/identity/identity_store.h"
+#include "sidecar/portal/portal_manager.h"
 #include "sidecar/relay/relay_clients.h"
 #include "sidecar/relay/relay_hub.h"
 #include "sidecar/transport/tcp_transport.h"
@@ -182,7 +183,10 @@ absl::Status RunDaemon(const Options& options) {
   } else if (!options.relay_allow.empty()) {
     return absl::InvalidArgumentError("--relay-allow needs --hub");
   }
-  absl::Status configured = ApplyConfig(config, **identities, channels, relays);
+  portal::PortalLimits portal_limits;
+  portal_limits.max_sessions = options.portal_max_sessions;
+  portal::PortalManager portals(router, channels, io, portal_limits);
+  absl::Status configured = ApplyConfig(config, **identities, channels, relays, portals);
   if (!configured.ok()) return configured;
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
@@ -197,11 +201,11 @@ absl::Status RunDaemon(const Options& options) {
   settings.max_calls_per_connection = options.api_max_calls_per_connection;
   settings.open_timeout = options.api_open_timeout;
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels, relays,
-                                   hub.get(), io);
+                                   hub.get(), portals, io);
   if (!api.ok()) return api.status();
   std::string metrics_bound = "-";
-  auto collector =
-      std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(), (*api)->stats());
+  auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(),
+                                                      portals, (*api)->stats());
   std::unique_ptr<prometheus::Exposer> metrics;
   if (!options.metrics_listen.empty()) {
     auto served = ServeMetrics(options.metrics_listen, collector, &metrics_bound);
@@ -229,6 +233,7 @@ absl::Status RunDaemon(const Options& options) {
   stop.get_future().wait();
   (*api)->Drain(options.shutdown_grace);
   relays.Shutdown();    // unregisters from hubs
+  portals.Shutdown();   // resets the portals' sessions (their far ends are told)
   channels.Shutdown();  // tells the far ends
   for (int i = 0; i < 100 && !channels.ListChannels().empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // let CLOSE messages out

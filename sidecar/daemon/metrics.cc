@@ -188,6 +188,30 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     out.push_back(Single("veil_hub_relays", "Relays this hub hosts", kGauge,
                          static_cast<double>(hub_->List().size())));
   }
+
+  // Portals, one series per inlet (portal="inlet:<listen address>") and outlet
+  // (portal="outlet:<name>").
+  MetricFamily sessions = Family("veil_portal_sessions", "Portal sessions open now", kGauge);
+  MetricFamily opened = Family("veil_portal_sessions_total", "Portal sessions started", kCounter);
+  MetricFamily reset = Family("veil_portal_sessions_reset_total",
+                              "Portal sessions that ended with a reset", kCounter);
+  MetricFamily refused = Family("veil_portal_sessions_refused_total",
+                                "Portal sessions refused before they started", kCounter);
+  MetricFamily bytes = Family("veil_portal_bytes_total",
+                              "Bytes through portals: in = read from this side's TCP connections, "
+                              "out = written to them",
+                              kCounter);
+  auto add_portal = [&](const std::string& label, const portal::CounterValues& c) {
+    Add(sessions, static_cast<double>(c.active), {{"portal", label}});
+    Add(opened, static_cast<double>(c.total), {{"portal", label}});
+    Add(reset, static_cast<double>(c.reset), {{"portal", label}});
+    Add(refused, static_cast<double>(c.refused), {{"portal", label}});
+    Add(bytes, static_cast<double>(c.bytes_in), {{"portal", label}, {"direction", "in"}});
+    Add(bytes, static_cast<double>(c.bytes_out), {{"portal", label}, {"direction", "out"}});
+  };
+  for (const auto& o : portals_.ListOutlets()) add_portal("outlet:" + o.name, o.counters);
+  for (const auto& i : portals_.ListInlets()) add_portal("inlet:" + i.listen_address, i.counters);
+  for (auto* f : {&sessions, &opened, &reset, &refused, &bytes}) out.push_back(std::move(*f));
   return out;
 }
 

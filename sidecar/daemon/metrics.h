@@ -17,6 +17,7 @@
 #include "sidecar/api/api_settings.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/core/router.h"
+#include "sidecar/portal/portal_manager.h"
 #include "sidecar/relay/relay_clients.h"
 #include "sidecar/relay/relay_hub.h"
 #include "sidecar/transport/tcp_transport.h"
@@ -28,8 +29,15 @@ class MetricsCollector final : public prometheus::Collectable {
   // All must outlive the collector's registration; `hub` may be null.
   MetricsCollector(core::Router& router, transport::TcpTransport& tcp,
                    channel::SecureChannelManager& channels, relay::RelayClients& relays,
-                   const relay::RelayHub* hub, const api::ApiStats& api)
-      : router_(router), tcp_(tcp), channels_(channels), relays_(relays), hub_(hub), api_(api) {}
+                   const relay::RelayHub* hub, const portal::PortalManager& portals,
+                   const api::ApiStats& api)
+      : router_(router),
+        tcp_(tcp),
+        channels_(channels),
+        relays_(relays),
+        hub_(hub),
+        portals_(portals),
+        api_(api) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
@@ -39,6 +47,7 @@ class MetricsCollector final : public prometheus::Collectable {
   channel::SecureChannelManager& channels_;
   relay::RelayClients& relays_;
   const relay::RelayHub* hub_;
+  const portal::PortalManager& portals_;
   const api::ApiStats& api_;
 };
 

@@ -146,6 +146,11 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "refused to their senders")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 34))
       ->capture_default_str();
+  app.add_option("--portal-max-sessions", o.portal_max_sessions,
+                 "Portal sessions at once per inlet and per outlet; beyond, new connections are "
+                 "reset at once (docs/portals.md)")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
   app.add_option("--max-connection-queue-bytes", o.max_connection_queue_bytes,
                  "Bytes waiting to be written on one transport connection before new messages "
                  "for it are refused to their senders")

@@ -42,6 +42,7 @@ struct Options {
   int relay_reservation_seconds = 300;
   double relay_heartbeat_seconds = 5;  // client side
   size_t relay_max_queued_bytes = 16 * 1024 * 1024;
+  size_t portal_max_sessions = 10000;
   size_t max_connection_queue_bytes = 64 * 1024 * 1024;
   size_t max_connection_unsettled_bytes = 8 * 1024 * 1024;
   size_t max_channels = 100000;
