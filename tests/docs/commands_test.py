@@ -3,7 +3,8 @@
 docs/operations.md, in that order, as a newcomer pasting them into one shell would.
 
 What the test changes, and only that: /tmp/, /etc/veil and /var/lib/ point into a temporary
-directory; the ports 4000 and 4100 are free ports (and 0.0.0.0:PORT is loopback on another); `build/` is the build directory. A comment
+directory; each port the docs name on loopback is a free port (the same one wherever it appears,
+also bare: `http.server 18080`), and 0.0.0.0:PORT is loopback on another; `build/` is the build directory. A comment
 line of its own under a command is output that command must print (a value the docs show as an
 example — a forwarding address, a channel address, an identifier written `I4b1e…` — matches
 the real one, which the commands after it then use); a comment at the end of a command line is prose.
@@ -26,7 +27,7 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
-DOCS = ["README.md", "docs/cli.md", "docs/operations.md"]
+DOCS = ["README.md", "docs/cli.md", "docs/operations.md", "docs/portals.md"]
 
 # Example values the docs show, and what the real ones look like.
 PLACEHOLDERS = [
@@ -84,7 +85,7 @@ class Shell:
 
     def __init__(self, tmp):
         self.tmp = tmp
-        self.ports = {"4000": str(free_port()), "4100": str(free_port())}
+        self.ports = {}
         self.values = {}  # placeholder as the docs write it -> the real value
         self.env = dict(os.environ)
         self.env.pop("VEIL_API", None)
@@ -96,13 +97,21 @@ class Shell:
         text = text.replace("/var/lib/", self.tmp + "/var-lib/")
         # A hub's "listen everywhere" gets a port of its own on loopback.
         text = re.sub(r"0\.0\.0\.0:\d+", lambda m: "127.0.0.1:" + self.ports.setdefault(m.group(0), str(free_port())), text)
-        text = re.sub(r"\b(127\.0\.0\.1|localhost):(4000|4100)\b",
-                      lambda m: "127.0.0.1:" + self.ports[m.group(2)], text)
+        # Every port the docs name on loopback is a free one here, the same one each time
+        # (learn_ports saw them all first, so a bare one before its first host:port is known).
+        text = re.sub(r"\b(127\.0\.0\.1|localhost):(\d{4,5})\b",
+                      lambda m: "127.0.0.1:" + self.ports.get(m.group(2), m.group(2)), text)
+        text = re.sub(r"(?<=[\s])(\d{4,5})(?=\s|$)",
+                      lambda m: self.ports.get(m.group(1), m.group(1)), text)
         text = text.replace("$PWD/build/", BUILD + "/")
         text = re.sub(r"(?<![\w/.$-])build/", BUILD + "/", text)
         for placeholder, value in (self.values.items() if values else ()):
             text = text.replace(placeholder, value)
         return text
+
+    def learn_ports(self, text):
+        for port in re.findall(r"\b(?:127\.0\.0\.1|localhost):(\d{4,5})\b", text):
+            self.ports.setdefault(port, str(free_port()))
 
     def expectation(self, line):
         """A regex for an output line, and the placeholders it binds (in order)."""
@@ -196,10 +205,14 @@ class Shell:
 class CommandsTest(unittest.TestCase):
     def test_the_docs_commands_run_as_written(self):
         tmp = tempfile.mkdtemp(prefix="veil-docs-")
-        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        if not os.environ.get("VEIL_KEEP_TEMP"):  # to read the daemons' logs after a failure
+            self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         shell = Shell(tmp)
         self.addCleanup(shell.close)
         ran = 0
+        for doc in DOCS:
+            with open(os.path.join(ROOT, doc)) as f:
+                shell.learn_ports(f.read())
         for doc in DOCS:
             for start, block in sh_blocks(doc):
                 if any(re.match(r"\s*make\b", line) for line in block):
