@@ -393,6 +393,53 @@ absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks
           at(ValidateTrustPolicy(entry.hub_trust_policy(), 0), where + ".hub_trust_policy"));
     }
   }
+  // Outlets share the address space of listeners (both are workers of this node).
+  for (int i = 0; i < config.outlets_size(); ++i) {
+    const auto& entry = config.outlets(i);
+    std::string where = absl::StrCat("outlets[", i, "]");
+    RETURN_IF_ERROR(at(core::ValidateAppAddress(entry.name()), where + ".name"));
+    if (!addresses.insert(entry.name()).second) {
+      return at(Invalid(absl::StrCat("the address \"", entry.name(), "\" is listed twice")),
+                where + ".name");
+    }
+    if (auto target = core::ParseHostPort(entry.target()); !target.ok()) {
+      return at(Invalid(absl::StrCat("target: ", target.status().message()), reason::kInvalidTarget),
+                where + ".target");
+    }
+    RETURN_IF_ERROR(at(ValidateTrustPolicy(entry.trust_policy(), 0), where + ".trust_policy"));
+  }
+  std::set<std::string> inlet_addresses;
+  for (int i = 0; i < config.inlets_size(); ++i) {
+    const auto& entry = config.inlets(i);
+    std::string where = absl::StrCat("inlets[", i, "]");
+    auto listen = core::ParseHostPort(entry.listen_address(), /*allow_port_zero=*/true);
+    if (!listen.ok()) {
+      return at(Invalid(absl::StrCat("listen_address: ", listen.status().message()),
+                        reason::kInvalidAddress),
+                where + ".listen_address");
+    }
+    if (!entry.allow_public() && !core::IsLoopbackHost(listen->host)) {
+      return at(Invalid(absl::StrCat(entry.listen_address(),
+                                     " is not loopback (set allow_public to listen there)"),
+                        reason::kPublicBindRefused),
+                where + ".listen_address");
+    }
+    if (listen->port != 0 && !inlet_addresses.insert(entry.listen_address()).second) {
+      return at(Invalid(absl::StrCat("inlet \"", entry.listen_address(), "\" is listed twice")),
+                where + ".listen_address");
+    }
+    if (entry.route().empty()) {
+      return at(Invalid("route is required", reason::kInvalidRoute), where + ".route");
+    }
+    RETURN_IF_ERROR(at(core::Route::Parse(entry.route()).status(), where + ".route"));
+    RETURN_IF_ERROR(at(core::ValidateAppAddress(entry.outlet()), where + ".outlet"));
+    if (!entry.identity().empty()) {
+      RETURN_IF_ERROR(at(identity::ValidateIdentityName(entry.identity()), where + ".identity"));
+    }
+    if (entry.has_trust_policy()) {
+      RETURN_IF_ERROR(at(ValidateTrustPolicy(entry.trust_policy(), 0), where + ".trust_policy"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -456,6 +503,10 @@ absl::Status CheckIdentitiesKnown(const LoadedConfig& loaded, const std::set<std
   for (int i = 0; i < loaded.config.relays_size(); ++i) {
     RETURN_IF_ERROR(
         check(loaded.config.relays(i).identity(), absl::StrCat("relays[", i, "].identity")));
+  }
+  for (int i = 0; i < loaded.config.inlets_size(); ++i) {
+    RETURN_IF_ERROR(
+        check(loaded.config.inlets(i).identity(), absl::StrCat("inlets[", i, "].identity")));
   }
   return absl::OkStatus();
 }

@@ -371,6 +371,82 @@ spec:
             self.assertEqual(spec["initContainers"][0]["restartPolicy"], "Always")
             self.assertEqual(spec["initContainers"][0]["image"], "ghcr.io/veil/veil:" + chart_version())
 
+    def test_an_app_pod_reaches_a_far_database_on_localhost_through_an_inlet(self):
+        # An app chart (the docs/kubernetes.md walk-through): its pod's sidecar has an inlet on
+        # 127.0.0.1:5432 to the database sidecar's outlet, rendered into the sidecar's config,
+        # which veild itself accepts.
+        with tempfile.TemporaryDirectory() as tmp:
+            app = os.path.join(tmp, "myapp")
+            os.makedirs(os.path.join(app, "templates"))
+            shutil.copytree(CHART, os.path.join(app, "charts", "veil"))
+            with open(os.path.join(app, "Chart.yaml"), "w") as f:
+                f.write("apiVersion: v2\nname: myapp\nversion: 1.0.0\n"
+                        "dependencies:\n  - name: veil\n    version: 0.1.0\n")
+            with open(os.path.join(app, "values.yaml"), "w") as f:
+                f.write("""veil:
+  hub:
+    enabled: false
+  sidecar:
+    inlets:
+      - listen_address: 127.0.0.1:5432
+        route: /tcp/veil-hub-0.db.svc:4000/service/forward_to_db/service/listener
+        outlet: postgres
+        trust_policy: {trust_identifier: I0123456789abcdef0123456789abcdef}
+    outlets:
+      - name: metrics
+        target: 127.0.0.1:9100
+        trust_policy: {trust_everyone: true}
+    config:
+      listeners:
+        - address: listener
+          trust_policy: {trust_everyone: true}
+""")
+            with open(os.path.join(app, "templates", "deployment.yaml"), "w") as f:
+                f.write("""{{- $veil := dict "root" $ "values" .Values.veil "configMap" "myapp-veil" }}
+{{- include "veil.sidecar.configMap" $veil }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: myapp
+spec:
+  selector: {matchLabels: {app: myapp}}
+  template:
+    metadata: {labels: {app: myapp}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, fsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: app
+          image: myapp:1
+          env: [{name: PGHOST, value: 127.0.0.1}, {name: PGPORT, value: "5432"}]
+          resources: {limits: {memory: 64Mi}}
+          securityContext:
+            runAsNonRoot: true
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+        {{- include "veil.sidecar.container" $veil | nindent 8 }}
+      volumes:
+        {{- include "veil.sidecar.volumes" $veil | nindent 8 }}
+""")
+            helm("lint", "--strict", app)
+            docs = render(chart=app)
+            self.check_security(docs)
+            self.check_configs_with_veild(docs)
+            config = yaml.safe_load(named(docs, "ConfigMap", "myapp-veil")["data"]["veil.yaml"])
+            self.assertEqual(config["inlets"][0]["listen_address"], "127.0.0.1:5432")
+            self.assertEqual(config["inlets"][0]["outlet"], "postgres")
+            self.assertEqual(config["outlets"][0]["target"], "127.0.0.1:9100")
+            self.assertEqual(config["listeners"][0]["address"], "listener")
+            spec = named(docs, "Deployment", "myapp")["spec"]["template"]["spec"]
+            veil = next(c for c in spec["containers"] if c["name"] == "veil")
+            self.assertIn("--config=/etc/veil/config/veil.yaml", veil["args"])
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            self.assertEqual(volumes["veil-config"]["configMap"]["name"], "myapp-veil")
+
 
 # Each: --set arguments and a part of the error helm must print.
 BAD_VALUES = [
@@ -404,6 +480,8 @@ BAD_VALUES = [
     (["vaultKey.secretKey=bad key"], "vaultKey.secretKey"),
     (["vaultKey.existingSecret=Bad_Name"], "vaultKey.existingSecret"),
     (["hubs.enabled=true"], "hubs"),
+    (["sidecar.inlets[0].route=/tcp/h:1/service/l"], "sidecar.inlets.0"),  # no listen_address, no outlet
+    (["sidecar.outlets[0].name=db", "sidecar.outlets[0].target=nowhere"], "sidecar.outlets.0"),
 ]
 
 

@@ -528,6 +528,54 @@ class PortalTest(unittest.TestCase):
                 return None
             raise
 
+    def test_the_declarative_config_makes_outlets_and_inlets(self):
+        echo = serve(self, EchoHandler)
+        base = tempfile.mkdtemp(prefix="veil-portal-config-")
+        self.addCleanup(shutil.rmtree, base, ignore_errors=True)
+        hub_port = free_port()
+        hub = Veild(base, "hub", "--hub", port=hub_port)
+        self.addCleanup(hub.stop)
+        route = f"/tcp/127.0.0.1:{hub_port}/service/forward_to_cfgbob/service/listener"
+        with open(os.path.join(base, "bob.yaml"), "w") as f:
+            f.write(f"""listeners:
+  - address: listener
+    trust_policy: {{trust_everyone: true}}
+relays:
+  - {{hub_route: /tcp/127.0.0.1:{hub_port}, name: cfgbob}}
+outlets:
+  - name: echo
+    target: "{echo}"
+    trust_policy: {{trust_everyone: true}}
+    idle_timeout_ms: 60000
+""")
+        with open(os.path.join(base, "alice.yaml"), "w") as f:
+            f.write(f"""inlets:
+  - listen_address: "127.0.0.1:0"
+    route: {route}
+    outlet: echo
+""")
+        bob = Veild(base, "bob", "--config", os.path.join(base, "bob.yaml"))
+        self.addCleanup(bob.stop)
+        alice = Veild(base, "alice", "--config", os.path.join(base, "alice.yaml"))
+        self.addCleanup(alice.stop)
+        c = Cluster.__new__(Cluster)
+        inlet = c.veil(alice, "inlet", "list")["inlets"][0]
+        self.assertEqual(inlet["route"], route)
+        self.assertEqual(c.veil(bob, "outlet", "list")["outlets"][0]["idle_timeout_ms"], 60000)
+        host, port = inlet["listen_address"].rsplit(":", 1)
+
+        def echoed():
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as s:
+                    s.settimeout(5)
+                    s.sendall(b"from the config")
+                    s.shutdown(socket.SHUT_WR)
+                    return recv_all(s) == b"from the config"
+            except OSError:
+                return False
+
+        wait_for(echoed, what="an echo through the configured portal (once the relay is up)")
+
     def test_inlets_bind_loopback_unless_told_and_bad_arguments_are_clear(self):
         c = Cluster(self)
         out = subprocess.run([os.path.join(BUILD, "sidecar", "cli", "veil"), "--api", c.alice.api, "inlet", "create",

@@ -26,7 +26,34 @@ In a pod spec:
 
 The app reaches the API at $VEIL_API (unix:<socketDir>/api.sock) and must run in the pod's
 fsGroup (the socket is mode 0660 by default).
+
+Portals and other start-up config: values.sidecar.inlets, .outlets and .config (docs/portals.md)
+become the sidecar's declarative config in a ConfigMap that "veil.sidecar.configMap" renders
+under the name given as `configMap` (include it once, beside the pod):
+
+  {{- include "veil.sidecar.configMap" $veil }}
+
+An app then reaches a far database at localhost:5432 through an inlet, unchanged.
 */}}
+
+{{- define "veil.sidecar.configData" -}}
+{{- $s := .values.sidecar -}}
+{{- $config := deepCopy (default dict $s.config) -}}
+{{- if $s.outlets }}{{- $_ := set $config "outlets" $s.outlets }}{{- end -}}
+{{- if $s.inlets }}{{- $_ := set $config "inlets" $s.inlets }}{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{- define "veil.sidecar.configMap" -}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ required "veil.sidecar.configMap needs a configMap name" .configMap }}
+data:
+  veil.yaml: |
+    {{- include "veil.sidecar.configData" . | nindent 4 }}
+{{- end -}}
 
 {{- define "veil.sidecar.container" -}}
 {{- $v := .values -}}
