@@ -403,8 +403,9 @@ absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks
                 where + ".name");
     }
     if (auto target = core::ParseHostPort(entry.target()); !target.ok()) {
-      return at(Invalid(absl::StrCat("target: ", target.status().message()), reason::kInvalidTarget),
-                where + ".target");
+      return at(
+          Invalid(absl::StrCat("target: ", target.status().message()), reason::kInvalidTarget),
+          where + ".target");
     }
     RETURN_IF_ERROR(at(ValidateTrustPolicy(entry.trust_policy(), 0), where + ".trust_policy"));
   }

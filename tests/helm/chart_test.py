@@ -319,18 +319,24 @@ class VariationsTest(ContractMixin, unittest.TestCase):
         self.assertEqual(flag(c, "--relay-allow"), f"{ident}:bob")
         self.assertEqual(flag(c, "--relay-max-per-identity"), "3")
 
+    @staticmethod
+    def parent_chart(tmp, values, deployment):
+        """A throwaway app chart "myapp" with this chart as its dependency "veil"."""
+        app = os.path.join(tmp, "myapp")
+        os.makedirs(os.path.join(app, "templates"))
+        shutil.copytree(CHART, os.path.join(app, "charts", "veil"))
+        with open(os.path.join(app, "Chart.yaml"), "w") as f:
+            f.write("apiVersion: v2\nname: myapp\nversion: 1.0.0\n"
+                    "dependencies:\n  - name: veil\n    version: 0.1.0\n")
+        with open(os.path.join(app, "values.yaml"), "w") as f:
+            f.write(values)
+        with open(os.path.join(app, "templates", "deployment.yaml"), "w") as f:
+            f.write(deployment)
+        return app
+
     def test_sidecar_included_from_another_chart(self):
         with tempfile.TemporaryDirectory() as tmp:
-            app = os.path.join(tmp, "myapp")
-            os.makedirs(os.path.join(app, "templates"))
-            shutil.copytree(CHART, os.path.join(app, "charts", "veil"))
-            with open(os.path.join(app, "Chart.yaml"), "w") as f:
-                f.write("apiVersion: v2\nname: myapp\nversion: 1.0.0\n"
-                        "dependencies:\n  - name: veil\n    version: 0.1.0\n")
-            with open(os.path.join(app, "values.yaml"), "w") as f:
-                f.write("veil:\n  hub:\n    enabled: false\n  sidecar:\n    nativeSidecar: true\n")
-            with open(os.path.join(app, "templates", "deployment.yaml"), "w") as f:
-                f.write("""{{- $veil := dict "root" $ "values" .Values.veil }}
+            app = self.parent_chart(tmp, "veil:\n  hub:\n    enabled: false\n  sidecar:\n    nativeSidecar: true\n", """{{- $veil := dict "root" $ "values" .Values.veil }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -376,14 +382,7 @@ spec:
         # 127.0.0.1:5432 to the database sidecar's outlet, rendered into the sidecar's config,
         # which veild itself accepts.
         with tempfile.TemporaryDirectory() as tmp:
-            app = os.path.join(tmp, "myapp")
-            os.makedirs(os.path.join(app, "templates"))
-            shutil.copytree(CHART, os.path.join(app, "charts", "veil"))
-            with open(os.path.join(app, "Chart.yaml"), "w") as f:
-                f.write("apiVersion: v2\nname: myapp\nversion: 1.0.0\n"
-                        "dependencies:\n  - name: veil\n    version: 0.1.0\n")
-            with open(os.path.join(app, "values.yaml"), "w") as f:
-                f.write("""veil:
+            app = self.parent_chart(tmp, """veil:
   hub:
     enabled: false
   sidecar:
@@ -400,9 +399,7 @@ spec:
       listeners:
         - address: listener
           trust_policy: {trust_everyone: true}
-""")
-            with open(os.path.join(app, "templates", "deployment.yaml"), "w") as f:
-                f.write("""{{- $veil := dict "root" $ "values" .Values.veil "configMap" "myapp-veil" }}
+""", """{{- $veil := dict "root" $ "values" .Values.veil "configMap" "myapp-veil" }}
 {{- include "veil.sidecar.configMap" $veil }}
 ---
 apiVersion: apps/v1

@@ -183,17 +183,20 @@ INSTANTIATE_TEST_SUITE_P(
                   "I00000000000000000000000000000000, public_key: "
                   "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=}\n",
                   "is not the one derived from the public key"},
-        BadConfig{"OutletBadTarget",
-                  "outlets:\n  - {name: db, target: nowhere, trust_policy: {trust_everyone: true}}\n",
-                  "outlets[0].target: target: "},
+        BadConfig{
+            "OutletBadTarget",
+            "outlets:\n  - {name: db, target: nowhere, trust_policy: {trust_everyone: true}}\n",
+            "outlets[0].target: target: "},
         BadConfig{"OutletWithoutTrust", "outlets:\n  - {name: db, target: \"127.0.0.1:5432\"}\n",
                   "outlets[0].trust_policy: a trust policy is required"},
-        BadConfig{"OutletOnAListenersAddress",
-                  "listeners:\n  - {address: db, trust_policy: {trust_everyone: true}}\noutlets:\n"
-                  "  - {name: db, target: \"127.0.0.1:5432\", trust_policy: {trust_everyone: true}}\n",
-                  "outlets[0].name: the address \"db\" is listed twice"},
+        BadConfig{
+            "OutletOnAListenersAddress",
+            "listeners:\n  - {address: db, trust_policy: {trust_everyone: true}}\noutlets:\n"
+            "  - {name: db, target: \"127.0.0.1:5432\", trust_policy: {trust_everyone: true}}\n",
+            "outlets[0].name: the address \"db\" is listed twice"},
         BadConfig{"InletPublicWithoutAllow",
-                  "inlets:\n  - {listen_address: \"0.0.0.0:5432\", route: /tcp/h:1/service/l, outlet: db}\n",
+                  "inlets:\n  - {listen_address: \"0.0.0.0:5432\", route: /tcp/h:1/service/l, "
+                  "outlet: db}\n",
                   "inlets[0].listen_address: 0.0.0.0:5432 is not loopback"},
         BadConfig{"InletBadRoute",
                   "inlets:\n  - {listen_address: \"127.0.0.1:5432\", route: nope, outlet: db}\n",
@@ -201,10 +204,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"InletWithoutOutlet",
                   "inlets:\n  - {listen_address: \"127.0.0.1:5432\", route: /tcp/h:1/service/l}\n",
                   "inlets[0].outlet: "},
-        BadConfig{"InletUnknownIdentity",
-                  "inlets:\n  - {listen_address: \"127.0.0.1:5432\", route: /tcp/h:1/service/l, outlet: "
-                  "db, identity: ghost}\n",
-                  "inlets[0].identity: no identity named \"ghost\""}),
+        BadConfig{
+            "InletUnknownIdentity",
+            "inlets:\n  - {listen_address: \"127.0.0.1:5432\", route: /tcp/h:1/service/l, outlet: "
+            "db, identity: ghost}\n",
+            "inlets[0].identity: no identity named \"ghost\""}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // --check-config knows the identities of the state directory it would run on (and --identity).
