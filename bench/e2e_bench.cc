@@ -35,6 +35,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -51,6 +52,7 @@
 #include "tests/support/socket_io.h"
 #include "tests/support/veild_process.h"
 #include "veil/v1/messaging.grpc.pb.h"
+#include "veil/v1/portal.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
 #include "veil/v1/secure_channel.grpc.pb.h"
 #include "veil_sdk.h"
@@ -637,6 +639,45 @@ struct Veil {
     return true;
   }
 
+  // A portal to 127.0.0.1:`target` on Bob's host: an outlet `name` on Bob's sidecar, an inlet on
+  // Alice's; the inlet's port (0 when it could not be made).
+  uint16_t Portal(const std::string& name, uint16_t target) {
+    grpc::ClientContext c1;
+    v1::CreateOutletRequest outlet;
+    outlet.set_name(name);
+    outlet.set_target("127.0.0.1:" + std::to_string(target));
+    outlet.mutable_trust_policy()->set_trust_everyone(true);
+    v1::Outlet o;
+    grpc::Status s = v1::PortalService::NewStub(bob_api)->CreateOutlet(&c1, outlet, &o);
+    if (!s.ok()) {
+      std::cerr << "outlet: " << s.error_message() << "\n";
+      return 0;
+    }
+    grpc::ClientContext c2;
+    v1::CreateInletRequest inlet;
+    inlet.set_listen_address("127.0.0.1:0");
+    inlet.set_route(listener_route);
+    inlet.set_outlet(name);
+    v1::Inlet i;
+    s = v1::PortalService::NewStub(alice_api)->CreateInlet(&c2, inlet, &i);
+    if (!s.ok()) {
+      std::cerr << "inlet: " << s.error_message() << "\n";
+      return 0;
+    }
+    return static_cast<uint16_t>(
+        std::stoi(i.listen_address().substr(i.listen_address().rfind(':') + 1)));
+  }
+  // Sessions open now on Bob's outlet `name`.
+  uint64_t OutletSessions(const std::string& name) {
+    grpc::ClientContext context;
+    v1::ListOutletsResponse r;
+    if (!v1::PortalService::NewStub(bob_api)->ListOutlets(&context, {}, &r).ok()) return 0;
+    for (const auto& o : r.outlets()) {
+      if (o.name() == name) return o.counters().sessions_active();
+    }
+    return 0;
+  }
+
   // Opens a channel from Alice to Bob's listener through the hub; its local address.
   std::string OpenChannel() {
     auto stub = v1::SecureChannelService::NewStub(alice_api);
@@ -881,6 +922,9 @@ int Main() {
   // load the daemons the throughput and echo runs measure.
   size_t bob_before = 0, alice_before = 0, bob_after = 0, alice_after = 0;
   size_t hub_before = 0, hub_after = 0;
+  size_t portal_bob_before = 0, portal_bob_after = 0, portal_alice_before = 0,
+         portal_alice_after = 0;
+  uint64_t portal_sessions = 0;
   std::atomic<int> opened{0}, failed{0}, relays_ok{0};
   double handshake_s = 0;
   {
@@ -927,6 +971,20 @@ int Main() {
     for (auto& t : creators) t.join();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     hub_after = fresh.hub->rss_kib();
+
+    // RSS per idle portal session, on each side: channels_n connections through one portal.
+    PeerServer idle_target(true);
+    uint16_t inlet = fresh.Portal("idle", idle_target.port());
+    portal_bob_before = fresh.bob->rss_kib(), portal_alice_before = fresh.alice->rss_kib();
+    std::vector<int> idle;
+    for (int i = 0; i < channels_n && inlet != 0; ++i) idle.push_back(ConnectTcp(inlet));
+    for (int i = 0; i < 200 && fresh.OutletSessions("idle") < idle.size(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    portal_sessions = fresh.OutletSessions("idle");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    portal_bob_after = fresh.bob->rss_kib(), portal_alice_after = fresh.alice->rss_kib();
+    for (int fd : idle) ::close(fd);
   }
   std::printf(
       "veil end to end through a hub, beside stunnel (TLS 1.3 ChaCha20) + socat and plain TCP + "
@@ -943,6 +1001,7 @@ int Main() {
   App grpc_echoer(veil.Bob(false), "grpc_echoer", true);
   const std::string to_grpc_sink = "/service/" + channel + "/service/grpc_sink";
   const std::string to_grpc_echoer = "/service/" + channel + "/service/grpc_echoer";
+  std::map<size_t, Throughput> stunnel_throughput;
   for (size_t size : {size_t{64}, size_t{1024}, size_t{65536}}) {
     std::fprintf(stderr, "  measuring %zu B: veil...", size);
     Throughput v = VeilThroughput(veil.Alice(true), to_sink, sink, size, seconds);
@@ -950,6 +1009,7 @@ int Main() {
     Throughput vg = VeilThroughput(veil.Alice(false), to_grpc_sink, grpc_sink, size, seconds);
     std::fprintf(stderr, " stunnel...");
     Throughput p = PeerThroughput(tls_sink.entry, peer_sink, size, seconds);
+    stunnel_throughput[size] = p;
     std::fprintf(stderr, " tcp...\n");
     Throughput t = PeerThroughput(tcp_sink.entry, plain_sink, size, seconds);
     std::string label = size == 64 ? "64 B" : size == 1024 ? "1 KiB" : "64 KiB";
@@ -1009,6 +1069,41 @@ int Main() {
       Fmt(lt.p50_us, "us"), Ratio(lr.p50_us, lp.p50_us));
   Row("echo 64 B by Request RPC (a call each), p99", Fmt(lr.p99_us, "us"), Fmt(lp.p99_us, "us"),
       Fmt(lt.p99_us, "us"), Ratio(lr.p99_us, lp.p99_us));
+
+  // Portals: the peers' own TCP traffic, through inlet -> hub -> outlet instead of stunnel.
+  PeerServer portal_sink(false), portal_echo(true);
+  const uint16_t sink_in = veil.Portal("portal_sink", portal_sink.port());
+  const uint16_t echo_in = veil.Portal("portal_echo", portal_echo.port());
+  if (sink_in != 0 && echo_in != 0) {
+    for (size_t size : {size_t{1024}, size_t{65536}}) {
+      std::fprintf(stderr, "  measuring the portal, %zu B...\n", size);
+      Throughput pt = PeerThroughput(sink_in, portal_sink, size, seconds);
+      const Throughput& p = stunnel_throughput[size];
+      Row(std::string("portal throughput, ") + (size == 1024 ? "1 KiB" : "64 KiB") +
+              " writes, MB/s",
+          Fmt(pt.mb_per_second(), "MB/s", 1), Fmt(p.mb_per_second(), "MB/s", 1), "-",
+          Ratio(pt.mb_per_second(), p.mb_per_second()));
+    }
+    Latency lpe = PeerEcho(echo_in, echoes);
+    Row("portal request/response 64 B, p50", Fmt(lpe.p50_us, "us"), Fmt(lp.p50_us, "us"),
+        Fmt(lt.p50_us, "us"), Ratio(lpe.p50_us, lp.p50_us));
+    Row("portal request/response 64 B, p99", Fmt(lpe.p99_us, "us"), Fmt(lp.p99_us, "us"),
+        Fmt(lt.p99_us, "us"), Ratio(lpe.p99_us, lp.p99_us));
+  }
+  Row("RSS per idle portal session, outlet sidecar",
+      Fmt(double(portal_bob_after - std::min(portal_bob_after, portal_bob_before)) /
+              std::max<uint64_t>(1, portal_sessions),
+          "KiB", 1),
+      "-", "-", "-");
+  Row("RSS per idle portal session, inlet sidecar",
+      Fmt(double(portal_alice_after - std::min(portal_alice_after, portal_alice_before)) /
+              std::max<uint64_t>(1, portal_sessions),
+          "KiB", 1),
+      "-", "-", "-");
+  if (portal_sessions < static_cast<uint64_t>(channels_n)) {
+    std::printf("  (only %lu of %d idle portal sessions opened)\n", (unsigned long)portal_sessions,
+                channels_n);
+  }
 
   Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-",
       "-");

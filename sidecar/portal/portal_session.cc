@@ -59,7 +59,6 @@ PortalSession::PortalSession(core::Strand strand, Role role, std::string name,
       timer_(strand),
       resolver_(strand),
       channel_via_(channel_via),
-      read_buffer_(std::max<size_t>(options.read_chunk, 1)),
       last_activity_(std::chrono::steady_clock::now()) {
   counters_->total.fetch_add(1, std::memory_order_relaxed);
   counters_->active.fetch_add(1, std::memory_order_relaxed);
@@ -286,24 +285,43 @@ void PortalSession::SendReset(const absl::Status& why) {
 
 void PortalSession::MaybeRead() {
   if (!open_ || reading_ || read_closed_ || ended_flag_) return;
-  const uint64_t credit = peer_consumed_ + peer_window_ - sent_;
-  if (credit == 0) return;  // the peer has not written what it has yet: wait for its Ack
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(credit, read_buffer_.size()));
+  if (peer_consumed_ + peer_window_ == sent_) return;  // no credit: wait for the peer's Ack
+  // Wait until the socket is readable, then read into this thread's buffer: an idle session
+  // holds no read buffer of its own.
   reading_ = true;
-  socket_.async_read_some(asio::buffer(read_buffer_.data(), n),
-                          asio::bind_executor(strand(), [self = shared_from_this()](
-                                                            const asio::error_code& ec, size_t n) {
-                            self->OnRead(ec, n);
-                          }));
+  socket_.async_wait(
+      asio::ip::tcp::socket::wait_read,
+      asio::bind_executor(strand(), [self = shared_from_this()](const asio::error_code& ec) {
+        self->OnReadable(ec);
+      }));
 }
 
-void PortalSession::OnRead(const asio::error_code& ec, size_t n) {
+void PortalSession::OnReadable(const asio::error_code& wait_error) {
   reading_ = false;
   if (ended_flag_) return;
+  if (wait_error) {
+    OnRead(wait_error, 0, nullptr);
+    return;
+  }
+  thread_local std::vector<char> buffer(kMaxReadChunk);
+  const uint64_t credit = peer_consumed_ + peer_window_ - sent_;
+  const size_t n = static_cast<size_t>(
+      std::min<uint64_t>({credit, options_.read_chunk, static_cast<uint64_t>(buffer.size())}));
+  asio::error_code ec;
+  socket_.non_blocking(true, ec);
+  const size_t got = ec ? 0 : socket_.read_some(asio::buffer(buffer.data(), n), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    MaybeRead();  // woken for nothing: wait again
+    return;
+  }
+  OnRead(ec, got, buffer.data());
+}
+
+void PortalSession::OnRead(const asio::error_code& ec, size_t n, const char* data) {
   if (n > 0) {
     wire::v1::PortalFrame frame;
     frame.mutable_data()->set_offset(sent_);
-    frame.mutable_data()->set_bytes(read_buffer_.data(), n);
+    frame.mutable_data()->set_bytes(data, n);
     sent_ += n;
     counters_->bytes_in.fetch_add(n, std::memory_order_relaxed);
     Touch();

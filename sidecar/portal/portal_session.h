@@ -34,6 +34,8 @@
 namespace veil::portal {
 
 inline constexpr uint32_t kPortalProtocolVersion = 1;
+// The largest read from a session's socket (SessionOptions::read_chunk is capped to it).
+inline constexpr size_t kMaxReadChunk = 256 * 1024;
 
 // Counters of one inlet's or outlet's sessions; shared by its sessions. Any thread.
 struct PortalCounters {
@@ -42,9 +44,9 @@ struct PortalCounters {
 
 struct SessionOptions {
   // Bytes this end takes from its peer before acknowledging (its receive window).
-  uint32_t window = 256 * 1024;
-  // The largest read from the socket, and so the largest Data frame.
-  size_t read_chunk = 64 * 1024;
+  uint32_t window = 1024 * 1024;
+  // The largest read from the socket, and so the largest Data frame (at most kMaxReadChunk).
+  size_t read_chunk = 256 * 1024;
   // No byte either way for this long resets the session; zero: never.
   std::chrono::milliseconds idle_timeout{0};
   // How long an inlet's session waits for the outlet's Opened.
@@ -96,7 +98,8 @@ class PortalSession final : public core::Worker,
   void Connect(const asio::ip::tcp::resolver::results_type& endpoints, std::string target);
   void ConnectFailed(const std::string& target, const std::string& why);
   void MaybeRead();
-  void OnRead(const asio::error_code& ec, size_t n);
+  void OnReadable(const asio::error_code& ec);
+  void OnRead(const asio::error_code& ec, size_t n, const char* data);
   void MaybeWrite();
   void OnWritten(const asio::error_code& ec, size_t n);
   void MaybeFinish();
@@ -121,7 +124,6 @@ class PortalSession final : public core::Worker,
   bool ended_flag_ = false;
 
   // Sending: bytes read from the socket and sent, and the peer's credit.
-  std::vector<char> read_buffer_;
   bool reading_ = false;
   bool read_closed_ = false;  // EOF read and Fin sent
   uint64_t sent_ = 0;
