@@ -224,6 +224,17 @@ class CommandsTest(unittest.TestCase):
         self.assertGreater(ran, 25)
 
 
+class ListingsTest(unittest.TestCase):
+    def test_the_readmes_bob_py_listing_is_the_file(self):
+        # README.md says "Bob in Python is this whole file": it must be, byte for byte.
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        listing = re.search(r"```python\n(.*?)```", readme, re.S)
+        self.assertIsNotNone(listing, "README.md has no ```python listing")
+        with open(os.path.join(ROOT, "examples", "python", "bob.py")) as f:
+            self.assertEqual(listing.group(1), f.read())
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--build", default=BUILD)
