@@ -74,7 +74,8 @@ class DockerfileTest(unittest.TestCase):
         wanted = set(re.search(r"^DEB_PACKAGES := (.*)$", makefile, re.M).group(1).split())
         test_only = {"python3", "python3-yaml", "unzip", "python3-grpcio", "python3-protobuf",
                      "golang-go", "golang-google-grpc-dev", "golang-google-protobuf-dev",
-                     "golang-github-golang-protobuf-1-5-dev", "protoc-gen-go", "protoc-gen-go-grpc"}
+                     "golang-github-golang-protobuf-1-5-dev", "protoc-gen-go", "protoc-gen-go-grpc",
+                     "curl", "postgresql", "postgresql-client"}  # the portal tests' programs
         self.assertEqual(apt_packages(build), wanted - test_only)
 
     def test_copied_paths_and_targets_exist(self):
