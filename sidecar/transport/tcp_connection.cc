@@ -266,9 +266,10 @@ absl::Status TcpConnection::Admit(const core::SenderInfo& from) const {
 
 void TcpConnection::HandleMessage(core::Message msg) {
   if (state_ == State::kClosed) {
-    if (outgoing_ && was_open_ && msg.refusal.ok()) {
+    if (outgoing_ && was_open_ && !refused_by_peer_ && msg.refusal.ok()) {
       // Routed here just before this connection closed (the transport had not yet forgotten
-      // it). Nothing of it was written: it goes again, over a new connection to the peer.
+      // it). Nothing of it was written: it goes again, over a new connection to the peer —
+      // unless the peer refused this one (it would refuse the next too: the sender is told).
       msg.onward.PushFront(core::Address::Tcp(peer_));
       transport_.Send(std::move(msg));
       return;
@@ -402,6 +403,7 @@ void TcpConnection::OnRead(size_t n) {
     transport_.stats().frames_received.fetch_add(1, std::memory_order_relaxed);
     if (core::IsConnectionRefusal(*msg)) {
       const absl::Status& why = msg->refusal;
+      refused_by_peer_ = true;  // dialling again would only be refused again
       CloseNow(ErrorWithReason(why.code(),
                                absl::StrCat(peer_, " refused the connection: ", why.message()),
                                ReasonOf(why)));

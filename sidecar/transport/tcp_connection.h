@@ -147,6 +147,7 @@ class TcpConnection final : public core::Worker,
   // Set by Refuse: close once the queue (ending with the refusal frame) is written.
   std::optional<absl::Status> close_after_flush_;
   bool was_open_ = false;  // it was open when it closed (a dialled peer worth dialling again)
+  bool refused_by_peer_ = false;  // closed on the peer's connection refusal: not worth it
   absl::Status close_status_;
   FrameDecoder decoder_;
   // Paces what the reader hands to the router; created when reading starts.

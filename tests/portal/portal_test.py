@@ -174,6 +174,9 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 2048
 
+    def handle_error(self, request, client_address):
+        pass  # a reset connection is what several tests make on purpose
+
 
 def serve(test, handler):
     server = Server(("127.0.0.1", 0), handler)
@@ -601,6 +604,108 @@ outlets:
                                   "delete", "nobody"], capture_output=True, text=True)
         self.assertEqual(missing.returncode, 3)
         self.assertIn("PORTAL_NOT_FOUND", missing.stderr)
+
+
+def wire_protos():
+    """veil.wire.v1's portal frames for Python, compiled from proto/ into a temp dir."""
+    out = tempfile.mkdtemp(prefix="veil-wire-py-")
+    subprocess.run(["protoc", "-I", os.path.join(ROOT, "proto"), f"--python_out={out}",
+                    "veil/wire/v1/portal.proto"], check=True)
+    sys.path.insert(0, out)
+    from veil.wire.v1 import portal_pb2
+    return portal_pb2
+
+
+class MaliciousPeerTest(unittest.TestCase):
+    """An app on Alice's sidecar speaks the portal protocol itself, through a real secure channel,
+    and breaks every rule: each is refused or resets the session, and the outlet carries on."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pb = wire_protos()
+
+    def setUp(self):
+        import veil_sdk
+        self.c = Cluster(self)
+        self.c.outlet("echo", serve(self, EchoHandler))
+        self.app = veil_sdk.connect(self.c.alice.api)
+        self.addCleanup(self.app.close)
+        channel = self.app.open_channel(self.c.route)
+        self.outlet = channel.route + "/service/echo"
+
+    def frame(self, **kind):
+        return self.pb.PortalFrame(**kind).SerializeToString()
+
+    def open_session(self):
+        """A valid Open: the outlet's session answers Opened; its route (through the channel)."""
+        reply = self.app.request(self.outlet, self.frame(open=self.pb.PortalOpen(window=65536, version=1)))
+        frame = self.pb.PortalFrame.FromString(reply.payload)
+        self.assertEqual(frame.WhichOneof("kind"), "opened", frame)
+        return reply.return_route
+
+    def counters(self):
+        return self.c.counters(self.c.bob, "outlet")["echo"]
+
+    def assert_outlet_still_works(self):
+        inlet = self.c.inlet("echo")
+        with socket.create_connection(inlet) as s:
+            s.settimeout(20)
+            s.sendall(b"still fine")
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_all(s), b"still fine")
+
+    def test_garbage_and_stray_frames_to_the_outlet_are_ignored(self):
+        for payload in (b"\xff\xfe garbage", self.frame(data=self.pb.PortalData(offset=0, bytes=b"x")),
+                        self.frame(ack=self.pb.PortalAck(consumed=1)), b""):
+            self.app.send(self.outlet, payload)
+        self.assert_outlet_still_works()
+
+    def test_an_open_without_a_window_is_refused(self):
+        reply = self.app.request(self.outlet, self.frame(open=self.pb.PortalOpen(window=0, version=1)))
+        frame = self.pb.PortalFrame.FromString(reply.payload)
+        self.assertEqual(frame.reset.reason, "PORTAL_PROTOCOL_ERROR")
+        self.assertEqual(self.counters()["sessions_refused"], 1)
+        self.assert_outlet_still_works()
+
+    def test_rule_breaking_frames_reset_the_session(self):
+        cases = {
+            "a gap in the stream": [self.frame(data=self.pb.PortalData(offset=5, bytes=b"late"))],
+            "a repeated frame": [self.frame(data=self.pb.PortalData(offset=0, bytes=b"ab")),
+                                 self.frame(data=self.pb.PortalData(offset=0, bytes=b"ab"))],
+            "more than the window": [self.frame(data=self.pb.PortalData(offset=0, bytes=b"x" * 70000))],
+            "an Ack for bytes never sent": [self.frame(ack=self.pb.PortalAck(consumed=1 << 40))],
+            "data after Fin": [self.frame(fin=self.pb.PortalFin(offset=0)),
+                               self.frame(data=self.pb.PortalData(offset=0, bytes=b"x"))],
+            "a second Open": [self.frame(open=self.pb.PortalOpen(window=1, version=1))],
+            "not a frame": [b"\x0a\xff\xff\xff"],
+        }
+        from veil.v1 import messaging_pb2
+        for i, (what, frames) in enumerate(cases.items(), 1):
+            session = self.open_session()
+            # In one Send: they arrive together, before the target could answer a Fin.
+            self.app.messaging.Send(messaging_pb2.SendRequest(
+                messages=[messaging_pb2.OutgoingMessage(route=session, payload=p) for p in frames]),
+                timeout=10)
+            wait_for(lambda: self.counters()["sessions_reset"] >= i, what=f"{what}: a reset")
+            self.assertEqual(self.counters()["sessions_active"], 0, what)
+        self.assertIn("portal protocol error from the far end", self.c.bob.text())
+        self.assert_outlet_still_works()
+
+    def test_another_identitys_channel_cannot_reach_someone_elses_session(self):
+        import veil_sdk
+        session = self.open_session()  # Alice's session on Bob's outlet
+        session_address = session.rsplit("/service/", 1)[1]
+        # Carol, a third sidecar with her own identity and channel to Bob, aims at it.
+        carol = Veild(self.c.dir, "carol")
+        self.addCleanup(carol.stop)
+        app = veil_sdk.connect(carol.api)
+        self.addCleanup(app.close)
+        channel = app.open_channel(self.c.route)
+        with self.assertRaises(veil_sdk.VeilError) as refused:
+            app.request(channel.route + "/service/" + session_address,
+                        self.frame(data=self.pb.PortalData(offset=0, bytes=b"injected")), timeout=10)
+        self.assertEqual(refused.exception.reason, "ACCESS_DENIED")
+        self.assertEqual(self.counters()["sessions_active"], 1)  # Alice's session is untouched
 
 
 class ExamplesTest(unittest.TestCase):
