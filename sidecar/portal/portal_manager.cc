@@ -212,6 +212,13 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
       self->acceptor_.close(ignored);
       for (auto& socket : self->pending_) self->ResetSocket(socket);
       self->pending_.clear();
+      std::string channel;
+      {
+        veil::MutexLock lock(&self->mu_);
+        channel.swap(self->channel_address_);
+      }
+      // The channel was the inlet's own: it goes with it (the far end is told).
+      if (!channel.empty()) (void)self->manager_.channels().DeleteChannel(channel);
     });
     std::vector<std::shared_ptr<PortalSession>> sessions;
     {

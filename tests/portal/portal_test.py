@@ -600,6 +600,16 @@ outlets:
         c.veil(c.alice, "inlet", "delete", f"{taken[0]}:{taken[1]}")
         with self.assertRaises(OSError):
             socket.create_connection(taken, timeout=2).close()
+        # An inlet that had a channel closes it when deleted.
+        c.outlet("echo", serve(self, EchoHandler))
+        used = c.inlet("echo")
+        with socket.create_connection(used) as s:
+            s.sendall(b"x")
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_all(s), b"x")
+        self.assertEqual(len(c.veil(c.alice, "channel", "list").get("channels", [])), 1)
+        c.veil(c.alice, "inlet", "delete", f"{used[0]}:{used[1]}")
+        wait_for(lambda: not c.veil(c.alice, "channel", "list").get("channels"), what="the inlet's channel to close")
         missing = subprocess.run([os.path.join(BUILD, "sidecar", "cli", "veil"), "--api", c.bob.api, "outlet",
                                   "delete", "nobody"], capture_output=True, text=True)
         self.assertEqual(missing.returncode, 3)
