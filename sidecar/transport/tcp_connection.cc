@@ -454,6 +454,7 @@ void TcpConnection::CloseNow(absl::Status why) {
   was_open_ = was_open;
   state_ = State::kClosed;
   close_status_ = why;
+  if (outgoing_) transport_.ForgetOutgoing(this);  // new channels get a new connection
   const std::string reason = ReasonOf(why);
   if (was_open) {
     Log(spdlog::level::info,

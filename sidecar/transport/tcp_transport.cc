@@ -256,6 +256,12 @@ void TcpTransport::AddCloseObserver(CloseObserver observer) {
   close_observers_.push_back(std::move(observer));
 }
 
+void TcpTransport::ForgetOutgoing(TcpConnection* connection) {
+  veil::MutexLock lock(&mu_);
+  auto it = outgoing_.find(connection->peer());
+  if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
+}
+
 void TcpTransport::Forget(TcpConnection* connection) {
   std::vector<CloseObserver> observers;
   {

@@ -105,7 +105,11 @@ class TcpTransport final : public core::Transport {
   using CloseObserver = std::function<void(const std::string& worker, uint64_t id)>;
   void AddCloseObserver(CloseObserver observer);
 
-  // Called by a connection when it closes.
+  // Called by a connection as it starts closing: from then on Outgoing() dials a new one to
+  // its peer instead of handing out this one (a channel opened meanwhile would otherwise ride
+  // a connection about to close, and close with it).
+  void ForgetOutgoing(TcpConnection* connection);
+  // Called by a connection when it has closed.
   void Forget(TcpConnection* connection);
 
  private:
