@@ -241,6 +241,7 @@ void PortalSession::HandleFrame(wire::v1::PortalFrame frame, const core::Message
         return ResetNow(ProtocolError("Fin at the wrong offset (a frame was lost)"), true);
       }
       peer_fin_ = true;
+      MaybeAck();    // when everything before was written already
       MaybeWrite();  // shuts the writing side down once what came before is written
       MaybeFinish();
       return;
@@ -378,16 +379,23 @@ void PortalSession::OnWritten(const asio::error_code& ec, size_t n) {
   counters_->bytes_out.fetch_add(n, std::memory_order_relaxed);
   writes_.pop_front();
   Touch();
-  // Credit back to the peer: at once when everything is written (so a request/response
-  // exchange never waits on an Ack), else every half window.
-  if (written_ > acked_ && (writes_.empty() || written_ - acked_ >= options_.window / 2)) {
+  MaybeAck();
+  MaybeWrite();
+  MaybeFinish();
+}
+
+void PortalSession::MaybeAck() {
+  // Credit back to the peer every half window: a sender waits only when its whole window is
+  // in flight, and then half of it has been written here. So a request/response exchange, far
+  // inside the window, sends no Ack at all. Once the peer has sent Fin, the last Ack (when
+  // everything is written) is what lets both ends finish.
+  if (written_ > acked_ &&
+      (written_ - acked_ >= options_.window / 2 || (peer_fin_ && writes_.empty()))) {
     acked_ = written_;
     wire::v1::PortalFrame ack;
     ack.mutable_ack()->set_consumed(written_);
     SendFrame(ack);
   }
-  MaybeWrite();
-  MaybeFinish();
 }
 
 void PortalSession::MaybeFinish() {

@@ -102,6 +102,7 @@ class PortalSession final : public core::Worker,
   void OnRead(const asio::error_code& ec, size_t n, const char* data);
   void MaybeWrite();
   void OnWritten(const asio::error_code& ec, size_t n);
+  void MaybeAck();
   void MaybeFinish();
   void Touch();
   void ArmIdle();

@@ -678,19 +678,25 @@ class MaliciousPeerTest(unittest.TestCase):
         self.assert_outlet_still_works()
 
     def test_rule_breaking_frames_reset_the_session(self):
+        # Each case, and what the outlet's sidecar says of it.
         cases = {
-            "a gap in the stream": [self.frame(data=self.pb.PortalData(offset=5, bytes=b"late"))],
-            "a repeated frame": [self.frame(data=self.pb.PortalData(offset=0, bytes=b"ab")),
-                                 self.frame(data=self.pb.PortalData(offset=0, bytes=b"ab"))],
-            "more than the window": [self.frame(data=self.pb.PortalData(offset=0, bytes=b"x" * 70000))],
-            "an Ack for bytes never sent": [self.frame(ack=self.pb.PortalAck(consumed=1 << 40))],
-            "data after Fin": [self.frame(fin=self.pb.PortalFin(offset=0)),
-                               self.frame(data=self.pb.PortalData(offset=0, bytes=b"x"))],
-            "a second Open": [self.frame(open=self.pb.PortalOpen(window=1, version=1))],
-            "not a frame": [b"\x0a\xff\xff\xff"],
+            "a gap in the stream": ([self.frame(data=self.pb.PortalData(offset=5, bytes=b"late"))],
+                                    "Data at offset 5, expected 0"),
+            "a repeated frame": ([self.frame(data=self.pb.PortalData(offset=0, bytes=b"ab")),
+                                  self.frame(data=self.pb.PortalData(offset=0, bytes=b"ab"))],
+                                 "Data at offset 0, expected 2"),
+            "more than the window": ([self.frame(data=self.pb.PortalData(offset=0, bytes=b"x" * ((1 << 20) + 1)))],
+                                     "Data beyond the window"),
+            "an Ack for bytes never sent": ([self.frame(ack=self.pb.PortalAck(consumed=1 << 40))],
+                                            "an Ack for bytes never sent"),
+            "data after Fin": ([self.frame(fin=self.pb.PortalFin(offset=0)),
+                                self.frame(data=self.pb.PortalData(offset=0, bytes=b"x"))],
+                               "Data after Fin"),
+            "a second Open": ([self.frame(open=self.pb.PortalOpen(window=1, version=1))], "an unexpected frame"),
+            "not a frame": ([b"\x0a\xff\xff\xff"], "not a PortalFrame"),
         }
         from veil.v1 import messaging_pb2
-        for i, (what, frames) in enumerate(cases.items(), 1):
+        for i, (what, (frames, said)) in enumerate(cases.items(), 1):
             session = self.open_session()
             # In one Send: they arrive together, before the target could answer a Fin.
             self.app.messaging.Send(messaging_pb2.SendRequest(
@@ -698,7 +704,9 @@ class MaliciousPeerTest(unittest.TestCase):
                 timeout=10)
             wait_for(lambda: self.counters()["sessions_reset"] >= i, what=f"{what}: a reset")
             self.assertEqual(self.counters()["sessions_active"], 0, what)
-        self.assertIn("portal protocol error from the far end", self.c.bob.text())
+            wait_for(lambda: "portal protocol error from the far end: " + said in self.c.bob.text(),
+                     what=f"{what}: the reason in the log")
+            time.sleep(0.1)  # (resets are logged at most 10 a second)
         self.assert_outlet_still_works()
 
     def test_another_identitys_channel_cannot_reach_someone_elses_session(self):
