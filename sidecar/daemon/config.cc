@@ -402,30 +402,16 @@ absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks
       return at(Invalid(absl::StrCat("the address \"", entry.name(), "\" is listed twice")),
                 where + ".name");
     }
-    if (auto target = core::ParseHostPort(entry.target()); !target.ok()) {
-      return at(
-          Invalid(absl::StrCat("target: ", target.status().message()), reason::kInvalidTarget),
-          where + ".target");
-    }
+    RETURN_IF_ERROR(at(portal::ParseOutletTarget(entry.target()).status(), where + ".target"));
     RETURN_IF_ERROR(at(ValidateTrustPolicy(entry.trust_policy(), 0), where + ".trust_policy"));
   }
   std::set<std::string> inlet_addresses;
   for (int i = 0; i < config.inlets_size(); ++i) {
     const auto& entry = config.inlets(i);
     std::string where = absl::StrCat("inlets[", i, "]");
-    auto listen = core::ParseHostPort(entry.listen_address(), /*allow_port_zero=*/true);
-    if (!listen.ok()) {
-      return at(Invalid(absl::StrCat("listen_address: ", listen.status().message()),
-                        reason::kInvalidAddress),
-                where + ".listen_address");
-    }
-    if (!entry.allow_public() && !core::IsLoopbackHost(listen->host)) {
-      return at(Invalid(absl::StrCat(entry.listen_address(),
-                                     " is not loopback (set allow_public to listen there)"),
-                        reason::kPublicBindRefused),
-                where + ".listen_address");
-    }
-    if (listen->port != 0 && !inlet_addresses.insert(entry.listen_address()).second) {
+    auto listen = portal::ParseInletAddress(entry.listen_address(), entry.allow_public());
+    RETURN_IF_ERROR(at(listen.status(), where + ".listen_address"));
+    if (listen->port() != 0 && !inlet_addresses.insert(entry.listen_address()).second) {
       return at(Invalid(absl::StrCat("inlet \"", entry.listen_address(), "\" is listed twice")),
                 where + ".listen_address");
     }

@@ -1,6 +1,7 @@
 #include "sidecar/portal/portal_manager.h"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,46 @@
 #include "spdlog/spdlog.h"
 
 namespace veil::portal {
+
+absl::StatusOr<core::HostPort> ParseOutletTarget(absl::string_view target) {
+  auto hp = core::ParseHostPort(target);
+  if (!hp.ok()) {
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("target: ", QuoteInput(target), " is not host:port: ", hp.status().message()),
+        reason::kInvalidTarget);
+  }
+  return hp;
+}
+
+absl::StatusOr<asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view listen,
+                                                          bool allow_public) {
+  auto hp = core::ParseHostPort(listen, /*allow_port_zero=*/true);
+  if (!hp.ok()) {
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                           absl::StrCat("listen_address: ", QuoteInput(listen),
+                                        " is not host:port: ", hp.status().message()),
+                           reason::kInvalidAddress);
+  }
+  if (!allow_public && !core::IsLoopbackHost(hp->host)) {
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat(listen,
+                     " is not loopback: anyone who reaches it reaches the outlet as this "
+                     "sidecar's identity (allow it explicitly: --public / allow_public)"),
+        reason::kPublicBindRefused);
+  }
+  asio::error_code ec;
+  asio::ip::address ip = hp->host == "localhost" ? asio::ip::make_address("127.0.0.1")
+                                                 : asio::ip::make_address(hp->host, ec);
+  if (ec) {
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                           absl::StrCat("the inlet's host ", QuoteInput(hp->host),
+                                        " is not an IP address or localhost"),
+                           reason::kInvalidAddress);
+  }
+  return asio::ip::tcp::endpoint(ip, hp->port);
+}
 
 CounterValues Snapshot(const PortalCounters& c) {
   CounterValues v;
@@ -37,12 +78,9 @@ absl::Status NotFound(absl::string_view what) {
 void RefuseOpen(core::Router& router, const core::Message& open, absl::string_view reason_code,
                 absl::string_view message) {
   if (open.return_route.empty()) return;
-  wire::v1::PortalFrame frame;
-  frame.mutable_reset()->set_reason(std::string(reason_code));
-  frame.mutable_reset()->set_message(std::string(message));
   core::Message m;
   m.onward = open.return_route;
-  m.payload = frame.SerializeAsString();
+  m.payload = ResetFramePayload(reason_code, message);
   router.Send(std::move(m));
 }
 
@@ -52,6 +90,52 @@ LogLimiter& RefusedLog() {
 }
 
 }  // namespace
+
+// The sessions of one inlet or outlet, to reset them all when it goes. Any thread.
+class SessionSet {
+ public:
+  void Add(const std::shared_ptr<PortalSession>& session) {
+    veil::MutexLock lock(&mu_);
+    sessions_.emplace(session.get(), session);
+  }
+  void Remove(const PortalSession* session) {
+    veil::MutexLock lock(&mu_);
+    sessions_.erase(session);
+  }
+  void ResetAll(absl::string_view why) {
+    std::vector<std::shared_ptr<PortalSession>> sessions;
+    {
+      veil::MutexLock lock(&mu_);
+      for (auto& [raw, weak] : sessions_) {
+        if (auto s = weak.lock()) sessions.push_back(std::move(s));
+      }
+    }
+    for (auto& s : sessions) {
+      s->Reset(ErrorWithReason(absl::StatusCode::kUnavailable, why, reason::kPortalReset));
+    }
+  }
+
+ private:
+  veil::Mutex mu_;
+  absl::flat_hash_map<const PortalSession*, std::weak_ptr<PortalSession>> sessions_
+      ABSL_GUARDED_BY(mu_);
+};
+
+bool PortalManager::StartSession(const std::shared_ptr<PortalSession>& session,
+                                 absl::string_view prefix, std::shared_ptr<SessionSet> owner) {
+  session->OnEnded([this, owner, raw = session.get()](bool) {
+    Untrack(raw);
+    owner->Remove(raw);
+  });
+  owner->Add(session);
+  Track(session);
+  if (router_.StartWorkerWithPrefix(prefix, session).empty()) {  // shutting down
+    Untrack(session.get());
+    owner->Remove(session.get());
+    return false;
+  }
+  return true;
+}
 
 // The outlet's worker: takes Opens out of secure channels.
 class Outlet final : public core::Worker, public std::enable_shared_from_this<Outlet> {
@@ -103,22 +187,7 @@ class Outlet final : public core::Worker, public std::enable_shared_from_this<Ou
     auto session = std::make_shared<PortalSession>(
         manager_.router().NewStrand(), PortalSession::Role::kOutlet, name_,
         asio::ip::tcp::socket(manager_.io()), msg.sender.via, options, counters_);
-    session->OnEnded([self = shared_from_this(), raw = session.get()](bool) {
-      self->manager_.Untrack(raw);
-      veil::MutexLock lock(&self->mu_);
-      self->sessions_.erase(raw);
-    });
-    {
-      veil::MutexLock lock(&mu_);
-      sessions_.emplace(session.get(), session);
-    }
-    manager_.Track(session);
-    if (manager_.router().StartWorkerWithPrefix("_po_", session).empty()) {  // shutting down
-      manager_.Untrack(session.get());
-      veil::MutexLock lock(&mu_);
-      sessions_.erase(session.get());
-      return;
-    }
+    if (!manager_.StartSession(session, "_po_", sessions_)) return;
     asio::post(session->strand(), [session, peer = msg.return_route, window, host = target_.host,
                                    port = target_.port]() mutable {
       session->StartOutlet(std::move(peer), window, std::move(host), port);
@@ -127,20 +196,7 @@ class Outlet final : public core::Worker, public std::enable_shared_from_this<Ou
 
   void OnStop() override {
     stopped_ = true;
-    ResetAll("the outlet was deleted");
-  }
-
-  void ResetAll(absl::string_view why) {
-    std::vector<std::shared_ptr<PortalSession>> sessions;
-    {
-      veil::MutexLock lock(&mu_);
-      for (auto& [raw, weak] : sessions_) {
-        if (auto s = weak.lock()) sessions.push_back(std::move(s));
-      }
-    }
-    for (auto& s : sessions) {
-      s->Reset(ErrorWithReason(absl::StatusCode::kUnavailable, why, reason::kPortalReset));
-    }
+    sessions_->ResetAll("the outlet was deleted");
   }
 
   OutletInfo Info() const {
@@ -179,9 +235,7 @@ class Outlet final : public core::Worker, public std::enable_shared_from_this<Ou
   const uint32_t idle_timeout_ms_;
   std::shared_ptr<PortalCounters> counters_;
   bool stopped_ = false;  // on the strand
-  mutable veil::Mutex mu_;
-  absl::flat_hash_map<const PortalSession*, std::weak_ptr<PortalSession>> sessions_
-      ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<SessionSet> sessions_ = std::make_shared<SessionSet>();
 };
 
 // An inlet: a TCP acceptor and the channel its sessions share.
@@ -220,24 +274,16 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
       // The channel was the inlet's own: it goes with it (the far end is told).
       if (!channel.empty()) (void)self->manager_.channels().DeleteChannel(channel);
     });
-    std::vector<std::shared_ptr<PortalSession>> sessions;
-    {
-      veil::MutexLock lock(&mu_);
-      for (auto& [raw, weak] : sessions_) {
-        if (auto s = weak.lock()) sessions.push_back(std::move(s));
-      }
-    }
-    for (auto& s : sessions) {
-      s->Reset(ErrorWithReason(absl::StatusCode::kUnavailable, "the inlet was deleted",
-                               reason::kPortalReset));
-    }
+    sessions_->ResetAll("the inlet was deleted");
   }
 
-  // The channel with encryptor id `via` closed: the next connection opens a new one.
+  // The channel with encryptor id `via` closed: the next connection opens a new one. (Called
+  // for every carrier that closes on this node: most are not this inlet's channel.)
   void OnChannelClosed(uint64_t via) {
+    if (channel_via_.load(std::memory_order_relaxed) != via) return;
     asio::post(strand_, [self = shared_from_this(), via] {
-      if (self->channel_via_ == via) {
-        self->channel_via_ = 0;
+      if (self->channel_via_.load(std::memory_order_relaxed) == via) {
+        self->channel_via_.store(0, std::memory_order_relaxed);
         veil::MutexLock lock(&self->mu_);
         self->channel_address_.clear();
       }
@@ -284,7 +330,7 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
       ResetSocket(socket);
       return;
     }
-    if (channel_via_ != 0) {
+    if (channel_via_.load(std::memory_order_relaxed) != 0) {
       StartSession(std::move(socket));
       return;
     }
@@ -322,7 +368,7 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
       pending_.clear();
       return;
     }
-    channel_via_ = info->encryptor_id;
+    channel_via_.store(info->encryptor_id, std::memory_order_relaxed);
     {
       veil::MutexLock lock(&mu_);
       channel_address_ = info->address;
@@ -343,23 +389,8 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
     options.idle_timeout = std::chrono::milliseconds(idle_timeout_ms_);
     auto session = std::make_shared<PortalSession>(
         manager_.router().NewStrand(), PortalSession::Role::kInlet, listen_, std::move(socket),
-        channel_via_, options, counters_);
-    session->OnEnded([self = shared_from_this(), raw = session.get()](bool) {
-      self->manager_.Untrack(raw);
-      veil::MutexLock lock(&self->mu_);
-      self->sessions_.erase(raw);
-    });
-    {
-      veil::MutexLock lock(&mu_);
-      sessions_.emplace(session.get(), session);
-    }
-    manager_.Track(session);
-    if (manager_.router().StartWorkerWithPrefix("_pi_", session).empty()) {  // shutting down
-      manager_.Untrack(session.get());
-      veil::MutexLock lock(&mu_);
-      sessions_.erase(session.get());
-      return;
-    }
+        channel_via_.load(std::memory_order_relaxed), options, counters_);
+    if (!manager_.StartSession(session, "_pi_", sessions_)) return;
     core::Route outlet_route;
     {
       veil::MutexLock lock(&mu_);
@@ -387,15 +418,15 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
   const std::shared_ptr<const channel::TrustPolicy> policy_;
   const uint32_t idle_timeout_ms_;
   std::shared_ptr<PortalCounters> counters_;
+  std::shared_ptr<SessionSet> sessions_ = std::make_shared<SessionSet>();
+  // Written on the strand; read anywhere (OnChannelClosed skips what is not its channel).
+  std::atomic<uint64_t> channel_via_{0};
   // On the strand:
   bool stopped_ = false;
   bool opening_ = false;
-  uint64_t channel_via_ = 0;
   std::deque<asio::ip::tcp::socket> pending_;
   mutable veil::Mutex mu_;
   std::string channel_address_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<const PortalSession*, std::weak_ptr<PortalSession>> sessions_
-      ABSL_GUARDED_BY(mu_);
 };
 
 PortalManager::PortalManager(core::Router& router, channel::SecureChannelManager& channels,
@@ -411,13 +442,8 @@ absl::StatusOr<OutletInfo> PortalManager::CreateOutlet(
     const std::string& name, const std::string& target,
     std::shared_ptr<const channel::TrustPolicy> policy, uint32_t idle_timeout_ms, bool exist_ok) {
   RETURN_IF_ERROR(core::ValidateAppAddress(name));
-  auto hp = core::ParseHostPort(target);
-  if (!hp.ok()) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("the outlet's target ", QuoteInput(target),
-                                        " is not host:port: ", hp.status().message()),
-                           reason::kInvalidTarget);
-  }
+  auto hp = ParseOutletTarget(target);
+  if (!hp.ok()) return hp.status();
   veil::MutexLock lock(&mu_);
   if (shut_down_) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition, "the node is shutting down",
@@ -470,44 +496,24 @@ absl::StatusOr<InletInfo> PortalManager::CreateInlet(
     const std::string& listen, const core::Route& route, const std::string& outlet,
     const std::string& identity, std::shared_ptr<const channel::TrustPolicy> policy,
     bool allow_public, uint32_t idle_timeout_ms, bool exist_ok) {
-  auto hp = core::ParseHostPort(listen, /*allow_port_zero=*/true);
-  if (!hp.ok()) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("the inlet's address ", QuoteInput(listen),
-                                        " is not host:port: ", hp.status().message()),
-                           reason::kInvalidAddress);
-  }
-  if (!allow_public && !core::IsLoopbackHost(hp->host)) {
-    return ErrorWithReason(
-        absl::StatusCode::kInvalidArgument,
-        absl::StrCat("refusing to listen on ", listen,
-                     ", which is not loopback: anyone who reaches it reaches the outlet as this "
-                     "sidecar's identity (allow it explicitly: --public / allow_public)"),
-        reason::kPublicBindRefused);
-  }
+  auto parsed = ParseInletAddress(listen, allow_public);
+  if (!parsed.ok()) return parsed.status();
+  const asio::ip::tcp::endpoint endpoint = *parsed;
   if (route.empty()) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument, "the inlet needs a route",
                            reason::kInvalidRoute);
   }
   RETURN_IF_ERROR(core::ValidateAppAddress(outlet));
   asio::error_code ec;
-  asio::ip::address ip = hp->host == "localhost" ? asio::ip::make_address("127.0.0.1")
-                                                 : asio::ip::make_address(hp->host, ec);
-  if (ec) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("the inlet's host ", QuoteInput(hp->host),
-                                        " is not an IP address or localhost"),
-                           reason::kInvalidAddress);
-  }
-  const asio::ip::tcp::endpoint endpoint(ip, hp->port);
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) {
       return ErrorWithReason(absl::StatusCode::kFailedPrecondition, "the node is shutting down",
                              reason::kNodeShuttingDown);
     }
-    if (hp->port != 0) {
-      if (auto it = inlets_.find(core::FormatHostPort(ip.to_string(), hp->port));
+    if (endpoint.port() != 0) {
+      if (auto it =
+              inlets_.find(core::FormatHostPort(endpoint.address().to_string(), endpoint.port()));
           it != inlets_.end()) {
         if (exist_ok && it->second->Same(route, outlet)) return it->second->Info();
         return ErrorWithReason(absl::StatusCode::kAlreadyExists,

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "asio/io_context.hpp"
+#include "asio/ip/tcp.hpp"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
@@ -60,6 +61,7 @@ struct InletInfo {
 
 class Outlet;
 class Inlet;
+class SessionSet;
 
 class PortalManager {
  public:
@@ -103,6 +105,10 @@ class PortalManager {
   // resets its sessions at once.
   void Track(const std::shared_ptr<PortalSession>& session);
   void Untrack(const PortalSession* session);
+  // Starts `session` at a fresh address "<prefix>…", tracked by its channel and in `owner`
+  // (its inlet's or outlet's) until it ends. False when the node is shutting down.
+  bool StartSession(const std::shared_ptr<PortalSession>& session, absl::string_view prefix,
+                    std::shared_ptr<SessionSet> owner);
   core::Router& router() { return router_; }
   channel::SecureChannelManager& channels() { return channels_; }
   asio::io_context& io() { return io_; }
@@ -126,6 +132,14 @@ class PortalManager {
 };
 
 CounterValues Snapshot(const PortalCounters& counters);
+
+// The rules for an outlet's target and an inlet's address, for the API and the config alike.
+// A target is "host:port" with a port: INVALID_ARGUMENT (INVALID_TARGET) otherwise.
+absl::StatusOr<core::HostPort> ParseOutletTarget(absl::string_view target);
+// An inlet listens on "ip:port" or "localhost:port" (port 0: any), loopback unless
+// `allow_public`: INVALID_ARGUMENT (INVALID_ADDRESS, PUBLIC_BIND_REFUSED) otherwise.
+absl::StatusOr<asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view listen,
+                                                          bool allow_public);
 
 }  // namespace veil::portal
 

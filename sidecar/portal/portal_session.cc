@@ -272,15 +272,19 @@ void PortalSession::SendFrame(const wire::v1::PortalFrame& frame) {
   router().Send(std::move(m));
 }
 
+std::string ResetFramePayload(absl::string_view reason, absl::string_view message) {
+  wire::v1::PortalFrame frame;
+  frame.mutable_reset()->set_reason(std::string(reason));
+  frame.mutable_reset()->set_message(std::string(message));
+  return frame.SerializeAsString();
+}
+
 void PortalSession::SendReset(const absl::Status& why) {
   if (peer_.empty()) return;
-  wire::v1::PortalFrame frame;
-  frame.mutable_reset()->set_reason(ReasonOf(why));
-  frame.mutable_reset()->set_message(std::string(why.message()));
   core::Message m;
   m.onward = peer_;
   m.return_route.Append(core::Address::Local(address()));
-  m.payload = frame.SerializeAsString();
+  m.payload = ResetFramePayload(ReasonOf(why), why.message());
   router().Send(std::move(m));  // no receipt: the session is over either way
 }
 

@@ -37,6 +37,9 @@ inline constexpr uint32_t kPortalProtocolVersion = 1;
 // The largest read from a session's socket (SessionOptions::read_chunk is capped to it).
 inline constexpr size_t kMaxReadChunk = 256 * 1024;
 
+// The payload of a Reset frame (reason: an error reason; message: for people).
+std::string ResetFramePayload(absl::string_view reason, absl::string_view message);
+
 // Counters of one inlet's or outlet's sessions; shared by its sessions. Any thread.
 struct PortalCounters {
   std::atomic<uint64_t> active{0}, total{0}, reset{0}, refused{0}, bytes_in{0}, bytes_out{0};
