@@ -10,22 +10,31 @@
 namespace veil::api {
 namespace {
 
+// The method's descriptor, for "/veil.v1.NodeService/GetNode"; null when it is not ours.
+const google::protobuf::MethodDescriptor* MethodNamed(absl::string_view path) {
+  if (path.empty() || path.front() != '/') return nullptr;
+  return google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+      absl::StrReplaceAll(path.substr(1), {{"/", "."}}));
+}
+
 class UnparsableRequestInterceptor final : public grpc::experimental::Interceptor {
  public:
-  explicit UnparsableRequestInterceptor(const google::protobuf::MethodDescriptor* method)
-      : method_(method) {}
+  // `method` is the call's ServerRpcInfo::method(), which outlives the call's interceptors.
+  explicit UnparsableRequestInterceptor(const char* method) : method_(method) {}
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       grpc::Status status = methods->GetSendStatus();
       // What gRPC's callback handler sends when the request did not deserialize; our
-      // handlers always say what went wrong.
+      // handlers always say what went wrong. (The descriptor is looked up only then: not on
+      // every call.)
+      const google::protobuf::MethodDescriptor* method = nullptr;
       if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
-          status.error_message().empty()) {
+          status.error_message().empty() && (method = MethodNamed(method_)) != nullptr) {
         methods->ModifySendStatus(GrpcError(
             absl::StatusCode::kInvalidArgument,
-            absl::StrCat("the request does not parse as ", method_->input_type()->full_name(),
-                         " (the message ", method_->full_name(),
+            absl::StrCat("the request does not parse as ", method->input_type()->full_name(),
+                         " (the message ", method->full_name(),
                          " takes): a client built from another .proto, or corrupted bytes"),
             reason::kInvalidRequest));
       }
@@ -34,7 +43,7 @@ class UnparsableRequestInterceptor final : public grpc::experimental::Intercepto
   }
 
  private:
-  const google::protobuf::MethodDescriptor* method_;
+  const char* method_;
 };
 
 class UnparsableRequestFactory final
@@ -43,12 +52,7 @@ class UnparsableRequestFactory final
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     if (info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY) return nullptr;
-    // "/veil.v1.NodeService/GetNode" -> veil.v1.NodeService.GetNode
-    absl::string_view name = info->method();
-    if (name.empty() || name.front() != '/') return nullptr;
-    const auto* method = google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
-        absl::StrReplaceAll(name.substr(1), {{"/", "."}}));
-    return method == nullptr ? nullptr : new UnparsableRequestInterceptor(method);
+    return new UnparsableRequestInterceptor(info->method());
   }
 };
 
