@@ -25,6 +25,8 @@
 #include "tests/support/raw_peer.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/veild_process.h"
+#include "veil/v1/portal.grpc.pb.h"
+#include "veil/wire/v1/portal.pb.h"
 #include "veil/wire/v1/relay.pb.h"
 
 namespace veil::testing {
@@ -302,6 +304,59 @@ TEST_F(AccessControlTest, StrangerCannotDeliverPlaintextToApps) {
   ExpectChannelsWork();
 }
 
+// 4b. A stranger reaches neither a portal outlet (only out of a secure channel) nor a portal
+// session (only out of its own channel): not through the relay, not at Bob's port.
+TEST_F(AccessControlTest, StrangerCannotReachPortals) {
+  Bystander target;
+  {
+    grpc::ClientContext c;
+    v1::CreateOutletRequest outlet;
+    outlet.set_name("db");
+    outlet.set_target(target.address());
+    outlet.mutable_trust_policy()->set_trust_everyone(true);
+    v1::Outlet created;
+    ASSERT_TRUE(v1::PortalService::NewStub(bob_api_)->CreateOutlet(&c, outlet, &created).ok());
+  }
+  // Alice's app opens a session itself, through her direct channel: the outlet's session
+  // answers Opened from its address.
+  wire::v1::PortalFrame open;
+  open.mutable_open()->set_window(65536);
+  open.mutable_open()->set_version(1);
+  v1::RequestResponse reply;
+  grpc::Status s =
+      Request(alice_api_, direct_.route() + "/service/db", open.SerializeAsString(), &reply);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  wire::v1::PortalFrame opened;
+  ASSERT_TRUE(opened.ParseFromString(reply.reply().payload()));
+  ASSERT_TRUE(opened.has_opened()) << opened.DebugString();
+  const std::string session = LastHop(reply.reply().return_route());
+  ASSERT_TRUE(absl::StartsWith(session, "_po_")) << session;
+
+  wire::v1::PortalFrame data;
+  data.mutable_data()->set_offset(0);
+  data.mutable_data()->set_bytes("injected");
+  RawPeer eve, direct;
+  ASSERT_TRUE(eve.Connect(hub_tcp_));
+  ASSERT_TRUE(direct.Connect(bob_tcp_));
+  for (auto [peer, prefix] : {std::pair{&eve, std::string("/service/forward_to_bob")},
+                              std::pair{&direct, std::string()}}) {
+    ASSERT_TRUE(peer->Send(prefix + "/service/db", "/service/eve", open.SerializeAsString()));
+    ExpectRefused(*peer, "SECURE_CHANNEL_REQUIRED", "an Open from the network: " + prefix);
+    ASSERT_TRUE(
+        peer->Send(prefix + "/service/" + session, "/service/eve", data.SerializeAsString()));
+    ExpectRefused(*peer, "ACCESS_DENIED", "Data into Alice's session from the network: " + prefix);
+  }
+  // Only Alice's one session ever started, and it is still open.
+  grpc::ClientContext c;
+  v1::ListOutletsResponse outlets;
+  ASSERT_TRUE(v1::PortalService::NewStub(bob_api_)->ListOutlets(&c, {}, &outlets).ok());
+  ASSERT_EQ(outlets.outlets_size(), 1);
+  EXPECT_EQ(outlets.outlets(0).counters().sessions_total(), 1u);
+  EXPECT_EQ(outlets.outlets(0).counters().sessions_active(), 1u);
+  EXPECT_EQ(outlets.outlets(0).counters().sessions_reset(), 0u);
+  ExpectChannelsWork();
+}
+
 // 5. Forged refusal notices end nothing: not from off the path, not without the channel's tag.
 TEST_F(AccessControlTest, StrangerCannotEndChannels) {
   RawPeer eve, direct;
@@ -338,7 +393,11 @@ TEST_F(AccessControlTest, StrangerCannotEndChannels) {
                        std::string("\x04"
                                    "go away",
                                    8)));
-  for (int i = 0; i < 100 && Scrape(bob_, "veil_secure_channel_forged_notices_total") < 4; ++i) {
+  // (The notices sent directly to Bob come on another connection: they are counted in their
+  // own time, so wait for both.)
+  for (int i = 0; i < 100 && (Scrape(bob_, "veil_secure_channel_forged_notices_total") < 4 ||
+                              Denied(bob_) < 2);
+       ++i) {
     std::this_thread::sleep_for(milliseconds(20));
   }
   EXPECT_EQ(Scrape(bob_, "veil_secure_channel_forged_notices_total"), 4);

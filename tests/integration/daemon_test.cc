@@ -6,6 +6,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -201,6 +202,11 @@ TEST(DaemonTest, JsonLogLinesCarryStructuredFields) {
                                    TrustEveryone(), &nowhere, 2000)
                    .ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the close's log lines
+  // Alice goes: her connection to Bob closes, and Bob's log says so.
+  alice.Kill();
+  for (int i = 0; i < 100 && bob.log().find("tcp connection") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 
   auto lines = [](const std::string& log) {
     std::vector<google::protobuf::Struct> out;
@@ -245,15 +251,19 @@ TEST(DaemonTest, JsonLogLinesCarryStructuredFields) {
       EXPECT_EQ(field(line, "listener"), "listener") << msg;
       EXPECT_EQ(field(line, "identifier"), DefaultIdentifier(bob_api)) << msg;
     }
-    if (msg.find("tcp connection") != std::string::npos) {
-      connection = !field(line, "connection").empty() && !field(line, "peer").empty();
+    if (msg.find("tcp connection") != std::string::npos &&
+        msg.find("closed") != std::string::npos) {
+      connection = true;
+      EXPECT_TRUE(absl::StartsWith(field(line, "connection"), "_tcp_")) << msg;
+      EXPECT_TRUE(absl::StartsWith(field(line, "peer"), "127.0.0.1:")) << msg;
+      EXPECT_FALSE(field(line, "reason").empty()) << msg;
     }
   }
   EXPECT_TRUE(established) << alice.log();
   EXPECT_TRUE(closed) << alice.log();
   EXPECT_TRUE(failed) << alice.log();
   EXPECT_TRUE(listener) << bob.log();
-  EXPECT_TRUE(connection || bob.log().find("tcp connection") == std::string::npos) << bob.log();
+  EXPECT_TRUE(connection) << bob.log();
 }
 
 TEST(DaemonTest, ApiSocketModeForPodsSharingAGroup) {

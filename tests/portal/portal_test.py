@@ -88,16 +88,26 @@ class Veild:
         self.log.close()
 
 
-class Cluster:
-    """A hub, Bob (behind it, with a listener and a relay named bob) and Alice."""
+def veil(node, *args):
+    """The veil CLI on `node`, with --json: its parsed output. Fails the test on an error."""
+    out = subprocess.run([os.path.join(BUILD, "sidecar", "cli", "veil"), "--api", node.api, "--json", *args],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise AssertionError(f"veil {' '.join(args)}: exit {out.returncode}: {out.stderr}")
+    return json.loads(out.stdout) if out.stdout.strip() else {}
 
-    def __init__(self, test, bob_hub_port=None):
+
+class Cluster:
+    """A hub, Bob (behind it, with a listener and a relay named bob) and Alice. `hub_port`: the
+    hub's port (default a free one); `bob_hub_port`: where Bob reaches it (a proxy, say)."""
+
+    def __init__(self, test, hub_port=None, bob_hub_port=None, *bob_args):
         self.dir = tempfile.mkdtemp(prefix="veil-portal-")
         test.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
-        self.hub_port = free_port()
+        self.hub_port = hub_port or free_port()
         self.hub = Veild(self.dir, "hub", "--hub", port=self.hub_port)
         test.addCleanup(self.hub.stop)
-        self.bob = Veild(self.dir, "bob")
+        self.bob = Veild(self.dir, "bob", *bob_args)
         test.addCleanup(self.bob.stop)
         self.alice = Veild(self.dir, "alice", "--metrics-listen", "127.0.0.1:0")
         test.addCleanup(self.alice.stop)
@@ -105,12 +115,7 @@ class Cluster:
         self.veil(self.bob, "relay", "create", f"/tcp/127.0.0.1:{bob_hub_port or self.hub_port}", "--name", "bob")
         self.route = f"/tcp/127.0.0.1:{self.hub_port}/service/forward_to_bob/service/listener"
 
-    def veil(self, node, *args, check=True):
-        out = subprocess.run([os.path.join(BUILD, "sidecar", "cli", "veil"), "--api", node.api, "--json", *args],
-                             capture_output=True, text=True, timeout=60)
-        if check and out.returncode != 0:
-            raise AssertionError(f"veil {' '.join(args)}: exit {out.returncode}: {out.stderr}")
-        return json.loads(out.stdout) if out.stdout.strip() else {}
+    veil = staticmethod(veil)
 
     def outlet(self, name, target, *trust):
         return self.veil(self.bob, "outlet", "create", name, "--to", target, *(trust or ["--trust-everyone"]))
@@ -390,6 +395,31 @@ class PortalTest(unittest.TestCase):
         wait_for(lambda: c.counters(c.bob, "outlet")["echo"]["sessions_active"] == 0, what="the sessions to end")
         self.assertEqual(c.counters(c.bob, "outlet")["echo"]["sessions_total"], 1000)
 
+    def test_sessions_beyond_the_limit_are_reset_and_counted(self):
+        c = Cluster(self, None, None, "--portal-max-sessions", "2")  # on Bob's sidecar
+        c.outlet("echo", serve(self, EchoHandler))
+        inlet = c.inlet("echo")
+        held = []
+        for i in range(2):
+            s = socket.create_connection(inlet)
+            s.settimeout(20)
+            s.sendall(b"ping")
+            self.assertEqual(s.recv(4), b"ping")  # open, and held open
+            held.append(s)
+        try:
+            with socket.create_connection(inlet) as third:
+                third.settimeout(20)
+                third.sendall(b"one too many")
+                with self.assertRaises(ConnectionResetError):
+                    recv_all(third)
+            outlet = c.counters(c.bob, "outlet")["echo"]
+            self.assertEqual(outlet["sessions_refused"], 1)
+            self.assertEqual(outlet["sessions_active"], 2)
+            self.assertIn("the outlet has 2 sessions, its limit", c.bob.text())
+        finally:
+            for s in held:
+                s.close()
+
     def test_the_hub_lost_mid_transfer_resets_sessions_and_new_ones_work_after(self):
         c = Cluster(self)
         FloodHandler.size = 256 << 20
@@ -464,18 +494,7 @@ class PortalTest(unittest.TestCase):
             return listener.getsockname()[1]
 
         bob_proxy, alice_proxy = proxy(), proxy()
-        c = Cluster.__new__(Cluster)
-        c.dir = tempfile.mkdtemp(prefix="veil-portal-")
-        self.addCleanup(shutil.rmtree, c.dir, ignore_errors=True)
-        c.hub_port = hub_port
-        c.hub = Veild(c.dir, "hub", "--hub", port=hub_port)
-        self.addCleanup(c.hub.stop)
-        c.bob = Veild(c.dir, "bob")
-        self.addCleanup(c.bob.stop)
-        c.alice = Veild(c.dir, "alice")
-        self.addCleanup(c.alice.stop)
-        c.veil(c.bob, "listener", "create", "listener", "--trust-everyone")
-        c.veil(c.bob, "relay", "create", f"/tcp/127.0.0.1:{bob_proxy}", "--name", "bob")
+        c = Cluster(self, hub_port=hub_port, bob_hub_port=bob_proxy)
         c.outlet("collect", serve(self, CollectHandler))
         inlet = c.inlet("collect", route=f"/tcp/127.0.0.1:{alice_proxy}/service/forward_to_bob/service/listener")
         marker = b"PLAINTEXT-MARKER-" + os.urandom(8).hex().encode()
@@ -561,10 +580,9 @@ outlets:
         self.addCleanup(bob.stop)
         alice = Veild(base, "alice", "--config", os.path.join(base, "alice.yaml"))
         self.addCleanup(alice.stop)
-        c = Cluster.__new__(Cluster)
-        inlet = c.veil(alice, "inlet", "list")["inlets"][0]
+        inlet = veil(alice, "inlet", "list")["inlets"][0]
         self.assertEqual(inlet["route"], route)
-        self.assertEqual(c.veil(bob, "outlet", "list")["outlets"][0]["idle_timeout_ms"], 60000)
+        self.assertEqual(veil(bob, "outlet", "list")["outlets"][0]["idle_timeout_ms"], 60000)
         host, port = inlet["listen_address"].rsplit(":", 1)
 
         def echoed():
@@ -601,7 +619,15 @@ outlets:
         with self.assertRaises(OSError):
             socket.create_connection(taken, timeout=2).close()
         # An inlet that had a channel closes it when deleted.
-        c.outlet("echo", serve(self, EchoHandler))
+        echo = serve(self, EchoHandler)
+        c.outlet("echo", echo)
+        # (An outlet made again: the same one is fine with --exist-ok, another target is not.)
+        self.assertEqual(c.veil(c.bob, "outlet", "create", "echo", "--to", echo, "--trust-everyone",
+                                "--exist-ok")["target"], echo)
+        other = subprocess.run([os.path.join(BUILD, "sidecar", "cli", "veil"), "--api", c.bob.api, "outlet",
+                                "create", "echo", "--to", "127.0.0.1:1", "--trust-everyone", "--exist-ok"],
+                               capture_output=True, text=True)
+        self.assertEqual(other.returncode, 4, other.stderr)
         used = c.inlet("echo")
         with socket.create_connection(used) as s:
             s.sendall(b"x")
