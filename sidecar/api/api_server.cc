@@ -14,9 +14,9 @@
 #include "absl/strings/strip.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "sidecar/api/grpc_status.h"
-#include "sidecar/api/unix_socket.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/unix_socket.h"
 #include "sidecar/core/address.h"
 #include "spdlog/spdlog.h"
 
@@ -58,7 +58,7 @@ absl::StatusOr<ApiEndpoint> ParseApiEndpoint(absl::string_view text, bool allow_
 
 absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
     const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
-    transport::TcpTransport& tcp, identity::IdentityStore& identities,
+    transport::NodeTransport& tcp, identity::IdentityStore& identities,
     channel::SecureChannelManager& channels, relay::RelayClients& relays,
     const relay::RelayHub* hub, portal::PortalManager& portals, asio::io_context& io) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));

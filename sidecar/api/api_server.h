@@ -22,7 +22,7 @@
 #include "sidecar/api/secure_channel_service.h"
 #include "sidecar/api/serve_socket.h"
 #include "sidecar/core/router.h"
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
 
 namespace veil::api {
 
@@ -45,7 +45,7 @@ class ApiServer {
   // live process serves it or the path is not a socket, and leaves the socket mode 0600.
   static absl::StatusOr<std::unique_ptr<ApiServer>> Start(
       const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
-      transport::TcpTransport& tcp, identity::IdentityStore& identities,
+      transport::NodeTransport& tcp, identity::IdentityStore& identities,
       channel::SecureChannelManager& channels, relay::RelayClients& relays,
       const relay::RelayHub* hub, portal::PortalManager& portals, asio::io_context& io);
   ~ApiServer();

@@ -19,9 +19,22 @@ grpc::ServerUnaryReactor* NodeService::GetNode(grpc::CallbackServerContext* cont
   for (const std::string& address : tcp_.ListenAddresses()) {
     response->add_tcp_listeners()->set_address(address);
   }
+  for (const auto& info : tcp_.Listeners()) {
+    v1::NodeListener* l = response->add_listeners();
+    l->set_transport(info.transport);
+    l->set_address(info.address);
+    l->set_route(info.hop);
+  }
   for (const auto& info : tcp_.Connections()) {
-    v1::TcpConnection* c = response->add_tcp_connections();
+    if (info.transport == "tcp") {
+      v1::TcpConnection* c = response->add_tcp_connections();
+      c->set_worker(info.worker);
+      c->set_peer(info.peer);
+      c->set_outgoing(info.outgoing);
+    }
+    v1::NodeConnection* c = response->add_connections();
     c->set_worker(info.worker);
+    c->set_transport(info.transport);
     c->set_peer(info.peer);
     c->set_outgoing(info.outgoing);
   }

@@ -5,7 +5,7 @@
 #define VEIL_SIDECAR_API_NODE_SERVICE_H_
 
 #include "sidecar/api/api_settings.h"
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
 #include "veil/v1/node.grpc.pb.h"
 
 namespace veil::api {
@@ -13,7 +13,7 @@ namespace veil::api {
 class NodeService final : public v1::NodeService::CallbackService {
  public:
   // `settings` and `tcp` must outlive the service.
-  NodeService(const ApiSettings& settings, transport::TcpTransport& tcp)
+  NodeService(const ApiSettings& settings, transport::NodeTransport& tcp)
       : settings_(settings), tcp_(tcp) {}
 
   grpc::ServerUnaryReactor* GetNode(grpc::CallbackServerContext* context,
@@ -21,7 +21,7 @@ class NodeService final : public v1::NodeService::CallbackService {
 
  private:
   const ApiSettings& settings_;
-  transport::TcpTransport& tcp_;
+  transport::NodeTransport& tcp_;
 };
 
 }  // namespace veil::api

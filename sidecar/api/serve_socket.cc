@@ -16,8 +16,8 @@
 #include "asio/steady_timer.hpp"
 #include "sidecar/api/grpc_status.h"
 #include "sidecar/api/serve_stream.h"
-#include "sidecar/api/unix_socket.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/common/unix_socket.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::api {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -396,8 +397,21 @@ void AddStatus(Commands& commands) {
           ->ListHostedRelays(c.Context().get(), {}, &hosted);
     }
     return c.Show(node, [&] {
-      std::string tcp;
-      for (const auto& l : node.tcp_listeners()) tcp += (tcp.empty() ? "" : ", ") + l.address();
+      // Every transport's listeners, as the route hops other nodes use.
+      std::string transports;
+      for (const auto& l : node.listeners()) {
+        transports += (transports.empty() ? "" : ", ") + l.route();
+      }
+      std::map<std::string, int> by_transport;
+      for (const auto& c : node.connections()) ++by_transport[c.transport()];
+      std::string connections = std::to_string(node.connections_size());
+      if (!by_transport.empty()) {
+        std::string parts;
+        for (const auto& [transport, n] : by_transport) {
+          parts += (parts.empty() ? "" : ", ") + std::to_string(n) + " " + transport;
+        }
+        connections += " (" + parts + ")";
+      }
       size_t up = 0;
       for (const auto& r : relays.relays()) up += r.state() == v1::Relay::UP;
       PrintFields(
@@ -405,8 +419,8 @@ void AddStatus(Commands& commands) {
            {"api", node.api_endpoint()},
            {"health", node.health_endpoint()},
            {"role", node.hub() ? "hub" : "sidecar"},
-           {"tcp listeners", tcp},
-           {"tcp connections", std::to_string(node.tcp_connections_size())},
+           {"node listeners", transports.empty() ? "- (reachable only through a hub)" : transports},
+           {"node connections", connections},
            {"listeners", std::to_string(listeners.listeners_size())},
            {"secure channels", std::to_string(channels.channels_size())},
            {"relays", std::to_string(relays.relays_size()) + " (" + std::to_string(up) + " up)"},

@@ -5,7 +5,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/common/unix_socket.h"
 
 namespace veil::core {
 namespace {
@@ -110,6 +112,68 @@ std::string FormatHostPort(absl::string_view host, uint16_t port) {
   return absl::StrCat(host, ":", port);
 }
 
+absl::Status ValidateUnixPath(absl::string_view path) {
+  if (path.empty() || path.front() != '/') {
+    return Invalid(absl::StrCat("Unix socket path ", QuoteInput(path), " is not absolute"));
+  }
+  if (path.size() > kMaxUnixSocketPath) {
+    return Invalid(absl::StrCat("Unix socket path ", QuoteInput(path), " is longer than ",
+                                kMaxUnixSocketPath, " bytes"));
+  }
+  for (char c : path) {
+    if (c < 0x20 || c > 0x7e) {
+      return Invalid(absl::StrCat("Unix socket path ", QuoteInput(path),
+                                  " has a character outside printable ASCII"));
+    }
+  }
+  if (path.back() == '/') {
+    return Invalid(absl::StrCat("Unix socket path ", QuoteInput(path), " ends in '/'"));
+  }
+  for (absl::string_view part : absl::StrSplit(path.substr(1), '/')) {
+    if (part.empty() || part == "." || part == "..") {
+      return Invalid(absl::StrCat("Unix socket path ", QuoteInput(path),
+                                  " is not in its plain form (an empty, \".\" or \"..\" part)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string EscapeHopValue(absl::string_view value) {
+  std::string out;
+  out.reserve(value.size() + 8);
+  for (char c : value) {
+    if (c == '%') {
+      out += "%25";
+    } else if (c == '/') {
+      out += "%2F";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> UnescapeHopValue(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size() || !absl::ascii_isxdigit(text[i + 1]) ||
+        !absl::ascii_isxdigit(text[i + 2])) {
+      return Invalid(absl::StrCat(QuoteInput(text), " has a '%' not followed by two hex digits"));
+    }
+    auto hex = [](char c) {
+      return absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10;
+    };
+    out += static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+    i += 2;
+  }
+  return out;
+}
+
 absl::Status ValidateLocalName(absl::string_view name) {
   if (name.empty()) return Invalid("a worker name is empty");
   if (name.size() > kMaxLocalNameLength) {
@@ -147,6 +211,11 @@ absl::StatusOr<Address> Address::Make(uint32_t type, std::string value) {
       if (!hp.ok()) return hp.status();
       return Tcp(std::move(value));
     }
+    case AddressType::kUds: {
+      absl::Status s = ValidateUnixPath(value);
+      if (!s.ok()) return s;
+      return Uds(std::move(value));
+    }
   }
   return Invalid(absl::StrCat("unknown address type ", type));
 }
@@ -157,6 +226,8 @@ std::string Address::ToString() const {
       return absl::StrCat("/service/", value_);
     case AddressType::kTcp:
       return absl::StrCat("/tcp/", value_);
+    case AddressType::kUds:
+      return absl::StrCat("/uds/", EscapeHopValue(value_));
   }
   return absl::StrCat("/", static_cast<uint32_t>(type_), "/", value_);
 }

@@ -1,7 +1,9 @@
-// Address: one hop of a route — a local worker name or a TCP "host:port".
+// Address: one hop of a route — a local worker name, a TCP "host:port" or a Unix socket path.
 //
-// Text form: "/service/<name>" for a local worker, "/tcp/<host>:<port>" for a TCP hop. See
-// docs/routes.md. Values are validated on construction from untrusted input (Parse*).
+// Text form: "/service/<name>" for a local worker, "/tcp/<host>:<port>" for a TCP hop,
+// "/uds/<escaped path>" for a Unix socket (each '%' and '/' of the path written %25 and %2F, so
+// that a path never reads as further segments). See docs/routes.md. Values are validated on
+// construction from untrusted input (Parse*, Make).
 //
 // Thread-safety: immutable value type; safe to share between threads.
 #ifndef VEIL_SIDECAR_CORE_ADDRESS_H_
@@ -22,7 +24,10 @@ namespace veil::core {
 enum class AddressType : uint32_t {
   kLocal = 0,  // a worker on the node that reads the address; text "/service/NAME"
   kTcp = 1,    // a TCP endpoint "host:port"; text "/tcp/HOST:PORT"
+  kUds = 2,    // a Unix stream socket, by absolute path; text "/uds/ESCAPED-PATH"
 };
+// One more than the largest AddressType.
+inline constexpr size_t kAddressTypes = 3;
 
 inline constexpr size_t kMaxLocalNameLength = 128;
 inline constexpr size_t kMaxHostLength = 253;
@@ -44,6 +49,17 @@ bool IsLoopbackHost(absl::string_view host);
 // Formats a host and port the way ParseHostPort reads them (IPv6 hosts in brackets).
 std::string FormatHostPort(absl::string_view host, uint16_t port);
 
+// Checks a Unix socket path for a "/uds" hop or listener: absolute, printable
+// ASCII (space included), at most kMaxUnixSocketPath bytes, no "//", no "." or ".." component, not
+// ending in '/'. INVALID_ARGUMENT (INVALID_ADDRESS) naming what is wrong.
+absl::Status ValidateUnixPath(absl::string_view path);
+
+// The text form's escaping of a hop value: '%' and '/' become %25 and %2F; everything else is
+// itself. UnescapeHopValue reads %XX (either case) and refuses a '%' not followed by two hex
+// digits (INVALID_ARGUMENT).
+std::string EscapeHopValue(absl::string_view value);
+absl::StatusOr<std::string> UnescapeHopValue(absl::string_view text);
+
 // Checks a local worker name: 1..128 of [A-Za-z0-9._-]. INVALID_ARGUMENT otherwise.
 absl::Status ValidateLocalName(absl::string_view name);
 
@@ -60,6 +76,8 @@ class Address {
   static Address Tcp(std::string host_port) {
     return Address(AddressType::kTcp, std::move(host_port));
   }
+  // A Unix socket address; `path` must be valid (see ValidateUnixPath).
+  static Address Uds(std::string path) { return Address(AddressType::kUds, std::move(path)); }
   // Validates `value` for `type` (as read from the wire or text); INVALID_ARGUMENT otherwise.
   static absl::StatusOr<Address> Make(uint32_t type, std::string value);
 
@@ -67,7 +85,7 @@ class Address {
   const std::string& value() const { return value_; }
   bool is_local() const { return type_ == AddressType::kLocal; }
 
-  // The text form, e.g. "/service/echoer".
+  // The text form, e.g. "/service/echoer", "/uds/%2Frun%2Fveil%2Fbob.sock".
   std::string ToString() const;
 
   friend bool operator==(const Address& a, const Address& b) = default;

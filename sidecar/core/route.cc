@@ -37,17 +37,28 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
     }
     size_t value_end = text.find('/', type_end + 1);
     if (value_end == absl::string_view::npos) value_end = text.size();
-    std::string value(text.substr(type_end + 1, value_end - type_end - 1));
+    absl::string_view raw_value = text.substr(type_end + 1, value_end - type_end - 1);
     absl::string_view segment = text.substr(pos, value_end - pos);
     uint32_t wire_type;
+    std::string value;
     if (type == "service") {
       wire_type = static_cast<uint32_t>(AddressType::kLocal);
+      value = std::string(raw_value);
     } else if (type == "tcp") {
       wire_type = static_cast<uint32_t>(AddressType::kTcp);
+      value = std::string(raw_value);
+    } else if (type == "uds") {
+      wire_type = static_cast<uint32_t>(AddressType::kUds);
+      auto unescaped = UnescapeHopValue(raw_value);
+      if (!unescaped.ok()) {
+        return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(segment),
+                                           "): ", unescaped.status().message()));
+      }
+      value = *std::move(unescaped);
     } else {
-      return BadRoute(text,
-                      absl::StrCat("segment ", n, " (", QuoteInput(segment), ") has unknown type ",
-                                   QuoteInput(type), " (expected \"service\" or \"tcp\")"));
+      return BadRoute(
+          text, absl::StrCat("segment ", n, " (", QuoteInput(segment), ") has unknown type ",
+                             QuoteInput(type), " (expected \"service\", \"tcp\" or \"uds\")"));
     }
     auto address = Address::Make(wire_type, std::move(value));
     if (!address.ok()) {

@@ -13,6 +13,8 @@ TEST(RouteTest, ParsesAndPrintsRoundTrip) {
            "/tcp/hub.example.com:4000/service/forward_to_bob/service/listener",
            "/tcp/[::1]:65535/service/a.b-c_d",
            "/service/_tcp_3/service/app",
+           "/uds/%2Frun%2Fveil%2Fbob.sock/service/echoer",
+           "/tcp/hub:4000/uds/%2Fvar%2Flib%2Fa%25b c.sock/service/x",
        }) {
     auto route = Route::Parse(text);
     ASSERT_TRUE(route.ok()) << text << ": " << route.status();
@@ -26,6 +28,20 @@ TEST(RouteTest, ParsesHopsInOrder) {
   ASSERT_EQ(route->size(), 2u);
   EXPECT_EQ(route->hops()[0], Address::Tcp("10.1.2.3:80"));
   EXPECT_EQ(route->hops()[1], Address::Local("echoer"));
+}
+
+// A Unix socket hop: the path with each '/' and '%' escaped, so a path never reads as more
+// segments; the value is the path itself (on the wire too).
+TEST(RouteTest, UnixSocketHopsEscapeThePath) {
+  auto route = Route::Parse("/uds/%2Frun%2fveil%2Fbob.sock/service/echoer");
+  ASSERT_TRUE(route.ok()) << route.status();
+  ASSERT_EQ(route->size(), 2u);
+  EXPECT_EQ(route->hops()[0], Address::Uds("/run/veil/bob.sock"));
+  EXPECT_EQ(route->hops()[0].ToString(), "/uds/%2Frun%2Fveil%2Fbob.sock");  // canonical case
+  EXPECT_EQ(Address::Uds("/a/50%/b c").ToString(), "/uds/%2Fa%2F50%25%2Fb c");
+  EXPECT_EQ(Route::Parse(Address::Uds("/a/50%/b c").ToString())->front().value(), "/a/50%/b c");
+  EXPECT_TRUE(Address::Make(2, "/run/veil/bob.sock").ok());
+  EXPECT_FALSE(Address::Make(2, "run/veil/bob.sock").ok());
 }
 
 TEST(RouteTest, PopAndPush) {
@@ -58,21 +74,33 @@ TEST_P(RouteParseErrorTest, NamesTheBadSegment) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllShapes, RouteParseErrorTest,
-    testing::Values(BadRoute{"", "it is empty"}, BadRoute{"service/echoer", "must start with '/'"},
-                    BadRoute{"/service", "segment 1 (\"/service\") has no value"},
-                    BadRoute{"/service/", "segment 1 (\"/service\") has no value"},
-                    BadRoute{"/service/a/", "segment 2"}, BadRoute{"/service//a", "segment 1"},
-                    BadRoute{"/udp/1.2.3.4:5",
-                             "segment 1 (\"/udp/1.2.3.4:5\") has unknown type \"udp\""},
-                    BadRoute{"/service/a/tcp/1.2.3.4", "segment 2 (\"/tcp/1.2.3.4\")"},
-                    BadRoute{"/tcp/1.2.3.4:0", "is not a port"},
-                    BadRoute{"/tcp/1.2.3.4:65536", "is not a port"},
-                    BadRoute{"/tcp/1.2.3.4:x1", "is not a port"},
-                    BadRoute{"/tcp/999.1.1.1:80", "is not a host"},
-                    BadRoute{"/tcp/[::1:80", "bracketed IPv6"},
-                    BadRoute{"/tcp/bad_host!:80", "is not a host"},
-                    BadRoute{"/service/ech oer", "outside [A-Za-z0-9._-]"},
-                    BadRoute{"//service/x", "unknown type \"\""}));
+    testing::Values(
+        BadRoute{"", "it is empty"}, BadRoute{"service/echoer", "must start with '/'"},
+        BadRoute{"/service", "segment 1 (\"/service\") has no value"},
+        BadRoute{"/service/", "segment 1 (\"/service\") has no value"},
+        BadRoute{"/service/a/", "segment 2"}, BadRoute{"/service//a", "segment 1"},
+        BadRoute{"/udp/1.2.3.4:5", "segment 1 (\"/udp/1.2.3.4:5\") has unknown type \"udp\""},
+        BadRoute{"/service/a/tcp/1.2.3.4", "segment 2 (\"/tcp/1.2.3.4\")"},
+        BadRoute{"/tcp/1.2.3.4:0", "is not a port"},
+        BadRoute{"/tcp/1.2.3.4:65536", "is not a port"},
+        BadRoute{"/tcp/1.2.3.4:x1", "is not a port"},
+        BadRoute{"/tcp/999.1.1.1:80", "is not a host"}, BadRoute{"/tcp/[::1:80", "bracketed IPv6"},
+        BadRoute{"/tcp/bad_host!:80", "is not a host"},
+        BadRoute{"/service/ech oer", "outside [A-Za-z0-9._-]"},
+        BadRoute{"//service/x", "unknown type \"\""},
+        // An unescaped path: "/uds/" then "run", not a path, then more segments.
+        BadRoute{"/uds//run/veil.sock", "segment 1 (\"/uds\") has no value"},
+        BadRoute{"/uds/run%2Fveil.sock", "is not absolute"},
+        BadRoute{"/uds/%2Frun%2", "not followed by two hex digits"},
+        BadRoute{"/uds/%2Frun%zz", "not followed by two hex digits"},
+        BadRoute{"/uds/%2Frun%2F..%2Fetc", "not in its plain form"},
+        BadRoute{"/uds/%2Frun%2F%2Fa", "not in its plain form"},
+        BadRoute{"/uds/%2Frun%2F", "ends in '/'"},
+        BadRoute{"/uds/%2Fa%00b", "outside printable ASCII"},
+        BadRoute{"/uds/%2F"
+                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                 "longer than 107 bytes"}));
 
 TEST(RouteTest, RefusesTooManyHops) {
   std::string text;

@@ -110,8 +110,8 @@ absl::Status Router::NoWorker(absl::string_view name, const Address& hop) const 
 }
 
 Transport* Router::TransportFor(const Address& hop) const {
-  Transport* transport = tcp_transport_.load(std::memory_order_acquire);
-  return hop.type() == AddressType::kTcp ? transport : nullptr;
+  const auto type = static_cast<size_t>(hop.type());
+  return type < transports_.size() ? transports_[type].load(std::memory_order_acquire) : nullptr;
 }
 
 void Router::Send(Message msg) {
@@ -306,7 +306,10 @@ Router::Stats Router::stats() const {
 }
 
 void Router::SetTransport(AddressType type, Transport* transport) {
-  if (type == AddressType::kTcp) tcp_transport_.store(transport, std::memory_order_release);
+  const auto index = static_cast<size_t>(type);
+  if (type != AddressType::kLocal && index < transports_.size()) {
+    transports_[index].store(transport, std::memory_order_release);
+  }
 }
 
 std::shared_ptr<Worker> Router::Find(absl::string_view name) const {

@@ -157,7 +157,7 @@ class Router {
       ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_worker_id_ ABSL_GUARDED_BY(mu_) = 1;
-  std::atomic<Transport*> tcp_transport_{nullptr};
+  std::array<std::atomic<Transport*>, kAddressTypes> transports_{};  // by AddressType
   std::atomic<uint64_t> routed_{0}, unroutable_{0}, notices_sent_{0};
   std::array<std::atomic<uint64_t>, 4> access_denied_{};
   LogLimiter deny_log_;

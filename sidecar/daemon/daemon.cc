@@ -15,6 +15,7 @@
 #include "sidecar/api/api_server.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/status_macros.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/router.h"
 #include "sidecar/daemon/config.h"
@@ -26,7 +27,7 @@
 #include "sidecar/portal/portal_manager.h"
 #include "sidecar/relay/relay_clients.h"
 #include "sidecar/relay/relay_hub.h"
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::daemon {
@@ -98,7 +99,7 @@ absl::Status RunDaemon(const Options& options) {
                     : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   asio::io_context io(threads);
   core::Router router(io);
-  transport::TcpOptions tcp_options;
+  transport::ConnectionOptions tcp_options;
   tcp_options.max_frame_bytes = options.max_frame_bytes;
   tcp_options.max_write_queue_bytes = options.max_connection_queue_bytes;
   tcp_options.max_unsettled_read_bytes = options.max_connection_unsettled_bytes;
@@ -110,7 +111,7 @@ absl::Status RunDaemon(const Options& options) {
   tcp_options.max_connections = options.max_connections;
   tcp_options.max_connections_per_address = options.max_connections_per_address;
   tcp_options.idle_timeout = options.connection_idle_timeout;
-  transport::TcpTransport tcp(router, tcp_options);
+  transport::NodeTransport tcp(router, tcp_options);
   std::promise<void>
       stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -131,6 +132,9 @@ absl::Status RunDaemon(const Options& options) {
   for (const std::string& listen : options.tcp_listen) {
     auto bound = tcp.Listen(listen);
     if (!bound.ok()) return bound.status();
+  }
+  for (const std::string& path : options.uds_listen) {
+    RETURN_IF_ERROR(tcp.ListenUnix(path, options.uds_mode == "0660" ? 0660 : 0600));
   }
   // What rides on a connection (for idleness and the handshake reserve), known once the relay
   // parts exist; these run only after start-up, on io threads.
@@ -223,12 +227,12 @@ absl::Status RunDaemon(const Options& options) {
     spdlog::warn("--allow-dial: this node dials {} for messages from other nodes",
                  absl::StrJoin(tcp_options.allow_dial.entries(), ", "));
   }
-  spdlog::info("veild {} ready: api={} serve-socket={} tcp=[{}] health={} metrics={} state-dir={}",
-               kVeilVersion, (*api)->endpoint(),
-               options.serve_socket.empty() ? "-" : options.serve_socket,
-               absl::StrJoin(tcp.ListenAddresses(), ","),
-               (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
-               (*state_dir)->path());
+  spdlog::info(
+      "veild {} ready: api={} serve-socket={} tcp=[{}] uds=[{}] health={} metrics={} state-dir={}",
+      kVeilVersion, (*api)->endpoint(), options.serve_socket.empty() ? "-" : options.serve_socket,
+      absl::StrJoin(tcp.ListenAddresses(), ","), absl::StrJoin(options.uds_listen, ","),
+      (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
+      (*state_dir)->path());
 
   stop.get_future().wait();
   (*api)->Drain(options.shutdown_grace);

@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <limits>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/client_metric.h"
@@ -75,9 +76,10 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     Add(denied, static_cast<double>(routing.access_denied[i]), {{"origin", kOrigins[i]}});
   }
   out.push_back(std::move(denied));
-  out.push_back(Single("veil_transport_dials_refused_total",
-                       "/tcp hops from other nodes this node did not dial (not in --allow-dial)",
-                       kCounter, load(tcp.dials_refused)));
+  out.push_back(
+      Single("veil_transport_dials_refused_total",
+             "/tcp and /uds hops from other nodes this node did not dial (not in --allow-dial)",
+             kCounter, load(tcp.dials_refused)));
   out.push_back(Single("veil_transport_connections_refused_total",
                        "Connections refused when accepted: too many in all or from one address",
                        kCounter, load(tcp.connections_refused)));
@@ -87,32 +89,41 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(Single("veil_transport_notices_dropped_total",
                        "Refusal notices dropped for a peer that does not read them", kCounter,
                        load(tcp.notices_dropped)));
-  out.push_back(Single("veil_transport_bytes_sent_total", "Bytes written to TCP connections",
-                       kCounter, load(tcp.bytes_sent)));
-  out.push_back(Single("veil_transport_bytes_received_total", "Bytes read from TCP connections",
-                       kCounter, load(tcp.bytes_received)));
-  out.push_back(Single("veil_transport_frames_sent_total", "Frames queued on TCP connections",
+  out.push_back(Single("veil_transport_bytes_sent_total",
+                       "Bytes written to node connections (every transport)", kCounter,
+                       load(tcp.bytes_sent)));
+  out.push_back(Single("veil_transport_bytes_received_total",
+                       "Bytes read from node connections (every transport)", kCounter,
+                       load(tcp.bytes_received)));
+  out.push_back(Single("veil_transport_frames_sent_total", "Frames queued on node connections",
                        kCounter, load(tcp.frames_sent)));
-  out.push_back(Single("veil_transport_frames_received_total", "Frames read from TCP connections",
+  out.push_back(Single("veil_transport_frames_received_total", "Frames read from node connections",
                        kCounter, load(tcp.frames_received)));
-  out.push_back(Single("veil_transport_received_refused_total",
-                       "Frames read from TCP connections that this node could not (wholly) hand on",
-                       kCounter, load(tcp.received_refused)));
+  out.push_back(
+      Single("veil_transport_received_refused_total",
+             "Frames read from node connections that this node could not (wholly) hand on",
+             kCounter, load(tcp.received_refused)));
   out.push_back(Single("veil_api_deliveries_dropped_total",
                        "Messages addressed to apps on this node that they did not take (refused: "
                        "queue full, app going away; or never acked before the stream ended)",
                        kCounter, load(api_.deliveries_dropped)));
   out.push_back(Single("veil_transport_reads_paused_total",
-                       "Times a TCP connection stopped reading until what it read was handed on "
+                       "Times a node connection stopped reading until what it read was handed on "
                        "(backpressure)",
                        kCounter, load(tcp.reads_paused)));
-  out.push_back(Single("veil_transport_connections_opened_total", "TCP connections established",
-                       kCounter, load(tcp.connections_opened)));
+  out.push_back(Single("veil_transport_connections_opened_total",
+                       "Node connections established (every transport)", kCounter,
+                       load(tcp.connections_opened)));
   out.push_back(Single("veil_transport_connections_failed_total",
-                       "TCP connections that could not be established", kCounter,
+                       "Node connections that could not be established", kCounter,
                        load(tcp.connections_failed)));
-  out.push_back(Single("veil_transport_connections", "Open TCP connections", kGauge,
-                       static_cast<double>(tcp_.Connections().size())));
+  // Open connections by transport; both transports always present, so a dashboard sees zeros.
+  std::map<std::string, double> open{{"tcp", 0}, {"uds", 0}};
+  for (const auto& c : tcp_.Connections()) ++open[c.transport];
+  MetricFamily connections =
+      Family("veil_transport_connections", "Open node connections, by transport", kGauge);
+  for (const auto& [transport, n] : open) Add(connections, n, {{"transport", transport}});
+  out.push_back(std::move(connections));
 
   auto& cs = channels_.stats();
   double handshaking = 0, established = 0;

@@ -20,14 +20,14 @@
 #include "sidecar/portal/portal_manager.h"
 #include "sidecar/relay/relay_clients.h"
 #include "sidecar/relay/relay_hub.h"
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
 
 namespace veil::daemon {
 
 class MetricsCollector final : public prometheus::Collectable {
  public:
   // All must outlive the collector's registration; `hub` may be null.
-  MetricsCollector(core::Router& router, transport::TcpTransport& tcp,
+  MetricsCollector(core::Router& router, transport::NodeTransport& tcp,
                    channel::SecureChannelManager& channels, relay::RelayClients& relays,
                    const relay::RelayHub* hub, const portal::PortalManager& portals,
                    const api::ApiStats& api)
@@ -43,7 +43,7 @@ class MetricsCollector final : public prometheus::Collectable {
 
  private:
   core::Router& router_;
-  transport::TcpTransport& tcp_;
+  transport::NodeTransport& tcp_;
   channel::SecureChannelManager& channels_;
   relay::RelayClients& relays_;
   const relay::RelayHub* hub_;

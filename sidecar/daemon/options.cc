@@ -4,8 +4,9 @@
 #include <sstream>
 
 #include "CLI/CLI.hpp"
-#include "sidecar/api/unix_socket.h"
+#include "sidecar/common/unix_socket.h"
 #include "sidecar/common/version.h"
+#include "sidecar/core/address.h"
 #include "sidecar/transport/dial_policy.h"
 #include "sidecar/transport/frame_codec.h"
 
@@ -22,7 +23,7 @@ std::string DefaultServeSocket(const std::string& api) {
   } else {
     path += ".serve";
   }
-  return path.size() <= api::kMaxUnixSocketPath ? path : "";
+  return path.size() <= kMaxUnixSocketPath ? path : "";
 }
 
 std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv) {
@@ -84,6 +85,15 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_option("--tcp-listen", o.tcp_listen,
                  "Accept connections from other nodes on HOST:PORT (repeatable; port 0 picks a "
                  "free port, see GetNode)");
+  app.add_option("--uds-listen", o.uds_listen,
+                 "Accept connections from other nodes on this host on the Unix socket PATH "
+                 "(absolute; repeatable). Other nodes reach it as /uds/PATH with each '/' "
+                 "written %2F (docs/routes.md)");
+  app.add_option("--uds-mode", o.uds_mode,
+                 "Mode of --uds-listen sockets: 0600 (this user's processes only) or 0660 (also "
+                 "this user's group)")
+      ->check(CLI::IsMember({"0600", "0660"}))
+      ->capture_default_str();
   app.add_flag("--insecure-plaintext", o.insecure_plaintext,
                "INSECURE, for testing: let app payloads leave this host outside a secure "
                "channel. Without it, such sends fail with FAILED_PRECONDITION");
@@ -125,7 +135,7 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
   app.add_flag("--hub", o.hub,
                "Run as a hub: a relay service at /service/relay and a secure channel listener at "
                "/service/hub, so that sidecars with no open port can be reached through this "
-               "node (give it a --tcp-listen)");
+               "node (give it a --tcp-listen or --uds-listen)");
   app.add_option("--relay-allow", o.relay_allow,
                  "Hub: only these may register relays: IDENTIFIER (any name) or IDENTIFIER:NAME "
                  "(repeatable). Default: any identity, any free name");
@@ -247,6 +257,11 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
       return EarlyExit{2, "veild: " + std::string(added.message()) + "\n"};
     }
   }
+  for (const std::string& path : o.uds_listen) {
+    if (absl::Status valid = core::ValidateUnixPath(path); !valid.ok()) {
+      return EarlyExit{2, "veild: --uds-listen: " + std::string(valid.message()) + "\n"};
+    }
+  }
   if (o.check_config && o.config_file.empty()) {
     return EarlyExit{2, "veild: --check-config needs --config FILE\n"};
   }
@@ -265,10 +280,10 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     o.serve_socket.clear();
   } else if (o.serve_socket.empty()) {
     o.serve_socket = DefaultServeSocket(o.api);
-  } else if (o.serve_socket.size() > api::kMaxUnixSocketPath) {
+  } else if (o.serve_socket.size() > kMaxUnixSocketPath) {
     return EarlyExit{2, "veild: --serve-socket: the path is " +
                             std::to_string(o.serve_socket.size()) + " bytes; the limit is " +
-                            std::to_string(api::kMaxUnixSocketPath) + "\n"};
+                            std::to_string(kMaxUnixSocketPath) + "\n"};
   }
   auto millis = [](double seconds) {
     return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));

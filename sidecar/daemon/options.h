@@ -25,6 +25,8 @@ struct Options {
   std::string health_listen;            // "HOST:PORT" for the health-only listener
   std::string metrics_listen;           // "HOST:PORT" for Prometheus /metrics
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
+  std::vector<std::string> uds_listen;  // absolute Unix socket paths, repeatable
+  std::string uds_mode = "0600";        // or "0660"
   bool insecure_plaintext = false;
   size_t max_frame_bytes = 0;
   std::string log_format = "text";  // "text" or "json"

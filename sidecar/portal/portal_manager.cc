@@ -13,6 +13,7 @@
 #include "sidecar/common/log_fields.h"
 #include "sidecar/common/log_limiter.h"
 #include "sidecar/common/status_macros.h"
+#include "sidecar/core/tcp_listen.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::portal {
@@ -523,10 +524,7 @@ absl::StatusOr<InletInfo> PortalManager::CreateInlet(
     }
   }
   asio::ip::tcp::acceptor acceptor(io_);
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  ec = core::OpenTcpListener(acceptor, endpoint);
   if (ec) {
     return ErrorWithReason(absl::StatusCode::kUnavailable,
                            absl::StrCat("the inlet cannot listen on ", listen, ": ", ec.message()),

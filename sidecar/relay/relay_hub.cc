@@ -174,7 +174,7 @@ class RelayHub::Forwarder final : public core::Worker {
 };
 
 RelayHub::RelayHub(core::Router& router, channel::SecureChannelManager& channels,
-                   transport::TcpTransport& tcp, RelayLimits limits, AllowList allow)
+                   transport::NodeTransport& tcp, RelayLimits limits, AllowList allow)
     : router_(router),
       queued_bytes_per_relay_(limits.queued_bytes_per_relay),
       channels_(channels),

@@ -21,7 +21,7 @@
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "sidecar/relay/relay_registry.h"
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
 #include "veil/wire/v1/relay.pb.h"
 
 namespace veil::relay {
@@ -34,7 +34,7 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
  public:
   // All references must outlive the hub.
   RelayHub(core::Router& router, channel::SecureChannelManager& channels,
-           transport::TcpTransport& tcp, RelayLimits limits, AllowList allow);
+           transport::NodeTransport& tcp, RelayLimits limits, AllowList allow);
   ~RelayHub();
 
   // Starts the relay service and the secure channel listener for `identity_name`. The hub must
@@ -58,7 +58,7 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   core::Router& router_;
   const size_t queued_bytes_per_relay_;
   channel::SecureChannelManager& channels_;
-  transport::TcpTransport& tcp_;
+  transport::NodeTransport& tcp_;
   mutable veil::Mutex mu_;
   RelayRegistry registry_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Forwarder>> forwarders_ ABSL_GUARDED_BY(mu_);

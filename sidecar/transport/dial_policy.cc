@@ -1,6 +1,7 @@
 #include "sidecar/transport/dial_policy.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "asio/ip/address.hpp"
@@ -12,7 +13,8 @@ namespace {
 absl::Status Bad(absl::string_view entry, absl::string_view why) {
   return absl::InvalidArgumentError(
       absl::StrCat("bad --allow-dial entry \"", entry.substr(0, 300), "\": ", why,
-                   " (expected *, HOST:PORT, HOST:*, or an IP network such as 10.0.0.0/8:*)"));
+                   " (expected *, HOST:PORT, HOST:*, an IP network such as 10.0.0.0/8:*, or "
+                   "unix:/PATH)"));
 }
 
 }  // namespace
@@ -20,6 +22,14 @@ absl::Status Bad(absl::string_view entry, absl::string_view why) {
 absl::Status DialAllowList::Add(absl::string_view entry) {
   if (entry == "*") {
     any_ = true;
+    texts_.emplace_back(entry);
+    return absl::OkStatus();
+  }
+  if (absl::StartsWith(entry, "unix:")) {
+    absl::string_view path = entry.substr(5);
+    absl::Status valid = core::ValidateUnixPath(path);
+    if (!valid.ok()) return Bad(entry, valid.message());
+    unix_paths_.emplace_back(path);
     texts_.emplace_back(entry);
     return absl::OkStatus();
   }
@@ -56,6 +66,13 @@ absl::Status DialAllowList::Add(absl::string_view entry) {
   entries_.push_back(std::move(e));
   texts_.emplace_back(entry);
   return absl::OkStatus();
+}
+
+bool DialAllowList::AllowsUnix(absl::string_view path) const {
+  for (const std::string& allowed : unix_paths_) {
+    if (allowed == path) return true;
+  }
+  return false;
 }
 
 bool DialAllowList::Allows(absl::string_view host, uint16_t port) const {

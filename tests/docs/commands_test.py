@@ -3,7 +3,7 @@
 docs/operations.md, in that order, as a newcomer pasting them into one shell would.
 
 What the test changes, and only that: /tmp/, /etc/veil and /var/lib/ point into a temporary
-directory; each port the docs name on loopback is a free port (the same one wherever it appears,
+directory (/tmp/ also where a /uds hop writes it escaped, %2Ftmp%2F); each port the docs name on loopback is a free port (the same one wherever it appears,
 also bare: `http.server 18080`), and 0.0.0.0:PORT is loopback on another; `build/` is the build directory. A comment
 line of its own under a command is output that command must print (a value the docs show as an
 example — a forwarding address, a channel address, an identifier written `I4b1e…` — matches
@@ -92,6 +92,8 @@ class Shell:
         self.background = []
 
     def substitute(self, text, values=True):
+        # /tmp/ as a path, and as a /uds hop's escaped path.
+        text = text.replace("%2Ftmp%2F", self.tmp.replace("%", "%25").replace("/", "%2F") + "%2F")
         text = text.replace("/tmp/", self.tmp + "/")
         text = text.replace("/etc/veil", self.tmp + "/etc-veil")
         text = text.replace("/var/lib/", self.tmp + "/var-lib/")

@@ -1,7 +1,7 @@
 // Access control in the router: fuzzed messages — any provenance (origin, via, relayed), a
 // route over a few workers with different Admit policies, unknown names and /tcp hops, sent one
 // by one or in batches — never reach a worker that does not admit them, and a /tcp hop is
-// handed to the transport only when the real TCP transport's rule (TcpTransport::Admit: this
+// handed to the transport only when the real TCP transport's rule (NodeTransport::Admit: this
 // node's workers, apps only when insecure, others only for allow-listed hops) says so. Every
 // message that is not handed on is settled with an error.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -13,7 +13,7 @@
 
 #include "asio/io_context.hpp"
 #include "sidecar/core/router.h"
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
 
 namespace {
 
@@ -53,16 +53,20 @@ class Probe final : public veil::core::Worker {
   const veil::core::Carrier carrier_;
 };
 
-// Stands in for the TCP transport, with its real admission rule.
+// Stands in for the node transport (TCP and Unix socket hops), with its real admission rule.
 class CheckedTcp final : public veil::core::Transport {
  public:
-  explicit CheckedTcp(const veil::transport::TcpTransport& real) : real_(real) {}
+  CheckedTcp(const veil::transport::NodeTransport& real, bool any_tcp)
+      : real_(real), any_tcp_(any_tcp) {}
   void Send(Message msg) override {
     if (!real_.Admit(msg.sender, msg.onward.front()).ok()) std::abort();
     const auto origin = msg.sender.origin;
-    auto hp = veil::core::ParseHostPort(msg.onward.front().value());
+    const veil::core::Address& hop = msg.onward.front();
+    auto hp = veil::core::ParseHostPort(hop.value());
     const bool insecure = real_.options().insecure_plaintext;
-    const bool listed = hp.ok() && hp->port == 4000 && hp->host == "127.0.0.1";
+    const bool listed = hop.type() == veil::core::AddressType::kUds
+                            ? hop.value() == "/tmp/listed.sock"
+                            : any_tcp_ || (hp.ok() && hp->port == 4000 && hp->host == "127.0.0.1");
     const bool allowed = origin == SenderInfo::Origin::kLocal ||
                          (origin == SenderInfo::Origin::kApp && insecure) ||
                          (origin == SenderInfo::Origin::kTransport && listed) ||
@@ -79,7 +83,8 @@ class CheckedTcp final : public veil::core::Transport {
   }
 
  private:
-  const veil::transport::TcpTransport& real_;
+  const veil::transport::NodeTransport& real_;
+  const bool any_tcp_;
 };
 
 // Counts outcomes: every message must be settled exactly once.
@@ -95,21 +100,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   asio::io_context io;
   veil::core::Router router(io);
-  veil::transport::TcpOptions options;
+  veil::transport::ConnectionOptions options;
   options.insecure_plaintext = in.ConsumeBool();
   (void)options.allow_dial.Add("127.0.0.1:4000");
-  veil::transport::TcpTransport tcp(router, options);
-  CheckedTcp checked(tcp);
+  (void)options.allow_dial.Add("unix:/tmp/listed.sock");
+  const bool any_tcp = in.ConsumeBool();
+  if (any_tcp) (void)options.allow_dial.Add("*");  // never covers a Unix socket
+  veil::transport::NodeTransport tcp(router, options);
+  CheckedTcp checked(tcp, any_tcp);
   router.SetTransport(veil::core::AddressType::kTcp, &checked);
+  router.SetTransport(veil::core::AddressType::kUds, &checked);
   const char* const kNames[] = {"apps", "anyone", "carrier", "channels"};
   for (int i = 0; i < 4; ++i) {
     auto probe = std::make_shared<Probe>(router.NewStrand(), static_cast<Probe::Policy>(i),
                                          veil::core::Carrier{SenderInfo::Origin::kTransport, 7});
     (void)router.StartWorker(kNames[i], probe);
   }
-  const std::vector<std::string> hops = {
-      "/service/apps",   "/service/anyone",     "/service/carrier",    "/service/channels",
-      "/service/nobody", "/tcp/127.0.0.1:4000", "/tcp/127.0.0.1:4001", "/tcp/10.0.0.1:4000"};
+  const std::vector<std::string> hops = {"/service/apps",
+                                         "/service/anyone",
+                                         "/service/carrier",
+                                         "/service/channels",
+                                         "/service/nobody",
+                                         "/tcp/127.0.0.1:4000",
+                                         "/tcp/127.0.0.1:4001",
+                                         "/tcp/10.0.0.1:4000",
+                                         "/uds/%2Ftmp%2Flisted.sock",
+                                         "/uds/%2Fvar%2Frun%2Fdocker.sock"};
   auto outcomes = std::make_shared<Outcomes>();
   uint32_t sent = 0;
   while (in.remaining_bytes() > 0) {
@@ -145,6 +161,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   }
   router.SetTransport(veil::core::AddressType::kTcp, nullptr);
+  router.SetTransport(veil::core::AddressType::kUds, nullptr);
   router.StopAll();
   io.restart();
   io.poll();

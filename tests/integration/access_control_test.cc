@@ -9,8 +9,10 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -42,7 +44,7 @@ std::string LastHop(const std::string& route) { return route.substr(route.rfind(
 std::vector<std::string> ConnectionWorkers(const std::shared_ptr<grpc::Channel>& api) {
   std::vector<std::string> out;
   const v1::Node node = GetNode(api);
-  for (const auto& c : node.tcp_connections()) out.push_back(c.worker());
+  for (const auto& c : node.connections()) out.push_back(c.worker());
   return out;
 }
 
@@ -122,33 +124,68 @@ class Bystander {
   int port_ = 0;
 };
 
+// A Unix socket with a listener that records whether anyone connected.
+class UnixBystander {
+ public:
+  explicit UnixBystander(std::string path) : path_(std::move(path)) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path_.data(), path_.size());
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(fd_, 16);
+  }
+  ~UnixBystander() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  bool Contacted(milliseconds limit) {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(limit.count())) > 0;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+std::string UdsHop(const std::string& path) { return core::Address::Uds(path).ToString(); }
+
 void ExpectRefused(RawPeer& eve, absl::string_view reason, absl::string_view what) {
   auto notice = eve.ReadRefusal();
   ASSERT_TRUE(notice.has_value()) << what << ": no refusal came back";
   EXPECT_EQ(veil::ReasonOf(notice->refusal), reason) << what << ": " << notice->refusal;
 }
 
-class AccessControlTest : public ::testing::Test {
+// The attacks run over each transport: the nodes listen on TCP and on Unix sockets, Bob's relay
+// and Alice's channels ride the transport under test, and so does the attacker.
+class AccessControlTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     for (auto* node : {&hub_, &bob_, &alice_}) ASSERT_TRUE(node->Start()) << node->log();
     hub_api_ = Connect(hub_.api_target());
     bob_api_ = Connect(bob_.api_target());
     alice_api_ = Connect(alice_.api_target());
-    hub_tcp_ = TcpListenAddress(hub_api_);
-    bob_tcp_ = TcpListenAddress(bob_api_);
+    if (GetParam() == "uds") {
+      hub_hop_ = UdsHop(dir_.path() + "/hub.sock");
+      bob_hop_ = UdsHop(dir_.path() + "/bob.sock");
+    } else {
+      hub_hop_ = "/tcp/" + TcpListenAddress(hub_api_);
+      bob_hop_ = "/tcp/" + TcpListenAddress(bob_api_);
+    }
     echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
     ASSERT_TRUE(echoer_->WaitOpened());
     ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
-    ASSERT_TRUE(CreateRelay(bob_api_, "/tcp/" + hub_tcp_, "bob", &relay_).ok());
+    ASSERT_TRUE(CreateRelay(bob_api_, hub_hop_, "bob", &relay_).ok());
     inbox_ = std::make_unique<Inbox>(alice_api_, "inbox");
     ASSERT_TRUE(inbox_->WaitOpened());
     ASSERT_TRUE(CreateSecureChannel(alice_api_, relay_.route() + "/service/listener",
                                     TrustEveryone(), &via_hub_)
                     .ok());
-    ASSERT_TRUE(CreateSecureChannel(alice_api_, "/tcp/" + bob_tcp_ + "/service/listener",
-                                    TrustEveryone(), &direct_)
-                    .ok());
+    ASSERT_TRUE(
+        CreateSecureChannel(alice_api_, bob_hop_ + "/service/listener", TrustEveryone(), &direct_)
+            .ok());
     for (const auto& ch : ListSecureChannels(bob_api_)) {
       if (ch.role() == v1::SecureChannel::INITIATOR) {
         bob_to_hub_ = ch;
@@ -177,11 +214,15 @@ class AccessControlTest : public ::testing::Test {
     return Scrape(node, "veil_access_denied_total{origin=\"transport\"}");
   }
 
-  VeildProcess hub_{{"--hub", "--tcp-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}};
-  VeildProcess bob_{{"--tcp-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}};
+  TempDir dir_;  // the nodes' Unix sockets
+  VeildProcess hub_{{"--hub", "--tcp-listen", "127.0.0.1:0", "--uds-listen",
+                     dir_.path() + "/hub.sock", "--metrics-listen", "127.0.0.1:0"}};
+  VeildProcess bob_{{"--tcp-listen", "127.0.0.1:0", "--uds-listen", dir_.path() + "/bob.sock",
+                     "--metrics-listen", "127.0.0.1:0"}};
   VeildProcess alice_{{"--metrics-listen", "127.0.0.1:0"}};
   std::shared_ptr<grpc::Channel> hub_api_, bob_api_, alice_api_;
-  std::string hub_tcp_, bob_tcp_;
+  // The route hops to the hub's and Bob's listeners of the transport under test.
+  std::string hub_hop_, bob_hop_;
   std::unique_ptr<EchoApp> echoer_;
   std::unique_ptr<Inbox> inbox_;
   v1::Relay relay_;
@@ -190,9 +231,9 @@ class AccessControlTest : public ::testing::Test {
 };
 
 // 1. A stranger cannot send *as* Bob by routing into his channels' encryptors.
-TEST_F(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
+TEST_P(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
   RawPeer eve;
-  ASSERT_TRUE(eve.Connect(hub_tcp_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
   // Through the relay, into Bob's channel to Alice.
   ASSERT_TRUE(
       eve.Send("/service/forward_to_bob/service/" + bob_via_hub_.address() + "/service/inbox",
@@ -212,7 +253,7 @@ TEST_F(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
   }
   // Directly at Bob's listener port, into his direct channel to Alice.
   RawPeer direct;
-  ASSERT_TRUE(direct.Connect(bob_tcp_));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
   ASSERT_TRUE(direct.Send("/service/" + bob_direct_.address() + "/service/inbox", "/service/eve",
                           "forged as Bob"));
   ExpectRefused(direct, "ACCESS_DENIED", "into Bob's encryptor directly");
@@ -229,12 +270,12 @@ TEST_F(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
 }
 
 // 2. A stranger cannot unregister Bob's relay through Bob's own relay channel, nor take the name.
-TEST_F(AccessControlTest, StrangerCannotHijackARelayName) {
+TEST_P(AccessControlTest, StrangerCannotHijackARelayName) {
   wire::v1::RelayRequest unregister;
   unregister.set_request_id(1);
   unregister.mutable_unregister()->set_name("bob");
   RawPeer eve;
-  ASSERT_TRUE(eve.Connect(hub_tcp_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
   ASSERT_TRUE(
       eve.Send("/service/forward_to_bob/service/" + bob_to_hub_.address() + "/service/relay",
                "/service/eve", unregister.SerializeAsString()));
@@ -246,7 +287,7 @@ TEST_F(AccessControlTest, StrangerCannotHijackARelayName) {
   VeildProcess mallory;
   ASSERT_TRUE(mallory.Start()) << mallory.log();
   v1::Relay stolen;
-  grpc::Status s = CreateRelay(Connect(mallory.api_target()), "/tcp/" + hub_tcp_, "bob", &stolen);
+  grpc::Status s = CreateRelay(Connect(mallory.api_target()), hub_hop_, "bob", &stolen);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   EXPECT_EQ(GetRelay(bob_api_, "bob").state(), v1::Relay::UP);
   EXPECT_TRUE(CreateSecureChannel(alice_api_, relay_.route() + "/service/listener", TrustEveryone(),
@@ -258,30 +299,38 @@ TEST_F(AccessControlTest, StrangerCannotHijackARelayName) {
 
 // 3. No node dials anywhere for a stranger: not the hub, not Bob directly, not Bob behind the
 // relay.
-TEST_F(AccessControlTest, StrangerCannotMakeAnyNodeDial) {
+TEST_P(AccessControlTest, StrangerCannotMakeAnyNodeDial) {
   Bystander target;
   const std::string onward = "/tcp/" + target.address() + "/service/anything";
   RawPeer at_hub, at_bob;
-  ASSERT_TRUE(at_hub.Connect(hub_tcp_));
-  ASSERT_TRUE(at_bob.Connect(bob_tcp_));
+  ASSERT_TRUE(at_hub.ConnectHop(hub_hop_));
+  ASSERT_TRUE(at_bob.ConnectHop(bob_hop_));
   ASSERT_TRUE(at_hub.Send(onward, "/service/eve", "GET / HTTP/1.0\r\n\r\n"));
   ExpectRefused(at_hub, "DIAL_REFUSED", "the hub");
   ASSERT_TRUE(at_bob.Send(onward, "/service/eve", "GET / HTTP/1.0\r\n\r\n"));
   ExpectRefused(at_bob, "DIAL_REFUSED", "Bob, directly");
   ASSERT_TRUE(at_hub.Send("/service/forward_to_bob" + onward, "/service/eve", "GET /"));
   ExpectRefused(at_hub, "DIAL_REFUSED", "Bob, behind the relay");
+  // Nor to a Unix socket on the node's host.
+  UnixBystander local(dir_.path() + "/private.sock");
+  const std::string local_onward = UdsHop(local.path()) + "/service/anything";
+  ASSERT_TRUE(at_hub.Send(local_onward, "/service/eve", "GET /"));
+  ExpectRefused(at_hub, "DIAL_REFUSED", "the hub, to a Unix socket");
+  ASSERT_TRUE(at_bob.Send(local_onward, "/service/eve", "GET /"));
+  ExpectRefused(at_bob, "DIAL_REFUSED", "Bob, to a Unix socket");
+  EXPECT_FALSE(local.Contacted(milliseconds(100))) << "a node dialled a Unix socket for a stranger";
   EXPECT_FALSE(target.Contacted(milliseconds(500))) << "a node dialled for a stranger";
-  EXPECT_GE(Scrape(hub_, "veil_transport_dials_refused_total"), 1);
-  EXPECT_GE(Scrape(bob_, "veil_transport_dials_refused_total"), 2);
+  EXPECT_GE(Scrape(hub_, "veil_transport_dials_refused_total"), 2);
+  EXPECT_GE(Scrape(bob_, "veil_transport_dials_refused_total"), 3);
   ExpectChannelsWork();
 }
 
 // 4. No plaintext reaches an app from the network unless it opted in; nobody writes onto
 // another node's connection to the hub.
-TEST_F(AccessControlTest, StrangerCannotDeliverPlaintextToApps) {
+TEST_P(AccessControlTest, StrangerCannotDeliverPlaintextToApps) {
   RawPeer eve, direct;
-  ASSERT_TRUE(eve.Connect(hub_tcp_));
-  ASSERT_TRUE(direct.Connect(bob_tcp_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
   ASSERT_TRUE(eve.Send("/service/forward_to_bob/service/echoer", "/service/eve", "plaintext"));
   ExpectRefused(eve, "ACCESS_DENIED", "plaintext to Bob's echoer through the relay");
   ASSERT_TRUE(direct.Send("/service/echoer", "/service/eve", "plaintext"));
@@ -306,7 +355,7 @@ TEST_F(AccessControlTest, StrangerCannotDeliverPlaintextToApps) {
 
 // 4b. A stranger reaches neither a portal outlet (only out of a secure channel) nor a portal
 // session (only out of its own channel): not through the relay, not at Bob's port.
-TEST_F(AccessControlTest, StrangerCannotReachPortals) {
+TEST_P(AccessControlTest, StrangerCannotReachPortals) {
   Bystander target;
   {
     grpc::ClientContext c;
@@ -336,8 +385,8 @@ TEST_F(AccessControlTest, StrangerCannotReachPortals) {
   data.mutable_data()->set_offset(0);
   data.mutable_data()->set_bytes("injected");
   RawPeer eve, direct;
-  ASSERT_TRUE(eve.Connect(hub_tcp_));
-  ASSERT_TRUE(direct.Connect(bob_tcp_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
   for (auto [peer, prefix] : {std::pair{&eve, std::string("/service/forward_to_bob")},
                               std::pair{&direct, std::string()}}) {
     ASSERT_TRUE(peer->Send(prefix + "/service/db", "/service/eve", open.SerializeAsString()));
@@ -358,10 +407,10 @@ TEST_F(AccessControlTest, StrangerCannotReachPortals) {
 }
 
 // 5. Forged refusal notices end nothing: not from off the path, not without the channel's tag.
-TEST_F(AccessControlTest, StrangerCannotEndChannels) {
+TEST_P(AccessControlTest, StrangerCannotEndChannels) {
   RawPeer eve, direct;
-  ASSERT_TRUE(eve.Connect(hub_tcp_));
-  ASSERT_TRUE(direct.Connect(bob_tcp_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
   const std::string bob_decryptor_via_hub = LastHop(via_hub_.remote_route());
   const std::string bob_decryptor_direct = LastHop(direct_.remote_route());
   absl::Status notice =
@@ -408,6 +457,9 @@ TEST_F(AccessControlTest, StrangerCannotEndChannels) {
     EXPECT_EQ(ch.state(), v1::SecureChannel::ESTABLISHED) << ch.address();
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, AccessControlTest, ::testing::Values("tcp", "uds"),
+                         [](const auto& info) { return info.param; });
 
 // A handshake opening of XX message 1: a fresh-looking ephemeral key, no payload.
 std::string Hs1() {

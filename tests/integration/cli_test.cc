@@ -87,7 +87,9 @@ std::ostream& operator<<(std::ostream& os, const Result& r) {
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    hub_ = new VeildProcess({"--hub", "--tcp-listen", "127.0.0.1:0"});
+    dir_ = new TempDir();
+    hub_ = new VeildProcess(
+        {"--hub", "--tcp-listen", "127.0.0.1:0", "--uds-listen", dir_->path() + "/hub.sock"});
     ASSERT_TRUE(hub_->Start()) << hub_->log();
     bob_ = new VeildProcess({"--health-listen", "127.0.0.1:0"});
     ASSERT_TRUE(bob_->Start()) << bob_->log();
@@ -102,6 +104,7 @@ class CliTest : public ::testing::Test {
     delete alice_;
     delete bob_;
     delete hub_;
+    delete dir_;
   }
   static Result Hub(std::vector<std::string> args) { return On(*hub_, std::move(args)); }
   static Result Bob(std::vector<std::string> args, const std::string& in = "") {
@@ -127,6 +130,7 @@ class CliTest : public ::testing::Test {
     return FromJson<v1::SecureChannel>(c.out).address();
   }
 
+  static TempDir* dir_;
   static VeildProcess* hub_;
   static VeildProcess* bob_;
   static VeildProcess* alice_;
@@ -134,6 +138,7 @@ class CliTest : public ::testing::Test {
   static std::string hub_route_;
 };
 
+TempDir* CliTest::dir_ = nullptr;
 VeildProcess* CliTest::hub_ = nullptr;
 VeildProcess* CliTest::bob_ = nullptr;
 VeildProcess* CliTest::alice_ = nullptr;
@@ -177,6 +182,14 @@ TEST_F(CliTest, Status) {
   EXPECT_TRUE(FromJson<v1::Node>(after.out).hub());
   Result hub_text = Hub({"status"});
   EXPECT_THAT(hub_text.out, HasSubstr("hosted relays:"));
+  // Every node listener, whatever its transport, as the route hop that reaches it.
+  EXPECT_THAT(hub_text.out, HasSubstr("node listeners:"));
+  EXPECT_THAT(hub_text.out, HasSubstr(" " + hub_route_ + ", /uds/%2F")) << hub_text.out;
+  EXPECT_THAT(hub_text.out, HasSubstr("hub.sock")) << hub_text.out;
+  ASSERT_EQ(node.listeners_size(), 2);
+  EXPECT_EQ(node.listeners(1).transport(), "uds");
+  EXPECT_EQ(node.listeners(1).address(), dir_->path() + "/hub.sock");
+  EXPECT_THAT(text.out, HasSubstr(" - (reachable only through a hub)")) << text.out;
 
   Result down = RunVeil({"--api", "unix:/nonexistent/api.sock", "status"});
   EXPECT_EQ(down.code, 7) << down;

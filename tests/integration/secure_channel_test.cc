@@ -457,7 +457,8 @@ TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes)
   EXPECT_EQ(Sample(metrics, "veil_secure_channel_decrypt_failures_total"), 0);
   EXPECT_EQ(Sample(metrics, "veil_secure_channel_handshake_seconds_count"), 1);
   EXPECT_GT(Sample(metrics, "veil_transport_bytes_received_total"), 5 * 40);
-  EXPECT_EQ(Sample(metrics, "veil_transport_connections"), 1);
+  EXPECT_EQ(Sample(metrics, "veil_transport_connections{transport=\"tcp\"}"), 1);
+  EXPECT_EQ(Sample(metrics, "veil_transport_connections{transport=\"uds\"}"), 0);
   EXPECT_EQ(Sample(metrics, "veil_secure_channel_listeners"), 1);
   EXPECT_NE(metrics.find("veil_info{version=\""), std::string::npos);
 }

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -40,6 +41,26 @@ bool RawPeer::Connect(const std::string& host_port, const std::string& source) {
   to.sin_port = htons(hp->port);
   if (::inet_pton(AF_INET, hp->host.c_str(), &to.sin_addr) != 1 ||
       ::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    Close();
+    return false;
+  }
+  const char version = static_cast<char>(transport::kWireVersion);
+  return WriteFull(fd_, &version, 1);
+}
+
+bool RawPeer::ConnectHop(const std::string& hop) {
+  auto route = core::Route::Parse(hop);
+  if (!route.ok() || route->size() != 1) return false;
+  const core::Address& address = route->front();
+  if (address.type() == core::AddressType::kTcp) return Connect(address.value());
+  if (address.type() != core::AddressType::kUds) return false;
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return false;
+  sockaddr_un to{};
+  to.sun_family = AF_UNIX;
+  if (address.value().size() >= sizeof(to.sun_path)) return false;
+  std::memcpy(to.sun_path, address.value().data(), address.value().size());
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
     Close();
     return false;
   }

@@ -1,8 +1,8 @@
-// Test support: an attacker with nothing but a TCP connection. It speaks the documented wire
-// format (a version byte, then u32-length frames of TransportMessage) through the project's own
-// frame codec, holds no identity and may send anything: forged routes, refusal notices, path
-// tags, handshakes, garbage. Optionally from another loopback address (127.0.0.2, ...) to stand
-// for a different remote host.
+// Test support: an attacker with nothing but a connection (TCP or Unix socket). It speaks the
+// documented wire format (a version byte, then u32-length frames of TransportMessage) through the
+// project's own frame codec, holds no identity and may send anything: forged routes, refusal
+// notices, path tags, handshakes, garbage. Optionally from another loopback address (127.0.0.2,
+// ...) to stand for a different remote host.
 //
 // Thread-safety: not synchronised; use from one thread.
 #ifndef VEIL_TESTS_SUPPORT_RAW_PEER_H_
@@ -29,6 +29,8 @@ class RawPeer {
   // Connects to "host:port" from `source` (an address of this host, "" for any) and sends the
   // version byte. False when it cannot.
   bool Connect(const std::string& host_port, const std::string& source = "");
+  // The same to a route hop: "/tcp/HOST:PORT" or "/uds/ESCAPED-PATH".
+  bool ConnectHop(const std::string& hop);
   // Sends one frame. `onward`/`back` are route text ("" for none).
   bool Send(const std::string& onward, const std::string& back, const std::string& payload,
             const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);

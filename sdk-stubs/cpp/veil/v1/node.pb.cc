@@ -37,6 +37,8 @@ PROTOBUF_CONSTEXPR Node::Node(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.tcp_listeners_)*/{}
   , /*decltype(_impl_.tcp_connections_)*/{}
+  , /*decltype(_impl_.listeners_)*/{}
+  , /*decltype(_impl_.connections_)*/{}
   , /*decltype(_impl_.version_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.api_endpoint_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.health_endpoint_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -55,6 +57,37 @@ struct NodeDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 NodeDefaultTypeInternal _Node_default_instance_;
+PROTOBUF_CONSTEXPR NodeListener::NodeListener(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.transport_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.route_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct NodeListenerDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR NodeListenerDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~NodeListenerDefaultTypeInternal() {}
+  union {
+    NodeListener _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 NodeListenerDefaultTypeInternal _NodeListener_default_instance_;
+PROTOBUF_CONSTEXPR NodeConnection::NodeConnection(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.worker_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.transport_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.peer_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.outgoing_)*/false
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct NodeConnectionDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR NodeConnectionDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~NodeConnectionDefaultTypeInternal() {}
+  union {
+    NodeConnection _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 NodeConnectionDefaultTypeInternal _NodeConnection_default_instance_;
 PROTOBUF_CONSTEXPR TcpListener::TcpListener(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -85,7 +118,7 @@ struct TcpConnectionDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 TcpConnectionDefaultTypeInternal _TcpConnection_default_instance_;
 }  // namespace v1
 }  // namespace veil
-static ::_pb::Metadata file_level_metadata_veil_2fv1_2fnode_2eproto[4];
+static ::_pb::Metadata file_level_metadata_veil_2fv1_2fnode_2eproto[6];
 static constexpr ::_pb::EnumDescriptor const** file_level_enum_descriptors_veil_2fv1_2fnode_2eproto = nullptr;
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_veil_2fv1_2fnode_2eproto = nullptr;
 
@@ -112,6 +145,27 @@ const uint32_t TableStruct_veil_2fv1_2fnode_2eproto::offsets[] PROTOBUF_SECTION_
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.hub_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.serve_socket_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.max_message_bytes_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.listeners_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Node, _impl_.connections_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeListener, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeListener, _impl_.transport_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeListener, _impl_.address_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeListener, _impl_.route_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeConnection, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeConnection, _impl_.worker_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeConnection, _impl_.transport_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeConnection, _impl_.peer_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::NodeConnection, _impl_.outgoing_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::TcpListener, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -132,27 +186,37 @@ const uint32_t TableStruct_veil_2fv1_2fnode_2eproto::offsets[] PROTOBUF_SECTION_
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::GetNodeRequest)},
   { 6, -1, -1, sizeof(::veil::v1::Node)},
-  { 22, -1, -1, sizeof(::veil::v1::TcpListener)},
-  { 29, -1, -1, sizeof(::veil::v1::TcpConnection)},
+  { 24, -1, -1, sizeof(::veil::v1::NodeListener)},
+  { 33, -1, -1, sizeof(::veil::v1::NodeConnection)},
+  { 43, -1, -1, sizeof(::veil::v1::TcpListener)},
+  { 50, -1, -1, sizeof(::veil::v1::TcpConnection)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
   &::veil::v1::_GetNodeRequest_default_instance_._instance,
   &::veil::v1::_Node_default_instance_._instance,
+  &::veil::v1::_NodeListener_default_instance_._instance,
+  &::veil::v1::_NodeConnection_default_instance_._instance,
   &::veil::v1::_TcpListener_default_instance_._instance,
   &::veil::v1::_TcpConnection_default_instance_._instance,
 };
 
 const char descriptor_table_protodef_veil_2fv1_2fnode_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\022veil/v1/node.proto\022\007veil.v1\"\020\n\016GetNode"
-  "Request\"\227\002\n\004Node\022\017\n\007version\030\001 \001(\t\022\024\n\014api"
+  "Request\"\357\002\n\004Node\022\017\n\007version\030\001 \001(\t\022\024\n\014api"
   "_endpoint\030\002 \001(\t\022\032\n\022insecure_plaintext\030\003 "
   "\001(\010\022\027\n\017max_frame_bytes\030\004 \001(\004\022+\n\rtcp_list"
   "eners\030\005 \003(\0132\024.veil.v1.TcpListener\022/\n\017tcp"
   "_connections\030\006 \003(\0132\026.veil.v1.TcpConnecti"
   "on\022\027\n\017health_endpoint\030\007 \001(\t\022\013\n\003hub\030\010 \001(\010"
   "\022\024\n\014serve_socket\030\t \001(\t\022\031\n\021max_message_by"
-  "tes\030\n \001(\004\"\036\n\013TcpListener\022\017\n\007address\030\001 \001("
+  "tes\030\n \001(\004\022(\n\tlisteners\030\013 \003(\0132\025.veil.v1.N"
+  "odeListener\022,\n\013connections\030\014 \003(\0132\027.veil."
+  "v1.NodeConnection\"A\n\014NodeListener\022\021\n\ttra"
+  "nsport\030\001 \001(\t\022\017\n\007address\030\002 \001(\t\022\r\n\005route\030\003"
+  " \001(\t\"S\n\016NodeConnection\022\016\n\006worker\030\001 \001(\t\022\021"
+  "\n\ttransport\030\002 \001(\t\022\014\n\004peer\030\003 \001(\t\022\020\n\010outgo"
+  "ing\030\004 \001(\010\"\036\n\013TcpListener\022\017\n\007address\030\001 \001("
   "\t\"\?\n\rTcpConnection\022\016\n\006worker\030\001 \001(\t\022\014\n\004pe"
   "er\030\002 \001(\t\022\020\n\010outgoing\030\003 \001(\0102@\n\013NodeServic"
   "e\0221\n\007GetNode\022\027.veil.v1.GetNodeRequest\032\r."
@@ -160,9 +224,9 @@ const char descriptor_table_protodef_veil_2fv1_2fnode_2eproto[] PROTOBUF_SECTION
   ;
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fnode_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fnode_2eproto = {
-    false, false, 500, descriptor_table_protodef_veil_2fv1_2fnode_2eproto,
+    false, false, 740, descriptor_table_protodef_veil_2fv1_2fnode_2eproto,
     "veil/v1/node.proto",
-    &descriptor_table_veil_2fv1_2fnode_2eproto_once, nullptr, 0, 4,
+    &descriptor_table_veil_2fv1_2fnode_2eproto_once, nullptr, 0, 6,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fnode_2eproto::offsets,
     file_level_metadata_veil_2fv1_2fnode_2eproto, file_level_enum_descriptors_veil_2fv1_2fnode_2eproto,
     file_level_service_descriptors_veil_2fv1_2fnode_2eproto,
@@ -234,6 +298,8 @@ Node::Node(const Node& from)
   new (&_impl_) Impl_{
       decltype(_impl_.tcp_listeners_){from._impl_.tcp_listeners_}
     , decltype(_impl_.tcp_connections_){from._impl_.tcp_connections_}
+    , decltype(_impl_.listeners_){from._impl_.listeners_}
+    , decltype(_impl_.connections_){from._impl_.connections_}
     , decltype(_impl_.version_){}
     , decltype(_impl_.api_endpoint_){}
     , decltype(_impl_.health_endpoint_){}
@@ -290,6 +356,8 @@ inline void Node::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_.tcp_listeners_){arena}
     , decltype(_impl_.tcp_connections_){arena}
+    , decltype(_impl_.listeners_){arena}
+    , decltype(_impl_.connections_){arena}
     , decltype(_impl_.version_){}
     , decltype(_impl_.api_endpoint_){}
     , decltype(_impl_.health_endpoint_){}
@@ -331,6 +399,8 @@ inline void Node::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
   _impl_.tcp_listeners_.~RepeatedPtrField();
   _impl_.tcp_connections_.~RepeatedPtrField();
+  _impl_.listeners_.~RepeatedPtrField();
+  _impl_.connections_.~RepeatedPtrField();
   _impl_.version_.Destroy();
   _impl_.api_endpoint_.Destroy();
   _impl_.health_endpoint_.Destroy();
@@ -349,6 +419,8 @@ void Node::Clear() {
 
   _impl_.tcp_listeners_.Clear();
   _impl_.tcp_connections_.Clear();
+  _impl_.listeners_.Clear();
+  _impl_.connections_.Clear();
   _impl_.version_.ClearToEmpty();
   _impl_.api_endpoint_.ClearToEmpty();
   _impl_.health_endpoint_.ClearToEmpty();
@@ -463,6 +535,32 @@ const char* Node::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
         } else
           goto handle_unusual;
         continue;
+      // repeated .veil.v1.NodeListener listeners = 11;
+      case 11:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 90)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_listeners(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<90>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      // repeated .veil.v1.NodeConnection connections = 12;
+      case 12:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 98)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_connections(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<98>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
       default:
         goto handle_unusual;
     }  // switch
@@ -572,6 +670,22 @@ uint8_t* Node::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteUInt64ToArray(10, this->_internal_max_message_bytes(), target);
   }
 
+  // repeated .veil.v1.NodeListener listeners = 11;
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_listeners_size()); i < n; i++) {
+    const auto& repfield = this->_internal_listeners(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(11, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
+  // repeated .veil.v1.NodeConnection connections = 12;
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_connections_size()); i < n; i++) {
+    const auto& repfield = this->_internal_connections(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(12, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -598,6 +712,20 @@ size_t Node::ByteSizeLong() const {
   // repeated .veil.v1.TcpConnection tcp_connections = 6;
   total_size += 1UL * this->_internal_tcp_connections_size();
   for (const auto& msg : this->_impl_.tcp_connections_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
+  // repeated .veil.v1.NodeListener listeners = 11;
+  total_size += 1UL * this->_internal_listeners_size();
+  for (const auto& msg : this->_impl_.listeners_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
+  // repeated .veil.v1.NodeConnection connections = 12;
+  total_size += 1UL * this->_internal_connections_size();
+  for (const auto& msg : this->_impl_.connections_) {
     total_size +=
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
   }
@@ -670,6 +798,8 @@ void Node::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_
 
   _this->_impl_.tcp_listeners_.MergeFrom(from._impl_.tcp_listeners_);
   _this->_impl_.tcp_connections_.MergeFrom(from._impl_.tcp_connections_);
+  _this->_impl_.listeners_.MergeFrom(from._impl_.listeners_);
+  _this->_impl_.connections_.MergeFrom(from._impl_.connections_);
   if (!from._internal_version().empty()) {
     _this->_internal_set_version(from._internal_version());
   }
@@ -715,6 +845,8 @@ void Node::InternalSwap(Node* other) {
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
   _impl_.tcp_listeners_.InternalSwap(&other->_impl_.tcp_listeners_);
   _impl_.tcp_connections_.InternalSwap(&other->_impl_.tcp_connections_);
+  _impl_.listeners_.InternalSwap(&other->_impl_.listeners_);
+  _impl_.connections_.InternalSwap(&other->_impl_.connections_);
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.version_, lhs_arena,
       &other->_impl_.version_, rhs_arena
@@ -743,6 +875,639 @@ void Node::InternalSwap(Node* other) {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fnode_2eproto_getter, &descriptor_table_veil_2fv1_2fnode_2eproto_once,
       file_level_metadata_veil_2fv1_2fnode_2eproto[1]);
+}
+
+// ===================================================================
+
+class NodeListener::_Internal {
+ public:
+};
+
+NodeListener::NodeListener(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:veil.v1.NodeListener)
+}
+NodeListener::NodeListener(const NodeListener& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  NodeListener* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.transport_){}
+    , decltype(_impl_.address_){}
+    , decltype(_impl_.route_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.transport_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.transport_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_transport().empty()) {
+    _this->_impl_.transport_.Set(from._internal_transport(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.address_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.address_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_address().empty()) {
+    _this->_impl_.address_.Set(from._internal_address(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.route_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.route_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_route().empty()) {
+    _this->_impl_.route_.Set(from._internal_route(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:veil.v1.NodeListener)
+}
+
+inline void NodeListener::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.transport_){}
+    , decltype(_impl_.address_){}
+    , decltype(_impl_.route_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.transport_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.transport_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.address_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.address_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.route_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.route_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+NodeListener::~NodeListener() {
+  // @@protoc_insertion_point(destructor:veil.v1.NodeListener)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void NodeListener::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.transport_.Destroy();
+  _impl_.address_.Destroy();
+  _impl_.route_.Destroy();
+}
+
+void NodeListener::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void NodeListener::Clear() {
+// @@protoc_insertion_point(message_clear_start:veil.v1.NodeListener)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.transport_.ClearToEmpty();
+  _impl_.address_.ClearToEmpty();
+  _impl_.route_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* NodeListener::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string transport = 1;
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_transport();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.NodeListener.transport"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string address = 2;
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_address();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.NodeListener.address"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string route = 3;
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
+          auto str = _internal_mutable_route();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.NodeListener.route"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* NodeListener::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:veil.v1.NodeListener)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string transport = 1;
+  if (!this->_internal_transport().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_transport().data(), static_cast<int>(this->_internal_transport().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.NodeListener.transport");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_transport(), target);
+  }
+
+  // string address = 2;
+  if (!this->_internal_address().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_address().data(), static_cast<int>(this->_internal_address().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.NodeListener.address");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_address(), target);
+  }
+
+  // string route = 3;
+  if (!this->_internal_route().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_route().data(), static_cast<int>(this->_internal_route().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.NodeListener.route");
+    target = stream->WriteStringMaybeAliased(
+        3, this->_internal_route(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:veil.v1.NodeListener)
+  return target;
+}
+
+size_t NodeListener::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:veil.v1.NodeListener)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string transport = 1;
+  if (!this->_internal_transport().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_transport());
+  }
+
+  // string address = 2;
+  if (!this->_internal_address().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_address());
+  }
+
+  // string route = 3;
+  if (!this->_internal_route().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_route());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData NodeListener::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    NodeListener::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*NodeListener::GetClassData() const { return &_class_data_; }
+
+
+void NodeListener::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<NodeListener*>(&to_msg);
+  auto& from = static_cast<const NodeListener&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:veil.v1.NodeListener)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_transport().empty()) {
+    _this->_internal_set_transport(from._internal_transport());
+  }
+  if (!from._internal_address().empty()) {
+    _this->_internal_set_address(from._internal_address());
+  }
+  if (!from._internal_route().empty()) {
+    _this->_internal_set_route(from._internal_route());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void NodeListener::CopyFrom(const NodeListener& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:veil.v1.NodeListener)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool NodeListener::IsInitialized() const {
+  return true;
+}
+
+void NodeListener::InternalSwap(NodeListener* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.transport_, lhs_arena,
+      &other->_impl_.transport_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.address_, lhs_arena,
+      &other->_impl_.address_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.route_, lhs_arena,
+      &other->_impl_.route_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata NodeListener::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2fnode_2eproto_getter, &descriptor_table_veil_2fv1_2fnode_2eproto_once,
+      file_level_metadata_veil_2fv1_2fnode_2eproto[2]);
+}
+
+// ===================================================================
+
+class NodeConnection::_Internal {
+ public:
+};
+
+NodeConnection::NodeConnection(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:veil.v1.NodeConnection)
+}
+NodeConnection::NodeConnection(const NodeConnection& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  NodeConnection* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.worker_){}
+    , decltype(_impl_.transport_){}
+    , decltype(_impl_.peer_){}
+    , decltype(_impl_.outgoing_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.worker_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.worker_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_worker().empty()) {
+    _this->_impl_.worker_.Set(from._internal_worker(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.transport_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.transport_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_transport().empty()) {
+    _this->_impl_.transport_.Set(from._internal_transport(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.peer_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.peer_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_peer().empty()) {
+    _this->_impl_.peer_.Set(from._internal_peer(), 
+      _this->GetArenaForAllocation());
+  }
+  _this->_impl_.outgoing_ = from._impl_.outgoing_;
+  // @@protoc_insertion_point(copy_constructor:veil.v1.NodeConnection)
+}
+
+inline void NodeConnection::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.worker_){}
+    , decltype(_impl_.transport_){}
+    , decltype(_impl_.peer_){}
+    , decltype(_impl_.outgoing_){false}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.worker_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.worker_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.transport_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.transport_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.peer_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.peer_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+NodeConnection::~NodeConnection() {
+  // @@protoc_insertion_point(destructor:veil.v1.NodeConnection)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void NodeConnection::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.worker_.Destroy();
+  _impl_.transport_.Destroy();
+  _impl_.peer_.Destroy();
+}
+
+void NodeConnection::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void NodeConnection::Clear() {
+// @@protoc_insertion_point(message_clear_start:veil.v1.NodeConnection)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.worker_.ClearToEmpty();
+  _impl_.transport_.ClearToEmpty();
+  _impl_.peer_.ClearToEmpty();
+  _impl_.outgoing_ = false;
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* NodeConnection::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string worker = 1;
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_worker();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.NodeConnection.worker"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string transport = 2;
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_transport();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.NodeConnection.transport"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string peer = 3;
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
+          auto str = _internal_mutable_peer();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.NodeConnection.peer"));
+        } else
+          goto handle_unusual;
+        continue;
+      // bool outgoing = 4;
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 32)) {
+          _impl_.outgoing_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* NodeConnection::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:veil.v1.NodeConnection)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string worker = 1;
+  if (!this->_internal_worker().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_worker().data(), static_cast<int>(this->_internal_worker().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.NodeConnection.worker");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_worker(), target);
+  }
+
+  // string transport = 2;
+  if (!this->_internal_transport().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_transport().data(), static_cast<int>(this->_internal_transport().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.NodeConnection.transport");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_transport(), target);
+  }
+
+  // string peer = 3;
+  if (!this->_internal_peer().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_peer().data(), static_cast<int>(this->_internal_peer().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.NodeConnection.peer");
+    target = stream->WriteStringMaybeAliased(
+        3, this->_internal_peer(), target);
+  }
+
+  // bool outgoing = 4;
+  if (this->_internal_outgoing() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(4, this->_internal_outgoing(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:veil.v1.NodeConnection)
+  return target;
+}
+
+size_t NodeConnection::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:veil.v1.NodeConnection)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string worker = 1;
+  if (!this->_internal_worker().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_worker());
+  }
+
+  // string transport = 2;
+  if (!this->_internal_transport().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_transport());
+  }
+
+  // string peer = 3;
+  if (!this->_internal_peer().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_peer());
+  }
+
+  // bool outgoing = 4;
+  if (this->_internal_outgoing() != 0) {
+    total_size += 1 + 1;
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData NodeConnection::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    NodeConnection::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*NodeConnection::GetClassData() const { return &_class_data_; }
+
+
+void NodeConnection::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<NodeConnection*>(&to_msg);
+  auto& from = static_cast<const NodeConnection&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:veil.v1.NodeConnection)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_worker().empty()) {
+    _this->_internal_set_worker(from._internal_worker());
+  }
+  if (!from._internal_transport().empty()) {
+    _this->_internal_set_transport(from._internal_transport());
+  }
+  if (!from._internal_peer().empty()) {
+    _this->_internal_set_peer(from._internal_peer());
+  }
+  if (from._internal_outgoing() != 0) {
+    _this->_internal_set_outgoing(from._internal_outgoing());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void NodeConnection::CopyFrom(const NodeConnection& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:veil.v1.NodeConnection)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool NodeConnection::IsInitialized() const {
+  return true;
+}
+
+void NodeConnection::InternalSwap(NodeConnection* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.worker_, lhs_arena,
+      &other->_impl_.worker_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.transport_, lhs_arena,
+      &other->_impl_.transport_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.peer_, lhs_arena,
+      &other->_impl_.peer_, rhs_arena
+  );
+  swap(_impl_.outgoing_, other->_impl_.outgoing_);
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata NodeConnection::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2fnode_2eproto_getter, &descriptor_table_veil_2fv1_2fnode_2eproto_once,
+      file_level_metadata_veil_2fv1_2fnode_2eproto[3]);
 }
 
 // ===================================================================
@@ -945,7 +1710,7 @@ void TcpListener::InternalSwap(TcpListener* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata TcpListener::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fnode_2eproto_getter, &descriptor_table_veil_2fv1_2fnode_2eproto_once,
-      file_level_metadata_veil_2fv1_2fnode_2eproto[2]);
+      file_level_metadata_veil_2fv1_2fnode_2eproto[4]);
 }
 
 // ===================================================================
@@ -1225,7 +1990,7 @@ void TcpConnection::InternalSwap(TcpConnection* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata TcpConnection::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fnode_2eproto_getter, &descriptor_table_veil_2fv1_2fnode_2eproto_once,
-      file_level_metadata_veil_2fv1_2fnode_2eproto[3]);
+      file_level_metadata_veil_2fv1_2fnode_2eproto[5]);
 }
 
 // @@protoc_insertion_point(namespace_scope)
@@ -1239,6 +2004,14 @@ Arena::CreateMaybeMessage< ::veil::v1::GetNodeRequest >(Arena* arena) {
 template<> PROTOBUF_NOINLINE ::veil::v1::Node*
 Arena::CreateMaybeMessage< ::veil::v1::Node >(Arena* arena) {
   return Arena::CreateMessageInternal< ::veil::v1::Node >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::NodeListener*
+Arena::CreateMaybeMessage< ::veil::v1::NodeListener >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::NodeListener >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::NodeConnection*
+Arena::CreateMaybeMessage< ::veil::v1::NodeConnection >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::NodeConnection >(arena);
 }
 template<> PROTOBUF_NOINLINE ::veil::v1::TcpListener*
 Arena::CreateMaybeMessage< ::veil::v1::TcpListener >(Arena* arena) {

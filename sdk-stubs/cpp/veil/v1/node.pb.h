@@ -53,6 +53,12 @@ extern GetNodeRequestDefaultTypeInternal _GetNodeRequest_default_instance_;
 class Node;
 struct NodeDefaultTypeInternal;
 extern NodeDefaultTypeInternal _Node_default_instance_;
+class NodeConnection;
+struct NodeConnectionDefaultTypeInternal;
+extern NodeConnectionDefaultTypeInternal _NodeConnection_default_instance_;
+class NodeListener;
+struct NodeListenerDefaultTypeInternal;
+extern NodeListenerDefaultTypeInternal _NodeListener_default_instance_;
 class TcpConnection;
 struct TcpConnectionDefaultTypeInternal;
 extern TcpConnectionDefaultTypeInternal _TcpConnection_default_instance_;
@@ -64,6 +70,8 @@ extern TcpListenerDefaultTypeInternal _TcpListener_default_instance_;
 PROTOBUF_NAMESPACE_OPEN
 template<> ::veil::v1::GetNodeRequest* Arena::CreateMaybeMessage<::veil::v1::GetNodeRequest>(Arena*);
 template<> ::veil::v1::Node* Arena::CreateMaybeMessage<::veil::v1::Node>(Arena*);
+template<> ::veil::v1::NodeConnection* Arena::CreateMaybeMessage<::veil::v1::NodeConnection>(Arena*);
+template<> ::veil::v1::NodeListener* Arena::CreateMaybeMessage<::veil::v1::NodeListener>(Arena*);
 template<> ::veil::v1::TcpConnection* Arena::CreateMaybeMessage<::veil::v1::TcpConnection>(Arena*);
 template<> ::veil::v1::TcpListener* Arena::CreateMaybeMessage<::veil::v1::TcpListener>(Arena*);
 PROTOBUF_NAMESPACE_CLOSE
@@ -313,6 +321,8 @@ class Node final :
   enum : int {
     kTcpListenersFieldNumber = 5,
     kTcpConnectionsFieldNumber = 6,
+    kListenersFieldNumber = 11,
+    kConnectionsFieldNumber = 12,
     kVersionFieldNumber = 1,
     kApiEndpointFieldNumber = 2,
     kHealthEndpointFieldNumber = 7,
@@ -357,6 +367,42 @@ class Node final :
   ::veil::v1::TcpConnection* add_tcp_connections();
   const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::TcpConnection >&
       tcp_connections() const;
+
+  // repeated .veil.v1.NodeListener listeners = 11;
+  int listeners_size() const;
+  private:
+  int _internal_listeners_size() const;
+  public:
+  void clear_listeners();
+  ::veil::v1::NodeListener* mutable_listeners(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeListener >*
+      mutable_listeners();
+  private:
+  const ::veil::v1::NodeListener& _internal_listeners(int index) const;
+  ::veil::v1::NodeListener* _internal_add_listeners();
+  public:
+  const ::veil::v1::NodeListener& listeners(int index) const;
+  ::veil::v1::NodeListener* add_listeners();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeListener >&
+      listeners() const;
+
+  // repeated .veil.v1.NodeConnection connections = 12;
+  int connections_size() const;
+  private:
+  int _internal_connections_size() const;
+  public:
+  void clear_connections();
+  ::veil::v1::NodeConnection* mutable_connections(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeConnection >*
+      mutable_connections();
+  private:
+  const ::veil::v1::NodeConnection& _internal_connections(int index) const;
+  ::veil::v1::NodeConnection* _internal_add_connections();
+  public:
+  const ::veil::v1::NodeConnection& connections(int index) const;
+  ::veil::v1::NodeConnection* add_connections();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeConnection >&
+      connections() const;
 
   // string version = 1;
   void clear_version();
@@ -460,6 +506,8 @@ class Node final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::TcpListener > tcp_listeners_;
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::TcpConnection > tcp_connections_;
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeListener > listeners_;
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeConnection > connections_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr version_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr api_endpoint_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr health_endpoint_;
@@ -468,6 +516,387 @@ class Node final :
     uint64_t max_message_bytes_;
     bool insecure_plaintext_;
     bool hub_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_veil_2fv1_2fnode_2eproto;
+};
+// -------------------------------------------------------------------
+
+class NodeListener final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.NodeListener) */ {
+ public:
+  inline NodeListener() : NodeListener(nullptr) {}
+  ~NodeListener() override;
+  explicit PROTOBUF_CONSTEXPR NodeListener(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  NodeListener(const NodeListener& from);
+  NodeListener(NodeListener&& from) noexcept
+    : NodeListener() {
+    *this = ::std::move(from);
+  }
+
+  inline NodeListener& operator=(const NodeListener& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline NodeListener& operator=(NodeListener&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const NodeListener& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const NodeListener* internal_default_instance() {
+    return reinterpret_cast<const NodeListener*>(
+               &_NodeListener_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    2;
+
+  friend void swap(NodeListener& a, NodeListener& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(NodeListener* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(NodeListener* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  NodeListener* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<NodeListener>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const NodeListener& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const NodeListener& from) {
+    NodeListener::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(NodeListener* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "veil.v1.NodeListener";
+  }
+  protected:
+  explicit NodeListener(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kTransportFieldNumber = 1,
+    kAddressFieldNumber = 2,
+    kRouteFieldNumber = 3,
+  };
+  // string transport = 1;
+  void clear_transport();
+  const std::string& transport() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_transport(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_transport();
+  PROTOBUF_NODISCARD std::string* release_transport();
+  void set_allocated_transport(std::string* transport);
+  private:
+  const std::string& _internal_transport() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_transport(const std::string& value);
+  std::string* _internal_mutable_transport();
+  public:
+
+  // string address = 2;
+  void clear_address();
+  const std::string& address() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_address(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_address();
+  PROTOBUF_NODISCARD std::string* release_address();
+  void set_allocated_address(std::string* address);
+  private:
+  const std::string& _internal_address() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_address(const std::string& value);
+  std::string* _internal_mutable_address();
+  public:
+
+  // string route = 3;
+  void clear_route();
+  const std::string& route() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_route(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_route();
+  PROTOBUF_NODISCARD std::string* release_route();
+  void set_allocated_route(std::string* route);
+  private:
+  const std::string& _internal_route() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_route(const std::string& value);
+  std::string* _internal_mutable_route();
+  public:
+
+  // @@protoc_insertion_point(class_scope:veil.v1.NodeListener)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr transport_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr address_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr route_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_veil_2fv1_2fnode_2eproto;
+};
+// -------------------------------------------------------------------
+
+class NodeConnection final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.NodeConnection) */ {
+ public:
+  inline NodeConnection() : NodeConnection(nullptr) {}
+  ~NodeConnection() override;
+  explicit PROTOBUF_CONSTEXPR NodeConnection(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  NodeConnection(const NodeConnection& from);
+  NodeConnection(NodeConnection&& from) noexcept
+    : NodeConnection() {
+    *this = ::std::move(from);
+  }
+
+  inline NodeConnection& operator=(const NodeConnection& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline NodeConnection& operator=(NodeConnection&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const NodeConnection& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const NodeConnection* internal_default_instance() {
+    return reinterpret_cast<const NodeConnection*>(
+               &_NodeConnection_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    3;
+
+  friend void swap(NodeConnection& a, NodeConnection& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(NodeConnection* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(NodeConnection* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  NodeConnection* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<NodeConnection>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const NodeConnection& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const NodeConnection& from) {
+    NodeConnection::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(NodeConnection* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "veil.v1.NodeConnection";
+  }
+  protected:
+  explicit NodeConnection(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kWorkerFieldNumber = 1,
+    kTransportFieldNumber = 2,
+    kPeerFieldNumber = 3,
+    kOutgoingFieldNumber = 4,
+  };
+  // string worker = 1;
+  void clear_worker();
+  const std::string& worker() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_worker(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_worker();
+  PROTOBUF_NODISCARD std::string* release_worker();
+  void set_allocated_worker(std::string* worker);
+  private:
+  const std::string& _internal_worker() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_worker(const std::string& value);
+  std::string* _internal_mutable_worker();
+  public:
+
+  // string transport = 2;
+  void clear_transport();
+  const std::string& transport() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_transport(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_transport();
+  PROTOBUF_NODISCARD std::string* release_transport();
+  void set_allocated_transport(std::string* transport);
+  private:
+  const std::string& _internal_transport() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_transport(const std::string& value);
+  std::string* _internal_mutable_transport();
+  public:
+
+  // string peer = 3;
+  void clear_peer();
+  const std::string& peer() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_peer(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_peer();
+  PROTOBUF_NODISCARD std::string* release_peer();
+  void set_allocated_peer(std::string* peer);
+  private:
+  const std::string& _internal_peer() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_peer(const std::string& value);
+  std::string* _internal_mutable_peer();
+  public:
+
+  // bool outgoing = 4;
+  void clear_outgoing();
+  bool outgoing() const;
+  void set_outgoing(bool value);
+  private:
+  bool _internal_outgoing() const;
+  void _internal_set_outgoing(bool value);
+  public:
+
+  // @@protoc_insertion_point(class_scope:veil.v1.NodeConnection)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr worker_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr transport_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr peer_;
+    bool outgoing_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -523,7 +952,7 @@ class TcpListener final :
                &_TcpListener_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    2;
+    4;
 
   friend void swap(TcpListener& a, TcpListener& b) {
     a.Swap(&b);
@@ -676,7 +1105,7 @@ class TcpConnection final :
                &_TcpConnection_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    3;
+    5;
 
   friend void swap(TcpConnection& a, TcpConnection& b) {
     a.Swap(&b);
@@ -1181,6 +1610,414 @@ inline void Node::set_max_message_bytes(uint64_t value) {
   // @@protoc_insertion_point(field_set:veil.v1.Node.max_message_bytes)
 }
 
+// repeated .veil.v1.NodeListener listeners = 11;
+inline int Node::_internal_listeners_size() const {
+  return _impl_.listeners_.size();
+}
+inline int Node::listeners_size() const {
+  return _internal_listeners_size();
+}
+inline void Node::clear_listeners() {
+  _impl_.listeners_.Clear();
+}
+inline ::veil::v1::NodeListener* Node::mutable_listeners(int index) {
+  // @@protoc_insertion_point(field_mutable:veil.v1.Node.listeners)
+  return _impl_.listeners_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeListener >*
+Node::mutable_listeners() {
+  // @@protoc_insertion_point(field_mutable_list:veil.v1.Node.listeners)
+  return &_impl_.listeners_;
+}
+inline const ::veil::v1::NodeListener& Node::_internal_listeners(int index) const {
+  return _impl_.listeners_.Get(index);
+}
+inline const ::veil::v1::NodeListener& Node::listeners(int index) const {
+  // @@protoc_insertion_point(field_get:veil.v1.Node.listeners)
+  return _internal_listeners(index);
+}
+inline ::veil::v1::NodeListener* Node::_internal_add_listeners() {
+  return _impl_.listeners_.Add();
+}
+inline ::veil::v1::NodeListener* Node::add_listeners() {
+  ::veil::v1::NodeListener* _add = _internal_add_listeners();
+  // @@protoc_insertion_point(field_add:veil.v1.Node.listeners)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeListener >&
+Node::listeners() const {
+  // @@protoc_insertion_point(field_list:veil.v1.Node.listeners)
+  return _impl_.listeners_;
+}
+
+// repeated .veil.v1.NodeConnection connections = 12;
+inline int Node::_internal_connections_size() const {
+  return _impl_.connections_.size();
+}
+inline int Node::connections_size() const {
+  return _internal_connections_size();
+}
+inline void Node::clear_connections() {
+  _impl_.connections_.Clear();
+}
+inline ::veil::v1::NodeConnection* Node::mutable_connections(int index) {
+  // @@protoc_insertion_point(field_mutable:veil.v1.Node.connections)
+  return _impl_.connections_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeConnection >*
+Node::mutable_connections() {
+  // @@protoc_insertion_point(field_mutable_list:veil.v1.Node.connections)
+  return &_impl_.connections_;
+}
+inline const ::veil::v1::NodeConnection& Node::_internal_connections(int index) const {
+  return _impl_.connections_.Get(index);
+}
+inline const ::veil::v1::NodeConnection& Node::connections(int index) const {
+  // @@protoc_insertion_point(field_get:veil.v1.Node.connections)
+  return _internal_connections(index);
+}
+inline ::veil::v1::NodeConnection* Node::_internal_add_connections() {
+  return _impl_.connections_.Add();
+}
+inline ::veil::v1::NodeConnection* Node::add_connections() {
+  ::veil::v1::NodeConnection* _add = _internal_add_connections();
+  // @@protoc_insertion_point(field_add:veil.v1.Node.connections)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::NodeConnection >&
+Node::connections() const {
+  // @@protoc_insertion_point(field_list:veil.v1.Node.connections)
+  return _impl_.connections_;
+}
+
+// -------------------------------------------------------------------
+
+// NodeListener
+
+// string transport = 1;
+inline void NodeListener::clear_transport() {
+  _impl_.transport_.ClearToEmpty();
+}
+inline const std::string& NodeListener::transport() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeListener.transport)
+  return _internal_transport();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void NodeListener::set_transport(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.transport_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.NodeListener.transport)
+}
+inline std::string* NodeListener::mutable_transport() {
+  std::string* _s = _internal_mutable_transport();
+  // @@protoc_insertion_point(field_mutable:veil.v1.NodeListener.transport)
+  return _s;
+}
+inline const std::string& NodeListener::_internal_transport() const {
+  return _impl_.transport_.Get();
+}
+inline void NodeListener::_internal_set_transport(const std::string& value) {
+  
+  _impl_.transport_.Set(value, GetArenaForAllocation());
+}
+inline std::string* NodeListener::_internal_mutable_transport() {
+  
+  return _impl_.transport_.Mutable(GetArenaForAllocation());
+}
+inline std::string* NodeListener::release_transport() {
+  // @@protoc_insertion_point(field_release:veil.v1.NodeListener.transport)
+  return _impl_.transport_.Release();
+}
+inline void NodeListener::set_allocated_transport(std::string* transport) {
+  if (transport != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.transport_.SetAllocated(transport, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.transport_.IsDefault()) {
+    _impl_.transport_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.NodeListener.transport)
+}
+
+// string address = 2;
+inline void NodeListener::clear_address() {
+  _impl_.address_.ClearToEmpty();
+}
+inline const std::string& NodeListener::address() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeListener.address)
+  return _internal_address();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void NodeListener::set_address(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.address_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.NodeListener.address)
+}
+inline std::string* NodeListener::mutable_address() {
+  std::string* _s = _internal_mutable_address();
+  // @@protoc_insertion_point(field_mutable:veil.v1.NodeListener.address)
+  return _s;
+}
+inline const std::string& NodeListener::_internal_address() const {
+  return _impl_.address_.Get();
+}
+inline void NodeListener::_internal_set_address(const std::string& value) {
+  
+  _impl_.address_.Set(value, GetArenaForAllocation());
+}
+inline std::string* NodeListener::_internal_mutable_address() {
+  
+  return _impl_.address_.Mutable(GetArenaForAllocation());
+}
+inline std::string* NodeListener::release_address() {
+  // @@protoc_insertion_point(field_release:veil.v1.NodeListener.address)
+  return _impl_.address_.Release();
+}
+inline void NodeListener::set_allocated_address(std::string* address) {
+  if (address != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.address_.SetAllocated(address, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.address_.IsDefault()) {
+    _impl_.address_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.NodeListener.address)
+}
+
+// string route = 3;
+inline void NodeListener::clear_route() {
+  _impl_.route_.ClearToEmpty();
+}
+inline const std::string& NodeListener::route() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeListener.route)
+  return _internal_route();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void NodeListener::set_route(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.route_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.NodeListener.route)
+}
+inline std::string* NodeListener::mutable_route() {
+  std::string* _s = _internal_mutable_route();
+  // @@protoc_insertion_point(field_mutable:veil.v1.NodeListener.route)
+  return _s;
+}
+inline const std::string& NodeListener::_internal_route() const {
+  return _impl_.route_.Get();
+}
+inline void NodeListener::_internal_set_route(const std::string& value) {
+  
+  _impl_.route_.Set(value, GetArenaForAllocation());
+}
+inline std::string* NodeListener::_internal_mutable_route() {
+  
+  return _impl_.route_.Mutable(GetArenaForAllocation());
+}
+inline std::string* NodeListener::release_route() {
+  // @@protoc_insertion_point(field_release:veil.v1.NodeListener.route)
+  return _impl_.route_.Release();
+}
+inline void NodeListener::set_allocated_route(std::string* route) {
+  if (route != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.route_.SetAllocated(route, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.route_.IsDefault()) {
+    _impl_.route_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.NodeListener.route)
+}
+
+// -------------------------------------------------------------------
+
+// NodeConnection
+
+// string worker = 1;
+inline void NodeConnection::clear_worker() {
+  _impl_.worker_.ClearToEmpty();
+}
+inline const std::string& NodeConnection::worker() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeConnection.worker)
+  return _internal_worker();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void NodeConnection::set_worker(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.worker_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.NodeConnection.worker)
+}
+inline std::string* NodeConnection::mutable_worker() {
+  std::string* _s = _internal_mutable_worker();
+  // @@protoc_insertion_point(field_mutable:veil.v1.NodeConnection.worker)
+  return _s;
+}
+inline const std::string& NodeConnection::_internal_worker() const {
+  return _impl_.worker_.Get();
+}
+inline void NodeConnection::_internal_set_worker(const std::string& value) {
+  
+  _impl_.worker_.Set(value, GetArenaForAllocation());
+}
+inline std::string* NodeConnection::_internal_mutable_worker() {
+  
+  return _impl_.worker_.Mutable(GetArenaForAllocation());
+}
+inline std::string* NodeConnection::release_worker() {
+  // @@protoc_insertion_point(field_release:veil.v1.NodeConnection.worker)
+  return _impl_.worker_.Release();
+}
+inline void NodeConnection::set_allocated_worker(std::string* worker) {
+  if (worker != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.worker_.SetAllocated(worker, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.worker_.IsDefault()) {
+    _impl_.worker_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.NodeConnection.worker)
+}
+
+// string transport = 2;
+inline void NodeConnection::clear_transport() {
+  _impl_.transport_.ClearToEmpty();
+}
+inline const std::string& NodeConnection::transport() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeConnection.transport)
+  return _internal_transport();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void NodeConnection::set_transport(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.transport_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.NodeConnection.transport)
+}
+inline std::string* NodeConnection::mutable_transport() {
+  std::string* _s = _internal_mutable_transport();
+  // @@protoc_insertion_point(field_mutable:veil.v1.NodeConnection.transport)
+  return _s;
+}
+inline const std::string& NodeConnection::_internal_transport() const {
+  return _impl_.transport_.Get();
+}
+inline void NodeConnection::_internal_set_transport(const std::string& value) {
+  
+  _impl_.transport_.Set(value, GetArenaForAllocation());
+}
+inline std::string* NodeConnection::_internal_mutable_transport() {
+  
+  return _impl_.transport_.Mutable(GetArenaForAllocation());
+}
+inline std::string* NodeConnection::release_transport() {
+  // @@protoc_insertion_point(field_release:veil.v1.NodeConnection.transport)
+  return _impl_.transport_.Release();
+}
+inline void NodeConnection::set_allocated_transport(std::string* transport) {
+  if (transport != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.transport_.SetAllocated(transport, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.transport_.IsDefault()) {
+    _impl_.transport_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.NodeConnection.transport)
+}
+
+// string peer = 3;
+inline void NodeConnection::clear_peer() {
+  _impl_.peer_.ClearToEmpty();
+}
+inline const std::string& NodeConnection::peer() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeConnection.peer)
+  return _internal_peer();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void NodeConnection::set_peer(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.peer_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.NodeConnection.peer)
+}
+inline std::string* NodeConnection::mutable_peer() {
+  std::string* _s = _internal_mutable_peer();
+  // @@protoc_insertion_point(field_mutable:veil.v1.NodeConnection.peer)
+  return _s;
+}
+inline const std::string& NodeConnection::_internal_peer() const {
+  return _impl_.peer_.Get();
+}
+inline void NodeConnection::_internal_set_peer(const std::string& value) {
+  
+  _impl_.peer_.Set(value, GetArenaForAllocation());
+}
+inline std::string* NodeConnection::_internal_mutable_peer() {
+  
+  return _impl_.peer_.Mutable(GetArenaForAllocation());
+}
+inline std::string* NodeConnection::release_peer() {
+  // @@protoc_insertion_point(field_release:veil.v1.NodeConnection.peer)
+  return _impl_.peer_.Release();
+}
+inline void NodeConnection::set_allocated_peer(std::string* peer) {
+  if (peer != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.peer_.SetAllocated(peer, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.peer_.IsDefault()) {
+    _impl_.peer_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.NodeConnection.peer)
+}
+
+// bool outgoing = 4;
+inline void NodeConnection::clear_outgoing() {
+  _impl_.outgoing_ = false;
+}
+inline bool NodeConnection::_internal_outgoing() const {
+  return _impl_.outgoing_;
+}
+inline bool NodeConnection::outgoing() const {
+  // @@protoc_insertion_point(field_get:veil.v1.NodeConnection.outgoing)
+  return _internal_outgoing();
+}
+inline void NodeConnection::_internal_set_outgoing(bool value) {
+  
+  _impl_.outgoing_ = value;
+}
+inline void NodeConnection::set_outgoing(bool value) {
+  _internal_set_outgoing(value);
+  // @@protoc_insertion_point(field_set:veil.v1.NodeConnection.outgoing)
+}
+
 // -------------------------------------------------------------------
 
 // TcpListener
@@ -1362,6 +2199,10 @@ inline void TcpConnection::set_outgoing(bool value) {
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12veil/v1/node.proto\x12\x07veil.v1\"\x10\n\x0eGetNodeRequest\"\x97\x02\n\x04Node\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\x02 \x01(\t\x12\x1a\n\x12insecure_plaintext\x18\x03 \x01(\x08\x12\x17\n\x0fmax_frame_bytes\x18\x04 \x01(\x04\x12+\n\rtcp_listeners\x18\x05 \x03(\x0b\x32\x14.veil.v1.TcpListener\x12/\n\x0ftcp_connections\x18\x06 \x03(\x0b\x32\x16.veil.v1.TcpConnection\x12\x17\n\x0fhealth_endpoint\x18\x07 \x01(\t\x12\x0b\n\x03hub\x18\x08 \x01(\x08\x12\x14\n\x0cserve_socket\x18\t \x01(\t\x12\x19\n\x11max_message_bytes\x18\n \x01(\x04\"\x1e\n\x0bTcpListener\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"?\n\rTcpConnection\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x10\n\x08outgoing\x18\x03 \x01(\x08\x32@\n\x0bNodeService\x12\x31\n\x07GetNode\x12\x17.veil.v1.GetNodeRequest\x1a\r.veil.v1.Nodeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12veil/v1/node.proto\x12\x07veil.v1\"\x10\n\x0eGetNodeRequest\"\xef\x02\n\x04Node\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\x02 \x01(\t\x12\x1a\n\x12insecure_plaintext\x18\x03 \x01(\x08\x12\x17\n\x0fmax_frame_bytes\x18\x04 \x01(\x04\x12+\n\rtcp_listeners\x18\x05 \x03(\x0b\x32\x14.veil.v1.TcpListener\x12/\n\x0ftcp_connections\x18\x06 \x03(\x0b\x32\x16.veil.v1.TcpConnection\x12\x17\n\x0fhealth_endpoint\x18\x07 \x01(\t\x12\x0b\n\x03hub\x18\x08 \x01(\x08\x12\x14\n\x0cserve_socket\x18\t \x01(\t\x12\x19\n\x11max_message_bytes\x18\n \x01(\x04\x12(\n\tlisteners\x18\x0b \x03(\x0b\x32\x15.veil.v1.NodeListener\x12,\n\x0b\x63onnections\x18\x0c \x03(\x0b\x32\x17.veil.v1.NodeConnection\"A\n\x0cNodeListener\x12\x11\n\ttransport\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x01(\t\"S\n\x0eNodeConnection\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x11\n\ttransport\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x10\n\x08outgoing\x18\x04 \x01(\x08\"\x1e\n\x0bTcpListener\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"?\n\rTcpConnection\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x10\n\x08outgoing\x18\x03 \x01(\x08\x32@\n\x0bNodeService\x12\x31\n\x07GetNode\x12\x17.veil.v1.GetNodeRequest\x1a\r.veil.v1.Nodeb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.node_pb2', globals())
@@ -23,11 +23,15 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETNODEREQUEST._serialized_start=31
   _GETNODEREQUEST._serialized_end=47
   _NODE._serialized_start=50
-  _NODE._serialized_end=329
-  _TCPLISTENER._serialized_start=331
-  _TCPLISTENER._serialized_end=361
-  _TCPCONNECTION._serialized_start=363
-  _TCPCONNECTION._serialized_end=426
-  _NODESERVICE._serialized_start=428
-  _NODESERVICE._serialized_end=492
+  _NODE._serialized_end=417
+  _NODELISTENER._serialized_start=419
+  _NODELISTENER._serialized_end=484
+  _NODECONNECTION._serialized_start=486
+  _NODECONNECTION._serialized_end=569
+  _TCPLISTENER._serialized_start=571
+  _TCPLISTENER._serialized_end=601
+  _TCPCONNECTION._serialized_start=603
+  _TCPCONNECTION._serialized_end=666
+  _NODESERVICE._serialized_start=668
+  _NODESERVICE._serialized_end=732
 # @@protoc_insertion_point(module_scope)

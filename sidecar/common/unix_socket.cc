@@ -1,4 +1,4 @@
-#include "sidecar/api/unix_socket.h"
+#include "sidecar/common/unix_socket.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,7 +13,7 @@
 #include "sidecar/common/fmt_absl.h"
 #include "spdlog/spdlog.h"
 
-namespace veil::api {
+namespace veil {
 namespace {
 
 // True when something accepts connections on the Unix socket at `path`.
@@ -59,4 +59,4 @@ absl::Status PrepareUnixSocketPath(const std::string& path, absl::string_view wh
   return absl::OkStatus();
 }
 
-}  // namespace veil::api
+}  // namespace veil

@@ -1,24 +1,32 @@
-#include "sidecar/transport/tcp_transport.h"
+#include "sidecar/transport/node_transport.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
+#include "sidecar/common/status_macros.h"
+#include "sidecar/common/unix_socket.h"
+#include "sidecar/core/tcp_listen.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::transport {
 
-TcpTransport::TcpTransport(core::Router& router, TcpOptions options)
+NodeTransport::NodeTransport(core::Router& router, ConnectionOptions options)
     : router_(router), options_(options) {
   router_.SetTransport(core::AddressType::kTcp, this);
+  router_.SetTransport(core::AddressType::kUds, this);
 }
 
-TcpTransport::~TcpTransport() {
+NodeTransport::~NodeTransport() {
   Shutdown();
   router_.SetTransport(core::AddressType::kTcp, nullptr);
+  router_.SetTransport(core::AddressType::kUds, nullptr);
 }
 
-absl::StatusOr<std::string> TcpTransport::Listen(absl::string_view host_port) {
+absl::StatusOr<std::string> NodeTransport::Listen(absl::string_view host_port) {
   auto hp = core::ParseHostPort(host_port, /*allow_port_zero=*/true);
   if (!hp.ok()) return hp.status();
   asio::error_code ec;
@@ -32,21 +40,20 @@ absl::StatusOr<std::string> TcpTransport::Listen(absl::string_view host_port) {
     address = results.begin()->endpoint().address();
   }
   auto listener = std::make_unique<Listener>();
-  listener->acceptor = std::make_unique<asio::ip::tcp::acceptor>(router_.NewStrand());
+  listener->tcp = std::make_unique<asio::ip::tcp::acceptor>(router_.NewStrand());
   asio::ip::tcp::endpoint endpoint(address, hp->port);
-  auto& acceptor = *listener->acceptor;
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  auto& acceptor = *listener->tcp;
+  ec = core::OpenTcpListener(acceptor, endpoint);
   if (ec) {
     return ErrorWithReason(absl::StatusCode::kUnavailable,
                            absl::StrCat("cannot listen on ", host_port, ": ", ec.message()),
                            reason::kListenFailed);
   }
   auto bound = acceptor.local_endpoint(ec);
-  listener->address = core::FormatHostPort(bound.address().to_string(), bound.port());
-  std::string result = listener->address;
+  listener->info.transport = "tcp";
+  listener->info.address = core::FormatHostPort(bound.address().to_string(), bound.port());
+  listener->info.hop = core::Address::Tcp(listener->info.address).ToString();
+  std::string result = listener->info.address;
   Listener* raw = listener.get();
   {
     veil::MutexLock lock(&mu_);
@@ -54,49 +61,96 @@ absl::StatusOr<std::string> TcpTransport::Listen(absl::string_view host_port) {
     listeners_.push_back(std::move(listener));
   }
   spdlog::info("tcp listener on {}", result);
-  Accept(raw);
+  Accept(raw, raw->tcp.get());
   return result;
 }
 
-void TcpTransport::Accept(Listener* listener) {
+absl::Status NodeTransport::ListenUnix(const std::string& path, uint32_t mode) {
+  RETURN_IF_ERROR(core::ValidateUnixPath(path));
+  if (mode != 0600 && mode != 0660) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a Unix socket listener's mode is 0600 or 0660, not 0", absl::Hex(mode)));
+  }
+  RETURN_IF_ERROR(PrepareUnixSocketPath(path, "node"));
+  auto listener = std::make_unique<Listener>();
+  listener->unix = std::make_unique<asio::local::stream_protocol::acceptor>(router_.NewStrand());
+  auto& acceptor = *listener->unix;
+  asio::error_code ec;
+  asio::local::stream_protocol::endpoint endpoint(path);
+  acceptor.open(endpoint.protocol(), ec);
+  // Bound with no permissions at all, then opened up to `mode`: no moment where another user
+  // could connect.
+  const mode_t old_umask = ::umask(0777);
+  if (!ec) acceptor.bind(endpoint, ec);
+  ::umask(old_umask);
+  if (!ec && ::chmod(path.c_str(), mode) != 0)
+    ec = asio::error_code(errno, asio::system_category());
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    ::unlink(path.c_str());
+    return ErrorWithReason(absl::StatusCode::kUnavailable,
+                           absl::StrCat("cannot listen on ", path, ": ", ec.message()),
+                           reason::kListenFailed);
+  }
+  listener->info.transport = "uds";
+  listener->info.address = path;
+  listener->info.hop = core::Address::Uds(path).ToString();
+  Listener* raw = listener.get();
+  {
+    veil::MutexLock lock(&mu_);
+    if (shut_down_) return absl::FailedPreconditionError("transport is shut down");
+    listeners_.push_back(std::move(listener));
+  }
+  spdlog::info("uds listener on {} (mode 0{:o}, route hop {})", path, mode, raw->info.hop);
+  Accept(raw, raw->unix.get());
+  return absl::OkStatus();
+}
+
+template <typename Acceptor>
+void NodeTransport::Accept(Listener* listener, Acceptor* acceptor) {
   core::Strand strand = router_.NewStrand();
-  listener->acceptor->async_accept(
-      strand, [this, listener, strand](asio::error_code ec, asio::ip::tcp::socket socket) {
+  acceptor->async_accept(
+      strand, [this, listener, acceptor, strand](asio::error_code ec,
+                                                 typename Acceptor::protocol_type::socket socket) {
         if (ec == asio::error::operation_aborted) return;
         if (ec) {
           // Out of file descriptors and the like: log, and keep accepting.
-          spdlog::warn("tcp listener {}: accept failed: {}", listener->address, ec.message());
+          spdlog::warn("{} listener {}: accept failed: {}", listener->info.transport,
+                       listener->info.address, ec.message());
         } else {
-          auto conn = std::make_shared<TcpConnection>(strand, *this, options_, std::move(socket));
-          if (Adopt(conn) != nullptr) {
-            absl::Status limit;
-            {
-              veil::MutexLock lock(&mu_);
-              limit = AcceptLimit(conn->remote_host());
-              if (limit.ok()) {
-                ++accepted_;
-                ++accepted_by_host_[conn->remote_host()];
-                accepted_hosts_.emplace(conn->id(), conn->remote_host());
-              }
-            }
-            // Refused before it starts: nothing it sends is ever read (with several io threads
-            // its first read could otherwise complete before a refusal posted after Start).
-            if (!limit.ok()) {
-              stats_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-              conn->Refuse(std::move(limit));
-            }
-            conn->Start();
-          }
+          Accepted(std::make_shared<Connection>(strand, *this, options_,
+                                                AcceptedStream(std::move(socket))));
         }
         {
           veil::MutexLock lock(&mu_);
           if (shut_down_) return;
         }
-        Accept(listener);
+        Accept(listener, acceptor);
       });
 }
 
-absl::Status TcpTransport::AcceptLimit(const std::string& host) {
+void NodeTransport::Accepted(std::shared_ptr<Connection> conn) {
+  if (Adopt(conn) == nullptr) return;
+  absl::Status limit;
+  {
+    veil::MutexLock lock(&mu_);
+    limit = AcceptLimit(conn->remote_host());
+    if (limit.ok()) {
+      ++accepted_;
+      ++accepted_by_host_[conn->remote_host()];
+      accepted_hosts_.emplace(conn->id(), conn->remote_host());
+    }
+  }
+  // Refused before it starts: nothing it sends is ever read (with several io threads its first
+  // read could otherwise complete before a refusal posted after Start).
+  if (!limit.ok()) {
+    stats_.connections_refused.fetch_add(1, std::memory_order_relaxed);
+    conn->Refuse(std::move(limit));
+  }
+  conn->Start();
+}
+
+absl::Status NodeTransport::AcceptLimit(const std::string& host) {
   if (accepted_ >= options_.max_connections) {
     return ErrorWithReason(
         absl::StatusCode::kResourceExhausted,
@@ -113,8 +167,9 @@ absl::Status TcpTransport::AcceptLimit(const std::string& host) {
   return absl::OkStatus();
 }
 
-std::shared_ptr<TcpConnection> TcpTransport::Adopt(std::shared_ptr<TcpConnection> connection) {
-  std::string name = router_.StartWorkerWithPrefix("_tcp_", connection);
+std::shared_ptr<Connection> NodeTransport::Adopt(std::shared_ptr<Connection> connection) {
+  std::string name = router_.StartWorkerWithPrefix(
+      absl::StrCat("_", connection->transport_name(), "_"), connection);
   if (name.empty()) return nullptr;  // shutting down
   veil::MutexLock lock(&mu_);
   if (shut_down_) {
@@ -125,8 +180,7 @@ std::shared_ptr<TcpConnection> TcpTransport::Adopt(std::shared_ptr<TcpConnection
   return connection;
 }
 
-absl::StatusOr<std::shared_ptr<TcpConnection>> TcpTransport::Outgoing(
-    const std::string& host_port) {
+absl::StatusOr<std::shared_ptr<Connection>> NodeTransport::Outgoing(const core::Address& hop) {
   auto shutting_down = [] {
     return ErrorWithReason(absl::StatusCode::kUnavailable, "the node is shutting down",
                            reason::kNodeShuttingDown);
@@ -134,17 +188,17 @@ absl::StatusOr<std::shared_ptr<TcpConnection>> TcpTransport::Outgoing(
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) return shutting_down();
-    auto it = outgoing_.find(host_port);
+    auto it = outgoing_.find(hop);
     if (it != outgoing_.end()) return it->second;
   }
-  auto fresh = std::make_shared<TcpConnection>(router_.NewStrand(), *this, options_, host_port);
+  auto fresh = std::make_shared<Connection>(router_.NewStrand(), *this, options_, hop);
   if (Adopt(fresh) == nullptr) return shutting_down();
-  std::shared_ptr<TcpConnection> connection;
+  std::shared_ptr<Connection> connection;
   bool opened;
   {
     veil::MutexLock lock(&mu_);
     // Another thread may have opened one meanwhile: use the first, drop ours.
-    auto [it, inserted] = outgoing_.try_emplace(fresh->peer(), fresh);
+    auto [it, inserted] = outgoing_.try_emplace(hop, fresh);
     connection = it->second;
     opened = inserted;
     if (!inserted) all_.erase(fresh->id());
@@ -157,14 +211,14 @@ absl::StatusOr<std::shared_ptr<TcpConnection>> TcpTransport::Outgoing(
   return connection;
 }
 
-absl::StatusOr<std::shared_ptr<core::Worker>> TcpTransport::CarrierFor(const core::Address& hop) {
-  auto connection = Outgoing(hop.value());
+absl::StatusOr<std::shared_ptr<core::Worker>> NodeTransport::CarrierFor(const core::Address& hop) {
+  auto connection = Outgoing(hop);
   if (!connection.ok()) return connection.status();
   return std::shared_ptr<core::Worker>(*std::move(connection));
 }
 
-absl::Status TcpTransport::PlaintextEgress(const core::SenderInfo& from,
-                                           absl::string_view where) const {
+absl::Status NodeTransport::PlaintextEgress(const core::SenderInfo& from,
+                                            absl::string_view where) const {
   using Origin = core::SenderInfo::Origin;
   if (from.origin == Origin::kLocal || from.origin == Origin::kTransport ||
       options_.insecure_plaintext) {
@@ -186,16 +240,20 @@ absl::Status TcpTransport::PlaintextEgress(const core::SenderInfo& from,
       reason::kPlaintextEgressRefused);
 }
 
-absl::Status TcpTransport::Admit(const core::SenderInfo& from, const core::Address& hop) const {
+absl::Status NodeTransport::Admit(const core::SenderInfo& from, const core::Address& hop) const {
   using Origin = core::SenderInfo::Origin;
   if (from.origin == Origin::kLocal) return absl::OkStatus();
   absl::Status plaintext = PlaintextEgress(from, hop.ToString());
   if (!plaintext.ok()) return plaintext;
   if (from.origin == Origin::kApp) return absl::OkStatus();  // an app of this node, insecure
   // From the network or out of a secure channel: only where the allow-list says.
-  auto host_port = core::ParseHostPort(hop.value());
-  if (host_port.ok() && options_.allow_dial.Allows(host_port->host, host_port->port)) {
-    return absl::OkStatus();
+  if (hop.type() == core::AddressType::kUds) {
+    if (options_.allow_dial.AllowsUnix(hop.value())) return absl::OkStatus();
+  } else {
+    auto host_port = core::ParseHostPort(hop.value());
+    if (host_port.ok() && options_.allow_dial.Allows(host_port->host, host_port->port)) {
+      return absl::OkStatus();
+    }
   }
   stats_.dials_refused.fetch_add(1, std::memory_order_relaxed);
   return ErrorWithReason(
@@ -205,8 +263,8 @@ absl::Status TcpTransport::Admit(const core::SenderInfo& from, const core::Addre
       reason::kDialRefused);
 }
 
-void TcpTransport::PairForReplies(uint64_t to, uint64_t from) {
-  std::shared_ptr<TcpConnection> connection;
+void NodeTransport::PairForReplies(uint64_t to, uint64_t from) {
+  std::shared_ptr<Connection> connection;
   {
     veil::MutexLock lock(&mu_);
     auto it = all_.find(to);
@@ -216,8 +274,8 @@ void TcpTransport::PairForReplies(uint64_t to, uint64_t from) {
   connection->AdmitRepliesFrom(from);
 }
 
-void TcpTransport::Send(core::Message msg) {
-  auto connection = Outgoing(msg.onward.front().value());
+void NodeTransport::Send(core::Message msg) {
+  auto connection = Outgoing(msg.onward.front());
   if (!connection.ok()) {
     msg.receipt.Settle(connection.status());
     return;
@@ -229,40 +287,51 @@ void TcpTransport::Send(core::Message msg) {
     (*connection)->AdmitRepliesFrom(msg.sender.via);
   }
   msg.onward.PopFront();
-  TcpConnection* raw = connection->get();
+  Connection* raw = connection->get();
   core::RunOnStrand(raw->strand(),
                     [connection = *std::move(connection), msg = std::move(msg)]() mutable {
                       connection->HandleMessage(std::move(msg));
                     });
 }
 
-std::vector<std::string> TcpTransport::ListenAddresses() const {
+std::vector<std::string> NodeTransport::ListenAddresses() const {
   veil::MutexLock lock(&mu_);
   std::vector<std::string> out;
-  for (const auto& l : listeners_) out.push_back(l->address);
+  for (const auto& l : listeners_) {
+    if (l->tcp != nullptr) out.push_back(l->info.address);
+  }
   return out;
 }
 
-std::vector<TcpConnectionInfo> TcpTransport::Connections() const {
+std::vector<ListenerInfo> NodeTransport::Listeners() const {
   veil::MutexLock lock(&mu_);
-  std::vector<TcpConnectionInfo> out;
-  for (const auto& [id, conn] : all_)
-    out.push_back({conn->address(), conn->peer(), conn->outgoing()});
+  std::vector<ListenerInfo> out;
+  for (const auto& l : listeners_) out.push_back(l->info);
   return out;
 }
 
-void TcpTransport::AddCloseObserver(CloseObserver observer) {
+std::vector<ConnectionInfo> NodeTransport::Connections() const {
+  veil::MutexLock lock(&mu_);
+  std::vector<ConnectionInfo> out;
+  for (const auto& [id, conn] : all_)
+    out.push_back(
+        {conn->address(), std::string(conn->transport_name()), conn->peer(), conn->outgoing()});
+  return out;
+}
+
+void NodeTransport::AddCloseObserver(CloseObserver observer) {
   veil::MutexLock lock(&mu_);
   close_observers_.push_back(std::move(observer));
 }
 
-void TcpTransport::ForgetOutgoing(TcpConnection* connection) {
+void NodeTransport::ForgetOutgoing(Connection* connection) {
+  if (!connection->hop().has_value()) return;
   veil::MutexLock lock(&mu_);
-  auto it = outgoing_.find(connection->peer());
+  auto it = outgoing_.find(*connection->hop());
   if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
 }
 
-void TcpTransport::Forget(TcpConnection* connection) {
+void NodeTransport::Forget(Connection* connection) {
   std::vector<CloseObserver> observers;
   {
     veil::MutexLock lock(&mu_);
@@ -272,25 +341,35 @@ void TcpTransport::Forget(TcpConnection* connection) {
       if (--accepted_by_host_[it->second] == 0) accepted_by_host_.erase(it->second);
       accepted_hosts_.erase(it);
     }
-    auto it = outgoing_.find(connection->peer());
-    if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
+    if (connection->hop().has_value()) {
+      auto it = outgoing_.find(*connection->hop());
+      if (it != outgoing_.end() && it->second.get() == connection) outgoing_.erase(it);
+    }
     observers = close_observers_;
   }
   for (const auto& observe : observers) observe(connection->address(), connection->id());
 }
 
-void TcpTransport::Shutdown() {
-  std::vector<std::shared_ptr<TcpConnection>> connections;
+void NodeTransport::Shutdown() {
+  std::vector<std::shared_ptr<Connection>> connections;
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
     for (auto& l : listeners_) {
-      asio::ip::tcp::acceptor* acceptor = l->acceptor.get();
-      asio::post(acceptor->get_executor(), [acceptor] {
-        asio::error_code ignored;
-        acceptor->close(ignored);
-      });
+      if (auto* acceptor = l->tcp.get()) {
+        asio::post(acceptor->get_executor(), [acceptor] {
+          asio::error_code ignored;
+          acceptor->close(ignored);
+        });
+      }
+      if (auto* acceptor = l->unix.get()) {
+        ::unlink(l->info.address.c_str());
+        asio::post(acceptor->get_executor(), [acceptor] {
+          asio::error_code ignored;
+          acceptor->close(ignored);
+        });
+      }
     }
     for (auto& [id, conn] : all_) connections.push_back(conn);
   }

@@ -1,25 +1,29 @@
-// TcpTransport: the router's transport for "/tcp/HOST:PORT" hops, and TCP listeners.
+// NodeTransport: the router's transport for the hops that name another node —
+// "/tcp/HOST:PORT" and "/uds/PATH" — and the listeners other nodes connect to (TCP, Unix
+// sockets).
 //
-// Sending to a TCP hop uses the open connection to that "host:port" or opens one (on demand,
-// reused afterwards); the hop is removed from the onward route (Ockam's hop rule) and the
-// message goes to the connection worker. Listeners accept connections from other nodes; each
-// becomes a connection worker. Connection loss is reported to the senders of the messages it
-// strands (see tcp_connection.h).
+// Sending to such a hop uses the open connection to it or opens one (on demand, reused
+// afterwards); the hop is removed from the onward route (Ockam's hop rule) and the message
+// goes to the connection worker. Listeners accept connections from other nodes; each becomes a
+// connection worker. Every connection, whatever its transport, is a Connection (connection.h):
+// the same frames, limits, backpressure and access control. Connection loss is reported to the
+// senders of the messages it strands.
 //
-// Access control (Admit, asked by the router for every /tcp hop): this node dials for its own
+// Access control (Admit, asked by the router for every such hop): this node dials for its own
 // workers; for its apps only with --insecure-plaintext (their payloads would leave in
 // plaintext); for a message from the network, or out of a secure channel, only a hop the dial
-// allow-list permits (DIAL_REFUSED otherwise, counted). A message from the network it does
-// forward pairs the two connections, each taking what is read from the other: replies come
-// back the same way, and later messages may name the onward connection, as replies' return
-// routes do.
+// allow-list permits (DIAL_REFUSED otherwise, counted; a Unix socket only when listed by path). A
+// message from the network it does forward pairs the two connections, each taking what is read from
+// the other: replies come back the same way, and later messages may name the onward connection, as
+// replies' return routes do.
 //
-// Limits on accepted connections (in all, per remote address) refuse the excess with a
-// connection refusal (TOO_MANY_CONNECTIONS) that the peer reads.
+// Limits on accepted connections (in all, per remote address — a Unix socket peer's user
+// counts as its address) refuse the excess with a connection refusal (TOO_MANY_CONNECTIONS)
+// that the peer reads.
 //
 // Thread-safety: all public methods may be called from any thread.
-#ifndef VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
-#define VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
+#ifndef VEIL_SIDECAR_TRANSPORT_NODE_TRANSPORT_H_
+#define VEIL_SIDECAR_TRANSPORT_NODE_TRANSPORT_H_
 
 #include <atomic>
 #include <functional>
@@ -31,28 +35,43 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "asio/ip/tcp.hpp"
+#include "asio/local/stream_protocol.hpp"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
-#include "sidecar/transport/tcp_connection.h"
+#include "sidecar/transport/connection.h"
 
 namespace veil::transport {
 
 // A snapshot of one connection, for the API.
-struct TcpConnectionInfo {
-  std::string worker;  // local address, e.g. "_tcp_3"
-  std::string peer;    // "host:port"
+struct ConnectionInfo {
+  std::string worker;     // local address, e.g. "_tcp_3"
+  std::string transport;  // "tcp", "uds"
+  std::string peer;       // "host:port"; a socket path (outgoing) or "uid N pid M" (accepted)
   bool outgoing = false;
 };
 
-class TcpTransport final : public core::Transport {
+// A listener, for the API.
+struct ListenerInfo {
+  std::string transport;  // "tcp", "uds"
+  std::string address;    // the bound "host:port", or the socket path
+  std::string hop;        // the route hop reaching it, e.g. "/tcp/127.0.0.1:4000"
+};
+
+class NodeTransport final : public core::Transport {
  public:
-  // Registers itself with `router` for TCP hops. `router` must outlive it.
-  TcpTransport(core::Router& router, TcpOptions options);
-  ~TcpTransport() override;
+  // Registers itself with `router` for TCP and Unix socket hops. `router` must outlive it.
+  NodeTransport(core::Router& router, ConnectionOptions options);
+  ~NodeTransport() override;
 
   // Listens on `host_port` ("host:port", port 0 for any) and returns the bound "host:port".
   // INVALID_ARGUMENT for a bad address; UNAVAILABLE when it cannot be bound.
   absl::StatusOr<std::string> Listen(absl::string_view host_port);
+  // Listens on the Unix socket `path` (absolute; parent directory created 0700 if missing; a
+  // stale socket replaced; FAILED_PRECONDITION ADDRESS_IN_USE when a live process serves it or
+  // the path is not a socket), with permissions `mode` (0600: this user's processes; 0660:
+  // also its group's). INVALID_ARGUMENT for a bad path or mode; UNAVAILABLE when it cannot be
+  // bound. The socket file is removed at Shutdown.
+  absl::Status ListenUnix(const std::string& path, uint32_t mode);
 
   void Send(core::Message msg) override;
   absl::Status Admit(const core::SenderInfo& from, const core::Address& hop) const override;
@@ -73,11 +92,13 @@ class TcpTransport final : public core::Transport {
   // forwarded a message read on `to` out over `from`. No-op when `to` is gone.
   void PairForReplies(uint64_t to, uint64_t from);
 
-  const TcpOptions& options() const { return options_; }
+  const ConnectionOptions& options() const { return options_; }
 
-  // Bound listener addresses, in the order they were opened.
+  // Bound TCP listener addresses, in the order they were opened.
   std::vector<std::string> ListenAddresses() const;
-  std::vector<TcpConnectionInfo> Connections() const;
+  // Every listener, in the order they were opened.
+  std::vector<ListenerInfo> Listeners() const;
+  std::vector<ConnectionInfo> Connections() const;
 
   // Closes listeners and every connection (queued messages fail with NODE_SHUTTING_DOWN).
   void Shutdown();
@@ -108,34 +129,37 @@ class TcpTransport final : public core::Transport {
   // Called by a connection as it starts closing: from then on Outgoing() dials a new one to
   // its peer instead of handing out this one (a channel opened meanwhile would otherwise ride
   // a connection about to close, and close with it).
-  void ForgetOutgoing(TcpConnection* connection);
+  void ForgetOutgoing(Connection* connection);
   // Called by a connection when it has closed.
-  void Forget(TcpConnection* connection);
+  void Forget(Connection* connection);
 
  private:
   struct Listener {
-    std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
-    std::string address;
+    std::unique_ptr<asio::ip::tcp::acceptor> tcp;
+    std::unique_ptr<asio::local::stream_protocol::acceptor> unix;
+    ListenerInfo info;
   };
-  void Accept(Listener* listener);
-  std::shared_ptr<TcpConnection> Adopt(std::shared_ptr<TcpConnection> connection);
-  // The open or opening connection to "host:port", opened when there is none. UNAVAILABLE
+  template <typename Acceptor>
+  void Accept(Listener* listener, Acceptor* acceptor);
+  void Accepted(std::shared_ptr<Connection> connection);
+  std::shared_ptr<Connection> Adopt(std::shared_ptr<Connection> connection);
+  // The open or opening connection to `hop`, opened when there is none. UNAVAILABLE
   // (NODE_SHUTTING_DOWN) once shut down.
-  absl::StatusOr<std::shared_ptr<TcpConnection>> Outgoing(const std::string& host_port);
+  absl::StatusOr<std::shared_ptr<Connection>> Outgoing(const core::Address& hop);
   // Why an accepted connection from `host` must be refused, or OK.
   absl::Status AcceptLimit(const std::string& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   core::Router& router_;
-  const TcpOptions options_;
+  const ConnectionOptions options_;
   mutable Stats stats_;
   mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
-  // Outgoing connections by the "host:port" of the routes that opened them.
-  absl::flat_hash_map<std::string, std::shared_ptr<TcpConnection>> outgoing_ ABSL_GUARDED_BY(mu_);
+  // Outgoing connections by the hop of the routes that opened them.
+  absl::flat_hash_map<core::Address, std::shared_ptr<Connection>> outgoing_ ABSL_GUARDED_BY(mu_);
   std::vector<CloseObserver> close_observers_ ABSL_GUARDED_BY(mu_);
   // Every live connection, by worker id.
-  absl::flat_hash_map<uint64_t, std::shared_ptr<TcpConnection>> all_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Connection>> all_ ABSL_GUARDED_BY(mu_);
   // Accepted connections open, in all and by remote address.
   size_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, size_t> accepted_by_host_ ABSL_GUARDED_BY(mu_);
@@ -145,4 +169,4 @@ class TcpTransport final : public core::Transport {
 
 }  // namespace veil::transport
 
-#endif  // VEIL_SIDECAR_TRANSPORT_TCP_TRANSPORT_H_
+#endif  // VEIL_SIDECAR_TRANSPORT_NODE_TRANSPORT_H_
