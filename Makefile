@@ -16,7 +16,7 @@ WERROR ?=
 # Debian 12 packages the build and tests need. Installed only when missing.
 DEB_PACKAGES := build-essential cmake pkg-config \
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
-  libsodium-dev libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libasio-dev \
+  libsodium-dev libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libboost1.81-dev libssl-dev \
   libcli11-dev libyaml-cpp-dev prometheus-cpp-dev \
   python3 python3-yaml unzip python3-grpcio python3-protobuf curl postgresql postgresql-client \
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \

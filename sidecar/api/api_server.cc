@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
     const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
     transport::NodeTransport& tcp, identity::IdentityStore& identities,
     channel::SecureChannelManager& channels, relay::RelayClients& relays,
-    const relay::RelayHub* hub, portal::PortalManager& portals, asio::io_context& io) {
+    const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {

@@ -47,7 +47,7 @@ class ApiServer {
       const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
       transport::NodeTransport& tcp, identity::IdentityStore& identities,
       channel::SecureChannelManager& channels, relay::RelayClients& relays,
-      const relay::RelayHub* hub, portal::PortalManager& portals, asio::io_context& io);
+      const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".

@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "sidecar/api/grpc_status.h"
 #include "sidecar/api/outgoing.h"
 #include "sidecar/common/error_reason.h"
@@ -188,14 +188,15 @@ class RequestCall final : public grpc::ServerUnaryReactor,
     return true;
   }
   void FinishClaimed(std::shared_ptr<core::Worker> worker, grpc::Status status) {
-    asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+    boost::asio::post(timer_.get_executor(),
+                      [self = shared_from_this()] { self->timer_.cancel(); });
     if (worker != nullptr) router_.StopWorker(worker->address(), worker.get());
     Finish(std::move(status));
   }
 
   core::Router& router_;
   v1::RequestResponse* const response_;
-  asio::steady_timer timer_;
+  boost::asio::steady_timer timer_;
   std::shared_ptr<RequestCall> self_;
   veil::Mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
@@ -251,7 +252,7 @@ std::shared_ptr<RequestCall> RequestCall::Start(core::Router& router, const ApiS
   }
   call->timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::max<std::chrono::system_clock::duration>(wait, {})));
-  call->timer_.async_wait([weak = std::weak_ptr<RequestCall>(call)](asio::error_code ec) {
+  call->timer_.async_wait([weak = std::weak_ptr<RequestCall>(call)](boost::system::error_code ec) {
     if (ec) return;
     if (auto call = weak.lock()) {
       call->Conclude(GrpcError(absl::StatusCode::kDeadlineExceeded,

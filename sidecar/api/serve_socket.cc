@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "sidecar/api/grpc_status.h"
 #include "sidecar/api/serve_stream.h"
 #include "sidecar/common/error_reason.h"
@@ -38,7 +38,7 @@ struct ServeSocketRegistry {
 
 namespace {
 
-using Socket = asio::local::stream_protocol::socket;
+using Socket = boost::asio::local::stream_protocol::socket;
 
 constexpr size_t kFrameHeader = 4;
 constexpr size_t kInitialReadBuffer = 64 * 1024;
@@ -272,7 +272,7 @@ class ServeSocketServer::Stream final : public ServeStream {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         veil::MutexLock lock(&socket_mu_);
-        socket_.async_wait(Socket::wait_read, [self = Self()](asio::error_code ec) {
+        socket_.async_wait(Socket::wait_read, [self = Self()](boost::system::error_code ec) {
           if (ec) {
             self->Cancelled();
             return;
@@ -331,7 +331,7 @@ class ServeSocketServer::Stream final : public ServeStream {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         veil::MutexLock lock(&socket_mu_);
-        socket_.async_wait(Socket::wait_write, [self = Self()](asio::error_code ec) {
+        socket_.async_wait(Socket::wait_write, [self = Self()](boost::system::error_code ec) {
           if (ec) {
             self->Sent(false);
           } else {
@@ -374,7 +374,7 @@ class ServeSocketServer::Stream final : public ServeStream {
     {
       veil::MutexLock lock(&socket_mu_);
       linger_timer_.emplace(socket_.get_executor(), kLinger);
-      linger_timer_->async_wait([self](asio::error_code ec) {
+      linger_timer_->async_wait([self](boost::system::error_code ec) {
         if (!ec) ::shutdown(self->fd_, SHUT_RDWR);  // the read wait below then ends it
       });
     }
@@ -397,7 +397,7 @@ class ServeSocketServer::Stream final : public ServeStream {
         return;
       }
       veil::MutexLock lock(&socket_mu_);
-      socket_.async_wait(Socket::wait_read, [self](asio::error_code ec) {
+      socket_.async_wait(Socket::wait_read, [self](boost::system::error_code ec) {
         if (ec) {
           self->EndLinger();
         } else {
@@ -447,11 +447,11 @@ class ServeSocketServer::Stream final : public ServeStream {
   bool finishing_ = false;
 
   // Cuts a lingering connection after kLinger.
-  std::optional<asio::steady_timer> linger_timer_ ABSL_GUARDED_BY(socket_mu_);
+  std::optional<boost::asio::steady_timer> linger_timer_ ABSL_GUARDED_BY(socket_mu_);
 };
 
 absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
-    const std::string& path, asio::io_context& io, core::Router& router,
+    const std::string& path, boost::asio::io_context& io, core::Router& router,
     const ApiSettings& settings, ApiStats& stats, MessagingService& messaging) {
   absl::Status prepared = PrepareUnixSocketPath(path, "serve");
   if (!prepared.ok()) return prepared;
@@ -459,10 +459,10 @@ absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
       new ServeSocketServer(path, io, router, settings, stats, messaging));
   {
     veil::MutexLock lock(&server->mu_);
-    asio::error_code ec;
-    server->acceptor_.open(asio::local::stream_protocol(), ec);
-    if (!ec) server->acceptor_.bind(asio::local::stream_protocol::endpoint(path), ec);
-    if (!ec) server->acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    boost::system::error_code ec;
+    server->acceptor_.open(boost::asio::local::stream_protocol(), ec);
+    if (!ec) server->acceptor_.bind(boost::asio::local::stream_protocol::endpoint(path), ec);
+    if (!ec) server->acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
     if (ec) {
       return ErrorWithReason(
           absl::StatusCode::kUnavailable,
@@ -476,9 +476,9 @@ absl::StatusOr<std::unique_ptr<ServeSocketServer>> ServeSocketServer::Start(
   return server;
 }
 
-ServeSocketServer::ServeSocketServer(std::string path, asio::io_context& io, core::Router& router,
-                                     const ApiSettings& settings, ApiStats& stats,
-                                     MessagingService& messaging)
+ServeSocketServer::ServeSocketServer(std::string path, boost::asio::io_context& io,
+                                     core::Router& router, const ApiSettings& settings,
+                                     ApiStats& stats, MessagingService& messaging)
     : path_(std::move(path)),
       router_(router),
       settings_(settings),
@@ -490,14 +490,14 @@ ServeSocketServer::ServeSocketServer(std::string path, asio::io_context& io, cor
 void ServeSocketServer::Accept() {
   veil::MutexLock lock(&mu_);
   if (closed_) return;
-  acceptor_.async_accept([this](asio::error_code ec, Socket socket) {
-    if (ec == asio::error::operation_aborted) return;
+  acceptor_.async_accept([this](boost::system::error_code ec, Socket socket) {
+    if (ec == boost::asio::error::operation_aborted) return;
     if (ec) {
       // Out of descriptors and the like: try again shortly rather than spin.
       spdlog::warn("serve socket: cannot accept: {}", ec.message());
-      auto timer = std::make_shared<asio::steady_timer>(socket.get_executor(),
-                                                        std::chrono::milliseconds(100));
-      timer->async_wait([this, timer](asio::error_code) { Accept(); });
+      auto timer = std::make_shared<boost::asio::steady_timer>(socket.get_executor(),
+                                                               std::chrono::milliseconds(100));
+      timer->async_wait([this, timer](boost::system::error_code) { Accept(); });
       return;
     }
     auto stream = Stream::Create(std::move(socket), router_, settings_, stats_, registry_);
@@ -512,7 +512,7 @@ void ServeSocketServer::Drain(std::chrono::milliseconds grace) {
     veil::MutexLock lock(&mu_);
     if (!closed_) {
       closed_ = true;
-      asio::error_code ignored;
+      boost::system::error_code ignored;
       acceptor_.close(ignored);
       ::unlink(path_.c_str());
     }

@@ -26,8 +26,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "asio/io_context.hpp"
-#include "asio/local/stream_protocol.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/local/stream_protocol.hpp"
 #include "sidecar/api/api_settings.h"
 #include "sidecar/api/messaging_service.h"
 #include "sidecar/common/mutex.h"
@@ -45,7 +45,7 @@ class ServeSocketServer {
   // process serves it or the path is not a socket), mode settings.socket_mode. Streams are
   // counted by `messaging` (limits, draining). Everything passed must outlive the server.
   static absl::StatusOr<std::unique_ptr<ServeSocketServer>> Start(
-      const std::string& path, asio::io_context& io, core::Router& router,
+      const std::string& path, boost::asio::io_context& io, core::Router& router,
       const ApiSettings& settings, ApiStats& stats, MessagingService& messaging);
   ~ServeSocketServer();
 
@@ -57,7 +57,7 @@ class ServeSocketServer {
 
  private:
   class Stream;
-  ServeSocketServer(std::string path, asio::io_context& io, core::Router& router,
+  ServeSocketServer(std::string path, boost::asio::io_context& io, core::Router& router,
                     const ApiSettings& settings, ApiStats& stats, MessagingService& messaging);
   void Accept();
 
@@ -67,7 +67,7 @@ class ServeSocketServer {
   ApiStats& stats_;
   MessagingService& messaging_;
   veil::Mutex mu_;  // the acceptor: Accept runs on the io_context, Drain on another thread
-  asio::local::stream_protocol::acceptor acceptor_ ABSL_GUARDED_BY(mu_);
+  boost::asio::local::stream_protocol::acceptor acceptor_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   // The open streams' connections, to cut them after the grace period.
   std::shared_ptr<struct ServeSocketRegistry> registry_;

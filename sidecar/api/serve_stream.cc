@@ -106,7 +106,7 @@ void ServeStream::Begin(std::shared_ptr<ServeStream> self) {
   }
   // A stream that never opens would hold a stream slot for good.
   open_timer_.expires_after(settings_.open_timeout);
-  open_timer_.async_wait([weak = weak_from_this()](asio::error_code ec) {
+  open_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     if (ec) return;
     if (auto stream = weak.lock()) stream->OpenTimedOut();
   });

@@ -24,7 +24,7 @@
 #include <span>
 
 #include "absl/base/thread_annotations.h"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "google/protobuf/arena.h"
 #include "grpcpp/grpcpp.h"
 #include "sidecar/api/api_settings.h"
@@ -91,8 +91,8 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   const ApiSettings& settings_;
   ApiStats& stats_;
   std::shared_ptr<ServeStream> self_ ABSL_GUARDED_BY(mu_);  // keeps the stream alive until Done
-  v1::ServeRequest request_;       // the read buffer; owned by the carrier during a read
-  asio::steady_timer open_timer_;  // armed once, in Begin; its handler holds a weak_ptr
+  v1::ServeRequest request_;              // the read buffer; owned by the carrier during a read
+  boost::asio::steady_timer open_timer_;  // armed once, in Begin; its handler holds a weak_ptr
 
   veil::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);  // served address; empty before open

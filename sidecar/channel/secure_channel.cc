@@ -2,8 +2,8 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "asio/bind_executor.hpp"
-#include "asio/post.hpp"
+#include "boost/asio/bind_executor.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/log_fields.h"
@@ -89,7 +89,7 @@ class HandshakeSendTracker final : public core::SendTracker {
   void Complete(uint32_t, absl::Status status) override {
     if (status.ok()) return;
     if (auto channel = channel_.lock()) {
-      asio::post(channel->strand(), [channel, status] { channel->OnSendFailed(status); });
+      boost::asio::post(channel->strand(), [channel, status] { channel->OnSendFailed(status); });
     }
   }
 
@@ -139,8 +139,8 @@ absl::Status SecureChannel::Register(const std::string& suffix) {
 
 void SecureChannel::StartInitiator(core::Route route, std::chrono::milliseconds timeout,
                                    SecureChannelManager::CreateCallback done) {
-  asio::post(strand_, [self = shared_from_this(), route = std::move(route), timeout,
-                       done = std::move(done)]() mutable {
+  boost::asio::post(strand_, [self = shared_from_this(), route = std::move(route), timeout,
+                              done = std::move(done)]() mutable {
     self->on_established_ = std::move(done);
     self->remote_route_ = route;
     auto hs1 = self->session_.Start();
@@ -149,7 +149,7 @@ void SecureChannel::StartInitiator(core::Route route, std::chrono::milliseconds 
       return;
     }
     self->timer_.expires_after(timeout);
-    self->timer_.async_wait([self, timeout](asio::error_code ec) {
+    self->timer_.async_wait([self, timeout](boost::system::error_code ec) {
       if (ec || self->closed_ || self->session_.state() != ChannelSession::State::kHandshaking) {
         return;
       }
@@ -165,9 +165,9 @@ void SecureChannel::StartInitiator(core::Route route, std::chrono::milliseconds 
 }
 
 void SecureChannel::StartResponder(std::chrono::milliseconds timeout) {
-  asio::post(strand_, [self = shared_from_this(), timeout] {
+  boost::asio::post(strand_, [self = shared_from_this(), timeout] {
     self->timer_.expires_after(timeout);
-    self->timer_.async_wait([self](asio::error_code ec) {
+    self->timer_.async_wait([self](boost::system::error_code ec) {
       if (ec || self->closed_ || self->session_.state() != ChannelSession::State::kHandshaking) {
         return;
       }
@@ -209,7 +209,7 @@ void SecureChannel::ArmEstablishedTimer() {
                                         : manager_.options().idle_timeout;
   if (after.count() <= 0) return;
   timer_.expires_after(after);
-  timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
+  timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->OnEstablishedTimer();
   });
 }
@@ -474,9 +474,10 @@ void SecureChannel::Delete(absl::Status why) {
 }
 
 void SecureChannel::Close(absl::Status why, bool notify_peer) {
-  asio::post(strand_, [self = shared_from_this(), why = std::move(why), notify_peer]() mutable {
-    self->CloseNow(std::move(why), notify_peer);
-  });
+  boost::asio::post(strand_,
+                    [self = shared_from_this(), why = std::move(why), notify_peer]() mutable {
+                      self->CloseNow(std::move(why), notify_peer);
+                    });
 }
 
 void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/mutex.h"
@@ -82,7 +82,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   identity::IdentityLease lease_;
   std::shared_ptr<const TrustPolicy> policy_;
   ChannelSession session_;
-  asio::steady_timer timer_;
+  boost::asio::steady_timer timer_;
   core::Route remote_route_;
   std::string encryptor_address_, decryptor_address_;
   std::string listener_;

@@ -2,7 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "asio/post.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/channel/secure_channel.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
@@ -289,8 +289,8 @@ void SecureChannelManager::Accept(const std::string& listener_address, core::Mes
   std::shared_ptr<SecureChannel> ch = *channel;
   ch->set_pending_slot(std::move(slot));
   ch->StartResponder(options_.responder_timeout);
-  asio::post(ch->strand(),
-             [ch, msg = std::move(msg)]() mutable { ch->OnChannelMessage(std::move(msg)); });
+  boost::asio::post(ch->strand(),
+                    [ch, msg = std::move(msg)]() mutable { ch->OnChannelMessage(std::move(msg)); });
 }
 
 std::vector<ChannelInfo> SecureChannelManager::ListChannels() const {

@@ -138,6 +138,28 @@ absl::Status ValidateUnixPath(absl::string_view path) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<WebSocketTarget> ParseWebSocketTarget(absl::string_view text, bool allow_port_zero) {
+  const size_t slash = text.find('/');
+  WebSocketTarget out;
+  auto host_port = ParseHostPort(text.substr(0, slash), allow_port_zero);
+  if (!host_port.ok()) return host_port.status();
+  out.host_port = *std::move(host_port);
+  if (slash == absl::string_view::npos) return out;
+  absl::string_view path = text.substr(slash);
+  if (path.size() > 256) {
+    return Invalid(absl::StrCat("URL path ", QuoteInput(path), " is longer than 256 bytes"));
+  }
+  for (char c : path) {
+    if (!absl::ascii_isalnum(c) &&
+        absl::string_view("-._~!$&'()*+,;=:@%/?").find(c) == absl::string_view::npos) {
+      return Invalid(
+          absl::StrCat("URL path ", QuoteInput(path), " has a character not allowed in a URL"));
+    }
+  }
+  out.path = std::string(path);
+  return out;
+}
+
 std::string EscapeHopValue(absl::string_view value) {
   std::string out;
   out.reserve(value.size() + 8);
@@ -216,6 +238,12 @@ absl::StatusOr<Address> Address::Make(uint32_t type, std::string value) {
       if (!s.ok()) return s;
       return Uds(std::move(value));
     }
+    case AddressType::kWs:
+    case AddressType::kWss: {
+      auto target = ParseWebSocketTarget(value);
+      if (!target.ok()) return target.status();
+      return WebSocket(std::move(value), static_cast<AddressType>(type) == AddressType::kWss);
+    }
   }
   return Invalid(absl::StrCat("unknown address type ", type));
 }
@@ -228,6 +256,10 @@ std::string Address::ToString() const {
       return absl::StrCat("/tcp/", value_);
     case AddressType::kUds:
       return absl::StrCat("/uds/", EscapeHopValue(value_));
+    case AddressType::kWs:
+      return absl::StrCat("/ws/", EscapeHopValue(value_));
+    case AddressType::kWss:
+      return absl::StrCat("/wss/", EscapeHopValue(value_));
   }
   return absl::StrCat("/", static_cast<uint32_t>(type_), "/", value_);
 }

@@ -25,9 +25,11 @@ enum class AddressType : uint32_t {
   kLocal = 0,  // a worker on the node that reads the address; text "/service/NAME"
   kTcp = 1,    // a TCP endpoint "host:port"; text "/tcp/HOST:PORT"
   kUds = 2,    // a Unix stream socket, by absolute path; text "/uds/ESCAPED-PATH"
+  kWs = 3,     // a WebSocket endpoint "host:port[/url-path]"; text "/ws/HOST:PORT[%2FPATH]"
+  kWss = 4,    // the same over TLS; text "/wss/HOST:PORT[%2FPATH]"
 };
 // One more than the largest AddressType.
-inline constexpr size_t kAddressTypes = 3;
+inline constexpr size_t kAddressTypes = 5;
 
 inline constexpr size_t kMaxLocalNameLength = 128;
 inline constexpr size_t kMaxHostLength = 253;
@@ -54,6 +56,18 @@ std::string FormatHostPort(absl::string_view host, uint16_t port);
 // ending in '/'. INVALID_ARGUMENT (INVALID_ADDRESS) naming what is wrong.
 absl::Status ValidateUnixPath(absl::string_view path);
 
+// A WebSocket endpoint: "host:port" (as ParseHostPort reads it) and a URL path, "/" when none
+// was given.
+struct WebSocketTarget {
+  HostPort host_port;
+  std::string path = "/";
+};
+// Parses "host:port" or "host:port/path": the path is at most 256 bytes of URL characters
+// ([A-Za-z0-9] and -._~!$&'()*+,;=:@%/?). INVALID_ARGUMENT (INVALID_ADDRESS) naming what is
+// wrong. With `allow_port_zero`, port 0 (a listener's "any port").
+absl::StatusOr<WebSocketTarget> ParseWebSocketTarget(absl::string_view text,
+                                                     bool allow_port_zero = false);
+
 // The text form's escaping of a hop value: '%' and '/' become %25 and %2F; everything else is
 // itself. UnescapeHopValue reads %XX (either case) and refuses a '%' not followed by two hex
 // digits (INVALID_ARGUMENT).
@@ -78,6 +92,10 @@ class Address {
   }
   // A Unix socket address; `path` must be valid (see ValidateUnixPath).
   static Address Uds(std::string path) { return Address(AddressType::kUds, std::move(path)); }
+  // A WebSocket address (TLS when `tls`); `target` must be valid (see ParseWebSocketTarget).
+  static Address WebSocket(std::string target, bool tls) {
+    return Address(tls ? AddressType::kWss : AddressType::kWs, std::move(target));
+  }
   // Validates `value` for `type` (as read from the wire or text); INVALID_ARGUMENT otherwise.
   static absl::StatusOr<Address> Make(uint32_t type, std::string value);
 

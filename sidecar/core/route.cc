@@ -47,8 +47,10 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
     } else if (type == "tcp") {
       wire_type = static_cast<uint32_t>(AddressType::kTcp);
       value = std::string(raw_value);
-    } else if (type == "uds") {
-      wire_type = static_cast<uint32_t>(AddressType::kUds);
+    } else if (type == "uds" || type == "ws" || type == "wss") {
+      wire_type = static_cast<uint32_t>(type == "uds"  ? AddressType::kUds
+                                        : type == "ws" ? AddressType::kWs
+                                                       : AddressType::kWss);
       auto unescaped = UnescapeHopValue(raw_value);
       if (!unescaped.ok()) {
         return BadRoute(text, absl::StrCat("segment ", n, " (", QuoteInput(segment),
@@ -56,9 +58,10 @@ absl::StatusOr<Route> Route::Parse(absl::string_view text) {
       }
       value = *std::move(unescaped);
     } else {
-      return BadRoute(
-          text, absl::StrCat("segment ", n, " (", QuoteInput(segment), ") has unknown type ",
-                             QuoteInput(type), " (expected \"service\", \"tcp\" or \"uds\")"));
+      return BadRoute(text,
+                      absl::StrCat("segment ", n, " (", QuoteInput(segment), ") has unknown type ",
+                                   QuoteInput(type),
+                                   " (expected \"service\", \"tcp\", \"uds\", \"ws\" or \"wss\")"));
     }
     auto address = Address::Make(wire_type, std::move(value));
     if (!address.ok()) {

@@ -4,7 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "asio/post.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/log_fields.h"
@@ -76,7 +76,7 @@ bool Router::StopWorker(absl::string_view name, const Worker* expected, absl::St
       epitaphs_.insert_or_assign(std::string(name), std::move(epitaph));
     }
   }
-  asio::post(worker->strand(), [worker] { worker->OnStop(); });
+  boost::asio::post(worker->strand(), [worker] { worker->OnStop(); });
   return true;
 }
 
@@ -88,7 +88,7 @@ void Router::StopAll() {
     for (auto& [name, worker] : workers_) stopped.push_back(std::move(worker));
     workers_.clear();
   }
-  for (auto& worker : stopped) asio::post(worker->strand(), [worker] { worker->OnStop(); });
+  for (auto& worker : stopped) boost::asio::post(worker->strand(), [worker] { worker->OnStop(); });
 }
 
 void Router::ExplainAbsence(std::string prefix,

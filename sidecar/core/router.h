@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "asio/io_context.hpp"
+#include "boost/asio/io_context.hpp"
 #include "sidecar/common/log_limiter.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/message.h"
@@ -53,13 +53,13 @@ class Transport {
 
 class Router {
  public:
-  explicit Router(asio::io_context& io) : io_(io) {}
+  explicit Router(boost::asio::io_context& io) : io_(io) {}
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  asio::io_context& io() { return io_; }
+  boost::asio::io_context& io() { return io_; }
   // A new strand on the router's io_context, for a new worker.
-  Strand NewStrand() { return asio::make_strand(io_); }
+  Strand NewStrand() { return boost::asio::make_strand(io_); }
 
   // Starts `worker` at local address `name`. INVALID_ARGUMENT for a bad name; ALREADY_EXISTS
   // (reason ADDRESS_IN_USE) when the address is taken; FAILED_PRECONDITION once shut down.
@@ -144,7 +144,7 @@ class Router {
   Stats stats() const;
 
  private:
-  asio::io_context& io_;
+  boost::asio::io_context& io_;
   mutable veil::Mutex mu_;
   // Refuses `msg` for access control: counts, logs (rate-limited), settles and notifies.
   void Deny(Message msg, absl::Status why, absl::string_view to);

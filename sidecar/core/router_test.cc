@@ -73,7 +73,7 @@ using Outcomes = veil::testing::RecordingTracker;
 
 class RouterTest : public ::testing::Test {
  protected:
-  RouterTest() : work_(asio::make_work_guard(io_)) {
+  RouterTest() : work_(boost::asio::make_work_guard(io_)) {
     for (int i = 0; i < 4; ++i) threads_.emplace_back([this] { io_.run(); });
   }
   ~RouterTest() override {
@@ -90,8 +90,8 @@ class RouterTest : public ::testing::Test {
     return m;
   }
 
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::vector<std::thread> threads_;
   Router router_{io_};
 };

@@ -6,18 +6,18 @@
 #ifndef VEIL_SIDECAR_CORE_TCP_LISTEN_H_
 #define VEIL_SIDECAR_CORE_TCP_LISTEN_H_
 
-#include "asio/ip/tcp.hpp"
+#include "boost/asio/ip/tcp.hpp"
 
 namespace veil::core {
 
 // Opens, binds and listens `acceptor` on `endpoint`; the first error, or none.
-inline asio::error_code OpenTcpListener(asio::ip::tcp::acceptor& acceptor,
-                                        const asio::ip::tcp::endpoint& endpoint) {
-  asio::error_code ec;
+inline boost::system::error_code OpenTcpListener(boost::asio::ip::tcp::acceptor& acceptor,
+                                                 const boost::asio::ip::tcp::endpoint& endpoint) {
+  boost::system::error_code ec;
   acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.set_option(boost::asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
   return ec;
 }
 

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "asio/dispatch.hpp"
-#include "asio/io_context.hpp"
-#include "asio/post.hpp"
-#include "asio/strand.hpp"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/strand.hpp"
 #include "sidecar/core/message.h"
 
 namespace veil::core {
@@ -35,7 +35,7 @@ struct Carrier {
   friend bool operator==(const Carrier&, const Carrier&) = default;
 };
 
-using Strand = asio::strand<asio::io_context::executor_type>;
+using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 
 // Runs `f` on `strand`: at once on this thread when the strand is idle and this thread runs
 // its io_context (a message then crosses the node without a trip through the scheduler, which
@@ -44,9 +44,9 @@ using Strand = asio::strand<asio::io_context::executor_type>;
 template <typename F>
 void RunOnStrand(const Strand& strand, F&& f) {
   if (strand.running_in_this_thread()) {
-    asio::post(strand, std::forward<F>(f));
+    boost::asio::post(strand, std::forward<F>(f));
   } else {
-    asio::dispatch(strand, std::forward<F>(f));
+    boost::asio::dispatch(strand, std::forward<F>(f));
   }
 }
 

@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "asio/signal_set.hpp"
+#include "boost/asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/fmt_absl.h"
@@ -33,10 +33,19 @@
 namespace veil::daemon {
 namespace {
 
+// The bound addresses of `transport`'s listeners, comma-separated, for the ready line.
+std::string ListenedOn(const transport::NodeTransport& node, absl::string_view transport) {
+  std::vector<std::string> out;
+  for (const auto& l : node.Listeners()) {
+    if (l.transport == transport) out.push_back(l.address);
+  }
+  return absl::StrJoin(out, ",");
+}
+
 // Runs `io` on `n` threads until stopped; joins them on destruction.
 class IoThreads {
  public:
-  IoThreads(asio::io_context& io, int n) : io_(io), work_(asio::make_work_guard(io)) {
+  IoThreads(boost::asio::io_context& io, int n) : io_(io), work_(boost::asio::make_work_guard(io)) {
     for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
   }
   ~IoThreads() {
@@ -46,8 +55,8 @@ class IoThreads {
   }
 
  private:
-  asio::io_context& io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  boost::asio::io_context& io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::vector<std::thread> threads_;
 };
 
@@ -97,7 +106,7 @@ absl::Status RunDaemon(const Options& options) {
   int threads = options.threads > 0
                     ? options.threads
                     : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
-  asio::io_context io(threads);
+  boost::asio::io_context io(threads);
   core::Router router(io);
   transport::ConnectionOptions tcp_options;
   tcp_options.max_frame_bytes = options.max_frame_bytes;
@@ -114,14 +123,14 @@ absl::Status RunDaemon(const Options& options) {
   transport::NodeTransport tcp(router, tcp_options);
   std::promise<void>
       stop;  // not absl::Notification: TSan sees through std (sidecar/common/mutex.h)
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&stop, &signals](asio::error_code ec, int signal) {
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&stop, &signals](boost::system::error_code ec, int signal) {
     if (ec) return;
     spdlog::info("received {}; draining (send it again to exit at once)",
                  signal == SIGTERM ? "SIGTERM" : "SIGINT");
     stop.set_value();
     // A second one means "now": a Ctrl-C that was not patient enough for the drain.
-    signals.async_wait([](asio::error_code ec, int signal) {
+    signals.async_wait([](boost::system::error_code ec, int signal) {
       if (ec) return;
       spdlog::warn("received {} again: exiting without finishing the drain",
                    signal == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -129,9 +138,17 @@ absl::Status RunDaemon(const Options& options) {
       std::_Exit(1);
     });
   });
+  RETURN_IF_ERROR(tcp.ConfigureWebSocket(options.tls_ca, options.tls_cert, options.tls_key,
+                                         options.connect_proxy));
   for (const std::string& listen : options.tcp_listen) {
     auto bound = tcp.Listen(listen);
     if (!bound.ok()) return bound.status();
+  }
+  for (const std::string& listen : options.ws_listen) {
+    RETURN_IF_ERROR(tcp.ListenWebSocket(listen, /*tls=*/false).status());
+  }
+  for (const std::string& listen : options.wss_listen) {
+    RETURN_IF_ERROR(tcp.ListenWebSocket(listen, /*tls=*/true).status());
   }
   for (const std::string& path : options.uds_listen) {
     RETURN_IF_ERROR(tcp.ListenUnix(path, options.uds_mode == "0660" ? 0660 : 0600));
@@ -228,9 +245,11 @@ absl::Status RunDaemon(const Options& options) {
                  absl::StrJoin(tcp_options.allow_dial.entries(), ", "));
   }
   spdlog::info(
-      "veild {} ready: api={} serve-socket={} tcp=[{}] uds=[{}] health={} metrics={} state-dir={}",
+      "veild {} ready: api={} serve-socket={} tcp=[{}] uds=[{}] ws=[{}] wss=[{}] health={} "
+      "metrics={} state-dir={}",
       kVeilVersion, (*api)->endpoint(), options.serve_socket.empty() ? "-" : options.serve_socket,
       absl::StrJoin(tcp.ListenAddresses(), ","), absl::StrJoin(options.uds_listen, ","),
+      ListenedOn(tcp, "ws"), ListenedOn(tcp, "wss"),
       (*api)->health_endpoint().empty() ? "-" : (*api)->health_endpoint(), metrics_bound,
       (*state_dir)->path());
 

@@ -118,7 +118,7 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                        "Node connections that could not be established", kCounter,
                        load(tcp.connections_failed)));
   // Open connections by transport; both transports always present, so a dashboard sees zeros.
-  std::map<std::string, double> open{{"tcp", 0}, {"uds", 0}};
+  std::map<std::string, double> open{{"tcp", 0}, {"uds", 0}, {"ws", 0}, {"wss", 0}};
   for (const auto& c : tcp_.Connections()) ++open[c.transport];
   MetricFamily connections =
       Family("veil_transport_connections", "Open node connections, by transport", kGauge);

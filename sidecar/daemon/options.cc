@@ -94,6 +94,20 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "this user's group)")
       ->check(CLI::IsMember({"0600", "0660"}))
       ->capture_default_str();
+  app.add_option("--ws-listen", o.ws_listen,
+                 "Accept connections from other nodes over WebSocket on HOST:PORT[/PATH] (port 0 "
+                 "picks a free port; PATH defaults to /), e.g. behind an HTTP reverse proxy or "
+                 "ingress (repeatable). Other nodes reach it as /ws/HOST:PORT[%2FPATH]");
+  app.add_option("--wss-listen", o.wss_listen,
+                 "The same over TLS, with --tls-cert and --tls-key; reached as "
+                 "/wss/HOST:PORT[%2FPATH]");
+  app.add_option("--tls-cert", o.tls_cert,
+                 "PEM certificate chain --wss-listen presents (the server's certificate first)");
+  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-ca", o.tls_ca,
+                 "PEM CA certificates that verify /wss peers, instead of the system's store");
+  app.add_option("--connect-proxy", o.connect_proxy,
+                 "Reach /ws and /wss hops through this HTTP CONNECT proxy (HOST:PORT)");
   app.add_flag("--insecure-plaintext", o.insecure_plaintext,
                "INSECURE, for testing: let app payloads leave this host outside a secure "
                "channel. Without it, such sends fail with FAILED_PRECONDITION");
@@ -261,6 +275,27 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
     if (absl::Status valid = core::ValidateUnixPath(path); !valid.ok()) {
       return EarlyExit{2, "veild: --uds-listen: " + std::string(valid.message()) + "\n"};
     }
+  }
+  for (const auto* list : {&o.ws_listen, &o.wss_listen}) {
+    for (const std::string& address : *list) {
+      auto target = core::ParseWebSocketTarget(address, /*allow_port_zero=*/true);
+      if (!target.ok()) {
+        return EarlyExit{2, std::string("veild: ") +
+                                (list == &o.ws_listen ? "--ws-listen: " : "--wss-listen: ") +
+                                std::string(target.status().message()) + "\n"};
+      }
+    }
+  }
+  if (!o.wss_listen.empty() && (o.tls_cert.empty() || o.tls_key.empty())) {
+    return EarlyExit{2, "veild: --wss-listen needs --tls-cert and --tls-key\n"};
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return EarlyExit{2, "veild: --tls-cert and --tls-key go together\n"};
+  }
+  if (!o.connect_proxy.empty() && !core::ParseHostPort(o.connect_proxy).ok()) {
+    return EarlyExit{2, "veild: --connect-proxy: " +
+                            std::string(core::ParseHostPort(o.connect_proxy).status().message()) +
+                            "\n"};
   }
   if (o.check_config && o.config_file.empty()) {
     return EarlyExit{2, "veild: --check-config needs --config FILE\n"};

@@ -27,6 +27,11 @@ struct Options {
   std::vector<std::string> tcp_listen;  // "HOST:PORT", repeatable
   std::vector<std::string> uds_listen;  // absolute Unix socket paths, repeatable
   std::string uds_mode = "0600";        // or "0660"
+  std::vector<std::string> ws_listen;   // "HOST:PORT[/PATH]", repeatable
+  std::vector<std::string> wss_listen;  // the same, with TLS (needs tls_cert, tls_key)
+  std::string tls_cert, tls_key;        // PEM files for --wss-listen
+  std::string tls_ca;                   // PEM CA bundle verifying /wss peers; "" = system store
+  std::string connect_proxy;            // "HOST:PORT" HTTP CONNECT proxy for /ws and /wss
   bool insecure_plaintext = false;
   size_t max_frame_bytes = 0;
   std::string log_format = "text";  // "text" or "json"

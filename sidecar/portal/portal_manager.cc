@@ -5,9 +5,9 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
-#include "asio/bind_executor.hpp"
-#include "asio/ip/tcp.hpp"
-#include "asio/post.hpp"
+#include "boost/asio/bind_executor.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/log_fields.h"
@@ -29,8 +29,8 @@ absl::StatusOr<core::HostPort> ParseOutletTarget(absl::string_view target) {
   return hp;
 }
 
-absl::StatusOr<asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view listen,
-                                                          bool allow_public) {
+absl::StatusOr<boost::asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view listen,
+                                                                 bool allow_public) {
   auto hp = core::ParseHostPort(listen, /*allow_port_zero=*/true);
   if (!hp.ok()) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
@@ -46,16 +46,17 @@ absl::StatusOr<asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view list
                      "sidecar's identity (allow it explicitly: --public / allow_public)"),
         reason::kPublicBindRefused);
   }
-  asio::error_code ec;
-  asio::ip::address ip = hp->host == "localhost" ? asio::ip::make_address("127.0.0.1")
-                                                 : asio::ip::make_address(hp->host, ec);
+  boost::system::error_code ec;
+  boost::asio::ip::address ip = hp->host == "localhost"
+                                    ? boost::asio::ip::make_address("127.0.0.1")
+                                    : boost::asio::ip::make_address(hp->host, ec);
   if (ec) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("the inlet's host ", QuoteInput(hp->host),
                                         " is not an IP address or localhost"),
                            reason::kInvalidAddress);
   }
-  return asio::ip::tcp::endpoint(ip, hp->port);
+  return boost::asio::ip::tcp::endpoint(ip, hp->port);
 }
 
 CounterValues Snapshot(const PortalCounters& c) {
@@ -187,10 +188,10 @@ class Outlet final : public core::Worker, public std::enable_shared_from_this<Ou
     options.idle_timeout = std::chrono::milliseconds(idle_timeout_ms_);
     auto session = std::make_shared<PortalSession>(
         manager_.router().NewStrand(), PortalSession::Role::kOutlet, name_,
-        asio::ip::tcp::socket(manager_.io()), msg.sender.via, options, counters_);
+        boost::asio::ip::tcp::socket(manager_.io()), msg.sender.via, options, counters_);
     if (!manager_.StartSession(session, "_po_", sessions_)) return;
-    asio::post(session->strand(), [session, peer = msg.return_route, window, host = target_.host,
-                                   port = target_.port]() mutable {
+    boost::asio::post(session->strand(), [session, peer = msg.return_route, window,
+                                          host = target_.host, port = target_.port]() mutable {
       session->StartOutlet(std::move(peer), window, std::move(host), port);
     });
   }
@@ -242,7 +243,7 @@ class Outlet final : public core::Worker, public std::enable_shared_from_this<Ou
 // An inlet: a TCP acceptor and the channel its sessions share.
 class Inlet final : public std::enable_shared_from_this<Inlet> {
  public:
-  Inlet(PortalManager& manager, asio::ip::tcp::acceptor acceptor, std::string listen,
+  Inlet(PortalManager& manager, boost::asio::ip::tcp::acceptor acceptor, std::string listen,
         core::Route route, std::string outlet, std::string identity,
         std::shared_ptr<const channel::TrustPolicy> policy, uint32_t idle_timeout_ms)
       : manager_(manager),
@@ -257,13 +258,13 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
         counters_(std::make_shared<PortalCounters>()) {}
 
   void Start() {
-    asio::post(strand_, [self = shared_from_this()] { self->Accept(); });
+    boost::asio::post(strand_, [self = shared_from_this()] { self->Accept(); });
   }
 
   void Stop() {
-    asio::post(strand_, [self = shared_from_this()] {
+    boost::asio::post(strand_, [self = shared_from_this()] {
       self->stopped_ = true;
-      asio::error_code ignored;
+      boost::system::error_code ignored;
       self->acceptor_.close(ignored);
       for (auto& socket : self->pending_) self->ResetSocket(socket);
       self->pending_.clear();
@@ -282,7 +283,7 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
   // for every carrier that closes on this node: most are not this inlet's channel.)
   void OnChannelClosed(uint64_t via) {
     if (channel_via_.load(std::memory_order_relaxed) != via) return;
-    asio::post(strand_, [self = shared_from_this(), via] {
+    boost::asio::post(strand_, [self = shared_from_this(), via] {
       if (self->channel_via_.load(std::memory_order_relaxed) == via) {
         self->channel_via_.store(0, std::memory_order_relaxed);
         veil::MutexLock lock(&self->mu_);
@@ -316,15 +317,16 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
     if (stopped_) return;
     acceptor_.async_accept(
         manager_.io(),
-        asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec,
-                                                                 asio::ip::tcp::socket socket) {
-          if (self->stopped_ || ec == asio::error::operation_aborted) return;
-          if (!ec) self->OnAccepted(std::move(socket));
-          self->Accept();
-        }));
+        boost::asio::bind_executor(
+            strand_, [self = shared_from_this()](const boost::system::error_code& ec,
+                                                 boost::asio::ip::tcp::socket socket) {
+              if (self->stopped_ || ec == boost::asio::error::operation_aborted) return;
+              if (!ec) self->OnAccepted(std::move(socket));
+              self->Accept();
+            }));
   }
 
-  void OnAccepted(asio::ip::tcp::socket socket) {
+  void OnAccepted(boost::asio::ip::tcp::socket socket) {
     if (counters_->active.load(std::memory_order_relaxed) + pending_.size() >=
         manager_.limits().max_sessions) {
       counters_->refused.fetch_add(1, std::memory_order_relaxed);
@@ -344,7 +346,7 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
     manager_.channels().CreateChannel(
         route_, identity_, policy_, manager_.limits().session.open_timeout,
         [self = shared_from_this()](absl::StatusOr<channel::ChannelInfo> info) {
-          asio::post(self->strand_, [self, info = std::move(info)]() mutable {
+          boost::asio::post(self->strand_, [self, info = std::move(info)]() mutable {
             self->OnChannel(std::move(info));
           });
         });
@@ -380,12 +382,12 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
          {log_field::kIdentifier, info->remote_identifier}},
         "inlet {}: sessions to outlet {} run in secure channel {} with {}", listen_, outlet_,
         info->address, info->remote_identifier);
-    std::deque<asio::ip::tcp::socket> waiting = std::move(pending_);
+    std::deque<boost::asio::ip::tcp::socket> waiting = std::move(pending_);
     pending_.clear();
     for (auto& socket : waiting) StartSession(std::move(socket));
   }
 
-  void StartSession(asio::ip::tcp::socket socket) {
+  void StartSession(boost::asio::ip::tcp::socket socket) {
     SessionOptions options = manager_.limits().session;
     options.idle_timeout = std::chrono::milliseconds(idle_timeout_ms_);
     auto session = std::make_shared<PortalSession>(
@@ -398,20 +400,21 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
       outlet_route.Append(core::Address::Local(channel_address_));
     }
     outlet_route.Append(core::Address::Local(outlet_));
-    asio::post(session->strand(), [session, outlet_route = std::move(outlet_route)]() mutable {
-      session->StartInlet(std::move(outlet_route));
-    });
+    boost::asio::post(session->strand(),
+                      [session, outlet_route = std::move(outlet_route)]() mutable {
+                        session->StartInlet(std::move(outlet_route));
+                      });
   }
 
-  static void ResetSocket(asio::ip::tcp::socket& socket) {
-    asio::error_code ignored;
-    socket.set_option(asio::socket_base::linger(true, 0), ignored);
+  static void ResetSocket(boost::asio::ip::tcp::socket& socket) {
+    boost::system::error_code ignored;
+    socket.set_option(boost::asio::socket_base::linger(true, 0), ignored);
     socket.close(ignored);
   }
 
   PortalManager& manager_;
   core::Strand strand_;
-  asio::ip::tcp::acceptor acceptor_;
+  boost::asio::ip::tcp::acceptor acceptor_;
   const std::string listen_;
   const core::Route route_;
   const std::string outlet_;
@@ -425,13 +428,13 @@ class Inlet final : public std::enable_shared_from_this<Inlet> {
   // On the strand:
   bool stopped_ = false;
   bool opening_ = false;
-  std::deque<asio::ip::tcp::socket> pending_;
+  std::deque<boost::asio::ip::tcp::socket> pending_;
   mutable veil::Mutex mu_;
   std::string channel_address_ ABSL_GUARDED_BY(mu_);
 };
 
 PortalManager::PortalManager(core::Router& router, channel::SecureChannelManager& channels,
-                             asio::io_context& io, PortalLimits limits)
+                             boost::asio::io_context& io, PortalLimits limits)
     : router_(router), channels_(channels), io_(io), limits_(limits) {
   channels_.AddCarrierObserver(
       [this](uint64_t carrier, absl::string_view why) { OnChannelClosed(carrier, why); });
@@ -499,13 +502,13 @@ absl::StatusOr<InletInfo> PortalManager::CreateInlet(
     bool allow_public, uint32_t idle_timeout_ms, bool exist_ok) {
   auto parsed = ParseInletAddress(listen, allow_public);
   if (!parsed.ok()) return parsed.status();
-  const asio::ip::tcp::endpoint endpoint = *parsed;
+  const boost::asio::ip::tcp::endpoint endpoint = *parsed;
   if (route.empty()) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument, "the inlet needs a route",
                            reason::kInvalidRoute);
   }
   RETURN_IF_ERROR(core::ValidateAppAddress(outlet));
-  asio::error_code ec;
+  boost::system::error_code ec;
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) {
@@ -523,14 +526,14 @@ absl::StatusOr<InletInfo> PortalManager::CreateInlet(
       }
     }
   }
-  asio::ip::tcp::acceptor acceptor(io_);
+  boost::asio::ip::tcp::acceptor acceptor(io_);
   ec = core::OpenTcpListener(acceptor, endpoint);
   if (ec) {
     return ErrorWithReason(absl::StatusCode::kUnavailable,
                            absl::StrCat("the inlet cannot listen on ", listen, ": ", ec.message()),
                            reason::kListenFailed);
   }
-  const asio::ip::tcp::endpoint bound = acceptor.local_endpoint(ec);
+  const boost::asio::ip::tcp::endpoint bound = acceptor.local_endpoint(ec);
   std::string bound_text = core::FormatHostPort(bound.address().to_string(), bound.port());
   auto inlet = std::make_shared<Inlet>(*this, std::move(acceptor), bound_text, route, outlet,
                                        identity, std::move(policy), idle_timeout_ms);

@@ -20,8 +20,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "asio/io_context.hpp"
-#include "asio/ip/tcp.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/ip/tcp.hpp"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
@@ -66,8 +66,8 @@ class SessionSet;
 class PortalManager {
  public:
   // `router`, `channels` and `io` must outlive the manager.
-  PortalManager(core::Router& router, channel::SecureChannelManager& channels, asio::io_context& io,
-                PortalLimits limits);
+  PortalManager(core::Router& router, channel::SecureChannelManager& channels,
+                boost::asio::io_context& io, PortalLimits limits);
   ~PortalManager();
   PortalManager(const PortalManager&) = delete;
   PortalManager& operator=(const PortalManager&) = delete;
@@ -111,7 +111,7 @@ class PortalManager {
                     std::shared_ptr<SessionSet> owner);
   core::Router& router() { return router_; }
   channel::SecureChannelManager& channels() { return channels_; }
-  asio::io_context& io() { return io_; }
+  boost::asio::io_context& io() { return io_; }
   const PortalLimits& limits() const { return limits_; }
 
  private:
@@ -119,7 +119,7 @@ class PortalManager {
 
   core::Router& router_;
   channel::SecureChannelManager& channels_;
-  asio::io_context& io_;
+  boost::asio::io_context& io_;
   const PortalLimits limits_;
   mutable veil::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Outlet>> outlets_ ABSL_GUARDED_BY(mu_);
@@ -138,8 +138,8 @@ CounterValues Snapshot(const PortalCounters& counters);
 absl::StatusOr<core::HostPort> ParseOutletTarget(absl::string_view target);
 // An inlet listens on "ip:port" or "localhost:port" (port 0: any), loopback unless
 // `allow_public`: INVALID_ARGUMENT (INVALID_ADDRESS, PUBLIC_BIND_REFUSED) otherwise.
-absl::StatusOr<asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view listen,
-                                                          bool allow_public);
+absl::StatusOr<boost::asio::ip::tcp::endpoint> ParseInletAddress(absl::string_view listen,
+                                                                 bool allow_public);
 
 }  // namespace veil::portal
 

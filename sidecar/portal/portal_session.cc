@@ -3,10 +3,10 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "asio/bind_executor.hpp"
-#include "asio/connect.hpp"
-#include "asio/post.hpp"
-#include "asio/write.hpp"
+#include "boost/asio/bind_executor.hpp"
+#include "boost/asio/connect.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/write.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/log_fields.h"
@@ -48,7 +48,7 @@ LogLimiter& ResetLog() {
 }  // namespace
 
 PortalSession::PortalSession(core::Strand strand, Role role, std::string name,
-                             asio::ip::tcp::socket socket, uint64_t channel_via,
+                             boost::asio::ip::tcp::socket socket, uint64_t channel_via,
                              SessionOptions options, std::shared_ptr<PortalCounters> counters)
     : Worker(strand),
       role_(role),
@@ -83,14 +83,14 @@ absl::Status PortalSession::Admit(const core::SenderInfo& from) const {
 void PortalSession::StartInlet(core::Route outlet_route) {
   peer_ = std::move(outlet_route);
   tracker_ = std::make_shared<ResetOnFailure>(weak_from_this());
-  asio::error_code ignored;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  boost::system::error_code ignored;
+  socket_.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
   wire::v1::PortalFrame open;
   open.mutable_open()->set_window(options_.window);
   open.mutable_open()->set_version(kPortalProtocolVersion);
   SendFrame(open);
   timer_.expires_after(options_.open_timeout);
-  timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->open_ || self->ended_flag_) return;
     self->ResetNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
                                    absl::StrCat("the outlet did not answer within ",
@@ -106,45 +106,46 @@ void PortalSession::StartOutlet(core::Route peer, uint32_t peer_window, std::str
   peer_window_ = peer_window;
   tracker_ = std::make_shared<ResetOnFailure>(weak_from_this());
   timer_.expires_after(options_.open_timeout);
-  timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->open_ || self->ended_flag_) return;
     self->resolver_.cancel();
-    asio::error_code ignored;
+    boost::system::error_code ignored;
     self->socket_.cancel(ignored);  // the resolve or connect completes with operation_aborted
   });
   std::string target = core::FormatHostPort(host, port);
   resolver_.async_resolve(
       host, std::to_string(port),
-      asio::bind_executor(strand(), [self = shared_from_this(), target](
-                                        const asio::error_code& ec,
-                                        asio::ip::tcp::resolver::results_type endpoints) {
-        if (self->ended_flag_) return;
-        if (ec) {
-          self->ConnectFailed(target, ec == asio::error::operation_aborted
-                                          ? "timed out resolving it"
-                                          : ec.message());
-          return;
-        }
-        self->Connect(endpoints, target);
-      }));
+      boost::asio::bind_executor(
+          strand(), [self = shared_from_this(), target](
+                        const boost::system::error_code& ec,
+                        boost::asio::ip::tcp::resolver::results_type endpoints) {
+            if (self->ended_flag_) return;
+            if (ec) {
+              self->ConnectFailed(target, ec == boost::asio::error::operation_aborted
+                                              ? "timed out resolving it"
+                                              : ec.message());
+              return;
+            }
+            self->Connect(endpoints, target);
+          }));
 }
 
-void PortalSession::Connect(const asio::ip::tcp::resolver::results_type& endpoints,
+void PortalSession::Connect(const boost::asio::ip::tcp::resolver::results_type& endpoints,
                             std::string target) {
-  asio::async_connect(
+  boost::asio::async_connect(
       socket_, endpoints,
-      asio::bind_executor(
-          strand(), [self = shared_from_this(), target](const asio::error_code& ec,
-                                                        const asio::ip::tcp::endpoint&) {
+      boost::asio::bind_executor(
+          strand(), [self = shared_from_this(), target](const boost::system::error_code& ec,
+                                                        const boost::asio::ip::tcp::endpoint&) {
             if (self->ended_flag_) return;
             if (ec) {
               self->ConnectFailed(
-                  target, ec == asio::error::operation_aborted ? "timed out" : ec.message());
+                  target, ec == boost::asio::error::operation_aborted ? "timed out" : ec.message());
               return;
             }
             self->timer_.cancel();
-            asio::error_code ignored;
-            self->socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+            boost::system::error_code ignored;
+            self->socket_.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
             wire::v1::PortalFrame opened;
             opened.mutable_opened()->set_window(self->options_.window);
             opened.mutable_opened()->set_version(kPortalProtocolVersion);
@@ -170,7 +171,7 @@ void PortalSession::Opened() {
 }
 
 void PortalSession::Reset(absl::Status why) {
-  asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+  boost::asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
     self->ResetNow(std::move(why), /*tell_peer=*/true);
   });
 }
@@ -294,14 +295,14 @@ void PortalSession::MaybeRead() {
   // Wait until the socket is readable, then read into this thread's buffer: an idle session
   // holds no read buffer of its own.
   reading_ = true;
-  socket_.async_wait(
-      asio::ip::tcp::socket::wait_read,
-      asio::bind_executor(strand(), [self = shared_from_this()](const asio::error_code& ec) {
-        self->OnReadable(ec);
-      }));
+  socket_.async_wait(boost::asio::ip::tcp::socket::wait_read,
+                     boost::asio::bind_executor(strand(), [self = shared_from_this()](
+                                                              const boost::system::error_code& ec) {
+                       self->OnReadable(ec);
+                     }));
 }
 
-void PortalSession::OnReadable(const asio::error_code& wait_error) {
+void PortalSession::OnReadable(const boost::system::error_code& wait_error) {
   reading_ = false;
   if (ended_flag_) return;
   if (wait_error) {
@@ -312,17 +313,17 @@ void PortalSession::OnReadable(const asio::error_code& wait_error) {
   const uint64_t credit = peer_consumed_ + peer_window_ - sent_;
   const size_t n = static_cast<size_t>(
       std::min<uint64_t>({credit, options_.read_chunk, static_cast<uint64_t>(buffer.size())}));
-  asio::error_code ec;
+  boost::system::error_code ec;
   socket_.non_blocking(true, ec);
-  const size_t got = ec ? 0 : socket_.read_some(asio::buffer(buffer.data(), n), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+  const size_t got = ec ? 0 : socket_.read_some(boost::asio::buffer(buffer.data(), n), ec);
+  if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
     MaybeRead();  // woken for nothing: wait again
     return;
   }
   OnRead(ec, got, buffer.data());
 }
 
-void PortalSession::OnRead(const asio::error_code& ec, size_t n, const char* data) {
+void PortalSession::OnRead(const boost::system::error_code& ec, size_t n, const char* data) {
   if (n > 0) {
     wire::v1::PortalFrame frame;
     frame.mutable_data()->set_offset(sent_);
@@ -332,7 +333,7 @@ void PortalSession::OnRead(const asio::error_code& ec, size_t n, const char* dat
     Touch();
     SendFrame(frame);
   }
-  if (ec == asio::error::eof) {
+  if (ec == boost::asio::error::eof) {
     read_closed_ = true;
     wire::v1::PortalFrame fin;
     fin.mutable_fin()->set_offset(sent_);
@@ -354,22 +355,23 @@ void PortalSession::MaybeWrite() {
   if (writing_ || ended_flag_) return;
   if (writes_.empty()) {
     if (peer_fin_ && !write_shut_) {
-      asio::error_code ignored;
-      socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      boost::system::error_code ignored;
+      socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
       write_shut_ = true;
       MaybeFinish();
     }
     return;
   }
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(writes_.front()),
-                    asio::bind_executor(strand(), [self = shared_from_this()](
-                                                      const asio::error_code& ec, size_t n) {
-                      self->OnWritten(ec, n);
-                    }));
+  boost::asio::async_write(
+      socket_, boost::asio::buffer(writes_.front()),
+      boost::asio::bind_executor(
+          strand(), [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+            self->OnWritten(ec, n);
+          }));
 }
 
-void PortalSession::OnWritten(const asio::error_code& ec, size_t n) {
+void PortalSession::OnWritten(const boost::system::error_code& ec, size_t n) {
   writing_ = false;
   if (ended_flag_) return;
   if (ec) {
@@ -418,7 +420,7 @@ void PortalSession::ArmIdle() {
   if (options_.idle_timeout.count() <= 0 || ended_flag_) return;
   const auto deadline = last_activity_ + options_.idle_timeout;
   timer_.expires_at(deadline);
-  timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->ended_flag_) return;
     if (std::chrono::steady_clock::now() - self->last_activity_ >= self->options_.idle_timeout) {
       self->ResetNow(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
@@ -449,9 +451,9 @@ void PortalSession::End(bool reset) {
   ended_flag_ = true;
   counters_->active.fetch_sub(1, std::memory_order_relaxed);
   timer_.cancel();
-  asio::error_code ignored;
+  boost::system::error_code ignored;
   if (reset && socket_.is_open()) {
-    socket_.set_option(asio::socket_base::linger(true, 0), ignored);  // close = RST
+    socket_.set_option(boost::asio::socket_base::linger(true, 0), ignored);  // close = RST
   }
   socket_.close(ignored);
   writes_.clear();

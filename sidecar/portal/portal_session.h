@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "asio/ip/tcp.hpp"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "sidecar/core/router.h"
 #include "sidecar/core/worker.h"
 #include "veil/wire/v1/portal.pb.h"
@@ -65,8 +65,8 @@ class PortalSession final : public core::Worker,
   // ConnectAndOpen connects). `name` is the inlet's or outlet's, for logs.
   // `channel_via` is the encryptor id of the secure channel the session runs in: the only
   // provenance it admits.
-  PortalSession(core::Strand strand, Role role, std::string name, asio::ip::tcp::socket socket,
-                uint64_t channel_via, SessionOptions options,
+  PortalSession(core::Strand strand, Role role, std::string name,
+                boost::asio::ip::tcp::socket socket, uint64_t channel_via, SessionOptions options,
                 std::shared_ptr<PortalCounters> counters);
   ~PortalSession() override;
 
@@ -98,13 +98,13 @@ class PortalSession final : public core::Worker,
   void SendReset(const absl::Status& why);
   void ResetNow(absl::Status why, bool tell_peer);
   void Opened();
-  void Connect(const asio::ip::tcp::resolver::results_type& endpoints, std::string target);
+  void Connect(const boost::asio::ip::tcp::resolver::results_type& endpoints, std::string target);
   void ConnectFailed(const std::string& target, const std::string& why);
   void MaybeRead();
-  void OnReadable(const asio::error_code& ec);
-  void OnRead(const asio::error_code& ec, size_t n, const char* data);
+  void OnReadable(const boost::system::error_code& ec);
+  void OnRead(const boost::system::error_code& ec, size_t n, const char* data);
   void MaybeWrite();
-  void OnWritten(const asio::error_code& ec, size_t n);
+  void OnWritten(const boost::system::error_code& ec, size_t n);
   void MaybeAck();
   void MaybeFinish();
   void Touch();
@@ -114,12 +114,12 @@ class PortalSession final : public core::Worker,
 
   const Role role_;
   const std::string name_;
-  asio::ip::tcp::socket socket_;
+  boost::asio::ip::tcp::socket socket_;
   const SessionOptions options_;
   std::shared_ptr<PortalCounters> counters_;
   std::shared_ptr<core::SendTracker> tracker_;
-  asio::steady_timer timer_;
-  asio::ip::tcp::resolver resolver_;
+  boost::asio::steady_timer timer_;
+  boost::asio::ip::tcp::resolver resolver_;
   std::function<void(bool)> ended_;
 
   const uint64_t channel_via_;

@@ -2,7 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "asio/post.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/log_fields.h"
@@ -50,7 +50,7 @@ class RequestTracker final : public core::SendTracker {
   void Complete(uint32_t, absl::Status status) override {
     if (status.ok()) return;
     if (auto client = client_.lock()) {
-      asio::post(client->strand(), [f = on_failure_, status] { f(status); });
+      boost::asio::post(client->strand(), [f = on_failure_, status] { f(status); });
     }
   }
 
@@ -102,8 +102,8 @@ RelayStatus RelayClient::Status() const {
 }
 
 void RelayClient::Start(Outcome first, bool retry_until_up) {
-  asio::post(strand_, [self = shared_from_this(), first = std::move(first),
-                       retry_until_up]() mutable {
+  boost::asio::post(strand_, [self = shared_from_this(), first = std::move(first),
+                              retry_until_up]() mutable {
     self->first_ = std::move(first);
     self->retry_until_up_ = retry_until_up;
     self->response_worker_ = std::make_shared<ResponseWorker>(self->strand_, self);
@@ -121,9 +121,10 @@ void RelayClient::Connect() {
                           [weak = weak_from_this(), generation](auto info) {
                             auto self = weak.lock();
                             if (!self) return;
-                            asio::post(self->strand_, [self, generation, info = std::move(info)] {
-                              self->OnChannel(generation, std::move(info));
-                            });
+                            boost::asio::post(self->strand_,
+                                              [self, generation, info = std::move(info)] {
+                                                self->OnChannel(generation, std::move(info));
+                                              });
                           });
 }
 
@@ -183,7 +184,7 @@ void RelayClient::SendRequest(wire::v1::RelayRequest request) {
 
 void RelayClient::ArmReplyTimer(uint64_t generation) {
   reply_timer_.expires_after(options_.heartbeat_timeout);
-  reply_timer_.async_wait([weak = weak_from_this(), generation](asio::error_code ec) {
+  reply_timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || generation != self->generation_ || self->pending_request_ == 0) return;
     // The answer may wait behind a backlog: this node stopped reading the hub's connection
@@ -276,7 +277,7 @@ void RelayClient::OnResponse(core::Message msg) {
 void RelayClient::ScheduleHeartbeat() {
   uint64_t generation = generation_;
   timer_.expires_after(options_.heartbeat_interval);
-  timer_.async_wait([weak = weak_from_this(), generation](asio::error_code ec) {
+  timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || self->stopped_ || generation != self->generation_) return;
     wire::v1::RelayRequest request;
@@ -316,11 +317,12 @@ void RelayClient::Lost(absl::Status why) {
     s.channel.clear();
   });
   timer_.expires_after(delay);
-  timer_.async_wait([weak = weak_from_this(), generation = generation_](asio::error_code ec) {
-    auto self = weak.lock();
-    if (ec || !self || generation != self->generation_) return;
-    self->Connect();
-  });
+  timer_.async_wait(
+      [weak = weak_from_this(), generation = generation_](boost::system::error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || generation != self->generation_) return;
+        self->Connect();
+      });
 }
 
 void RelayClient::Finish(absl::Status why, RelayStatus::State state) {
@@ -343,7 +345,7 @@ void RelayClient::Finish(absl::Status why, RelayStatus::State state) {
 }
 
 void RelayClient::Stop() {
-  asio::post(strand_, [self = shared_from_this()] {
+  boost::asio::post(strand_, [self = shared_from_this()] {
     if (self->stopped_) return;
     if (!self->channel_.empty() && !self->requested_name_.empty()) {
       wire::v1::RelayRequest request;

@@ -18,7 +18,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/relay/backoff.h"
@@ -98,8 +98,8 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   const RelayClientOptions options_;
   std::mt19937_64 rng_;
   Backoff backoff_;
-  asio::steady_timer timer_;        // heartbeats and reconnects
-  asio::steady_timer reply_timer_;  // the outstanding request's deadline
+  boost::asio::steady_timer timer_;        // heartbeats and reconnects
+  boost::asio::steady_timer reply_timer_;  // the outstanding request's deadline
   std::shared_ptr<ResponseWorker> response_worker_;
   std::string worker_address_;  // where the hub answers
   std::atomic<uint64_t> hub_carrier_{0};

@@ -1,8 +1,8 @@
 #include "sidecar/transport/connection.h"
 
 #include "absl/strings/str_cat.h"
-#include "asio/bind_executor.hpp"
-#include "asio/post.hpp"
+#include "boost/asio/bind_executor.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/log_fields.h"
@@ -64,13 +64,13 @@ void WriteQueue::AppendRaw(absl::string_view bytes) {
   queued_bytes_ += bytes.size();
 }
 
-const std::vector<asio::const_buffer>& WriteQueue::StartWrite() {
+const std::vector<boost::asio::const_buffer>& WriteQueue::StartWrite() {
   std::swap(queued_, written_);
   queued_bytes_ = 0;
   writing_ = true;
   buffers_.clear();
   for (const std::string& piece : written_.pieces) {
-    if (!piece.empty()) buffers_.push_back(asio::buffer(piece));
+    if (!piece.empty()) buffers_.push_back(boost::asio::buffer(piece));
   }
   return buffers_;
 }
@@ -135,7 +135,7 @@ Connection::Connection(core::Strand strand, NodeTransport& transport,
       transport_(transport),
       options_(options),
       hop_(hop),
-      stream_(OutgoingStream(strand, hop)),
+      stream_(OutgoingStream(strand, hop, transport.websocket())),
       connect_timer_(strand),
       idle_timer_(strand),
       read_chunk_(kFirstReadChunk),
@@ -157,23 +157,19 @@ Connection::Connection(core::Strand strand, NodeTransport& transport,
 }
 
 void Connection::Start() {
-  asio::post(strand(), [self = shared_from_this()] {
-    if (self->outgoing()) {
-      self->Connect();
-    } else {
-      self->OnConnected();
-    }
-  });
+  boost::asio::post(strand(), [self = shared_from_this()] { self->Connect(); });
 }
 
 void Connection::Connect() {
   connect_timer_.expires_after(options_.connect_timeout);
-  connect_timer_.async_wait(
-      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec) {
+  connect_timer_.async_wait(boost::asio::bind_executor(
+      strand(), [self = shared_from_this()](boost::system::error_code ec) {
         if (ec || self->state_ != State::kConnecting) return;
-        self->CloseNow(ErrorWithReason(absl::StatusCode::kUnavailable,
-                                       absl::StrCat("connecting to ", self->peer(), " timed out"),
-                                       reason::kConnectionFailed));
+        self->CloseNow(ErrorWithReason(
+            absl::StatusCode::kUnavailable,
+            absl::StrCat(self->outgoing() ? "connecting to " : "opening the connection from ",
+                         self->peer(), " timed out"),
+            reason::kConnectionFailed));
       }));
   stream_->Open(shared_from_this());
 }
@@ -204,8 +200,8 @@ void Connection::OnConnected() {
 
 void Connection::ArmIdleTimer(std::chrono::milliseconds after) {
   idle_timer_.expires_after(after);
-  idle_timer_.async_wait(
-      asio::bind_executor(strand(), [self = shared_from_this()](asio::error_code ec) {
+  idle_timer_.async_wait(boost::asio::bind_executor(
+      strand(), [self = shared_from_this()](boost::system::error_code ec) {
         if (!ec) self->OnIdleTimer();
       }));
 }
@@ -232,7 +228,7 @@ void Connection::OnIdleTimer() {
 }
 
 void Connection::Refuse(absl::Status why) {
-  asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+  boost::asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
     if (self->state_ == State::kClosed || self->close_after_flush_.has_value()) return;
     const std::string reason = ReasonOf(why);
     Log(spdlog::level::info,
@@ -320,7 +316,7 @@ void Connection::Flush() {
   stream_->WriteAll(writes_.StartWrite(), shared_from_this());
 }
 
-void Connection::OnWritten(const asio::error_code& ec, size_t n) {
+void Connection::OnWritten(const boost::system::error_code& ec, size_t n) {
   transport_.stats().bytes_sent.fetch_add(n, std::memory_order_relaxed);
   if (state_ == State::kClosed) {  // its receipts were settled when it closed
     writes_.FinishWrite(close_status_);
@@ -352,10 +348,10 @@ void Connection::ReadMore() {
   stream_->ReadSome(space, shared_from_this());
 }
 
-void Connection::OnRead(const asio::error_code& ec, size_t n) {
+void Connection::OnRead(const boost::system::error_code& ec, size_t n) {
   if (state_ == State::kClosed) return;
   if (ec) {
-    CloseNow(Lost(peer(), ec == asio::error::eof ? "closed by the peer" : ec.message()));
+    CloseNow(Lost(peer(), ec == boost::asio::error::eof ? "closed by the peer" : ec.message()));
     return;
   }
   HandleRead(n);
@@ -417,7 +413,7 @@ void Connection::HandleRead(size_t n) {
 }
 
 void Connection::ResumeReading() {
-  asio::post(strand(), [self = shared_from_this()] {
+  boost::asio::post(strand(), [self = shared_from_this()] {
     if (self->state_ != State::kOpen || !self->read_paused_) return;
     self->read_paused_ = false;
     self->ReadMore();
@@ -425,7 +421,7 @@ void Connection::ResumeReading() {
 }
 
 void Connection::Close(absl::Status why) {
-  asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+  boost::asio::post(strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
     self->CloseNow(std::move(why));
   });
 }
@@ -456,7 +452,8 @@ void Connection::CloseNow(absl::Status why) {
         {{log_field::kConnection, address()},
          {log_field::kPeer, peer()},
          {log_field::kReason, reason}},
-        "{} connection {} to {} failed: {}", transport_name(), address(), peer(), why.message());
+        "{} connection {} {} {} failed: {}", transport_name(), address(),
+        outgoing() ? "to" : "from", peer(), why.message());
   }
   connect_timer_.cancel();
   idle_timer_.cancel();

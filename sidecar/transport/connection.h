@@ -1,9 +1,9 @@
 // Connection: one connection to another node, as a worker at a local address ("_tcp_<n>",
-// "_uds_<n>"), over any Stream (stream.h): the one implementation of node framing, write
-// queueing, read pacing, limits and access control for every transport. Messages routed to it
-// are framed and written to the stream; frames read from it are decoded, get the connection's
-// address prepended to their return route (so replies come back through it), and are handed to
-// the router.
+// "_uds_<n>", "_ws_<n>", "_wss_<n>"), over any Stream (stream.h): the one implementation of node
+// framing, write queueing, read pacing, limits and access control for every transport. Messages
+// routed to it are framed and written to the stream; frames read from it are decoded, get the
+// connection's address prepended to their return route (so replies come back through it), and are
+// handed to the router.
 //
 // Outcomes: a message's receipt is settled OK once its frame was written to the stream, or
 // with an error when it cannot be (UNAVAILABLE: CONNECTION_FAILED before the connection was
@@ -44,7 +44,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "asio/steady_timer.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/worker.h"
 #include "sidecar/transport/dial_policy.h"
@@ -99,7 +99,7 @@ class WriteQueue {
 
   // Moves what waits into the batch being written and returns its buffers (valid until
   // FinishWrite or FailAll). Only when !writing() and has_queued().
-  const std::vector<asio::const_buffer>& StartWrite();
+  const std::vector<boost::asio::const_buffer>& StartWrite();
   // The batch was written (OK: its receipts settle OK) or not (they settle with `status`).
   void FinishWrite(const absl::Status& status);
   // Settles every receipt, written or waiting, with `why`, and frees the memory.
@@ -117,21 +117,23 @@ class WriteQueue {
   Batch written_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;
-  std::vector<asio::const_buffer> buffers_;
+  std::vector<boost::asio::const_buffer> buffers_;
 };
 
 class Connection final : public core::Worker,
                          public StreamEvents,
                          public std::enable_shared_from_this<Connection> {
  public:
-  // An outgoing connection to `hop` (kTcp or kUds), not yet connected: Start() connects.
+  // An outgoing connection to `hop` (kTcp, kUds, kWs, kWss), not yet connected: Start()
+  // connects.
   Connection(core::Strand strand, NodeTransport& transport, const ConnectionOptions& options,
              core::Address hop);
   // An accepted connection; `stream`'s socket must be open and use `strand` as its executor.
   Connection(core::Strand strand, NodeTransport& transport, const ConnectionOptions& options,
              std::unique_ptr<Stream> stream);
 
-  // Starts connecting (outgoing) or reading (accepted). Call once, after the worker started.
+  // Starts connecting (outgoing) or opening (accepted: a WebSocket's upgrade), then reading.
+  // Both are bounded by the connect timeout. Call once, after the worker started.
   void Start();
   // Closes the connection, failing queued messages with `why`. Idempotent; posts to the strand.
   void Close(absl::Status why);
@@ -153,7 +155,7 @@ class Connection final : public core::Worker,
   }
   absl::string_view RemoteHost() const override { return stream_->remote_host(); }
 
-  // "tcp" or "uds".
+  // "tcp", "uds", "ws" or "wss".
   absl::string_view transport_name() const { return stream_->transport(); }
   // "host:port" or the socket path (outgoing), the remote end as known (accepted).
   const std::string& peer() const { return stream_->peer(); }
@@ -169,8 +171,8 @@ class Connection final : public core::Worker,
 
   // StreamEvents (on the strand).
   void OnOpened(absl::Status status) override;
-  void OnRead(const asio::error_code& ec, size_t n) override;
-  void OnWritten(const asio::error_code& ec, size_t n) override;
+  void OnRead(const boost::system::error_code& ec, size_t n) override;
+  void OnWritten(const boost::system::error_code& ec, size_t n) override;
 
  private:
   enum class State { kConnecting, kOpen, kClosed };
@@ -190,8 +192,8 @@ class Connection final : public core::Worker,
   const ConnectionOptions options_;
   const std::optional<core::Address> hop_;
   const std::unique_ptr<Stream> stream_;
-  asio::steady_timer connect_timer_;
-  asio::steady_timer idle_timer_;
+  boost::asio::steady_timer connect_timer_;
+  boost::asio::steady_timer idle_timer_;
   std::chrono::steady_clock::time_point last_frame_ = std::chrono::steady_clock::now();
   size_t read_chunk_;     // grows while reads fill it (an idle connection keeps a small buffer)
   size_t read_size_ = 0;  // the space the read in flight was given

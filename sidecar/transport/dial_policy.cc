@@ -4,7 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "asio/ip/address.hpp"
+#include "boost/asio/ip/address.hpp"
 #include "sidecar/core/address.h"
 
 namespace veil::transport {
@@ -48,11 +48,11 @@ absl::Status DialAllowList::Add(absl::string_view entry) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
   if (host.find('/') != absl::string_view::npos) {
-    asio::error_code ec;
+    boost::system::error_code ec;
     if (host.find(':') != absl::string_view::npos) {
-      e.v6 = asio::ip::make_network_v6(std::string(host), ec);
+      e.v6 = boost::asio::ip::make_network_v6(std::string(host), ec);
     } else {
-      e.v4 = asio::ip::make_network_v4(std::string(host), ec);
+      e.v4 = boost::asio::ip::make_network_v4(std::string(host), ec);
     }
     if (ec) return Bad(entry, "not an IP network");
   } else {
@@ -79,8 +79,8 @@ bool DialAllowList::Allows(absl::string_view host, uint16_t port) const {
   if (any_) return true;
   if (entries_.empty()) return false;
   const std::string lower = absl::AsciiStrToLower(host);
-  asio::error_code ec;
-  const asio::ip::address ip = asio::ip::make_address(lower, ec);
+  boost::system::error_code ec;
+  const boost::asio::ip::address ip = boost::asio::ip::make_address(lower, ec);
   const bool is_ip = !ec;
   for (const Entry& e : entries_) {
     if (e.port != 0 && e.port != port) continue;
@@ -88,19 +88,19 @@ bool DialAllowList::Allows(absl::string_view host, uint16_t port) const {
       if (e.host == lower) return true;
       // The same IP written another way ("::1" vs "0:0::1").
       if (is_ip) {
-        asio::error_code ec2;
-        asio::ip::address entry_ip = asio::ip::make_address(e.host, ec2);
+        boost::system::error_code ec2;
+        boost::asio::ip::address entry_ip = boost::asio::ip::make_address(e.host, ec2);
         if (!ec2 && entry_ip == ip) return true;
       }
       continue;
     }
     if (!is_ip) continue;
     if (e.v4 && ip.is_v4()) {
-      asio::ip::network_v4 one(ip.to_v4(), 32);
+      boost::asio::ip::network_v4 one(ip.to_v4(), 32);
       if (one.is_subnet_of(*e.v4) || one == *e.v4) return true;
     }
     if (e.v6 && ip.is_v6()) {
-      asio::ip::network_v6 one(ip.to_v6(), 128);
+      boost::asio::ip::network_v6 one(ip.to_v6(), 128);
       if (one.is_subnet_of(*e.v6) || one == *e.v6) return true;
     }
   }

@@ -24,8 +24,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "asio/ip/network_v4.hpp"
-#include "asio/ip/network_v6.hpp"
+#include "boost/asio/ip/network_v4.hpp"
+#include "boost/asio/ip/network_v6.hpp"
 
 namespace veil::transport {
 
@@ -44,8 +44,8 @@ class DialAllowList {
  private:
   struct Entry {
     std::string host;  // lower-case name or IP text; empty for a network
-    std::optional<asio::ip::network_v4> v4;
-    std::optional<asio::ip::network_v6> v6;
+    std::optional<boost::asio::ip::network_v4> v4;
+    std::optional<boost::asio::ip::network_v6> v6;
     uint16_t port = 0;  // 0: any
   };
   bool any_ = false;

@@ -4,35 +4,80 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
-#include "asio/post.hpp"
+#include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/status_macros.h"
 #include "sidecar/common/unix_socket.h"
+#include "sidecar/common/version.h"
 #include "sidecar/core/tcp_listen.h"
 #include "spdlog/spdlog.h"
 
 namespace veil::transport {
 
+namespace {
+constexpr core::AddressType kHopTypes[] = {core::AddressType::kTcp, core::AddressType::kUds,
+                                           core::AddressType::kWs, core::AddressType::kWss};
+}  // namespace
+
 NodeTransport::NodeTransport(core::Router& router, ConnectionOptions options)
     : router_(router), options_(options) {
-  router_.SetTransport(core::AddressType::kTcp, this);
-  router_.SetTransport(core::AddressType::kUds, this);
+  (void)LoadTls("", "", "", websocket_);  // the system's CA store until configured otherwise
+  websocket_.agent = absl::StrCat("veild/", kVeilVersion);
+  for (auto type : kHopTypes) router_.SetTransport(type, this);
 }
 
 NodeTransport::~NodeTransport() {
   Shutdown();
-  router_.SetTransport(core::AddressType::kTcp, nullptr);
-  router_.SetTransport(core::AddressType::kUds, nullptr);
+  for (auto type : kHopTypes) router_.SetTransport(type, nullptr);
+}
+
+absl::Status NodeTransport::ConfigureWebSocket(const std::string& ca_file,
+                                               const std::string& cert_file,
+                                               const std::string& key_file,
+                                               const std::string& connect_proxy) {
+  if (!connect_proxy.empty()) {
+    auto proxy = core::ParseHostPort(connect_proxy);
+    if (!proxy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--connect-proxy: ", proxy.status().message()));
+    }
+  }
+  WebSocketSettings settings;
+  RETURN_IF_ERROR(LoadTls(ca_file, cert_file, key_file, settings));
+  websocket_.client_tls = std::move(settings.client_tls);
+  websocket_.server_tls = std::move(settings.server_tls);
+  websocket_.connect_proxy = connect_proxy;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> NodeTransport::Listen(absl::string_view host_port) {
+  auto bound = ListenTcp(host_port, std::nullopt, false);
+  if (!bound.ok()) return bound.status();
+  return bound->info.address;
+}
+
+absl::StatusOr<std::string> NodeTransport::ListenWebSocket(absl::string_view address, bool tls) {
+  auto target = core::ParseWebSocketTarget(address, /*allow_port_zero=*/true);
+  if (!target.ok()) return target.status();
+  if (tls && websocket_.server_tls == nullptr) {
+    return absl::InvalidArgumentError(
+        "--wss-listen needs a certificate and its key (--tls-cert, --tls-key)");
+  }
+  const size_t slash = address.find('/');
+  auto bound = ListenTcp(address.substr(0, slash), target->path, tls);
+  if (!bound.ok()) return bound.status();
+  return bound->info.address;
+}
+
+absl::StatusOr<NodeTransport::Bound> NodeTransport::ListenTcp(
+    absl::string_view host_port, std::optional<std::string> websocket_path, bool tls) {
   auto hp = core::ParseHostPort(host_port, /*allow_port_zero=*/true);
   if (!hp.ok()) return hp.status();
-  asio::error_code ec;
-  auto address = asio::ip::make_address(hp->host, ec);
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(hp->host, ec);
   if (ec) {  // a name: resolve it synchronously, at start-up only
-    asio::ip::tcp::resolver resolver(router_.io());
+    boost::asio::ip::tcp::resolver resolver(router_.io());
     auto results = resolver.resolve(hp->host, std::to_string(hp->port), ec);
     if (ec || results.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("cannot resolve \"", hp->host, "\""));
@@ -40,8 +85,8 @@ absl::StatusOr<std::string> NodeTransport::Listen(absl::string_view host_port) {
     address = results.begin()->endpoint().address();
   }
   auto listener = std::make_unique<Listener>();
-  listener->tcp = std::make_unique<asio::ip::tcp::acceptor>(router_.NewStrand());
-  asio::ip::tcp::endpoint endpoint(address, hp->port);
+  listener->tcp = std::make_unique<boost::asio::ip::tcp::acceptor>(router_.NewStrand());
+  boost::asio::ip::tcp::endpoint endpoint(address, hp->port);
   auto& acceptor = *listener->tcp;
   ec = core::OpenTcpListener(acceptor, endpoint);
   if (ec) {
@@ -50,17 +95,29 @@ absl::StatusOr<std::string> NodeTransport::Listen(absl::string_view host_port) {
                            reason::kListenFailed);
   }
   auto bound = acceptor.local_endpoint(ec);
-  listener->info.transport = "tcp";
-  listener->info.address = core::FormatHostPort(bound.address().to_string(), bound.port());
-  listener->info.hop = core::Address::Tcp(listener->info.address).ToString();
-  std::string result = listener->info.address;
+  const std::string host_port_bound =
+      core::FormatHostPort(bound.address().to_string(), bound.port());
+  listener->websocket_path = websocket_path;
+  listener->tls = tls;
+  if (websocket_path.has_value()) {
+    listener->info.transport = tls ? "wss" : "ws";
+    listener->info.address =
+        host_port_bound + (*websocket_path == "/" ? std::string() : *websocket_path);
+    listener->info.hop = core::Address::WebSocket(listener->info.address, tls).ToString();
+  } else {
+    listener->info.transport = "tcp";
+    listener->info.address = host_port_bound;
+    listener->info.hop = core::Address::Tcp(listener->info.address).ToString();
+  }
+  Bound result{listener->info};
   Listener* raw = listener.get();
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("transport is shut down");
     listeners_.push_back(std::move(listener));
   }
-  spdlog::info("tcp listener on {}", result);
+  spdlog::info("{} listener on {} (route hop {})", result.info.transport, result.info.address,
+               result.info.hop);
   Accept(raw, raw->tcp.get());
   return result;
 }
@@ -73,10 +130,11 @@ absl::Status NodeTransport::ListenUnix(const std::string& path, uint32_t mode) {
   }
   RETURN_IF_ERROR(PrepareUnixSocketPath(path, "node"));
   auto listener = std::make_unique<Listener>();
-  listener->unix = std::make_unique<asio::local::stream_protocol::acceptor>(router_.NewStrand());
+  listener->unix =
+      std::make_unique<boost::asio::local::stream_protocol::acceptor>(router_.NewStrand());
   auto& acceptor = *listener->unix;
-  asio::error_code ec;
-  asio::local::stream_protocol::endpoint endpoint(path);
+  boost::system::error_code ec;
+  boost::asio::local::stream_protocol::endpoint endpoint(path);
   acceptor.open(endpoint.protocol(), ec);
   // Bound with no permissions at all, then opened up to `mode`: no moment where another user
   // could connect.
@@ -84,8 +142,8 @@ absl::Status NodeTransport::ListenUnix(const std::string& path, uint32_t mode) {
   if (!ec) acceptor.bind(endpoint, ec);
   ::umask(old_umask);
   if (!ec && ::chmod(path.c_str(), mode) != 0)
-    ec = asio::error_code(errno, asio::system_category());
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    ec = boost::system::error_code(errno, boost::system::system_category());
+  if (!ec) acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
   if (ec) {
     ::unlink(path.c_str());
     return ErrorWithReason(absl::StatusCode::kUnavailable,
@@ -110,16 +168,16 @@ template <typename Acceptor>
 void NodeTransport::Accept(Listener* listener, Acceptor* acceptor) {
   core::Strand strand = router_.NewStrand();
   acceptor->async_accept(
-      strand, [this, listener, acceptor, strand](asio::error_code ec,
+      strand, [this, listener, acceptor, strand](boost::system::error_code ec,
                                                  typename Acceptor::protocol_type::socket socket) {
-        if (ec == asio::error::operation_aborted) return;
+        if (ec == boost::asio::error::operation_aborted) return;
         if (ec) {
           // Out of file descriptors and the like: log, and keep accepting.
           spdlog::warn("{} listener {}: accept failed: {}", listener->info.transport,
                        listener->info.address, ec.message());
         } else {
           Accepted(std::make_shared<Connection>(strand, *this, options_,
-                                                AcceptedStream(std::move(socket))));
+                                                MakeAccepted(*listener, std::move(socket))));
         }
         {
           veil::MutexLock lock(&mu_);
@@ -127,6 +185,19 @@ void NodeTransport::Accept(Listener* listener, Acceptor* acceptor) {
         }
         Accept(listener, acceptor);
       });
+}
+
+std::unique_ptr<Stream> NodeTransport::MakeAccepted(const Listener& listener,
+                                                    boost::asio::ip::tcp::socket socket) {
+  if (listener.websocket_path.has_value()) {
+    return AcceptedWebSocket(std::move(socket), listener.tls, *listener.websocket_path, websocket_);
+  }
+  return AcceptedStream(std::move(socket));
+}
+
+std::unique_ptr<Stream> NodeTransport::MakeAccepted(
+    const Listener&, boost::asio::local::stream_protocol::socket socket) {
+  return AcceptedStream(std::move(socket));
 }
 
 void NodeTransport::Accepted(std::shared_ptr<Connection> conn) {
@@ -250,7 +321,9 @@ absl::Status NodeTransport::Admit(const core::SenderInfo& from, const core::Addr
   if (hop.type() == core::AddressType::kUds) {
     if (options_.allow_dial.AllowsUnix(hop.value())) return absl::OkStatus();
   } else {
-    auto host_port = core::ParseHostPort(hop.value());
+    // A WebSocket hop is allowed by its host and port, whatever its URL path.
+    const absl::string_view value = hop.value();
+    auto host_port = core::ParseHostPort(value.substr(0, value.find('/')));
     if (host_port.ok() && options_.allow_dial.Allows(host_port->host, host_port->port)) {
       return absl::OkStatus();
     }
@@ -298,7 +371,7 @@ std::vector<std::string> NodeTransport::ListenAddresses() const {
   veil::MutexLock lock(&mu_);
   std::vector<std::string> out;
   for (const auto& l : listeners_) {
-    if (l->tcp != nullptr) out.push_back(l->info.address);
+    if (l->info.transport == "tcp") out.push_back(l->info.address);
   }
   return out;
 }
@@ -358,15 +431,15 @@ void NodeTransport::Shutdown() {
     shut_down_ = true;
     for (auto& l : listeners_) {
       if (auto* acceptor = l->tcp.get()) {
-        asio::post(acceptor->get_executor(), [acceptor] {
-          asio::error_code ignored;
+        boost::asio::post(acceptor->get_executor(), [acceptor] {
+          boost::system::error_code ignored;
           acceptor->close(ignored);
         });
       }
       if (auto* acceptor = l->unix.get()) {
         ::unlink(l->info.address.c_str());
-        asio::post(acceptor->get_executor(), [acceptor] {
-          asio::error_code ignored;
+        boost::asio::post(acceptor->get_executor(), [acceptor] {
+          boost::system::error_code ignored;
           acceptor->close(ignored);
         });
       }

@@ -1,6 +1,6 @@
 // NodeTransport: the router's transport for the hops that name another node —
-// "/tcp/HOST:PORT" and "/uds/PATH" — and the listeners other nodes connect to (TCP, Unix
-// sockets).
+// "/tcp/HOST:PORT", "/uds/PATH", "/ws/HOST:PORT[%2FPATH]", "/wss/…" — and the listeners other
+// nodes connect to (TCP, Unix sockets, WebSocket with or without TLS).
 //
 // Sending to such a hop uses the open connection to it or opens one (on demand, reused
 // afterwards); the hop is removed from the onward route (Ockam's hop rule) and the message
@@ -34,32 +34,34 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "asio/ip/tcp.hpp"
-#include "asio/local/stream_protocol.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/local/stream_protocol.hpp"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/connection.h"
+#include "sidecar/transport/websocket_stream.h"
 
 namespace veil::transport {
 
 // A snapshot of one connection, for the API.
 struct ConnectionInfo {
   std::string worker;     // local address, e.g. "_tcp_3"
-  std::string transport;  // "tcp", "uds"
+  std::string transport;  // "tcp", "uds", "ws", "wss"
   std::string peer;       // "host:port"; a socket path (outgoing) or "uid N pid M" (accepted)
   bool outgoing = false;
 };
 
 // A listener, for the API.
 struct ListenerInfo {
-  std::string transport;  // "tcp", "uds"
-  std::string address;    // the bound "host:port", or the socket path
+  std::string transport;  // "tcp", "uds", "ws", "wss"
+  std::string address;    // the bound "host:port" (WebSocket: and its URL path), or the path
   std::string hop;        // the route hop reaching it, e.g. "/tcp/127.0.0.1:4000"
 };
 
 class NodeTransport final : public core::Transport {
  public:
-  // Registers itself with `router` for TCP and Unix socket hops. `router` must outlive it.
+  // Registers itself with `router` for TCP, Unix socket and WebSocket hops. `router` must outlive
+  // it.
   NodeTransport(core::Router& router, ConnectionOptions options);
   ~NodeTransport() override;
 
@@ -72,6 +74,19 @@ class NodeTransport final : public core::Transport {
   // also its group's). INVALID_ARGUMENT for a bad path or mode; UNAVAILABLE when it cannot be
   // bound. The socket file is removed at Shutdown.
   absl::Status ListenUnix(const std::string& path, uint32_t mode);
+  // Listens for WebSocket connections on "host:port[/path]" (port 0 for any; path "/" when
+  // none), over TLS when `tls` (ConfigureWebSocket must have set a certificate first). Returns
+  // the bound "host:port[/path]". INVALID_ARGUMENT for a bad address or a missing certificate;
+  // UNAVAILABLE when it cannot be bound.
+  absl::StatusOr<std::string> ListenWebSocket(absl::string_view address, bool tls);
+
+  // TLS and proxy settings for WebSocket streams (websocket_stream.h): the CA file verifying
+  // /wss peers ("" for the system store), the certificate and key for --wss-listen ("" for
+  // none), the HTTP CONNECT proxy for outgoing /ws and /wss ("" for none). Call before Listen*
+  // and before traffic. INVALID_ARGUMENT naming a file that cannot be used.
+  absl::Status ConfigureWebSocket(const std::string& ca_file, const std::string& cert_file,
+                                  const std::string& key_file, const std::string& connect_proxy);
+  const WebSocketSettings& websocket() const { return websocket_; }
 
   void Send(core::Message msg) override;
   absl::Status Admit(const core::SenderInfo& from, const core::Address& hop) const override;
@@ -135,12 +150,25 @@ class NodeTransport final : public core::Transport {
 
  private:
   struct Listener {
-    std::unique_ptr<asio::ip::tcp::acceptor> tcp;
-    std::unique_ptr<asio::local::stream_protocol::acceptor> unix;
+    std::unique_ptr<boost::asio::ip::tcp::acceptor> tcp;
+    // Accepted TCP sockets become WebSocket streams at this path (with TLS when wss).
+    std::optional<std::string> websocket_path;
+    bool tls = false;
+    std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix;
     ListenerInfo info;
   };
+  struct Bound {
+    ListenerInfo info;
+  };
+  // A TCP listener: plain, or for WebSocket at `websocket_path` (TLS when `tls`).
+  absl::StatusOr<Bound> ListenTcp(absl::string_view host_port,
+                                  std::optional<std::string> websocket_path, bool tls);
   template <typename Acceptor>
   void Accept(Listener* listener, Acceptor* acceptor);
+  std::unique_ptr<Stream> MakeAccepted(const Listener& listener,
+                                       boost::asio::ip::tcp::socket socket);
+  std::unique_ptr<Stream> MakeAccepted(const Listener& listener,
+                                       boost::asio::local::stream_protocol::socket socket);
   void Accepted(std::shared_ptr<Connection> connection);
   std::shared_ptr<Connection> Adopt(std::shared_ptr<Connection> connection);
   // The open or opening connection to `hop`, opened when there is none. UNAVAILABLE
@@ -151,6 +179,7 @@ class NodeTransport final : public core::Transport {
 
   core::Router& router_;
   const ConnectionOptions options_;
+  WebSocketSettings websocket_;
   mutable Stats stats_;
   mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

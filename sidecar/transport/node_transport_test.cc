@@ -11,10 +11,11 @@
 #include <mutex>
 #include <thread>
 
-#include "asio/write.hpp"
+#include "boost/asio/write.hpp"
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 #include "tests/support/recording_tracker.h"
+#include "tests/support/test_certificate.h"
 
 namespace veil::transport {
 namespace {
@@ -66,8 +67,9 @@ struct Node {
     io.stop();
     for (auto& t : threads) t.join();
   }
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work{asio::make_work_guard(io)};
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{
+      boost::asio::make_work_guard(io)};
   core::Router router{io};
   NodeTransport transport;
   std::vector<std::thread> threads;
@@ -93,37 +95,84 @@ struct TempDir {
   std::string path;
 };
 
-enum class Kind { kTcp, kUds };
+enum class Kind { kTcp, kUds, kWs, kWss };
+
+const char* NameOf(Kind kind) {
+  switch (kind) {
+    case Kind::kTcp:
+      return "tcp";
+    case Kind::kUds:
+      return "uds";
+    case Kind::kWs:
+      return "ws";
+    case Kind::kWss:
+      return "wss";
+  }
+  return "";
+}
 
 class NodeTransportTest : public ::testing::TestWithParam<Kind> {
  protected:
+  // One certificate for the suite, trusted as the system's store (SSL_CERT_FILE) by every
+  // node made afterwards.
+  static void SetUpTestSuite() {
+    cert_dir_ = new TempDir();
+    cert_ = veil::testing::MakeTestCertificate(cert_dir_->path);
+    ASSERT_FALSE(cert_.cert.empty()) << "openssl could not make a certificate";
+    ::setenv("SSL_CERT_FILE", cert_.cert.c_str(), 1);
+  }
+  static void TearDownTestSuite() { delete cert_dir_; }
+
   // Opens a listener of the transport under test on `node`; returns the route hop to it.
   std::string ListenOn(Node& node) {
-    if (GetParam() == Kind::kTcp) {
-      auto bound = node.transport.Listen("127.0.0.1:0");
-      EXPECT_TRUE(bound.ok()) << bound.status();
-      return "/tcp/" + bound.value_or("");
+    switch (GetParam()) {
+      case Kind::kTcp: {
+        auto bound = node.transport.Listen("127.0.0.1:0");
+        EXPECT_TRUE(bound.ok()) << bound.status();
+        return "/tcp/" + bound.value_or("");
+      }
+      case Kind::kUds: {
+        std::string path = absl::StrCat(dir_.path, "/node", ++sockets_, ".sock");
+        absl::Status listening = node.transport.ListenUnix(path, 0600);
+        EXPECT_TRUE(listening.ok()) << listening;
+        return core::Address::Uds(path).ToString();
+      }
+      case Kind::kWs:
+      case Kind::kWss: {
+        const bool tls = GetParam() == Kind::kWss;
+        if (tls) {
+          absl::Status configured =
+              node.transport.ConfigureWebSocket("", cert_.cert, cert_.key, "");
+          EXPECT_TRUE(configured.ok()) << configured;
+        }
+        auto bound = node.transport.ListenWebSocket("127.0.0.1:0/veil", tls);
+        EXPECT_TRUE(bound.ok()) << bound.status();
+        return core::Address::WebSocket(bound.value_or(""), tls).ToString();
+      }
     }
-    std::string path = absl::StrCat(dir_.path, "/node", ++sockets_, ".sock");
-    absl::Status listening = node.transport.ListenUnix(path, 0600);
-    EXPECT_TRUE(listening.ok()) << listening;
-    return core::Address::Uds(path).ToString();
+    return "";
   }
   // A hop where nothing listens.
   std::string ClosedHop() {
     if (GetParam() == Kind::kUds) return core::Address::Uds(dir_.path + "/nobody.sock").ToString();
-    asio::io_context io;
-    asio::ip::tcp::acceptor acc(io, {asio::ip::make_address("127.0.0.1"), 0});
-    return "/tcp/127.0.0.1:" + std::to_string(acc.local_endpoint().port());
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor acc(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    return absl::StrCat("/", NameOf(GetParam()), "/127.0.0.1:", acc.local_endpoint().port());
   }
-  const char* prefix() const { return GetParam() == Kind::kTcp ? "_tcp_" : "_uds_"; }
+  std::string prefix() const { return absl::StrCat("_", NameOf(GetParam()), "_"); }
 
+  static TempDir* cert_dir_;
+  static veil::testing::TestCertificate cert_;
   TempDir dir_;
   int sockets_ = 0;
 };
 
-INSTANTIATE_TEST_SUITE_P(Transports, NodeTransportTest, ::testing::Values(Kind::kTcp, Kind::kUds),
-                         [](const auto& info) { return info.param == Kind::kTcp ? "Tcp" : "Uds"; });
+TempDir* NodeTransportTest::cert_dir_ = nullptr;
+veil::testing::TestCertificate NodeTransportTest::cert_;
+
+INSTANTIATE_TEST_SUITE_P(Transports, NodeTransportTest,
+                         ::testing::Values(Kind::kTcp, Kind::kUds, Kind::kWs, Kind::kWss),
+                         [](const auto& info) { return std::string(NameOf(info.param)); });
 
 TEST_P(NodeTransportTest, DeliversAppliesHopRulesAndRepliesRetrace) {
   Node a, b;
@@ -154,7 +203,7 @@ TEST_P(NodeTransportTest, DeliversAppliesHopRulesAndRepliesRetrace) {
   sink_b->Wait(1);
   ASSERT_EQ(a.transport.Connections().size(), 1u);
   ASSERT_EQ(b.transport.Connections().size(), 1u);
-  EXPECT_EQ(a.transport.Connections()[0].transport, GetParam() == Kind::kTcp ? "tcp" : "uds");
+  EXPECT_EQ(a.transport.Connections()[0].transport, NameOf(GetParam()));
   EXPECT_TRUE(a.transport.Connections()[0].outgoing);
   if (GetParam() == Kind::kUds) {
     // An accepted Unix socket's peer is the connecting process, by user and pid.
@@ -232,12 +281,12 @@ TEST_P(NodeTransportTest, PeerGoneIsReportedAndConnectionForgotten) {
 // Writes `bytes` to the node listening at `hop` as a raw client, and returns how many bytes it
 // read back before the node closed the connection (and how it ended).
 template <typename Socket>
-std::pair<size_t, asio::error_code> WriteRaw(Socket& s, const std::string& bytes) {
-  asio::write(s, asio::buffer(bytes));
+std::pair<size_t, boost::system::error_code> WriteRaw(Socket& s, const std::string& bytes) {
+  boost::asio::write(s, boost::asio::buffer(bytes));
   char buf[16];
-  asio::error_code ec;
+  boost::system::error_code ec;
   size_t total = 0;
-  while (!ec) total += s.read_some(asio::buffer(buf), ec);
+  while (!ec) total += s.read_some(boost::asio::buffer(buf), ec);
   return {total, ec};
 }
 
@@ -245,30 +294,33 @@ TEST_P(NodeTransportTest, GarbageFromPeerClosesConnectionWithoutCrash) {
   Node b;
   const std::string hop = ListenOn(b);
   const std::string garbage("\x01\x00\x00\x00\x03zzz", 8);
-  asio::io_context io;
-  std::pair<size_t, asio::error_code> got;
-  if (GetParam() == Kind::kTcp) {
-    auto hp = core::ParseHostPort(hop.substr(5));
-    asio::ip::tcp::socket s(io);
-    s.connect({asio::ip::make_address(hp->host), hp->port});
+  boost::asio::io_context io;
+  std::pair<size_t, boost::system::error_code> got;
+  if (GetParam() != Kind::kUds) {  // raw bytes at the TCP port (WebSocket: not even HTTP)
+    auto value = core::UnescapeHopValue(hop.substr(hop.find('/', 1) + 1));
+    auto hp = core::ParseHostPort(value->substr(0, value->find('/')));
+    boost::asio::ip::tcp::socket s(io);
+    s.connect({boost::asio::ip::make_address(hp->host), hp->port});
     got = WriteRaw(s, garbage);
   } else {
-    asio::local::stream_protocol::socket s(io);
-    s.connect(asio::local::stream_protocol::endpoint(*core::UnescapeHopValue(hop.substr(5))));
+    boost::asio::local::stream_protocol::socket s(io);
+    s.connect(
+        boost::asio::local::stream_protocol::endpoint(*core::UnescapeHopValue(hop.substr(5))));
     got = WriteRaw(s, garbage);
   }
   // Reads the node's version byte, then sees the close.
   EXPECT_LE(got.first, 1u);  // at most the version byte
-  EXPECT_TRUE(got.second == asio::error::eof || got.second == asio::error::connection_reset)
+  EXPECT_TRUE(got.second == boost::asio::error::eof ||
+              got.second == boost::asio::error::connection_reset)
       << got.second.message();
 }
 
 TEST(TcpTransportTest, PeerThatDoesNotReadFillsTheQueueThenSendersAreRefused) {
   // A peer that accepts and never reads: kernel buffers fill, then our write queue, then
   // senders hear QUEUE_FULL — memory stays bounded.
-  asio::io_context io;
-  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-  asio::ip::tcp::socket stuck(io);
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  boost::asio::ip::tcp::socket stuck(io);
   std::thread accept([&] { acceptor.accept(stuck); });
   ConnectionOptions small;
   small.max_write_queue_bytes = 1 << 20;
@@ -374,8 +426,9 @@ TEST(UnixListenerTest, ModeStaleLiveNotASocketAndCleanUp) {
   EXPECT_FALSE(std::filesystem::exists(path)) << "the socket outlived its node";
   {
     // A stale socket (its process died without removing it) is replaced.
-    asio::io_context io;
-    asio::local::stream_protocol::acceptor stale(io, asio::local::stream_protocol::endpoint(path));
+    boost::asio::io_context io;
+    boost::asio::local::stream_protocol::acceptor stale(
+        io, boost::asio::local::stream_protocol::endpoint(path));
     stale.close();
     ASSERT_TRUE(std::filesystem::exists(path));
     Node a;

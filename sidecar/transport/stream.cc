@@ -5,10 +5,11 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "asio/bind_executor.hpp"
-#include "asio/connect.hpp"
-#include "asio/write.hpp"
+#include "boost/asio/bind_executor.hpp"
+#include "boost/asio/connect.hpp"
+#include "boost/asio/write.hpp"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/transport/websocket_stream.h"
 
 namespace veil::transport {
 namespace {
@@ -17,13 +18,13 @@ namespace {
 // hands the socket at most 64 KiB per call; each call has a fixed cost, and a hub forwarding
 // 64 KiB messages spent 0.9 CPU-s per GB that way against 0.64 with this: docs/performance.md.)
 struct WriteAllCondition {
-  size_t operator()(const asio::error_code& ec, size_t) const {
+  size_t operator()(const boost::system::error_code& ec, size_t) const {
     return ec ? 0 : std::numeric_limits<size_t>::max();
   }
 };
 
 absl::Status ConnectFailed(absl::string_view what, absl::string_view peer,
-                           const asio::error_code& ec) {
+                           const boost::system::error_code& ec) {
   return ErrorWithReason(absl::StatusCode::kUnavailable,
                          absl::StrCat(what, " ", peer, ": ", ec.message()),
                          reason::kConnectionFailed);
@@ -35,39 +36,42 @@ class SocketStream : public Stream {
  public:
   using Socket = typename Protocol::socket;
 
-  SocketStream(Socket socket, std::string peer, std::string remote_host)
-      : socket_(std::move(socket)), peer_(std::move(peer)), remote_host_(std::move(remote_host)) {}
+  SocketStream(Socket socket, std::string peer, std::string remote_host, bool accepted)
+      : socket_(std::move(socket)),
+        peer_(std::move(peer)),
+        remote_host_(std::move(remote_host)),
+        accepted_(accepted) {}
 
   const std::string& peer() const override { return peer_; }
   const std::string& remote_host() const override { return remote_host_; }
 
   void ReadSome(std::span<char> into, std::shared_ptr<StreamEvents> events) override {
-    socket_.async_read_some(
-        asio::buffer(into.data(), into.size()),
-        asio::bind_executor(socket_.get_executor(),
-                            [events = std::move(events)](const asio::error_code& ec, size_t n) {
-                              events->OnRead(ec, n);
-                            }));
+    socket_.async_read_some(boost::asio::buffer(into.data(), into.size()),
+                            boost::asio::bind_executor(
+                                socket_.get_executor(),
+                                [events = std::move(events)](const boost::system::error_code& ec,
+                                                             size_t n) { events->OnRead(ec, n); }));
   }
 
-  void WriteAll(const std::vector<asio::const_buffer>& buffers,
+  void WriteAll(const std::vector<boost::asio::const_buffer>& buffers,
                 std::shared_ptr<StreamEvents> events) override {
-    asio::async_write(
+    boost::asio::async_write(
         socket_, buffers, WriteAllCondition{},
-        asio::bind_executor(socket_.get_executor(),
-                            [events = std::move(events)](const asio::error_code& ec, size_t n) {
-                              events->OnWritten(ec, n);
-                            }));
+        boost::asio::bind_executor(
+            socket_.get_executor(),
+            [events = std::move(events)](const boost::system::error_code& ec, size_t n) {
+              events->OnWritten(ec, n);
+            }));
   }
 
   void ShutdownSend() override {
-    asio::error_code ignored;
-    socket_.shutdown(asio::socket_base::shutdown_send, ignored);
+    boost::system::error_code ignored;
+    socket_.shutdown(boost::asio::socket_base::shutdown_send, ignored);
   }
 
   void Close() override {
-    asio::error_code ignored;
-    socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+    boost::system::error_code ignored;
+    socket_.shutdown(boost::asio::socket_base::shutdown_both, ignored);
     socket_.close(ignored);
   }
 
@@ -75,18 +79,20 @@ class SocketStream : public Stream {
   Socket socket_;
   std::string peer_;
   std::string remote_host_;
+  const bool accepted_;  // Open() has nothing to do
 };
 
-class TcpStream final : public SocketStream<asio::ip::tcp> {
+class TcpStream final : public SocketStream<boost::asio::ip::tcp> {
  public:
   // Outgoing, to "host:port".
   TcpStream(const core::Strand& strand, std::string host_port)
-      : SocketStream(asio::ip::tcp::socket(strand), host_port, HostOf(host_port)),
+      : SocketStream(boost::asio::ip::tcp::socket(strand), host_port, HostOf(host_port), false),
         resolver_(strand) {}
   // Accepted.
-  explicit TcpStream(asio::ip::tcp::socket socket)
-      : SocketStream(std::move(socket), "unknown", "unknown"), resolver_(socket_.get_executor()) {
-    asio::error_code ec;
+  explicit TcpStream(boost::asio::ip::tcp::socket socket)
+      : SocketStream(std::move(socket), "unknown", "unknown", true),
+        resolver_(socket_.get_executor()) {
+    boost::system::error_code ec;
     auto ep = socket_.remote_endpoint(ec);
     if (!ec) {
       peer_ = core::FormatHostPort(ep.address().to_string(), ep.port());
@@ -98,6 +104,7 @@ class TcpStream final : public SocketStream<asio::ip::tcp> {
   absl::string_view transport() const override { return "tcp"; }
 
   void Open(std::shared_ptr<StreamEvents> events) override {
+    if (accepted_) return events->OnOpened(absl::OkStatus());
     auto host_port = core::ParseHostPort(peer_);
     if (!host_port.ok()) {  // the route parser validated it; defensive only
       events->OnOpened(host_port.status());
@@ -105,23 +112,23 @@ class TcpStream final : public SocketStream<asio::ip::tcp> {
     }
     resolver_.async_resolve(
         host_port->host, std::to_string(host_port->port),
-        asio::bind_executor(
-            socket_.get_executor(),
-            [this, events = std::move(events)](const asio::error_code& ec,
-                                               asio::ip::tcp::resolver::results_type results) {
+        boost::asio::bind_executor(
+            socket_.get_executor(), [this, events = std::move(events)](
+                                        const boost::system::error_code& ec,
+                                        boost::asio::ip::tcp::resolver::results_type results) {
               if (ec) {
                 events->OnOpened(ConnectFailed("cannot resolve", peer_, ec));
                 return;
               }
-              asio::async_connect(
+              boost::asio::async_connect(
                   socket_, results,
-                  asio::bind_executor(socket_.get_executor(),
-                                      [this, events](const asio::error_code& ec, const auto&) {
-                                        if (!ec) Tune();
-                                        events->OnOpened(
-                                            ec ? ConnectFailed("cannot connect to", peer_, ec)
-                                               : absl::OkStatus());
-                                      }));
+                  boost::asio::bind_executor(
+                      socket_.get_executor(),
+                      [this, events](const boost::system::error_code& ec, const auto&) {
+                        if (!ec) Tune();
+                        events->OnOpened(ec ? ConnectFailed("cannot connect to", peer_, ec)
+                                            : absl::OkStatus());
+                      }));
             }));
   }
 
@@ -136,22 +143,22 @@ class TcpStream final : public SocketStream<asio::ip::tcp> {
     return parsed.ok() ? parsed->host : host_port;
   }
   void Tune() {
-    asio::error_code ignored;
-    socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
-    socket_.set_option(asio::socket_base::keep_alive(true), ignored);
+    boost::system::error_code ignored;
+    socket_.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
+    socket_.set_option(boost::asio::socket_base::keep_alive(true), ignored);
   }
 
-  asio::ip::tcp::resolver resolver_;
+  boost::asio::ip::tcp::resolver resolver_;
 };
 
-class UnixStream final : public SocketStream<asio::local::stream_protocol> {
+class UnixStream final : public SocketStream<boost::asio::local::stream_protocol> {
  public:
   // Outgoing, to the socket at `path`.
   UnixStream(const core::Strand& strand, std::string path)
-      : SocketStream(asio::local::stream_protocol::socket(strand), path, path) {}
+      : SocketStream(boost::asio::local::stream_protocol::socket(strand), path, path, false) {}
   // Accepted: the peer is known by its user (SO_PEERCRED), which the per-address limits count.
-  explicit UnixStream(asio::local::stream_protocol::socket socket)
-      : SocketStream(std::move(socket), "unknown", "unknown") {
+  explicit UnixStream(boost::asio::local::stream_protocol::socket socket)
+      : SocketStream(std::move(socket), "unknown", "unknown", true) {
     ucred cred{};
     socklen_t size = sizeof(cred);
     if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &size) == 0) {
@@ -163,28 +170,37 @@ class UnixStream final : public SocketStream<asio::local::stream_protocol> {
   absl::string_view transport() const override { return "uds"; }
 
   void Open(std::shared_ptr<StreamEvents> events) override {
-    socket_.async_connect(
-        asio::local::stream_protocol::endpoint(peer_),
-        asio::bind_executor(socket_.get_executor(), [this, events = std::move(events)](
-                                                        const asio::error_code& ec) {
-          events->OnOpened(ec ? ConnectFailed("cannot connect to", peer_, ec) : absl::OkStatus());
-        }));
+    if (accepted_) return events->OnOpened(absl::OkStatus());
+    socket_.async_connect(boost::asio::local::stream_protocol::endpoint(peer_),
+                          boost::asio::bind_executor(
+                              socket_.get_executor(), [this, events = std::move(events)](
+                                                          const boost::system::error_code& ec) {
+                                events->OnOpened(ec ? ConnectFailed("cannot connect to", peer_, ec)
+                                                    : absl::OkStatus());
+                              }));
   }
 };
 
 }  // namespace
 
-std::unique_ptr<Stream> OutgoingStream(const core::Strand& strand, const core::Address& hop) {
-  if (hop.type() == core::AddressType::kUds)
-    return std::make_unique<UnixStream>(strand, hop.value());
-  return std::make_unique<TcpStream>(strand, hop.value());
+std::unique_ptr<Stream> OutgoingStream(const core::Strand& strand, const core::Address& hop,
+                                       const WebSocketSettings& websocket) {
+  switch (hop.type()) {
+    case core::AddressType::kUds:
+      return std::make_unique<UnixStream>(strand, hop.value());
+    case core::AddressType::kWs:
+    case core::AddressType::kWss:
+      return OutgoingWebSocket(strand, hop, websocket);
+    default:
+      return std::make_unique<TcpStream>(strand, hop.value());
+  }
 }
 
-std::unique_ptr<Stream> AcceptedStream(asio::ip::tcp::socket socket) {
+std::unique_ptr<Stream> AcceptedStream(boost::asio::ip::tcp::socket socket) {
   return std::make_unique<TcpStream>(std::move(socket));
 }
 
-std::unique_ptr<Stream> AcceptedStream(asio::local::stream_protocol::socket socket) {
+std::unique_ptr<Stream> AcceptedStream(boost::asio::local::stream_protocol::socket socket) {
   return std::make_unique<UnixStream>(std::move(socket));
 }
 

@@ -1,8 +1,10 @@
 // Stream: the byte stream under a node connection (connection.h), behind one small interface,
 // so that one Connection class frames, queues, paces and polices every transport alike.
 //
-//   TcpStream   a TCP socket: "/tcp/HOST:PORT" hops, --tcp-listen
-//   UnixStream  a Unix stream socket: "/uds/PATH" hops, --uds-listen
+//   TcpStream        a TCP socket: "/tcp/HOST:PORT" hops, --tcp-listen
+//   UnixStream       a Unix stream socket: "/uds/PATH" hops, --uds-listen
+//   WebSocketStream  WebSocket, over TLS or not: "/ws", "/wss" hops, --ws-listen, --wss-listen
+//                    (websocket_stream.h)
 //
 // A stream does I/O only: it connects (outgoing), reads into the buffer it is given, writes
 // every byte of the buffers it is given, and reports each completion to its connection
@@ -19,10 +21,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "asio/buffer.hpp"
-#include "asio/error_code.hpp"
-#include "asio/ip/tcp.hpp"
-#include "asio/local/stream_protocol.hpp"
+#include "boost/asio/buffer.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/local/stream_protocol.hpp"
+#include "boost/system/error_code.hpp"
 #include "sidecar/core/address.h"
 #include "sidecar/core/worker.h"
 
@@ -34,8 +36,8 @@ class StreamEvents {
  public:
   // Open() finished: OK, or UNAVAILABLE (CONNECTION_FAILED) saying why.
   virtual void OnOpened(absl::Status status) = 0;
-  virtual void OnRead(const asio::error_code& ec, size_t n) = 0;
-  virtual void OnWritten(const asio::error_code& ec, size_t n) = 0;
+  virtual void OnRead(const boost::system::error_code& ec, size_t n) = 0;
+  virtual void OnWritten(const boost::system::error_code& ec, size_t n) = 0;
 
  protected:
   ~StreamEvents() = default;
@@ -45,7 +47,8 @@ class Stream {
  public:
   virtual ~Stream() = default;
 
-  // The route hop naming the transport ("tcp", "uds"), for worker names ("_tcp_…") and logs.
+  // The route hop naming the transport ("tcp", "uds", "ws", "wss"), for worker names ("_tcp_…")
+  // and logs.
   virtual absl::string_view transport() const = 0;
   // The peer as the logs and the API show it: "host:port", or the socket path (outgoing) /
   // "uid N" (accepted Unix socket).
@@ -54,13 +57,15 @@ class Stream {
   // socket the peer's user ("uid N"); for outgoing ones the host or path dialled.
   virtual const std::string& remote_host() const = 0;
 
-  // Outgoing only: resolves and connects; then events->OnOpened.
+  // Makes the stream ready to carry frames — outgoing: resolves and connects (and for
+  // WebSocket: TLS, the upgrade); accepted: nothing for a socket, the server's side of TLS and
+  // the upgrade for WebSocket — then events->OnOpened (at once when there is nothing to do).
   virtual void Open(std::shared_ptr<StreamEvents> events) = 0;
   // One read of up to `into.size()` bytes; then events->OnRead.
   virtual void ReadSome(std::span<char> into, std::shared_ptr<StreamEvents> events) = 0;
   // Writes every byte of `buffers` (which must stay valid until it completes), in as few
   // system calls as the socket takes; then events->OnWritten.
-  virtual void WriteAll(const std::vector<asio::const_buffer>& buffers,
+  virtual void WriteAll(const std::vector<boost::asio::const_buffer>& buffers,
                         std::shared_ptr<StreamEvents> events) = 0;
   // Ends the writing side (the peer reads end of stream).
   virtual void ShutdownSend() = 0;
@@ -68,11 +73,15 @@ class Stream {
   virtual void Close() = 0;
 };
 
-// A stream to `hop` (kTcp or kUds), not yet connected (its connection bounds Open() in time).
-std::unique_ptr<Stream> OutgoingStream(const core::Strand& strand, const core::Address& hop);
+struct WebSocketSettings;
+
+// A stream to `hop` (kTcp, kUds, kWs or kWss), not yet connected (its connection bounds Open()
+// in time). `websocket` must outlive the stream.
+std::unique_ptr<Stream> OutgoingStream(const core::Strand& strand, const core::Address& hop,
+                                       const WebSocketSettings& websocket);
 // Streams over accepted sockets (which use the connection's strand as their executor).
-std::unique_ptr<Stream> AcceptedStream(asio::ip::tcp::socket socket);
-std::unique_ptr<Stream> AcceptedStream(asio::local::stream_protocol::socket socket);
+std::unique_ptr<Stream> AcceptedStream(boost::asio::ip::tcp::socket socket);
+std::unique_ptr<Stream> AcceptedStream(boost::asio::local::stream_protocol::socket socket);
 
 }  // namespace veil::transport
 

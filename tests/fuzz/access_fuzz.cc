@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "asio/io_context.hpp"
+#include "boost/asio/io_context.hpp"
 #include "sidecar/core/router.h"
 #include "sidecar/transport/node_transport.h"
 
@@ -98,7 +98,7 @@ class Outcomes final : public veil::core::SendTracker {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
-  asio::io_context io;
+  boost::asio::io_context io;
   veil::core::Router router(io);
   veil::transport::ConnectionOptions options;
   options.insecure_plaintext = in.ConsumeBool();

@@ -1,27 +1,27 @@
 #include "tests/support/metrics_scrape.h"
 
-#include "asio/connect.hpp"
-#include "asio/ip/tcp.hpp"
-#include "asio/write.hpp"
+#include "boost/asio/connect.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/write.hpp"
 
 namespace veil::testing {
 
 std::string HttpGet(const std::string& host_port, const std::string& path) {
-  asio::io_context io;
-  asio::ip::tcp::socket socket(io);
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket(io);
   size_t colon = host_port.rfind(':');
   if (colon == std::string::npos) return "";
-  asio::error_code ec;
-  socket.connect({asio::ip::make_address(host_port.substr(0, colon), ec),
+  boost::system::error_code ec;
+  socket.connect({boost::asio::ip::make_address(host_port.substr(0, colon), ec),
                   static_cast<uint16_t>(std::stoi(host_port.substr(colon + 1)))},
                  ec);
   if (ec) return "";
   std::string request = "GET " + path + " HTTP/1.0\r\nHost: veil\r\n\r\n";
-  asio::write(socket, asio::buffer(request), ec);
+  boost::asio::write(socket, boost::asio::buffer(request), ec);
   std::string response;
   char buf[4096];
   for (;;) {
-    size_t n = socket.read_some(asio::buffer(buf), ec);
+    size_t n = socket.read_some(boost::asio::buffer(buf), ec);
     response.append(buf, n);
     if (ec) break;
   }
