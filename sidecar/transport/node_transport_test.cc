@@ -473,3 +473,77 @@ TEST(UnixDialTest, OnlyListedPathsForOthers) {
 
 }  // namespace
 }  // namespace veil::transport
+
+namespace veil::transport {
+namespace {
+
+// What a WebSocket listener says to what is not a WebSocket upgrade to its path, and what a
+// /wss client says of a certificate it cannot verify: clear errors, nothing carried.
+class WebSocketErrorsTest : public ::testing::Test {
+ protected:
+  static std::string Bound(Node& node, bool tls) {
+    auto bound = node.transport.ListenWebSocket("127.0.0.1:0/veil", tls);
+    EXPECT_TRUE(bound.ok()) << bound.status();
+    return bound.value_or("");
+  }
+  absl::Status SendTo(Node& from, const std::string& hop) {
+    auto outcomes = std::make_shared<Outcomes>();
+    from.router.Send(Make(hop + "/service/x", "p", "", outcomes));
+    auto results = outcomes->Wait(1);
+    EXPECT_EQ(results.size(), 1u);
+    return results.empty() ? absl::OkStatus() : results[0].second;
+  }
+  TempDir dir_;
+};
+
+TEST_F(WebSocketErrorsTest, AnotherPathIs404AndPlainHttpIs426) {
+  Node b, a;
+  const std::string bound = Bound(b, false);
+  const std::string port = bound.substr(bound.find(':') + 1, bound.find('/') - bound.find(':') - 1);
+  absl::Status wrong = SendTo(a, "/ws/127.0.0.1:" + port + "%2Fother");
+  EXPECT_EQ(ReasonOf(wrong), "CONNECTION_FAILED") << wrong;
+  EXPECT_NE(wrong.message().find("answered 404"), std::string::npos) << wrong;
+  // A browser, a probe or curl without an upgrade: told what this is, and closed.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket s(io);
+  s.connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(std::stoi(port))});
+  boost::asio::write(s, boost::asio::buffer(std::string("GET /veil HTTP/1.1\r\nHost: x\r\n\r\n")));
+  std::string answer;
+  char buf[512];
+  boost::system::error_code ec;
+  while (!ec) answer.append(buf, s.read_some(boost::asio::buffer(buf), ec));
+  EXPECT_EQ(answer.rfind("HTTP/1.1 426", 0), 0u) << answer;
+  EXPECT_NE(answer.find("Upgrade: websocket"), std::string::npos) << answer;
+  for (int i = 0; i < 100 && !b.transport.Connections().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(b.transport.Connections().empty());
+}
+
+TEST_F(WebSocketErrorsTest, AnUntrustedCertificateFailsTheConnection) {
+  // The server's certificate is not the one the client trusts (SSL_CERT_FILE, if the suite above
+  // set it, names another).
+  auto other = veil::testing::MakeTestCertificate(dir_.path, "untrusted");
+  ASSERT_FALSE(other.cert.empty());
+  Node b, a;
+  ASSERT_TRUE(b.transport.ConfigureWebSocket("", other.cert, other.key, "").ok());
+  auto trusted = veil::testing::MakeTestCertificate(dir_.path, "trusted");
+  ASSERT_TRUE(a.transport.ConfigureWebSocket(trusted.cert, "", "", "").ok());
+  const std::string bound = Bound(b, true);
+  absl::Status failed = SendTo(a, core::Address::WebSocket(bound, true).ToString());
+  EXPECT_EQ(ReasonOf(failed), "CONNECTION_FAILED") << failed;
+  EXPECT_NE(failed.message().find("certificate verify failed"), std::string::npos) << failed;
+  // A missing CA file is a clear error, naming the file.
+  absl::Status missing = a.transport.ConfigureWebSocket(dir_.path + "/nope.pem", "", "", "");
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.message().find("nope.pem"), std::string::npos) << missing;
+  // So is a key that does not go with... anything: a certificate file given as the key.
+  absl::Status bad_key = a.transport.ConfigureWebSocket("", other.cert, other.cert, "");
+  EXPECT_EQ(bad_key.code(), absl::StatusCode::kInvalidArgument) << bad_key;
+  Node c;
+  EXPECT_EQ(c.transport.ListenWebSocket("127.0.0.1:0", true).status().code(),
+            absl::StatusCode::kInvalidArgument);  // no certificate set
+}
+
+}  // namespace
+}  // namespace veil::transport

@@ -75,7 +75,8 @@ class DockerfileTest(unittest.TestCase):
         test_only = {"python3", "python3-yaml", "unzip", "python3-grpcio", "python3-protobuf",
                      "golang-go", "golang-google-grpc-dev", "golang-google-protobuf-dev",
                      "golang-github-golang-protobuf-1-5-dev", "protoc-gen-go", "protoc-gen-go-grpc",
-                     "curl", "postgresql", "postgresql-client"}  # the portal tests' programs
+                     "curl", "postgresql", "postgresql-client",  # the portal tests' programs
+                     "openssl", "nginx-light", "tinyproxy-bin"}  # the WebSocket tests' (certs, proxies)
         self.assertEqual(apt_packages(build), wanted - test_only)
 
     def test_copied_paths_and_targets_exist(self):

@@ -26,6 +26,7 @@
 #include "tests/support/metrics_scrape.h"
 #include "tests/support/raw_peer.h"
 #include "tests/support/tcp_proxy.h"
+#include "tests/support/test_certificate.h"
 #include "tests/support/veild_process.h"
 #include "veil/v1/portal.grpc.pb.h"
 #include "veil/wire/v1/portal.pb.h"
@@ -152,6 +153,15 @@ class UnixBystander {
 
 std::string UdsHop(const std::string& path) { return core::Address::Uds(path).ToString(); }
 
+// The route hop of `api`'s first listener of `transport` ("tcp", "uds", "ws", "wss").
+std::string ListenerHop(const std::shared_ptr<grpc::Channel>& api, const std::string& transport) {
+  const v1::Node node = GetNode(api);
+  for (const auto& l : node.listeners()) {
+    if (l.transport() == transport) return l.route();
+  }
+  return "";
+}
+
 void ExpectRefused(RawPeer& eve, absl::string_view reason, absl::string_view what) {
   auto notice = eve.ReadRefusal();
   ASSERT_TRUE(notice.has_value()) << what << ": no refusal came back";
@@ -167,13 +177,10 @@ class AccessControlTest : public ::testing::TestWithParam<std::string> {
     hub_api_ = Connect(hub_.api_target());
     bob_api_ = Connect(bob_.api_target());
     alice_api_ = Connect(alice_.api_target());
-    if (GetParam() == "uds") {
-      hub_hop_ = UdsHop(dir_.path() + "/hub.sock");
-      bob_hop_ = UdsHop(dir_.path() + "/bob.sock");
-    } else {
-      hub_hop_ = "/tcp/" + TcpListenAddress(hub_api_);
-      bob_hop_ = "/tcp/" + TcpListenAddress(bob_api_);
-    }
+    hub_hop_ = ListenerHop(hub_api_, GetParam());
+    bob_hop_ = ListenerHop(bob_api_, GetParam());
+    ASSERT_FALSE(hub_hop_.empty());
+    ASSERT_FALSE(bob_hop_.empty());
     echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
     ASSERT_TRUE(echoer_->WaitOpened());
     ASSERT_TRUE(CreateListener(bob_api_, "listener", TrustEveryone()).ok());
@@ -214,12 +221,25 @@ class AccessControlTest : public ::testing::TestWithParam<std::string> {
     return Scrape(node, "veil_access_denied_total{origin=\"transport\"}");
   }
 
-  TempDir dir_;  // the nodes' Unix sockets
-  VeildProcess hub_{{"--hub", "--tcp-listen", "127.0.0.1:0", "--uds-listen",
-                     dir_.path() + "/hub.sock", "--metrics-listen", "127.0.0.1:0"}};
-  VeildProcess bob_{{"--tcp-listen", "127.0.0.1:0", "--uds-listen", dir_.path() + "/bob.sock",
-                     "--metrics-listen", "127.0.0.1:0"}};
-  VeildProcess alice_{{"--metrics-listen", "127.0.0.1:0"}};
+  // Every transport's listener on the hub and on Bob, and the CA of their TLS certificate.
+  static std::vector<std::string> Listeners(const std::string& dir, const std::string& name,
+                                            const TestCertificate& cert) {
+    return {"--tcp-listen", "127.0.0.1:0",      "--uds-listen",     dir + "/" + name + ".sock",
+            "--ws-listen",  "127.0.0.1:0/veil", "--wss-listen",     "127.0.0.1:0/veil",
+            "--tls-cert",   cert.cert,          "--tls-key",        cert.key,
+            "--tls-ca",     cert.cert,          "--metrics-listen", "127.0.0.1:0"};
+  }
+  std::string ca() const { return cert_.cert; }
+
+  TempDir dir_;  // the nodes' Unix sockets, the TLS certificate
+  TestCertificate cert_ = MakeTestCertificate(dir_.path());
+  VeildProcess hub_{[&] {
+    auto flags = Listeners(dir_.path(), "hub", cert_);
+    flags.push_back("--hub");
+    return flags;
+  }()};
+  VeildProcess bob_{Listeners(dir_.path(), "bob", cert_)};
+  VeildProcess alice_{{"--metrics-listen", "127.0.0.1:0", "--tls-ca", cert_.cert}};
   std::shared_ptr<grpc::Channel> hub_api_, bob_api_, alice_api_;
   // The route hops to the hub's and Bob's listeners of the transport under test.
   std::string hub_hop_, bob_hop_;
@@ -233,7 +253,7 @@ class AccessControlTest : public ::testing::TestWithParam<std::string> {
 // 1. A stranger cannot send *as* Bob by routing into his channels' encryptors.
 TEST_P(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
   RawPeer eve;
-  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_, ca()));
   // Through the relay, into Bob's channel to Alice.
   ASSERT_TRUE(
       eve.Send("/service/forward_to_bob/service/" + bob_via_hub_.address() + "/service/inbox",
@@ -253,7 +273,7 @@ TEST_P(AccessControlTest, StrangerCannotSendThroughSomeoneElsesChannel) {
   }
   // Directly at Bob's listener port, into his direct channel to Alice.
   RawPeer direct;
-  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_, ca()));
   ASSERT_TRUE(direct.Send("/service/" + bob_direct_.address() + "/service/inbox", "/service/eve",
                           "forged as Bob"));
   ExpectRefused(direct, "ACCESS_DENIED", "into Bob's encryptor directly");
@@ -275,7 +295,7 @@ TEST_P(AccessControlTest, StrangerCannotHijackARelayName) {
   unregister.set_request_id(1);
   unregister.mutable_unregister()->set_name("bob");
   RawPeer eve;
-  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_, ca()));
   ASSERT_TRUE(
       eve.Send("/service/forward_to_bob/service/" + bob_to_hub_.address() + "/service/relay",
                "/service/eve", unregister.SerializeAsString()));
@@ -284,7 +304,7 @@ TEST_P(AccessControlTest, StrangerCannotHijackARelayName) {
   ASSERT_TRUE(eve.Send("/service/relay", "/service/eve", unregister.SerializeAsString()));
   ExpectRefused(eve, "SECURE_CHANNEL_REQUIRED", "a relay request without a channel");
 
-  VeildProcess mallory;
+  VeildProcess mallory({"--tls-ca", ca()});
   ASSERT_TRUE(mallory.Start()) << mallory.log();
   v1::Relay stolen;
   grpc::Status s = CreateRelay(Connect(mallory.api_target()), hub_hop_, "bob", &stolen);
@@ -303,8 +323,8 @@ TEST_P(AccessControlTest, StrangerCannotMakeAnyNodeDial) {
   Bystander target;
   const std::string onward = "/tcp/" + target.address() + "/service/anything";
   RawPeer at_hub, at_bob;
-  ASSERT_TRUE(at_hub.ConnectHop(hub_hop_));
-  ASSERT_TRUE(at_bob.ConnectHop(bob_hop_));
+  ASSERT_TRUE(at_hub.ConnectHop(hub_hop_, ca()));
+  ASSERT_TRUE(at_bob.ConnectHop(bob_hop_, ca()));
   ASSERT_TRUE(at_hub.Send(onward, "/service/eve", "GET / HTTP/1.0\r\n\r\n"));
   ExpectRefused(at_hub, "DIAL_REFUSED", "the hub");
   ASSERT_TRUE(at_bob.Send(onward, "/service/eve", "GET / HTTP/1.0\r\n\r\n"));
@@ -329,8 +349,8 @@ TEST_P(AccessControlTest, StrangerCannotMakeAnyNodeDial) {
 // another node's connection to the hub.
 TEST_P(AccessControlTest, StrangerCannotDeliverPlaintextToApps) {
   RawPeer eve, direct;
-  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
-  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_, ca()));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_, ca()));
   ASSERT_TRUE(eve.Send("/service/forward_to_bob/service/echoer", "/service/eve", "plaintext"));
   ExpectRefused(eve, "ACCESS_DENIED", "plaintext to Bob's echoer through the relay");
   ASSERT_TRUE(direct.Send("/service/echoer", "/service/eve", "plaintext"));
@@ -385,8 +405,8 @@ TEST_P(AccessControlTest, StrangerCannotReachPortals) {
   data.mutable_data()->set_offset(0);
   data.mutable_data()->set_bytes("injected");
   RawPeer eve, direct;
-  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
-  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_, ca()));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_, ca()));
   for (auto [peer, prefix] : {std::pair{&eve, std::string("/service/forward_to_bob")},
                               std::pair{&direct, std::string()}}) {
     ASSERT_TRUE(peer->Send(prefix + "/service/db", "/service/eve", open.SerializeAsString()));
@@ -409,8 +429,8 @@ TEST_P(AccessControlTest, StrangerCannotReachPortals) {
 // 5. Forged refusal notices end nothing: not from off the path, not without the channel's tag.
 TEST_P(AccessControlTest, StrangerCannotEndChannels) {
   RawPeer eve, direct;
-  ASSERT_TRUE(eve.ConnectHop(hub_hop_));
-  ASSERT_TRUE(direct.ConnectHop(bob_hop_));
+  ASSERT_TRUE(eve.ConnectHop(hub_hop_, ca()));
+  ASSERT_TRUE(direct.ConnectHop(bob_hop_, ca()));
   const std::string bob_decryptor_via_hub = LastHop(via_hub_.remote_route());
   const std::string bob_decryptor_direct = LastHop(direct_.remote_route());
   absl::Status notice =
@@ -458,7 +478,8 @@ TEST_P(AccessControlTest, StrangerCannotEndChannels) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, AccessControlTest, ::testing::Values("tcp", "uds"),
+INSTANTIATE_TEST_SUITE_P(Transports, AccessControlTest,
+                         ::testing::Values("tcp", "uds", "ws", "wss"),
                          [](const auto& info) { return info.param; });
 
 // A handshake opening of XX message 1: a fresh-looking ephemeral key, no payload.

@@ -5,10 +5,13 @@
 
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "boost/asio/ip/tcp.hpp"
 #include "gtest/gtest.h"
 #include "sidecar/core/address.h"
 #include "tests/support/api_client.h"
+#include "tests/support/test_certificate.h"
 #include "tests/support/veild_process.h"
 
 namespace veil::testing {
@@ -53,22 +56,41 @@ void ExpectSeedScenario(const std::shared_ptr<grpc::Channel>& alice,
   }
 }
 
+// A port nobody listens on now (for a node that must come back on the same one).
+int FreePort() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  return acceptor.local_endpoint().port();
+}
+
 class TransportsTest : public ::testing::TestWithParam<std::string> {
  protected:
-  // Flags that make a node listen on the transport under test (`name` picks a socket path).
+  // Flags that make a node listen on the transport under test (`name` picks a socket path;
+  // WebSocket listeners get a fixed port, so that a restart comes back on it).
   std::vector<std::string> ListenFlags(const std::string& name) const {
     if (GetParam() == "uds") return {"--uds-listen", dir_.path() + "/" + name + ".sock"};
+    const std::string ws = absl::StrCat("127.0.0.1:", FreePort(), "/veil");
+    if (GetParam() == "ws") return {"--ws-listen", ws};
+    if (GetParam() == "wss") {
+      return {"--wss-listen", ws, "--tls-cert", cert_.cert, "--tls-key", cert_.key};
+    }
     return {"--tcp-listen", "127.0.0.1:0"};
   }
+  // Flags for a node that dials the transport under test: trust the test's CA for /wss.
+  std::vector<std::string> DialFlags(std::vector<std::string> flags = {}) const {
+    if (GetParam() == "wss") flags.insert(flags.end(), {"--tls-ca", cert_.cert});
+    return flags;
+  }
   TempDir dir_;
+  TestCertificate cert_ = MakeTestCertificate(dir_.path());
 };
 
-INSTANTIATE_TEST_SUITE_P(Transports, TransportsTest, ::testing::Values("tcp", "uds"),
+INSTANTIATE_TEST_SUITE_P(Transports, TransportsTest, ::testing::Values("tcp", "uds", "ws", "wss"),
                          [](const auto& info) { return info.param; });
 
 // Alice's sidecar reaches Bob's listener over the transport: the seed without the hub.
 TEST_P(TransportsTest, SeedScenarioDirect) {
-  VeildProcess bob(ListenFlags("bob")), alice;
+  VeildProcess bob(ListenFlags("bob")), alice(DialFlags());
   ASSERT_TRUE(bob.Start()) << bob.log();
   ASSERT_TRUE(alice.Start()) << alice.log();
   auto bob_api = Connect(bob.api_target()), alice_api = Connect(alice.api_target());
@@ -94,7 +116,7 @@ TEST_P(TransportsTest, SeedScenarioThroughTheHub) {
   const std::string hub_state = dir_.path() + "/hub-state";
   auto hub = std::make_unique<VeildProcess>(hub_state, hub_flags);
   ASSERT_TRUE(hub->Start()) << hub->log();
-  VeildProcess bob({"--relay-heartbeat", "0.2"}), alice;
+  VeildProcess bob(DialFlags({"--relay-heartbeat", "0.2"})), alice(DialFlags());
   ASSERT_TRUE(bob.Start()) << bob.log();
   ASSERT_TRUE(alice.Start()) << alice.log();
   auto bob_api = Connect(bob.api_target()), alice_api = Connect(alice.api_target());
@@ -112,19 +134,19 @@ TEST_P(TransportsTest, SeedScenarioThroughTheHub) {
   if (GetParam() == "tcp") return;  // a TCP hub restart on a fixed port: hub_test.cc
   hub->Signal(SIGTERM);
   ASSERT_TRUE(hub->Wait().has_value());
-  hub = std::make_unique<VeildProcess>(hub_state, hub_flags);
-  ASSERT_TRUE(hub->Start()) << hub->log();
+  auto make_hub = [&] { return std::make_unique<VeildProcess>(hub_state, hub_flags); };
+  ASSERT_TRUE(StartWhileAddressInUse(make_hub, hub)) << hub->log();
   ASSERT_TRUE(WaitRelayUp(bob_api, "bob", 2)) << bob.log();
   ExpectSeedScenario(alice_api, bob_api, relay.route() + "/service/listener");
 }
 
-// One secure channel over a route that changes transport twice: Alice over TCP to the hub, the
-// hub to Bob over his relay's TCP connection, Bob over a Unix socket to a service node on his
-// host (which he dials for others only because --allow-dial lists its path).
-TEST(MixedRouteTest, TcpToTheHubThenTheRelayThenAUnixSocket) {
+// One secure channel over a route that changes transport twice: Alice over WebSocket to the
+// hub, the hub to Bob over his relay's TCP connection, Bob over a Unix socket to a service node
+// on his host (which he dials for others only because --allow-dial lists its path).
+TEST(MixedRouteTest, WebSocketToTheHubThenTcpToBobThenAUnixSocket) {
   TempDir dir;
   const std::string service_socket = dir.path() + "/service.sock";
-  VeildProcess hub({"--hub", "--tcp-listen", "127.0.0.1:0"});
+  VeildProcess hub({"--hub", "--tcp-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"});
   VeildProcess service({"--uds-listen", service_socket});
   VeildProcess bob({"--allow-dial", "unix:" + service_socket});
   VeildProcess alice;

@@ -20,6 +20,7 @@ RawPeer::~RawPeer() { Close(); }
 void RawPeer::Close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+  bridge_.reset();
 }
 
 bool RawPeer::Connect(const std::string& host_port, const std::string& source) {
@@ -48,11 +49,17 @@ bool RawPeer::Connect(const std::string& host_port, const std::string& source) {
   return WriteFull(fd_, &version, 1);
 }
 
-bool RawPeer::ConnectHop(const std::string& hop) {
+bool RawPeer::ConnectHop(const std::string& hop, const std::string& ca_file) {
   auto route = core::Route::Parse(hop);
   if (!route.ok() || route->size() != 1) return false;
   const core::Address& address = route->front();
   if (address.type() == core::AddressType::kTcp) return Connect(address.value());
+  if (address.type() == core::AddressType::kWs || address.type() == core::AddressType::kWss) {
+    bridge_ = WebSocketBridge::Open(address, ca_file, &fd_);
+    if (bridge_ == nullptr) return false;
+    const char version = static_cast<char>(transport::kWireVersion);
+    return WriteFull(fd_, &version, 1);
+  }
   if (address.type() != core::AddressType::kUds) return false;
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) return false;

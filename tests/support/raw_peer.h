@@ -9,6 +9,7 @@
 #define VEIL_TESTS_SUPPORT_RAW_PEER_H_
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -16,6 +17,7 @@
 #include "sidecar/core/message.h"
 #include "sidecar/core/route.h"
 #include "sidecar/transport/frame_codec.h"
+#include "tests/support/websocket_bridge.h"
 
 namespace veil::testing {
 
@@ -29,8 +31,9 @@ class RawPeer {
   // Connects to "host:port" from `source` (an address of this host, "" for any) and sends the
   // version byte. False when it cannot.
   bool Connect(const std::string& host_port, const std::string& source = "");
-  // The same to a route hop: "/tcp/HOST:PORT" or "/uds/ESCAPED-PATH".
-  bool ConnectHop(const std::string& hop);
+  // The same to a route hop: "/tcp/HOST:PORT", "/uds/ESCAPED-PATH", or "/ws/…", "/wss/…"
+  // (through a WebSocketBridge; `ca_file` verifies a /wss node).
+  bool ConnectHop(const std::string& hop, const std::string& ca_file = "");
   // Sends one frame. `onward`/`back` are route text ("" for none).
   bool Send(const std::string& onward, const std::string& back, const std::string& payload,
             const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);
@@ -53,6 +56,7 @@ class RawPeer {
   bool Fill(std::chrono::steady_clock::time_point deadline);
 
   int fd_ = -1;
+  std::unique_ptr<WebSocketBridge> bridge_;  // for /ws and /wss
   bool closed_ = false;
   transport::FrameDecoder decoder_;
   absl::Status connection_refusal_;
