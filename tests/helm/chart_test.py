@@ -184,6 +184,66 @@ class ContractMixin:
         self.check_configs_with_veild(docs)
 
 
+class WebSocketIngressValuesTest(ContractMixin, unittest.TestCase):
+    """helm/veil/ci/websocket-ingress-values.yaml: the hub behind ingress-nginx over WebSocket."""
+
+    VALUES = os.path.join(CHART, "ci", "websocket-ingress-values.yaml")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("-f", cls.VALUES)
+
+    def test_lint_strict(self):
+        helm("lint", "--strict", CHART, "-f", self.VALUES)
+
+    def test_contract(self):
+        self.check_all(self.docs, "rel-veil-vault-key", "vault-key")
+
+    def test_hub_listens_for_websocket_and_the_ingress_routes_to_it(self):
+        hub = named(self.docs, "Deployment", "rel-veil-hub-0")
+        veild = veild_containers(hub["spec"]["template"]["spec"])[0]
+        self.assertEqual(flag(veild, "--ws-listen"), "$(POD_IP):8080/veil")
+        self.assertIn({"name": "ws", "containerPort": 8080, "protocol": "TCP"}, veild["ports"])
+        svc = named(self.docs, "Service", "rel-veil-hub-0")
+        ws = next(p for p in svc["spec"]["ports"] if p["name"] == "ws")
+        self.assertEqual((ws["port"], ws["targetPort"]), (8080, "ws"))
+        ingress = named(self.docs, "Ingress", "rel-veil-hub-0")
+        self.assertEqual(ingress["spec"]["ingressClassName"], "nginx")
+        rule = ingress["spec"]["rules"][0]
+        self.assertEqual(rule["host"], "hub.example.com")
+        path = rule["http"]["paths"][0]
+        self.assertEqual((path["path"], path["pathType"]), ("/veil", "Prefix"))
+        self.assertEqual(path["backend"]["service"], {"name": "rel-veil-hub-0", "port": {"name": "ws"}})
+        self.assertEqual(ingress["spec"]["tls"][0]["secretName"], "hub-example-com-tls")
+        # ingress-nginx would close an idle WebSocket after 60 s without these.
+        self.assertEqual(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"], "3600")
+
+    def test_the_hub_accepts_its_flags(self):
+        # The rendered --ws-listen value is one veild takes (the pod IP stands in as loopback).
+        hub = named(self.docs, "Deployment", "rel-veil-hub-0")
+        value = flag(veild_containers(hub["spec"]["template"]["spec"])[0], "--ws-listen")
+        with tempfile.TemporaryDirectory() as d:
+            proc = subprocess.Popen([VEILD, "--state-dir", d, "--hub",
+                                     "--ws-listen", value.replace("$(POD_IP)", "127.0.0.1").replace(":8080", ":0")],
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                line = ""
+                while " ready: " not in line and proc.poll() is None:
+                    line = proc.stderr.readline()
+                self.assertIn("ws=[127.0.0.1:", line)
+                self.assertIn("/veil]", line)
+            finally:
+                proc.terminate()
+                proc.wait(15)
+
+    def test_no_ingress_without_websocket_and_none_beyond_the_hosts(self):
+        docs = render("-f", self.VALUES, "--set", "hub.websocket.enabled=false")
+        self.assertEqual(of_kind(docs, "Ingress"), [])
+        self.assertIsNone(flag(veild_containers(named(docs, "Deployment", "rel-veil-hub-0")["spec"]["template"]["spec"])[0], "--ws-listen"))
+        docs = render("-f", self.VALUES, "--set", "hub.replicas=2")
+        self.assertEqual([i["metadata"]["name"] for i in of_kind(docs, "Ingress")], ["rel-veil-hub-0"])
+
+
 class DefaultValuesTest(ContractMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
