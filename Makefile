@@ -88,6 +88,8 @@ helm-lint: $(HELM_BIN)
 	$(HELM_BIN) lint --strict helm/veil -f helm/veil/ci/example-values.yaml
 	$(HELM_BIN) template veil helm/veil >/dev/null
 	$(HELM_BIN) template veil helm/veil -f helm/veil/ci/example-values.yaml >/dev/null
+	$(HELM_BIN) lint --strict helm/veil -f helm/veil/ci/websocket-ingress-values.yaml
+	$(HELM_BIN) template veil helm/veil -f helm/veil/ci/websocket-ingress-values.yaml >/dev/null
 
 # Node packages of the SDK helper and the examples (npm ci: exactly what package-lock.json says).
 NODE_STAMP := $(BUILD_DIR)/.node-deps

@@ -13,8 +13,10 @@
 // sets — the same four app <-> server crossings through a bare gRPC echo server (another
 // process, Unix socket, the callback API as veild uses it) with no veil code at all — and the
 // same crossings over a plain Unix socket. Prints one table; docs/performance.md has the
-// figures and the machine. Usage: e2e_bench [--quick] (--veil-only SIZE, --echo-only: one
-// case, for profiling; add --grpc for apps on gRPC Serve calls)
+// figures and the machine. Then the seed path over each transport (TCP, Unix socket,
+// WebSocket), each on a fresh topology. Usage: e2e_bench [--quick] (--veil-only SIZE,
+// --echo-only: one case, for profiling; add --grpc for apps on gRPC Serve calls, --transport
+// uds|ws for the hub, relay and channel on another transport)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -70,6 +72,7 @@ using testing::WriteFull;
 
 bool quick = false;
 size_t only_size = 0;    // --veil-only SIZE: just veil's throughput at SIZE, for profiling
+std::string only_transport = "tcp";  // --transport T: the topology of --veil-only/--echo-only
 bool echo_only = false;  // --echo-only: just veil's echo latencies, for profiling
 bool grpc_only = false;  // --grpc: with --echo-only / --veil-only, apps on gRPC Serve calls
 
@@ -584,10 +587,15 @@ struct Veil {
   Api Bob(bool serve_socket) const { return {bob_api, serve_socket ? bob_serve : ""}; }
   Api Alice(bool serve_socket) const { return {alice_api, serve_socket ? alice_serve : ""}; }
 
-  bool Start() {
-    hub = std::make_unique<VeildProcess>(std::vector<std::string>{
-        "--hub", "--tcp-listen", "127.0.0.1:0", "--relay-max-per-connection", "5000",
-        "--relay-max-per-identity", "5000"});
+  // `transport`: what the hub listens on, and Bob's relay and Alice's channel ride — "tcp",
+  // "uds" or "ws".
+  bool Start(const std::string& transport = "tcp") {
+    std::vector<std::string> flags = {"--tcp-listen", "127.0.0.1:0"};
+    if (transport == "uds") flags = {"--uds-listen", dir.path() + "/hub.sock"};
+    if (transport == "ws") flags = {"--ws-listen", "127.0.0.1:0/veil"};
+    flags.insert(flags.end(), {"--hub", "--relay-max-per-connection", "5000",
+                               "--relay-max-per-identity", "5000"});
+    hub = std::make_unique<VeildProcess>(flags);
     bob = std::make_unique<VeildProcess>(std::vector<std::string>{});
     alice = std::make_unique<VeildProcess>(std::vector<std::string>{});
     for (auto* p : {hub.get(), bob.get(), alice.get()}) {
@@ -609,10 +617,17 @@ struct Veil {
       }
       *serve = node.serve_socket();
     }
-    // The hub's TCP port, from its ready line.
-    std::string log = hub->log();
-    auto at = log.find("tcp=[");
-    hub_route = "/tcp/" + log.substr(at + 5, log.find(']', at) - at - 5);
+    // The hub's route hop, from its listeners.
+    {
+      grpc::ClientContext context;
+      v1::Node node;
+      if (!v1::NodeService::NewStub(hub_api)->GetNode(&context, v1::GetNodeRequest(), &node).ok() ||
+          node.listeners_size() == 0) {
+        std::cerr << "the hub has no listener\n";
+        return false;
+      }
+      hub_route = node.listeners(0).route();
+    }
     auto channels = v1::SecureChannelService::NewStub(bob_api);
     grpc::ClientContext c1;
     v1::CreateSecureChannelListenerRequest listen;
@@ -868,7 +883,7 @@ int Main() {
     return 1;
   }
   Veil veil;
-  if (!veil.Start()) return 1;
+  if (!veil.Start(echo_only || only_size != 0 ? only_transport : "tcp")) return 1;
   std::string channel = veil.OpenChannel();
   if (channel.empty()) return 1;
   const std::string to_sink = "/service/" + channel + "/service/sink";
@@ -1123,6 +1138,41 @@ int Main() {
     std::printf("  (%d channels and %d relays could not be made)\n", failed.load(),
                 channels_n - relays_ok.load());
   }
+
+  // The same seed path with the hub, Bob's relay and Alice's channel over each transport, each
+  // on a fresh topology measured the same way, TCP among them (the baseline of the ratios):
+  // WebSocket should stay within 10 % of TCP at 64 KiB, a Unix socket ahead of TCP loopback.
+  std::printf(
+      "\nthe seed path over each transport (hub, relay and channel on it; apps on the serve "
+      "socket; a fresh topology each, in this order)\n\n");
+  Row("case", "veil", "veil over TCP", "-", "x/TCP");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(18, '-').c_str(),
+              std::string(18, '-').c_str(), std::string(18, '-').c_str(),
+              std::string(9, '-').c_str());
+  double tcp_mb = 0, tcp_p50 = 0;
+  for (const char* transport : {"tcp", "uds", "ws"}) {
+    Veil over;
+    if (!over.Start(transport)) return 1;
+    const std::string over_channel = over.OpenChannel();
+    if (over_channel.empty()) return 1;
+    App over_sink(over.Bob(true), "sink", false);
+    App over_echoer(over.Bob(true), "echoer", true);
+    std::fprintf(stderr, "  measuring the seed path over %s...\n", transport);
+    Throughput o = VeilThroughput(over.Alice(true), "/service/" + over_channel + "/service/sink",
+                                  over_sink, 65536, seconds);
+    Latency oe =
+        VeilStreamEcho(over.Alice(true), "/service/" + over_channel + "/service/echoer", echoes);
+    const std::string t = transport;
+    if (t == "tcp") {
+      tcp_mb = o.mb_per_second(), tcp_p50 = oe.p50_us;
+      continue;
+    }
+    const std::string name = t == "ws" ? "WebSocket" : "Unix socket";
+    Row("over " + name + ": throughput 64 KiB, MB/s", Fmt(o.mb_per_second(), "MB/s", 1),
+        Fmt(tcp_mb, "MB/s", 1), "-", Ratio(o.mb_per_second(), tcp_mb));
+    Row("over " + name + ": echo round trip 64 B, p50", Fmt(oe.p50_us, "us"), Fmt(tcp_p50, "us"),
+        "-", Ratio(oe.p50_us, tcp_p50));
+  }
   return 0;
 }
 
@@ -1142,6 +1192,8 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--grpc") veil::bench::grpc_only = true;
     if (std::string(argv[i]) == "--veil-only" && i + 1 < argc)
       veil::bench::only_size = std::stoul(argv[++i]);
+    if (std::string(argv[i]) == "--transport" && i + 1 < argc)
+      veil::bench::only_transport = argv[++i];
   }
   ::signal(SIGPIPE, SIG_IGN);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -9,7 +9,7 @@
 #include "boost/asio/ssl/host_name_verification.hpp"
 #include "boost/asio/ssl/stream.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
-#include "boost/beast/core/tcp_stream.hpp"
+#include "boost/asio/connect.hpp"
 #include "boost/beast/http.hpp"
 #include "boost/beast/websocket.hpp"
 #include "boost/beast/websocket/ssl.hpp"
@@ -44,7 +44,9 @@ bool IsIpAddress(const std::string& host) {
 
 template <bool kTls>
 class WebSocketStream final : public Stream {
-  using Lowest = beast::tcp_stream;
+  // A plain socket below (not beast::tcp_stream: the WebSocket layer keeps its own idle timer,
+  // and our connection bounds the opening; tcp_stream's per-operation timer costs throughput).
+  using Lowest = asio::ip::tcp::socket;
   using Next = std::conditional_t<kTls, asio::ssl::stream<Lowest>, Lowest>;
 
  public:
@@ -70,7 +72,7 @@ class WebSocketStream final : public Stream {
         remote_host_("unknown") {
     target_.path = std::move(path);
     error_code ec;
-    auto ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
+    auto ep = beast::get_lowest_layer(ws_).remote_endpoint(ec);
     if (!ec) {
       peer_ = core::FormatHostPort(ep.address().to_string(), ep.port());
       remote_host_ = ep.address().to_string();
@@ -107,13 +109,13 @@ class WebSocketStream final : public Stream {
 
   void ShutdownSend() override {
     error_code ignored;
-    beast::get_lowest_layer(ws_).socket().shutdown(asio::socket_base::shutdown_send, ignored);
+    beast::get_lowest_layer(ws_).shutdown(asio::socket_base::shutdown_send, ignored);
   }
 
   void Close() override {
     resolver_.cancel();
     error_code ignored;
-    auto& socket = beast::get_lowest_layer(ws_).socket();
+    auto& socket = beast::get_lowest_layer(ws_);
     socket.shutdown(asio::socket_base::shutdown_both, ignored);
     socket.close(ignored);
     events_.reset();
@@ -146,7 +148,7 @@ class WebSocketStream final : public Stream {
 
   void Tune() {
     error_code ignored;
-    auto& socket = beast::get_lowest_layer(ws_).socket();
+    auto& socket = beast::get_lowest_layer(ws_);
     socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     socket.set_option(asio::socket_base::keep_alive(true), ignored);
   }
@@ -168,8 +170,9 @@ class WebSocketStream final : public Stream {
             return Opened(
                 Failed("cannot resolve", proxied ? settings_.connect_proxy : peer_, ec.message()));
           }
-          beast::get_lowest_layer(ws_).async_connect(
-              results, Bind([this, proxied, keep](const error_code& ec, const auto&) {
+          asio::async_connect(
+              beast::get_lowest_layer(ws_), results,
+              Bind([this, proxied, keep](const error_code& ec, const auto&) {
                 if (ec) {
                   return Opened(Failed("cannot connect to",
                                        proxied ? settings_.connect_proxy : peer_, ec.message()));
@@ -322,7 +325,6 @@ class WebSocketStream final : public Stream {
   }
 
   void Configure() {
-    beast::get_lowest_layer(ws_).expires_never();  // the WebSocket layer times out from now on
     websocket::stream_base::timeout timeout{};
     timeout.handshake_timeout = std::chrono::seconds(10);  // the closing handshake
     timeout.idle_timeout = kIdlePing;
@@ -331,7 +333,10 @@ class WebSocketStream final : public Stream {
     ws_.binary(true);
     ws_.auto_fragment(false);
     ws_.read_message_max(0);  // frames inside are limited; messages need not be
-    ws_.write_buffer_bytes(64 * 1024);
+    ws_.write_buffer_bytes(256 * 1024);  // a client masks into it: fewer, larger writes
+    // Masks keep a browser's script from steering a transparent proxy's cache with chosen
+    // bytes; a node's payload is ciphertext it did not choose, so the fast generator will do.
+    ws_.secure_prng(false);
   }
 
   static std::string TlsError(const error_code& ec) {
