@@ -15,6 +15,7 @@
 
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "veil_frame.h"
 
 namespace veil::sdk {
 void TuneMalloc() {
@@ -155,17 +156,14 @@ bool ServeSocket::Write(const v1::ServeRequest& request) {
 
 bool ServeSocket::Write(std::span<const v1::ServeRequest> requests) {
   size_t total = 0;
-  for (const auto& r : requests) total += 4 + r.ByteSizeLong();
+  for (const auto& r : requests) total += veil::frame::kHeaderBytes + r.ByteSizeLong();
   out_.resize(total);
   char* p = out_.data();
   for (const auto& r : requests) {
     const size_t size = r.GetCachedSize();
-    p[0] = static_cast<char>(size >> 24);
-    p[1] = static_cast<char>(size >> 16);
-    p[2] = static_cast<char>(size >> 8);
-    p[3] = static_cast<char>(size);
-    r.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p + 4));
-    p += 4 + size;
+    veil::frame::PutLength(p, static_cast<uint32_t>(size));
+    r.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p + veil::frame::kHeaderBytes));
+    p += veil::frame::kHeaderBytes + size;
   }
   return WriteAll(fd_, out_.data(), out_.size());
 }
@@ -200,7 +198,7 @@ bool ServeSocket::Read(v1::ServeResponse* response) {
   for (;;) {
     if (fd_ < 0) return false;
     const bool first = !version_read_;
-    if (!Fill((first ? 1 : 0) + 4)) break;
+    if (!Fill((first ? 1 : 0) + veil::frame::kHeaderBytes)) break;
     if (first) {
       if (static_cast<unsigned char>(in_[in_begin_]) != kServeSocketVersion) {
         status_ = grpc::Status(grpc::UNIMPLEMENTED,
@@ -211,15 +209,15 @@ bool ServeSocket::Read(v1::ServeResponse* response) {
       ++in_begin_;
       version_read_ = true;
     }
-    const auto* p = reinterpret_cast<const unsigned char*>(in_.get() + in_begin_);
-    const size_t size = (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | p[3];
-    if (!Fill(4 + size)) break;
-    if (!response->ParseFromArray(in_.get() + in_begin_ + 4, static_cast<int>(size))) {
+    const size_t size = veil::frame::GetLength(in_.get() + in_begin_);
+    if (!Fill(veil::frame::kHeaderBytes + size)) break;
+    if (!response->ParseFromArray(in_.get() + in_begin_ + veil::frame::kHeaderBytes,
+                                  static_cast<int>(size))) {
       status_ =
           grpc::Status(grpc::INTERNAL, "the sidecar sent a frame that is not a ServeResponse");
       return false;
     }
-    in_begin_ += 4 + size;
+    in_begin_ += veil::frame::kHeaderBytes + size;
     if (!response->has_closed()) return true;
     const google::rpc::Status& closed = response->closed();
     status_ = grpc::Status(static_cast<grpc::StatusCode>(closed.code()), closed.message(),

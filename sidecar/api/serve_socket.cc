@@ -19,6 +19,7 @@
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/unix_socket.h"
 #include "spdlog/spdlog.h"
+#include "veil_frame.h"
 
 namespace veil::api {
 
@@ -40,7 +41,7 @@ namespace {
 
 using Socket = boost::asio::local::stream_protocol::socket;
 
-constexpr size_t kFrameHeader = 4;
+constexpr size_t kFrameHeader = frame::kHeaderBytes;
 constexpr size_t kInitialReadBuffer = 64 * 1024;
 // A buffer grown past this for one large frame is released once that frame is through, so an
 // idle stream does not keep it.
@@ -103,18 +104,6 @@ void RunTrampolined(Trampoline& tl, const void* owner, int arg, Turn&& turn) {
     turn(a);
   }
   tl = saved;
-}
-
-uint32_t ReadBigEndian32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return (uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | uint32_t{u[3]};
-}
-
-void WriteBigEndian32(char* p, uint32_t v) {
-  p[0] = static_cast<char>(v >> 24);
-  p[1] = static_cast<char>(v >> 16);
-  p[2] = static_cast<char>(v >> 8);
-  p[3] = static_cast<char>(v);
 }
 
 google::rpc::Status ToRpc(const grpc::Status& status) {
@@ -209,10 +198,10 @@ class ServeSocketServer::Stream final : public ServeStream {
         return Take::kBad;
       }
     }
-    const size_t available = in_end_ - in_begin_;
-    if (available < kFrameHeader) return Take::kMore;
-    const uint32_t length = ReadBigEndian32(in + in_begin_);
-    if (length > settings_.max_request_bytes) {
+    const frame::Peek peek =
+        frame::PeekFrame(in + in_begin_, in_end_ - in_begin_, settings_.max_request_bytes);
+    const uint32_t length = peek.length;
+    if (peek.next == frame::Next::kTooLong) {
       *why =
           GrpcError(absl::StatusCode::kResourceExhausted,
                     absl::StrCat("a serve socket frame of ", length, " bytes is over the limit of ",
@@ -220,7 +209,7 @@ class ServeSocketServer::Stream final : public ServeStream {
                     reason::kMessageTooLarge);
       return Take::kBad;
     }
-    if (available < kFrameHeader + length) return Take::kMore;
+    if (peek.next == frame::Next::kNeedMore) return Take::kMore;
     if (!read_into_->ParseFromArray(in + in_begin_ + kFrameHeader, static_cast<int>(length))) {
       *why =
           GrpcError(absl::StatusCode::kInvalidArgument,
@@ -248,7 +237,7 @@ class ServeSocketServer::Stream final : public ServeStream {
       // Room for the rest of the frame being read (or a header), at the start of the buffer.
       size_t want = kInitialReadBuffer;
       if (version_read_ && in_end_ - in_begin_ >= kFrameHeader) {
-        want = std::max(want, kFrameHeader + ReadBigEndian32(in_.data() + in_begin_));
+        want = std::max(want, kFrameHeader + frame::GetLength(in_.data() + in_begin_));
       }
       if (in_begin_ > 0 && (in_begin_ == in_end_ || in_.capacity() - in_begin_ < want)) {
         std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
@@ -300,7 +289,7 @@ class ServeSocketServer::Stream final : public ServeStream {
       p[0] = static_cast<char>(kServeSocketVersion);
       version_written_ = true;
     }
-    WriteBigEndian32(p + head, static_cast<uint32_t>(size));
+    frame::PutLength(p + head, static_cast<uint32_t>(size));
     response.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p + head + kFrameHeader));
     out_len_ = head + kFrameHeader + size;
     out_pos_ = 0;

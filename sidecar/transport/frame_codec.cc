@@ -33,10 +33,7 @@ absl::Status AppendFrameHead(const core::Route& onward, const core::Route& retur
                      max_frame_bytes, " bytes"),
         reason::kMessageTooLarge);
   }
-  out[start] = static_cast<char>(body_size >> 24);
-  out[start + 1] = static_cast<char>(body_size >> 16);
-  out[start + 2] = static_cast<char>(body_size >> 8);
-  out[start + 3] = static_cast<char>(body_size);
+  frame::PutLength(&out[start], static_cast<uint32_t>(body_size));
   return absl::OkStatus();
 }
 
@@ -54,10 +51,7 @@ void AppendConnectionRefusalFrame(const absl::Status& why, std::string& out) {
   out.append(kFrameHeaderBytes, '\0');
   core::AppendConnectionRefusal(why, out);
   const size_t body_size = out.size() - start - kFrameHeaderBytes;
-  out[start] = static_cast<char>(body_size >> 24);
-  out[start + 1] = static_cast<char>(body_size >> 16);
-  out[start + 2] = static_cast<char>(body_size >> 8);
-  out[start + 3] = static_cast<char>(body_size);
+  frame::PutLength(&out[start], static_cast<uint32_t>(body_size));
 }
 
 std::span<char> FrameDecoder::WritableSpace(size_t min_bytes) {
@@ -92,19 +86,22 @@ absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
     version_checked_ = true;
     ++begin_;
   }
-  if (end_ - begin_ < kFrameHeaderBytes) return std::nullopt;
-  auto* p = reinterpret_cast<const uint8_t*>(buffer_.data() + begin_);
-  size_t length = (size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | p[3];
-  if (length == 0) {
-    error_ = Malformed("zero-length frame");
-    return error_;
+  const frame::Peek peek = frame::PeekFrame(buffer_.data() + begin_, end_ - begin_,
+                                            max_frame_bytes_, /*allow_empty=*/false);
+  switch (peek.next) {
+    case frame::Next::kNeedMore:
+      return std::nullopt;
+    case frame::Next::kEmpty:
+      error_ = Malformed("zero-length frame");
+      return error_;
+    case frame::Next::kTooLong:
+      error_ = Malformed(absl::StrCat("frame of ", peek.length, " bytes exceeds the maximum of ",
+                                      max_frame_bytes_));
+      return error_;
+    case frame::Next::kFrame:
+      break;
   }
-  if (length > max_frame_bytes_) {
-    error_ = Malformed(
-        absl::StrCat("frame of ", length, " bytes exceeds the maximum of ", max_frame_bytes_));
-    return error_;
-  }
-  if (end_ - begin_ < kFrameHeaderBytes + length) return std::nullopt;
+  const size_t length = peek.length;
   absl::string_view body(buffer_.data() + begin_ + kFrameHeaderBytes, length);
   begin_ += kFrameHeaderBytes + length;
   return body;

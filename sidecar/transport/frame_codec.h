@@ -1,11 +1,12 @@
-// The TCP wire framing of docs/protocol.md, as a pure codec (no sockets):
+// Node connections' framing (docs/protocol.md, the same over every transport), as a pure codec
+// (no sockets):
 //
 //   connection = version-byte frame*
 //   frame      = length:u32 big-endian, body:length bytes (a serialized
 //                veil.wire.v1.TransportMessage)
 //
-// The encoding of the body is core/message_codec.h's; this file and it are the only reader
-// and writer of the format.
+// A frame's header is veil_frame.h's (shared with the serve socket and the SDK); the body's
+// encoding is core/message_codec.h's.
 //
 // A frame body is never empty (a message always has an onward hop) and never longer than the
 // connection's maximum frame size. Every decoding error is terminal for the connection: the
@@ -24,11 +25,12 @@
 #include "absl/status/statusor.h"
 #include "sidecar/core/message.h"
 #include "sidecar/core/message_codec.h"
+#include "veil_frame.h"
 
 namespace veil::transport {
 
 inline constexpr uint8_t kWireVersion = 1;
-inline constexpr size_t kFrameHeaderBytes = 4;
+inline constexpr size_t kFrameHeaderBytes = frame::kHeaderBytes;
 inline constexpr size_t kDefaultMaxFrameBytes = 16 * 1024 * 1024;
 
 // Reason for a frame that cannot be decoded.

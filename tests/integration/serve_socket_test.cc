@@ -17,6 +17,7 @@
 #include "tests/support/api_client.h"
 #include "tests/support/socket_io.h"
 #include "tests/support/veild_process.h"
+#include "veil_frame.h"
 #include "veil_sdk.h"
 
 namespace veil::testing {
@@ -54,10 +55,9 @@ class RawConnection {
       EXPECT_EQ(v, 1);
       version_read_ = true;
     }
-    char head[4];
-    if (!ReadFull(fd_, head, 4)) return std::nullopt;
-    const auto* u = reinterpret_cast<const unsigned char*>(head);
-    const size_t n = (size_t{u[0]} << 24) | (size_t{u[1]} << 16) | (size_t{u[2]} << 8) | u[3];
+    char head[frame::kHeaderBytes];
+    if (!ReadFull(fd_, head, frame::kHeaderBytes)) return std::nullopt;
+    const size_t n = frame::GetLength(head);
     std::string body(n, '\0');
     if (!ReadFull(fd_, body.data(), n)) return std::nullopt;
     v1::ServeResponse response;
@@ -70,11 +70,8 @@ class RawConnection {
     return ::recv(fd_, &c, 1, 0) == 0;
   }
   static std::string Header(uint32_t n) {
-    std::string h(4, '\0');
-    h[0] = static_cast<char>(n >> 24);
-    h[1] = static_cast<char>(n >> 16);
-    h[2] = static_cast<char>(n >> 8);
-    h[3] = static_cast<char>(n);
+    std::string h;
+    frame::AppendHeader(h, n);
     return h;
   }
 

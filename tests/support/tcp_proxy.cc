@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "tests/support/socket_io.h"
+#include "veil_frame.h"
 
 namespace veil::testing {
 TcpProxy::TcpProxy(int target_port) : target_port_(target_port) {
@@ -103,13 +104,12 @@ void TcpProxy::PumpFrames(int from, int to) {
   Record(&version, 1);
   WriteFull(to, &version, 1);
   for (;;) {
-    char header[4];
-    if (!ReadFull(from, header, 4)) break;
-    uint32_t n = (uint32_t(uint8_t(header[0])) << 24) | (uint32_t(uint8_t(header[1])) << 16) |
-                 (uint32_t(uint8_t(header[2])) << 8) | uint8_t(header[3]);
-    std::string frame(header, 4);
-    frame.resize(4 + n);
-    if (!ReadFull(from, frame.data() + 4, n)) break;
+    char header[frame::kHeaderBytes];
+    if (!ReadFull(from, header, frame::kHeaderBytes)) break;
+    const uint32_t n = frame::GetLength(header);
+    std::string frame(header, frame::kHeaderBytes);
+    frame.resize(frame::kHeaderBytes + n);
+    if (!ReadFull(from, frame.data() + frame::kHeaderBytes, n)) break;
     Record(frame.data(), frame.size());
     FrameHook hook;
     {
