@@ -160,7 +160,21 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--allow-dial", "10.0.0.0/33:*"}, 2, "bad --allow-dial entry \"10.0.0.0/33:*\""},
         BadStart{{"--allow-dial", "db.internal"}, 2, "no port"},
         BadStart{{"--max-connections", "0"}, 2, "--max-connections"},
-        BadStart{{"--handshake-timeout", "0"}, 2, "--handshake-timeout"}));
+        BadStart{{"--handshake-timeout", "0"}, 2, "--handshake-timeout"},
+        BadStart{{"--uds-listen", "relative.sock"}, 2, "is not absolute"},
+        BadStart{{"--uds-listen", "/tmp/../etc/x.sock"}, 2, "not in its plain form"},
+        BadStart{{"--uds-mode", "0666"}, 2, "--uds-mode"},
+        BadStart{{"--uds-listen", "/proc/veil-cannot-be-here/x.sock"}, 1, "cannot"},
+        BadStart{{"--ws-listen", "127.0.0.1:80/a b"}, 2, "not allowed in a URL"},
+        BadStart{{"--ws-listen", "nowhere"}, 2, "is not host:port"},
+        BadStart{{"--wss-listen", "127.0.0.1:0"}, 2, "--wss-listen needs --tls-cert and --tls-key"},
+        BadStart{{"--tls-cert", "/nonexistent.pem"}, 2, "--tls-cert and --tls-key go together"},
+        BadStart{{"--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"},
+                 1,
+                 "cannot use the certificate chain in /nonexistent.pem"},
+        BadStart{{"--tls-ca", "/nonexistent-ca.pem"}, 1, "/nonexistent-ca.pem"},
+        BadStart{{"--connect-proxy", "proxy"}, 2, "--connect-proxy"},
+        BadStart{{"--allow-dial", "unix:relative"}, 2, "is not absolute"}));
 
 // Each line names its level as --log-level does ("warn", not "warning"), in both formats.
 TEST(DaemonTest, LogLevelsAreNamedAsTheFlagNamesThem) {
