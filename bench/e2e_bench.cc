@@ -71,9 +71,9 @@ using testing::VeildProcess;
 using testing::WriteFull;
 
 bool quick = false;
-size_t only_size = 0;    // --veil-only SIZE: just veil's throughput at SIZE, for profiling
+size_t only_size = 0;  // --veil-only SIZE: just veil's throughput at SIZE, for profiling
 std::string only_transport = "tcp";  // --transport T: the topology of --veil-only/--echo-only
-bool echo_only = false;  // --echo-only: just veil's echo latencies, for profiling
+bool echo_only = false;              // --echo-only: just veil's echo latencies, for profiling
 bool grpc_only = false;  // --grpc: with --echo-only / --veil-only, apps on gRPC Serve calls
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }

@@ -6,10 +6,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "boost/asio/bind_executor.hpp"
+#include "boost/asio/connect.hpp"
 #include "boost/asio/ssl/host_name_verification.hpp"
 #include "boost/asio/ssl/stream.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
-#include "boost/asio/connect.hpp"
 #include "boost/beast/http.hpp"
 #include "boost/beast/websocket.hpp"
 #include "boost/beast/websocket/ssl.hpp"
@@ -332,7 +332,7 @@ class WebSocketStream final : public Stream {
     ws_.set_option(timeout);
     ws_.binary(true);
     ws_.auto_fragment(false);
-    ws_.read_message_max(0);  // frames inside are limited; messages need not be
+    ws_.read_message_max(0);             // frames inside are limited; messages need not be
     ws_.write_buffer_bytes(256 * 1024);  // a client masks into it: fewer, larger writes
     // Masks keep a browser's script from steering a transparent proxy's cache with chosen
     // bytes; a node's payload is ciphertext it did not choose, so the fast generator will do.
