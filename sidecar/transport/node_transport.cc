@@ -22,7 +22,6 @@ constexpr core::AddressType kHopTypes[] = {core::AddressType::kTcp, core::Addres
 
 NodeTransport::NodeTransport(core::Router& router, ConnectionOptions options)
     : router_(router), options_(options) {
-  (void)LoadTls("", "", "", websocket_);  // the system's CA store until configured otherwise
   websocket_.agent = absl::StrCat("veild/", kVeilVersion);
   for (auto type : kHopTypes) router_.SetTransport(type, this);
 }
@@ -251,7 +250,19 @@ std::shared_ptr<Connection> NodeTransport::Adopt(std::shared_ptr<Connection> con
   return connection;
 }
 
+void NodeTransport::EnsureClientTls() {
+  // The system's CA store, loaded on the first /wss dial when nothing was configured (loading
+  // it costs tens of milliseconds: not for every transport made, as tests and fuzzers do).
+  std::call_once(default_tls_, [this] {
+    if (websocket_.client_tls != nullptr) return;
+    WebSocketSettings loaded;
+    (void)LoadTls("", "", "", loaded);
+    websocket_.client_tls = std::move(loaded.client_tls);
+  });
+}
+
 absl::StatusOr<std::shared_ptr<Connection>> NodeTransport::Outgoing(const core::Address& hop) {
+  if (hop.type() == core::AddressType::kWss) EnsureClientTls();
   auto shutting_down = [] {
     return ErrorWithReason(absl::StatusCode::kUnavailable, "the node is shutting down",
                            reason::kNodeShuttingDown);

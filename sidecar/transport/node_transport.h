@@ -28,6 +28,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,7 @@ class NodeTransport final : public core::Transport {
   // and before traffic. INVALID_ARGUMENT naming a file that cannot be used.
   absl::Status ConfigureWebSocket(const std::string& ca_file, const std::string& cert_file,
                                   const std::string& key_file, const std::string& connect_proxy);
+  // (Its client TLS context is set before the first /wss connection is made.)
   const WebSocketSettings& websocket() const { return websocket_; }
 
   void Send(core::Message msg) override;
@@ -174,12 +176,15 @@ class NodeTransport final : public core::Transport {
   // The open or opening connection to `hop`, opened when there is none. UNAVAILABLE
   // (NODE_SHUTTING_DOWN) once shut down.
   absl::StatusOr<std::shared_ptr<Connection>> Outgoing(const core::Address& hop);
+  // Loads the system's CA store for /wss peers unless ConfigureWebSocket set a context.
+  void EnsureClientTls();
   // Why an accepted connection from `host` must be refused, or OK.
   absl::Status AcceptLimit(const std::string& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   core::Router& router_;
   const ConnectionOptions options_;
   WebSocketSettings websocket_;
+  std::once_flag default_tls_;  // EnsureClientTls
   mutable Stats stats_;
   mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
