@@ -460,7 +460,9 @@ void Connection::CloseNow(absl::Status why) {
   stream_->Close();
   // A write in flight completes (cancelled) later; its receipts settle now, with the reason.
   writes_.FailAll(why);
-  router().StopWorker(address(), this);
+  // What is routed here from now on (a handshake that raced a failed connect, a reply) is
+  // refused with why the connection ended, not "no worker".
+  router().StopWorker(address(), this, why);
   transport_.Forget(this);
 }
 

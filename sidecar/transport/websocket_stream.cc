@@ -85,9 +85,9 @@ class WebSocketStream final : public Stream {
   const std::string& remote_host() const override { return remote_host_; }
 
   void Open(std::shared_ptr<StreamEvents> events) override {
-    events_ = std::move(events);
+    events_ = events;
     if (outgoing_) {
-      Resolve();
+      Resolve(std::move(events));
     } else {
       ServerTls();
     }
@@ -143,7 +143,9 @@ class WebSocketStream final : public Stream {
   }
 
   void Opened(absl::Status status) {
-    if (auto events = std::move(events_)) events->OnOpened(std::move(status));
+    std::shared_ptr<StreamEvents> events = events_.lock();
+    events_.reset();
+    if (events) events->OnOpened(std::move(status));
   }
 
   void Tune() {
@@ -154,7 +156,7 @@ class WebSocketStream final : public Stream {
   }
 
   // Outgoing: resolve the proxy or the target, connect, CONNECT, TLS, upgrade.
-  void Resolve() {
+  void Resolve(std::shared_ptr<StreamEvents> keep) {
     const bool proxied = !settings_.connect_proxy.empty();
     core::HostPort first = target_.host_port;
     if (proxied) {
@@ -164,8 +166,8 @@ class WebSocketStream final : public Stream {
     }
     resolver_.async_resolve(
         first.host, std::to_string(first.port),
-        Bind([this, proxied, keep = events_](const error_code& ec,
-                                             asio::ip::tcp::resolver::results_type results) {
+        Bind([this, proxied, keep = std::move(keep)](
+                 const error_code& ec, asio::ip::tcp::resolver::results_type results) {
           if (ec) {
             return Opened(
                 Failed("cannot resolve", proxied ? settings_.connect_proxy : peer_, ec.message()));
@@ -195,7 +197,7 @@ class WebSocketStream final : public Stream {
     proxy_request_.set(http::field::user_agent, settings_.agent);
     http::async_write(
         beast::get_lowest_layer(ws_), proxy_request_,
-        Bind([this, keep = events_](const error_code& ec, size_t) {
+        Bind([this, keep = events_.lock()](const error_code& ec, size_t) {
           if (ec) return Opened(Failed("cannot reach", peer_, "the proxy: " + ec.message()));
           proxy_response_.emplace();
           proxy_response_->skip(true);  // a CONNECT answer has no body
@@ -224,7 +226,7 @@ class WebSocketStream final : public Stream {
       tls.set_verify_mode(asio::ssl::verify_peer);
       tls.set_verify_callback(asio::ssl::host_name_verification(host));
       tls.async_handshake(asio::ssl::stream_base::client,
-                          Bind([this, keep = events_](const error_code& ec) {
+                          Bind([this, keep = events_.lock()](const error_code& ec) {
                             if (ec) {
                               return Opened(Failed("TLS with", peer_, TlsError(ec)));
                             }
@@ -240,7 +242,7 @@ class WebSocketStream final : public Stream {
         [agent = settings_.agent](auto& request) { request.set(http::field::user_agent, agent); }));
     ws_.async_handshake(
         upgrade_response_, core::FormatHostPort(target_.host_port.host, target_.host_port.port),
-        target_.path, Bind([this, keep = events_](const error_code& ec) {
+        target_.path, Bind([this, keep = events_.lock()](const error_code& ec) {
           if (ec) {
             std::string why = ec.message();
             if (upgrade_response_.result_int() != 0 &&
@@ -260,7 +262,7 @@ class WebSocketStream final : public Stream {
   void ServerTls() {
     if constexpr (kTls) {
       ws_.next_layer().async_handshake(asio::ssl::stream_base::server,
-                                       Bind([this, keep = events_](const error_code& ec) {
+                                       Bind([this, keep = events_.lock()](const error_code& ec) {
                                          if (ec) {
                                            return Opened(Failed("TLS from", peer_, TlsError(ec)));
                                          }
@@ -277,7 +279,7 @@ class WebSocketStream final : public Stream {
     request_->body_limit(0);
     http::async_read(
         ws_.next_layer(), buffer_, *request_,
-        Bind([this, keep = events_](const error_code& ec, size_t) {
+        Bind([this, keep = events_.lock()](const error_code& ec, size_t) {
           if (ec) return Opened(Failed("HTTP request from", peer_, ec.message()));
           auto request = request_->release();
           request_.reset();
@@ -317,7 +319,7 @@ class WebSocketStream final : public Stream {
     answer_->keep_alive(false);
     answer_->prepare_payload();
     http::async_write(ws_.next_layer(), *answer_,
-                      Bind([this, status, keep = events_](const error_code&, size_t) {
+                      Bind([this, status, keep = events_.lock()](const error_code&, size_t) {
                         Opened(Failed("HTTP request from", peer_,
                                       absl::StrCat("answered ", static_cast<unsigned>(status),
                                                    ": not a WebSocket upgrade to ", target_.path)));
@@ -357,9 +359,10 @@ class WebSocketStream final : public Stream {
   std::string peer_;
   std::string remote_host_;
   core::WebSocketTarget target_;
-  // The connection, while Open() runs; each step's handler holds it too (Close() may drop this
-  // one while a step is in flight).
-  std::shared_ptr<StreamEvents> events_;
+  // The connection, while Open() runs. Weak: each step's handler holds it strongly while it is
+  // in flight, and a strong one here would be a cycle (connection -> stream -> connection) that
+  // outlives an io_context stopped mid-handshake.
+  std::weak_ptr<StreamEvents> events_;
   beast::flat_buffer buffer_;
   http::request<http::empty_body> proxy_request_;
   std::optional<http::response_parser<http::empty_body>> proxy_response_;
