@@ -53,7 +53,7 @@ absl::Status NodeTransport::ConfigureWebSocket(const std::string& ca_file,
 absl::StatusOr<std::string> NodeTransport::Listen(absl::string_view host_port) {
   auto bound = ListenTcp(host_port, std::nullopt, false);
   if (!bound.ok()) return bound.status();
-  return bound->info.address;
+  return bound->address;
 }
 
 absl::StatusOr<std::string> NodeTransport::ListenWebSocket(absl::string_view address, bool tls) {
@@ -66,11 +66,12 @@ absl::StatusOr<std::string> NodeTransport::ListenWebSocket(absl::string_view add
   const size_t slash = address.find('/');
   auto bound = ListenTcp(address.substr(0, slash), target->path, tls);
   if (!bound.ok()) return bound.status();
-  return bound->info.address;
+  return bound->address;
 }
 
-absl::StatusOr<NodeTransport::Bound> NodeTransport::ListenTcp(
-    absl::string_view host_port, std::optional<std::string> websocket_path, bool tls) {
+absl::StatusOr<ListenerInfo> NodeTransport::ListenTcp(absl::string_view host_port,
+                                                      std::optional<std::string> websocket_path,
+                                                      bool tls) {
   auto hp = core::ParseHostPort(host_port, /*allow_port_zero=*/true);
   if (!hp.ok()) return hp.status();
   boost::system::error_code ec;
@@ -108,15 +109,14 @@ absl::StatusOr<NodeTransport::Bound> NodeTransport::ListenTcp(
     listener->info.address = host_port_bound;
     listener->info.hop = core::Address::Tcp(listener->info.address).ToString();
   }
-  Bound result{listener->info};
+  ListenerInfo result = listener->info;
   Listener* raw = listener.get();
   {
     veil::MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("transport is shut down");
     listeners_.push_back(std::move(listener));
   }
-  spdlog::info("{} listener on {} (route hop {})", result.info.transport, result.info.address,
-               result.info.hop);
+  spdlog::info("{} listener on {} (route hop {})", result.transport, result.address, result.hop);
   Accept(raw, raw->tcp.get());
   return result;
 }

@@ -159,12 +159,9 @@ class NodeTransport final : public core::Transport {
     std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix;
     ListenerInfo info;
   };
-  struct Bound {
-    ListenerInfo info;
-  };
   // A TCP listener: plain, or for WebSocket at `websocket_path` (TLS when `tls`).
-  absl::StatusOr<Bound> ListenTcp(absl::string_view host_port,
-                                  std::optional<std::string> websocket_path, bool tls);
+  absl::StatusOr<ListenerInfo> ListenTcp(absl::string_view host_port,
+                                         std::optional<std::string> websocket_path, bool tls);
   template <typename Acceptor>
   void Accept(Listener* listener, Acceptor* acceptor);
   std::unique_ptr<Stream> MakeAccepted(const Listener& listener,

@@ -23,13 +23,6 @@ struct WriteAllCondition {
   }
 };
 
-absl::Status ConnectFailed(absl::string_view what, absl::string_view peer,
-                           const boost::system::error_code& ec) {
-  return ErrorWithReason(absl::StatusCode::kUnavailable,
-                         absl::StrCat(what, " ", peer, ": ", ec.message()),
-                         reason::kConnectionFailed);
-}
-
 // What TCP and Unix stream sockets share: everything but connecting.
 template <typename Protocol>
 class SocketStream : public Stream {
@@ -117,7 +110,7 @@ class TcpStream final : public SocketStream<boost::asio::ip::tcp> {
                                         const boost::system::error_code& ec,
                                         boost::asio::ip::tcp::resolver::results_type results) {
               if (ec) {
-                events->OnOpened(ConnectFailed("cannot resolve", peer_, ec));
+                events->OnOpened(ConnectFailed("cannot resolve", peer_, ec.message()));
                 return;
               }
               boost::asio::async_connect(
@@ -126,8 +119,9 @@ class TcpStream final : public SocketStream<boost::asio::ip::tcp> {
                       socket_.get_executor(),
                       [this, events](const boost::system::error_code& ec, const auto&) {
                         if (!ec) Tune();
-                        events->OnOpened(ec ? ConnectFailed("cannot connect to", peer_, ec)
-                                            : absl::OkStatus());
+                        events->OnOpened(
+                            ec ? ConnectFailed("cannot connect to", peer_, ec.message())
+                               : absl::OkStatus());
                       }));
             }));
   }
@@ -171,17 +165,23 @@ class UnixStream final : public SocketStream<boost::asio::local::stream_protocol
 
   void Open(std::shared_ptr<StreamEvents> events) override {
     if (accepted_) return events->OnOpened(absl::OkStatus());
-    socket_.async_connect(boost::asio::local::stream_protocol::endpoint(peer_),
-                          boost::asio::bind_executor(
-                              socket_.get_executor(), [this, events = std::move(events)](
-                                                          const boost::system::error_code& ec) {
-                                events->OnOpened(ec ? ConnectFailed("cannot connect to", peer_, ec)
-                                                    : absl::OkStatus());
-                              }));
+    socket_.async_connect(
+        boost::asio::local::stream_protocol::endpoint(peer_),
+        boost::asio::bind_executor(
+            socket_.get_executor(),
+            [this, events = std::move(events)](const boost::system::error_code& ec) {
+              events->OnOpened(ec ? ConnectFailed("cannot connect to", peer_, ec.message())
+                                  : absl::OkStatus());
+            }));
   }
 };
 
 }  // namespace
+
+absl::Status ConnectFailed(absl::string_view what, absl::string_view peer, absl::string_view why) {
+  return ErrorWithReason(absl::StatusCode::kUnavailable, absl::StrCat(what, " ", peer, ": ", why),
+                         reason::kConnectionFailed);
+}
 
 std::unique_ptr<Stream> OutgoingStream(const core::Strand& strand, const core::Address& hop,
                                        const WebSocketSettings& websocket) {

@@ -75,6 +75,10 @@ class Stream {
 
 struct WebSocketSettings;
 
+// Why a stream could not be opened: UNAVAILABLE (CONNECTION_FAILED), "<what> <peer>: <why>".
+// The one wording of every stream's opening errors.
+absl::Status ConnectFailed(absl::string_view what, absl::string_view peer, absl::string_view why);
+
 // A stream to `hop` (kTcp, kUds, kWs or kWss), not yet connected (its connection bounds Open()
 // in time). `websocket` must outlive the stream.
 std::unique_ptr<Stream> OutgoingStream(const core::Strand& strand, const core::Address& hop,

@@ -31,11 +31,6 @@ constexpr std::chrono::seconds kIdlePing{20};
 // The largest HTTP request header an accepted connection may send before its upgrade.
 constexpr uint32_t kMaxRequestHeaderBytes = 8 * 1024;
 
-absl::Status Failed(absl::string_view what, absl::string_view peer, absl::string_view why) {
-  return ErrorWithReason(absl::StatusCode::kUnavailable, absl::StrCat(what, " ", peer, ": ", why),
-                         reason::kConnectionFailed);
-}
-
 bool IsIpAddress(const std::string& host) {
   error_code ec;
   asio::ip::make_address(host, ec);
@@ -169,23 +164,23 @@ class WebSocketStream final : public Stream {
         Bind([this, proxied, keep = std::move(keep)](
                  const error_code& ec, asio::ip::tcp::resolver::results_type results) {
           if (ec) {
-            return Opened(
-                Failed("cannot resolve", proxied ? settings_.connect_proxy : peer_, ec.message()));
+            return Opened(ConnectFailed("cannot resolve", proxied ? settings_.connect_proxy : peer_,
+                                        ec.message()));
           }
-          asio::async_connect(
-              beast::get_lowest_layer(ws_), results,
-              Bind([this, proxied, keep](const error_code& ec, const auto&) {
-                if (ec) {
-                  return Opened(Failed("cannot connect to",
-                                       proxied ? settings_.connect_proxy : peer_, ec.message()));
-                }
-                Tune();
-                if (proxied) {
-                  ProxyConnect();
-                } else {
-                  ClientTls();
-                }
-              }));
+          asio::async_connect(beast::get_lowest_layer(ws_), results,
+                              Bind([this, proxied, keep](const error_code& ec, const auto&) {
+                                if (ec) {
+                                  return Opened(ConnectFailed(
+                                      "cannot connect to",
+                                      proxied ? settings_.connect_proxy : peer_, ec.message()));
+                                }
+                                Tune();
+                                if (proxied) {
+                                  ProxyConnect();
+                                } else {
+                                  ClientTls();
+                                }
+                              }));
         }));
   }
 
@@ -198,19 +193,20 @@ class WebSocketStream final : public Stream {
     http::async_write(
         beast::get_lowest_layer(ws_), proxy_request_,
         Bind([this, keep = events_.lock()](const error_code& ec, size_t) {
-          if (ec) return Opened(Failed("cannot reach", peer_, "the proxy: " + ec.message()));
+          if (ec) return Opened(ConnectFailed("cannot reach", peer_, "the proxy: " + ec.message()));
           proxy_response_.emplace();
           proxy_response_->skip(true);  // a CONNECT answer has no body
           http::async_read(
               beast::get_lowest_layer(ws_), buffer_, *proxy_response_,
               Bind([this, keep](const error_code& ec, size_t) {
-                if (ec) return Opened(Failed("cannot reach", peer_, "the proxy: " + ec.message()));
+                if (ec)
+                  return Opened(ConnectFailed("cannot reach", peer_, "the proxy: " + ec.message()));
                 const auto& answer = proxy_response_->get();
                 if (answer.result() != http::status::ok) {
-                  return Opened(
-                      Failed("cannot reach", peer_,
-                             absl::StrCat("the proxy ", settings_.connect_proxy, " answered ",
-                                          answer.result_int(), " ", std::string(answer.reason()))));
+                  return Opened(ConnectFailed(
+                      "cannot reach", peer_,
+                      absl::StrCat("the proxy ", settings_.connect_proxy, " answered ",
+                                   answer.result_int(), " ", std::string(answer.reason()))));
                 }
                 proxy_response_.reset();
                 ClientTls();
@@ -228,7 +224,7 @@ class WebSocketStream final : public Stream {
       tls.async_handshake(asio::ssl::stream_base::client,
                           Bind([this, keep = events_.lock()](const error_code& ec) {
                             if (ec) {
-                              return Opened(Failed("TLS with", peer_, TlsError(ec)));
+                              return Opened(ConnectFailed("TLS with", peer_, TlsError(ec)));
                             }
                             Upgrade();
                           }));
@@ -251,7 +247,7 @@ class WebSocketStream final : public Stream {
                                  std::string(upgrade_response_.reason()),
                                  " instead of a WebSocket upgrade");
             }
-            return Opened(Failed("WebSocket upgrade with", peer_, why));
+            return Opened(ConnectFailed("WebSocket upgrade with", peer_, why));
           }
           Configure();
           Opened(absl::OkStatus());
@@ -261,13 +257,13 @@ class WebSocketStream final : public Stream {
   // Accepted: TLS, the HTTP request, the upgrade.
   void ServerTls() {
     if constexpr (kTls) {
-      ws_.next_layer().async_handshake(asio::ssl::stream_base::server,
-                                       Bind([this, keep = events_.lock()](const error_code& ec) {
-                                         if (ec) {
-                                           return Opened(Failed("TLS from", peer_, TlsError(ec)));
-                                         }
-                                         ReadRequest();
-                                       }));
+      ws_.next_layer().async_handshake(
+          asio::ssl::stream_base::server, Bind([this, keep = events_.lock()](const error_code& ec) {
+            if (ec) {
+              return Opened(ConnectFailed("TLS from", peer_, TlsError(ec)));
+            }
+            ReadRequest();
+          }));
     } else {
       ReadRequest();
     }
@@ -277,33 +273,34 @@ class WebSocketStream final : public Stream {
     request_.emplace();
     request_->header_limit(kMaxRequestHeaderBytes);
     request_->body_limit(0);
-    http::async_read(
-        ws_.next_layer(), buffer_, *request_,
-        Bind([this, keep = events_.lock()](const error_code& ec, size_t) {
-          if (ec) return Opened(Failed("HTTP request from", peer_, ec.message()));
-          auto request = request_->release();
-          request_.reset();
-          absl::string_view target(request.target().data(), request.target().size());
-          target = target.substr(0, target.find('?'));
-          if (!websocket::is_upgrade(request)) {
-            return Answer(http::status::upgrade_required, request.version(),
-                          "this is a veil node: it speaks WebSocket here\n");
-          }
-          if (target != target_.path) {
-            return Answer(http::status::not_found, request.version(),
-                          absl::StrCat("no WebSocket listener at this path\n"));
-          }
-          ws_.set_option(
-              websocket::stream_base::decorator([agent = settings_.agent](auto& response) {
-                response.set(http::field::server, agent);
-              }));
-          ws_.async_accept(request, Bind([this, keep](const error_code& ec) {
-                             if (ec)
-                               return Opened(Failed("WebSocket upgrade from", peer_, ec.message()));
-                             Configure();
-                             Opened(absl::OkStatus());
+    http::async_read(ws_.next_layer(), buffer_, *request_,
+                     Bind([this, keep = events_.lock()](const error_code& ec, size_t) {
+                       if (ec)
+                         return Opened(ConnectFailed("HTTP request from", peer_, ec.message()));
+                       auto request = request_->release();
+                       request_.reset();
+                       absl::string_view target(request.target().data(), request.target().size());
+                       target = target.substr(0, target.find('?'));
+                       if (!websocket::is_upgrade(request)) {
+                         return Answer(http::status::upgrade_required, request.version(),
+                                       "this is a veil node: it speaks WebSocket here\n");
+                       }
+                       if (target != target_.path) {
+                         return Answer(http::status::not_found, request.version(),
+                                       absl::StrCat("no WebSocket listener at this path\n"));
+                       }
+                       ws_.set_option(websocket::stream_base::decorator(
+                           [agent = settings_.agent](auto& response) {
+                             response.set(http::field::server, agent);
                            }));
-        }));
+                       ws_.async_accept(request, Bind([this, keep](const error_code& ec) {
+                                          if (ec)
+                                            return Opened(ConnectFailed("WebSocket upgrade from",
+                                                                        peer_, ec.message()));
+                                          Configure();
+                                          Opened(absl::OkStatus());
+                                        }));
+                     }));
   }
 
   // Answers a request that is not for us, then gives up the connection.
@@ -318,12 +315,13 @@ class WebSocketStream final : public Stream {
     answer_->body() = std::move(body);
     answer_->keep_alive(false);
     answer_->prepare_payload();
-    http::async_write(ws_.next_layer(), *answer_,
-                      Bind([this, status, keep = events_.lock()](const error_code&, size_t) {
-                        Opened(Failed("HTTP request from", peer_,
-                                      absl::StrCat("answered ", static_cast<unsigned>(status),
-                                                   ": not a WebSocket upgrade to ", target_.path)));
-                      }));
+    http::async_write(
+        ws_.next_layer(), *answer_,
+        Bind([this, status, keep = events_.lock()](const error_code&, size_t) {
+          Opened(ConnectFailed("HTTP request from", peer_,
+                               absl::StrCat("answered ", static_cast<unsigned>(status),
+                                            ": not a WebSocket upgrade to ", target_.path)));
+        }));
   }
 
   void Configure() {

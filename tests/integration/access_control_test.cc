@@ -153,15 +153,6 @@ class UnixBystander {
 
 std::string UdsHop(const std::string& path) { return core::Address::Uds(path).ToString(); }
 
-// The route hop of `api`'s first listener of `transport` ("tcp", "uds", "ws", "wss").
-std::string ListenerHop(const std::shared_ptr<grpc::Channel>& api, const std::string& transport) {
-  const v1::Node node = GetNode(api);
-  for (const auto& l : node.listeners()) {
-    if (l.transport() == transport) return l.route();
-  }
-  return "";
-}
-
 void ExpectRefused(RawPeer& eve, absl::string_view reason, absl::string_view what) {
   auto notice = eve.ReadRefusal();
   ASSERT_TRUE(notice.has_value()) << what << ": no refusal came back";

@@ -20,15 +20,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// The route hop of `api`'s first listener of `transport` ("tcp", "uds"), or "".
-std::string ListenerHop(const std::shared_ptr<grpc::Channel>& api, const std::string& transport) {
-  const v1::Node node = GetNode(api);
-  for (const auto& l : node.listeners()) {
-    if (l.transport() == transport) return l.route();
-  }
-  return "";
-}
-
 // Opens a channel to `listener_route` and checks the seed's echo, a 1 MiB message and 100 more
 // in order.
 void ExpectSeedScenario(const std::shared_ptr<grpc::Channel>& alice,

@@ -74,6 +74,15 @@ std::string TcpListenAddress(const std::shared_ptr<grpc::Channel>& channel) {
   return node.tcp_listeners_size() ? node.tcp_listeners(0).address() : "";
 }
 
+std::string ListenerHop(const std::shared_ptr<grpc::Channel>& channel,
+                        const std::string& transport) {
+  const v1::Node node = GetNode(channel);
+  for (const auto& l : node.listeners()) {
+    if (l.transport() == transport) return l.route();
+  }
+  return "";
+}
+
 v1::TrustPolicy TrustEveryone() {
   v1::TrustPolicy p;
   p.set_trust_everyone(true);

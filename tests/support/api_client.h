@@ -38,6 +38,9 @@ v1::Node GetNode(const std::shared_ptr<grpc::Channel>& channel);
 
 // The node's first TCP listener address ("host:port"), "" when it has none.
 std::string TcpListenAddress(const std::shared_ptr<grpc::Channel>& channel);
+// The route hop of the node's first listener of `transport` ("tcp", "uds", "ws", "wss"), or "".
+std::string ListenerHop(const std::shared_ptr<grpc::Channel>& channel,
+                        const std::string& transport);
 
 // Trust policies.
 v1::TrustPolicy TrustEveryone();

@@ -151,7 +151,6 @@ http {{
         cls.wss_hub = f"/wss/127.0.0.1:{cls.https_port}{escaped('/veil')}"
         # Bob: no listener of his own; his example app keeps a relay on the hub through nginx.
         cls.bob = cls.start(Veild(d, "bob"))
-        bob_app_log = os.path.join(d, "bob-app.log")
         cls.bob_app = cls.start(Process(d, "bob-app", [os.path.join(BUILD, "examples", "bob"), cls.bob.api, cls.ws_hub]))
         text = wait_for(lambda: "Echoer serving" in cls.bob_app.text() and cls.bob_app.text(), what="Bob's app serving")
         cls.forward = re.search(r"Forwarding address for Bob is:\n(\S+)", text).group(1)
