@@ -23,6 +23,9 @@ struct ApiSettings {
   // The serve socket's path (Serve streams without gRPC; docs/api.md), "" for none. Its mode is
   // socket_mode too.
   std::string serve_socket;
+  // The serve socket writes a delivery from the thread that routes it (serve_socket.h), rather
+  // than handing it to the connection's strand (--serve-socket-direct-write).
+  bool serve_direct_write = true;
   // The Unix socket's mode: 0600 (this user only) or 0660 (also its group, e.g. the app
   // containers of a Kubernetes pod that share its fsGroup).
   uint32_t socket_mode = 0600;

@@ -15,10 +15,11 @@ namespace {
 constexpr auto kMaxRequestWait = std::chrono::minutes(5);
 constexpr auto kDefaultRequestWait = std::chrono::seconds(30);
 
-grpc::Status ShuttingDown() {
-  return GrpcError(absl::StatusCode::kUnavailable, "the node is shutting down",
-                   reason::kNodeShuttingDown);
+absl::Status NodeShuttingDown() {
+  return ErrorWithReason(absl::StatusCode::kUnavailable, "the node is shutting down",
+                         reason::kNodeShuttingDown);
 }
+grpc::Status ShuttingDown() { return ToGrpcStatus(NodeShuttingDown()); }
 
 // Finishes a unary Send once every message in it has an outcome.
 class SendTracker final : public core::SendTracker {
@@ -279,15 +280,16 @@ grpc::ServerBidiReactor<v1::ServeRequest, v1::ServeResponse>* MessagingService::
 void MessagingService::Adopt(ServeStream& stream) {
   veil::MutexLock lock(&mu_);
   if (draining_) {
-    stream.End(ShuttingDown());
+    stream.End(NodeShuttingDown());
     return;
   }
   std::erase_if(streams_, [](const auto& w) { return w.expired(); });
   if (streams_.size() >= settings_.max_serve_streams) {
-    stream.End(GrpcError(absl::StatusCode::kResourceExhausted,
-                         absl::StrCat("this sidecar serves at most ", settings_.max_serve_streams,
-                                      " streams at once (--api-max-serve-streams)"),
-                         reason::kTooManyStreams));
+    stream.End(
+        ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                        absl::StrCat("this sidecar serves at most ", settings_.max_serve_streams,
+                                     " streams at once (--api-max-serve-streams)"),
+                        reason::kTooManyStreams));
     return;
   }
   streams_.push_back(stream.weak_from_this());
@@ -370,7 +372,7 @@ void MessagingService::Drain() {
     requests.swap(requests_);
   }
   for (auto& weak : streams) {
-    if (auto stream = weak.lock()) stream->End(ShuttingDown());
+    if (auto stream = weak.lock()) stream->End(NodeShuttingDown());
   }
   // A pending Request would otherwise hold the drain for its whole wait.
   for (auto& weak : requests) {

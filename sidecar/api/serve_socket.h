@@ -12,9 +12,14 @@
 // Why: four app <-> sidecar crossings cost 210-270 us p50 through gRPC on this machine and
 // 40 us over a plain Unix socket (make bench); DESIGN.md's API stays gRPC for everything else.
 //
+// Built on the node's transport pieces: the Unix-socket Stream (transport/stream.h) and the
+// frame decoder (transport/frame_codec.h, with the serve socket's version byte and limit).
+//
 // Hot path: whichever thread routes a delivery to the app writes it to the socket at once
-// (non-blocking send), without waking another thread; only a full socket buffer defers the rest
-// to the io_context. Requests are read and handled on the io_context's threads.
+// (Stream::WriteNow, a non-blocking send), without waking another thread; only a full socket
+// buffer defers the rest to the connection's strand (ApiSettings::serve_direct_write turns
+// this off: every write then goes through the strand). Requests are read on the strand and
+// handled there, or by whichever thread takes the read when one is already buffered.
 //
 // Thread-safety: ServeSocketServer's Drain and destructor from one controlling thread; the
 // streams as ServeStream.
@@ -56,7 +61,8 @@ class ServeSocketServer {
   void Drain(std::chrono::milliseconds grace);
 
  private:
-  class Stream;
+  class Connection;
+  class Registry;
   ServeSocketServer(std::string path, boost::asio::io_context& io, core::Router& router,
                     const ApiSettings& settings, ApiStats& stats, MessagingService& messaging);
   void Accept();
@@ -70,7 +76,7 @@ class ServeSocketServer {
   boost::asio::local::stream_protocol::acceptor acceptor_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   // The open streams' connections, to cut them after the grace period.
-  std::shared_ptr<struct ServeSocketRegistry> registry_;
+  std::shared_ptr<Registry> registry_;
 };
 
 }  // namespace veil::api

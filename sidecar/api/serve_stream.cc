@@ -98,6 +98,17 @@ GrpcServeStream* GrpcServeStream::Create(core::Router& router, const ApiSettings
   return stream.get();
 }
 
+void GrpcServeStream::FinishStream(const absl::Status& status,
+                                   const std::map<std::string, std::string>& metadata) {
+  Finish(ToGrpcStatus(status, metadata));
+}
+
+namespace {
+
+absl::Status AppGone() { return absl::CancelledError("the app ended the stream or went away"); }
+
+}  // namespace
+
 void ServeStream::Begin(std::shared_ptr<ServeStream> self) {
   {
     veil::MutexLock lock(&mu_);
@@ -110,7 +121,7 @@ void ServeStream::Begin(std::shared_ptr<ServeStream> self) {
     if (ec) return;
     if (auto stream = weak.lock()) stream->OpenTimedOut();
   });
-  StartReadRequest(&request_);
+  ReadNext();
 }
 
 void ServeStream::OpenTimedOut() {
@@ -118,10 +129,10 @@ void ServeStream::OpenTimedOut() {
     veil::MutexLock lock(&mu_);
     if (!address_.empty() || end_status_.has_value()) return;
   }
-  End(GrpcError(absl::StatusCode::kDeadlineExceeded,
-                absl::StrCat("no `open` within ", settings_.open_timeout.count(),
-                             " ms of the stream's start (--api-open-timeout)"),
-                reason::kOpenTimeout));
+  End(ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
+                      absl::StrCat("no `open` within ", settings_.open_timeout.count(),
+                                   " ms of the stream's start (--api-open-timeout)"),
+                      reason::kOpenTimeout));
 }
 
 namespace {
@@ -144,31 +155,41 @@ ServeStream::ServeStream(core::Router& router, const ApiSettings& settings, ApiS
 
 void ServeStream::ReadDone(bool ok) {
   if (!ok) {  // the app half-closed or the call ended: finish once writes drain
-    End(grpc::Status::OK);
+    End(absl::OkStatus());
     return;
   }
+  if (HandleRequest()) ReadNext();
+}
+
+void ServeStream::ReadNext() {
+  while (StartReadRequest(&request_)) {
+    if (!HandleRequest()) return;
+  }
+}
+
+bool ServeStream::HandleRequest() {
   bool opened;
   {
     veil::MutexLock lock(&mu_);
     opened = !address_.empty();
-    if (end_status_.has_value()) return;  // ending: read no more
+    if (end_status_.has_value()) return false;  // ending: read no more
   }
   switch (request_.kind_case()) {
     case v1::ServeRequest::kOpen:
       if (opened) {
-        End(GrpcError(absl::StatusCode::kInvalidArgument, "the stream is already open",
-                      reason::kInvalidRequest));
-        return;
+        End(ErrorWithReason(absl::StatusCode::kInvalidArgument, "the stream is already open",
+                            reason::kInvalidRequest));
+        return false;
       }
       HandleOpen(request_.open());
       break;
     case v1::ServeRequest::kAck:
     case v1::ServeRequest::kSend:
       if (!opened) {
-        End(GrpcError(absl::StatusCode::kInvalidArgument,
-                      "the first message on a Serve stream must be `open`",
-                      reason::kInvalidRequest));
-        return;
+        End(ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                            "the first message on a Serve stream must be `open`",
+                            reason::kInvalidRequest));
+        return false;
       }
       if (request_.has_ack()) {
         HandleAck(request_.ack().sequence());
@@ -177,34 +198,33 @@ void ServeStream::ReadDone(bool ok) {
       }
       break;
     case v1::ServeRequest::KIND_NOT_SET:
-      End(GrpcError(absl::StatusCode::kInvalidArgument,
-                    "a ServeRequest must set one of open, ack or send", reason::kInvalidRequest));
-      return;
+      End(ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                          "a ServeRequest must set one of open, ack or send",
+                          reason::kInvalidRequest));
+      return false;
   }
-  {
-    veil::MutexLock lock(&mu_);
-    if (end_status_.has_value()) return;
-    if (pending_batches_ >= settings_.max_pending_batches) {
-      read_paused_ = true;  // WriteDone reads on once results drain
-      return;
-    }
+  veil::MutexLock lock(&mu_);
+  if (end_status_.has_value()) return false;
+  if (pending_batches_ >= settings_.max_pending_batches) {
+    read_paused_ = true;  // AfterWrite reads on once results drain
+    return false;
   }
-  // Outside the lock: a carrier may complete the read at once (and call ReadDone).
-  StartReadRequest(&request_);
+  // The caller reads on outside the lock: a carrier may complete the read at once.
+  return true;
 }
 
 void ServeStream::HandleOpen(const v1::ServeRequest::Open& open) {
   const std::string& address = open.address();
   absl::Status valid = core::ValidateAppAddress(address);
   if (!valid.ok()) {
-    End(ToGrpcStatus(valid, {{"address", address}}));
+    End(std::move(valid), {{"address", address}});
     return;
   }
   auto mailbox =
       std::make_shared<Mailbox>(router_.NewStrand(), shared_from_this(), open.accept_unencrypted());
   absl::Status started = router_.StartWorker(address, mailbox);
   if (!started.ok()) {
-    End(ToGrpcStatus(started, {{"address", address}}));
+    End(std::move(started), {{"address", address}});
     return;
   }
   uint32_t window =
@@ -257,7 +277,7 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
     return;
   }
   if (static_cast<size_t>(n) > settings_.max_batch_messages) {
-    End(GrpcError(
+    End(ErrorWithReason(
         absl::StatusCode::kInvalidArgument,
         absl::StrCat("a SendBatch holds at most ", settings_.max_batch_messages, " messages"),
         reason::kInvalidRequest));
@@ -359,95 +379,106 @@ void ServeStream::BatchDoneQuietly() {
     veil::MutexLock lock(&mu_);
     resume_reading = SettleBatchLocked();
   }
-  if (resume_reading) StartReadRequest(&request_);
+  if (resume_reading) ReadNext();
 }
 
-void ServeStream::End(grpc::Status status) {
+void ServeStream::End(absl::Status status, std::map<std::string, std::string> metadata) {
   {
     veil::MutexLock lock(&mu_);
     if (end_status_.has_value()) return;
     end_status_ = std::move(status);
+    end_metadata_ = std::move(metadata);
   }
   Pump();
 }
 
 void ServeStream::Pump() {
-  grpc::Status finish_with;
-  bool finish = false;
-  std::optional<v1::ServeResponse> control;
-  uint64_t first_sequence = 0;
-  {
-    veil::MutexLock lock(&mu_);
-    if (writing_ || finished_) return;
-    if (!control_.empty() && !end_status_.has_value()) {
-      control = std::move(control_.front());
-      control_.pop_front();
-    } else if (!deliveries_.empty() && !end_status_.has_value() &&
-               next_sequence_ - 1 - acked_ < window_) {
-      uint64_t credit = window_ - (next_sequence_ - 1 - acked_);
-      size_t bytes = 0;
-      first_sequence = next_sequence_;
-      while (!deliveries_.empty() && credit > 0 &&
-             writing_messages_.size() < kMaxDeliveriesPerWrite && bytes < kMaxBytesPerWrite) {
-        core::Message& m = deliveries_.front();
-        bytes += m.payload.size();
-        queued_bytes_ -= m.payload.size();
-        writing_messages_.push_back(std::move(m));
-        deliveries_.pop_front();
-        unacked_receipts_.push_back(std::move(queued_receipts_.front()));
-        queued_receipts_.pop_front();
-        ++next_sequence_;
-        --credit;
+  // Each turn writes one response; a write the carrier completes at once goes round again.
+  for (;;) {
+    absl::Status finish_with;
+    std::map<std::string, std::string> finish_metadata;
+    bool finish = false;
+    std::optional<v1::ServeResponse> control;
+    uint64_t first_sequence = 0;
+    {
+      veil::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (!control_.empty() && !end_status_.has_value()) {
+        control = std::move(control_.front());
+        control_.pop_front();
+      } else if (!deliveries_.empty() && !end_status_.has_value() &&
+                 next_sequence_ - 1 - acked_ < window_) {
+        uint64_t credit = window_ - (next_sequence_ - 1 - acked_);
+        size_t bytes = 0;
+        first_sequence = next_sequence_;
+        while (!deliveries_.empty() && credit > 0 &&
+               writing_messages_.size() < kMaxDeliveriesPerWrite && bytes < kMaxBytesPerWrite) {
+          core::Message& m = deliveries_.front();
+          bytes += m.payload.size();
+          queued_bytes_ -= m.payload.size();
+          writing_messages_.push_back(std::move(m));
+          deliveries_.pop_front();
+          unacked_receipts_.push_back(std::move(queued_receipts_.front()));
+          queued_receipts_.pop_front();
+          ++next_sequence_;
+          --credit;
+        }
+      } else if (end_status_.has_value()) {
+        finished_ = true;
+        finish = true;
+        finish_with = *end_status_;
+        finish_metadata = end_metadata_;
+      } else {
+        return;
       }
-    } else if (end_status_.has_value()) {
-      finished_ = true;
-      finish = true;
-      finish_with = *end_status_;
-    } else {
+      writing_ = !finish;
+    }
+    if (finish) {
+      FinishStream(finish_with, finish_metadata);
       return;
     }
-    writing_ = !finish;
-  }
-  if (finish) {
-    FinishStream(finish_with);
-    return;
-  }
-  // Outside the lock: this thread alone owns the write buffer until WriteDone.
-  arena_.Reset();
-  response_ = google::protobuf::Arena::CreateMessage<v1::ServeResponse>(&arena_);
-  if (control.has_value()) {
-    response_->Swap(&*control);  // different arenas: copies (a control message is small)
-  } else {
-    auto* batch = response_->mutable_deliveries()->mutable_deliveries();
-    batch->Reserve(static_cast<int>(writing_messages_.size()));
-    for (size_t i = 0; i < writing_messages_.size(); ++i) {
-      v1::Delivery* d = batch->Add();
-      d->set_sequence(first_sequence + i);
-      ToDelivery(writing_messages_[i], *d,
-                 i == 0
-                     ? std::pair<const core::Message*, const v1::Delivery*>{}
-                     : std::pair{&writing_messages_[i - 1], &batch->Get(static_cast<int>(i - 1))});
+    // Outside the lock: this thread alone owns the write buffer until WriteDone.
+    arena_.Reset();
+    response_ = google::protobuf::Arena::CreateMessage<v1::ServeResponse>(&arena_);
+    if (control.has_value()) {
+      response_->Swap(&*control);  // different arenas: copies (a control message is small)
+    } else {
+      auto* batch = response_->mutable_deliveries()->mutable_deliveries();
+      batch->Reserve(static_cast<int>(writing_messages_.size()));
+      for (size_t i = 0; i < writing_messages_.size(); ++i) {
+        v1::Delivery* d = batch->Add();
+        d->set_sequence(first_sequence + i);
+        ToDelivery(
+            writing_messages_[i], *d,
+            i == 0 ? std::pair<const core::Message*, const v1::Delivery*>{}
+                   : std::pair{&writing_messages_[i - 1], &batch->Get(static_cast<int>(i - 1))});
+      }
+      writing_messages_.clear();
     }
-    writing_messages_.clear();
+    if (!StartWriteResponse(response_)) return;  // WriteDone follows
+    AfterWrite(true);
   }
-  StartWriteResponse(response_);
 }
 
 void ServeStream::WriteDone(bool ok) {
+  AfterWrite(ok);
+  Pump();
+}
+
+void ServeStream::AfterWrite(bool ok) {
   // response_ still holds what was written: the next Pump replaces it.
   const bool wrote_result = response_->has_send_result();
   bool resume_reading = false;
   {
     veil::MutexLock lock(&mu_);
     writing_ = false;
-    if (!ok && !end_status_.has_value()) end_status_ = grpc::Status::CANCELLED;
+    if (!ok && !end_status_.has_value()) end_status_ = AppGone();
     if (wrote_result) resume_reading = SettleBatchLocked();
   }
-  if (resume_reading) StartReadRequest(&request_);
-  Pump();
+  if (resume_reading) ReadNext();
 }
 
-void ServeStream::Cancelled() { End(grpc::Status::CANCELLED); }
+void ServeStream::Cancelled() { End(AppGone()); }
 
 void ServeStream::Done() {
   std::deque<core::Receipt> dropped;

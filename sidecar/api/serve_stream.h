@@ -4,9 +4,16 @@
 // is the served address.
 //
 // The protocol logic lives here; a subclass carries the messages: GrpcServeStream (the
-// MessagingService.Serve call) or SocketServeStream (the serve socket, serve_socket.h). A
-// subclass implements StartReadRequest / StartWriteResponse / FinishStream and reports back
-// with ReadDone / WriteDone / Cancelled and, once finished and idle, Done.
+// MessagingService.Serve call) or the serve socket's stream (serve_socket.h). A subclass
+// implements StartReadRequest / StartWriteResponse / FinishStream and reports back with
+// ReadDone / WriteDone / Cancelled and, once finished and idle, Done. A read or write a carrier
+// completes at once (a request already buffered, a response the socket took whole) is reported
+// by its return value instead, and this class loops: no completion nests in another, however
+// many complete at once.
+//
+// How a stream ends is an absl::Status (with its reason, common/error_reason.h) and the
+// ErrorInfo metadata to go with it; each carrier turns it into its own form (a gRPC status, the
+// serve socket's `closed` frame).
 //
 // Lifetime: shared by the carrier (until Done) and the mailbox worker (until the router drops
 // it); the last owner frees it. All writes and the finish go through Pump(), which allows one
@@ -19,11 +26,14 @@
 #define VEIL_SIDECAR_API_SERVE_STREAM_H_
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "boost/asio/steady_timer.hpp"
 #include "google/protobuf/arena.h"
 #include "grpcpp/grpcpp.h"
@@ -38,8 +48,9 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
  public:
   virtual ~ServeStream() = default;
 
-  // Ends the stream with `status` once pending writes are done. Any thread.
-  void End(grpc::Status status);
+  // Ends the stream with `status` (OK: the app ended it) once pending writes are done; the
+  // carrier reports it with `metadata` in its ErrorInfo. Any thread.
+  void End(absl::Status status, std::map<std::string, std::string> metadata = {});
 
   // From the mailbox worker: queue `msg` for delivery or settle its receipt with the refusal.
   void Deliver(core::Message msg);
@@ -68,21 +79,30 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
 
   // What carries the stream, for the log: "gRPC" or "serve socket".
   virtual const char* carrier() const = 0;
-  // Read the next request into `*into`, then call ReadDone.
-  virtual void StartReadRequest(v1::ServeRequest* into) = 0;
-  // Write `response` (valid until WriteDone), then call WriteDone.
-  virtual void StartWriteResponse(const v1::ServeResponse* response) = 0;
-  // End the stream with `status`, then call Done once nothing is outstanding. Called once,
-  // with no write in flight.
-  virtual void FinishStream(const grpc::Status& status) = 0;
+  // Read the next request into `*into`: true when it is there already (no ReadDone follows),
+  // false when the read is under way (ReadDone follows). Any thread, by the holder of the read.
+  virtual bool StartReadRequest(v1::ServeRequest* into) = 0;
+  // Write `response` (valid until written): true when written already (no WriteDone follows),
+  // false when under way (WriteDone follows). Any thread, by the holder of the write.
+  virtual bool StartWriteResponse(const v1::ServeResponse* response) = 0;
+  // End the stream with `status` and `metadata`, then call Done once nothing is outstanding.
+  // Called once, with no write in flight.
+  virtual void FinishStream(const absl::Status& status,
+                            const std::map<std::string, std::string>& metadata) = 0;
 
  private:
+  // Reads and handles requests while they complete at once.
+  void ReadNext();
+  // Handles request_: true when reading goes on.
+  bool HandleRequest();
+  // A write finished: frees it, settles a batch's result; reads on if that unpaused reading.
+  void AfterWrite(bool ok);
   void HandleOpen(const v1::ServeRequest::Open& open);
   void OpenTimedOut();
   void HandleAck(uint64_t sequence);
   void HandleSend(v1::ServeRequest::SendBatch& batch);
   // One SendBatch settled (its result written, or quietly): true when reading, paused at the
-  // pending-batch limit, should resume (the caller then calls StartReadRequest, unlocked).
+  // pending-batch limit, should resume (the caller then calls ReadNext, unlocked).
   bool SettleBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the next write, or FinishStream when asked to end and idle.
   void Pump();
@@ -113,7 +133,8 @@ class ServeStream : public std::enable_shared_from_this<ServeStream> {
   // SendBatches read whose results are not yet written; reading pauses at the limit.
   size_t pending_batches_ ABSL_GUARDED_BY(mu_) = 0;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> end_status_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> end_status_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> end_metadata_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   // The write buffer, on an arena that is reset before each write (a delivery batch is many
   // small messages: one arena instead of several allocations each). Touched only by the
@@ -139,9 +160,16 @@ class GrpcServeStream final : public ServeStream,
  private:
   using ServeStream::ServeStream;
   const char* carrier() const override { return "gRPC"; }
-  void StartReadRequest(v1::ServeRequest* into) override { StartRead(into); }
-  void StartWriteResponse(const v1::ServeResponse* response) override { StartWrite(response); }
-  void FinishStream(const grpc::Status& status) override { Finish(status); }
+  bool StartReadRequest(v1::ServeRequest* into) override {
+    StartRead(into);
+    return false;
+  }
+  bool StartWriteResponse(const v1::ServeResponse* response) override {
+    StartWrite(response);
+    return false;
+  }
+  void FinishStream(const absl::Status& status,
+                    const std::map<std::string, std::string>& metadata) override;
 };
 
 }  // namespace veil::api

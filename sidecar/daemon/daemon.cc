@@ -213,6 +213,7 @@ absl::Status RunDaemon(const Options& options) {
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.socket_mode = options.api_socket_mode == "0660" ? 0660 : 0600;
   settings.serve_socket = options.serve_socket;
+  settings.serve_direct_write = options.serve_direct_write;
   settings.max_frame_bytes = options.max_frame_bytes;
   settings.health_listen = options.health_listen;
   settings.hub = options.hub;

@@ -53,6 +53,11 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "socket\"), mode as --api-socket-mode; \"none\" for none. Default: with a "
                  "Unix --api, its path with .sock replaced by .serve.sock (else .serve "
                  "appended); none with a TCP --api");
+  app.add_option("--serve-socket-direct-write", o.serve_direct_write,
+                 "The serve socket writes each delivery from the thread that routes it (true), "
+                 "or hands every write to the connection's own thread (false: one more thread "
+                 "hop per write, for comparison)")
+      ->capture_default_str();
   app.add_option("--api-max-request-bytes", o.api_max_request_bytes,
                  "Largest API request (and response) in bytes; larger ones are refused with "
                  "RESOURCE_EXHAUSTED")

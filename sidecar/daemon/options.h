@@ -18,6 +18,7 @@ struct Options {
   std::string api_socket_mode = "0600";  // or "0660"
   // The serve socket's path; "" for none. Defaults from a Unix --api (DefaultServeSocket).
   std::string serve_socket;
+  bool serve_direct_write = true;
   size_t api_max_request_bytes = 64 * 1024 * 1024;
   size_t api_max_serve_streams = 4096;
   size_t api_max_pending_batches = 1024;

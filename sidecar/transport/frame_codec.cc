@@ -1,5 +1,6 @@
 #include "sidecar/transport/frame_codec.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -55,16 +56,30 @@ void AppendConnectionRefusalFrame(const absl::Status& why, std::string& out) {
 }
 
 std::span<char> FrameDecoder::WritableSpace(size_t min_bytes) {
-  if (begin_ == end_) begin_ = end_ = 0;
-  if (buffer_.size() - end_ < min_bytes) {
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    // A buffer grown for one large frame is not kept by a stream that went back to small ones.
+    if (capacity_ > kKeptBufferBytes && min_bytes <= kKeptBufferBytes) {
+      buffer_.reset();
+      capacity_ = 0;
+    }
+  }
+  if (capacity_ - end_ < min_bytes) {
     if (begin_ > 0) {  // compact
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
     }
-    if (buffer_.size() - end_ < min_bytes) buffer_.resize(end_ + min_bytes);
+    if (capacity_ - end_ < min_bytes) {
+      const size_t capacity =
+          std::max(end_ + min_bytes, std::min(capacity_ * 2, end_ + min_bytes + kKeptBufferBytes));
+      std::unique_ptr<char[]> bigger(new char[capacity]);  // not zeroed
+      if (end_ > 0) std::memcpy(bigger.get(), buffer_.get(), end_);
+      buffer_ = std::move(bigger);
+      capacity_ = capacity;
+    }
   }
-  return std::span<char>(buffer_.data() + end_, buffer_.size() - end_);
+  return std::span<char>(buffer_.get() + end_, capacity_ - end_);
 }
 
 void FrameDecoder::Append(absl::string_view bytes) {
@@ -73,36 +88,51 @@ void FrameDecoder::Append(absl::string_view bytes) {
   Commit(bytes.size());
 }
 
+size_t FrameDecoder::missing() const {
+  const size_t have = end_ - begin_;
+  const size_t head = version_checked_ ? 0 : 1;
+  if (have < head + kFrameHeaderBytes) return head + kFrameHeaderBytes - have;
+  const size_t length = frame::GetLength(buffer_.get() + begin_ + head);
+  const size_t whole = head + kFrameHeaderBytes + length;
+  return whole > have ? whole - have : 0;
+}
+
+absl::Status FrameDecoder::Fail(Failure failure, uint32_t value, absl::string_view why) {
+  failure_ = failure;
+  failed_value_ = value;
+  error_ = Malformed(why);
+  return error_;
+}
+
 absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
   if (!error_.ok()) return error_;
   if (!version_checked_) {
     if (begin_ == end_) return std::nullopt;
     auto version = static_cast<uint8_t>(buffer_[begin_]);
-    if (version != kWireVersion) {
-      error_ = Malformed(
-          absl::StrCat("unsupported wire version ", version, " (expected ", kWireVersion, ")"));
-      return error_;
+    if (version != format_.version) {
+      return Fail(
+          Failure::kVersion, version,
+          absl::StrCat("unsupported wire version ", version, " (expected ", format_.version, ")"));
     }
     version_checked_ = true;
     ++begin_;
   }
-  const frame::Peek peek = frame::PeekFrame(buffer_.data() + begin_, end_ - begin_,
-                                            max_frame_bytes_, /*allow_empty=*/false);
+  const frame::Peek peek = frame::PeekFrame(buffer_.get() + begin_, end_ - begin_,
+                                            format_.max_frame_bytes, format_.allow_empty);
   switch (peek.next) {
     case frame::Next::kNeedMore:
       return std::nullopt;
     case frame::Next::kEmpty:
-      error_ = Malformed("zero-length frame");
-      return error_;
+      return Fail(Failure::kEmpty, 0, "zero-length frame");
     case frame::Next::kTooLong:
-      error_ = Malformed(absl::StrCat("frame of ", peek.length, " bytes exceeds the maximum of ",
-                                      max_frame_bytes_));
-      return error_;
+      return Fail(Failure::kTooLong, peek.length,
+                  absl::StrCat("frame of ", peek.length, " bytes exceeds the maximum of ",
+                               format_.max_frame_bytes));
     case frame::Next::kFrame:
       break;
   }
   const size_t length = peek.length;
-  absl::string_view body(buffer_.data() + begin_ + kFrameHeaderBytes, length);
+  absl::string_view body(buffer_.get() + begin_ + kFrameHeaderBytes, length);
   begin_ += kFrameHeaderBytes + length;
   return body;
 }

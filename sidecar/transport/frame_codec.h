@@ -17,6 +17,7 @@
 #define VEIL_SIDECAR_TRANSPORT_FRAME_CODEC_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -54,10 +55,27 @@ void AppendConnectionRefusalFrame(const absl::Status& why, std::string& out);
 
 // A frame body decodes with core::DecodeMessage (sidecar/core/message_codec.h).
 
-// Splits a byte stream into frame bodies.
+// What a stream's frames are: its version byte, the longest body, whether a body may be empty.
+// Node connections: kWireVersion, the connection's maximum, never empty (a message always has an
+// onward hop). The serve socket: its own version byte, --api-max-request-bytes, and empty bodies
+// allowed (an empty ServeRequest is a request, refused for what it lacks).
+struct FrameFormat {
+  uint8_t version = kWireVersion;
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  bool allow_empty = false;
+};
+
+// Splits a byte stream into frame bodies. Its buffer is never zeroed (a 16 MiB frame is read
+// straight into it) and, once a frame longer than kKeptBufferBytes is through, is given back.
 class FrameDecoder {
  public:
-  explicit FrameDecoder(size_t max_frame_bytes) : max_frame_bytes_(max_frame_bytes) {}
+  // Why decoding stopped (terminal: the stream cannot be resynchronised).
+  enum class Failure { kNone, kVersion, kEmpty, kTooLong };
+  static constexpr size_t kKeptBufferBytes = 1024 * 1024;
+
+  explicit FrameDecoder(size_t max_frame_bytes)
+      : FrameDecoder(FrameFormat{kWireVersion, max_frame_bytes}) {}
+  explicit FrameDecoder(FrameFormat format) : format_(format) {}
   FrameDecoder(const FrameDecoder&) = delete;
   FrameDecoder& operator=(const FrameDecoder&) = delete;
 
@@ -69,19 +87,31 @@ class FrameDecoder {
 
   // The next complete frame body, or nullopt when more input is needed. The view stays valid
   // until the next call to WritableSpace/Append. Errors (terminal, INVALID_ARGUMENT with
-  // reason MALFORMED_FRAME): wrong version byte, zero-length frame, frame longer than the
-  // maximum.
+  // reason MALFORMED_FRAME; failure() says which): wrong version byte, zero-length frame where
+  // the format forbids one, frame longer than the maximum (known from its header alone).
   absl::StatusOr<std::optional<absl::string_view>> Next();
+
+  // After an error: which, with the version byte or the length that caused it.
+  Failure failure() const { return failure_; }
+  uint32_t failed_value() const { return failed_value_; }
 
   // Bytes received but not yet returned as frames.
   size_t buffered() const { return end_ - begin_; }
+  // Bytes still to come for the frame being received (its header, or the rest of its body):
+  // a reader sizes its next read by it, so a large frame takes few reads.
+  size_t missing() const;
 
  private:
-  size_t max_frame_bytes_;
-  std::string buffer_;
+  absl::Status Fail(Failure failure, uint32_t value, absl::string_view why);
+
+  const FrameFormat format_;
+  std::unique_ptr<char[]> buffer_;  // uninitialised: see the class comment
+  size_t capacity_ = 0;
   size_t begin_ = 0;  // first unconsumed byte
   size_t end_ = 0;    // one past the last received byte
   bool version_checked_ = false;
+  Failure failure_ = Failure::kNone;
+  uint32_t failed_value_ = 0;
   absl::Status error_;
 };
 

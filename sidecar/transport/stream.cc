@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -67,6 +68,33 @@ class SocketStream : public Stream {
     socket_.shutdown(boost::asio::socket_base::shutdown_both, ignored);
     socket_.close(ignored);
   }
+
+  // Straight to the descriptor: the socket object is the strand's, the descriptor is not (it
+  // stays valid until Close, which the caller does not race).
+  size_t WriteNow(boost::asio::const_buffer bytes, boost::system::error_code& ec) override {
+    const int fd = socket_.native_handle();
+    const char* data = static_cast<const char*>(bytes.data());
+    size_t written = 0;
+    ec.clear();
+    while (written < bytes.size()) {
+      const ssize_t n =
+          ::send(fd, data + written, bytes.size() - written, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        written += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        ec = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+                 ? boost::system::error_code(boost::asio::error::would_block)
+                 : boost::system::error_code(n < 0 ? errno : EPIPE,
+                                             boost::system::system_category());
+        break;
+      }
+    }
+    return written;
+  }
+
+  void Cut() override { ::shutdown(socket_.native_handle(), SHUT_RDWR); }
 
  protected:
   Socket socket_;

@@ -10,7 +10,7 @@
 // every byte of the buffers it is given, and reports each completion to its connection
 // (StreamEvents) on the connection's strand. It owns no buffer and makes no decision.
 //
-// Thread-safety: every call on the owning connection's strand.
+// Thread-safety: every call on the owning connection's strand, but WriteNow and Cut (any thread).
 #ifndef VEIL_SIDECAR_TRANSPORT_STREAM_H_
 #define VEIL_SIDECAR_TRANSPORT_STREAM_H_
 
@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "boost/asio/buffer.hpp"
+#include "boost/asio/error.hpp"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/local/stream_protocol.hpp"
 #include "boost/system/error_code.hpp"
@@ -71,6 +72,22 @@ class Stream {
   virtual void ShutdownSend() = 0;
   // Cancels what is in flight and closes. Idempotent.
   virtual void Close() = 0;
+
+  // Direct writing, for an owner that writes from the thread that has the bytes (the serve
+  // socket's routing threads) instead of handing them to the strand: writes what the socket
+  // takes at once, without waiting, and returns how many bytes; `ec` is would_block when the
+  // socket is full (write the rest with WriteAll), another error when the peer is gone. Any
+  // thread, while no other write is in flight and the stream is not closed. A stream that
+  // cannot (WebSocket: its framing state is the strand's) returns 0 with
+  // operation_not_supported.
+  virtual size_t WriteNow(boost::asio::const_buffer bytes, boost::system::error_code& ec) {
+    ec = boost::asio::error::operation_not_supported;
+    (void)bytes;
+    return 0;
+  }
+  // Shuts both directions down, from any thread: what is in flight fails, the peer reads end of
+  // stream; the descriptor stays open (and not reusable) until Close. Idempotent.
+  virtual void Cut() = 0;
 };
 
 struct WebSocketSettings;

@@ -1,6 +1,7 @@
 #include "sidecar/transport/websocket_stream.h"
 
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <type_traits>
 
@@ -106,6 +107,8 @@ class WebSocketStream final : public Stream {
     error_code ignored;
     beast::get_lowest_layer(ws_).shutdown(asio::socket_base::shutdown_send, ignored);
   }
+
+  void Cut() override { ::shutdown(beast::get_lowest_layer(ws_).native_handle(), SHUT_RDWR); }
 
   void Close() override {
     resolver_.cancel();

@@ -122,7 +122,9 @@ std::optional<sdk::ServeSocket> OpenEventually(const std::string& path, const st
   return std::nullopt;
 }
 
-class ServeSocketTest : public ::testing::Test {
+// Every case with the sidecar writing from the routing threads (the default) and with every
+// write handed to the connection's strand (--serve-socket-direct-write=false).
+class ServeSocketTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     ASSERT_TRUE(node_.Start()) << node_.log();
@@ -130,12 +132,19 @@ class ServeSocketTest : public ::testing::Test {
     path_ = GetNode(api_).serve_socket();
   }
 
-  VeildProcess node_{{"--api-max-request-bytes", "1048576"}};
+  VeildProcess node_{
+      {"--api-max-request-bytes", "1048576",
+       GetParam() ? "--serve-socket-direct-write=true" : "--serve-socket-direct-write=false"}};
   std::shared_ptr<grpc::Channel> api_;
   std::string path_;
 };
 
-TEST_F(ServeSocketTest, GetNodeNamesItBesideTheApiSocketWithTheSameMode) {
+INSTANTIATE_TEST_SUITE_P(Writes, ServeSocketTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Direct" : "OnTheStrand";
+                         });
+
+TEST_P(ServeSocketTest, GetNodeNamesItBesideTheApiSocketWithTheSameMode) {
   std::string expected = node_.socket_path();  // ".../api.sock"
   expected.replace(expected.size() - 5, 5, ".serve.sock");
   EXPECT_EQ(path_, expected);
@@ -145,7 +154,7 @@ TEST_F(ServeSocketTest, GetNodeNamesItBesideTheApiSocketWithTheSameMode) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
-TEST_F(ServeSocketTest, AnAppServesAnAddressAndEchoesAGrpcRequest) {
+TEST_P(ServeSocketTest, AnAppServesAnAddressAndEchoesAGrpcRequest) {
   auto echoer = sdk::ServeSocket::Open(path_, "echoer");
   EXPECT_EQ(echoer.opened().address(), "echoer");
   EXPECT_EQ(echoer.opened().route(), "/service/echoer");
@@ -170,7 +179,7 @@ TEST_F(ServeSocketTest, AnAppServesAnAddressAndEchoesAGrpcRequest) {
   EXPECT_TRUE(echoer.status().ok()) << echoer.status().error_message();
 }
 
-TEST_F(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
+TEST_P(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
   auto reachable = sdk::Sidecar::Connect(node_.api_target());
   std::promise<void> opened;
   std::thread app([&] {
@@ -216,7 +225,7 @@ TEST_F(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
   app.join();
 }
 
-TEST_F(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
+TEST_P(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
   auto sink = sdk::ServeSocket::Open(path_, "sink", /*window=*/64);
   EXPECT_EQ(sink.opened().window(), 64u);
   auto sender = sdk::ServeSocket::Open(path_, "sender");
@@ -261,7 +270,7 @@ TEST_F(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
   EXPECT_EQ(accepted, static_cast<uint32_t>(kMessages));
 }
 
-TEST_F(ServeSocketTest, FailuresOnlyBatchesAreReportedOnlyWhenSomethingFailed) {
+TEST_P(ServeSocketTest, FailuresOnlyBatchesAreReportedOnlyWhenSomethingFailed) {
   auto sink = sdk::ServeSocket::Open(path_, "quiet_sink");
   auto sender = sdk::ServeSocket::Open(path_, "quiet_sender");
   constexpr int kQuiet = 3000;  // more than --api-max-pending-batches (1,024): none stays pending
@@ -297,7 +306,7 @@ TEST_F(ServeSocketTest, FailuresOnlyBatchesAreReportedOnlyWhenSomethingFailed) {
   EXPECT_EQ(delivered.load(), kQuiet + 1);
 }
 
-TEST_F(ServeSocketTest, LargeMessagesAndASlowReaderLoseNothing) {
+TEST_P(ServeSocketTest, LargeMessagesAndASlowReaderLoseNothing) {
   auto sink = sdk::ServeSocket::Open(path_, "sink", /*window=*/8);
   auto sender = sdk::ServeSocket::Open(path_, "sender");
   // 64 x 1 MiB (less the frame's overhead): far more than the socket buffers while the sink
@@ -328,7 +337,7 @@ TEST_F(ServeSocketTest, LargeMessagesAndASlowReaderLoseNothing) {
   send.join();
 }
 
-TEST_F(ServeSocketTest, RefusalsAreTheGrpcStreamsWithTheirReasons) {
+TEST_P(ServeSocketTest, RefusalsAreTheGrpcStreamsWithTheirReasons) {
   auto held = sdk::ServeSocket::Open(path_, "taken");
   try {
     sdk::ServeSocket::Open(path_, "taken");
@@ -364,7 +373,7 @@ TEST_F(ServeSocketTest, RefusalsAreTheGrpcStreamsWithTheirReasons) {
   EXPECT_EQ(ReasonIn(result.send_result().failures(1).status()), "INVALID_ROUTE");
 }
 
-TEST_F(ServeSocketTest, MalformedInputEndsThatStreamWithAClearStatusAndNothingElse) {
+TEST_P(ServeSocketTest, MalformedInputEndsThatStreamWithAClearStatusAndNothingElse) {
   auto bystander = sdk::ServeSocket::Open(path_, "bystander");
   struct Case {
     std::string name;
@@ -417,7 +426,7 @@ TEST_F(ServeSocketTest, MalformedInputEndsThatStreamWithAClearStatusAndNothingEl
   echo.join();
 }
 
-TEST_F(ServeSocketTest, HalfClosingFinishesOkAndFreesTheAddress) {
+TEST_P(ServeSocketTest, HalfClosingFinishesOkAndFreesTheAddress) {
   auto first = sdk::ServeSocket::Open(path_, "again");
   first.WritesDone();
   v1::ServeResponse r;
@@ -426,7 +435,7 @@ TEST_F(ServeSocketTest, HalfClosingFinishesOkAndFreesTheAddress) {
   EXPECT_TRUE(OpenEventually(path_, "again").has_value());
 }
 
-TEST_F(ServeSocketTest, StreamsCountTowardsTheSameLimitAsGrpcStreams) {
+TEST_P(ServeSocketTest, StreamsCountTowardsTheSameLimitAsGrpcStreams) {
   VeildProcess node({"--api-max-serve-streams", "1"});
   ASSERT_TRUE(node.Start()) << node.log();
   auto api = Connect(node.api_target());
@@ -512,7 +521,7 @@ TEST(ServeSocketLimitsTest, StreamsThatNeverOpenAreEndedAndFreeTheirSlot) {
   EXPECT_TRUE(socket.has_value());
 }
 
-TEST_F(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSocket) {
+TEST_P(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSocket) {
   auto app = sdk::ServeSocket::Open(path_, "app");
   node_.Signal(SIGTERM);
   v1::ServeResponse r;
@@ -523,7 +532,7 @@ TEST_F(ServeSocketTest, ShutdownEndsStreamsWithNodeShuttingDownAndRemovesTheSock
   EXPECT_FALSE(std::filesystem::exists(path_));
 }
 
-TEST_F(ServeSocketTest, TheSdkReportsTheSidecarsStatusWhenAReplyFindsTheStreamEnded) {
+TEST_P(ServeSocketTest, TheSdkReportsTheSidecarsStatusWhenAReplyFindsTheStreamEnded) {
   // A reply written after the sidecar ended the stream fails (EPIPE). Serve reads on to the
   // status the sidecar wrote before closing, and throws that, not a bare "stream ended".
   auto app = sdk::Sidecar::Connect(node_.api_target());
