@@ -271,5 +271,65 @@ TEST(FrameCodecTest, ManyFramesInOneRead) {
   EXPECT_EQ(decoder.buffered(), 0u);
 }
 
+// The serve socket's format: its own version byte, its limit, empty bodies allowed.
+TEST(FrameCodecTest, AnotherFormatHasItsOwnVersionLimitAndEmptyBodies) {
+  const FrameFormat format{7, 16, /*allow_empty=*/true};
+  FrameDecoder decoder(format);
+  decoder.Append(std::string(1, 7) + Header(0) + Header(3) + "abc");
+  auto empty = decoder.Next();
+  ASSERT_TRUE(empty.ok() && empty->has_value());
+  EXPECT_EQ(**empty, "");
+  auto abc = decoder.Next();
+  ASSERT_TRUE(abc.ok() && abc->has_value());
+  EXPECT_EQ(**abc, "abc");
+  EXPECT_EQ(decoder.failure(), FrameDecoder::Failure::kNone);
+
+  FrameDecoder wrong(format);
+  wrong.Append(std::string(1, kWireVersion));
+  EXPECT_FALSE(wrong.Next().ok());
+  EXPECT_EQ(wrong.failure(), FrameDecoder::Failure::kVersion);
+  EXPECT_EQ(wrong.failed_value(), kWireVersion);
+
+  FrameDecoder too_long(format);
+  too_long.Append(std::string(1, 7) + Header(17));
+  EXPECT_FALSE(too_long.Next().ok());
+  EXPECT_EQ(too_long.failure(), FrameDecoder::Failure::kTooLong);
+  EXPECT_EQ(too_long.failed_value(), 17u);
+
+  FrameDecoder node(kDefaultMaxFrameBytes);  // the node's format forbids empty bodies
+  node.Append(Stream({Header(0)}));
+  EXPECT_FALSE(node.Next().ok());
+  EXPECT_EQ(node.failure(), FrameDecoder::Failure::kEmpty);
+}
+
+// A reader sizes its reads by what the frame in progress still lacks.
+TEST(FrameCodecTest, MissingSaysWhatTheFrameInProgressLacks) {
+  FrameDecoder decoder(kDefaultMaxFrameBytes);
+  EXPECT_EQ(decoder.missing(), 1u + kFrameHeaderBytes);  // the version byte and a header
+  decoder.Append(std::string(1, static_cast<char>(kWireVersion)) + Header(100000).substr(0, 2));
+  EXPECT_EQ(decoder.missing(), 2u);
+  decoder.Append(Header(100000).substr(2));
+  EXPECT_EQ(decoder.missing(), 100000u);
+  ASSERT_TRUE(decoder.Next().ok());  // takes the version byte; the frame still lacks as much
+  EXPECT_EQ(decoder.missing(), 100000u);
+  decoder.Append(std::string(99999, 'x'));
+  EXPECT_EQ(decoder.missing(), 1u);
+  std::span<char> space = decoder.WritableSpace(decoder.missing());
+  ASSERT_GE(space.size(), 1u);
+}
+
+// A stream that carried one large frame does not keep its buffer once it is through.
+TEST(FrameCodecTest, ALargeFramesBufferIsGivenBack) {
+  const FrameFormat format{kWireVersion, 8 * 1024 * 1024, /*allow_empty=*/true};
+  FrameDecoder decoder(format);
+  const std::string big(4 * 1024 * 1024, 'b');
+  decoder.Append(std::string(1, static_cast<char>(kWireVersion)) + Header(big.size()) + big);
+  auto frame = decoder.Next();
+  ASSERT_TRUE(frame.ok() && frame->has_value());
+  EXPECT_EQ((*frame)->size(), big.size());
+  EXPECT_GE(decoder.WritableSpace(kFrameHeaderBytes).size(), kFrameHeaderBytes);
+  EXPECT_LE(decoder.WritableSpace(kFrameHeaderBytes).size(), FrameDecoder::kKeptBufferBytes);
+}
+
 }  // namespace
 }  // namespace veil::transport
