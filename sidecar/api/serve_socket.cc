@@ -40,28 +40,6 @@ constexpr auto kLinger = std::chrono::seconds(2);
 constexpr size_t kLingerTurnBytes = 256 * 1024;
 constexpr size_t kLingerRead = 16 * 1024;
 
-// A growable byte buffer that does not zero what it allocates (a 4 MiB delivery batch is
-// serialized straight into it), given back once a frame larger than kKeptBytes is through.
-class Bytes {
- public:
-  static constexpr size_t kKeptBytes = transport::FrameDecoder::kKeptBufferBytes;
-  char* data() { return data_.get(); }
-  // Room for `n` bytes; what was there is not kept.
-  void Reserve(size_t n) {
-    if (capacity_ > kKeptBytes && n <= kKeptBytes) {
-      data_.reset();
-      capacity_ = 0;
-    }
-    if (n <= capacity_) return;
-    capacity_ = std::max(n, std::min(capacity_ * 2, n + kKeptBytes));
-    data_.reset(new char[capacity_]);
-  }
-
- private:
-  std::unique_ptr<char[]> data_;
-  size_t capacity_ = 0;
-};
-
 }  // namespace
 
 // The streams not yet done, for Drain, and the finished ones still lingering.
@@ -222,7 +200,7 @@ class ServeSocketServer::Connection final : public ServeStream, public transport
   boost::asio::steady_timer linger_timer_;
 
   // The holder of the write's.
-  Bytes out_;
+  transport::UnzeroedBuffer out_;
   size_t out_len_ = 0;
   size_t out_pos_ = 0;
   bool version_written_ = false;
@@ -324,7 +302,7 @@ void ServeSocketServer::Connection::OnRead(const boost::system::error_code& ec, 
 void ServeSocketServer::Connection::Serialize(const v1::ServeResponse& response) {
   const size_t size = response.ByteSizeLong();
   const size_t head = version_written_ ? 0 : 1;
-  out_.Reserve(head + frame::kHeaderBytes + size);
+  out_.Reserve(head + frame::kHeaderBytes + size, 0);
   char* p = out_.data();
   if (head != 0) {
     p[0] = static_cast<char>(kServeSocketVersion);

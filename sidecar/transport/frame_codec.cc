@@ -55,31 +55,28 @@ void AppendConnectionRefusalFrame(const absl::Status& why, std::string& out) {
   frame::PutLength(&out[start], static_cast<uint32_t>(body_size));
 }
 
+void UnzeroedBuffer::Reserve(size_t n, size_t keep) {
+  if (keep == 0 && capacity_ > kKeptBytes && n <= kKeptBytes) {
+    data_.reset();
+    capacity_ = 0;
+  }
+  if (n <= capacity_) return;
+  const size_t capacity = std::max(n, std::min(capacity_ * 2, n + kKeptBytes));
+  std::unique_ptr<char[]> bigger(new char[capacity]);  // not zeroed
+  if (keep > 0) std::memcpy(bigger.get(), data_.get(), keep);
+  data_ = std::move(bigger);
+  capacity_ = capacity;
+}
+
 std::span<char> FrameDecoder::WritableSpace(size_t min_bytes) {
-  if (begin_ == end_) {
-    begin_ = end_ = 0;
-    // A buffer grown for one large frame is not kept by a stream that went back to small ones.
-    if (capacity_ > kKeptBufferBytes && min_bytes <= kKeptBufferBytes) {
-      buffer_.reset();
-      capacity_ = 0;
-    }
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (buffer_.capacity() - end_ < min_bytes && begin_ > 0) {  // compact
+    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
   }
-  if (capacity_ - end_ < min_bytes) {
-    if (begin_ > 0) {  // compact
-      std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    if (capacity_ - end_ < min_bytes) {
-      const size_t capacity =
-          std::max(end_ + min_bytes, std::min(capacity_ * 2, end_ + min_bytes + kKeptBufferBytes));
-      std::unique_ptr<char[]> bigger(new char[capacity]);  // not zeroed
-      if (end_ > 0) std::memcpy(bigger.get(), buffer_.get(), end_);
-      buffer_ = std::move(bigger);
-      capacity_ = capacity;
-    }
-  }
-  return std::span<char>(buffer_.get() + end_, capacity_ - end_);
+  buffer_.Reserve(end_ + min_bytes, end_);
+  return std::span<char>(buffer_.data() + end_, buffer_.capacity() - end_);
 }
 
 void FrameDecoder::Append(absl::string_view bytes) {
@@ -92,7 +89,7 @@ size_t FrameDecoder::missing() const {
   const size_t have = end_ - begin_;
   const size_t head = version_checked_ ? 0 : 1;
   if (have < head + kFrameHeaderBytes) return head + kFrameHeaderBytes - have;
-  const size_t length = frame::GetLength(buffer_.get() + begin_ + head);
+  const size_t length = frame::GetLength(buffer_.data() + begin_ + head);
   const size_t whole = head + kFrameHeaderBytes + length;
   return whole > have ? whole - have : 0;
 }
@@ -108,7 +105,7 @@ absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
   if (!error_.ok()) return error_;
   if (!version_checked_) {
     if (begin_ == end_) return std::nullopt;
-    auto version = static_cast<uint8_t>(buffer_[begin_]);
+    auto version = static_cast<uint8_t>(buffer_.data()[begin_]);
     if (version != format_.version) {
       return Fail(
           Failure::kVersion, version,
@@ -117,7 +114,7 @@ absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
     version_checked_ = true;
     ++begin_;
   }
-  const frame::Peek peek = frame::PeekFrame(buffer_.get() + begin_, end_ - begin_,
+  const frame::Peek peek = frame::PeekFrame(buffer_.data() + begin_, end_ - begin_,
                                             format_.max_frame_bytes, format_.allow_empty);
   switch (peek.next) {
     case frame::Next::kNeedMore:
@@ -132,7 +129,7 @@ absl::StatusOr<std::optional<absl::string_view>> FrameDecoder::Next() {
       break;
   }
   const size_t length = peek.length;
-  absl::string_view body(buffer_.get() + begin_ + kFrameHeaderBytes, length);
+  absl::string_view body(buffer_.data() + begin_ + kFrameHeaderBytes, length);
   begin_ += kFrameHeaderBytes + length;
   return body;
 }

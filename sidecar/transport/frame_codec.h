@@ -65,13 +65,29 @@ struct FrameFormat {
   bool allow_empty = false;
 };
 
-// Splits a byte stream into frame bodies. Its buffer is never zeroed (a 16 MiB frame is read
-// straight into it) and, once a frame longer than kKeptBufferBytes is through, is given back.
+// A growable byte buffer that never zeroes what it allocates (a 16 MiB frame is read, a 4 MiB
+// delivery batch serialized, straight into it), and that gives back a buffer grown past
+// kKeptBytes once it is asked for no more than that with nothing to keep: a stream that carried
+// one large frame does not hold its memory while it carries small ones.
+class UnzeroedBuffer {
+ public:
+  static constexpr size_t kKeptBytes = 1024 * 1024;
+
+  char* data() const { return data_.get(); }
+  size_t capacity() const { return capacity_; }
+  // Room for at least `n` bytes, keeping the first `keep` (<= n) of what is there.
+  void Reserve(size_t n, size_t keep);
+
+ private:
+  std::unique_ptr<char[]> data_;
+  size_t capacity_ = 0;
+};
+
+// Splits a byte stream into frame bodies, in an UnzeroedBuffer.
 class FrameDecoder {
  public:
   // Why decoding stopped (terminal: the stream cannot be resynchronised).
   enum class Failure { kNone, kVersion, kEmpty, kTooLong };
-  static constexpr size_t kKeptBufferBytes = 1024 * 1024;
 
   explicit FrameDecoder(size_t max_frame_bytes)
       : FrameDecoder(FrameFormat{kWireVersion, max_frame_bytes}) {}
@@ -105,8 +121,7 @@ class FrameDecoder {
   absl::Status Fail(Failure failure, uint32_t value, absl::string_view why);
 
   const FrameFormat format_;
-  std::unique_ptr<char[]> buffer_;  // uninitialised: see the class comment
-  size_t capacity_ = 0;
+  UnzeroedBuffer buffer_;
   size_t begin_ = 0;  // first unconsumed byte
   size_t end_ = 0;    // one past the last received byte
   bool version_checked_ = false;

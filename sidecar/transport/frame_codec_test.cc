@@ -1,5 +1,7 @@
 #include "sidecar/transport/frame_codec.h"
 
+#include <cstring>
+
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 #include "veil/wire/v1/transport.pb.h"
@@ -328,7 +330,24 @@ TEST(FrameCodecTest, ALargeFramesBufferIsGivenBack) {
   ASSERT_TRUE(frame.ok() && frame->has_value());
   EXPECT_EQ((*frame)->size(), big.size());
   EXPECT_GE(decoder.WritableSpace(kFrameHeaderBytes).size(), kFrameHeaderBytes);
-  EXPECT_LE(decoder.WritableSpace(kFrameHeaderBytes).size(), FrameDecoder::kKeptBufferBytes);
+  EXPECT_LE(decoder.WritableSpace(kFrameHeaderBytes).size(), UnzeroedBuffer::kKeptBytes);
+}
+
+// The serve socket's write buffer: grows keeping what it is asked to keep, and gives back a
+// large buffer only when nothing is to be kept.
+TEST(FrameCodecTest, AnUnzeroedBufferKeepsWhatItIsToldAndGivesBackALargeOne) {
+  UnzeroedBuffer buffer;
+  buffer.Reserve(3, 0);
+  std::memcpy(buffer.data(), "abc", 3);
+  buffer.Reserve(2 * UnzeroedBuffer::kKeptBytes, 3);
+  EXPECT_EQ(std::string(buffer.data(), 3), "abc");
+  EXPECT_GE(buffer.capacity(), 2 * UnzeroedBuffer::kKeptBytes);
+  buffer.Reserve(16, 3);  // something to keep: the large buffer stays
+  EXPECT_EQ(std::string(buffer.data(), 3), "abc");
+  EXPECT_GE(buffer.capacity(), 2 * UnzeroedBuffer::kKeptBytes);
+  buffer.Reserve(16, 0);  // nothing to keep: given back
+  EXPECT_GE(buffer.capacity(), 16u);
+  EXPECT_LE(buffer.capacity(), UnzeroedBuffer::kKeptBytes);
 }
 
 }  // namespace

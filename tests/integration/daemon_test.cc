@@ -150,6 +150,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--no-such-flag"}, 2, "--no-such-flag"},
         BadStart{{"--log-format", "xml"}, 2, "--log-format"},
         BadStart{{"--api-socket-mode", "0666"}, 2, "--api-socket-mode"},
+        BadStart{{"--serve-socket-direct-write", "maybe"}, 2, "--serve-socket-direct-write"},
         BadStart{{"--max-frame-bytes", "10"}, 2, "--max-frame-bytes"},
         BadStart{{"--tcp-listen", "nonsense"}, 1, "\"nonsense\" is not host:port"},
         BadStart{{"--tcp-listen", "127.0.0.1:99999"}, 1, "is not a port"},
