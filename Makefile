@@ -1,7 +1,8 @@
 # veil — the two commands a user needs on a fresh Debian 12 clone:
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
-# Other targets: build, deps, bench (performance, Release build), fuzz (libFuzzer, FUZZ_SECONDS=),
+# Other targets: build, deps, bench (performance, Release build; RUNS=3: worst and median),
+# fuzz (libFuzzer, FUZZ_SECONDS=),
 # check (ASan+UBSan suite, fuzz smoke, TSan tests, clang thread-safety),
 # helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps,
 # format / format-check (the C++ sources in the house format), clean.
@@ -112,14 +113,17 @@ demo: build
 
 # Benchmarks, built in Release in their own directory. Each figure is printed beside its peer,
 # measured in the same run.
+# RUNS=3 runs the end-to-end table three times and prints each row's worst and median, and
+# whether each target held in every run (bench/bench_runs.py).
 BENCH_DIR ?= build-release
 BENCH_PACKAGES := stunnel4 socat openssl
+RUNS ?= 1
 bench: $(DEPS_STAMP)
 	@$(call apt_install,$(BENCH_PACKAGES),)
 	@cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench e2e_bench veild
 	$(BENCH_DIR)/bench/channel_bench
-	$(BENCH_DIR)/bench/e2e_bench $(BENCH_ARGS)
+	bench/bench_runs.py --runs $(RUNS) -- $(BENCH_DIR)/bench/e2e_bench $(BENCH_ARGS)
 
 # Fuzzing (libFuzzer, clang 14, ASan+UBSan): each target in tests/fuzz for FUZZ_SECONDS, from the
 # seed corpus in tests/fuzz/corpus/<target> (what it finds is kept in $(FUZZ_DIR)/corpus).

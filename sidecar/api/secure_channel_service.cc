@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "sidecar/api/grpc_status.h"
 #include "sidecar/common/error_reason.h"
@@ -50,6 +51,10 @@ void ToProto(const channel::ChannelInfo& info, v1::SecureChannel& out) {
   out.set_messages_received(info.messages_received);
   out.set_decrypt_failures(info.decrypt_failures);
   out.set_replays_rejected(info.replays_rejected);
+  out.set_queued_bytes(info.queued_bytes);
+  if (info.send_credit != std::numeric_limits<uint64_t>::max()) {
+    out.set_send_credit_bytes(info.send_credit);
+  }
 }
 
 using identity::IdentityOrDefault;

@@ -1,5 +1,7 @@
 #include "sidecar/channel/channel_session.h"
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/core/message_codec.h"
@@ -80,7 +82,8 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
       policy_(policy),
       options_{.rekey_interval = options.rekey_interval == 0 ? 1 : options.rekey_interval,
                .offer_batch = options.offer_batch,
-               .offer_confirm_ack = options.offer_confirm_ack},
+               .offer_confirm_ack = options.offer_confirm_ack,
+               .receive_window = options.receive_window},
       static_key_(std::make_unique<IdentityKey>(*local_)),
       handshake_(std::make_unique<HandshakeState>(
           role == Role::kInitiator ? HandshakeState::Role::kInitiator
@@ -97,6 +100,7 @@ std::string ChannelSession::Proof() const {
   proof.set_static_key_signature(local_->static_key_signature());
   if (options_.offer_batch) proof.add_features(std::string(kFeatureBatch));
   if (options_.offer_confirm_ack) proof.add_features(std::string(kFeatureConfirmAck));
+  proof.set_receive_window(options_.receive_window);
   return proof.SerializeAsString();
 }
 
@@ -126,6 +130,9 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
     if (feature == kFeatureBatch) peer_takes_batches_ = true;
     if (feature == kFeatureConfirmAck) peer_confirm_acks_ = options_.offer_confirm_ack;
   }
+  peer_window_ = proof.receive_window();
+  send_limit_ = peer_window_;
+  receive_limit_ = options_.receive_window;
   return policy_.Check(remote_identifier_);
 }
 
@@ -178,6 +185,7 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
     case ChannelMessageType::kConfirm:
     case ChannelMessageType::kClose:
     case ChannelMessageType::kConfirmAck:
+    case ChannelMessageType::kCredit:
       return OnProtected(type, body, in_place);
   }
   if (state_ == State::kHandshaking) {
@@ -412,6 +420,37 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
                          reason::kDecryptFailed);
     return step;
   }
+  if (type == ChannelMessageType::kCredit) {
+    if (!flow_controlled() || plaintext.size() != kCounterBytes) {
+      ++decrypt_failures_;
+      step.error = Dropped(absl::StatusCode::kInvalidArgument,
+                           flow_controlled() ? "CREDIT of the wrong size"
+                                             : "CREDIT on a channel without flow control",
+                           reason::kDecryptFailed);
+      return step;
+    }
+    uint64_t limit = GetCounter(plaintext);
+    if (limit > send_limit_) {
+      send_limit_ = limit;
+      step.credited = true;
+    }
+    return step;
+  }
+  // A DATA or BATCH record: within the limit this side granted. The peer may overshoot it by
+  // one record, and records may arrive out of order; a whole window past it is no accident.
+  const uint64_t record_bytes = 1 + body.size();
+  if (flow_controlled()) {
+    received_bytes_ += record_bytes;
+    if (received_bytes_ > receive_limit_ + options_.receive_window) {
+      return Failed(ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                                    absl::StrCat("the peer sent ", received_bytes_,
+                                                 " bytes where this side granted ", receive_limit_,
+                                                 ": it ignores flow control"),
+                                    reason::kFlowControlViolated),
+                    false);
+    }
+  }
+  step.record_bytes = record_bytes;
   if (type == ChannelMessageType::kBatch) {
     absl::Status decoded = DecodeChannelBatch(plaintext, step.deliveries);
     if (!decoded.ok()) {
@@ -443,10 +482,12 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
   }
   // The plaintext is the encoded inner message, written into `out` and encrypted there.
   // Routes are small: reserve for the payload and some, rather than encode them twice.
+  const size_t before = out.size();
   uint64_t n = BeginSeal(ChannelMessageType::kData, payload.size() + 256, out);
   size_t at = out.size();
   core::AppendEncodedMessage(onward, return_route, payload, out, refusal);
   FinishSeal(ChannelMessageType::kData, n, out, at);
+  sent_bytes_ += out.size() - before;
   return absl::OkStatus();
 }
 
@@ -483,13 +524,32 @@ absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::st
     group->add_payloads(std::move(msg.payload));
   }
   const size_t size = batch.ByteSizeLong();
+  const size_t before = out.size();
   uint64_t n = BeginSeal(ChannelMessageType::kBatch, size, out);
   size_t at = out.size();
   out.resize(at + size);
   batch.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.data() + at));
   FinishSeal(ChannelMessageType::kBatch, n, out, at);
+  sent_bytes_ += out.size() - before;
   sent_ += msgs.size() - 1;
   return absl::OkStatus();
+}
+
+uint64_t ChannelSession::send_credit() const {
+  if (!flow_controlled()) return std::numeric_limits<uint64_t>::max();
+  return sent_bytes_ < send_limit_ ? send_limit_ - sent_bytes_ : 0;
+}
+
+std::string ChannelSession::CreditFor(uint64_t consumed) {
+  std::string out;
+  if (!flow_controlled() || state_ != State::kEstablished) return out;
+  const uint64_t limit = consumed + options_.receive_window;
+  if (limit <= receive_limit_) return out;
+  receive_limit_ = limit;
+  std::string value;
+  PutCounter(limit, value);
+  Seal(ChannelMessageType::kCredit, value, out);
+  return out;
 }
 
 std::string ChannelSession::Close() {

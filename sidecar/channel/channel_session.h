@@ -13,6 +13,13 @@
 //   BATCH 0x13 | counter | AEAD         several app messages (an encoded ChannelBatch)
 //   ACK 0x14 | counter | AEAD("")       initiator -> responder: CONFIRM arrived (only to a
 //                                       responder whose proof lists "confirm-ack")
+//   CREDIT 0x15 | counter | AEAD(u64 BE) either way: the receiver's new limit on the bytes of
+//                                       DATA and BATCH records it takes (flow control)
+//
+// Flow control (when both proofs give a receive_window): a side sends DATA/BATCH records while
+// the bytes it has sent are below the peer's limit (the window at first, then what CREDIT
+// says); a record may overshoot it. The receiver grants more as its deliveries are handed on
+// (CreditFor), and ends a channel whose peer goes a whole window past its limit.
 //
 // AEAD is ChaCha20-Poly1305 under the direction's key with nonce = counter and the type byte as
 // associated data. Counters start at 0 per direction and never repeat; the receiver keeps a
@@ -52,6 +59,7 @@ enum class ChannelMessageType : uint8_t {
   kClose = 0x12,
   kBatch = 0x13,
   kConfirmAck = 0x14,
+  kCredit = 0x15,
 };
 
 // The feature a peer lists in its IdentityProof when it takes BATCH messages.
@@ -63,12 +71,19 @@ inline constexpr absl::string_view kFeatureConfirmAck = "confirm-ack";
 // Bytes a DATA message adds to the encoded inner message.
 inline constexpr size_t kDataOverhead = 1 + 8 + vault::kAeadTagBytes;
 
+// The default per-channel receive window: well under a connection's limit on unsettled bytes
+// (8 MiB), so one stalled channel does not stop a node reading the connection it shares.
+inline constexpr uint64_t kDefaultReceiveWindow = 2 * 1024 * 1024;
+
 struct SessionOptions {
   uint64_t rekey_interval = uint64_t{1} << 16;
   // List "batch" in this side's IdentityProof (off only to act as an older node, in tests).
   bool offer_batch = true;
   // List "confirm-ack" (off only to act as an older node, in tests).
   bool offer_confirm_ack = true;
+  // The bytes of DATA and BATCH records this side takes before it grants more (its proof's
+  // receive_window). 0: no flow control, either way (as an older node).
+  uint64_t receive_window = kDefaultReceiveWindow;
 };
 
 // Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order
@@ -89,8 +104,13 @@ class ChannelSession {
     std::vector<core::Message> deliveries;
     bool established = false;  // the channel became established now
     bool closed = false;       // the peer closed the channel now
-    // Not OK: the message was refused. If state() is kFailed the handshake failed (terminal);
-    // otherwise the message was dropped (counted) and the channel stays up.
+    bool credited = false;     // the peer raised its limit (CREDIT): MaySend() may have changed
+    // The bytes of the DATA or BATCH record the deliveries came in: grant them back with
+    // CreditFor once the deliveries were handed on. 0 for anything else.
+    uint64_t record_bytes = 0;
+    // Not OK: the message was refused. If state() is kFailed the channel failed (terminal: the
+    // handshake failed, or the peer sent a window past its limit); otherwise the message was
+    // dropped (counted) and the channel stays up.
     absl::Status error;
   };
 
@@ -127,6 +147,25 @@ class ChannelSession {
   static size_t BatchEntrySize(const core::Message& msg);
   // A CLOSE message; the session is closed afterwards. Empty unless established.
   std::string Close();
+
+  // Flow control is on: both proofs gave a receive window.
+  bool flow_controlled() const { return options_.receive_window > 0 && peer_window_ > 0; }
+  // A DATA or BATCH record may go now: flow control is off, or the bytes sent are below the
+  // peer's limit.
+  bool MaySend() const { return !flow_controlled() || sent_bytes_ < send_limit_; }
+  // The bytes that may still go before the peer's limit (0 when at or past it; the largest
+  // uint64 without flow control).
+  uint64_t send_credit() const;
+  // Bytes of DATA and BATCH records sent, and the peer's limit on them.
+  uint64_t sent_bytes() const { return sent_bytes_; }
+  uint64_t send_limit() const { return send_limit_; }
+  // A CREDIT message raising this side's limit to `consumed` (the record bytes of all the
+  // deliveries handed on so far) plus the window; empty when flow control is off, the channel
+  // is not established, or the limit would not rise.
+  std::string CreditFor(uint64_t consumed);
+  // The record bytes received, and the limit this side last granted.
+  uint64_t received_bytes() const { return received_bytes_; }
+  uint64_t receive_limit() const { return receive_limit_; }
   // An ERR message carrying `reason` (truncated to 200 bytes).
   static std::string HandshakeError(absl::string_view reason);
 
@@ -182,6 +221,10 @@ class ChannelSession {
   std::string remote_identifier_, remote_public_key_;
   bool peer_takes_batches_ = false;
   bool peer_confirm_acks_ = false;
+  uint64_t peer_window_ = 0;  // the peer's proof's receive_window
+  // Flow control: record bytes sent and the peer's limit; received and this side's limit.
+  uint64_t sent_bytes_ = 0, send_limit_ = 0;
+  uint64_t received_bytes_ = 0, receive_limit_ = 0;
   bool confirmed_ = false;  // responder: something authenticated came after CONFIRM
 
   CipherState send_;

@@ -2,6 +2,8 @@
 // trust, every handshake failure on both sides, tampering, replay, rekey, close.
 #include "sidecar/channel/channel_session.h"
 
+#include <limits>
+
 #include "gtest/gtest.h"
 #include "sidecar/common/error_reason.h"
 #include "veil/wire/v1/channel.pb.h"
@@ -501,6 +503,133 @@ TEST(ChannelBatchTest, MalformedBatchesAreRefused) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
     EXPECT_EQ(ReasonOf(s), "MALFORMED_FRAME") << name;
   }
+}
+
+// Flow control: each side announces its receive window in its proof; a sender may send while
+// its record bytes are below the peer's limit (one record may overshoot), and the receiver's
+// CREDIT raises that limit by what its deliveries freed.
+TEST_F(ChannelSessionTest, FlowControlWindowAndCredit) {
+  SessionOptions small;
+  small.receive_window = 4096;
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);       // takes 2 MiB
+  ChannelSession r(Role::kResponder, bob_, *everyone_, small);  // takes 4 KiB
+  Handshake(i, r);
+  ASSERT_TRUE(i.flow_controlled());
+  ASSERT_TRUE(r.flow_controlled());
+  EXPECT_EQ(i.send_limit(), 4096u);
+  EXPECT_EQ(r.send_limit(), kDefaultReceiveWindow);
+  const std::string payload(1000, 'x');
+  uint64_t records = 0, bytes = 0;
+  std::vector<std::string> sent;
+  while (i.MaySend()) {
+    sent.push_back(Data(i, payload));
+    bytes += sent.back().size();
+    ++records;
+  }
+  // ~1,055-byte records into a 4 KiB window: three fit, the fourth overshoots it.
+  EXPECT_EQ(records, 4u);
+  EXPECT_EQ(i.sent_bytes(), bytes);
+  EXPECT_EQ(i.send_credit(), 0u);
+  uint64_t received = 0;
+  for (const std::string& m : sent) {
+    auto step = r.OnMessage(m);
+    ASSERT_TRUE(step.error.ok()) << step.error;
+    ASSERT_EQ(step.deliveries.size(), 1u);
+    EXPECT_EQ(step.record_bytes, m.size());
+    received += step.record_bytes;
+  }
+  EXPECT_EQ(r.received_bytes(), received);
+  // Nothing handed on yet: no credit to give. Two records handed on: their bytes come back.
+  EXPECT_TRUE(r.CreditFor(0).empty());
+  const uint64_t consumed = sent[0].size() + sent[1].size();
+  std::string credit = r.CreditFor(consumed);
+  ASSERT_FALSE(credit.empty());
+  EXPECT_EQ(static_cast<ChannelMessageType>(credit[0]), ChannelMessageType::kCredit);
+  EXPECT_EQ(r.receive_limit(), consumed + 4096);
+  EXPECT_TRUE(r.CreditFor(consumed).empty()) << "the same grant twice";
+  auto step = i.OnMessage(credit);
+  ASSERT_TRUE(step.error.ok()) << step.error;
+  EXPECT_TRUE(step.credited);
+  EXPECT_TRUE(step.deliveries.empty());
+  EXPECT_EQ(i.send_limit(), consumed + 4096);
+  EXPECT_TRUE(i.MaySend());
+  // A replayed CREDIT is dropped; an older (lower) one changes nothing.
+  auto replayed = i.OnMessage(credit);
+  EXPECT_EQ(ReasonOf(replayed.error), "REPLAYED");
+  EXPECT_FALSE(replayed.credited);
+  // Tampered: dropped, counted, the limit unchanged.
+  std::string forged = r.CreditFor(consumed + 2000);
+  forged.back() ^= 1;
+  auto tampered = i.OnMessage(forged);
+  EXPECT_EQ(ReasonOf(tampered.error), "DECRYPT_FAILED");
+  EXPECT_EQ(i.send_limit(), consumed + 4096);
+  EXPECT_EQ(i.state(), State::kEstablished);
+}
+
+// A peer that ignores its limit is cut off once it is a whole window past it: the session
+// fails (terminal), with FLOW_CONTROL_VIOLATED.
+TEST_F(ChannelSessionTest, APeerIgnoringTheWindowEndsTheChannel) {
+  SessionOptions small;
+  small.receive_window = 4096;
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_, small);
+  Handshake(i, r);
+  const std::string payload(1000, 'x');
+  ChannelSession::Step step;
+  int accepted = 0;
+  for (int n = 0; n < 20; ++n) {  // Encrypt does not stop a sender: MaySend is its to ask
+    step = r.OnMessage(Data(i, payload));
+    if (!step.error.ok()) break;
+    ++accepted;
+  }
+  // Up to a whole window past the limit is taken (overshoot, reordering): 7 records of ~1,055
+  // bytes are within 8 KiB; the 8th is not.
+  EXPECT_EQ(accepted, 7);
+  EXPECT_EQ(ReasonOf(step.error), "FLOW_CONTROL_VIOLATED") << step.error;
+  EXPECT_EQ(step.error.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(step.deliveries.empty());
+  EXPECT_EQ(r.state(), State::kFailed);
+}
+
+// Without a window on either side (an older node, or --channel-window-bytes 0) there is no
+// flow control either way, and a CREDIT is refused.
+TEST_F(ChannelSessionTest, NoFlowControlWhenEitherSideHasNoWindow) {
+  SessionOptions off;
+  off.receive_window = 0;
+  ChannelSession i(Role::kInitiator, alice_, *everyone_, off);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  EXPECT_FALSE(i.flow_controlled());
+  EXPECT_FALSE(r.flow_controlled());
+  for (int n = 0; n < 3000; ++n) ASSERT_TRUE(i.MaySend());  // nothing counts against it
+  const std::string payload(4096, 'x');
+  for (int n = 0; n < 1000; ++n) {  // 4 MiB: past any default window
+    auto step = r.OnMessage(Data(i, payload));
+    ASSERT_TRUE(step.error.ok()) << step.error;
+  }
+  EXPECT_TRUE(r.CreditFor(1 << 30).empty());
+  EXPECT_EQ(r.send_credit(), std::numeric_limits<uint64_t>::max());
+}
+
+// The window counts whole records: a BATCH record's bytes once, whatever it carries.
+TEST_F(ChannelSessionTest, ABatchRecordCountsOnce) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  std::vector<core::Message> msgs(10);
+  for (auto& m : msgs) {
+    m.onward = R("/service/echoer");
+    m.return_route = R("/service/app");
+    m.payload = std::string(100, 'y');
+  }
+  std::string out;
+  ASSERT_TRUE(i.EncryptBatch(msgs, out).ok());
+  EXPECT_EQ(i.sent_bytes(), out.size());
+  auto step = r.OnMessage(out);
+  ASSERT_TRUE(step.error.ok()) << step.error;
+  EXPECT_EQ(step.deliveries.size(), 10u);
+  EXPECT_EQ(step.record_bytes, out.size());
+  EXPECT_EQ(r.received_bytes(), out.size());
 }
 
 }  // namespace

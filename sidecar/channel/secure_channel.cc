@@ -1,5 +1,7 @@
 #include "sidecar/channel/secure_channel.h"
 
+#include <algorithm>
+
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "boost/asio/bind_executor.hpp"
@@ -105,6 +107,40 @@ absl::Status ClosedChannel(const std::string& address, absl::string_view why) {
 }
 
 }  // namespace
+
+// Counts the record bytes of deliveries handed on (each receipt's index is its record's size),
+// from any thread, and wakes the channel's strand to grant them back once a quarter window has
+// built up since the last grant: one atomic add per record, one post per grant.
+class SecureChannel::CreditTracker final : public core::SendTracker {
+ public:
+  CreditTracker(std::weak_ptr<SecureChannel> channel, core::Strand strand, uint64_t threshold)
+      : channel_(std::move(channel)), strand_(std::move(strand)), threshold_(threshold) {}
+
+  void Complete(uint32_t record_bytes, absl::Status) override { Add(record_bytes); }
+
+  void Add(uint64_t bytes) {
+    const uint64_t consumed = consumed_.fetch_add(bytes, std::memory_order_acq_rel) + bytes;
+    if (consumed - granted_.load(std::memory_order_acquire) < threshold_) return;
+    if (posted_.exchange(true, std::memory_order_acq_rel)) return;
+    if (auto channel = channel_.lock()) {
+      boost::asio::post(strand_, [channel] { channel->OnConsumed(); });
+    }
+  }
+  // On the strand: what was consumed, now to be granted.
+  uint64_t Take() {
+    posted_.store(false, std::memory_order_release);
+    const uint64_t consumed = consumed_.load(std::memory_order_acquire);
+    granted_.store(consumed, std::memory_order_release);
+    return consumed;
+  }
+
+ private:
+  const std::weak_ptr<SecureChannel> channel_;
+  const core::Strand strand_;
+  const uint64_t threshold_;
+  std::atomic<uint64_t> consumed_{0}, granted_{0};
+  std::atomic<bool> posted_{false};
+};
 
 SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand, bool initiator,
                              identity::IdentityLease lease,
@@ -244,13 +280,13 @@ void SecureChannel::OnSendFailed(absl::Status why) {
   CloseNow(std::move(why), false);
 }
 
-void SecureChannel::OnPlaintext(core::Message msg) {
+bool SecureChannel::Refused(core::Message& msg) {
   if (closed_ || session_.state() != ChannelSession::State::kEstablished) {
     msg.receipt.Settle(ErrorWithReason(absl::StatusCode::kUnavailable,
                                        absl::StrCat("secure channel ", encryptor_address_,
                                                     closed_ ? " is closed" : " is not established"),
                                        reason::kChannelClosed));
-    return;
+    return true;
   }
   if (msg.onward.empty()) {  // nothing for the far end to deliver it to
     msg.receipt.Settle(
@@ -259,28 +295,38 @@ void SecureChannel::OnPlaintext(core::Message msg) {
                                      ": name what it goes to on the far side, e.g. /service/",
                                      encryptor_address_, "/service/echoer"),
                         reason::kInvalidRoute));
-    return;
+    return true;
   }
-  std::string ciphertext;
-  absl::Status s =
-      session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext, msg.refusal);
-  if (!s.ok()) {
-    msg.receipt.Settle(std::move(s));
-    return;
+  return false;
+}
+
+void SecureChannel::OnPlaintext(core::Message msg) {
+  if (Refused(msg)) return;
+  if (!held_.empty() || !session_.MaySend()) {
+    Hold(std::move(msg));
+  } else {
+    SealRecord(std::span<core::Message>(&msg, 1));
   }
-  Send(std::move(ciphertext), remote_route_, std::move(msg.receipt));
   PublishCounters();
 }
 
 void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
-  if (msgs.size() == 1 || closed_ || session_.state() != ChannelSession::State::kEstablished ||
-      !session_.peer_takes_batches()) {
+  const bool one_by_one = msgs.size() == 1 || closed_ ||
+                          session_.state() != ChannelSession::State::kEstablished ||
+                          !session_.peer_takes_batches() ||
+                          std::any_of(msgs.begin(), msgs.end(),
+                                      [](const core::Message& m) { return m.onward.empty(); });
+  if (one_by_one) {
     for (core::Message& msg : msgs) OnPlaintext(std::move(msg));
     return;
   }
   const size_t limit = manager_.options().max_batch_bytes;
   size_t begin = 0;
   while (begin < msgs.size()) {
+    if (!held_.empty() || !session_.MaySend()) {  // the rest waits for the far end
+      for (size_t i = begin; i < msgs.size(); ++i) Hold(std::move(msgs[i]));
+      break;
+    }
     size_t end = begin;
     size_t bytes = 0;
     while (end < msgs.size()) {
@@ -289,25 +335,83 @@ void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
       bytes += entry;
       ++end;
     }
-    if (end - begin == 1) {  // alone: too large to share a record, or the last one
-      OnPlaintext(std::move(msgs[begin]));
-      begin = end;
-      continue;
-    }
-    std::span<core::Message> record(msgs.data() + begin, end - begin);
-    std::string ciphertext;
-    absl::Status s = session_.EncryptBatch(record, ciphertext);
-    std::vector<core::Receipt> receipts;
-    receipts.reserve(record.size());
-    for (core::Message& msg : record) receipts.push_back(std::move(msg.receipt));
-    if (!s.ok()) {
-      for (core::Receipt& r : receipts) r.Settle(s);
-    } else {
-      Send(std::move(ciphertext), remote_route_, core::JoinReceipts(std::move(receipts)));
-    }
+    SealRecord(std::span<core::Message>(msgs.data() + begin, end - begin));
     begin = end;
   }
   PublishCounters();
+}
+
+void SecureChannel::SealRecord(std::span<core::Message> msgs) {
+  std::string ciphertext;
+  if (msgs.size() == 1) {  // alone: too large to share a record, or the last one
+    core::Message& msg = msgs.front();
+    absl::Status s =
+        session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext, msg.refusal);
+    if (!s.ok()) {
+      msg.receipt.Settle(std::move(s));
+      return;
+    }
+    Send(std::move(ciphertext), remote_route_, std::move(msg.receipt));
+    return;
+  }
+  absl::Status s = session_.EncryptBatch(msgs, ciphertext);
+  std::vector<core::Receipt> receipts;
+  receipts.reserve(msgs.size());
+  for (core::Message& msg : msgs) receipts.push_back(std::move(msg.receipt));
+  if (!s.ok()) {
+    for (core::Receipt& r : receipts) r.Settle(s);
+    return;
+  }
+  Send(std::move(ciphertext), remote_route_, core::JoinReceipts(std::move(receipts)));
+}
+
+void SecureChannel::Hold(core::Message msg) {
+  const size_t bytes = msg.payload.size();
+  const size_t limit = manager_.options().send_queue_bytes;
+  ChannelStats& stats = manager_.stats();
+  // One message always fits an empty queue, whatever its size.
+  if (!msg.paced && held_bytes_ > 0 && held_bytes_ + bytes > limit) {
+    stats.credit_refused.fetch_add(1, std::memory_order_relaxed);
+    msg.receipt.Settle(ErrorWithReason(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("secure channel ", encryptor_address_,
+                     ": the far end is not keeping up (it has not granted more than the ",
+                     session_.sent_bytes(), " bytes sent) and the channel's send queue (", limit,
+                     " bytes) is full"),
+        reason::kQueueFull));
+    return;
+  }
+  stats.credit_held.fetch_add(1, std::memory_order_relaxed);
+  held_bytes_ += bytes;
+  held_.push_back(std::move(msg));
+}
+
+void SecureChannel::Drain() {
+  const size_t limit = manager_.options().max_batch_bytes;
+  const bool batches = session_.peer_takes_batches();
+  std::vector<core::Message> record;
+  while (!held_.empty() && !closed_ && session_.MaySend()) {
+    record.clear();
+    size_t bytes = 0;
+    while (!held_.empty()) {
+      const size_t entry = ChannelSession::BatchEntrySize(held_.front());
+      if (!record.empty() && (!batches || bytes + entry > limit)) break;
+      bytes += entry;
+      held_bytes_ -= held_.front().payload.size();
+      record.push_back(std::move(held_.front()));
+      held_.pop_front();
+    }
+    SealRecord(record);
+  }
+  PublishCounters();
+}
+
+void SecureChannel::OnConsumed() {
+  if (closed_ || credit_ == nullptr) return;
+  std::string credit = session_.CreditFor(credit_->Take());
+  if (credit.empty()) return;
+  manager_.stats().credits_sent.fetch_add(1, std::memory_order_relaxed);
+  Send(std::move(credit), remote_route_, core::Receipt());
 }
 
 void SecureChannel::OnChannelMessage(core::Message msg) {
@@ -367,10 +471,15 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   if (!step.error.ok()) {
     if (session_.state() == ChannelSession::State::kFailed) {
+      if (ReasonOf(step.error) == reason::kFlowControlViolated) {
+        manager_.stats().credit_violations.fetch_add(1, std::memory_order_relaxed);
+      }
       CloseNow(std::move(step.error), false);
     } else {
       spdlog::debug("secure channel {}: dropped a message: {}", encryptor_address_,
                     step.error.message());
+      // A record that decrypted but did not decode: nothing to deliver, its bytes are free.
+      if (credit_ != nullptr && step.record_bytes > 0) credit_->Add(step.record_bytes);
       PublishCounters();
     }
     return;
@@ -378,6 +487,10 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   PublishCounters();
   if (step.established) {
     established_ = true;
+    if (session_.flow_controlled()) {
+      credit_ = std::make_shared<CreditTracker>(
+          weak_from_this(), strand_, std::max<uint64_t>(1, session_.receive_limit() / 4));
+    }
     timer_.cancel();
     ArmEstablishedTimer();
     manager_.stats().RecordHandshake(true, std::chrono::steady_clock::now() - started_);
@@ -405,8 +518,20 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
              false);
     return;
   }
+  if (step.credited) Drain();
   if (step.deliveries.empty()) return;
   std::move(settle).Cancel();
+  // Under flow control the record's bytes are granted back once all its messages were handed
+  // on (and until then the far end's limit bounds what this node holds for the channel: its
+  // messages are paced, so queues keep them instead of refusing).
+  const bool credited = credit_ != nullptr && step.record_bytes > 0;
+  if (credited) {
+    std::vector<core::Receipt> both;
+    both.reserve(2);
+    both.push_back(std::move(receipt));
+    both.push_back(core::Receipt(credit_, static_cast<uint32_t>(step.record_bytes)));
+    receipt = core::JoinReceipts(std::move(both));
+  }
   // One receipt per message: the record's settles once all of them have.
   std::vector<core::Receipt> parts = core::SplitReceipt(std::move(receipt), step.deliveries.size());
   for (size_t i = 0; i < step.deliveries.size(); ++i) {
@@ -422,7 +547,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     inner.sender.identifier = session_.remote_identifier();
     inner.sender.channel = encryptor_address_;
     inner.receipt = std::move(parts[i]);
-    inner.paced = msg.paced;
+    inner.paced = msg.paced || credited;
   }
   if (step.deliveries.size() == 1) {
     manager_.router().Send(std::move(step.deliveries.front()));
@@ -491,6 +616,16 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   }
   closed_ = true;
   timer_.cancel();
+  if (!held_.empty()) {
+    const absl::Status unsent = ErrorWithReason(
+        absl::StatusCode::kUnavailable,
+        absl::StrCat("secure channel ", encryptor_address_,
+                     " closed before the far end granted room for this message: ", why.message()),
+        reason::kChannelClosed);
+    for (core::Message& msg : held_) msg.receipt.Settle(unsent);
+    held_.clear();
+    held_bytes_ = 0;
+  }
   if (pending_counted_) {
     pending_counted_ = false;
     manager_.HandshakeSettled(pending_slot_);
@@ -568,6 +703,8 @@ void SecureChannel::PublishCounters() {
   received_.store(session_.messages_received(), std::memory_order_relaxed);
   decrypt_failures_.store(session_.decrypt_failures(), std::memory_order_relaxed);
   replays_.store(session_.replays(), std::memory_order_relaxed);
+  queued_bytes_.store(held_bytes_, std::memory_order_relaxed);
+  send_credit_.store(session_.send_credit(), std::memory_order_relaxed);
 }
 
 ChannelInfo SecureChannel::Info() const {
@@ -580,6 +717,8 @@ ChannelInfo SecureChannel::Info() const {
   info.messages_received = received_.load(std::memory_order_relaxed);
   info.decrypt_failures = decrypt_failures_.load(std::memory_order_relaxed);
   info.replays_rejected = replays_.load(std::memory_order_relaxed);
+  info.queued_bytes = queued_bytes_.load(std::memory_order_relaxed);
+  info.send_credit = send_credit_.load(std::memory_order_relaxed);
   return info;
 }
 

@@ -7,7 +7,9 @@
 #define VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_H_
 
 #include <atomic>
+#include <deque>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -60,6 +62,21 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   void OnSendFailed(absl::Status why);
 
  private:
+  class CreditTracker;
+
+  // Refuses (settles) `msg` when the channel cannot take it: closed, not established, or a
+  // route that ends here. True when refused.
+  bool Refused(core::Message& msg);
+  // Seals `msgs` into one record (DATA for one, BATCH for several) and sends it; their
+  // receipts go with it.
+  void SealRecord(std::span<core::Message> msgs);
+  // Flow control: keeps `msg` until the far end grants more, or refuses it (QUEUE_FULL) when
+  // the send queue is full. A paced message is always kept (its sender waits on its receipt).
+  void Hold(core::Message msg);
+  // Seals what Hold kept while the far end's limit allows.
+  void Drain();
+  // On the strand, when deliveries out of this channel were handed on: grants the far end more.
+  void OnConsumed();
   // Sends `bytes` along `to` with this channel's path tag, or with `echo_tag` when it answers
   // a message (a handshake error echoes the tag of what it refuses).
   void Send(std::string bytes, const core::Route& to, core::Receipt receipt, uint64_t echo_tag = 0);
@@ -98,9 +115,16 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   uint64_t activity_at_last_check_ = 0;  // messages both ways at the last idle check
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
+  // Flow control: what waits for the far end to grant more (sender), and what counts the bytes
+  // of deliveries handed on (receiver; made at establishment when flow control is on).
+  std::deque<core::Message> held_;
+  size_t held_bytes_ = 0;
+  std::shared_ptr<CreditTracker> credit_;
+
   mutable veil::Mutex mu_;
   ChannelInfo info_ ABSL_GUARDED_BY(mu_);  // published snapshot, counters aside
   std::atomic<uint64_t> sent_{0}, received_{0}, decrypt_failures_{0}, replays_{0};
+  std::atomic<uint64_t> queued_bytes_{0}, send_credit_{0};
 };
 
 }  // namespace veil::channel

@@ -75,6 +75,9 @@ struct ChannelOptions {
   // up to about this many bytes; a larger message goes alone. Keep it well under the transport's
   // maximum frame size.
   size_t max_batch_bytes = 1024 * 1024;
+  // Flow control (session.receive_window): what a channel keeps for the far end to grant more
+  // before it refuses local senders with QUEUE_FULL (messages from afar are kept, paced).
+  size_t send_queue_bytes = kDefaultReceiveWindow;
 };
 
 struct ListenerInfo {
@@ -97,6 +100,9 @@ struct ChannelInfo {
   std::string trust_policy;
   State state = State::kHandshaking;
   uint64_t messages_sent = 0, messages_received = 0, decrypt_failures = 0, replays_rejected = 0;
+  // Flow control: bytes waiting for the far end to grant more, and the bytes that may still go
+  // before its limit (the largest uint64 when the channel has no flow control).
+  uint64_t queued_bytes = 0, send_credit = 0;
   // This node's own: the worker id of the carrier the channel runs over (0: this node), and of
   // its encryptor (the `via` of what comes out of it).
   uint64_t carrier = 0;
@@ -121,6 +127,10 @@ struct ChannelStats {
   // connection (or outer channel) they ran over closed.
   std::atomic<uint64_t> forged_notices{0}, handshakes_refused{0}, unconfirmed_expired{0},
       idle_expired{0}, carrier_closed{0};
+  // Flow control: messages kept for the far end to grant more, local messages refused because
+  // a channel's send queue was full, CREDIT messages sent, and channels closed because the far
+  // end ignored its limit.
+  std::atomic<uint64_t> credit_held{0}, credit_refused{0}, credits_sent{0}, credit_violations{0};
   void RecordHandshake(bool ok, std::chrono::steady_clock::duration latency);
 };
 

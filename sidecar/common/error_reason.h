@@ -75,6 +75,7 @@ inline constexpr absl::string_view kChannelDeleted = "CHANNEL_DELETED";
 inline constexpr absl::string_view kChannelNotEstablished = "CHANNEL_NOT_ESTABLISHED";
 inline constexpr absl::string_view kChannelNotFound = "CHANNEL_NOT_FOUND";
 inline constexpr absl::string_view kBatchNotSupported = "BATCH_NOT_SUPPORTED";
+inline constexpr absl::string_view kFlowControlViolated = "FLOW_CONTROL_VIOLATED";
 inline constexpr absl::string_view kListenerNotFound = "LISTENER_NOT_FOUND";
 inline constexpr absl::string_view kListenerBusy = "LISTENER_BUSY";
 inline constexpr absl::string_view kTooManyChannels = "TOO_MANY_CHANNELS";

@@ -90,11 +90,13 @@ struct Message {
   std::string payload;  // opaque bytes
   SenderInfo sender;
   Receipt receipt;
-  // Set by a connection's reader: the sender paces itself by this message's receipt (it stops
-  // reading its source while too many of its messages are unsettled). Queues take a paced
-  // message even over their limit instead of refusing it, and settle it only once they hand it
-  // on, so backpressure reaches the original sender and nothing is dropped in between; memory
-  // stays bounded by the readers' limits.
+  // Set by a sender that bounds what it has on the way itself: a connection's reader (it paces
+  // itself by this message's receipt, and stops reading its source while too many of its
+  // messages are unsettled), a secure channel under flow control for what it decrypted (the
+  // far end's limit), a portal session (its window). Queues take a paced message even over
+  // their limit instead of refusing it, and settle it only once they hand it on, so
+  // backpressure reaches the original sender and nothing is dropped in between; memory stays
+  // bounded by the senders' limits.
   bool paced = false;
   // Not OK on a refusal notice (payload empty): a node on the way could not hand on a message
   // this node sent, and says why. Routed only to workers that TakeRefusals().

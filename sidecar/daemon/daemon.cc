@@ -173,6 +173,8 @@ absl::Status RunDaemon(const Options& options) {
   channel_options.privileged_carrier = privileged;
   channel_options.max_batch_bytes =
       std::min<size_t>(channel_options.max_batch_bytes, options.max_frame_bytes / 2);
+  channel_options.session.receive_window = options.channel_window_bytes;
+  channel_options.send_queue_bytes = options.channel_send_queue_bytes;
   channel::SecureChannelManager channels(router, **identities, channel_options);
   tcp.AddCloseObserver([&channels](const std::string& connection, uint64_t id) {
     channels.OnCarrierClosed(id, absl::StrCat("its connection ", connection, " closed"));

@@ -129,7 +129,9 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   double handshaking = 0, established = 0;
   double sent = load(cs.closed_sent), received = load(cs.closed_received);
   double failures = load(cs.closed_decrypt_failures), replays = load(cs.closed_replays);
+  double queued = 0;
   for (const auto& ch : channels_.ListChannels()) {
+    queued += static_cast<double>(ch.queued_bytes);
     (ch.state == channel::ChannelInfo::State::kEstablished ? established : handshaking) += 1;
     sent += static_cast<double>(ch.messages_sent);
     received += static_cast<double>(ch.messages_received);
@@ -171,7 +173,22 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   Add(expired, load(cs.unconfirmed_expired), {{"reason", "unconfirmed"}});
   Add(expired, load(cs.idle_expired), {{"reason", "idle"}});
   Add(expired, load(cs.carrier_closed), {{"reason", "connection_closed"}});
+  Add(expired, load(cs.credit_violations), {{"reason", "flow_control_violated"}});
   out.push_back(std::move(expired));
+  out.push_back(Single("veil_secure_channel_queued_bytes",
+                       "Bytes secure channels keep while their far ends have not granted more "
+                       "(flow control)",
+                       kGauge, queued));
+  out.push_back(Single("veil_secure_channel_held_total",
+                       "Messages a secure channel kept until its far end granted more", kCounter,
+                       load(cs.credit_held)));
+  out.push_back(Single("veil_secure_channel_queue_full_total",
+                       "Local messages refused (QUEUE_FULL) because a secure channel's send queue "
+                       "was full",
+                       kCounter, load(cs.credit_refused)));
+  out.push_back(Single("veil_secure_channel_credits_sent_total",
+                       "CREDIT messages sent: more granted to far ends as apps took deliveries",
+                       kCounter, load(cs.credits_sent)));
   MetricFamily latency =
       Family("veil_secure_channel_handshake_seconds",
              "Time from a channel's creation to its establishment", MetricType::Histogram);

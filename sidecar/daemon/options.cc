@@ -225,6 +225,17 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "closes (telling the far end); 0: never")
       ->check(CLI::Range(0.0, 1e7))
       ->capture_default_str();
+  app.add_option("--channel-window-bytes", o.channel_window_bytes,
+                 "Per-channel flow control: bytes of a secure channel's records this node takes "
+                 "before it grants the far end more, as its apps take them; one slow app then "
+                 "slows only its own channels' senders. 0: no flow control (as older nodes)")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 32))
+      ->capture_default_str();
+  app.add_option("--channel-send-queue-bytes", o.channel_send_queue_bytes,
+                 "Bytes a secure channel keeps while the far end has not granted more, before "
+                 "it refuses local senders with QUEUE_FULL")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 34))
+      ->capture_default_str();
   app.add_option("--allow-dial", o.allow_dial,
                  "A /tcp hop this node may dial for messages from other nodes or out of secure "
                  "channels: HOST:PORT, HOST:*, an IP network (10.0.0.0/8:*) or * (repeatable). "

@@ -62,6 +62,10 @@ struct Options {
   double max_handshake_rate = 1000;
   size_t max_channels_per_identity = 1024;
   std::chrono::milliseconds channel_idle_timeout{3600 * 1000};  // 0: never
+  // Per-channel flow control: what a channel takes before it grants more (0: off), and what it
+  // keeps for a far end that has not granted more before refusing local senders.
+  size_t channel_window_bytes = 2 * 1024 * 1024;
+  size_t channel_send_queue_bytes = 2 * 1024 * 1024;
   size_t max_connections = 4096;
   size_t max_connections_per_address = 32;
   std::chrono::milliseconds connection_idle_timeout{300 * 1000};  // 0: never

@@ -270,6 +270,9 @@ void PortalSession::SendFrame(const wire::v1::PortalFrame& frame) {
   m.return_route.Append(core::Address::Local(address()));
   m.payload = frame.SerializeAsString();
   m.receipt = core::Receipt(tracker_, 0);
+  // The session's window bounds what it has on the way: a secure channel whose far end has not
+  // granted more keeps its frames rather than refusing them.
+  m.paced = true;
   router().Send(std::move(m));
 }
 

@@ -160,8 +160,12 @@ class Sender {
     for (uint64_t first = next_; first < max_messages; first = next_) {
       {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return outstanding_ < max_outstanding_; });
-        if (stop(outcome_)) break;
+        // (`stop` is asked while waiting too: results may not come while the path is held.)
+        bool stopped = false;
+        while (!stopped && !cv_.wait_for(lock, milliseconds(20),
+                                         [&] { return outstanding_ < max_outstanding_; }))
+          stopped = stop(outcome_);
+        if (stopped || stop(outcome_)) break;
         ++outstanding_;
         firsts_[++batch_id_] = first;
       }
@@ -289,6 +293,8 @@ class FaultTest : public ::testing::Test {
   }
   // A new secure channel from Alice to Bob's listener through the hub; the route to Bob's
   // `address` through it.
+  // Defined below.
+  double Bob2ThroughputWhileBobStalls(const std::vector<std::string>& extra);
   std::string ChannelTo(const std::string& address) {
     v1::SecureChannel channel;
     grpc::Status s = CreateSecureChannel(alice_api_, relay_.route() + "/service/listener",
@@ -360,6 +366,105 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   EXPECT_EQ(Scrape(*bob_, "veil_transport_received_refused_total"), 0);
   EXPECT_EQ(bob_->log().find("did not answer in time"), std::string::npos) << bob_->log();
   EXPECT_EQ(GetRelay(bob_api_, "bob").registrations(), 1u) << "the relay reconnected";
+}
+
+// Head-of-line blocking, measured: Alice's sidecar has channels to Bob (relay "bob") and to
+// Bob2 (relay "bob2") through one hub, so both run over her one connection to the hub. Bob's
+// app stops reading and Alice keeps sending to him until she is refused; meanwhile 16 KiB
+// messages stream to Bob2. Returns Bob2's throughput during the stall over his throughput
+// before it, and checks that nothing was lost, the memory held and Bob got every accepted
+// message in order once his app read again.
+double FaultTest::Bob2ThroughputWhileBobStalls(const std::vector<std::string>& extra) {
+  StartHub(extra);
+  StartBob(extra);
+  std::vector<std::string> alice = {"--metrics-listen", "127.0.0.1:0"};
+  alice.insert(alice.end(), extra.begin(), extra.end());
+  StartAlice(alice);
+  std::vector<std::string> args = {"--relay-heartbeat", "0.5"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  VeildProcess bob2(dirs_.path() + "/bob2", args);
+  EXPECT_TRUE(bob2.Start()) << bob2.log();
+  auto bob2_api = Connect(bob2.api_target());
+  v1::Relay relay2;
+  EXPECT_TRUE(CreateListener(bob2_api, "listener", TrustEveryone()).ok());
+  EXPECT_TRUE(CreateRelay(bob2_api, "/tcp/" + hub_listen_, "bob2", &relay2).ok()) << bob2.log();
+  v1::SecureChannel to_bob2;
+  grpc::Status created = CreateSecureChannel(alice_api_, relay2.route() + "/service/listener",
+                                             TrustEveryone(), &to_bob2, 10000);
+  EXPECT_TRUE(created.ok()) << created.error_message();
+  const std::string route2 = "/service/" + to_bob2.address() + "/service/sink";
+  const std::string route1 = ChannelTo("sink");
+
+  Sink sink1(bob_api_, "sink", 16, /*held=*/true);
+  Sink sink2(bob2_api, "sink", 64);
+  constexpr size_t kSize = 16 * 1024;
+  Sender to2(alice_api_, route2, kSize, 16, 8);
+  // Bob2's deliveries per second while `to2` sends for `span`.
+  auto rate = [&](Clock::duration span) {
+    const size_t before = sink2.count();
+    const auto start = Clock::now();
+    to2.Start(100000000, [&](const Sender::Outcome&) { return Clock::now() - start > span; });
+    const double n = static_cast<double>(sink2.count() - before);
+    return n / std::chrono::duration<double>(Clock::now() - start).count();
+  };
+  rate(milliseconds(500));  // warm up
+  const double alone = rate(seconds(2));
+
+  Sender to1(alice_api_, route1, kSize, 16, 64);
+  // Until refused, or (without flow control, Alice's connection's queue being larger than what
+  // the Sender keeps outstanding) held back for 3 s.
+  const auto stall = Clock::now();
+  Sender::Outcome out1 = to1.Start(20000, [&](const Sender::Outcome& o) {
+    return o.refused_total() > 0 || Clock::now() - stall > seconds(3);
+  });
+  const size_t hub_rss = hub_->rss_kib(), bob_rss = bob_->rss_kib();
+  const double stalled = rate(seconds(2));
+  std::printf(
+      "Bob2: %.0f msg/s alone, %.0f msg/s while Bob's app stalls (%.2fx); to Bob: %s; "
+      "hub RSS %zu -> %zu KiB, Bob %zu -> %zu KiB\n",
+      alone, stalled, stalled / alone, Describe(out1).c_str(), hub_rss, hub_->rss_kib(), bob_rss,
+      bob_->rss_kib());
+  EXPECT_EQ(out1.refused_total(), out1.refused["QUEUE_FULL"]) << Describe(out1);
+  EXPECT_LT(hub_->rss_kib(), hub_rss + 64 * 1024);
+  EXPECT_LT(bob_->rss_kib(), bob_rss + 64 * 1024);
+
+  sink1.Release();
+  out1 = to1.Finish();
+  Sender::Outcome out2 = to2.Finish();
+  EXPECT_EQ(out2.refused_total(), 0u) << Describe(out2);
+  EXPECT_TRUE(WaitFor([&] { return sink1.count() >= out1.accepted.size(); }))
+      << sink1.count() << " of " << out1.accepted.size();
+  EXPECT_EQ(sink1.numbers(), out1.accepted);
+  EXPECT_TRUE(WaitFor([&] { return sink2.count() >= out2.accepted.size(); }));
+  EXPECT_EQ(sink2.numbers(), out2.accepted);
+  EXPECT_EQ(sink1.bad() + sink2.bad(), 0u);
+  EXPECT_EQ(Scrape(*hub_, "veil_transport_received_refused_total"), 0);
+  return stalled / alone;
+}
+
+// Per-channel flow control: Bob's stalled app slows only Alice's channel to him. His sidecar
+// holds at most his channel's window (2 MiB) unacknowledged, under its connection's limit, so
+// it keeps reading the hub's connection, and the hub keeps reading Alice's: Bob2's channel,
+// on the same connections, keeps its throughput. Alice's channel to Bob keeps what its send
+// queue holds and refuses her app (QUEUE_FULL) beyond it.
+TEST_F(FaultTest, AStalledChannelDoesNotHoldUpAnotherOnTheSameConnection) {
+  const double ratio = Bob2ThroughputWhileBobStalls({});
+  EXPECT_GT(ratio, 0.5) << "Bob2's channel slowed down with Bob's";
+  // Alice's channel to Bob kept its send queue's worth and refused her app beyond it.
+  EXPECT_GT(Scrape(*alice_, "veil_secure_channel_held_total"), 0);
+  EXPECT_GT(Scrape(*alice_, "veil_secure_channel_queue_full_total"), 0);
+  EXPECT_GT(Scrape(*bob_, "veil_secure_channel_credits_sent_total"), 0);
+  EXPECT_EQ(Scrape(*hub_, "veil_transport_reads_paused_total"), 0)
+      << "the hub stopped reading a connection";
+}
+
+// The same without flow control (--channel-window-bytes 0, as with older nodes): backpressure
+// is per connection, so Bob's stall stops the hub reading Alice's whole connection and Bob2's
+// channel with it — what the test above shows flow control removes.
+TEST_F(FaultTest, WithoutFlowControlAStalledChannelHoldsUpTheConnection) {
+  const double ratio = Bob2ThroughputWhileBobStalls({"--channel-window-bytes", "0"});
+  EXPECT_LT(ratio, 0.3);
+  EXPECT_GT(Scrape(*hub_, "veil_transport_reads_paused_total"), 0);
 }
 
 // Bob's app reads one batch and goes away without acking while Alice streams at it. Whatever

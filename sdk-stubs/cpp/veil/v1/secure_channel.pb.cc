@@ -144,7 +144,9 @@ struct DeleteSecureChannelListenerResponseDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeleteSecureChannelListenerResponseDefaultTypeInternal _DeleteSecureChannelListenerResponse_default_instance_;
 PROTOBUF_CONSTEXPR SecureChannel::SecureChannel(
     ::_pbi::ConstantInitialized): _impl_{
-    /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+    /*decltype(_impl_._has_bits_)*/{}
+  , /*decltype(_impl_._cached_size_)*/{}
+  , /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.route_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.identity_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.local_identifier_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -158,7 +160,8 @@ PROTOBUF_CONSTEXPR SecureChannel::SecureChannel(
   , /*decltype(_impl_.messages_received_)*/uint64_t{0u}
   , /*decltype(_impl_.decrypt_failures_)*/uint64_t{0u}
   , /*decltype(_impl_.replays_rejected_)*/uint64_t{0u}
-  , /*decltype(_impl_._cached_size_)*/{}} {}
+  , /*decltype(_impl_.queued_bytes_)*/uint64_t{0u}
+  , /*decltype(_impl_.send_credit_bytes_)*/uint64_t{0u}} {}
 struct SecureChannelDefaultTypeInternal {
   PROTOBUF_CONSTEXPR SecureChannelDefaultTypeInternal()
       : _instance(::_pbi::ConstantInitialized{}) {}
@@ -326,7 +329,7 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   ~0u,  // no _oneof_case_
   ~0u,  // no _weak_field_map_
   ~0u,  // no _inlined_string_donated_
-  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_._has_bits_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _internal_metadata_),
   ~0u,  // no _extensions_
   ~0u,  // no _oneof_case_
@@ -346,6 +349,24 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.messages_received_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.decrypt_failures_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.replays_rejected_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.queued_bytes_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.send_credit_bytes_),
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  ~0u,
+  0,
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateSecureChannelRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -400,13 +421,13 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 54, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersResponse)},
   { 61, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerRequest)},
   { 68, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerResponse)},
-  { 74, -1, -1, sizeof(::veil::v1::SecureChannel)},
-  { 94, -1, -1, sizeof(::veil::v1::CreateSecureChannelRequest)},
-  { 104, -1, -1, sizeof(::veil::v1::GetSecureChannelRequest)},
-  { 111, -1, -1, sizeof(::veil::v1::ListSecureChannelsRequest)},
-  { 117, -1, -1, sizeof(::veil::v1::ListSecureChannelsResponse)},
-  { 124, -1, -1, sizeof(::veil::v1::DeleteSecureChannelRequest)},
-  { 131, -1, -1, sizeof(::veil::v1::DeleteSecureChannelResponse)},
+  { 74, 96, -1, sizeof(::veil::v1::SecureChannel)},
+  { 112, -1, -1, sizeof(::veil::v1::CreateSecureChannelRequest)},
+  { 122, -1, -1, sizeof(::veil::v1::GetSecureChannelRequest)},
+  { 129, -1, -1, sizeof(::veil::v1::ListSecureChannelsRequest)},
+  { 135, -1, -1, sizeof(::veil::v1::ListSecureChannelsResponse)},
+  { 142, -1, -1, sizeof(::veil::v1::DeleteSecureChannelRequest)},
+  { 149, -1, -1, sizeof(::veil::v1::DeleteSecureChannelResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -451,7 +472,7 @@ const char descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto[] PROT
   "2\036.veil.v1.SecureChannelListener\"5\n\"Dele"
   "teSecureChannelListenerRequest\022\017\n\007addres"
   "s\030\001 \001(\t\"%\n#DeleteSecureChannelListenerRe"
-  "sponse\"\374\003\n\rSecureChannel\022\017\n\007address\030\001 \001("
+  "sponse\"\310\004\n\rSecureChannel\022\017\n\007address\030\001 \001("
   "\t\022\r\n\005route\030\002 \001(\t\022)\n\004role\030\003 \001(\0162\033.veil.v1"
   ".SecureChannel.Role\022+\n\005state\030\004 \001(\0162\034.vei"
   "l.v1.SecureChannel.State\022\020\n\010identity\030\005 \001"
@@ -460,42 +481,43 @@ const char descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto[] PROT
   "\010listener\030\t \001(\t\022\024\n\014trust_policy\030\n \001(\t\022\025\n"
   "\rmessages_sent\030\013 \001(\004\022\031\n\021messages_receive"
   "d\030\014 \001(\004\022\030\n\020decrypt_failures\030\r \001(\004\022\030\n\020rep"
-  "lays_rejected\030\016 \001(\004\"L\n\005State\022\025\n\021STATE_UN"
-  "SPECIFIED\020\000\022\017\n\013HANDSHAKING\020\001\022\017\n\013ESTABLIS"
-  "HED\020\002\022\n\n\006CLOSED\020\003\":\n\004Role\022\024\n\020ROLE_UNSPEC"
-  "IFIED\020\000\022\r\n\tINITIATOR\020\001\022\r\n\tRESPONDER\020\002\"}\n"
-  "\032CreateSecureChannelRequest\022\r\n\005route\030\001 \001"
-  "(\t\022\020\n\010identity\030\002 \001(\t\022*\n\014trust_policy\030\003 \001"
-  "(\0132\024.veil.v1.TrustPolicy\022\022\n\ntimeout_ms\030\004"
-  " \001(\r\"*\n\027GetSecureChannelRequest\022\017\n\007addre"
-  "ss\030\001 \001(\t\"\033\n\031ListSecureChannelsRequest\"F\n"
-  "\032ListSecureChannelsResponse\022(\n\010channels\030"
-  "\001 \003(\0132\026.veil.v1.SecureChannel\"-\n\032DeleteS"
-  "ecureChannelRequest\022\017\n\007address\030\001 \001(\t\"\035\n\033"
-  "DeleteSecureChannelResponse2\326\005\n\024SecureCh"
-  "annelService\022j\n\033CreateSecureChannelListe"
-  "ner\022+.veil.v1.CreateSecureChannelListene"
-  "rRequest\032\036.veil.v1.SecureChannelListener"
-  "\022u\n\032ListSecureChannelListeners\022*.veil.v1"
-  ".ListSecureChannelListenersRequest\032+.vei"
-  "l.v1.ListSecureChannelListenersResponse\022"
-  "x\n\033DeleteSecureChannelListener\022+.veil.v1"
-  ".DeleteSecureChannelListenerRequest\032,.ve"
-  "il.v1.DeleteSecureChannelListenerRespons"
-  "e\022R\n\023CreateSecureChannel\022#.veil.v1.Creat"
-  "eSecureChannelRequest\032\026.veil.v1.SecureCh"
-  "annel\022L\n\020GetSecureChannel\022 .veil.v1.GetS"
-  "ecureChannelRequest\032\026.veil.v1.SecureChan"
-  "nel\022]\n\022ListSecureChannels\022\".veil.v1.List"
-  "SecureChannelsRequest\032#.veil.v1.ListSecu"
-  "reChannelsResponse\022`\n\023DeleteSecureChanne"
-  "l\022#.veil.v1.DeleteSecureChannelRequest\032$"
-  ".veil.v1.DeleteSecureChannelResponseb\006pr"
-  "oto3"
+  "lays_rejected\030\016 \001(\004\022\024\n\014queued_bytes\030\017 \001("
+  "\004\022\036\n\021send_credit_bytes\030\020 \001(\004H\000\210\001\001\"L\n\005Sta"
+  "te\022\025\n\021STATE_UNSPECIFIED\020\000\022\017\n\013HANDSHAKING"
+  "\020\001\022\017\n\013ESTABLISHED\020\002\022\n\n\006CLOSED\020\003\":\n\004Role\022"
+  "\024\n\020ROLE_UNSPECIFIED\020\000\022\r\n\tINITIATOR\020\001\022\r\n\t"
+  "RESPONDER\020\002B\024\n\022_send_credit_bytes\"}\n\032Cre"
+  "ateSecureChannelRequest\022\r\n\005route\030\001 \001(\t\022\020"
+  "\n\010identity\030\002 \001(\t\022*\n\014trust_policy\030\003 \001(\0132\024"
+  ".veil.v1.TrustPolicy\022\022\n\ntimeout_ms\030\004 \001(\r"
+  "\"*\n\027GetSecureChannelRequest\022\017\n\007address\030\001"
+  " \001(\t\"\033\n\031ListSecureChannelsRequest\"F\n\032Lis"
+  "tSecureChannelsResponse\022(\n\010channels\030\001 \003("
+  "\0132\026.veil.v1.SecureChannel\"-\n\032DeleteSecur"
+  "eChannelRequest\022\017\n\007address\030\001 \001(\t\"\035\n\033Dele"
+  "teSecureChannelResponse2\326\005\n\024SecureChanne"
+  "lService\022j\n\033CreateSecureChannelListener\022"
+  "+.veil.v1.CreateSecureChannelListenerReq"
+  "uest\032\036.veil.v1.SecureChannelListener\022u\n\032"
+  "ListSecureChannelListeners\022*.veil.v1.Lis"
+  "tSecureChannelListenersRequest\032+.veil.v1"
+  ".ListSecureChannelListenersResponse\022x\n\033D"
+  "eleteSecureChannelListener\022+.veil.v1.Del"
+  "eteSecureChannelListenerRequest\032,.veil.v"
+  "1.DeleteSecureChannelListenerResponse\022R\n"
+  "\023CreateSecureChannel\022#.veil.v1.CreateSec"
+  "ureChannelRequest\032\026.veil.v1.SecureChanne"
+  "l\022L\n\020GetSecureChannel\022 .veil.v1.GetSecur"
+  "eChannelRequest\032\026.veil.v1.SecureChannel\022"
+  "]\n\022ListSecureChannels\022\".veil.v1.ListSecu"
+  "reChannelsRequest\032#.veil.v1.ListSecureCh"
+  "annelsResponse\022`\n\023DeleteSecureChannel\022#."
+  "veil.v1.DeleteSecureChannelRequest\032$.vei"
+  "l.v1.DeleteSecureChannelResponseb\006proto3"
   ;
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto = {
-    false, false, 2484, descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto,
+    false, false, 2560, descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto,
     "veil/v1/secure_channel.proto",
     &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once, nullptr, 0, 16,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets,
@@ -2588,6 +2610,10 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*DeleteSecureChannelListenerRes
 
 class SecureChannel::_Internal {
  public:
+  using HasBits = decltype(std::declval<SecureChannel>()._impl_._has_bits_);
+  static void set_has_send_credit_bytes(HasBits* has_bits) {
+    (*has_bits)[0] |= 1u;
+  }
 };
 
 SecureChannel::SecureChannel(::PROTOBUF_NAMESPACE_ID::Arena* arena,
@@ -2600,7 +2626,9 @@ SecureChannel::SecureChannel(const SecureChannel& from)
   : ::PROTOBUF_NAMESPACE_ID::Message() {
   SecureChannel* const _this = this; (void)_this;
   new (&_impl_) Impl_{
-      decltype(_impl_.address_){}
+      decltype(_impl_._has_bits_){from._impl_._has_bits_}
+    , /*decltype(_impl_._cached_size_)*/{}
+    , decltype(_impl_.address_){}
     , decltype(_impl_.route_){}
     , decltype(_impl_.identity_){}
     , decltype(_impl_.local_identifier_){}
@@ -2614,7 +2642,8 @@ SecureChannel::SecureChannel(const SecureChannel& from)
     , decltype(_impl_.messages_received_){}
     , decltype(_impl_.decrypt_failures_){}
     , decltype(_impl_.replays_rejected_){}
-    , /*decltype(_impl_._cached_size_)*/{}};
+    , decltype(_impl_.queued_bytes_){}
+    , decltype(_impl_.send_credit_bytes_){}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
   _impl_.address_.InitDefault();
@@ -2682,8 +2711,8 @@ SecureChannel::SecureChannel(const SecureChannel& from)
       _this->GetArenaForAllocation());
   }
   ::memcpy(&_impl_.role_, &from._impl_.role_,
-    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.replays_rejected_) -
-    reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.replays_rejected_));
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.send_credit_bytes_) -
+    reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.send_credit_bytes_));
   // @@protoc_insertion_point(copy_constructor:veil.v1.SecureChannel)
 }
 
@@ -2692,7 +2721,9 @@ inline void SecureChannel::SharedCtor(
   (void)arena;
   (void)is_message_owned;
   new (&_impl_) Impl_{
-      decltype(_impl_.address_){}
+      decltype(_impl_._has_bits_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+    , decltype(_impl_.address_){}
     , decltype(_impl_.route_){}
     , decltype(_impl_.identity_){}
     , decltype(_impl_.local_identifier_){}
@@ -2706,7 +2737,8 @@ inline void SecureChannel::SharedCtor(
     , decltype(_impl_.messages_received_){uint64_t{0u}}
     , decltype(_impl_.decrypt_failures_){uint64_t{0u}}
     , decltype(_impl_.replays_rejected_){uint64_t{0u}}
-    , /*decltype(_impl_._cached_size_)*/{}
+    , decltype(_impl_.queued_bytes_){uint64_t{0u}}
+    , decltype(_impl_.send_credit_bytes_){uint64_t{0u}}
   };
   _impl_.address_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
@@ -2782,13 +2814,16 @@ void SecureChannel::Clear() {
   _impl_.listener_.ClearToEmpty();
   _impl_.trust_policy_.ClearToEmpty();
   ::memset(&_impl_.role_, 0, static_cast<size_t>(
-      reinterpret_cast<char*>(&_impl_.replays_rejected_) -
-      reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.replays_rejected_));
+      reinterpret_cast<char*>(&_impl_.queued_bytes_) -
+      reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.queued_bytes_));
+  _impl_.send_credit_bytes_ = uint64_t{0u};
+  _impl_._has_bits_.Clear();
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
 const char* SecureChannel::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
 #define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  _Internal::HasBits has_bits{};
   while (!ctx->Done(&ptr)) {
     uint32_t tag;
     ptr = ::_pbi::ReadTag(ptr, &tag);
@@ -2923,6 +2958,23 @@ const char* SecureChannel::_InternalParse(const char* ptr, ::_pbi::ParseContext*
         } else
           goto handle_unusual;
         continue;
+      // uint64 queued_bytes = 15;
+      case 15:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 120)) {
+          _impl_.queued_bytes_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // optional uint64 send_credit_bytes = 16;
+      case 16:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 128)) {
+          _Internal::set_has_send_credit_bytes(&has_bits);
+          _impl_.send_credit_bytes_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
       default:
         goto handle_unusual;
     }  // switch
@@ -2939,6 +2991,7 @@ const char* SecureChannel::_InternalParse(const char* ptr, ::_pbi::ParseContext*
     CHK_(ptr != nullptr);
   }  // while
 message_done:
+  _impl_._has_bits_.Or(has_bits);
   return ptr;
 failure:
   ptr = nullptr;
@@ -3070,6 +3123,18 @@ uint8_t* SecureChannel::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteUInt64ToArray(14, this->_internal_replays_rejected(), target);
   }
 
+  // uint64 queued_bytes = 15;
+  if (this->_internal_queued_bytes() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteUInt64ToArray(15, this->_internal_queued_bytes(), target);
+  }
+
+  // optional uint64 send_credit_bytes = 16;
+  if (_internal_has_send_credit_bytes()) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteUInt64ToArray(16, this->_internal_send_credit_bytes(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -3174,6 +3239,19 @@ size_t SecureChannel::ByteSizeLong() const {
     total_size += ::_pbi::WireFormatLite::UInt64SizePlusOne(this->_internal_replays_rejected());
   }
 
+  // uint64 queued_bytes = 15;
+  if (this->_internal_queued_bytes() != 0) {
+    total_size += ::_pbi::WireFormatLite::UInt64SizePlusOne(this->_internal_queued_bytes());
+  }
+
+  // optional uint64 send_credit_bytes = 16;
+  cached_has_bits = _impl_._has_bits_[0];
+  if (cached_has_bits & 0x00000001u) {
+    total_size += 2 +
+      ::_pbi::WireFormatLite::UInt64Size(
+        this->_internal_send_credit_bytes());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -3234,6 +3312,12 @@ void SecureChannel::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::
   if (from._internal_replays_rejected() != 0) {
     _this->_internal_set_replays_rejected(from._internal_replays_rejected());
   }
+  if (from._internal_queued_bytes() != 0) {
+    _this->_internal_set_queued_bytes(from._internal_queued_bytes());
+  }
+  if (from._internal_has_send_credit_bytes()) {
+    _this->_internal_set_send_credit_bytes(from._internal_send_credit_bytes());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -3253,6 +3337,7 @@ void SecureChannel::InternalSwap(SecureChannel* other) {
   auto* lhs_arena = GetArenaForAllocation();
   auto* rhs_arena = other->GetArenaForAllocation();
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  swap(_impl_._has_bits_[0], other->_impl_._has_bits_[0]);
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.address_, lhs_arena,
       &other->_impl_.address_, rhs_arena
@@ -3286,8 +3371,8 @@ void SecureChannel::InternalSwap(SecureChannel* other) {
       &other->_impl_.trust_policy_, rhs_arena
   );
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
-      PROTOBUF_FIELD_OFFSET(SecureChannel, _impl_.replays_rejected_)
-      + sizeof(SecureChannel::_impl_.replays_rejected_)
+      PROTOBUF_FIELD_OFFSET(SecureChannel, _impl_.send_credit_bytes_)
+      + sizeof(SecureChannel::_impl_.send_credit_bytes_)
       - PROTOBUF_FIELD_OFFSET(SecureChannel, _impl_.role_)>(
           reinterpret_cast<char*>(&_impl_.role_),
           reinterpret_cast<char*>(&other->_impl_.role_));

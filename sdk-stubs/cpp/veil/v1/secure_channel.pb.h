@@ -1941,6 +1941,8 @@ class SecureChannel final :
     kMessagesReceivedFieldNumber = 12,
     kDecryptFailuresFieldNumber = 13,
     kReplaysRejectedFieldNumber = 14,
+    kQueuedBytesFieldNumber = 15,
+    kSendCreditBytesFieldNumber = 16,
   };
   // string address = 1;
   void clear_address();
@@ -2108,6 +2110,28 @@ class SecureChannel final :
   void _internal_set_replays_rejected(uint64_t value);
   public:
 
+  // uint64 queued_bytes = 15;
+  void clear_queued_bytes();
+  uint64_t queued_bytes() const;
+  void set_queued_bytes(uint64_t value);
+  private:
+  uint64_t _internal_queued_bytes() const;
+  void _internal_set_queued_bytes(uint64_t value);
+  public:
+
+  // optional uint64 send_credit_bytes = 16;
+  bool has_send_credit_bytes() const;
+  private:
+  bool _internal_has_send_credit_bytes() const;
+  public:
+  void clear_send_credit_bytes();
+  uint64_t send_credit_bytes() const;
+  void set_send_credit_bytes(uint64_t value);
+  private:
+  uint64_t _internal_send_credit_bytes() const;
+  void _internal_set_send_credit_bytes(uint64_t value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.SecureChannel)
  private:
   class _Internal;
@@ -2116,6 +2140,8 @@ class SecureChannel final :
   typedef void InternalArenaConstructable_;
   typedef void DestructorSkippable_;
   struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::HasBits<1> _has_bits_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr address_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr route_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr identity_;
@@ -2130,7 +2156,8 @@ class SecureChannel final :
     uint64_t messages_received_;
     uint64_t decrypt_failures_;
     uint64_t replays_rejected_;
-    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+    uint64_t queued_bytes_;
+    uint64_t send_credit_bytes_;
   };
   union { Impl_ _impl_; };
   friend struct ::TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto;
@@ -4675,6 +4702,54 @@ inline void SecureChannel::_internal_set_replays_rejected(uint64_t value) {
 inline void SecureChannel::set_replays_rejected(uint64_t value) {
   _internal_set_replays_rejected(value);
   // @@protoc_insertion_point(field_set:veil.v1.SecureChannel.replays_rejected)
+}
+
+// uint64 queued_bytes = 15;
+inline void SecureChannel::clear_queued_bytes() {
+  _impl_.queued_bytes_ = uint64_t{0u};
+}
+inline uint64_t SecureChannel::_internal_queued_bytes() const {
+  return _impl_.queued_bytes_;
+}
+inline uint64_t SecureChannel::queued_bytes() const {
+  // @@protoc_insertion_point(field_get:veil.v1.SecureChannel.queued_bytes)
+  return _internal_queued_bytes();
+}
+inline void SecureChannel::_internal_set_queued_bytes(uint64_t value) {
+  
+  _impl_.queued_bytes_ = value;
+}
+inline void SecureChannel::set_queued_bytes(uint64_t value) {
+  _internal_set_queued_bytes(value);
+  // @@protoc_insertion_point(field_set:veil.v1.SecureChannel.queued_bytes)
+}
+
+// optional uint64 send_credit_bytes = 16;
+inline bool SecureChannel::_internal_has_send_credit_bytes() const {
+  bool value = (_impl_._has_bits_[0] & 0x00000001u) != 0;
+  return value;
+}
+inline bool SecureChannel::has_send_credit_bytes() const {
+  return _internal_has_send_credit_bytes();
+}
+inline void SecureChannel::clear_send_credit_bytes() {
+  _impl_.send_credit_bytes_ = uint64_t{0u};
+  _impl_._has_bits_[0] &= ~0x00000001u;
+}
+inline uint64_t SecureChannel::_internal_send_credit_bytes() const {
+  return _impl_.send_credit_bytes_;
+}
+inline uint64_t SecureChannel::send_credit_bytes() const {
+  // @@protoc_insertion_point(field_get:veil.v1.SecureChannel.send_credit_bytes)
+  return _internal_send_credit_bytes();
+}
+inline void SecureChannel::_internal_set_send_credit_bytes(uint64_t value) {
+  _impl_._has_bits_[0] |= 0x00000001u;
+  _impl_.send_credit_bytes_ = value;
+}
+inline void SecureChannel::set_send_credit_bytes(uint64_t value) {
+  _internal_set_send_credit_bytes(value);
+  // @@protoc_insertion_point(field_set:veil.v1.SecureChannel.send_credit_bytes)
 }
 
 // -------------------------------------------------------------------
