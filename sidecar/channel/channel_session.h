@@ -71,9 +71,11 @@ inline constexpr absl::string_view kFeatureConfirmAck = "confirm-ack";
 // Bytes a DATA message adds to the encoded inner message.
 inline constexpr size_t kDataOverhead = 1 + 8 + vault::kAeadTagBytes;
 
-// The default per-channel receive window: well under a connection's limit on unsettled bytes
-// (8 MiB), so one stalled channel does not stop a node reading the connection it shares.
-inline constexpr uint64_t kDefaultReceiveWindow = 2 * 1024 * 1024;
+// The default per-channel receive window: enough to keep a hub path full (less costs
+// throughput: measured in docs/performance.md), and well under a connection's limit on
+// unsettled bytes (32 MiB), so one stalled channel does not stop a node reading the connection
+// it shares.
+inline constexpr uint64_t kDefaultReceiveWindow = 8 * 1024 * 1024;
 
 struct SessionOptions {
   uint64_t rekey_interval = uint64_t{1} << 16;

@@ -109,8 +109,8 @@ absl::Status ClosedChannel(const std::string& address, absl::string_view why) {
 }  // namespace
 
 // Counts the record bytes of deliveries handed on (each receipt's index is its record's size),
-// from any thread, and wakes the channel's strand to grant them back once a quarter window has
-// built up since the last grant: one atomic add per record, one post per grant.
+// from any thread, and wakes the channel's strand to grant them back once an eighth of the window
+// has built up since the last grant: one atomic add per record, one post per grant.
 class SecureChannel::CreditTracker final : public core::SendTracker {
  public:
   CreditTracker(std::weak_ptr<SecureChannel> channel, core::Strand strand, uint64_t threshold)
@@ -489,7 +489,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     established_ = true;
     if (session_.flow_controlled()) {
       credit_ = std::make_shared<CreditTracker>(
-          weak_from_this(), strand_, std::max<uint64_t>(1, session_.receive_limit() / 4));
+          weak_from_this(), strand_, std::max<uint64_t>(1, session_.receive_limit() / 8));
     }
     timer_.cancel();
     ArmEstablishedTimer();

@@ -77,7 +77,7 @@ struct ChannelOptions {
   size_t max_batch_bytes = 1024 * 1024;
   // Flow control (session.receive_window): what a channel keeps for the far end to grant more
   // before it refuses local senders with QUEUE_FULL (messages from afar are kept, paced).
-  size_t send_queue_bytes = kDefaultReceiveWindow;
+  size_t send_queue_bytes = 16 * 1024 * 1024;
 };
 
 struct ListenerInfo {

@@ -312,14 +312,16 @@ class FaultTest : public ::testing::Test {
   v1::Relay relay_;
 };
 
-// Bob's app stops reading while Alice streams 16 KiB messages at it through the hub. Each node
-// stops reading its connection once 1 MiB it read is waiting, so the backlog backs up to
-// Alice's sidecar, which refuses her app (QUEUE_FULL) once its own 1 MiB write queue is full.
-// Memory stays bounded, nothing is dropped in between, and when Bob's app catches up it gets
-// every message Alice was told was handed on, in order.
+// Bob's app stops reading while Alice streams 16 KiB messages at it through the hub, without
+// per-channel flow control (as with an older node; the test after the next shows it with):
+// connection backpressure alone. Each node stops reading its connection once 1 MiB it read is
+// waiting, so the backlog backs up to Alice's sidecar, which refuses her app (QUEUE_FULL) once
+// its own 1 MiB write queue is full. Memory stays bounded, nothing is dropped in between, and
+// when Bob's app catches up it gets every message Alice was told was handed on, in order.
 TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   const std::vector<std::string> small = {"--max-connection-unsettled-bytes", "1048576",
-                                          "--max-connection-queue-bytes", "1048576"};
+                                          "--max-connection-queue-bytes",     "1048576",
+                                          "--channel-window-bytes",           "0"};
   ASSERT_NO_FATAL_FAILURE(StartHub(small));
   // A 0.5 s heartbeat: its answers wait behind the backlog while Bob's node is not reading the
   // hub's connection, which must not pass for a dead hub (the relay stays up throughout).
@@ -410,11 +412,11 @@ double FaultTest::Bob2ThroughputWhileBobStalls(const std::vector<std::string>& e
   rate(milliseconds(500));  // warm up
   const double alone = rate(seconds(2));
 
-  Sender to1(alice_api_, route1, kSize, 16, 64);
+  Sender to1(alice_api_, route1, kSize, 16, 160);
   // Until refused, or (without flow control, Alice's connection's queue being larger than what
   // the Sender keeps outstanding) held back for 3 s.
   const auto stall = Clock::now();
-  Sender::Outcome out1 = to1.Start(20000, [&](const Sender::Outcome& o) {
+  Sender::Outcome out1 = to1.Start(40000, [&](const Sender::Outcome& o) {
     return o.refused_total() > 0 || Clock::now() - stall > seconds(3);
   });
   const size_t hub_rss = hub_->rss_kib(), bob_rss = bob_->rss_kib();
