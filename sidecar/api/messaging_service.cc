@@ -332,6 +332,7 @@ grpc::ServerUnaryReactor* MessagingService::Send(grpc::CallbackServerContext* co
       reactor->Finish(ToGrpcStatus(msg.status(), {{"index", std::to_string(i)}}));
       return reactor;
     }
+    msg->want_delivery = request->delivery_receipts();
     messages.push_back(*std::move(msg));
   }
   auto tracker = std::make_shared<SendTracker>(reactor, response, n);

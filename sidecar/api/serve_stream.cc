@@ -300,6 +300,7 @@ void ServeStream::HandleSend(v1::ServeRequest::SendBatch& batch) {
       continue;
     }
     msg->receipt = core::Receipt(tracker, i);
+    msg->want_delivery = batch.delivery_receipts();
     msgs.push_back(*std::move(msg));
   }
   router_.SendBatch(std::move(msgs));
@@ -322,6 +323,8 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
         continue;
       }
       const size_t bytes = msg.payload.size();
+      // (A sender that wants to know of delivery waits for the ack, like a paced one.)
+      const bool until_ack = msg.paced || msg.want_delivery;
       if (!msg.paced &&
           (deliveries_.size() >= settings_.max_queued_deliveries + window_ ||
            (queued_bytes_ > 0 && queued_bytes_ + bytes > settings_.max_queued_bytes))) {
@@ -338,7 +341,7 @@ void ServeStream::DeliverBatch(std::span<core::Message> msgs) {
       }
       queued_bytes_ += bytes;
       // A paced message's receipt waits for the app's ack; others are handed on now.
-      if (msg.paced) {
+      if (until_ack) {
         queued_receipts_.push_back(std::move(msg.receipt));
       } else {
         queued_receipts_.emplace_back();
@@ -492,12 +495,19 @@ void ServeStream::Done() {
     undelivered = deliveries_.size() + (next_sequence_ - 1 - acked_);
     stats_.deliveries_dropped.fetch_add(undelivered, std::memory_order_relaxed);
     deliveries_.clear();
-    // Unsettled receipts report MESSAGE_DROPPED (counted by the connections they came from)
-    // when `dropped` goes, outside the lock.
+    // Unsettled receipts report MESSAGE_DROPPED (counted by the connections they came from),
+    // below, outside the lock.
     dropped.swap(queued_receipts_);
     dropped.insert(dropped.end(), std::make_move_iterator(unacked_receipts_.begin()),
                    std::make_move_iterator(unacked_receipts_.end()));
     unacked_receipts_.clear();
+  }
+  if (!dropped.empty()) {
+    const absl::Status unacked = ErrorWithReason(
+        absl::StatusCode::kAborted,
+        absl::StrCat("the app serving ", address, " went away before it acknowledged the message"),
+        reason::kMessageDropped);
+    for (core::Receipt& r : dropped) r.Settle(unacked);
   }
   if (mailbox != nullptr) {
     router_.StopWorker(address, mailbox.get());

@@ -1,5 +1,6 @@
 #include "sidecar/channel/channel_session.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -31,7 +32,8 @@ uint64_t GetCounter(absl::string_view b) {
 
 }  // namespace
 
-absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out) {
+absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out,
+                                std::vector<uint64_t>* receipt_ids) {
   auto malformed = [](absl::string_view why) {
     return ErrorWithReason(absl::StatusCode::kInvalidArgument,
                            absl::StrCat("malformed batch: ", why), reason::kMalformedFrame);
@@ -42,8 +44,23 @@ absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::M
   }
   if (batch.groups_size() == 0) return malformed("no messages");
   size_t total = 0;
-  for (const auto& group : batch.groups()) total += group.payloads_size();
+  bool receipts = false;
+  for (const auto& group : batch.groups()) {
+    total += group.payloads_size();
+    if (group.first_receipt_id() != 0) {
+      receipts = true;
+      if (group.first_receipt_id() >
+          std::numeric_limits<uint64_t>::max() - static_cast<uint64_t>(group.payloads_size())) {
+        return malformed("receipt ids past 2^64");
+      }
+    }
+  }
+  const size_t first = out.size();
   out.reserve(out.size() + total);
+  if (receipts && receipt_ids != nullptr) {
+    receipt_ids->resize(first, 0);
+    receipt_ids->reserve(first + total);
+  }
   for (auto& group : *batch.mutable_groups()) {
     if (group.payloads_size() == 0) return malformed("a group without messages");
     if (group.onward_route_size() == 0) return malformed("onward route is empty");
@@ -51,11 +68,13 @@ absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::M
     if (!onward.ok()) return onward.status();
     auto back = core::RouteFromWire(group.return_route(), "return");
     if (!back.ok()) return back.status();
+    uint64_t id = group.first_receipt_id();
     for (std::string& payload : *group.mutable_payloads()) {
       core::Message& msg = out.emplace_back();
       msg.onward = *onward;
       msg.return_route = *back;
       msg.payload = std::move(payload);
+      if (receipts && receipt_ids != nullptr) receipt_ids->push_back(id == 0 ? 0 : id++);
     }
   }
   return absl::OkStatus();
@@ -186,6 +205,7 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
     case ChannelMessageType::kClose:
     case ChannelMessageType::kConfirmAck:
     case ChannelMessageType::kCredit:
+    case ChannelMessageType::kReceipt:
       return OnProtected(type, body, in_place);
   }
   if (state_ == State::kHandshaking) {
@@ -387,6 +407,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
   }
   // Anything authenticated from the initiator confirms it has the channel.
   if (role_ == Role::kResponder) confirmed_ = true;
+  ++authenticated_;
   switch (type) {
     case ChannelMessageType::kConfirm:
       if (role_ != Role::kInitiator) {  // the responder's own: reflected back at it
@@ -436,6 +457,34 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
     }
     return step;
   }
+  if (type == ChannelMessageType::kReceipt) {
+    wire::v1::ChannelReceipts receipts;
+    if (!receipts.ParseFromArray(plaintext.data(), static_cast<int>(plaintext.size()))) {
+      ++decrypt_failures_;
+      step.error = Dropped(absl::StatusCode::kInvalidArgument, "RECEIPT that does not decode",
+                           reason::kDecryptFailed);
+      return step;
+    }
+    for (const auto& range : receipts.delivered()) {
+      if (range.count() == 0 || range.first() == 0 ||
+          range.first() > std::numeric_limits<uint64_t>::max() - range.count()) {
+        continue;  // (names no message this side sent)
+      }
+      step.receipts.push_back({range.first(), range.count(), absl::OkStatus()});
+    }
+    for (const auto& failed : receipts.failed()) {
+      if (failed.id() == 0) continue;
+      const auto code = failed.code() >= 1 && failed.code() <= 16
+                            ? static_cast<absl::StatusCode>(failed.code())
+                            : absl::StatusCode::kUnknown;
+      step.receipts.push_back(
+          {failed.id(), 1,
+           ErrorWithReason(code, absl::string_view(failed.message()).substr(0, 256),
+                           absl::string_view(failed.reason()).substr(0, 64))});
+    }
+    step.probed = receipts.probe();
+    return step;
+  }
   // A DATA or BATCH record: within the limit this side granted. The peer may overshoot it by
   // one record, and records may arrive out of order; a whole window past it is no accident.
   const uint64_t record_bytes = 1 + body.size();
@@ -452,10 +501,11 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
   }
   step.record_bytes = record_bytes;
   if (type == ChannelMessageType::kBatch) {
-    absl::Status decoded = DecodeChannelBatch(plaintext, step.deliveries);
+    absl::Status decoded = DecodeChannelBatch(plaintext, step.deliveries, &step.receipt_ids);
     if (!decoded.ok()) {
       ++decrypt_failures_;
       step.deliveries.clear();
+      step.receipt_ids.clear();
       step.error = std::move(decoded);
       return step;
     }
@@ -501,7 +551,8 @@ size_t ChannelSession::BatchEntrySize(const core::Message& msg) {
   return msg.payload.size() + 16 + routes;
 }
 
-absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::string& out) {
+absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::string& out,
+                                          uint64_t* first_receipt_id) {
   if (state_ != State::kEstablished) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel is not established", reason::kChannelNotEstablished);
@@ -513,13 +564,22 @@ absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::st
   wire::v1::ChannelBatch batch;
   wire::v1::ChannelBatchGroup* group = nullptr;
   const core::Message* group_first = nullptr;
+  if (first_receipt_id != nullptr) *first_receipt_id = 0;
   for (core::Message& msg : msgs) {
     if (group == nullptr || msg.onward != group_first->onward ||
-        msg.return_route != group_first->return_route) {
+        msg.return_route != group_first->return_route ||
+        msg.want_delivery != group_first->want_delivery) {
       group = batch.add_groups();
       core::RouteToWire(msg.onward, group->mutable_onward_route());
       core::RouteToWire(msg.return_route, group->mutable_return_route());
       group_first = &msg;
+      if (msg.want_delivery) group->set_first_receipt_id(next_receipt_id_);
+    }
+    if (msg.want_delivery) {
+      if (first_receipt_id != nullptr && *first_receipt_id == 0) {
+        *first_receipt_id = next_receipt_id_;
+      }
+      ++next_receipt_id_;
     }
     group->add_payloads(std::move(msg.payload));
   }
@@ -533,6 +593,42 @@ absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::st
   sent_bytes_ += out.size() - before;
   sent_ += msgs.size() - 1;
   return absl::OkStatus();
+}
+
+std::string ChannelSession::Receipts(std::span<const std::pair<uint64_t, absl::Status>> outcomes,
+                                     bool probe) {
+  std::string out;
+  if (state_ != State::kEstablished) return out;
+  wire::v1::ChannelReceipts receipts;
+  receipts.set_probe(probe);
+  std::vector<uint64_t> delivered;
+  for (const auto& [id, status] : outcomes) {
+    if (status.ok()) {
+      delivered.push_back(id);
+      continue;
+    }
+    auto* failed = receipts.add_failed();
+    failed->set_id(id);
+    failed->set_code(static_cast<uint32_t>(status.code()));
+    failed->set_reason(std::string(absl::string_view(ReasonOf(status)).substr(0, 64)));
+    failed->set_message(std::string(status.message().substr(0, 256)));
+  }
+  std::sort(delivered.begin(), delivered.end());
+  for (uint64_t id : delivered) {
+    const int n = receipts.delivered_size();
+    if (n > 0) {
+      auto* last = receipts.mutable_delivered(n - 1);
+      if (last->first() + last->count() == id) {
+        last->set_count(last->count() + 1);
+        continue;
+      }
+    }
+    auto* range = receipts.add_delivered();
+    range->set_first(id);
+    range->set_count(1);
+  }
+  Seal(ChannelMessageType::kReceipt, receipts.SerializeAsString(), out);
+  return out;
 }
 
 uint64_t ChannelSession::send_credit() const {

@@ -15,6 +15,8 @@
 //                                       responder whose proof lists "confirm-ack")
 //   CREDIT 0x15 | counter | AEAD(u64 BE) either way: the receiver's new limit on the bytes of
 //                                       DATA and BATCH records it takes (flow control)
+//   RECEIPT 0x16 | counter | AEAD       either way: the outcome of messages the peer sent with
+//                                       receipt ids (an encoded ChannelReceipts)
 //
 // Flow control (when both proofs give a receive_window): a side sends DATA/BATCH records while
 // the bytes it has sent are below the peer's limit (the window at first, then what CREDIT
@@ -60,6 +62,15 @@ enum class ChannelMessageType : uint8_t {
   kBatch = 0x13,
   kConfirmAck = 0x14,
   kCredit = 0x15,
+  kReceipt = 0x16,
+};
+
+// The outcome of messages `first` .. `first + count - 1` sent with receipt ids, as the peer
+// reports it: OK when handed on (for an app: acked), else the far node's status.
+struct ReceiptOutcome {
+  uint64_t first = 0;
+  uint64_t count = 1;
+  absl::Status status;
 };
 
 // The feature a peer lists in its IdentityProof when it takes BATCH messages.
@@ -89,10 +100,13 @@ struct SessionOptions {
 };
 
 // Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order
-// (routes and payloads; no sender, no receipt). INVALID_ARGUMENT (MALFORMED_FRAME) for bytes
-// that are not a ChannelBatch, no group, a group without payloads or with an empty onward
-// route, a route over kMaxRouteHops hops, or an invalid address; `out` may then hold part.
-absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out);
+// (routes and payloads; no sender, no receipt). With `receipt_ids`, appends each message's
+// receipt id there (0: none wanted) when any message has one. INVALID_ARGUMENT
+// (MALFORMED_FRAME) for bytes that are not a ChannelBatch, no group, a group without payloads
+// or with an empty onward route, a route over kMaxRouteHops hops, an invalid address, or
+// receipt ids past 2^64; `out` may then hold part.
+absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::Message>& out,
+                                std::vector<uint64_t>* receipt_ids = nullptr);
 
 class ChannelSession {
  public:
@@ -110,6 +124,12 @@ class ChannelSession {
     // The bytes of the DATA or BATCH record the deliveries came in: grant them back with
     // CreditFor once the deliveries were handed on. 0 for anything else.
     uint64_t record_bytes = 0;
+    // Each delivery's receipt id (0: none wanted), when any has one: tell the peer its outcome
+    // with Receipts().
+    std::vector<uint64_t> receipt_ids;
+    // From a RECEIPT: the outcome of messages this side sent with receipt ids.
+    std::vector<ReceiptOutcome> receipts;
+    bool probed = false;  // the RECEIPT asks for an answer: send Receipts({}) back
     // Not OK: the message was refused. If state() is kFailed the channel failed (terminal: the
     // handshake failed, or the peer sent a window past its limit); otherwise the message was
     // dropped (counted) and the channel stays up.
@@ -143,8 +163,16 @@ class ChannelSession {
   // Appends one BATCH message carrying all of `msgs` in order (their routes for the far side
   // and payloads; the payloads are moved out, the rest is left). FAILED_PRECONDITION unless
   // established, or when the peer did not say it takes batches (peer_takes_batches()). `msgs`
-  // must not be empty.
-  absl::Status EncryptBatch(std::span<core::Message> msgs, std::string& out);
+  // must not be empty. The messages that want_delivery get receipt ids, consecutive in their
+  // order; the first is stored in `*first_receipt_id` (when given; 0 when none wants one).
+  absl::Status EncryptBatch(std::span<core::Message> msgs, std::string& out,
+                            uint64_t* first_receipt_id = nullptr);
+  // A RECEIPT message telling the peer the outcome of messages it sent with receipt ids (a
+  // status's message is cut to 256 bytes, its reason to 64). Empty unless established.
+  // With `probe`, asks the peer to answer with a RECEIPT (the sender awaits receipts and has
+  // heard nothing for a while).
+  std::string Receipts(std::span<const std::pair<uint64_t, absl::Status>> outcomes,
+                       bool probe = false);
   // At most what `msg` adds to a BATCH plaintext (payload, routes, framing), to size records.
   static size_t BatchEntrySize(const core::Message& msg);
   // A CLOSE message; the session is closed afterwards. Empty unless established.
@@ -189,6 +217,8 @@ class ChannelSession {
   // Channel messages sealed, counting each app message of a BATCH (and CONFIRM/CLOSE).
   uint64_t messages_sent() const { return sent_; }
   uint64_t messages_received() const { return received_; }
+  // Protected messages of every kind that authenticated (DATA, BATCH, CREDIT, RECEIPT, ...).
+  uint64_t authenticated_messages() const { return authenticated_; }
 
  private:
   std::string Proof() const;
@@ -227,6 +257,8 @@ class ChannelSession {
   // Flow control: record bytes sent and the peer's limit; received and this side's limit.
   uint64_t sent_bytes_ = 0, send_limit_ = 0;
   uint64_t received_bytes_ = 0, receive_limit_ = 0;
+  uint64_t next_receipt_id_ = 1;
+  uint64_t authenticated_ = 0;
   bool confirmed_ = false;  // responder: something authenticated came after CONFIRM
 
   CipherState send_;

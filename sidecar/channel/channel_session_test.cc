@@ -632,5 +632,83 @@ TEST_F(ChannelSessionTest, ABatchRecordCountsOnce) {
   EXPECT_EQ(r.received_bytes(), out.size());
 }
 
+// Delivery receipts: messages that want_delivery get consecutive receipt ids in a BATCH (even
+// alone); the receiver learns them, and its RECEIPT tells the sender each outcome.
+TEST_F(ChannelSessionTest, DeliveryReceiptIdsAndReceipts) {
+  ChannelSession i(Role::kInitiator, alice_, *everyone_);
+  ChannelSession r(Role::kResponder, bob_, *everyone_);
+  Handshake(i, r);
+  std::vector<core::Message> msgs(5);
+  for (size_t n = 0; n < msgs.size(); ++n) {
+    msgs[n].onward = R("/service/echoer");
+    msgs[n].return_route = R("/service/app");
+    msgs[n].payload = "m" + std::to_string(n);
+    msgs[n].want_delivery = n != 2;  // the third wants none
+  }
+  std::string out;
+  uint64_t first = 0;
+  ASSERT_TRUE(i.EncryptBatch(msgs, out, &first).ok());
+  EXPECT_EQ(first, 1u);
+  auto step = r.OnMessage(out);
+  ASSERT_TRUE(step.error.ok()) << step.error;
+  ASSERT_EQ(step.deliveries.size(), 5u);
+  EXPECT_EQ(step.receipt_ids, (std::vector<uint64_t>{1, 2, 0, 3, 4}));
+  EXPECT_EQ(step.deliveries[2].payload, "m2");
+  // Ids go on from there; a record of messages that want none carries none.
+  std::vector<core::Message> plain(2);
+  for (auto& m : plain) m.onward = R("/service/echoer");
+  out.clear();
+  ASSERT_TRUE(i.EncryptBatch(plain, out, &first).ok());
+  EXPECT_EQ(first, 0u);
+  EXPECT_TRUE(r.OnMessage(out).receipt_ids.empty());
+  std::vector<core::Message> one(1);
+  one[0].onward = R("/service/echoer");
+  one[0].want_delivery = true;
+  out.clear();
+  ASSERT_TRUE(i.EncryptBatch(one, out, &first).ok());
+  EXPECT_EQ(first, 5u);
+
+  std::vector<std::pair<uint64_t, absl::Status>> outcomes = {
+      {2, absl::OkStatus()},
+      {1, absl::OkStatus()},
+      {4,
+       ErrorWithReason(absl::StatusCode::kUnavailable, std::string(1000, 'x'), "ROUTE_NOT_FOUND")},
+      {3, absl::OkStatus()}};
+  std::string receipt = r.Receipts(outcomes);
+  ASSERT_FALSE(receipt.empty());
+  EXPECT_EQ(static_cast<ChannelMessageType>(receipt[0]), ChannelMessageType::kReceipt);
+  auto told = i.OnMessage(receipt);
+  ASSERT_TRUE(told.error.ok()) << told.error;
+  ASSERT_EQ(told.receipts.size(), 2u);
+  EXPECT_EQ(told.receipts[0].first, 1u);  // 1..3 delivered, merged into one range
+  EXPECT_EQ(told.receipts[0].count, 3u);
+  EXPECT_TRUE(told.receipts[0].status.ok());
+  EXPECT_EQ(told.receipts[1].first, 4u);
+  EXPECT_EQ(told.receipts[1].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(told.receipts[1].status), "ROUTE_NOT_FOUND");
+  EXPECT_EQ(told.receipts[1].status.message().size(), 256u) << "the far end's words are cut";
+  // Tampered: dropped and counted, nothing settled.
+  receipt = r.Receipts(outcomes);
+  receipt[receipt.size() / 2] ^= 1;
+  auto tampered = i.OnMessage(receipt);
+  EXPECT_EQ(ReasonOf(tampered.error), "DECRYPT_FAILED");
+  EXPECT_TRUE(tampered.receipts.empty());
+}
+
+// A BATCH whose receipt ids would pass 2^64 is malformed.
+TEST(ChannelBatchTest, ReceiptIdsPastTheEndAreRefused) {
+  wire::v1::ChannelBatch b;
+  auto* g = b.add_groups();
+  auto* hop = g->add_onward_route();
+  hop->set_type(0);
+  hop->set_value("echoer");
+  g->add_payloads("a");
+  g->add_payloads("b");
+  g->set_first_receipt_id(std::numeric_limits<uint64_t>::max());
+  std::vector<core::Message> out;
+  std::vector<uint64_t> ids;
+  EXPECT_EQ(ReasonOf(DecodeChannelBatch(b.SerializeAsString(), out, &ids)), "MALFORMED_FRAME");
+}
+
 }  // namespace
 }  // namespace veil::channel

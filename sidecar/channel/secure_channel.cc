@@ -142,6 +142,74 @@ class SecureChannel::CreditTracker final : public core::SendTracker {
   std::atomic<bool> posted_{false};
 };
 
+// Receiver: gathers the outcome of deliveries whose sender wants receipts, from any thread,
+// and wakes the strand once to tell them all (FlushReceipts).
+class SecureChannel::ReceiptCollector {
+ public:
+  ReceiptCollector(std::weak_ptr<SecureChannel> channel, core::Strand strand)
+      : channel_(std::move(channel)), strand_(std::move(strand)) {}
+  void Settled(uint64_t id, absl::Status status) {
+    {
+      veil::MutexLock lock(&mu_);
+      outcomes_.emplace_back(id, std::move(status));
+      if (posted_) return;
+      posted_ = true;
+    }
+    if (auto channel = channel_.lock()) {
+      boost::asio::post(strand_, [channel] { channel->FlushReceipts(); });
+    }
+  }
+  std::vector<std::pair<uint64_t, absl::Status>> Take() {
+    veil::MutexLock lock(&mu_);
+    posted_ = false;
+    return std::exchange(outcomes_, {});
+  }
+
+ private:
+  const std::weak_ptr<SecureChannel> channel_;
+  const core::Strand strand_;
+  veil::Mutex mu_;
+  std::vector<std::pair<uint64_t, absl::Status>> outcomes_ ABSL_GUARDED_BY(mu_);
+  bool posted_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Receiver: the receipt ids of one record's deliveries, by their index among those that want
+// one.
+class SecureChannel::RecordDeliveries final : public core::SendTracker {
+ public:
+  RecordDeliveries(std::shared_ptr<ReceiptCollector> collector, std::vector<uint64_t> ids)
+      : collector_(std::move(collector)), ids_(std::move(ids)) {}
+  void Complete(uint32_t index, absl::Status status) override {
+    collector_->Settled(ids_[index], std::move(status));
+  }
+
+ private:
+  const std::shared_ptr<ReceiptCollector> collector_;
+  const std::vector<uint64_t> ids_;
+};
+
+// Sender: a record carrying messages with receipt ids that could not be sent (its connection's
+// queue was full, the connection was lost): those messages are known not to be delivered.
+class SecureChannel::RecordSendTracker final : public core::SendTracker {
+ public:
+  RecordSendTracker(std::weak_ptr<SecureChannel> channel, core::Strand strand,
+                    std::vector<uint64_t> ids)
+      : channel_(std::move(channel)), strand_(std::move(strand)), ids_(std::move(ids)) {}
+  void Complete(uint32_t, absl::Status status) override {
+    if (status.ok()) return;
+    if (auto channel = channel_.lock()) {
+      boost::asio::post(strand_, [channel, ids = ids_, status = std::move(status)] {
+        channel->FailAwaiting(ids, status);
+      });
+    }
+  }
+
+ private:
+  const std::weak_ptr<SecureChannel> channel_;
+  const core::Strand strand_;
+  const std::vector<uint64_t> ids_;
+};
+
 SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand, bool initiator,
                              identity::IdentityLease lease,
                              std::shared_ptr<const TrustPolicy> policy, std::string listener,
@@ -288,6 +356,14 @@ bool SecureChannel::Refused(core::Message& msg) {
                                        reason::kChannelClosed));
     return true;
   }
+  if (msg.want_delivery && !session_.peer_takes_batches()) {
+    msg.receipt.Settle(ErrorWithReason(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("secure channel ", encryptor_address_,
+                     ": the far end is an older node that gives no delivery receipts"),
+        reason::kDeliveryReceiptsUnsupported));
+    return true;
+  }
   if (msg.onward.empty()) {  // nothing for the far end to deliver it to
     msg.receipt.Settle(
         ErrorWithReason(absl::StatusCode::kInvalidArgument,
@@ -302,7 +378,7 @@ bool SecureChannel::Refused(core::Message& msg) {
 
 void SecureChannel::OnPlaintext(core::Message msg) {
   if (Refused(msg)) return;
-  if (!held_.empty() || !session_.MaySend()) {
+  if (holding() || !session_.MaySend()) {
     Hold(std::move(msg));
   } else {
     SealRecord(std::span<core::Message>(&msg, 1));
@@ -323,7 +399,7 @@ void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
   const size_t limit = manager_.options().max_batch_bytes;
   size_t begin = 0;
   while (begin < msgs.size()) {
-    if (!held_.empty() || !session_.MaySend()) {  // the rest waits for the far end
+    if (holding() || !session_.MaySend()) {  // the rest waits for the far end
       for (size_t i = begin; i < msgs.size(); ++i) Hold(std::move(msgs[i]));
       break;
     }
@@ -343,7 +419,9 @@ void SecureChannel::OnPlaintextBatch(std::vector<core::Message> msgs) {
 
 void SecureChannel::SealRecord(std::span<core::Message> msgs) {
   std::string ciphertext;
-  if (msgs.size() == 1) {  // alone: too large to share a record, or the last one
+  const bool receipted =
+      std::any_of(msgs.begin(), msgs.end(), [](const core::Message& m) { return m.want_delivery; });
+  if (msgs.size() == 1 && !receipted) {  // alone: too large to share a record, or the last one
     core::Message& msg = msgs.front();
     absl::Status s =
         session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext, msg.refusal);
@@ -354,13 +432,27 @@ void SecureChannel::SealRecord(std::span<core::Message> msgs) {
     Send(std::move(ciphertext), remote_route_, std::move(msg.receipt));
     return;
   }
-  absl::Status s = session_.EncryptBatch(msgs, ciphertext);
+  uint64_t id = 0;
+  absl::Status s = session_.EncryptBatch(msgs, ciphertext, &id);
   std::vector<core::Receipt> receipts;
-  receipts.reserve(msgs.size());
-  for (core::Message& msg : msgs) receipts.push_back(std::move(msg.receipt));
+  receipts.reserve(msgs.size() + 1);
+  std::vector<uint64_t> ids;
+  for (core::Message& msg : msgs) {
+    if (s.ok() && msg.want_delivery) {  // settled by the far end's RECEIPT
+      ids.push_back(id);
+      awaiting_.emplace(id++, std::move(msg.receipt));
+      continue;
+    }
+    receipts.push_back(std::move(msg.receipt));
+  }
   if (!s.ok()) {
     for (core::Receipt& r : receipts) r.Settle(s);
     return;
+  }
+  if (!ids.empty()) {
+    ArmProbe();
+    receipts.emplace_back(
+        std::make_shared<RecordSendTracker>(weak_from_this(), strand_, std::move(ids)), 0);
   }
   Send(std::move(ciphertext), remote_route_, core::JoinReceipts(std::move(receipts)));
 }
@@ -390,20 +482,118 @@ void SecureChannel::Drain() {
   const size_t limit = manager_.options().max_batch_bytes;
   const bool batches = session_.peer_takes_batches();
   std::vector<core::Message> record;
-  while (!held_.empty() && !closed_ && session_.MaySend()) {
+  while (holding() && !closed_ && session_.MaySend()) {
     record.clear();
     size_t bytes = 0;
-    while (!held_.empty()) {
-      const size_t entry = ChannelSession::BatchEntrySize(held_.front());
+    while (holding()) {
+      core::Message& next = held_[held_next_];
+      const size_t entry = ChannelSession::BatchEntrySize(next);
       if (!record.empty() && (!batches || bytes + entry > limit)) break;
       bytes += entry;
-      held_bytes_ -= held_.front().payload.size();
-      record.push_back(std::move(held_.front()));
-      held_.pop_front();
+      held_bytes_ -= next.payload.size();
+      record.push_back(std::move(next));
+      ++held_next_;
     }
     SealRecord(record);
   }
+  if (!holding()) {  // all sent: start again at the front, and give a large buffer back
+    held_.clear();
+    held_next_ = 0;
+    if (held_.capacity() > 1024) held_.shrink_to_fit();
+  }
   PublishCounters();
+}
+
+void SecureChannel::OnReceipts(const std::vector<ReceiptOutcome>& outcomes) {
+  for (const ReceiptOutcome& o : outcomes) {
+    auto settle = [&](absl::flat_hash_map<uint64_t, core::Receipt>::iterator it) {
+      if (o.status.ok()) {
+        it->second.Settle(absl::OkStatus());
+      } else {
+        it->second.Settle(ErrorWithReason(
+            o.status.code(),
+            absl::StrCat("not delivered: the far end (", session_.remote_identifier(),
+                         ") says: ", o.status.message()),
+            ReasonOf(o.status)));
+      }
+      awaiting_.erase(it);
+    };
+    if (o.count <= awaiting_.size()) {
+      for (uint64_t id = o.first; id - o.first < o.count; ++id) {
+        if (auto it = awaiting_.find(id); it != awaiting_.end()) settle(it);
+      }
+    } else {  // (a range larger than what is awaited: walk what is)
+      std::vector<uint64_t> hit;
+      for (const auto& [id, receipt] : awaiting_) {
+        if (id >= o.first && id - o.first < o.count) hit.push_back(id);
+      }
+      for (uint64_t id : hit) settle(awaiting_.find(id));
+    }
+  }
+}
+
+void SecureChannel::FailAwaiting(const std::vector<uint64_t>& ids, const absl::Status& why) {
+  for (uint64_t id : ids) {
+    auto it = awaiting_.find(id);
+    if (it == awaiting_.end()) continue;
+    it->second.Settle(why);
+    awaiting_.erase(it);
+  }
+}
+
+void SecureChannel::ArmProbe() {
+  if (probe_armed_ || closed_) return;
+  if (probe_timer_ == nullptr) probe_timer_ = std::make_unique<boost::asio::steady_timer>(strand_);
+  probe_armed_ = true;
+  heard_at_last_probe_ = session_.authenticated_messages();
+  probe_timer_->expires_after(std::chrono::seconds(1));
+  probe_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->probe_armed_ = false;
+    if (!ec) self->OnProbeTimer();
+  });
+}
+
+void SecureChannel::OnProbeTimer() {
+  if (closed_ || awaiting_.empty()) {
+    silent_probes_ = 0;
+    return;
+  }
+  if (session_.authenticated_messages() != heard_at_last_probe_) {
+    silent_probes_ = 0;
+  } else if (++silent_probes_ >= 10) {
+    CloseNow(
+        ErrorWithReason(absl::StatusCode::kDeadlineExceeded,
+                        absl::StrCat("the far end did not answer for ", silent_probes_, " s while ",
+                                     awaiting_.size(), " messages awaited their delivery receipts"),
+                        reason::kDeliveryUnknown),
+        true);
+    return;
+  }
+  if (silent_probes_ > 0) {
+    std::string probe = session_.Receipts({}, /*probe=*/true);
+    if (!probe.empty()) Send(std::move(probe), remote_route_, core::Receipt());
+  }
+  ArmProbe();
+}
+
+void SecureChannel::FlushReceipts() {
+  auto outcomes =
+      receipts_ != nullptr ? receipts_->Take() : std::vector<std::pair<uint64_t, absl::Status>>();
+  if (closed_) return;     // (the far end learns the rest from the channel closing)
+  if (outcomes.empty()) {  // an answer to a probe
+    std::string bytes = session_.Receipts({});
+    if (!bytes.empty()) Send(std::move(bytes), remote_route_, core::Receipt());
+    return;
+  }
+  constexpr size_t kPerMessage = 4096;
+  for (size_t at = 0; at < outcomes.size(); at += kPerMessage) {
+    std::span<const std::pair<uint64_t, absl::Status>> part(
+        outcomes.data() + at, std::min(kPerMessage, outcomes.size() - at));
+    std::string bytes = session_.Receipts(part);
+    if (bytes.empty()) return;
+    manager_.stats().receipts_sent.fetch_add(1, std::memory_order_relaxed);
+    Send(std::move(bytes), remote_route_, core::Receipt());
+  }
 }
 
 void SecureChannel::OnConsumed() {
@@ -519,6 +709,8 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     return;
   }
   if (step.credited) Drain();
+  if (!step.receipts.empty()) OnReceipts(step.receipts);
+  if (step.probed) FlushReceipts();
   if (step.deliveries.empty()) return;
   std::move(settle).Cancel();
   // Under flow control the record's bytes are granted back once all its messages were handed
@@ -534,6 +726,27 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   // One receipt per message: the record's settles once all of them have.
   std::vector<core::Receipt> parts = core::SplitReceipt(std::move(receipt), step.deliveries.size());
+  if (!step.receipt_ids.empty()) {
+    // Each delivery whose sender wants a receipt is reported back once it settles.
+    if (receipts_ == nullptr)
+      receipts_ = std::make_shared<ReceiptCollector>(weak_from_this(), strand_);
+    std::vector<uint64_t> ids;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < step.receipt_ids.size(); ++i) {
+      if (step.receipt_ids[i] == 0) continue;
+      ids.push_back(step.receipt_ids[i]);
+      which.push_back(i);
+    }
+    auto tracker = std::make_shared<RecordDeliveries>(receipts_, std::move(ids));
+    for (size_t k = 0; k < which.size(); ++k) {
+      std::vector<core::Receipt> both;
+      both.reserve(2);
+      both.push_back(std::move(parts[which[k]]));
+      both.push_back(core::Receipt(tracker, static_cast<uint32_t>(k)));
+      parts[which[k]] = core::JoinReceipts(std::move(both));
+      step.deliveries[which[k]].want_delivery = true;
+    }
+  }
   for (size_t i = 0; i < step.deliveries.size(); ++i) {
     core::Message& inner = step.deliveries[i];
     // (Whether a decrypted message may go on, e.g. leave the host, is the router's call:
@@ -616,14 +829,28 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   }
   closed_ = true;
   timer_.cancel();
-  if (!held_.empty()) {
+  if (probe_timer_ != nullptr) probe_timer_->cancel();
+  if (!awaiting_.empty()) {
+    const absl::Status unknown = ErrorWithReason(
+        absl::StatusCode::kUnavailable,
+        absl::StrCat("secure channel ", encryptor_address_,
+                     " closed before the far end confirmed delivery (it may or may not have "
+                     "been delivered): ",
+                     why.message()),
+        reason::kDeliveryUnknown);
+    manager_.stats().receipts_unknown.fetch_add(awaiting_.size(), std::memory_order_relaxed);
+    for (auto& [id, receipt] : awaiting_) receipt.Settle(unknown);
+    awaiting_.clear();
+  }
+  if (holding()) {
     const absl::Status unsent = ErrorWithReason(
         absl::StatusCode::kUnavailable,
         absl::StrCat("secure channel ", encryptor_address_,
                      " closed before the far end granted room for this message: ", why.message()),
         reason::kChannelClosed);
-    for (core::Message& msg : held_) msg.receipt.Settle(unsent);
+    for (size_t i = held_next_; i < held_.size(); ++i) held_[i].receipt.Settle(unsent);
     held_.clear();
+    held_next_ = 0;
     held_bytes_ = 0;
   }
   if (pending_counted_) {

@@ -7,12 +7,12 @@
 #define VEIL_SIDECAR_CHANNEL_SECURE_CHANNEL_H_
 
 #include <atomic>
-#include <deque>
 #include <memory>
 #include <span>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "boost/asio/steady_timer.hpp"
 #include "sidecar/channel/channel_session.h"
 #include "sidecar/channel/secure_channel_manager.h"
@@ -63,6 +63,9 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
 
  private:
   class CreditTracker;
+  class ReceiptCollector;
+  class RecordSendTracker;
+  class RecordDeliveries;
 
   // Refuses (settles) `msg` when the channel cannot take it: closed, not established, or a
   // route that ends here. True when refused.
@@ -77,6 +80,17 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   void Drain();
   // On the strand, when deliveries out of this channel were handed on: grants the far end more.
   void OnConsumed();
+  // Delivery receipts. Sender: the far end's RECEIPT, or a record that could not be sent,
+  // settles the app's receipts kept for those ids. Receiver: tells the far end the outcome of
+  // what the collector gathered.
+  void OnReceipts(const std::vector<ReceiptOutcome>& outcomes);
+  void FailAwaiting(const std::vector<uint64_t>& ids, const absl::Status& why);
+  void FlushReceipts();
+  // While receipts are awaited: every second without a word from the far end, a probe (a
+  // RECEIPT asking for an answer; a node on the way that lost the route answers with a refusal
+  // notice instead); ten such seconds close the channel (DELIVERY_UNKNOWN for what awaits).
+  void ArmProbe();
+  void OnProbeTimer();
   // Sends `bytes` along `to` with this channel's path tag, or with `echo_tag` when it answers
   // a message (a handshake error echoes the tag of what it refuses).
   void Send(std::string bytes, const core::Route& to, core::Receipt receipt, uint64_t echo_tag = 0);
@@ -117,9 +131,21 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
 
   // Flow control: what waits for the far end to grant more (sender), and what counts the bytes
   // of deliveries handed on (receiver; made at establishment when flow control is on).
-  std::deque<core::Message> held_;
+  // (A vector read from held_next_ on: std::deque allocates even when empty, and most channels
+  // never hold anything.)
+  std::vector<core::Message> held_;
+  size_t held_next_ = 0;
   size_t held_bytes_ = 0;
+  bool holding() const { return held_next_ < held_.size(); }
   std::shared_ptr<CreditTracker> credit_;
+  // Delivery receipts: the app receipts of messages sent with receipt ids, by id (sender), and
+  // the outcomes of deliveries that want receipts, to be told (receiver; made when first used).
+  absl::flat_hash_map<uint64_t, core::Receipt> awaiting_;
+  std::shared_ptr<ReceiptCollector> receipts_;
+  std::unique_ptr<boost::asio::steady_timer> probe_timer_;  // made when first needed
+  bool probe_armed_ = false;
+  uint64_t heard_at_last_probe_ = 0;
+  int silent_probes_ = 0;
 
   mutable veil::Mutex mu_;
   ChannelInfo info_ ABSL_GUARDED_BY(mu_);  // published snapshot, counters aside

@@ -131,6 +131,9 @@ struct ChannelStats {
   // a channel's send queue was full, CREDIT messages sent, and channels closed because the far
   // end ignored its limit.
   std::atomic<uint64_t> credit_held{0}, credit_refused{0}, credits_sent{0}, credit_violations{0};
+  // Delivery receipts: RECEIPT messages sent, and messages whose channel closed before their
+  // receipt came (reported DELIVERY_UNKNOWN).
+  std::atomic<uint64_t> receipts_sent{0}, receipts_unknown{0};
   void RecordHandshake(bool ok, std::chrono::steady_clock::duration latency);
 };
 

@@ -101,6 +101,10 @@ struct Message {
   // Not OK on a refusal notice (payload empty): a node on the way could not hand on a message
   // this node sent, and says why. Routed only to workers that TakeRefusals().
   absl::Status refusal;
+  // The sender wants to learn when the message was delivered (for an app: acked), not only
+  // handed on: a secure channel it goes into asks its far end for a delivery receipt, and a
+  // local app's queue settles it only when the app acks. Never crosses the wire as such.
+  bool want_delivery = false;
   // The sending secure channel's random path tag (0: none). Crosses the wire and every hop
   // unchanged; a refusal notice echoes the tag of the message it is about, and a channel
   // believes only notices that echo its own (docs/protocol.md, "Refusal notices").

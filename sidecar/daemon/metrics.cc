@@ -186,6 +186,13 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                        "Local messages refused (QUEUE_FULL) because a secure channel's send queue "
                        "was full",
                        kCounter, load(cs.credit_refused)));
+  out.push_back(Single("veil_secure_channel_receipts_sent_total",
+                       "RECEIPT messages sent: delivery outcomes told to far senders", kCounter,
+                       load(cs.receipts_sent)));
+  out.push_back(Single("veil_secure_channel_delivery_unknown_total",
+                       "Messages sent with delivery receipts whose channel closed before their "
+                       "receipt came",
+                       kCounter, load(cs.receipts_unknown)));
   out.push_back(Single("veil_secure_channel_credits_sent_total",
                        "CREDIT messages sent: more granted to far ends as apps took deliveries",
                        kCounter, load(cs.credits_sent)));

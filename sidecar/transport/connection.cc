@@ -282,6 +282,15 @@ void Connection::HandleMessage(core::Message msg) {
     router().Refuse(std::move(msg), close_status_);
     return;
   }
+  if (msg.want_delivery) {  // a connection can only say it wrote the message
+    router().Refuse(std::move(msg),
+                    ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                                    absl::StrCat("delivery receipts need a secure channel: the "
+                                                 "message would leave in plaintext over ",
+                                                 peer()),
+                                    reason::kDeliveryReceiptsUnsupported));
+    return;
+  }
   const size_t queued = writes_.queued_bytes();
   if (!msg.refusal.ok() && queued > kMaxQueuedNoticeBytes) {  // a peer that does not read
     transport_.stats().notices_dropped.fetch_add(1, std::memory_order_relaxed);

@@ -66,10 +66,12 @@ class Sink {
     EXPECT_TRUE(opened && opened->has_opened());
     thread_ = std::thread([this] { Run(); });
   }
-  ~Sink() {
+  ~Sink() { Stop(); }
+  // The app goes away (its stream cancelled); what it recorded stays readable.
+  void Stop() {
     Release();
     client_.Cancel();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
   void Release() {
     std::lock_guard lock(mu_);
@@ -134,13 +136,15 @@ class Sender {
     }
   };
 
+  // `delivery_receipts`: a message counts as accepted only once the far app acked it.
   Sender(const std::shared_ptr<grpc::Channel>& api, std::string route, size_t size, int per_batch,
-         int max_outstanding = 4)
+         int max_outstanding = 4, bool delivery_receipts = false)
       : client_(api, absl::StrCat("src", ++instances_)),
         route_(std::move(route)),
         size_(size),
         per_batch_(per_batch),
-        max_outstanding_(max_outstanding) {
+        max_outstanding_(max_outstanding),
+        delivery_receipts_(delivery_receipts) {
     auto opened = client_.Read();
     EXPECT_TRUE(opened && opened->has_opened());
     reader_ = std::thread([this] { ReadResults(); });
@@ -171,12 +175,17 @@ class Sender {
       }
       std::vector<std::pair<std::string, std::string>> batch;
       for (int i = 0; i < per_batch_; ++i) batch.emplace_back(route_, Numbered(next_++, size_));
-      if (!client_.Send(batch_id_, batch)) break;
+      if (!client_.Send(batch_id_, batch, delivery_receipts_)) break;
     }
     std::lock_guard lock(mu_);
     Outcome out = outcome_;
     std::sort(out.accepted.begin(), out.accepted.end());
     return out;
+  }
+  // Messages sent so far (each gets exactly one result).
+  uint64_t sent() {
+    std::lock_guard lock(mu_);
+    return next_;
   }
   // Waits for every outstanding result; the whole outcome.
   Outcome Finish() {
@@ -214,6 +223,7 @@ class Sender {
   const size_t size_;
   const int per_batch_;
   const int max_outstanding_;
+  const bool delivery_receipts_;
   std::mutex mu_;
   std::condition_variable cv_;
   int outstanding_ = 0;
@@ -243,19 +253,27 @@ std::string Describe(const Sender::Outcome& o) {
 }
 
 // Streams from `sender` while `sink` receives; once the sink has `before_fault` messages, runs
-// `fault`, then stops when the sender has been refused `refusals` times. The outcome, checked:
-// some refusals, each with a reason, and what arrived is intact, in order and was accepted.
-Sender::Outcome StreamThroughFault(Sender& sender, Sink& sink, size_t before_fault,
-                                   const std::function<void()>& fault, uint64_t refusals) {
+// `fault`, then stops when the sender has been refused `refusals` times; the whole outcome,
+// once every result came.
+Sender::Outcome RunThroughFault(Sender& sender, Sink& sink, size_t before_fault,
+                                const std::function<void()>& fault, uint64_t refusals) {
   std::atomic<bool> done{false};
   std::thread faulter([&] {
     WaitFor([&] { return sink.count() >= before_fault; });
     fault();
     done = true;
   });
-  Sender::Outcome out = sender.Run(
-      2000000, [&](const Sender::Outcome& o) { return done && o.refused_total() >= refusals; });
+  sender.Start(2000000,
+               [&](const Sender::Outcome& o) { return done && o.refused_total() >= refusals; });
   faulter.join();
+  return sender.Finish();
+}
+
+// RunThroughFault, checked: some refusals, each with a reason, and what arrived is intact, in
+// order and was accepted.
+Sender::Outcome StreamThroughFault(Sender& sender, Sink& sink, size_t before_fault,
+                                   const std::function<void()>& fault, uint64_t refusals) {
+  Sender::Outcome out = RunThroughFault(sender, sink, before_fault, fault, refusals);
   EXPECT_GE(out.refused_total(), refusals) << Describe(out);
   EXPECT_EQ(out.refused.count(""), 0u) << "a refusal without a reason: " << Describe(out);
   ExpectInOrderSubsetOf(sink.numbers(), out.accepted);
@@ -295,6 +313,7 @@ class FaultTest : public ::testing::Test {
   // `address` through it.
   // Defined below.
   double Bob2ThroughputWhileBobStalls(const std::vector<std::string>& extra);
+  Sender::Outcome ReceiptsUnderFault(const std::function<void(Sink&)>& fault);
   std::string ChannelTo(const std::string& address) {
     v1::SecureChannel channel;
     grpc::Status s = CreateSecureChannel(alice_api_, relay_.route() + "/service/listener",
@@ -573,6 +592,104 @@ TEST_F(FaultTest, SidecarKilledUnderTrafficThenRestarted) {
   ASSERT_EQ(more.accepted.size(), 200u) << Describe(more);
   EXPECT_TRUE(WaitFor([&] { return again.count() >= 200; }));
   EXPECT_EQ(again.numbers(), more.accepted);
+}
+
+// Delivery receipts (SendBatch.delivery_receipts): a message counts as accepted only once Bob's
+// app acked it. Runs `fault` once the sink has `before_fault` messages and streams on until
+// `refusals` results were failures; then checks what receipts promise: every message got
+// exactly one result (none silently lost), every one reported delivered did reach the app, and
+// every failure says why.
+Sender::Outcome ReceiptsThroughFault(Sender& sender, Sink& sink, size_t before_fault,
+                                     const std::function<void()>& fault, uint64_t refusals) {
+  Sender::Outcome out = RunThroughFault(sender, sink, before_fault, fault, refusals);
+  EXPECT_EQ(out.accepted.size() + out.refused_total(), sender.sent()) << Describe(out);
+  EXPECT_GE(out.refused_total(), refusals) << Describe(out);
+  EXPECT_EQ(out.refused.count(""), 0u) << "a failure without a reason: " << Describe(out);
+  std::vector<uint64_t> received = sink.numbers();
+  std::sort(received.begin(), received.end());
+  for (uint64_t n : out.accepted) {
+    EXPECT_TRUE(std::binary_search(received.begin(), received.end(), n))
+        << "message " << n << " was reported delivered but never reached the app";
+    if (!std::binary_search(received.begin(), received.end(), n)) break;
+  }
+  EXPECT_EQ(sink.bad(), 0u);
+  return out;
+}
+
+TEST_F(FaultTest, DeliveryReceiptsReportEachMessageOnceTheFarAppAckedIt) {
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_NO_FATAL_FAILURE(StartBob());
+  ASSERT_NO_FATAL_FAILURE(StartAlice({"--metrics-listen", "127.0.0.1:0"}));
+  // Bob's app reads nothing yet: without receipts Alice's results come as soon as her sidecar
+  // wrote the messages; with them, only once the app acks.
+  Sink sink(bob_api_, "sink", 64, /*held=*/true);
+  const std::string route = ChannelTo("sink");
+  Sender sender(alice_api_, route, 1024, 50, 40, /*delivery_receipts=*/true);
+  Sender::Outcome early = sender.Start(2000, [](const Sender::Outcome&) { return false; });
+  std::this_thread::sleep_for(milliseconds(500));
+  {
+    Sender::Outcome so_far = sender.Start(0, [](const Sender::Outcome&) { return true; });
+    EXPECT_EQ(so_far.accepted.size(), 0u) << "reported delivered before the app read anything";
+  }
+  sink.Release();
+  Sender::Outcome out = sender.Finish();
+  EXPECT_EQ(out.accepted.size(), 2000u) << Describe(out);
+  EXPECT_TRUE(WaitFor([&] { return sink.count() >= 2000; }));
+  EXPECT_EQ(sink.numbers(), out.accepted);
+  EXPECT_GT(Scrape(*bob_, "veil_secure_channel_receipts_sent_total"), 0);
+  (void)early;
+
+  // A route that leaves in plaintext cannot be receipted: refused, with the reason.
+  Sender plain(alice_api_, "/tcp/" + hub_listen_ + "/service/nothing", 16, 1, 1, true);
+  Sender::Outcome refused = plain.Run(1, [](const Sender::Outcome&) { return false; });
+  EXPECT_EQ(refused.refused["DELIVERY_RECEIPTS_UNSUPPORTED"] +
+                refused.refused["PLAINTEXT_EGRESS_REFUSED"],
+            1u)
+      << Describe(refused);
+}
+
+// The three fault cases below: hub, Bob and Alice; Bob's sink; Alice streaming 1 KiB messages
+// with receipts through a new channel; `fault(sink)` once 2,000 arrived. The outcome, checked
+// by ReceiptsThroughFault.
+Sender::Outcome FaultTest::ReceiptsUnderFault(const std::function<void(Sink&)>& fault) {
+  StartHub();
+  StartBob();
+  StartAlice();
+  Sink sink(bob_api_, "sink", 64);
+  Sender sender(alice_api_, ChannelTo("sink"), 1024, 50, 8, true);
+  Sender::Outcome out = ReceiptsThroughFault(
+      sender, sink, 2000, [&] { fault(sink); }, 100);
+  std::printf("%s; %zu received\n", Describe(out).c_str(), sink.count());
+  return out;
+}
+
+// Bob's app goes away mid-stream: what it had not acked, and what arrives for its address
+// afterwards, is reported not delivered, with Bob's node's reasons; the channel stays up.
+TEST_F(FaultTest, DeliveryReceiptsWhenTheFarAppGoesAway) {
+  Sender::Outcome out = ReceiptsUnderFault([](Sink& sink) { sink.Stop(); });
+  EXPECT_EQ(out.refused.count("DELIVERY_UNKNOWN"), 0u)
+      << "the channel stayed up: " << Describe(out);
+}
+
+// Bob's sidecar is killed mid-stream: Alice's channel closes (the hub's notice, to her probe
+// if nothing else), and what was not yet receipted is reported DELIVERY_UNKNOWN (it may have
+// reached Bob's app); later sends are refused at home.
+TEST_F(FaultTest, DeliveryReceiptsWhenTheFarSidecarIsKilled) {
+  Sender::Outcome out = ReceiptsUnderFault([&](Sink&) { bob_->Kill(); });
+  EXPECT_GT(out.refused["DELIVERY_UNKNOWN"], 0u) << Describe(out);
+}
+
+// The hub is killed mid-stream and restarted: the same for what was on the way; a new
+// channel through the restarted hub delivers with receipts again.
+TEST_F(FaultTest, DeliveryReceiptsWhenTheHubRestarts) {
+  Sender::Outcome out = ReceiptsUnderFault([&](Sink&) { hub_->Kill(); });
+  EXPECT_GT(out.refused["DELIVERY_UNKNOWN"], 0u) << Describe(out);
+  ASSERT_NO_FATAL_FAILURE(StartHub());
+  ASSERT_TRUE(WaitRelayUp(bob_api_, "bob", 2)) << bob_->log();
+  Sink sink(bob_api_, "sink", 64);
+  Sender after(alice_api_, ChannelTo("sink"), 1024, 50, 8, true);
+  Sender::Outcome more = after.Run(500, [](const Sender::Outcome&) { return false; });
+  EXPECT_EQ(more.accepted.size(), 500u) << Describe(more);
 }
 
 // A channel to a relay the hub does not have fails at once (the hub's refusal notice), not

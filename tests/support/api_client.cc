@@ -198,9 +198,11 @@ bool ServeClient::Ack(uint64_t sequence) {
 }
 
 bool ServeClient::Send(uint64_t batch_id,
-                       const std::vector<std::pair<std::string, std::string>>& messages) {
+                       const std::vector<std::pair<std::string, std::string>>& messages,
+                       bool delivery_receipts) {
   v1::ServeRequest request;
   request.mutable_send()->set_batch_id(batch_id);
+  request.mutable_send()->set_delivery_receipts(delivery_receipts);
   for (const auto& [route, payload] : messages) {
     auto* m = request.mutable_send()->add_messages();
     m->set_route(route);

@@ -87,7 +87,9 @@ class ServeClient {
   std::optional<v1::ServeResponse> Read();
   bool Write(const v1::ServeRequest& request);
   bool Ack(uint64_t sequence);
-  bool Send(uint64_t batch_id, const std::vector<std::pair<std::string, std::string>>& messages);
+  // `delivery_receipts`: results once the far app acked each message (SendBatch).
+  bool Send(uint64_t batch_id, const std::vector<std::pair<std::string, std::string>>& messages,
+            bool delivery_receipts = false);
   void Cancel() { context_.TryCancel(); }
   // Half-closes and returns the final status.
   grpc::Status Finish();

@@ -69,6 +69,7 @@ PROTOBUF_CONSTEXPR ServeRequest_SendBatch::ServeRequest_SendBatch(
     /*decltype(_impl_.messages_)*/{}
   , /*decltype(_impl_.batch_id_)*/uint64_t{0u}
   , /*decltype(_impl_.failures_only_)*/false
+  , /*decltype(_impl_.delivery_receipts_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct ServeRequest_SendBatchDefaultTypeInternal {
   PROTOBUF_CONSTEXPR ServeRequest_SendBatchDefaultTypeInternal()
@@ -200,6 +201,7 @@ PROTOBUF_CONSTEXPR SendRequest::SendRequest(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.messages_)*/{}
   , /*decltype(_impl_.return_address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.delivery_receipts_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct SendRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR SendRequestDefaultTypeInternal()
@@ -290,6 +292,7 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_SendBatch, _impl_.batch_id_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_SendBatch, _impl_.messages_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_SendBatch, _impl_.failures_only_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest_SendBatch, _impl_.delivery_receipts_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::ServeRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -372,6 +375,7 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::veil::v1::SendRequest, _impl_.messages_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SendRequest, _impl_.return_address_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SendRequest, _impl_.delivery_receipts_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::SendResponse, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -400,18 +404,18 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 8, -1, -1, sizeof(::veil::v1::ServeRequest_Open)},
   { 17, -1, -1, sizeof(::veil::v1::ServeRequest_Ack)},
   { 24, -1, -1, sizeof(::veil::v1::ServeRequest_SendBatch)},
-  { 33, -1, -1, sizeof(::veil::v1::ServeRequest)},
-  { 43, -1, -1, sizeof(::veil::v1::ServeResponse_Opened)},
-  { 52, -1, -1, sizeof(::veil::v1::ServeResponse_SendResult)},
-  { 61, -1, -1, sizeof(::veil::v1::ServeResponse)},
-  { 72, -1, -1, sizeof(::veil::v1::SendFailure)},
-  { 80, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
-  { 87, -1, -1, sizeof(::veil::v1::Delivery)},
-  { 98, -1, -1, sizeof(::veil::v1::Sender)},
-  { 107, -1, -1, sizeof(::veil::v1::SendRequest)},
-  { 115, -1, -1, sizeof(::veil::v1::SendResponse)},
-  { 122, -1, -1, sizeof(::veil::v1::RequestRequest)},
-  { 130, -1, -1, sizeof(::veil::v1::RequestResponse)},
+  { 34, -1, -1, sizeof(::veil::v1::ServeRequest)},
+  { 44, -1, -1, sizeof(::veil::v1::ServeResponse_Opened)},
+  { 53, -1, -1, sizeof(::veil::v1::ServeResponse_SendResult)},
+  { 62, -1, -1, sizeof(::veil::v1::ServeResponse)},
+  { 73, -1, -1, sizeof(::veil::v1::SendFailure)},
+  { 81, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
+  { 88, -1, -1, sizeof(::veil::v1::Delivery)},
+  { 99, -1, -1, sizeof(::veil::v1::Sender)},
+  { 108, -1, -1, sizeof(::veil::v1::SendRequest)},
+  { 117, -1, -1, sizeof(::veil::v1::SendResponse)},
+  { 124, -1, -1, sizeof(::veil::v1::RequestRequest)},
+  { 132, -1, -1, sizeof(::veil::v1::RequestResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -436,54 +440,56 @@ static const ::_pb::Message* const file_default_instances[] = {
 const char descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\027veil/v1/messaging.proto\022\007veil.v1\032\027goog"
   "le/rpc/status.proto\"1\n\017OutgoingMessage\022\r"
-  "\n\005route\030\001 \001(\t\022\017\n\007payload\030\002 \001(\014\"\335\002\n\014Serve"
+  "\n\005route\030\001 \001(\t\022\017\n\007payload\030\002 \001(\014\"\370\002\n\014Serve"
   "Request\022*\n\004open\030\001 \001(\0132\032.veil.v1.ServeReq"
   "uest.OpenH\000\022(\n\003ack\030\002 \001(\0132\031.veil.v1.Serve"
   "Request.AckH\000\022/\n\004send\030\003 \001(\0132\037.veil.v1.Se"
   "rveRequest.SendBatchH\000\032C\n\004Open\022\017\n\007addres"
   "s\030\001 \001(\t\022\016\n\006window\030\002 \001(\r\022\032\n\022accept_unencr"
-  "ypted\030\003 \001(\010\032\027\n\003Ack\022\020\n\010sequence\030\001 \001(\004\032`\n\t"
+  "ypted\030\003 \001(\010\032\027\n\003Ack\022\020\n\010sequence\030\001 \001(\004\032{\n\t"
   "SendBatch\022\020\n\010batch_id\030\001 \001(\004\022*\n\010messages\030"
   "\002 \003(\0132\030.veil.v1.OutgoingMessage\022\025\n\rfailu"
-  "res_only\030\003 \001(\010B\006\n\004kind\"\352\002\n\rServeResponse"
-  "\022/\n\006opened\030\001 \001(\0132\035.veil.v1.ServeResponse"
-  ".OpenedH\000\022,\n\ndeliveries\030\002 \001(\0132\026.veil.v1."
-  "DeliveryBatchH\000\0228\n\013send_result\030\003 \001(\0132!.v"
-  "eil.v1.ServeResponse.SendResultH\000\022$\n\006clo"
-  "sed\030\004 \001(\0132\022.google.rpc.StatusH\000\0328\n\006Opene"
-  "d\022\017\n\007address\030\001 \001(\t\022\r\n\005route\030\002 \001(\t\022\016\n\006win"
-  "dow\030\003 \001(\r\032X\n\nSendResult\022\020\n\010batch_id\030\001 \001("
-  "\004\022\020\n\010accepted\030\002 \001(\r\022&\n\010failures\030\003 \003(\0132\024."
-  "veil.v1.SendFailureB\006\n\004kind\"@\n\013SendFailu"
-  "re\022\r\n\005index\030\001 \001(\r\022\"\n\006status\030\002 \001(\0132\022.goog"
-  "le.rpc.Status\"6\n\rDeliveryBatch\022%\n\ndelive"
-  "ries\030\001 \003(\0132\021.veil.v1.Delivery\"z\n\010Deliver"
-  "y\022\020\n\010sequence\030\001 \001(\004\022\017\n\007payload\030\002 \001(\014\022\024\n\014"
-  "return_route\030\003 \001(\t\022\024\n\014onward_route\030\004 \001(\t"
-  "\022\037\n\006sender\030\005 \001(\0132\017.veil.v1.Sender\"\272\001\n\006Se"
-  "nder\022&\n\006origin\030\001 \001(\0162\026.veil.v1.Sender.Or"
-  "igin\022\022\n\nidentifier\030\002 \001(\t\022\017\n\007channel\030\003 \001("
-  "\t\"c\n\006Origin\022\026\n\022ORIGIN_UNSPECIFIED\020\000\022\020\n\014O"
-  "RIGIN_LOCAL\020\001\022\024\n\020ORIGIN_TRANSPORT\020\002\022\031\n\025O"
-  "RIGIN_SECURE_CHANNEL\020\003\"Q\n\013SendRequest\022*\n"
-  "\010messages\030\001 \003(\0132\030.veil.v1.OutgoingMessag"
-  "e\022\026\n\016return_address\030\002 \001(\t\" \n\014SendRespons"
-  "e\022\020\n\010accepted\030\001 \001(\r\"O\n\016RequestRequest\022)\n"
-  "\007message\030\001 \001(\0132\030.veil.v1.OutgoingMessage"
-  "\022\022\n\ntimeout_ms\030\002 \001(\r\"3\n\017RequestResponse\022"
-  " \n\005reply\030\001 \001(\0132\021.veil.v1.Delivery2\301\001\n\020Me"
-  "ssagingService\022:\n\005Serve\022\025.veil.v1.ServeR"
-  "equest\032\026.veil.v1.ServeResponse(\0010\001\0223\n\004Se"
-  "nd\022\024.veil.v1.SendRequest\032\025.veil.v1.SendR"
-  "esponse\022<\n\007Request\022\027.veil.v1.RequestRequ"
-  "est\032\030.veil.v1.RequestResponseb\006proto3"
+  "res_only\030\003 \001(\010\022\031\n\021delivery_receipts\030\004 \001("
+  "\010B\006\n\004kind\"\352\002\n\rServeResponse\022/\n\006opened\030\001 "
+  "\001(\0132\035.veil.v1.ServeResponse.OpenedH\000\022,\n\n"
+  "deliveries\030\002 \001(\0132\026.veil.v1.DeliveryBatch"
+  "H\000\0228\n\013send_result\030\003 \001(\0132!.veil.v1.ServeR"
+  "esponse.SendResultH\000\022$\n\006closed\030\004 \001(\0132\022.g"
+  "oogle.rpc.StatusH\000\0328\n\006Opened\022\017\n\007address\030"
+  "\001 \001(\t\022\r\n\005route\030\002 \001(\t\022\016\n\006window\030\003 \001(\r\032X\n\n"
+  "SendResult\022\020\n\010batch_id\030\001 \001(\004\022\020\n\010accepted"
+  "\030\002 \001(\r\022&\n\010failures\030\003 \003(\0132\024.veil.v1.SendF"
+  "ailureB\006\n\004kind\"@\n\013SendFailure\022\r\n\005index\030\001"
+  " \001(\r\022\"\n\006status\030\002 \001(\0132\022.google.rpc.Status"
+  "\"6\n\rDeliveryBatch\022%\n\ndeliveries\030\001 \003(\0132\021."
+  "veil.v1.Delivery\"z\n\010Delivery\022\020\n\010sequence"
+  "\030\001 \001(\004\022\017\n\007payload\030\002 \001(\014\022\024\n\014return_route\030"
+  "\003 \001(\t\022\024\n\014onward_route\030\004 \001(\t\022\037\n\006sender\030\005 "
+  "\001(\0132\017.veil.v1.Sender\"\272\001\n\006Sender\022&\n\006origi"
+  "n\030\001 \001(\0162\026.veil.v1.Sender.Origin\022\022\n\nident"
+  "ifier\030\002 \001(\t\022\017\n\007channel\030\003 \001(\t\"c\n\006Origin\022\026"
+  "\n\022ORIGIN_UNSPECIFIED\020\000\022\020\n\014ORIGIN_LOCAL\020\001"
+  "\022\024\n\020ORIGIN_TRANSPORT\020\002\022\031\n\025ORIGIN_SECURE_"
+  "CHANNEL\020\003\"l\n\013SendRequest\022*\n\010messages\030\001 \003"
+  "(\0132\030.veil.v1.OutgoingMessage\022\026\n\016return_a"
+  "ddress\030\002 \001(\t\022\031\n\021delivery_receipts\030\003 \001(\010\""
+  " \n\014SendResponse\022\020\n\010accepted\030\001 \001(\r\"O\n\016Req"
+  "uestRequest\022)\n\007message\030\001 \001(\0132\030.veil.v1.O"
+  "utgoingMessage\022\022\n\ntimeout_ms\030\002 \001(\r\"3\n\017Re"
+  "questResponse\022 \n\005reply\030\001 \001(\0132\021.veil.v1.D"
+  "elivery2\301\001\n\020MessagingService\022:\n\005Serve\022\025."
+  "veil.v1.ServeRequest\032\026.veil.v1.ServeResp"
+  "onse(\0010\001\0223\n\004Send\022\024.veil.v1.SendRequest\032\025"
+  ".veil.v1.SendResponse\022<\n\007Request\022\027.veil."
+  "v1.RequestRequest\032\030.veil.v1.RequestRespo"
+  "nseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2fmessaging_2eproto_deps[1] = {
   &::descriptor_table_google_2frpc_2fstatus_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fmessaging_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fmessaging_2eproto = {
-    false, false, 1717, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
+    false, false, 1771, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
     "veil/v1/messaging.proto",
     &descriptor_table_veil_2fv1_2fmessaging_2eproto_once, descriptor_table_veil_2fv1_2fmessaging_2eproto_deps, 1, 16,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fmessaging_2eproto::offsets,
@@ -1232,12 +1238,13 @@ ServeRequest_SendBatch::ServeRequest_SendBatch(const ServeRequest_SendBatch& fro
       decltype(_impl_.messages_){from._impl_.messages_}
     , decltype(_impl_.batch_id_){}
     , decltype(_impl_.failures_only_){}
+    , decltype(_impl_.delivery_receipts_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
   ::memcpy(&_impl_.batch_id_, &from._impl_.batch_id_,
-    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.failures_only_) -
-    reinterpret_cast<char*>(&_impl_.batch_id_)) + sizeof(_impl_.failures_only_));
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.delivery_receipts_) -
+    reinterpret_cast<char*>(&_impl_.batch_id_)) + sizeof(_impl_.delivery_receipts_));
   // @@protoc_insertion_point(copy_constructor:veil.v1.ServeRequest.SendBatch)
 }
 
@@ -1249,6 +1256,7 @@ inline void ServeRequest_SendBatch::SharedCtor(
       decltype(_impl_.messages_){arena}
     , decltype(_impl_.batch_id_){uint64_t{0u}}
     , decltype(_impl_.failures_only_){false}
+    , decltype(_impl_.delivery_receipts_){false}
     , /*decltype(_impl_._cached_size_)*/{}
   };
 }
@@ -1279,8 +1287,8 @@ void ServeRequest_SendBatch::Clear() {
 
   _impl_.messages_.Clear();
   ::memset(&_impl_.batch_id_, 0, static_cast<size_t>(
-      reinterpret_cast<char*>(&_impl_.failures_only_) -
-      reinterpret_cast<char*>(&_impl_.batch_id_)) + sizeof(_impl_.failures_only_));
+      reinterpret_cast<char*>(&_impl_.delivery_receipts_) -
+      reinterpret_cast<char*>(&_impl_.batch_id_)) + sizeof(_impl_.delivery_receipts_));
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -1315,6 +1323,14 @@ const char* ServeRequest_SendBatch::_InternalParse(const char* ptr, ::_pbi::Pars
       case 3:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
           _impl_.failures_only_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bool delivery_receipts = 4;
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 32)) {
+          _impl_.delivery_receipts_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -1368,6 +1384,12 @@ uint8_t* ServeRequest_SendBatch::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteBoolToArray(3, this->_internal_failures_only(), target);
   }
 
+  // bool delivery_receipts = 4;
+  if (this->_internal_delivery_receipts() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(4, this->_internal_delivery_receipts(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -1401,6 +1423,11 @@ size_t ServeRequest_SendBatch::ByteSizeLong() const {
     total_size += 1 + 1;
   }
 
+  // bool delivery_receipts = 4;
+  if (this->_internal_delivery_receipts() != 0) {
+    total_size += 1 + 1;
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -1426,6 +1453,9 @@ void ServeRequest_SendBatch::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg,
   if (from._internal_failures_only() != 0) {
     _this->_internal_set_failures_only(from._internal_failures_only());
   }
+  if (from._internal_delivery_receipts() != 0) {
+    _this->_internal_set_delivery_receipts(from._internal_delivery_receipts());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -1445,8 +1475,8 @@ void ServeRequest_SendBatch::InternalSwap(ServeRequest_SendBatch* other) {
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
   _impl_.messages_.InternalSwap(&other->_impl_.messages_);
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
-      PROTOBUF_FIELD_OFFSET(ServeRequest_SendBatch, _impl_.failures_only_)
-      + sizeof(ServeRequest_SendBatch::_impl_.failures_only_)
+      PROTOBUF_FIELD_OFFSET(ServeRequest_SendBatch, _impl_.delivery_receipts_)
+      + sizeof(ServeRequest_SendBatch::_impl_.delivery_receipts_)
       - PROTOBUF_FIELD_OFFSET(ServeRequest_SendBatch, _impl_.batch_id_)>(
           reinterpret_cast<char*>(&_impl_.batch_id_),
           reinterpret_cast<char*>(&other->_impl_.batch_id_));
@@ -3863,6 +3893,7 @@ SendRequest::SendRequest(const SendRequest& from)
   new (&_impl_) Impl_{
       decltype(_impl_.messages_){from._impl_.messages_}
     , decltype(_impl_.return_address_){}
+    , decltype(_impl_.delivery_receipts_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -3874,6 +3905,7 @@ SendRequest::SendRequest(const SendRequest& from)
     _this->_impl_.return_address_.Set(from._internal_return_address(), 
       _this->GetArenaForAllocation());
   }
+  _this->_impl_.delivery_receipts_ = from._impl_.delivery_receipts_;
   // @@protoc_insertion_point(copy_constructor:veil.v1.SendRequest)
 }
 
@@ -3884,6 +3916,7 @@ inline void SendRequest::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_.messages_){arena}
     , decltype(_impl_.return_address_){}
+    , decltype(_impl_.delivery_receipts_){false}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.return_address_.InitDefault();
@@ -3919,6 +3952,7 @@ void SendRequest::Clear() {
 
   _impl_.messages_.Clear();
   _impl_.return_address_.ClearToEmpty();
+  _impl_.delivery_receipts_ = false;
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -3948,6 +3982,14 @@ const char* SendRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* c
           ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
           CHK_(ptr);
           CHK_(::_pbi::VerifyUTF8(str, "veil.v1.SendRequest.return_address"));
+        } else
+          goto handle_unusual;
+        continue;
+      // bool delivery_receipts = 3;
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
+          _impl_.delivery_receipts_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
         } else
           goto handle_unusual;
         continue;
@@ -3998,6 +4040,12 @@ uint8_t* SendRequest::_InternalSerialize(
         2, this->_internal_return_address(), target);
   }
 
+  // bool delivery_receipts = 3;
+  if (this->_internal_delivery_receipts() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(3, this->_internal_delivery_receipts(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -4028,6 +4076,11 @@ size_t SendRequest::ByteSizeLong() const {
         this->_internal_return_address());
   }
 
+  // bool delivery_receipts = 3;
+  if (this->_internal_delivery_receipts() != 0) {
+    total_size += 1 + 1;
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -4049,6 +4102,9 @@ void SendRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PR
   _this->_impl_.messages_.MergeFrom(from._impl_.messages_);
   if (!from._internal_return_address().empty()) {
     _this->_internal_set_return_address(from._internal_return_address());
+  }
+  if (from._internal_delivery_receipts() != 0) {
+    _this->_internal_set_delivery_receipts(from._internal_delivery_receipts());
   }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
@@ -4074,6 +4130,7 @@ void SendRequest::InternalSwap(SendRequest* other) {
       &_impl_.return_address_, lhs_arena,
       &other->_impl_.return_address_, rhs_arena
   );
+  swap(_impl_.delivery_receipts_, other->_impl_.delivery_receipts_);
 }
 
 ::PROTOBUF_NAMESPACE_ID::Metadata SendRequest::GetMetadata() const {

@@ -764,6 +764,7 @@ class ServeRequest_SendBatch final :
     kMessagesFieldNumber = 2,
     kBatchIdFieldNumber = 1,
     kFailuresOnlyFieldNumber = 3,
+    kDeliveryReceiptsFieldNumber = 4,
   };
   // repeated .veil.v1.OutgoingMessage messages = 2;
   int messages_size() const;
@@ -801,6 +802,15 @@ class ServeRequest_SendBatch final :
   void _internal_set_failures_only(bool value);
   public:
 
+  // bool delivery_receipts = 4;
+  void clear_delivery_receipts();
+  bool delivery_receipts() const;
+  void set_delivery_receipts(bool value);
+  private:
+  bool _internal_delivery_receipts() const;
+  void _internal_set_delivery_receipts(bool value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.ServeRequest.SendBatch)
  private:
   class _Internal;
@@ -812,6 +822,7 @@ class ServeRequest_SendBatch final :
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::OutgoingMessage > messages_;
     uint64_t batch_id_;
     bool failures_only_;
+    bool delivery_receipts_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -2521,6 +2532,7 @@ class SendRequest final :
   enum : int {
     kMessagesFieldNumber = 1,
     kReturnAddressFieldNumber = 2,
+    kDeliveryReceiptsFieldNumber = 3,
   };
   // repeated .veil.v1.OutgoingMessage messages = 1;
   int messages_size() const;
@@ -2554,6 +2566,15 @@ class SendRequest final :
   std::string* _internal_mutable_return_address();
   public:
 
+  // bool delivery_receipts = 3;
+  void clear_delivery_receipts();
+  bool delivery_receipts() const;
+  void set_delivery_receipts(bool value);
+  private:
+  bool _internal_delivery_receipts() const;
+  void _internal_set_delivery_receipts(bool value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.SendRequest)
  private:
   class _Internal;
@@ -2564,6 +2585,7 @@ class SendRequest final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::veil::v1::OutgoingMessage > messages_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr return_address_;
+    bool delivery_receipts_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -3353,6 +3375,26 @@ inline void ServeRequest_SendBatch::_internal_set_failures_only(bool value) {
 inline void ServeRequest_SendBatch::set_failures_only(bool value) {
   _internal_set_failures_only(value);
   // @@protoc_insertion_point(field_set:veil.v1.ServeRequest.SendBatch.failures_only)
+}
+
+// bool delivery_receipts = 4;
+inline void ServeRequest_SendBatch::clear_delivery_receipts() {
+  _impl_.delivery_receipts_ = false;
+}
+inline bool ServeRequest_SendBatch::_internal_delivery_receipts() const {
+  return _impl_.delivery_receipts_;
+}
+inline bool ServeRequest_SendBatch::delivery_receipts() const {
+  // @@protoc_insertion_point(field_get:veil.v1.ServeRequest.SendBatch.delivery_receipts)
+  return _internal_delivery_receipts();
+}
+inline void ServeRequest_SendBatch::_internal_set_delivery_receipts(bool value) {
+  
+  _impl_.delivery_receipts_ = value;
+}
+inline void ServeRequest_SendBatch::set_delivery_receipts(bool value) {
+  _internal_set_delivery_receipts(value);
+  // @@protoc_insertion_point(field_set:veil.v1.ServeRequest.SendBatch.delivery_receipts)
 }
 
 // -------------------------------------------------------------------
@@ -4732,6 +4774,26 @@ inline void SendRequest::set_allocated_return_address(std::string* return_addres
   }
 #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
   // @@protoc_insertion_point(field_set_allocated:veil.v1.SendRequest.return_address)
+}
+
+// bool delivery_receipts = 3;
+inline void SendRequest::clear_delivery_receipts() {
+  _impl_.delivery_receipts_ = false;
+}
+inline bool SendRequest::_internal_delivery_receipts() const {
+  return _impl_.delivery_receipts_;
+}
+inline bool SendRequest::delivery_receipts() const {
+  // @@protoc_insertion_point(field_get:veil.v1.SendRequest.delivery_receipts)
+  return _internal_delivery_receipts();
+}
+inline void SendRequest::_internal_set_delivery_receipts(bool value) {
+  
+  _impl_.delivery_receipts_ = value;
+}
+inline void SendRequest::set_delivery_receipts(bool value) {
+  _internal_set_delivery_receipts(value);
+  // @@protoc_insertion_point(field_set:veil.v1.SendRequest.delivery_receipts)
 }
 
 // -------------------------------------------------------------------
