@@ -14,6 +14,7 @@ Errors are veil_sdk.VeilError (a grpc.RpcError with .code(), .details() and .rea
 google.rpc.ErrorInfo reason such as "ROUTE_NOT_FOUND"). Needs Debian's python3-grpcio and
 python3-protobuf; put this directory on sys.path (PYTHONPATH=sdk-stubs/python).
 """
+import concurrent.futures
 import os
 import queue
 import socket
@@ -371,11 +372,36 @@ class Sidecar:
         """Unregisters relay `name` from its hub (freeing the name) and stops it."""
         return _call(self.relays.DeleteRelay, relay_pb2.DeleteRelayRequest(name=name), self.timeout)
 
-    def send(self, route, payload):
+    @staticmethod
+    def _send_request(route, payload, delivered):
         if isinstance(payload, str):
             payload = payload.encode()
-        request = messaging_pb2.SendRequest(messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)])
-        return _call(self.messaging.Send, request, self.timeout)
+        return messaging_pb2.SendRequest(messages=[messaging_pb2.OutgoingMessage(route=route, payload=payload)],
+                                         delivery_receipts=delivered)
+
+    def send(self, route, payload, delivered=False, timeout=None):
+        """Sends one message. Returns once it was handed on, or, with delivered=True, once its app
+        acknowledged it (delivery receipts, docs/api.md). Otherwise raises VeilError with the reason,
+        e.g. DELIVERY_UNKNOWN when its secure channel closed before the far end confirmed it."""
+        return _call(self.messaging.Send, self._send_request(route, payload, delivered),
+                     timeout if timeout is not None else self.timeout)
+
+    def send_future(self, route, payload, delivered=True, timeout=None):
+        """send() without waiting: a concurrent.futures.Future whose result() is the SendResponse
+        once the message was delivered (or handed on, with delivered=False), and which raises
+        VeilError when it was not."""
+        future = concurrent.futures.Future()
+        call = self.messaging.Send.future(self._send_request(route, payload, delivered),
+                                          timeout=timeout if timeout is not None else self.timeout)
+
+        def done(call):
+            try:
+                future.set_result(call.result())
+            except grpc.RpcError as error:
+                future.set_exception(VeilError(error))
+
+        call.add_done_callback(done)
+        return future
 
     def request(self, route, payload, timeout=None):
         """Sends and waits for one reply; returns it as a Message (without reply())."""

@@ -57,6 +57,24 @@ class PythonSdkTest(unittest.TestCase):
         self.sidecar = veil_sdk.connect(self.node.api)
         self.addCleanup(self.sidecar.close)
 
+    def test_a_delivered_future_completes_once_the_app_acked(self):
+        stream = self.sidecar.serve_socket("sink")
+        future = self.sidecar.send_future("/service/sink", "hello")
+        time.sleep(0.3)
+        self.assertFalse(future.done(), "delivered before the app read it")
+        messages = iter(stream)
+        self.assertEqual(next(messages).payload, b"hello")
+        # The ack goes when the app asks for the next delivery (after handling this one).
+        reader = threading.Thread(target=lambda: next(messages, None), daemon=True)
+        reader.start()
+        self.assertEqual(future.result(timeout=10).accepted, 1)
+        stream.close()
+        # A route that leaves in plaintext cannot be receipted: the reason comes back.
+        with self.assertRaises(veil_sdk.VeilError) as refused:
+            self.sidecar.send("/tcp/127.0.0.1:9/service/x", "x", delivered=True)
+        self.assertIn(refused.exception.reason,
+                      ("DELIVERY_RECEIPTS_UNSUPPORTED", "PLAINTEXT_EGRESS_REFUSED"))
+
     def test_serve_socket_echoes_and_refusals_carry_their_reasons(self):
         echoer = self.sidecar.serve_socket("echoer")
 
