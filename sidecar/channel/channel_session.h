@@ -196,6 +196,8 @@ class ChannelSession {
   // The record bytes received, and the limit this side last granted.
   uint64_t received_bytes() const { return received_bytes_; }
   uint64_t receive_limit() const { return receive_limit_; }
+  // This side's window (its proof's receive_window).
+  uint64_t receive_window() const { return options_.receive_window; }
   // An ERR message carrying `reason` (truncated to 200 bytes).
   static std::string HandshakeError(absl::string_view reason);
 

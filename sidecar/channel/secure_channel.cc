@@ -596,6 +596,14 @@ void SecureChannel::FlushReceipts() {
   }
 }
 
+SecureChannel::CreditTracker* SecureChannel::Credit() {
+  if (credit_ == nullptr && session_.flow_controlled()) {  // (an idle channel never needs one)
+    credit_ = std::make_shared<CreditTracker>(weak_from_this(), strand_,
+                                              std::max<uint64_t>(1, session_.receive_window() / 8));
+  }
+  return credit_.get();
+}
+
 void SecureChannel::OnConsumed() {
   if (closed_ || credit_ == nullptr) return;
   std::string credit = session_.CreditFor(credit_->Take());
@@ -669,7 +677,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
       spdlog::debug("secure channel {}: dropped a message: {}", encryptor_address_,
                     step.error.message());
       // A record that decrypted but did not decode: nothing to deliver, its bytes are free.
-      if (credit_ != nullptr && step.record_bytes > 0) credit_->Add(step.record_bytes);
+      if (step.record_bytes > 0 && Credit() != nullptr) credit_->Add(step.record_bytes);
       PublishCounters();
     }
     return;
@@ -677,10 +685,6 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   PublishCounters();
   if (step.established) {
     established_ = true;
-    if (session_.flow_controlled()) {
-      credit_ = std::make_shared<CreditTracker>(
-          weak_from_this(), strand_, std::max<uint64_t>(1, session_.receive_limit() / 8));
-    }
     timer_.cancel();
     ArmEstablishedTimer();
     manager_.stats().RecordHandshake(true, std::chrono::steady_clock::now() - started_);
@@ -716,7 +720,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   // Under flow control the record's bytes are granted back once all its messages were handed
   // on (and until then the far end's limit bounds what this node holds for the channel: its
   // messages are paced, so queues keep them instead of refusing).
-  const bool credited = credit_ != nullptr && step.record_bytes > 0;
+  const bool credited = step.record_bytes > 0 && Credit() != nullptr;
   if (credited) {
     std::vector<core::Receipt> both;
     both.reserve(2);

@@ -80,6 +80,8 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   void Drain();
   // On the strand, when deliveries out of this channel were handed on: grants the far end more.
   void OnConsumed();
+  // The receiver's credit counter, made on first use; null without flow control.
+  CreditTracker* Credit();
   // Delivery receipts. Sender: the far end's RECEIPT, or a record that could not be sent,
   // settles the app's receipts kept for those ids. Receiver: tells the far end the outcome of
   // what the collector gathered.
