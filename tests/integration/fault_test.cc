@@ -379,7 +379,9 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   sink.Release();
   out = sender.Finish();
   EXPECT_EQ(out.refused_total(), out.refused["QUEUE_FULL"]) << Describe(out);
-  ASSERT_TRUE(WaitFor([&] { return sink.count() >= out.accepted.size(); }))
+  // (Up to ~20 MiB, through Bob's node pausing at every 64 KiB: under TSan on two busy cores
+  // this has taken more than 30 s.)
+  ASSERT_TRUE(WaitFor([&] { return sink.count() >= out.accepted.size(); }, seconds(120)))
       << sink.count() << " of " << out.accepted.size();
   EXPECT_EQ(sink.numbers(), out.accepted);
   EXPECT_EQ(sink.bad(), 0u);
