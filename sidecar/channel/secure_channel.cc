@@ -576,24 +576,22 @@ void SecureChannel::OnProbeTimer() {
   ArmProbe();
 }
 
-void SecureChannel::FlushReceipts() {
+void SecureChannel::FlushReceipts(bool answering_probe) {
   auto outcomes =
       receipts_ != nullptr ? receipts_->Take() : std::vector<std::pair<uint64_t, absl::Status>>();
-  if (closed_) return;     // (the far end learns the rest from the channel closing)
-  if (outcomes.empty()) {  // an answer to a probe
-    std::string bytes = session_.Receipts({});
-    if (!bytes.empty()) Send(std::move(bytes), remote_route_, core::Receipt());
-    return;
-  }
+  if (closed_) return;  // (the far end learns the rest from the channel closing)
+  if (outcomes.empty() && !answering_probe) return;  // (a probe's answer took them)
   constexpr size_t kPerMessage = 4096;
-  for (size_t at = 0; at < outcomes.size(); at += kPerMessage) {
+  size_t at = 0;
+  do {  // (at least one RECEIPT: a probe's answer may have nothing to tell)
     std::span<const std::pair<uint64_t, absl::Status>> part(
         outcomes.data() + at, std::min(kPerMessage, outcomes.size() - at));
     std::string bytes = session_.Receipts(part);
     if (bytes.empty()) return;
     manager_.stats().receipts_sent.fetch_add(1, std::memory_order_relaxed);
     Send(std::move(bytes), remote_route_, core::Receipt());
-  }
+    at += kPerMessage;
+  } while (at < outcomes.size());
 }
 
 SecureChannel::CreditTracker* SecureChannel::Credit() {
@@ -714,7 +712,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
   }
   if (step.credited) Drain();
   if (!step.receipts.empty()) OnReceipts(step.receipts);
-  if (step.probed) FlushReceipts();
+  if (step.probed) FlushReceipts(/*answering_probe=*/true);
   if (step.deliveries.empty()) return;
   std::move(settle).Cancel();
   // Under flow control the record's bytes are granted back once all its messages were handed

@@ -87,7 +87,8 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   // what the collector gathered.
   void OnReceipts(const std::vector<ReceiptOutcome>& outcomes);
   void FailAwaiting(const std::vector<uint64_t>& ids, const absl::Status& why);
-  void FlushReceipts();
+  // `answering_probe`: send a RECEIPT even when no outcome is ready (the far end asked).
+  void FlushReceipts(bool answering_probe = false);
   // While receipts are awaited: every second without a word from the far end, a probe (a
   // RECEIPT asking for an answer; a node on the way that lost the route answers with a refusal
   // notice instead); ten such seconds close the channel (DELIVERY_UNKNOWN for what awaits).
