@@ -260,8 +260,9 @@ void EchoApp::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       last_sender_ = d.sender();
     }
-    if (!client_.Write(reply) || !client_.Ack(last)) break;
+    // Counted before the replies go, so a caller that has its reply sees it counted.
     echoed_ += reply.send().messages_size();
+    if (!client_.Write(reply) || !client_.Ack(last)) break;
   }
   if (opened_.load() == 0) opened_.store(-1);
 }
