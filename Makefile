@@ -2,6 +2,7 @@
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
 # Other targets: build, deps, bench (performance, Release build; RUNS=3: worst and median),
+# soak (VEIL_SOAK_SECONDS=600 of steady load with channel churn: RSS, fds and CPU flat),
 # fuzz (libFuzzer, FUZZ_SECONDS=),
 # check (ASan+UBSan suite, fuzz smoke, TSan tests, clang thread-safety),
 # helm / helm-lint (the chart), stubs (regenerate sdk-stubs/), node-deps,
@@ -28,7 +29,7 @@ CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean helm helm-lint stubs node-deps fuzz check format format-check
+.PHONY: all deps build test demo bench soak clean helm helm-lint stubs node-deps fuzz check format format-check
 
 all: build
 
@@ -124,6 +125,15 @@ bench: $(DEPS_STAMP)
 	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench e2e_bench veild
 	$(BENCH_DIR)/bench/channel_bench
 	bench/bench_runs.py --runs $(RUNS) -- $(BENCH_DIR)/bench/e2e_bench $(BENCH_ARGS)
+
+# The soak: VEIL_SOAK_SECONDS (600) at half of veil's 1 KiB throughput, channels opening and
+# closing beside it; each daemon's RSS, fds and CPU every second in $(BENCH_DIR)/soak.csv, drawn
+# in $(BENCH_DIR)/soak.svg. Fails when a curve grows or a message is lost.
+soak: $(DEPS_STAMP)
+	@cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BENCH_DIR) -j$(JOBS) --target e2e_bench veild
+	$(BENCH_DIR)/bench/e2e_bench --soak --csv $(BENCH_DIR)/soak.csv; status=$$?; \
+	  bench/soak_plot.py $(BENCH_DIR)/soak.csv -o $(BENCH_DIR)/soak.svg && exit $$status
 
 # Fuzzing (libFuzzer, clang 14, ASan+UBSan): each target in tests/fuzz for FUZZ_SECONDS, from the
 # seed corpus in tests/fuzz/corpus/<target> (what it finds is kept in $(FUZZ_DIR)/corpus).

@@ -16,7 +16,8 @@
 // figures and the machine. Then the seed path over each transport (TCP, Unix socket,
 // WebSocket), each on a fresh topology. Usage: e2e_bench [--quick] (--veil-only SIZE,
 // --echo-only: one case, for profiling; add --grpc for apps on gRPC Serve calls, --transport
-// uds|ws for the hub, relay and channel on another transport)
+// uds|ws for the hub, relay and channel on another transport; --soak [--csv FILE]: the soak,
+// below)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -35,6 +36,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -708,6 +710,247 @@ struct Veil {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The soak (--soak): VEIL_SOAK_SECONDS (default 600) of 1 KiB messages at half what veil
+// carries on this machine (measured first, on the same path), while channels open and close
+// beside them: a new channel about every 100 ms, each proven by a round trip through it, the
+// oldest closed once 50 are open. Every second: each daemon's RSS, open fds and CPU, and what
+// arrived. Writes the samples as CSV (--csv FILE; bench/soak_plot.py draws them) and judges the
+// curves after a warm-up: RSS, fds and CPU flat, and every message sent either delivered or
+// refused at the sender, none lost.
+
+struct SoakSample {
+  double t = 0;
+  size_t rss_kib[3] = {}, fds[3] = {};
+  double cpu_pct[3] = {};
+  double delivered_per_s = 0;
+  uint64_t channels_opened = 0, channels_open = 0, refused = 0;
+};
+
+// Median of `f` over the samples in [from, to).
+template <typename F>
+double MedianOf(const std::vector<SoakSample>& s, size_t from, size_t to, F f) {
+  std::vector<double> v;
+  for (size_t i = from; i < to && i < s.size(); ++i) v.push_back(f(s[i]));
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Soak(const std::string& csv_path) {
+  const char* env = std::getenv("VEIL_SOAK_SECONDS");
+  const double soak_seconds = env && *env ? std::stod(env) : 600;
+  const size_t size = 1024;
+  Veil veil;
+  if (!veil.Start()) return 1;
+  std::string channel = veil.OpenChannel();
+  if (channel.empty()) return 1;
+  const std::string to_sink = "/service/" + channel + "/service/sink";
+  App sink(veil.Bob(true), "sink", false);
+  App echoer(veil.Bob(true), "echoer", true);
+
+  Throughput max = VeilThroughput(veil.Alice(true), to_sink, sink, size, 5);
+  const double rate = max.per_second() / 2;
+  std::printf(
+      "soak: %.0f s of %zu B messages at %.0f/s (half of the %.0f/s measured), channels "
+      "opening and closing beside them\n",
+      soak_seconds, size, rate, max.per_second());
+  if (rate <= 0) return 1;
+
+  std::atomic<bool> stop{false};
+  // The paced sender: batches of 64 on one Serve stream, on a 10 ms clock.
+  ServeConn src(veil.Alice(true), "soak_src");
+  if (!src.ok()) return 1;
+  std::mutex mu;
+  std::condition_variable cv;
+  int outstanding = 0;
+  std::atomic<uint64_t> refused{0}, sent{0};
+  std::thread results([&] {
+    v1::ServeResponse r;
+    while (src.Read(&r)) {
+      if (!r.has_send_result()) continue;
+      refused += r.send_result().failures_size();
+      std::lock_guard lock(mu);
+      --outstanding;
+      cv.notify_all();
+    }
+  });
+  const uint64_t sink_start = sink.messages();
+  std::thread sender([&] {
+    const size_t per_batch = 64;
+    v1::ServeRequest batch;
+    for (size_t i = 0; i < per_batch; ++i) {
+      auto* m = batch.mutable_send()->add_messages();
+      m->set_route(to_sink);
+      m->set_payload(std::string(size, 's'));
+    }
+    uint64_t id = 0;
+    const auto start = Clock::now();
+    while (!stop) {
+      const double due = rate * Seconds(Clock::now() - start);
+      while (!stop && static_cast<double>(sent.load()) + per_batch <= due) {
+        {
+          std::unique_lock lock(mu);
+          cv.wait(lock, [&] { return outstanding < 32 || stop; });
+          if (stop) break;
+          ++outstanding;
+        }
+        batch.mutable_send()->set_batch_id(++id);
+        if (!src.Write(batch)) return;
+        sent += per_batch;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  // Channels opening and closing: each proven by a round trip to the echoer through it.
+  std::atomic<uint64_t> opened{0}, open_now{0}, churn_failed{0};
+  std::thread churn([&] {
+    auto channels = v1::SecureChannelService::NewStub(veil.alice_api);
+    auto messaging = v1::MessagingService::NewStub(veil.alice_api);
+    std::deque<std::string> live;
+    auto close_oldest = [&] {
+      grpc::ClientContext context;
+      v1::DeleteSecureChannelRequest request;
+      request.set_address(live.front());
+      v1::DeleteSecureChannelResponse response;
+      if (!channels->DeleteSecureChannel(&context, request, &response).ok()) ++churn_failed;
+      live.pop_front();
+    };
+    while (!stop) {
+      std::string address = veil.OpenChannel();
+      if (address.empty()) {
+        ++churn_failed;
+      } else {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        v1::RequestRequest request;
+        request.mutable_message()->set_route("/service/" + address + "/service/echoer");
+        request.mutable_message()->set_payload("churn");
+        v1::RequestResponse response;
+        if (!messaging->Request(&context, request, &response).ok() ||
+            response.reply().payload() != "churn") {
+          ++churn_failed;
+        }
+        live.push_back(address);
+        ++opened;
+      }
+      while (live.size() > 50) close_oldest();
+      open_now = live.size();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    while (!live.empty()) close_oldest();
+  });
+
+  VeildProcess* daemons[3] = {veil.hub.get(), veil.bob.get(), veil.alice.get()};
+  std::vector<SoakSample> samples;
+  double cpu_before[3];
+  for (int d = 0; d < 3; ++d) cpu_before[d] = daemons[d]->cpu_seconds();
+  uint64_t delivered_before = sink.messages();
+  const auto start = Clock::now();
+  auto last = start;
+  for (int tick = 1; Seconds(Clock::now() - start) < soak_seconds; ++tick) {
+    std::this_thread::sleep_until(start + std::chrono::seconds(tick));
+    const auto now = Clock::now();
+    const double dt = Seconds(now - last);
+    last = now;
+    SoakSample s;
+    s.t = Seconds(now - start);
+    for (int d = 0; d < 3; ++d) {
+      s.rss_kib[d] = daemons[d]->rss_kib();
+      s.fds[d] = daemons[d]->open_fds();
+      const double cpu = daemons[d]->cpu_seconds();
+      s.cpu_pct[d] = 100 * (cpu - cpu_before[d]) / dt;
+      cpu_before[d] = cpu;
+    }
+    const uint64_t delivered = sink.messages();
+    s.delivered_per_s = static_cast<double>(delivered - delivered_before) / dt;
+    delivered_before = delivered;
+    s.channels_opened = opened, s.channels_open = open_now, s.refused = refused;
+    samples.push_back(s);
+    if (tick % 60 == 0) {
+      std::fprintf(stderr,
+                   "  %4.0f s: %.0f/s delivered; RSS hub %zu bob %zu alice %zu KiB; fds %zu %zu "
+                   "%zu; %lu channels opened\n",
+                   s.t, s.delivered_per_s, s.rss_kib[0], s.rss_kib[1], s.rss_kib[2], s.fds[0],
+                   s.fds[1], s.fds[2], (unsigned long)s.channels_opened);
+    }
+  }
+  stop = true;
+  cv.notify_all();
+  sender.join();
+  churn.join();
+  {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(60), [&] { return outstanding == 0; });
+  }
+  // Everything taken must arrive.
+  const uint64_t expected = sent - refused;
+  for (int i = 0; i < 600 && sink.messages() - sink_start < expected; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const uint64_t arrived = sink.messages() - sink_start;
+  src.Close();
+  results.join();
+
+  if (!csv_path.empty()) {
+    std::ofstream csv(csv_path);
+    csv << "t_s,hub_rss_kib,bob_rss_kib,alice_rss_kib,hub_fds,bob_fds,alice_fds,hub_cpu_pct,"
+           "bob_cpu_pct,alice_cpu_pct,delivered_per_s,channels_opened,channels_open,refused\n";
+    for (const auto& s : samples) {
+      csv << s.t << "," << s.rss_kib[0] << "," << s.rss_kib[1] << "," << s.rss_kib[2] << ","
+          << s.fds[0] << "," << s.fds[1] << "," << s.fds[2] << "," << s.cpu_pct[0] << ","
+          << s.cpu_pct[1] << "," << s.cpu_pct[2] << "," << s.delivered_per_s << ","
+          << s.channels_opened << "," << s.channels_open << "," << s.refused << "\n";
+    }
+    std::printf("samples: %s\n", csv_path.c_str());
+  }
+  bool ok = arrived == expected && churn_failed == 0;
+  std::printf("sent %lu, refused at the sender %lu, arrived %lu%s\n", (unsigned long)sent.load(),
+              (unsigned long)refused.load(), (unsigned long)arrived,
+              arrived == expected ? " (none lost)" : " (LOST SOME)");
+  std::printf("channels opened and closed: %lu (%lu failures)\n", (unsigned long)opened.load(),
+              (unsigned long)churn_failed.load());
+  // The curves after a warm-up (the first tenth, at least 30 s): the median of the first and
+  // the last sixth of the rest. Shorter runs are reported but not judged.
+  const size_t n = samples.size();
+  const size_t warm = std::max<size_t>(30, n / 10);
+  if (n < warm + 60) {
+    std::printf("too short to judge the curves (%zu s; at least %zu s)\n", n, warm + 60);
+    return ok ? 0 : 1;
+  }
+  const size_t sixth = (n - warm) / 6;
+  const size_t a0 = warm, a1 = warm + sixth, b0 = n - sixth, b1 = n;
+  const char* names[3] = {"hub", "bob", "alice"};
+  std::printf(
+      "| daemon | RSS after warm-up | RSS at the end | fds (min-max) | CPU after warm-up | "
+      "CPU at the end |\n|---|---|---|---|---|---|\n");
+  for (int d = 0; d < 3; ++d) {
+    const double rss_a =
+        MedianOf(samples, a0, a1, [&](const SoakSample& s) { return double(s.rss_kib[d]); });
+    const double rss_b =
+        MedianOf(samples, b0, b1, [&](const SoakSample& s) { return double(s.rss_kib[d]); });
+    const double cpu_a =
+        MedianOf(samples, a0, a1, [&](const SoakSample& s) { return s.cpu_pct[d]; });
+    const double cpu_b =
+        MedianOf(samples, b0, b1, [&](const SoakSample& s) { return s.cpu_pct[d]; });
+    size_t fd_min = SIZE_MAX, fd_max = 0;
+    for (size_t i = warm; i < n; ++i) {
+      fd_min = std::min(fd_min, samples[i].fds[d]);
+      fd_max = std::max(fd_max, samples[i].fds[d]);
+    }
+    // Flat: RSS within 10 % (or 2 MiB), fds within 4, CPU within 25 % (or 5 points).
+    const bool rss_flat = rss_b - rss_a <= std::max(0.10 * rss_a, 2048.0);
+    const bool fds_flat = fd_max - fd_min <= 4;
+    const bool cpu_flat = std::abs(cpu_b - cpu_a) <= std::max(0.25 * cpu_a, 5.0);
+    ok = ok && rss_flat && fds_flat && cpu_flat;
+    std::printf("| %s | %.1f MiB | %.1f MiB%s | %zu-%zu%s | %.0f %% | %.0f %%%s |\n", names[d],
+                rss_a / 1024, rss_b / 1024, rss_flat ? "" : " (GREW)", fd_min, fd_max,
+                fds_flat ? "" : " (GREW)", cpu_a, cpu_b, cpu_flat ? "" : " (MOVED)");
+  }
+  std::printf("%s\n", ok ? "flat: nothing grew, nothing lost" : "NOT FLAT, or something lost");
+  return ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The gRPC floor: a bare echo server (this binary, run as `e2e_bench --grpc-echo-server PATH`)
 
 class BareEcho final : public grpc::ServerGenericBidiReactor {
@@ -1186,7 +1429,11 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--unix-echo-server") {
     return veil::bench::RunUnixEchoServer(argv[2]);
   }
+  bool soak = false;
+  std::string csv;
   for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--soak") soak = true;
+    if (std::string(argv[i]) == "--csv" && i + 1 < argc) csv = argv[++i];
     if (std::string(argv[i]) == "--quick") veil::bench::quick = true;
     if (std::string(argv[i]) == "--echo-only") veil::bench::echo_only = true;
     if (std::string(argv[i]) == "--grpc") veil::bench::grpc_only = true;
@@ -1197,5 +1444,10 @@ int main(int argc, char** argv) {
   }
   ::signal(SIGPIPE, SIG_IGN);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (soak) {
+    if (sodium_init() < 0) return 1;
+    veil::sdk::TuneMalloc();
+    return veil::bench::Soak(csv);
+  }
   return veil::bench::Main();
 }

@@ -413,13 +413,48 @@ void Sidecar::DeleteRelay(const std::string& name) {
   Check(relays_->DeleteRelay(Context(std::chrono::seconds(30)).get(), request, &out));
 }
 
-void Sidecar::Send(const std::string& route, std::string payload) {
+namespace {
+
+v1::SendRequest SendRequestOf(const std::string& route, std::string payload, bool delivered) {
   v1::SendRequest request;
   auto* m = request.add_messages();
   m->set_route(route);
   m->set_payload(std::move(payload));
+  request.set_delivery_receipts(delivered);
+  return request;
+}
+
+}  // namespace
+
+void Sidecar::Send(const std::string& route, std::string payload, bool delivered,
+                   std::chrono::milliseconds deadline) {
   v1::SendResponse out;
-  Check(messaging_->Send(Context(std::chrono::seconds(30)).get(), request, &out));
+  Check(messaging_->Send(Context(deadline).get(),
+                         SendRequestOf(route, std::move(payload), delivered), &out));
+}
+
+std::future<void> Sidecar::SendAsync(const std::string& route, std::string payload, bool delivered,
+                                     std::chrono::milliseconds deadline) {
+  // What the call needs until it completes, owned by its completion.
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> context;
+    v1::SendRequest request;
+    v1::SendResponse response;
+    std::promise<void> done;
+  };
+  auto call = std::make_shared<Call>();
+  call->context = Context(deadline);
+  call->request = SendRequestOf(route, std::move(payload), delivered);
+  std::future<void> result = call->done.get_future();
+  messaging_->async()->Send(call->context.get(), &call->request, &call->response,
+                            [call](grpc::Status status) {
+                              if (status.ok()) {
+                                call->done.set_value();
+                              } else {
+                                call->done.set_exception(std::make_exception_ptr(Error(status)));
+                              }
+                            });
+  return result;
 }
 
 v1::Delivery Sidecar::Request(const std::string& route, std::string payload,

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -164,7 +165,16 @@ class Sidecar {
                         const std::string& identity = "default");
   // Unregisters relay `name` from its hub (freeing the name) and stops it.
   void DeleteRelay(const std::string& name);
-  void Send(const std::string& route, std::string payload);
+  // Sends one message; returns once it was handed on, or, with `delivered`, once its far app
+  // acknowledged it (a delivery receipt, docs/api.md). Otherwise throws Error with the reason,
+  // e.g. DELIVERY_UNKNOWN when its secure channel closed before the far end confirmed it,
+  // MESSAGE_DROPPED when the app went without acking.
+  void Send(const std::string& route, std::string payload, bool delivered = false,
+            std::chrono::milliseconds deadline = std::chrono::seconds(30));
+  // Send without waiting: a future that becomes ready once the message was delivered (or handed
+  // on, without `delivered`); its get() throws Error when it was not.
+  std::future<void> SendAsync(const std::string& route, std::string payload, bool delivered = true,
+                              std::chrono::milliseconds deadline = std::chrono::seconds(30));
   // Sends and waits (up to `deadline`) for one reply.
   v1::Delivery Request(const std::string& route, std::string payload,
                        std::chrono::milliseconds deadline = std::chrono::seconds(30));

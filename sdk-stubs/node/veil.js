@@ -179,8 +179,14 @@ class Sidecar {
   // Unregisters relay `name` from its hub (freeing the name) and stops it.
   deleteRelay(name) { return this._call(this.relays, 'DeleteRelay', {name}); }
 
-  send(route, payload) {
-    return this._call(this.messaging, 'Send', {messages: [{route, payload: asBuffer(payload)}]});
+  // Sends one message. Resolves to the SendResponse once it was handed on, or, with
+  // {delivered: true}, once its far app acknowledged it (a delivery receipt, docs/api.md); else
+  // rejects with a VeilError and its reason, e.g. DELIVERY_UNKNOWN when its secure channel closed
+  // before the far end confirmed it, MESSAGE_DROPPED when the app went without acking.
+  send(route, payload, {delivered = false, timeoutMs = this.timeoutMs} = {}) {
+    return this._call(this.messaging, 'Send',
+                      {messages: [{route, payload: asBuffer(payload)}], delivery_receipts: delivered},
+                      timeoutMs);
   }
 
   // Sends and waits for one reply; resolves to a Message (without reply()).

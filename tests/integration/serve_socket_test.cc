@@ -225,6 +225,64 @@ TEST_P(ServeSocketTest, TheSdkServesOnItWhenItCanAndOnGrpcWhenItCannot) {
   app.join();
 }
 
+TEST_P(ServeSocketTest, TheSdkLearnsWhenTheAppAckedWhatItSent) {
+  auto app = sdk::Sidecar::Connect(node_.api_target());
+  auto sender = sdk::Sidecar::Connect(node_.api_target());
+  std::promise<void> opened, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> handled{0};
+  std::thread serving([&] {
+    try {
+      app.Serve(
+          "sink",
+          [&](sdk::Message&) {
+            ++handled;
+            released.wait();  // the batch is acked once the handler returns
+          },
+          [&](const std::string&) { opened.set_value(); });
+    } catch (const sdk::Error&) {
+    }
+  });
+  ASSERT_EQ(opened.get_future().wait_for(seconds(20)), std::future_status::ready);
+  std::future<void> delivered = sender.SendAsync("/service/sink", "hello");
+  EXPECT_EQ(delivered.wait_for(milliseconds(300)), std::future_status::timeout)
+      << "delivered before the app had handled it";
+  EXPECT_EQ(handled.load(), 1);
+  release.set_value();
+  ASSERT_EQ(delivered.wait_for(seconds(10)), std::future_status::ready);
+  EXPECT_NO_THROW(delivered.get());
+  EXPECT_NO_THROW(sender.Send("/service/sink", "and this one", /*delivered=*/true));
+  EXPECT_EQ(handled.load(), 2);
+
+  // An app that goes without acking: its message is reported dropped, with the reason.
+  std::promise<void> fragile_opened;
+  std::thread fragile([&] {
+    try {
+      app.Serve(
+          "fragile", [](sdk::Message&) { throw std::runtime_error("handler broke"); },
+          [&](const std::string&) { fragile_opened.set_value(); });
+    } catch (const std::exception&) {
+    }
+  });
+  ASSERT_EQ(fragile_opened.get_future().wait_for(seconds(20)), std::future_status::ready);
+  try {
+    sender.SendAsync("/service/fragile", "x").get();
+    ADD_FAILURE() << "a message the app never acked was reported delivered";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.reason(), "MESSAGE_DROPPED") << e.what();
+  }
+  fragile.join();
+  // A delivered send the sidecar refuses throws its reason.
+  try {
+    sender.Send("/tcp/127.0.0.1:9/service/x", "x", /*delivered=*/true);
+    ADD_FAILURE() << "plaintext left the node";
+  } catch (const sdk::Error& e) {
+    EXPECT_EQ(e.reason(), "PLAINTEXT_EGRESS_REFUSED") << e.what();
+  }
+  node_.Signal(SIGTERM);
+  serving.join();
+}
+
 TEST_P(ServeSocketTest, TenThousandMessagesArriveInOrderWithinTheWindow) {
   auto sink = sdk::ServeSocket::Open(path_, "sink", /*window=*/64);
   EXPECT_EQ(sink.opened().window(), 64u);

@@ -92,6 +92,37 @@ const tests = {
     await grpcStream.done;
   }),
 
+  aDeliveredSendResolvesOnceTheAppAckedIt: () => withNode([], async (node, sidecar) => {
+    let release;
+    const handled = new Promise((resolve) => { release = resolve; });
+    const got = [];
+    const sink = sidecar.serve('sink', async (m) => { got.push(m.text); await handled; });
+    await sink.opened;
+    let settled = false;
+    const sent = sidecar.send('/service/sink', 'hello', {delivered: true});
+    sent.then(() => { settled = true; }, () => { settled = true; });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepStrictEqual(got, ['hello']);
+    assert.strictEqual(settled, false, 'delivered before the app had handled it');
+    release();  // the handler returns: the batch is acked, the receipt comes
+    assert.strictEqual((await sent).accepted, 1);
+    // Without {delivered: true}: resolved once handed on, whatever the app does after.
+    assert.strictEqual((await sidecar.send('/service/sink', 'handed on')).accepted, 1);
+    sink.close();
+    await sink.done;
+    // An app that goes without acking: its message is reported dropped, not lost in silence.
+    const fragile = sidecar.serve('fragile', () => { throw new Error('handler broke'); });
+    await fragile.opened;
+    const dropped = await rejection(sidecar.send('/service/fragile', 'x', {delivered: true}));
+    assert.ok(dropped instanceof veil.VeilError, dropped.stack);
+    assert.strictEqual(dropped.reason, 'MESSAGE_DROPPED');
+    await rejection(fragile.done);
+    // A delivered send the sidecar refuses rejects with its reason.
+    const refused = await rejection(
+        sidecar.send('/tcp/127.0.0.1:9/service/x', 'x', {delivered: true, timeoutMs: 5000}));
+    assert.strictEqual(refused.reason, 'PLAINTEXT_EGRESS_REFUSED');
+  }),
+
   aBadAddressIsRefusedWithItsReason: () => withNode([], async (node, sidecar) => {
     const bad = sidecar.serve('not/an address', () => {});
     const refused = await rejection(bad.opened);

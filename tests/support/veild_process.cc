@@ -136,6 +136,35 @@ size_t VeildProcess::rss_kib() const {
   return 0;
 }
 
+size_t VeildProcess::open_fds() const {
+  if (pid_ <= 0) return 0;
+  std::error_code ec;
+  size_t n = 0;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid_) + "/fd", ec), end;
+       !ec && it != end; it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+double VeildProcess::cpu_seconds() const {
+  if (pid_ <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // "PID (comm) state ppid ...": utime and stime are fields 14 and 15, the 12th and 13th after
+  // the command's closing parenthesis (the command may itself hold spaces and parentheses).
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 1));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 1; i <= 13 && fields >> field; ++i) {
+    if (i == 12) utime = std::stoull(field);
+    if (i == 13) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 std::string VeildProcess::log() const {
   std::ifstream in(log_path_);
   std::stringstream s;

@@ -87,6 +87,10 @@ class VeildProcess {
   pid_t pid() const { return pid_; }
   // Its resident set size (VmRSS) in KiB; 0 when not running.
   size_t rss_kib() const;
+  // Its open file descriptors (entries in /proc/PID/fd); 0 when not running.
+  size_t open_fds() const;
+  // CPU time it has used so far, user and system, in seconds; 0 when not running.
+  double cpu_seconds() const;
   // The exit code when Start() failed because veild exited.
   std::optional<int> exit_code() const { return exit_code_; }
   // The API endpoint from veild's "ready" log line (e.g. "unix:/tmp/.../api.sock" or

@@ -174,6 +174,19 @@ func (s *Sidecar) Send(ctx context.Context, route string, payload []byte) error 
 	return err
 }
 
+// SendDelivered sends one message and waits (up to ctx's deadline) until its far app
+// acknowledged it: a delivery receipt (docs/api.md). Otherwise it returns the sidecar's error,
+// whose Reason says why, e.g. DELIVERY_UNKNOWN when its secure channel closed before the far
+// end confirmed it, MESSAGE_DROPPED when the app went without acking. For a future, run it in
+// a goroutine.
+func (s *Sidecar) SendDelivered(ctx context.Context, route string, payload []byte) error {
+	_, err := s.Messaging.Send(ctx, &veilv1.SendRequest{
+		Messages:         []*veilv1.OutgoingMessage{{Route: route, Payload: payload}},
+		DeliveryReceipts: true,
+	})
+	return err
+}
+
 // Request sends one message and waits (up to ctx's deadline) for one reply.
 func (s *Sidecar) Request(ctx context.Context, route string, payload []byte) (*veilv1.Delivery, error) {
 	r, err := s.Messaging.Request(ctx, &veilv1.RequestRequest{Message: &veilv1.OutgoingMessage{Route: route, Payload: payload}})

@@ -134,6 +134,49 @@ func TestServeUsesTheSocketAndReportsRefusalsWithTheirReasons(t *testing.T) {
 	}
 }
 
+func TestSendDeliveredReturnsOnceTheAppAckedIt(t *testing.T) {
+	n := startNode(t)
+	app, sender := connect(t, n), connect(t, n)
+	release := make(chan struct{})
+	handled := make(chan string, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go app.Serve(ctx, "sink", func(m *Message) error {
+		handled <- string(m.Payload)
+		<-release // the batch is acked once the handler returns
+		return nil
+	})
+	waitServed(t, n, "sink", "serve socket")
+	sendCtx, sendCancel := WithTimeout(20 * time.Second)
+	defer sendCancel()
+	delivered := make(chan error, 1)
+	go func() { delivered <- sender.SendDelivered(sendCtx, "/service/sink", []byte("hello")) }()
+	if got := <-handled; got != "hello" {
+		t.Fatalf("the app got %q", got)
+	}
+	select {
+	case err := <-delivered:
+		t.Fatalf("delivered before the app had handled it: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-delivered; err != nil {
+		t.Fatalf("SendDelivered: %v", err)
+	}
+	// A delivered send the sidecar refuses returns its reason.
+	err := sender.SendDelivered(sendCtx, "/tcp/127.0.0.1:9/service/x", []byte("x"))
+	if Reason(err) != "PLAINTEXT_EGRESS_REFUSED" {
+		t.Errorf("to a plaintext route: %v (reason %q)", err, Reason(err))
+	}
+	// An app that goes without acking: the message is reported dropped.
+	go app.Serve(ctx, "fragile", func(*Message) error { return errors.New("handler broke") })
+	waitServed(t, n, "fragile", "serve socket")
+	err = sender.SendDelivered(sendCtx, "/service/fragile", []byte("x"))
+	if Reason(err) != "MESSAGE_DROPPED" {
+		t.Errorf("to an app that went: %v (reason %q)", err, Reason(err))
+	}
+}
+
 func TestABadAddressIsRefusedWithItsReason(t *testing.T) {
 	s := connect(t, startNode(t))
 	err := s.Serve(context.Background(), "not/an address", func(*Message) error { return nil })
