@@ -893,7 +893,12 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   }
   {
     veil::MutexLock lock(&mu_);
-    info_.state = ChannelInfo::State::kClosed;
+    published_.state = ChannelInfo::State::kClosed;
+    if (published_.identity) {
+      published_.identity_name = published_.identity->name();
+      published_.local_identifier = published_.identity->identifier();
+      published_.identity = nullptr;
+    }
   }
   // Messages sent to either address from now on are refused as CHANNEL_CLOSED, not as an
   // unknown address (and the app, on this node, is told why).
@@ -908,22 +913,17 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
 
 void SecureChannel::Publish() {
   veil::MutexLock lock(&mu_);
-  info_.address = encryptor_address_;
-  info_.decryptor_address = decryptor_address_;
-  info_.initiator = initiator_;
-  info_.listener = listener_;
-  info_.identity = lease_.identity() ? lease_.identity()->name() : info_.identity;
-  info_.local_identifier =
-      lease_.identity() ? lease_.identity()->identifier() : info_.local_identifier;
-  info_.remote_identifier = session_.remote_identifier();
-  info_.remote_route = remote_route_.ToString();
-  info_.trust_policy = policy_->Describe();
-  info_.carrier = carrier_.via;
-  info_.encryptor_id = encryptor_id_;
-  if (info_.state != ChannelInfo::State::kClosed) {
-    info_.state = session_.state() == ChannelSession::State::kEstablished
-                      ? ChannelInfo::State::kEstablished
-                      : ChannelInfo::State::kHandshaking;
+  if (lease_.identity() && published_.state != ChannelInfo::State::kClosed) {
+    published_.identity = lease_.identity();
+  }
+  published_.remote_route = remote_route_.ToString();
+  if (session_.state() == ChannelSession::State::kEstablished) {
+    remote_identified_.store(true, std::memory_order_release);
+  }
+  if (published_.state != ChannelInfo::State::kClosed) {
+    published_.state = session_.state() == ChannelSession::State::kEstablished
+                           ? ChannelInfo::State::kEstablished
+                           : ChannelInfo::State::kHandshaking;
   }
 }
 
@@ -940,8 +940,27 @@ ChannelInfo SecureChannel::Info() const {
   ChannelInfo info;
   {
     veil::MutexLock lock(&mu_);
-    info = info_;
+    if (published_.identity) {
+      info.identity = published_.identity->name();
+      info.local_identifier = published_.identity->identifier();
+    } else {
+      info.identity = published_.identity_name;
+      info.local_identifier = published_.local_identifier;
+    }
+    info.remote_route = published_.remote_route;
+    info.state = published_.state;
   }
+  if (remote_identified_.load(std::memory_order_acquire)) {
+    info.remote_identifier = session_.remote_identifier();
+  }
+  // Fixed once Register returned, which happens before the manager lists the channel.
+  info.address = encryptor_address_;
+  info.decryptor_address = decryptor_address_;
+  info.initiator = initiator_;
+  info.listener = listener_;
+  info.trust_policy = policy_->Describe();
+  info.carrier = carrier_.via;
+  info.encryptor_id = encryptor_id_;
   info.messages_sent = sent_.load(std::memory_order_relaxed);
   info.messages_received = received_.load(std::memory_order_relaxed);
   info.decrypt_failures = decrypt_failures_.load(std::memory_order_relaxed);

@@ -150,8 +150,22 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   uint64_t heard_at_last_probe_ = 0;
   int silent_probes_ = 0;
 
+  // What Info() reports that changes after Register (the rest is fixed by then, before the
+  // manager lists the channel, so Info() reads it directly): published on the strand. Kept
+  // small: it is per channel, and a full ChannelInfo would copy every address and identifier.
+  struct Published {
+    // The local identity, as the lease holds it; at close (when the lease goes, and with it
+    // this node's hold on the keys) its name and identifier are kept instead.
+    std::shared_ptr<const identity::Identity> identity;
+    std::string identity_name, local_identifier;
+    std::string remote_route;  // (remote_route_ follows the far end, on the strand)
+    ChannelInfo::State state = ChannelInfo::State::kHandshaking;
+  };
   mutable veil::Mutex mu_;
-  ChannelInfo info_ ABSL_GUARDED_BY(mu_);  // published snapshot, counters aside
+  Published published_ ABSL_GUARDED_BY(mu_);
+  // Set (release) at establishment: the session's remote identifier is final from then on, and
+  // Info() reads it in place instead of from a copy.
+  std::atomic<bool> remote_identified_{false};
   std::atomic<uint64_t> sent_{0}, received_{0}, decrypt_failures_{0}, replays_{0};
   std::atomic<uint64_t> queued_bytes_{0}, send_credit_{0};
 };

@@ -388,7 +388,7 @@ void SecureChannelManager::OnCarrierClosed(uint64_t carrier, absl::string_view w
     veil::MutexLock lock(&mu_);
     auto c = by_carrier_.find(carrier);
     if (c == by_carrier_.end()) return;
-    for (const std::string& address : c->second) {
+    for (absl::string_view address : c->second) {
       auto it = channels_.find(address);
       if (it != channels_.end()) riding.push_back(it->second);
     }

@@ -223,7 +223,10 @@ class SecureChannelManager {
   mutable veil::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::shared_ptr<SecureChannel>> channels_ ABSL_GUARDED_BY(mu_);
+  // Keyed by each channel's own address (a view of SecureChannel::address(), fixed from
+  // Register on): the entry holds the channel, so the key lives as long as the entry.
+  absl::flat_hash_map<absl::string_view, std::shared_ptr<SecureChannel>> channels_
+      ABSL_GUARDED_BY(mu_);
   // Responders still handshaking: in all, by sender, by remote address.
   size_t pending_total_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, size_t> pending_by_sender_ ABSL_GUARDED_BY(mu_);
@@ -234,8 +237,10 @@ class SecureChannelManager {
       std::chrono::steady_clock::now();
   // Established responder channels by remote identifier.
   absl::flat_hash_map<std::string, size_t> by_remote_ ABSL_GUARDED_BY(mu_);
-  // Channels by the worker id of their carrier (connections and outer channels only).
-  absl::flat_hash_map<uint64_t, absl::flat_hash_set<std::string>> by_carrier_ ABSL_GUARDED_BY(mu_);
+  // Channels by the worker id of their carrier (connections and outer channels only): views of
+  // their addresses, as channels_ keys them (an entry goes with the channel's in channels_).
+  absl::flat_hash_map<uint64_t, absl::flat_hash_set<absl::string_view>> by_carrier_
+      ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void(uint64_t, absl::string_view)>> carrier_observers_
       ABSL_GUARDED_BY(mu_);
   LogLimiter forged_log_, refused_log_;

@@ -31,8 +31,12 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition, "the node is shutting down",
                            reason::kNodeShuttingDown);
   }
-  auto [it, inserted] = workers_.try_emplace(name, nullptr);
-  if (!inserted) {
+  // A worker is at one address at a time: the map keys it by its own address_.
+  if (auto at = workers_.find(worker->address_); at != workers_.end() && at->second == worker) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker already started at \"", worker->address_, "\""));
+  }
+  if (workers_.contains(name)) {
     return ErrorWithReason(absl::StatusCode::kAlreadyExists,
                            absl::StrCat("address \"", name, "\" is already in use"),
                            reason::kAddressInUse);
@@ -41,7 +45,8 @@ absl::Status Router::StartWorker(std::string name, std::shared_ptr<Worker> worke
   worker->address_ = std::move(name);
   worker->id_ = next_worker_id_++;
   worker->router_ = this;
-  it->second = std::move(worker);
+  const absl::string_view key = worker->address_;  // the worker's own copy: it stays put
+  workers_.emplace(key, std::move(worker));
   return absl::OkStatus();
 }
 
@@ -329,7 +334,7 @@ std::vector<std::string> Router::WorkerNames() const {
   std::vector<std::string> names;
   {
     veil::ReaderMutexLock lock(&mu_);
-    for (const auto& [name, worker] : workers_) names.push_back(name);
+    for (const auto& [name, worker] : workers_) names.emplace_back(name);
   }
   std::sort(names.begin(), names.end());
   return names;

@@ -150,7 +150,9 @@ class Router {
   void Deny(Message msg, absl::Status why, absl::string_view to);
   Transport* TransportFor(const Address& hop) const;
 
-  absl::flat_hash_map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  // Keyed by each worker's own address_ (a view: the entry holds the worker, so its key lives
+  // as long as the entry; one copy of each name instead of two).
+  absl::flat_hash_map<absl::string_view, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Status> epitaphs_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> epitaph_order_ ABSL_GUARDED_BY(mu_);  // oldest first
   std::vector<std::pair<std::string, std::function<absl::Status(absl::string_view)>>> absences_

@@ -314,6 +314,13 @@ TEST_F(RouterTest, AddressConflictAndStop) {
   EXPECT_EQ(a->stopped_.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_TRUE(router_.StartWorker("svc", b).ok());
   EXPECT_EQ(router_.StartWorker("bad name", b).code(), absl::StatusCode::kInvalidArgument);
+  // A worker is at one address at a time (the router keys it by its own address).
+  EXPECT_EQ(router_.StartWorker("svc2", b).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(b->address(), "svc");
+  EXPECT_EQ(router_.WorkerNames(), std::vector<std::string>{"svc"});
+  EXPECT_TRUE(router_.StopWorker("svc", b.get()));
+  EXPECT_TRUE(router_.StartWorker("svc2", b).ok());  // stopped, it may start elsewhere
+  EXPECT_EQ(router_.WorkerNames(), std::vector<std::string>{"svc2"});
 }
 
 // A stopped worker's epitaph answers for its address (until a worker starts there again, or

@@ -10,10 +10,13 @@
 #include <condition_variable>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
@@ -246,6 +249,34 @@ void ExpectInOrderSubsetOf(const std::vector<uint64_t>& received,
   }
 }
 
+// For a failure: which accepted messages the sink lacks (the first few), and each daemon's
+// nonzero counters of what it refused, dropped, paused or failed.
+std::string Missing(Sink& sink, const Sender::Outcome& out,
+                    std::initializer_list<const VeildProcess*> daemons) {
+  std::vector<uint64_t> got = sink.numbers();
+  std::sort(got.begin(), got.end());
+  std::vector<uint64_t> missing;
+  std::set_difference(out.accepted.begin(), out.accepted.end(), got.begin(), got.end(),
+                      std::back_inserter(missing));
+  std::string text = absl::StrCat(missing.size(), " missing:");
+  for (size_t i = 0; i < missing.size() && i < 20; ++i) absl::StrAppend(&text, " ", missing[i]);
+  for (const VeildProcess* d : daemons) {
+    absl::StrAppend(&text, "\n-- ", d->state_dir(), ":");
+    std::istringstream metrics(HttpGet(MetricsAddress(*d), "/metrics"));
+    for (std::string line; std::getline(metrics, line);) {
+      if (line.empty() || line[0] == '#' || absl::EndsWith(line, " 0")) continue;
+      for (const char* word : {"refused", "dropped", "paused", "failed", "expired", "replay",
+                               "decrypt", "lost", "queue_full", "held"}) {
+        if (line.find(word) != std::string::npos) {
+          absl::StrAppend(&text, "\n  ", line);
+          break;
+        }
+      }
+    }
+  }
+  return text;
+}
+
 std::string Describe(const Sender::Outcome& o) {
   std::string out = absl::StrCat(o.accepted.size(), " accepted");
   for (const auto& [reason, n] : o.refused) absl::StrAppend(&out, ", ", n, " refused ", reason);
@@ -382,7 +413,9 @@ TEST_F(FaultTest, SlowConsumerBacksUpToTheSenderNothingDroppedOnTheWay) {
   // (Up to ~20 MiB, through Bob's node pausing at every 64 KiB: under TSan on two busy cores
   // this has taken more than 30 s.)
   ASSERT_TRUE(WaitFor([&] { return sink.count() >= out.accepted.size(); }, seconds(120)))
-      << sink.count() << " of " << out.accepted.size();
+      << sink.count() << " of " << out.accepted.size() << "; "
+      << Missing(sink, out, {hub_.get(), bob_.get()}) << "\n"
+      << bob_->log();
   EXPECT_EQ(sink.numbers(), out.accepted);
   EXPECT_EQ(sink.bad(), 0u);
   EXPECT_EQ(Scrape(*hub_, "veil_transport_received_refused_total"), 0);
