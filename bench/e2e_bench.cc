@@ -1190,9 +1190,9 @@ int Main() {
     Veil fresh;
     if (!fresh.Start()) return 1;
     // Secure channels per second (8 concurrent openers), and RSS per idle channel on Bob's sidecar.
-    // First 100 channels the same way, not counted: what the first ones cost once (the threads
-    // gRPC and the routers start under 8 concurrent callers, their stacks and malloc arenas) is
-    // not a cost per channel.
+    // First a tenth as many channels (100) the same way, not counted: what the first ones cost once
+    // (the threads gRPC and the routers start under 8 concurrent callers, their stacks and malloc
+    // arenas) is not a cost per channel.
     {
       std::vector<std::thread> warm;
       for (int t = 0; t < 8; ++t) {

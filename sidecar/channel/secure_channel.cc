@@ -912,19 +912,14 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
 }
 
 void SecureChannel::Publish() {
+  const bool established = session_.state() == ChannelSession::State::kEstablished;
+  if (established) remote_identified_.store(true, std::memory_order_release);
   veil::MutexLock lock(&mu_);
-  if (lease_.identity() && published_.state != ChannelInfo::State::kClosed) {
-    published_.identity = lease_.identity();
-  }
   published_.remote_route = remote_route_.ToString();
-  if (session_.state() == ChannelSession::State::kEstablished) {
-    remote_identified_.store(true, std::memory_order_release);
-  }
-  if (published_.state != ChannelInfo::State::kClosed) {
-    published_.state = session_.state() == ChannelSession::State::kEstablished
-                           ? ChannelInfo::State::kEstablished
-                           : ChannelInfo::State::kHandshaking;
-  }
+  if (published_.state == ChannelInfo::State::kClosed) return;  // (identity put down at close)
+  if (lease_.identity()) published_.identity = lease_.identity();
+  published_.state =
+      established ? ChannelInfo::State::kEstablished : ChannelInfo::State::kHandshaking;
 }
 
 void SecureChannel::PublishCounters() {
