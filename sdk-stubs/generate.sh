@@ -10,7 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/sdk-stubs}"
 protos=(veil/v1/messaging.proto veil/v1/node.proto veil/v1/identity.proto
-        veil/v1/secure_channel.proto veil/v1/relay.proto veil/v1/portal.proto
+        veil/v1/secure_channel.proto veil/v1/relay.proto veil/v1/portal.proto veil/v1/authority.proto
         google/rpc/status.proto google/rpc/error_details.proto)
 cd "$root/proto"
 mkdir -p "$out/python" "$out/cpp" "$out/node"

@@ -60,7 +60,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
     const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
     transport::NodeTransport& tcp, identity::IdentityStore& identities,
     channel::SecureChannelManager& channels, relay::RelayClients& relays,
-    const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io) {
+    const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io,
+    std::shared_ptr<authority::Authority> authority,
+    std::shared_ptr<authority::Memberships> memberships) {
   std::unique_ptr<ApiServer> server(new ApiServer(std::move(settings)));
   std::string listen;
   if (!endpoint.unix_path.empty()) {
@@ -78,10 +80,13 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
   server->channels_ = std::make_unique<SecureChannelService>(channels, identities);
   server->relays_ = std::make_unique<RelayService>(relays, hub, identities);
   server->portals_ = std::make_unique<PortalService>(portals, identities);
+  server->authority_ =
+      std::make_unique<AuthorityService>(std::move(authority), std::move(memberships));
   const std::vector<std::string> services = {
       v1::MessagingService::service_full_name(), v1::NodeService::service_full_name(),
       v1::IdentityService::service_full_name(),  v1::SecureChannelService::service_full_name(),
-      v1::RelayService::service_full_name(),     v1::PortalService::service_full_name()};
+      v1::RelayService::service_full_name(),     v1::PortalService::service_full_name(),
+      v1::AuthorityService::service_full_name()};
   server->health_ = std::make_unique<HealthService>(services);
   if (!server->settings_.health_listen.empty()) {
     auto hp = core::ParseHostPort(server->settings_.health_listen, /*allow_port_zero=*/true);
@@ -117,6 +122,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(
   builder.RegisterService(server->channels_.get());
   builder.RegisterService(server->relays_.get());
   builder.RegisterService(server->portals_.get());
+  builder.RegisterService(server->authority_.get());
   builder.RegisterService(server->health_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(UnparsableRequestExplainer());

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "sidecar/api/api_settings.h"
+#include "sidecar/api/authority_service.h"
 #include "sidecar/api/health_service.h"
 #include "sidecar/api/identity_service.h"
 #include "sidecar/api/messaging_service.h"
@@ -47,7 +48,9 @@ class ApiServer {
       const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
       transport::NodeTransport& tcp, identity::IdentityStore& identities,
       channel::SecureChannelManager& channels, relay::RelayClients& relays,
-      const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io);
+      const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io,
+      std::shared_ptr<authority::Authority> authority,
+      std::shared_ptr<authority::Memberships> memberships);
   ~ApiServer();
 
   // The bound endpoint, e.g. "unix:/run/veil/api.sock" or "127.0.0.1:40123".
@@ -75,6 +78,7 @@ class ApiServer {
   std::unique_ptr<SecureChannelService> channels_;
   std::unique_ptr<RelayService> relays_;
   std::unique_ptr<PortalService> portals_;
+  std::unique_ptr<AuthorityService> authority_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ServeSocketServer> serve_socket_;

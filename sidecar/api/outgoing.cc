@@ -74,6 +74,10 @@ void ToDelivery(core::Message& msg, v1::Delivery& delivery,
       sender->set_origin(v1::Sender::ORIGIN_SECURE_CHANNEL);
       sender->set_identifier(msg.sender.identifier);
       sender->set_channel(msg.sender.channel);
+      if (msg.sender.attributes != nullptr) {
+        sender->mutable_attributes()->insert(msg.sender.attributes->begin(),
+                                             msg.sender.attributes->end());
+      }
       break;
   }
 }

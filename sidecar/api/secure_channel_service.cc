@@ -55,6 +55,11 @@ void ToProto(const channel::ChannelInfo& info, v1::SecureChannel& out) {
   if (info.send_credit != std::numeric_limits<uint64_t>::max()) {
     out.set_send_credit_bytes(info.send_credit);
   }
+  if (info.remote_attributes != nullptr) {
+    out.mutable_remote_attributes()->insert(info.remote_attributes->begin(),
+                                            info.remote_attributes->end());
+  }
+  out.set_remote_credentials_expire_time(info.remote_credentials_expire_at);
 }
 
 using identity::IdentityOrDefault;
@@ -92,12 +97,14 @@ absl::StatusOr<std::unique_ptr<channel::TrustPolicy>> ToTrustPolicy(
       return combine(policy.any_of(), false);
     case v1::TrustPolicy::kAllOf:
       return combine(policy.all_of(), true);
+    case v1::TrustPolicy::kExpression:
+      return channel::TrustExpression(policy.expression());
     case v1::TrustPolicy::POLICY_NOT_SET:
       break;
   }
   return BadPolicy(
       "a trust policy is required: set one of trust_everyone, trust_identifier, "
-      "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of");
+      "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of, expression");
 }
 
 absl::StatusOr<channel::ListenerInfo> CreateListenerFrom(

@@ -3,11 +3,15 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/core/message_codec.h"
 #include "sidecar/identity/identifier.h"
 #include "veil/wire/v1/channel.pb.h"
+#include "veil/wire/v1/credential.pb.h"
 
 namespace veil::channel {
 namespace {
@@ -102,7 +106,11 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
       options_{.rekey_interval = options.rekey_interval == 0 ? 1 : options.rekey_interval,
                .offer_batch = options.offer_batch,
                .offer_confirm_ack = options.offer_confirm_ack,
-               .receive_window = options.receive_window},
+               .receive_window = options.receive_window,
+               .credentials = std::move(options.credentials),
+               .trusted_authorities = std::move(options.trusted_authorities),
+               .unix_now = std::move(options.unix_now),
+               .clock_skew = options.clock_skew},
       static_key_(std::make_unique<IdentityKey>(*local_)),
       handshake_(std::make_unique<HandshakeState>(
           role == Role::kInitiator ? HandshakeState::Role::kInitiator
@@ -120,7 +128,65 @@ std::string ChannelSession::Proof() const {
   if (options_.offer_batch) proof.add_features(std::string(kFeatureBatch));
   if (options_.offer_confirm_ack) proof.add_features(std::string(kFeatureConfirmAck));
   proof.set_receive_window(options_.receive_window);
+  if (options_.credentials != nullptr) {
+    for (const std::string& credential : *options_.credentials) proof.add_credentials(credential);
+  }
   return proof.SerializeAsString();
+}
+
+int64_t ChannelSession::Now() const {
+  if (options_.unix_now) return options_.unix_now();
+  return absl::ToUnixSeconds(absl::Now());
+}
+
+absl::Status ChannelSession::AdmitCredentials(std::span<const std::string> credentials) {
+  const bool checks =
+      options_.trusted_authorities != nullptr && !options_.trusted_authorities->empty();
+  std::shared_ptr<const identity::Attributes> attributes;
+  int64_t expire_at = 0;
+  if (checks && !credentials.empty()) {
+    auto claims = identity::VerifyCredentials(
+        credentials, {.trusted_issuers = options_.trusted_authorities.get(),
+                      .subject = remote_identifier_,
+                      .now = Now(),
+                      .clock_skew = options_.clock_skew});
+    if (!claims.ok()) return claims.status();
+    attributes = std::make_shared<const identity::Attributes>(std::move(claims->attributes));
+    expire_at = claims->expires_at;
+  }
+  if (absl::Status trusted = policy_.CheckPeer({remote_identifier_, attributes.get()});
+      !trusted.ok()) {
+    return trusted;
+  }
+  remote_attributes_ = std::move(attributes);
+  remote_expire_at_ = expire_at;
+  return absl::OkStatus();
+}
+
+absl::Status ChannelSession::CheckExpiry() {
+  if (remote_expire_at_ == 0 || state_ != State::kEstablished ||
+      Now() < remote_expire_at_ + options_.clock_skew) {
+    return absl::OkStatus();
+  }
+  remote_attributes_ = nullptr;
+  remote_expire_at_ = 0;
+  if (policy_.CheckPeer({remote_identifier_, nullptr}).ok()) return absl::OkStatus();
+  return ErrorWithReason(absl::StatusCode::kPermissionDenied,
+                         absl::StrCat("the credentials of ", remote_identifier_,
+                                      " expired and were not refreshed in time"),
+                         reason::kCredentialExpired);
+}
+
+std::string ChannelSession::PresentCredentials(std::span<const std::string> credentials) {
+  std::string out;
+  if (state_ != State::kEstablished) return out;
+  wire::v1::CredentialSet set;
+  for (const std::string& c :
+       credentials.first(std::min(credentials.size(), identity::kMaxPresentedCredentials))) {
+    set.add_credentials(c);
+  }
+  Seal(ChannelMessageType::kCredentials, set.SerializeAsString(), out);
+  return out;
 }
 
 absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
@@ -152,7 +218,8 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
   peer_window_ = proof.receive_window();
   send_limit_ = peer_window_;
   receive_limit_ = options_.receive_window;
-  return policy_.Check(remote_identifier_);
+  std::vector<std::string> credentials(proof.credentials().begin(), proof.credentials().end());
+  return AdmitCredentials(credentials);
 }
 
 absl::StatusOr<std::string> ChannelSession::Start() {
@@ -206,6 +273,7 @@ ChannelSession::Step ChannelSession::OnMessage(absl::string_view bytes, std::str
     case ChannelMessageType::kConfirmAck:
     case ChannelMessageType::kCredit:
     case ChannelMessageType::kReceipt:
+    case ChannelMessageType::kCredentials:
       return OnProtected(type, body, in_place);
   }
   if (state_ == State::kHandshaking) {
@@ -228,8 +296,18 @@ ChannelSession::Step ChannelSession::Failed(absl::Status why, bool tell_peer) {
   // The peer learns that it was refused, not this side's trust policy (which identities, which
   // file): that stays in the local error.
   if (tell_peer) {
-    step.reply = HandshakeError(ReasonOf(why) == reason::kUntrustedIdentity ? "identity not trusted"
-                                                                            : why.message());
+    const std::string why_reason = ReasonOf(why);
+    std::string told;
+    if (why_reason == reason::kUntrustedIdentity) {
+      told = "identity not trusted";
+    } else if (why_reason == reason::kCredentialRequired) {
+      told = absl::StrCat("a credential from a trusted authority is required (", why_reason, ")");
+    } else if (absl::StartsWith(why_reason, "CREDENTIAL_")) {  // about the peer's own credential
+      told = absl::StrCat(why.message(), " (", why_reason, ")");
+    } else {
+      told = std::string(why.message());
+    }
+    step.reply = HandshakeError(told);
   }
   step.error = std::move(why);
   return step;
@@ -455,6 +533,28 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
       send_limit_ = limit;
       step.credited = true;
     }
+    return step;
+  }
+  if (type == ChannelMessageType::kCredentials) {
+    wire::v1::CredentialSet set;
+    if (!set.ParseFromArray(plaintext.data(), static_cast<int>(plaintext.size()))) {
+      ++decrypt_failures_;
+      step.error = Dropped(absl::StatusCode::kInvalidArgument, "CREDENTIALS that do not decode",
+                           reason::kDecryptFailed);
+      return step;
+    }
+    std::vector<std::string> credentials(set.credentials().begin(), set.credentials().end());
+    // From the authenticated peer itself: a bad credential, or one the policy no longer
+    // admits, ends the channel (its far end is told why in the CLOSE that follows).
+    if (absl::Status admitted = AdmitCredentials(credentials); !admitted.ok()) {
+      Seal(ChannelMessageType::kClose, "", step.reply);  // the far end hears it closed
+      state_ = State::kFailed;
+      step.error = absl::Status(
+          admitted.code(), absl::StrCat("refreshed credentials refused: ", admitted.message()));
+      step.error = WithReason(std::move(step.error), ReasonOf(admitted));
+      return step;
+    }
+    step.credentials_refreshed = true;
     return step;
   }
   if (type == ChannelMessageType::kReceipt) {

@@ -17,6 +17,13 @@
 //                                       DATA and BATCH records it takes (flow control)
 //   RECEIPT 0x16 | counter | AEAD       either way: the outcome of messages the peer sent with
 //                                       receipt ids (an encoded ChannelReceipts)
+//   CREDENTIALS 0x17 | counter | AEAD   either way: the sender's refreshed credentials (an
+//                                       encoded CredentialSet), replacing those of its proof
+//
+// Credentials: each proof may carry the sender's credentials. A side that trusts authorities
+// verifies them (a bad one fails the handshake with its reason) and checks its trust policy on
+// the identifier and their attributes; CREDENTIALS later replaces them and the policy is
+// checked again (a refusal ends the channel), as it is when they expire (CheckExpiry).
 //
 // Flow control (when both proofs give a receive_window): a side sends DATA/BATCH records while
 // the bytes it has sent are below the peer's limit (the window at first, then what CREDIT
@@ -33,6 +40,7 @@
 #ifndef VEIL_SIDECAR_CHANNEL_CHANNEL_SESSION_H_
 #define VEIL_SIDECAR_CHANNEL_CHANNEL_SESSION_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -44,6 +52,7 @@
 #include "sidecar/channel/replay_window.h"
 #include "sidecar/channel/trust_policy.h"
 #include "sidecar/core/message.h"
+#include "sidecar/identity/credential.h"
 #include "sidecar/identity/identity.h"
 
 namespace veil::channel {
@@ -63,6 +72,7 @@ enum class ChannelMessageType : uint8_t {
   kConfirmAck = 0x14,
   kCredit = 0x15,
   kReceipt = 0x16,
+  kCredentials = 0x17,
 };
 
 // The outcome of messages `first` .. `first + count - 1` sent with receipt ids, as the peer
@@ -97,6 +107,14 @@ struct SessionOptions {
   // The bytes of DATA and BATCH records this side takes before it grants more (its proof's
   // receive_window). 0: no flow control, either way (as an older node).
   uint64_t receive_window = kDefaultReceiveWindow;
+  // The credentials this side presents (encoded wire Credentials about its identity).
+  std::shared_ptr<const std::vector<std::string>> credentials;
+  // The authorities whose credentials this side takes. Null or empty: the peer's credentials
+  // are neither checked nor used (the policy sees no attributes).
+  std::shared_ptr<const absl::flat_hash_set<std::string>> trusted_authorities;
+  // Unix seconds now, for credential validity; null: the system clock.
+  std::function<int64_t()> unix_now;
+  int64_t clock_skew = identity::kDefaultClockSkewSeconds;
 };
 
 // Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order
@@ -130,6 +148,9 @@ class ChannelSession {
     // From a RECEIPT: the outcome of messages this side sent with receipt ids.
     std::vector<ReceiptOutcome> receipts;
     bool probed = false;  // the RECEIPT asks for an answer: send Receipts({}) back
+    // CREDENTIALS arrived, verified and admitted: remote_attributes() changed. (Refused, the
+    // session fails and `reply` holds a CLOSE for the far end.)
+    bool credentials_refreshed = false;
     // Not OK: the message was refused. If state() is kFailed the channel failed (terminal: the
     // handshake failed, or the peer sent a window past its limit); otherwise the message was
     // dropped (counted) and the channel stays up.
@@ -177,6 +198,14 @@ class ChannelSession {
   static size_t BatchEntrySize(const core::Message& msg);
   // A CLOSE message; the session is closed afterwards. Empty unless established.
   std::string Close();
+  // A CREDENTIALS message presenting `credentials` (this side's, refreshed; at most
+  // kMaxPresentedCredentials). Empty unless established.
+  std::string PresentCredentials(std::span<const std::string> credentials);
+  // When the peer's credentials (from its proof or a later CREDENTIALS) have expired — past
+  // remote_credentials_expire_at() plus the skew — drops their attributes and checks the trust
+  // policy again. Not OK (CREDENTIAL_EXPIRED): the policy now refuses the peer; close the
+  // channel. OK otherwise (nothing expired, or the policy still admits it).
+  absl::Status CheckExpiry();
 
   // Flow control is on: both proofs gave a receive window.
   bool flow_controlled() const { return options_.receive_window > 0 && peer_window_ > 0; }
@@ -206,6 +235,16 @@ class ChannelSession {
   // The authenticated remote identity, once its proof verified.
   const std::string& remote_identifier() const { return remote_identifier_; }
   const std::string& remote_public_key() const { return remote_public_key_; }
+  // The attributes the peer's verified credentials give (null when it presented none, or this
+  // side trusts no authority), and when the first of them expires (0: none).
+  const std::shared_ptr<const identity::Attributes>& remote_attributes() const {
+    return remote_attributes_;
+  }
+  int64_t remote_credentials_expire_at() const { return remote_expire_at_; }
+  // The moment CheckExpiry would act: remote_credentials_expire_at() plus the skew (0: none).
+  int64_t credentials_deadline() const {
+    return remote_expire_at_ == 0 ? 0 : remote_expire_at_ + options_.clock_skew;
+  }
   // The peer's proof said it takes BATCH messages (older nodes do not).
   bool peer_takes_batches() const { return peer_takes_batches_; }
   // Responder: established, and the initiator (which said it would) has not yet sent anything
@@ -225,6 +264,10 @@ class ChannelSession {
  private:
   std::string Proof() const;
   absl::Status VerifyProof(absl::string_view payload);
+  // Verifies presented credentials and checks the policy with their attributes; on success
+  // they become the remote's.
+  absl::Status AdmitCredentials(std::span<const std::string> credentials);
+  int64_t Now() const;
   Step OnHandshake(ChannelMessageType type, absl::string_view body);
   Step OnMessage(absl::string_view bytes, std::string* in_place);
   // `in_place`, when set, is the whole message that `body` is the tail of.
@@ -253,6 +296,8 @@ class ChannelSession {
   // The handshake message expected next.
   ChannelMessageType expected_;
   std::string remote_identifier_, remote_public_key_;
+  std::shared_ptr<const identity::Attributes> remote_attributes_;
+  int64_t remote_expire_at_ = 0;
   bool peer_takes_batches_ = false;
   bool peer_confirm_acks_ = false;
   uint64_t peer_window_ = 0;  // the peer's proof's receive_window

@@ -4,6 +4,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "boost/asio/bind_executor.hpp"
 #include "boost/asio/post.hpp"
 #include "sidecar/common/error_reason.h"
@@ -220,7 +221,7 @@ SecureChannel::SecureChannel(SecureChannelManager& manager, core::Strand strand,
       lease_(std::move(lease)),
       policy_(std::move(policy)),
       session_(initiator ? ChannelSession::Role::kInitiator : ChannelSession::Role::kResponder,
-               lease_.identity(), *policy_, manager.options().session),
+               lease_.identity(), *policy_, manager.SessionOptionsFor(*lease_.identity())),
       timer_(strand),
       listener_(std::move(listener)),
       pending_counted_(!initiator),
@@ -341,6 +342,42 @@ void SecureChannel::OnEstablishedTimer() {
                                         manager_.options().idle_timeout.count(), " ms"),
                            reason::kIdleTimeout),
            true);
+}
+
+void SecureChannel::ArmCredentialTimer() {
+  const int64_t deadline = session_.credentials_deadline();
+  if (deadline == 0 || closed_) {
+    if (credential_timer_ != nullptr) credential_timer_->cancel();
+    return;
+  }
+  if (credential_timer_ == nullptr) {
+    credential_timer_ = std::make_unique<boost::asio::steady_timer>(strand_);
+  }
+  // The deadline is wall-clock (credentials say Unix seconds); wake then, and check again
+  // against the wall clock (CheckExpiry), so a clock step only moves the check.
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  credential_timer_->expires_after(std::chrono::seconds(std::max<int64_t>(0, deadline - now)) +
+                                   std::chrono::milliseconds(100));
+  credential_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->closed_) return;
+    if (absl::Status expired = self->session_.CheckExpiry(); !expired.ok()) {
+      self->manager_.stats().credentials_expired.fetch_add(1, std::memory_order_relaxed);
+      self->CloseNow(std::move(expired), true);
+      return;
+    }
+    self->Publish();
+    self->ArmCredentialTimer();
+  });
+}
+
+void SecureChannel::PresentCredentials(
+    std::shared_ptr<const std::vector<std::string>> credentials) {
+  boost::asio::post(strand_, [self = shared_from_this(), credentials = std::move(credentials)] {
+    if (self->closed_ || self->session_.state() != ChannelSession::State::kEstablished) return;
+    static const std::vector<std::string> kNone;
+    std::string message = self->session_.PresentCredentials(credentials ? *credentials : kNone);
+    self->Send(std::move(message), self->remote_route_, core::Receipt());
+  });
 }
 
 void SecureChannel::OnSendFailed(absl::Status why) {
@@ -697,6 +734,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
          {log_field::kRoute, route}},
         "secure channel {} established with {} ({})", encryptor_address_,
         session_.remote_identifier(), initiator_ ? "initiator" : "responder");
+    ArmCredentialTimer();
     Publish();
     if (on_established_) {
       auto done = std::move(on_established_);
@@ -709,6 +747,10 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
                              reason::kChannelClosed),
              false);
     return;
+  }
+  if (step.credentials_refreshed) {
+    ArmCredentialTimer();
+    Publish();
   }
   if (step.credited) Drain();
   if (!step.receipts.empty()) OnReceipts(step.receipts);
@@ -761,6 +803,7 @@ void SecureChannel::OnChannelMessage(core::Message msg) {
     inner.sender.via = encryptor_id_;
     inner.sender.identifier = session_.remote_identifier();
     inner.sender.channel = encryptor_address_;
+    inner.sender.attributes = session_.remote_attributes();
     inner.receipt = std::move(parts[i]);
     inner.paced = msg.paced || credited;
   }
@@ -832,6 +875,7 @@ void SecureChannel::CloseNow(absl::Status why, bool notify_peer) {
   closed_ = true;
   timer_.cancel();
   if (probe_timer_ != nullptr) probe_timer_->cancel();
+  if (credential_timer_ != nullptr) credential_timer_->cancel();
   if (!awaiting_.empty()) {
     const absl::Status unknown = ErrorWithReason(
         absl::StatusCode::kUnavailable,
@@ -920,6 +964,8 @@ void SecureChannel::Publish() {
   if (lease_.identity()) published_.identity = lease_.identity();
   published_.state =
       established ? ChannelInfo::State::kEstablished : ChannelInfo::State::kHandshaking;
+  published_.remote_attributes = session_.remote_attributes();
+  published_.remote_credentials_expire_at = session_.remote_credentials_expire_at();
 }
 
 void SecureChannel::PublishCounters() {
@@ -944,6 +990,8 @@ ChannelInfo SecureChannel::Info() const {
     }
     info.remote_route = published_.remote_route;
     info.state = published_.state;
+    info.remote_attributes = published_.remote_attributes;
+    info.remote_credentials_expire_at = published_.remote_credentials_expire_at;
   }
   if (remote_identified_.load(std::memory_order_acquire)) {
     info.remote_identifier = session_.remote_identifier();

@@ -60,6 +60,10 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   void OnPlaintextBatch(std::vector<core::Message> msgs);
   void OnChannelMessage(core::Message msg);
   void OnSendFailed(absl::Status why);
+  // This side's credentials changed: presents them to the far end (CREDENTIALS). Any thread.
+  void PresentCredentials(std::shared_ptr<const std::vector<std::string>> credentials);
+  // The local identity's identifier.
+  const std::string& local_identifier() const { return lease_.identity()->identifier(); }
 
  private:
   class CreditTracker;
@@ -99,6 +103,9 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   void Send(std::string bytes, const core::Route& to, core::Receipt receipt, uint64_t echo_tag = 0);
   // Arms timer_ for the established channel's checks: the initiator's confirmation, idleness.
   void ArmEstablishedTimer();
+  // When the far end's credentials expire (plus the skew): check the policy again then, and
+  // close the channel if it no longer admits the far end.
+  void ArmCredentialTimer();
   void OnEstablishedTimer();
   // True (and counted) for a notice or handshake error that does not echo this channel's tag.
   bool Forged(const core::Message& msg);
@@ -117,6 +124,7 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
   std::shared_ptr<const TrustPolicy> policy_;
   ChannelSession session_;
   boost::asio::steady_timer timer_;
+  std::unique_ptr<boost::asio::steady_timer> credential_timer_;  // made when first needed
   core::Route remote_route_;
   std::string encryptor_address_, decryptor_address_;
   std::string listener_;
@@ -160,6 +168,8 @@ class SecureChannel final : public std::enable_shared_from_this<SecureChannel> {
     std::string identity_name, local_identifier;
     std::string remote_route;  // (remote_route_ follows the far end, on the strand)
     ChannelInfo::State state = ChannelInfo::State::kHandshaking;
+    std::shared_ptr<const identity::Attributes> remote_attributes;
+    int64_t remote_credentials_expire_at = 0;
   };
   mutable veil::Mutex mu_;
   Published published_ ABSL_GUARDED_BY(mu_);

@@ -426,4 +426,26 @@ void SecureChannelManager::Shutdown() {
   }
 }
 
+SessionOptions SecureChannelManager::SessionOptionsFor(const identity::Identity& local) const {
+  SessionOptions options = options_.session;
+  if (options_.credentials != nullptr) {
+    options.credentials = options_.credentials->CredentialsOf(local.identifier());
+    options.trusted_authorities = options_.credentials->trusted();
+  }
+  return options;
+}
+
+void SecureChannelManager::CredentialsChanged(const std::string& identifier) {
+  if (options_.credentials == nullptr) return;
+  auto credentials = options_.credentials->CredentialsOf(identifier);
+  std::vector<std::shared_ptr<SecureChannel>> channels;
+  {
+    veil::MutexLock lock(&mu_);
+    for (const auto& [address, channel] : channels_) {
+      if (channel->local_identifier() == identifier) channels.push_back(channel);
+    }
+  }
+  for (const auto& channel : channels) channel->PresentCredentials(credentials);
+}
+
 }  // namespace veil::channel

@@ -41,6 +41,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "sidecar/channel/channel_session.h"
+#include "sidecar/channel/credential_book.h"
 #include "sidecar/channel/trust_policy.h"
 #include "sidecar/common/log_limiter.h"
 #include "sidecar/common/mutex.h"
@@ -51,6 +52,9 @@ namespace veil::channel {
 
 struct ChannelOptions {
   SessionOptions session;
+  // Trusted authorities and this node's credentials (null: none). Each channel presents its
+  // identity's credentials and checks the far end's against the trusted authorities.
+  std::shared_ptr<CredentialBook> credentials;
   // How long a responder waits for HS3 before dropping a half-open handshake, and for the
   // initiator's confirmation after CONFIRM.
   std::chrono::milliseconds responder_timeout{30000};
@@ -99,6 +103,10 @@ struct ChannelInfo {
   std::string remote_route;
   std::string trust_policy;
   State state = State::kHandshaking;
+  // What the far end's verified credentials give (null: it presented none, or this node trusts
+  // no authority), and when the first of them expires (Unix seconds; 0: none).
+  std::shared_ptr<const identity::Attributes> remote_attributes;
+  int64_t remote_credentials_expire_at = 0;
   uint64_t messages_sent = 0, messages_received = 0, decrypt_failures = 0, replays_rejected = 0;
   // Flow control: bytes waiting for the far end to grant more, and the bytes that may still go
   // before its limit (the largest uint64 when the channel has no flow control).
@@ -134,6 +142,8 @@ struct ChannelStats {
   // Delivery receipts: RECEIPT messages sent, and messages whose channel closed before their
   // receipt came (reported DELIVERY_UNKNOWN).
   std::atomic<uint64_t> receipts_sent{0}, receipts_unknown{0};
+  // Channels closed because the far end's credentials expired and the policy needed them.
+  std::atomic<uint64_t> credentials_expired{0};
   void RecordHandshake(bool ok, std::chrono::steady_clock::duration latency);
 };
 
@@ -176,6 +186,13 @@ class SecureChannelManager {
   void Shutdown();
 
   ChannelStats& stats() { return stats_; }
+
+  // The session options of a channel of `local`: options().session with its credentials and
+  // the trusted authorities. Any thread.
+  SessionOptions SessionOptionsFor(const identity::Identity& local) const;
+  // The credentials of the local identity `identifier` changed (in options().credentials):
+  // every established channel of it presents the new ones. Any thread.
+  void CredentialsChanged(const std::string& identifier);
 
   // The connection (or channel) with worker id `carrier` closed: so do the channels that ran
   // over it. Any thread.

@@ -21,7 +21,7 @@
 namespace veil::channel {
 namespace {
 
-absl::Status Untrusted(const std::string& identifier, absl::string_view policy) {
+absl::Status Untrusted(absl::string_view identifier, absl::string_view policy) {
   return ErrorWithReason(
       absl::StatusCode::kPermissionDenied,
       absl::StrCat("identity ", identifier, " is not trusted (trust policy: ", policy, ")"),
@@ -30,7 +30,7 @@ absl::Status Untrusted(const std::string& identifier, absl::string_view policy) 
 
 class Everyone final : public TrustPolicy {
  public:
-  absl::Status Check(const std::string&) const override { return absl::OkStatus(); }
+  absl::Status CheckPeer(const PeerView&) const override { return absl::OkStatus(); }
   std::string Describe() const override { return "everyone"; }
   std::string Key() const override { return "everyone"; }
 };
@@ -38,8 +38,9 @@ class Everyone final : public TrustPolicy {
 class Identifiers final : public TrustPolicy {
  public:
   explicit Identifiers(absl::flat_hash_set<std::string> set) : set_(std::move(set)) {}
-  absl::Status Check(const std::string& identifier) const override {
-    return set_.contains(identifier) ? absl::OkStatus() : Untrusted(identifier, Describe());
+  absl::Status CheckPeer(const PeerView& peer) const override {
+    return set_.contains(peer.identifier) ? absl::OkStatus()
+                                          : Untrusted(peer.identifier, Describe());
   }
   std::string Describe() const override {
     return set_.size() == 1 ? *set_.begin() : absl::StrCat("one of ", set_.size(), " identifiers");
@@ -60,7 +61,7 @@ class IdentifiersFile final : public TrustPolicy {
  public:
   IdentifiersFile(std::string path, absl::flat_hash_set<std::string> set, FileStamp stamp)
       : path_(std::move(path)), set_(std::move(set)), stamp_(stamp) {}
-  absl::Status Check(const std::string& identifier) const override {
+  absl::Status CheckPeer(const PeerView& peer) const override {
     veil::MutexLock lock(&mu_);
     auto stamp = StampOf(path_);
     if (!stamp.ok() || *stamp != stamp_) {
@@ -75,7 +76,8 @@ class IdentifiersFile final : public TrustPolicy {
       set_ = *std::move(set);
       stamp_ = read_stamp;
     }
-    return set_.contains(identifier) ? absl::OkStatus() : Untrusted(identifier, Describe());
+    return set_.contains(peer.identifier) ? absl::OkStatus()
+                                          : Untrusted(peer.identifier, Describe());
   }
   std::string Describe() const override { return absl::StrCat("identifiers in ", path_); }
   std::string Key() const override { return absl::StrCat("file(", path_, ")"); }
@@ -90,9 +92,10 @@ class IdentifiersFile final : public TrustPolicy {
 class Imported final : public TrustPolicy {
  public:
   explicit Imported(const identity::IdentityStore& store) : store_(store) {}
-  absl::Status Check(const std::string& identifier) const override {
-    return store_.GetTrusted(identifier).ok() ? absl::OkStatus()
-                                              : Untrusted(identifier, Describe());
+  absl::Status CheckPeer(const PeerView& peer) const override {
+    return store_.GetTrusted(std::string(peer.identifier)).ok()
+               ? absl::OkStatus()
+               : Untrusted(peer.identifier, Describe());
   }
   std::string Describe() const override { return "imported trusted identities"; }
   std::string Key() const override { return "imported"; }
@@ -105,13 +108,26 @@ class Combination final : public TrustPolicy {
  public:
   Combination(bool all, std::vector<std::unique_ptr<TrustPolicy>> parts)
       : all_(all), parts_(std::move(parts)) {}
-  absl::Status Check(const std::string& identifier) const override {
+  absl::Status CheckPeer(const PeerView& peer) const override {
+    absl::Status first_refusal;
     for (const auto& part : parts_) {
-      bool ok = part->Check(identifier).ok();
-      if (all_ && !ok) return Untrusted(identifier, Describe());
-      if (!all_ && ok) return absl::OkStatus();
+      absl::Status checked = part->CheckPeer(peer);
+      if (all_ && !checked.ok()) {
+        return ReasonOf(checked) == reason::kCredentialRequired
+                   ? checked
+                   : Untrusted(peer.identifier, Describe());
+      }
+      if (!all_ && checked.ok()) return absl::OkStatus();
+      if (first_refusal.ok()) first_refusal = std::move(checked);
     }
-    return all_ ? absl::OkStatus() : Untrusted(identifier, Describe());
+    if (all_) return absl::OkStatus();
+    // Say a credential is missing when that is what would have let the peer in.
+    if (ReasonOf(first_refusal) == reason::kCredentialRequired) return first_refusal;
+    return Untrusted(peer.identifier, Describe());
+  }
+  bool uses_attributes() const override {
+    return std::any_of(parts_.begin(), parts_.end(),
+                       [](const auto& part) { return part->uses_attributes(); });
   }
   std::string Describe() const override {
     std::string out = all_ ? "all of (" : "any of (";
@@ -132,6 +148,31 @@ class Combination final : public TrustPolicy {
   std::vector<std::unique_ptr<TrustPolicy>> parts_;
 };
 
+class Expression final : public TrustPolicy {
+ public:
+  explicit Expression(PolicyExpression expression) : expression_(std::move(expression)) {}
+  absl::Status CheckPeer(const PeerView& peer) const override {
+    if (expression_.Evaluate(peer)) return absl::OkStatus();
+    if (expression_.uses_attributes() && (peer.attributes == nullptr || peer.attributes->empty())) {
+      return ErrorWithReason(
+          absl::StatusCode::kPermissionDenied,
+          absl::StrCat("identity ", peer.identifier,
+                       " presented no credential from a trusted authority, and the policy (",
+                       Describe(), ") reads attributes"),
+          reason::kCredentialRequired);
+    }
+    return Untrusted(peer.identifier, Describe());
+  }
+  bool uses_attributes() const override { return expression_.uses_attributes(); }
+  std::string Describe() const override { return expression_.canonical(); }
+  std::string Key() const override {
+    return absl::StrCat("expression(", expression_.canonical(), ")");
+  }
+
+ private:
+  PolicyExpression expression_;
+};
+
 absl::Status BadPolicy(absl::string_view why) {
   return ErrorWithReason(absl::StatusCode::kInvalidArgument, why, reason::kInvalidTrustPolicy);
 }
@@ -139,6 +180,12 @@ absl::Status BadPolicy(absl::string_view why) {
 }  // namespace
 
 std::unique_ptr<TrustPolicy> TrustEveryone() { return std::make_unique<Everyone>(); }
+
+absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustExpression(absl::string_view expression) {
+  auto parsed = PolicyExpression::Parse(expression);
+  if (!parsed.ok()) return parsed.status();
+  return std::unique_ptr<TrustPolicy>(new Expression(*std::move(parsed)));
+}
 
 absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(
     std::vector<std::string> identifiers) {

@@ -3,7 +3,9 @@
 //
 //   TrustEveryone, TrustIdentifiers (one or a set, inline), TrustIdentifiersFile (one per
 //   line; read once, and again when it changes, so edits apply to new channels),
-//   TrustImported (the node's imported trusted identities), AnyOf / AllOf combinations.
+//   TrustImported (the node's imported trusted identities), TrustExpression (an attribute
+//   policy over the identifier and the peer's verified credentials: policy_expression.h),
+//   AnyOf / AllOf combinations.
 //
 // Thread-safety: Check may be called from any thread.
 #ifndef VEIL_SIDECAR_CHANNEL_TRUST_POLICY_H_
@@ -16,6 +18,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "sidecar/channel/policy_expression.h"
 #include "sidecar/identity/identity_store.h"
 
 namespace veil::channel {
@@ -23,8 +26,13 @@ namespace veil::channel {
 class TrustPolicy {
  public:
   virtual ~TrustPolicy() = default;
-  // OK when `identifier` is trusted; PERMISSION_DENIED (UNTRUSTED_IDENTITY) otherwise.
-  virtual absl::Status Check(const std::string& identifier) const = 0;
+  // OK when the peer is trusted; PERMISSION_DENIED otherwise (UNTRUSTED_IDENTITY, or
+  // CREDENTIAL_REQUIRED when the policy reads attributes and the peer has none).
+  virtual absl::Status CheckPeer(const PeerView& peer) const = 0;
+  // The same for a peer known only by its identifier (no credentials).
+  absl::Status Check(absl::string_view identifier) const { return CheckPeer({identifier}); }
+  // Whether the policy reads credential attributes.
+  virtual bool uses_attributes() const { return false; }
   // For people: "everyone", "one of 3 identifiers", ...
   virtual std::string Describe() const = 0;
   // What the policy is, whole and canonical (every identifier, sorted): two policies with the
@@ -40,6 +48,8 @@ absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiers(std::vector<std::s
 absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustIdentifiersFile(std::string path);
 // `store` must outlive the policy.
 std::unique_ptr<TrustPolicy> TrustImported(const identity::IdentityStore& store);
+// INVALID_ARGUMENT (INVALID_TRUST_POLICY) when `expression` does not parse.
+absl::StatusOr<std::unique_ptr<TrustPolicy>> TrustExpression(absl::string_view expression);
 absl::StatusOr<std::unique_ptr<TrustPolicy>> AnyOf(
     std::vector<std::unique_ptr<TrustPolicy>> policies);
 absl::StatusOr<std::unique_ptr<TrustPolicy>> AllOf(

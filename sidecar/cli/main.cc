@@ -6,6 +6,7 @@
 // 7 the sidecar (or a peer) is unreachable; 8 deadline exceeded; 9 resource exhausted.
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,11 +19,14 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "sidecar/common/version.h"
+#include "veil/v1/authority.grpc.pb.h"
 #include "veil/v1/identity.grpc.pb.h"
 #include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/node.grpc.pb.h"
@@ -258,6 +262,7 @@ struct TrustFlags {
   std::vector<std::string> identifiers;
   std::string file;
   bool imported = false;
+  std::string allow;
 
   void Add(CLI::App* app, const std::string& what) {
     auto* group = app->add_option_group("trust", "Who " + what + " (pick one or combine)");
@@ -266,8 +271,13 @@ struct TrustFlags {
         ->allow_extra_args(false);  // one identifier each: `--trust ID NAME` leaves NAME alone
     group->add_option("--trust-file", file, "Identifiers listed in this file, one per line");
     group->add_flag("--trust-imported", imported, "Identities imported with `veil identity trust`");
+    group->add_option("--allow", allow,
+                      "Identities this attribute policy admits, e.g. "
+                      "'subject.role == \"db-client\"' (docs/credentials.md)");
   }
-  bool Empty() const { return !everyone && identifiers.empty() && file.empty() && !imported; }
+  bool Empty() const {
+    return !everyone && identifiers.empty() && file.empty() && !imported && allow.empty();
+  }
   v1::TrustPolicy Policy() const {
     std::vector<v1::TrustPolicy> parts;
     if (everyone) parts.emplace_back().set_trust_everyone(true);
@@ -278,6 +288,7 @@ struct TrustFlags {
     }
     if (!file.empty()) parts.emplace_back().set_trust_identifiers_file(file);
     if (imported) parts.emplace_back().set_trust_imported(true);
+    if (!allow.empty()) parts.emplace_back().set_expression(allow);
     if (parts.size() == 1) return parts[0];
     v1::TrustPolicy any;
     for (auto& p : parts) *any.mutable_any_of()->add_policies() = p;
@@ -596,9 +607,8 @@ void AddListener(Commands& commands) {
   f->trust.Add(create, "may open channels");
   commands.On(create, [f](Client& c) {
     if (f->trust.Empty()) {
-      std::cerr
-          << "veil: say who may open channels: --trust-everyone, --trust ID, --trust-file F or "
-             "--trust-imported\n";
+      std::cerr << "veil: say who may open channels: --trust-everyone, --trust ID, --trust-file F, "
+                   "--trust-imported or --allow EXPR\n";
       return static_cast<int>(kUsage);
     }
     v1::CreateSecureChannelListenerRequest req;
@@ -831,9 +841,8 @@ void AddOutlet(Commands& commands) {
   f->trust.Add(create, "may open sessions");
   commands.On(create, [f](Client& c) {
     if (f->trust.Empty()) {
-      std::cerr
-          << "veil: say who may open sessions: --trust-everyone, --trust ID, --trust-file F or "
-             "--trust-imported\n";
+      std::cerr << "veil: say who may open sessions: --trust-everyone, --trust ID, --trust-file F, "
+                   "--trust-imported or --allow EXPR\n";
       return static_cast<int>(kUsage);
     }
     v1::CreateOutletRequest req;
@@ -862,6 +871,193 @@ void AddOutlet(Commands& commands) {
     if (!s.ok()) return c.Fail(s, "cannot delete outlet \"" + f->name + "\"");
     return c.Show(r, [&] { std::cout << "deleted outlet " << f->name << "\n"; });
   });
+}
+
+// "k=v" pairs of --attr into a map; false (after saying why) on a malformed one.
+bool ParseAttributes(const std::vector<std::string>& pairs,
+                     google::protobuf::Map<std::string, std::string>& out) {
+  for (const std::string& pair : pairs) {
+    const size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "veil: --attr takes KEY=VALUE, e.g. --attr role=db-client\n";
+      return false;
+    }
+    out[pair.substr(0, eq)] = pair.substr(eq + 1);
+  }
+  return true;
+}
+
+std::string Attributes(const google::protobuf::Map<std::string, std::string>& map) {
+  std::vector<std::string> sorted;
+  for (const auto& [k, v] : map) sorted.push_back(k + "=" + v);
+  std::sort(sorted.begin(), sorted.end());
+  return absl::StrJoin(sorted, ",");
+}
+
+std::string UnixTime(int64_t seconds) {
+  if (seconds == 0) return "";
+  google::protobuf::Timestamp t;
+  t.set_seconds(seconds);
+  return Time(t);
+}
+
+void AddAuthority(Commands& commands) {
+  struct Flags {
+    std::string identifier, id, route, token, identity;
+    std::vector<std::string> attrs;
+    std::string ttl = "10m";
+  };
+  auto f = std::make_shared<Flags>();
+  auto* authority = commands.app().add_subcommand(
+      "authority", "On a credential authority (veild --authority): members and tickets");
+  authority->require_subcommand(1);
+  commands.On(
+      authority->add_subcommand("show", "This authority: identifier, credential life"),
+      [](Client& c) {
+        v1::Authority r;
+        grpc::Status s =
+            v1::AuthorityService::NewStub(c.channel())->GetAuthority(c.Context().get(), {}, &r);
+        if (!s.ok()) return c.Fail(s, "cannot show the authority");
+        return c.Show(r, [&] {
+          std::cout << "authority " << r.identifier() << ": " << r.members()
+                    << " members, credentials valid " << r.credential_ttl_seconds() << " s"
+                    << (r.route().empty() ? "" : ", reached at " + r.route()) << "\n";
+        });
+      });
+  auto* member = authority->add_subcommand("member", "The authority's members");
+  member->require_subcommand(1);
+  commands.On(member->add_subcommand("list", "List members"), [](Client& c) {
+    v1::ListMembersResponse r;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(c.channel())->ListMembers(c.Context().get(), {}, &r);
+    if (!s.ok()) return c.Fail(s, "cannot list members");
+    return c.Show(r, [&] {
+      Table t({"IDENTIFIER", "ATTRIBUTES", "ADDED", "TICKET"});
+      for (const auto& m : r.members()) {
+        t.Add({m.identifier(), Attributes(m.attributes()), UnixTime(m.added_unix_seconds()),
+               m.ticket()});
+      }
+      t.Print();
+    });
+  });
+  auto* add = member->add_subcommand("add", "Add a member (or set a member's attributes)");
+  add->add_option("identifier", f->identifier, "Its identifier")->required();
+  add->add_option("--attr", f->attrs, "KEY=VALUE (repeatable)")->allow_extra_args(false);
+  commands.On(add, [f](Client& c) {
+    v1::AddMemberRequest req;
+    req.set_identifier(f->identifier);
+    if (!ParseAttributes(f->attrs, *req.mutable_attributes())) return static_cast<int>(kUsage);
+    v1::Member r;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(c.channel())->AddMember(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot add member " + f->identifier);
+    return c.Show(r, [&] {
+      std::cout << "member " << r.identifier() << " (" << Attributes(r.attributes()) << ")\n";
+    });
+  });
+  auto* remove = member->add_subcommand(
+      "remove", "Remove a member: no more credentials (those it holds die at expiry)");
+  remove->add_option("identifier", f->identifier, "Its identifier")->required();
+  commands.On(remove, [f](Client& c) {
+    v1::RemoveMemberRequest req;
+    req.set_identifier(f->identifier);
+    v1::RemoveMemberResponse r;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(c.channel())->RemoveMember(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot remove member " + f->identifier);
+    return c.Show(r, [&] { std::cout << "removed member " << f->identifier << "\n"; });
+  });
+  auto* ticket = authority->add_subcommand("ticket", "One-time enrollment tickets");
+  ticket->require_subcommand(1);
+  auto* create = ticket->add_subcommand(
+      "create", "Create a ticket; prints its token for `veil enroll` (shown once)");
+  create->add_option("--attr", f->attrs, "KEY=VALUE the member gets (repeatable)")
+      ->allow_extra_args(false);
+  create->add_option("--ttl", f->ttl, "How long it may be used: 90s, 10m, 2h, 1d")
+      ->capture_default_str();
+  create->add_option("--route", f->route,
+                     "How members reach this authority's listener (default: veild "
+                     "--authority-route)");
+  commands.On(create, [f](Client& c) {
+    v1::CreateTicketRequest req;
+    if (!ParseAttributes(f->attrs, *req.mutable_attributes())) return static_cast<int>(kUsage);
+    absl::Duration ttl;
+    if (!absl::ParseDuration(f->ttl, &ttl) || ttl < absl::Seconds(1)) {
+      std::cerr << "veil: --ttl takes a duration such as 90s, 10m or 2h\n";
+      return static_cast<int>(kUsage);
+    }
+    req.set_ttl_seconds(absl::ToInt64Seconds(ttl));
+    req.set_route(f->route);
+    v1::Ticket r;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(c.channel())->CreateTicket(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot create a ticket");
+    return c.Show(r, [&] { std::cout << r.token() << "\n"; });
+  });
+  commands.On(ticket->add_subcommand("list", "List tickets"), [](Client& c) {
+    v1::ListTicketsResponse r;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(c.channel())->ListTickets(c.Context().get(), {}, &r);
+    if (!s.ok()) return c.Fail(s, "cannot list tickets");
+    return c.Show(r, [&] {
+      Table t({"ID", "ATTRIBUTES", "EXPIRES", "STATE"});
+      for (const auto& k : r.tickets()) {
+        t.Add({k.id(), Attributes(k.attributes()), UnixTime(k.expires_unix_seconds()),
+               k.revoked()           ? "revoked"
+               : k.used_by().empty() ? "unused"
+                                     : "used by " + k.used_by()});
+      }
+      t.Print();
+    });
+  });
+  auto* revoke = ticket->add_subcommand("revoke", "Revoke a ticket: no one enrolls with it");
+  revoke->add_option("id", f->id, "Its id (t_...)")->required();
+  commands.On(revoke, [f](Client& c) {
+    v1::RevokeTicketRequest req;
+    req.set_id(f->id);
+    v1::RevokeTicketResponse r;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(c.channel())->RevokeTicket(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot revoke ticket " + f->id);
+    return c.Show(r, [&] { std::cout << "revoked ticket " << f->id << "\n"; });
+  });
+
+  auto* enroll = commands.app().add_subcommand(
+      "enroll", "Become a member of an authority with a ticket's token");
+  enroll->add_option("token", f->token, "The token (veil-ticket-v1....)")->required();
+  enroll->add_option("--identity", f->identity, "This node's identity that joins")
+      ->default_val("default");
+  commands.On(enroll, [f](Client& c) {
+    v1::EnrollRequest req;
+    req.set_token(f->token);
+    req.set_identity(f->identity);
+    v1::Membership r;
+    grpc::Status s = v1::AuthorityService::NewStub(c.channel())->Enroll(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot enroll");
+    return c.Show(r, [&] {
+      std::cout << "identity " << r.identity() << " (" << r.identifier()
+                << ") is a member of authority " << r.authority() << " ("
+                << Attributes(r.attributes()) << "), credential until "
+                << UnixTime(r.expires_unix_seconds()) << "\n";
+    });
+  });
+  commands.On(
+      commands.app().add_subcommand("credentials",
+                                    "This node's memberships and the credentials held"),
+      [](Client& c) {
+        v1::ListMembershipsResponse r;
+        grpc::Status s =
+            v1::AuthorityService::NewStub(c.channel())->ListMemberships(c.Context().get(), {}, &r);
+        if (!s.ok()) return c.Fail(s, "cannot list memberships");
+        return c.Show(r, [&] {
+          Table t({"AUTHORITY", "IDENTITY", "ATTRIBUTES", "EXPIRES", "ERROR"});
+          for (const auto& m : r.memberships()) {
+            t.Add({m.authority(), m.identity(), Attributes(m.attributes()),
+                   UnixTime(m.expires_unix_seconds()), m.last_error()});
+          }
+          t.Print();
+        });
+      });
 }
 
 void AddInlet(Commands& commands) {
@@ -1019,6 +1215,7 @@ int Run(int argc, char** argv) {
   AddRelay(commands);
   AddOutlet(commands);
   AddInlet(commands);
+  AddAuthority(commands);
   AddSend(commands);
 
   try {

@@ -78,6 +78,24 @@ inline constexpr absl::string_view kBatchNotSupported = "BATCH_NOT_SUPPORTED";
 inline constexpr absl::string_view kFlowControlViolated = "FLOW_CONTROL_VIOLATED";
 inline constexpr absl::string_view kDeliveryUnknown = "DELIVERY_UNKNOWN";
 inline constexpr absl::string_view kDeliveryReceiptsUnsupported = "DELIVERY_RECEIPTS_UNSUPPORTED";
+// Credentials (docs/credentials.md).
+inline constexpr absl::string_view kCredentialInvalid = "CREDENTIAL_INVALID";
+inline constexpr absl::string_view kCredentialUntrustedIssuer = "CREDENTIAL_UNTRUSTED_ISSUER";
+inline constexpr absl::string_view kCredentialBadSignature = "CREDENTIAL_BAD_SIGNATURE";
+inline constexpr absl::string_view kCredentialWrongSubject = "CREDENTIAL_WRONG_SUBJECT";
+inline constexpr absl::string_view kCredentialExpired = "CREDENTIAL_EXPIRED";
+inline constexpr absl::string_view kCredentialNotYetValid = "CREDENTIAL_NOT_YET_VALID";
+inline constexpr absl::string_view kCredentialRequired = "CREDENTIAL_REQUIRED";
+// Authorities: members, enrollment tickets, credential requests.
+inline constexpr absl::string_view kNotAnAuthority = "NOT_AN_AUTHORITY";
+inline constexpr absl::string_view kNotAMember = "NOT_A_MEMBER";
+inline constexpr absl::string_view kMemberNotFound = "MEMBER_NOT_FOUND";
+inline constexpr absl::string_view kTicketNotFound = "TICKET_NOT_FOUND";
+inline constexpr absl::string_view kTicketInvalid = "TICKET_INVALID";
+inline constexpr absl::string_view kTicketUsed = "TICKET_USED";
+inline constexpr absl::string_view kTicketExpired = "TICKET_EXPIRED";
+inline constexpr absl::string_view kTicketRevoked = "TICKET_REVOKED";
+inline constexpr absl::string_view kAuthorityUnreachable = "AUTHORITY_UNREACHABLE";
 inline constexpr absl::string_view kListenerNotFound = "LISTENER_NOT_FOUND";
 inline constexpr absl::string_view kListenerBusy = "LISTENER_BUSY";
 inline constexpr absl::string_view kTooManyChannels = "TOO_MANY_CHANNELS";

@@ -11,6 +11,7 @@
 #define VEIL_SIDECAR_CORE_MESSAGE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,6 +80,9 @@ struct SenderInfo {
   bool relayed = false;
   std::string identifier;  // authenticated remote identifier, for kSecureChannel
   std::string channel;     // local address of the secure channel, for kSecureChannel
+  // kSecureChannel: the attributes the remote's verified credentials give (null: none), shared
+  // by everything out of the channel until the credentials change.
+  std::shared_ptr<const std::map<std::string, std::string, std::less<>>> attributes;
 };
 
 // For logs and errors: "a local app", "the network (connection _tcp_…)", ...

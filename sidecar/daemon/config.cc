@@ -14,6 +14,7 @@
 #include "sidecar/api/portal_service.h"
 #include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
+#include "sidecar/channel/policy_expression.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/status_macros.h"
@@ -317,12 +318,14 @@ absl::Status ValidateTrustPolicy(const v1::TrustPolicy& policy, int depth) {
       return all(policy.any_of());
     case v1::TrustPolicy::kAllOf:
       return all(policy.all_of());
+    case v1::TrustPolicy::kExpression:
+      return channel::PolicyExpression::Parse(policy.expression()).status();
     case v1::TrustPolicy::POLICY_NOT_SET:
       break;
   }
   return Invalid(
       "a trust policy is required: set one of trust_everyone, trust_identifier, "
-      "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of",
+      "trust_identifiers, trust_identifiers_file, trust_imported, any_of, all_of, expression",
       reason::kInvalidTrustPolicy);
 }
 

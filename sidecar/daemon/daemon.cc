@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "boost/asio/signal_set.hpp"
 #include "sidecar/api/api_server.h"
+#include "sidecar/authority/authority.h"
+#include "sidecar/authority/memberships.h"
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/fmt_absl.h"
 #include "sidecar/common/status_macros.h"
@@ -22,6 +24,7 @@
 #include "sidecar/daemon/metrics.h"
 #include "sidecar/daemon/state_dir.h"
 #include "sidecar/daemon/vault_key.h"
+#include "sidecar/identity/identifier.h"
 #include "sidecar/identity/identity.h"
 #include "sidecar/identity/identity_store.h"
 #include "sidecar/portal/portal_manager.h"
@@ -175,6 +178,17 @@ absl::Status RunDaemon(const Options& options) {
       std::min<size_t>(channel_options.max_batch_bytes, options.max_frame_bytes / 2);
   channel_options.session.receive_window = options.channel_window_bytes;
   channel_options.send_queue_bytes = options.channel_send_queue_bytes;
+  auto credential_book = std::make_shared<channel::CredentialBook>();
+  channel_options.credentials = credential_book;
+  channel_options.session.clock_skew = options.credential_clock_skew_seconds;
+  std::vector<std::pair<std::string, std::string>> configured_authorities;  // with a route
+  for (const std::string& entry : options.authority_identities) {
+    const size_t at = entry.find('@');
+    const std::string id = entry.substr(0, at);
+    RETURN_IF_ERROR(identity::ValidateIdentifier(id));
+    credential_book->Trust(id);
+    if (at != std::string::npos) configured_authorities.emplace_back(id, entry.substr(at + 1));
+  }
   channel::SecureChannelManager channels(router, **identities, channel_options);
   tcp.AddCloseObserver([&channels](const std::string& connection, uint64_t id) {
     channels.OnCarrierClosed(id, absl::StrCat("its connection ", connection, " closed"));
@@ -209,6 +223,25 @@ absl::Status RunDaemon(const Options& options) {
   portal::PortalLimits portal_limits;
   portal_limits.max_sessions = options.portal_max_sessions;
   portal::PortalManager portals(router, channels, io, portal_limits);
+  std::shared_ptr<authority::Authority> authority;
+  if (options.authority) {
+    auto store = authority::AuthorityStore::Open(options.state_dir);
+    if (!store.ok()) return store.status();
+    authority = std::make_shared<authority::Authority>(
+        router, channels, *(*identities)->Get(identity::kDefaultIdentity), *std::move(store),
+        authority::AuthorityOptions{.credential_ttl_seconds = options.credential_ttl_seconds,
+                                    .advertised_route = options.authority_route,
+                                    .unix_now = nullptr});
+    RETURN_IF_ERROR(authority->Start());
+  } else if (!options.authority_route.empty()) {
+    return absl::InvalidArgumentError("--authority-route needs --authority");
+  }
+  auto memberships = std::make_shared<authority::Memberships>(channels, **identities,
+                                                              credential_book, options.state_dir);
+  RETURN_IF_ERROR(memberships->Load());
+  for (const auto& [id, route] : configured_authorities) {
+    RETURN_IF_ERROR(memberships->AddConfigured(id, route, identity::kDefaultIdentity));
+  }
   absl::Status configured = ApplyConfig(config, **identities, channels, relays, portals);
   if (!configured.ok()) return configured;
   api::ApiSettings settings;
@@ -225,7 +258,7 @@ absl::Status RunDaemon(const Options& options) {
   settings.max_calls_per_connection = options.api_max_calls_per_connection;
   settings.open_timeout = options.api_open_timeout;
   auto api = api::ApiServer::Start(*endpoint, settings, router, tcp, **identities, channels, relays,
-                                   hub.get(), portals, io);
+                                   hub.get(), portals, io, authority, memberships);
   if (!api.ok()) return api.status();
   std::string metrics_bound = "-";
   auto collector = std::make_shared<MetricsCollector>(router, tcp, channels, relays, hub.get(),
@@ -258,6 +291,7 @@ absl::Status RunDaemon(const Options& options) {
 
   stop.get_future().wait();
   (*api)->Drain(options.shutdown_grace);
+  memberships->Shutdown();
   relays.Shutdown();    // unregisters from hubs
   portals.Shutdown();   // resets the portals' sessions (their far ends are told)
   channels.Shutdown();  // tells the far ends

@@ -173,6 +173,7 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   Add(expired, load(cs.unconfirmed_expired), {{"reason", "unconfirmed"}});
   Add(expired, load(cs.idle_expired), {{"reason", "idle"}});
   Add(expired, load(cs.carrier_closed), {{"reason", "connection_closed"}});
+  Add(expired, load(cs.credentials_expired), {{"reason", "credentials_expired"}});
   Add(expired, load(cs.credit_violations), {{"reason", "flow_control_violated"}});
   out.push_back(std::move(expired));
   out.push_back(Single("veil_secure_channel_queued_bytes",

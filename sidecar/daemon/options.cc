@@ -155,6 +155,28 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                "Run as a hub: a relay service at /service/relay and a secure channel listener at "
                "/service/hub, so that sidecars with no open port can be reached through this "
                "node (give it a --tcp-listen or --uds-listen)");
+  app.add_flag("--authority", o.authority,
+               "Act as a credential authority: a secure channel listener at /service/authority "
+               "and the credentials service; members and tickets with `veil authority` "
+               "(docs/credentials.md)");
+  app.add_option("--authority-route", o.authority_route,
+                 "Authority: the route members reach its listener by, put in its enrollment "
+                 "tickets, e.g. /tcp/authority.example:4000/service/authority");
+  app.add_option("--credential-ttl", o.credential_ttl_seconds,
+                 "Authority: seconds a credential it issues is valid (members refresh at two "
+                 "thirds)")
+      ->check(CLI::Range(int64_t{1}, int64_t{30 * 86400}))
+      ->capture_default_str();
+  app.add_option("--credential-clock-skew", o.credential_clock_skew_seconds,
+                 "Seconds a peer's credential is still taken past its expiry (and before its "
+                 "issue time): how far clocks may be apart")
+      ->check(CLI::Range(int64_t{0}, int64_t{3600}))
+      ->capture_default_str();
+  app.add_option("--authority-identity", o.authority_identities,
+                 "Trust credentials from this authority: IDENTIFIER, or IDENTIFIER@ROUTE to also "
+                 "fetch and refresh the default identity's credential from its listener there "
+                 "(repeatable). Enrolling with `veil enroll` adds one too")
+      ->allow_extra_args(false);
   app.add_option("--relay-allow", o.relay_allow,
                  "Hub: only these may register relays: IDENTIFIER (any name) or IDENTIFIER:NAME "
                  "(repeatable). Default: any identity, any free name");

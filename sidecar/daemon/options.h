@@ -39,11 +39,20 @@ struct Options {
   std::string log_level = "info";
   int threads = 1;  // io threads; 0 = one per core (at least 2)
   std::chrono::milliseconds shutdown_grace{10000};
-  std::string vault_key_file;            // at-rest key or passphrase, e.g. a mounted Secret
-  std::string config_file;               // declarative YAML config (config.h)
-  bool check_config = false;             // only check config_file and exit
-  std::vector<std::string> identities;   // ensured at start-up, besides "default"
-  bool hub = false;                      // run the relay service
+  std::string vault_key_file;           // at-rest key or passphrase, e.g. a mounted Secret
+  std::string config_file;              // declarative YAML config (config.h)
+  bool check_config = false;            // only check config_file and exit
+  std::vector<std::string> identities;  // ensured at start-up, besides "default"
+  bool hub = false;                     // run the relay service
+  // Credentials (docs/credentials.md): act as an authority (members, tickets, issuing), the
+  // route its tickets carry, how long its credentials last; the authorities this node trusts,
+  // each "IDENTIFIER" or "IDENTIFIER@ROUTE" (then this node's default identity, a member,
+  // fetches and refreshes its credential there).
+  bool authority = false;
+  std::string authority_route;
+  int64_t credential_ttl_seconds = 3600;
+  int64_t credential_clock_skew_seconds = 60;
+  std::vector<std::string> authority_identities;
   std::vector<std::string> relay_allow;  // "IDENTIFIER" or "IDENTIFIER:NAME"
   size_t relay_max_per_connection = 16;
   size_t relay_max_per_identity = 16;

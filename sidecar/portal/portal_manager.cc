@@ -169,8 +169,15 @@ class Outlet final : public core::Worker, public std::enable_shared_from_this<Ou
     if (!frame.ParseFromString(msg.payload) || !frame.has_open()) {
       return;  // e.g. the Reset of an inlet session whose Open timed out: nothing to do
     }
-    if (absl::Status trusted = policy_->Check(msg.sender.identifier); !trusted.ok()) {
-      Refuse(msg, reason::kUntrustedIdentity, "identity not trusted");
+    if (absl::Status trusted =
+            policy_->CheckPeer({msg.sender.identifier, msg.sender.attributes.get()});
+        !trusted.ok()) {
+      if (ReasonOf(trusted) == reason::kCredentialRequired) {
+        Refuse(msg, reason::kCredentialRequired,
+               "a credential from a trusted authority is required");
+      } else {
+        Refuse(msg, reason::kUntrustedIdentity, "identity not trusted");
+      }
       return;
     }
     if (counters_->active.load(std::memory_order_relaxed) >= manager_.limits().max_sessions) {

@@ -27,7 +27,7 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
-DOCS = ["README.md", "docs/cli.md", "docs/operations.md", "docs/portals.md"]
+DOCS = ["README.md", "docs/cli.md", "docs/operations.md", "docs/portals.md", "docs/credentials.md"]
 
 # Example values the docs show, and what the real ones look like.
 PLACEHOLDERS = [

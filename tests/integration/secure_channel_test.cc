@@ -2,6 +2,7 @@
 // gRPC apps, TCP on 127.0.0.1, and a recording proxy on the wire.
 #include <sys/stat.h>
 
+#include <chrono>
 #include <random>
 #include <thread>
 
@@ -448,7 +449,17 @@ TEST(SecureChannelMetricsTest, PrometheusMetricsCountChannelsBytesAndHandshakes)
     v1::RequestResponse reply;
     ASSERT_TRUE(Request(alice_api, channel.route() + "/service/echoer", "m", &reply).ok());
   }
-  std::string metrics = HttpGet(metrics_address, "/metrics");
+  // Bob's channel publishes its counters just after it hands the last echo to the connection,
+  // so Alice may hold the reply a moment before the count says it went: wait for it.
+  std::string metrics;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);;) {
+    metrics = HttpGet(metrics_address, "/metrics");
+    if (Sample(metrics, "veil_secure_channel_messages_sent_total") == 5 + 1 ||
+        std::chrono::steady_clock::now() > deadline) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   ASSERT_NE(metrics.find("200 OK"), std::string::npos) << metrics;
   EXPECT_EQ(Sample(metrics, "veil_secure_channels{state=\"established\"}"), 1) << metrics;
   EXPECT_EQ(Sample(metrics, "veil_secure_channel_handshakes_total{result=\"ok\"}"), 1);

@@ -409,8 +409,9 @@ class PortalTest(unittest.TestCase):
         try:
             with socket.create_connection(inlet) as third:
                 third.settimeout(20)
-                third.sendall(b"one too many")
-                with self.assertRaises(ConnectionResetError):
+                # The reset may come before the bytes are written (then sendall sees it).
+                with self.assertRaises((ConnectionResetError, BrokenPipeError)):
+                    third.sendall(b"one too many")
                     recv_all(third)
             outlet = c.counters(c.bob, "outlet")["echo"]
             self.assertEqual(outlet["sessions_refused"], 1)

@@ -182,9 +182,21 @@ struct DeliveryDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeliveryDefaultTypeInternal _Delivery_default_instance_;
+PROTOBUF_CONSTEXPR Sender_AttributesEntry_DoNotUse::Sender_AttributesEntry_DoNotUse(
+    ::_pbi::ConstantInitialized) {}
+struct Sender_AttributesEntry_DoNotUseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR Sender_AttributesEntry_DoNotUseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~Sender_AttributesEntry_DoNotUseDefaultTypeInternal() {}
+  union {
+    Sender_AttributesEntry_DoNotUse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 Sender_AttributesEntry_DoNotUseDefaultTypeInternal _Sender_AttributesEntry_DoNotUse_default_instance_;
 PROTOBUF_CONSTEXPR Sender::Sender(
     ::_pbi::ConstantInitialized): _impl_{
-    /*decltype(_impl_.identifier_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+    /*decltype(_impl_.attributes_)*/{::_pbi::ConstantInitialized()}
+  , /*decltype(_impl_.identifier_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.channel_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.origin_)*/0
   , /*decltype(_impl_._cached_size_)*/{}} {}
@@ -254,7 +266,7 @@ struct RequestResponseDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 RequestResponseDefaultTypeInternal _RequestResponse_default_instance_;
 }  // namespace v1
 }  // namespace veil
-static ::_pb::Metadata file_level_metadata_veil_2fv1_2fmessaging_2eproto[16];
+static ::_pb::Metadata file_level_metadata_veil_2fv1_2fmessaging_2eproto[17];
 static const ::_pb::EnumDescriptor* file_level_enum_descriptors_veil_2fv1_2fmessaging_2eproto[1];
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_veil_2fv1_2fmessaging_2eproto = nullptr;
 
@@ -358,6 +370,16 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   PROTOBUF_FIELD_OFFSET(::veil::v1::Delivery, _impl_.return_route_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Delivery, _impl_.onward_route_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Delivery, _impl_.sender_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Sender_AttributesEntry_DoNotUse, _has_bits_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Sender_AttributesEntry_DoNotUse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Sender_AttributesEntry_DoNotUse, key_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Sender_AttributesEntry_DoNotUse, value_),
+  0,
+  1,
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::Sender, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -367,6 +389,7 @@ const uint32_t TableStruct_veil_2fv1_2fmessaging_2eproto::offsets[] PROTOBUF_SEC
   PROTOBUF_FIELD_OFFSET(::veil::v1::Sender, _impl_.origin_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Sender, _impl_.identifier_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Sender, _impl_.channel_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Sender, _impl_.attributes_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::SendRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -411,11 +434,12 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 73, -1, -1, sizeof(::veil::v1::SendFailure)},
   { 81, -1, -1, sizeof(::veil::v1::DeliveryBatch)},
   { 88, -1, -1, sizeof(::veil::v1::Delivery)},
-  { 99, -1, -1, sizeof(::veil::v1::Sender)},
-  { 108, -1, -1, sizeof(::veil::v1::SendRequest)},
-  { 117, -1, -1, sizeof(::veil::v1::SendResponse)},
-  { 124, -1, -1, sizeof(::veil::v1::RequestRequest)},
-  { 132, -1, -1, sizeof(::veil::v1::RequestResponse)},
+  { 99, 107, -1, sizeof(::veil::v1::Sender_AttributesEntry_DoNotUse)},
+  { 109, -1, -1, sizeof(::veil::v1::Sender)},
+  { 119, -1, -1, sizeof(::veil::v1::SendRequest)},
+  { 128, -1, -1, sizeof(::veil::v1::SendResponse)},
+  { 135, -1, -1, sizeof(::veil::v1::RequestRequest)},
+  { 143, -1, -1, sizeof(::veil::v1::RequestResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -430,6 +454,7 @@ static const ::_pb::Message* const file_default_instances[] = {
   &::veil::v1::_SendFailure_default_instance_._instance,
   &::veil::v1::_DeliveryBatch_default_instance_._instance,
   &::veil::v1::_Delivery_default_instance_._instance,
+  &::veil::v1::_Sender_AttributesEntry_DoNotUse_default_instance_._instance,
   &::veil::v1::_Sender_default_instance_._instance,
   &::veil::v1::_SendRequest_default_instance_._instance,
   &::veil::v1::_SendResponse_default_instance_._instance,
@@ -465,33 +490,35 @@ const char descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto[] PROTOBUF_SE
   "veil.v1.Delivery\"z\n\010Delivery\022\020\n\010sequence"
   "\030\001 \001(\004\022\017\n\007payload\030\002 \001(\014\022\024\n\014return_route\030"
   "\003 \001(\t\022\024\n\014onward_route\030\004 \001(\t\022\037\n\006sender\030\005 "
-  "\001(\0132\017.veil.v1.Sender\"\272\001\n\006Sender\022&\n\006origi"
+  "\001(\0132\017.veil.v1.Sender\"\242\002\n\006Sender\022&\n\006origi"
   "n\030\001 \001(\0162\026.veil.v1.Sender.Origin\022\022\n\nident"
-  "ifier\030\002 \001(\t\022\017\n\007channel\030\003 \001(\t\"c\n\006Origin\022\026"
-  "\n\022ORIGIN_UNSPECIFIED\020\000\022\020\n\014ORIGIN_LOCAL\020\001"
-  "\022\024\n\020ORIGIN_TRANSPORT\020\002\022\031\n\025ORIGIN_SECURE_"
-  "CHANNEL\020\003\"l\n\013SendRequest\022*\n\010messages\030\001 \003"
-  "(\0132\030.veil.v1.OutgoingMessage\022\026\n\016return_a"
-  "ddress\030\002 \001(\t\022\031\n\021delivery_receipts\030\003 \001(\010\""
-  " \n\014SendResponse\022\020\n\010accepted\030\001 \001(\r\"O\n\016Req"
-  "uestRequest\022)\n\007message\030\001 \001(\0132\030.veil.v1.O"
-  "utgoingMessage\022\022\n\ntimeout_ms\030\002 \001(\r\"3\n\017Re"
-  "questResponse\022 \n\005reply\030\001 \001(\0132\021.veil.v1.D"
-  "elivery2\301\001\n\020MessagingService\022:\n\005Serve\022\025."
-  "veil.v1.ServeRequest\032\026.veil.v1.ServeResp"
-  "onse(\0010\001\0223\n\004Send\022\024.veil.v1.SendRequest\032\025"
-  ".veil.v1.SendResponse\022<\n\007Request\022\027.veil."
-  "v1.RequestRequest\032\030.veil.v1.RequestRespo"
-  "nseb\006proto3"
+  "ifier\030\002 \001(\t\022\017\n\007channel\030\003 \001(\t\0223\n\nattribut"
+  "es\030\004 \003(\0132\037.veil.v1.Sender.AttributesEntr"
+  "y\0321\n\017AttributesEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005val"
+  "ue\030\002 \001(\t:\0028\001\"c\n\006Origin\022\026\n\022ORIGIN_UNSPECI"
+  "FIED\020\000\022\020\n\014ORIGIN_LOCAL\020\001\022\024\n\020ORIGIN_TRANS"
+  "PORT\020\002\022\031\n\025ORIGIN_SECURE_CHANNEL\020\003\"l\n\013Sen"
+  "dRequest\022*\n\010messages\030\001 \003(\0132\030.veil.v1.Out"
+  "goingMessage\022\026\n\016return_address\030\002 \001(\t\022\031\n\021"
+  "delivery_receipts\030\003 \001(\010\" \n\014SendResponse\022"
+  "\020\n\010accepted\030\001 \001(\r\"O\n\016RequestRequest\022)\n\007m"
+  "essage\030\001 \001(\0132\030.veil.v1.OutgoingMessage\022\022"
+  "\n\ntimeout_ms\030\002 \001(\r\"3\n\017RequestResponse\022 \n"
+  "\005reply\030\001 \001(\0132\021.veil.v1.Delivery2\301\001\n\020Mess"
+  "agingService\022:\n\005Serve\022\025.veil.v1.ServeReq"
+  "uest\032\026.veil.v1.ServeResponse(\0010\001\0223\n\004Send"
+  "\022\024.veil.v1.SendRequest\032\025.veil.v1.SendRes"
+  "ponse\022<\n\007Request\022\027.veil.v1.RequestReques"
+  "t\032\030.veil.v1.RequestResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2fmessaging_2eproto_deps[1] = {
   &::descriptor_table_google_2frpc_2fstatus_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fmessaging_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fmessaging_2eproto = {
-    false, false, 1771, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
+    false, false, 1875, descriptor_table_protodef_veil_2fv1_2fmessaging_2eproto,
     "veil/v1/messaging.proto",
-    &descriptor_table_veil_2fv1_2fmessaging_2eproto_once, descriptor_table_veil_2fv1_2fmessaging_2eproto_deps, 1, 16,
+    &descriptor_table_veil_2fv1_2fmessaging_2eproto_once, descriptor_table_veil_2fv1_2fmessaging_2eproto_deps, 1, 17,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fmessaging_2eproto::offsets,
     file_level_metadata_veil_2fv1_2fmessaging_2eproto, file_level_enum_descriptors_veil_2fv1_2fmessaging_2eproto,
     file_level_service_descriptors_veil_2fv1_2fmessaging_2eproto,
@@ -3594,6 +3621,20 @@ void Delivery::InternalSwap(Delivery* other) {
 
 // ===================================================================
 
+Sender_AttributesEntry_DoNotUse::Sender_AttributesEntry_DoNotUse() {}
+Sender_AttributesEntry_DoNotUse::Sender_AttributesEntry_DoNotUse(::PROTOBUF_NAMESPACE_ID::Arena* arena)
+    : SuperType(arena) {}
+void Sender_AttributesEntry_DoNotUse::MergeFrom(const Sender_AttributesEntry_DoNotUse& other) {
+  MergeFromInternal(other);
+}
+::PROTOBUF_NAMESPACE_ID::Metadata Sender_AttributesEntry_DoNotUse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2fmessaging_2eproto_getter, &descriptor_table_veil_2fv1_2fmessaging_2eproto_once,
+      file_level_metadata_veil_2fv1_2fmessaging_2eproto[11]);
+}
+
+// ===================================================================
+
 class Sender::_Internal {
  public:
 };
@@ -3602,18 +3643,23 @@ Sender::Sender(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
   SharedCtor(arena, is_message_owned);
+  if (arena != nullptr && !is_message_owned) {
+    arena->OwnCustomDestructor(this, &Sender::ArenaDtor);
+  }
   // @@protoc_insertion_point(arena_constructor:veil.v1.Sender)
 }
 Sender::Sender(const Sender& from)
   : ::PROTOBUF_NAMESPACE_ID::Message() {
   Sender* const _this = this; (void)_this;
   new (&_impl_) Impl_{
-      decltype(_impl_.identifier_){}
+      /*decltype(_impl_.attributes_)*/{}
+    , decltype(_impl_.identifier_){}
     , decltype(_impl_.channel_){}
     , decltype(_impl_.origin_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _this->_impl_.attributes_.MergeFrom(from._impl_.attributes_);
   _impl_.identifier_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.identifier_.Set("", GetArenaForAllocation());
@@ -3639,7 +3685,8 @@ inline void Sender::SharedCtor(
   (void)arena;
   (void)is_message_owned;
   new (&_impl_) Impl_{
-      decltype(_impl_.identifier_){}
+      /*decltype(_impl_.attributes_)*/{::_pbi::ArenaInitialized(), arena}
+    , decltype(_impl_.identifier_){}
     , decltype(_impl_.channel_){}
     , decltype(_impl_.origin_){0}
     , /*decltype(_impl_._cached_size_)*/{}
@@ -3658,6 +3705,7 @@ Sender::~Sender() {
   // @@protoc_insertion_point(destructor:veil.v1.Sender)
   if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
   (void)arena;
+    ArenaDtor(this);
     return;
   }
   SharedDtor();
@@ -3665,10 +3713,16 @@ Sender::~Sender() {
 
 inline void Sender::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.attributes_.Destruct();
+  _impl_.attributes_.~MapField();
   _impl_.identifier_.Destroy();
   _impl_.channel_.Destroy();
 }
 
+void Sender::ArenaDtor(void* object) {
+  Sender* _this = reinterpret_cast< Sender* >(object);
+  _this->_impl_.attributes_.Destruct();
+}
 void Sender::SetCachedSize(int size) const {
   _impl_._cached_size_.Set(size);
 }
@@ -3679,6 +3733,7 @@ void Sender::Clear() {
   // Prevent compiler warnings about cached_has_bits being unused
   (void) cached_has_bits;
 
+  _impl_.attributes_.Clear();
   _impl_.identifier_.ClearToEmpty();
   _impl_.channel_.ClearToEmpty();
   _impl_.origin_ = 0;
@@ -3717,6 +3772,19 @@ const char* Sender::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
           ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
           CHK_(ptr);
           CHK_(::_pbi::VerifyUTF8(str, "veil.v1.Sender.channel"));
+        } else
+          goto handle_unusual;
+        continue;
+      // map<string, string> attributes = 4;
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(&_impl_.attributes_, ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<34>(ptr));
         } else
           goto handle_unusual;
         continue;
@@ -3776,6 +3844,36 @@ uint8_t* Sender::_InternalSerialize(
         3, this->_internal_channel(), target);
   }
 
+  // map<string, string> attributes = 4;
+  if (!this->_internal_attributes().empty()) {
+    using MapType = ::_pb::Map<std::string, std::string>;
+    using WireHelper = Sender_AttributesEntry_DoNotUse::Funcs;
+    const auto& map_field = this->_internal_attributes();
+    auto check_utf8 = [](const MapType::value_type& entry) {
+      (void)entry;
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+        entry.first.data(), static_cast<int>(entry.first.length()),
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+        "veil.v1.Sender.AttributesEntry.key");
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+        entry.second.data(), static_cast<int>(entry.second.length()),
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+        "veil.v1.Sender.AttributesEntry.value");
+    };
+
+    if (stream->IsSerializationDeterministic() && map_field.size() > 1) {
+      for (const auto& entry : ::_pbi::MapSorterPtr<MapType>(map_field)) {
+        target = WireHelper::InternalSerialize(4, entry.first, entry.second, target, stream);
+        check_utf8(entry);
+      }
+    } else {
+      for (const auto& entry : map_field) {
+        target = WireHelper::InternalSerialize(4, entry.first, entry.second, target, stream);
+        check_utf8(entry);
+      }
+    }
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -3791,6 +3889,15 @@ size_t Sender::ByteSizeLong() const {
   uint32_t cached_has_bits = 0;
   // Prevent compiler warnings about cached_has_bits being unused
   (void) cached_has_bits;
+
+  // map<string, string> attributes = 4;
+  total_size += 1 *
+      ::PROTOBUF_NAMESPACE_ID::internal::FromIntSize(this->_internal_attributes_size());
+  for (::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >::const_iterator
+      it = this->_internal_attributes().begin();
+      it != this->_internal_attributes().end(); ++it) {
+    total_size += Sender_AttributesEntry_DoNotUse::Funcs::ByteSizeLong(it->first, it->second);
+  }
 
   // string identifier = 2;
   if (!this->_internal_identifier().empty()) {
@@ -3830,6 +3937,7 @@ void Sender::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBU
   uint32_t cached_has_bits = 0;
   (void) cached_has_bits;
 
+  _this->_impl_.attributes_.MergeFrom(from._impl_.attributes_);
   if (!from._internal_identifier().empty()) {
     _this->_internal_set_identifier(from._internal_identifier());
   }
@@ -3858,6 +3966,7 @@ void Sender::InternalSwap(Sender* other) {
   auto* lhs_arena = GetArenaForAllocation();
   auto* rhs_arena = other->GetArenaForAllocation();
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  _impl_.attributes_.InternalSwap(&other->_impl_.attributes_);
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.identifier_, lhs_arena,
       &other->_impl_.identifier_, rhs_arena
@@ -3872,7 +3981,7 @@ void Sender::InternalSwap(Sender* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata Sender::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fmessaging_2eproto_getter, &descriptor_table_veil_2fv1_2fmessaging_2eproto_once,
-      file_level_metadata_veil_2fv1_2fmessaging_2eproto[11]);
+      file_level_metadata_veil_2fv1_2fmessaging_2eproto[12]);
 }
 
 // ===================================================================
@@ -4136,7 +4245,7 @@ void SendRequest::InternalSwap(SendRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata SendRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fmessaging_2eproto_getter, &descriptor_table_veil_2fv1_2fmessaging_2eproto_once,
-      file_level_metadata_veil_2fv1_2fmessaging_2eproto[12]);
+      file_level_metadata_veil_2fv1_2fmessaging_2eproto[13]);
 }
 
 // ===================================================================
@@ -4314,7 +4423,7 @@ void SendResponse::InternalSwap(SendResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata SendResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fmessaging_2eproto_getter, &descriptor_table_veil_2fv1_2fmessaging_2eproto_once,
-      file_level_metadata_veil_2fv1_2fmessaging_2eproto[13]);
+      file_level_metadata_veil_2fv1_2fmessaging_2eproto[14]);
 }
 
 // ===================================================================
@@ -4538,7 +4647,7 @@ void RequestRequest::InternalSwap(RequestRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata RequestRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fmessaging_2eproto_getter, &descriptor_table_veil_2fv1_2fmessaging_2eproto_once,
-      file_level_metadata_veil_2fv1_2fmessaging_2eproto[14]);
+      file_level_metadata_veil_2fv1_2fmessaging_2eproto[15]);
 }
 
 // ===================================================================
@@ -4731,7 +4840,7 @@ void RequestResponse::InternalSwap(RequestResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata RequestResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fmessaging_2eproto_getter, &descriptor_table_veil_2fv1_2fmessaging_2eproto_once,
-      file_level_metadata_veil_2fv1_2fmessaging_2eproto[15]);
+      file_level_metadata_veil_2fv1_2fmessaging_2eproto[16]);
 }
 
 // @@protoc_insertion_point(namespace_scope)
@@ -4781,6 +4890,10 @@ Arena::CreateMaybeMessage< ::veil::v1::DeliveryBatch >(Arena* arena) {
 template<> PROTOBUF_NOINLINE ::veil::v1::Delivery*
 Arena::CreateMaybeMessage< ::veil::v1::Delivery >(Arena* arena) {
   return Arena::CreateMessageInternal< ::veil::v1::Delivery >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::Sender_AttributesEntry_DoNotUse*
+Arena::CreateMaybeMessage< ::veil::v1::Sender_AttributesEntry_DoNotUse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::Sender_AttributesEntry_DoNotUse >(arena);
 }
 template<> PROTOBUF_NOINLINE ::veil::v1::Sender*
 Arena::CreateMaybeMessage< ::veil::v1::Sender >(Arena* arena) {

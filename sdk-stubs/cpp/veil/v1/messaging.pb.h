@@ -29,6 +29,9 @@
 #include <google/protobuf/message.h>
 #include <google/protobuf/repeated_field.h>  // IWYU pragma: export
 #include <google/protobuf/extension_set.h>  // IWYU pragma: export
+#include <google/protobuf/map.h>  // IWYU pragma: export
+#include <google/protobuf/map_entry.h>
+#include <google/protobuf/map_field_inl.h>
 #include <google/protobuf/generated_enum_reflection.h>
 #include <google/protobuf/unknown_field_set.h>
 #include "google/rpc/status.pb.h"
@@ -75,6 +78,9 @@ extern SendResponseDefaultTypeInternal _SendResponse_default_instance_;
 class Sender;
 struct SenderDefaultTypeInternal;
 extern SenderDefaultTypeInternal _Sender_default_instance_;
+class Sender_AttributesEntry_DoNotUse;
+struct Sender_AttributesEntry_DoNotUseDefaultTypeInternal;
+extern Sender_AttributesEntry_DoNotUseDefaultTypeInternal _Sender_AttributesEntry_DoNotUse_default_instance_;
 class ServeRequest;
 struct ServeRequestDefaultTypeInternal;
 extern ServeRequestDefaultTypeInternal _ServeRequest_default_instance_;
@@ -108,6 +114,7 @@ template<> ::veil::v1::SendFailure* Arena::CreateMaybeMessage<::veil::v1::SendFa
 template<> ::veil::v1::SendRequest* Arena::CreateMaybeMessage<::veil::v1::SendRequest>(Arena*);
 template<> ::veil::v1::SendResponse* Arena::CreateMaybeMessage<::veil::v1::SendResponse>(Arena*);
 template<> ::veil::v1::Sender* Arena::CreateMaybeMessage<::veil::v1::Sender>(Arena*);
+template<> ::veil::v1::Sender_AttributesEntry_DoNotUse* Arena::CreateMaybeMessage<::veil::v1::Sender_AttributesEntry_DoNotUse>(Arena*);
 template<> ::veil::v1::ServeRequest* Arena::CreateMaybeMessage<::veil::v1::ServeRequest>(Arena*);
 template<> ::veil::v1::ServeRequest_Ack* Arena::CreateMaybeMessage<::veil::v1::ServeRequest_Ack>(Arena*);
 template<> ::veil::v1::ServeRequest_Open* Arena::CreateMaybeMessage<::veil::v1::ServeRequest_Open>(Arena*);
@@ -2195,6 +2202,34 @@ class Delivery final :
 };
 // -------------------------------------------------------------------
 
+class Sender_AttributesEntry_DoNotUse : public ::PROTOBUF_NAMESPACE_ID::internal::MapEntry<Sender_AttributesEntry_DoNotUse, 
+    std::string, std::string,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING> {
+public:
+  typedef ::PROTOBUF_NAMESPACE_ID::internal::MapEntry<Sender_AttributesEntry_DoNotUse, 
+    std::string, std::string,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING> SuperType;
+  Sender_AttributesEntry_DoNotUse();
+  explicit PROTOBUF_CONSTEXPR Sender_AttributesEntry_DoNotUse(
+      ::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+  explicit Sender_AttributesEntry_DoNotUse(::PROTOBUF_NAMESPACE_ID::Arena* arena);
+  void MergeFrom(const Sender_AttributesEntry_DoNotUse& other);
+  static const Sender_AttributesEntry_DoNotUse* internal_default_instance() { return reinterpret_cast<const Sender_AttributesEntry_DoNotUse*>(&_Sender_AttributesEntry_DoNotUse_default_instance_); }
+  static bool ValidateKey(std::string* s) {
+    return ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(s->data(), static_cast<int>(s->size()), ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::PARSE, "veil.v1.Sender.AttributesEntry.key");
+ }
+  static bool ValidateValue(std::string* s) {
+    return ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(s->data(), static_cast<int>(s->size()), ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::PARSE, "veil.v1.Sender.AttributesEntry.value");
+ }
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+  friend struct ::TableStruct_veil_2fv1_2fmessaging_2eproto;
+};
+
+// -------------------------------------------------------------------
+
 class Sender final :
     public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.Sender) */ {
  public:
@@ -2243,7 +2278,7 @@ class Sender final :
                &_Sender_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    11;
+    12;
 
   friend void swap(Sender& a, Sender& b) {
     a.Swap(&b);
@@ -2304,6 +2339,8 @@ class Sender final :
   protected:
   explicit Sender(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                        bool is_message_owned = false);
+  private:
+  static void ArenaDtor(void* object);
   public:
 
   static const ClassData _class_data_;
@@ -2312,6 +2349,7 @@ class Sender final :
   ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
 
   // nested types ----------------------------------------------------
+
 
   typedef Sender_Origin Origin;
   static constexpr Origin ORIGIN_UNSPECIFIED =
@@ -2350,10 +2388,28 @@ class Sender final :
   // accessors -------------------------------------------------------
 
   enum : int {
+    kAttributesFieldNumber = 4,
     kIdentifierFieldNumber = 2,
     kChannelFieldNumber = 3,
     kOriginFieldNumber = 1,
   };
+  // map<string, string> attributes = 4;
+  int attributes_size() const;
+  private:
+  int _internal_attributes_size() const;
+  public:
+  void clear_attributes();
+  private:
+  const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+      _internal_attributes() const;
+  ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+      _internal_mutable_attributes();
+  public:
+  const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+      attributes() const;
+  ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+      mutable_attributes();
+
   // string identifier = 2;
   void clear_identifier();
   const std::string& identifier() const;
@@ -2399,6 +2455,11 @@ class Sender final :
   typedef void InternalArenaConstructable_;
   typedef void DestructorSkippable_;
   struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::MapField<
+        Sender_AttributesEntry_DoNotUse,
+        std::string, std::string,
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING,
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING> attributes_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr identifier_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr channel_;
     int origin_;
@@ -2457,7 +2518,7 @@ class SendRequest final :
                &_SendRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    12;
+    13;
 
   friend void swap(SendRequest& a, SendRequest& b) {
     a.Swap(&b);
@@ -2641,7 +2702,7 @@ class SendResponse final :
                &_SendResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    13;
+    14;
 
   friend void swap(SendResponse& a, SendResponse& b) {
     a.Swap(&b);
@@ -2789,7 +2850,7 @@ class RequestRequest final :
                &_RequestRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    14;
+    15;
 
   friend void swap(RequestRequest& a, RequestRequest& b) {
     a.Swap(&b);
@@ -2957,7 +3018,7 @@ class RequestResponse final :
                &_RequestResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    15;
+    16;
 
   friend void swap(RequestResponse& a, RequestResponse& b) {
     a.Swap(&b);
@@ -4560,6 +4621,8 @@ inline void Delivery::set_allocated_sender(::veil::v1::Sender* sender) {
 
 // -------------------------------------------------------------------
 
+// -------------------------------------------------------------------
+
 // Sender
 
 // .veil.v1.Sender.Origin origin = 1;
@@ -4680,6 +4743,35 @@ inline void Sender::set_allocated_channel(std::string* channel) {
   }
 #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
   // @@protoc_insertion_point(field_set_allocated:veil.v1.Sender.channel)
+}
+
+// map<string, string> attributes = 4;
+inline int Sender::_internal_attributes_size() const {
+  return _impl_.attributes_.size();
+}
+inline int Sender::attributes_size() const {
+  return _internal_attributes_size();
+}
+inline void Sender::clear_attributes() {
+  _impl_.attributes_.Clear();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+Sender::_internal_attributes() const {
+  return _impl_.attributes_.GetMap();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+Sender::attributes() const {
+  // @@protoc_insertion_point(field_map:veil.v1.Sender.attributes)
+  return _internal_attributes();
+}
+inline ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+Sender::_internal_mutable_attributes() {
+  return _impl_.attributes_.MutableMap();
+}
+inline ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+Sender::mutable_attributes() {
+  // @@protoc_insertion_point(field_mutable_map:veil.v1.Sender.attributes)
+  return _internal_mutable_attributes();
 }
 
 // -------------------------------------------------------------------
@@ -5031,6 +5123,8 @@ inline void RequestResponse::set_allocated_reply(::veil::v1::Delivery* reply) {
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

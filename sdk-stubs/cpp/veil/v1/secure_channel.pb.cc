@@ -142,10 +142,22 @@ struct DeleteSecureChannelListenerResponseDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeleteSecureChannelListenerResponseDefaultTypeInternal _DeleteSecureChannelListenerResponse_default_instance_;
+PROTOBUF_CONSTEXPR SecureChannel_RemoteAttributesEntry_DoNotUse::SecureChannel_RemoteAttributesEntry_DoNotUse(
+    ::_pbi::ConstantInitialized) {}
+struct SecureChannel_RemoteAttributesEntry_DoNotUseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR SecureChannel_RemoteAttributesEntry_DoNotUseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~SecureChannel_RemoteAttributesEntry_DoNotUseDefaultTypeInternal() {}
+  union {
+    SecureChannel_RemoteAttributesEntry_DoNotUse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 SecureChannel_RemoteAttributesEntry_DoNotUseDefaultTypeInternal _SecureChannel_RemoteAttributesEntry_DoNotUse_default_instance_;
 PROTOBUF_CONSTEXPR SecureChannel::SecureChannel(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_._has_bits_)*/{}
   , /*decltype(_impl_._cached_size_)*/{}
+  , /*decltype(_impl_.remote_attributes_)*/{::_pbi::ConstantInitialized()}
   , /*decltype(_impl_.address_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.route_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.identity_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -161,7 +173,8 @@ PROTOBUF_CONSTEXPR SecureChannel::SecureChannel(
   , /*decltype(_impl_.decrypt_failures_)*/uint64_t{0u}
   , /*decltype(_impl_.replays_rejected_)*/uint64_t{0u}
   , /*decltype(_impl_.queued_bytes_)*/uint64_t{0u}
-  , /*decltype(_impl_.send_credit_bytes_)*/uint64_t{0u}} {}
+  , /*decltype(_impl_.send_credit_bytes_)*/uint64_t{0u}
+  , /*decltype(_impl_.remote_credentials_expire_time_)*/int64_t{0}} {}
 struct SecureChannelDefaultTypeInternal {
   PROTOBUF_CONSTEXPR SecureChannelDefaultTypeInternal()
       : _instance(::_pbi::ConstantInitialized{}) {}
@@ -250,7 +263,7 @@ struct DeleteSecureChannelResponseDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeleteSecureChannelResponseDefaultTypeInternal _DeleteSecureChannelResponse_default_instance_;
 }  // namespace v1
 }  // namespace veil
-static ::_pb::Metadata file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[16];
+static ::_pb::Metadata file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[17];
 static const ::_pb::EnumDescriptor* file_level_enum_descriptors_veil_2fv1_2fsecure_5fchannel_2eproto[2];
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_veil_2fv1_2fsecure_5fchannel_2eproto = nullptr;
 
@@ -275,6 +288,7 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   PROTOBUF_FIELD_OFFSET(::veil::v1::TrustPolicy, _impl_._oneof_case_[0]),
   ~0u,  // no _weak_field_map_
   ~0u,  // no _inlined_string_donated_
+  ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
@@ -329,6 +343,16 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   ~0u,  // no _oneof_case_
   ~0u,  // no _weak_field_map_
   ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse, _has_bits_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse, key_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse, value_),
+  0,
+  1,
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_._has_bits_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -351,6 +375,8 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.replays_rejected_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.queued_bytes_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.send_credit_bytes_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.remote_attributes_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::SecureChannel, _impl_.remote_credentials_expire_time_),
   ~0u,
   ~0u,
   ~0u,
@@ -367,6 +393,8 @@ const uint32_t TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets[] PROTO
   ~0u,
   ~0u,
   0,
+  ~0u,
+  ~0u,
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateSecureChannelRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -415,19 +443,20 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 0, -1, -1, sizeof(::veil::v1::TrustPolicy_Identifiers)},
   { 7, -1, -1, sizeof(::veil::v1::TrustPolicy_Policies)},
   { 14, -1, -1, sizeof(::veil::v1::TrustPolicy)},
-  { 28, -1, -1, sizeof(::veil::v1::SecureChannelListener)},
-  { 38, -1, -1, sizeof(::veil::v1::CreateSecureChannelListenerRequest)},
-  { 48, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersRequest)},
-  { 54, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersResponse)},
-  { 61, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerRequest)},
-  { 68, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerResponse)},
-  { 74, 96, -1, sizeof(::veil::v1::SecureChannel)},
-  { 112, -1, -1, sizeof(::veil::v1::CreateSecureChannelRequest)},
-  { 122, -1, -1, sizeof(::veil::v1::GetSecureChannelRequest)},
-  { 129, -1, -1, sizeof(::veil::v1::ListSecureChannelsRequest)},
-  { 135, -1, -1, sizeof(::veil::v1::ListSecureChannelsResponse)},
-  { 142, -1, -1, sizeof(::veil::v1::DeleteSecureChannelRequest)},
-  { 149, -1, -1, sizeof(::veil::v1::DeleteSecureChannelResponse)},
+  { 29, -1, -1, sizeof(::veil::v1::SecureChannelListener)},
+  { 39, -1, -1, sizeof(::veil::v1::CreateSecureChannelListenerRequest)},
+  { 49, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersRequest)},
+  { 55, -1, -1, sizeof(::veil::v1::ListSecureChannelListenersResponse)},
+  { 62, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerRequest)},
+  { 69, -1, -1, sizeof(::veil::v1::DeleteSecureChannelListenerResponse)},
+  { 75, 83, -1, sizeof(::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse)},
+  { 85, 109, -1, sizeof(::veil::v1::SecureChannel)},
+  { 127, -1, -1, sizeof(::veil::v1::CreateSecureChannelRequest)},
+  { 137, -1, -1, sizeof(::veil::v1::GetSecureChannelRequest)},
+  { 144, -1, -1, sizeof(::veil::v1::ListSecureChannelsRequest)},
+  { 150, -1, -1, sizeof(::veil::v1::ListSecureChannelsResponse)},
+  { 157, -1, -1, sizeof(::veil::v1::DeleteSecureChannelRequest)},
+  { 164, -1, -1, sizeof(::veil::v1::DeleteSecureChannelResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -440,6 +469,7 @@ static const ::_pb::Message* const file_default_instances[] = {
   &::veil::v1::_ListSecureChannelListenersResponse_default_instance_._instance,
   &::veil::v1::_DeleteSecureChannelListenerRequest_default_instance_._instance,
   &::veil::v1::_DeleteSecureChannelListenerResponse_default_instance_._instance,
+  &::veil::v1::_SecureChannel_RemoteAttributesEntry_DoNotUse_default_instance_._instance,
   &::veil::v1::_SecureChannel_default_instance_._instance,
   &::veil::v1::_CreateSecureChannelRequest_default_instance_._instance,
   &::veil::v1::_GetSecureChannelRequest_default_instance_._instance,
@@ -451,75 +481,80 @@ static const ::_pb::Message* const file_default_instances[] = {
 
 const char descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\034veil/v1/secure_channel.proto\022\007veil.v1\""
-  "\202\003\n\013TrustPolicy\022\030\n\016trust_everyone\030\001 \001(\010H"
+  "\230\003\n\013TrustPolicy\022\030\n\016trust_everyone\030\001 \001(\010H"
   "\000\022\032\n\020trust_identifier\030\002 \001(\tH\000\022=\n\021trust_i"
   "dentifiers\030\003 \001(\0132 .veil.v1.TrustPolicy.I"
   "dentifiersH\000\022 \n\026trust_identifiers_file\030\004"
   " \001(\tH\000\022\030\n\016trust_imported\030\005 \001(\010H\000\022/\n\006any_"
   "of\030\006 \001(\0132\035.veil.v1.TrustPolicy.PoliciesH"
   "\000\022/\n\006all_of\030\007 \001(\0132\035.veil.v1.TrustPolicy."
-  "PoliciesH\000\032\"\n\013Identifiers\022\023\n\013identifiers"
-  "\030\001 \003(\t\0322\n\010Policies\022&\n\010policies\030\001 \003(\0132\024.v"
-  "eil.v1.TrustPolicyB\010\n\006policy\"d\n\025SecureCh"
-  "annelListener\022\017\n\007address\030\001 \001(\t\022\020\n\010identi"
-  "ty\030\002 \001(\t\022\022\n\nidentifier\030\003 \001(\t\022\024\n\014trust_po"
-  "licy\030\004 \001(\t\"\205\001\n\"CreateSecureChannelListen"
-  "erRequest\022\017\n\007address\030\001 \001(\t\022\020\n\010identity\030\002"
-  " \001(\t\022*\n\014trust_policy\030\003 \001(\0132\024.veil.v1.Tru"
-  "stPolicy\022\020\n\010exist_ok\030\004 \001(\010\"#\n!ListSecure"
-  "ChannelListenersRequest\"W\n\"ListSecureCha"
-  "nnelListenersResponse\0221\n\tlisteners\030\001 \003(\013"
-  "2\036.veil.v1.SecureChannelListener\"5\n\"Dele"
-  "teSecureChannelListenerRequest\022\017\n\007addres"
-  "s\030\001 \001(\t\"%\n#DeleteSecureChannelListenerRe"
-  "sponse\"\310\004\n\rSecureChannel\022\017\n\007address\030\001 \001("
-  "\t\022\r\n\005route\030\002 \001(\t\022)\n\004role\030\003 \001(\0162\033.veil.v1"
-  ".SecureChannel.Role\022+\n\005state\030\004 \001(\0162\034.vei"
-  "l.v1.SecureChannel.State\022\020\n\010identity\030\005 \001"
-  "(\t\022\030\n\020local_identifier\030\006 \001(\t\022\031\n\021remote_i"
-  "dentifier\030\007 \001(\t\022\024\n\014remote_route\030\010 \001(\t\022\020\n"
-  "\010listener\030\t \001(\t\022\024\n\014trust_policy\030\n \001(\t\022\025\n"
-  "\rmessages_sent\030\013 \001(\004\022\031\n\021messages_receive"
-  "d\030\014 \001(\004\022\030\n\020decrypt_failures\030\r \001(\004\022\030\n\020rep"
-  "lays_rejected\030\016 \001(\004\022\024\n\014queued_bytes\030\017 \001("
-  "\004\022\036\n\021send_credit_bytes\030\020 \001(\004H\000\210\001\001\"L\n\005Sta"
-  "te\022\025\n\021STATE_UNSPECIFIED\020\000\022\017\n\013HANDSHAKING"
-  "\020\001\022\017\n\013ESTABLISHED\020\002\022\n\n\006CLOSED\020\003\":\n\004Role\022"
-  "\024\n\020ROLE_UNSPECIFIED\020\000\022\r\n\tINITIATOR\020\001\022\r\n\t"
-  "RESPONDER\020\002B\024\n\022_send_credit_bytes\"}\n\032Cre"
-  "ateSecureChannelRequest\022\r\n\005route\030\001 \001(\t\022\020"
-  "\n\010identity\030\002 \001(\t\022*\n\014trust_policy\030\003 \001(\0132\024"
-  ".veil.v1.TrustPolicy\022\022\n\ntimeout_ms\030\004 \001(\r"
-  "\"*\n\027GetSecureChannelRequest\022\017\n\007address\030\001"
-  " \001(\t\"\033\n\031ListSecureChannelsRequest\"F\n\032Lis"
-  "tSecureChannelsResponse\022(\n\010channels\030\001 \003("
-  "\0132\026.veil.v1.SecureChannel\"-\n\032DeleteSecur"
-  "eChannelRequest\022\017\n\007address\030\001 \001(\t\"\035\n\033Dele"
-  "teSecureChannelResponse2\326\005\n\024SecureChanne"
-  "lService\022j\n\033CreateSecureChannelListener\022"
-  "+.veil.v1.CreateSecureChannelListenerReq"
-  "uest\032\036.veil.v1.SecureChannelListener\022u\n\032"
-  "ListSecureChannelListeners\022*.veil.v1.Lis"
-  "tSecureChannelListenersRequest\032+.veil.v1"
-  ".ListSecureChannelListenersResponse\022x\n\033D"
-  "eleteSecureChannelListener\022+.veil.v1.Del"
-  "eteSecureChannelListenerRequest\032,.veil.v"
-  "1.DeleteSecureChannelListenerResponse\022R\n"
-  "\023CreateSecureChannel\022#.veil.v1.CreateSec"
-  "ureChannelRequest\032\026.veil.v1.SecureChanne"
-  "l\022L\n\020GetSecureChannel\022 .veil.v1.GetSecur"
-  "eChannelRequest\032\026.veil.v1.SecureChannel\022"
-  "]\n\022ListSecureChannels\022\".veil.v1.ListSecu"
-  "reChannelsRequest\032#.veil.v1.ListSecureCh"
-  "annelsResponse\022`\n\023DeleteSecureChannel\022#."
-  "veil.v1.DeleteSecureChannelRequest\032$.vei"
-  "l.v1.DeleteSecureChannelResponseb\006proto3"
+  "PoliciesH\000\022\024\n\nexpression\030\010 \001(\tH\000\032\"\n\013Iden"
+  "tifiers\022\023\n\013identifiers\030\001 \003(\t\0322\n\010Policies"
+  "\022&\n\010policies\030\001 \003(\0132\024.veil.v1.TrustPolicy"
+  "B\010\n\006policy\"d\n\025SecureChannelListener\022\017\n\007a"
+  "ddress\030\001 \001(\t\022\020\n\010identity\030\002 \001(\t\022\022\n\nidenti"
+  "fier\030\003 \001(\t\022\024\n\014trust_policy\030\004 \001(\t\"\205\001\n\"Cre"
+  "ateSecureChannelListenerRequest\022\017\n\007addre"
+  "ss\030\001 \001(\t\022\020\n\010identity\030\002 \001(\t\022*\n\014trust_poli"
+  "cy\030\003 \001(\0132\024.veil.v1.TrustPolicy\022\020\n\010exist_"
+  "ok\030\004 \001(\010\"#\n!ListSecureChannelListenersRe"
+  "quest\"W\n\"ListSecureChannelListenersRespo"
+  "nse\0221\n\tlisteners\030\001 \003(\0132\036.veil.v1.SecureC"
+  "hannelListener\"5\n\"DeleteSecureChannelLis"
+  "tenerRequest\022\017\n\007address\030\001 \001(\t\"%\n#DeleteS"
+  "ecureChannelListenerResponse\"\362\005\n\rSecureC"
+  "hannel\022\017\n\007address\030\001 \001(\t\022\r\n\005route\030\002 \001(\t\022)"
+  "\n\004role\030\003 \001(\0162\033.veil.v1.SecureChannel.Rol"
+  "e\022+\n\005state\030\004 \001(\0162\034.veil.v1.SecureChannel"
+  ".State\022\020\n\010identity\030\005 \001(\t\022\030\n\020local_identi"
+  "fier\030\006 \001(\t\022\031\n\021remote_identifier\030\007 \001(\t\022\024\n"
+  "\014remote_route\030\010 \001(\t\022\020\n\010listener\030\t \001(\t\022\024\n"
+  "\014trust_policy\030\n \001(\t\022\025\n\rmessages_sent\030\013 \001"
+  "(\004\022\031\n\021messages_received\030\014 \001(\004\022\030\n\020decrypt"
+  "_failures\030\r \001(\004\022\030\n\020replays_rejected\030\016 \001("
+  "\004\022\024\n\014queued_bytes\030\017 \001(\004\022\036\n\021send_credit_b"
+  "ytes\030\020 \001(\004H\000\210\001\001\022G\n\021remote_attributes\030\021 \003"
+  "(\0132,.veil.v1.SecureChannel.RemoteAttribu"
+  "tesEntry\022&\n\036remote_credentials_expire_ti"
+  "me\030\022 \001(\003\0327\n\025RemoteAttributesEntry\022\013\n\003key"
+  "\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\"L\n\005State\022\025\n\021ST"
+  "ATE_UNSPECIFIED\020\000\022\017\n\013HANDSHAKING\020\001\022\017\n\013ES"
+  "TABLISHED\020\002\022\n\n\006CLOSED\020\003\":\n\004Role\022\024\n\020ROLE_"
+  "UNSPECIFIED\020\000\022\r\n\tINITIATOR\020\001\022\r\n\tRESPONDE"
+  "R\020\002B\024\n\022_send_credit_bytes\"}\n\032CreateSecur"
+  "eChannelRequest\022\r\n\005route\030\001 \001(\t\022\020\n\010identi"
+  "ty\030\002 \001(\t\022*\n\014trust_policy\030\003 \001(\0132\024.veil.v1"
+  ".TrustPolicy\022\022\n\ntimeout_ms\030\004 \001(\r\"*\n\027GetS"
+  "ecureChannelRequest\022\017\n\007address\030\001 \001(\t\"\033\n\031"
+  "ListSecureChannelsRequest\"F\n\032ListSecureC"
+  "hannelsResponse\022(\n\010channels\030\001 \003(\0132\026.veil"
+  ".v1.SecureChannel\"-\n\032DeleteSecureChannel"
+  "Request\022\017\n\007address\030\001 \001(\t\"\035\n\033DeleteSecure"
+  "ChannelResponse2\326\005\n\024SecureChannelService"
+  "\022j\n\033CreateSecureChannelListener\022+.veil.v"
+  "1.CreateSecureChannelListenerRequest\032\036.v"
+  "eil.v1.SecureChannelListener\022u\n\032ListSecu"
+  "reChannelListeners\022*.veil.v1.ListSecureC"
+  "hannelListenersRequest\032+.veil.v1.ListSec"
+  "ureChannelListenersResponse\022x\n\033DeleteSec"
+  "ureChannelListener\022+.veil.v1.DeleteSecur"
+  "eChannelListenerRequest\032,.veil.v1.Delete"
+  "SecureChannelListenerResponse\022R\n\023CreateS"
+  "ecureChannel\022#.veil.v1.CreateSecureChann"
+  "elRequest\032\026.veil.v1.SecureChannel\022L\n\020Get"
+  "SecureChannel\022 .veil.v1.GetSecureChannel"
+  "Request\032\026.veil.v1.SecureChannel\022]\n\022ListS"
+  "ecureChannels\022\".veil.v1.ListSecureChanne"
+  "lsRequest\032#.veil.v1.ListSecureChannelsRe"
+  "sponse\022`\n\023DeleteSecureChannel\022#.veil.v1."
+  "DeleteSecureChannelRequest\032$.veil.v1.Del"
+  "eteSecureChannelResponseb\006proto3"
   ;
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto = {
-    false, false, 2560, descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto,
+    false, false, 2752, descriptor_table_protodef_veil_2fv1_2fsecure_5fchannel_2eproto,
     "veil/v1/secure_channel.proto",
-    &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once, nullptr, 0, 16,
+    &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once, nullptr, 0, 17,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto::offsets,
     file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto, file_level_enum_descriptors_veil_2fv1_2fsecure_5fchannel_2eproto,
     file_level_service_descriptors_veil_2fv1_2fsecure_5fchannel_2eproto,
@@ -1070,6 +1105,10 @@ TrustPolicy::TrustPolicy(const TrustPolicy& from)
           from._internal_all_of());
       break;
     }
+    case kExpression: {
+      _this->_internal_set_expression(from._internal_expression());
+      break;
+    }
     case POLICY_NOT_SET: {
       break;
     }
@@ -1144,6 +1183,10 @@ void TrustPolicy::clear_policy() {
       if (GetArenaForAllocation() == nullptr) {
         delete _impl_.policy_.all_of_;
       }
+      break;
+    }
+    case kExpression: {
+      _impl_.policy_.expression_.Destroy();
       break;
     }
     case POLICY_NOT_SET: {
@@ -1230,6 +1273,16 @@ const char* TrustPolicy::_InternalParse(const char* ptr, ::_pbi::ParseContext* c
         } else
           goto handle_unusual;
         continue;
+      // string expression = 8;
+      case 8:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 66)) {
+          auto str = _internal_mutable_expression();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.TrustPolicy.expression"));
+        } else
+          goto handle_unusual;
+        continue;
       default:
         goto handle_unusual;
     }  // switch
@@ -1312,6 +1365,16 @@ uint8_t* TrustPolicy::_InternalSerialize(
         _Internal::all_of(this).GetCachedSize(), target, stream);
   }
 
+  // string expression = 8;
+  if (_internal_has_expression()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_expression().data(), static_cast<int>(this->_internal_expression().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.TrustPolicy.expression");
+    target = stream->WriteStringMaybeAliased(
+        8, this->_internal_expression(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -1374,6 +1437,13 @@ size_t TrustPolicy::ByteSizeLong() const {
           *_impl_.policy_.all_of_);
       break;
     }
+    // string expression = 8;
+    case kExpression: {
+      total_size += 1 +
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+          this->_internal_expression());
+      break;
+    }
     case POLICY_NOT_SET: {
       break;
     }
@@ -1426,6 +1496,10 @@ void TrustPolicy::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PR
     case kAllOf: {
       _this->_internal_mutable_all_of()->::veil::v1::TrustPolicy_Policies::MergeFrom(
           from._internal_all_of());
+      break;
+    }
+    case kExpression: {
+      _this->_internal_set_expression(from._internal_expression());
       break;
     }
     case POLICY_NOT_SET: {
@@ -2608,6 +2682,20 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*DeleteSecureChannelListenerRes
 
 // ===================================================================
 
+SecureChannel_RemoteAttributesEntry_DoNotUse::SecureChannel_RemoteAttributesEntry_DoNotUse() {}
+SecureChannel_RemoteAttributesEntry_DoNotUse::SecureChannel_RemoteAttributesEntry_DoNotUse(::PROTOBUF_NAMESPACE_ID::Arena* arena)
+    : SuperType(arena) {}
+void SecureChannel_RemoteAttributesEntry_DoNotUse::MergeFrom(const SecureChannel_RemoteAttributesEntry_DoNotUse& other) {
+  MergeFromInternal(other);
+}
+::PROTOBUF_NAMESPACE_ID::Metadata SecureChannel_RemoteAttributesEntry_DoNotUse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[9]);
+}
+
+// ===================================================================
+
 class SecureChannel::_Internal {
  public:
   using HasBits = decltype(std::declval<SecureChannel>()._impl_._has_bits_);
@@ -2620,6 +2708,9 @@ SecureChannel::SecureChannel(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
   SharedCtor(arena, is_message_owned);
+  if (arena != nullptr && !is_message_owned) {
+    arena->OwnCustomDestructor(this, &SecureChannel::ArenaDtor);
+  }
   // @@protoc_insertion_point(arena_constructor:veil.v1.SecureChannel)
 }
 SecureChannel::SecureChannel(const SecureChannel& from)
@@ -2628,6 +2719,7 @@ SecureChannel::SecureChannel(const SecureChannel& from)
   new (&_impl_) Impl_{
       decltype(_impl_._has_bits_){from._impl_._has_bits_}
     , /*decltype(_impl_._cached_size_)*/{}
+    , /*decltype(_impl_.remote_attributes_)*/{}
     , decltype(_impl_.address_){}
     , decltype(_impl_.route_){}
     , decltype(_impl_.identity_){}
@@ -2643,9 +2735,11 @@ SecureChannel::SecureChannel(const SecureChannel& from)
     , decltype(_impl_.decrypt_failures_){}
     , decltype(_impl_.replays_rejected_){}
     , decltype(_impl_.queued_bytes_){}
-    , decltype(_impl_.send_credit_bytes_){}};
+    , decltype(_impl_.send_credit_bytes_){}
+    , decltype(_impl_.remote_credentials_expire_time_){}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _this->_impl_.remote_attributes_.MergeFrom(from._impl_.remote_attributes_);
   _impl_.address_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.address_.Set("", GetArenaForAllocation());
@@ -2711,8 +2805,8 @@ SecureChannel::SecureChannel(const SecureChannel& from)
       _this->GetArenaForAllocation());
   }
   ::memcpy(&_impl_.role_, &from._impl_.role_,
-    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.send_credit_bytes_) -
-    reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.send_credit_bytes_));
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.remote_credentials_expire_time_) -
+    reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.remote_credentials_expire_time_));
   // @@protoc_insertion_point(copy_constructor:veil.v1.SecureChannel)
 }
 
@@ -2723,6 +2817,7 @@ inline void SecureChannel::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_._has_bits_){}
     , /*decltype(_impl_._cached_size_)*/{}
+    , /*decltype(_impl_.remote_attributes_)*/{::_pbi::ArenaInitialized(), arena}
     , decltype(_impl_.address_){}
     , decltype(_impl_.route_){}
     , decltype(_impl_.identity_){}
@@ -2739,6 +2834,7 @@ inline void SecureChannel::SharedCtor(
     , decltype(_impl_.replays_rejected_){uint64_t{0u}}
     , decltype(_impl_.queued_bytes_){uint64_t{0u}}
     , decltype(_impl_.send_credit_bytes_){uint64_t{0u}}
+    , decltype(_impl_.remote_credentials_expire_time_){int64_t{0}}
   };
   _impl_.address_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
@@ -2778,6 +2874,7 @@ SecureChannel::~SecureChannel() {
   // @@protoc_insertion_point(destructor:veil.v1.SecureChannel)
   if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
   (void)arena;
+    ArenaDtor(this);
     return;
   }
   SharedDtor();
@@ -2785,6 +2882,8 @@ SecureChannel::~SecureChannel() {
 
 inline void SecureChannel::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.remote_attributes_.Destruct();
+  _impl_.remote_attributes_.~MapField();
   _impl_.address_.Destroy();
   _impl_.route_.Destroy();
   _impl_.identity_.Destroy();
@@ -2795,6 +2894,10 @@ inline void SecureChannel::SharedDtor() {
   _impl_.trust_policy_.Destroy();
 }
 
+void SecureChannel::ArenaDtor(void* object) {
+  SecureChannel* _this = reinterpret_cast< SecureChannel* >(object);
+  _this->_impl_.remote_attributes_.Destruct();
+}
 void SecureChannel::SetCachedSize(int size) const {
   _impl_._cached_size_.Set(size);
 }
@@ -2805,6 +2908,7 @@ void SecureChannel::Clear() {
   // Prevent compiler warnings about cached_has_bits being unused
   (void) cached_has_bits;
 
+  _impl_.remote_attributes_.Clear();
   _impl_.address_.ClearToEmpty();
   _impl_.route_.ClearToEmpty();
   _impl_.identity_.ClearToEmpty();
@@ -2817,6 +2921,7 @@ void SecureChannel::Clear() {
       reinterpret_cast<char*>(&_impl_.queued_bytes_) -
       reinterpret_cast<char*>(&_impl_.role_)) + sizeof(_impl_.queued_bytes_));
   _impl_.send_credit_bytes_ = uint64_t{0u};
+  _impl_.remote_credentials_expire_time_ = int64_t{0};
   _impl_._has_bits_.Clear();
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
@@ -2971,6 +3076,27 @@ const char* SecureChannel::_InternalParse(const char* ptr, ::_pbi::ParseContext*
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 128)) {
           _Internal::set_has_send_credit_bytes(&has_bits);
           _impl_.send_credit_bytes_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // map<string, string> remote_attributes = 17;
+      case 17:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 138)) {
+          ptr -= 2;
+          do {
+            ptr += 2;
+            ptr = ctx->ParseMessage(&_impl_.remote_attributes_, ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<138>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      // int64 remote_credentials_expire_time = 18;
+      case 18:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 144)) {
+          _impl_.remote_credentials_expire_time_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -3135,6 +3261,42 @@ uint8_t* SecureChannel::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteUInt64ToArray(16, this->_internal_send_credit_bytes(), target);
   }
 
+  // map<string, string> remote_attributes = 17;
+  if (!this->_internal_remote_attributes().empty()) {
+    using MapType = ::_pb::Map<std::string, std::string>;
+    using WireHelper = SecureChannel_RemoteAttributesEntry_DoNotUse::Funcs;
+    const auto& map_field = this->_internal_remote_attributes();
+    auto check_utf8 = [](const MapType::value_type& entry) {
+      (void)entry;
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+        entry.first.data(), static_cast<int>(entry.first.length()),
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+        "veil.v1.SecureChannel.RemoteAttributesEntry.key");
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+        entry.second.data(), static_cast<int>(entry.second.length()),
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+        "veil.v1.SecureChannel.RemoteAttributesEntry.value");
+    };
+
+    if (stream->IsSerializationDeterministic() && map_field.size() > 1) {
+      for (const auto& entry : ::_pbi::MapSorterPtr<MapType>(map_field)) {
+        target = WireHelper::InternalSerialize(17, entry.first, entry.second, target, stream);
+        check_utf8(entry);
+      }
+    } else {
+      for (const auto& entry : map_field) {
+        target = WireHelper::InternalSerialize(17, entry.first, entry.second, target, stream);
+        check_utf8(entry);
+      }
+    }
+  }
+
+  // int64 remote_credentials_expire_time = 18;
+  if (this->_internal_remote_credentials_expire_time() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteInt64ToArray(18, this->_internal_remote_credentials_expire_time(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -3150,6 +3312,15 @@ size_t SecureChannel::ByteSizeLong() const {
   uint32_t cached_has_bits = 0;
   // Prevent compiler warnings about cached_has_bits being unused
   (void) cached_has_bits;
+
+  // map<string, string> remote_attributes = 17;
+  total_size += 2 *
+      ::PROTOBUF_NAMESPACE_ID::internal::FromIntSize(this->_internal_remote_attributes_size());
+  for (::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >::const_iterator
+      it = this->_internal_remote_attributes().begin();
+      it != this->_internal_remote_attributes().end(); ++it) {
+    total_size += SecureChannel_RemoteAttributesEntry_DoNotUse::Funcs::ByteSizeLong(it->first, it->second);
+  }
 
   // string address = 1;
   if (!this->_internal_address().empty()) {
@@ -3252,6 +3423,13 @@ size_t SecureChannel::ByteSizeLong() const {
         this->_internal_send_credit_bytes());
   }
 
+  // int64 remote_credentials_expire_time = 18;
+  if (this->_internal_remote_credentials_expire_time() != 0) {
+    total_size += 2 +
+      ::_pbi::WireFormatLite::Int64Size(
+        this->_internal_remote_credentials_expire_time());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -3270,6 +3448,7 @@ void SecureChannel::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::
   uint32_t cached_has_bits = 0;
   (void) cached_has_bits;
 
+  _this->_impl_.remote_attributes_.MergeFrom(from._impl_.remote_attributes_);
   if (!from._internal_address().empty()) {
     _this->_internal_set_address(from._internal_address());
   }
@@ -3318,6 +3497,9 @@ void SecureChannel::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::
   if (from._internal_has_send_credit_bytes()) {
     _this->_internal_set_send_credit_bytes(from._internal_send_credit_bytes());
   }
+  if (from._internal_remote_credentials_expire_time() != 0) {
+    _this->_internal_set_remote_credentials_expire_time(from._internal_remote_credentials_expire_time());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -3338,6 +3520,7 @@ void SecureChannel::InternalSwap(SecureChannel* other) {
   auto* rhs_arena = other->GetArenaForAllocation();
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
   swap(_impl_._has_bits_[0], other->_impl_._has_bits_[0]);
+  _impl_.remote_attributes_.InternalSwap(&other->_impl_.remote_attributes_);
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.address_, lhs_arena,
       &other->_impl_.address_, rhs_arena
@@ -3371,8 +3554,8 @@ void SecureChannel::InternalSwap(SecureChannel* other) {
       &other->_impl_.trust_policy_, rhs_arena
   );
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
-      PROTOBUF_FIELD_OFFSET(SecureChannel, _impl_.send_credit_bytes_)
-      + sizeof(SecureChannel::_impl_.send_credit_bytes_)
+      PROTOBUF_FIELD_OFFSET(SecureChannel, _impl_.remote_credentials_expire_time_)
+      + sizeof(SecureChannel::_impl_.remote_credentials_expire_time_)
       - PROTOBUF_FIELD_OFFSET(SecureChannel, _impl_.role_)>(
           reinterpret_cast<char*>(&_impl_.role_),
           reinterpret_cast<char*>(&other->_impl_.role_));
@@ -3381,7 +3564,7 @@ void SecureChannel::InternalSwap(SecureChannel* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata SecureChannel::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[9]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[10]);
 }
 
 // ===================================================================
@@ -3707,7 +3890,7 @@ void CreateSecureChannelRequest::InternalSwap(CreateSecureChannelRequest* other)
 ::PROTOBUF_NAMESPACE_ID::Metadata CreateSecureChannelRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[10]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[11]);
 }
 
 // ===================================================================
@@ -3910,7 +4093,7 @@ void GetSecureChannelRequest::InternalSwap(GetSecureChannelRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata GetSecureChannelRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[11]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[12]);
 }
 
 // ===================================================================
@@ -3950,7 +4133,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListSecureChannelsRequest::Get
 ::PROTOBUF_NAMESPACE_ID::Metadata ListSecureChannelsRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[12]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[13]);
 }
 
 // ===================================================================
@@ -4135,7 +4318,7 @@ void ListSecureChannelsResponse::InternalSwap(ListSecureChannelsResponse* other)
 ::PROTOBUF_NAMESPACE_ID::Metadata ListSecureChannelsResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[13]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[14]);
 }
 
 // ===================================================================
@@ -4338,7 +4521,7 @@ void DeleteSecureChannelRequest::InternalSwap(DeleteSecureChannelRequest* other)
 ::PROTOBUF_NAMESPACE_ID::Metadata DeleteSecureChannelRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[14]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[15]);
 }
 
 // ===================================================================
@@ -4378,7 +4561,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*DeleteSecureChannelResponse::G
 ::PROTOBUF_NAMESPACE_ID::Metadata DeleteSecureChannelResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_getter, &descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto_once,
-      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[15]);
+      file_level_metadata_veil_2fv1_2fsecure_5fchannel_2eproto[16]);
 }
 
 // @@protoc_insertion_point(namespace_scope)
@@ -4420,6 +4603,10 @@ Arena::CreateMaybeMessage< ::veil::v1::DeleteSecureChannelListenerRequest >(Aren
 template<> PROTOBUF_NOINLINE ::veil::v1::DeleteSecureChannelListenerResponse*
 Arena::CreateMaybeMessage< ::veil::v1::DeleteSecureChannelListenerResponse >(Arena* arena) {
   return Arena::CreateMessageInternal< ::veil::v1::DeleteSecureChannelListenerResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse*
+Arena::CreateMaybeMessage< ::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse >(arena);
 }
 template<> PROTOBUF_NOINLINE ::veil::v1::SecureChannel*
 Arena::CreateMaybeMessage< ::veil::v1::SecureChannel >(Arena* arena) {

@@ -30,6 +30,9 @@
 #include <google/protobuf/message.h>
 #include <google/protobuf/repeated_field.h>  // IWYU pragma: export
 #include <google/protobuf/extension_set.h>  // IWYU pragma: export
+#include <google/protobuf/map.h>  // IWYU pragma: export
+#include <google/protobuf/map_entry.h>
+#include <google/protobuf/map_field_inl.h>
 #include <google/protobuf/generated_enum_reflection.h>
 #include <google/protobuf/unknown_field_set.h>
 // @@protoc_insertion_point(includes)
@@ -87,6 +90,9 @@ extern SecureChannelDefaultTypeInternal _SecureChannel_default_instance_;
 class SecureChannelListener;
 struct SecureChannelListenerDefaultTypeInternal;
 extern SecureChannelListenerDefaultTypeInternal _SecureChannelListener_default_instance_;
+class SecureChannel_RemoteAttributesEntry_DoNotUse;
+struct SecureChannel_RemoteAttributesEntry_DoNotUseDefaultTypeInternal;
+extern SecureChannel_RemoteAttributesEntry_DoNotUseDefaultTypeInternal _SecureChannel_RemoteAttributesEntry_DoNotUse_default_instance_;
 class TrustPolicy;
 struct TrustPolicyDefaultTypeInternal;
 extern TrustPolicyDefaultTypeInternal _TrustPolicy_default_instance_;
@@ -112,6 +118,7 @@ template<> ::veil::v1::ListSecureChannelsRequest* Arena::CreateMaybeMessage<::ve
 template<> ::veil::v1::ListSecureChannelsResponse* Arena::CreateMaybeMessage<::veil::v1::ListSecureChannelsResponse>(Arena*);
 template<> ::veil::v1::SecureChannel* Arena::CreateMaybeMessage<::veil::v1::SecureChannel>(Arena*);
 template<> ::veil::v1::SecureChannelListener* Arena::CreateMaybeMessage<::veil::v1::SecureChannelListener>(Arena*);
+template<> ::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse* Arena::CreateMaybeMessage<::veil::v1::SecureChannel_RemoteAttributesEntry_DoNotUse>(Arena*);
 template<> ::veil::v1::TrustPolicy* Arena::CreateMaybeMessage<::veil::v1::TrustPolicy>(Arena*);
 template<> ::veil::v1::TrustPolicy_Identifiers* Arena::CreateMaybeMessage<::veil::v1::TrustPolicy_Identifiers>(Arena*);
 template<> ::veil::v1::TrustPolicy_Policies* Arena::CreateMaybeMessage<::veil::v1::TrustPolicy_Policies>(Arena*);
@@ -545,6 +552,7 @@ class TrustPolicy final :
     kTrustImported = 5,
     kAnyOf = 6,
     kAllOf = 7,
+    kExpression = 8,
     POLICY_NOT_SET = 0,
   };
 
@@ -636,6 +644,7 @@ class TrustPolicy final :
     kTrustImportedFieldNumber = 5,
     kAnyOfFieldNumber = 6,
     kAllOfFieldNumber = 7,
+    kExpressionFieldNumber = 8,
   };
   // bool trust_everyone = 1;
   bool has_trust_everyone() const;
@@ -753,6 +762,24 @@ class TrustPolicy final :
       ::veil::v1::TrustPolicy_Policies* all_of);
   ::veil::v1::TrustPolicy_Policies* unsafe_arena_release_all_of();
 
+  // string expression = 8;
+  bool has_expression() const;
+  private:
+  bool _internal_has_expression() const;
+  public:
+  void clear_expression();
+  const std::string& expression() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_expression(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_expression();
+  PROTOBUF_NODISCARD std::string* release_expression();
+  void set_allocated_expression(std::string* expression);
+  private:
+  const std::string& _internal_expression() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_expression(const std::string& value);
+  std::string* _internal_mutable_expression();
+  public:
+
   void clear_policy();
   PolicyCase policy_case() const;
   // @@protoc_insertion_point(class_scope:veil.v1.TrustPolicy)
@@ -765,6 +792,7 @@ class TrustPolicy final :
   void set_has_trust_imported();
   void set_has_any_of();
   void set_has_all_of();
+  void set_has_expression();
 
   inline bool has_policy() const;
   inline void clear_has_policy();
@@ -783,6 +811,7 @@ class TrustPolicy final :
       bool trust_imported_;
       ::veil::v1::TrustPolicy_Policies* any_of_;
       ::veil::v1::TrustPolicy_Policies* all_of_;
+      ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr expression_;
     } policy_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
     uint32_t _oneof_case_[1];
@@ -1740,6 +1769,34 @@ class DeleteSecureChannelListenerResponse final :
 };
 // -------------------------------------------------------------------
 
+class SecureChannel_RemoteAttributesEntry_DoNotUse : public ::PROTOBUF_NAMESPACE_ID::internal::MapEntry<SecureChannel_RemoteAttributesEntry_DoNotUse, 
+    std::string, std::string,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING> {
+public:
+  typedef ::PROTOBUF_NAMESPACE_ID::internal::MapEntry<SecureChannel_RemoteAttributesEntry_DoNotUse, 
+    std::string, std::string,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING,
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING> SuperType;
+  SecureChannel_RemoteAttributesEntry_DoNotUse();
+  explicit PROTOBUF_CONSTEXPR SecureChannel_RemoteAttributesEntry_DoNotUse(
+      ::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+  explicit SecureChannel_RemoteAttributesEntry_DoNotUse(::PROTOBUF_NAMESPACE_ID::Arena* arena);
+  void MergeFrom(const SecureChannel_RemoteAttributesEntry_DoNotUse& other);
+  static const SecureChannel_RemoteAttributesEntry_DoNotUse* internal_default_instance() { return reinterpret_cast<const SecureChannel_RemoteAttributesEntry_DoNotUse*>(&_SecureChannel_RemoteAttributesEntry_DoNotUse_default_instance_); }
+  static bool ValidateKey(std::string* s) {
+    return ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(s->data(), static_cast<int>(s->size()), ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::PARSE, "veil.v1.SecureChannel.RemoteAttributesEntry.key");
+ }
+  static bool ValidateValue(std::string* s) {
+    return ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(s->data(), static_cast<int>(s->size()), ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::PARSE, "veil.v1.SecureChannel.RemoteAttributesEntry.value");
+ }
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+  friend struct ::TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto;
+};
+
+// -------------------------------------------------------------------
+
 class SecureChannel final :
     public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.SecureChannel) */ {
  public:
@@ -1788,7 +1845,7 @@ class SecureChannel final :
                &_SecureChannel_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    9;
+    10;
 
   friend void swap(SecureChannel& a, SecureChannel& b) {
     a.Swap(&b);
@@ -1849,6 +1906,8 @@ class SecureChannel final :
   protected:
   explicit SecureChannel(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                        bool is_message_owned = false);
+  private:
+  static void ArenaDtor(void* object);
   public:
 
   static const ClassData _class_data_;
@@ -1857,6 +1916,7 @@ class SecureChannel final :
   ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
 
   // nested types ----------------------------------------------------
+
 
   typedef SecureChannel_State State;
   static constexpr State STATE_UNSPECIFIED =
@@ -1927,6 +1987,7 @@ class SecureChannel final :
   // accessors -------------------------------------------------------
 
   enum : int {
+    kRemoteAttributesFieldNumber = 17,
     kAddressFieldNumber = 1,
     kRouteFieldNumber = 2,
     kIdentityFieldNumber = 5,
@@ -1943,7 +2004,25 @@ class SecureChannel final :
     kReplaysRejectedFieldNumber = 14,
     kQueuedBytesFieldNumber = 15,
     kSendCreditBytesFieldNumber = 16,
+    kRemoteCredentialsExpireTimeFieldNumber = 18,
   };
+  // map<string, string> remote_attributes = 17;
+  int remote_attributes_size() const;
+  private:
+  int _internal_remote_attributes_size() const;
+  public:
+  void clear_remote_attributes();
+  private:
+  const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+      _internal_remote_attributes() const;
+  ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+      _internal_mutable_remote_attributes();
+  public:
+  const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+      remote_attributes() const;
+  ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+      mutable_remote_attributes();
+
   // string address = 1;
   void clear_address();
   const std::string& address() const;
@@ -2132,6 +2211,15 @@ class SecureChannel final :
   void _internal_set_send_credit_bytes(uint64_t value);
   public:
 
+  // int64 remote_credentials_expire_time = 18;
+  void clear_remote_credentials_expire_time();
+  int64_t remote_credentials_expire_time() const;
+  void set_remote_credentials_expire_time(int64_t value);
+  private:
+  int64_t _internal_remote_credentials_expire_time() const;
+  void _internal_set_remote_credentials_expire_time(int64_t value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.SecureChannel)
  private:
   class _Internal;
@@ -2142,6 +2230,11 @@ class SecureChannel final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::internal::HasBits<1> _has_bits_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+    ::PROTOBUF_NAMESPACE_ID::internal::MapField<
+        SecureChannel_RemoteAttributesEntry_DoNotUse,
+        std::string, std::string,
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING,
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::TYPE_STRING> remote_attributes_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr address_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr route_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr identity_;
@@ -2158,6 +2251,7 @@ class SecureChannel final :
     uint64_t replays_rejected_;
     uint64_t queued_bytes_;
     uint64_t send_credit_bytes_;
+    int64_t remote_credentials_expire_time_;
   };
   union { Impl_ _impl_; };
   friend struct ::TableStruct_veil_2fv1_2fsecure_5fchannel_2eproto;
@@ -2212,7 +2306,7 @@ class CreateSecureChannelRequest final :
                &_CreateSecureChannelRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    10;
+    11;
 
   friend void swap(CreateSecureChannelRequest& a, CreateSecureChannelRequest& b) {
     a.Swap(&b);
@@ -2412,7 +2506,7 @@ class GetSecureChannelRequest final :
                &_GetSecureChannelRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    11;
+    12;
 
   friend void swap(GetSecureChannelRequest& a, GetSecureChannelRequest& b) {
     a.Swap(&b);
@@ -2564,7 +2658,7 @@ class ListSecureChannelsRequest final :
                &_ListSecureChannelsRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    12;
+    13;
 
   friend void swap(ListSecureChannelsRequest& a, ListSecureChannelsRequest& b) {
     a.Swap(&b);
@@ -2683,7 +2777,7 @@ class ListSecureChannelsResponse final :
                &_ListSecureChannelsResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    13;
+    14;
 
   friend void swap(ListSecureChannelsResponse& a, ListSecureChannelsResponse& b) {
     a.Swap(&b);
@@ -2840,7 +2934,7 @@ class DeleteSecureChannelRequest final :
                &_DeleteSecureChannelRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    14;
+    15;
 
   friend void swap(DeleteSecureChannelRequest& a, DeleteSecureChannelRequest& b) {
     a.Swap(&b);
@@ -2992,7 +3086,7 @@ class DeleteSecureChannelResponse final :
                &_DeleteSecureChannelResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    15;
+    16;
 
   friend void swap(DeleteSecureChannelResponse& a, DeleteSecureChannelResponse& b) {
     a.Swap(&b);
@@ -3647,6 +3741,83 @@ inline ::veil::v1::TrustPolicy_Policies* TrustPolicy::mutable_all_of() {
   return _msg;
 }
 
+// string expression = 8;
+inline bool TrustPolicy::_internal_has_expression() const {
+  return policy_case() == kExpression;
+}
+inline bool TrustPolicy::has_expression() const {
+  return _internal_has_expression();
+}
+inline void TrustPolicy::set_has_expression() {
+  _impl_._oneof_case_[0] = kExpression;
+}
+inline void TrustPolicy::clear_expression() {
+  if (_internal_has_expression()) {
+    _impl_.policy_.expression_.Destroy();
+    clear_has_policy();
+  }
+}
+inline const std::string& TrustPolicy::expression() const {
+  // @@protoc_insertion_point(field_get:veil.v1.TrustPolicy.expression)
+  return _internal_expression();
+}
+template <typename ArgT0, typename... ArgT>
+inline void TrustPolicy::set_expression(ArgT0&& arg0, ArgT... args) {
+  if (!_internal_has_expression()) {
+    clear_policy();
+    set_has_expression();
+    _impl_.policy_.expression_.InitDefault();
+  }
+  _impl_.policy_.expression_.Set( static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.TrustPolicy.expression)
+}
+inline std::string* TrustPolicy::mutable_expression() {
+  std::string* _s = _internal_mutable_expression();
+  // @@protoc_insertion_point(field_mutable:veil.v1.TrustPolicy.expression)
+  return _s;
+}
+inline const std::string& TrustPolicy::_internal_expression() const {
+  if (_internal_has_expression()) {
+    return _impl_.policy_.expression_.Get();
+  }
+  return ::PROTOBUF_NAMESPACE_ID::internal::GetEmptyStringAlreadyInited();
+}
+inline void TrustPolicy::_internal_set_expression(const std::string& value) {
+  if (!_internal_has_expression()) {
+    clear_policy();
+    set_has_expression();
+    _impl_.policy_.expression_.InitDefault();
+  }
+  _impl_.policy_.expression_.Set(value, GetArenaForAllocation());
+}
+inline std::string* TrustPolicy::_internal_mutable_expression() {
+  if (!_internal_has_expression()) {
+    clear_policy();
+    set_has_expression();
+    _impl_.policy_.expression_.InitDefault();
+  }
+  return _impl_.policy_.expression_.Mutable(      GetArenaForAllocation());
+}
+inline std::string* TrustPolicy::release_expression() {
+  // @@protoc_insertion_point(field_release:veil.v1.TrustPolicy.expression)
+  if (_internal_has_expression()) {
+    clear_has_policy();
+    return _impl_.policy_.expression_.Release();
+  } else {
+    return nullptr;
+  }
+}
+inline void TrustPolicy::set_allocated_expression(std::string* expression) {
+  if (has_policy()) {
+    clear_policy();
+  }
+  if (expression != nullptr) {
+    set_has_expression();
+    _impl_.policy_.expression_.InitAllocated(expression, GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.TrustPolicy.expression)
+}
+
 inline bool TrustPolicy::has_policy() const {
   return policy_case() != POLICY_NOT_SET;
 }
@@ -4179,6 +4350,8 @@ inline void DeleteSecureChannelListenerRequest::set_allocated_address(std::strin
 // -------------------------------------------------------------------
 
 // DeleteSecureChannelListenerResponse
+
+// -------------------------------------------------------------------
 
 // -------------------------------------------------------------------
 
@@ -4752,6 +4925,55 @@ inline void SecureChannel::set_send_credit_bytes(uint64_t value) {
   // @@protoc_insertion_point(field_set:veil.v1.SecureChannel.send_credit_bytes)
 }
 
+// map<string, string> remote_attributes = 17;
+inline int SecureChannel::_internal_remote_attributes_size() const {
+  return _impl_.remote_attributes_.size();
+}
+inline int SecureChannel::remote_attributes_size() const {
+  return _internal_remote_attributes_size();
+}
+inline void SecureChannel::clear_remote_attributes() {
+  _impl_.remote_attributes_.Clear();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+SecureChannel::_internal_remote_attributes() const {
+  return _impl_.remote_attributes_.GetMap();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >&
+SecureChannel::remote_attributes() const {
+  // @@protoc_insertion_point(field_map:veil.v1.SecureChannel.remote_attributes)
+  return _internal_remote_attributes();
+}
+inline ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+SecureChannel::_internal_mutable_remote_attributes() {
+  return _impl_.remote_attributes_.MutableMap();
+}
+inline ::PROTOBUF_NAMESPACE_ID::Map< std::string, std::string >*
+SecureChannel::mutable_remote_attributes() {
+  // @@protoc_insertion_point(field_mutable_map:veil.v1.SecureChannel.remote_attributes)
+  return _internal_mutable_remote_attributes();
+}
+
+// int64 remote_credentials_expire_time = 18;
+inline void SecureChannel::clear_remote_credentials_expire_time() {
+  _impl_.remote_credentials_expire_time_ = int64_t{0};
+}
+inline int64_t SecureChannel::_internal_remote_credentials_expire_time() const {
+  return _impl_.remote_credentials_expire_time_;
+}
+inline int64_t SecureChannel::remote_credentials_expire_time() const {
+  // @@protoc_insertion_point(field_get:veil.v1.SecureChannel.remote_credentials_expire_time)
+  return _internal_remote_credentials_expire_time();
+}
+inline void SecureChannel::_internal_set_remote_credentials_expire_time(int64_t value) {
+  
+  _impl_.remote_credentials_expire_time_ = value;
+}
+inline void SecureChannel::set_remote_credentials_expire_time(int64_t value) {
+  _internal_set_remote_credentials_expire_time(value);
+  // @@protoc_insertion_point(field_set:veil.v1.SecureChannel.remote_credentials_expire_time)
+}
+
 // -------------------------------------------------------------------
 
 // CreateSecureChannelRequest
@@ -5129,6 +5351,8 @@ inline void DeleteSecureChannelRequest::set_allocated_address(std::string* addre
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

@@ -553,6 +553,9 @@ type Sender struct {
 	Identifier string `protobuf:"bytes,2,opt,name=identifier,proto3" json:"identifier,omitempty"`
 	// The local address of the secure channel it came through, for ORIGIN_SECURE_CHANNEL.
 	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	// For ORIGIN_SECURE_CHANNEL: the attributes the sender's verified credentials give (empty
+	// when it presented none), so apps can authorise by attribute.
+	Attributes map[string]string `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
 }
 
 func (x *Sender) Reset() {
@@ -606,6 +609,13 @@ func (x *Sender) GetChannel() string {
 		return x.Channel
 	}
 	return ""
+}
+
+func (x *Sender) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
 }
 
 type SendRequest struct {
@@ -1261,7 +1271,7 @@ var file_veil_v1_messaging_proto_rawDesc = []byte{
 	0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x6f, 0x6e, 0x77, 0x61, 0x72, 0x64, 0x52,
 	0x6f, 0x75, 0x74, 0x65, 0x12, 0x27, 0x0a, 0x06, 0x73, 0x65, 0x6e, 0x64, 0x65, 0x72, 0x18, 0x05,
 	0x20, 0x01, 0x28, 0x0b, 0x32, 0x0f, 0x2e, 0x76, 0x65, 0x69, 0x6c, 0x2e, 0x76, 0x31, 0x2e, 0x53,
-	0x65, 0x6e, 0x64, 0x65, 0x72, 0x52, 0x06, 0x73, 0x65, 0x6e, 0x64, 0x65, 0x72, 0x22, 0xd7, 0x01,
+	0x65, 0x6e, 0x64, 0x65, 0x72, 0x52, 0x06, 0x73, 0x65, 0x6e, 0x64, 0x65, 0x72, 0x22, 0xd7, 0x02,
 	0x0a, 0x06, 0x53, 0x65, 0x6e, 0x64, 0x65, 0x72, 0x12, 0x2e, 0x0a, 0x06, 0x6f, 0x72, 0x69, 0x67,
 	0x69, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0e, 0x32, 0x16, 0x2e, 0x76, 0x65, 0x69, 0x6c, 0x2e,
 	0x76, 0x31, 0x2e, 0x53, 0x65, 0x6e, 0x64, 0x65, 0x72, 0x2e, 0x4f, 0x72, 0x69, 0x67, 0x69, 0x6e,
@@ -1269,7 +1279,15 @@ var file_veil_v1_messaging_proto_rawDesc = []byte{
 	0x74, 0x69, 0x66, 0x69, 0x65, 0x72, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x69, 0x64,
 	0x65, 0x6e, 0x74, 0x69, 0x66, 0x69, 0x65, 0x72, 0x12, 0x18, 0x0a, 0x07, 0x63, 0x68, 0x61, 0x6e,
 	0x6e, 0x65, 0x6c, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x63, 0x68, 0x61, 0x6e, 0x6e,
-	0x65, 0x6c, 0x22, 0x63, 0x0a, 0x06, 0x4f, 0x72, 0x69, 0x67, 0x69, 0x6e, 0x12, 0x16, 0x0a, 0x12,
+	0x65, 0x6c, 0x12, 0x3f, 0x0a, 0x0a, 0x61, 0x74, 0x74, 0x72, 0x69, 0x62, 0x75, 0x74, 0x65, 0x73,
+	0x18, 0x04, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1f, 0x2e, 0x76, 0x65, 0x69, 0x6c, 0x2e, 0x76, 0x31,
+	0x2e, 0x53, 0x65, 0x6e, 0x64, 0x65, 0x72, 0x2e, 0x41, 0x74, 0x74, 0x72, 0x69, 0x62, 0x75, 0x74,
+	0x65, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x0a, 0x61, 0x74, 0x74, 0x72, 0x69, 0x62, 0x75,
+	0x74, 0x65, 0x73, 0x1a, 0x3d, 0x0a, 0x0f, 0x41, 0x74, 0x74, 0x72, 0x69, 0x62, 0x75, 0x74, 0x65,
+	0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20,
+	0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75,
+	0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02,
+	0x38, 0x01, 0x22, 0x63, 0x0a, 0x06, 0x4f, 0x72, 0x69, 0x67, 0x69, 0x6e, 0x12, 0x16, 0x0a, 0x12,
 	0x4f, 0x52, 0x49, 0x47, 0x49, 0x4e, 0x5f, 0x55, 0x4e, 0x53, 0x50, 0x45, 0x43, 0x49, 0x46, 0x49,
 	0x45, 0x44, 0x10, 0x00, 0x12, 0x10, 0x0a, 0x0c, 0x4f, 0x52, 0x49, 0x47, 0x49, 0x4e, 0x5f, 0x4c,
 	0x4f, 0x43, 0x41, 0x4c, 0x10, 0x01, 0x12, 0x14, 0x0a, 0x10, 0x4f, 0x52, 0x49, 0x47, 0x49, 0x4e,
@@ -1326,7 +1344,7 @@ func file_veil_v1_messaging_proto_rawDescGZIP() []byte {
 }
 
 var file_veil_v1_messaging_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_veil_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_veil_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_veil_v1_messaging_proto_goTypes = []interface{}{
 	(Sender_Origin)(0),               // 0: veil.v1.Sender.Origin
 	(*OutgoingMessage)(nil),          // 1: veil.v1.OutgoingMessage
@@ -1345,7 +1363,8 @@ var file_veil_v1_messaging_proto_goTypes = []interface{}{
 	(*ServeRequest_SendBatch)(nil),   // 14: veil.v1.ServeRequest.SendBatch
 	(*ServeResponse_Opened)(nil),     // 15: veil.v1.ServeResponse.Opened
 	(*ServeResponse_SendResult)(nil), // 16: veil.v1.ServeResponse.SendResult
-	(*status.Status)(nil),            // 17: google.rpc.Status
+	nil,                              // 17: veil.v1.Sender.AttributesEntry
+	(*status.Status)(nil),            // 18: google.rpc.Status
 }
 var file_veil_v1_messaging_proto_depIdxs = []int32{
 	12, // 0: veil.v1.ServeRequest.open:type_name -> veil.v1.ServeRequest.Open
@@ -1354,27 +1373,28 @@ var file_veil_v1_messaging_proto_depIdxs = []int32{
 	15, // 3: veil.v1.ServeResponse.opened:type_name -> veil.v1.ServeResponse.Opened
 	5,  // 4: veil.v1.ServeResponse.deliveries:type_name -> veil.v1.DeliveryBatch
 	16, // 5: veil.v1.ServeResponse.send_result:type_name -> veil.v1.ServeResponse.SendResult
-	17, // 6: veil.v1.ServeResponse.closed:type_name -> google.rpc.Status
-	17, // 7: veil.v1.SendFailure.status:type_name -> google.rpc.Status
+	18, // 6: veil.v1.ServeResponse.closed:type_name -> google.rpc.Status
+	18, // 7: veil.v1.SendFailure.status:type_name -> google.rpc.Status
 	6,  // 8: veil.v1.DeliveryBatch.deliveries:type_name -> veil.v1.Delivery
 	7,  // 9: veil.v1.Delivery.sender:type_name -> veil.v1.Sender
 	0,  // 10: veil.v1.Sender.origin:type_name -> veil.v1.Sender.Origin
-	1,  // 11: veil.v1.SendRequest.messages:type_name -> veil.v1.OutgoingMessage
-	1,  // 12: veil.v1.RequestRequest.message:type_name -> veil.v1.OutgoingMessage
-	6,  // 13: veil.v1.RequestResponse.reply:type_name -> veil.v1.Delivery
-	1,  // 14: veil.v1.ServeRequest.SendBatch.messages:type_name -> veil.v1.OutgoingMessage
-	4,  // 15: veil.v1.ServeResponse.SendResult.failures:type_name -> veil.v1.SendFailure
-	2,  // 16: veil.v1.MessagingService.Serve:input_type -> veil.v1.ServeRequest
-	8,  // 17: veil.v1.MessagingService.Send:input_type -> veil.v1.SendRequest
-	10, // 18: veil.v1.MessagingService.Request:input_type -> veil.v1.RequestRequest
-	3,  // 19: veil.v1.MessagingService.Serve:output_type -> veil.v1.ServeResponse
-	9,  // 20: veil.v1.MessagingService.Send:output_type -> veil.v1.SendResponse
-	11, // 21: veil.v1.MessagingService.Request:output_type -> veil.v1.RequestResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	17, // 11: veil.v1.Sender.attributes:type_name -> veil.v1.Sender.AttributesEntry
+	1,  // 12: veil.v1.SendRequest.messages:type_name -> veil.v1.OutgoingMessage
+	1,  // 13: veil.v1.RequestRequest.message:type_name -> veil.v1.OutgoingMessage
+	6,  // 14: veil.v1.RequestResponse.reply:type_name -> veil.v1.Delivery
+	1,  // 15: veil.v1.ServeRequest.SendBatch.messages:type_name -> veil.v1.OutgoingMessage
+	4,  // 16: veil.v1.ServeResponse.SendResult.failures:type_name -> veil.v1.SendFailure
+	2,  // 17: veil.v1.MessagingService.Serve:input_type -> veil.v1.ServeRequest
+	8,  // 18: veil.v1.MessagingService.Send:input_type -> veil.v1.SendRequest
+	10, // 19: veil.v1.MessagingService.Request:input_type -> veil.v1.RequestRequest
+	3,  // 20: veil.v1.MessagingService.Serve:output_type -> veil.v1.ServeResponse
+	9,  // 21: veil.v1.MessagingService.Send:output_type -> veil.v1.SendResponse
+	11, // 22: veil.v1.MessagingService.Request:output_type -> veil.v1.RequestResponse
+	20, // [20:23] is the sub-list for method output_type
+	17, // [17:20] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_veil_v1_messaging_proto_init() }
@@ -1593,7 +1613,7 @@ func file_veil_v1_messaging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_veil_v1_messaging_proto_rawDesc,
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

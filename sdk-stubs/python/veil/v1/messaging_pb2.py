@@ -14,13 +14,15 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17veil/v1/messaging.proto\x12\x07veil.v1\x1a\x17google/rpc/status.proto\"1\n\x0fOutgoingMessage\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\xf8\x02\n\x0cServeRequest\x12*\n\x04open\x18\x01 \x01(\x0b\x32\x1a.veil.v1.ServeRequest.OpenH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.veil.v1.ServeRequest.AckH\x00\x12/\n\x04send\x18\x03 \x01(\x0b\x32\x1f.veil.v1.ServeRequest.SendBatchH\x00\x1a\x43\n\x04Open\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\r\x12\x1a\n\x12\x61\x63\x63\x65pt_unencrypted\x18\x03 \x01(\x08\x1a\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x1a{\n\tSendBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.veil.v1.OutgoingMessage\x12\x15\n\rfailures_only\x18\x03 \x01(\x08\x12\x19\n\x11\x64\x65livery_receipts\x18\x04 \x01(\x08\x42\x06\n\x04kind\"\xea\x02\n\rServeResponse\x12/\n\x06opened\x18\x01 \x01(\x0b\x32\x1d.veil.v1.ServeResponse.OpenedH\x00\x12,\n\ndeliveries\x18\x02 \x01(\x0b\x32\x16.veil.v1.DeliveryBatchH\x00\x12\x38\n\x0bsend_result\x18\x03 \x01(\x0b\x32!.veil.v1.ServeResponse.SendResultH\x00\x12$\n\x06\x63losed\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x1a\x38\n\x06Opened\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06window\x18\x03 \x01(\r\x1aX\n\nSendResult\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12&\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x14.veil.v1.SendFailureB\x06\n\x04kind\"@\n\x0bSendFailure\x12\r\n\x05index\x18\x01 \x01(\r\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"6\n\rDeliveryBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.veil.v1.Delivery\"z\n\x08\x44\x65livery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0creturn_route\x18\x03 \x01(\t\x12\x14\n\x0conward_route\x18\x04 \x01(\t\x12\x1f\n\x06sender\x18\x05 \x01(\x0b\x32\x0f.veil.v1.Sender\"\xba\x01\n\x06Sender\x12&\n\x06origin\x18\x01 \x01(\x0e\x32\x16.veil.v1.Sender.Origin\x12\x12\n\nidentifier\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\"c\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x10\n\x0cORIGIN_LOCAL\x10\x01\x12\x14\n\x10ORIGIN_TRANSPORT\x10\x02\x12\x19\n\x15ORIGIN_SECURE_CHANNEL\x10\x03\"l\n\x0bSendRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.veil.v1.OutgoingMessage\x12\x16\n\x0ereturn_address\x18\x02 \x01(\t\x12\x19\n\x11\x64\x65livery_receipts\x18\x03 \x01(\x08\" \n\x0cSendResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"O\n\x0eRequestRequest\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.veil.v1.OutgoingMessage\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"3\n\x0fRequestResponse\x12 \n\x05reply\x18\x01 \x01(\x0b\x32\x11.veil.v1.Delivery2\xc1\x01\n\x10MessagingService\x12:\n\x05Serve\x12\x15.veil.v1.ServeRequest\x1a\x16.veil.v1.ServeResponse(\x01\x30\x01\x12\x33\n\x04Send\x12\x14.veil.v1.SendRequest\x1a\x15.veil.v1.SendResponse\x12<\n\x07Request\x12\x17.veil.v1.RequestRequest\x1a\x18.veil.v1.RequestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17veil/v1/messaging.proto\x12\x07veil.v1\x1a\x17google/rpc/status.proto\"1\n\x0fOutgoingMessage\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\xf8\x02\n\x0cServeRequest\x12*\n\x04open\x18\x01 \x01(\x0b\x32\x1a.veil.v1.ServeRequest.OpenH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.veil.v1.ServeRequest.AckH\x00\x12/\n\x04send\x18\x03 \x01(\x0b\x32\x1f.veil.v1.ServeRequest.SendBatchH\x00\x1a\x43\n\x04Open\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\r\x12\x1a\n\x12\x61\x63\x63\x65pt_unencrypted\x18\x03 \x01(\x08\x1a\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x1a{\n\tSendBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.veil.v1.OutgoingMessage\x12\x15\n\rfailures_only\x18\x03 \x01(\x08\x12\x19\n\x11\x64\x65livery_receipts\x18\x04 \x01(\x08\x42\x06\n\x04kind\"\xea\x02\n\rServeResponse\x12/\n\x06opened\x18\x01 \x01(\x0b\x32\x1d.veil.v1.ServeResponse.OpenedH\x00\x12,\n\ndeliveries\x18\x02 \x01(\x0b\x32\x16.veil.v1.DeliveryBatchH\x00\x12\x38\n\x0bsend_result\x18\x03 \x01(\x0b\x32!.veil.v1.ServeResponse.SendResultH\x00\x12$\n\x06\x63losed\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x1a\x38\n\x06Opened\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06window\x18\x03 \x01(\r\x1aX\n\nSendResult\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12&\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x14.veil.v1.SendFailureB\x06\n\x04kind\"@\n\x0bSendFailure\x12\r\n\x05index\x18\x01 \x01(\r\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"6\n\rDeliveryBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.veil.v1.Delivery\"z\n\x08\x44\x65livery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x14\n\x0creturn_route\x18\x03 \x01(\t\x12\x14\n\x0conward_route\x18\x04 \x01(\t\x12\x1f\n\x06sender\x18\x05 \x01(\x0b\x32\x0f.veil.v1.Sender\"\xa2\x02\n\x06Sender\x12&\n\x06origin\x18\x01 \x01(\x0e\x32\x16.veil.v1.Sender.Origin\x12\x12\n\nidentifier\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x33\n\nattributes\x18\x04 \x03(\x0b\x32\x1f.veil.v1.Sender.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x10\n\x0cORIGIN_LOCAL\x10\x01\x12\x14\n\x10ORIGIN_TRANSPORT\x10\x02\x12\x19\n\x15ORIGIN_SECURE_CHANNEL\x10\x03\"l\n\x0bSendRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.veil.v1.OutgoingMessage\x12\x16\n\x0ereturn_address\x18\x02 \x01(\t\x12\x19\n\x11\x64\x65livery_receipts\x18\x03 \x01(\x08\" \n\x0cSendResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"O\n\x0eRequestRequest\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.veil.v1.OutgoingMessage\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"3\n\x0fRequestResponse\x12 \n\x05reply\x18\x01 \x01(\x0b\x32\x11.veil.v1.Delivery2\xc1\x01\n\x10MessagingService\x12:\n\x05Serve\x12\x15.veil.v1.ServeRequest\x1a\x16.veil.v1.ServeResponse(\x01\x30\x01\x12\x33\n\x04Send\x12\x14.veil.v1.SendRequest\x1a\x15.veil.v1.SendResponse\x12<\n\x07Request\x12\x17.veil.v1.RequestRequest\x1a\x18.veil.v1.RequestResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.messaging_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _SENDER_ATTRIBUTESENTRY._options = None
+  _SENDER_ATTRIBUTESENTRY._serialized_options = b'8\001'
   _OUTGOINGMESSAGE._serialized_start=61
   _OUTGOINGMESSAGE._serialized_end=110
   _SERVEREQUEST._serialized_start=113
@@ -44,17 +46,19 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _DELIVERY._serialized_start=978
   _DELIVERY._serialized_end=1100
   _SENDER._serialized_start=1103
-  _SENDER._serialized_end=1289
-  _SENDER_ORIGIN._serialized_start=1190
-  _SENDER_ORIGIN._serialized_end=1289
-  _SENDREQUEST._serialized_start=1291
-  _SENDREQUEST._serialized_end=1399
-  _SENDRESPONSE._serialized_start=1401
-  _SENDRESPONSE._serialized_end=1433
-  _REQUESTREQUEST._serialized_start=1435
-  _REQUESTREQUEST._serialized_end=1514
-  _REQUESTRESPONSE._serialized_start=1516
-  _REQUESTRESPONSE._serialized_end=1567
-  _MESSAGINGSERVICE._serialized_start=1570
-  _MESSAGINGSERVICE._serialized_end=1763
+  _SENDER._serialized_end=1393
+  _SENDER_ATTRIBUTESENTRY._serialized_start=1243
+  _SENDER_ATTRIBUTESENTRY._serialized_end=1292
+  _SENDER_ORIGIN._serialized_start=1294
+  _SENDER_ORIGIN._serialized_end=1393
+  _SENDREQUEST._serialized_start=1395
+  _SENDREQUEST._serialized_end=1503
+  _SENDRESPONSE._serialized_start=1505
+  _SENDRESPONSE._serialized_end=1537
+  _REQUESTREQUEST._serialized_start=1539
+  _REQUESTREQUEST._serialized_end=1618
+  _REQUESTRESPONSE._serialized_start=1620
+  _REQUESTRESPONSE._serialized_end=1671
+  _MESSAGINGSERVICE._serialized_start=1674
+  _MESSAGINGSERVICE._serialized_end=1867
 # @@protoc_insertion_point(module_scope)

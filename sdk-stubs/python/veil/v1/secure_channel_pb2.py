@@ -13,49 +13,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cveil/v1/secure_channel.proto\x12\x07veil.v1\"\x82\x03\n\x0bTrustPolicy\x12\x18\n\x0etrust_everyone\x18\x01 \x01(\x08H\x00\x12\x1a\n\x10trust_identifier\x18\x02 \x01(\tH\x00\x12=\n\x11trust_identifiers\x18\x03 \x01(\x0b\x32 .veil.v1.TrustPolicy.IdentifiersH\x00\x12 \n\x16trust_identifiers_file\x18\x04 \x01(\tH\x00\x12\x18\n\x0etrust_imported\x18\x05 \x01(\x08H\x00\x12/\n\x06\x61ny_of\x18\x06 \x01(\x0b\x32\x1d.veil.v1.TrustPolicy.PoliciesH\x00\x12/\n\x06\x61ll_of\x18\x07 \x01(\x0b\x32\x1d.veil.v1.TrustPolicy.PoliciesH\x00\x1a\"\n\x0bIdentifiers\x12\x13\n\x0bidentifiers\x18\x01 \x03(\t\x1a\x32\n\x08Policies\x12&\n\x08policies\x18\x01 \x03(\x0b\x32\x14.veil.v1.TrustPolicyB\x08\n\x06policy\"d\n\x15SecureChannelListener\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x12\n\nidentifier\x18\x03 \x01(\t\x12\x14\n\x0ctrust_policy\x18\x04 \x01(\t\"\x85\x01\n\"CreateSecureChannelListenerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12*\n\x0ctrust_policy\x18\x03 \x01(\x0b\x32\x14.veil.v1.TrustPolicy\x12\x10\n\x08\x65xist_ok\x18\x04 \x01(\x08\"#\n!ListSecureChannelListenersRequest\"W\n\"ListSecureChannelListenersResponse\x12\x31\n\tlisteners\x18\x01 \x03(\x0b\x32\x1e.veil.v1.SecureChannelListener\"5\n\"DeleteSecureChannelListenerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"%\n#DeleteSecureChannelListenerResponse\"\xc8\x04\n\rSecureChannel\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.veil.v1.SecureChannel.Role\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.veil.v1.SecureChannel.State\x12\x10\n\x08identity\x18\x05 \x01(\t\x12\x18\n\x10local_identifier\x18\x06 \x01(\t\x12\x19\n\x11remote_identifier\x18\x07 \x01(\t\x12\x14\n\x0cremote_route\x18\x08 \x01(\t\x12\x10\n\x08listener\x18\t \x01(\t\x12\x14\n\x0ctrust_policy\x18\n \x01(\t\x12\x15\n\rmessages_sent\x18\x0b \x01(\x04\x12\x19\n\x11messages_received\x18\x0c \x01(\x04\x12\x18\n\x10\x64\x65\x63rypt_failures\x18\r \x01(\x04\x12\x18\n\x10replays_rejected\x18\x0e \x01(\x04\x12\x14\n\x0cqueued_bytes\x18\x0f \x01(\x04\x12\x1e\n\x11send_credit_bytes\x18\x10 \x01(\x04H\x00\x88\x01\x01\"L\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bHANDSHAKING\x10\x01\x12\x0f\n\x0b\x45STABLISHED\x10\x02\x12\n\n\x06\x43LOSED\x10\x03\":\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tINITIATOR\x10\x01\x12\r\n\tRESPONDER\x10\x02\x42\x14\n\x12_send_credit_bytes\"}\n\x1a\x43reateSecureChannelRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12*\n\x0ctrust_policy\x18\x03 \x01(\x0b\x32\x14.veil.v1.TrustPolicy\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\"*\n\x17GetSecureChannelRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x1b\n\x19ListSecureChannelsRequest\"F\n\x1aListSecureChannelsResponse\x12(\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x16.veil.v1.SecureChannel\"-\n\x1a\x44\x65leteSecureChannelRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteSecureChannelResponse2\xd6\x05\n\x14SecureChannelService\x12j\n\x1b\x43reateSecureChannelListener\x12+.veil.v1.CreateSecureChannelListenerRequest\x1a\x1e.veil.v1.SecureChannelListener\x12u\n\x1aListSecureChannelListeners\x12*.veil.v1.ListSecureChannelListenersRequest\x1a+.veil.v1.ListSecureChannelListenersResponse\x12x\n\x1b\x44\x65leteSecureChannelListener\x12+.veil.v1.DeleteSecureChannelListenerRequest\x1a,.veil.v1.DeleteSecureChannelListenerResponse\x12R\n\x13\x43reateSecureChannel\x12#.veil.v1.CreateSecureChannelRequest\x1a\x16.veil.v1.SecureChannel\x12L\n\x10GetSecureChannel\x12 .veil.v1.GetSecureChannelRequest\x1a\x16.veil.v1.SecureChannel\x12]\n\x12ListSecureChannels\x12\".veil.v1.ListSecureChannelsRequest\x1a#.veil.v1.ListSecureChannelsResponse\x12`\n\x13\x44\x65leteSecureChannel\x12#.veil.v1.DeleteSecureChannelRequest\x1a$.veil.v1.DeleteSecureChannelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cveil/v1/secure_channel.proto\x12\x07veil.v1\"\x98\x03\n\x0bTrustPolicy\x12\x18\n\x0etrust_everyone\x18\x01 \x01(\x08H\x00\x12\x1a\n\x10trust_identifier\x18\x02 \x01(\tH\x00\x12=\n\x11trust_identifiers\x18\x03 \x01(\x0b\x32 .veil.v1.TrustPolicy.IdentifiersH\x00\x12 \n\x16trust_identifiers_file\x18\x04 \x01(\tH\x00\x12\x18\n\x0etrust_imported\x18\x05 \x01(\x08H\x00\x12/\n\x06\x61ny_of\x18\x06 \x01(\x0b\x32\x1d.veil.v1.TrustPolicy.PoliciesH\x00\x12/\n\x06\x61ll_of\x18\x07 \x01(\x0b\x32\x1d.veil.v1.TrustPolicy.PoliciesH\x00\x12\x14\n\nexpression\x18\x08 \x01(\tH\x00\x1a\"\n\x0bIdentifiers\x12\x13\n\x0bidentifiers\x18\x01 \x03(\t\x1a\x32\n\x08Policies\x12&\n\x08policies\x18\x01 \x03(\x0b\x32\x14.veil.v1.TrustPolicyB\x08\n\x06policy\"d\n\x15SecureChannelListener\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x12\n\nidentifier\x18\x03 \x01(\t\x12\x14\n\x0ctrust_policy\x18\x04 \x01(\t\"\x85\x01\n\"CreateSecureChannelListenerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12*\n\x0ctrust_policy\x18\x03 \x01(\x0b\x32\x14.veil.v1.TrustPolicy\x12\x10\n\x08\x65xist_ok\x18\x04 \x01(\x08\"#\n!ListSecureChannelListenersRequest\"W\n\"ListSecureChannelListenersResponse\x12\x31\n\tlisteners\x18\x01 \x03(\x0b\x32\x1e.veil.v1.SecureChannelListener\"5\n\"DeleteSecureChannelListenerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"%\n#DeleteSecureChannelListenerResponse\"\xf2\x05\n\rSecureChannel\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.veil.v1.SecureChannel.Role\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.veil.v1.SecureChannel.State\x12\x10\n\x08identity\x18\x05 \x01(\t\x12\x18\n\x10local_identifier\x18\x06 \x01(\t\x12\x19\n\x11remote_identifier\x18\x07 \x01(\t\x12\x14\n\x0cremote_route\x18\x08 \x01(\t\x12\x10\n\x08listener\x18\t \x01(\t\x12\x14\n\x0ctrust_policy\x18\n \x01(\t\x12\x15\n\rmessages_sent\x18\x0b \x01(\x04\x12\x19\n\x11messages_received\x18\x0c \x01(\x04\x12\x18\n\x10\x64\x65\x63rypt_failures\x18\r \x01(\x04\x12\x18\n\x10replays_rejected\x18\x0e \x01(\x04\x12\x14\n\x0cqueued_bytes\x18\x0f \x01(\x04\x12\x1e\n\x11send_credit_bytes\x18\x10 \x01(\x04H\x00\x88\x01\x01\x12G\n\x11remote_attributes\x18\x11 \x03(\x0b\x32,.veil.v1.SecureChannel.RemoteAttributesEntry\x12&\n\x1eremote_credentials_expire_time\x18\x12 \x01(\x03\x1a\x37\n\x15RemoteAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bHANDSHAKING\x10\x01\x12\x0f\n\x0b\x45STABLISHED\x10\x02\x12\n\n\x06\x43LOSED\x10\x03\":\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tINITIATOR\x10\x01\x12\r\n\tRESPONDER\x10\x02\x42\x14\n\x12_send_credit_bytes\"}\n\x1a\x43reateSecureChannelRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12*\n\x0ctrust_policy\x18\x03 \x01(\x0b\x32\x14.veil.v1.TrustPolicy\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\"*\n\x17GetSecureChannelRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x1b\n\x19ListSecureChannelsRequest\"F\n\x1aListSecureChannelsResponse\x12(\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x16.veil.v1.SecureChannel\"-\n\x1a\x44\x65leteSecureChannelRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteSecureChannelResponse2\xd6\x05\n\x14SecureChannelService\x12j\n\x1b\x43reateSecureChannelListener\x12+.veil.v1.CreateSecureChannelListenerRequest\x1a\x1e.veil.v1.SecureChannelListener\x12u\n\x1aListSecureChannelListeners\x12*.veil.v1.ListSecureChannelListenersRequest\x1a+.veil.v1.ListSecureChannelListenersResponse\x12x\n\x1b\x44\x65leteSecureChannelListener\x12+.veil.v1.DeleteSecureChannelListenerRequest\x1a,.veil.v1.DeleteSecureChannelListenerResponse\x12R\n\x13\x43reateSecureChannel\x12#.veil.v1.CreateSecureChannelRequest\x1a\x16.veil.v1.SecureChannel\x12L\n\x10GetSecureChannel\x12 .veil.v1.GetSecureChannelRequest\x1a\x16.veil.v1.SecureChannel\x12]\n\x12ListSecureChannels\x12\".veil.v1.ListSecureChannelsRequest\x1a#.veil.v1.ListSecureChannelsResponse\x12`\n\x13\x44\x65leteSecureChannel\x12#.veil.v1.DeleteSecureChannelRequest\x1a$.veil.v1.DeleteSecureChannelResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.secure_channel_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _SECURECHANNEL_REMOTEATTRIBUTESENTRY._options = None
+  _SECURECHANNEL_REMOTEATTRIBUTESENTRY._serialized_options = b'8\001'
   _TRUSTPOLICY._serialized_start=42
-  _TRUSTPOLICY._serialized_end=428
-  _TRUSTPOLICY_IDENTIFIERS._serialized_start=332
-  _TRUSTPOLICY_IDENTIFIERS._serialized_end=366
-  _TRUSTPOLICY_POLICIES._serialized_start=368
-  _TRUSTPOLICY_POLICIES._serialized_end=418
-  _SECURECHANNELLISTENER._serialized_start=430
-  _SECURECHANNELLISTENER._serialized_end=530
-  _CREATESECURECHANNELLISTENERREQUEST._serialized_start=533
-  _CREATESECURECHANNELLISTENERREQUEST._serialized_end=666
-  _LISTSECURECHANNELLISTENERSREQUEST._serialized_start=668
-  _LISTSECURECHANNELLISTENERSREQUEST._serialized_end=703
-  _LISTSECURECHANNELLISTENERSRESPONSE._serialized_start=705
-  _LISTSECURECHANNELLISTENERSRESPONSE._serialized_end=792
-  _DELETESECURECHANNELLISTENERREQUEST._serialized_start=794
-  _DELETESECURECHANNELLISTENERREQUEST._serialized_end=847
-  _DELETESECURECHANNELLISTENERRESPONSE._serialized_start=849
-  _DELETESECURECHANNELLISTENERRESPONSE._serialized_end=886
-  _SECURECHANNEL._serialized_start=889
-  _SECURECHANNEL._serialized_end=1473
-  _SECURECHANNEL_STATE._serialized_start=1315
-  _SECURECHANNEL_STATE._serialized_end=1391
-  _SECURECHANNEL_ROLE._serialized_start=1393
-  _SECURECHANNEL_ROLE._serialized_end=1451
-  _CREATESECURECHANNELREQUEST._serialized_start=1475
-  _CREATESECURECHANNELREQUEST._serialized_end=1600
-  _GETSECURECHANNELREQUEST._serialized_start=1602
-  _GETSECURECHANNELREQUEST._serialized_end=1644
-  _LISTSECURECHANNELSREQUEST._serialized_start=1646
-  _LISTSECURECHANNELSREQUEST._serialized_end=1673
-  _LISTSECURECHANNELSRESPONSE._serialized_start=1675
-  _LISTSECURECHANNELSRESPONSE._serialized_end=1745
-  _DELETESECURECHANNELREQUEST._serialized_start=1747
-  _DELETESECURECHANNELREQUEST._serialized_end=1792
-  _DELETESECURECHANNELRESPONSE._serialized_start=1794
-  _DELETESECURECHANNELRESPONSE._serialized_end=1823
-  _SECURECHANNELSERVICE._serialized_start=1826
-  _SECURECHANNELSERVICE._serialized_end=2552
+  _TRUSTPOLICY._serialized_end=450
+  _TRUSTPOLICY_IDENTIFIERS._serialized_start=354
+  _TRUSTPOLICY_IDENTIFIERS._serialized_end=388
+  _TRUSTPOLICY_POLICIES._serialized_start=390
+  _TRUSTPOLICY_POLICIES._serialized_end=440
+  _SECURECHANNELLISTENER._serialized_start=452
+  _SECURECHANNELLISTENER._serialized_end=552
+  _CREATESECURECHANNELLISTENERREQUEST._serialized_start=555
+  _CREATESECURECHANNELLISTENERREQUEST._serialized_end=688
+  _LISTSECURECHANNELLISTENERSREQUEST._serialized_start=690
+  _LISTSECURECHANNELLISTENERSREQUEST._serialized_end=725
+  _LISTSECURECHANNELLISTENERSRESPONSE._serialized_start=727
+  _LISTSECURECHANNELLISTENERSRESPONSE._serialized_end=814
+  _DELETESECURECHANNELLISTENERREQUEST._serialized_start=816
+  _DELETESECURECHANNELLISTENERREQUEST._serialized_end=869
+  _DELETESECURECHANNELLISTENERRESPONSE._serialized_start=871
+  _DELETESECURECHANNELLISTENERRESPONSE._serialized_end=908
+  _SECURECHANNEL._serialized_start=911
+  _SECURECHANNEL._serialized_end=1665
+  _SECURECHANNEL_REMOTEATTRIBUTESENTRY._serialized_start=1450
+  _SECURECHANNEL_REMOTEATTRIBUTESENTRY._serialized_end=1505
+  _SECURECHANNEL_STATE._serialized_start=1507
+  _SECURECHANNEL_STATE._serialized_end=1583
+  _SECURECHANNEL_ROLE._serialized_start=1585
+  _SECURECHANNEL_ROLE._serialized_end=1643
+  _CREATESECURECHANNELREQUEST._serialized_start=1667
+  _CREATESECURECHANNELREQUEST._serialized_end=1792
+  _GETSECURECHANNELREQUEST._serialized_start=1794
+  _GETSECURECHANNELREQUEST._serialized_end=1836
+  _LISTSECURECHANNELSREQUEST._serialized_start=1838
+  _LISTSECURECHANNELSREQUEST._serialized_end=1865
+  _LISTSECURECHANNELSRESPONSE._serialized_start=1867
+  _LISTSECURECHANNELSRESPONSE._serialized_end=1937
+  _DELETESECURECHANNELREQUEST._serialized_start=1939
+  _DELETESECURECHANNELREQUEST._serialized_end=1984
+  _DELETESECURECHANNELRESPONSE._serialized_start=1986
+  _DELETESECURECHANNELRESPONSE._serialized_end=2015
+  _SECURECHANNELSERVICE._serialized_start=2018
+  _SECURECHANNELSERVICE._serialized_end=2744
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,128 @@
+#include "sidecar/channel/policy_expression.h"
+
+#include "gtest/gtest.h"
+#include "sidecar/common/error_reason.h"
+
+namespace veil::channel {
+namespace {
+
+constexpr absl::string_view kAlice = "I0123456789abcdef0123456789abcdef";
+
+bool Admits(absl::string_view text, const identity::Attributes& attributes,
+            absl::string_view identifier = kAlice) {
+  auto expression = PolicyExpression::Parse(text);
+  EXPECT_TRUE(expression.ok()) << text << ": " << expression.status();
+  if (!expression.ok()) return false;
+  return expression->Evaluate({.identifier = identifier, .attributes = &attributes});
+}
+
+std::string ParseError(absl::string_view text) {
+  auto expression = PolicyExpression::Parse(text);
+  EXPECT_FALSE(expression.ok()) << text;
+  if (expression.ok()) return "";
+  EXPECT_EQ(ReasonOf(expression.status()), reason::kInvalidTrustPolicy);
+  EXPECT_EQ(expression.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(expression.status().message());
+}
+
+TEST(PolicyExpressionTest, TheIssueExample) {
+  constexpr absl::string_view kPolicy =
+      R"(subject.role == "db-client" and subject.env in ["prod", "staging"])";
+  EXPECT_TRUE(Admits(kPolicy, {{"role", "db-client"}, {"env", "prod"}}));
+  EXPECT_TRUE(Admits(kPolicy, {{"role", "db-client"}, {"env", "staging"}, {"x", "y"}}));
+  EXPECT_FALSE(Admits(kPolicy, {{"role", "db-client"}, {"env", "dev"}}));
+  EXPECT_FALSE(Admits(kPolicy, {{"role", "web"}, {"env", "prod"}}));
+  EXPECT_FALSE(Admits(kPolicy, {{"role", "db-client"}}));
+  EXPECT_FALSE(Admits(kPolicy, {}));
+  auto parsed = PolicyExpression::Parse(kPolicy);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_TRUE(parsed->uses_attributes());
+  EXPECT_FALSE(parsed->Evaluate({.identifier = kAlice, .attributes = nullptr}));
+}
+
+TEST(PolicyExpressionTest, MissingAttributesNeverAdmit) {
+  EXPECT_FALSE(Admits(R"(subject.role != "admin")", {}));
+  EXPECT_TRUE(Admits(R"(subject.role != "admin")", {{"role", "web"}}));
+  EXPECT_FALSE(Admits(R"(subject.role not in ["admin"])", {}));
+  EXPECT_TRUE(Admits(R"(subject.role not in ["admin"])", {{"role", "web"}}));
+  EXPECT_FALSE(Admits(R"(subject.role == subject.team)", {{"role", "a"}}));
+  EXPECT_TRUE(Admits(R"(subject.role == subject.team)", {{"role", "a"}, {"team", "a"}}));
+  EXPECT_TRUE(Admits("not has(subject.role)", {}));
+  EXPECT_FALSE(Admits("has(subject.role)", {}));
+  EXPECT_TRUE(Admits("has(subject.role)", {{"role", ""}}));
+}
+
+TEST(PolicyExpressionTest, IdentifierPrecedenceAndSpelling) {
+  std::string by_id = absl::StrCat("subject.identifier == \"", kAlice, "\"");
+  EXPECT_TRUE(Admits(by_id, {}));
+  EXPECT_FALSE(Admits(by_id, {}, "I00000000000000000000000000000000"));
+  EXPECT_FALSE(PolicyExpression::Parse(by_id)->uses_attributes());
+  // and binds tighter than or; not tighter than and.
+  EXPECT_TRUE(Admits(R"(subject.a == "1" or subject.b == "1" and subject.c == "1")", {{"a", "1"}}));
+  EXPECT_FALSE(
+      Admits(R"((subject.a == "1" or subject.b == "1") and subject.c == "1")", {{"a", "1"}}));
+  EXPECT_TRUE(Admits(R"(not subject.a == "2" and subject.b == "1")", {{"a", "1"}, {"b", "1"}}));
+  EXPECT_TRUE(
+      Admits(R"(subject.a == "1" && !(subject.b == "2") || false)", {{"a", "1"}, {"b", "1"}}));
+  EXPECT_TRUE(Admits("true", {}));
+  EXPECT_FALSE(Admits("false", {}));
+  EXPECT_TRUE(Admits(R"("prod" == subject.env)", {{"env", "prod"}}));
+  EXPECT_TRUE(Admits(R"(subject.k8s.namespace == "a\"b\\c")", {{"k8s.namespace", "a\"b\\c"}}));
+  EXPECT_TRUE(Admits(R"(subject.city == "Zürich")", {{"city", "Zürich"}}));
+  EXPECT_TRUE(Admits(R"(subject.env in [])", {{"env", "x"}}) == false);
+  // Canonical text: the same for the same meaning.
+  auto a = PolicyExpression::Parse(R"(subject.a=="1"&&subject.b in ["y","x","x"])");
+  auto b = PolicyExpression::Parse(R"(  subject.a == "1"   and subject.b in ["x", "y"] )");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->canonical(), b->canonical());
+  EXPECT_EQ(a->canonical(), R"((subject.a == "1" and subject.b in ["x", "y"]))");
+  // The canonical text parses to itself.
+  EXPECT_EQ(PolicyExpression::Parse(a->canonical())->canonical(), a->canonical());
+}
+
+TEST(PolicyExpressionTest, ErrorsSayWhereAndWhat) {
+  EXPECT_NE(ParseError("").find("expected subject.<attribute> or a string, found the end"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.role = "x")").find("column 14"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.role == "x" and)").find("found the end"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.role == "x)").find("does not end"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.role == "a\n")").find("escape"), std::string::npos);
+  EXPECT_NE(ParseError(R"(role == "x")").find("expected subject.<attribute>"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.Role == "x")").find("attribute key"), std::string::npos);
+  EXPECT_NE(ParseError(R"("a" == "b")").find("two strings"), std::string::npos);
+  EXPECT_NE(ParseError(R"("a" in ["b"])").find("left of in"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.a in "b")").find("'['"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.a in ["b" "c"])").find("',' or ']'"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.a in [subject.b])").find("a string"), std::string::npos);
+  EXPECT_NE(ParseError(R"((subject.a == "b")").find("')'"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.a == "b")) )").find("the end of the expression"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"(has("x"))").find("has()"), std::string::npos);
+  EXPECT_NE(ParseError(R"(subject.a == "b" ; true)").find("unexpected character"),
+            std::string::npos);
+  EXPECT_NE(ParseError("subject.a == \"\xC0\xAF\"").find("UTF-8"), std::string::npos);
+  ParseError(R"(subject.a not == "b")");
+}
+
+TEST(PolicyExpressionTest, LimitsHold) {
+  std::string deep(kMaxExpressionDepth, '(');
+  deep += R"(subject.a == "b")" + std::string(kMaxExpressionDepth, ')');
+  EXPECT_NE(ParseError(deep).find("nested"), std::string::npos);
+  std::string nots;
+  for (int i = 0; i < 1000; ++i) nots += "not ";
+  EXPECT_NE(ParseError(nots + "true").find("nested"), std::string::npos);
+  std::string shallow(kMaxExpressionDepth - 1, '(');
+  shallow += R"(subject.a == "b")" + std::string(kMaxExpressionDepth - 1, ')');
+  EXPECT_TRUE(Admits(shallow, {{"a", "b"}}));
+  EXPECT_NE(ParseError(std::string(kMaxExpressionBytes + 1, ' ')).find("bytes"), std::string::npos);
+  std::string many = "true";
+  for (size_t i = 0; i < kMaxExpressionTerms; ++i) many += " or true";
+  EXPECT_NE(ParseError(many).find("terms"), std::string::npos);
+  std::string list = "subject.a in [";
+  for (size_t i = 0; i <= kMaxExpressionList; ++i)
+    list += absl::StrCat(i ? "," : "", "\"", i, "\"");
+  EXPECT_NE(ParseError(list + "]").find("list"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace veil::channel

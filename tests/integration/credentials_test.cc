@@ -1,0 +1,282 @@
+// Credentials end to end with real daemons: an authority, members that enroll with tickets,
+// Bob's listener admitting only `subject.role == "alice-app"`, and every way a peer can fail
+// that: no credential, an untrusted authority's, a replayed / revoked / expired ticket; then
+// refresh across several expiries, a removed member's channel closing at expiry, and restarts.
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/support/api_client.h"
+#include "tests/support/veild_process.h"
+#include "veil/v1/authority.grpc.pb.h"
+
+namespace veil::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+v1::TrustPolicy Allow(const std::string& expression) {
+  v1::TrustPolicy policy;
+  policy.set_expression(expression);
+  return policy;
+}
+
+class CredentialsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    authority_ = std::make_unique<VeildProcess>(
+        authority_state_, std::vector<std::string>{"--authority", "--tcp-listen", "127.0.0.1:0",
+                                                   "--credential-ttl", ttl_});
+    ASSERT_TRUE(authority_->Start()) << authority_->log();
+    authority_api_ = Connect(authority_->api_target());
+    authority_id_ = DefaultIdentifier(authority_api_);
+    authority_route_ = "/tcp/" + TcpListenAddress(authority_api_) + "/service/authority";
+  }
+  // A sidecar that trusts the authority (and takes no clock skew, so expiry is prompt).
+  std::unique_ptr<VeildProcess> Sidecar(const std::string& state,
+                                        std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--authority-identity", authority_id_,
+                                     "--credential-clock-skew", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto p = std::make_unique<VeildProcess>(dirs_.path() + "/" + state, args);
+    EXPECT_TRUE(p->Start()) << p->log();
+    return p;
+  }
+  grpc::Status Ticket(const std::map<std::string, std::string>& attributes, std::string* token,
+                      int64_t ttl = 600, std::string* id = nullptr) {
+    v1::CreateTicketRequest req;
+    req.mutable_attributes()->insert(attributes.begin(), attributes.end());
+    req.set_ttl_seconds(ttl);
+    req.set_route(authority_route_);
+    v1::Ticket ticket;
+    grpc::ClientContext context;
+    grpc::Status s =
+        v1::AuthorityService::NewStub(authority_api_)->CreateTicket(&context, req, &ticket);
+    *token = ticket.token();
+    if (id != nullptr) *id = ticket.id();
+    return s;
+  }
+  static grpc::Status Enroll(const std::shared_ptr<grpc::Channel>& api, const std::string& token,
+                             v1::Membership* membership = nullptr) {
+    v1::EnrollRequest req;
+    req.set_token(token);
+    v1::Membership out;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + seconds(20));
+    grpc::Status s = v1::AuthorityService::NewStub(api)->Enroll(&context, req, &out);
+    if (membership != nullptr) *membership = out;
+    return s;
+  }
+  // Bob: a member with role=db, an echoer, and a listener admitting `policy`.
+  void StartBob(const std::string& policy = R"(subject.role == "alice-app")") {
+    bob_ = Sidecar("bob", {"--tcp-listen", "127.0.0.1:0"});
+    bob_api_ = Connect(bob_->api_target());
+    std::string token;
+    ASSERT_TRUE(Ticket({{"role", "db"}}, &token).ok());
+    grpc::Status enrolled = Enroll(bob_api_, token);
+    ASSERT_TRUE(enrolled.ok()) << enrolled.error_message() << bob_->log();
+    echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
+    ASSERT_TRUE(echoer_->WaitOpened());
+    grpc::Status listening = CreateListener(bob_api_, "listener", Allow(policy));
+    ASSERT_TRUE(listening.ok()) << listening.error_message();
+    bob_listener_ = "/tcp/" + TcpListenAddress(bob_api_) + "/service/listener";
+  }
+  grpc::Status Echo(const std::shared_ptr<grpc::Channel>& api,
+                    v1::SecureChannel* channel = nullptr) {
+    v1::SecureChannel opened;
+    grpc::Status s = CreateSecureChannel(api, bob_listener_, TrustEveryone(), &opened);
+    if (!s.ok()) return s;
+    if (channel != nullptr) *channel = opened;
+    v1::RequestResponse reply;
+    return Request(api, opened.route() + "/service/echoer", "Hello Ockam!", &reply);
+  }
+
+  TempDir dirs_;
+  std::string authority_state_ = dirs_.path() + "/authority";
+  std::string ttl_ = "3600";
+  std::unique_ptr<VeildProcess> authority_, bob_;
+  std::shared_ptr<grpc::Channel> authority_api_, bob_api_;
+  std::string authority_id_, authority_route_, bob_listener_;
+  std::unique_ptr<EchoApp> echoer_;
+};
+
+TEST_F(CredentialsTest, SeedScenarioAdmittedByAttribute) {
+  StartBob();
+  auto alice = Sidecar("alice");
+  auto alice_api = Connect(alice->api_target());
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}, {"env", "prod"}}, &token).ok());
+  v1::Membership membership;
+  grpc::Status enrolled = Enroll(alice_api, token, &membership);
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error_message() << alice->log() << authority_->log();
+  EXPECT_EQ(membership.authority(), authority_id_);
+  EXPECT_EQ(membership.attributes().at("role"), "alice-app");
+  EXPECT_GT(membership.expires_unix_seconds(), 0);
+  v1::SecureChannel channel;
+  grpc::Status echoed = Echo(alice_api, &channel);
+  ASSERT_TRUE(echoed.ok()) << echoed.error_message() << bob_->log();
+  // Alice sees Bob's attributes; Bob's app sees Alice's with every delivery.
+  EXPECT_EQ(channel.remote_attributes().at("role"), "db");
+  v1::Sender sender = echoer_->last_sender();
+  EXPECT_EQ(sender.identifier(), DefaultIdentifier(alice_api));
+  EXPECT_EQ(sender.attributes().at("role"), "alice-app");
+  EXPECT_EQ(sender.attributes().at("env"), "prod");
+  // The authority lists both members, and the used tickets.
+  v1::ListMembersResponse members;
+  grpc::ClientContext context;
+  ASSERT_TRUE(
+      v1::AuthorityService::NewStub(authority_api_)->ListMembers(&context, {}, &members).ok());
+  EXPECT_EQ(members.members_size(), 2);
+}
+
+TEST_F(CredentialsTest, EachWrongPeerIsRefusedWithItsReason) {
+  StartBob();
+  // No credential at all.
+  auto carol = Sidecar("carol");
+  auto carol_api = Connect(carol->api_target());
+  grpc::Status none = Echo(carol_api);
+  EXPECT_EQ(ReasonOf(none), "PEER_REFUSED_HANDSHAKE") << none.error_message();
+  EXPECT_NE(none.error_message().find("CREDENTIAL_REQUIRED"), std::string::npos)
+      << none.error_message();
+  // A member with the wrong attribute.
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "web"}}, &token).ok());
+  ASSERT_TRUE(Enroll(carol_api, token).ok());
+  grpc::Status wrong = Echo(carol_api);
+  EXPECT_EQ(ReasonOf(wrong), "PEER_REFUSED_HANDSHAKE");
+  EXPECT_NE(wrong.error_message().find("identity not trusted"), std::string::npos);
+  // The same ticket again, by someone else: a replay.
+  auto dave = Sidecar("dave");
+  auto dave_api = Connect(dave->api_target());
+  grpc::Status replay = Enroll(dave_api, token);
+  EXPECT_EQ(replay.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ReasonOf(replay), "TICKET_USED") << replay.error_message();
+  // A revoked ticket, an expired one, a token that is not one.
+  std::string revoked_token, revoked_id;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &revoked_token, 600, &revoked_id).ok());
+  {
+    v1::RevokeTicketRequest req;
+    req.set_id(revoked_id);
+    v1::RevokeTicketResponse r;
+    grpc::ClientContext context;
+    ASSERT_TRUE(
+        v1::AuthorityService::NewStub(authority_api_)->RevokeTicket(&context, req, &r).ok());
+  }
+  EXPECT_EQ(ReasonOf(Enroll(dave_api, revoked_token)), "TICKET_REVOKED");
+  std::string short_token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &short_token, 1).ok());
+  std::this_thread::sleep_for(milliseconds(2100));
+  EXPECT_EQ(ReasonOf(Enroll(dave_api, short_token)), "TICKET_EXPIRED");
+  grpc::Status garbage = Enroll(dave_api, "veil-ticket-v1.bm90IGEgdGlja2V0");
+  EXPECT_EQ(garbage.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ReasonOf(garbage), "TICKET_INVALID");
+  // A credential from an authority Bob does not trust.
+  VeildProcess rogue(dirs_.path() + "/rogue", {"--authority", "--tcp-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(rogue.Start()) << rogue.log();
+  auto rogue_api = Connect(rogue.api_target());
+  v1::CreateTicketRequest req;
+  (*req.mutable_attributes())["role"] = "alice-app";
+  req.set_route("/tcp/" + TcpListenAddress(rogue_api) + "/service/authority");
+  v1::Ticket rogue_ticket;
+  grpc::ClientContext context;
+  ASSERT_TRUE(
+      v1::AuthorityService::NewStub(rogue_api)->CreateTicket(&context, req, &rogue_ticket).ok());
+  ASSERT_TRUE(Enroll(dave_api, rogue_ticket.token()).ok());  // dave now trusts the rogue
+  grpc::Status foreign = Echo(dave_api);
+  EXPECT_EQ(ReasonOf(foreign), "PEER_REFUSED_HANDSHAKE");
+  EXPECT_NE(foreign.error_message().find("CREDENTIAL_UNTRUSTED_ISSUER"), std::string::npos)
+      << foreign.error_message();
+  EXPECT_EQ(echoer_->echoed(), 0u);
+  // Member calls on a node that is not an authority.
+  v1::ListMembersResponse members;
+  grpc::ClientContext not_authority;
+  grpc::Status s =
+      v1::AuthorityService::NewStub(bob_api_)->ListMembers(&not_authority, {}, &members);
+  EXPECT_EQ(ReasonOf(s), "NOT_AN_AUTHORITY");
+}
+
+TEST_F(CredentialsTest, RefreshKeepsALongChannelOpenAndARemovedMemberIsClosedAtExpiry) {
+  // Credentials valid 3 s: refreshed every 2 s; peers allow no skew.
+  ttl_ = "3";
+  authority_.reset();
+  SetUp();
+  StartBob();
+  auto alice = Sidecar("alice");
+  auto alice_api = Connect(alice->api_target());
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+  ASSERT_TRUE(Enroll(alice_api, token).ok());
+  v1::SecureChannel channel;
+  ASSERT_TRUE(Echo(alice_api, &channel).ok()) << bob_->log();
+  // Across three expiries, the channel stays and keeps working.
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(seconds(2));
+    v1::RequestResponse reply;
+    grpc::Status s = Request(alice_api, channel.route() + "/service/echoer", "still here", &reply);
+    ASSERT_TRUE(s.ok()) << i << ": " << s.error_message() << alice->log() << bob_->log();
+  }
+  // Removed from the authority: no more refreshes; within a credential's life the channel
+  // closes on Bob's side, and Alice's sends fail.
+  {
+    v1::RemoveMemberRequest req;
+    req.set_identifier(DefaultIdentifier(alice_api));
+    v1::RemoveMemberResponse r;
+    grpc::ClientContext context;
+    ASSERT_TRUE(
+        v1::AuthorityService::NewStub(authority_api_)->RemoveMember(&context, req, &r).ok());
+  }
+  bool closed = false;
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
+       !closed && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(milliseconds(200));
+    closed = ListSecureChannels(alice_api).empty() ||
+             ListSecureChannels(alice_api)[0].state() != v1::SecureChannel::ESTABLISHED;
+  }
+  EXPECT_TRUE(closed) << bob_->log();
+  EXPECT_NE(bob_->log().find("expired and were not refreshed in time"), std::string::npos)
+      << bob_->log();
+  // And a new channel is refused: the credential Alice holds has expired.
+  grpc::Status again = Echo(alice_api);
+  EXPECT_EQ(ReasonOf(again), "PEER_REFUSED_HANDSHAKE") << again.error_message();
+}
+
+TEST_F(CredentialsTest, MembershipsAndMembersSurviveRestarts) {
+  StartBob();
+  std::string alice_state = dirs_.path() + "/alice";
+  auto alice = Sidecar("alice");
+  auto alice_api = Connect(alice->api_target());
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+  ASSERT_TRUE(Enroll(alice_api, token).ok());
+  ASSERT_TRUE(Echo(alice_api).ok());
+  // The authority restarts (same state): members are kept; Alice restarts without the flag
+  // that names the authority: the enrollment is kept and trusted.
+  authority_.reset();
+  authority_ = std::make_unique<VeildProcess>(
+      authority_state_,
+      std::vector<std::string>{"--authority", "--tcp-listen",
+                               authority_route_.substr(5, authority_route_.find("/service") - 5)});
+  ASSERT_TRUE(authority_->Start()) << authority_->log();
+  authority_api_ = Connect(authority_->api_target());
+  v1::ListMembersResponse members;
+  grpc::ClientContext context;
+  ASSERT_TRUE(
+      v1::AuthorityService::NewStub(authority_api_)->ListMembers(&context, {}, &members).ok());
+  EXPECT_EQ(members.members_size(), 2);
+  alice.reset();
+  VeildProcess alice_again(alice_state, {});
+  ASSERT_TRUE(alice_again.Start()) << alice_again.log();
+  auto again_api = Connect(alice_again.api_target());
+  v1::ListMembershipsResponse memberships;
+  grpc::ClientContext list;
+  ASSERT_TRUE(
+      v1::AuthorityService::NewStub(again_api)->ListMemberships(&list, {}, &memberships).ok());
+  ASSERT_EQ(memberships.memberships_size(), 1);
+  EXPECT_EQ(memberships.memberships(0).attributes().at("role"), "alice-app");
+  grpc::Status echoed = Echo(again_api);
+  EXPECT_TRUE(echoed.ok()) << echoed.error_message() << alice_again.log() << bob_->log();
+}
+
+}  // namespace
+}  // namespace veil::testing
