@@ -250,6 +250,57 @@ void Memberships::Enroll(const std::string& token, const std::string& identity_n
       });
 }
 
+absl::Status Memberships::EnrollOnStart(const std::string& token,
+                                        const std::string& identity_name) {
+  ASSIGN_OR_RETURN(auto ticket, DecodeTicketToken(token));
+  ASSIGN_OR_RETURN(auto identity, identities_.Get(identity_name));
+  {
+    veil::MutexLock lock(&mu_);
+    if (entries_.contains(absl::StrCat(ticket.authority(), ".", identity_name))) {
+      return absl::OkStatus();  // enrolled before (the ticket is spent; refreshing goes on)
+    }
+  }
+  struct Attempt : std::enable_shared_from_this<Attempt> {
+    Attempt(std::shared_ptr<Memberships> m, std::string t, std::string i,
+            const MembershipOptions& o)
+        : self(std::move(m)),
+          token(std::move(t)),
+          identity(std::move(i)),
+          timer(self->channels_.router().NewStrand()),
+          backoff(o.retry_initial, o.retry_max, Uniform01) {}
+    void Run() {
+      {
+        veil::MutexLock lock(&self->mu_);
+        if (self->shut_down_) return;
+      }
+      self->Enroll(
+          token, identity, [attempt = shared_from_this()](absl::StatusOr<MembershipInfo> info) {
+            if (info.ok()) return;
+            const absl::StatusCode code = info.status().code();
+            if (code == absl::StatusCode::kPermissionDenied ||
+                code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound) {
+              spdlog::error("enrollment of {} refused, not retried: {}", attempt->identity,
+                            info.status().message());
+              return;
+            }
+            auto wait = attempt->backoff.Next();
+            spdlog::warn("enrollment of {}: {}; again in {} ms", attempt->identity,
+                         info.status().message(), wait.count());
+            attempt->timer.expires_after(wait);
+            attempt->timer.async_wait([attempt](boost::system::error_code ec) {
+              if (!ec) attempt->Run();
+            });
+          });
+    }
+    std::shared_ptr<Memberships> self;
+    std::string token, identity;
+    boost::asio::steady_timer timer;
+    relay::Backoff backoff;
+  };
+  std::make_shared<Attempt>(shared_from_this(), token, identity_name, options_)->Run();
+  return absl::OkStatus();
+}
+
 MembershipInfo Memberships::InfoOf(const Entry& entry) const {
   MembershipInfo info;
   info.authority = entry.authority;

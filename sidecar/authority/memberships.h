@@ -64,6 +64,11 @@ class Memberships : public std::enable_shared_from_this<Memberships> {
   // first credential) or why not (the token's, the channel's or the authority's refusal).
   void Enroll(const std::string& token, const std::string& identity_name,
               std::function<void(absl::StatusOr<MembershipInfo>)> done);
+  // At start-up: enrolls `identity_name` with `token` unless it already is a member of the
+  // token's authority, retrying with backoff while the authority is unreachable. A refused
+  // ticket (used by another identity, expired, revoked, unknown) is logged and not retried.
+  // INVALID_ARGUMENT at once for a token that does not decode.
+  absl::Status EnrollOnStart(const std::string& token, const std::string& identity_name);
   std::vector<MembershipInfo> List() const;
   // Stops refreshing (for shutdown).
   void Shutdown();

@@ -223,6 +223,9 @@ class ExpressionParser {
         }
         out_.uses_attributes_ = true;
       }
+    } else if (token_.kind == Tok::kWord && token_.text == "relay.name") {
+      operand.is_attribute = operand.is_relay_name = true;
+      operand.text = "name";
     } else {
       return Expected("subject.<attribute> or a string");
     }
@@ -231,6 +234,7 @@ class ExpressionParser {
   }
 
   static std::string Show(const Node::Operand& operand) {
+    if (operand.is_relay_name) return "relay.name";
     if (operand.is_attribute) return "subject." + operand.text;
     return Quoted(operand.text);
   }
@@ -356,6 +360,7 @@ namespace {
 const std::string* ValueOf(const Node::Operand& operand, const PeerView& peer,
                            std::string& identifier) {
   if (!operand.is_attribute) return &operand.text;
+  if (operand.is_relay_name) return peer.relay_name;
   if (operand.text == "identifier") {
     identifier.assign(peer.identifier.data(), peer.identifier.size());
     return &identifier;

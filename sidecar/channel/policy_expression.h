@@ -10,6 +10,7 @@
 //               | operand ("==" | "!=") operand | operand ["not"] "in" list
 //   operand    := attribute | string
 //   attribute  := "subject." key            (key as in credentials, or "identifier")
+//               | "relay.name"              (on a hub's relay policy: the name asked for)
 //   list       := "[" [ string { "," string } ] "]"
 //   string     := '"' { char | '\"' | '\\' } '"'   (UTF-8)
 //
@@ -42,6 +43,8 @@ inline constexpr size_t kMaxExpressionTerms = 256;
 struct PeerView {
   absl::string_view identifier;
   const identity::Attributes* attributes = nullptr;
+  // The relay name a registration asks for (a hub's relay policy); null elsewhere.
+  const std::string* relay_name = nullptr;
 };
 
 class PolicyExpression {
@@ -75,7 +78,8 @@ struct PolicyExpression::Node {
   std::vector<size_t> children;
   struct Operand {
     bool is_attribute = false;
-    std::string text;  // the attribute key ("identifier" for the subject) or the string
+    bool is_relay_name = false;  // relay.name (is_attribute too)
+    std::string text;            // the attribute key ("identifier" for the subject) or the string
   };
   Operand left, right;            // kEqual, kNotEqual; kHas uses left
   std::vector<std::string> list;  // kIn, kNotIn (sorted)

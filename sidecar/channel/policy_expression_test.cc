@@ -80,6 +80,19 @@ TEST(PolicyExpressionTest, IdentifierPrecedenceAndSpelling) {
   EXPECT_EQ(PolicyExpression::Parse(a->canonical())->canonical(), a->canonical());
 }
 
+TEST(PolicyExpressionTest, RelayNameIsKnownOnlyToRelayPolicies) {
+  auto p = PolicyExpression::Parse(R"(relay.name == subject.service or relay.name in ["x"])");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->canonical(), R"((relay.name == subject.service or relay.name in ["x"]))");
+  const identity::Attributes a = {{"service", "db"}};
+  const std::string db = "db", x = "x", other = "other";
+  EXPECT_TRUE(p->Evaluate({.identifier = kAlice, .attributes = &a, .relay_name = &db}));
+  EXPECT_TRUE(p->Evaluate({.identifier = kAlice, .attributes = &a, .relay_name = &x}));
+  EXPECT_FALSE(p->Evaluate({.identifier = kAlice, .attributes = &a, .relay_name = &other}));
+  EXPECT_FALSE(p->Evaluate({.identifier = kAlice, .attributes = &a, .relay_name = nullptr}));
+  EXPECT_FALSE(PolicyExpression::Parse("relay.owner == \"x\"").ok());
+}
+
 TEST(PolicyExpressionTest, ErrorsSayWhereAndWhat) {
   EXPECT_NE(ParseError("").find("expected subject.<attribute> or a string, found the end"),
             std::string::npos);

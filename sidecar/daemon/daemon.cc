@@ -208,6 +208,9 @@ absl::Status RunDaemon(const Options& options) {
       absl::Status added = allow.Add(entry);
       if (!added.ok()) return added;
     }
+    for (const std::string& policy : options.relay_allow_policies) {
+      RETURN_IF_ERROR(allow.AddPolicy(policy));
+    }
     relay::RelayLimits limits;
     limits.per_connection = options.relay_max_per_connection;
     limits.per_identity = options.relay_max_per_identity;
@@ -217,8 +220,10 @@ absl::Status RunDaemon(const Options& options) {
     absl::Status started = hub->Start(identity::kDefaultIdentity);
     if (!started.ok()) return started;
     relay_hub = hub.get();
-  } else if (!options.relay_allow.empty()) {
-    return absl::InvalidArgumentError("--relay-allow needs --hub");
+  } else if (!options.relay_allow.empty() || !options.relay_allow_policies.empty()) {
+    return absl::InvalidArgumentError(options.relay_allow.empty()
+                                          ? "--relay-allow-policy needs --hub"
+                                          : "--relay-allow needs --hub");
   }
   portal::PortalLimits portal_limits;
   portal_limits.max_sessions = options.portal_max_sessions;
@@ -241,6 +246,13 @@ absl::Status RunDaemon(const Options& options) {
   RETURN_IF_ERROR(memberships->Load());
   for (const auto& [id, route] : configured_authorities) {
     RETURN_IF_ERROR(memberships->AddConfigured(id, route, identity::kDefaultIdentity));
+  }
+  if (!options.enroll_token_file.empty()) {
+    auto token = ReadSecretFile(options.enroll_token_file, "enrollment token");
+    if (!token.ok()) return token.status();
+    RETURN_IF_ERROR(memberships->EnrollOnStart(
+        std::string(reinterpret_cast<const char*>(token->data()), token->size()),
+        identity::kDefaultIdentity));
   }
   absl::Status configured = ApplyConfig(config, **identities, channels, relays, portals);
   if (!configured.ok()) return configured;

@@ -177,9 +177,18 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "fetch and refresh the default identity's credential from its listener there "
                  "(repeatable). Enrolling with `veil enroll` adds one too")
       ->allow_extra_args(false);
+  app.add_option("--enroll-token-file", o.enroll_token_file,
+                 "Enroll the default identity with the enrollment token in this file at start-up "
+                 "(e.g. a Kubernetes Secret), unless it is already a member of that authority; "
+                 "retried while the authority is unreachable");
   app.add_option("--relay-allow", o.relay_allow,
                  "Hub: only these may register relays: IDENTIFIER (any name) or IDENTIFIER:NAME "
                  "(repeatable). Default: any identity, any free name");
+  app.add_option("--relay-allow-policy", o.relay_allow_policies,
+                 "Hub: identities this attribute policy admits may register relays, relay.name "
+                 "being the name asked for, e.g. 'subject.role == \"db\" and relay.name == "
+                 "subject.service' (repeatable; with --relay-allow, either admits)")
+      ->allow_extra_args(false);
   app.add_option("--relay-max-per-connection", o.relay_max_per_connection,
                  "Hub: relays one connection may hold")
       ->check(CLI::Range(size_t{1}, size_t{100000}))

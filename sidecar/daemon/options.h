@@ -44,6 +44,7 @@ struct Options {
   bool check_config = false;            // only check config_file and exit
   std::vector<std::string> identities;  // ensured at start-up, besides "default"
   bool hub = false;                     // run the relay service
+  std::vector<std::string> relay_allow_policies;  // attribute policies; relay.name: the name
   // Credentials (docs/credentials.md): act as an authority (members, tickets, issuing), the
   // route its tickets carry, how long its credentials last; the authorities this node trusts,
   // each "IDENTIFIER" or "IDENTIFIER@ROUTE" (then this node's default identity, a member,
@@ -53,6 +54,9 @@ struct Options {
   int64_t credential_ttl_seconds = 3600;
   int64_t credential_clock_skew_seconds = 60;
   std::vector<std::string> authority_identities;
+  // A file holding an enrollment token (e.g. a mounted Secret): the default identity enrolls
+  // with it at start-up unless it is already a member of that authority.
+  std::string enroll_token_file;
   std::vector<std::string> relay_allow;  // "IDENTIFIER" or "IDENTIFIER:NAME"
   size_t relay_max_per_connection = 16;
   size_t relay_max_per_identity = 16;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "sidecar/common/fmt_absl.h"
 #include "spdlog/spdlog.h"
 
 extern char** environ;
@@ -36,6 +37,48 @@ void ScrubVaultKeyFromEnvironment() {
 
 }  // namespace
 
+absl::StatusOr<vault::SecretBytes> ReadSecretFile(const std::string& file, absl::string_view what) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", what, " file ", file, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " file ", file, " is not a regular file"));
+  }
+  if ((st.st_mode & S_IROTH) != 0) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " file ", file, " is readable by every user (mode ",
+                     absl::StrFormat("%04o", st.st_mode & 0777),
+                     "): anyone on this host could read it; chmod 600 (or 400) it"));
+  }
+  if ((st.st_mode & S_IRGRP) != 0) {
+    spdlog::warn(
+        "{} file {} is readable by its group (gid {}, mode 0{:03o}): everyone in that group "
+        "can read it. Fine for a Kubernetes Secret mounted for the pod's fsGroup; elsewhere "
+        "chmod 600 it",
+        what, file, st.st_gid, st.st_mode & 0777);
+  }
+  vault::SecretBytes buffer(kMaxKeyBytes + 1);
+  size_t got = 0;
+  while (got < buffer.size()) {
+    ssize_t r = ::read(fd, buffer.data() + got, buffer.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  if (got == 0 || got > kMaxKeyBytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " file ", file, got == 0 ? " is empty" : " is larger than 4 KiB"));
+  }
+  return vault::SecretBytes::CopyOf(std::span<const uint8_t>(buffer.data(), got));
+}
+
 absl::StatusOr<std::optional<vault::VaultKey>> ReadVaultKey(const std::string& file) {
   const char* env = std::getenv(kVaultKeyEnv);
   bool have_env = env != nullptr && *env != '\0';
@@ -52,46 +95,9 @@ absl::StatusOr<std::optional<vault::VaultKey>> ReadVaultKey(const std::string& f
   }
   if (env != nullptr) ScrubVaultKeyFromEnvironment();  // set but empty
   if (file.empty()) return std::nullopt;
-  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read vault key file ", file, ": ", std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
-        absl::StrCat("vault key file ", file, " is not a regular file"));
-  }
-  if ((st.st_mode & S_IROTH) != 0) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
-        absl::StrCat("vault key file ", file, " is readable by every user (mode ",
-                     absl::StrFormat("%04o", st.st_mode & 0777),
-                     "): anyone on this host could read the key; chmod 600 (or 400) it"));
-  }
-  if ((st.st_mode & S_IRGRP) != 0) {
-    spdlog::warn(
-        "vault key file {} is readable by its group (gid {}, mode 0{:03o}): everyone in "
-        "that group can read the key. Fine for a Kubernetes Secret mounted for the "
-        "pod's fsGroup; elsewhere chmod 600 it",
-        file, st.st_gid, st.st_mode & 0777);
-  }
-  vault::SecretBytes buffer(kMaxKeyBytes + 1);
-  size_t got = 0;
-  while (got < buffer.size()) {
-    ssize_t r = ::read(fd, buffer.data() + got, buffer.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  if (got == 0 || got > kMaxKeyBytes) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("vault key file ", file, got == 0 ? " is empty" : " is larger than 4 KiB"));
-  }
-  return vault::VaultKey{vault::SecretBytes::CopyOf(std::span<const uint8_t>(buffer.data(), got)),
-                         absl::StrCat("file ", file)};
+  auto secret = ReadSecretFile(file, "vault key");
+  if (!secret.ok()) return secret.status();
+  return vault::VaultKey{*std::move(secret), absl::StrCat("file ", file)};
 }
 
 }  // namespace veil::daemon

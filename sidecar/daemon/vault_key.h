@@ -21,6 +21,11 @@ inline constexpr char kVaultKeyEnv[] = "VEIL_VAULT_KEY";
 // not a regular file, is readable by others, or is empty or larger than 4 KiB.
 absl::StatusOr<std::optional<vault::VaultKey>> ReadVaultKey(const std::string& file);
 
+// A secret from `file` (the vault key, an enrollment token), under the same rules: a regular
+// file not readable by others (by its group: with a warning), 1 byte to 4 KiB. `what` names it
+// in errors. FAILED_PRECONDITION otherwise.
+absl::StatusOr<vault::SecretBytes> ReadSecretFile(const std::string& file, absl::string_view what);
+
 }  // namespace veil::daemon
 
 #endif  // VEIL_SIDECAR_DAEMON_VAULT_KEY_H_

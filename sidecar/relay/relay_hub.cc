@@ -249,7 +249,7 @@ wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
   switch (request.kind_case()) {
     case wire::v1::RelayRequest::kRegister: {
       auto entry = registry_.Register(owner, request.register_().name(), connection->first,
-                                      RelayRegistry::Clock::now());
+                                      RelayRegistry::Clock::now(), msg.sender.attributes.get());
       if (!entry.ok()) {
         const std::string reason = ReasonOf(entry.status());
         Log(spdlog::level::warn,

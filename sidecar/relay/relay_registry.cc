@@ -50,11 +50,22 @@ absl::Status AllowList::Add(absl::string_view entry) {
   return absl::OkStatus();
 }
 
-bool AllowList::Allows(const std::string& identifier, const std::string& name) const {
-  if (entries_.empty()) return true;
-  auto it = entries_.find(identifier);
-  if (it == entries_.end()) return false;
-  return it->second.contains("*") || (!name.empty() && it->second.contains(name));
+absl::Status AllowList::AddPolicy(absl::string_view expression) {
+  auto parsed = channel::PolicyExpression::Parse(expression);
+  if (!parsed.ok()) return parsed.status();
+  policies_.push_back(*std::move(parsed));
+  return absl::OkStatus();
+}
+
+bool AllowList::Allows(const std::string& identifier, const std::string& name,
+                       const identity::Attributes* attributes) const {
+  if (empty()) return true;
+  if (auto it = entries_.find(identifier); it != entries_.end()) {
+    if (it->second.contains("*") || (!name.empty() && it->second.contains(name))) return true;
+  }
+  const channel::PeerView peer{identifier, attributes, name == "*" ? nullptr : &name};
+  return std::any_of(policies_.begin(), policies_.end(),
+                     [&](const channel::PolicyExpression& p) { return p.Evaluate(peer); });
 }
 
 void RelayRegistry::Expire(Clock::time_point now) {
@@ -74,7 +85,8 @@ size_t RelayRegistry::Count(std::string RelayEntry::*field, const std::string& v
 absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner,
                                                    const std::string& name,
                                                    const std::string& connection,
-                                                   Clock::time_point now) {
+                                                   Clock::time_point now,
+                                                   const identity::Attributes* attributes) {
   Expire(now);
   std::string chosen = name;
   if (chosen.empty()) {
@@ -83,8 +95,9 @@ absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner,
     } while (relays_.contains(chosen));
   }
   RETURN_IF_ERROR(ValidateRelayName(chosen));
-  // A random name is allowed to whoever may register any name.
-  bool allowed = name.empty() ? allow_.Allows(owner, "*") : allow_.Allows(owner, name);
+  // A random name is allowed to whoever may register any name (to a policy, relay.name is then
+  // unknown: a comparison with it is false).
+  bool allowed = allow_.Allows(owner, name.empty() ? "*" : name, attributes);
   if (!allowed) {
     return ErrorWithReason(
         absl::StatusCode::kPermissionDenied,

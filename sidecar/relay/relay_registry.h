@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "sidecar/channel/policy_expression.h"
 
 namespace veil::relay {
 
@@ -38,11 +39,19 @@ class AllowList {
  public:
   // Entries "IDENTIFIER" (any name) or "IDENTIFIER:NAME". INVALID_ARGUMENT for a bad entry.
   absl::Status Add(absl::string_view entry);
-  bool empty() const { return entries_.empty(); }
-  bool Allows(const std::string& identifier, const std::string& name) const;
+  // An attribute policy (channel/policy_expression.h) over the owner's identifier and
+  // credentials, with relay.name the name asked for: whoever it admits may register.
+  // INVALID_ARGUMENT (INVALID_TRUST_POLICY) when it does not parse.
+  absl::Status AddPolicy(absl::string_view expression);
+  bool empty() const { return entries_.empty() && policies_.empty(); }
+  // `name` "*": any name (a random one; relay.name is unknown to policies). `attributes`: the
+  // owner's, from its credentials.
+  bool Allows(const std::string& identifier, const std::string& name,
+              const identity::Attributes* attributes = nullptr) const;
 
  private:
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> entries_;  // "*" = any
+  std::vector<channel::PolicyExpression> policies_;
 };
 
 struct RelayLimits {
@@ -73,7 +82,8 @@ class RelayRegistry {
   // Registers `name` (or a random one when empty) for `owner` on `connection`. Returns the
   // entry. A re-registration by the owner moves it to `connection`.
   absl::StatusOr<RelayEntry> Register(const std::string& owner, const std::string& name,
-                                      const std::string& connection, Clock::time_point now);
+                                      const std::string& connection, Clock::time_point now,
+                                      const identity::Attributes* attributes = nullptr);
   // OK when `name` is live and owned by `owner` (NOT_FOUND / PERMISSION_DENIED otherwise).
   absl::Status Check(const std::string& owner, const std::string& name) const;
   // Removes a relay and its reservation. NOT_FOUND / PERMISSION_DENIED.

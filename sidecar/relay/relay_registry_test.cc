@@ -100,6 +100,29 @@ TEST(RelayRegistryTest, AllowList) {
             "RELAY_NOT_ALLOWED");
 }
 
+// Who may register which names, by attribute: the name asked for is relay.name.
+TEST(RelayRegistryTest, AllowPolicyByAttribute) {
+  AllowList allow;
+  ASSERT_TRUE(allow.AddPolicy(R"(subject.role == "db" and relay.name == subject.service)").ok());
+  ASSERT_TRUE(allow.AddPolicy(R"(subject.role == "admin")").ok());
+  EXPECT_EQ(ReasonOf(allow.AddPolicy("subject.role ==")), reason::kInvalidTrustPolicy);
+  auto reg = Make({}, std::move(allow));
+  Clock::time_point t0{};
+  const identity::Attributes db = {{"role", "db"}, {"service", "orders-db"}};
+  EXPECT_TRUE(reg.Register(kBob, "orders-db", "_tcp_1", t0, &db).ok());
+  EXPECT_EQ(ReasonOf(reg.Register(kBob, "payments-db", "_tcp_1", t0, &db).status()),
+            "RELAY_NOT_ALLOWED");
+  // A random name: relay.name is unknown, so the name-bound policy does not admit it.
+  EXPECT_EQ(ReasonOf(reg.Register(kBob, "", "_tcp_1", t0, &db).status()), "RELAY_NOT_ALLOWED");
+  EXPECT_EQ(ReasonOf(reg.Register(kEve, "orders-db2", "_tcp_2", t0).status()), "RELAY_NOT_ALLOWED");
+  const identity::Attributes admin = {{"role", "admin"}};
+  EXPECT_TRUE(reg.Register(kEve, "", "_tcp_2", t0, &admin).ok());
+  EXPECT_TRUE(reg.Register(kEve, "anything", "_tcp_2", t0, &admin).ok());
+  // Ownership still rules: the policy does not let anyone take a name that is someone's.
+  EXPECT_EQ(ReasonOf(reg.Register(kEve, "orders-db", "_tcp_2", t0, &admin).status()),
+            "RELAY_NAME_TAKEN");
+}
+
 TEST(BackoffTest, CappedExponentialWithJitter) {
   double u = 0;
   Backoff b(std::chrono::milliseconds(100), std::chrono::milliseconds(1000), [&u] { return u; });

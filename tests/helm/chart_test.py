@@ -507,6 +507,9 @@ spec:
 
 # Each: --set arguments and a part of the error helm must print.
 BAD_VALUES = [
+    (["sidecar.credentials.trustedAuthorities[0]=alice"], "sidecar.credentials.trustedAuthorities"),
+    (["authority.credentialTtlSeconds=0"], "authority.credentialTtlSeconds"),
+    (["authority.port=0"], "authority.port"),
     (["hub.replicas=0"], "hub.replicas"),
     (["hub.replicas=100"], "hub.replicas"),
     (["ports.health=70000"], "ports.health"),
@@ -553,6 +556,69 @@ class SchemaTest(unittest.TestCase):
                 self.assertNotEqual(proc.returncode, 0, f"{sets} was accepted")
                 self.assertIn("values don't meet the specifications of the schema", proc.stderr)
                 self.assertIn(expected, proc.stderr)
+
+
+class CredentialsTest(unittest.TestCase):
+    """An authority Deployment, and sidecars that trust it and enroll from a Secret."""
+    AUTHORITY = "I0123456789abcdef0123456789abcdef"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("--set", "authority.enabled=true", "--set", "exampleBob.enabled=true",
+                          "--set", f"sidecar.credentials.trustedAuthorities[0]={cls.AUTHORITY}",
+                          "--set", "sidecar.credentials.enrollment.existingSecret=bob-ticket")
+
+    def test_lint_strict(self):
+        helm("lint", "--strict", CHART, "--set", "authority.enabled=true")
+
+    def test_no_authority_by_default(self):
+        self.assertEqual([d for d in render() if "authority" in d["metadata"]["name"]], [])
+
+    def test_one_authority_with_its_state_kept(self):
+        d = named(self.docs, "Deployment", "rel-veil-authority")
+        [veild] = veild_containers(d["spec"]["template"]["spec"])
+        self.assertIn("--authority", veild["args"])
+        self.assertEqual(flag(veild, "--authority-route"),
+                         "/tcp/rel-veil-authority.apps.svc:4200/service/authority")
+        self.assertEqual(flag(veild, "--credential-ttl"), "3600")
+        claim = named(self.docs, "PersistentVolumeClaim", "rel-veil-authority-state")
+        self.assertEqual(claim["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+        volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(volumes["state"]["persistentVolumeClaim"]["claimName"], "rel-veil-authority-state")
+        service = named(self.docs, "Service", "rel-veil-authority")
+        self.assertEqual(service["spec"]["ports"][0]["port"], 4200)
+
+    def test_the_authority_accepts_its_flags(self):
+        d = named(self.docs, "Deployment", "rel-veil-authority")
+        [veild] = veild_containers(d["spec"]["template"]["spec"])
+        wanted = ["--authority", "--authority-route", "--credential-ttl", "--tcp-listen"]
+        args = [a.replace("$(POD_IP)", "127.0.0.1").replace(":4200", ":0") for a in veild["args"]
+                if a.split("=")[0] in wanted]
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.Popen([VEILD, "--state-dir", tmp, "--api", f"unix:{tmp}/api.sock", *args],
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                seen = ""
+                while " ready: " not in seen and proc.poll() is None:
+                    seen += proc.stderr.readline()
+                self.assertIn("authority I", seen)
+                self.assertIn(" ready: ", seen)
+            finally:
+                proc.terminate()
+                proc.wait(15)
+
+    def test_the_sidecar_trusts_the_authority_and_enrolls_from_the_secret(self):
+        bob = named(self.docs, "Deployment", "rel-veil-bob")
+        spec = bob["spec"]["template"]["spec"]
+        [veil] = veild_containers(spec)
+        self.assertEqual(flag(veil, "--authority-identity"), self.AUTHORITY)
+        self.assertEqual(flag(veil, "--enroll-token-file"), "/etc/veil/enrollment/token")
+        mounts = {m["name"]: m for m in veil["volumeMounts"]}
+        self.assertEqual(mounts["veil-enrollment"]["mountPath"], "/etc/veil/enrollment")
+        self.assertTrue(mounts["veil-enrollment"]["readOnly"])
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        self.assertEqual(volumes["veil-enrollment"]["secret"]["secretName"], "bob-ticket")
+        self.assertEqual(volumes["veil-enrollment"]["secret"]["defaultMode"], 0o440)
 
 
 def main():

@@ -2,7 +2,10 @@
 // Bob's listener admitting only `subject.role == "alice-app"`, and every way a peer can fail
 // that: no credential, an untrusted authority's, a replayed / revoked / expired ticket; then
 // refresh across several expiries, a removed member's channel closing at expiry, and restarts.
+#include <sys/stat.h>
+
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -276,6 +279,68 @@ TEST_F(CredentialsTest, MembershipsAndMembersSurviveRestarts) {
   EXPECT_EQ(memberships.memberships(0).attributes().at("role"), "alice-app");
   grpc::Status echoed = Echo(again_api);
   EXPECT_TRUE(echoed.ok()) << echoed.error_message() << alice_again.log() << bob_->log();
+}
+
+// On a hub, who may register which relay names, by attribute: Bob (role db, service
+// orders-db) may have forward_to_orders-db and nothing else; a sidecar without credentials none.
+TEST_F(CredentialsTest, TheHubAdmitsRelayNamesByAttribute) {
+  VeildProcess hub(
+      dirs_.path() + "/hub",
+      {"--hub", "--tcp-listen", "127.0.0.1:0", "--authority-identity", authority_id_,
+       "--relay-allow-policy", R"(subject.role == "db" and relay.name == subject.service)"});
+  ASSERT_TRUE(hub.Start()) << hub.log();
+  const std::string hub_route = "/tcp/" + TcpListenAddress(Connect(hub.api_target()));
+  auto bob = Sidecar("bob");
+  auto bob_api = Connect(bob->api_target());
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "db"}, {"service", "orders-db"}}, &token).ok());
+  ASSERT_TRUE(Enroll(bob_api, token).ok());
+  v1::Relay relay;
+  grpc::Status mine = CreateRelay(bob_api, hub_route, "orders-db", &relay);
+  EXPECT_TRUE(mine.ok()) << mine.error_message() << hub.log();
+  grpc::Status other = CreateRelay(bob_api, hub_route, "payments-db", &relay);
+  EXPECT_EQ(ReasonOf(other), "RELAY_NOT_ALLOWED") << other.error_message();
+  auto carol = Sidecar("carol");
+  grpc::Status none = CreateRelay(Connect(carol->api_target()), hub_route, "orders-db2", &relay);
+  EXPECT_EQ(ReasonOf(none), "RELAY_NOT_ALLOWED") << none.error_message();
+}
+
+// The Kubernetes way: the token in a file (a mounted Secret); the sidecar enrolls at start-up,
+// and after a restart (the ticket spent) it is still a member, without a word of error.
+TEST_F(CredentialsTest, EnrollsAtStartUpFromATokenFile) {
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+  const std::string file = dirs_.path() + "/token";
+  {
+    std::ofstream out(file);
+    out << token << "\n";
+  }
+  ::chmod(file.c_str(), 0644);
+  VeildProcess loose(dirs_.path() + "/loose", {"--enroll-token-file", file});
+  EXPECT_FALSE(loose.Start(seconds(10)));
+  EXPECT_NE(loose.log().find("readable by every user"), std::string::npos) << loose.log();
+  ::chmod(file.c_str(), 0440);  // as a Secret mounted for the pod's fsGroup
+  const std::string state = dirs_.path() + "/alice";
+  for (int run = 0; run < 2; ++run) {
+    VeildProcess alice(state, {"--enroll-token-file", file});
+    ASSERT_TRUE(alice.Start()) << alice.log();
+    auto api = Connect(alice.api_target());
+    v1::ListMembershipsResponse memberships;
+    for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
+         std::chrono::steady_clock::now() < deadline;) {
+      grpc::ClientContext context;
+      ASSERT_TRUE(
+          v1::AuthorityService::NewStub(api)->ListMemberships(&context, {}, &memberships).ok());
+      if (memberships.memberships_size() == 1 &&
+          memberships.memberships(0).expires_unix_seconds() > 0) {
+        break;
+      }
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    ASSERT_EQ(memberships.memberships_size(), 1) << alice.log();
+    EXPECT_EQ(memberships.memberships(0).attributes().at("role"), "alice-app") << alice.log();
+    EXPECT_EQ(alice.log().find("refused"), std::string::npos) << alice.log();
+  }
 }
 
 }  // namespace

@@ -158,6 +158,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadStart{{"--api", "ftp://x"}, 1, "neither unix:PATH nor HOST:PORT"},
         BadStart{{"--health-listen", "nonsense"}, 1, "is not host:port"},
         BadStart{{"--relay-allow", "I0123456789abcdef0123456789abcdef"}, 1, "needs --hub"},
+        BadStart{{"--relay-allow-policy", "true"}, 1, "--relay-allow-policy needs --hub"},
+        BadStart{
+            {"--hub", "--relay-allow-policy", "subject.role = 1"}, 1, "invalid policy expression"},
+        BadStart{{"--authority-route", "/tcp/127.0.0.1:1/service/authority"},
+                 1,
+                 "--authority-route needs --authority"},
+        BadStart{{"--authority-identity", "alice"}, 1, "is not an identifier"},
+        BadStart{
+            {"--enroll-token-file", "/nonexistent/token"}, 1, "cannot read enrollment token file"},
         BadStart{{"--allow-dial", "10.0.0.0/33:*"}, 2, "bad --allow-dial entry \"10.0.0.0/33:*\""},
         BadStart{{"--allow-dial", "db.internal"}, 2, "no port"},
         BadStart{{"--max-connections", "0"}, 2, "--max-connections"},

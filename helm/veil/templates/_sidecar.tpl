@@ -73,6 +73,12 @@ data:
     {{- if .configMap }}
     - --config=/etc/veil/config/veil.yaml
     {{- end }}
+    {{- range $s.credentials.trustedAuthorities }}
+    - --authority-identity={{ . }}
+    {{- end }}
+    {{- if $s.credentials.enrollment.existingSecret }}
+    - --enroll-token-file=/etc/veil/enrollment/{{ $s.credentials.enrollment.secretKey }}
+    {{- end }}
     {{- range $s.extraArgs }}
     - {{ . | quote }}
     {{- end }}
@@ -103,6 +109,11 @@ data:
       mountPath: /etc/veil/config
       readOnly: true
     {{- end }}
+    {{- if $s.credentials.enrollment.existingSecret }}
+    - name: veil-enrollment
+      mountPath: /etc/veil/enrollment
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{- define "veil.sidecar.volumes" -}}
@@ -124,6 +135,13 @@ data:
 - name: veil-config
   configMap:
     name: {{ .configMap }}
+{{- end }}
+{{- if $s.credentials.enrollment.existingSecret }}
+- name: veil-enrollment
+  secret:
+    secretName: {{ $s.credentials.enrollment.existingSecret }}
+    # Readable by the pod's fsGroup only (veild refuses a token file others may read).
+    defaultMode: 0440
 {{- end }}
 {{- end -}}
 
