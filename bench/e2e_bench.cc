@@ -55,6 +55,7 @@
 #include "sodium.h"
 #include "tests/support/socket_io.h"
 #include "tests/support/veild_process.h"
+#include "veil/v1/authority.grpc.pb.h"
 #include "veil/v1/messaging.grpc.pb.h"
 #include "veil/v1/portal.grpc.pb.h"
 #include "veil/v1/relay.grpc.pb.h"
@@ -599,7 +600,9 @@ struct Veil {
     flags.insert(flags.end(), {"--hub", "--relay-max-per-connection", "5000",
                                "--relay-max-per-identity", "5000"});
     hub = std::make_unique<VeildProcess>(flags);
-    bob = std::make_unique<VeildProcess>(std::vector<std::string>{});
+    // Alice opens more channels to Bob than one identity may hold by default (1,024).
+    bob = std::make_unique<VeildProcess>(
+        std::vector<std::string>{"--max-channels-per-identity", "100000"});
     alice = std::make_unique<VeildProcess>(std::vector<std::string>{});
     for (auto* p : {hub.get(), bob.get(), alice.get()}) {
       if (!p->Start()) {
@@ -697,11 +700,11 @@ struct Veil {
   }
 
   // Opens a channel from Alice to Bob's listener through the hub; its local address.
-  std::string OpenChannel() {
+  std::string OpenChannel(const std::string& route = "") {
     auto stub = v1::SecureChannelService::NewStub(alice_api);
     grpc::ClientContext context;
     v1::CreateSecureChannelRequest request;
-    request.set_route(listener_route);
+    request.set_route(route.empty() ? listener_route : route);
     request.mutable_trust_policy()->set_trust_everyone(true);
     v1::SecureChannel channel;
     grpc::Status s = stub->CreateSecureChannel(&context, request, &channel);
@@ -1113,6 +1116,60 @@ std::string Fmt(double v, const char* unit, int decimals = 0) {
 
 std::string Ratio(double a, double b) { return b > 0 ? Fmt(a / b, "x", 2) : "-"; }
 
+// An authority beside `veil`'s nodes, Bob and Alice enrolled with it, and a listener of Bob's
+// admitting `subject.role == "bench"`; `route` gets the way to it (Bob's listener route, but
+// cred_listener).
+bool CredentialedListener(Veil& veil, std::string& route) {
+  static VeildProcess* authority = nullptr;  // lives as long as the bench
+  authority = new VeildProcess({"--authority", "--tcp-listen", "127.0.0.1:0"});
+  if (!authority->Start()) {
+    std::cerr << "authority: " << authority->log();
+    return false;
+  }
+  auto api = Connect(authority->api_target());
+  std::string authority_route;
+  {
+    grpc::ClientContext context;
+    v1::Node node;
+    if (!v1::NodeService::NewStub(api)->GetNode(&context, v1::GetNodeRequest(), &node).ok() ||
+        node.listeners_size() == 0) {
+      std::cerr << "the authority has no listener\n";
+      return false;
+    }
+    authority_route = node.listeners(0).route() + "/service/authority";
+  }
+  for (const auto& member : {veil.bob_api, veil.alice_api}) {
+    v1::CreateTicketRequest ticket_request;
+    (*ticket_request.mutable_attributes())["role"] = "bench";
+    ticket_request.set_route(authority_route);
+    v1::Ticket ticket;
+    grpc::ClientContext c1;
+    grpc::Status s = v1::AuthorityService::NewStub(api)->CreateTicket(&c1, ticket_request, &ticket);
+    v1::EnrollRequest enroll;
+    enroll.set_token(ticket.token());
+    v1::Membership membership;
+    grpc::ClientContext c2;
+    if (s.ok()) s = v1::AuthorityService::NewStub(member)->Enroll(&c2, enroll, &membership);
+    if (!s.ok()) {
+      std::cerr << "enroll: " << s.error_message() << "\n";
+      return false;
+    }
+  }
+  v1::CreateSecureChannelListenerRequest listener;
+  listener.set_address("cred_listener");
+  listener.mutable_trust_policy()->set_expression(R"(subject.role == "bench")");
+  v1::SecureChannelListener created;
+  grpc::ClientContext c3;
+  grpc::Status s = v1::SecureChannelService::NewStub(veil.bob_api)
+                       ->CreateSecureChannelListener(&c3, listener, &created);
+  if (!s.ok()) {
+    std::cerr << "listener: " << s.error_message() << "\n";
+    return false;
+  }
+  route = veil.listener_route.substr(0, veil.listener_route.rfind('/') + 1) + "cred_listener";
+  return true;
+}
+
 int Main() {
   if (sodium_init() < 0) return 1;
   sdk::TuneMalloc();  // as every app should (docs/performance.md)
@@ -1186,6 +1243,9 @@ int Main() {
   uint64_t portal_sessions = 0;
   std::atomic<int> opened{0}, failed{0}, relays_ok{0};
   double handshake_s = 0;
+  std::atomic<int> cred_opened{0}, cred_failed{0};
+  double cred_handshake_s = 0;
+  std::string cred_route;
   {
     Veil fresh;
     if (!fresh.Start()) return 1;
@@ -1257,6 +1317,25 @@ int Main() {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     portal_bob_after = fresh.bob->rss_kib(), portal_alice_after = fresh.alice->rss_kib();
     for (int fd : idle) ::close(fd);
+
+    // The same with credentials (docs/credentials.md): both sides members of an authority,
+    // Bob's listener admitting by attribute; each handshake carries and checks a credential
+    // each way. A quarter as many, the same 8 at once.
+    if (!CredentialedListener(fresh, cred_route)) return 1;
+    auto cred_start = Clock::now();
+    std::vector<std::thread> cred_openers;
+    for (int t = 0; t < 8; ++t) {
+      cred_openers.emplace_back([&] {
+        while (cred_opened + cred_failed < channels_n / 4) {
+          if (fresh.OpenChannel(cred_route).empty())
+            ++cred_failed;
+          else
+            ++cred_opened;
+        }
+      });
+    }
+    for (auto& t : cred_openers) t.join();
+    cred_handshake_s = Seconds(Clock::now() - cred_start);
   }
   // The rows of the fresh topology's figures (idle memory, handshakes).
   auto print_idle = [&] {
@@ -1277,6 +1356,11 @@ int Main() {
 
     Row("secure channels established / s (8 at once)", Fmt(opened / handshake_s, "/s"), "-", "-",
         "-");
+    // Target: with credentials at least 0.8x of without.
+    Row("  the same with credentials (vs without)", Fmt(cred_opened / cred_handshake_s, "/s"),
+        Fmt(opened / handshake_s, "/s"), "-",
+        Ratio(cred_opened / cred_handshake_s, opened / handshake_s));
+    if (cred_failed > 0) std::printf("  (%d credentialed channels failed)\n", cred_failed.load());
     Row("RSS per idle channel, responder sidecar",
         Fmt(double(bob_after - std::min(bob_after, bob_before)) / std::max(1, opened.load()), "KiB",
             1),

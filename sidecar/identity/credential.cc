@@ -1,12 +1,14 @@
 #include "sidecar/identity/credential.h"
 
 #include <algorithm>
+#include <deque>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "sidecar/common/error_reason.h"
+#include "sidecar/common/mutex.h"
 #include "sidecar/common/utf8.h"
 #include "sidecar/identity/identifier.h"
 #include "sidecar/vault/crypto.h"
@@ -48,6 +50,43 @@ std::string EncodeBody(absl::string_view issuer_public_key, const CredentialClai
 
 std::string SignedMessage(absl::string_view body) {
   return absl::StrCat(kCredentialSignatureContext, body);
+}
+
+// Signatures already verified, by SHA-256 of (issuer key, body, signature): the same
+// credential comes in every channel its holder opens (a thousand channels, one verification).
+// Only the signature's outcome is kept; issuer trust, subject and time are checked every time.
+// Bounded: the oldest go first.
+class VerifiedSignatures {
+ public:
+  static VerifiedSignatures& Instance() {
+    static auto* instance = new VerifiedSignatures();
+    return *instance;
+  }
+  bool Contains(const std::string& key) {
+    veil::MutexLock lock(&mu_);
+    return set_.contains(key);
+  }
+  void Add(std::string key) {
+    veil::MutexLock lock(&mu_);
+    if (!set_.insert(key).second) return;
+    order_.push_back(std::move(key));
+    if (order_.size() > kMaxEntries) {
+      set_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 4096;
+  veil::Mutex mu_;
+  absl::flat_hash_set<std::string> set_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
+};
+
+std::string SignatureKey(const DecodedCredential& decoded) {
+  auto digest =
+      vault::Sha256(absl::StrCat(decoded.issuer_public_key, decoded.signature, decoded.body));
+  return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());
 }
 
 }  // namespace
@@ -184,12 +223,16 @@ absl::StatusOr<CredentialClaims> VerifyCredential(absl::string_view encoded,
         absl::StrCat("the credential's issuer ", claims.issuer, " is not a trusted authority"),
         reason::kCredentialUntrustedIssuer);
   }
-  if (!vault::Ed25519Verify(decoded->issuer_public_key, SignedMessage(decoded->body),
-                            decoded->signature)
-           .ok()) {
-    return ErrorWithReason(absl::StatusCode::kUnauthenticated,
-                           "the credential's signature does not verify",
-                           reason::kCredentialBadSignature);
+  std::string key = SignatureKey(*decoded);
+  if (!VerifiedSignatures::Instance().Contains(key)) {
+    if (!vault::Ed25519Verify(decoded->issuer_public_key, SignedMessage(decoded->body),
+                              decoded->signature)
+             .ok()) {
+      return ErrorWithReason(absl::StatusCode::kUnauthenticated,
+                             "the credential's signature does not verify",
+                             reason::kCredentialBadSignature);
+    }
+    VerifiedSignatures::Instance().Add(std::move(key));
   }
   if (claims.subject != options.subject) {
     return ErrorWithReason(

@@ -113,6 +113,26 @@ TEST_F(CredentialTest, ForgedOrAlteredCredentialIsRefused) {
             reason::kCredentialBadSignature);
 }
 
+// Verified signatures are remembered (a holder presents the same credential in every channel);
+// what was remembered never vouches for other bytes, and time and subject are checked anew.
+TEST_F(CredentialTest, ARememberedSignatureVouchesOnlyForItsOwnBytes) {
+  auto encoded = *IssueCredential(*authority_, Claims());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(VerifyCredential(encoded, Options()).ok());
+  EXPECT_EQ(ReasonOf(VerifyCredential(encoded, Options(9999)).status()),
+            reason::kCredentialExpired);
+  VerifyOptions as_bob = Options();
+  auto bob = Identity::Generate("bob", 0);
+  as_bob.subject = bob->identifier();
+  EXPECT_EQ(ReasonOf(VerifyCredential(encoded, as_bob).status()), reason::kCredentialWrongSubject);
+  wire::v1::Credential c;
+  ASSERT_TRUE(c.ParseFromString(encoded));
+  std::string signature = c.signature();
+  signature[0] ^= 1;
+  c.set_signature(signature);
+  EXPECT_EQ(ReasonOf(VerifyCredential(c.SerializeAsString(), Options()).status()),
+            reason::kCredentialBadSignature);
+}
+
 TEST_F(CredentialTest, NonCanonicalBodiesAreRefusedEvenWhenSigned) {
   auto encoded = *IssueCredential(*authority_, Claims());
   wire::v1::CredentialBody body = BodyOf(encoded);
