@@ -25,12 +25,38 @@ constexpr absl::string_view kMembershipSuffix = ".authority";
 
 int64_t UnixNow() { return absl::ToUnixSeconds(absl::Now()); }
 
+// When to fetch the next credential: once two thirds of what is left of this one's life have
+// passed (from now, to the millisecond: its times are whole seconds), so a slow or briefly
+// unreachable authority still leaves time before peers see it expire; at least 500 ms apart.
+std::chrono::milliseconds RefreshDelay(const identity::CredentialClaims& claims) {
+  const int64_t left_ms = claims.expires_at * 1000 - absl::ToUnixMillis(absl::Now());
+  return std::chrono::milliseconds(std::max<int64_t>(500, left_ms * 2 / 3));
+}
+
 double Uniform01() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return std::uniform_real_distribution<double>(0, 1)(rng);
 }
 
 }  // namespace
+
+absl::StatusOr<AuthorityEntry> ParseAuthorityEntry(absl::string_view text) {
+  const size_t at = text.find('@');
+  AuthorityEntry entry{std::string(text.substr(0, at)),
+                       at == absl::string_view::npos ? "" : std::string(text.substr(at + 1))};
+  RETURN_IF_ERROR(identity::ValidateIdentifier(entry.identifier));
+  if (at != absl::string_view::npos) {
+    auto route = core::Route::Parse(entry.route);
+    if (!route.ok() || entry.route.empty()) {
+      return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                             absl::StrCat("the route after '@' in ", QuoteInput(text),
+                                          " is not a route (e.g. /tcp/authority:4200/service/"
+                                          "authority)"),
+                             reason::kInvalidRoute);
+    }
+  }
+  return entry;
+}
 
 struct Memberships::Entry {
   Entry(core::Strand strand, std::string authority, std::string route,
@@ -192,10 +218,7 @@ void Memberships::Refresh(const std::shared_ptr<Entry>& entry) {
             entry->backoff.Reset();
             veil::MutexLock lock(&self->mu_);
             ++entry->refreshes;
-            // At two thirds of its life, so a slow or briefly unreachable authority still
-            // leaves time before the peers' checks see it expire.
-            const int64_t life = entry->claims.expires_at - entry->claims.issued_at;
-            next = std::chrono::milliseconds(std::max<int64_t>(1000, life * 1000 * 2 / 3));
+            next = RefreshDelay(entry->claims);
           } else {
             next = entry->backoff.Next();
             spdlog::warn("membership of {} in authority {}: no credential ({}); again in {} ms",
@@ -244,8 +267,12 @@ void Memberships::Enroll(const std::string& token, const std::string& identity_n
           veil::MutexLock lock(&self->mu_);
           ++entry->refreshes;
         }
-        const int64_t life = entry->claims.expires_at - entry->claims.issued_at;
-        self->Schedule(entry, std::chrono::milliseconds(std::max<int64_t>(1000, life * 2000 / 3)));
+        std::chrono::milliseconds next;
+        {
+          veil::MutexLock lock(&self->mu_);
+          next = RefreshDelay(entry->claims);
+        }
+        self->Schedule(entry, next);
         done(self->InfoOf(*entry));
       });
 }

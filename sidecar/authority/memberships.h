@@ -40,6 +40,13 @@ struct MembershipInfo {
   std::string last_error;  // of the last attempt, "" when it worked
 };
 
+// A trusted authority as flags and config give it: "IDENTIFIER" or "IDENTIFIER@ROUTE" (route:
+// its listener's, empty when none). INVALID_ARGUMENT for a bad identifier or route.
+struct AuthorityEntry {
+  std::string identifier, route;
+};
+absl::StatusOr<AuthorityEntry> ParseAuthorityEntry(absl::string_view text);
+
 struct MembershipOptions {
   std::chrono::milliseconds call_timeout{10000};
   std::chrono::milliseconds retry_initial{1000};

@@ -14,6 +14,7 @@
 #include "sidecar/api/portal_service.h"
 #include "sidecar/api/relay_service.h"
 #include "sidecar/api/secure_channel_service.h"
+#include "sidecar/authority/memberships.h"
 #include "sidecar/channel/policy_expression.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/fmt_absl.h"
@@ -359,6 +360,21 @@ absl::Status ValidateEntries(const config::v1::Config& config, const ConfigMarks
                 where + ".identifier");
     }
   }
+  for (int i = 0; i < config.trusted_authorities_size(); ++i) {
+    RETURN_IF_ERROR(at(authority::ParseAuthorityEntry(config.trusted_authorities(i)).status(),
+                       absl::StrCat("trusted_authorities[", i, "]")));
+  }
+  for (int i = 0; i < config.enrollments_size(); ++i) {
+    const auto& entry = config.enrollments(i);
+    std::string where = absl::StrCat("enrollments[", i, "]");
+    if (entry.token_file().empty()) {
+      return at(Invalid("an enrollment needs token_file: the file holding the ticket's token"),
+                where + ".token_file");
+    }
+    if (!entry.identity().empty()) {
+      RETURN_IF_ERROR(at(identity::ValidateIdentityName(entry.identity()), where + ".identity"));
+    }
+  }
   std::set<std::string> addresses;
   for (int i = 0; i < config.listeners_size(); ++i) {
     const auto& entry = config.listeners(i);
@@ -497,6 +513,10 @@ absl::Status CheckIdentitiesKnown(const LoadedConfig& loaded, const std::set<std
   for (int i = 0; i < loaded.config.inlets_size(); ++i) {
     RETURN_IF_ERROR(
         check(loaded.config.inlets(i).identity(), absl::StrCat("inlets[", i, "].identity")));
+  }
+  for (int i = 0; i < loaded.config.enrollments_size(); ++i) {
+    RETURN_IF_ERROR(check(loaded.config.enrollments(i).identity(),
+                          absl::StrCat("enrollments[", i, "].identity")));
   }
   return absl::OkStatus();
 }

@@ -89,7 +89,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Syntax", "identities: [name: bob\n", "c.yaml:2:1: not valid YAML"},
         BadCase{"UnknownTopLevel", "listener:\n  - address: x\n",
                 "c.yaml:1:1: unknown field \"listener\" (Config has: identities, "
-                "trusted_identities, listeners, relays, outlets, inlets)"},
+                "trusted_identities, listeners, relays, outlets, inlets, trusted_authorities, "
+                "enrollments)"},
+
         BadCase{"UnknownNested",
                 "listeners:\n  - address: x\n    trust_policy: {trust_everybody: true}\n",
                 "c.yaml:3:20: listeners[0].trust_policy: unknown field \"trust_everybody\""},

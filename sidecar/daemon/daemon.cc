@@ -181,13 +181,14 @@ absl::Status RunDaemon(const Options& options) {
   auto credential_book = std::make_shared<channel::CredentialBook>();
   channel_options.credentials = credential_book;
   channel_options.session.clock_skew = options.credential_clock_skew_seconds;
-  std::vector<std::pair<std::string, std::string>> configured_authorities;  // with a route
-  for (const std::string& entry : options.authority_identities) {
-    const size_t at = entry.find('@');
-    const std::string id = entry.substr(0, at);
-    RETURN_IF_ERROR(identity::ValidateIdentifier(id));
-    credential_book->Trust(id);
-    if (at != std::string::npos) configured_authorities.emplace_back(id, entry.substr(at + 1));
+  std::vector<authority::AuthorityEntry> configured_authorities;  // with a route
+  std::vector<std::string> authority_entries = options.authority_identities;
+  authority_entries.insert(authority_entries.end(), config.config.trusted_authorities().begin(),
+                           config.config.trusted_authorities().end());
+  for (const std::string& text : authority_entries) {
+    ASSIGN_OR_RETURN(auto entry, authority::ParseAuthorityEntry(text));
+    credential_book->Trust(entry.identifier);
+    if (!entry.route.empty()) configured_authorities.push_back(std::move(entry));
   }
   channel::SecureChannelManager channels(router, **identities, channel_options);
   tcp.AddCloseObserver([&channels](const std::string& connection, uint64_t id) {
@@ -244,18 +245,26 @@ absl::Status RunDaemon(const Options& options) {
   auto memberships = std::make_shared<authority::Memberships>(channels, **identities,
                                                               credential_book, options.state_dir);
   RETURN_IF_ERROR(memberships->Load());
-  for (const auto& [id, route] : configured_authorities) {
-    RETURN_IF_ERROR(memberships->AddConfigured(id, route, identity::kDefaultIdentity));
-  }
-  if (!options.enroll_token_file.empty()) {
-    auto token = ReadSecretFile(options.enroll_token_file, "enrollment token");
-    if (!token.ok()) return token.status();
-    RETURN_IF_ERROR(memberships->EnrollOnStart(
-        std::string(reinterpret_cast<const char*>(token->data()), token->size()),
-        identity::kDefaultIdentity));
+  for (const auto& entry : configured_authorities) {
+    RETURN_IF_ERROR(
+        memberships->AddConfigured(entry.identifier, entry.route, identity::kDefaultIdentity));
   }
   absl::Status configured = ApplyConfig(config, **identities, channels, relays, portals);
   if (!configured.ok()) return configured;
+  // After the config: its identities exist now.
+  std::vector<std::pair<std::string, std::string>> enrollments;  // token file, identity
+  if (!options.enroll_token_file.empty()) {
+    enrollments.emplace_back(options.enroll_token_file, identity::kDefaultIdentity);
+  }
+  for (const auto& e : config.config.enrollments()) {
+    enrollments.emplace_back(e.token_file(), identity::IdentityOrDefault(e.identity()));
+  }
+  for (const auto& [file, identity_name] : enrollments) {
+    auto token = ReadSecretFile(file, "enrollment token");
+    if (!token.ok()) return token.status();
+    RETURN_IF_ERROR(memberships->EnrollOnStart(
+        std::string(reinterpret_cast<const char*>(token->data()), token->size()), identity_name));
+  }
   api::ApiSettings settings;
   settings.insecure_plaintext = options.insecure_plaintext;
   settings.socket_mode = options.api_socket_mode == "0660" ? 0660 : 0600;
