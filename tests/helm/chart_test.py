@@ -607,6 +607,30 @@ class CredentialsTest(unittest.TestCase):
                 proc.terminate()
                 proc.wait(15)
 
+    def test_the_hub_admits_relay_names_by_attribute(self):
+        policy = 'subject.role == "db" and relay.name == subject.service'
+        docs = render("--set-string", f"hub.relayAllowPolicies[0]={policy}",
+                      "--set", f"hub.trustedAuthorities[0]={self.AUTHORITY}")
+        hub = named(docs, "Deployment", "rel-veil-hub-0")
+        [veild] = veild_containers(hub["spec"]["template"]["spec"])
+        self.assertEqual(flag(veild, "--relay-allow-policy"), policy)
+        self.assertEqual(flag(veild, "--authority-identity"), self.AUTHORITY)
+        # What the chart renders, veild takes.
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.Popen([VEILD, "--state-dir", tmp, "--api", f"unix:{tmp}/api.sock",
+                                     "--hub", f"--relay-allow-policy={policy}",
+                                     f"--authority-identity={self.AUTHORITY}"],
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                seen = ""
+                while " ready: " not in seen and proc.poll() is None:
+                    seen += proc.stderr.readline()
+                self.assertIn(" ready: ", seen)
+            finally:
+                proc.terminate()
+                proc.wait(15)
+                proc.stderr.close()
+
     def test_the_sidecar_trusts_the_authority_and_enrolls_from_the_secret(self):
         bob = named(self.docs, "Deployment", "rel-veil-bob")
         spec = bob["spec"]["template"]["spec"]
