@@ -140,7 +140,7 @@ soak: $(DEPS_STAMP)
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := route_fuzz frame_fuzz veil_frame_fuzz handshake_fuzz data_fuzz relay_fuzz config_fuzz access_fuzz \
-  credential_fuzz policy_fuzz
+  credential_fuzz policy_fuzz key_history_fuzz
 fuzz: $(DEPS_STAMP)
 	@$(call apt_install,clang libclang-rt-14-dev,)
 	@test -f $(FUZZ_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) \

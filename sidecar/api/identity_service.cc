@@ -10,6 +10,12 @@ void ToProto(const identity::Identity& id, v1::Identity& out) {
   out.mutable_public_identity()->set_identifier(id.identifier());
   out.mutable_public_identity()->set_public_key(id.public_key());
   out.mutable_create_time()->set_seconds(id.created_unix_seconds());
+  std::shared_ptr<const identity::IdentityKeys> keys = id.keys();
+  out.set_current_public_key(keys->public_key());
+  out.set_key_changes(static_cast<uint32_t>(keys->history().changes()));
+  if (keys->history().changes() > 0) {
+    out.mutable_rotate_time()->set_seconds(keys->history().changed_at);
+  }
 }
 
 void ToProto(const identity::TrustedIdentity& t, v1::TrustedIdentity& out) {
@@ -48,6 +54,14 @@ grpc::ServerUnaryReactor* IdentityService::DeleteIdentity(grpc::CallbackServerCo
                                                           const v1::DeleteIdentityRequest* request,
                                                           v1::DeleteIdentityResponse* response) {
   return FinishUnary(context, store_.Delete(request->name()));
+}
+
+grpc::ServerUnaryReactor* IdentityService::RotateIdentity(grpc::CallbackServerContext* context,
+                                                          const v1::RotateIdentityRequest* request,
+                                                          v1::Identity* response) {
+  auto id = store_.Rotate(request->name());
+  if (id.ok()) ToProto(**id, *response);
+  return FinishUnary(context, id.status());
 }
 
 grpc::ServerUnaryReactor* IdentityService::ImportTrustedIdentity(

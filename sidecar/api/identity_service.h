@@ -27,6 +27,9 @@ class IdentityService final : public v1::IdentityService::CallbackService {
   grpc::ServerUnaryReactor* DeleteIdentity(grpc::CallbackServerContext* context,
                                            const v1::DeleteIdentityRequest* request,
                                            v1::DeleteIdentityResponse* response) override;
+  grpc::ServerUnaryReactor* RotateIdentity(grpc::CallbackServerContext* context,
+                                           const v1::RotateIdentityRequest* request,
+                                           v1::Identity* response) override;
   grpc::ServerUnaryReactor* ImportTrustedIdentity(grpc::CallbackServerContext* context,
                                                   const v1::ImportTrustedIdentityRequest* request,
                                                   v1::TrustedIdentity* response) override;

@@ -157,9 +157,11 @@ absl::Status Memberships::AddConfigured(const std::string& authority, const std:
 absl::Status Memberships::Accept(const std::shared_ptr<Entry>& entry,
                                  const std::string& credential) {
   const absl::flat_hash_set<std::string> issuer = {entry->authority};
-  auto claims = identity::VerifyCredential(
-      credential,
-      {.trusted_issuers = &issuer, .subject = entry->identity->identifier(), .now = UnixNow()});
+  auto claims =
+      identity::VerifyCredential(credential, {.trusted_issuers = &issuer,
+                                              .subject = entry->identity->identifier(),
+                                              .now = UnixNow(),
+                                              .key_histories = &identities_.key_histories()});
   if (!claims.ok()) return claims.status();
   {
     veil::MutexLock lock(&mu_);

@@ -85,16 +85,20 @@ absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::M
 }
 
 // The local identity's static key, as the handshake needs it.
+// One snapshot of the identity's keys for the whole handshake (a rotation meanwhile does not
+// mix keys: the proof is signed by the key whose static key is in use).
 class ChannelSession::IdentityKey final : public StaticKey {
  public:
-  explicit IdentityKey(const identity::Identity& id) : id_(id) {}
-  const std::string& public_key() const override { return id_.static_public_key(); }
+  explicit IdentityKey(std::shared_ptr<const identity::IdentityKeys> keys)
+      : keys_(std::move(keys)) {}
+  const std::string& public_key() const override { return keys_->static_public_key(); }
   absl::StatusOr<vault::SecretBytes> Dh(absl::string_view peer) const override {
-    return id_.StaticDh(peer);
+    return keys_->StaticDh(peer);
   }
+  const identity::IdentityKeys& keys() const { return *keys_; }
 
  private:
-  const identity::Identity& id_;
+  const std::shared_ptr<const identity::IdentityKeys> keys_;
 };
 
 ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identity> local,
@@ -110,8 +114,9 @@ ChannelSession::ChannelSession(Role role, std::shared_ptr<const identity::Identi
                .credentials = std::move(options.credentials),
                .trusted_authorities = std::move(options.trusted_authorities),
                .unix_now = std::move(options.unix_now),
-               .clock_skew = options.clock_skew},
-      static_key_(std::make_unique<IdentityKey>(*local_)),
+               .clock_skew = options.clock_skew,
+               .key_histories = options.key_histories},
+      static_key_(std::make_unique<IdentityKey>(local_->keys())),
       handshake_(std::make_unique<HandshakeState>(
           role == Role::kInitiator ? HandshakeState::Role::kInitiator
                                    : HandshakeState::Role::kResponder,
@@ -123,8 +128,10 @@ ChannelSession::~ChannelSession() = default;
 
 std::string ChannelSession::Proof() const {
   wire::v1::IdentityProof proof;
-  proof.set_identity_public_key(local_->public_key());
-  proof.set_static_key_signature(local_->static_key_signature());
+  const identity::IdentityKeys& keys = static_key_->keys();
+  proof.set_identity_public_key(keys.public_key());
+  proof.set_static_key_signature(keys.static_key_signature());
+  proof.set_key_history(keys.history().encoded);
   if (options_.offer_batch) proof.add_features(std::string(kFeatureBatch));
   if (options_.offer_confirm_ack) proof.add_features(std::string(kFeatureConfirmAck));
   proof.set_receive_window(options_.receive_window);
@@ -149,7 +156,8 @@ absl::Status ChannelSession::AdmitCredentials(std::span<const std::string> crede
         credentials, {.trusted_issuers = options_.trusted_authorities.get(),
                       .subject = remote_identifier_,
                       .now = Now(),
-                      .clock_skew = options_.clock_skew});
+                      .clock_skew = options_.clock_skew,
+                      .key_histories = options_.key_histories});
     if (!claims.ok()) return claims.status();
     attributes = std::make_shared<const identity::Attributes>(std::move(claims->attributes));
     expire_at = claims->expires_at;
@@ -209,8 +217,16 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
            .ok()) {
     return bad("the signature over its static key does not verify");
   }
+  // Who the key speaks for: its own identifier or, after rotations, its history's.
+  auto history = identity::KeyHistoryOf(proof.identity_public_key(), proof.key_history());
+  if (!history.ok()) return history.status();
+  if (options_.key_histories != nullptr) {
+    if (absl::Status known = options_.key_histories->Check(*history, Now()); !known.ok()) {
+      return known;
+    }
+  }
   remote_public_key_ = proof.identity_public_key();
-  remote_identifier_ = identity::IdentifierOf(remote_public_key_);
+  remote_identifier_ = std::move(history->identifier);
   for (const std::string& feature : proof.features()) {
     if (feature == kFeatureBatch) peer_takes_batches_ = true;
     if (feature == kFeatureConfirmAck) peer_confirm_acks_ = options_.offer_confirm_ack;

@@ -115,6 +115,9 @@ struct SessionOptions {
   // Unix seconds now, for credential validity; null: the system clock.
   std::function<int64_t()> unix_now;
   int64_t clock_skew = identity::kDefaultClockSkewSeconds;
+  // What this node saw of peers' key rotations: a peer presenting a key it rotated away from,
+  // or a history that forks from the one seen, is refused. Null: not checked.
+  identity::KnownKeyHistories* key_histories = nullptr;
 };
 
 // Decodes the plaintext of a BATCH (a ChannelBatch) and appends its messages to `out`, in order

@@ -173,7 +173,7 @@ TEST_F(ChannelSessionTest, StolenIdentityProofIsRejected) {
   ASSERT_TRUE(mallory.ReadMessage(absl::string_view(m1).substr(1)).ok());
   wire::v1::IdentityProof proof;
   proof.set_identity_public_key(bob_->public_key());
-  proof.set_static_key_signature(bob_->static_key_signature());
+  proof.set_static_key_signature(bob_->keys()->static_key_signature());
   std::string m2 = std::string(1, 0x02) + *mallory.WriteMessage(proof.SerializeAsString());
   auto step = i.OnMessage(m2);
   EXPECT_EQ(step.error.code(), absl::StatusCode::kUnauthenticated);

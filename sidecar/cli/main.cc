@@ -353,10 +353,17 @@ void PrintRelay(const v1::Relay& r) {
 }
 
 void PrintIdentity(const v1::Identity& id) {
-  PrintFields({{"name", id.name()},
-               {"identifier", id.public_identity().identifier()},
-               {"public key", absl::Base64Escape(id.public_identity().public_key())},
-               {"created", Time(id.create_time())}});
+  std::vector<std::pair<std::string, std::string>> fields = {
+      {"name", id.name()},
+      {"identifier", id.public_identity().identifier()},
+      {"public key", absl::Base64Escape(id.public_identity().public_key())},
+      {"created", Time(id.create_time())}};
+  if (id.key_changes() > 0) {
+    fields.push_back({"current key", absl::Base64Escape(id.current_public_key())});
+    fields.push_back({"key changes", absl::StrCat(id.key_changes())});
+    fields.push_back({"rotated", Time(id.rotate_time())});
+  }
+  PrintFields(fields);
 }
 
 // Reads all of stdin.
@@ -528,6 +535,18 @@ void AddIdentity(Commands& commands) {
         v1::IdentityService::NewStub(c.channel())->DeleteIdentity(c.Context().get(), req, &r);
     if (!s.ok()) return c.Fail(s, "cannot delete identity \"" + f->name + "\"");
     return c.Show(r, [&] { std::cout << "deleted identity " << f->name << "\n"; });
+  });
+  auto* rotate = identity->add_subcommand(
+      "rotate", "Give an identity fresh keys; its identifier (and who trusts it) stays the same");
+  rotate->add_option("name", f->name, "Identity name")->required();
+  commands.On(rotate, [f](Client& c) {
+    v1::RotateIdentityRequest req;
+    req.set_name(f->name);
+    v1::Identity r;
+    grpc::Status s =
+        v1::IdentityService::NewStub(c.channel())->RotateIdentity(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot rotate identity \"" + f->name + "\"");
+    return c.Show(r, [&] { PrintIdentity(r); });
   });
   auto* trust = identity->add_subcommand(
       "trust", "Trust a public identity (as `veil identity show` prints it elsewhere)");

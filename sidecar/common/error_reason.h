@@ -86,6 +86,9 @@ inline constexpr absl::string_view kCredentialWrongSubject = "CREDENTIAL_WRONG_S
 inline constexpr absl::string_view kCredentialExpired = "CREDENTIAL_EXPIRED";
 inline constexpr absl::string_view kCredentialNotYetValid = "CREDENTIAL_NOT_YET_VALID";
 inline constexpr absl::string_view kCredentialRequired = "CREDENTIAL_REQUIRED";
+inline constexpr absl::string_view kKeyHistoryInvalid = "KEY_HISTORY_INVALID";
+inline constexpr absl::string_view kKeyHistoryRollback = "KEY_HISTORY_ROLLBACK";
+inline constexpr absl::string_view kKeyHistoryConflict = "KEY_HISTORY_CONFLICT";
 // Authorities: members, enrollment tickets, credential requests.
 inline constexpr absl::string_view kNotAnAuthority = "NOT_AN_AUTHORITY";
 inline constexpr absl::string_view kNotAMember = "NOT_A_MEMBER";

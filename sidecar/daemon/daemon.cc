@@ -181,6 +181,7 @@ absl::Status RunDaemon(const Options& options) {
   auto credential_book = std::make_shared<channel::CredentialBook>();
   channel_options.credentials = credential_book;
   channel_options.session.clock_skew = options.credential_clock_skew_seconds;
+  channel_options.session.key_histories = &(*identities)->key_histories();
   std::vector<authority::AuthorityEntry> configured_authorities;  // with a route
   std::vector<std::string> authority_entries = options.authority_identities;
   authority_entries.insert(authority_entries.end(), config.config.trusted_authorities().begin(),

@@ -1,16 +1,16 @@
 #include "sidecar/identity/credential.h"
 
 #include <algorithm>
-#include <deque>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/mutex.h"
+#include "sidecar/common/status_macros.h"
 #include "sidecar/common/utf8.h"
+#include "sidecar/identity/canonical.h"
 #include "sidecar/identity/identifier.h"
+#include "sidecar/identity/verified_signatures.h"
 #include "sidecar/vault/crypto.h"
 #include "veil/wire/v1/credential.pb.h"
 
@@ -22,18 +22,9 @@ absl::Status Invalid(absl::string_view why) {
                          absl::StrCat("invalid credential: ", why), reason::kCredentialInvalid);
 }
 
-std::string Deterministic(const google::protobuf::MessageLite& message) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  message.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return out;
-}
-
 // The canonical body: what an issuer signs, and what a verifier requires the signed bytes to be.
-std::string EncodeBody(absl::string_view issuer_public_key, const CredentialClaims& claims) {
+std::string EncodeBody(absl::string_view issuer_public_key, absl::string_view issuer_key_history,
+                       const CredentialClaims& claims) {
   wire::v1::CredentialBody body;
   body.set_version(kCredentialVersion);
   body.set_issuer_public_key(std::string(issuer_public_key));
@@ -45,48 +36,12 @@ std::string EncodeBody(absl::string_view issuer_public_key, const CredentialClai
   }
   body.set_issued_at(claims.issued_at);
   body.set_expires_at(claims.expires_at);
-  return Deterministic(body);
+  body.set_issuer_key_history(std::string(issuer_key_history));
+  return CanonicalEncoding(body);
 }
 
 std::string SignedMessage(absl::string_view body) {
   return absl::StrCat(kCredentialSignatureContext, body);
-}
-
-// Signatures already verified, by SHA-256 of (issuer key, body, signature): the same
-// credential comes in every channel its holder opens (a thousand channels, one verification).
-// Only the signature's outcome is kept; issuer trust, subject and time are checked every time.
-// Bounded: the oldest go first.
-class VerifiedSignatures {
- public:
-  static VerifiedSignatures& Instance() {
-    static auto* instance = new VerifiedSignatures();
-    return *instance;
-  }
-  bool Contains(const std::string& key) {
-    veil::MutexLock lock(&mu_);
-    return set_.contains(key);
-  }
-  void Add(std::string key) {
-    veil::MutexLock lock(&mu_);
-    if (!set_.insert(key).second) return;
-    order_.push_back(std::move(key));
-    if (order_.size() > kMaxEntries) {
-      set_.erase(order_.front());
-      order_.pop_front();
-    }
-  }
-
- private:
-  static constexpr size_t kMaxEntries = 4096;
-  veil::Mutex mu_;
-  absl::flat_hash_set<std::string> set_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
-};
-
-std::string SignatureKey(const DecodedCredential& decoded) {
-  auto digest =
-      vault::Sha256(absl::StrCat(decoded.issuer_public_key, decoded.signature, decoded.body));
-  return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());
 }
 
 }  // namespace
@@ -153,10 +108,19 @@ absl::StatusOr<std::string> IssueCredential(const Identity& issuer,
                            "a credential must expire after it is issued",
                            reason::kCredentialInvalid);
   }
+  std::shared_ptr<const IdentityKeys> keys = issuer.keys();
   wire::v1::Credential credential;
-  credential.set_body(EncodeBody(issuer.public_key(), claims));
-  credential.set_signature(issuer.Sign(SignedMessage(credential.body())));
-  return Deterministic(credential);
+  credential.set_body(EncodeBody(keys->public_key(), keys->history().encoded, claims));
+  credential.set_signature(keys->Sign(SignedMessage(credential.body())));
+  std::string encoded = CanonicalEncoding(credential);
+  if (encoded.size() > kMaxCredentialBytes) {
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("the credential would be ", encoded.size(), " bytes; the most is ",
+                     kMaxCredentialBytes, " (fewer or shorter attributes)"),
+        reason::kCredentialInvalid);
+  }
+  return encoded;
 }
 
 absl::StatusOr<DecodedCredential> DecodeCredential(absl::string_view encoded) {
@@ -198,13 +162,20 @@ absl::StatusOr<DecodedCredential> DecodeCredential(absl::string_view encoded) {
     previous = &attribute.key();
   }
   out.issuer_public_key = body.issuer_public_key();
-  out.claims.issuer = IdentifierOf(out.issuer_public_key);
+  // Who the issuer is: the identity its key history (if it rotated) ties the key to.
+  auto issuer_history = KeyHistoryOf(out.issuer_public_key, body.issuer_key_history());
+  if (!issuer_history.ok()) {
+    return Invalid(absl::StrCat("the issuer's ", issuer_history.status().message()));
+  }
+  out.issuer_history = *std::move(issuer_history);
+  out.claims.issuer = out.issuer_history.identifier;
   out.claims.subject = body.subject();
   out.claims.issued_at = body.issued_at();
   out.claims.expires_at = body.expires_at();
   // One meaning, one encoding: the body must be what this side would have written (so it holds
   // nothing this version does not know, no field twice, nothing out of order).
-  if (EncodeBody(out.issuer_public_key, out.claims) != credential.body()) {
+  if (EncodeBody(out.issuer_public_key, body.issuer_key_history(), out.claims) !=
+      credential.body()) {
     return Invalid("the body is not canonical");
   }
   out.body = std::move(*credential.mutable_body());
@@ -223,16 +194,15 @@ absl::StatusOr<CredentialClaims> VerifyCredential(absl::string_view encoded,
         absl::StrCat("the credential's issuer ", claims.issuer, " is not a trusted authority"),
         reason::kCredentialUntrustedIssuer);
   }
-  std::string key = SignatureKey(*decoded);
-  if (!VerifiedSignatures::Instance().Contains(key)) {
-    if (!vault::Ed25519Verify(decoded->issuer_public_key, SignedMessage(decoded->body),
-                              decoded->signature)
-             .ok()) {
-      return ErrorWithReason(absl::StatusCode::kUnauthenticated,
-                             "the credential's signature does not verify",
-                             reason::kCredentialBadSignature);
-    }
-    VerifiedSignatures::Instance().Add(std::move(key));
+  if (!VerifySignatureCached(decoded->issuer_public_key, SignedMessage(decoded->body),
+                             decoded->signature)) {
+    return ErrorWithReason(absl::StatusCode::kUnauthenticated,
+                           "the credential's signature does not verify",
+                           reason::kCredentialBadSignature);
+  }
+  if (options.key_histories != nullptr) {
+    // An authority that rotated its key away is not spoken for by the old key any more.
+    RETURN_IF_ERROR(options.key_histories->Check(decoded->issuer_history, options.now));
   }
   if (claims.subject != options.subject) {
     return ErrorWithReason(

@@ -59,16 +59,18 @@ struct CredentialClaims {
   int64_t issued_at = 0, expires_at = 0;  // Unix seconds
 };
 
-// An encoded wire::v1::Credential signed by `issuer` over `claims` (claims.issuer is ignored:
-// the issuer is `issuer`). INVALID_ARGUMENT for an invalid subject, attribute, or a validity
-// window that is empty.
+// An encoded wire::v1::Credential signed by `issuer`'s key now over `claims` (claims.issuer is
+// ignored: the issuer is `issuer`), with its key history when it rotated. INVALID_ARGUMENT for an
+// invalid subject, attribute, a validity window that is empty, or more than kMaxCredentialBytes.
 absl::StatusOr<std::string> IssueCredential(const Identity& issuer, const CredentialClaims& claims);
 
 // The claims of an encoded credential and what was signed, structure checked (canonical body,
-// version, sizes, identifiers, attributes), the signature not.
+// version, sizes, identifiers, attributes, and the issuer's key history if it rotated: that says
+// who the issuer is), the credential's signature not.
 struct DecodedCredential {
   CredentialClaims claims;
   std::string issuer_public_key;
+  KeyHistory issuer_history;
   std::string body, signature;
 };
 absl::StatusOr<DecodedCredential> DecodeCredential(absl::string_view encoded);
@@ -80,6 +82,9 @@ struct VerifyOptions {
   absl::string_view subject;
   int64_t now = 0;  // Unix seconds
   int64_t clock_skew = kDefaultClockSkewSeconds;
+  // What this node saw of key rotations: a credential signed by a key its issuer rotated away
+  // from is refused (KEY_HISTORY_ROLLBACK). Null: not checked.
+  KnownKeyHistories* key_histories = nullptr;
 };
 absl::StatusOr<CredentialClaims> VerifyCredential(absl::string_view encoded,
                                                   const VerifyOptions& options);

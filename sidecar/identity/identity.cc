@@ -17,19 +17,45 @@ std::string StaticKeyBindingMessage(absl::string_view static_public_key) {
   return absl::StrCat(kStaticKeySignatureContext, static_public_key);
 }
 
-Identity::Identity(std::string name, vault::Ed25519KeyPair signing, vault::X25519KeyPair static_key,
-                   int64_t created_unix_seconds)
-    : name_(std::move(name)),
-      signing_(std::move(signing)),
+IdentityKeys::IdentityKeys(vault::Ed25519KeyPair signing, vault::X25519KeyPair static_key,
+                           KeyHistory history)
+    : signing_(std::move(signing)),
       static_(std::move(static_key)),
-      identifier_(IdentifierOf(signing_.public_key)),
       static_key_signature_(
           vault::Ed25519Sign(signing_, StaticKeyBindingMessage(static_.public_key))),
-      created_unix_seconds_(created_unix_seconds) {}
+      history_(std::move(history)) {}
+
+Identity::Identity(std::string name, std::shared_ptr<const IdentityKeys> keys,
+                   int64_t created_unix_seconds)
+    : name_(std::move(name)),
+      root_public_key_(keys->history().root_public_key),
+      identifier_(keys->history().identifier),
+      created_unix_seconds_(created_unix_seconds),
+      keys_(std::move(keys)) {}
 
 std::shared_ptr<const Identity> Identity::Generate(std::string name, int64_t created_unix_seconds) {
-  return std::shared_ptr<const Identity>(new Identity(
-      std::move(name), vault::GenerateEd25519(), vault::GenerateX25519(), created_unix_seconds));
+  vault::Ed25519KeyPair signing = vault::GenerateEd25519();
+  KeyHistory history = RootKeyHistory(signing.public_key);
+  return std::shared_ptr<const Identity>(
+      new Identity(std::move(name),
+                   std::make_shared<const IdentityKeys>(std::move(signing), vault::GenerateX25519(),
+                                                        std::move(history)),
+                   created_unix_seconds));
+}
+
+absl::StatusOr<std::shared_ptr<const IdentityKeys>> Identity::NextKeys(
+    int64_t now_unix_seconds) const {
+  std::shared_ptr<const IdentityKeys> now = keys();
+  vault::Ed25519KeyPair next = vault::GenerateEd25519();
+  auto history = ExtendKeyHistory(now->history(), now->signing_, next, now_unix_seconds);
+  if (!history.ok()) return history.status();
+  return std::make_shared<const IdentityKeys>(std::move(next), vault::GenerateX25519(),
+                                              *std::move(history));
+}
+
+void Identity::InstallKeys(std::shared_ptr<const IdentityKeys> keys) const {
+  veil::MutexLock lock(&mu_);
+  keys_ = std::move(keys);
 }
 
 absl::StatusOr<std::shared_ptr<const Identity>> Identity::FromRecord(
@@ -45,6 +71,10 @@ absl::StatusOr<std::shared_ptr<const Identity>> Identity::FromRecord(
   if (!signing.ok() || signing->public_key != record.signing_public_key()) {
     return vault::DamagedStateFile(path, "signing key does not match its public key");
   }
+  auto history = KeyHistoryOf(signing->public_key, record.key_history());
+  if (!history.ok()) {
+    return vault::DamagedStateFile(path, absl::StrCat("key history: ", history.status().message()));
+  }
   auto secret =
       vault.Unseal(record.sealed_static_secret(), SealContext(record.name(), "static key"));
   if (!secret.ok())
@@ -53,19 +83,30 @@ absl::StatusOr<std::shared_ptr<const Identity>> Identity::FromRecord(
   if (!static_key.ok() || static_key->public_key != record.static_public_key()) {
     return vault::DamagedStateFile(path, "static key does not match its public key");
   }
-  return std::shared_ptr<const Identity>(new Identity(
-      record.name(), *std::move(signing), *std::move(static_key), record.created_unix_seconds()));
+  return std::shared_ptr<const Identity>(
+      new Identity(record.name(),
+                   std::make_shared<const IdentityKeys>(*std::move(signing), *std::move(static_key),
+                                                        *std::move(history)),
+                   record.created_unix_seconds()));
 }
 
-state::v1::IdentityRecord Identity::ToRecord(const vault::Vault& vault) const {
+state::v1::IdentityRecord Identity::ToRecord(const vault::Vault& vault,
+                                             const IdentityKeys* keys) const {
+  std::shared_ptr<const IdentityKeys> now;
+  if (keys == nullptr) {
+    now = this->keys();
+    keys = now.get();
+  }
   state::v1::IdentityRecord record;
   record.set_name(name_);
-  record.set_signing_public_key(signing_.public_key);
+  record.set_signing_public_key(keys->signing_.public_key);
   record.set_sealed_signing_seed(
-      vault.Seal(vault::Ed25519Seed(signing_), SealContext(name_, "signing seed")));
-  record.set_static_public_key(static_.public_key);
-  record.set_sealed_static_secret(vault.Seal(static_.secret, SealContext(name_, "static key")));
+      vault.Seal(vault::Ed25519Seed(keys->signing_), SealContext(name_, "signing seed")));
+  record.set_static_public_key(keys->static_.public_key);
+  record.set_sealed_static_secret(
+      vault.Seal(keys->static_.secret, SealContext(name_, "static key")));
   record.set_created_unix_seconds(created_unix_seconds_);
+  record.set_key_history(keys->history().encoded);
   return record;
 }
 

@@ -3,7 +3,12 @@
 // (domain-separated, see kStaticKeySignatureContext). The private keys never leave this object:
 // it signs and performs DH on request, and exports only public parts.
 //
-// Thread-safety: immutable after creation; share it as std::shared_ptr<const Identity>.
+// Rotation (IdentityStore::Rotate) replaces the keys, never the identifier: that is derived
+// from the identity's first key, and the keys now are tied to it by a signed KeyHistory
+// (key_history.h) that travels in every handshake.
+//
+// Thread-safety: the name, identifier and first key are fixed; the keys are replaced whole by a
+// rotation, so a user takes one snapshot (keys()) for everything that must match (a handshake).
 #ifndef VEIL_SIDECAR_IDENTITY_IDENTITY_H_
 #define VEIL_SIDECAR_IDENTITY_IDENTITY_H_
 
@@ -11,7 +16,10 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "sidecar/common/mutex.h"
+#include "sidecar/identity/key_history.h"
 #include "sidecar/vault/crypto.h"
 #include "sidecar/vault/vault.h"
 #include "veil/state/v1/state.pb.h"
@@ -31,28 +39,22 @@ inline std::string IdentityOrDefault(const std::string& name) {
 // The message signed to bind `static_public_key` to an identity.
 std::string StaticKeyBindingMessage(absl::string_view static_public_key);
 
-class Identity {
+class IdentityStore;
+
+// The keys an identity uses now, with the history that ties them to its identifier. Immutable.
+class IdentityKeys {
  public:
-  // A new identity with fresh keys.
-  static std::shared_ptr<const Identity> Generate(std::string name, int64_t created_unix_seconds);
-  // Loads a stored record, unsealing its secrets with `vault`. DATA_LOSS naming `path` when the
-  // record is inconsistent (keys that do not match, a name that differs from the file's).
-  static absl::StatusOr<std::shared_ptr<const Identity>> FromRecord(
-      const state::v1::IdentityRecord& record, const vault::Vault& vault, absl::string_view path);
-  // The record to store, secrets sealed by `vault`.
-  state::v1::IdentityRecord ToRecord(const vault::Vault& vault) const;
+  IdentityKeys(vault::Ed25519KeyPair signing, vault::X25519KeyPair static_key, KeyHistory history);
+  IdentityKeys(const IdentityKeys&) = delete;
+  IdentityKeys& operator=(const IdentityKeys&) = delete;
 
-  Identity(const Identity&) = delete;
-  Identity& operator=(const Identity&) = delete;
-
-  const std::string& name() const { return name_; }
-  const std::string& identifier() const { return identifier_; }
-  // Ed25519 public key, 32 bytes.
+  // Ed25519 public key now, 32 bytes (the identity's first key until it rotates).
   const std::string& public_key() const { return signing_.public_key; }
-  // X25519 static public key for Noise, 32 bytes, and this identity's signature over it.
+  // X25519 static public key for Noise, 32 bytes, and the signature over it by public_key().
   const std::string& static_public_key() const { return static_.public_key; }
   const std::string& static_key_signature() const { return static_key_signature_; }
-  int64_t created_unix_seconds() const { return created_unix_seconds_; }
+  // From the first key to public_key(); history().encoded is empty until the first rotation.
+  const KeyHistory& history() const { return history_; }
 
   std::string Sign(absl::string_view message) const {
     return vault::Ed25519Sign(signing_, message);
@@ -63,15 +65,61 @@ class Identity {
   }
 
  private:
-  Identity(std::string name, vault::Ed25519KeyPair signing, vault::X25519KeyPair static_key,
-           int64_t created_unix_seconds);
-
-  std::string name_;
+  friend class Identity;
   vault::Ed25519KeyPair signing_;
   vault::X25519KeyPair static_;
-  std::string identifier_;
   std::string static_key_signature_;
-  int64_t created_unix_seconds_;
+  KeyHistory history_;
+};
+
+class Identity {
+ public:
+  // A new identity with fresh keys.
+  static std::shared_ptr<const Identity> Generate(std::string name, int64_t created_unix_seconds);
+  // Loads a stored record, unsealing its secrets with `vault`. DATA_LOSS naming `path` when the
+  // record is inconsistent (keys that do not match, a name that differs from the file's, a key
+  // history that does not verify or does not end in the signing key).
+  static absl::StatusOr<std::shared_ptr<const Identity>> FromRecord(
+      const state::v1::IdentityRecord& record, const vault::Vault& vault, absl::string_view path);
+  // The record to store (of the keys now, or of `keys`), secrets sealed by `vault`.
+  state::v1::IdentityRecord ToRecord(const vault::Vault& vault,
+                                     const IdentityKeys* keys = nullptr) const;
+
+  Identity(const Identity&) = delete;
+  Identity& operator=(const Identity&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& identifier() const { return identifier_; }
+  // The identity's first Ed25519 key, 32 bytes: the one its identifier is derived from, and
+  // what others import to trust it. It stays the same across rotations.
+  const std::string& public_key() const { return root_public_key_; }
+  int64_t created_unix_seconds() const { return created_unix_seconds_; }
+
+  // The keys now.
+  std::shared_ptr<const IdentityKeys> keys() const {
+    veil::MutexLock lock(&mu_);
+    return keys_;
+  }
+  std::string Sign(absl::string_view message) const { return keys()->Sign(message); }
+
+  // Fresh keys following the ones now, the history extended (signed by the old key and the new);
+  // not in use until installed (IdentityStore::Rotate stores them first). FAILED_PRECONDITION
+  // (KEY_HISTORY_INVALID) when the history is full.
+  absl::StatusOr<std::shared_ptr<const IdentityKeys>> NextKeys(int64_t now_unix_seconds) const;
+
+ private:
+  friend class IdentityStore;
+  Identity(std::string name, std::shared_ptr<const IdentityKeys> keys,
+           int64_t created_unix_seconds);
+  // Makes `keys` (from NextKeys) the keys now.
+  void InstallKeys(std::shared_ptr<const IdentityKeys> keys) const;
+
+  const std::string name_;
+  const std::string root_public_key_;
+  const std::string identifier_;
+  const int64_t created_unix_seconds_;
+  mutable veil::Mutex mu_;
+  mutable std::shared_ptr<const IdentityKeys> keys_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace veil::identity

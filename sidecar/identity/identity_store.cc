@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<IdentityStore>> IdentityStore::Open(const std::st
   std::unique_ptr<IdentityStore> store(new IdentityStore(state_dir, vault));
   RETURN_IF_ERROR(vault::EnsurePrivateDirectory(store->identities_dir_));
   RETURN_IF_ERROR(vault::EnsurePrivateDirectory(store->trusted_dir_));
+  ASSIGN_OR_RETURN(store->key_histories_, KnownKeyHistories::Open(state_dir + "/key_histories"));
   RETURN_IF_ERROR(store->LoadAll());
   return store;
 }
@@ -173,6 +174,21 @@ absl::StatusOr<IdentityLease> IdentityStore::Acquire(const std::string& name) {
   if (it == identities_.end()) return NotFound(name);
   ++leases_[name];
   return IdentityLease(this, it->second);
+}
+
+absl::StatusOr<std::shared_ptr<const Identity>> IdentityStore::Rotate(const std::string& name) {
+  RETURN_IF_ERROR(ValidateIdentityName(name));
+  veil::MutexLock lock(&mu_);
+  auto it = identities_.find(name);
+  if (it == identities_.end()) return NotFound(name);
+  const std::shared_ptr<const Identity>& identity = it->second;
+  ASSIGN_OR_RETURN(std::shared_ptr<const IdentityKeys> next, identity->NextKeys(NowSeconds()));
+  RETURN_IF_ERROR(vault::WriteFileAtomically(
+      IdentityPath(name),
+      vault::EncodeStateFile(kIdentityKind,
+                             identity->ToRecord(vault_, next.get()).SerializeAsString())));
+  identity->InstallKeys(std::move(next));
+  return identity;
 }
 
 void IdentityStore::ReleaseLease(const std::string& name) {

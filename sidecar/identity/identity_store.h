@@ -3,6 +3,7 @@
 //
 //   <state-dir>/identities/<name>.identity        one IdentityRecord each (secrets sealed)
 //   <state-dir>/trusted/<identifier>.trusted      one TrustedIdentityRecord each
+//   <state-dir>/key_histories/<identifier>.keys   what was seen of others' key rotations
 //
 // Everything is loaded at Open; a damaged or unsafe file fails Open with an error naming it
 // and is never overwritten. Writes are atomic. An identity in use (a listener, relay or channel
@@ -74,6 +75,15 @@ class IdentityStore {
   absl::Status Delete(const std::string& name);
   // Marks `name` in use. NOT_FOUND when absent.
   absl::StatusOr<IdentityLease> Acquire(const std::string& name);
+  // Gives `name` fresh keys, its identifier unchanged (key_history.h): stored first, then used
+  // by every handshake that starts afterwards, by the listeners, relays and channels that hold
+  // it too; established channels keep the keys they were made with. NOT_FOUND when absent;
+  // FAILED_PRECONDITION (KEY_HISTORY_INVALID) after kMaxKeyChanges rotations; a disk error
+  // leaves the identity as it was.
+  absl::StatusOr<std::shared_ptr<const Identity>> Rotate(const std::string& name);
+
+  // What this node saw of other identities' key rotations (checked in every handshake).
+  KnownKeyHistories& key_histories() const { return *key_histories_; }
 
   // Imports a public identity to trust. INVALID_ARGUMENT when the key is not 32 bytes or the
   // identifier is not the one derived from it; an existing entry is replaced (new label).
@@ -97,6 +107,7 @@ class IdentityStore {
 
   const std::string identities_dir_;
   const std::string trusted_dir_;
+  std::unique_ptr<KnownKeyHistories> key_histories_;
   const vault::Vault& vault_;
   mutable veil::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const Identity>> identities_

@@ -53,7 +53,7 @@ TEST_F(IdentityStoreTest, CreateGetListDeleteAndSurviveReopen) {
   auto again = store_->Get("bob");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)->identifier(), identifier);
-  EXPECT_EQ((*again)->static_public_key(), (*bob)->static_public_key());
+  EXPECT_EQ((*again)->keys()->static_public_key(), (*bob)->keys()->static_public_key());
 
   ASSERT_TRUE(store_->Delete("alice").ok());
   EXPECT_EQ(store_->Get("alice").status().code(), absl::StatusCode::kNotFound);

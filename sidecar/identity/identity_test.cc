@@ -43,13 +43,13 @@ TEST(IdentifierTest, NameRules) {
 TEST(IdentityTest, StaticKeyIsBoundBySignature) {
   auto id = Identity::Generate("bob", 0);
   EXPECT_TRUE(vault::Ed25519Verify(id->public_key(),
-                                   StaticKeyBindingMessage(id->static_public_key()),
-                                   id->static_key_signature())
+                                   StaticKeyBindingMessage(id->keys()->static_public_key()),
+                                   id->keys()->static_key_signature())
                   .ok());
   // Not a signature over the bare key (domain separation).
-  EXPECT_FALSE(
-      vault::Ed25519Verify(id->public_key(), id->static_public_key(), id->static_key_signature())
-          .ok());
+  EXPECT_FALSE(vault::Ed25519Verify(id->public_key(), id->keys()->static_public_key(),
+                                    id->keys()->static_key_signature())
+                   .ok());
 }
 
 TEST(IdentityTest, RecordRoundTripThroughVault) {
@@ -61,11 +61,12 @@ TEST(IdentityTest, RecordRoundTripThroughVault) {
   auto loaded = Identity::FromRecord(record, **v, "bob.identity");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->identifier(), id->identifier());
-  EXPECT_EQ((*loaded)->static_public_key(), id->static_public_key());
+  EXPECT_EQ((*loaded)->keys()->static_public_key(), id->keys()->static_public_key());
   EXPECT_EQ((*loaded)->created_unix_seconds(), 1234);
   // The same DH result from the loaded key.
   auto peer = vault::GenerateX25519();
-  EXPECT_TRUE(id->StaticDh(peer.public_key)->Equals(*(*loaded)->StaticDh(peer.public_key)));
+  EXPECT_TRUE(
+      id->keys()->StaticDh(peer.public_key)->Equals(*(*loaded)->keys()->StaticDh(peer.public_key)));
 }
 
 TEST(IdentityTest, InconsistentRecordsAreDamaged) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -382,6 +383,141 @@ TEST_F(CredentialsTest, TheConfigFileTrustsAndEnrolls) {
   VeildProcess bad(dirs_.path() + "/bad", {"--config", config});
   EXPECT_FALSE(bad.Start(seconds(10)));
   EXPECT_NE(bad.log().find("trusted_authorities[0]"), std::string::npos) << bad.log();
+}
+
+namespace rotation {
+
+// Copies a state directory as a thief would (the files, not the API socket).
+void CopyState(const std::string& from, const std::string& to) {
+  namespace fs = std::filesystem;
+  fs::create_directories(to);
+  for (const auto& entry : fs::recursive_directory_iterator(from)) {
+    fs::path target = fs::path(to) / fs::relative(entry.path(), from);
+    if (entry.is_directory()) {
+      fs::create_directories(target);
+      fs::permissions(target, fs::perms::owner_all);
+    } else if (entry.is_regular_file()) {
+      fs::copy_file(entry.path(), target, fs::copy_options::overwrite_existing);
+    }
+  }
+  fs::permissions(to, fs::perms::owner_all);
+}
+
+v1::Identity Rotate(const std::shared_ptr<grpc::Channel>& api, grpc::Status* status = nullptr) {
+  v1::RotateIdentityRequest req;
+  req.set_name("default");
+  v1::Identity out;
+  grpc::ClientContext context;
+  grpc::Status s = v1::IdentityService::NewStub(api)->RotateIdentity(&context, req, &out);
+  EXPECT_TRUE(status != nullptr || s.ok()) << s.error_message();
+  if (status != nullptr) *status = s;
+  return out;
+}
+
+}  // namespace rotation
+
+// Key rotation end to end: Bob and the authority rotate their keys; Alice's channel policy
+// names only Bob's identifier and Bob's listener admits by attribute; everything keeps working
+// through the rotations and a restart, while Bob's old keys (a copy of his state from before)
+// are refused by Alice from then on, also after she restarts.
+TEST_F(CredentialsTest, RotatedKeysKeepIdentifiersTrustAndCredentials) {
+  ttl_ = "4";  // short credentials: members refresh soon after the authority rotates
+  authority_.reset();
+  SetUp();
+  StartBob();
+  const std::string bob_id = DefaultIdentifier(bob_api_);
+  const std::string alice_state = dirs_.path() + "/alice";
+  auto alice = Sidecar("alice");
+  auto alice_api = Connect(alice->api_target());
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+  ASSERT_TRUE(Enroll(alice_api, token).ok());
+  auto echo_to_bob = [&](const std::shared_ptr<grpc::Channel>& api, const std::string& listener) {
+    v1::SecureChannel opened;
+    grpc::Status s = CreateSecureChannel(api, listener, TrustIdentifier(bob_id), &opened);
+    if (!s.ok()) return s;
+    v1::RequestResponse reply;
+    return Request(api, opened.route() + "/service/echoer", "Hello Ockam!", &reply);
+  };
+  v1::SecureChannel before;
+  ASSERT_TRUE(CreateSecureChannel(alice_api, bob_listener_, TrustIdentifier(bob_id), &before).ok());
+  // A thief's copy of Bob as he is now.
+  const std::string old_bob_state = dirs_.path() + "/old-bob";
+  rotation::CopyState(bob_->state_dir(), old_bob_state);
+
+  // Bob rotates: same identifier, new key, one change.
+  v1::Identity rotated = rotation::Rotate(bob_api_);
+  EXPECT_EQ(rotated.public_identity().identifier(), bob_id);
+  EXPECT_EQ(rotated.key_changes(), 1u);
+  EXPECT_NE(rotated.current_public_key(), rotated.public_identity().public_key());
+  // The channel made before keeps working; a new one finds the same Bob, admitted by
+  // identifier on Alice's side and by attribute (his credential names his identifier) on his.
+  v1::RequestResponse reply;
+  ASSERT_TRUE(Request(alice_api, before.route() + "/service/echoer", "still", &reply).ok());
+  grpc::Status after = echo_to_bob(alice_api, bob_listener_);
+  ASSERT_TRUE(after.ok()) << after.error_message() << bob_->log();
+  EXPECT_EQ(echoer_->last_sender().identifier(), DefaultIdentifier(alice_api));
+
+  // The authority rotates; members keep refreshing (the authority's new key speaks for its
+  // identifier), and the refreshed credentials, signed by the new key, are taken by peers.
+  const std::string authority_key_before = [&] {
+    v1::GetIdentityRequest req;
+    req.set_name("default");
+    v1::Identity id;
+    grpc::ClientContext context;
+    EXPECT_TRUE(v1::IdentityService::NewStub(authority_api_)->GetIdentity(&context, req, &id).ok());
+    return id.current_public_key();
+  }();
+  v1::Identity authority_rotated = rotation::Rotate(authority_api_);
+  EXPECT_EQ(authority_rotated.public_identity().identifier(), authority_id_);
+  EXPECT_NE(authority_rotated.current_public_key(), authority_key_before);
+  std::this_thread::sleep_for(milliseconds(4500));  // past the old credentials' expiry
+  grpc::Status refreshed = echo_to_bob(alice_api, bob_listener_);
+  ASSERT_TRUE(refreshed.ok()) << refreshed.error_message() << alice->log() << bob_->log();
+  EXPECT_EQ(echoer_->last_sender().attributes().at("role"), "alice-app");
+
+  // Bob restarts: still rotated, still Bob.
+  const std::string bob_listen = TcpListenAddress(bob_api_);
+  echoer_.reset();
+  bob_api_.reset();
+  bob_.reset();
+  bob_ = std::make_unique<VeildProcess>(
+      dirs_.path() + "/bob",
+      std::vector<std::string>{"--authority-identity", authority_id_, "--credential-clock-skew",
+                               "0", "--tcp-listen", bob_listen});
+  ASSERT_TRUE(bob_->Start()) << bob_->log();
+  bob_api_ = Connect(bob_->api_target());
+  EXPECT_EQ(DefaultIdentifier(bob_api_), bob_id);
+  echoer_ = std::make_unique<EchoApp>(bob_api_, "echoer");
+  ASSERT_TRUE(echoer_->WaitOpened());
+  ASSERT_TRUE(CreateListener(bob_api_, "listener", Allow(R"(subject.role == "alice-app")")).ok());
+  grpc::Status restarted = echo_to_bob(alice_api, bob_listener_);
+  ASSERT_TRUE(restarted.ok()) << restarted.error_message() << bob_->log();
+
+  // The thief starts Bob's old copy: Alice, who saw the rotation, refuses its key.
+  VeildProcess old_bob(old_bob_state, {"--tcp-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(old_bob.Start()) << old_bob.log();
+  auto old_api = Connect(old_bob.api_target());
+  EXPECT_EQ(DefaultIdentifier(old_api), bob_id);
+  EchoApp old_echoer(old_api, "echoer");
+  ASSERT_TRUE(old_echoer.WaitOpened());
+  ASSERT_TRUE(CreateListener(old_api, "listener", TrustEveryone()).ok());
+  const std::string old_listener = "/tcp/" + TcpListenAddress(old_api) + "/service/listener";
+  grpc::Status stolen = echo_to_bob(alice_api, old_listener);
+  EXPECT_FALSE(stolen.ok());
+  EXPECT_NE(stolen.error_message().find("rotated away from"), std::string::npos)
+      << ReasonOf(stolen) << ": " << stolen.error_message();
+  EXPECT_EQ(ReasonOf(stolen), "KEY_HISTORY_ROLLBACK") << stolen.error_message();
+  // Alice restarts: she still knows.
+  alice_api.reset();
+  alice.reset();
+  VeildProcess alice_again(alice_state, {"--credential-clock-skew", "0"});
+  ASSERT_TRUE(alice_again.Start()) << alice_again.log();
+  auto again_api = Connect(alice_again.api_target());
+  EXPECT_EQ(ReasonOf(echo_to_bob(again_api, old_listener)), "KEY_HISTORY_ROLLBACK");
+  grpc::Status real = echo_to_bob(again_api, bob_listener_);
+  EXPECT_TRUE(real.ok()) << real.error_message() << alice_again.log();
+  EXPECT_EQ(old_echoer.echoed(), 0u);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@ static const char* IdentityService_method_names[] = {
   "/veil.v1.IdentityService/GetIdentity",
   "/veil.v1.IdentityService/ListIdentities",
   "/veil.v1.IdentityService/DeleteIdentity",
+  "/veil.v1.IdentityService/RotateIdentity",
   "/veil.v1.IdentityService/ImportTrustedIdentity",
   "/veil.v1.IdentityService/ListTrustedIdentities",
   "/veil.v1.IdentityService/DeleteTrustedIdentity",
@@ -43,9 +44,10 @@ IdentityService::Stub::Stub(const std::shared_ptr< ::grpc::ChannelInterface>& ch
   , rpcmethod_GetIdentity_(IdentityService_method_names[1], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_ListIdentities_(IdentityService_method_names[2], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_DeleteIdentity_(IdentityService_method_names[3], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
-  , rpcmethod_ImportTrustedIdentity_(IdentityService_method_names[4], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
-  , rpcmethod_ListTrustedIdentities_(IdentityService_method_names[5], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
-  , rpcmethod_DeleteTrustedIdentity_(IdentityService_method_names[6], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_RotateIdentity_(IdentityService_method_names[4], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_ImportTrustedIdentity_(IdentityService_method_names[5], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_ListTrustedIdentities_(IdentityService_method_names[6], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_DeleteTrustedIdentity_(IdentityService_method_names[7], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   {}
 
 ::grpc::Status IdentityService::Stub::CreateIdentity(::grpc::ClientContext* context, const ::veil::v1::CreateIdentityRequest& request, ::veil::v1::Identity* response) {
@@ -136,6 +138,29 @@ void IdentityService::Stub::async::DeleteIdentity(::grpc::ClientContext* context
 ::grpc::ClientAsyncResponseReader< ::veil::v1::DeleteIdentityResponse>* IdentityService::Stub::AsyncDeleteIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) {
   auto* result =
     this->PrepareAsyncDeleteIdentityRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
+::grpc::Status IdentityService::Stub::RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::veil::v1::Identity* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_RotateIdentity_, context, request, response);
+}
+
+void IdentityService::Stub::async::RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_RotateIdentity_, context, request, response, std::move(f));
+}
+
+void IdentityService::Stub::async::RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_RotateIdentity_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>* IdentityService::Stub::PrepareAsyncRotateIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::veil::v1::Identity, ::veil::v1::RotateIdentityRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_RotateIdentity_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>* IdentityService::Stub::AsyncRotateIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncRotateIdentityRaw(context, request, cq);
   result->StartCall();
   return result;
 }
@@ -253,6 +278,16 @@ IdentityService::Service::Service() {
   AddMethod(new ::grpc::internal::RpcServiceMethod(
       IdentityService_method_names[4],
       ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< IdentityService::Service, ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](IdentityService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::veil::v1::RotateIdentityRequest* req,
+             ::veil::v1::Identity* resp) {
+               return service->RotateIdentity(ctx, req, resp);
+             }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      IdentityService_method_names[5],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
       new ::grpc::internal::RpcMethodHandler< IdentityService::Service, ::veil::v1::ImportTrustedIdentityRequest, ::veil::v1::TrustedIdentity, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
           [](IdentityService::Service* service,
              ::grpc::ServerContext* ctx,
@@ -261,7 +296,7 @@ IdentityService::Service::Service() {
                return service->ImportTrustedIdentity(ctx, req, resp);
              }, this)));
   AddMethod(new ::grpc::internal::RpcServiceMethod(
-      IdentityService_method_names[5],
+      IdentityService_method_names[6],
       ::grpc::internal::RpcMethod::NORMAL_RPC,
       new ::grpc::internal::RpcMethodHandler< IdentityService::Service, ::veil::v1::ListTrustedIdentitiesRequest, ::veil::v1::ListTrustedIdentitiesResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
           [](IdentityService::Service* service,
@@ -271,7 +306,7 @@ IdentityService::Service::Service() {
                return service->ListTrustedIdentities(ctx, req, resp);
              }, this)));
   AddMethod(new ::grpc::internal::RpcServiceMethod(
-      IdentityService_method_names[6],
+      IdentityService_method_names[7],
       ::grpc::internal::RpcMethod::NORMAL_RPC,
       new ::grpc::internal::RpcMethodHandler< IdentityService::Service, ::veil::v1::DeleteTrustedIdentityRequest, ::veil::v1::DeleteTrustedIdentityResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
           [](IdentityService::Service* service,
@@ -307,6 +342,13 @@ IdentityService::Service::~Service() {
 }
 
 ::grpc::Status IdentityService::Service::DeleteIdentity(::grpc::ServerContext* context, const ::veil::v1::DeleteIdentityRequest* request, ::veil::v1::DeleteIdentityResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status IdentityService::Service::RotateIdentity(::grpc::ServerContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response) {
   (void) context;
   (void) request;
   (void) response;

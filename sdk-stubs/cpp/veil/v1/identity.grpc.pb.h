@@ -75,6 +75,20 @@ class IdentityService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::DeleteIdentityResponse>> PrepareAsyncDeleteIdentity(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::DeleteIdentityResponse>>(PrepareAsyncDeleteIdentityRaw(context, request, cq));
     }
+    // Gives an identity fresh keys (signing and Noise static) while its identifier stays the
+    // same: the new key is tied to the identifier by a change signed by the old key and the new
+    // (the identity's key history, which every handshake presents), so trust lists, imported
+    // identities and credentials about it keep working. Allowed while the identity is in use:
+    // handshakes that start afterwards use the new keys; established channels keep theirs. A
+    // peer that has seen the rotation refuses the old key from then on. Errors: NOT_FOUND
+    // (IDENTITY_NOT_FOUND); FAILED_PRECONDITION (KEY_HISTORY_INVALID) after 32 rotations.
+    virtual ::grpc::Status RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::veil::v1::Identity* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::Identity>> AsyncRotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::Identity>>(AsyncRotateIdentityRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::Identity>> PrepareAsyncRotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::Identity>>(PrepareAsyncRotateIdentityRaw(context, request, cq));
+    }
     // Adds a public identity (e.g. another node's, from its GetIdentity) to the trusted set that
     // trust policies can refer to. INVALID_ARGUMENT (IDENTIFIER_MISMATCH) when the identifier is
     // not the one derived from the public key. Importing again replaces the label.
@@ -119,6 +133,15 @@ class IdentityService final {
       // (IDENTITY_IN_USE) while a listener, relay or channel uses it.
       virtual void DeleteIdentity(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest* request, ::veil::v1::DeleteIdentityResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void DeleteIdentity(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest* request, ::veil::v1::DeleteIdentityResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // Gives an identity fresh keys (signing and Noise static) while its identifier stays the
+      // same: the new key is tied to the identifier by a change signed by the old key and the new
+      // (the identity's key history, which every handshake presents), so trust lists, imported
+      // identities and credentials about it keep working. Allowed while the identity is in use:
+      // handshakes that start afterwards use the new keys; established channels keep theirs. A
+      // peer that has seen the rotation refuses the old key from then on. Errors: NOT_FOUND
+      // (IDENTITY_NOT_FOUND); FAILED_PRECONDITION (KEY_HISTORY_INVALID) after 32 rotations.
+      virtual void RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Adds a public identity (e.g. another node's, from its GetIdentity) to the trusted set that
       // trust policies can refer to. INVALID_ARGUMENT (IDENTIFIER_MISMATCH) when the identifier is
       // not the one derived from the public key. Importing again replaces the label.
@@ -143,6 +166,8 @@ class IdentityService final {
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ListIdentitiesResponse>* PrepareAsyncListIdentitiesRaw(::grpc::ClientContext* context, const ::veil::v1::ListIdentitiesRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::DeleteIdentityResponse>* AsyncDeleteIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::DeleteIdentityResponse>* PrepareAsyncDeleteIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::Identity>* AsyncRotateIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::Identity>* PrepareAsyncRotateIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::TrustedIdentity>* AsyncImportTrustedIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::TrustedIdentity>* PrepareAsyncImportTrustedIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ListTrustedIdentitiesResponse>* AsyncListTrustedIdentitiesRaw(::grpc::ClientContext* context, const ::veil::v1::ListTrustedIdentitiesRequest& request, ::grpc::CompletionQueue* cq) = 0;
@@ -181,6 +206,13 @@ class IdentityService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::DeleteIdentityResponse>> PrepareAsyncDeleteIdentity(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::DeleteIdentityResponse>>(PrepareAsyncDeleteIdentityRaw(context, request, cq));
     }
+    ::grpc::Status RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::veil::v1::Identity* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>> AsyncRotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>>(AsyncRotateIdentityRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>> PrepareAsyncRotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>>(PrepareAsyncRotateIdentityRaw(context, request, cq));
+    }
     ::grpc::Status ImportTrustedIdentity(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest& request, ::veil::v1::TrustedIdentity* response) override;
     std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::TrustedIdentity>> AsyncImportTrustedIdentity(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::TrustedIdentity>>(AsyncImportTrustedIdentityRaw(context, request, cq));
@@ -213,6 +245,8 @@ class IdentityService final {
       void ListIdentities(::grpc::ClientContext* context, const ::veil::v1::ListIdentitiesRequest* request, ::veil::v1::ListIdentitiesResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
       void DeleteIdentity(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest* request, ::veil::v1::DeleteIdentityResponse* response, std::function<void(::grpc::Status)>) override;
       void DeleteIdentity(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest* request, ::veil::v1::DeleteIdentityResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response, std::function<void(::grpc::Status)>) override;
+      void RotateIdentity(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response, ::grpc::ClientUnaryReactor* reactor) override;
       void ImportTrustedIdentity(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest* request, ::veil::v1::TrustedIdentity* response, std::function<void(::grpc::Status)>) override;
       void ImportTrustedIdentity(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest* request, ::veil::v1::TrustedIdentity* response, ::grpc::ClientUnaryReactor* reactor) override;
       void ListTrustedIdentities(::grpc::ClientContext* context, const ::veil::v1::ListTrustedIdentitiesRequest* request, ::veil::v1::ListTrustedIdentitiesResponse* response, std::function<void(::grpc::Status)>) override;
@@ -238,6 +272,8 @@ class IdentityService final {
     ::grpc::ClientAsyncResponseReader< ::veil::v1::ListIdentitiesResponse>* PrepareAsyncListIdentitiesRaw(::grpc::ClientContext* context, const ::veil::v1::ListIdentitiesRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::DeleteIdentityResponse>* AsyncDeleteIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::DeleteIdentityResponse>* PrepareAsyncDeleteIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteIdentityRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>* AsyncRotateIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::veil::v1::Identity>* PrepareAsyncRotateIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::RotateIdentityRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::TrustedIdentity>* AsyncImportTrustedIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::TrustedIdentity>* PrepareAsyncImportTrustedIdentityRaw(::grpc::ClientContext* context, const ::veil::v1::ImportTrustedIdentityRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::ListTrustedIdentitiesResponse>* AsyncListTrustedIdentitiesRaw(::grpc::ClientContext* context, const ::veil::v1::ListTrustedIdentitiesRequest& request, ::grpc::CompletionQueue* cq) override;
@@ -248,6 +284,7 @@ class IdentityService final {
     const ::grpc::internal::RpcMethod rpcmethod_GetIdentity_;
     const ::grpc::internal::RpcMethod rpcmethod_ListIdentities_;
     const ::grpc::internal::RpcMethod rpcmethod_DeleteIdentity_;
+    const ::grpc::internal::RpcMethod rpcmethod_RotateIdentity_;
     const ::grpc::internal::RpcMethod rpcmethod_ImportTrustedIdentity_;
     const ::grpc::internal::RpcMethod rpcmethod_ListTrustedIdentities_;
     const ::grpc::internal::RpcMethod rpcmethod_DeleteTrustedIdentity_;
@@ -269,6 +306,14 @@ class IdentityService final {
     // Deletes an identity and its keys, for good. NOT_FOUND when absent; FAILED_PRECONDITION
     // (IDENTITY_IN_USE) while a listener, relay or channel uses it.
     virtual ::grpc::Status DeleteIdentity(::grpc::ServerContext* context, const ::veil::v1::DeleteIdentityRequest* request, ::veil::v1::DeleteIdentityResponse* response);
+    // Gives an identity fresh keys (signing and Noise static) while its identifier stays the
+    // same: the new key is tied to the identifier by a change signed by the old key and the new
+    // (the identity's key history, which every handshake presents), so trust lists, imported
+    // identities and credentials about it keep working. Allowed while the identity is in use:
+    // handshakes that start afterwards use the new keys; established channels keep theirs. A
+    // peer that has seen the rotation refuses the old key from then on. Errors: NOT_FOUND
+    // (IDENTITY_NOT_FOUND); FAILED_PRECONDITION (KEY_HISTORY_INVALID) after 32 rotations.
+    virtual ::grpc::Status RotateIdentity(::grpc::ServerContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response);
     // Adds a public identity (e.g. another node's, from its GetIdentity) to the trusted set that
     // trust policies can refer to. INVALID_ARGUMENT (IDENTIFIER_MISMATCH) when the identifier is
     // not the one derived from the public key. Importing again replaces the label.
@@ -359,12 +404,32 @@ class IdentityService final {
     }
   };
   template <class BaseClass>
+  class WithAsyncMethod_RotateIdentity : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_RotateIdentity() {
+      ::grpc::Service::MarkMethodAsync(4);
+    }
+    ~WithAsyncMethod_RotateIdentity() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RotateIdentity(::grpc::ServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestRotateIdentity(::grpc::ServerContext* context, ::veil::v1::RotateIdentityRequest* request, ::grpc::ServerAsyncResponseWriter< ::veil::v1::Identity>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(4, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
   class WithAsyncMethod_ImportTrustedIdentity : public BaseClass {
    private:
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithAsyncMethod_ImportTrustedIdentity() {
-      ::grpc::Service::MarkMethodAsync(4);
+      ::grpc::Service::MarkMethodAsync(5);
     }
     ~WithAsyncMethod_ImportTrustedIdentity() override {
       BaseClassMustBeDerivedFromService(this);
@@ -375,7 +440,7 @@ class IdentityService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     void RequestImportTrustedIdentity(::grpc::ServerContext* context, ::veil::v1::ImportTrustedIdentityRequest* request, ::grpc::ServerAsyncResponseWriter< ::veil::v1::TrustedIdentity>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
-      ::grpc::Service::RequestAsyncUnary(4, context, request, response, new_call_cq, notification_cq, tag);
+      ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -384,7 +449,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithAsyncMethod_ListTrustedIdentities() {
-      ::grpc::Service::MarkMethodAsync(5);
+      ::grpc::Service::MarkMethodAsync(6);
     }
     ~WithAsyncMethod_ListTrustedIdentities() override {
       BaseClassMustBeDerivedFromService(this);
@@ -395,7 +460,7 @@ class IdentityService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     void RequestListTrustedIdentities(::grpc::ServerContext* context, ::veil::v1::ListTrustedIdentitiesRequest* request, ::grpc::ServerAsyncResponseWriter< ::veil::v1::ListTrustedIdentitiesResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
-      ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
+      ::grpc::Service::RequestAsyncUnary(6, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -404,7 +469,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithAsyncMethod_DeleteTrustedIdentity() {
-      ::grpc::Service::MarkMethodAsync(6);
+      ::grpc::Service::MarkMethodAsync(7);
     }
     ~WithAsyncMethod_DeleteTrustedIdentity() override {
       BaseClassMustBeDerivedFromService(this);
@@ -415,10 +480,10 @@ class IdentityService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     void RequestDeleteTrustedIdentity(::grpc::ServerContext* context, ::veil::v1::DeleteTrustedIdentityRequest* request, ::grpc::ServerAsyncResponseWriter< ::veil::v1::DeleteTrustedIdentityResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
-      ::grpc::Service::RequestAsyncUnary(6, context, request, response, new_call_cq, notification_cq, tag);
+      ::grpc::Service::RequestAsyncUnary(7, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
-  typedef WithAsyncMethod_CreateIdentity<WithAsyncMethod_GetIdentity<WithAsyncMethod_ListIdentities<WithAsyncMethod_DeleteIdentity<WithAsyncMethod_ImportTrustedIdentity<WithAsyncMethod_ListTrustedIdentities<WithAsyncMethod_DeleteTrustedIdentity<Service > > > > > > > AsyncService;
+  typedef WithAsyncMethod_CreateIdentity<WithAsyncMethod_GetIdentity<WithAsyncMethod_ListIdentities<WithAsyncMethod_DeleteIdentity<WithAsyncMethod_RotateIdentity<WithAsyncMethod_ImportTrustedIdentity<WithAsyncMethod_ListTrustedIdentities<WithAsyncMethod_DeleteTrustedIdentity<Service > > > > > > > > AsyncService;
   template <class BaseClass>
   class WithCallbackMethod_CreateIdentity : public BaseClass {
    private:
@@ -528,18 +593,45 @@ class IdentityService final {
       ::grpc::CallbackServerContext* /*context*/, const ::veil::v1::DeleteIdentityRequest* /*request*/, ::veil::v1::DeleteIdentityResponse* /*response*/)  { return nullptr; }
   };
   template <class BaseClass>
+  class WithCallbackMethod_RotateIdentity : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_RotateIdentity() {
+      ::grpc::Service::MarkMethodCallback(4,
+          new ::grpc::internal::CallbackUnaryHandler< ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::veil::v1::RotateIdentityRequest* request, ::veil::v1::Identity* response) { return this->RotateIdentity(context, request, response); }));}
+    void SetMessageAllocatorFor_RotateIdentity(
+        ::grpc::MessageAllocator< ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(4);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_RotateIdentity() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RotateIdentity(::grpc::ServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* RotateIdentity(
+      ::grpc::CallbackServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
   class WithCallbackMethod_ImportTrustedIdentity : public BaseClass {
    private:
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithCallbackMethod_ImportTrustedIdentity() {
-      ::grpc::Service::MarkMethodCallback(4,
+      ::grpc::Service::MarkMethodCallback(5,
           new ::grpc::internal::CallbackUnaryHandler< ::veil::v1::ImportTrustedIdentityRequest, ::veil::v1::TrustedIdentity>(
             [this](
                    ::grpc::CallbackServerContext* context, const ::veil::v1::ImportTrustedIdentityRequest* request, ::veil::v1::TrustedIdentity* response) { return this->ImportTrustedIdentity(context, request, response); }));}
     void SetMessageAllocatorFor_ImportTrustedIdentity(
         ::grpc::MessageAllocator< ::veil::v1::ImportTrustedIdentityRequest, ::veil::v1::TrustedIdentity>* allocator) {
-      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(4);
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(5);
       static_cast<::grpc::internal::CallbackUnaryHandler< ::veil::v1::ImportTrustedIdentityRequest, ::veil::v1::TrustedIdentity>*>(handler)
               ->SetMessageAllocator(allocator);
     }
@@ -560,13 +652,13 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithCallbackMethod_ListTrustedIdentities() {
-      ::grpc::Service::MarkMethodCallback(5,
+      ::grpc::Service::MarkMethodCallback(6,
           new ::grpc::internal::CallbackUnaryHandler< ::veil::v1::ListTrustedIdentitiesRequest, ::veil::v1::ListTrustedIdentitiesResponse>(
             [this](
                    ::grpc::CallbackServerContext* context, const ::veil::v1::ListTrustedIdentitiesRequest* request, ::veil::v1::ListTrustedIdentitiesResponse* response) { return this->ListTrustedIdentities(context, request, response); }));}
     void SetMessageAllocatorFor_ListTrustedIdentities(
         ::grpc::MessageAllocator< ::veil::v1::ListTrustedIdentitiesRequest, ::veil::v1::ListTrustedIdentitiesResponse>* allocator) {
-      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(5);
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(6);
       static_cast<::grpc::internal::CallbackUnaryHandler< ::veil::v1::ListTrustedIdentitiesRequest, ::veil::v1::ListTrustedIdentitiesResponse>*>(handler)
               ->SetMessageAllocator(allocator);
     }
@@ -587,13 +679,13 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithCallbackMethod_DeleteTrustedIdentity() {
-      ::grpc::Service::MarkMethodCallback(6,
+      ::grpc::Service::MarkMethodCallback(7,
           new ::grpc::internal::CallbackUnaryHandler< ::veil::v1::DeleteTrustedIdentityRequest, ::veil::v1::DeleteTrustedIdentityResponse>(
             [this](
                    ::grpc::CallbackServerContext* context, const ::veil::v1::DeleteTrustedIdentityRequest* request, ::veil::v1::DeleteTrustedIdentityResponse* response) { return this->DeleteTrustedIdentity(context, request, response); }));}
     void SetMessageAllocatorFor_DeleteTrustedIdentity(
         ::grpc::MessageAllocator< ::veil::v1::DeleteTrustedIdentityRequest, ::veil::v1::DeleteTrustedIdentityResponse>* allocator) {
-      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(6);
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(7);
       static_cast<::grpc::internal::CallbackUnaryHandler< ::veil::v1::DeleteTrustedIdentityRequest, ::veil::v1::DeleteTrustedIdentityResponse>*>(handler)
               ->SetMessageAllocator(allocator);
     }
@@ -608,7 +700,7 @@ class IdentityService final {
     virtual ::grpc::ServerUnaryReactor* DeleteTrustedIdentity(
       ::grpc::CallbackServerContext* /*context*/, const ::veil::v1::DeleteTrustedIdentityRequest* /*request*/, ::veil::v1::DeleteTrustedIdentityResponse* /*response*/)  { return nullptr; }
   };
-  typedef WithCallbackMethod_CreateIdentity<WithCallbackMethod_GetIdentity<WithCallbackMethod_ListIdentities<WithCallbackMethod_DeleteIdentity<WithCallbackMethod_ImportTrustedIdentity<WithCallbackMethod_ListTrustedIdentities<WithCallbackMethod_DeleteTrustedIdentity<Service > > > > > > > CallbackService;
+  typedef WithCallbackMethod_CreateIdentity<WithCallbackMethod_GetIdentity<WithCallbackMethod_ListIdentities<WithCallbackMethod_DeleteIdentity<WithCallbackMethod_RotateIdentity<WithCallbackMethod_ImportTrustedIdentity<WithCallbackMethod_ListTrustedIdentities<WithCallbackMethod_DeleteTrustedIdentity<Service > > > > > > > > CallbackService;
   typedef CallbackService ExperimentalCallbackService;
   template <class BaseClass>
   class WithGenericMethod_CreateIdentity : public BaseClass {
@@ -679,12 +771,29 @@ class IdentityService final {
     }
   };
   template <class BaseClass>
+  class WithGenericMethod_RotateIdentity : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_RotateIdentity() {
+      ::grpc::Service::MarkMethodGeneric(4);
+    }
+    ~WithGenericMethod_RotateIdentity() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RotateIdentity(::grpc::ServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
   class WithGenericMethod_ImportTrustedIdentity : public BaseClass {
    private:
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithGenericMethod_ImportTrustedIdentity() {
-      ::grpc::Service::MarkMethodGeneric(4);
+      ::grpc::Service::MarkMethodGeneric(5);
     }
     ~WithGenericMethod_ImportTrustedIdentity() override {
       BaseClassMustBeDerivedFromService(this);
@@ -701,7 +810,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithGenericMethod_ListTrustedIdentities() {
-      ::grpc::Service::MarkMethodGeneric(5);
+      ::grpc::Service::MarkMethodGeneric(6);
     }
     ~WithGenericMethod_ListTrustedIdentities() override {
       BaseClassMustBeDerivedFromService(this);
@@ -718,7 +827,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithGenericMethod_DeleteTrustedIdentity() {
-      ::grpc::Service::MarkMethodGeneric(6);
+      ::grpc::Service::MarkMethodGeneric(7);
     }
     ~WithGenericMethod_DeleteTrustedIdentity() override {
       BaseClassMustBeDerivedFromService(this);
@@ -810,12 +919,32 @@ class IdentityService final {
     }
   };
   template <class BaseClass>
+  class WithRawMethod_RotateIdentity : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_RotateIdentity() {
+      ::grpc::Service::MarkMethodRaw(4);
+    }
+    ~WithRawMethod_RotateIdentity() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RotateIdentity(::grpc::ServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestRotateIdentity(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(4, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
   class WithRawMethod_ImportTrustedIdentity : public BaseClass {
    private:
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithRawMethod_ImportTrustedIdentity() {
-      ::grpc::Service::MarkMethodRaw(4);
+      ::grpc::Service::MarkMethodRaw(5);
     }
     ~WithRawMethod_ImportTrustedIdentity() override {
       BaseClassMustBeDerivedFromService(this);
@@ -826,7 +955,7 @@ class IdentityService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     void RequestImportTrustedIdentity(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
-      ::grpc::Service::RequestAsyncUnary(4, context, request, response, new_call_cq, notification_cq, tag);
+      ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -835,7 +964,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithRawMethod_ListTrustedIdentities() {
-      ::grpc::Service::MarkMethodRaw(5);
+      ::grpc::Service::MarkMethodRaw(6);
     }
     ~WithRawMethod_ListTrustedIdentities() override {
       BaseClassMustBeDerivedFromService(this);
@@ -846,7 +975,7 @@ class IdentityService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     void RequestListTrustedIdentities(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
-      ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
+      ::grpc::Service::RequestAsyncUnary(6, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -855,7 +984,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithRawMethod_DeleteTrustedIdentity() {
-      ::grpc::Service::MarkMethodRaw(6);
+      ::grpc::Service::MarkMethodRaw(7);
     }
     ~WithRawMethod_DeleteTrustedIdentity() override {
       BaseClassMustBeDerivedFromService(this);
@@ -866,7 +995,7 @@ class IdentityService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     void RequestDeleteTrustedIdentity(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
-      ::grpc::Service::RequestAsyncUnary(6, context, request, response, new_call_cq, notification_cq, tag);
+      ::grpc::Service::RequestAsyncUnary(7, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -958,12 +1087,34 @@ class IdentityService final {
       ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
   };
   template <class BaseClass>
+  class WithRawCallbackMethod_RotateIdentity : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_RotateIdentity() {
+      ::grpc::Service::MarkMethodRawCallback(4,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->RotateIdentity(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_RotateIdentity() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RotateIdentity(::grpc::ServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* RotateIdentity(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
   class WithRawCallbackMethod_ImportTrustedIdentity : public BaseClass {
    private:
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithRawCallbackMethod_ImportTrustedIdentity() {
-      ::grpc::Service::MarkMethodRawCallback(4,
+      ::grpc::Service::MarkMethodRawCallback(5,
           new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
             [this](
                    ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->ImportTrustedIdentity(context, request, response); }));
@@ -985,7 +1136,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithRawCallbackMethod_ListTrustedIdentities() {
-      ::grpc::Service::MarkMethodRawCallback(5,
+      ::grpc::Service::MarkMethodRawCallback(6,
           new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
             [this](
                    ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->ListTrustedIdentities(context, request, response); }));
@@ -1007,7 +1158,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithRawCallbackMethod_DeleteTrustedIdentity() {
-      ::grpc::Service::MarkMethodRawCallback(6,
+      ::grpc::Service::MarkMethodRawCallback(7,
           new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
             [this](
                    ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->DeleteTrustedIdentity(context, request, response); }));
@@ -1132,12 +1283,39 @@ class IdentityService final {
     virtual ::grpc::Status StreamedDeleteIdentity(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::veil::v1::DeleteIdentityRequest,::veil::v1::DeleteIdentityResponse>* server_unary_streamer) = 0;
   };
   template <class BaseClass>
+  class WithStreamedUnaryMethod_RotateIdentity : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_RotateIdentity() {
+      ::grpc::Service::MarkMethodStreamed(4,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::veil::v1::RotateIdentityRequest, ::veil::v1::Identity>* streamer) {
+                       return this->StreamedRotateIdentity(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_RotateIdentity() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status RotateIdentity(::grpc::ServerContext* /*context*/, const ::veil::v1::RotateIdentityRequest* /*request*/, ::veil::v1::Identity* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedRotateIdentity(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::veil::v1::RotateIdentityRequest,::veil::v1::Identity>* server_unary_streamer) = 0;
+  };
+  template <class BaseClass>
   class WithStreamedUnaryMethod_ImportTrustedIdentity : public BaseClass {
    private:
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithStreamedUnaryMethod_ImportTrustedIdentity() {
-      ::grpc::Service::MarkMethodStreamed(4,
+      ::grpc::Service::MarkMethodStreamed(5,
         new ::grpc::internal::StreamedUnaryHandler<
           ::veil::v1::ImportTrustedIdentityRequest, ::veil::v1::TrustedIdentity>(
             [this](::grpc::ServerContext* context,
@@ -1164,7 +1342,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithStreamedUnaryMethod_ListTrustedIdentities() {
-      ::grpc::Service::MarkMethodStreamed(5,
+      ::grpc::Service::MarkMethodStreamed(6,
         new ::grpc::internal::StreamedUnaryHandler<
           ::veil::v1::ListTrustedIdentitiesRequest, ::veil::v1::ListTrustedIdentitiesResponse>(
             [this](::grpc::ServerContext* context,
@@ -1191,7 +1369,7 @@ class IdentityService final {
     void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
    public:
     WithStreamedUnaryMethod_DeleteTrustedIdentity() {
-      ::grpc::Service::MarkMethodStreamed(6,
+      ::grpc::Service::MarkMethodStreamed(7,
         new ::grpc::internal::StreamedUnaryHandler<
           ::veil::v1::DeleteTrustedIdentityRequest, ::veil::v1::DeleteTrustedIdentityResponse>(
             [this](::grpc::ServerContext* context,
@@ -1212,9 +1390,9 @@ class IdentityService final {
     // replace default version of method with streamed unary
     virtual ::grpc::Status StreamedDeleteTrustedIdentity(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::veil::v1::DeleteTrustedIdentityRequest,::veil::v1::DeleteTrustedIdentityResponse>* server_unary_streamer) = 0;
   };
-  typedef WithStreamedUnaryMethod_CreateIdentity<WithStreamedUnaryMethod_GetIdentity<WithStreamedUnaryMethod_ListIdentities<WithStreamedUnaryMethod_DeleteIdentity<WithStreamedUnaryMethod_ImportTrustedIdentity<WithStreamedUnaryMethod_ListTrustedIdentities<WithStreamedUnaryMethod_DeleteTrustedIdentity<Service > > > > > > > StreamedUnaryService;
+  typedef WithStreamedUnaryMethod_CreateIdentity<WithStreamedUnaryMethod_GetIdentity<WithStreamedUnaryMethod_ListIdentities<WithStreamedUnaryMethod_DeleteIdentity<WithStreamedUnaryMethod_RotateIdentity<WithStreamedUnaryMethod_ImportTrustedIdentity<WithStreamedUnaryMethod_ListTrustedIdentities<WithStreamedUnaryMethod_DeleteTrustedIdentity<Service > > > > > > > > StreamedUnaryService;
   typedef Service SplitStreamedService;
-  typedef WithStreamedUnaryMethod_CreateIdentity<WithStreamedUnaryMethod_GetIdentity<WithStreamedUnaryMethod_ListIdentities<WithStreamedUnaryMethod_DeleteIdentity<WithStreamedUnaryMethod_ImportTrustedIdentity<WithStreamedUnaryMethod_ListTrustedIdentities<WithStreamedUnaryMethod_DeleteTrustedIdentity<Service > > > > > > > StreamedService;
+  typedef WithStreamedUnaryMethod_CreateIdentity<WithStreamedUnaryMethod_GetIdentity<WithStreamedUnaryMethod_ListIdentities<WithStreamedUnaryMethod_DeleteIdentity<WithStreamedUnaryMethod_RotateIdentity<WithStreamedUnaryMethod_ImportTrustedIdentity<WithStreamedUnaryMethod_ListTrustedIdentities<WithStreamedUnaryMethod_DeleteTrustedIdentity<Service > > > > > > > > StreamedService;
 };
 
 }  // namespace v1

@@ -39,8 +39,11 @@ PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORIT
 PROTOBUF_CONSTEXPR Identity::Identity(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.current_public_key_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.public_identity_)*/nullptr
   , /*decltype(_impl_.create_time_)*/nullptr
+  , /*decltype(_impl_.rotate_time_)*/nullptr
+  , /*decltype(_impl_.key_changes_)*/0u
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct IdentityDefaultTypeInternal {
   PROTOBUF_CONSTEXPR IdentityDefaultTypeInternal()
@@ -125,6 +128,19 @@ struct DeleteIdentityResponseDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeleteIdentityResponseDefaultTypeInternal _DeleteIdentityResponse_default_instance_;
+PROTOBUF_CONSTEXPR RotateIdentityRequest::RotateIdentityRequest(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct RotateIdentityRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR RotateIdentityRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~RotateIdentityRequestDefaultTypeInternal() {}
+  union {
+    RotateIdentityRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 RotateIdentityRequestDefaultTypeInternal _RotateIdentityRequest_default_instance_;
 PROTOBUF_CONSTEXPR TrustedIdentity::TrustedIdentity(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.label_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -204,7 +220,7 @@ struct DeleteTrustedIdentityResponseDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeleteTrustedIdentityResponseDefaultTypeInternal _DeleteTrustedIdentityResponse_default_instance_;
 }  // namespace v1
 }  // namespace veil
-static ::_pb::Metadata file_level_metadata_veil_2fv1_2fidentity_2eproto[14];
+static ::_pb::Metadata file_level_metadata_veil_2fv1_2fidentity_2eproto[15];
 static constexpr ::_pb::EnumDescriptor const** file_level_enum_descriptors_veil_2fv1_2fidentity_2eproto = nullptr;
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_veil_2fv1_2fidentity_2eproto = nullptr;
 
@@ -226,6 +242,9 @@ const uint32_t TableStruct_veil_2fv1_2fidentity_2eproto::offsets[] PROTOBUF_SECT
   PROTOBUF_FIELD_OFFSET(::veil::v1::Identity, _impl_.name_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Identity, _impl_.public_identity_),
   PROTOBUF_FIELD_OFFSET(::veil::v1::Identity, _impl_.create_time_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Identity, _impl_.current_public_key_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Identity, _impl_.key_changes_),
+  PROTOBUF_FIELD_OFFSET(::veil::v1::Identity, _impl_.rotate_time_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::CreateIdentityRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -266,6 +285,13 @@ const uint32_t TableStruct_veil_2fv1_2fidentity_2eproto::offsets[] PROTOBUF_SECT
   ~0u,  // no _oneof_case_
   ~0u,  // no _weak_field_map_
   ~0u,  // no _inlined_string_donated_
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::RotateIdentityRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::RotateIdentityRequest, _impl_.name_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::veil::v1::TrustedIdentity, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -313,18 +339,19 @@ const uint32_t TableStruct_veil_2fv1_2fidentity_2eproto::offsets[] PROTOBUF_SECT
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::PublicIdentity)},
   { 8, -1, -1, sizeof(::veil::v1::Identity)},
-  { 17, -1, -1, sizeof(::veil::v1::CreateIdentityRequest)},
-  { 24, -1, -1, sizeof(::veil::v1::GetIdentityRequest)},
-  { 31, -1, -1, sizeof(::veil::v1::ListIdentitiesRequest)},
-  { 37, -1, -1, sizeof(::veil::v1::ListIdentitiesResponse)},
-  { 44, -1, -1, sizeof(::veil::v1::DeleteIdentityRequest)},
-  { 51, -1, -1, sizeof(::veil::v1::DeleteIdentityResponse)},
-  { 57, -1, -1, sizeof(::veil::v1::TrustedIdentity)},
-  { 66, -1, -1, sizeof(::veil::v1::ImportTrustedIdentityRequest)},
-  { 74, -1, -1, sizeof(::veil::v1::ListTrustedIdentitiesRequest)},
-  { 80, -1, -1, sizeof(::veil::v1::ListTrustedIdentitiesResponse)},
-  { 87, -1, -1, sizeof(::veil::v1::DeleteTrustedIdentityRequest)},
-  { 94, -1, -1, sizeof(::veil::v1::DeleteTrustedIdentityResponse)},
+  { 20, -1, -1, sizeof(::veil::v1::CreateIdentityRequest)},
+  { 27, -1, -1, sizeof(::veil::v1::GetIdentityRequest)},
+  { 34, -1, -1, sizeof(::veil::v1::ListIdentitiesRequest)},
+  { 40, -1, -1, sizeof(::veil::v1::ListIdentitiesResponse)},
+  { 47, -1, -1, sizeof(::veil::v1::DeleteIdentityRequest)},
+  { 54, -1, -1, sizeof(::veil::v1::DeleteIdentityResponse)},
+  { 60, -1, -1, sizeof(::veil::v1::RotateIdentityRequest)},
+  { 67, -1, -1, sizeof(::veil::v1::TrustedIdentity)},
+  { 76, -1, -1, sizeof(::veil::v1::ImportTrustedIdentityRequest)},
+  { 84, -1, -1, sizeof(::veil::v1::ListTrustedIdentitiesRequest)},
+  { 90, -1, -1, sizeof(::veil::v1::ListTrustedIdentitiesResponse)},
+  { 97, -1, -1, sizeof(::veil::v1::DeleteTrustedIdentityRequest)},
+  { 104, -1, -1, sizeof(::veil::v1::DeleteTrustedIdentityResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -336,6 +363,7 @@ static const ::_pb::Message* const file_default_instances[] = {
   &::veil::v1::_ListIdentitiesResponse_default_instance_._instance,
   &::veil::v1::_DeleteIdentityRequest_default_instance_._instance,
   &::veil::v1::_DeleteIdentityResponse_default_instance_._instance,
+  &::veil::v1::_RotateIdentityRequest_default_instance_._instance,
   &::veil::v1::_TrustedIdentity_default_instance_._instance,
   &::veil::v1::_ImportTrustedIdentityRequest_default_instance_._instance,
   &::veil::v1::_ListTrustedIdentitiesRequest_default_instance_._instance,
@@ -348,51 +376,56 @@ const char descriptor_table_protodef_veil_2fv1_2fidentity_2eproto[] PROTOBUF_SEC
   "\n\026veil/v1/identity.proto\022\007veil.v1\032\037googl"
   "e/protobuf/timestamp.proto\"8\n\016PublicIden"
   "tity\022\022\n\nidentifier\030\001 \001(\t\022\022\n\npublic_key\030\002"
-  " \001(\014\"{\n\010Identity\022\014\n\004name\030\001 \001(\t\0220\n\017public"
-  "_identity\030\002 \001(\0132\027.veil.v1.PublicIdentity"
-  "\022/\n\013create_time\030\003 \001(\0132\032.google.protobuf."
-  "Timestamp\"%\n\025CreateIdentityRequest\022\014\n\004na"
-  "me\030\001 \001(\t\"\"\n\022GetIdentityRequest\022\014\n\004name\030\001"
-  " \001(\t\"\027\n\025ListIdentitiesRequest\"\?\n\026ListIde"
-  "ntitiesResponse\022%\n\nidentities\030\001 \003(\0132\021.ve"
-  "il.v1.Identity\"%\n\025DeleteIdentityRequest\022"
-  "\014\n\004name\030\001 \001(\t\"\030\n\026DeleteIdentityResponse\""
-  "\200\001\n\017TrustedIdentity\0220\n\017public_identity\030\001"
-  " \001(\0132\027.veil.v1.PublicIdentity\022\r\n\005label\030\002"
-  " \001(\t\022,\n\010add_time\030\003 \001(\0132\032.google.protobuf"
-  ".Timestamp\"_\n\034ImportTrustedIdentityReque"
-  "st\0220\n\017public_identity\030\001 \001(\0132\027.veil.v1.Pu"
-  "blicIdentity\022\r\n\005label\030\002 \001(\t\"\036\n\034ListTrust"
-  "edIdentitiesRequest\"U\n\035ListTrustedIdenti"
-  "tiesResponse\0224\n\022trusted_identities\030\001 \003(\013"
-  "2\030.veil.v1.TrustedIdentity\"2\n\034DeleteTrus"
-  "tedIdentityRequest\022\022\n\nidentifier\030\001 \001(\t\"\037"
-  "\n\035DeleteTrustedIdentityResponse2\345\004\n\017Iden"
-  "tityService\022C\n\016CreateIdentity\022\036.veil.v1."
-  "CreateIdentityRequest\032\021.veil.v1.Identity"
-  "\022=\n\013GetIdentity\022\033.veil.v1.GetIdentityReq"
-  "uest\032\021.veil.v1.Identity\022Q\n\016ListIdentitie"
-  "s\022\036.veil.v1.ListIdentitiesRequest\032\037.veil"
-  ".v1.ListIdentitiesResponse\022Q\n\016DeleteIden"
-  "tity\022\036.veil.v1.DeleteIdentityRequest\032\037.v"
-  "eil.v1.DeleteIdentityResponse\022X\n\025ImportT"
-  "rustedIdentity\022%.veil.v1.ImportTrustedId"
-  "entityRequest\032\030.veil.v1.TrustedIdentity\022"
-  "f\n\025ListTrustedIdentities\022%.veil.v1.ListT"
-  "rustedIdentitiesRequest\032&.veil.v1.ListTr"
-  "ustedIdentitiesResponse\022f\n\025DeleteTrusted"
-  "Identity\022%.veil.v1.DeleteTrustedIdentity"
-  "Request\032&.veil.v1.DeleteTrustedIdentityR"
-  "esponseb\006proto3"
+  " \001(\014\"\335\001\n\010Identity\022\014\n\004name\030\001 \001(\t\0220\n\017publi"
+  "c_identity\030\002 \001(\0132\027.veil.v1.PublicIdentit"
+  "y\022/\n\013create_time\030\003 \001(\0132\032.google.protobuf"
+  ".Timestamp\022\032\n\022current_public_key\030\004 \001(\014\022\023"
+  "\n\013key_changes\030\005 \001(\r\022/\n\013rotate_time\030\006 \001(\013"
+  "2\032.google.protobuf.Timestamp\"%\n\025CreateId"
+  "entityRequest\022\014\n\004name\030\001 \001(\t\"\"\n\022GetIdenti"
+  "tyRequest\022\014\n\004name\030\001 \001(\t\"\027\n\025ListIdentitie"
+  "sRequest\"\?\n\026ListIdentitiesResponse\022%\n\nid"
+  "entities\030\001 \003(\0132\021.veil.v1.Identity\"%\n\025Del"
+  "eteIdentityRequest\022\014\n\004name\030\001 \001(\t\"\030\n\026Dele"
+  "teIdentityResponse\"%\n\025RotateIdentityRequ"
+  "est\022\014\n\004name\030\001 \001(\t\"\200\001\n\017TrustedIdentity\0220\n"
+  "\017public_identity\030\001 \001(\0132\027.veil.v1.PublicI"
+  "dentity\022\r\n\005label\030\002 \001(\t\022,\n\010add_time\030\003 \001(\013"
+  "2\032.google.protobuf.Timestamp\"_\n\034ImportTr"
+  "ustedIdentityRequest\0220\n\017public_identity\030"
+  "\001 \001(\0132\027.veil.v1.PublicIdentity\022\r\n\005label\030"
+  "\002 \001(\t\"\036\n\034ListTrustedIdentitiesRequest\"U\n"
+  "\035ListTrustedIdentitiesResponse\0224\n\022truste"
+  "d_identities\030\001 \003(\0132\030.veil.v1.TrustedIden"
+  "tity\"2\n\034DeleteTrustedIdentityRequest\022\022\n\n"
+  "identifier\030\001 \001(\t\"\037\n\035DeleteTrustedIdentit"
+  "yResponse2\252\005\n\017IdentityService\022C\n\016CreateI"
+  "dentity\022\036.veil.v1.CreateIdentityRequest\032"
+  "\021.veil.v1.Identity\022=\n\013GetIdentity\022\033.veil"
+  ".v1.GetIdentityRequest\032\021.veil.v1.Identit"
+  "y\022Q\n\016ListIdentities\022\036.veil.v1.ListIdenti"
+  "tiesRequest\032\037.veil.v1.ListIdentitiesResp"
+  "onse\022Q\n\016DeleteIdentity\022\036.veil.v1.DeleteI"
+  "dentityRequest\032\037.veil.v1.DeleteIdentityR"
+  "esponse\022C\n\016RotateIdentity\022\036.veil.v1.Rota"
+  "teIdentityRequest\032\021.veil.v1.Identity\022X\n\025"
+  "ImportTrustedIdentity\022%.veil.v1.ImportTr"
+  "ustedIdentityRequest\032\030.veil.v1.TrustedId"
+  "entity\022f\n\025ListTrustedIdentities\022%.veil.v"
+  "1.ListTrustedIdentitiesRequest\032&.veil.v1"
+  ".ListTrustedIdentitiesResponse\022f\n\025Delete"
+  "TrustedIdentity\022%.veil.v1.DeleteTrustedI"
+  "dentityRequest\032&.veil.v1.DeleteTrustedId"
+  "entityResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2fidentity_2eproto_deps[1] = {
   &::descriptor_table_google_2fprotobuf_2ftimestamp_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2fidentity_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2fidentity_2eproto = {
-    false, false, 1535, descriptor_table_protodef_veil_2fv1_2fidentity_2eproto,
+    false, false, 1742, descriptor_table_protodef_veil_2fv1_2fidentity_2eproto,
     "veil/v1/identity.proto",
-    &descriptor_table_veil_2fv1_2fidentity_2eproto_once, descriptor_table_veil_2fv1_2fidentity_2eproto_deps, 1, 14,
+    &descriptor_table_veil_2fv1_2fidentity_2eproto_once, descriptor_table_veil_2fv1_2fidentity_2eproto_deps, 1, 15,
     schemas, file_default_instances, TableStruct_veil_2fv1_2fidentity_2eproto::offsets,
     file_level_metadata_veil_2fv1_2fidentity_2eproto, file_level_enum_descriptors_veil_2fv1_2fidentity_2eproto,
     file_level_service_descriptors_veil_2fv1_2fidentity_2eproto,
@@ -660,6 +693,7 @@ class Identity::_Internal {
  public:
   static const ::veil::v1::PublicIdentity& public_identity(const Identity* msg);
   static const ::PROTOBUF_NAMESPACE_ID::Timestamp& create_time(const Identity* msg);
+  static const ::PROTOBUF_NAMESPACE_ID::Timestamp& rotate_time(const Identity* msg);
 };
 
 const ::veil::v1::PublicIdentity&
@@ -670,11 +704,21 @@ const ::PROTOBUF_NAMESPACE_ID::Timestamp&
 Identity::_Internal::create_time(const Identity* msg) {
   return *msg->_impl_.create_time_;
 }
+const ::PROTOBUF_NAMESPACE_ID::Timestamp&
+Identity::_Internal::rotate_time(const Identity* msg) {
+  return *msg->_impl_.rotate_time_;
+}
 void Identity::clear_create_time() {
   if (GetArenaForAllocation() == nullptr && _impl_.create_time_ != nullptr) {
     delete _impl_.create_time_;
   }
   _impl_.create_time_ = nullptr;
+}
+void Identity::clear_rotate_time() {
+  if (GetArenaForAllocation() == nullptr && _impl_.rotate_time_ != nullptr) {
+    delete _impl_.rotate_time_;
+  }
+  _impl_.rotate_time_ = nullptr;
 }
 Identity::Identity(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
@@ -687,8 +731,11 @@ Identity::Identity(const Identity& from)
   Identity* const _this = this; (void)_this;
   new (&_impl_) Impl_{
       decltype(_impl_.name_){}
+    , decltype(_impl_.current_public_key_){}
     , decltype(_impl_.public_identity_){nullptr}
     , decltype(_impl_.create_time_){nullptr}
+    , decltype(_impl_.rotate_time_){nullptr}
+    , decltype(_impl_.key_changes_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -700,12 +747,24 @@ Identity::Identity(const Identity& from)
     _this->_impl_.name_.Set(from._internal_name(), 
       _this->GetArenaForAllocation());
   }
+  _impl_.current_public_key_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.current_public_key_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_current_public_key().empty()) {
+    _this->_impl_.current_public_key_.Set(from._internal_current_public_key(), 
+      _this->GetArenaForAllocation());
+  }
   if (from._internal_has_public_identity()) {
     _this->_impl_.public_identity_ = new ::veil::v1::PublicIdentity(*from._impl_.public_identity_);
   }
   if (from._internal_has_create_time()) {
     _this->_impl_.create_time_ = new ::PROTOBUF_NAMESPACE_ID::Timestamp(*from._impl_.create_time_);
   }
+  if (from._internal_has_rotate_time()) {
+    _this->_impl_.rotate_time_ = new ::PROTOBUF_NAMESPACE_ID::Timestamp(*from._impl_.rotate_time_);
+  }
+  _this->_impl_.key_changes_ = from._impl_.key_changes_;
   // @@protoc_insertion_point(copy_constructor:veil.v1.Identity)
 }
 
@@ -715,13 +774,20 @@ inline void Identity::SharedCtor(
   (void)is_message_owned;
   new (&_impl_) Impl_{
       decltype(_impl_.name_){}
+    , decltype(_impl_.current_public_key_){}
     , decltype(_impl_.public_identity_){nullptr}
     , decltype(_impl_.create_time_){nullptr}
+    , decltype(_impl_.rotate_time_){nullptr}
+    , decltype(_impl_.key_changes_){0u}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.name_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.current_public_key_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.current_public_key_.Set("", GetArenaForAllocation());
   #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
 }
 
@@ -737,8 +803,10 @@ Identity::~Identity() {
 inline void Identity::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
   _impl_.name_.Destroy();
+  _impl_.current_public_key_.Destroy();
   if (this != internal_default_instance()) delete _impl_.public_identity_;
   if (this != internal_default_instance()) delete _impl_.create_time_;
+  if (this != internal_default_instance()) delete _impl_.rotate_time_;
 }
 
 void Identity::SetCachedSize(int size) const {
@@ -752,6 +820,7 @@ void Identity::Clear() {
   (void) cached_has_bits;
 
   _impl_.name_.ClearToEmpty();
+  _impl_.current_public_key_.ClearToEmpty();
   if (GetArenaForAllocation() == nullptr && _impl_.public_identity_ != nullptr) {
     delete _impl_.public_identity_;
   }
@@ -760,6 +829,11 @@ void Identity::Clear() {
     delete _impl_.create_time_;
   }
   _impl_.create_time_ = nullptr;
+  if (GetArenaForAllocation() == nullptr && _impl_.rotate_time_ != nullptr) {
+    delete _impl_.rotate_time_;
+  }
+  _impl_.rotate_time_ = nullptr;
+  _impl_.key_changes_ = 0u;
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -791,6 +865,31 @@ const char* Identity::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx)
       case 3:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
           ptr = ctx->ParseMessage(_internal_mutable_create_time(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bytes current_public_key = 4;
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
+          auto str = _internal_mutable_current_public_key();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // uint32 key_changes = 5;
+      case 5:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 40)) {
+          _impl_.key_changes_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // .google.protobuf.Timestamp rotate_time = 6;
+      case 6:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 50)) {
+          ptr = ctx->ParseMessage(_internal_mutable_rotate_time(), ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -848,6 +947,25 @@ uint8_t* Identity::_InternalSerialize(
         _Internal::create_time(this).GetCachedSize(), target, stream);
   }
 
+  // bytes current_public_key = 4;
+  if (!this->_internal_current_public_key().empty()) {
+    target = stream->WriteBytesMaybeAliased(
+        4, this->_internal_current_public_key(), target);
+  }
+
+  // uint32 key_changes = 5;
+  if (this->_internal_key_changes() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteUInt32ToArray(5, this->_internal_key_changes(), target);
+  }
+
+  // .google.protobuf.Timestamp rotate_time = 6;
+  if (this->_internal_has_rotate_time()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(6, _Internal::rotate_time(this),
+        _Internal::rotate_time(this).GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -871,6 +989,13 @@ size_t Identity::ByteSizeLong() const {
         this->_internal_name());
   }
 
+  // bytes current_public_key = 4;
+  if (!this->_internal_current_public_key().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::BytesSize(
+        this->_internal_current_public_key());
+  }
+
   // .veil.v1.PublicIdentity public_identity = 2;
   if (this->_internal_has_public_identity()) {
     total_size += 1 +
@@ -883,6 +1008,18 @@ size_t Identity::ByteSizeLong() const {
     total_size += 1 +
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
         *_impl_.create_time_);
+  }
+
+  // .google.protobuf.Timestamp rotate_time = 6;
+  if (this->_internal_has_rotate_time()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+        *_impl_.rotate_time_);
+  }
+
+  // uint32 key_changes = 5;
+  if (this->_internal_key_changes() != 0) {
+    total_size += ::_pbi::WireFormatLite::UInt32SizePlusOne(this->_internal_key_changes());
   }
 
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
@@ -906,6 +1043,9 @@ void Identity::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTO
   if (!from._internal_name().empty()) {
     _this->_internal_set_name(from._internal_name());
   }
+  if (!from._internal_current_public_key().empty()) {
+    _this->_internal_set_current_public_key(from._internal_current_public_key());
+  }
   if (from._internal_has_public_identity()) {
     _this->_internal_mutable_public_identity()->::veil::v1::PublicIdentity::MergeFrom(
         from._internal_public_identity());
@@ -913,6 +1053,13 @@ void Identity::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTO
   if (from._internal_has_create_time()) {
     _this->_internal_mutable_create_time()->::PROTOBUF_NAMESPACE_ID::Timestamp::MergeFrom(
         from._internal_create_time());
+  }
+  if (from._internal_has_rotate_time()) {
+    _this->_internal_mutable_rotate_time()->::PROTOBUF_NAMESPACE_ID::Timestamp::MergeFrom(
+        from._internal_rotate_time());
+  }
+  if (from._internal_key_changes() != 0) {
+    _this->_internal_set_key_changes(from._internal_key_changes());
   }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
@@ -937,9 +1084,13 @@ void Identity::InternalSwap(Identity* other) {
       &_impl_.name_, lhs_arena,
       &other->_impl_.name_, rhs_arena
   );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.current_public_key_, lhs_arena,
+      &other->_impl_.current_public_key_, rhs_arena
+  );
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
-      PROTOBUF_FIELD_OFFSET(Identity, _impl_.create_time_)
-      + sizeof(Identity::_impl_.create_time_)
+      PROTOBUF_FIELD_OFFSET(Identity, _impl_.key_changes_)
+      + sizeof(Identity::_impl_.key_changes_)
       - PROTOBUF_FIELD_OFFSET(Identity, _impl_.public_identity_)>(
           reinterpret_cast<char*>(&_impl_.public_identity_),
           reinterpret_cast<char*>(&other->_impl_.public_identity_));
@@ -1827,6 +1978,209 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*DeleteIdentityResponse::GetCla
 
 // ===================================================================
 
+class RotateIdentityRequest::_Internal {
+ public:
+};
+
+RotateIdentityRequest::RotateIdentityRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:veil.v1.RotateIdentityRequest)
+}
+RotateIdentityRequest::RotateIdentityRequest(const RotateIdentityRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  RotateIdentityRequest* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.name_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_name().empty()) {
+    _this->_impl_.name_.Set(from._internal_name(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:veil.v1.RotateIdentityRequest)
+}
+
+inline void RotateIdentityRequest::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.name_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+RotateIdentityRequest::~RotateIdentityRequest() {
+  // @@protoc_insertion_point(destructor:veil.v1.RotateIdentityRequest)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void RotateIdentityRequest::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.name_.Destroy();
+}
+
+void RotateIdentityRequest::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void RotateIdentityRequest::Clear() {
+// @@protoc_insertion_point(message_clear_start:veil.v1.RotateIdentityRequest)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.name_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* RotateIdentityRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string name = 1;
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.RotateIdentityRequest.name"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* RotateIdentityRequest::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:veil.v1.RotateIdentityRequest)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string name = 1;
+  if (!this->_internal_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_name().data(), static_cast<int>(this->_internal_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.RotateIdentityRequest.name");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_name(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:veil.v1.RotateIdentityRequest)
+  return target;
+}
+
+size_t RotateIdentityRequest::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:veil.v1.RotateIdentityRequest)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string name = 1;
+  if (!this->_internal_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_name());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData RotateIdentityRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    RotateIdentityRequest::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*RotateIdentityRequest::GetClassData() const { return &_class_data_; }
+
+
+void RotateIdentityRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<RotateIdentityRequest*>(&to_msg);
+  auto& from = static_cast<const RotateIdentityRequest&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:veil.v1.RotateIdentityRequest)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_name().empty()) {
+    _this->_internal_set_name(from._internal_name());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void RotateIdentityRequest::CopyFrom(const RotateIdentityRequest& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:veil.v1.RotateIdentityRequest)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool RotateIdentityRequest::IsInitialized() const {
+  return true;
+}
+
+void RotateIdentityRequest::InternalSwap(RotateIdentityRequest* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.name_, lhs_arena,
+      &other->_impl_.name_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata RotateIdentityRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[8]);
+}
+
+// ===================================================================
+
 class TrustedIdentity::_Internal {
  public:
   static const ::veil::v1::PublicIdentity& public_identity(const TrustedIdentity* msg);
@@ -2119,7 +2473,7 @@ void TrustedIdentity::InternalSwap(TrustedIdentity* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata TrustedIdentity::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
-      file_level_metadata_veil_2fv1_2fidentity_2eproto[8]);
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[9]);
 }
 
 // ===================================================================
@@ -2364,7 +2718,7 @@ void ImportTrustedIdentityRequest::InternalSwap(ImportTrustedIdentityRequest* ot
 ::PROTOBUF_NAMESPACE_ID::Metadata ImportTrustedIdentityRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
-      file_level_metadata_veil_2fv1_2fidentity_2eproto[9]);
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[10]);
 }
 
 // ===================================================================
@@ -2404,7 +2758,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListTrustedIdentitiesRequest::
 ::PROTOBUF_NAMESPACE_ID::Metadata ListTrustedIdentitiesRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
-      file_level_metadata_veil_2fv1_2fidentity_2eproto[10]);
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[11]);
 }
 
 // ===================================================================
@@ -2589,7 +2943,7 @@ void ListTrustedIdentitiesResponse::InternalSwap(ListTrustedIdentitiesResponse* 
 ::PROTOBUF_NAMESPACE_ID::Metadata ListTrustedIdentitiesResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
-      file_level_metadata_veil_2fv1_2fidentity_2eproto[11]);
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[12]);
 }
 
 // ===================================================================
@@ -2792,7 +3146,7 @@ void DeleteTrustedIdentityRequest::InternalSwap(DeleteTrustedIdentityRequest* ot
 ::PROTOBUF_NAMESPACE_ID::Metadata DeleteTrustedIdentityRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
-      file_level_metadata_veil_2fv1_2fidentity_2eproto[12]);
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[13]);
 }
 
 // ===================================================================
@@ -2832,7 +3186,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*DeleteTrustedIdentityResponse:
 ::PROTOBUF_NAMESPACE_ID::Metadata DeleteTrustedIdentityResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_veil_2fv1_2fidentity_2eproto_getter, &descriptor_table_veil_2fv1_2fidentity_2eproto_once,
-      file_level_metadata_veil_2fv1_2fidentity_2eproto[13]);
+      file_level_metadata_veil_2fv1_2fidentity_2eproto[14]);
 }
 
 // @@protoc_insertion_point(namespace_scope)
@@ -2870,6 +3224,10 @@ Arena::CreateMaybeMessage< ::veil::v1::DeleteIdentityRequest >(Arena* arena) {
 template<> PROTOBUF_NOINLINE ::veil::v1::DeleteIdentityResponse*
 Arena::CreateMaybeMessage< ::veil::v1::DeleteIdentityResponse >(Arena* arena) {
   return Arena::CreateMessageInternal< ::veil::v1::DeleteIdentityResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::RotateIdentityRequest*
+Arena::CreateMaybeMessage< ::veil::v1::RotateIdentityRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::RotateIdentityRequest >(arena);
 }
 template<> PROTOBUF_NOINLINE ::veil::v1::TrustedIdentity*
 Arena::CreateMaybeMessage< ::veil::v1::TrustedIdentity >(Arena* arena) {

@@ -87,6 +87,9 @@ extern ListTrustedIdentitiesResponseDefaultTypeInternal _ListTrustedIdentitiesRe
 class PublicIdentity;
 struct PublicIdentityDefaultTypeInternal;
 extern PublicIdentityDefaultTypeInternal _PublicIdentity_default_instance_;
+class RotateIdentityRequest;
+struct RotateIdentityRequestDefaultTypeInternal;
+extern RotateIdentityRequestDefaultTypeInternal _RotateIdentityRequest_default_instance_;
 class TrustedIdentity;
 struct TrustedIdentityDefaultTypeInternal;
 extern TrustedIdentityDefaultTypeInternal _TrustedIdentity_default_instance_;
@@ -106,6 +109,7 @@ template<> ::veil::v1::ListIdentitiesResponse* Arena::CreateMaybeMessage<::veil:
 template<> ::veil::v1::ListTrustedIdentitiesRequest* Arena::CreateMaybeMessage<::veil::v1::ListTrustedIdentitiesRequest>(Arena*);
 template<> ::veil::v1::ListTrustedIdentitiesResponse* Arena::CreateMaybeMessage<::veil::v1::ListTrustedIdentitiesResponse>(Arena*);
 template<> ::veil::v1::PublicIdentity* Arena::CreateMaybeMessage<::veil::v1::PublicIdentity>(Arena*);
+template<> ::veil::v1::RotateIdentityRequest* Arena::CreateMaybeMessage<::veil::v1::RotateIdentityRequest>(Arena*);
 template<> ::veil::v1::TrustedIdentity* Arena::CreateMaybeMessage<::veil::v1::TrustedIdentity>(Arena*);
 PROTOBUF_NAMESPACE_CLOSE
 namespace veil {
@@ -404,8 +408,11 @@ class Identity final :
 
   enum : int {
     kNameFieldNumber = 1,
+    kCurrentPublicKeyFieldNumber = 4,
     kPublicIdentityFieldNumber = 2,
     kCreateTimeFieldNumber = 3,
+    kRotateTimeFieldNumber = 6,
+    kKeyChangesFieldNumber = 5,
   };
   // string name = 1;
   void clear_name();
@@ -419,6 +426,20 @@ class Identity final :
   const std::string& _internal_name() const;
   inline PROTOBUF_ALWAYS_INLINE void _internal_set_name(const std::string& value);
   std::string* _internal_mutable_name();
+  public:
+
+  // bytes current_public_key = 4;
+  void clear_current_public_key();
+  const std::string& current_public_key() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_current_public_key(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_current_public_key();
+  PROTOBUF_NODISCARD std::string* release_current_public_key();
+  void set_allocated_current_public_key(std::string* current_public_key);
+  private:
+  const std::string& _internal_current_public_key() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_current_public_key(const std::string& value);
+  std::string* _internal_mutable_current_public_key();
   public:
 
   // .veil.v1.PublicIdentity public_identity = 2;
@@ -457,6 +478,33 @@ class Identity final :
       ::PROTOBUF_NAMESPACE_ID::Timestamp* create_time);
   ::PROTOBUF_NAMESPACE_ID::Timestamp* unsafe_arena_release_create_time();
 
+  // .google.protobuf.Timestamp rotate_time = 6;
+  bool has_rotate_time() const;
+  private:
+  bool _internal_has_rotate_time() const;
+  public:
+  void clear_rotate_time();
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp& rotate_time() const;
+  PROTOBUF_NODISCARD ::PROTOBUF_NAMESPACE_ID::Timestamp* release_rotate_time();
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* mutable_rotate_time();
+  void set_allocated_rotate_time(::PROTOBUF_NAMESPACE_ID::Timestamp* rotate_time);
+  private:
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp& _internal_rotate_time() const;
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* _internal_mutable_rotate_time();
+  public:
+  void unsafe_arena_set_allocated_rotate_time(
+      ::PROTOBUF_NAMESPACE_ID::Timestamp* rotate_time);
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* unsafe_arena_release_rotate_time();
+
+  // uint32 key_changes = 5;
+  void clear_key_changes();
+  uint32_t key_changes() const;
+  void set_key_changes(uint32_t value);
+  private:
+  uint32_t _internal_key_changes() const;
+  void _internal_set_key_changes(uint32_t value);
+  public:
+
   // @@protoc_insertion_point(class_scope:veil.v1.Identity)
  private:
   class _Internal;
@@ -466,8 +514,11 @@ class Identity final :
   typedef void DestructorSkippable_;
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr name_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr current_public_key_;
     ::veil::v1::PublicIdentity* public_identity_;
     ::PROTOBUF_NAMESPACE_ID::Timestamp* create_time_;
+    ::PROTOBUF_NAMESPACE_ID::Timestamp* rotate_time_;
+    uint32_t key_changes_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -1327,6 +1378,159 @@ class DeleteIdentityResponse final :
 };
 // -------------------------------------------------------------------
 
+class RotateIdentityRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.RotateIdentityRequest) */ {
+ public:
+  inline RotateIdentityRequest() : RotateIdentityRequest(nullptr) {}
+  ~RotateIdentityRequest() override;
+  explicit PROTOBUF_CONSTEXPR RotateIdentityRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  RotateIdentityRequest(const RotateIdentityRequest& from);
+  RotateIdentityRequest(RotateIdentityRequest&& from) noexcept
+    : RotateIdentityRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline RotateIdentityRequest& operator=(const RotateIdentityRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline RotateIdentityRequest& operator=(RotateIdentityRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const RotateIdentityRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const RotateIdentityRequest* internal_default_instance() {
+    return reinterpret_cast<const RotateIdentityRequest*>(
+               &_RotateIdentityRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    8;
+
+  friend void swap(RotateIdentityRequest& a, RotateIdentityRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(RotateIdentityRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(RotateIdentityRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  RotateIdentityRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<RotateIdentityRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const RotateIdentityRequest& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const RotateIdentityRequest& from) {
+    RotateIdentityRequest::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(RotateIdentityRequest* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "veil.v1.RotateIdentityRequest";
+  }
+  protected:
+  explicit RotateIdentityRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kNameFieldNumber = 1,
+  };
+  // string name = 1;
+  void clear_name();
+  const std::string& name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_name();
+  PROTOBUF_NODISCARD std::string* release_name();
+  void set_allocated_name(std::string* name);
+  private:
+  const std::string& _internal_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_name(const std::string& value);
+  std::string* _internal_mutable_name();
+  public:
+
+  // @@protoc_insertion_point(class_scope:veil.v1.RotateIdentityRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr name_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_veil_2fv1_2fidentity_2eproto;
+};
+// -------------------------------------------------------------------
+
 class TrustedIdentity final :
     public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.TrustedIdentity) */ {
  public:
@@ -1375,7 +1579,7 @@ class TrustedIdentity final :
                &_TrustedIdentity_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    8;
+    9;
 
   friend void swap(TrustedIdentity& a, TrustedIdentity& b) {
     a.Swap(&b);
@@ -1568,7 +1772,7 @@ class ImportTrustedIdentityRequest final :
                &_ImportTrustedIdentityRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    9;
+    10;
 
   friend void swap(ImportTrustedIdentityRequest& a, ImportTrustedIdentityRequest& b) {
     a.Swap(&b);
@@ -1740,7 +1944,7 @@ class ListTrustedIdentitiesRequest final :
                &_ListTrustedIdentitiesRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    10;
+    11;
 
   friend void swap(ListTrustedIdentitiesRequest& a, ListTrustedIdentitiesRequest& b) {
     a.Swap(&b);
@@ -1859,7 +2063,7 @@ class ListTrustedIdentitiesResponse final :
                &_ListTrustedIdentitiesResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    11;
+    12;
 
   friend void swap(ListTrustedIdentitiesResponse& a, ListTrustedIdentitiesResponse& b) {
     a.Swap(&b);
@@ -2016,7 +2220,7 @@ class DeleteTrustedIdentityRequest final :
                &_DeleteTrustedIdentityRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    12;
+    13;
 
   friend void swap(DeleteTrustedIdentityRequest& a, DeleteTrustedIdentityRequest& b) {
     a.Swap(&b);
@@ -2168,7 +2372,7 @@ class DeleteTrustedIdentityResponse final :
                &_DeleteTrustedIdentityResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    13;
+    14;
 
   friend void swap(DeleteTrustedIdentityResponse& a, DeleteTrustedIdentityResponse& b) {
     a.Swap(&b);
@@ -2577,6 +2781,161 @@ inline void Identity::set_allocated_create_time(::PROTOBUF_NAMESPACE_ID::Timesta
   // @@protoc_insertion_point(field_set_allocated:veil.v1.Identity.create_time)
 }
 
+// bytes current_public_key = 4;
+inline void Identity::clear_current_public_key() {
+  _impl_.current_public_key_.ClearToEmpty();
+}
+inline const std::string& Identity::current_public_key() const {
+  // @@protoc_insertion_point(field_get:veil.v1.Identity.current_public_key)
+  return _internal_current_public_key();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void Identity::set_current_public_key(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.current_public_key_.SetBytes(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.Identity.current_public_key)
+}
+inline std::string* Identity::mutable_current_public_key() {
+  std::string* _s = _internal_mutable_current_public_key();
+  // @@protoc_insertion_point(field_mutable:veil.v1.Identity.current_public_key)
+  return _s;
+}
+inline const std::string& Identity::_internal_current_public_key() const {
+  return _impl_.current_public_key_.Get();
+}
+inline void Identity::_internal_set_current_public_key(const std::string& value) {
+  
+  _impl_.current_public_key_.Set(value, GetArenaForAllocation());
+}
+inline std::string* Identity::_internal_mutable_current_public_key() {
+  
+  return _impl_.current_public_key_.Mutable(GetArenaForAllocation());
+}
+inline std::string* Identity::release_current_public_key() {
+  // @@protoc_insertion_point(field_release:veil.v1.Identity.current_public_key)
+  return _impl_.current_public_key_.Release();
+}
+inline void Identity::set_allocated_current_public_key(std::string* current_public_key) {
+  if (current_public_key != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.current_public_key_.SetAllocated(current_public_key, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.current_public_key_.IsDefault()) {
+    _impl_.current_public_key_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.Identity.current_public_key)
+}
+
+// uint32 key_changes = 5;
+inline void Identity::clear_key_changes() {
+  _impl_.key_changes_ = 0u;
+}
+inline uint32_t Identity::_internal_key_changes() const {
+  return _impl_.key_changes_;
+}
+inline uint32_t Identity::key_changes() const {
+  // @@protoc_insertion_point(field_get:veil.v1.Identity.key_changes)
+  return _internal_key_changes();
+}
+inline void Identity::_internal_set_key_changes(uint32_t value) {
+  
+  _impl_.key_changes_ = value;
+}
+inline void Identity::set_key_changes(uint32_t value) {
+  _internal_set_key_changes(value);
+  // @@protoc_insertion_point(field_set:veil.v1.Identity.key_changes)
+}
+
+// .google.protobuf.Timestamp rotate_time = 6;
+inline bool Identity::_internal_has_rotate_time() const {
+  return this != internal_default_instance() && _impl_.rotate_time_ != nullptr;
+}
+inline bool Identity::has_rotate_time() const {
+  return _internal_has_rotate_time();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Timestamp& Identity::_internal_rotate_time() const {
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp* p = _impl_.rotate_time_;
+  return p != nullptr ? *p : reinterpret_cast<const ::PROTOBUF_NAMESPACE_ID::Timestamp&>(
+      ::PROTOBUF_NAMESPACE_ID::_Timestamp_default_instance_);
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Timestamp& Identity::rotate_time() const {
+  // @@protoc_insertion_point(field_get:veil.v1.Identity.rotate_time)
+  return _internal_rotate_time();
+}
+inline void Identity::unsafe_arena_set_allocated_rotate_time(
+    ::PROTOBUF_NAMESPACE_ID::Timestamp* rotate_time) {
+  if (GetArenaForAllocation() == nullptr) {
+    delete reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.rotate_time_);
+  }
+  _impl_.rotate_time_ = rotate_time;
+  if (rotate_time) {
+    
+  } else {
+    
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:veil.v1.Identity.rotate_time)
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Identity::release_rotate_time() {
+  
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* temp = _impl_.rotate_time_;
+  _impl_.rotate_time_ = nullptr;
+#ifdef PROTOBUF_FORCE_COPY_IN_RELEASE
+  auto* old =  reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(temp);
+  temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  if (GetArenaForAllocation() == nullptr) { delete old; }
+#else  // PROTOBUF_FORCE_COPY_IN_RELEASE
+  if (GetArenaForAllocation() != nullptr) {
+    temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  }
+#endif  // !PROTOBUF_FORCE_COPY_IN_RELEASE
+  return temp;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Identity::unsafe_arena_release_rotate_time() {
+  // @@protoc_insertion_point(field_release:veil.v1.Identity.rotate_time)
+  
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* temp = _impl_.rotate_time_;
+  _impl_.rotate_time_ = nullptr;
+  return temp;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Identity::_internal_mutable_rotate_time() {
+  
+  if (_impl_.rotate_time_ == nullptr) {
+    auto* p = CreateMaybeMessage<::PROTOBUF_NAMESPACE_ID::Timestamp>(GetArenaForAllocation());
+    _impl_.rotate_time_ = p;
+  }
+  return _impl_.rotate_time_;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Identity::mutable_rotate_time() {
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* _msg = _internal_mutable_rotate_time();
+  // @@protoc_insertion_point(field_mutable:veil.v1.Identity.rotate_time)
+  return _msg;
+}
+inline void Identity::set_allocated_rotate_time(::PROTOBUF_NAMESPACE_ID::Timestamp* rotate_time) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  if (message_arena == nullptr) {
+    delete reinterpret_cast< ::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.rotate_time_);
+  }
+  if (rotate_time) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(
+                reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(rotate_time));
+    if (message_arena != submessage_arena) {
+      rotate_time = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, rotate_time, submessage_arena);
+    }
+    
+  } else {
+    
+  }
+  _impl_.rotate_time_ = rotate_time;
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.Identity.rotate_time)
+}
+
 // -------------------------------------------------------------------
 
 // CreateIdentityRequest
@@ -2790,6 +3149,60 @@ inline void DeleteIdentityRequest::set_allocated_name(std::string* name) {
 // -------------------------------------------------------------------
 
 // DeleteIdentityResponse
+
+// -------------------------------------------------------------------
+
+// RotateIdentityRequest
+
+// string name = 1;
+inline void RotateIdentityRequest::clear_name() {
+  _impl_.name_.ClearToEmpty();
+}
+inline const std::string& RotateIdentityRequest::name() const {
+  // @@protoc_insertion_point(field_get:veil.v1.RotateIdentityRequest.name)
+  return _internal_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void RotateIdentityRequest::set_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.RotateIdentityRequest.name)
+}
+inline std::string* RotateIdentityRequest::mutable_name() {
+  std::string* _s = _internal_mutable_name();
+  // @@protoc_insertion_point(field_mutable:veil.v1.RotateIdentityRequest.name)
+  return _s;
+}
+inline const std::string& RotateIdentityRequest::_internal_name() const {
+  return _impl_.name_.Get();
+}
+inline void RotateIdentityRequest::_internal_set_name(const std::string& value) {
+  
+  _impl_.name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* RotateIdentityRequest::_internal_mutable_name() {
+  
+  return _impl_.name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* RotateIdentityRequest::release_name() {
+  // @@protoc_insertion_point(field_release:veil.v1.RotateIdentityRequest.name)
+  return _impl_.name_.Release();
+}
+inline void RotateIdentityRequest::set_allocated_name(std::string* name) {
+  if (name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.name_.SetAllocated(name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.name_.IsDefault()) {
+    _impl_.name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.RotateIdentityRequest.name)
+}
 
 // -------------------------------------------------------------------
 
@@ -3273,6 +3686,8 @@ inline void DeleteTrustedIdentityRequest::set_allocated_identifier(std::string* 
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

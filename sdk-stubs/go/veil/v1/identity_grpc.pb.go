@@ -28,6 +28,14 @@ type IdentityServiceClient interface {
 	// Deletes an identity and its keys, for good. NOT_FOUND when absent; FAILED_PRECONDITION
 	// (IDENTITY_IN_USE) while a listener, relay or channel uses it.
 	DeleteIdentity(ctx context.Context, in *DeleteIdentityRequest, opts ...grpc.CallOption) (*DeleteIdentityResponse, error)
+	// Gives an identity fresh keys (signing and Noise static) while its identifier stays the
+	// same: the new key is tied to the identifier by a change signed by the old key and the new
+	// (the identity's key history, which every handshake presents), so trust lists, imported
+	// identities and credentials about it keep working. Allowed while the identity is in use:
+	// handshakes that start afterwards use the new keys; established channels keep theirs. A
+	// peer that has seen the rotation refuses the old key from then on. Errors: NOT_FOUND
+	// (IDENTITY_NOT_FOUND); FAILED_PRECONDITION (KEY_HISTORY_INVALID) after 32 rotations.
+	RotateIdentity(ctx context.Context, in *RotateIdentityRequest, opts ...grpc.CallOption) (*Identity, error)
 	// Adds a public identity (e.g. another node's, from its GetIdentity) to the trusted set that
 	// trust policies can refer to. INVALID_ARGUMENT (IDENTIFIER_MISMATCH) when the identifier is
 	// not the one derived from the public key. Importing again replaces the label.
@@ -82,6 +90,15 @@ func (c *identityServiceClient) DeleteIdentity(ctx context.Context, in *DeleteId
 	return out, nil
 }
 
+func (c *identityServiceClient) RotateIdentity(ctx context.Context, in *RotateIdentityRequest, opts ...grpc.CallOption) (*Identity, error) {
+	out := new(Identity)
+	err := c.cc.Invoke(ctx, "/veil.v1.IdentityService/RotateIdentity", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *identityServiceClient) ImportTrustedIdentity(ctx context.Context, in *ImportTrustedIdentityRequest, opts ...grpc.CallOption) (*TrustedIdentity, error) {
 	out := new(TrustedIdentity)
 	err := c.cc.Invoke(ctx, "/veil.v1.IdentityService/ImportTrustedIdentity", in, out, opts...)
@@ -124,6 +141,14 @@ type IdentityServiceServer interface {
 	// Deletes an identity and its keys, for good. NOT_FOUND when absent; FAILED_PRECONDITION
 	// (IDENTITY_IN_USE) while a listener, relay or channel uses it.
 	DeleteIdentity(context.Context, *DeleteIdentityRequest) (*DeleteIdentityResponse, error)
+	// Gives an identity fresh keys (signing and Noise static) while its identifier stays the
+	// same: the new key is tied to the identifier by a change signed by the old key and the new
+	// (the identity's key history, which every handshake presents), so trust lists, imported
+	// identities and credentials about it keep working. Allowed while the identity is in use:
+	// handshakes that start afterwards use the new keys; established channels keep theirs. A
+	// peer that has seen the rotation refuses the old key from then on. Errors: NOT_FOUND
+	// (IDENTITY_NOT_FOUND); FAILED_PRECONDITION (KEY_HISTORY_INVALID) after 32 rotations.
+	RotateIdentity(context.Context, *RotateIdentityRequest) (*Identity, error)
 	// Adds a public identity (e.g. another node's, from its GetIdentity) to the trusted set that
 	// trust policies can refer to. INVALID_ARGUMENT (IDENTIFIER_MISMATCH) when the identifier is
 	// not the one derived from the public key. Importing again replaces the label.
@@ -150,6 +175,9 @@ func (UnimplementedIdentityServiceServer) ListIdentities(context.Context, *ListI
 }
 func (UnimplementedIdentityServiceServer) DeleteIdentity(context.Context, *DeleteIdentityRequest) (*DeleteIdentityResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteIdentity not implemented")
+}
+func (UnimplementedIdentityServiceServer) RotateIdentity(context.Context, *RotateIdentityRequest) (*Identity, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotateIdentity not implemented")
 }
 func (UnimplementedIdentityServiceServer) ImportTrustedIdentity(context.Context, *ImportTrustedIdentityRequest) (*TrustedIdentity, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ImportTrustedIdentity not implemented")
@@ -245,6 +273,24 @@ func _IdentityService_DeleteIdentity_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_RotateIdentity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateIdentityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).RotateIdentity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/veil.v1.IdentityService/RotateIdentity",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).RotateIdentity(ctx, req.(*RotateIdentityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IdentityService_ImportTrustedIdentity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ImportTrustedIdentityRequest)
 	if err := dec(in); err != nil {
@@ -318,6 +364,10 @@ var _IdentityService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteIdentity",
 			Handler:    _IdentityService_DeleteIdentity_Handler,
+		},
+		{
+			MethodName: "RotateIdentity",
+			Handler:    _IdentityService_RotateIdentity_Handler,
 		},
 		{
 			MethodName: "ImportTrustedIdentity",

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veil/v1/identity.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x0ePublicIdentity\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"{\n\x08Identity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x0fpublic_identity\x18\x02 \x01(\x0b\x32\x17.veil.v1.PublicIdentity\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x15\x43reateIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12GetIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15ListIdentitiesRequest\"?\n\x16ListIdentitiesResponse\x12%\n\nidentities\x18\x01 \x03(\x0b\x32\x11.veil.v1.Identity\"%\n\x15\x44\x65leteIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteIdentityResponse\"\x80\x01\n\x0fTrustedIdentity\x12\x30\n\x0fpublic_identity\x18\x01 \x01(\x0b\x32\x17.veil.v1.PublicIdentity\x12\r\n\x05label\x18\x02 \x01(\t\x12,\n\x08\x61\x64\x64_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x1cImportTrustedIdentityRequest\x12\x30\n\x0fpublic_identity\x18\x01 \x01(\x0b\x32\x17.veil.v1.PublicIdentity\x12\r\n\x05label\x18\x02 \x01(\t\"\x1e\n\x1cListTrustedIdentitiesRequest\"U\n\x1dListTrustedIdentitiesResponse\x12\x34\n\x12trusted_identities\x18\x01 \x03(\x0b\x32\x18.veil.v1.TrustedIdentity\"2\n\x1c\x44\x65leteTrustedIdentityRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\"\x1f\n\x1d\x44\x65leteTrustedIdentityResponse2\xe5\x04\n\x0fIdentityService\x12\x43\n\x0e\x43reateIdentity\x12\x1e.veil.v1.CreateIdentityRequest\x1a\x11.veil.v1.Identity\x12=\n\x0bGetIdentity\x12\x1b.veil.v1.GetIdentityRequest\x1a\x11.veil.v1.Identity\x12Q\n\x0eListIdentities\x12\x1e.veil.v1.ListIdentitiesRequest\x1a\x1f.veil.v1.ListIdentitiesResponse\x12Q\n\x0e\x44\x65leteIdentity\x12\x1e.veil.v1.DeleteIdentityRequest\x1a\x1f.veil.v1.DeleteIdentityResponse\x12X\n\x15ImportTrustedIdentity\x12%.veil.v1.ImportTrustedIdentityRequest\x1a\x18.veil.v1.TrustedIdentity\x12\x66\n\x15ListTrustedIdentities\x12%.veil.v1.ListTrustedIdentitiesRequest\x1a&.veil.v1.ListTrustedIdentitiesResponse\x12\x66\n\x15\x44\x65leteTrustedIdentity\x12%.veil.v1.DeleteTrustedIdentityRequest\x1a&.veil.v1.DeleteTrustedIdentityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16veil/v1/identity.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x0ePublicIdentity\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"\xdd\x01\n\x08Identity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x0fpublic_identity\x18\x02 \x01(\x0b\x32\x17.veil.v1.PublicIdentity\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63urrent_public_key\x18\x04 \x01(\x0c\x12\x13\n\x0bkey_changes\x18\x05 \x01(\r\x12/\n\x0brotate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x15\x43reateIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12GetIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15ListIdentitiesRequest\"?\n\x16ListIdentitiesResponse\x12%\n\nidentities\x18\x01 \x03(\x0b\x32\x11.veil.v1.Identity\"%\n\x15\x44\x65leteIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteIdentityResponse\"%\n\x15RotateIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x80\x01\n\x0fTrustedIdentity\x12\x30\n\x0fpublic_identity\x18\x01 \x01(\x0b\x32\x17.veil.v1.PublicIdentity\x12\r\n\x05label\x18\x02 \x01(\t\x12,\n\x08\x61\x64\x64_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x1cImportTrustedIdentityRequest\x12\x30\n\x0fpublic_identity\x18\x01 \x01(\x0b\x32\x17.veil.v1.PublicIdentity\x12\r\n\x05label\x18\x02 \x01(\t\"\x1e\n\x1cListTrustedIdentitiesRequest\"U\n\x1dListTrustedIdentitiesResponse\x12\x34\n\x12trusted_identities\x18\x01 \x03(\x0b\x32\x18.veil.v1.TrustedIdentity\"2\n\x1c\x44\x65leteTrustedIdentityRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\"\x1f\n\x1d\x44\x65leteTrustedIdentityResponse2\xaa\x05\n\x0fIdentityService\x12\x43\n\x0e\x43reateIdentity\x12\x1e.veil.v1.CreateIdentityRequest\x1a\x11.veil.v1.Identity\x12=\n\x0bGetIdentity\x12\x1b.veil.v1.GetIdentityRequest\x1a\x11.veil.v1.Identity\x12Q\n\x0eListIdentities\x12\x1e.veil.v1.ListIdentitiesRequest\x1a\x1f.veil.v1.ListIdentitiesResponse\x12Q\n\x0e\x44\x65leteIdentity\x12\x1e.veil.v1.DeleteIdentityRequest\x1a\x1f.veil.v1.DeleteIdentityResponse\x12\x43\n\x0eRotateIdentity\x12\x1e.veil.v1.RotateIdentityRequest\x1a\x11.veil.v1.Identity\x12X\n\x15ImportTrustedIdentity\x12%.veil.v1.ImportTrustedIdentityRequest\x1a\x18.veil.v1.TrustedIdentity\x12\x66\n\x15ListTrustedIdentities\x12%.veil.v1.ListTrustedIdentitiesRequest\x1a&.veil.v1.ListTrustedIdentitiesResponse\x12\x66\n\x15\x44\x65leteTrustedIdentity\x12%.veil.v1.DeleteTrustedIdentityRequest\x1a&.veil.v1.DeleteTrustedIdentityResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.identity_pb2', globals())
@@ -23,32 +23,34 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _PUBLICIDENTITY._serialized_start=68
   _PUBLICIDENTITY._serialized_end=124
-  _IDENTITY._serialized_start=126
-  _IDENTITY._serialized_end=249
-  _CREATEIDENTITYREQUEST._serialized_start=251
-  _CREATEIDENTITYREQUEST._serialized_end=288
-  _GETIDENTITYREQUEST._serialized_start=290
-  _GETIDENTITYREQUEST._serialized_end=324
-  _LISTIDENTITIESREQUEST._serialized_start=326
-  _LISTIDENTITIESREQUEST._serialized_end=349
-  _LISTIDENTITIESRESPONSE._serialized_start=351
-  _LISTIDENTITIESRESPONSE._serialized_end=414
-  _DELETEIDENTITYREQUEST._serialized_start=416
-  _DELETEIDENTITYREQUEST._serialized_end=453
-  _DELETEIDENTITYRESPONSE._serialized_start=455
-  _DELETEIDENTITYRESPONSE._serialized_end=479
-  _TRUSTEDIDENTITY._serialized_start=482
-  _TRUSTEDIDENTITY._serialized_end=610
-  _IMPORTTRUSTEDIDENTITYREQUEST._serialized_start=612
-  _IMPORTTRUSTEDIDENTITYREQUEST._serialized_end=707
-  _LISTTRUSTEDIDENTITIESREQUEST._serialized_start=709
-  _LISTTRUSTEDIDENTITIESREQUEST._serialized_end=739
-  _LISTTRUSTEDIDENTITIESRESPONSE._serialized_start=741
-  _LISTTRUSTEDIDENTITIESRESPONSE._serialized_end=826
-  _DELETETRUSTEDIDENTITYREQUEST._serialized_start=828
-  _DELETETRUSTEDIDENTITYREQUEST._serialized_end=878
-  _DELETETRUSTEDIDENTITYRESPONSE._serialized_start=880
-  _DELETETRUSTEDIDENTITYRESPONSE._serialized_end=911
-  _IDENTITYSERVICE._serialized_start=914
-  _IDENTITYSERVICE._serialized_end=1527
+  _IDENTITY._serialized_start=127
+  _IDENTITY._serialized_end=348
+  _CREATEIDENTITYREQUEST._serialized_start=350
+  _CREATEIDENTITYREQUEST._serialized_end=387
+  _GETIDENTITYREQUEST._serialized_start=389
+  _GETIDENTITYREQUEST._serialized_end=423
+  _LISTIDENTITIESREQUEST._serialized_start=425
+  _LISTIDENTITIESREQUEST._serialized_end=448
+  _LISTIDENTITIESRESPONSE._serialized_start=450
+  _LISTIDENTITIESRESPONSE._serialized_end=513
+  _DELETEIDENTITYREQUEST._serialized_start=515
+  _DELETEIDENTITYREQUEST._serialized_end=552
+  _DELETEIDENTITYRESPONSE._serialized_start=554
+  _DELETEIDENTITYRESPONSE._serialized_end=578
+  _ROTATEIDENTITYREQUEST._serialized_start=580
+  _ROTATEIDENTITYREQUEST._serialized_end=617
+  _TRUSTEDIDENTITY._serialized_start=620
+  _TRUSTEDIDENTITY._serialized_end=748
+  _IMPORTTRUSTEDIDENTITYREQUEST._serialized_start=750
+  _IMPORTTRUSTEDIDENTITYREQUEST._serialized_end=845
+  _LISTTRUSTEDIDENTITIESREQUEST._serialized_start=847
+  _LISTTRUSTEDIDENTITIESREQUEST._serialized_end=877
+  _LISTTRUSTEDIDENTITIESRESPONSE._serialized_start=879
+  _LISTTRUSTEDIDENTITIESRESPONSE._serialized_end=964
+  _DELETETRUSTEDIDENTITYREQUEST._serialized_start=966
+  _DELETETRUSTEDIDENTITYREQUEST._serialized_end=1016
+  _DELETETRUSTEDIDENTITYRESPONSE._serialized_start=1018
+  _DELETETRUSTEDIDENTITYRESPONSE._serialized_end=1049
+  _IDENTITYSERVICE._serialized_start=1052
+  _IDENTITYSERVICE._serialized_end=1734
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,11 @@ class IdentityServiceStub(object):
                 request_serializer=veil_dot_v1_dot_identity__pb2.DeleteIdentityRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_identity__pb2.DeleteIdentityResponse.FromString,
                 )
+        self.RotateIdentity = channel.unary_unary(
+                '/veil.v1.IdentityService/RotateIdentity',
+                request_serializer=veil_dot_v1_dot_identity__pb2.RotateIdentityRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_identity__pb2.Identity.FromString,
+                )
         self.ImportTrustedIdentity = channel.unary_unary(
                 '/veil.v1.IdentityService/ImportTrustedIdentity',
                 request_serializer=veil_dot_v1_dot_identity__pb2.ImportTrustedIdentityRequest.SerializeToString,
@@ -87,6 +92,19 @@ class IdentityServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateIdentity(self, request, context):
+        """Gives an identity fresh keys (signing and Noise static) while its identifier stays the
+        same: the new key is tied to the identifier by a change signed by the old key and the new
+        (the identity's key history, which every handshake presents), so trust lists, imported
+        identities and credentials about it keep working. Allowed while the identity is in use:
+        handshakes that start afterwards use the new keys; established channels keep theirs. A
+        peer that has seen the rotation refuses the old key from then on. Errors: NOT_FOUND
+        (IDENTITY_NOT_FOUND); FAILED_PRECONDITION (KEY_HISTORY_INVALID) after 32 rotations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ImportTrustedIdentity(self, request, context):
         """Adds a public identity (e.g. another node's, from its GetIdentity) to the trusted set that
         trust policies can refer to. INVALID_ARGUMENT (IDENTIFIER_MISMATCH) when the identifier is
@@ -132,6 +150,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.DeleteIdentity,
                     request_deserializer=veil_dot_v1_dot_identity__pb2.DeleteIdentityRequest.FromString,
                     response_serializer=veil_dot_v1_dot_identity__pb2.DeleteIdentityResponse.SerializeToString,
+            ),
+            'RotateIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateIdentity,
+                    request_deserializer=veil_dot_v1_dot_identity__pb2.RotateIdentityRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_identity__pb2.Identity.SerializeToString,
             ),
             'ImportTrustedIdentity': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportTrustedIdentity,
@@ -224,6 +247,23 @@ class IdentityService(object):
         return grpc.experimental.unary_unary(request, target, '/veil.v1.IdentityService/DeleteIdentity',
             veil_dot_v1_dot_identity__pb2.DeleteIdentityRequest.SerializeToString,
             veil_dot_v1_dot_identity__pb2.DeleteIdentityResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RotateIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/veil.v1.IdentityService/RotateIdentity',
+            veil_dot_v1_dot_identity__pb2.RotateIdentityRequest.SerializeToString,
+            veil_dot_v1_dot_identity__pb2.Identity.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
