@@ -107,5 +107,16 @@ TEST_F(ChannelRotationTest, AForkedHistoryIsRefused) {
   ASSERT_TRUE(Connect(bob_).ok());
 }
 
+// A stranger's made-up rotated identities, refused by the trust policy, leave nothing behind
+// (no file, no entry): only admitted peers are remembered.
+TEST_F(ChannelRotationTest, ARefusedPeersHistoryIsNotRemembered) {
+  auto mallory = *bob_store_->Create("mallory");
+  ASSERT_TRUE(bob_store_->Rotate("mallory").ok());
+  absl::Status refused = Connect(mallory);
+  EXPECT_EQ(ReasonOf(refused), reason::kUntrustedIdentity) << refused;
+  EXPECT_EQ(alice_known_->size(), 0u);
+  EXPECT_TRUE(std::filesystem::is_empty(alice_dir_.path() + "/key_histories"));
+}
+
 }  // namespace
 }  // namespace veil::channel

@@ -221,12 +221,10 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
   auto history = identity::KeyHistoryOf(proof.identity_public_key(), proof.key_history());
   if (!history.ok()) return history.status();
   if (options_.key_histories != nullptr) {
-    if (absl::Status known = options_.key_histories->Check(*history, Now()); !known.ok()) {
-      return known;
-    }
+    if (absl::Status known = options_.key_histories->Check(*history); !known.ok()) return known;
   }
   remote_public_key_ = proof.identity_public_key();
-  remote_identifier_ = std::move(history->identifier);
+  remote_identifier_ = history->identifier;
   for (const std::string& feature : proof.features()) {
     if (feature == kFeatureBatch) peer_takes_batches_ = true;
     if (feature == kFeatureConfirmAck) peer_confirm_acks_ = options_.offer_confirm_ack;
@@ -235,7 +233,10 @@ absl::Status ChannelSession::VerifyProof(absl::string_view payload) {
   send_limit_ = peer_window_;
   receive_limit_ = options_.receive_window;
   std::vector<std::string> credentials(proof.credentials().begin(), proof.credentials().end());
-  return AdmitCredentials(credentials);
+  if (absl::Status admitted = AdmitCredentials(credentials); !admitted.ok()) return admitted;
+  // Remembered only once admitted: a refused stranger's made-up identities leave nothing here.
+  if (options_.key_histories != nullptr) return options_.key_histories->Remember(*history, Now());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ChannelSession::Start() {

@@ -202,7 +202,7 @@ absl::StatusOr<CredentialClaims> VerifyCredential(absl::string_view encoded,
   }
   if (options.key_histories != nullptr) {
     // An authority that rotated its key away is not spoken for by the old key any more.
-    RETURN_IF_ERROR(options.key_histories->Check(decoded->issuer_history, options.now));
+    RETURN_IF_ERROR(options.key_histories->Remember(decoded->issuer_history, options.now));
   }
   if (claims.subject != options.subject) {
     return ErrorWithReason(

@@ -39,8 +39,6 @@ inline std::string IdentityOrDefault(const std::string& name) {
 // The message signed to bind `static_public_key` to an identity.
 std::string StaticKeyBindingMessage(absl::string_view static_public_key);
 
-class IdentityStore;
-
 // The keys an identity uses now, with the history that ties them to its identifier. Immutable.
 class IdentityKeys {
  public:

@@ -190,28 +190,46 @@ absl::Status KnownKeyHistories::Load() {
   return absl::OkStatus();
 }
 
-absl::Status KnownKeyHistories::Check(const KeyHistory& history, int64_t now_unix_seconds) {
-  veil::MutexLock lock(&mu_);
+absl::Status KnownKeyHistories::CheckLocked(const KeyHistory& history, bool* forward) const {
+  *forward = false;
   auto it = known_.find(history.identifier);
-  if (it != known_.end()) {
-    const Known& known = it->second;
-    if (history.changes() < known.changes) {
-      return ErrorWithReason(
-          absl::StatusCode::kPermissionDenied,
-          absl::StrCat(history.identifier, " presented a key it rotated away from (", known.changes,
-                       " key change(s) seen, ", history.changes(), " presented)"),
-          reason::kKeyHistoryRollback);
-    }
-    if (history.heads[known.changes] != known.head) {
-      return ErrorWithReason(
-          absl::StatusCode::kPermissionDenied,
-          absl::StrCat("the key history of ", history.identifier,
-                       " differs from the one seen before at change ", known.changes,
-                       " (an old key signed a change the identity did not make?)"),
-          reason::kKeyHistoryConflict);
-    }
-    if (history.changes() == known.changes) return absl::OkStatus();
-  } else if (history.changes() == 0) {
+  if (it == known_.end()) {
+    *forward = history.changes() > 0;
+    return absl::OkStatus();
+  }
+  const Known& known = it->second;
+  if (history.changes() < known.changes) {
+    return ErrorWithReason(
+        absl::StatusCode::kPermissionDenied,
+        absl::StrCat(history.identifier, " presented a key it rotated away from (", known.changes,
+                     " key change(s) seen, ", history.changes(), " presented)"),
+        reason::kKeyHistoryRollback);
+  }
+  if (history.heads[known.changes] != known.head) {
+    return ErrorWithReason(
+        absl::StatusCode::kPermissionDenied,
+        absl::StrCat("the key history of ", history.identifier,
+                     " differs from the one seen before at change ", known.changes,
+                     " (an old key signed a change the identity did not make?)"),
+        reason::kKeyHistoryConflict);
+  }
+  *forward = history.changes() > known.changes;
+  return absl::OkStatus();
+}
+
+absl::Status KnownKeyHistories::Check(const KeyHistory& history) const {
+  veil::MutexLock lock(&mu_);
+  bool forward;
+  return CheckLocked(history, &forward);
+}
+
+absl::Status KnownKeyHistories::Remember(const KeyHistory& history, int64_t now_unix_seconds) {
+  veil::MutexLock lock(&mu_);
+  bool forward;
+  RETURN_IF_ERROR(CheckLocked(history, &forward));
+  if (!forward) return absl::OkStatus();
+  if (known_.size() >= kMaxKnownKeyHistories && !known_.contains(history.identifier)) {
+    ++not_remembered_;
     return absl::OkStatus();
   }
   Known next{history.identifier, static_cast<uint32_t>(history.changes()), history.head(),

@@ -37,6 +37,8 @@ inline constexpr absl::string_view kKeyChangeContext = "veil/v1 identity key cha
 inline constexpr size_t kMaxKeyChanges = 32;
 // The largest encoded history taken (32 changes fit).
 inline constexpr size_t kMaxKeyHistoryBytes = 8 * 1024;
+// The most rotated identities a node remembers (a small file each).
+inline constexpr size_t kMaxKnownKeyHistories = 10'000;
 
 // A verified history, or the trivial one of an identity that never rotated.
 struct KeyHistory {
@@ -94,20 +96,33 @@ class KnownKeyHistories {
   // Loads `dir` (created, 0700). Empty `dir`: memory only (tests, tools).
   static absl::StatusOr<std::unique_ptr<KnownKeyHistories>> Open(std::string dir);
 
-  // Admits `history` or says why not (above); remembers a history that moved forward (a write
-  // error is returned: a node that cannot remember a rotation must not act as if it did).
-  absl::Status Check(const KeyHistory& history, int64_t now_unix_seconds);
+  // Admits `history` or says why not (above), remembering nothing: for a peer not yet admitted
+  // (a stranger must not make this node write a file for every identity it makes up).
+  absl::Status Check(const KeyHistory& history) const;
+  // The same, then remembers a history that moved forward: for a peer the trust policy admitted,
+  // or a trusted issuer. A write error is returned (a node that cannot remember a rotation must
+  // not act as if it did). Past kMaxKnownKeyHistories identifiers, new ones are not remembered
+  // (counted in not_remembered()): the bound on what admitted peers can make this node keep.
+  absl::Status Remember(const KeyHistory& history, int64_t now_unix_seconds);
   // NOT_FOUND when nothing was seen for `identifier` (it never rotated, as far as this node knows).
   absl::StatusOr<Known> Get(absl::string_view identifier) const;
   size_t size() const;
+  uint64_t not_remembered() const {
+    veil::MutexLock lock(&mu_);
+    return not_remembered_;
+  }
 
  private:
   explicit KnownKeyHistories(std::string dir) : dir_(std::move(dir)) {}
   absl::Status Load();
+  // *forward: `history` is longer than what is known (or the first rotation seen).
+  absl::Status CheckLocked(const KeyHistory& history, bool* forward) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;
   mutable veil::Mutex mu_;
   absl::flat_hash_map<std::string, Known> known_ ABSL_GUARDED_BY(mu_);
+  uint64_t not_remembered_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace veil::identity

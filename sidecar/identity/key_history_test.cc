@@ -213,26 +213,31 @@ TEST_F(KnownKeyHistoriesTest, ForwardIsRememberedBackAndForksAreRefused) {
   Chain chain = MakeChain(2);
   auto known = Open();
   // Never rotated, as far as this node knows: nothing kept.
-  ASSERT_TRUE(known->Check(RootKeyHistory(chain.keys[0].public_key), 10).ok());
+  ASSERT_TRUE(known->Remember(RootKeyHistory(chain.keys[0].public_key), 10).ok());
   EXPECT_EQ(known->size(), 0u);
-  // Seeing the rotated history moves this node forward...
-  ASSERT_TRUE(known->Check(chain.history, 11).ok());
+  // Checking alone (a peer not admitted yet) remembers nothing...
+  ASSERT_TRUE(known->Check(chain.history).ok());
+  EXPECT_EQ(known->size(), 0u);
+  // ... remembering moves this node forward...
+  ASSERT_TRUE(known->Remember(chain.history, 11).ok());
   auto seen = known->Get(chain.history.identifier);
   ASSERT_TRUE(seen.ok());
   EXPECT_EQ(seen->changes, 2u);
   EXPECT_EQ(seen->public_key, chain.keys[2].public_key);
-  EXPECT_TRUE(known->Check(chain.history, 12).ok());
+  EXPECT_TRUE(known->Remember(chain.history, 12).ok());
   // ... after which the old keys speak for nobody: not the first key, not the second.
-  absl::Status root = known->Check(RootKeyHistory(chain.keys[0].public_key), 13);
+  absl::Status root = known->Remember(RootKeyHistory(chain.keys[0].public_key), 13);
   EXPECT_EQ(root.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ReasonOf(root), reason::kKeyHistoryRollback);
+  EXPECT_EQ(ReasonOf(known->Check(RootKeyHistory(chain.keys[0].public_key))),
+            reason::kKeyHistoryRollback);
   auto one = KeyHistoryOf(chain.keys[1].public_key, [&] {
     wire::v1::KeyHistory h = Decode(chain.history.encoded);
     h.mutable_changes()->RemoveLast();
     return CanonicalEncoding(h);
   }());
   ASSERT_TRUE(one.ok()) << one.status();
-  EXPECT_EQ(ReasonOf(known->Check(*one, 14)), reason::kKeyHistoryRollback);
+  EXPECT_EQ(ReasonOf(known->Remember(*one, 14)), reason::kKeyHistoryRollback);
   // A fork: the stolen first key signs a change of its own, then another (longer history).
   auto thief1 = vault::GenerateEd25519(), thief2 = vault::GenerateEd25519(),
        thief3 = vault::GenerateEd25519();
@@ -241,25 +246,38 @@ TEST_F(KnownKeyHistoriesTest, ForwardIsRememberedBackAndForksAreRefused) {
   forked = *ExtendKeyHistory(forked, thief1, thief2, 21);
   forked = *ExtendKeyHistory(forked, thief2, thief3, 22);
   ASSERT_TRUE(VerifyKeyHistory(forked.encoded).ok());
-  absl::Status fork = known->Check(forked, 15);
+  absl::Status fork = known->Remember(forked, 15);
   EXPECT_EQ(ReasonOf(fork), reason::kKeyHistoryConflict);
   // The real identity rotating again is taken.
   auto next = vault::GenerateEd25519();
   KeyHistory further = *ExtendKeyHistory(chain.history, chain.keys[2], next, 30);
-  ASSERT_TRUE(known->Check(further, 16).ok());
+  ASSERT_TRUE(known->Remember(further, 16).ok());
   // All of it survives a restart.
   known.reset();
   known = Open();
   EXPECT_EQ(known->Get(chain.history.identifier)->changes, 3u);
-  EXPECT_EQ(ReasonOf(known->Check(chain.history, 17)), reason::kKeyHistoryRollback);
-  EXPECT_TRUE(known->Check(further, 18).ok());
+  EXPECT_EQ(ReasonOf(known->Remember(chain.history, 17)), reason::kKeyHistoryRollback);
+  EXPECT_TRUE(known->Remember(further, 18).ok());
+}
+
+TEST(KnownKeyHistoriesBoundTest, PastTheBoundNewIdentitiesAreNotRemembered) {
+  auto known = *KnownKeyHistories::Open("");
+  for (size_t i = 0; i < kMaxKnownKeyHistories; ++i) {
+    ASSERT_TRUE(known->Remember(MakeChain(1).history, 1).ok());
+  }
+  EXPECT_EQ(known->size(), kMaxKnownKeyHistories);
+  Chain extra = MakeChain(1);
+  EXPECT_TRUE(known->Remember(extra.history, 2).ok());
+  EXPECT_EQ(known->size(), kMaxKnownKeyHistories);
+  EXPECT_EQ(known->not_remembered(), 1u);
+  EXPECT_FALSE(known->Get(extra.history.identifier).ok());
 }
 
 TEST_F(KnownKeyHistoriesTest, ADamagedFileFailsOpenNamingIt) {
   Chain chain = MakeChain(1);
   {
     auto known = Open();
-    ASSERT_TRUE(known->Check(chain.history, 1).ok());
+    ASSERT_TRUE(known->Remember(chain.history, 1).ok());
   }
   std::string path =
       absl::StrCat(dir_.path(), "/key_histories/", chain.history.identifier, ".keys");
