@@ -471,11 +471,19 @@ double FaultTest::Bob2ThroughputWhileBobStalls(const std::vector<std::string>& e
   const double alone = rate(seconds(2));
 
   Sender to1(alice_api_, route1, kSize, 16, 160);
-  // Until refused, or (without flow control, Alice's connection's queue being larger than what
-  // the Sender keeps outstanding) held back for 3 s.
+  // Until Alice is refused (with flow control: her channel to Bob's send queue is full) or the
+  // hub stops reading her connection (without: the backlog filled Bob's node, then the hub's
+  // queue to him). Not for a fixed time: on two loaded cores 3 s has not been enough to fill
+  // the buffers on the way. (Asked at most every 100 ms: a scrape is an HTTP request.)
   const auto stall = Clock::now();
+  auto asked = stall;
+  bool hub_paused = false;
   Sender::Outcome out1 = to1.Start(40000, [&](const Sender::Outcome& o) {
-    return o.refused_total() > 0 || Clock::now() - stall > seconds(3);
+    if (!hub_paused && Clock::now() - asked > milliseconds(100)) {
+      asked = Clock::now();
+      hub_paused = Scrape(*hub_, "veil_transport_reads_paused_total") > 0;
+    }
+    return o.refused_total() > 0 || hub_paused || Clock::now() - stall > seconds(90);
   });
   const size_t hub_rss = hub_->rss_kib(), bob_rss = bob_->rss_kib();
   const double stalled = rate(seconds(2));
