@@ -22,7 +22,7 @@ DEB_PACKAGES := build-essential cmake pkg-config \
   libcli11-dev libyaml-cpp-dev prometheus-cpp-dev \
   python3 python3-yaml unzip python3-grpcio python3-protobuf curl postgresql postgresql-client \
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-  protoc-gen-go protoc-gen-go-grpc openssl ca-certificates nginx-light tinyproxy-bin
+  protoc-gen-go protoc-gen-go-grpc openssl ca-certificates nginx-light tinyproxy-bin faketime
 
 DEPS_STAMP := $(BUILD_DIR)/.deps-installed
 CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt

@@ -154,20 +154,29 @@ absl::Status Memberships::AddConfigured(const std::string& authority, const std:
   return absl::OkStatus();
 }
 
+absl::StatusOr<identity::CredentialClaims> Memberships::Verify(
+    const std::string& authority, const identity::Identity& identity,
+    const std::string& credential) const {
+  const absl::flat_hash_set<std::string> issuer = {authority};
+  return identity::VerifyCredential(credential, {.trusted_issuers = &issuer,
+                                                 .subject = identity.identifier(),
+                                                 .now = UnixNow(),
+                                                 .key_histories = &identities_.key_histories()});
+}
+
 absl::Status Memberships::Accept(const std::shared_ptr<Entry>& entry,
                                  const std::string& credential) {
-  const absl::flat_hash_set<std::string> issuer = {entry->authority};
-  auto claims =
-      identity::VerifyCredential(credential, {.trusted_issuers = &issuer,
-                                              .subject = entry->identity->identifier(),
-                                              .now = UnixNow(),
-                                              .key_histories = &identities_.key_histories()});
-  if (!claims.ok()) return claims.status();
+  ASSIGN_OR_RETURN(auto claims, Verify(entry->authority, *entry->identity, credential));
+  return Accept(entry, credential, std::move(claims));
+}
+
+absl::Status Memberships::Accept(const std::shared_ptr<Entry>& entry, const std::string& credential,
+                                 identity::CredentialClaims claims) {
   {
     veil::MutexLock lock(&mu_);
     if (entry->stopped) return absl::OkStatus();
     entry->credential = credential;
-    entry->claims = *std::move(claims);
+    entry->claims = std::move(claims);
     entry->last_error.clear();
   }
   book_->Put(entry->identity->identifier(), entry->authority, credential);
@@ -258,8 +267,21 @@ void Memberships::Enroll(const std::string& token, const std::string& identity_n
           done(response.status());
           return;
         }
+        // Verified before it replaces anything: a credential that does not verify (a broken
+        // or hostile authority, a skewed clock) leaves no membership behind, and a membership
+        // held before, with the same authority, goes on as it was.
+        auto claims = self->Verify(ticket.authority(), *identity, response->credential());
+        if (!claims.ok()) {
+          done(ErrorWithReason(claims.status().code(),
+                               absl::StrCat("authority ", ticket.authority(),
+                                            " answered with a credential that does not verify: ",
+                                            claims.status().message()),
+                               ReasonOf(claims.status())));
+          return;
+        }
         auto entry = self->AddEntry(ticket.authority(), ticket.route(), identity, true);
-        if (absl::Status accepted = self->Accept(entry, response->credential()); !accepted.ok()) {
+        if (absl::Status accepted = self->Accept(entry, response->credential(), *std::move(claims));
+            !accepted.ok()) {
           done(accepted);
           return;
         }

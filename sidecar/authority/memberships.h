@@ -87,8 +87,16 @@ class Memberships : public std::enable_shared_from_this<Memberships> {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Fetches a fresh credential for `entry` now.
   void Refresh(const std::shared_ptr<Entry>& entry);
+  // What `credential`, from `authority`, says of `identity`: an error unless it is the
+  // authority's, valid now and for that identity.
+  absl::StatusOr<identity::CredentialClaims> Verify(const std::string& authority,
+                                                    const identity::Identity& identity,
+                                                    const std::string& credential) const;
   // Verifies `credential` for `entry` and makes it the one held: stored, presented.
   absl::Status Accept(const std::shared_ptr<Entry>& entry, const std::string& credential);
+  // Makes `credential`, verified (`claims`), the one `entry` holds: stored, presented.
+  absl::Status Accept(const std::shared_ptr<Entry>& entry, const std::string& credential,
+                      identity::CredentialClaims claims);
   absl::Status Persist(const Entry& entry) ABSL_LOCKS_EXCLUDED(mu_);
   void Schedule(const std::shared_ptr<Entry>& entry, std::chrono::milliseconds after);
   MembershipInfo InfoOf(const Entry& entry) const ABSL_LOCKS_EXCLUDED(mu_);

@@ -3,6 +3,7 @@
 // that: no credential, an untrusted authority's, a replayed / revoked / expired ticket; then
 // refresh across several expiries, a removed member's channel closing at expiry, and restarts.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -281,6 +282,75 @@ TEST_F(CredentialsTest, MembershipsAndMembersSurviveRestarts) {
   EXPECT_EQ(memberships.memberships(0).attributes().at("role"), "alice-app");
   grpc::Status echoed = Echo(again_api);
   EXPECT_TRUE(echoed.ok()) << echoed.error_message() << alice_again.log() << bob_->log();
+}
+
+// An authority whose credentials do not verify at the member: its clock runs two days ahead
+// (libfaketime, from Debian's faketime package), so what it issues is not yet valid. Enrolling
+// fails with the reason, and leaves memberships as they were: none for a new member, the one
+// held before (and still presented, refreshed, kept across a restart) for Alice.
+TEST_F(CredentialsTest, AnEnrollmentWhoseCredentialDoesNotVerifyChangesNoMembership) {
+  StartBob();
+  std::string alice_state = dirs_.path() + "/alice";
+  auto alice = Sidecar("alice");
+  auto alice_api = Connect(alice->api_target());
+  std::string token;
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+  ASSERT_TRUE(Enroll(alice_api, token).ok());
+  ASSERT_TRUE(Echo(alice_api).ok());
+  const std::string first_route = authority_route_;
+
+  std::string faketime;
+  for (const char* path : {"/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+                           "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"}) {
+    if (access(path, R_OK) == 0) faketime = path;
+  }
+  ASSERT_FALSE(faketime.empty()) << "libfaketime (Debian package faketime) is not installed";
+  authority_.reset();
+  authority_ = std::make_unique<VeildProcess>(
+      authority_state_, std::vector<std::string>{"--authority", "--tcp-listen", "127.0.0.1:0"});
+  authority_->SetEnv("LD_PRELOAD", faketime);
+  authority_->SetEnv("FAKETIME", "+2d");
+  authority_->SetEnv("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+  ASSERT_TRUE(authority_->Start()) << authority_->log();
+  authority_api_ = Connect(authority_->api_target());
+  authority_route_ = "/tcp/" + TcpListenAddress(authority_api_) + "/service/authority";
+
+  auto memberships_of = [](const std::shared_ptr<grpc::Channel>& api) {
+    v1::ListMembershipsResponse out;
+    grpc::ClientContext context;
+    EXPECT_TRUE(v1::AuthorityService::NewStub(api)->ListMemberships(&context, {}, &out).ok());
+    return out;
+  };
+  // A new member: refused, nothing kept, nothing written.
+  auto carol = Sidecar("carol");
+  auto carol_api = Connect(carol->api_target());
+  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+  grpc::Status refused = Enroll(carol_api, token);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
+  EXPECT_EQ(ReasonOf(refused), "CREDENTIAL_NOT_YET_VALID") << refused.error_message();
+  EXPECT_NE(refused.error_message().find("does not verify"), std::string::npos)
+      << refused.error_message();
+  EXPECT_EQ(memberships_of(carol_api).memberships_size(), 0);
+  EXPECT_EQ(ReasonOf(Echo(carol_api)), "PEER_REFUSED_HANDSHAKE");
+
+  // Alice, enrolling again (as an admin now): refused; the membership she held stays.
+  ASSERT_TRUE(Ticket({{"role", "admin"}}, &token).ok());
+  refused = Enroll(alice_api, token);
+  EXPECT_EQ(ReasonOf(refused), "CREDENTIAL_NOT_YET_VALID") << refused.error_message();
+  v1::ListMembershipsResponse held = memberships_of(alice_api);
+  ASSERT_EQ(held.memberships_size(), 1);
+  EXPECT_EQ(held.memberships(0).route(), first_route);
+  EXPECT_EQ(held.memberships(0).attributes().at("role"), "alice-app");
+  EXPECT_TRUE(Echo(alice_api).ok());
+  alice.reset();
+  VeildProcess alice_again(alice_state, {});
+  ASSERT_TRUE(alice_again.Start()) << alice_again.log();
+  auto again_api = Connect(alice_again.api_target());
+  held = memberships_of(again_api);
+  ASSERT_EQ(held.memberships_size(), 1);
+  EXPECT_EQ(held.memberships(0).route(), first_route);
+  grpc::Status echoed = Echo(again_api);
+  EXPECT_TRUE(echoed.ok()) << echoed.error_message() << alice_again.log();
 }
 
 // On a hub, who may register which relay names, by attribute: Bob (role db, service
