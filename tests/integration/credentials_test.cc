@@ -87,6 +87,17 @@ class CredentialsTest : public ::testing::Test {
     ASSERT_TRUE(listening.ok()) << listening.error_message();
     bob_listener_ = "/tcp/" + TcpListenAddress(bob_api_) + "/service/listener";
   }
+  // Bob as StartBob makes him, and Alice (state "alice") a member with role alice-app, whose
+  // echo through Bob's listener works.
+  void StartBobAndEnrolledAlice() {
+    ASSERT_NO_FATAL_FAILURE(StartBob());
+    alice_ = Sidecar("alice");
+    alice_api_ = Connect(alice_->api_target());
+    std::string token;
+    ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
+    ASSERT_TRUE(Enroll(alice_api_, token).ok());
+    ASSERT_TRUE(Echo(alice_api_).ok());
+  }
   grpc::Status Echo(const std::shared_ptr<grpc::Channel>& api,
                     v1::SecureChannel* channel = nullptr) {
     v1::SecureChannel opened;
@@ -100,8 +111,8 @@ class CredentialsTest : public ::testing::Test {
   TempDir dirs_;
   std::string authority_state_ = dirs_.path() + "/authority";
   std::string ttl_ = "3600";
-  std::unique_ptr<VeildProcess> authority_, bob_;
-  std::shared_ptr<grpc::Channel> authority_api_, bob_api_;
+  std::unique_ptr<VeildProcess> authority_, bob_, alice_;
+  std::shared_ptr<grpc::Channel> authority_api_, bob_api_, alice_api_;
   std::string authority_id_, authority_route_, bob_listener_;
   std::unique_ptr<EchoApp> echoer_;
 };
@@ -248,14 +259,8 @@ TEST_F(CredentialsTest, RefreshKeepsALongChannelOpenAndARemovedMemberIsClosedAtE
 }
 
 TEST_F(CredentialsTest, MembershipsAndMembersSurviveRestarts) {
-  StartBob();
-  std::string alice_state = dirs_.path() + "/alice";
-  auto alice = Sidecar("alice");
-  auto alice_api = Connect(alice->api_target());
-  std::string token;
-  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
-  ASSERT_TRUE(Enroll(alice_api, token).ok());
-  ASSERT_TRUE(Echo(alice_api).ok());
+  ASSERT_NO_FATAL_FAILURE(StartBobAndEnrolledAlice());
+  const std::string alice_state = dirs_.path() + "/alice";
   // The authority restarts (same state): members are kept; Alice restarts without the flag
   // that names the authority: the enrollment is kept and trusted.
   authority_.reset();
@@ -270,7 +275,7 @@ TEST_F(CredentialsTest, MembershipsAndMembersSurviveRestarts) {
   ASSERT_TRUE(
       v1::AuthorityService::NewStub(authority_api_)->ListMembers(&context, {}, &members).ok());
   EXPECT_EQ(members.members_size(), 2);
-  alice.reset();
+  alice_.reset();
   VeildProcess alice_again(alice_state, {});
   ASSERT_TRUE(alice_again.Start()) << alice_again.log();
   auto again_api = Connect(alice_again.api_target());
@@ -289,17 +294,11 @@ TEST_F(CredentialsTest, MembershipsAndMembersSurviveRestarts) {
 // fails with the reason, and leaves memberships as they were: none for a new member, the one
 // held before (and still presented, refreshed, kept across a restart) for Alice.
 TEST_F(CredentialsTest, AnEnrollmentWhoseCredentialDoesNotVerifyChangesNoMembership) {
-  StartBob();
-  std::string alice_state = dirs_.path() + "/alice";
-  auto alice = Sidecar("alice");
-  auto alice_api = Connect(alice->api_target());
-  std::string token;
-  ASSERT_TRUE(Ticket({{"role", "alice-app"}}, &token).ok());
-  ASSERT_TRUE(Enroll(alice_api, token).ok());
-  ASSERT_TRUE(Echo(alice_api).ok());
+  ASSERT_NO_FATAL_FAILURE(StartBobAndEnrolledAlice());
+  const std::string alice_state = dirs_.path() + "/alice";
   const std::string first_route = authority_route_;
 
-  std::string faketime;
+  std::string token, faketime;
   for (const char* path : {"/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
                            "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"}) {
     if (access(path, R_OK) == 0) faketime = path;
@@ -335,14 +334,14 @@ TEST_F(CredentialsTest, AnEnrollmentWhoseCredentialDoesNotVerifyChangesNoMembers
 
   // Alice, enrolling again (as an admin now): refused; the membership she held stays.
   ASSERT_TRUE(Ticket({{"role", "admin"}}, &token).ok());
-  refused = Enroll(alice_api, token);
+  refused = Enroll(alice_api_, token);
   EXPECT_EQ(ReasonOf(refused), "CREDENTIAL_NOT_YET_VALID") << refused.error_message();
-  v1::ListMembershipsResponse held = memberships_of(alice_api);
+  v1::ListMembershipsResponse held = memberships_of(alice_api_);
   ASSERT_EQ(held.memberships_size(), 1);
   EXPECT_EQ(held.memberships(0).route(), first_route);
   EXPECT_EQ(held.memberships(0).attributes().at("role"), "alice-app");
-  EXPECT_TRUE(Echo(alice_api).ok());
-  alice.reset();
+  EXPECT_TRUE(Echo(alice_api_).ok());
+  alice_.reset();
   VeildProcess alice_again(alice_state, {});
   ASSERT_TRUE(alice_again.Start()) << alice_again.log();
   auto again_api = Connect(alice_again.api_target());
