@@ -76,7 +76,8 @@ class DockerfileTest(unittest.TestCase):
                      "golang-go", "golang-google-grpc-dev", "golang-google-protobuf-dev",
                      "golang-github-golang-protobuf-1-5-dev", "protoc-gen-go", "protoc-gen-go-grpc",
                      "curl", "postgresql", "postgresql-client",  # the portal tests' programs
-                     "openssl", "nginx-light", "tinyproxy-bin"}  # the WebSocket tests' (certs, proxies)
+                     "openssl", "nginx-light", "tinyproxy-bin",  # the WebSocket tests' (certs, proxies)
+                     "faketime"}  # runs a credential authority with its clock ahead
         self.assertEqual(apt_packages(build), wanted - test_only)
 
     def test_copied_paths_and_targets_exist(self):
