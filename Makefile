@@ -22,7 +22,8 @@ DEB_PACKAGES := build-essential cmake pkg-config \
   libcli11-dev libyaml-cpp-dev prometheus-cpp-dev \
   python3 python3-yaml unzip python3-grpcio python3-protobuf curl postgresql postgresql-client \
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-  protoc-gen-go protoc-gen-go-grpc openssl ca-certificates nginx-light tinyproxy-bin faketime
+  protoc-gen-go protoc-gen-go-grpc openssl ca-certificates nginx-light tinyproxy-bin faketime \
+  etcd-server etcd-client
 
 DEPS_STAMP := $(BUILD_DIR)/.deps-installed
 CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
@@ -48,10 +49,29 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
+# etcd's .proto files, which the hub directory's client is generated from, and the .proto files
+# they import: from Debian's golang-etcd-server-dev, golang-github-gogo-protobuf-dev and
+# golang-github-grpc-ecosystem-grpc-gateway-dev, fetched with apt and unpacked into
+# .cache/debian-protos (where CMake looks), not installed: installing golang-etcd-server-dev
+# pulls golang-goprotobuf-dev, which replaces the protoc-gen-go the Go SDK needs with an old one.
+DEB_PROTO_PACKAGES := golang-etcd-server-dev golang-github-gogo-protobuf-dev \
+  golang-github-grpc-ecosystem-grpc-gateway-dev
+DEB_PROTO_DIR := .cache/debian-protos
+DEB_PROTO_STAMP := $(DEB_PROTO_DIR)/.unpacked
+$(DEB_PROTO_STAMP): Makefile
+	@rm -rf $(DEB_PROTO_DIR) && mkdir -p $(DEB_PROTO_DIR)/debs
+	@echo "Unpacking .proto files from Debian's $(DEB_PROTO_PACKAGES)"
+	@if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	cd $(DEB_PROTO_DIR)/debs && { apt-get download -qq $(DEB_PROTO_PACKAGES) 2>/dev/null || \
+	  { $$SUDO apt-get update -qq && apt-get download -qq $(DEB_PROTO_PACKAGES); }; }
+	@for deb in $(DEB_PROTO_DIR)/debs/*.deb; do dpkg-deb -x $$deb $(DEB_PROTO_DIR)/root; done
+	@rm -rf $(DEB_PROTO_DIR)/debs && touch $@
+
 # The stamp records the package list it checked; it is redone only when this Makefile changes.
 $(DEPS_STAMP): Makefile
 	@mkdir -p $(BUILD_DIR)
 	@$(call apt_install,$(DEB_PACKAGES),command -v npm >/dev/null 2>&1 || missing="$$missing npm";)
+	@$(MAKE) $(DEB_PROTO_STAMP)
 	@touch $@
 
 deps: $(DEPS_STAMP)

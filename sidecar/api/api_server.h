@@ -47,8 +47,8 @@ class ApiServer {
   static absl::StatusOr<std::unique_ptr<ApiServer>> Start(
       const ApiEndpoint& endpoint, ApiSettings settings, core::Router& router,
       transport::NodeTransport& tcp, identity::IdentityStore& identities,
-      channel::SecureChannelManager& channels, relay::RelayClients& relays,
-      const relay::RelayHub* hub, portal::PortalManager& portals, boost::asio::io_context& io,
+      channel::SecureChannelManager& channels, relay::RelayClients& relays, relay::RelayHub* hub,
+      portal::PortalManager& portals, boost::asio::io_context& io,
       std::shared_ptr<authority::Authority> authority,
       std::shared_ptr<authority::Memberships> memberships);
   ~ApiServer();

@@ -113,4 +113,15 @@ grpc::ServerUnaryReactor* RelayService::ListHostedRelays(grpc::CallbackServerCon
   return FinishUnary(context, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* RelayService::ReleaseRelayName(grpc::CallbackServerContext* context,
+                                                         const v1::ReleaseRelayNameRequest* request,
+                                                         v1::ReleaseRelayNameResponse*) {
+  if (hub_ == nullptr) {
+    return FinishUnary(context, ErrorWithReason(absl::StatusCode::kFailedPrecondition,
+                                                "this node is not a hub (start veild with --hub)",
+                                                reason::kNotAHub));
+  }
+  return FinishUnary(context, hub_->Release(request->name()));
+}
+
 }  // namespace veil::api

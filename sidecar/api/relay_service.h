@@ -26,7 +26,7 @@ absl::StatusOr<RelayRequestArgs> ReadRelayRequest(const v1::CreateRelayRequest& 
 class RelayService final : public v1::RelayService::CallbackService {
  public:
   // `hub` is null unless this node is a hub. All must outlive the service.
-  RelayService(relay::RelayClients& clients, const relay::RelayHub* hub,
+  RelayService(relay::RelayClients& clients, relay::RelayHub* hub,
                const identity::IdentityStore& identities)
       : clients_(clients), hub_(hub), identities_(identities) {}
 
@@ -45,10 +45,13 @@ class RelayService final : public v1::RelayService::CallbackService {
   grpc::ServerUnaryReactor* ListHostedRelays(grpc::CallbackServerContext* context,
                                              const v1::ListHostedRelaysRequest* request,
                                              v1::ListHostedRelaysResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseRelayName(grpc::CallbackServerContext* context,
+                                             const v1::ReleaseRelayNameRequest* request,
+                                             v1::ReleaseRelayNameResponse* response) override;
 
  private:
   relay::RelayClients& clients_;
-  const relay::RelayHub* hub_;
+  relay::RelayHub* hub_;
   const identity::IdentityStore& identities_;
 };
 

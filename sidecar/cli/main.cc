@@ -818,6 +818,20 @@ void AddRelay(Commands& commands) {
       t.Print();
     });
   });
+  auto* release = relay->add_subcommand(
+      "release",
+      "On a hub: free a relay name whatever its owner (one that lost its key), on every replica "
+      "sharing the hub directory");
+  release->add_option("name", f->name, "The name")->required();
+  commands.On(release, [f](Client& c) {
+    v1::ReleaseRelayNameRequest req;
+    req.set_name(f->name);
+    v1::ReleaseRelayNameResponse r;
+    grpc::Status s =
+        v1::RelayService::NewStub(c.channel())->ReleaseRelayName(c.Context().get(), req, &r);
+    if (!s.ok()) return c.Fail(s, "cannot release relay name \"" + f->name + "\"");
+    return c.Show(r, [&] { std::cout << "released relay name " << f->name << "\n"; });
+  });
 }
 
 void AddOutlet(Commands& commands) {

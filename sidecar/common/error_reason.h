@@ -112,6 +112,8 @@ inline constexpr absl::string_view kRelayExists = "RELAY_EXISTS";
 inline constexpr absl::string_view kNotAHub = "NOT_A_HUB";
 inline constexpr absl::string_view kHubNotAnswering = "HUB_NOT_ANSWERING";
 inline constexpr absl::string_view kNoOwnerConnection = "NO_OWNER_CONNECTION";
+inline constexpr absl::string_view kDirectoryUnavailable = "DIRECTORY_UNAVAILABLE";
+inline constexpr absl::string_view kRelayMoved = "RELAY_MOVED";
 // Portals.
 inline constexpr absl::string_view kPortalNotFound = "PORTAL_NOT_FOUND";
 inline constexpr absl::string_view kInvalidTarget = "INVALID_TARGET";

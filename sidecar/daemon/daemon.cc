@@ -204,6 +204,7 @@ absl::Status RunDaemon(const Options& options) {
   relay::RelayClients relays(channels, relay_options);
   relay_clients = &relays;
   std::shared_ptr<relay::RelayHub> hub;
+  std::unique_ptr<relay::RelayDirectory> directory;  // hub replicas sharing etcd
   if (options.hub) {
     relay::AllowList allow;
     for (const std::string& entry : options.relay_allow) {
@@ -222,10 +223,38 @@ absl::Status RunDaemon(const Options& options) {
     absl::Status started = hub->Start(identity::kDefaultIdentity);
     if (!started.ok()) return started;
     relay_hub = hub.get();
+    if (!options.hub_directory.empty()) {
+      relay::DirectoryOptions d;
+      ASSIGN_OR_RETURN(d.endpoints, relay::ParseDirectoryEndpoints(options.hub_directory));
+      d.prefix = options.hub_directory_prefix;
+      d.identifier = (*identities)->Get(identity::kDefaultIdentity).value()->identifier();
+      d.replica = options.hub_replica.empty() ? d.identifier : options.hub_replica;
+      d.route = options.hub_route;
+      d.ca_file = options.hub_directory_ca;
+      d.cert_file = options.hub_directory_cert;
+      d.key_file = options.hub_directory_key;
+      d.lease_ttl = std::chrono::seconds(options.hub_directory_lease_ttl_seconds);
+      ASSIGN_OR_RETURN(directory,
+                       relay::RelayDirectory::Start(
+                           std::move(d), [weak = std::weak_ptr<relay::RelayHub>(hub)](
+                                             const std::string& name,
+                                             const std::optional<relay::DirectoryRelay>& now) {
+                             if (auto h = weak.lock()) h->OnClaimLost(name, now);
+                           }));
+      hub->SetDirectory(directory.get());
+    }
   } else if (!options.relay_allow.empty() || !options.relay_allow_policies.empty()) {
     return absl::InvalidArgumentError(options.relay_allow.empty()
                                           ? "--relay-allow-policy needs --hub"
                                           : "--relay-allow needs --hub");
+  }
+  if (!options.hub && (!options.hub_directory.empty() || !options.hub_replica.empty() ||
+                       !options.hub_route.empty())) {
+    return absl::InvalidArgumentError("--hub-directory, --hub-replica and --hub-route need --hub");
+  }
+  if (options.hub_directory.empty() &&
+      (!options.hub_replica.empty() || !options.hub_route.empty())) {
+    return absl::InvalidArgumentError("--hub-replica and --hub-route need --hub-directory");
   }
   portal::PortalLimits portal_limits;
   portal_limits.max_sessions = options.portal_max_sessions;
@@ -314,7 +343,8 @@ absl::Status RunDaemon(const Options& options) {
   stop.get_future().wait();
   (*api)->Drain(options.shutdown_grace);
   memberships->Shutdown();
-  relays.Shutdown();    // unregisters from hubs
+  relays.Shutdown();                                // unregisters from hubs
+  if (directory != nullptr) directory->Shutdown();  // this replica's relays leave the directory
   portals.Shutdown();   // resets the portals' sessions (their far ends are told)
   channels.Shutdown();  // tells the far ends
   for (int i = 0; i < 100 && !channels.ListChannels().empty(); ++i) {

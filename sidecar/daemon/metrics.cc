@@ -223,6 +223,31 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   if (hub_ != nullptr) {
     out.push_back(Single("veil_hub_relays", "Relays this hub hosts", kGauge,
                          static_cast<double>(hub_->List().size())));
+    if (const relay::RelayDirectory* directory = hub_->directory(); directory != nullptr) {
+      const relay::DirectoryStats ds = directory->Stats();
+      out.push_back(Single("veil_hub_directory_reachable",
+                           "1 when the last call to the hub directory (etcd) succeeded", kGauge,
+                           ds.reachable ? 1 : 0));
+      out.push_back(Single("veil_hub_directory_lease_held",
+                           "1 while this replica holds its directory lease", kGauge,
+                           ds.lease_held ? 1 : 0));
+      out.push_back(Single("veil_hub_directory_relays",
+                           "Relays in the directory, on every replica (this replica's view)",
+                           kGauge, static_cast<double>(ds.known_relays)));
+      out.push_back(Single("veil_hub_directory_claims",
+                           "Relay names this replica holds in the directory", kGauge,
+                           static_cast<double>(ds.claims)));
+      out.push_back(Single("veil_hub_directory_pending_claims",
+                           "Of those, names waiting for the directory to be reachable", kGauge,
+                           static_cast<double>(ds.pending_claims)));
+      out.push_back(Single("veil_hub_directory_claims_lost_total",
+                           "Names this replica lost: taken to another replica or released",
+                           kCounter, static_cast<double>(ds.claims_lost)));
+      out.push_back(Single("veil_hub_directory_claims_refused_total",
+                           "Registrations the directory refused: the name is another owner's, "
+                           "or etcd was unreachable",
+                           kCounter, static_cast<double>(ds.claims_refused)));
+    }
   }
 
   // Portals, one series per inlet (portal="inlet:<listen address>") and outlet

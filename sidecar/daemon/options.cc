@@ -155,6 +155,31 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                "Run as a hub: a relay service at /service/relay and a secure channel listener at "
                "/service/hub, so that sidecars with no open port can be reached through this "
                "node (give it a --tcp-listen or --uds-listen)");
+  app.add_option(
+      "--hub-directory", o.hub_directory,
+      "Hub: share relay names with the other replicas through etcd at these client "
+      "URLs (http://HOST:2379 or https://..., comma-separated): a name is its owner's on "
+      "every replica (docs/hubs.md)");
+  app.add_option("--hub-directory-prefix", o.hub_directory_prefix,
+                 "Hub: the etcd key prefix the replicas of one deployment share")
+      ->capture_default_str();
+  app.add_option("--hub-replica", o.hub_replica,
+                 "Hub: this replica's name in the directory, unique among the replicas (e.g. the "
+                 "pod's name). Default: the hub's identifier");
+  app.add_option("--hub-route", o.hub_route,
+                 "Hub: the route the other replicas reach this one by, e.g. /tcp/10.0.0.7:4000, "
+                 "written to the directory");
+  app.add_option("--hub-directory-ca", o.hub_directory_ca,
+                 "Hub: PEM CA bundle verifying https etcd endpoints (default: the system's)");
+  app.add_option("--hub-directory-cert", o.hub_directory_cert,
+                 "Hub: PEM client certificate for etcd (with --hub-directory-key)");
+  app.add_option("--hub-directory-key", o.hub_directory_key,
+                 "Hub: PEM private key of --hub-directory-cert");
+  app.add_option("--hub-directory-lease-ttl", o.hub_directory_lease_ttl_seconds,
+                 "Hub: seconds this replica's lease lives without renewal: its relays leave the "
+                 "directory that long after it dies")
+      ->check(CLI::Range(2, 300))
+      ->capture_default_str();
   app.add_flag("--authority", o.authority,
                "Act as a credential authority: a secure channel listener at /service/authority "
                "and the credentials service; members and tickets with `veil authority` "

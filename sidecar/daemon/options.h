@@ -44,6 +44,15 @@ struct Options {
   bool check_config = false;            // only check config_file and exit
   std::vector<std::string> identities;  // ensured at start-up, besides "default"
   bool hub = false;                     // run the relay service
+  // Hub replicas sharing a directory in etcd (docs/hubs.md): etcd client URLs, comma-separated;
+  // the key prefix; this replica's name ("" = its hub identifier) and the route the other
+  // replicas reach it by; TLS files for https endpoints; the lease's TTL.
+  std::string hub_directory;
+  std::string hub_directory_prefix = "/veil/";
+  std::string hub_replica;
+  std::string hub_route;
+  std::string hub_directory_ca, hub_directory_cert, hub_directory_key;
+  int hub_directory_lease_ttl_seconds = 10;
   std::vector<std::string> relay_allow_policies;  // attribute policies; relay.name: the name
   // Credentials (docs/credentials.md): act as an authority (members, tickets, issuing), the
   // route its tickets carry, how long its credentials last; the authorities this node trusts,

@@ -235,112 +235,179 @@ bool RelayHub::HasRelayOn(uint64_t connection) const {
   return false;
 }
 
-wire::v1::RelayResponse RelayHub::Handle(const wire::v1::RelayRequest& request,
-                                         const core::Message& msg) {
+void RelayHub::SetDirectory(RelayDirectory* directory) { directory_ = directory; }
+
+absl::Status RelayHub::Activate(const RelayEntry& entry,
+                                const std::pair<std::string, uint64_t>& connection) {
+  std::string address = absl::StrCat(kForwarderPrefix, entry.name);
+  auto it = forwarders_.find(entry.name);
+  if (it != forwarders_.end()) {
+    it->second->Retarget(connection.first, connection.second);
+  } else {
+    auto forwarder = std::make_shared<Forwarder>(router_.NewStrand(), connection.first,
+                                                 connection.second, queued_bytes_per_relay_);
+    RETURN_IF_ERROR(router_.StartWorker(address, forwarder));
+    forwarders_[entry.name] = std::move(forwarder);
+  }
+  Log(spdlog::level::info,
+      {{log_field::kRelay, address},
+       {log_field::kIdentifier, entry.owner},
+       {log_field::kConnection, connection.first}},
+      "hub: relay {} for {} via {}", address, entry.owner, connection.first);
+  return absl::OkStatus();
+}
+
+void RelayHub::StopForwarder(const std::string& name, absl::Status why) {
+  auto it = forwarders_.find(name);
+  if (it == forwarders_.end()) return;
+  router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get(), std::move(why));
+  forwarders_.erase(it);
+}
+
+void RelayHub::Handle(const wire::v1::RelayRequest& request, const core::Message& msg,
+                      Respond respond) {
   wire::v1::RelayResponse response;
   response.set_request_id(request.request_id());
+  auto fail = [&response, &respond](const absl::Status& status) {
+    SetError(status, response);
+    respond(std::move(response));
+  };
   auto connection = OwnerConnection(msg);
-  if (!connection.ok()) {
-    SetError(connection.status(), response);
-    return response;
-  }
+  if (!connection.ok()) return fail(connection.status());
   const std::string& owner = msg.sender.identifier;
-  veil::MutexLock lock(&mu_);
   switch (request.kind_case()) {
     case wire::v1::RelayRequest::kRegister: {
-      auto entry = registry_.Register(owner, request.register_().name(), connection->first,
-                                      RelayRegistry::Clock::now(), msg.sender.attributes.get());
-      if (!entry.ok()) {
-        const std::string reason = ReasonOf(entry.status());
-        Log(spdlog::level::warn,
-            {{log_field::kRelay, request.register_().name()},
-             {log_field::kIdentifier, owner},
-             {log_field::kReason, reason}},
-            "hub: refused relay \"{}\" for {}: {}", request.register_().name(), owner,
-            entry.status().message());
-        SetError(entry.status(), response);
-        return response;
-      }
-      std::string address = absl::StrCat(kForwarderPrefix, entry->name);
-      auto it = forwarders_.find(entry->name);
-      if (it != forwarders_.end()) {
-        it->second->Retarget(connection->first, connection->second);
-      } else {
-        auto forwarder = std::make_shared<Forwarder>(router_.NewStrand(), connection->first,
-                                                     connection->second, queued_bytes_per_relay_);
-        absl::Status started = router_.StartWorker(address, forwarder);
-        if (!started.ok()) {
-          (void)registry_.Unregister(owner, entry->name);
-          SetError(started, response);
-          return response;
+      const std::string& asked = request.register_().name();
+      RelayEntry entry;
+      bool was_live;
+      {
+        veil::MutexLock lock(&mu_);
+        auto registered =
+            registry_.Register(owner, asked, connection->first, RelayRegistry::Clock::now(),
+                               msg.sender.attributes.get());
+        if (!registered.ok()) {
+          Log(spdlog::level::warn,
+              {{log_field::kRelay, asked},
+               {log_field::kIdentifier, owner},
+               {log_field::kReason, ReasonOf(registered.status())}},
+              "hub: refused relay \"{}\" for {}: {}", asked, owner, registered.status().message());
+          return fail(registered.status());
         }
-        forwarders_[entry->name] = std::move(forwarder);
+        entry = *std::move(registered);
+        was_live = forwarders_.contains(entry.name);
+        if (directory_ == nullptr) {
+          absl::Status started = Activate(entry, *connection);
+          if (!started.ok()) {
+            (void)registry_.Unregister(owner, entry.name);
+            return fail(started);
+          }
+        }
       }
-      Log(spdlog::level::info,
-          {{log_field::kRelay, address},
-           {log_field::kIdentifier, owner},
-           {log_field::kConnection, connection->first}},
-          "hub: relay {} for {} via {}", address, owner, connection->first);
-      response.mutable_registered()->set_name(entry->name);
-      response.mutable_registered()->set_address(address);
-      return response;
+      auto answer = [this, entry, connection = *connection, was_live, response,
+                     respond = std::move(respond)](absl::Status claimed) mutable {
+        {
+          veil::MutexLock lock(&mu_);
+          if (claimed.ok() && directory_ != nullptr) {
+            auto live = registry_.Find(entry.name);
+            if (!live || live->owner != entry.owner || live->connection != connection.first) {
+              claimed = ErrorWithReason(
+                  absl::StatusCode::kUnavailable,
+                  absl::StrCat("relay \"", entry.name,
+                               "\" lost its connection while the directory answered"),
+                  reason::kNoOwnerConnection);
+              directory_->Drop(entry.name);
+            } else {
+              claimed = Activate(entry, connection);
+            }
+          }
+          if (!claimed.ok()) {
+            if (!was_live) (void)registry_.Unregister(entry.owner, entry.name);
+            Log(spdlog::level::warn,
+                {{log_field::kRelay, entry.name},
+                 {log_field::kIdentifier, entry.owner},
+                 {log_field::kReason, ReasonOf(claimed)}},
+                "hub: refused relay \"{}\" for {}: {}", entry.name, entry.owner, claimed.message());
+            SetError(claimed, response);
+          } else {
+            response.mutable_registered()->set_name(entry.name);
+            response.mutable_registered()->set_address(absl::StrCat(kForwarderPrefix, entry.name));
+          }
+        }
+        respond(std::move(response));
+      };
+      if (directory_ == nullptr) return answer(absl::OkStatus());
+      // Kept alive by the callback: the directory answers on its own threads.
+      directory_->Claim(entry.name, owner,
+                        [self = shared_from_this(), answer = std::move(answer)](
+                            absl::Status claimed) mutable { answer(std::move(claimed)); });
+      return;
     }
     case wire::v1::RelayRequest::kHeartbeat: {
-      absl::Status live = registry_.Check(owner, request.heartbeat().name());
-      if (live.ok()) {
-        response.mutable_heartbeat_ack();
-      } else {
-        SetError(live, response);
+      absl::Status live;
+      {
+        veil::MutexLock lock(&mu_);
+        live = registry_.Check(owner, request.heartbeat().name());
       }
-      return response;
+      if (!live.ok()) return fail(live);
+      response.mutable_heartbeat_ack();
+      return respond(std::move(response));
     }
     case wire::v1::RelayRequest::kUnregister: {
       const std::string& name = request.unregister().name();
-      absl::Status removed = registry_.Unregister(owner, name);
-      if (!removed.ok()) {
-        SetError(removed, response);
-        return response;
-      }
-      auto it = forwarders_.find(name);
-      if (it != forwarders_.end()) {
-        router_.StopWorker(
-            absl::StrCat(kForwarderPrefix, name), it->second.get(),
-            ErrorWithReason(absl::StatusCode::kNotFound,
-                            absl::StrCat("relay \"", name, "\" was unregistered by its owner"),
-                            reason::kRelayNotFound));
-        forwarders_.erase(it);
+      {
+        veil::MutexLock lock(&mu_);
+        absl::Status removed = registry_.Unregister(owner, name);
+        if (!removed.ok()) return fail(removed);
+        StopForwarder(name, ErrorWithReason(
+                                absl::StatusCode::kNotFound,
+                                absl::StrCat("relay \"", name, "\" was unregistered by its owner"),
+                                reason::kRelayNotFound));
       }
       Log(spdlog::level::info, {{log_field::kRelay, name}, {log_field::kIdentifier, owner}},
           "hub: relay {}{} unregistered by {}", kForwarderPrefix, name, owner);
-      response.mutable_unregistered();
-      return response;
+      if (directory_ == nullptr) {
+        response.mutable_unregistered();
+        return respond(std::move(response));
+      }
+      directory_->Release(name, owner,
+                          [self = shared_from_this(), response,
+                           respond = std::move(respond)](absl::Status released) mutable {
+                            if (released.ok()) {
+                              response.mutable_unregistered();
+                            } else {
+                              SetError(released, response);
+                            }
+                            respond(std::move(response));
+                          });
+      return;
     }
     case wire::v1::RelayRequest::KIND_NOT_SET:
       break;
   }
-  SetError(ErrorWithReason(absl::StatusCode::kInvalidArgument, "empty relay request",
-                           reason::kInvalidRequest),
-           response);
-  return response;
+  fail(ErrorWithReason(absl::StatusCode::kInvalidArgument, "empty relay request",
+                       reason::kInvalidRequest));
 }
 
 void RelayHub::OnRequest(core::Message msg) {
   msg.receipt.Settle(absl::OkStatus());
+  auto respond = [this, return_route = msg.return_route](wire::v1::RelayResponse response) {
+    if (return_route.empty()) return;
+    core::Message reply;
+    reply.onward = return_route;
+    reply.return_route.Append(core::Address::Local(kRelayServiceAddress));
+    reply.payload = response.SerializeAsString();
+    router_.Send(std::move(reply));
+  };
   wire::v1::RelayRequest request;
-  wire::v1::RelayResponse response;
   if (!request.ParseFromString(msg.payload)) {
+    wire::v1::RelayResponse response;
     SetError(ErrorWithReason(absl::StatusCode::kInvalidArgument, "not a RelayRequest",
                              reason::kInvalidRequest),
              response);
-  } else {
-    response = Handle(request, msg);
+    respond(std::move(response));
+    return;
   }
-  if (msg.return_route.empty()) return;
-  core::Message reply;
-  reply.onward = msg.return_route;
-  reply.return_route.Append(core::Address::Local(kRelayServiceAddress));
-  reply.payload = response.SerializeAsString();
-  router_.Send(std::move(reply));
+  Handle(request, msg, std::move(respond));
 }
 
 void RelayHub::OnConnectionClosed(const std::string& connection) {
@@ -348,18 +415,54 @@ void RelayHub::OnConnectionClosed(const std::string& connection) {
   for (auto& [name, forwarder] : forwarders_) forwarder->Forget(connection);
   for (const std::string& name :
        registry_.DropConnection(connection, RelayRegistry::Clock::now())) {
-    auto it = forwarders_.find(name);
-    if (it == forwarders_.end()) continue;
-    router_.StopWorker(absl::StrCat(kForwarderPrefix, name), it->second.get(),
-                       ErrorWithReason(absl::StatusCode::kUnavailable,
-                                       absl::StrCat("relay \"", name,
-                                                    "\" is down: its owner's connection to the hub "
-                                                    "closed (the owner's sidecar re-registers it)"),
-                                       reason::kRelayNotFound));
-    forwarders_.erase(it);
+    if (directory_ != nullptr) directory_->Drop(name);
+    if (!forwarders_.contains(name)) continue;
+    StopForwarder(name, ErrorWithReason(absl::StatusCode::kUnavailable,
+                                        absl::StrCat("relay \"", name,
+                                                     "\" is down: its owner's connection to the "
+                                                     "hub closed (the owner's sidecar re-registers "
+                                                     "it)"),
+                                        reason::kRelayNotFound));
     Log(spdlog::level::info, {{log_field::kRelay, name}, {log_field::kConnection, connection}},
         "hub: relay {}{} dropped: its connection {} closed", kForwarderPrefix, name, connection);
   }
+}
+
+void RelayHub::OnClaimLost(const std::string& name, const std::optional<DirectoryRelay>& now) {
+  veil::MutexLock lock(&mu_);
+  auto live = registry_.Find(name);
+  if (live) (void)registry_.Unregister(live->owner, name);
+  StopForwarder(name,
+                ErrorWithReason(absl::StatusCode::kUnavailable,
+                                now ? absl::StrCat("relay \"", name, "\" moved to hub replica ",
+                                                   now->replica, " (its owner registered it there)")
+                                    : absl::StrCat("relay \"", name, "\" was released"),
+                                reason::kRelayMoved));
+}
+
+absl::Status RelayHub::Release(const std::string& name) {
+  RETURN_IF_ERROR(ValidateRelayName(name));
+  bool here = false;
+  {
+    veil::MutexLock lock(&mu_);
+    here = registry_.Release(name);
+    StopForwarder(
+        name, ErrorWithReason(absl::StatusCode::kUnavailable,
+                              absl::StrCat("relay \"", name, "\" was released by the hub's admin"),
+                              reason::kRelayMoved));
+  }
+  if (directory_ != nullptr) {
+    absl::Status released = directory_->ForceRelease(name);
+    if (released.ok() || (here && absl::IsNotFound(released))) return absl::OkStatus();
+    return released;
+  }
+  if (!here) {
+    return ErrorWithReason(absl::StatusCode::kNotFound,
+                           absl::StrCat("this hub has no relay named ", QuoteInput(name)),
+                           reason::kRelayNotFound);
+  }
+  spdlog::warn("hub: relay name {} released by an admin", QuoteInput(name));
+  return absl::OkStatus();
 }
 
 std::vector<RelayEntry> RelayHub::List() const {

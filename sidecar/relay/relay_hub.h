@@ -8,6 +8,10 @@
 // connection closes the relay is dropped (its name stays reserved for the owner, see
 // RelayRegistry).
 //
+// With a directory (relay_directory.h, hub replicas sharing etcd), a registration also claims the
+// name there, and the answer waits for it; a name the directory gives to another replica or
+// releases stops its relay here (RELAY_MOVED).
+//
 // Thread-safety: all public methods may be called from any thread.
 #ifndef VEIL_SIDECAR_RELAY_RELAY_HUB_H_
 #define VEIL_SIDECAR_RELAY_RELAY_HUB_H_
@@ -20,6 +24,7 @@
 #include "sidecar/channel/secure_channel_manager.h"
 #include "sidecar/common/mutex.h"
 #include "sidecar/core/router.h"
+#include "sidecar/relay/relay_directory.h"
 #include "sidecar/relay/relay_registry.h"
 #include "sidecar/transport/node_transport.h"
 #include "veil/wire/v1/relay.pb.h"
@@ -40,6 +45,15 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   // Starts the relay service and the secure channel listener for `identity_name`. The hub must
   // be owned by a shared_ptr: the service worker keeps it alive while it can receive messages.
   absl::Status Start(const std::string& identity_name);
+  // Claims names in `directory` from now on (which must outlive the hub's use of it, until
+  // Stop). Call before the node takes requests.
+  void SetDirectory(RelayDirectory* directory);
+  // The directory gave `name` to another replica (`now`), or released it (nullopt).
+  void OnClaimLost(const std::string& name, const std::optional<DirectoryRelay>& now);
+  // An admin releases `name` whatever its owner: its relay here stops and, with a directory, its
+  // owner binding there goes. NOT_FOUND when nothing has it.
+  absl::Status Release(const std::string& name);
+  RelayDirectory* directory() const { return directory_; }
   // Live relays, sorted by name.
   std::vector<RelayEntry> List() const;
   // Whether a relay forwards over the connection with worker id `connection`. Any thread.
@@ -50,7 +64,13 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
 
  private:
   class Forwarder;
-  wire::v1::RelayResponse Handle(const wire::v1::RelayRequest& request, const core::Message& msg);
+  using Respond = std::function<void(wire::v1::RelayResponse)>;
+  // Answers `request` through `respond`, at once or (with a directory) when etcd has answered.
+  void Handle(const wire::v1::RelayRequest& request, const core::Message& msg, Respond respond);
+  // Starts (or retargets) the relay of a registered `entry` on `connection`.
+  absl::Status Activate(const RelayEntry& entry, const std::pair<std::string, uint64_t>& connection)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StopForwarder(const std::string& name, absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The connection (worker address and id) the secure channel `msg` came out of runs over.
   absl::StatusOr<std::pair<std::string, uint64_t>> OwnerConnection(const core::Message& msg) const;
   void OnConnectionClosed(const std::string& connection);
@@ -59,6 +79,7 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   const size_t queued_bytes_per_relay_;
   channel::SecureChannelManager& channels_;
   transport::NodeTransport& tcp_;
+  RelayDirectory* directory_ = nullptr;
   mutable veil::Mutex mu_;
   RelayRegistry registry_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Forwarder>> forwarders_ ABSL_GUARDED_BY(mu_);

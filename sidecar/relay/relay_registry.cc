@@ -146,6 +146,8 @@ absl::Status RelayRegistry::Unregister(const std::string& owner, const std::stri
   return absl::OkStatus();
 }
 
+bool RelayRegistry::Release(const std::string& name) { return relays_.erase(name) > 0; }
+
 std::vector<std::string> RelayRegistry::DropConnection(const std::string& connection,
                                                        Clock::time_point now) {
   std::vector<std::string> dropped;

@@ -88,6 +88,8 @@ class RelayRegistry {
   absl::Status Check(const std::string& owner, const std::string& name) const;
   // Removes a relay and its reservation. NOT_FOUND / PERMISSION_DENIED.
   absl::Status Unregister(const std::string& owner, const std::string& name);
+  // Removes `name`, live or reserved, whoever owns it (an admin's release). Whether it was there.
+  bool Release(const std::string& name);
   // Drops every relay of `connection` (their names stay reserved); returns their names.
   std::vector<std::string> DropConnection(const std::string& connection, Clock::time_point now);
   // The live relay called `name`.

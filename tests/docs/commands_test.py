@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The docs' commands run as written: every ```sh block of README.md, docs/cli.md and
-docs/operations.md, in that order, as a newcomer pasting them into one shell would.
+"""The docs' commands run as written: every ```sh block of README.md, docs/cli.md,
+docs/operations.md, docs/portals.md, docs/credentials.md and docs/hubs.md, in that order, as a newcomer pasting them into one shell would.
 
 What the test changes, and only that: /tmp/, /etc/veil and /var/lib/ point into a temporary
 directory (/tmp/ also where a /uds hop writes it escaped, %2Ftmp%2F); each port the docs name on loopback is a free port (the same one wherever it appears,
@@ -27,7 +27,8 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
-DOCS = ["README.md", "docs/cli.md", "docs/operations.md", "docs/portals.md", "docs/credentials.md"]
+DOCS = ["README.md", "docs/cli.md", "docs/operations.md", "docs/portals.md", "docs/credentials.md",
+        "docs/hubs.md"]
 
 # Example values the docs show, and what the real ones look like.
 PLACEHOLDERS = [

@@ -7,7 +7,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "boost/asio/ip/tcp.hpp"
 #include "gtest/gtest.h"
 #include "sidecar/core/address.h"
 #include "tests/support/api_client.h"
@@ -47,20 +46,13 @@ void ExpectSeedScenario(const std::shared_ptr<grpc::Channel>& alice,
   }
 }
 
-// A port nobody listens on now (for a node that must come back on the same one).
-int FreePort() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return acceptor.local_endpoint().port();
-}
-
 class TransportsTest : public ::testing::TestWithParam<std::string> {
  protected:
   // Flags that make a node listen on the transport under test (`name` picks a socket path;
   // WebSocket listeners get a fixed port, so that a restart comes back on it).
   std::vector<std::string> ListenFlags(const std::string& name) const {
     if (GetParam() == "uds") return {"--uds-listen", dir_.path() + "/" + name + ".sock"};
-    const std::string ws = absl::StrCat("127.0.0.1:", FreePort(), "/veil");
+    const std::string ws = absl::StrCat("127.0.0.1:", FreeLoopbackPort(), "/veil");
     if (GetParam() == "ws") return {"--ws-listen", ws};
     if (GetParam() == "wss") {
       return {"--wss-listen", ws, "--tls-cert", cert_.cert, "--tls-key", cert_.key};

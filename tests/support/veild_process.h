@@ -44,6 +44,10 @@ inline constexpr bool kThreadSanitizer = false;
 inline constexpr bool kThreadSanitizer = false;
 #endif
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for a process that must listen on a port
+// known before it starts, or come back on the same one).
+int FreeLoopbackPort();
+
 // A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
 class TempDir {
  public:

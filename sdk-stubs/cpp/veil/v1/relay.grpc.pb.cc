@@ -28,6 +28,7 @@ static const char* RelayService_method_names[] = {
   "/veil.v1.RelayService/ListRelays",
   "/veil.v1.RelayService/DeleteRelay",
   "/veil.v1.RelayService/ListHostedRelays",
+  "/veil.v1.RelayService/ReleaseRelayName",
 };
 
 std::unique_ptr< RelayService::Stub> RelayService::NewStub(const std::shared_ptr< ::grpc::ChannelInterface>& channel, const ::grpc::StubOptions& options) {
@@ -42,6 +43,7 @@ RelayService::Stub::Stub(const std::shared_ptr< ::grpc::ChannelInterface>& chann
   , rpcmethod_ListRelays_(RelayService_method_names[2], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_DeleteRelay_(RelayService_method_names[3], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_ListHostedRelays_(RelayService_method_names[4], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_ReleaseRelayName_(RelayService_method_names[5], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   {}
 
 ::grpc::Status RelayService::Stub::CreateRelay(::grpc::ClientContext* context, const ::veil::v1::CreateRelayRequest& request, ::veil::v1::Relay* response) {
@@ -159,6 +161,29 @@ void RelayService::Stub::async::ListHostedRelays(::grpc::ClientContext* context,
   return result;
 }
 
+::grpc::Status RelayService::Stub::ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::veil::v1::ReleaseRelayNameResponse* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_ReleaseRelayName_, context, request, response);
+}
+
+void RelayService::Stub::async::ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_ReleaseRelayName_, context, request, response, std::move(f));
+}
+
+void RelayService::Stub::async::ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_ReleaseRelayName_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>* RelayService::Stub::PrepareAsyncReleaseRelayNameRaw(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::veil::v1::ReleaseRelayNameResponse, ::veil::v1::ReleaseRelayNameRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_ReleaseRelayName_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>* RelayService::Stub::AsyncReleaseRelayNameRaw(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncReleaseRelayNameRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
 RelayService::Service::Service() {
   AddMethod(new ::grpc::internal::RpcServiceMethod(
       RelayService_method_names[0],
@@ -210,6 +235,16 @@ RelayService::Service::Service() {
              ::veil::v1::ListHostedRelaysResponse* resp) {
                return service->ListHostedRelays(ctx, req, resp);
              }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      RelayService_method_names[5],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< RelayService::Service, ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](RelayService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::veil::v1::ReleaseRelayNameRequest* req,
+             ::veil::v1::ReleaseRelayNameResponse* resp) {
+               return service->ReleaseRelayName(ctx, req, resp);
+             }, this)));
 }
 
 RelayService::Service::~Service() {
@@ -244,6 +279,13 @@ RelayService::Service::~Service() {
 }
 
 ::grpc::Status RelayService::Service::ListHostedRelays(::grpc::ServerContext* context, const ::veil::v1::ListHostedRelaysRequest* request, ::veil::v1::ListHostedRelaysResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status RelayService::Service::ReleaseRelayName(::grpc::ServerContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response) {
   (void) context;
   (void) request;
   (void) response;

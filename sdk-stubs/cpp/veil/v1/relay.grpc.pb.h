@@ -89,6 +89,17 @@ class RelayService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ListHostedRelaysResponse>> PrepareAsyncListHostedRelays(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ListHostedRelaysResponse>>(PrepareAsyncListHostedRelaysRaw(context, request, cq));
     }
+    // On a hub: frees a relay name whatever its owner (one that lost its key): its relay here
+    // stops and, on replicas sharing a directory (--hub-directory), its owner binding there goes,
+    // so that anyone may register it. NOT_FOUND (RELAY_NOT_FOUND) when nothing holds it;
+    // UNAVAILABLE (DIRECTORY_UNAVAILABLE) when etcd cannot be reached; NOT_A_HUB elsewhere.
+    virtual ::grpc::Status ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::veil::v1::ReleaseRelayNameResponse* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ReleaseRelayNameResponse>> AsyncReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ReleaseRelayNameResponse>>(AsyncReleaseRelayNameRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ReleaseRelayNameResponse>> PrepareAsyncReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ReleaseRelayNameResponse>>(PrepareAsyncReleaseRelayNameRaw(context, request, cq));
+    }
     class async_interface {
      public:
       virtual ~async_interface() {}
@@ -111,6 +122,12 @@ class RelayService final {
       // On a hub (veild --hub): the relays it hosts. FAILED_PRECONDITION (NOT_A_HUB) elsewhere.
       virtual void ListHostedRelays(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest* request, ::veil::v1::ListHostedRelaysResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void ListHostedRelays(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest* request, ::veil::v1::ListHostedRelaysResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // On a hub: frees a relay name whatever its owner (one that lost its key): its relay here
+      // stops and, on replicas sharing a directory (--hub-directory), its owner binding there goes,
+      // so that anyone may register it. NOT_FOUND (RELAY_NOT_FOUND) when nothing holds it;
+      // UNAVAILABLE (DIRECTORY_UNAVAILABLE) when etcd cannot be reached; NOT_A_HUB elsewhere.
+      virtual void ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
     };
     typedef class async_interface experimental_async_interface;
     virtual class async_interface* async() { return nullptr; }
@@ -126,6 +143,8 @@ class RelayService final {
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::DeleteRelayResponse>* PrepareAsyncDeleteRelayRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteRelayRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ListHostedRelaysResponse>* AsyncListHostedRelaysRaw(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ListHostedRelaysResponse>* PrepareAsyncListHostedRelaysRaw(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ReleaseRelayNameResponse>* AsyncReleaseRelayNameRaw(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::veil::v1::ReleaseRelayNameResponse>* PrepareAsyncReleaseRelayNameRaw(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) = 0;
   };
   class Stub final : public StubInterface {
    public:
@@ -165,6 +184,13 @@ class RelayService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::ListHostedRelaysResponse>> PrepareAsyncListHostedRelays(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::ListHostedRelaysResponse>>(PrepareAsyncListHostedRelaysRaw(context, request, cq));
     }
+    ::grpc::Status ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::veil::v1::ReleaseRelayNameResponse* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>> AsyncReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>>(AsyncReleaseRelayNameRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>> PrepareAsyncReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>>(PrepareAsyncReleaseRelayNameRaw(context, request, cq));
+    }
     class async final :
       public StubInterface::async_interface {
      public:
@@ -178,6 +204,8 @@ class RelayService final {
       void DeleteRelay(::grpc::ClientContext* context, const ::veil::v1::DeleteRelayRequest* request, ::veil::v1::DeleteRelayResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
       void ListHostedRelays(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest* request, ::veil::v1::ListHostedRelaysResponse* response, std::function<void(::grpc::Status)>) override;
       void ListHostedRelays(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest* request, ::veil::v1::ListHostedRelaysResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response, std::function<void(::grpc::Status)>) override;
+      void ReleaseRelayName(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
      private:
       friend class Stub;
       explicit async(Stub* stub): stub_(stub) { }
@@ -199,11 +227,14 @@ class RelayService final {
     ::grpc::ClientAsyncResponseReader< ::veil::v1::DeleteRelayResponse>* PrepareAsyncDeleteRelayRaw(::grpc::ClientContext* context, const ::veil::v1::DeleteRelayRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::ListHostedRelaysResponse>* AsyncListHostedRelaysRaw(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::veil::v1::ListHostedRelaysResponse>* PrepareAsyncListHostedRelaysRaw(::grpc::ClientContext* context, const ::veil::v1::ListHostedRelaysRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>* AsyncReleaseRelayNameRaw(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::veil::v1::ReleaseRelayNameResponse>* PrepareAsyncReleaseRelayNameRaw(::grpc::ClientContext* context, const ::veil::v1::ReleaseRelayNameRequest& request, ::grpc::CompletionQueue* cq) override;
     const ::grpc::internal::RpcMethod rpcmethod_CreateRelay_;
     const ::grpc::internal::RpcMethod rpcmethod_GetRelay_;
     const ::grpc::internal::RpcMethod rpcmethod_ListRelays_;
     const ::grpc::internal::RpcMethod rpcmethod_DeleteRelay_;
     const ::grpc::internal::RpcMethod rpcmethod_ListHostedRelays_;
+    const ::grpc::internal::RpcMethod rpcmethod_ReleaseRelayName_;
   };
   static std::unique_ptr<Stub> NewStub(const std::shared_ptr< ::grpc::ChannelInterface>& channel, const ::grpc::StubOptions& options = ::grpc::StubOptions());
 
@@ -225,6 +256,11 @@ class RelayService final {
     virtual ::grpc::Status DeleteRelay(::grpc::ServerContext* context, const ::veil::v1::DeleteRelayRequest* request, ::veil::v1::DeleteRelayResponse* response);
     // On a hub (veild --hub): the relays it hosts. FAILED_PRECONDITION (NOT_A_HUB) elsewhere.
     virtual ::grpc::Status ListHostedRelays(::grpc::ServerContext* context, const ::veil::v1::ListHostedRelaysRequest* request, ::veil::v1::ListHostedRelaysResponse* response);
+    // On a hub: frees a relay name whatever its owner (one that lost its key): its relay here
+    // stops and, on replicas sharing a directory (--hub-directory), its owner binding there goes,
+    // so that anyone may register it. NOT_FOUND (RELAY_NOT_FOUND) when nothing holds it;
+    // UNAVAILABLE (DIRECTORY_UNAVAILABLE) when etcd cannot be reached; NOT_A_HUB elsewhere.
+    virtual ::grpc::Status ReleaseRelayName(::grpc::ServerContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response);
   };
   template <class BaseClass>
   class WithAsyncMethod_CreateRelay : public BaseClass {
@@ -326,7 +362,27 @@ class RelayService final {
       ::grpc::Service::RequestAsyncUnary(4, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
-  typedef WithAsyncMethod_CreateRelay<WithAsyncMethod_GetRelay<WithAsyncMethod_ListRelays<WithAsyncMethod_DeleteRelay<WithAsyncMethod_ListHostedRelays<Service > > > > > AsyncService;
+  template <class BaseClass>
+  class WithAsyncMethod_ReleaseRelayName : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_ReleaseRelayName() {
+      ::grpc::Service::MarkMethodAsync(5);
+    }
+    ~WithAsyncMethod_ReleaseRelayName() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ReleaseRelayName(::grpc::ServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestReleaseRelayName(::grpc::ServerContext* context, ::veil::v1::ReleaseRelayNameRequest* request, ::grpc::ServerAsyncResponseWriter< ::veil::v1::ReleaseRelayNameResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  typedef WithAsyncMethod_CreateRelay<WithAsyncMethod_GetRelay<WithAsyncMethod_ListRelays<WithAsyncMethod_DeleteRelay<WithAsyncMethod_ListHostedRelays<WithAsyncMethod_ReleaseRelayName<Service > > > > > > AsyncService;
   template <class BaseClass>
   class WithCallbackMethod_CreateRelay : public BaseClass {
    private:
@@ -462,7 +518,34 @@ class RelayService final {
     virtual ::grpc::ServerUnaryReactor* ListHostedRelays(
       ::grpc::CallbackServerContext* /*context*/, const ::veil::v1::ListHostedRelaysRequest* /*request*/, ::veil::v1::ListHostedRelaysResponse* /*response*/)  { return nullptr; }
   };
-  typedef WithCallbackMethod_CreateRelay<WithCallbackMethod_GetRelay<WithCallbackMethod_ListRelays<WithCallbackMethod_DeleteRelay<WithCallbackMethod_ListHostedRelays<Service > > > > > CallbackService;
+  template <class BaseClass>
+  class WithCallbackMethod_ReleaseRelayName : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_ReleaseRelayName() {
+      ::grpc::Service::MarkMethodCallback(5,
+          new ::grpc::internal::CallbackUnaryHandler< ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::veil::v1::ReleaseRelayNameRequest* request, ::veil::v1::ReleaseRelayNameResponse* response) { return this->ReleaseRelayName(context, request, response); }));}
+    void SetMessageAllocatorFor_ReleaseRelayName(
+        ::grpc::MessageAllocator< ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(5);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_ReleaseRelayName() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ReleaseRelayName(::grpc::ServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* ReleaseRelayName(
+      ::grpc::CallbackServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/)  { return nullptr; }
+  };
+  typedef WithCallbackMethod_CreateRelay<WithCallbackMethod_GetRelay<WithCallbackMethod_ListRelays<WithCallbackMethod_DeleteRelay<WithCallbackMethod_ListHostedRelays<WithCallbackMethod_ReleaseRelayName<Service > > > > > > CallbackService;
   typedef CallbackService ExperimentalCallbackService;
   template <class BaseClass>
   class WithGenericMethod_CreateRelay : public BaseClass {
@@ -545,6 +628,23 @@ class RelayService final {
     }
     // disable synchronous version of this method
     ::grpc::Status ListHostedRelays(::grpc::ServerContext* /*context*/, const ::veil::v1::ListHostedRelaysRequest* /*request*/, ::veil::v1::ListHostedRelaysResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
+  class WithGenericMethod_ReleaseRelayName : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_ReleaseRelayName() {
+      ::grpc::Service::MarkMethodGeneric(5);
+    }
+    ~WithGenericMethod_ReleaseRelayName() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ReleaseRelayName(::grpc::ServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/) override {
       abort();
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
@@ -647,6 +747,26 @@ class RelayService final {
     }
     void RequestListHostedRelays(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
       ::grpc::Service::RequestAsyncUnary(4, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithRawMethod_ReleaseRelayName : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_ReleaseRelayName() {
+      ::grpc::Service::MarkMethodRaw(5);
+    }
+    ~WithRawMethod_ReleaseRelayName() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ReleaseRelayName(::grpc::ServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestReleaseRelayName(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -757,6 +877,28 @@ class RelayService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     virtual ::grpc::ServerUnaryReactor* ListHostedRelays(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithRawCallbackMethod_ReleaseRelayName : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_ReleaseRelayName() {
+      ::grpc::Service::MarkMethodRawCallback(5,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->ReleaseRelayName(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_ReleaseRelayName() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ReleaseRelayName(::grpc::ServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* ReleaseRelayName(
       ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
   };
   template <class BaseClass>
@@ -894,9 +1036,36 @@ class RelayService final {
     // replace default version of method with streamed unary
     virtual ::grpc::Status StreamedListHostedRelays(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::veil::v1::ListHostedRelaysRequest,::veil::v1::ListHostedRelaysResponse>* server_unary_streamer) = 0;
   };
-  typedef WithStreamedUnaryMethod_CreateRelay<WithStreamedUnaryMethod_GetRelay<WithStreamedUnaryMethod_ListRelays<WithStreamedUnaryMethod_DeleteRelay<WithStreamedUnaryMethod_ListHostedRelays<Service > > > > > StreamedUnaryService;
+  template <class BaseClass>
+  class WithStreamedUnaryMethod_ReleaseRelayName : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_ReleaseRelayName() {
+      ::grpc::Service::MarkMethodStreamed(5,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::veil::v1::ReleaseRelayNameRequest, ::veil::v1::ReleaseRelayNameResponse>* streamer) {
+                       return this->StreamedReleaseRelayName(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_ReleaseRelayName() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status ReleaseRelayName(::grpc::ServerContext* /*context*/, const ::veil::v1::ReleaseRelayNameRequest* /*request*/, ::veil::v1::ReleaseRelayNameResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedReleaseRelayName(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::veil::v1::ReleaseRelayNameRequest,::veil::v1::ReleaseRelayNameResponse>* server_unary_streamer) = 0;
+  };
+  typedef WithStreamedUnaryMethod_CreateRelay<WithStreamedUnaryMethod_GetRelay<WithStreamedUnaryMethod_ListRelays<WithStreamedUnaryMethod_DeleteRelay<WithStreamedUnaryMethod_ListHostedRelays<WithStreamedUnaryMethod_ReleaseRelayName<Service > > > > > > StreamedUnaryService;
   typedef Service SplitStreamedService;
-  typedef WithStreamedUnaryMethod_CreateRelay<WithStreamedUnaryMethod_GetRelay<WithStreamedUnaryMethod_ListRelays<WithStreamedUnaryMethod_DeleteRelay<WithStreamedUnaryMethod_ListHostedRelays<Service > > > > > StreamedService;
+  typedef WithStreamedUnaryMethod_CreateRelay<WithStreamedUnaryMethod_GetRelay<WithStreamedUnaryMethod_ListRelays<WithStreamedUnaryMethod_DeleteRelay<WithStreamedUnaryMethod_ListHostedRelays<WithStreamedUnaryMethod_ReleaseRelayName<Service > > > > > > StreamedService;
 };
 
 }  // namespace v1

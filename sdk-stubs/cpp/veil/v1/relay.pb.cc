@@ -161,9 +161,33 @@ struct ListHostedRelaysResponseDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ListHostedRelaysResponseDefaultTypeInternal _ListHostedRelaysResponse_default_instance_;
+PROTOBUF_CONSTEXPR ReleaseRelayNameRequest::ReleaseRelayNameRequest(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct ReleaseRelayNameRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR ReleaseRelayNameRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~ReleaseRelayNameRequestDefaultTypeInternal() {}
+  union {
+    ReleaseRelayNameRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ReleaseRelayNameRequestDefaultTypeInternal _ReleaseRelayNameRequest_default_instance_;
+PROTOBUF_CONSTEXPR ReleaseRelayNameResponse::ReleaseRelayNameResponse(
+    ::_pbi::ConstantInitialized) {}
+struct ReleaseRelayNameResponseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR ReleaseRelayNameResponseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~ReleaseRelayNameResponseDefaultTypeInternal() {}
+  union {
+    ReleaseRelayNameResponse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ReleaseRelayNameResponseDefaultTypeInternal _ReleaseRelayNameResponse_default_instance_;
 }  // namespace v1
 }  // namespace veil
-static ::_pb::Metadata file_level_metadata_veil_2fv1_2frelay_2eproto[10];
+static ::_pb::Metadata file_level_metadata_veil_2fv1_2frelay_2eproto[12];
 static const ::_pb::EnumDescriptor* file_level_enum_descriptors_veil_2fv1_2frelay_2eproto[1];
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_veil_2fv1_2frelay_2eproto = nullptr;
 
@@ -250,6 +274,19 @@ const uint32_t TableStruct_veil_2fv1_2frelay_2eproto::offsets[] PROTOBUF_SECTION
   ~0u,  // no _weak_field_map_
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::veil::v1::ListHostedRelaysResponse, _impl_.relays_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::ReleaseRelayNameRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::ReleaseRelayNameRequest, _impl_.name_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::veil::v1::ReleaseRelayNameResponse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
 };
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::veil::v1::Relay)},
@@ -262,6 +299,8 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 59, -1, -1, sizeof(::veil::v1::HostedRelay)},
   { 69, -1, -1, sizeof(::veil::v1::ListHostedRelaysRequest)},
   { 75, -1, -1, sizeof(::veil::v1::ListHostedRelaysResponse)},
+  { 82, -1, -1, sizeof(::veil::v1::ReleaseRelayNameRequest)},
+  { 89, -1, -1, sizeof(::veil::v1::ReleaseRelayNameResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -275,6 +314,8 @@ static const ::_pb::Message* const file_default_instances[] = {
   &::veil::v1::_HostedRelay_default_instance_._instance,
   &::veil::v1::_ListHostedRelaysRequest_default_instance_._instance,
   &::veil::v1::_ListHostedRelaysResponse_default_instance_._instance,
+  &::veil::v1::_ReleaseRelayNameRequest_default_instance_._instance,
+  &::veil::v1::_ReleaseRelayNameResponse_default_instance_._instance,
 };
 
 const char descriptor_table_protodef_veil_2fv1_2frelay_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
@@ -298,25 +339,29 @@ const char descriptor_table_protodef_veil_2fv1_2frelay_2eproto[] PROTOBUF_SECTIO
   "\017\n\007address\030\002 \001(\t\022\r\n\005owner\030\003 \001(\t\022\022\n\nconne"
   "ction\030\004 \001(\t\"\031\n\027ListHostedRelaysRequest\"@"
   "\n\030ListHostedRelaysResponse\022$\n\006relays\030\001 \003"
-  "(\0132\024.veil.v1.HostedRelay2\352\002\n\014RelayServic"
-  "e\022:\n\013CreateRelay\022\033.veil.v1.CreateRelayRe"
-  "quest\032\016.veil.v1.Relay\0224\n\010GetRelay\022\030.veil"
-  ".v1.GetRelayRequest\032\016.veil.v1.Relay\022E\n\nL"
-  "istRelays\022\032.veil.v1.ListRelaysRequest\032\033."
-  "veil.v1.ListRelaysResponse\022H\n\013DeleteRela"
-  "y\022\033.veil.v1.DeleteRelayRequest\032\034.veil.v1"
-  ".DeleteRelayResponse\022W\n\020ListHostedRelays"
-  "\022 .veil.v1.ListHostedRelaysRequest\032!.vei"
-  "l.v1.ListHostedRelaysResponseb\006proto3"
+  "(\0132\024.veil.v1.HostedRelay\"\'\n\027ReleaseRelay"
+  "NameRequest\022\014\n\004name\030\001 \001(\t\"\032\n\030ReleaseRela"
+  "yNameResponse2\303\003\n\014RelayService\022:\n\013Create"
+  "Relay\022\033.veil.v1.CreateRelayRequest\032\016.vei"
+  "l.v1.Relay\0224\n\010GetRelay\022\030.veil.v1.GetRela"
+  "yRequest\032\016.veil.v1.Relay\022E\n\nListRelays\022\032"
+  ".veil.v1.ListRelaysRequest\032\033.veil.v1.Lis"
+  "tRelaysResponse\022H\n\013DeleteRelay\022\033.veil.v1"
+  ".DeleteRelayRequest\032\034.veil.v1.DeleteRela"
+  "yResponse\022W\n\020ListHostedRelays\022 .veil.v1."
+  "ListHostedRelaysRequest\032!.veil.v1.ListHo"
+  "stedRelaysResponse\022W\n\020ReleaseRelayName\022 "
+  ".veil.v1.ReleaseRelayNameRequest\032!.veil."
+  "v1.ReleaseRelayNameResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_veil_2fv1_2frelay_2eproto_deps[1] = {
   &::descriptor_table_veil_2fv1_2fsecure_5fchannel_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_veil_2fv1_2frelay_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_veil_2fv1_2frelay_2eproto = {
-    false, false, 1197, descriptor_table_protodef_veil_2fv1_2frelay_2eproto,
+    false, false, 1355, descriptor_table_protodef_veil_2fv1_2frelay_2eproto,
     "veil/v1/relay.proto",
-    &descriptor_table_veil_2fv1_2frelay_2eproto_once, descriptor_table_veil_2fv1_2frelay_2eproto_deps, 1, 10,
+    &descriptor_table_veil_2fv1_2frelay_2eproto_once, descriptor_table_veil_2fv1_2frelay_2eproto_deps, 1, 12,
     schemas, file_default_instances, TableStruct_veil_2fv1_2frelay_2eproto::offsets,
     file_level_metadata_veil_2fv1_2frelay_2eproto, file_level_enum_descriptors_veil_2fv1_2frelay_2eproto,
     file_level_service_descriptors_veil_2fv1_2frelay_2eproto,
@@ -2554,6 +2599,249 @@ void ListHostedRelaysResponse::InternalSwap(ListHostedRelaysResponse* other) {
       file_level_metadata_veil_2fv1_2frelay_2eproto[9]);
 }
 
+// ===================================================================
+
+class ReleaseRelayNameRequest::_Internal {
+ public:
+};
+
+ReleaseRelayNameRequest::ReleaseRelayNameRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:veil.v1.ReleaseRelayNameRequest)
+}
+ReleaseRelayNameRequest::ReleaseRelayNameRequest(const ReleaseRelayNameRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  ReleaseRelayNameRequest* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.name_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_name().empty()) {
+    _this->_impl_.name_.Set(from._internal_name(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:veil.v1.ReleaseRelayNameRequest)
+}
+
+inline void ReleaseRelayNameRequest::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.name_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+ReleaseRelayNameRequest::~ReleaseRelayNameRequest() {
+  // @@protoc_insertion_point(destructor:veil.v1.ReleaseRelayNameRequest)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void ReleaseRelayNameRequest::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.name_.Destroy();
+}
+
+void ReleaseRelayNameRequest::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void ReleaseRelayNameRequest::Clear() {
+// @@protoc_insertion_point(message_clear_start:veil.v1.ReleaseRelayNameRequest)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.name_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* ReleaseRelayNameRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string name = 1;
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "veil.v1.ReleaseRelayNameRequest.name"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* ReleaseRelayNameRequest::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:veil.v1.ReleaseRelayNameRequest)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string name = 1;
+  if (!this->_internal_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_name().data(), static_cast<int>(this->_internal_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "veil.v1.ReleaseRelayNameRequest.name");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_name(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:veil.v1.ReleaseRelayNameRequest)
+  return target;
+}
+
+size_t ReleaseRelayNameRequest::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:veil.v1.ReleaseRelayNameRequest)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string name = 1;
+  if (!this->_internal_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_name());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData ReleaseRelayNameRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    ReleaseRelayNameRequest::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ReleaseRelayNameRequest::GetClassData() const { return &_class_data_; }
+
+
+void ReleaseRelayNameRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<ReleaseRelayNameRequest*>(&to_msg);
+  auto& from = static_cast<const ReleaseRelayNameRequest&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:veil.v1.ReleaseRelayNameRequest)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_name().empty()) {
+    _this->_internal_set_name(from._internal_name());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void ReleaseRelayNameRequest::CopyFrom(const ReleaseRelayNameRequest& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:veil.v1.ReleaseRelayNameRequest)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool ReleaseRelayNameRequest::IsInitialized() const {
+  return true;
+}
+
+void ReleaseRelayNameRequest::InternalSwap(ReleaseRelayNameRequest* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.name_, lhs_arena,
+      &other->_impl_.name_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata ReleaseRelayNameRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2frelay_2eproto_getter, &descriptor_table_veil_2fv1_2frelay_2eproto_once,
+      file_level_metadata_veil_2fv1_2frelay_2eproto[10]);
+}
+
+// ===================================================================
+
+class ReleaseRelayNameResponse::_Internal {
+ public:
+};
+
+ReleaseRelayNameResponse::ReleaseRelayNameResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase(arena, is_message_owned) {
+  // @@protoc_insertion_point(arena_constructor:veil.v1.ReleaseRelayNameResponse)
+}
+ReleaseRelayNameResponse::ReleaseRelayNameResponse(const ReleaseRelayNameResponse& from)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase() {
+  ReleaseRelayNameResponse* const _this = this; (void)_this;
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  // @@protoc_insertion_point(copy_constructor:veil.v1.ReleaseRelayNameResponse)
+}
+
+
+
+
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData ReleaseRelayNameResponse::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl,
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl,
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ReleaseRelayNameResponse::GetClassData() const { return &_class_data_; }
+
+
+
+
+
+
+
+::PROTOBUF_NAMESPACE_ID::Metadata ReleaseRelayNameResponse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_veil_2fv1_2frelay_2eproto_getter, &descriptor_table_veil_2fv1_2frelay_2eproto_once,
+      file_level_metadata_veil_2fv1_2frelay_2eproto[11]);
+}
+
 // @@protoc_insertion_point(namespace_scope)
 }  // namespace v1
 }  // namespace veil
@@ -2597,6 +2885,14 @@ Arena::CreateMaybeMessage< ::veil::v1::ListHostedRelaysRequest >(Arena* arena) {
 template<> PROTOBUF_NOINLINE ::veil::v1::ListHostedRelaysResponse*
 Arena::CreateMaybeMessage< ::veil::v1::ListHostedRelaysResponse >(Arena* arena) {
   return Arena::CreateMessageInternal< ::veil::v1::ListHostedRelaysResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::ReleaseRelayNameRequest*
+Arena::CreateMaybeMessage< ::veil::v1::ReleaseRelayNameRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::ReleaseRelayNameRequest >(arena);
+}
+template<> PROTOBUF_NOINLINE ::veil::v1::ReleaseRelayNameResponse*
+Arena::CreateMaybeMessage< ::veil::v1::ReleaseRelayNameResponse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::veil::v1::ReleaseRelayNameResponse >(arena);
 }
 PROTOBUF_NAMESPACE_CLOSE
 

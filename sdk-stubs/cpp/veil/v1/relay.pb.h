@@ -79,6 +79,12 @@ extern ListRelaysResponseDefaultTypeInternal _ListRelaysResponse_default_instanc
 class Relay;
 struct RelayDefaultTypeInternal;
 extern RelayDefaultTypeInternal _Relay_default_instance_;
+class ReleaseRelayNameRequest;
+struct ReleaseRelayNameRequestDefaultTypeInternal;
+extern ReleaseRelayNameRequestDefaultTypeInternal _ReleaseRelayNameRequest_default_instance_;
+class ReleaseRelayNameResponse;
+struct ReleaseRelayNameResponseDefaultTypeInternal;
+extern ReleaseRelayNameResponseDefaultTypeInternal _ReleaseRelayNameResponse_default_instance_;
 }  // namespace v1
 }  // namespace veil
 PROTOBUF_NAMESPACE_OPEN
@@ -92,6 +98,8 @@ template<> ::veil::v1::ListHostedRelaysResponse* Arena::CreateMaybeMessage<::vei
 template<> ::veil::v1::ListRelaysRequest* Arena::CreateMaybeMessage<::veil::v1::ListRelaysRequest>(Arena*);
 template<> ::veil::v1::ListRelaysResponse* Arena::CreateMaybeMessage<::veil::v1::ListRelaysResponse>(Arena*);
 template<> ::veil::v1::Relay* Arena::CreateMaybeMessage<::veil::v1::Relay>(Arena*);
+template<> ::veil::v1::ReleaseRelayNameRequest* Arena::CreateMaybeMessage<::veil::v1::ReleaseRelayNameRequest>(Arena*);
+template<> ::veil::v1::ReleaseRelayNameResponse* Arena::CreateMaybeMessage<::veil::v1::ReleaseRelayNameResponse>(Arena*);
 PROTOBUF_NAMESPACE_CLOSE
 namespace veil {
 namespace v1 {
@@ -1822,6 +1830,277 @@ class ListHostedRelaysResponse final :
   union { Impl_ _impl_; };
   friend struct ::TableStruct_veil_2fv1_2frelay_2eproto;
 };
+// -------------------------------------------------------------------
+
+class ReleaseRelayNameRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:veil.v1.ReleaseRelayNameRequest) */ {
+ public:
+  inline ReleaseRelayNameRequest() : ReleaseRelayNameRequest(nullptr) {}
+  ~ReleaseRelayNameRequest() override;
+  explicit PROTOBUF_CONSTEXPR ReleaseRelayNameRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  ReleaseRelayNameRequest(const ReleaseRelayNameRequest& from);
+  ReleaseRelayNameRequest(ReleaseRelayNameRequest&& from) noexcept
+    : ReleaseRelayNameRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline ReleaseRelayNameRequest& operator=(const ReleaseRelayNameRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline ReleaseRelayNameRequest& operator=(ReleaseRelayNameRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const ReleaseRelayNameRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const ReleaseRelayNameRequest* internal_default_instance() {
+    return reinterpret_cast<const ReleaseRelayNameRequest*>(
+               &_ReleaseRelayNameRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    10;
+
+  friend void swap(ReleaseRelayNameRequest& a, ReleaseRelayNameRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(ReleaseRelayNameRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(ReleaseRelayNameRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  ReleaseRelayNameRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<ReleaseRelayNameRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const ReleaseRelayNameRequest& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const ReleaseRelayNameRequest& from) {
+    ReleaseRelayNameRequest::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(ReleaseRelayNameRequest* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "veil.v1.ReleaseRelayNameRequest";
+  }
+  protected:
+  explicit ReleaseRelayNameRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kNameFieldNumber = 1,
+  };
+  // string name = 1;
+  void clear_name();
+  const std::string& name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_name();
+  PROTOBUF_NODISCARD std::string* release_name();
+  void set_allocated_name(std::string* name);
+  private:
+  const std::string& _internal_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_name(const std::string& value);
+  std::string* _internal_mutable_name();
+  public:
+
+  // @@protoc_insertion_point(class_scope:veil.v1.ReleaseRelayNameRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr name_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_veil_2fv1_2frelay_2eproto;
+};
+// -------------------------------------------------------------------
+
+class ReleaseRelayNameResponse final :
+    public ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase /* @@protoc_insertion_point(class_definition:veil.v1.ReleaseRelayNameResponse) */ {
+ public:
+  inline ReleaseRelayNameResponse() : ReleaseRelayNameResponse(nullptr) {}
+  explicit PROTOBUF_CONSTEXPR ReleaseRelayNameResponse(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  ReleaseRelayNameResponse(const ReleaseRelayNameResponse& from);
+  ReleaseRelayNameResponse(ReleaseRelayNameResponse&& from) noexcept
+    : ReleaseRelayNameResponse() {
+    *this = ::std::move(from);
+  }
+
+  inline ReleaseRelayNameResponse& operator=(const ReleaseRelayNameResponse& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline ReleaseRelayNameResponse& operator=(ReleaseRelayNameResponse&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const ReleaseRelayNameResponse& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const ReleaseRelayNameResponse* internal_default_instance() {
+    return reinterpret_cast<const ReleaseRelayNameResponse*>(
+               &_ReleaseRelayNameResponse_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    11;
+
+  friend void swap(ReleaseRelayNameResponse& a, ReleaseRelayNameResponse& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(ReleaseRelayNameResponse* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(ReleaseRelayNameResponse* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  ReleaseRelayNameResponse* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<ReleaseRelayNameResponse>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyFrom;
+  inline void CopyFrom(const ReleaseRelayNameResponse& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl(*this, from);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeFrom;
+  void MergeFrom(const ReleaseRelayNameResponse& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl(*this, from);
+  }
+  public:
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "veil.v1.ReleaseRelayNameResponse";
+  }
+  protected:
+  explicit ReleaseRelayNameResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  // @@protoc_insertion_point(class_scope:veil.v1.ReleaseRelayNameResponse)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+  };
+  friend struct ::TableStruct_veil_2fv1_2frelay_2eproto;
+};
 // ===================================================================
 
 
@@ -2894,9 +3173,71 @@ ListHostedRelaysResponse::relays() const {
   return _impl_.relays_;
 }
 
+// -------------------------------------------------------------------
+
+// ReleaseRelayNameRequest
+
+// string name = 1;
+inline void ReleaseRelayNameRequest::clear_name() {
+  _impl_.name_.ClearToEmpty();
+}
+inline const std::string& ReleaseRelayNameRequest::name() const {
+  // @@protoc_insertion_point(field_get:veil.v1.ReleaseRelayNameRequest.name)
+  return _internal_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void ReleaseRelayNameRequest::set_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:veil.v1.ReleaseRelayNameRequest.name)
+}
+inline std::string* ReleaseRelayNameRequest::mutable_name() {
+  std::string* _s = _internal_mutable_name();
+  // @@protoc_insertion_point(field_mutable:veil.v1.ReleaseRelayNameRequest.name)
+  return _s;
+}
+inline const std::string& ReleaseRelayNameRequest::_internal_name() const {
+  return _impl_.name_.Get();
+}
+inline void ReleaseRelayNameRequest::_internal_set_name(const std::string& value) {
+  
+  _impl_.name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* ReleaseRelayNameRequest::_internal_mutable_name() {
+  
+  return _impl_.name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* ReleaseRelayNameRequest::release_name() {
+  // @@protoc_insertion_point(field_release:veil.v1.ReleaseRelayNameRequest.name)
+  return _impl_.name_.Release();
+}
+inline void ReleaseRelayNameRequest::set_allocated_name(std::string* name) {
+  if (name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.name_.SetAllocated(name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.name_.IsDefault()) {
+    _impl_.name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:veil.v1.ReleaseRelayNameRequest.name)
+}
+
+// -------------------------------------------------------------------
+
+// ReleaseRelayNameResponse
+
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

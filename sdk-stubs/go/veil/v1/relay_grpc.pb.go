@@ -31,6 +31,11 @@ type RelayServiceClient interface {
 	DeleteRelay(ctx context.Context, in *DeleteRelayRequest, opts ...grpc.CallOption) (*DeleteRelayResponse, error)
 	// On a hub (veild --hub): the relays it hosts. FAILED_PRECONDITION (NOT_A_HUB) elsewhere.
 	ListHostedRelays(ctx context.Context, in *ListHostedRelaysRequest, opts ...grpc.CallOption) (*ListHostedRelaysResponse, error)
+	// On a hub: frees a relay name whatever its owner (one that lost its key): its relay here
+	// stops and, on replicas sharing a directory (--hub-directory), its owner binding there goes,
+	// so that anyone may register it. NOT_FOUND (RELAY_NOT_FOUND) when nothing holds it;
+	// UNAVAILABLE (DIRECTORY_UNAVAILABLE) when etcd cannot be reached; NOT_A_HUB elsewhere.
+	ReleaseRelayName(ctx context.Context, in *ReleaseRelayNameRequest, opts ...grpc.CallOption) (*ReleaseRelayNameResponse, error)
 }
 
 type relayServiceClient struct {
@@ -86,6 +91,15 @@ func (c *relayServiceClient) ListHostedRelays(ctx context.Context, in *ListHoste
 	return out, nil
 }
 
+func (c *relayServiceClient) ReleaseRelayName(ctx context.Context, in *ReleaseRelayNameRequest, opts ...grpc.CallOption) (*ReleaseRelayNameResponse, error) {
+	out := new(ReleaseRelayNameResponse)
+	err := c.cc.Invoke(ctx, "/veil.v1.RelayService/ReleaseRelayName", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RelayServiceServer is the server API for RelayService service.
 // All implementations must embed UnimplementedRelayServiceServer
 // for forward compatibility
@@ -104,6 +118,11 @@ type RelayServiceServer interface {
 	DeleteRelay(context.Context, *DeleteRelayRequest) (*DeleteRelayResponse, error)
 	// On a hub (veild --hub): the relays it hosts. FAILED_PRECONDITION (NOT_A_HUB) elsewhere.
 	ListHostedRelays(context.Context, *ListHostedRelaysRequest) (*ListHostedRelaysResponse, error)
+	// On a hub: frees a relay name whatever its owner (one that lost its key): its relay here
+	// stops and, on replicas sharing a directory (--hub-directory), its owner binding there goes,
+	// so that anyone may register it. NOT_FOUND (RELAY_NOT_FOUND) when nothing holds it;
+	// UNAVAILABLE (DIRECTORY_UNAVAILABLE) when etcd cannot be reached; NOT_A_HUB elsewhere.
+	ReleaseRelayName(context.Context, *ReleaseRelayNameRequest) (*ReleaseRelayNameResponse, error)
 	mustEmbedUnimplementedRelayServiceServer()
 }
 
@@ -125,6 +144,9 @@ func (UnimplementedRelayServiceServer) DeleteRelay(context.Context, *DeleteRelay
 }
 func (UnimplementedRelayServiceServer) ListHostedRelays(context.Context, *ListHostedRelaysRequest) (*ListHostedRelaysResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListHostedRelays not implemented")
+}
+func (UnimplementedRelayServiceServer) ReleaseRelayName(context.Context, *ReleaseRelayNameRequest) (*ReleaseRelayNameResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReleaseRelayName not implemented")
 }
 func (UnimplementedRelayServiceServer) mustEmbedUnimplementedRelayServiceServer() {}
 
@@ -229,6 +251,24 @@ func _RelayService_ListHostedRelays_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RelayService_ReleaseRelayName_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseRelayNameRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RelayServiceServer).ReleaseRelayName(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/veil.v1.RelayService/ReleaseRelayName",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RelayServiceServer).ReleaseRelayName(ctx, req.(*ReleaseRelayNameRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _RelayService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "veil.v1.RelayService",
 	HandlerType: (*RelayServiceServer)(nil),
@@ -252,6 +292,10 @@ var _RelayService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHostedRelays",
 			Handler:    _RelayService_ListHostedRelays_Handler,
+		},
+		{
+			MethodName: "ReleaseRelayName",
+			Handler:    _RelayService_ReleaseRelayName_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

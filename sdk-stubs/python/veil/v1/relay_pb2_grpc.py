@@ -40,6 +40,11 @@ class RelayServiceStub(object):
                 request_serializer=veil_dot_v1_dot_relay__pb2.ListHostedRelaysRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_relay__pb2.ListHostedRelaysResponse.FromString,
                 )
+        self.ReleaseRelayName = channel.unary_unary(
+                '/veil.v1.RelayService/ReleaseRelayName',
+                request_serializer=veil_dot_v1_dot_relay__pb2.ReleaseRelayNameRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_relay__pb2.ReleaseRelayNameResponse.FromString,
+                )
 
 
 class RelayServiceServicer(object):
@@ -85,6 +90,16 @@ class RelayServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseRelayName(self, request, context):
+        """On a hub: frees a relay name whatever its owner (one that lost its key): its relay here
+        stops and, on replicas sharing a directory (--hub-directory), its owner binding there goes,
+        so that anyone may register it. NOT_FOUND (RELAY_NOT_FOUND) when nothing holds it;
+        UNAVAILABLE (DIRECTORY_UNAVAILABLE) when etcd cannot be reached; NOT_A_HUB elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RelayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +127,11 @@ def add_RelayServiceServicer_to_server(servicer, server):
                     servicer.ListHostedRelays,
                     request_deserializer=veil_dot_v1_dot_relay__pb2.ListHostedRelaysRequest.FromString,
                     response_serializer=veil_dot_v1_dot_relay__pb2.ListHostedRelaysResponse.SerializeToString,
+            ),
+            'ReleaseRelayName': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseRelayName,
+                    request_deserializer=veil_dot_v1_dot_relay__pb2.ReleaseRelayNameRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_relay__pb2.ReleaseRelayNameResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -206,5 +226,22 @@ class RelayService(object):
         return grpc.experimental.unary_unary(request, target, '/veil.v1.RelayService/ListHostedRelays',
             veil_dot_v1_dot_relay__pb2.ListHostedRelaysRequest.SerializeToString,
             veil_dot_v1_dot_relay__pb2.ListHostedRelaysResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReleaseRelayName(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/veil.v1.RelayService/ReleaseRelayName',
+            veil_dot_v1_dot_relay__pb2.ReleaseRelayNameRequest.SerializeToString,
+            veil_dot_v1_dot_relay__pb2.ReleaseRelayNameResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -1,0 +1,461 @@
+// Hub replicas sharing a directory in a real etcd (Debian's etcd-server) on loopback: a relay
+// name is one owner's on every replica, races for one name across replicas have exactly one
+// winner, etcd down and back, an admin's release of a name whose owner is gone, bad flags.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/support/api_client.h"
+#include "tests/support/etcd_process.h"
+#include "tests/support/metrics_scrape.h"
+#include "tests/support/veild_process.h"
+
+namespace veil::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+grpc::Status EchoThrough(const std::shared_ptr<grpc::Channel>& alice, const std::string& route,
+                         const std::string& text) {
+  v1::SecureChannel channel;
+  grpc::Status s = CreateSecureChannel(alice, route, TrustEveryone(), &channel);
+  if (!s.ok()) return s;
+  v1::RequestResponse reply;
+  s = Request(alice, channel.route() + "/service/echoer", text, &reply);
+  if (!s.ok()) return s;
+  EXPECT_EQ(reply.reply().payload(), text);
+  return grpc::Status::OK;
+}
+
+grpc::Status DeleteRelay(const std::shared_ptr<grpc::Channel>& api, const std::string& name) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(20));
+  v1::DeleteRelayRequest req;
+  req.set_name(name);
+  v1::DeleteRelayResponse r;
+  return v1::RelayService::NewStub(api)->DeleteRelay(&ctx, req, &r);
+}
+
+grpc::Status ReleaseName(const std::shared_ptr<grpc::Channel>& hub_api, const std::string& name) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(20));
+  v1::ReleaseRelayNameRequest req;
+  req.set_name(name);
+  v1::ReleaseRelayNameResponse r;
+  return v1::RelayService::NewStub(hub_api)->ReleaseRelayName(&ctx, req, &r);
+}
+
+std::vector<v1::HostedRelay> Hosted(const std::shared_ptr<grpc::Channel>& hub_api) {
+  grpc::ClientContext ctx;
+  v1::ListHostedRelaysResponse r;
+  EXPECT_TRUE(v1::RelayService::NewStub(hub_api)->ListHostedRelays(&ctx, {}, &r).ok());
+  return {r.relays().begin(), r.relays().end()};
+}
+
+// Polls `condition` every 50 ms for up to `limit`.
+bool Eventually(const std::function<bool()>& condition, milliseconds limit = seconds(20)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(milliseconds(50));  // polling a condition
+  }
+  return condition();
+}
+
+// A byte-for-byte TCP forwarder to 127.0.0.1:`target` that can be cut (every connection through
+// it reset, new ones closed at once) and healed: one replica partitioned from etcd.
+class GatedProxy {
+ public:
+  explicit GatedProxy(int target) : target_(target) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(listen_fd_, 64);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+  ~GatedProxy() {
+    stopping_ = true;
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    Cut();
+    acceptor_.join();
+    for (auto& t : pumps_) t.join();
+    ::close(listen_fd_);
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void Cut() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cut_ = true;
+    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+  }
+  void Heal() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cut_ = false;
+  }
+
+ private:
+  void Accept() {
+    while (!stopping_) {
+      int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cut_) {
+        ::close(client);
+        continue;
+      }
+      int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(target_));
+      if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        ::close(client);
+        ::close(server);
+        continue;
+      }
+      fds_.push_back(client);
+      fds_.push_back(server);
+      pumps_.emplace_back([client, server] { Pump(client, server); });
+      pumps_.emplace_back([client, server] { Pump(server, client); });
+    }
+  }
+  static void Pump(int from, int to) {
+    char buf[16384];
+    for (;;) {
+      ssize_t n = ::read(from, buf, sizeof(buf));
+      if (n <= 0) break;
+      for (ssize_t done = 0; done < n;) {
+        ssize_t w = ::write(to, buf + done, static_cast<size_t>(n - done));
+        if (w <= 0) return;
+        done += w;
+      }
+    }
+    ::shutdown(to, SHUT_WR);
+  }
+
+  const int target_;
+  int listen_fd_ = -1, port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  bool cut_ = false;
+  std::vector<int> fds_;  // closed with the process: a test's worth
+  std::vector<std::thread> pumps_;
+  std::thread acceptor_;
+};
+
+class HubDirectoryTest : public ::testing::Test {
+ protected:
+  struct Hub {
+    std::unique_ptr<VeildProcess> process;
+    std::shared_ptr<grpc::Channel> api;
+    std::string route;
+  };
+  struct Sidecar {
+    std::unique_ptr<VeildProcess> process;
+    std::shared_ptr<grpc::Channel> api;
+  };
+
+  void SetUp() override { ASSERT_TRUE(etcd_.Start()) << etcd_.log(); }
+
+  std::vector<std::string> HubArgs(const std::string& replica, std::string endpoint = "") const {
+    if (endpoint.empty()) endpoint = etcd_.endpoint();
+    return {"--hub",       "--tcp-listen",
+            "127.0.0.1:0", "--hub-directory",
+            endpoint,      "--hub-replica",
+            replica,       "--hub-directory-lease-ttl",
+            "3",           "--relay-max-per-identity",
+            "256",         "--relay-max-per-connection",
+            "256",         "--metrics-listen",
+            "127.0.0.1:0"};
+  }
+  Hub StartHub(const std::string& replica, const std::string& endpoint = "") {
+    Hub hub;
+    hub.process = std::make_unique<VeildProcess>(HubArgs(replica, endpoint));
+    EXPECT_TRUE(hub.process->Start()) << hub.process->log();
+    hub.api = Connect(hub.process->api_target());
+    hub.route = "/tcp/" + TcpListenAddress(hub.api);
+    return hub;
+  }
+  // `state_dir`: run on a copy of another sidecar's state (the same identity), else a fresh one.
+  Sidecar StartSidecar(bool echoer = false, const std::string& state_dir = "") {
+    Sidecar s;
+    const std::vector<std::string> args = {"--relay-heartbeat", "0.3"};
+    s.process = state_dir.empty() ? std::make_unique<VeildProcess>(args)
+                                  : std::make_unique<VeildProcess>(state_dir, args);
+    EXPECT_TRUE(s.process->Start()) << s.process->log();
+    s.api = Connect(s.process->api_target());
+    if (echoer) {
+      echoers_.push_back(std::make_unique<EchoApp>(s.api, "echoer"));
+      EXPECT_TRUE(echoers_.back()->WaitOpened());
+      EXPECT_TRUE(CreateListener(s.api, "listener", TrustEveryone()).ok());
+    }
+    return s;
+  }
+
+  EtcdProcess etcd_;
+  std::vector<std::unique_ptr<EchoApp>> echoers_;
+};
+
+TEST_F(HubDirectoryTest, ANameIsOneOwnersOnEveryReplica) {
+  Hub a = StartHub("a"), b = StartHub("b");
+  Sidecar bob = StartSidecar(/*echoer=*/true), carol = StartSidecar(), alice = StartSidecar();
+  v1::Relay relay;
+  grpc::Status s = CreateRelay(bob.api, a.route, "bob", &relay);
+  ASSERT_TRUE(s.ok()) << s.error_message() << a.process->log();
+
+  // Carol asks for it on the other replica, and on the same one: taken, both times.
+  s = CreateRelay(carol.api, b.route, "bob", &relay);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN");
+  s = CreateRelay(carol.api, a.route, "bob", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN");
+  EXPECT_TRUE(Hosted(b.api).empty());
+
+  // B's view has it (from its watch), without hosting it.
+  EXPECT_TRUE(Eventually([&] { return Scrape(*b.process, "veil_hub_directory_relays") == 1; }));
+  EXPECT_EQ(Scrape(*a.process, "veil_hub_directory_claims"), 1);
+  EXPECT_EQ(Scrape(*b.process, "veil_hub_directory_claims"), 0);
+  EXPECT_EQ(Scrape(*b.process, "veil_hub_directory_lease_held"), 1);
+  EXPECT_GE(Scrape(*b.process, "veil_hub_directory_claims_refused_total"), 1);
+
+  // Bob is reached through the replica he registered with.
+  s = EchoThrough(alice.api, a.route + "/service/forward_to_bob/service/listener", "via a");
+  EXPECT_TRUE(s.ok()) << s.error_message();
+
+  // Bob's sidecar goes: the name stays his (a durable binding), on every replica.
+  bob.process->Kill();
+  ASSERT_TRUE(Eventually([&] { return Hosted(a.api).empty(); })) << a.process->log();
+  EXPECT_TRUE(Eventually([&] { return Scrape(*b.process, "veil_hub_directory_relays") == 0; }));
+  s = CreateRelay(carol.api, b.route, "bob", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN") << s.error_message();
+}
+
+TEST_F(HubDirectoryTest, AnOwnersDeleteFreesTheNameOnEveryReplica) {
+  Hub a = StartHub("a"), b = StartHub("b");
+  Sidecar bob = StartSidecar(), carol = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "shared", &relay).ok());
+  grpc::Status s = DeleteRelay(bob.api, "shared");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  s = CreateRelay(carol.api, b.route, "shared", &relay);
+  EXPECT_TRUE(s.ok()) << s.error_message() << b.process->log();
+  // Now Bob is the stranger.
+  s = CreateRelay(bob.api, a.route, "shared", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN");
+}
+
+TEST_F(HubDirectoryTest, TwoOwnersRacingForOneNameOnTwoReplicasExactlyOneWinsEveryTime) {
+  Hub a = StartHub("a"), b = StartHub("b");
+  Sidecar bob = StartSidecar(), carol = StartSidecar();
+  const std::string bob_id = DefaultIdentifier(bob.api), carol_id = DefaultIdentifier(carol.api);
+  // One relay each first, so that the race is of claims, not of channel set-ups.
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "bob-warm", &relay).ok());
+  ASSERT_TRUE(CreateRelay(carol.api, b.route, "carol-warm", &relay).ok());
+  int bob_wins = 0, carol_wins = 0;
+  for (int round = 0; round < 100; ++round) {
+    const std::string name = "race-" + std::to_string(round);
+    grpc::Status bob_status, carol_status;
+    std::atomic<int> ready{0};
+    auto race = [&](const Sidecar& who, const std::string& route, grpc::Status* out) {
+      ready.fetch_add(1);
+      while (ready.load() < 2) std::this_thread::yield();  // both go at once
+      v1::Relay r;
+      *out = CreateRelay(who.api, route, name, &r);
+    };
+    std::thread t1(race, std::cref(bob), a.route, &bob_status);
+    std::thread t2(race, std::cref(carol), b.route, &carol_status);
+    t1.join();
+    t2.join();
+    ASSERT_NE(bob_status.ok(), carol_status.ok())
+        << "round " << round << ": bob " << bob_status.error_message() << ", carol "
+        << carol_status.error_message();
+    const grpc::Status& lost = bob_status.ok() ? carol_status : bob_status;
+    EXPECT_EQ(ReasonOf(lost), "RELAY_NAME_TAKEN") << lost.error_message();
+    (bob_status.ok() ? bob_wins : carol_wins) += 1;
+    // The winner's relay is on its replica, nowhere else.
+    const Hub& winner_hub = bob_status.ok() ? a : b;
+    const Hub& loser_hub = bob_status.ok() ? b : a;
+    const std::string& winner_id = bob_status.ok() ? bob_id : carol_id;
+    bool found = false;
+    for (const auto& h : Hosted(winner_hub.api)) {
+      if (h.name() == name) found = h.owner() == winner_id;
+    }
+    EXPECT_TRUE(found) << name;
+    for (const auto& h : Hosted(loser_hub.api)) EXPECT_NE(h.name(), name);
+  }
+  EXPECT_EQ(bob_wins + carol_wins, 100);
+}
+
+TEST_F(HubDirectoryTest, WithEtcdDownRelaysWorkNewNamesAreRefusedAndItCatchesUp) {
+  Hub a = StartHub("a"), b = StartHub("b");
+  Sidecar bob = StartSidecar(/*echoer=*/true), carol = StartSidecar(), alice = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "bob", &relay).ok());
+  const std::string via_a = a.route + "/service/forward_to_bob/service/listener";
+  ASSERT_TRUE(EchoThrough(alice.api, via_a, "before").ok());
+
+  etcd_.Kill();
+  // What the replicas know keeps working: a new channel to Bob, through his relay.
+  grpc::Status s = EchoThrough(alice.api, via_a, "etcd down");
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  // A name the directory has never seen is refused, with the reason.
+  s = CreateRelay(carol.api, b.route, "carol", &relay);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "DIRECTORY_UNAVAILABLE") << s.error_message();
+  EXPECT_TRUE(Eventually([&] { return Scrape(*b.process, "veil_hub_directory_reachable") == 0; }));
+
+  // Back: the replicas renew (their leases may have expired meanwhile) and take names again.
+  ASSERT_TRUE(etcd_.Start()) << etcd_.log();
+  EXPECT_TRUE(Eventually(
+      [&] {
+        v1::Relay r;
+        return CreateRelay(carol.api, b.route, "carol", &r, /*exist_ok=*/true).ok();
+      },
+      seconds(30)))
+      << b.process->log();
+  // Bob's name is still his, and in the directory under A again.
+  EXPECT_TRUE(Eventually(
+      [&] { return Scrape(*a.process, "veil_hub_directory_pending_claims") == 0; }, seconds(30)));
+  s = CreateRelay(carol.api, b.route, "bob", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN") << s.error_message();
+  EXPECT_TRUE(EchoThrough(alice.api, via_a, "after").ok());
+}
+
+TEST_F(HubDirectoryTest, AReplicaPartitionedFromEtcdStopsClaimingAndDoesNotTakeNamesBack) {
+  GatedProxy gate(etcd_.client_port());
+  Hub a = StartHub("a", gate.endpoint()), b = StartHub("b");
+  Sidecar bob = StartSidecar(), dave = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "bob", &relay).ok());
+
+  gate.Cut();
+  // Past its TTL (3 s) without renewal, A holds no lease: its claim is void, new names refused.
+  ASSERT_TRUE(Eventually([&] { return Scrape(*a.process, "veil_hub_directory_lease_held") == 0; }))
+      << a.process->log();
+  EXPECT_EQ(Scrape(*a.process, "veil_hub_directory_pending_claims"), 1);
+  grpc::Status s = CreateRelay(dave.api, a.route, "dave", &relay);
+  EXPECT_EQ(ReasonOf(s), "DIRECTORY_UNAVAILABLE") << s.error_message();
+  // etcd let A's lease go; Bob (his identity, from a second sidecar) registers on B meanwhile.
+  TempDir copy;
+  std::filesystem::copy(bob.process->state_dir(), copy.path() + "/state",
+                        std::filesystem::copy_options::recursive);
+  Sidecar bob_again = StartSidecar(false, copy.path() + "/state");
+  ASSERT_EQ(DefaultIdentifier(bob_again.api), DefaultIdentifier(bob.api));
+  ASSERT_TRUE(Eventually(
+      [&] {
+        v1::Relay r;
+        return CreateRelay(bob_again.api, b.route, "bob", &r, /*exist_ok=*/true).ok();
+      },
+      seconds(30)))
+      << b.process->log();
+
+  // Healed: A renews, finds the name on B, and lets it go instead of taking it back.
+  gate.Heal();
+  ASSERT_TRUE(Eventually([&] { return Scrape(*a.process, "veil_hub_directory_lease_held") == 1; },
+                         seconds(30)))
+      << a.process->log();
+  EXPECT_TRUE(Eventually([&] { return Hosted(a.api).empty(); })) << a.process->log();
+  EXPECT_GE(Scrape(*a.process, "veil_hub_directory_claims_lost_total"), 1);
+  EXPECT_EQ(Scrape(*a.process, "veil_hub_directory_claims"), 0);
+  bool on_b = false;
+  for (const auto& h : Hosted(b.api)) on_b = on_b || h.name() == "bob";
+  EXPECT_TRUE(on_b);
+  // And A takes names again.
+  s = CreateRelay(dave.api, a.route, "dave", &relay, /*exist_ok=*/true);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(HubDirectoryTest, AnAdminReleasesANameWhoseOwnerIsGone) {
+  Hub a = StartHub("a"), b = StartHub("b");
+  Sidecar carol = StartSidecar();
+  {
+    Sidecar bob = StartSidecar();
+    v1::Relay relay;
+    ASSERT_TRUE(CreateRelay(bob.api, a.route, "orphan", &relay).ok());
+    bob.process->Kill();  // and his key with him
+  }
+  v1::Relay relay;
+  grpc::Status s = CreateRelay(carol.api, b.route, "orphan", &relay);
+  ASSERT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN") << s.error_message();
+  // An admin of any replica frees it for everyone.
+  s = ReleaseName(b.api, "orphan");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  s = CreateRelay(carol.api, b.route, "orphan", &relay);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  // A name nobody holds: NOT_FOUND; a bad one: INVALID_ARGUMENT.
+  s = ReleaseName(a.api, "nobody-has-this");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  s = ReleaseName(a.api, "bad name!");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  // An admin's release on the replica that hosts a live relay stops it there.
+  s = ReleaseName(a.api, "orphan");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(Eventually([&] { return Hosted(b.api).empty(); })) << b.process->log();
+}
+
+TEST_F(HubDirectoryTest, ANodeThatIsNotAHubCannotReleaseNames) {
+  Sidecar s = StartSidecar();
+  grpc::Status status = ReleaseName(s.api, "x");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ReasonOf(status), "NOT_A_HUB");
+}
+
+TEST(HubDirectoryFlagsTest, BadDirectoryFlagsAreClearErrors) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--hub-directory", "http://127.0.0.1:2379"}, "need --hub"},
+      {{"--hub", "--hub-directory", "127.0.0.1:2379"}, "is not an etcd client URL"},
+      {{"--hub", "--hub-directory", "http://127.0.0.1"}, "needs a host and a port"},
+      {{"--hub", "--hub-directory", ","}, "no etcd endpoint"},
+      {{"--hub", "--hub-replica", "a"}, "need --hub-directory"},
+      {{"--hub", "--hub-directory", "https://127.0.0.1:2379", "--hub-directory-ca",
+        "/nonexistent/ca.pem"},
+       "cannot read the hub directory's CA file"},
+  };
+  for (const Case& c : cases) {
+    VeildProcess p(c.args);
+    EXPECT_FALSE(p.Start(seconds(10)));
+    EXPECT_NE(p.log().find(c.message), std::string::npos) << p.log();
+  }
+}
+
+TEST(HubDirectoryFlagsTest, AHubWhoseEtcdIsNotThereYetStartsAndRefusesNewNames) {
+  EtcdProcess etcd;  // not started: nothing listens on its port yet
+  VeildProcess hub({"--hub", "--tcp-listen", "127.0.0.1:0", "--hub-directory", etcd.endpoint(),
+                    "--hub-replica", "lonely"});
+  ASSERT_TRUE(hub.Start()) << hub.log();
+  auto hub_api = Connect(hub.api_target());
+  VeildProcess bob;
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  auto bob_api = Connect(bob.api_target());
+  v1::Relay relay;
+  grpc::Status s = CreateRelay(bob_api, "/tcp/" + TcpListenAddress(hub_api), "bob", &relay);
+  EXPECT_EQ(ReasonOf(s), "DIRECTORY_UNAVAILABLE") << s.error_message();
+  ASSERT_TRUE(etcd.Start()) << etcd.log();
+  EXPECT_TRUE(Eventually(
+      [&] {
+        v1::Relay r;
+        return CreateRelay(bob_api, "/tcp/" + TcpListenAddress(hub_api), "bob", &r, true).ok();
+      },
+      seconds(30)))
+      << hub.log();
+}
+
+}  // namespace
+}  // namespace veil::testing
