@@ -183,7 +183,7 @@ fuzz-run-%:
 #  - ASan+UBSan, with libFuzzer instrumentation: the whole suite with leak detection (less the
 #    examples, the demo and the Go SDK test, which build Go), then a
 #    FUZZ_SECONDS smoke of every fuzz target from the same build;
-#  - TSan: the runtime, transport, channel, relay and API tests (TSAN_TESTS; the load test is
+#  - TSan: the runtime, transport, channel, relay (and hub directory) and API tests (TSAN_TESTS; the load test is
 #    left out for time); any report fails the check. ASLR off (setarch -R): TSan's fixed
 #    memory layout and high mmap randomisation do not mix.
 ASAN_DIR ?= build-asan
@@ -192,7 +192,8 @@ SAN_CMAKE = -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -gline-tables-only" \
   -DCMAKE_C_FLAGS=-O1 -DVEIL_THREAD_SAFETY=ON
 TSAN_TESTS := core_test transport_test channel_test relay_test messaging_integration_test \
   secure_channel_integration_test hub_integration_test fault_integration_test \
-  api_limits_integration_test serve_socket_integration_test access_control_integration_test
+  api_limits_integration_test serve_socket_integration_test access_control_integration_test \
+  hub_directory_integration_test
 empty :=
 space := $(empty) $(empty)
 check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)
