@@ -202,7 +202,7 @@ check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)
 	  $(SAN_CMAKE) -DVEIL_SANITIZE=address,undefined -DVEIL_FUZZ=ON >/dev/null
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	ln -sfn ../$(BUILD_DIR)/tools $(ASAN_DIR)/tools
-	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	cd $(ASAN_DIR) && VEIL_PLAIN_VEILD=$(CURDIR)/$(BUILD_DIR)/sidecar/daemon/veild ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 600 -E 'examples_test|demo_test|go_sdk_test' $(CTEST_ARGS)
 	$(MAKE) fuzz FUZZ_DIR=$(ASAN_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS)
 	@test -f $(TSAN_DIR)/CMakeCache.txt || CC=clang CXX=clang++ cmake -S . -B $(TSAN_DIR) \

@@ -73,6 +73,7 @@ VeildProcess::~VeildProcess() {
 bool VeildProcess::Start(std::chrono::milliseconds timeout) {
   const char* binary = std::getenv("VEILD");
   if (binary == nullptr || *binary == '\0') binary = VEIL_DEFAULT_VEILD;
+  if (!binary_.empty()) binary = binary_.c_str();
   std::vector<std::string> argv = {binary, "--state-dir", state_dir_};
   if (std::find(args_.begin(), args_.end(), "--api") == args_.end()) {
     argv.push_back("--api");

@@ -76,6 +76,8 @@ class VeildProcess {
   void SetEnv(const std::string& name, const std::string& value) {
     env_.push_back(name + "=" + value);
   }
+  // Runs `binary` instead of $VEILD (before Start).
+  void SetBinary(std::string binary) { binary_ = std::move(binary); }
   // Starts veild and waits up to `timeout` for its "ready" log line. Returns false (and the log
   // says why) when it exits or does not come up.
   bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
@@ -114,6 +116,7 @@ class VeildProcess {
   std::optional<int> exit_code_;
   std::vector<std::string> args_;
   std::vector<std::string> env_;
+  std::string binary_;
   pid_t pid_ = -1;
 };
 
