@@ -209,11 +209,14 @@ check: $(DEPS_STAMP) $(HELM_BIN) $(NODE_STAMP)
 	  $(SAN_CMAKE) -DVEIL_SANITIZE=thread >/dev/null
 	cmake --build $(TSAN_DIR) -j$(JOBS) --target veild $(TSAN_TESTS)
 	rm -rf $(TSAN_DIR)/reports && mkdir -p $(TSAN_DIR)/reports
+	@# The reports go to files (a report in a veild child would otherwise be lost in its log), so
+	@# print them whether or not ctest passed: a test that fails only by TSan's exit code 66 has
+	@# its reason there.
 	cd $(TSAN_DIR) && TSAN_OPTIONS="log_path=$(CURDIR)/$(TSAN_DIR)/reports/tsan suppressions=$(CURDIR)/tests/tsan.supp second_deadlock_stack=1" \
 	  setarch $$(uname -m) -R ctest --output-on-failure -j$(JOBS) --timeout 600 \
-	  -L '^($(subst $(space),|,$(strip $(TSAN_TESTS))))$$' -E 'LoadTest' $(CTEST_ARGS)
-	@if ls $(TSAN_DIR)/reports/tsan.* >/dev/null 2>&1; then \
-	  cat $(TSAN_DIR)/reports/tsan.*; echo "ThreadSanitizer: reports above"; exit 1; fi
+	  -L '^($(subst $(space),|,$(strip $(TSAN_TESTS))))$$' -E 'LoadTest' $(CTEST_ARGS); \
+	  rc=$$?; if ls reports/tsan.* >/dev/null 2>&1; then \
+	  cat reports/tsan.*; echo "ThreadSanitizer: reports above"; exit 1; fi; exit $$rc
 	@echo "make check: ASan+UBSan suite, fuzz smoke, TSan tests, thread-safety analysis: clean"
 
 # Our C++ sources (not the generated stubs) in the format of .clang-format, with Debian 12's

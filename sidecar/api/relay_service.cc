@@ -121,7 +121,10 @@ grpc::ServerUnaryReactor* RelayService::ReleaseRelayName(grpc::CallbackServerCon
                                                 "this node is not a hub (start veild with --hub)",
                                                 reason::kNotAHub));
   }
-  return FinishUnary(context, hub_->Release(request->name()));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  hub_->Release(request->name(),
+                [reactor](absl::Status released) { reactor->Finish(ToGrpcStatus(released)); });
+  return reactor;
 }
 
 }  // namespace veil::api

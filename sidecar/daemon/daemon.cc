@@ -234,6 +234,8 @@ absl::Status RunDaemon(const Options& options) {
       d.cert_file = options.hub_directory_cert;
       d.key_file = options.hub_directory_key;
       d.lease_ttl = std::chrono::seconds(options.hub_directory_lease_ttl_seconds);
+      d.max_names_per_owner = options.hub_directory_max_names_per_owner;
+      d.max_names = options.hub_directory_max_names;
       ASSIGN_OR_RETURN(directory,
                        relay::RelayDirectory::Start(
                            std::move(d), [weak = std::weak_ptr<relay::RelayHub>(hub)](

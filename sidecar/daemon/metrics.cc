@@ -234,6 +234,9 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
       out.push_back(Single("veil_hub_directory_relays",
                            "Relays in the directory, on every replica (this replica's view)",
                            kGauge, static_cast<double>(ds.known_relays)));
+      out.push_back(Single("veil_hub_directory_bound_names",
+                           "Relay names bound to an owner in the directory (this replica's view)",
+                           kGauge, static_cast<double>(ds.bound_names)));
       out.push_back(Single("veil_hub_directory_claims",
                            "Relay names this replica holds in the directory", kGauge,
                            static_cast<double>(ds.claims)));

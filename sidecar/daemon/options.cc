@@ -180,6 +180,15 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "directory that long after it dies")
       ->check(CLI::Range(2, 300))
       ->capture_default_str();
+  app.add_option("--hub-directory-max-names-per-owner", o.hub_directory_max_names_per_owner,
+                 "Hub: relay names one identity may hold in the directory (a name stays its "
+                 "owner's until it deletes the relay or an admin releases it)")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--hub-directory-max-names", o.hub_directory_max_names,
+                 "Hub: relay names the directory holds in all, over every owner")
+      ->check(CLI::Range(size_t{1}, size_t{100000000}))
+      ->capture_default_str();
   app.add_flag("--authority", o.authority,
                "Act as a credential authority: a secure channel listener at /service/authority "
                "and the credentials service; members and tickets with `veil authority` "

@@ -53,6 +53,8 @@ struct Options {
   std::string hub_route;
   std::string hub_directory_ca, hub_directory_cert, hub_directory_key;
   int hub_directory_lease_ttl_seconds = 10;
+  size_t hub_directory_max_names_per_owner = 64;
+  size_t hub_directory_max_names = 1000000;
   std::vector<std::string> relay_allow_policies;  // attribute policies; relay.name: the name
   // Credentials (docs/credentials.md): act as an authority (members, tickets, issuing), the
   // route its tickets carry, how long its credentials last; the authorities this node trusts,

@@ -27,6 +27,7 @@ namespace pb = etcdserverpb;
 constexpr absl::string_view kRelays = "relays/";
 constexpr absl::string_view kOwners = "owners/";
 constexpr absl::string_view kHubs = "hubs/";
+constexpr int64_t kLoadPage = 5000;  // keys per Range call when the view loads
 
 absl::Status Unavailable(absl::string_view what, const grpc::Status& status) {
   return ErrorWithReason(
@@ -148,6 +149,8 @@ class RelayDirectory::Etcd {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+      // A watch response carries every event of one revision batch; the view loads in pages.
+      args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
       e.channel =
           grpc::CreateCustomChannel(std::string(absl::StripSuffix(target, "/")), credentials, args);
       e.kv = pb::KV::NewStub(e.channel);
@@ -462,15 +465,29 @@ void RelayDirectory::WatchLoop() {
   bool loaded = false;
   while (!stopping_) {
     if (!loaded) {
-      // (Re)load the whole relays/ view, replacing what was there.
-      pb::RangeResponse range;
-      grpc::Status status = etcd_->Unary([&](Etcd::Endpoint& e, grpc::ClientContext& ctx) {
-        pb::RangeRequest request;
-        request.set_key(Key(kRelays, ""));
-        request.set_range_end(PrefixEnd(Key(kRelays, "")));
-        range.Clear();
-        return e.kv->Range(&ctx, request, &range);
-      });
+      // (Re)load the owners/ and relays/ views, replacing what was there, in pages read at one
+      // revision.
+      const std::string first = Key(kOwners, ""), end = PrefixEnd(Key(kRelays, ""));
+      std::vector<mvccpb::KeyValue> kvs;
+      int64_t at = 0;
+      grpc::Status status;
+      for (std::string from = first;;) {
+        pb::RangeResponse range;
+        status = etcd_->Unary([&](Etcd::Endpoint& e, grpc::ClientContext& ctx) {
+          pb::RangeRequest request;
+          request.set_key(from);
+          request.set_range_end(end);
+          request.set_revision(at);
+          request.set_limit(kLoadPage);
+          range.Clear();
+          return e.kv->Range(&ctx, request, &range);
+        });
+        if (!status.ok()) break;
+        if (at == 0) at = range.header().revision();
+        for (auto& kv : *range.mutable_kvs()) kvs.push_back(std::move(kv));
+        if (!range.more() || range.kvs_size() == 0) break;
+        from = kvs.back().key() + '\0';  // the next key after the last one read
+      }
       if (!status.ok()) {
         reachable_ = false;
         veil::MutexLock lock(&mu_);
@@ -483,15 +500,18 @@ void RelayDirectory::WatchLoop() {
         veil::MutexLock lock(&mu_);
         before = std::move(view_);
         view_.clear();
+        bindings_.clear();
+        bound_per_owner_.clear();
       }
-      for (const auto& kv : range.kvs()) {
+      const std::string relays = Key(kRelays, "");
+      for (const auto& kv : kvs) {
         Apply(kv.key(), kv.value(), kv.mod_revision(), 0, false);
-        before.erase(kv.key().substr(Key(kRelays, "").size()));
+        if (absl::StartsWith(kv.key(), relays)) before.erase(kv.key().substr(relays.size()));
       }
       for (const auto& [name, gone] : before) {  // deleted while the watch was down
-        Apply(Key(kRelays, name), "", range.header().revision(), 0, true);
+        Apply(Key(kRelays, name), "", at, 0, true);
       }
-      revision = range.header().revision();
+      revision = at;
       loaded = true;
     }
     grpc::ClientContext ctx;
@@ -504,7 +524,7 @@ void RelayDirectory::WatchLoop() {
     }
     pb::WatchRequest request;
     auto* create = request.mutable_create_request();
-    create->set_key(Key(kRelays, ""));
+    create->set_key(Key(kOwners, ""));
     create->set_range_end(PrefixEnd(Key(kRelays, "")));
     create->set_start_revision(revision + 1);
     create->set_prev_kv(true);
@@ -548,6 +568,11 @@ void RelayDirectory::WatchLoop() {
 void RelayDirectory::Apply(const std::string& key, const std::string& value, int64_t mod_revision,
                            int64_t prev_lease, bool deleted) {
   absl::string_view name = key;
+  if (absl::ConsumePrefix(&name, Key(kOwners, ""))) {
+    veil::MutexLock lock(&mu_);
+    ApplyBinding(name, value, deleted);
+    return;
+  }
   if (!absl::ConsumePrefix(&name, Key(kRelays, ""))) return;
   std::optional<DirectoryRelay> lost_to;
   bool lost = false;
@@ -589,6 +614,46 @@ void RelayDirectory::Apply(const std::string& key, const std::string& value, int
   }
 }
 
+void RelayDirectory::ApplyBinding(absl::string_view name, const std::string& owner, bool deleted) {
+  auto it = bindings_.find(name);
+  if (it != bindings_.end()) {
+    if (!deleted && it->second == owner) return;
+    auto count = bound_per_owner_.find(it->second);
+    if (count != bound_per_owner_.end() && --count->second == 0) bound_per_owner_.erase(count);
+    if (deleted) {
+      bindings_.erase(it);
+      return;
+    }
+    it->second = owner;
+  } else {
+    if (deleted) return;
+    bindings_.emplace(name, owner);
+  }
+  ++bound_per_owner_[owner];
+}
+
+absl::Status RelayDirectory::CheckBindingRoom(const std::string& name,
+                                              const std::string& owner) const {
+  if (bindings_.contains(name)) return absl::OkStatus();
+  auto count = bound_per_owner_.find(owner);
+  if (count != bound_per_owner_.end() && count->second >= options_.max_names_per_owner) {
+    return ErrorWithReason(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("identity ", owner, " already holds ", count->second,
+                     " relay names in the hub directory (--hub-directory-max-names-per-owner): "
+                     "delete one it no longer uses (veil relay delete) before taking ",
+                     QuoteInput(name)),
+        reason::kRelayLimit);
+  }
+  if (bindings_.size() >= options_.max_names) {
+    return ErrorWithReason(absl::StatusCode::kResourceExhausted,
+                           absl::StrCat("the hub directory holds ", bindings_.size(),
+                                        " relay names, its limit (--hub-directory-max-names)"),
+                           reason::kRelayLimit);
+  }
+  return absl::OkStatus();
+}
+
 bool RelayDirectory::TakePending(const std::string& name, const std::string& owner,
                                  const std::optional<DirectoryRelay>& known) {
   if (!known || known->owner != owner) return false;
@@ -607,6 +672,10 @@ void RelayDirectory::Claim(const std::string& name, const std::string& owner, Do
   std::optional<DirectoryRelay> known;
   {
     veil::MutexLock lock(&mu_);
+    if (absl::Status room = CheckBindingRoom(name, owner); !room.ok()) {
+      claims_refused_.fetch_add(1, std::memory_order_relaxed);
+      return done(room);
+    }
     lease = lease_;
     auto it = view_.find(name);
     if (it != view_.end()) known = it->second;
@@ -704,26 +773,33 @@ void RelayDirectory::Release(const std::string& name, const std::string& owner, 
       });
 }
 
-absl::Status RelayDirectory::ForceRelease(const std::string& name) {
+void RelayDirectory::ForceRelease(const std::string& name, Done done) {
+  if (stopping_) {
+    done(ErrorWithReason(absl::StatusCode::kUnavailable, "the hub is stopping",
+                         reason::kNodeShuttingDown));
+    return;
+  }
   pb::TxnRequest txn;
   AddCompare(txn, Key(kOwners, name), pb::Compare::CREATE, pb::Compare::GREATER)
       ->set_create_revision(0);
   AddDelete(txn.mutable_success(), Key(kOwners, name));
   AddDelete(txn.mutable_success(), Key(kRelays, name));
-  pb::TxnResponse response;
-  grpc::Status status = etcd_->Txn(txn, &response);
-  if (!status.ok()) {
-    reachable_ = false;
-    return Unavailable(absl::StrCat("releasing relay ", QuoteInput(name)), status);
-  }
-  if (!response.succeeded()) {
-    return ErrorWithReason(
-        absl::StatusCode::kNotFound,
-        absl::StrCat("no owner holds relay name ", QuoteInput(name), " in the hub directory"),
-        reason::kRelayNotFound);
-  }
-  spdlog::warn("hub directory: relay name {} released by an admin", QuoteInput(name));
-  return absl::OkStatus();
+  etcd_->TxnAsync(std::move(txn), [this, name, done = std::move(done)](grpc::Status status,
+                                                                       pb::TxnResponse& response) {
+    if (!status.ok()) {
+      reachable_ = false;
+      return done(Unavailable(absl::StrCat("releasing relay ", QuoteInput(name)), status));
+    }
+    reachable_ = true;
+    if (!response.succeeded()) {
+      return done(ErrorWithReason(
+          absl::StatusCode::kNotFound,
+          absl::StrCat("no owner holds relay name ", QuoteInput(name), " in the hub directory"),
+          reason::kRelayNotFound));
+    }
+    spdlog::warn("hub directory: relay name {} released by an admin", QuoteInput(name));
+    done(absl::OkStatus());
+  });
 }
 
 std::optional<DirectoryRelay> RelayDirectory::Lookup(const std::string& name) const {
@@ -741,6 +817,7 @@ DirectoryStats RelayDirectory::Stats() const {
   veil::MutexLock lock(&mu_);
   stats.lease_held = lease_ != 0;
   stats.known_relays = view_.size();
+  stats.bound_names = bindings_.size();
   stats.claims = claims_.size();
   for (const auto& [name, claim] : claims_) stats.pending_claims += claim.epoch == 0;
   return stats;

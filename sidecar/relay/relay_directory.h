@@ -58,6 +58,11 @@ struct DirectoryOptions {
   std::string cert_file, key_file;  // a client certificate, when etcd asks for one
   std::chrono::seconds lease_ttl{10};
   std::chrono::milliseconds call_timeout{3000};
+  // Durable bindings (owners/NAME) outlive every connection, so they are bounded: per owner
+  // identifier and in all. Counted from the watched view, so replicas claiming at the same
+  // moment can overshoot by the claims in flight, never without bound.
+  size_t max_names_per_owner = 64;
+  size_t max_names = 1000000;
 };
 
 // Parses a comma-separated --hub-directory value. INVALID_ARGUMENT for an empty list or an
@@ -75,6 +80,7 @@ struct DirectoryStats {
   bool reachable = false;       // the last call to etcd succeeded
   bool lease_held = false;      // this replica's lease is live
   size_t known_relays = 0;      // in the watched view, on every replica
+  size_t bound_names = 0;       // durable owner bindings in the watched view
   size_t claims = 0;            // names this replica holds (claimed or pending)
   size_t pending_claims = 0;    // of which waiting for etcd
   uint64_t claims_lost = 0;     // since start
@@ -103,9 +109,9 @@ class RelayDirectory {
   void Drop(const std::string& name);
   // The owner unregistered the name: its binding and relay entry go. `done` as for Claim.
   void Release(const std::string& name, const std::string& owner, Done done);
-  // An admin releases a name whatever its owner (who lost its key): NOT_FOUND when no owner has
-  // it. Blocking.
-  absl::Status ForceRelease(const std::string& name);
+  // An admin releases a name whatever its owner (who lost its key): `done` gets OK, NOT_FOUND
+  // (RELAY_NOT_FOUND) when no owner has it, or UNAVAILABLE (DIRECTORY_UNAVAILABLE).
+  void ForceRelease(const std::string& name, Done done);
 
   // From the watched view.
   std::optional<DirectoryRelay> Lookup(const std::string& name) const;
@@ -132,6 +138,12 @@ class RelayDirectory {
   std::string Key(absl::string_view kind, absl::string_view name) const;
   void Apply(const std::string& key, const std::string& value, int64_t mod_revision,
              int64_t prev_lease, bool deleted);
+  void ApplyBinding(absl::string_view name, const std::string& owner, bool deleted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RELAY_LIMIT when binding `name` to `owner` anew would pass a bound; OK when it is bound to
+  // `owner` already (or to another: the claim's transaction refuses that).
+  absl::Status CheckBindingRoom(const std::string& name, const std::string& owner) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReportLost(const std::string& name, const std::optional<DirectoryRelay>& now);
   // etcd cannot answer now: takes `name` as pending when the directory (`known`, its entry)
   // already gives it to `owner`; false otherwise.
@@ -148,6 +160,8 @@ class RelayDirectory {
   veil::CondVar wake_;
   int64_t lease_ ABSL_GUARDED_BY(mu_) = 0;  // 0: none held
   absl::flat_hash_map<std::string, DirectoryRelay> view_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> bindings_ ABSL_GUARDED_BY(mu_);  // name -> owner
+  absl::flat_hash_map<std::string, size_t> bound_per_owner_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Claimed> claims_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the watch stream's, to cancel
   std::thread keepalive_, watch_;

@@ -440,8 +440,8 @@ void RelayHub::OnClaimLost(const std::string& name, const std::optional<Director
                                 reason::kRelayMoved));
 }
 
-absl::Status RelayHub::Release(const std::string& name) {
-  RETURN_IF_ERROR(ValidateRelayName(name));
+void RelayHub::Release(const std::string& name, std::function<void(absl::Status)> done) {
+  if (absl::Status valid = ValidateRelayName(name); !valid.ok()) return done(valid);
   bool here = false;
   {
     veil::MutexLock lock(&mu_);
@@ -452,17 +452,18 @@ absl::Status RelayHub::Release(const std::string& name) {
                               reason::kRelayMoved));
   }
   if (directory_ != nullptr) {
-    absl::Status released = directory_->ForceRelease(name);
-    if (released.ok() || (here && absl::IsNotFound(released))) return absl::OkStatus();
-    return released;
+    directory_->ForceRelease(name, [here, done = std::move(done)](absl::Status released) {
+      done(here && absl::IsNotFound(released) ? absl::OkStatus() : released);
+    });
+    return;
   }
   if (!here) {
-    return ErrorWithReason(absl::StatusCode::kNotFound,
-                           absl::StrCat("this hub has no relay named ", QuoteInput(name)),
-                           reason::kRelayNotFound);
+    return done(ErrorWithReason(absl::StatusCode::kNotFound,
+                                absl::StrCat("this hub has no relay named ", QuoteInput(name)),
+                                reason::kRelayNotFound));
   }
   spdlog::warn("hub: relay name {} released by an admin", QuoteInput(name));
-  return absl::OkStatus();
+  done(absl::OkStatus());
 }
 
 std::vector<RelayEntry> RelayHub::List() const {

@@ -16,6 +16,7 @@
 #ifndef VEIL_SIDECAR_RELAY_RELAY_HUB_H_
 #define VEIL_SIDECAR_RELAY_RELAY_HUB_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,8 +52,9 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   // The directory gave `name` to another replica (`now`), or released it (nullopt).
   void OnClaimLost(const std::string& name, const std::optional<DirectoryRelay>& now);
   // An admin releases `name` whatever its owner: its relay here stops and, with a directory, its
-  // owner binding there goes. NOT_FOUND when nothing has it.
-  absl::Status Release(const std::string& name);
+  // owner binding there goes. `done` (maybe on another thread, once etcd answered) gets OK, or
+  // NOT_FOUND when nothing has it.
+  void Release(const std::string& name, std::function<void(absl::Status)> done);
   RelayDirectory* directory() const { return directory_; }
   // Live relays, sorted by name.
   std::vector<RelayEntry> List() const;

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
 #include "tests/support/etcd_process.h"
@@ -180,9 +182,12 @@ class HubDirectoryTest : public ::testing::Test {
             "256",         "--metrics-listen",
             "127.0.0.1:0"};
   }
-  Hub StartHub(const std::string& replica, const std::string& endpoint = "") {
+  Hub StartHub(const std::string& replica, const std::string& endpoint = "",
+               const std::vector<std::string>& more = {}) {
     Hub hub;
-    hub.process = std::make_unique<VeildProcess>(HubArgs(replica, endpoint));
+    std::vector<std::string> args = HubArgs(replica, endpoint);
+    args.insert(args.end(), more.begin(), more.end());
+    hub.process = std::make_unique<VeildProcess>(args);
     EXPECT_TRUE(hub.process->Start()) << hub.process->log();
     hub.api = Connect(hub.process->api_target());
     hub.route = "/tcp/" + TcpListenAddress(hub.api);
@@ -254,6 +259,92 @@ TEST_F(HubDirectoryTest, AnOwnersDeleteFreesTheNameOnEveryReplica) {
   // Now Bob is the stranger.
   s = CreateRelay(bob.api, a.route, "shared", &relay);
   EXPECT_EQ(ReasonOf(s), "RELAY_NAME_TAKEN");
+}
+
+// A binding outlives its owner's connection, so a stranger with many identities could otherwise
+// fill etcd one name at a time: bounded per identity and in all, on every replica.
+TEST_F(HubDirectoryTest, TheNamesAnIdentityHoldsAreBoundedOnEveryReplica) {
+  const std::vector<std::string> limits = {"--hub-directory-max-names-per-owner", "2",
+                                           "--hub-directory-max-names", "4"};
+  Hub a = StartHub("a", "", limits), b = StartHub("b", "", limits);
+  Sidecar bob = StartSidecar(), carol = StartSidecar(), dave = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "one", &relay).ok());
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "two", &relay).ok());
+  ASSERT_TRUE(
+      Eventually([&] { return Scrape(*b.process, "veil_hub_directory_bound_names") == 2; }));
+  grpc::Status s = CreateRelay(bob.api, b.route, "three", &relay);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "RELAY_LIMIT");
+  EXPECT_NE(s.error_message().find("--hub-directory-max-names-per-owner"), std::string::npos)
+      << s.error_message();
+  EXPECT_TRUE(Hosted(b.api).empty());
+
+  // Bob's names do not count against Carol; the directory's own bound does.
+  ASSERT_TRUE(CreateRelay(carol.api, b.route, "three", &relay).ok());
+  ASSERT_TRUE(CreateRelay(carol.api, b.route, "four", &relay).ok());
+  ASSERT_TRUE(
+      Eventually([&] { return Scrape(*a.process, "veil_hub_directory_bound_names") == 4; }));
+  s = CreateRelay(dave.api, a.route, "five", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_LIMIT") << s.error_message();
+  EXPECT_NE(s.error_message().find("--hub-directory-max-names)"), std::string::npos)
+      << s.error_message();
+
+  // Bob's delete frees a binding: room again, on the other replica too.
+  ASSERT_TRUE(DeleteRelay(bob.api, "one").ok());
+  ASSERT_TRUE(
+      Eventually([&] { return Scrape(*a.process, "veil_hub_directory_bound_names") == 3; }));
+  s = CreateRelay(dave.api, a.route, "five", &relay);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Scrape(*a.process, "veil_hub_directory_claims_refused_total") +
+                Scrape(*b.process, "veil_hub_directory_claims_refused_total"),
+            2);
+}
+
+// Writes `count` owner bindings straight into etcd (what other replicas left), 100 per txn.
+void WriteBindings(const EtcdProcess& etcd, int count, const std::string& owner) {
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(etcd.client_port()), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < count;) {
+    etcdserverpb::TxnRequest txn;
+    for (int end = std::min(count, i + 100); i < end; ++i) {
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key("/veil/owners/preloaded-" + std::to_string(i));
+      put->set_value(owner);
+    }
+    etcdserverpb::TxnResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(20));
+    ASSERT_TRUE(kv->Txn(&ctx, txn, &response).ok());
+  }
+}
+
+// A replica starting beside a large directory loads all of it (in pages: one response would
+// pass gRPC's message limit) and holds the bounds against it.
+TEST_F(HubDirectoryTest, AReplicaLoadsALargeDirectoryWhole) {
+  constexpr int kBindings = 12000;
+  Sidecar bob = StartSidecar();
+  const std::string bob_id = DefaultIdentifier(bob.api);
+  ASSERT_NO_FATAL_FAILURE(WriteBindings(etcd_, kBindings, bob_id));
+  Hub a = StartHub("a", "", {"--hub-directory-max-names", std::to_string(kBindings + 1)});
+  ASSERT_TRUE(Eventually([&] {
+    return Scrape(*a.process, "veil_hub_directory_bound_names") == kBindings;
+  })) << Scrape(*a.process, "veil_hub_directory_bound_names");
+  // Bob holds 12,000 names, past the 64 one identity may hold: a new one is refused, one of his
+  // own is his again.
+  v1::Relay relay;
+  grpc::Status s = CreateRelay(bob.api, a.route, "new-name", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_LIMIT") << s.error_message();
+  s = CreateRelay(bob.api, a.route, "preloaded-11999", &relay);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  // Carol's first name is the directory's last.
+  Sidecar carol = StartSidecar(), dave = StartSidecar();
+  s = CreateRelay(carol.api, a.route, "carol", &relay);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(Eventually(
+      [&] { return Scrape(*a.process, "veil_hub_directory_bound_names") == kBindings + 1; }));
+  s = CreateRelay(dave.api, a.route, "dave", &relay);
+  EXPECT_EQ(ReasonOf(s), "RELAY_LIMIT") << s.error_message();
 }
 
 TEST_F(HubDirectoryTest, TwoOwnersRacingForOneNameOnTwoReplicasExactlyOneWinsEveryTime) {
