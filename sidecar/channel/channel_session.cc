@@ -78,6 +78,7 @@ absl::Status DecodeChannelBatch(absl::string_view plaintext, std::vector<core::M
       msg.onward = *onward;
       msg.return_route = *back;
       msg.payload = std::move(payload);
+      msg.path_tag = group.path_tag();
       if (receipts && receipt_ids != nullptr) receipt_ids->push_back(id == 0 ? 0 : id++);
     }
   }
@@ -642,7 +643,7 @@ ChannelSession::Step ChannelSession::OnProtected(ChannelMessageType type, absl::
 
 absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Route& return_route,
                                      absl::string_view payload, std::string& out,
-                                     const absl::Status& refusal) {
+                                     const absl::Status& refusal, uint64_t path_tag) {
   if (state_ != State::kEstablished) {
     return ErrorWithReason(absl::StatusCode::kFailedPrecondition,
                            "the secure channel is not established", reason::kChannelNotEstablished);
@@ -652,7 +653,7 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
   const size_t before = out.size();
   uint64_t n = BeginSeal(ChannelMessageType::kData, payload.size() + 256, out);
   size_t at = out.size();
-  core::AppendEncodedMessage(onward, return_route, payload, out, refusal);
+  core::AppendEncodedMessage(onward, return_route, payload, out, refusal, path_tag);
   FinishSeal(ChannelMessageType::kData, n, out, at);
   sent_bytes_ += out.size() - before;
   return absl::OkStatus();
@@ -660,8 +661,8 @@ absl::Status ChannelSession::Encrypt(const core::Route& onward, const core::Rout
 
 size_t ChannelSession::BatchEntrySize(const core::Message& msg) {
   // The payload with its tag and length, plus the routes; a new group costs at most this much
-  // more (the group's own tag and length are within the 16 bytes).
-  size_t routes = 0;
+  // more (the group's own tag and length are within the 16 bytes; its path tag, 11 at most).
+  size_t routes = msg.path_tag != 0 ? 11 : 0;
   for (const core::Route* r : {&msg.onward, &msg.return_route}) {
     for (const core::Address& hop : r->hops()) routes += hop.value().size() + 8;
   }
@@ -685,8 +686,9 @@ absl::Status ChannelSession::EncryptBatch(std::span<core::Message> msgs, std::st
   for (core::Message& msg : msgs) {
     if (group == nullptr || msg.onward != group_first->onward ||
         msg.return_route != group_first->return_route ||
-        msg.want_delivery != group_first->want_delivery) {
+        msg.want_delivery != group_first->want_delivery || msg.path_tag != group_first->path_tag) {
       group = batch.add_groups();
+      group->set_path_tag(msg.path_tag);
       core::RouteToWire(msg.onward, group->mutable_onward_route());
       core::RouteToWire(msg.return_route, group->mutable_return_route());
       group_first = &msg;

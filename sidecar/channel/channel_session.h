@@ -183,7 +183,7 @@ class ChannelSession {
   // out of this channel, told back through it. FAILED_PRECONDITION unless established.
   absl::Status Encrypt(const core::Route& onward, const core::Route& return_route,
                        absl::string_view payload, std::string& out,
-                       const absl::Status& refusal = absl::OkStatus());
+                       const absl::Status& refusal = absl::OkStatus(), uint64_t path_tag = 0);
   // Appends one BATCH message carrying all of `msgs` in order (their routes for the far side
   // and payloads; the payloads are moved out, the rest is left). FAILED_PRECONDITION unless
   // established, or when the peer did not say it takes batches (peer_takes_batches()). `msgs`

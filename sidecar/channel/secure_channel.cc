@@ -460,8 +460,8 @@ void SecureChannel::SealRecord(std::span<core::Message> msgs) {
       std::any_of(msgs.begin(), msgs.end(), [](const core::Message& m) { return m.want_delivery; });
   if (msgs.size() == 1 && !receipted) {  // alone: too large to share a record, or the last one
     core::Message& msg = msgs.front();
-    absl::Status s =
-        session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext, msg.refusal);
+    absl::Status s = session_.Encrypt(msg.onward, msg.return_route, msg.payload, ciphertext,
+                                      msg.refusal, msg.path_tag);
     if (!s.ok()) {
       msg.receipt.Settle(std::move(s));
       return;

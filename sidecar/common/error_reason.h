@@ -114,6 +114,7 @@ inline constexpr absl::string_view kHubNotAnswering = "HUB_NOT_ANSWERING";
 inline constexpr absl::string_view kNoOwnerConnection = "NO_OWNER_CONNECTION";
 inline constexpr absl::string_view kDirectoryUnavailable = "DIRECTORY_UNAVAILABLE";
 inline constexpr absl::string_view kRelayMoved = "RELAY_MOVED";
+inline constexpr absl::string_view kMeshUnavailable = "MESH_UNAVAILABLE";
 // Portals.
 inline constexpr absl::string_view kPortalNotFound = "PORTAL_NOT_FOUND";
 inline constexpr absl::string_view kInvalidTarget = "INVALID_TARGET";

@@ -92,6 +92,8 @@ void Router::StopAll() {
     shut_down_ = true;
     for (auto& [name, worker] : workers_) stopped.push_back(std::move(worker));
     workers_.clear();
+    for (auto& [prefix, worker] : stand_ins_) stopped.push_back(std::move(worker));
+    stand_ins_.clear();
   }
   for (auto& worker : stopped) boost::asio::post(worker->strand(), [worker] { worker->OnStop(); });
 }
@@ -100,6 +102,19 @@ void Router::ExplainAbsence(std::string prefix,
                             std::function<absl::Status(absl::string_view name)> explain) {
   veil::MutexLock lock(&mu_);
   absences_.emplace_back(std::move(prefix), std::move(explain));
+}
+
+void Router::StandIn(std::string prefix, std::shared_ptr<Worker> stand_in) {
+  veil::MutexLock lock(&mu_);
+  stand_ins_.emplace_back(std::move(prefix), std::move(stand_in));
+}
+
+std::shared_ptr<Worker> Router::StandInFor(absl::string_view name) const {
+  veil::ReaderMutexLock lock(&mu_);
+  for (const auto& [prefix, worker] : stand_ins_) {
+    if (absl::StartsWith(name, prefix)) return worker;
+  }
+  return nullptr;
 }
 
 absl::Status Router::NoWorker(absl::string_view name, const Address& hop) const {
@@ -150,6 +165,11 @@ void Router::Send(Message msg) {
     return;
   }
   std::shared_ptr<Worker> worker = Find(next.value());
+  bool stand_in = false;
+  if (worker == nullptr) {
+    worker = StandInFor(next.value());
+    stand_in = worker != nullptr;
+  }
   if (worker == nullptr) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
     absl::Status why = NoWorker(next.value(), next);
@@ -164,7 +184,7 @@ void Router::Send(Message msg) {
     msg.receipt.Settle(absl::OkStatus());
     return;
   }
-  msg.onward.PopFront();
+  if (!stand_in) msg.onward.PopFront();
   if (worker->HandlesOnAnyThread()) {
     worker->HandleMessage(std::move(msg));
     return;
@@ -276,6 +296,7 @@ absl::Status Router::CheckAccess(const Route& route, const SenderInfo& from) con
     return transport == nullptr ? absl::OkStatus() : transport->Admit(from, next);
   }
   std::shared_ptr<Worker> worker = Find(next.value());
+  if (worker == nullptr) worker = StandInFor(next.value());
   return worker == nullptr ? absl::OkStatus() : worker->Admit(from);
 }
 

@@ -86,6 +86,14 @@ class Router {
   void ExplainAbsence(std::string prefix,
                       std::function<absl::Status(absl::string_view name)> explain);
 
+  // Messages for a missing worker whose name starts with `prefix` go to `stand_in` instead
+  // (admitted by its Admit), their onward route untouched: its first hop still names the
+  // missing worker. It decides, before any epitaph or explanation (which it may give itself,
+  // from NoWorker). A hub's mesh takes its relay names this way: the relay is on another
+  // replica. The stand-in is not started at an address of its own (its router() and id() are
+  // not set); StopAll drops it, after its OnStop.
+  void StandIn(std::string prefix, std::shared_ptr<Worker> stand_in);
+
   // Why there is no worker at `name` (which there is not): its epitaph, the explanation of its
   // prefix, or NOT_FOUND ROUTE_NOT_FOUND naming `hop`.
   absl::Status NoWorker(absl::string_view name, const Address& hop) const;
@@ -114,6 +122,8 @@ class Router {
 
   // The worker at `name`, or null.
   std::shared_ptr<Worker> Find(absl::string_view name) const;
+  // The stand-in for a missing worker named `name`, or null.
+  std::shared_ptr<Worker> StandInFor(absl::string_view name) const;
 
   // True when a message on `route` would leave this host at its first hop: a non-local hop,
   // or a local worker that LeavesHost().
@@ -155,6 +165,7 @@ class Router {
   absl::flat_hash_map<absl::string_view, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Status> epitaphs_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> epitaph_order_ ABSL_GUARDED_BY(mu_);  // oldest first
+  std::vector<std::pair<std::string, std::shared_ptr<Worker>>> stand_ins_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, std::function<absl::Status(absl::string_view)>>> absences_
       ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -28,6 +28,7 @@
 #include "sidecar/identity/identity.h"
 #include "sidecar/identity/identity_store.h"
 #include "sidecar/portal/portal_manager.h"
+#include "sidecar/relay/hub_mesh.h"
 #include "sidecar/relay/relay_clients.h"
 #include "sidecar/relay/relay_hub.h"
 #include "sidecar/transport/node_transport.h"
@@ -143,9 +144,11 @@ absl::Status RunDaemon(const Options& options) {
   });
   RETURN_IF_ERROR(tcp.ConfigureWebSocket(options.tls_ca, options.tls_cert, options.tls_key,
                                          options.connect_proxy));
+  std::string first_tcp_bound;  // HOST:PORT, as bound (the port picked for :0)
   for (const std::string& listen : options.tcp_listen) {
     auto bound = tcp.Listen(listen);
     if (!bound.ok()) return bound.status();
+    if (first_tcp_bound.empty()) first_tcp_bound = *bound;
   }
   for (const std::string& listen : options.ws_listen) {
     RETURN_IF_ERROR(tcp.ListenWebSocket(listen, /*tls=*/false).status());
@@ -205,6 +208,7 @@ absl::Status RunDaemon(const Options& options) {
   relay_clients = &relays;
   std::shared_ptr<relay::RelayHub> hub;
   std::unique_ptr<relay::RelayDirectory> directory;  // hub replicas sharing etcd
+  std::shared_ptr<relay::HubMesh> mesh;              // and forwarding to each other
   if (options.hub) {
     relay::AllowList allow;
     for (const std::string& entry : options.relay_allow) {
@@ -230,6 +234,8 @@ absl::Status RunDaemon(const Options& options) {
       d.identifier = (*identities)->Get(identity::kDefaultIdentity).value()->identifier();
       d.replica = options.hub_replica.empty() ? d.identifier : options.hub_replica;
       d.route = options.hub_route;
+      if (d.route.empty()) d.route = relay::DefaultHubRoute(first_tcp_bound);
+      if (!d.route.empty()) RETURN_IF_ERROR(core::Route::Parse(d.route).status());
       d.ca_file = options.hub_directory_ca;
       d.cert_file = options.hub_directory_cert;
       d.key_file = options.hub_directory_key;
@@ -244,6 +250,10 @@ absl::Status RunDaemon(const Options& options) {
                              if (auto h = weak.lock()) h->OnClaimLost(name, now);
                            }));
       hub->SetDirectory(directory.get());
+      mesh = std::make_shared<relay::HubMesh>(router, channels, tcp, *directory,
+                                              identity::kDefaultIdentity);
+      RETURN_IF_ERROR(mesh->Start());
+      hub->SetMesh(mesh.get());
     }
   } else if (!options.relay_allow.empty() || !options.relay_allow_policies.empty()) {
     return absl::InvalidArgumentError(options.relay_allow.empty()

@@ -10,6 +10,7 @@
 #include "prometheus/metric_type.h"
 #include "sidecar/common/version.h"
 #include "sidecar/core/address.h"
+#include "sidecar/relay/hub_mesh.h"
 
 namespace veil::daemon {
 namespace {
@@ -234,6 +235,24 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
       out.push_back(Single("veil_hub_directory_relays",
                            "Relays in the directory, on every replica (this replica's view)",
                            kGauge, static_cast<double>(ds.known_relays)));
+      if (const relay::HubMesh* mesh = hub_->mesh(); mesh != nullptr) {
+        const relay::MeshStats ms = mesh->Stats();
+        out.push_back(Single("veil_hub_mesh_forwarded_total",
+                             "Messages this replica handed on to the replica with their relay",
+                             kCounter, static_cast<double>(ms.forwarded)));
+        out.push_back(Single("veil_hub_mesh_delivered_total",
+                             "Messages from other replicas handed to a relay of this one", kCounter,
+                             static_cast<double>(ms.delivered)));
+        out.push_back(Single("veil_hub_mesh_answered_total",
+                             "Answers the mesh carried back, either way", kCounter,
+                             static_cast<double>(ms.answered)));
+        out.push_back(Single("veil_hub_mesh_refused_total",
+                             "Messages the mesh refused: no replica has the relay, the replica "
+                             "cannot be reached, or not admitted",
+                             kCounter, static_cast<double>(ms.refused)));
+        out.push_back(Single("veil_hub_mesh_links", "Links to other replicas, open or opening",
+                             kGauge, static_cast<double>(ms.links)));
+      }
       out.push_back(Single("veil_hub_directory_bound_names",
                            "Relay names bound to an owner in the directory (this replica's view)",
                            kGauge, static_cast<double>(ds.bound_names)));

@@ -168,7 +168,8 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "pod's name). Default: the hub's identifier");
   app.add_option("--hub-route", o.hub_route,
                  "Hub: the route the other replicas reach this one by, e.g. /tcp/10.0.0.7:4000, "
-                 "written to the directory");
+                 "written to the directory; the hub mesh forwards to it. Default: the first "
+                 "--tcp-listen address as bound, unless it is 0.0.0.0 or [::]");
   app.add_option("--hub-directory-ca", o.hub_directory_ca,
                  "Hub: PEM CA bundle verifying https etcd endpoints (default: the system's)");
   app.add_option("--hub-directory-cert", o.hub_directory_cert,

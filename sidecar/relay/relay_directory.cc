@@ -465,9 +465,9 @@ void RelayDirectory::WatchLoop() {
   bool loaded = false;
   while (!stopping_) {
     if (!loaded) {
-      // (Re)load the owners/ and relays/ views, replacing what was there, in pages read at one
-      // revision.
-      const std::string first = Key(kOwners, ""), end = PrefixEnd(Key(kRelays, ""));
+      // (Re)load the hubs/, owners/ and relays/ views, replacing what was there, in pages read at
+      // one revision.
+      const std::string first = Key(kHubs, ""), end = PrefixEnd(Key(kRelays, ""));
       std::vector<mvccpb::KeyValue> kvs;
       int64_t at = 0;
       grpc::Status status;
@@ -502,6 +502,7 @@ void RelayDirectory::WatchLoop() {
         view_.clear();
         bindings_.clear();
         bound_per_owner_.clear();
+        hubs_.clear();
       }
       const std::string relays = Key(kRelays, "");
       for (const auto& kv : kvs) {
@@ -524,7 +525,7 @@ void RelayDirectory::WatchLoop() {
     }
     pb::WatchRequest request;
     auto* create = request.mutable_create_request();
-    create->set_key(Key(kOwners, ""));
+    create->set_key(Key(kHubs, ""));
     create->set_range_end(PrefixEnd(Key(kRelays, "")));
     create->set_start_revision(revision + 1);
     create->set_prev_kv(true);
@@ -571,6 +572,20 @@ void RelayDirectory::Apply(const std::string& key, const std::string& value, int
   if (absl::ConsumePrefix(&name, Key(kOwners, ""))) {
     veil::MutexLock lock(&mu_);
     ApplyBinding(name, value, deleted);
+    return;
+  }
+  if (absl::ConsumePrefix(&name, Key(kHubs, ""))) {
+    state::v1::DirectoryHubRecord record;
+    if (!deleted && !google::protobuf::util::JsonStringToMessage(value, &record).ok()) {
+      spdlog::warn("hub directory: ignoring {}: not a hub record", QuoteInput(key));
+      return;
+    }
+    veil::MutexLock lock(&mu_);
+    if (deleted) {
+      hubs_.erase(name);
+    } else {
+      hubs_[name] = DirectoryHub{std::string(name), record.identifier(), record.route()};
+    }
     return;
   }
   if (!absl::ConsumePrefix(&name, Key(kRelays, ""))) return;
@@ -807,6 +822,21 @@ std::optional<DirectoryRelay> RelayDirectory::Lookup(const std::string& name) co
   auto it = view_.find(name);
   if (it == view_.end()) return std::nullopt;
   return it->second;
+}
+
+std::optional<DirectoryHub> RelayDirectory::Hub(const std::string& replica) const {
+  veil::MutexLock lock(&mu_);
+  auto it = hubs_.find(replica);
+  if (it == hubs_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool RelayDirectory::IsHub(absl::string_view identifier) const {
+  veil::MutexLock lock(&mu_);
+  for (const auto& [replica, hub] : hubs_) {
+    if (hub.identifier == identifier) return true;
+  }
+  return false;
 }
 
 DirectoryStats RelayDirectory::Stats() const {

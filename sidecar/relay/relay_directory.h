@@ -76,6 +76,12 @@ struct DirectoryRelay {
   int64_t epoch = 0;    // the mod_revision of relays/NAME
 };
 
+struct DirectoryHub {
+  std::string replica;
+  std::string identifier;  // its hub identity's
+  std::string route;       // how other replicas reach it ("": they cannot)
+};
+
 struct DirectoryStats {
   bool reachable = false;       // the last call to etcd succeeded
   bool lease_held = false;      // this replica's lease is live
@@ -115,6 +121,10 @@ class RelayDirectory {
 
   // From the watched view.
   std::optional<DirectoryRelay> Lookup(const std::string& name) const;
+  // A live replica (its hubs/ record), by name.
+  std::optional<DirectoryHub> Hub(const std::string& replica) const;
+  // Whether `identifier` is a live replica's: a hub of this directory's trust domain.
+  bool IsHub(absl::string_view identifier) const;
   DirectoryStats Stats() const;
   const DirectoryOptions& options() const { return options_; }
 
@@ -162,6 +172,7 @@ class RelayDirectory {
   absl::flat_hash_map<std::string, DirectoryRelay> view_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::string> bindings_ ABSL_GUARDED_BY(mu_);  // name -> owner
   absl::flat_hash_map<std::string, size_t> bound_per_owner_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, DirectoryHub> hubs_ ABSL_GUARDED_BY(mu_);  // by replica
   absl::flat_hash_map<std::string, Claimed> claims_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the watch stream's, to cancel
   std::thread keepalive_, watch_;

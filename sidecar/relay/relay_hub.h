@@ -32,6 +32,8 @@
 
 namespace veil::relay {
 
+class HubMesh;
+
 // The hub's well-known addresses.
 inline constexpr char kHubListenerAddress[] = "hub";
 inline constexpr char kRelayServiceAddress[] = "relay";
@@ -56,6 +58,9 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   // NOT_FOUND when nothing has it.
   void Release(const std::string& name, std::function<void(absl::Status)> done);
   RelayDirectory* directory() const { return directory_; }
+  // The mesh to the other replicas (with a directory), for its metrics. Set before requests.
+  void SetMesh(const HubMesh* mesh) { mesh_ = mesh; }
+  const HubMesh* mesh() const { return mesh_; }
   // Live relays, sorted by name.
   std::vector<RelayEntry> List() const;
   // Whether a relay forwards over the connection with worker id `connection`. Any thread.
@@ -81,6 +86,7 @@ class RelayHub : public std::enable_shared_from_this<RelayHub> {
   const size_t queued_bytes_per_relay_;
   channel::SecureChannelManager& channels_;
   transport::NodeTransport& tcp_;
+  const HubMesh* mesh_ = nullptr;
   RelayDirectory* directory_ = nullptr;
   mutable veil::Mutex mu_;
   RelayRegistry registry_ ABSL_GUARDED_BY(mu_);

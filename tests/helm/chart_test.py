@@ -94,6 +94,23 @@ def flag(container, name):
     return None
 
 
+def veild_until_ready(args):
+    """Starts veild with `args` (and a temp state dir and API socket) until it says it is
+    ready or exits; stops it and returns what it logged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen([VEILD, "--state-dir", tmp, "--api", f"unix:{tmp}/api.sock", *args],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            seen = ""
+            while " ready: " not in seen and proc.poll() is None:
+                seen += proc.stderr.readline()
+            return seen
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            proc.stderr.close()
+
+
 class ContractMixin:
     """Checks every rendering must pass."""
 
@@ -152,18 +169,19 @@ class ContractMixin:
         self.assertGreater(seen, 0)
 
     def check_services(self, docs):
-        pods = [d["spec"]["template"]["metadata"]["labels"] for d in of_kind(docs, "Deployment")]
+        workloads = of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet")
+        pods = [d["spec"]["template"]["metadata"]["labels"] for d in workloads]
         for svc in of_kind(docs, "Service"):
             selector = svc["spec"]["selector"]
             matching = [p for p in pods if selector.items() <= p.items()]
             self.assertEqual(len(matching), 1, svc["metadata"]["name"])
-            deployment = next(d for d in of_kind(docs, "Deployment")
+            deployment = next(d for d in workloads
                               if d["spec"]["template"]["metadata"]["labels"] == matching[0])
             ports = {p["name"] for c in containers(deployment["spec"]["template"]["spec"])
                      for p in c.get("ports", [])}
             for p in svc["spec"]["ports"]:
                 self.assertIn(p["targetPort"], ports, svc["metadata"]["name"])
-        for d in of_kind(docs, "Deployment"):
+        for d in workloads:
             self.assertLessEqual(d["spec"]["selector"]["matchLabels"].items(),
                                  d["spec"]["template"]["metadata"]["labels"].items())
 
@@ -594,18 +612,9 @@ class CredentialsTest(unittest.TestCase):
         wanted = ["--authority", "--authority-route", "--credential-ttl", "--tcp-listen"]
         args = [a.replace("$(POD_IP)", "127.0.0.1").replace(":4200", ":0") for a in veild["args"]
                 if a.split("=")[0] in wanted]
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.Popen([VEILD, "--state-dir", tmp, "--api", f"unix:{tmp}/api.sock", *args],
-                                    stderr=subprocess.PIPE, text=True)
-            try:
-                seen = ""
-                while " ready: " not in seen and proc.poll() is None:
-                    seen += proc.stderr.readline()
-                self.assertIn("authority I", seen)
-                self.assertIn(" ready: ", seen)
-            finally:
-                proc.terminate()
-                proc.wait(15)
+        seen = veild_until_ready(args)
+        self.assertIn("authority I", seen)
+        self.assertIn(" ready: ", seen)
 
     def test_the_hub_admits_relay_names_by_attribute(self):
         policy = 'subject.role == "db" and relay.name == subject.service'
@@ -616,20 +625,9 @@ class CredentialsTest(unittest.TestCase):
         self.assertEqual(flag(veild, "--relay-allow-policy"), policy)
         self.assertEqual(flag(veild, "--authority-identity"), self.AUTHORITY)
         # What the chart renders, veild takes.
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.Popen([VEILD, "--state-dir", tmp, "--api", f"unix:{tmp}/api.sock",
-                                     "--hub", f"--relay-allow-policy={policy}",
-                                     f"--authority-identity={self.AUTHORITY}"],
-                                    stderr=subprocess.PIPE, text=True)
-            try:
-                seen = ""
-                while " ready: " not in seen and proc.poll() is None:
-                    seen += proc.stderr.readline()
-                self.assertIn(" ready: ", seen)
-            finally:
-                proc.terminate()
-                proc.wait(15)
-                proc.stderr.close()
+        seen = veild_until_ready(["--hub", f"--relay-allow-policy={policy}",
+                                  f"--authority-identity={self.AUTHORITY}"])
+        self.assertIn(" ready: ", seen)
 
     def test_the_sidecar_trusts_the_authority_and_enrolls_from_the_secret(self):
         bob = named(self.docs, "Deployment", "rel-veil-bob")
@@ -643,6 +641,101 @@ class CredentialsTest(unittest.TestCase):
         volumes = {v["name"]: v for v in spec["volumes"]}
         self.assertEqual(volumes["veil-enrollment"]["secret"]["secretName"], "bob-ticket")
         self.assertEqual(volumes["veil-enrollment"]["secret"]["defaultMode"], 0o440)
+
+
+class ReplicatedHubsTest(ContractMixin, unittest.TestCase):
+    """hub.directory: the replicas are one StatefulSet behind one Service, sharing etcd."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("--set", "hub.replicas=3", "--set", "hub.directory.etcd.deploy=true",
+                          "--set", "hub.persistence.enabled=true")
+
+    def test_lint_strict(self):
+        helm("lint", "--strict", CHART, "--set", "hub.replicas=3",
+             "--set", "hub.directory.etcd.deploy=true")
+
+    def test_contract(self):
+        self.check_all(self.docs, "rel-veil-vault-key", "vault-key")
+
+    def test_one_statefulset_behind_one_service(self):
+        self.assertEqual(of_kind(self.docs, "Deployment"), [])
+        hub = named(self.docs, "StatefulSet", "rel-veil-hub")
+        self.assertEqual(hub["spec"]["replicas"], 3)
+        self.assertEqual(hub["spec"]["serviceName"], "rel-veil-hub-pods")
+        # Each replica its own state (its own identity), on its own volume.
+        [claim] = hub["spec"]["volumeClaimTemplates"]
+        self.assertEqual(claim["metadata"]["name"], "state")
+        self.assertNotIn("state", {v["name"] for v in hub["spec"]["template"]["spec"]["volumes"]})
+        service = named(self.docs, "Service", "rel-veil-hub")
+        self.assertNotIn("veil.dev/hub-index", service["spec"]["selector"])
+        self.assertIsNone(named(self.docs, "Service", "rel-veil-hub-pods")["spec"].get("type"))
+        self.assertEqual(named(self.docs, "Service", "rel-veil-hub-pods")["spec"]["clusterIP"], "None")
+        names = {d["metadata"]["name"] for d in of_kind(self.docs, "Service")}
+        self.assertNotIn("rel-veil-hub-0", names)
+        # The helm test checks the one Service.
+        pod = named(self.docs, "Pod", "rel-veil-test-health")
+        self.assertEqual(containers(pod["spec"])[0]["args"], ["health", "rel-veil-hub:8081"])
+
+    def test_the_replicas_share_the_charts_etcd(self):
+        hub = named(self.docs, "StatefulSet", "rel-veil-hub")
+        [veild] = veild_containers(hub["spec"]["template"]["spec"])
+        self.assertEqual(flag(veild, "--hub-directory"), "http://rel-veil-etcd:2379")
+        self.assertEqual(flag(veild, "--hub-replica"), "$(POD_NAME)")
+        self.assertEqual(flag(veild, "--hub-route"), "/tcp/$(POD_IP):4000")
+        self.assertIn({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                      veild["env"])
+        etcd = named(self.docs, "StatefulSet", "rel-veil-etcd")
+        self.assertEqual(etcd["spec"]["replicas"], 1)
+        [container] = containers(etcd["spec"]["template"]["spec"])
+        self.assertIn("--advertise-client-urls=http://rel-veil-etcd:2379", container["args"])
+        self.assertEqual(named(self.docs, "Service", "rel-veil-etcd")["spec"]["ports"][0]["port"], 2379)
+
+    def test_an_existing_etcd_with_client_certificates(self):
+        docs = render("--set", "hub.replicas=2",
+                      "--set", "hub.directory.etcd.endpoints[0]=https://etcd-0.db:2379",
+                      "--set", "hub.directory.etcd.endpoints[1]=https://etcd-1.db:2379",
+                      "--set", "hub.directory.etcd.tlsSecret=etcd-client")
+        self.assertEqual(of_kind(docs, "StatefulSet")[0]["metadata"]["name"], "rel-veil-hub")
+        self.assertEqual(len(of_kind(docs, "StatefulSet")), 1, "no etcd of the chart's")
+        hub = named(docs, "StatefulSet", "rel-veil-hub")
+        spec = hub["spec"]["template"]["spec"]
+        [veild] = veild_containers(spec)
+        self.assertEqual(flag(veild, "--hub-directory"), "https://etcd-0.db:2379,https://etcd-1.db:2379")
+        self.assertEqual(flag(veild, "--hub-directory-ca"), "/etc/veil/etcd/ca.crt")
+        self.assertEqual(flag(veild, "--hub-directory-cert"), "/etc/veil/etcd/tls.crt")
+        self.assertEqual(flag(veild, "--hub-directory-key"), "/etc/veil/etcd/tls.key")
+        mount = next(m for m in veild["volumeMounts"] if m["name"] == "etcd-tls")
+        self.assertEqual(mount["mountPath"], "/etc/veil/etcd")
+        self.assertTrue(mount["readOnly"])
+        volume = next(v for v in spec["volumes"] if v["name"] == "etcd-tls")
+        self.assertEqual(volume["secret"]["secretName"], "etcd-client")
+        # Without persistence the state is an emptyDir, still one per pod.
+        self.assertIn("emptyDir", next(v for v in spec["volumes"] if v["name"] == "state"))
+        self.assertNotIn("volumeClaimTemplates", hub["spec"])
+
+    def test_the_replica_accepts_its_directory_flags(self):
+        # What the chart renders, veild takes: a replica starts against a real etcd... here one
+        # that is not there yet (the replica starts anyway and says so), with the pod's values
+        # standing in.
+        hub = named(self.docs, "StatefulSet", "rel-veil-hub")
+        [veild] = veild_containers(hub["spec"]["template"]["spec"])
+        wanted = ["--hub", "--tcp-listen", "--hub-directory", "--hub-directory-prefix",
+                  "--hub-directory-lease-ttl", "--hub-replica", "--hub-route"]
+        args = [a.replace("$(POD_IP)", "127.0.0.1").replace("$(POD_NAME)", "rel-veil-hub-0")
+                .replace("rel-veil-etcd:2379", "127.0.0.1:9")
+                for a in veild["args"] if a.split("=")[0] in wanted]
+        args = [a.replace(":4000", ":0") if a.startswith("--tcp-listen=") else a for a in args]
+        self.assertEqual(len(args), len(wanted))
+        seen = veild_until_ready(args)
+        self.assertIn(" ready: ", seen)
+        self.assertIn("hub mesh", seen)
+
+    def test_notes_name_the_one_service(self):
+        notes = render_notes("--set", "hub.replicas=3", "--set", "hub.directory.etcd.deploy=true")
+        self.assertIn("3 replicas sharing a directory", notes)
+        self.assertIn("/tcp/rel-veil-hub.apps.svc:4000", notes)
+        self.assertNotIn("rel-veil-hub-0", notes)
 
 
 def main():

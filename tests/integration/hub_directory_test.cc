@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <iostream>
 #include <mutex>
 #include <thread>
 
@@ -73,10 +74,13 @@ bool Eventually(const std::function<bool()>& condition, milliseconds limit = sec
 }
 
 // A byte-for-byte TCP forwarder to 127.0.0.1:`target` that can be cut (every connection through
-// it reset, new ones closed at once) and healed: one replica partitioned from etcd.
+// it reset, new ones closed at once) and healed: one replica partitioned from etcd. Given
+// several targets it is a load balancer (a Service in front of hub replicas): each connection
+// goes to the next target in turn that accepts it.
 class GatedProxy {
  public:
-  explicit GatedProxy(int target) : target_(target) {
+  explicit GatedProxy(int target) : GatedProxy(std::vector<int>{target}) {}
+  explicit GatedProxy(std::vector<int> targets) : targets_(std::move(targets)) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -97,6 +101,7 @@ class GatedProxy {
     ::close(listen_fd_);
   }
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string route() const { return "/tcp/127.0.0.1:" + std::to_string(port_); }
   void Cut() {
     std::lock_guard<std::mutex> lock(mu_);
     cut_ = true;
@@ -117,14 +122,20 @@ class GatedProxy {
         ::close(client);
         continue;
       }
-      int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      addr.sin_port = htons(static_cast<uint16_t>(target_));
-      if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      int server = -1;
+      for (size_t tried = 0; tried < targets_.size() && server < 0; ++tried) {
+        server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(static_cast<uint16_t>(targets_[next_++ % targets_.size()]));
+        if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+          ::close(server);
+          server = -1;
+        }
+      }
+      if (server < 0) {
         ::close(client);
-        ::close(server);
         continue;
       }
       fds_.push_back(client);
@@ -147,7 +158,8 @@ class GatedProxy {
     ::shutdown(to, SHUT_WR);
   }
 
-  const int target_;
+  const std::vector<int> targets_;
+  size_t next_ = 0;  // the acceptor's
   int listen_fd_ = -1, port_ = 0;
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
@@ -194,9 +206,12 @@ class HubDirectoryTest : public ::testing::Test {
     return hub;
   }
   // `state_dir`: run on a copy of another sidecar's state (the same identity), else a fresh one.
-  Sidecar StartSidecar(bool echoer = false, const std::string& state_dir = "") {
+  // `heartbeat`: --relay-heartbeat ("": veild's default).
+  Sidecar StartSidecar(bool echoer = false, const std::string& state_dir = "",
+                       const std::string& heartbeat = "0.3") {
     Sidecar s;
-    const std::vector<std::string> args = {"--relay-heartbeat", "0.3"};
+    std::vector<std::string> args;
+    if (!heartbeat.empty()) args = {"--relay-heartbeat", heartbeat};
     s.process = state_dir.empty() ? std::make_unique<VeildProcess>(args)
                                   : std::make_unique<VeildProcess>(state_dir, args);
     EXPECT_TRUE(s.process->Start()) << s.process->log();
@@ -495,6 +510,160 @@ TEST_F(HubDirectoryTest, AnAdminReleasesANameWhoseOwnerIsGone) {
   s = ReleaseName(a.api, "orphan");
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(Eventually([&] { return Hosted(b.api).empty(); })) << b.process->log();
+}
+
+// The mesh: Bob registers on one replica, Alice reaches him through each of the others, one
+// hop; every echo comes back whole.
+TEST_F(HubDirectoryTest, AliceReachesBobThroughAnyReplica) {
+  Hub a = StartHub("a"), b = StartHub("b"), c = StartHub("c");
+  Sidecar bob = StartSidecar(/*echoer=*/true), alice = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "bob", &relay).ok());
+  for (Hub* entry : {&b, &c}) {
+    ASSERT_TRUE(
+        Eventually([&] { return Scrape(*entry->process, "veil_hub_directory_relays") == 1; }));
+  }
+  for (Hub* entry : {&b, &c, &a}) {
+    v1::SecureChannel channel;
+    grpc::Status s =
+        CreateSecureChannel(alice.api, entry->route + "/service/forward_to_bob/service/listener",
+                            TrustEveryone(), &channel);
+    ASSERT_TRUE(s.ok()) << s.error_message() << entry->process->log();
+    for (int i = 0; i < 50; ++i) {
+      const std::string text = "message " + std::to_string(i) + " via " + entry->route;
+      v1::RequestResponse reply;
+      s = Request(alice.api, channel.route() + "/service/echoer", text, &reply);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      ASSERT_EQ(reply.reply().payload(), text);
+    }
+  }
+  EXPECT_EQ(echoers_.front()->echoed(), 150u);
+  // B and C handed on (the handshake, 50 requests), A delivered what they handed on; nobody
+  // hosts Bob but A.
+  for (Hub* entry : {&b, &c}) {
+    EXPECT_GE(Scrape(*entry->process, "veil_hub_mesh_forwarded_total"), 51);
+    EXPECT_GE(Scrape(*entry->process, "veil_hub_mesh_answered_total"), 51);
+    EXPECT_EQ(Scrape(*entry->process, "veil_hub_mesh_links"), 1);
+    EXPECT_TRUE(Hosted(entry->api).empty());
+  }
+  EXPECT_GE(Scrape(*a.process, "veil_hub_mesh_delivered_total"), 102);
+  EXPECT_EQ(Scrape(*a.process, "veil_hub_mesh_forwarded_total"), 0);
+  // What no replica has is refused as before, by the replica asked.
+  v1::SecureChannel channel;
+  grpc::Status s =
+      CreateSecureChannel(alice.api, b.route + "/service/forward_to_nobody/service/listener",
+                          TrustEveryone(), &channel);
+  EXPECT_EQ(ReasonOf(s), "RELAY_NOT_FOUND") << s.error_message();
+}
+
+// Behind one balanced address (a Service): the replica Bob is on dies under Alice's traffic; he
+// re-registers on another, Alice's channel ends with a refusal she sees, her new one works, and
+// nothing was delivered twice or changed on the way.
+TEST_F(HubDirectoryTest, WhenBobsReplicaDiesHeMovesAndAlicesNewChannelWorks) {
+  Hub hubs[] = {StartHub("a"), StartHub("b"), StartHub("c")};
+  std::vector<int> ports;
+  for (const Hub& h : hubs) ports.push_back(std::stoi(h.route.substr(h.route.rfind(':') + 1)));
+  GatedProxy service(ports);
+  // Bob's sidecar with veild's default timeouts: the failover time printed below is theirs.
+  Sidecar bob = StartSidecar(/*echoer=*/true, "", /*heartbeat=*/""), alice = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, service.route(), "bob", &relay).ok());
+  int owner = -1;
+  ASSERT_TRUE(Eventually([&] {
+    for (int i = 0; i < 3; ++i) {
+      if (!Hosted(hubs[i].api).empty()) owner = i;
+    }
+    return owner >= 0;
+  }));
+  Hub& entry = hubs[(owner + 1) % 3];
+  ASSERT_TRUE(Eventually([&] { return Scrape(*entry.process, "veil_hub_directory_relays") == 1; }));
+  const std::string to_bob = entry.route + "/service/forward_to_bob/service/listener";
+
+  v1::SecureChannel channel;
+  ASSERT_TRUE(CreateSecureChannel(alice.api, to_bob, TrustEveryone(), &channel).ok());
+  int ok = 0, failed = 0;
+  grpc::Status refusal;
+  std::chrono::steady_clock::time_point killed;
+  // Until the channel is refused: what was in flight to the dead replica gets no reply (it
+  // is lost with it), the next message is refused on the way and the refusal closes the channel.
+  for (int i = 0; i < 400 && ReasonOf(refusal) != "CHANNEL_CLOSED"; ++i) {
+    if (i == 100) {
+      hubs[owner].process->Kill();  // under traffic
+      killed = std::chrono::steady_clock::now();
+    }
+    const std::string text = "before " + std::to_string(i);
+    v1::RequestResponse reply;
+    grpc::Status s =
+        Request(alice.api, channel.route() + "/service/echoer", text, &reply, seconds(1));
+    if (s.ok()) {
+      ASSERT_EQ(reply.reply().payload(), text);
+      ++ok;
+    } else {
+      ++failed;
+      refusal = s;
+      std::cout << "after the kill: " << ReasonOf(s) << ": " << s.error_message() << "\n";
+    }
+  }
+  EXPECT_GE(ok, 100);
+  EXPECT_EQ(ReasonOf(refusal), "CHANNEL_CLOSED") << "the channel through the dead replica never "
+                                                    "ended";
+  EXPECT_LE(failed, 3);
+  // A new channel works once Bob is on a live replica: each try refused cleanly until then.
+  bool reached = false;
+  while (!reached && std::chrono::steady_clock::now() - killed < seconds(60)) {
+    v1::SecureChannel fresh;
+    if (!CreateSecureChannel(alice.api, to_bob, TrustEveryone(), &fresh, 3000).ok()) {
+      std::this_thread::sleep_for(milliseconds(100));  // polling for the move
+      continue;
+    }
+    v1::RequestResponse reply;
+    reached =
+        Request(alice.api, fresh.route() + "/service/echoer", "after", &reply, seconds(5)).ok() &&
+        reply.reply().payload() == "after";
+  }
+  ASSERT_TRUE(reached) << entry.process->log();
+  std::cout
+      << "failover: a new channel to Bob worked "
+      << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - killed).count()
+      << " ms after his replica died\n";
+  // Each message reached Bob at most once: he echoed the ones answered, and at most the one that
+  // was in flight besides.
+  EXPECT_GE(echoers_.front()->echoed(), static_cast<uint64_t>(ok + 1));
+  EXPECT_LE(echoers_.front()->echoed(), static_cast<uint64_t>(ok + failed + 1));
+  bool moved = false;
+  for (int i = 0; i < 3; ++i) moved = moved || (i != owner && !Hosted(hubs[i].api).empty());
+  EXPECT_TRUE(moved);
+}
+
+// The mesh takes only hub replicas of the directory: a sidecar cannot open a channel to its
+// listener, nor use the mesh worker through the hub's open listener.
+TEST_F(HubDirectoryTest, ANonHubIdentityCannotJoinTheMesh) {
+  Hub a = StartHub("a"), b = StartHub("b");
+  Sidecar bob = StartSidecar(/*echoer=*/true), mallory = StartSidecar();
+  v1::Relay relay;
+  ASSERT_TRUE(CreateRelay(bob.api, a.route, "bob", &relay).ok());
+  v1::SecureChannel channel;
+  grpc::Status s =
+      CreateSecureChannel(mallory.api, a.route + "/service/hub_mesh", TrustEveryone(), &channel);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  // Through the hub's listener (which admits everyone) to the mesh worker, as if from a peer
+  // replica: refused, nothing reaches Bob.
+  ASSERT_TRUE(
+      CreateSecureChannel(mallory.api, a.route + "/service/hub", TrustEveryone(), &channel).ok());
+  for (const std::string& rest :
+       {"/service/mesh/service/forward_to_bob/service/echoer", "/service/mesh/service/relay"}) {
+    v1::RequestResponse reply;
+    s = Request(mallory.api, channel.route() + rest, "as a hub", &reply, seconds(3));
+    EXPECT_FALSE(s.ok());
+  }
+  EXPECT_TRUE(Eventually([&] { return Scrape(*a.process, "veil_hub_mesh_refused_total") >= 2; }))
+      << a.process->log();
+  EXPECT_EQ(echoers_.front()->echoed(), 0u);
+  // While B, a replica, is linked and works.
+  Sidecar alice = StartSidecar();
+  ASSERT_TRUE(Eventually([&] { return Scrape(*b.process, "veil_hub_directory_relays") == 1; }));
+  s = EchoThrough(alice.api, b.route + "/service/forward_to_bob/service/listener", "via b");
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 TEST_F(HubDirectoryTest, ANodeThatIsNotAHubCannotReleaseNames) {

@@ -52,9 +52,30 @@ app.kubernetes.io/part-of: veil
 {{- default (printf "%s-vault-key" (include "veil.fullnameFrom" .)) .values.vaultKey.existingSecret -}}
 {{- end -}}
 
-{{/* The Service name of hub i: dict "root" "values" "index". */}}
+{{/* "true" when the hubs share a directory (an etcd given, or the chart's): dict "root" "values". */}}
+{{- define "veil.hubReplicatedFrom" -}}
+{{- $etcd := .values.hub.directory.etcd -}}
+{{- if or $etcd.endpoints $etcd.deploy }}true{{ end -}}
+{{- end -}}
+
+{{/* The etcd client URLs the hubs use, comma-separated: dict "root" "values". */}}
+{{- define "veil.hubDirectoryEndpointsFrom" -}}
+{{- $etcd := .values.hub.directory.etcd -}}
+{{- if $etcd.endpoints }}{{ join "," $etcd.endpoints }}{{ else }}http://{{ include "veil.fullnameFrom" . }}-etcd:2379{{ end -}}
+{{- end -}}
+
+{{/* The Service name of hub i: dict "root" "values" "index". Replicated hubs share one. */}}
 {{- define "veil.hubNameFrom" -}}
+{{- if include "veil.hubReplicatedFrom" . -}}
+{{- printf "%s-hub" (include "veil.fullnameFrom" .) -}}
+{{- else -}}
 {{- printf "%s-hub-%d" (include "veil.fullnameFrom" .) (int .index) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* How many hub objects (Deployments, Services) there are: one StatefulSet when replicated. */}}
+{{- define "veil.hubObjectsFrom" -}}
+{{- if include "veil.hubReplicatedFrom" . }}1{{ else }}{{ int .values.hub.replicas }}{{ end -}}
 {{- end -}}
 
 {{/* Probes on the health-only port (grpc.health.v1). */}}
