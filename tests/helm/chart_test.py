@@ -731,6 +731,21 @@ class ReplicatedHubsTest(ContractMixin, unittest.TestCase):
         self.assertIn(" ready: ", seen)
         self.assertIn("hub mesh", seen)
 
+    def test_the_values_docs_kubernetes_md_shows(self):
+        with open(os.path.join(ROOT, "docs", "kubernetes.md")) as f:
+            text = f.read()
+        block = text.split("# values.yaml: three replicas", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as values:
+            values.write(block)
+            values.flush()
+            docs = render("-f", values.name)
+        hub = named(docs, "StatefulSet", "rel-veil-hub")
+        self.assertEqual(hub["spec"]["replicas"], 3)
+        self.assertEqual(len(hub["spec"]["volumeClaimTemplates"]), 1)
+        [veild] = veild_containers(hub["spec"]["template"]["spec"])
+        self.assertEqual(len(flag(veild, "--hub-directory").split(",")), 3)
+        self.assertEqual(flag(veild, "--hub-directory-cert"), "/etc/veil/etcd/tls.crt")
+
     def test_notes_name_the_one_service(self):
         notes = render_notes("--set", "hub.replicas=3", "--set", "hub.directory.etcd.deploy=true")
         self.assertIn("3 replicas sharing a directory", notes)
