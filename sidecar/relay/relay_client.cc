@@ -274,6 +274,16 @@ void RelayClient::OnResponse(core::Message msg) {
   }
 }
 
+void RelayClient::CarrierClosed(uint64_t carrier, absl::string_view why) {
+  boost::asio::post(strand_, [weak = weak_from_this(), carrier, why = std::string(why)] {
+    auto self = weak.lock();
+    if (!self || self->stopped_ || carrier == 0 || self->hub_carrier() != carrier) return;
+    self->Lost(ErrorWithReason(absl::StatusCode::kUnavailable,
+                               absl::StrCat("the connection to the hub closed: ", why),
+                               reason::kConnectionLost));
+  });
+}
+
 void RelayClient::ScheduleHeartbeat() {
   uint64_t generation = generation_;
   timer_.expires_after(options_.heartbeat_interval);

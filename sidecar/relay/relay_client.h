@@ -68,6 +68,10 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   // The worker id of the connection under the channel to the hub (0: none). Any thread.
   uint64_t hub_carrier() const { return hub_carrier_.load(std::memory_order_acquire); }
 
+  // The connection with worker id `carrier` closed: if the channel to the hub ran over it, the
+  // session is lost now (and reconnects), not at its next unanswered heartbeat. Any thread.
+  void CarrierClosed(uint64_t carrier, absl::string_view why);
+
   // On the strand: a response from the hub's relay service.
   void OnResponse(core::Message msg);
   const core::Strand& strand() const { return strand_; }

@@ -19,6 +19,38 @@ absl::Status NotFound(absl::string_view name) {
 
 }  // namespace
 
+RelayClients::RelayClients(channel::SecureChannelManager& channels, RelayClientOptions options)
+    : channels_(channels), options_(options) {
+  {
+    veil::MutexLock lock(&watch_->mu);
+    watch_->self = this;
+  }
+  channels_.AddCarrierObserver([watch = watch_](uint64_t carrier, absl::string_view why) {
+    veil::MutexLock lock(&watch->mu);
+    if (watch->self != nullptr) watch->self->CarrierClosed(carrier, why);
+  });
+}
+
+RelayClients::~RelayClients() {
+  {
+    veil::MutexLock lock(&watch_->mu);
+    watch_->self = nullptr;
+  }
+  Shutdown();
+}
+
+void RelayClients::CarrierClosed(uint64_t carrier, absl::string_view why) {
+  if (carrier == 0) return;
+  std::vector<std::shared_ptr<RelayClient>> riding;
+  {
+    veil::MutexLock lock(&mu_);
+    for (const auto& client : clients_) {
+      if (client->hub_carrier() == carrier) riding.push_back(client);
+    }
+  }
+  for (auto& client : riding) client->CarrierClosed(carrier, why);
+}
+
 std::shared_ptr<RelayClient> RelayClients::FindLocked(const std::string& name) const {
   for (const auto& client : clients_) {
     if (client->Status().name == name) return client;

@@ -16,9 +16,10 @@ namespace veil::relay {
 class RelayClients {
  public:
   // `channels` must outlive this.
-  RelayClients(channel::SecureChannelManager& channels, RelayClientOptions options)
-      : channels_(channels), options_(options) {}
-  ~RelayClients() { Shutdown(); }
+  // Watches `channels`' carriers: a relay whose hub connection closes reconnects at once,
+  // without waiting for its next heartbeat to go unanswered.
+  RelayClients(channel::SecureChannelManager& channels, RelayClientOptions options);
+  ~RelayClients();
 
   // Creates a relay on the hub at `hub_route` and calls `done` with its first registration's
   // outcome. ALREADY_EXISTS (RELAY_EXISTS) when this sidecar already has a relay `name` —
@@ -51,8 +52,16 @@ class RelayClients {
   std::shared_ptr<RelayClient> FindLocked(const std::string& name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Outlives this (the carrier observer holds it): `self` is null once this is destroyed.
+  struct Watch {
+    veil::Mutex mu;
+    RelayClients* self ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  void CarrierClosed(uint64_t carrier, absl::string_view why);
+
   channel::SecureChannelManager& channels_;
   const RelayClientOptions options_;
+  const std::shared_ptr<Watch> watch_ = std::make_shared<Watch>();
   mutable veil::Mutex mu_;
   std::vector<std::shared_ptr<RelayClient>> clients_ ABSL_GUARDED_BY(mu_);
 };
