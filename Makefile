@@ -2,6 +2,7 @@
 #   make demo   install what is missing, build, run the demo
 #   make test   install what is missing, build, run every test (ctest)
 # Other targets: build, deps, bench (performance, Release build; RUNS=3: worst and median),
+# bench-hubs (hub scale-out: 100,000 relays, three replicas, etcd),
 # soak (VEIL_SOAK_SECONDS=600 of steady load with channel churn: RSS, fds and CPU flat),
 # fuzz (libFuzzer, FUZZ_SECONDS=),
 # check (ASan+UBSan suite, fuzz smoke, TSan tests, clang thread-safety),
@@ -30,7 +31,7 @@ CONFIG_STAMP := $(BUILD_DIR)/CMakeCache.txt
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench soak clean helm helm-lint stubs node-deps fuzz check format format-check
+.PHONY: all deps build test demo bench bench-hubs soak clean helm helm-lint stubs node-deps fuzz check format format-check
 
 all: build
 
@@ -145,6 +146,14 @@ bench: $(DEPS_STAMP)
 	cmake --build $(BENCH_DIR) -j$(JOBS) --target channel_bench e2e_bench veild
 	$(BENCH_DIR)/bench/channel_bench
 	bench/bench_runs.py --runs $(RUNS) -- $(BENCH_DIR)/bench/e2e_bench $(BENCH_ARGS)
+
+# make bench-hubs: the hub scale-out capacity (bench/hub_capacity_bench.cc): 100,000 relays on
+# three replicas and a real etcd, registration rate, memory, lookups, failover of 10,000
+# (HUB_BENCH_ARGS: e.g. --relays 20000 --failover 2000).
+bench-hubs: $(DEPS_STAMP)
+	@cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BENCH_DIR) -j$(JOBS) --target hub_capacity_bench veild
+	$(BENCH_DIR)/bench/hub_capacity_bench $(HUB_BENCH_ARGS)
 
 # The soak: VEIL_SOAK_SECONDS (600) at half of veil's 1 KiB throughput, channels opening and
 # closing beside it; each daemon's RSS, fds and CPU every second in $(BENCH_DIR)/soak.csv, drawn

@@ -227,7 +227,9 @@ void HubMesh::Forward(core::Message msg) {
         waiting.receipt.Settle(ErrorWithReason(
             absl::StatusCode::kUnavailable, "the hub replica changed", reason::kMeshUnavailable));
       }
-      link = Link{peer->identifier, peer->route};
+      link = Link();
+      link.identifier = peer->identifier;
+      link.route = peer->route;
     }
     if (!msg.return_route.empty() && msg.return_route.front().is_local()) {
       link.senders.insert(msg.return_route.front().value());
@@ -280,7 +282,7 @@ void HubMesh::SendOnLink(core::Message msg, const std::string& channel) {
   msg.onward.PushFront(core::Address::Local(kMeshAddress));
   msg.onward.PushFront(core::Address::Local(channel));
   msg.return_route.PushFront(core::Address::Local(kMeshAddress));
-  msg.sender = core::SenderInfo{};  // this hub vouches for it to its channel
+  msg.sender = core::SenderInfo();  // this hub vouches for it to its channel
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   router_.Send(std::move(msg));
 }
@@ -352,7 +354,9 @@ void HubMesh::FromPeer(core::Message msg) {
     // Handed on as read from the network (the relay admits that): the router tells the sender
     // of a refusal when the message is paced, this hop otherwise.
     NoticeOnFailure(msg, /*router_notifies=*/msg.paced);
-    msg.sender = core::SenderInfo{.origin = Origin::kTransport, .via = exit_id_};
+    msg.sender = core::SenderInfo();
+    msg.sender.origin = Origin::kTransport;
+    msg.sender.via = exit_id_;
     delivered_.fetch_add(1, std::memory_order_relaxed);
     router_.Send(std::move(msg));
     return;
@@ -375,7 +379,10 @@ void HubMesh::FromPeer(core::Message msg) {
   // The channel put itself first on the return route: answers go back the way they came.
   if (!msg.return_route.empty()) msg.return_route.PopFront();
   NoticeOnFailure(msg, /*router_notifies=*/msg.paced);
-  msg.sender = core::SenderInfo{.origin = Origin::kTransport, .via = exit_id_, .relayed = true};
+  msg.sender = core::SenderInfo();
+  msg.sender.origin = Origin::kTransport;
+  msg.sender.via = exit_id_;
+  msg.sender.relayed = true;
   answered_.fetch_add(1, std::memory_order_relaxed);
   router_.Send(std::move(msg));
 }
@@ -412,7 +419,7 @@ void HubMesh::FromRelay(core::Message msg) {
     return Refuse(std::move(msg), NotAdmitted("an answer for a channel that delivered nothing"));
   }
   NoticeOnFailure(msg, /*router_notifies=*/false);
-  msg.sender = core::SenderInfo{};
+  msg.sender = core::SenderInfo();
   answered_.fetch_add(1, std::memory_order_relaxed);
   router_.Send(std::move(msg));
 }

@@ -685,15 +685,17 @@ void RelayDirectory::Claim(const std::string& name, const std::string& owner, Do
   }
   int64_t lease;
   std::optional<DirectoryRelay> known;
+  absl::Status room;
   {
     veil::MutexLock lock(&mu_);
-    if (absl::Status room = CheckBindingRoom(name, owner); !room.ok()) {
-      claims_refused_.fetch_add(1, std::memory_order_relaxed);
-      return done(room);
-    }
+    room = CheckBindingRoom(name, owner);
     lease = lease_;
     auto it = view_.find(name);
     if (it != view_.end()) known = it->second;
+  }
+  if (!room.ok()) {  // (`done` runs without the lock: it may take the hub's)
+    claims_refused_.fetch_add(1, std::memory_order_relaxed);
+    return done(room);
   }
   if (lease == 0) {
     if (TakePending(name, owner, known)) return done(absl::OkStatus());

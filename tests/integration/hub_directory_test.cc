@@ -1,9 +1,8 @@
 // Hub replicas sharing a directory in a real etcd (Debian's etcd-server) on loopback: a relay
 // name is one owner's on every replica, races for one name across replicas have exactly one
-// winner, etcd down and back, an admin's release of a name whose owner is gone, bad flags.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+// winner, etcd down and back, an admin's release of a name whose owner is gone, bounded bindings,
+// the mesh (any replica reaches any relay; failover behind a balancer; no stranger joins), bad
+// flags.
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +17,7 @@
 #include "tests/support/api_client.h"
 #include "tests/support/etcd_process.h"
 #include "tests/support/metrics_scrape.h"
+#include "tests/support/tcp_balancer.h"
 #include "tests/support/veild_process.h"
 
 namespace veil::testing {
@@ -72,102 +72,6 @@ bool Eventually(const std::function<bool()>& condition, milliseconds limit = sec
   }
   return condition();
 }
-
-// A byte-for-byte TCP forwarder to 127.0.0.1:`target` that can be cut (every connection through
-// it reset, new ones closed at once) and healed: one replica partitioned from etcd. Given
-// several targets it is a load balancer (a Service in front of hub replicas): each connection
-// goes to the next target in turn that accepts it.
-class GatedProxy {
- public:
-  explicit GatedProxy(int target) : GatedProxy(std::vector<int>{target}) {}
-  explicit GatedProxy(std::vector<int> targets) : targets_(std::move(targets)) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_fd_, 64);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    acceptor_ = std::thread([this] { Accept(); });
-  }
-  ~GatedProxy() {
-    stopping_ = true;
-    ::shutdown(listen_fd_, SHUT_RDWR);
-    Cut();
-    acceptor_.join();
-    for (auto& t : pumps_) t.join();
-    ::close(listen_fd_);
-  }
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::string route() const { return "/tcp/127.0.0.1:" + std::to_string(port_); }
-  void Cut() {
-    std::lock_guard<std::mutex> lock(mu_);
-    cut_ = true;
-    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
-  }
-  void Heal() {
-    std::lock_guard<std::mutex> lock(mu_);
-    cut_ = false;
-  }
-
- private:
-  void Accept() {
-    while (!stopping_) {
-      int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (client < 0) return;
-      std::lock_guard<std::mutex> lock(mu_);
-      if (cut_) {
-        ::close(client);
-        continue;
-      }
-      int server = -1;
-      for (size_t tried = 0; tried < targets_.size() && server < 0; ++tried) {
-        server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = htons(static_cast<uint16_t>(targets_[next_++ % targets_.size()]));
-        if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-          ::close(server);
-          server = -1;
-        }
-      }
-      if (server < 0) {
-        ::close(client);
-        continue;
-      }
-      fds_.push_back(client);
-      fds_.push_back(server);
-      pumps_.emplace_back([client, server] { Pump(client, server); });
-      pumps_.emplace_back([client, server] { Pump(server, client); });
-    }
-  }
-  static void Pump(int from, int to) {
-    char buf[16384];
-    for (;;) {
-      ssize_t n = ::read(from, buf, sizeof(buf));
-      if (n <= 0) break;
-      for (ssize_t done = 0; done < n;) {
-        ssize_t w = ::write(to, buf + done, static_cast<size_t>(n - done));
-        if (w <= 0) return;
-        done += w;
-      }
-    }
-    ::shutdown(to, SHUT_WR);
-  }
-
-  const std::vector<int> targets_;
-  size_t next_ = 0;  // the acceptor's
-  int listen_fd_ = -1, port_ = 0;
-  std::atomic<bool> stopping_{false};
-  std::mutex mu_;
-  bool cut_ = false;
-  std::vector<int> fds_;  // closed with the process: a test's worth
-  std::vector<std::thread> pumps_;
-  std::thread acceptor_;
-};
 
 class HubDirectoryTest : public ::testing::Test {
  protected:
@@ -267,8 +171,13 @@ TEST_F(HubDirectoryTest, AnOwnersDeleteFreesTheNameOnEveryReplica) {
   Sidecar bob = StartSidecar(), carol = StartSidecar();
   v1::Relay relay;
   ASSERT_TRUE(CreateRelay(bob.api, a.route, "shared", &relay).ok());
+  ASSERT_TRUE(
+      Eventually([&] { return Scrape(*b.process, "veil_hub_directory_bound_names") == 1; }));
   grpc::Status s = DeleteRelay(bob.api, "shared");
   ASSERT_TRUE(s.ok()) << s.error_message();
+  // The sidecar's unregister reaches the hub (and etcd) after DeleteRelay returns.
+  ASSERT_TRUE(
+      Eventually([&] { return Scrape(*b.process, "veil_hub_directory_bound_names") == 0; }));
   s = CreateRelay(carol.api, b.route, "shared", &relay);
   EXPECT_TRUE(s.ok()) << s.error_message() << b.process->log();
   // Now Bob is the stranger.
@@ -441,7 +350,7 @@ TEST_F(HubDirectoryTest, WithEtcdDownRelaysWorkNewNamesAreRefusedAndItCatchesUp)
 }
 
 TEST_F(HubDirectoryTest, AReplicaPartitionedFromEtcdStopsClaimingAndDoesNotTakeNamesBack) {
-  GatedProxy gate(etcd_.client_port());
+  TcpBalancer gate(etcd_.client_port());
   Hub a = StartHub("a", gate.endpoint()), b = StartHub("b");
   Sidecar bob = StartSidecar(), dave = StartSidecar();
   v1::Relay relay;
@@ -563,7 +472,7 @@ TEST_F(HubDirectoryTest, WhenBobsReplicaDiesHeMovesAndAlicesNewChannelWorks) {
   Hub hubs[] = {StartHub("a"), StartHub("b"), StartHub("c")};
   std::vector<int> ports;
   for (const Hub& h : hubs) ports.push_back(std::stoi(h.route.substr(h.route.rfind(':') + 1)));
-  GatedProxy service(ports);
+  TcpBalancer service(ports);
   // Bob's sidecar with veild's default timeouts: the failover time printed below is theirs.
   Sidecar bob = StartSidecar(/*echoer=*/true, "", /*heartbeat=*/""), alice = StartSidecar();
   v1::Relay relay;
@@ -650,7 +559,7 @@ TEST_F(HubDirectoryTest, ANonHubIdentityCannotJoinTheMesh) {
   // replica: refused, nothing reaches Bob.
   ASSERT_TRUE(
       CreateSecureChannel(mallory.api, a.route + "/service/hub", TrustEveryone(), &channel).ok());
-  for (const std::string& rest :
+  for (const char* rest :
        {"/service/mesh/service/forward_to_bob/service/echoer", "/service/mesh/service/relay"}) {
     v1::RequestResponse reply;
     s = Request(mallory.api, channel.route() + rest, "as a hub", &reply, seconds(3));

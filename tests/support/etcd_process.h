@@ -27,6 +27,7 @@ class EtcdProcess {
   // "http://127.0.0.1:PORT", for --hub-directory.
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
   int client_port() const { return client_port_; }
+  pid_t pid() const { return pid_; }
   std::string log() const;
 
  private:
