@@ -604,6 +604,52 @@ TEST(HubDirectoryFlagsTest, BadDirectoryFlagsAreClearErrors) {
   }
 }
 
+// etcd as production runs it: TLS only, client certificates required. A replica with the CA and
+// a client certificate of it claims names; one without a certificate, or trusting another CA,
+// is refused by etcd and so refuses new names (DIRECTORY_UNAVAILABLE), never falling back to
+// plaintext.
+TEST(HubDirectoryTlsTest, ReplicasTalkToEtcdOverTlsWithClientCertificates) {
+  EtcdProcess etcd;
+  ASSERT_TRUE(etcd.EnableTls());
+  ASSERT_TRUE(etcd.Start()) << etcd.log();
+  ASSERT_EQ(etcd.endpoint().rfind("https://", 0), 0u);
+  const std::string tls = etcd.tls_dir();
+  auto hub = [&](const std::string& replica, std::vector<std::string> more) {
+    std::vector<std::string> args = {"--hub",           "--tcp-listen",     "127.0.0.1:0",
+                                     "--hub-directory", etcd.endpoint(),    "--hub-replica",
+                                     replica,           "--metrics-listen", "127.0.0.1:0"};
+    args.insert(args.end(), more.begin(), more.end());
+    auto p = std::make_unique<VeildProcess>(args);
+    EXPECT_TRUE(p->Start()) << p->log();
+    return p;
+  };
+  auto good = hub("good", {"--hub-directory-ca", tls + "/ca.pem", "--hub-directory-cert",
+                           tls + "/client.pem", "--hub-directory-key", tls + "/client.key"});
+  auto no_cert = hub("no-cert", {"--hub-directory-ca", tls + "/ca.pem"});
+  auto wrong_ca =
+      hub("wrong-ca", {"--hub-directory-ca", tls + "/other-ca.pem", "--hub-directory-cert",
+                       tls + "/client.pem", "--hub-directory-key", tls + "/client.key"});
+  EXPECT_TRUE(Eventually([&] { return Scrape(*good, "veil_hub_directory_lease_held") == 1; }))
+      << good->log();
+  VeildProcess bob({"--relay-heartbeat", "0.3"});
+  ASSERT_TRUE(bob.Start()) << bob.log();
+  auto bob_api = Connect(bob.api_target());
+  v1::Relay relay;
+  grpc::Status s =
+      CreateRelay(bob_api, "/tcp/" + TcpListenAddress(Connect(good->api_target())), "bob", &relay);
+  EXPECT_TRUE(s.ok()) << s.error_message() << good->log();
+  for (VeildProcess* refused : {no_cert.get(), wrong_ca.get()}) {
+    EXPECT_EQ(Scrape(*refused, "veil_hub_directory_lease_held"), 0) << refused->log();
+    EXPECT_EQ(Scrape(*refused, "veil_hub_directory_reachable"), 0);
+    s = CreateRelay(bob_api, "/tcp/" + TcpListenAddress(Connect(refused->api_target())), "bob-too",
+                    &relay);
+    EXPECT_EQ(ReasonOf(s), "DIRECTORY_UNAVAILABLE") << s.error_message();
+  }
+  // The good replica's view, over TLS, has Bob; the others know nothing.
+  EXPECT_TRUE(Eventually([&] { return Scrape(*good, "veil_hub_directory_relays") == 1; }));
+  EXPECT_EQ(Scrape(*no_cert, "veil_hub_directory_relays"), 0);
+}
+
 TEST(HubDirectoryFlagsTest, AHubWhoseEtcdIsNotThereYetStartsAndRefusesNewNames) {
   EtcdProcess etcd;  // not started: nothing listens on its port yet
   VeildProcess hub({"--hub", "--tcp-listen", "127.0.0.1:0", "--hub-directory", etcd.endpoint(),

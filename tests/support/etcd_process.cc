@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -26,8 +28,38 @@ std::string EtcdProcess::log() const {
   return text.str();
 }
 
+bool EtcdProcess::EnableTls() {
+  const std::string d = tls_dir();
+  const std::string steps[] = {
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+      "-subj /CN=test-etcd-ca -keyout " +
+          d + "/ca.key -out " + d + "/ca.pem",
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+      "-subj /CN=another-ca -keyout " +
+          d + "/other-ca.key -out " + d + "/other-ca.pem",
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 "
+      "-keyout " +
+          d + "/server.key -out " + d + "/server.csr",
+      "openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.pem -CAkey " + d +
+          "/ca.key -CAcreateserial -days 1 -extfile " + d + "/server.ext -out " + d + "/server.pem",
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=veil-hub "
+      "-keyout " +
+          d + "/client.key -out " + d + "/client.csr",
+      "openssl x509 -req -in " + d + "/client.csr -CA " + d + "/ca.pem -CAkey " + d +
+          "/ca.key -CAcreateserial -days 1 -extfile " + d + "/client.ext -out " + d + "/client.pem",
+  };
+  std::filesystem::create_directories(d);
+  std::ofstream(d + "/server.ext") << "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
+  std::ofstream(d + "/client.ext") << "extendedKeyUsage=clientAuth\n";
+  for (const std::string& step : steps) {
+    if (std::system((step + " >/dev/null 2>&1").c_str()) != 0) return false;
+  }
+  tls_ = true;
+  return true;
+}
+
 bool EtcdProcess::Start(std::chrono::milliseconds timeout) {
-  const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+  const std::string client = endpoint();
   const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::vector<std::string> argv = {"etcd",
                                    "--name",
@@ -48,6 +80,13 @@ bool EtcdProcess::Start(std::chrono::milliseconds timeout) {
                                    "zap",
                                    "--log-outputs",
                                    "stderr"};
+  if (tls_) {
+    for (const std::string& a :
+         {"--cert-file=" + tls_dir() + "/server.pem", "--key-file=" + tls_dir() + "/server.key",
+          "--trusted-ca-file=" + tls_dir() + "/ca.pem", std::string("--client-cert-auth")}) {
+      argv.push_back(a);
+    }
+  }
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
