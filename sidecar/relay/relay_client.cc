@@ -70,7 +70,7 @@ bool Terminal(absl::StatusCode code) {
 RelayClient::RelayClient(channel::SecureChannelManager& channels, core::Route hub_route,
                          std::string name, std::string identity,
                          std::shared_ptr<const channel::TrustPolicy> hub_policy,
-                         RelayClientOptions options)
+                         RelayClientOptions options, std::shared_ptr<ConnectGate> gate)
     : channels_(channels),
       router_(channels.router()),
       strand_(router_.NewStrand()),
@@ -83,13 +83,53 @@ RelayClient::RelayClient(channel::SecureChannelManager& channels, core::Route hu
                [this] { return std::uniform_real_distribution<double>(0, 1)(rng_); }),
       timer_(strand_),
       reply_timer_(strand_),
+      gate_(std::move(gate)),
       requested_name_(std::move(name)) {
   status_.name = requested_name_;
   status_.hub_route = hub_route_.ToString();
   status_.identity = identity_;
 }
 
-RelayClient::~RelayClient() = default;
+void ConnectGate::Enter(std::function<void()> go) {
+  {
+    veil::MutexLock lock(&mu_);
+    if (free_ == 0) {
+      waiting_.push_back(std::move(go));
+      return;
+    }
+    --free_;
+  }
+  go();
+}
+
+void ConnectGate::Leave() {
+  std::function<void()> next;
+  {
+    veil::MutexLock lock(&mu_);
+    if (waiting_.empty()) {
+      ++free_;
+      return;
+    }
+    next = std::move(waiting_.front());  // the slot passes straight to it
+    waiting_.pop_front();
+  }
+  next();
+}
+
+RelayClient::~RelayClient() {
+  if (in_gate_) gate_->Leave();
+}
+
+void RelayClient::LeaveGate() {
+  if (!in_gate_) return;
+  in_gate_ = false;
+  gate_->Leave();
+}
+
+bool RelayClient::HasName(const std::string& name) const {
+  veil::MutexLock lock(&mu_);
+  return status_.name == name;
+}
 
 void RelayClient::Update(std::function<void(RelayStatus&)> change) {
   veil::MutexLock lock(&mu_);
@@ -115,6 +155,19 @@ void RelayClient::Start(Outcome first, bool retry_until_up) {
 void RelayClient::Connect() {
   if (stopped_) return;
   uint64_t generation = ++generation_;
+  if (gate_ == nullptr || in_gate_) return Dial(generation);
+  gate_->Enter([weak = weak_from_this(), gate = gate_, generation] {
+    auto self = weak.lock();
+    if (!self) return gate->Leave();
+    boost::asio::post(self->strand_, [self, generation] {
+      self->in_gate_ = true;
+      if (self->stopped_ || generation != self->generation_) return self->LeaveGate();
+      self->Dial(generation);
+    });
+  });
+}
+
+void RelayClient::Dial(uint64_t generation) {
   core::Route route = hub_route_;
   route.Append(core::Address::Local(kHubListenerAddress));
   channels_.CreateChannel(route, identity_, hub_policy_, options_.handshake_timeout,
@@ -234,6 +287,7 @@ void RelayClient::OnResponse(core::Message msg) {
   reply_timer_.cancel();
   switch (response.kind_case()) {
     case wire::v1::RelayResponse::kRegistered: {
+      LeaveGate();                                     // connected: the next session's turn
       requested_name_ = response.registered().name();  // keep a hub-assigned name
       backoff_.Reset();
       Update([&](RelayStatus& s) {
@@ -259,6 +313,7 @@ void RelayClient::OnResponse(core::Message msg) {
       ScheduleHeartbeat();
       return;
     case wire::v1::RelayResponse::kError: {
+      LeaveGate();
       absl::Status error = ErrorWithReason(
           static_cast<absl::StatusCode>(response.error().code()),
           absl::StrCat("the hub refused: ", response.error().message()), response.error().reason());
@@ -315,6 +370,7 @@ void RelayClient::Lost(absl::Status why) {
   pending_request_ = 0;
   reply_timer_.cancel();
   CloseChannel();
+  LeaveGate();  // others connect while this one backs off
   auto delay = backoff_.Next();
   const std::string hub = hub_route_.ToString(), reason = ReasonOf(why);
   Log(spdlog::level::warn,
@@ -337,6 +393,7 @@ void RelayClient::Lost(absl::Status why) {
 
 void RelayClient::Finish(absl::Status why, RelayStatus::State state) {
   stopped_ = true;
+  LeaveGate();
   ++generation_;
   timer_.cancel();
   reply_timer_.cancel();

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <random>
@@ -26,12 +27,32 @@
 
 namespace veil::relay {
 
+// Bounds how many of one sidecar's relay sessions (re)connect at once. After a hub dies,
+// thousands of sessions reconnect together; handshakes beyond what the next hub answers in time
+// would time out and back off, again and again (a thundering herd). The rest wait their turn,
+// in order. Thread-safety: any thread.
+class ConnectGate {
+ public:
+  explicit ConnectGate(size_t slots) : free_(slots) {}
+  // Runs `go` (on this thread, or later on the one that frees a slot) once a slot is free; the
+  // slot is then the caller's until Leave.
+  void Enter(std::function<void()> go);
+  void Leave();
+
+ private:
+  veil::Mutex mu_;
+  size_t free_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::function<void()>> waiting_ ABSL_GUARDED_BY(mu_);
+};
+
 struct RelayClientOptions {
   std::chrono::milliseconds heartbeat_interval{5000};
   std::chrono::milliseconds heartbeat_timeout{5000};
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{30000};
+  // Sessions of one sidecar connecting (handshake and registration) at once.
+  size_t max_connecting = 32;
 };
 
 // What the API shows of a relay.
@@ -52,9 +73,10 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
  public:
   using Outcome = std::function<void(absl::StatusOr<RelayStatus>)>;
 
+  // `gate`: shared by the sidecar's sessions (null: none).
   RelayClient(channel::SecureChannelManager& channels, core::Route hub_route, std::string name,
               std::string identity, std::shared_ptr<const channel::TrustPolicy> hub_policy,
-              RelayClientOptions options);
+              RelayClientOptions options, std::shared_ptr<ConnectGate> gate = nullptr);
   ~RelayClient();
 
   // Starts; `first` is called once with the first registration's outcome. A relay whose first
@@ -65,6 +87,8 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   // Unregisters (best effort), closes the channel, stops retrying.
   void Stop();
   RelayStatus Status() const;
+  // Whether its (registered or requested) name is `name`, without copying its status.
+  bool HasName(const std::string& name) const;
   // The worker id of the connection under the channel to the hub (0: none). Any thread.
   uint64_t hub_carrier() const { return hub_carrier_.load(std::memory_order_acquire); }
 
@@ -78,7 +102,9 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
 
  private:
   class ResponseWorker;
-  void Connect();
+  void Connect();  // through the gate
+  void Dial(uint64_t generation);
+  void LeaveGate();  // the slot goes back, if this session holds one
   void OnChannel(uint64_t generation, absl::StatusOr<channel::ChannelInfo> info);
   // Fails the session if the pending request is not answered in time, unless this node is
   // holding back the hub's connection (backpressure) or bytes keep arriving on it.
@@ -107,6 +133,8 @@ class RelayClient : public std::enable_shared_from_this<RelayClient> {
   std::shared_ptr<ResponseWorker> response_worker_;
   std::string worker_address_;  // where the hub answers
   std::atomic<uint64_t> hub_carrier_{0};
+  const std::shared_ptr<ConnectGate> gate_;
+  bool in_gate_ = false;         // holds a slot of gate_
   std::string channel_;          // current channel to the hub, "" when none
   std::string requested_name_;   // what to (re-)register
   uint64_t hub_bytes_seen_ = 0;  // the hub connection's bytes when the request went out

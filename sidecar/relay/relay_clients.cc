@@ -53,7 +53,7 @@ void RelayClients::CarrierClosed(uint64_t carrier, absl::string_view why) {
 
 std::shared_ptr<RelayClient> RelayClients::FindLocked(const std::string& name) const {
   for (const auto& client : clients_) {
-    if (client->Status().name == name) return client;
+    if (client->HasName(name)) return client;
   }
   return nullptr;
 }
@@ -66,7 +66,7 @@ std::shared_ptr<RelayClient> RelayClients::Add(
     if (!error.ok()) return nullptr;
   }
   auto client = std::make_shared<RelayClient>(channels_, hub_route, name, identity,
-                                              std::move(hub_policy), options_);
+                                              std::move(hub_policy), options_, gate_);
   veil::MutexLock lock(&mu_);
   if (!name.empty() && FindLocked(name) != nullptr) {
     error = ErrorWithReason(absl::StatusCode::kAlreadyExists,

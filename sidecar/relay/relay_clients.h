@@ -62,6 +62,7 @@ class RelayClients {
   channel::SecureChannelManager& channels_;
   const RelayClientOptions options_;
   const std::shared_ptr<Watch> watch_ = std::make_shared<Watch>();
+  const std::shared_ptr<ConnectGate> gate_ = std::make_shared<ConnectGate>(options_.max_connecting);
   mutable veil::Mutex mu_;
   std::vector<std::shared_ptr<RelayClient>> clients_ ABSL_GUARDED_BY(mu_);
 };
