@@ -69,17 +69,37 @@ bool AllowList::Allows(const std::string& identifier, const std::string& name,
 }
 
 void RelayRegistry::Expire(Clock::time_point now) {
-  absl::erase_if(relays_, [now](const auto& kv) {
-    return kv.second.connection.empty() && kv.second.reserved_until <= now;
+  if (now < next_expiry_) return;
+  next_expiry_ = Clock::time_point::max();
+  absl::erase_if(relays_, [&](const auto& kv) {
+    if (!kv.second.connection.empty()) return false;
+    if (kv.second.reserved_until <= now) return true;
+    next_expiry_ = std::min(next_expiry_, kv.second.reserved_until);
+    return false;
   });
 }
 
-size_t RelayRegistry::Count(std::string RelayEntry::*field, const std::string& value) const {
-  size_t n = 0;
-  for (const auto& [name, entry] : relays_) {
-    if (!entry.connection.empty() && entry.*field == value) ++n;
+size_t RelayRegistry::CountOf(const absl::flat_hash_map<std::string, size_t>& counts,
+                              const std::string& key) {
+  auto it = counts.find(key);
+  return it == counts.end() ? 0 : it->second;
+}
+
+void RelayRegistry::MakeLive(RelayEntry& entry, const std::string& connection) {
+  if (!entry.connection.empty()) MakeNotLive(entry);
+  entry.connection = connection;
+  ++live_by_connection_[connection];
+  ++live_by_owner_[entry.owner];
+}
+
+void RelayRegistry::MakeNotLive(RelayEntry& entry) {
+  if (entry.connection.empty()) return;
+  for (auto [counts, key] : {std::pair{&live_by_connection_, &entry.connection},
+                             std::pair{&live_by_owner_, &entry.owner}}) {
+    auto it = counts->find(*key);
+    if (it != counts->end() && --it->second == 0) counts->erase(it);
   }
-  return n;
+  entry.connection.clear();
 }
 
 absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner,
@@ -109,25 +129,26 @@ absl::StatusOr<RelayEntry> RelayRegistry::Register(const std::string& owner,
     if (it->second.owner != owner) return Taken(chosen);
     bool was_live = !it->second.connection.empty();
     if (!was_live || it->second.connection != connection) {
-      if (Count(&RelayEntry::connection, connection) >= limits_.per_connection) {
+      if (CountOf(live_by_connection_, connection) >= limits_.per_connection) {
         return Exhausted(absl::StrCat("this connection already has ", limits_.per_connection,
                                       " relays, the hub's limit"));
       }
+      MakeLive(it->second, connection);
     }
-    it->second.connection = connection;
     return it->second;
   }
-  if (Count(&RelayEntry::connection, connection) >= limits_.per_connection) {
+  if (CountOf(live_by_connection_, connection) >= limits_.per_connection) {
     return Exhausted(absl::StrCat("this connection already has ", limits_.per_connection,
                                   " relays, the hub's limit"));
   }
-  if (Count(&RelayEntry::owner, owner) >= limits_.per_identity) {
+  if (CountOf(live_by_owner_, owner) >= limits_.per_identity) {
     return Exhausted(absl::StrCat("identity ", owner, " already has ", limits_.per_identity,
                                   " relays, the hub's limit"));
   }
   if (relays_.size() >= limits_.total) return Exhausted("the hub has no room for more relays");
-  RelayEntry entry{chosen, owner, connection, {}};
-  relays_[chosen] = entry;
+  RelayEntry& entry = relays_[chosen];
+  entry = RelayEntry{chosen, owner, "", {}};
+  MakeLive(entry, connection);
   return entry;
 }
 
@@ -142,19 +163,28 @@ absl::Status RelayRegistry::Unregister(const std::string& owner, const std::stri
   auto it = relays_.find(name);
   if (it == relays_.end()) return NotFound(name);
   if (it->second.owner != owner) return Taken(name);
+  MakeNotLive(it->second);
   relays_.erase(it);
   return absl::OkStatus();
 }
 
-bool RelayRegistry::Release(const std::string& name) { return relays_.erase(name) > 0; }
+bool RelayRegistry::Release(const std::string& name) {
+  auto it = relays_.find(name);
+  if (it == relays_.end()) return false;
+  MakeNotLive(it->second);
+  relays_.erase(it);
+  return true;
+}
 
 std::vector<std::string> RelayRegistry::DropConnection(const std::string& connection,
                                                        Clock::time_point now) {
   std::vector<std::string> dropped;
+  if (connection.empty() || !live_by_connection_.contains(connection)) return dropped;
   for (auto& [name, entry] : relays_) {
     if (entry.connection == connection) {
-      entry.connection.clear();
+      MakeNotLive(entry);
       entry.reserved_until = now + limits_.reservation;
+      next_expiry_ = std::min(next_expiry_, entry.reserved_until);
       dropped.push_back(name);
     }
   }

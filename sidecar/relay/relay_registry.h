@@ -98,13 +98,22 @@ class RelayRegistry {
   std::vector<RelayEntry> List() const;
 
  private:
+  // Removes reservations that ran out (a scan only once the earliest one is due).
   void Expire(Clock::time_point now);
-  size_t Count(std::string RelayEntry::*field, const std::string& value) const;
+  static size_t CountOf(const absl::flat_hash_map<std::string, size_t>& counts,
+                        const std::string& key);
+  // Keep the live counts: `entry` becomes live on `connection`, or stops being live.
+  void MakeLive(RelayEntry& entry, const std::string& connection);
+  void MakeNotLive(RelayEntry& entry);
 
   RelayLimits limits_;
   AllowList allow_;
   NameGenerator random_name_;
   absl::flat_hash_map<std::string, RelayEntry> relays_;  // live and reserved, by name
+  // Live relays per connection and per owner, so that a registration's limits cost a lookup,
+  // not a scan of every relay (a hub replica holds tens of thousands).
+  absl::flat_hash_map<std::string, size_t> live_by_connection_, live_by_owner_;
+  Clock::time_point next_expiry_ = Clock::time_point::max();
 };
 
 }  // namespace veil::relay
