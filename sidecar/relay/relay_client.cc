@@ -90,7 +90,7 @@ RelayClient::RelayClient(channel::SecureChannelManager& channels, core::Route hu
   status_.identity = identity_;
 }
 
-void ConnectGate::Enter(std::function<void()> go) {
+void ConnectGate::Enter(std::function<bool()> go) {
   {
     veil::MutexLock lock(&mu_);
     if (free_ == 0) {
@@ -99,21 +99,23 @@ void ConnectGate::Enter(std::function<void()> go) {
     }
     --free_;
   }
-  go();
+  if (!go()) Leave();
 }
 
 void ConnectGate::Leave() {
-  std::function<void()> next;
-  {
-    veil::MutexLock lock(&mu_);
-    if (waiting_.empty()) {
-      ++free_;
-      return;
+  for (;;) {  // the slot passes straight to the next waiter that takes it
+    std::function<bool()> next;
+    {
+      veil::MutexLock lock(&mu_);
+      if (waiting_.empty()) {
+        ++free_;
+        return;
+      }
+      next = std::move(waiting_.front());
+      waiting_.pop_front();
     }
-    next = std::move(waiting_.front());  // the slot passes straight to it
-    waiting_.pop_front();
+    if (next()) return;
   }
-  next();
 }
 
 RelayClient::~RelayClient() {
@@ -156,14 +158,15 @@ void RelayClient::Connect() {
   if (stopped_) return;
   uint64_t generation = ++generation_;
   if (gate_ == nullptr || in_gate_) return Dial(generation);
-  gate_->Enter([weak = weak_from_this(), gate = gate_, generation] {
+  gate_->Enter([weak = weak_from_this(), generation] {
     auto self = weak.lock();
-    if (!self) return gate->Leave();
+    if (!self) return false;
     boost::asio::post(self->strand_, [self, generation] {
       self->in_gate_ = true;
       if (self->stopped_ || generation != self->generation_) return self->LeaveGate();
       self->Dial(generation);
     });
+    return true;
   });
 }
 

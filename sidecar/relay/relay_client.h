@@ -34,15 +34,16 @@ namespace veil::relay {
 class ConnectGate {
  public:
   explicit ConnectGate(size_t slots) : free_(slots) {}
-  // Runs `go` (on this thread, or later on the one that frees a slot) once a slot is free; the
-  // slot is then the caller's until Leave.
-  void Enter(std::function<void()> go);
+  // Runs `go` (on this thread, or later on the one that frees a slot) once a slot is free. It
+  // returns whether it took the slot (then the caller's until Leave) or not (its session is
+  // gone: the slot passes on at once, without a call of Leave that could nest).
+  void Enter(std::function<bool()> go);
   void Leave();
 
  private:
   veil::Mutex mu_;
   size_t free_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::function<void()>> waiting_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::function<bool()>> waiting_ ABSL_GUARDED_BY(mu_);
 };
 
 struct RelayClientOptions {
