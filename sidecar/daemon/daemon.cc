@@ -242,6 +242,7 @@ absl::Status RunDaemon(const Options& options) {
       d.lease_ttl = std::chrono::seconds(options.hub_directory_lease_ttl_seconds);
       d.max_names_per_owner = options.hub_directory_max_names_per_owner;
       d.max_names = options.hub_directory_max_names;
+      d.load_page = options.hub_directory_load_page;
       ASSIGN_OR_RETURN(directory,
                        relay::RelayDirectory::Start(
                            std::move(d), [weak = std::weak_ptr<relay::RelayHub>(hub)](

@@ -190,6 +190,11 @@ std::variant<Options, EarlyExit> ParseOptions(int argc, const char* const* argv)
                  "Hub: relay names the directory holds in all, over every owner")
       ->check(CLI::Range(size_t{1}, size_t{100000000}))
       ->capture_default_str();
+  app.add_option("--hub-directory-load-page", o.hub_directory_load_page,
+                 "Hub: keys per etcd Range call when the replica loads the directory (at start "
+                 "and after a compaction); every page is read at one revision")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}))
+      ->capture_default_str();
   app.add_flag("--authority", o.authority,
                "Act as a credential authority: a secure channel listener at /service/authority "
                "and the credentials service; members and tickets with `veil authority` "

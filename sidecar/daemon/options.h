@@ -55,6 +55,7 @@ struct Options {
   int hub_directory_lease_ttl_seconds = 10;
   size_t hub_directory_max_names_per_owner = 64;
   size_t hub_directory_max_names = 1000000;
+  int64_t hub_directory_load_page = 5000;
   std::vector<std::string> relay_allow_policies;  // attribute policies; relay.name: the name
   // Credentials (docs/credentials.md): act as an authority (members, tickets, issuing), the
   // route its tickets carry, how long its credentials last; the authorities this node trusts,

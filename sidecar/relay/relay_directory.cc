@@ -27,7 +27,6 @@ namespace pb = etcdserverpb;
 constexpr absl::string_view kRelays = "relays/";
 constexpr absl::string_view kOwners = "owners/";
 constexpr absl::string_view kHubs = "hubs/";
-constexpr int64_t kLoadPage = 5000;  // keys per Range call when the view loads
 
 absl::Status Unavailable(absl::string_view what, const grpc::Status& status) {
   return ErrorWithReason(
@@ -471,6 +470,7 @@ void RelayDirectory::WatchLoop() {
       std::vector<mvccpb::KeyValue> kvs;
       int64_t at = 0;
       grpc::Status status;
+      int pages = 0;
       for (std::string from = first;;) {
         pb::RangeResponse range;
         status = etcd_->Unary([&](Etcd::Endpoint& e, grpc::ClientContext& ctx) {
@@ -478,12 +478,13 @@ void RelayDirectory::WatchLoop() {
           request.set_key(from);
           request.set_range_end(end);
           request.set_revision(at);
-          request.set_limit(kLoadPage);
+          request.set_limit(options_.load_page);
           range.Clear();
           return e.kv->Range(&ctx, request, &range);
         });
         if (!status.ok()) break;
         if (at == 0) at = range.header().revision();
+        ++pages;
         for (auto& kv : *range.mutable_kvs()) kvs.push_back(std::move(kv));
         if (!range.more() || range.kvs_size() == 0) break;
         from = kvs.back().key() + '\0';  // the next key after the last one read
@@ -514,6 +515,8 @@ void RelayDirectory::WatchLoop() {
       }
       revision = at;
       loaded = true;
+      spdlog::info("hub directory: loaded {} keys at revision {} in {} page(s)", kvs.size(), at,
+                   pages);
     }
     grpc::ClientContext ctx;
     std::shared_ptr<grpc::ClientReaderWriter<pb::WatchRequest, pb::WatchResponse>> stream =

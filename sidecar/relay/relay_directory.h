@@ -63,6 +63,9 @@ struct DirectoryOptions {
   // moment can overshoot by the claims in flight, never without bound.
   size_t max_names_per_owner = 64;
   size_t max_names = 1000000;
+  // Keys per Range call when the view loads (a single response would pass gRPC's message limit
+  // at scale); every page is read at the first one's revision.
+  int64_t load_page = 5000;
 };
 
 // Parses a comma-separated --hub-directory value. INVALID_ARGUMENT for an empty list or an

@@ -691,6 +691,13 @@ class ReplicatedHubsTest(ContractMixin, unittest.TestCase):
         self.assertIn("--advertise-client-urls=http://rel-veil-etcd:2379", container["args"])
         self.assertEqual(named(self.docs, "Service", "rel-veil-etcd")["spec"]["ports"][0]["port"], 2379)
 
+    def test_on_an_ipv6_cluster_the_replicas_route_is_bracketed(self):
+        docs = render("--set", "hub.replicas=2", "--set", "hub.directory.etcd.deploy=true",
+                      "--set", "ports.bindHost=[$(POD_IP)]")
+        [veild] = veild_containers(named(docs, "StatefulSet", "rel-veil-hub")["spec"]["template"]["spec"])
+        self.assertEqual(flag(veild, "--hub-route"), "/tcp/[$(POD_IP)]:4000")
+        self.assertEqual(flag(veild, "--tcp-listen"), "[$(POD_IP)]:4000")
+
     def test_an_existing_etcd_with_client_certificates(self):
         docs = render("--set", "hub.replicas=2",
                       "--set", "hub.directory.etcd.endpoints[0]=https://etcd-0.db:2379",

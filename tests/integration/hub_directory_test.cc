@@ -11,7 +11,9 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
+#include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/support/api_client.h"
@@ -25,6 +27,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using ::testing::HasSubstr;
 
 grpc::Status EchoThrough(const std::shared_ptr<grpc::Channel>& alice, const std::string& route,
                          const std::string& text) {
@@ -250,10 +253,17 @@ TEST_F(HubDirectoryTest, AReplicaLoadsALargeDirectoryWhole) {
   Sidecar bob = StartSidecar();
   const std::string bob_id = DefaultIdentifier(bob.api);
   ASSERT_NO_FATAL_FAILURE(WriteBindings(etcd_, kBindings, bob_id));
-  Hub a = StartHub("a", "", {"--hub-directory-max-names", std::to_string(kBindings + 1)});
+  // Pages of 1,000 keys: the 12,000 bindings and a's own hubs/ record (written before the load)
+  // take 13 Range calls, all at one revision; without paging one response would hold them all.
+  Hub a = StartHub("a", "",
+                   {"--hub-directory-max-names", std::to_string(kBindings + 1),
+                    "--hub-directory-load-page", "1000"});
   ASSERT_TRUE(Eventually([&] {
     return Scrape(*a.process, "veil_hub_directory_bound_names") == kBindings;
   })) << Scrape(*a.process, "veil_hub_directory_bound_names");
+  EXPECT_THAT(a.process->log(),
+              HasSubstr(absl::StrCat("loaded ", kBindings + 1, " keys at revision")));
+  EXPECT_THAT(a.process->log(), HasSubstr("in 13 page(s)"));
   // Bob holds 12,000 names, past the 64 one identity may hold: a new one is refused, one of his
   // own is his again.
   v1::Relay relay;
