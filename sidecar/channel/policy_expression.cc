@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/utf8.h"
 
@@ -16,6 +17,12 @@ using Node = PolicyExpression::Node;
 class ExpressionParser {
  public:
   explicit ExpressionParser(absl::string_view text) : text_(text) {}
+
+  static absl::Status Bad(absl::string_view why) {
+    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                           absl::StrCat("invalid policy expression: ", why),
+                           reason::kInvalidTrustPolicy);
+  }
 
   absl::StatusOr<PolicyExpression> Run() {
     if (text_.size() > kMaxExpressionBytes) {
@@ -59,11 +66,6 @@ class ExpressionParser {
     std::string canonical;
   };
 
-  static absl::Status Bad(absl::string_view why) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("invalid policy expression: ", why),
-                           reason::kInvalidTrustPolicy);
-  }
   absl::Status Expected(absl::string_view what) const {
     std::string found;
     switch (token_.kind) {
@@ -351,7 +353,19 @@ class ExpressionParser {
 };
 
 absl::StatusOr<PolicyExpression> PolicyExpression::Parse(absl::string_view text) {
-  return ExpressionParser(text).Run();
+  absl::StatusOr<PolicyExpression> parsed = ExpressionParser(text).Run();
+  if (!parsed.ok() || parsed->canonical() == text) return parsed;
+  // The canonical form is what listings show (and what a user copies from them), so it
+  // must parse too; it spells `!` as `not ` and precedence as parentheses, so it can be longer
+  // and deeper than the text.
+  absl::StatusOr<PolicyExpression> again = ExpressionParser(parsed->canonical()).Run();
+  if (!again.ok()) {
+    absl::string_view why = again.status().message();
+    absl::ConsumePrefix(&why, "invalid policy expression: ");
+    absl::ConsumePrefix(&why, "the expression is ");
+    return ExpressionParser::Bad(absl::StrCat("written out in full, the expression is ", why));
+  }
+  return parsed;
 }
 
 namespace {

@@ -137,5 +137,27 @@ TEST(PolicyExpressionTest, LimitsHold) {
   EXPECT_NE(ParseError(list + "]").find("list"), std::string::npos);
 }
 
+// The canonical form spells `!` as `not ` and writes precedence as parentheses, so it can be
+// longer and deeper than the text: an expression is refused unless that form is within the
+// limits too (the fuzzer found 31 nested `!` beside an `||`, whose canonical form would not
+// parse back).
+TEST(PolicyExpressionTest, LimitsHoldForTheCanonicalFormToo) {
+  const std::string nots(kMaxExpressionDepth - 1, '!');
+  const std::string deep_in_or = nots + "true || true";
+  std::string message = ParseError(deep_in_or);
+  EXPECT_NE(message.find("written out in full"), std::string::npos) << message;
+  EXPECT_NE(message.find("nested"), std::string::npos) << message;
+  EXPECT_TRUE(PolicyExpression::Parse(nots + "true").ok());  // no group: no parentheses
+  EXPECT_TRUE(PolicyExpression::Parse(nots.substr(1) + "true || true").ok());
+  // About 3,800 bytes as written and 222 terms; each `!` is three bytes longer in canonical
+  // form, which takes it past 4 KiB.
+  std::string longer = "subject.a == \"" + std::string(3400, 'x') + "\"";
+  for (int i = 0; i < 20; ++i) longer += " && !!!!!!!!!!true";
+  ASSERT_LT(longer.size(), kMaxExpressionBytes);
+  message = ParseError(longer);
+  EXPECT_NE(message.find("written out in full"), std::string::npos) << message;
+  EXPECT_NE(message.find("bytes"), std::string::npos) << message;
+}
+
 }  // namespace
 }  // namespace veil::channel
