@@ -6,7 +6,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "sidecar/common/error_reason.h"
 #include "sidecar/common/utf8.h"
 
@@ -16,13 +15,9 @@ using Node = PolicyExpression::Node;
 
 class ExpressionParser {
  public:
-  explicit ExpressionParser(absl::string_view text) : text_(text) {}
-
-  static absl::Status Bad(absl::string_view why) {
-    return ErrorWithReason(absl::StatusCode::kInvalidArgument,
-                           absl::StrCat("invalid policy expression: ", why),
-                           reason::kInvalidTrustPolicy);
-  }
+  // `canonical`: `text` is another expression's canonical form, and errors say so.
+  explicit ExpressionParser(absl::string_view text, bool canonical = false)
+      : text_(text), canonical_(canonical) {}
 
   absl::StatusOr<PolicyExpression> Run() {
     if (text_.size() > kMaxExpressionBytes) {
@@ -66,6 +61,12 @@ class ExpressionParser {
     std::string canonical;
   };
 
+  absl::Status Bad(absl::string_view why) const {
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("invalid policy expression: ", canonical_ ? "written out in full, " : "", why),
+        reason::kInvalidTrustPolicy);
+  }
   absl::Status Expected(absl::string_view what) const {
     std::string found;
     switch (token_.kind) {
@@ -347,6 +348,7 @@ class ExpressionParser {
   }
 
   absl::string_view text_;
+  const bool canonical_;
   size_t pos_ = 0;
   Token token_;
   PolicyExpression out_;
@@ -358,13 +360,9 @@ absl::StatusOr<PolicyExpression> PolicyExpression::Parse(absl::string_view text)
   // The canonical form is what listings show (and what a user copies from them), so it
   // must parse too; it spells `!` as `not ` and precedence as parentheses, so it can be longer
   // and deeper than the text.
-  absl::StatusOr<PolicyExpression> again = ExpressionParser(parsed->canonical()).Run();
-  if (!again.ok()) {
-    absl::string_view why = again.status().message();
-    absl::ConsumePrefix(&why, "invalid policy expression: ");
-    absl::ConsumePrefix(&why, "the expression is ");
-    return ExpressionParser::Bad(absl::StrCat("written out in full, the expression is ", why));
-  }
+  absl::StatusOr<PolicyExpression> again =
+      ExpressionParser(parsed->canonical(), /*canonical=*/true).Run();
+  if (!again.ok()) return again.status();
   return parsed;
 }
 

@@ -697,6 +697,13 @@ class ReplicatedHubsTest(ContractMixin, unittest.TestCase):
         [veild] = veild_containers(named(docs, "StatefulSet", "rel-veil-hub")["spec"]["template"]["spec"])
         self.assertEqual(flag(veild, "--hub-route"), "/tcp/[$(POD_IP)]:4000")
         self.assertEqual(flag(veild, "--tcp-listen"), "[$(POD_IP)]:4000")
+        # Listeners on every address still leave the route a pod IP another replica can dial.
+        for bind, route in (("0.0.0.0", "/tcp/$(POD_IP):4000"), ("[::]", "/tcp/[$(POD_IP)]:4000")):
+            docs = render("--set", "hub.replicas=2", "--set", "hub.directory.etcd.deploy=true",
+                          "--set", f"ports.bindHost={bind}")
+            [veild] = veild_containers(named(docs, "StatefulSet", "rel-veil-hub")["spec"]["template"]["spec"])
+            self.assertEqual(flag(veild, "--hub-route"), route)
+            self.assertEqual(flag(veild, "--tcp-listen"), f"{bind}:4000")
 
     def test_an_existing_etcd_with_client_certificates(self):
         docs = render("--set", "hub.replicas=2",
