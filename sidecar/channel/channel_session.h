@@ -94,9 +94,9 @@ inline constexpr size_t kDataOverhead = 1 + 8 + vault::kAeadTagBytes;
 
 // The default per-channel receive window: enough to keep a hub path full (less costs
 // throughput: measured in docs/performance.md), and well under a connection's limit on
-// unsettled bytes (32 MiB), so one stalled channel does not stop a node reading the connection
+// unsettled bytes (64 MiB), so one stalled channel does not stop a node reading the connection
 // it shares.
-inline constexpr uint64_t kDefaultReceiveWindow = 8 * 1024 * 1024;
+inline constexpr uint64_t kDefaultReceiveWindow = 16 * 1024 * 1024;
 
 struct SessionOptions {
   uint64_t rekey_interval = uint64_t{1} << 16;

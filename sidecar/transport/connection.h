@@ -60,7 +60,7 @@ struct ConnectionOptions {
   // Bytes of frames waiting to be written before new messages are refused.
   size_t max_write_queue_bytes = 64 * 1024 * 1024;
   // Bytes read from the stream and not yet handed on before the connection stops reading.
-  size_t max_unsettled_read_bytes = 32 * 1024 * 1024;
+  size_t max_unsettled_read_bytes = 64 * 1024 * 1024;
   std::chrono::milliseconds connect_timeout{10000};
   // Lets app payloads and decrypted messages leave in plaintext (testing only).
   bool insecure_plaintext = false;

@@ -511,10 +511,10 @@ double FaultTest::Bob2ThroughputWhileBobStalls(const std::vector<std::string>& e
 }
 
 // Per-channel flow control: Bob's stalled app slows only Alice's channel to him. His sidecar
-// holds at most his channel's window (2 MiB) unacknowledged, under its connection's limit, so
-// it keeps reading the hub's connection, and the hub keeps reading Alice's: Bob2's channel,
-// on the same connections, keeps its throughput. Alice's channel to Bob keeps what its send
-// queue holds and refuses her app (QUEUE_FULL) beyond it.
+// holds at most his channel's window (16 MiB by default) unacknowledged, under its connection's
+// limit, so it keeps reading the hub's connection, and the hub keeps reading Alice's: Bob2's
+// channel, on the same connections, keeps its throughput. Alice's channel to Bob keeps what its
+// send queue holds and refuses her app (QUEUE_FULL) beyond it.
 TEST_F(FaultTest, AStalledChannelDoesNotHoldUpAnotherOnTheSameConnection) {
   const double ratio = Bob2ThroughputWhileBobStalls({});
   EXPECT_GT(ratio, 0.5) << "Bob2's channel slowed down with Bob's";
