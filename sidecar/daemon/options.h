@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "sidecar/channel/channel_session.h"
+#include "sidecar/transport/connection.h"
 
 namespace veil::daemon {
 
@@ -76,8 +78,8 @@ struct Options {
   double relay_heartbeat_seconds = 5;  // client side
   size_t relay_max_queued_bytes = 16 * 1024 * 1024;
   size_t portal_max_sessions = 10000;
-  size_t max_connection_queue_bytes = 64 * 1024 * 1024;
-  size_t max_connection_unsettled_bytes = 64 * 1024 * 1024;
+  size_t max_connection_queue_bytes = transport::ConnectionOptions{}.max_write_queue_bytes;
+  size_t max_connection_unsettled_bytes = transport::ConnectionOptions{}.max_unsettled_read_bytes;
   size_t max_channels = 100000;
   size_t max_pending_handshakes = 1024;
   // Access control and limits against strangers (docs/security.md).
@@ -89,7 +91,7 @@ struct Options {
   std::chrono::milliseconds channel_idle_timeout{3600 * 1000};  // 0: never
   // Per-channel flow control: what a channel takes before it grants more (0: off), and what it
   // keeps for a far end that has not granted more before refusing local senders.
-  size_t channel_window_bytes = 16 * 1024 * 1024;
+  size_t channel_window_bytes = channel::kDefaultReceiveWindow;
   size_t channel_send_queue_bytes = 16 * 1024 * 1024;
   size_t max_connections = 4096;
   size_t max_connections_per_address = 32;
